@@ -1,0 +1,195 @@
+"""Read-model databases: where projections, checkpoints and parked events live.
+
+One small wrapper over SQLite and PostgreSQL so that a projection is written once: SQL uses `?` placeholders
+and the common subset of both dialects (`INSERT ... ON CONFLICT ... DO UPDATE`, `coalesce`, ...). A handler
+gets a `Tx` and everything it writes commits together with its subscription's checkpoint.
+
+SQLite read models use `synchronous=NORMAL`: a power cut may lose the last committed projection
+transactions, but never half of one, and since the checkpoint commits with the rows the lost tail is simply
+replayed from the event store, which itself is durable.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+Dialect = Literal["sqlite", "postgresql"]
+Params = Sequence[Any] | dict[str, Any]
+
+
+@lru_cache(maxsize=1024)
+def _to_psycopg(sql: str) -> str:
+    return re.sub(r"\?", "%s", sql.replace("%", "%%"))
+
+
+class Tx:
+    """One transaction (or read snapshot) on a read-model database."""
+
+    def __init__(self, conn: Any, dialect: Dialect) -> None:
+        self._conn = conn
+        self.dialect: Dialect = dialect
+        self._savepoints = 0
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.dialect == "sqlite" else _to_psycopg(sql)
+
+    def execute(self, sql: str, params: Params = ()) -> Any:
+        return self._conn.execute(self._sql(sql), params)
+
+    def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+        if self.dialect == "sqlite":
+            self._conn.executemany(sql, rows)
+        else:
+            with self._conn.cursor() as cur:
+                cur.executemany(_to_psycopg(sql), rows)
+
+    def fetchone(self, sql: str, params: Params = ()) -> tuple | None:
+        return self.execute(sql, params).fetchone()
+
+    def fetchall(self, sql: str, params: Params = ()) -> list[tuple]:
+        return self.execute(sql, params).fetchall()
+
+    def scalar(self, sql: str, params: Params = ()) -> Any:
+        row = self.fetchone(sql, params)
+        return None if row is None else row[0]
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Undo only what happens inside the block if it raises; the transaction goes on."""
+        self._savepoints += 1
+        name = f"sp_{self._savepoints}"
+        self._conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self._conn.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        else:
+            self._conn.execute(f"RELEASE SAVEPOINT {name}")
+
+
+class Database(ABC):
+    dialect: Dialect
+    url: str
+
+    @abstractmethod
+    def transaction(self) -> Any:
+        """Context manager yielding a `Tx`; commits on success, rolls back on error."""
+
+    @abstractmethod
+    def read(self) -> Any:
+        """Context manager yielding a `Tx` for reading (a consistent snapshot)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def executescript(self, statements: str) -> None:
+        """Idempotent DDL (CREATE ... IF NOT EXISTS), `;`-separated."""
+        with self.transaction() as tx:
+            for statement in statements.split(";"):
+                if statement.strip():
+                    tx.execute(statement)
+
+
+class SqliteDatabase(Database):
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.url = f"sqlite:///{self.path}"
+        self._write_lock = threading.Lock()
+        self._writer = self._connect()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        # One writer per process: threads queue here instead of spinning on SQLITE_BUSY.
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Tx(conn, "sqlite")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        conn.execute("BEGIN")
+        try:
+            yield Tx(conn, "sqlite")
+        finally:
+            conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._writer.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+
+
+class PostgresDatabase(Database):
+    dialect: Dialect = "postgresql"
+
+    def __init__(self, url: str, *, max_size: int = 8) -> None:
+        from psycopg_pool import ConnectionPool
+
+        self.url = url
+        self._pool = ConnectionPool(url, min_size=1, max_size=max_size, open=True, kwargs={"autocommit": True})
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        with self._pool.connection() as conn, conn.transaction():
+            yield Tx(conn, "postgresql")
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        with self._pool.connection() as conn:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                yield Tx(conn, "postgresql")
+            finally:
+                conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def open_database(url: str) -> Database:
+    scheme, sep, rest = url.partition("://")
+    if scheme == "sqlite" and sep:
+        path = rest[1:] if rest.startswith("/") else rest
+        if not path:
+            raise ValueError("sqlite database URL needs a file path: sqlite:///var/readmodels.db")
+        return SqliteDatabase(path)
+    if scheme in {"postgresql", "postgres"}:
+        return PostgresDatabase(url)
+    raise ValueError(f"unknown read-model database URL {url!r}; expected sqlite:///path or postgresql://...")

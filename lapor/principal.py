@@ -1,0 +1,50 @@
+"""Who is acting: roles and the principal a request runs as. Access decisions live in `lapor.auth`;
+what each role may *see* of a complaint lives in `lapor.privacy`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+# Agency ids of the national nodes (the directory of `services/routing` holds the rest).
+NATIONAL_ADMIN_AGENCY = "kemenpanrb"
+KSP_AGENCY = "ksp"
+OMBUDSMAN_AGENCY = "ombudsman-ri"
+
+
+class Role(StrEnum):
+    reporter = "reporter"  # by reporter_token, for one complaint only
+    admin_national = "admin_national"  # KemenPAN-RB operator/admin: verifies, disposes, sees everything
+    admin_agency = "admin_agency"  # an agency's admin (instansi, pemda, OPD)
+    liaison = "liaison"  # pejabat penghubung of an agency
+    unit_officer = "unit_officer"  # officer of a unit inside an agency (puskesmas, kecamatan, ...)
+    operator = "operator"  # national monitoring (KSP and the like): reads, never decides
+    auditor = "auditor"  # inspectorate: replays histories, reads everything, changes nothing
+    ombudsman = "ombudsman"  # Ombudsman RI: supervision, takes over escalated reports
+    integration = "integration"  # machine clients: SMS gateway, an agency's own complaint system
+
+
+AGENCY_SCOPED = frozenset({Role.admin_agency, Role.liaison, Role.unit_officer})
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    subject: str
+    role: Role
+    agency_id: str | None = None
+    unit_id: str | None = None  # a full agency id of the unit, e.g. "pemda-82.71/dinkes"
+    channel: str | None = None  # integration clients: the channel they push for ("sms", "sambat-malang")
+    tracking_id: str | None = None  # reporter: the one complaint the token opens
+
+    @property
+    def agency_scoped(self) -> bool:
+        return self.role in AGENCY_SCOPED
+
+    def __post_init__(self) -> None:
+        if self.agency_scoped and not self.agency_id:
+            raise ValueError(f"role {self.role} needs an agency")
+        if self.role is Role.unit_officer and not self.unit_id:
+            raise ValueError("role unit_officer needs a unit")
+
+
+SYSTEM = Principal(subject="system", role=Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)

@@ -1,0 +1,216 @@
+"""Value types, errors and the abstract store every adapter implements."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeAlias
+
+import orjson
+
+# Expected-version sentinels, numbered as in EventStoreDB's gRPC API.
+NO_STREAM = -1
+ANY = -2
+EXISTS = -4
+ExpectedVersion: TypeAlias = int
+
+GENESIS_HASH = "0" * 64
+
+
+def category_of(stream: str) -> str:
+    """`complaint-ABC` -> `complaint` (the part before the first dash)."""
+    return stream.split("-", 1)[0]
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8: the bytes the hash chain is computed over."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def describe_expected(expected: ExpectedVersion) -> str:
+    return {NO_STREAM: "no stream", ANY: "any", EXISTS: "stream exists"}.get(expected, str(expected))
+
+
+class StoreError(Exception):
+    """Base of every error the store raises on purpose."""
+
+
+class WrongExpectedVersion(StoreError):
+    """The stream is not at the version the writer expected; `actual_version` is -1 for no stream."""
+
+    def __init__(self, stream: str, expected_version: ExpectedVersion, actual_version: int) -> None:
+        self.stream = stream
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        super().__init__(f"{stream}: expected version {describe_expected(expected_version)}, actual {actual_version}")
+
+
+class DuplicateEventId(StoreError):
+    """Some, but not all, of the event ids of an append were already recorded (or elsewhere)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    event_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    schema_version: int = 1
+
+
+@dataclass(slots=True)
+class RecordedEvent:
+    event_id: uuid.UUID
+    stream: str
+    version: int
+    position: int
+    type: str
+    schema_version: int
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: datetime
+    prev_hash: str
+    hash: str
+
+    @property
+    def category(self) -> str:
+        return category_of(self.stream)
+
+    def expected_hash(self) -> str:
+        return chain_hash(
+            self.prev_hash,
+            self.event_id,
+            self.stream,
+            self.version,
+            self.type,
+            self.schema_version,
+            self.data,
+            self.metadata,
+            self.recorded_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    stream: str
+    first_version: int
+    last_version: int  # the stream's version after the append: pass it as the next expected_version
+    first_position: int
+    last_position: int
+
+
+def chain_hash(
+    prev_hash: str,
+    event_id: uuid.UUID,
+    stream: str,
+    version: int,
+    type_: str,
+    schema_version: int,
+    data: dict[str, Any],
+    metadata: dict[str, Any],
+    recorded_at: datetime,
+) -> str:
+    """SHA-256 over the previous link and the canonical JSON of the event (position excluded: it is the
+    store's bookkeeping, not the event's content)."""
+    body = canonical_json(
+        {
+            "event_id": str(event_id),
+            "stream": stream,
+            "version": version,
+            "type": type_,
+            "schema_version": schema_version,
+            "data": data,
+            "metadata": metadata,
+            "recorded_at": recorded_at.isoformat(),
+        }
+    )
+    return hashlib.sha256(prev_hash.encode("ascii") + body).hexdigest()
+
+
+def check_expected(stream: str, expected: ExpectedVersion, current: int) -> None:
+    """`current` is the stream's last version, -1 when it does not exist."""
+    if expected == ANY:
+        return
+    if expected == NO_STREAM:
+        ok = current == -1
+    elif expected == EXISTS:
+        ok = current >= 0
+    elif expected >= 0:
+        ok = current == expected
+    else:
+        raise ValueError(f"invalid expected_version {expected}")
+    if not ok:
+        raise WrongExpectedVersion(stream, expected, current)
+
+
+def validate_append(stream: str, events: Sequence[NewEvent]) -> None:
+    if not stream or "-" not in stream[1:]:
+        raise ValueError(f"stream name {stream!r} must look like '<category>-<id>'")
+    if not events:
+        raise ValueError("append needs at least one event")
+    ids = [e.event_id for e in events]
+    if len(set(ids)) != len(ids):
+        raise DuplicateEventId("the same event id appears twice in one append")
+
+
+class EventStore(ABC):
+    """Synchronous port. Adapters: `lapor.store.sqlite`, `lapor.store.postgres`."""
+
+    url: str
+
+    @abstractmethod
+    def append(self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = ANY) -> AppendResult:
+        """All-or-nothing. Re-appending event ids that are already recorded returns the original result."""
+
+    @abstractmethod
+    def read_stream(self, stream: str, from_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
+        """Events of one stream from `from_version` on, in version order; [] for a missing stream."""
+
+    @abstractmethod
+    def read_all(self, from_position: int = 0, category: str | None = None, limit: int = 1000) -> list[RecordedEvent]:
+        """Committed events with position >= from_position, in position order."""
+
+    @abstractmethod
+    def head_position(self) -> int:
+        """The position of the last committed event, 0 when the store is empty."""
+
+    @abstractmethod
+    def wait_for_events(self, after_position: int, timeout: float) -> bool:
+        """Block until an event past `after_position` is committed (True) or `timeout` passes (False).
+        Woken by the writer (SQLite: in-process condition + file polling fallback; PostgreSQL: NOTIFY)."""
+
+    @abstractmethod
+    def stream_version(self, stream: str) -> int:
+        """The stream's last version, -1 when it does not exist."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Notifier:
+    """In-process wake-up for readers blocked in `wait_for_events`."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._head = 0
+
+    def publish(self, position: int) -> None:
+        with self._cond:
+            if position > self._head:
+                self._head = position
+            self._cond.notify_all()
+
+    def wait(self, after_position: int, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._head > after_position, timeout)

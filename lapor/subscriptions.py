@@ -1,0 +1,297 @@
+"""Checkpointed catch-up subscriptions.
+
+A subscription reads the log in position order from its checkpoint and hands each event to its handler
+together with a read-model transaction. The handler's writes and the new checkpoint commit in ONE
+transaction, so after a crash at any point every event has taken effect exactly once: either its batch
+committed (rows and checkpoint) or it did not (neither), and the batch is read again.
+
+When the runner has seen everything it blocks in `store.wait_for_events` (woken by the writer's notify),
+not in a polling loop. A handler that raises is retried with exponential backoff; after `max_attempts`
+failures the event is *parked* — recorded with its error for an operator — and the subscription moves on.
+`replay_parked` runs a parked event again once the cause is fixed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lapor.clock import Clock, SystemClock
+from lapor.db import Database, Tx
+from lapor.store import EventStore, RecordedEvent
+
+log = logging.getLogger("lapor.subscriptions")
+
+Handler = Callable[[RecordedEvent, Tx], None]
+
+CHECKPOINT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS subscription_checkpoints (
+    name       TEXT PRIMARY KEY,
+    position   BIGINT NOT NULL,
+    handled    BIGINT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS parked_events (
+    name        TEXT NOT NULL,
+    position    BIGINT NOT NULL,
+    stream      TEXT NOT NULL,
+    version     BIGINT NOT NULL,
+    type        TEXT NOT NULL,
+    error       TEXT NOT NULL,
+    attempts    INTEGER NOT NULL,
+    parked_at   TEXT NOT NULL,
+    replayed_at TEXT,
+    PRIMARY KEY (name, position)
+)
+"""
+
+
+@dataclass(frozen=True)
+class Subscription:
+    name: str
+    handle: Handler
+    category: str | None = "complaint"
+    setup: Callable[[Tx], None] | None = None  # idempotent DDL for the subscription's tables
+
+
+@dataclass(frozen=True)
+class ParkedEvent:
+    name: str
+    position: int
+    stream: str
+    version: int
+    type: str
+    error: str
+    attempts: int
+    parked_at: str
+    replayed_at: str | None
+
+
+class SubscriptionRunner:
+    def __init__(
+        self,
+        store: EventStore,
+        db: Database,
+        subscription: Subscription,
+        *,
+        clock: Clock | None = None,
+        batch_size: int = 500,
+        max_attempts: int = 5,
+        backoff: float = 0.05,
+        max_backoff: float = 2.0,
+        idle_wait: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.db = db
+        self.subscription = subscription
+        self.clock = clock or SystemClock()
+        self.batch_size = batch_size
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.idle_wait = idle_wait
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.failure: BaseException | None = None  # set when the loop itself died (not a handler failure)
+        db.executescript(CHECKPOINT_SCHEMA)
+        if subscription.setup is not None:
+            with db.transaction() as tx:
+                subscription.setup(tx)
+        self._position = self.checkpoint()
+
+    @property
+    def name(self) -> str:
+        return self.subscription.name
+
+    # -- state ------------------------------------------------------------------------------------------
+
+    def checkpoint(self) -> int:
+        with self.db.read() as tx:
+            row = tx.fetchone("SELECT position FROM subscription_checkpoints WHERE name = ?", (self.name,))
+        return 0 if row is None else int(row[0])
+
+    def handled_count(self) -> int:
+        with self.db.read() as tx:
+            row = tx.fetchone("SELECT handled FROM subscription_checkpoints WHERE name = ?", (self.name,))
+        return 0 if row is None else int(row[0])
+
+    def lag(self) -> int:
+        """How far behind the head of the log the checkpoint is, in positions (0 when caught up)."""
+        return max(0, self.store.head_position() - self._position)
+
+    def caught_up(self, within: int = 0) -> bool:
+        return self.lag() <= within
+
+    def parked(self, *, include_replayed: bool = False) -> list[ParkedEvent]:
+        sql = "SELECT * FROM parked_events WHERE name = ?"
+        if not include_replayed:
+            sql += " AND replayed_at IS NULL"
+        with self.db.read() as tx:
+            rows = tx.fetchall(sql + " ORDER BY position", (self.name,))
+        return [ParkedEvent(*row) for row in rows]
+
+    # -- running ----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError(f"subscription {self.name} already started")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"subscription:{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if not self.poll():
+                    self.store.wait_for_events(self._position, self.idle_wait)
+        except Exception as error:
+            self.failure = error
+            log.exception("subscription %s stopped", self.name)
+
+    def run_until_caught_up(self) -> int:
+        """Process everything committed so far in this thread; returns how many events were handled."""
+        total = 0
+        while True:
+            handled = self.poll()
+            if not handled:
+                return total
+            total += handled
+
+    def poll(self) -> int:
+        """Read and process one batch; returns the number of events read (0 when caught up)."""
+        head = self.store.head_position()
+        events = self.store.read_all(self._position + 1, self.subscription.category, self.batch_size)
+        if not events:
+            if head > self._position:
+                # Nothing of our category up to `head` (commit order == position order, so nothing below it
+                # can still appear): move the checkpoint so lag and the wait start from the head.
+                self._advance_to(head)
+            return 0
+        index = 0
+        while index < len(events) and not self._stop.is_set():
+            index = self._process_from(events, index)
+        return index
+
+    def _process_from(self, events: list[RecordedEvent], start: int) -> int:
+        """Handle events[start:] in one transaction, stopping before the first that fails. Returns the index
+        to continue from."""
+        failed: tuple[int, BaseException] | None = None
+        with self.db.transaction() as tx:
+            done = start
+            for event in events[start:]:
+                try:
+                    with tx.savepoint():
+                        self.subscription.handle(event, tx)
+                except Exception as error:  # noqa: BLE001 - a handler failure is retried, then parked
+                    failed = (done, error)
+                    break
+                done += 1
+            if done > start:
+                self._save_checkpoint(tx, events[done - 1].position, done - start)
+        if done > start:
+            self._position = events[done - 1].position
+        if failed is None:
+            return done
+        index, error = failed
+        if self._retry_or_park(events[index], error):
+            return index + 1
+        return len(events)  # stopped while backing off: leave the rest for the next run
+
+    def _retry_or_park(self, event: RecordedEvent, error: BaseException) -> bool:
+        """True once the event took effect or was parked; False if stop() interrupted the backoff."""
+        attempts = 1
+        delay = self.backoff
+        while attempts < self.max_attempts:
+            log.warning(
+                "subscription %s: %s@%s failed (attempt %d): %s",
+                self.name,
+                event.stream,
+                event.version,
+                attempts,
+                error,
+            )
+            if self._stop.wait(delay):
+                return False
+            delay = min(delay * 2, self.max_backoff)
+            attempts += 1
+            try:
+                with self.db.transaction() as tx:
+                    self.subscription.handle(event, tx)
+                    self._save_checkpoint(tx, event.position, 1)
+            except Exception as retry_error:  # noqa: BLE001 - counted; parked when attempts run out
+                error = retry_error
+            else:
+                self._position = event.position
+                return True
+        log.error(
+            "subscription %s: parking %s@%s after %d attempts: %s",
+            self.name,
+            event.stream,
+            event.version,
+            attempts,
+            error,
+        )
+        with self.db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO parked_events (name, position, stream, version, type, error, attempts, parked_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name, position) DO UPDATE SET "
+                "error = excluded.error, attempts = excluded.attempts, parked_at = excluded.parked_at, "
+                "replayed_at = NULL",
+                (
+                    self.name,
+                    event.position,
+                    event.stream,
+                    event.version,
+                    event.type,
+                    _describe(error),
+                    attempts,
+                    self.clock.now().isoformat(),
+                ),
+            )
+            self._save_checkpoint(tx, event.position, 0)
+        self._position = event.position
+        return True
+
+    def _advance_to(self, position: int) -> None:
+        with self.db.transaction() as tx:
+            self._save_checkpoint(tx, position, 0)
+        self._position = position
+
+    def _save_checkpoint(self, tx: Tx, position: int, handled: int) -> None:
+        tx.execute(
+            "INSERT INTO subscription_checkpoints (name, position, handled, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET position = excluded.position, "
+            "handled = subscription_checkpoints.handled + excluded.handled, updated_at = excluded.updated_at",
+            (self.name, position, handled, self.clock.now().isoformat()),
+        )
+
+    def replay_parked(self, position: int) -> None:
+        """Run a parked event through the handler again (after the cause was fixed). Raises if it still fails;
+        the event stays parked then."""
+        events = self.store.read_all(position, None, 1)
+        if not events or events[0].position != position:
+            raise LookupError(f"no event at position {position}")
+        event = events[0]
+        with self.db.transaction() as tx:
+            row = tx.fetchone(
+                "SELECT replayed_at FROM parked_events WHERE name = ? AND position = ?", (self.name, position)
+            )
+            if row is None or row[0] is not None:
+                raise LookupError(f"event at position {position} is not parked for {self.name}")
+            self.subscription.handle(event, tx)
+            tx.execute(
+                "UPDATE parked_events SET replayed_at = ? WHERE name = ? AND position = ?",
+                (self.clock.now().isoformat(), self.name, position),
+            )
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:2000]

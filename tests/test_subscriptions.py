@@ -1,0 +1,198 @@
+"""Checkpointed subscriptions: exactly-once effects across crashes, parking, replay, blocking wake-ups."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from lapor.db import Tx, open_database
+from lapor.store import NewEvent, RecordedEvent, open_store
+from lapor.subscriptions import Subscription, SubscriptionRunner
+
+EFFECTS = (
+    "CREATE TABLE IF NOT EXISTS effects (position INTEGER PRIMARY KEY, stream TEXT NOT NULL, times INTEGER NOT NULL)"
+)
+
+
+def record_effect(event: RecordedEvent, tx: Tx) -> None:
+    """A deliberately non-idempotent effect: a second delivery of the same event would show as times = 2."""
+    tx.execute(
+        "INSERT INTO effects (position, stream, times) VALUES (?, ?, 1) "
+        "ON CONFLICT (position) DO UPDATE SET times = effects.times + 1",
+        (event.position, event.stream),
+    )
+
+
+def effects_subscription(handle=record_effect) -> Subscription:
+    return Subscription(name="effects", handle=handle, setup=lambda tx: tx.execute(EFFECTS))
+
+
+def fill(store, streams: int, per_stream: int) -> int:
+    for s in range(streams):
+        store.append(f"complaint-S{s}", [NewEvent("Noted", {"n": i}) for i in range(per_stream)])
+    return streams * per_stream
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> tuple[str, str]:
+    return f"sqlite:///{tmp_path}/events.db", f"sqlite:///{tmp_path}/readmodels.db"
+
+
+def effects(db) -> list[tuple[int, int]]:
+    with db.read() as tx:
+        return tx.fetchall("SELECT position, times FROM effects ORDER BY position")
+
+
+CRASHING_CONSUMER = textwrap.dedent(
+    """
+    import os, sys
+    from lapor.db import open_database
+    from lapor.store import open_store
+    from lapor.subscriptions import Subscription, SubscriptionRunner
+    from tests.test_subscriptions import EFFECTS, record_effect
+
+    store_url, db_url, crash_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    seen = 0
+
+    def handle(event, tx):
+        global seen
+        record_effect(event, tx)
+        seen += 1
+        if seen == crash_at:
+            os._exit(17)  # a kill -9 in the middle of a batch: no cleanup, no commit
+
+    store, db = open_store(store_url), open_database(db_url)
+    runner = SubscriptionRunner(store, db, Subscription("effects", handle, setup=lambda tx: tx.execute(EFFECTS)),
+                                batch_size=40)
+    runner.run_until_caught_up()
+    """
+)
+
+
+def test_consumer_killed_mid_batch_applies_every_event_exactly_once_after_restart(paths, tmp_path):
+    store_url, db_url = paths
+    store = open_store(store_url)
+    total = fill(store, streams=10, per_stream=25)
+    root = Path(__file__).resolve().parent.parent
+    script = tmp_path / "consumer.py"
+    script.write_text(CRASHING_CONSUMER)
+    for crash_at in (57, 13):  # two crashes, each in the middle of a 40-event batch
+        proc = subprocess.run(
+            [sys.executable, str(script), store_url, db_url, str(crash_at)],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 17, proc.stderr
+    db = open_database(db_url)
+    runner = SubscriptionRunner(store, db, effects_subscription(), batch_size=40)
+    assert 0 < runner.checkpoint() < store.head_position()  # the crashes left work behind
+    runner.run_until_caught_up()
+    rows = effects(db)
+    assert len(rows) == total
+    assert {times for _, times in rows} == {1}
+    assert runner.checkpoint() == store.head_position()
+    assert runner.handled_count() == total
+
+
+def test_restarted_runner_resumes_from_checkpoint_without_replaying(paths):
+    store_url, db_url = paths
+    store, db = open_store(store_url), open_database(db_url)
+    fill(store, streams=3, per_stream=10)
+    SubscriptionRunner(store, db, effects_subscription()).run_until_caught_up()
+    fill(store, streams=2, per_stream=5)  # streams S0, S1 exist: these go on the end of them
+    again = SubscriptionRunner(store, db, effects_subscription())
+    assert again.run_until_caught_up() == 10
+    assert {times for _, times in effects(db)} == {1}
+
+
+def test_failing_handler_is_retried_then_parked_and_the_subscription_moves_on(paths):
+    store_url, db_url = paths
+    store, db = open_store(store_url), open_database(db_url)
+    store.append("complaint-A", [NewEvent("Noted", {"n": 1})])
+    store.append("complaint-B", [NewEvent("Poison", {"n": 2})])
+    store.append("complaint-C", [NewEvent("Noted", {"n": 3})])
+    attempts: list[int] = []
+
+    def handle(event: RecordedEvent, tx: Tx) -> None:
+        record_effect(event, tx)
+        if event.type == "Poison":
+            attempts.append(event.position)
+            raise ValueError("cannot project this")
+
+    runner = SubscriptionRunner(store, db, effects_subscription(handle), max_attempts=3, backoff=0.001)
+    runner.run_until_caught_up()
+    poison = store.read_stream("complaint-B")[0]
+    assert attempts == [poison.position] * 3
+    parked = runner.parked()
+    assert [(p.stream, p.version, p.attempts) for p in parked] == [("complaint-B", 0, 3)]
+    assert "cannot project this" in parked[0].error
+    # the failed attempts left nothing behind; the events around it took effect once
+    assert [pos for pos, _ in effects(db)] == [e.position for e in store.read_all() if e.type == "Noted"]
+    assert runner.checkpoint() == store.head_position()
+
+
+def test_parked_event_replays_once_the_cause_is_fixed(paths):
+    store_url, db_url = paths
+    store, db = open_store(store_url), open_database(db_url)
+    store.append("complaint-A", [NewEvent("Poison", {})])
+    broken = {"yes": True}
+
+    def handle(event: RecordedEvent, tx: Tx) -> None:
+        if broken["yes"]:
+            raise RuntimeError("read model column missing")
+        record_effect(event, tx)
+
+    runner = SubscriptionRunner(store, db, effects_subscription(handle), max_attempts=2, backoff=0.001)
+    runner.run_until_caught_up()
+    [parked] = runner.parked()
+    broken["yes"] = False
+    runner.replay_parked(parked.position)
+    assert effects(db) == [(parked.position, 1)]
+    assert runner.parked() == []
+    with pytest.raises(LookupError):
+        runner.replay_parked(parked.position)  # a replayed event is not parked any more
+
+
+def test_running_subscriber_wakes_for_events_appended_later(paths):
+    store_url, db_url = paths
+    store, db = open_store(store_url), open_database(db_url)
+    done = threading.Event()
+    seen: list[int] = []
+
+    def handle(event: RecordedEvent, tx: Tx) -> None:
+        record_effect(event, tx)
+        seen.append(event.position)
+        if len(seen) == 30:
+            done.set()
+
+    runner = SubscriptionRunner(store, db, effects_subscription(handle), idle_wait=30.0)
+    runner.start()
+    try:
+        for i in range(30):
+            store.append(f"complaint-W{i % 4}", [NewEvent("Noted", {"i": i})])
+        assert done.wait(20), f"subscriber saw {len(seen)} of 30 events"
+    finally:
+        runner.stop()
+    assert seen == sorted(seen)
+    assert runner.failure is None
+    assert {times for _, times in effects(db)} == {1}
+
+
+def test_category_filter_skips_other_streams_and_reports_no_lag(paths):
+    store_url, db_url = paths
+    store, db = open_store(store_url), open_database(db_url)
+    store.append("complaint-A", [NewEvent("Noted", {})])
+    store.append("directory-pemda", [NewEvent("AgencyRegistered", {})])
+    runner = SubscriptionRunner(store, db, effects_subscription())
+    runner.run_until_caught_up()
+    assert [pos for pos, _ in effects(db)] == [store.read_stream("complaint-A")[0].position]
+    assert runner.lag() == 0
+    assert runner.caught_up()
