@@ -1,0 +1,372 @@
+"""The one place that decides what each audience may see of a complaint (anonim, rahasia, and personal data).
+
+Anonymous (anonim) and confidential (rahasia) are separate flags. Confidential hides the whole report from the
+public (`can_see_report`). Reporter identity (name, NIK, phone, email) lives in the PII vault and events carry only
+`reporter_ref`; no audience but the national admin receives that reference or any identity field, and for an
+anonymous report also nothing that links back to the reporter (channel references). Reporters often type their own
+NIK, phone number or name into the text, so every free-text field is masked with lokal-id's detector (Samaran) for
+everyone but the national admin.
+
+Services never pick fields themselves: they call `redact_complaint`, `visible_complaints`, `redact_event_data`,
+`redact_metadata` or `redact_text`, so no screen or projection can leak by omission. The field lists below are the
+whole policy: a new field is covered by adding its name to a set. Decisions are written up in
+docs/calendar-and-privacy.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from lokal import mask_pii
+
+from lapor.principal import Principal, Role
+
+# Never shown to anyone, not even the national admin: the hash of the reporter's bearer token.
+SECRET_FIELDS = frozenset({"reporter_token_hash"})
+
+# Who the reporter is. Only the national admin sees these; a whole subtree under such a key goes.
+IDENTITY_FIELDS = frozenset(
+    {
+        "reporter_ref",
+        "reporter",
+        "reporter_name",
+        "reporter_phone",
+        "reporter_email",
+        "reporter_nik",
+        "reporter_address",
+        "pelapor",
+        "identity",
+        "nik",
+        "phone",
+        "email",
+        "msisdn",
+        "sender",
+    }
+)
+
+# References that can lead back to the reporter through the channel they used. Hidden for anonymous reports and
+# from the public and reporters; for the channels below they are identity outright (an SMS reference is derived
+# from the sender's phone number).
+LINKING_FIELDS = frozenset({"channel_ref", "external_id", "message_id", "ip", "client_ip", "user_agent", "device_id"})
+IDENTIFYING_CHANNELS = frozenset({"sms"})
+
+# Text written by people: masked for everyone but the national admin.
+FREE_TEXT_FIELDS = frozenset(
+    {
+        "title",
+        "body",
+        "text",
+        "resolution",
+        "comment",
+        "information",
+        "information_requested",
+        "note",
+        "reason",
+        "return_reason",
+        "archive_reason",
+        "address",
+        "description",
+        "message",
+    }
+)
+
+# An item (a follow-up, or a FollowUpPosted event) with public=False is internal to the officials handling it.
+INTERNAL_MARKER = "public"
+
+# Detected personal data that stays readable: in a complaint an address or coordinates are almost always the place
+# of the problem (the broken road, the puskesmas), which the agency needs; the reporter's own address is in the vault.
+UNMASKED_PII_TYPES = ("ADDRESS", "GEO")
+
+# What a known identity value is replaced with wherever it appears in the text.
+IDENTITY_MASK = "***"
+# Shortest identity value scrubbed by exact match; shorter ones would blank out ordinary words.
+_MIN_KNOWN_VALUE = 3
+
+# Integration reports name their client in channel_ref as "<client channel>:<external id>" (see source_channel).
+INTEGRATION_CHANNEL = "integration"
+
+_SCALARS = (bool, int, float, Decimal, datetime, date, time, timedelta, UUID, type(None))
+
+
+class Audience(StrEnum):
+    public = "public"
+    reporter = "reporter"
+    national_admin = "national_admin"
+    agency = "agency"
+    oversight = "oversight"  # operator (KSP and the like), auditor (inspektorat), Ombudsman RI
+    integration = "integration"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Sight:
+    unmasked: bool  # reporter identity and free text as written
+    internal: bool  # internal (public=False) items
+    linking: bool  # channel references of non-anonymous reports
+
+
+SIGHT: Mapping[Audience, _Sight] = {
+    Audience.national_admin: _Sight(unmasked=True, internal=True, linking=True),
+    Audience.agency: _Sight(unmasked=False, internal=True, linking=True),
+    # Auditors replay the full history (internal notes included, for integrity) but never see who reported.
+    Audience.oversight: _Sight(unmasked=False, internal=True, linking=True),
+    Audience.integration: _Sight(unmasked=False, internal=False, linking=True),
+    Audience.reporter: _Sight(unmasked=False, internal=False, linking=False),
+    Audience.public: _Sight(unmasked=False, internal=False, linking=False),
+}
+
+_AUDIENCE_OF_ROLE: Mapping[Role, Audience] = {
+    Role.reporter: Audience.reporter,
+    Role.admin_national: Audience.national_admin,
+    Role.admin_agency: Audience.agency,
+    Role.liaison: Audience.agency,
+    Role.unit_officer: Audience.agency,
+    Role.operator: Audience.oversight,
+    Role.auditor: Audience.oversight,
+    Role.ombudsman: Audience.oversight,
+    Role.integration: Audience.integration,
+}
+
+# What a reporter's own actions show as their actor outside the national admin.
+REPORTER_ACTOR = "pelapor"
+
+
+class ReportNotVisible(LookupError):
+    """The principal may not see this report. Services answer 404, so its existence is not revealed either."""
+
+    def __init__(self, tracking_id: str | None) -> None:
+        super().__init__(f"report {tracking_id} not found")
+        self.tracking_id = tracking_id
+
+
+def audience_of(principal: Principal | None) -> Audience:
+    """The audience a principal belongs to; None is the public."""
+    return Audience.public if principal is None else _AUDIENCE_OF_ROLE[principal.role]
+
+
+def source_channel(channel: str | None, channel_ref: str | None) -> str | None:
+    """The channel a report came through as integration clients name it: "sms", "web", ..., and for reports of an
+    integrated system the client's own channel, the part of channel_ref before the first ":"."""
+    if channel == INTEGRATION_CHANNEL and channel_ref and ":" in channel_ref:
+        return channel_ref.split(":", 1)[0]
+    return channel
+
+
+def can_see_report(
+    principal: Principal | None,
+    *,
+    confidential: bool,
+    agency_id: str | None,
+    unit_id: str | None,
+    tracking_id: str | None,
+    involved_agencies: Iterable[str] = (),
+    channel: str | None = None,
+) -> bool:
+    """Whether the principal may see the report at all.
+
+    Public: not confidential. Reporter: their own report, and what the public sees. Agency-scoped roles: their
+    agency's reports and those escalated to them (`involved_agencies`); a unit officer only their unit's. National
+    admin and oversight: all. Integration clients: the reports of their own channel (`channel`, see
+    `source_channel`), confidential ones included, since they submitted them for the reporter.
+    """
+    audience = audience_of(principal)
+    if audience in (Audience.national_admin, Audience.oversight):
+        return True
+    if principal is None or audience is Audience.public:
+        return not confidential
+    if audience is Audience.reporter:
+        return not confidential or (principal.tracking_id is not None and principal.tracking_id == tracking_id)
+    if audience is Audience.integration:
+        return principal.channel is not None and principal.channel == channel
+    if principal.role is Role.unit_officer:
+        return unit_id is not None and unit_id == principal.unit_id
+    return principal.agency_id == agency_id or principal.agency_id in set(involved_agencies)
+
+
+def mask_text(text: str) -> tuple[str, bool]:
+    """Indonesian personal data in `text` replaced by partial masks (3201********0001, 0812****7890, B*** S***);
+    deterministic. Returns the masked text and whether anything was found.
+
+    `mask_pii` builds a fresh Samaran per call and drops it: a Samaran keeps a vault of what it masked and is not
+    thread-safe, so one shared instance would both race and hoard personal data. Construction is microseconds,
+    detection about 0.3 ms for a short message."""
+    if not text:
+        return text, False
+    result = mask_pii(text, mode="partial", exclude=UNMASKED_PII_TYPES)
+    return result.text, bool(result.matches)
+
+
+def redact_text(text: str, principal: Principal | None) -> str:
+    """The text as written for the national admin, masked for everyone else."""
+    return text if SIGHT[audience_of(principal)].unmasked else mask_text(text)[0]
+
+
+# A mapping, or the folded `lapor.complaint.ComplaintState` (any dataclass) itself.
+ComplaintView = Mapping[str, Any] | object
+
+
+def redact_complaint(view: ComplaintView, principal: Principal | None) -> dict[str, Any]:
+    """A complaint view (the folded state, as a dataclass or a dict, or a projection row) as the principal may see
+    it; raises ReportNotVisible when they may not see the report at all.
+
+    Reads from the view: tracking_id, confidential and anonymous (missing means True: fail closed), agency_id,
+    unit_id, channel, channel_ref, involved_agencies and escalations[].to_agency_id."""
+    fields = _as_mapping(view)
+    if not _visible(fields, principal):
+        raise ReportNotVisible(fields.get("tracking_id"))
+    return _redact_view(fields, principal)
+
+
+def visible_complaints(views: Iterable[ComplaintView], principal: Principal | None) -> list[dict[str, Any]]:
+    """The views the principal may see, each redacted: for lists, feeds and search results."""
+    return [_redact_view(fields, principal) for fields in map(_as_mapping, views) if _visible(fields, principal)]
+
+
+def redact_event_data(
+    event_type: str, data: Mapping[str, Any], principal: Principal | None, *, anonymous: bool | None = None
+) -> dict[str, Any]:
+    """An event's data as the principal may see it (timelines, audit listings, the live stream). The caller has
+    decided the principal may see the report. `anonymous` is the report's flag; ComplaintSubmitted carries its
+    own, and when neither says, the report is treated as anonymous. An internal event (public=False) keeps its
+    facts but loses its text for audiences that may not read internal notes."""
+    if anonymous is None:
+        anonymous = data.get("anonymous") is not False
+    try:
+        return _redact(data, principal, anonymous=anonymous, channel=data.get("channel"))
+    except TypeError as e:
+        raise TypeError(f"{event_type}: {e}") from e
+
+
+def redact_metadata(metadata: Mapping[str, Any], principal: Principal | None) -> dict[str, Any]:
+    """Event metadata as the principal may see it: the actor of a reporter's own action is shown as "pelapor"
+    outside the national admin (officials' actors stay: auditors must see who decided)."""
+    shown = dict(metadata)
+    if not SIGHT[audience_of(principal)].unmasked and shown.get("role") == Role.reporter and "actor" in shown:
+        shown["actor"] = REPORTER_ACTOR
+    return shown
+
+
+def _as_mapping(view: ComplaintView) -> Mapping[str, Any]:
+    if isinstance(view, Mapping):
+        return view
+    if dataclasses.is_dataclass(view) and not isinstance(view, type):
+        return dataclasses.asdict(view)
+    raise TypeError(f"a complaint view is a mapping or a dataclass, not a {type(view).__name__}")
+
+
+def _redact_view(view: Mapping[str, Any], principal: Principal | None) -> dict[str, Any]:
+    return _redact(view, principal, anonymous=view.get("anonymous") is not False, channel=view.get("channel"))
+
+
+def _visible(view: Mapping[str, Any], principal: Principal | None) -> bool:
+    return can_see_report(
+        principal,
+        confidential=view.get("confidential") is not False,
+        agency_id=view.get("agency_id"),
+        unit_id=view.get("unit_id"),
+        tracking_id=view.get("tracking_id"),
+        involved_agencies=_involved_agencies(view),
+        channel=source_channel(view.get("channel"), view.get("channel_ref")),
+    )
+
+
+def _involved_agencies(view: Mapping[str, Any]) -> Iterator[str]:
+    """Agencies besides the owner that work on the report: listed ones and escalation targets (the provincial
+    coordinator, Ombudsman RI). An agency that returned the report as "bukan wewenang" is not one of them."""
+    yield from view.get("involved_agencies") or ()
+    for escalation in view.get("escalations") or ():
+        record = escalation if isinstance(escalation, Mapping) else dataclasses.asdict(escalation)
+        if record.get("to_agency_id"):
+            yield record["to_agency_id"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Scope:
+    dropped: frozenset[str]
+    internal: bool
+    masked: bool
+    known: re.Pattern[str] | None
+
+
+def _redact(data: Mapping[str, Any], principal: Principal | None, *, anonymous: bool, channel: str | None) -> dict:
+    sight = SIGHT[audience_of(principal)]
+    if sight.unmasked:
+        return _walk_mapping(data, _Scope(SECRET_FIELDS, internal=True, masked=False, known=None))
+    dropped = SECRET_FIELDS | IDENTITY_FIELDS
+    if anonymous or channel in IDENTIFYING_CHANNELS or not sight.linking:
+        dropped |= LINKING_FIELDS
+    # Identity values the view itself carries are scrubbed wherever they appear, even where the detector would
+    # not recognise them (a bare name without "nama saya" before it).
+    known = _known_values_pattern(_identity_values(data, dropped - SECRET_FIELDS))
+    return _walk_mapping(data, _Scope(dropped, internal=sight.internal, masked=True, known=known))
+
+
+def _walk_mapping(data: Mapping[str, Any], scope: _Scope, *, free: bool = False) -> dict[str, Any]:
+    hidden_internal = not scope.internal and data.get(INTERNAL_MARKER) is False
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in scope.dropped:
+            continue
+        free_text = free or key in FREE_TEXT_FIELDS
+        if free_text and hidden_internal:
+            continue
+        out[key] = _walk(value, scope, free=free_text)
+    return out
+
+
+def _walk(value: Any, scope: _Scope, *, free: bool = False) -> Any:
+    """`free`: the value sits under a free-text field, so every string in it is masked, not only scrubbed."""
+    if isinstance(value, str):
+        return _mask(value, scope) if free else _scrub(value, scope)
+    if isinstance(value, _SCALARS):
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return _walk_mapping(value, scope, free=free)
+    if isinstance(value, list | tuple | set | frozenset):
+        return [
+            _walk(item, scope, free=free)
+            for item in value
+            if scope.internal or not (isinstance(item, Mapping) and item.get(INTERNAL_MARKER) is False)
+        ]
+    # Fail closed: a value we cannot look inside could carry personal data.
+    raise TypeError(f"cannot redact a {type(value).__name__}")
+
+
+def _mask(text: str, scope: _Scope) -> str:
+    return mask_text(_scrub(text, scope))[0] if scope.masked else text
+
+
+def _scrub(text: str, scope: _Scope) -> str:
+    return scope.known.sub(IDENTITY_MASK, text) if scope.known is not None else text
+
+
+def _identity_values(data: Any, fields: frozenset[str], under_identity: bool = False) -> Iterator[str]:
+    if isinstance(data, str):
+        if under_identity:
+            yield data
+    elif dataclasses.is_dataclass(data) and not isinstance(data, type):
+        yield from _identity_values(dataclasses.asdict(data), fields, under_identity)
+    elif isinstance(data, Mapping):
+        for key, value in data.items():
+            yield from _identity_values(value, fields, under_identity or key in fields)
+    elif isinstance(data, list | tuple | set | frozenset):
+        for item in data:
+            yield from _identity_values(item, fields, under_identity)
+
+
+def _known_values_pattern(values: Iterable[str]) -> re.Pattern[str] | None:
+    words = {v.strip() for v in values if len(v.strip()) >= _MIN_KNOWN_VALUE}
+    if not words:
+        return None
+    # Longest first, so "Budi Santoso" is replaced whole rather than leaving "Santoso"; any run of whitespace
+    # matches the spaces of the stored value.
+    alternatives = (r"\s+".join(map(re.escape, w.split())) for w in sorted(words, key=len, reverse=True))
+    return re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)", re.IGNORECASE)
