@@ -9,9 +9,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import orjson
+
+if TYPE_CHECKING:
+    from lapor.store.vault import Vault
 
 # Expected-version sentinels, numbered as in EventStoreDB's gRPC API.
 NO_STREAM = -1
@@ -158,10 +161,68 @@ def validate_append(stream: str, events: Sequence[NewEvent]) -> None:
         raise DuplicateEventId("the same event id appears twice in one append")
 
 
+def link_events(
+    stream: str,
+    events: Sequence[NewEvent],
+    *,
+    current_version: int,
+    prev_hash: str,
+    first_position: int,
+    recorded_at: datetime,
+) -> list[RecordedEvent]:
+    """Give an append's events their versions, positions and hash links. `current_version` and `prev_hash` are
+    those of the stream's last event (-1 and GENESIS_HASH for a new stream)."""
+    linked = []
+    for offset, event in enumerate(events):
+        version = current_version + 1 + offset
+        digest = chain_hash(
+            prev_hash,
+            event.event_id,
+            stream,
+            version,
+            event.type,
+            event.schema_version,
+            event.data,
+            event.metadata,
+            recorded_at,
+        )
+        linked.append(
+            RecordedEvent(
+                event.event_id,
+                stream,
+                version,
+                first_position + offset,
+                event.type,
+                event.schema_version,
+                event.data,
+                event.metadata,
+                recorded_at,
+                prev_hash,
+                digest,
+            )
+        )
+        prev_hash = digest
+    return linked
+
+
+def replayed_result(
+    stream: str, events: Sequence[NewEvent], recorded: Sequence[tuple[Any, str, int, int]]
+) -> AppendResult:
+    """The original result of an append that is being retried, given the recorded (event_id, stream, version,
+    position) rows, in version order, where its events were found. Anything but these very events, recorded
+    together in `stream` in this order, is a DuplicateEventId."""
+    first_version = recorded[0][2]
+    expected = [(str(event.event_id), stream, first_version + n) for n, event in enumerate(events)]
+    if [(str(row[0]), row[1], row[2]) for row in recorded] != expected:
+        raise DuplicateEventId(f"{stream}: these event ids were recorded, but not as this same append")
+    return AppendResult(stream, recorded[0][2], recorded[-1][2], recorded[0][3], recorded[-1][3])
+
+
 class EventStore(ABC):
-    """Synchronous port. Adapters: `lapor.store.sqlite`, `lapor.store.postgres`."""
+    """Synchronous port. Adapters: `lapor.store.sqlite`, `lapor.store.postgres`, `lapor.store.kurrent`."""
 
     url: str
+    vault: Vault  # the PII vault beside the store: identities live there, never in events (UU PDP)
 
     @abstractmethod
     def append(self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = ANY) -> AppendResult:

@@ -1,28 +1,27 @@
 """SQLite adapter: the embedded default.
 
 WAL journal with `synchronous=FULL`, so every acknowledged append survives a power cut. One writer thread per
-store owns the write connection and commits *groups*: appends that arrive while a commit is in flight wait in
-a queue and go into the next transaction together, each behind its own savepoint, so concurrent appenders
-share one fsync and a failing append never takes its neighbours down. Other processes writing to the same file
-are serialised by SQLite's write lock (`BEGIN IMMEDIATE` + busy timeout), and since a position is assigned
-inside that lock, commit order equals position order.
+store owns the write connection and commits *groups* (`lapor.store.group_commit`): appends that arrive while a
+commit is in flight wait in a queue and go into the next transaction together, each behind its own savepoint,
+so concurrent appenders share one fsync and a failing append never takes its neighbours down. Other processes
+writing to the same file are serialised by SQLite's write lock (`BEGIN IMMEDIATE` + busy timeout), and since
+a position is assigned inside that lock, commit order equals position order.
 """
 
 from __future__ import annotations
 
-import queue
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
 
 import orjson
 
 from lapor.clock import Clock, SystemClock
+from lapor.store.group_commit import GroupCommitWriter, GroupTransaction, PendingAppend
 from lapor.store.model import (
     GENESIS_HASH,
     AppendResult,
@@ -34,8 +33,9 @@ from lapor.store.model import (
     RecordedEvent,
     StoreError,
     category_of,
-    chain_hash,
     check_expected,
+    link_events,
+    replayed_result,
     validate_append,
 )
 from lapor.store.vault import SqliteVault
@@ -64,7 +64,6 @@ COLUMNS = "event_id, stream, version, position, type, schema_version, data, meta
 # How long a blocked reader waits on the in-process notifier before it looks at the file for commits made
 # by another process. Within one process a commit wakes readers at once.
 CROSS_PROCESS_POLL = 0.2
-MAX_GROUP = 512
 
 
 def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -94,14 +93,93 @@ def row_to_event(row: tuple) -> RecordedEvent:
     )
 
 
-class _Append:
-    __slots__ = ("events", "expected", "future", "stream")
+class SqliteGroup(GroupTransaction):
+    """SQLite's side of a group commit: `BEGIN IMMEDIATE` takes the database's write lock, which also queues
+    writers in other processes."""
 
-    def __init__(self, stream: str, events: Sequence[NewEvent], expected: ExpectedVersion) -> None:
-        self.stream = stream
-        self.events = events
-        self.expected = expected
-        self.future: Future[AppendResult] = Future()
+    def __init__(self, conn: sqlite3.Connection, clock: Clock) -> None:
+        self.conn = conn
+        self.clock = clock
+
+    def begin(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self, results: Sequence[AppendResult]) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    def apply(self, request: PendingAppend) -> AppendResult:
+        # A savepoint per append: a duplicate id can surface half-way through the inserts.
+        self.conn.execute("SAVEPOINT one_append")
+        try:
+            result = self._write(request)
+        except (StoreError, ValueError):
+            self.conn.execute("ROLLBACK TO one_append")
+            self.conn.execute("RELEASE one_append")
+            raise
+        self.conn.execute("RELEASE one_append")
+        return result
+
+    def _write(self, request: PendingAppend) -> AppendResult:
+        conn = self.conn
+        stream, events = request.stream, request.events
+        original = self._already_recorded(stream, events)
+        if original is not None:
+            return original
+        head = conn.execute(
+            "SELECT version, hash FROM events WHERE stream = ? ORDER BY version DESC LIMIT 1", (stream,)
+        ).fetchone()
+        current, prev_hash = (head[0], head[1]) if head else (-1, GENESIS_HASH)
+        check_expected(stream, request.expected, current)
+        position = conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+        linked = link_events(
+            stream,
+            events,
+            current_version=current,
+            prev_hash=prev_hash,
+            first_position=position + 1,
+            recorded_at=self.clock.now(),
+        )
+        category = category_of(stream)
+        rows = [
+            (
+                e.position,
+                str(e.event_id),
+                stream,
+                category,
+                e.version,
+                e.type,
+                e.schema_version,
+                orjson.dumps(e.data),
+                orjson.dumps(e.metadata),
+                e.recorded_at.isoformat(),
+                e.prev_hash,
+                e.hash,
+            )
+            for e in linked
+        ]
+        try:
+            conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        except sqlite3.IntegrityError as error:
+            raise DuplicateEventId(f"{stream}: an event id of this append is already recorded") from error
+        return AppendResult(stream, linked[0].version, linked[-1].version, linked[0].position, linked[-1].position)
+
+    def _already_recorded(self, stream: str, events: Sequence[NewEvent]) -> AppendResult | None:
+        conn = self.conn
+        found = conn.execute(
+            "SELECT stream, version FROM events WHERE event_id = ?", (str(events[0].event_id),)
+        ).fetchone()
+        if found is None:
+            return None
+        recorded = conn.execute(
+            "SELECT event_id, stream, version, position FROM events WHERE stream = ? AND version >= ? "
+            "ORDER BY version LIMIT ?",
+            (found[0], found[1], len(events)),
+        ).fetchall()
+        return replayed_result(stream, events, recorded)
 
 
 class SqliteEventStore(EventStore):
@@ -116,142 +194,15 @@ class SqliteEventStore(EventStore):
         self._readers_lock = threading.Lock()
         self._write_conn = connect(self.path)
         self._write_conn.executescript(SCHEMA)
-        self._queue: queue.SimpleQueue[_Append | None] = queue.SimpleQueue()
+        self._writer = GroupCommitWriter(
+            f"lapor-writer:{self.path.name}", SqliteGroup(self._write_conn, self.clock), self._notifier.publish
+        )
         self._closed = False
-        self._writer = threading.Thread(target=self._write_loop, name=f"lapor-writer:{self.path.name}", daemon=True)
-        self._writer.start()
         self.vault = SqliteVault(self.path.with_name(self.path.stem + "-vault.db"), clock=self.clock)
 
-    # -- writing -----------------------------------------------------------------------------------------
-
-    def append(
-        self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = -2
-    ) -> AppendResult:
+    def append(self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = -2) -> AppendResult:
         validate_append(stream, events)
-        if self._closed:
-            raise StoreError("the store is closed")
-        request = _Append(stream, list(events), expected_version)
-        self._queue.put(request)
-        return request.future.result()
-
-    def _write_loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < MAX_GROUP:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)  # finish this batch, then stop
-                    break
-                batch.append(nxt)
-            self._commit_group(batch)
-
-    def _commit_group(self, batch: list[_Append]) -> None:
-        conn = self._write_conn
-        done: list[tuple[_Append, AppendResult]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for request in batch:
-                conn.execute("SAVEPOINT one_append")
-                try:
-                    result = self._apply(conn, request)
-                except (StoreError, ValueError) as error:
-                    conn.execute("ROLLBACK TO one_append")
-                    conn.execute("RELEASE one_append")
-                    request.future.set_exception(error)
-                else:
-                    conn.execute("RELEASE one_append")
-                    done.append((request, result))
-            conn.execute("COMMIT")
-        except Exception as error:  # noqa: BLE001 - the writer thread must fail its waiters, not die
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            for request, _ in done:
-                request.future.set_exception(StoreError(f"commit failed: {error}"))
-            for request in batch:
-                if not request.future.done():
-                    request.future.set_exception(StoreError(f"commit failed: {error}"))
-            return
-        for request, result in done:
-            request.future.set_result(result)
-        if done:
-            self._notifier.publish(max(result.last_position for _, result in done))
-
-    def _apply(self, conn: sqlite3.Connection, request: _Append) -> AppendResult:
-        stream, events = request.stream, request.events
-        original = self._already_recorded(conn, stream, events)
-        if original is not None:
-            return original
-        head = conn.execute(
-            "SELECT version, hash FROM events WHERE stream = ? ORDER BY version DESC LIMIT 1", (stream,)
-        ).fetchone()
-        current, prev_hash = (head[0], head[1]) if head else (-1, GENESIS_HASH)
-        check_expected(stream, request.expected, current)
-        position = conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
-        recorded_at = self.clock.now()
-        recorded_text = recorded_at.isoformat()
-        category = category_of(stream)
-        rows = []
-        first_position = position + 1
-        for offset, event in enumerate(events):
-            version = current + 1 + offset
-            position += 1
-            digest = chain_hash(
-                prev_hash,
-                event.event_id,
-                stream,
-                version,
-                event.type,
-                event.schema_version,
-                event.data,
-                event.metadata,
-                recorded_at,
-            )
-            rows.append(
-                (
-                    position,
-                    str(event.event_id),
-                    stream,
-                    category,
-                    version,
-                    event.type,
-                    event.schema_version,
-                    orjson.dumps(event.data),
-                    orjson.dumps(event.metadata),
-                    recorded_text,
-                    prev_hash,
-                    digest,
-                )
-            )
-            prev_hash = digest
-        try:
-            conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-        except sqlite3.IntegrityError as error:
-            raise DuplicateEventId(f"{stream}: an event id of this append is already recorded") from error
-        return AppendResult(stream, current + 1, current + len(events), first_position, position)
-
-    @staticmethod
-    def _already_recorded(
-        conn: sqlite3.Connection, stream: str, events: Sequence[NewEvent]
-    ) -> AppendResult | None:
-        found = conn.execute(
-            "SELECT stream, version, position FROM events WHERE event_id = ?", (str(events[0].event_id),)
-        ).fetchone()
-        if found is None:
-            return None
-        rows = conn.execute(
-            "SELECT event_id, stream, version, position FROM events WHERE stream = ? AND version >= ? "
-            "ORDER BY version LIMIT ?",
-            (found[0], found[1], len(events)),
-        ).fetchall()
-        if found[0] != stream or [r[0] for r in rows] != [str(e.event_id) for e in events]:
-            raise DuplicateEventId(f"{stream}: these event ids were recorded, but not as this same append")
-        return AppendResult(stream, rows[0][2], rows[-1][2], rows[0][3], rows[-1][3])
+        return self._writer.submit(stream, events, expected_version)
 
     # -- reading -----------------------------------------------------------------------------------------
 
@@ -271,9 +222,7 @@ class SqliteEventStore(EventStore):
         )
         return [row_to_event(row) for row in rows]
 
-    def read_all(
-        self, from_position: int = 0, category: str | None = None, limit: int = 1000
-    ) -> list[RecordedEvent]:
+    def read_all(self, from_position: int = 0, category: str | None = None, limit: int = 1000) -> list[RecordedEvent]:
         conn = self._reader()
         if category is None:
             rows = conn.execute(
@@ -320,8 +269,7 @@ class SqliteEventStore(EventStore):
         if self._closed:
             return
         self._closed = True
-        self._queue.put(None)
-        self._writer.join()
+        self._writer.close()
         self._write_conn.close()
         with self._readers_lock:
             for conn in self._readers:

@@ -1,0 +1,496 @@
+"""The event store contract: every adapter passes the same tests (backends: see tests/conftest.py).
+
+Tests name their streams uniquely and read from the head they found, so they also hold on a store shared by
+the whole session (KurrentDB); positions are compared by order, never by value, since they are opaque.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from lapor.clock import ManualClock
+from lapor.store import (
+    ANY,
+    EXISTS,
+    GENESIS_HASH,
+    NO_STREAM,
+    DuplicateEventId,
+    EventStore,
+    NewEvent,
+    RecordedEvent,
+    StoreError,
+    WrongExpectedVersion,
+    open_store,
+)
+from lapor.store.vault import VaultEntryErased
+
+from ._workers import Acknowledged, append_in_process, append_with_retries
+
+# Microseconds on purpose: recorded_at must survive the round trip exactly, or the hash chain breaks.
+START = datetime(2024, 3, 11, 2, 30, 15, 123456, tzinfo=UTC)
+# Generous guard against a hung subscriber; not a timing assertion.
+SUBSCRIBER_GUARD_SECONDS = 120
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture
+def store(store_url: str, clock: ManualClock) -> Iterator[EventStore]:
+    with open_store(store_url, clock=clock) as opened:
+        yield opened
+
+
+def unique_stream(category: str = "complaint") -> str:
+    return f"{category}-{uuid.uuid4().hex[:12]}"
+
+
+def unique_category() -> str:
+    return f"cat{uuid.uuid4().hex[:10]}"
+
+
+def noted(n: int) -> NewEvent:
+    return NewEvent("Noted", {"n": n}, metadata={"actor": "tester", "role": "operator"})
+
+
+def read_everything_after(store: EventStore, head: int) -> list[RecordedEvent]:
+    events: list[RecordedEvent] = []
+    while batch := store.read_all(from_position=(events[-1].position if events else head) + 1, limit=500):
+        events.extend(batch)
+    return events
+
+
+# -- expected versions ------------------------------------------------------------------------------------
+
+
+def test_no_stream_starts_a_new_stream_at_version_zero(store):
+    stream = unique_stream()
+    result = store.append(stream, [noted(0), noted(1)], expected_version=NO_STREAM)
+    assert (result.first_version, result.last_version) == (0, 1)
+    assert [e.version for e in store.read_stream(stream)] == [0, 1]
+
+
+def test_no_stream_on_an_existing_stream_conflicts_with_its_actual_version(store):
+    stream = unique_stream()
+    store.append(stream, [noted(0), noted(1)], expected_version=NO_STREAM)
+    with pytest.raises(WrongExpectedVersion) as conflict:
+        store.append(stream, [noted(2)], expected_version=NO_STREAM)
+    assert conflict.value.actual_version == 1
+    assert store.stream_version(stream) == 1
+
+
+def test_exists_on_a_missing_stream_conflicts_with_no_stream(store):
+    stream = unique_stream()
+    with pytest.raises(WrongExpectedVersion) as conflict:
+        store.append(stream, [noted(0)], expected_version=EXISTS)
+    assert conflict.value.actual_version == -1
+    assert store.read_stream(stream) == []
+
+
+def test_exists_on_an_existing_stream_appends(store):
+    stream = unique_stream()
+    store.append(stream, [noted(0)], expected_version=NO_STREAM)
+    assert store.append(stream, [noted(1)], expected_version=EXISTS).last_version == 1
+
+
+def test_exact_version_appends_when_it_is_the_current_one(store):
+    stream = unique_stream()
+    first = store.append(stream, [noted(0)], expected_version=NO_STREAM)
+    second = store.append(stream, [noted(1), noted(2)], expected_version=first.last_version)
+    assert (second.first_version, second.last_version) == (1, 2)
+
+
+def test_stale_exact_version_conflicts_with_the_actual_version_and_writes_nothing(store):
+    stream = unique_stream()
+    store.append(stream, [noted(0), noted(1), noted(2)], expected_version=NO_STREAM)
+    with pytest.raises(WrongExpectedVersion) as conflict:
+        store.append(stream, [noted(3)], expected_version=0)
+    assert (conflict.value.stream, conflict.value.expected_version, conflict.value.actual_version) == (stream, 0, 2)
+    assert len(store.read_stream(stream)) == 3
+
+
+def test_exact_version_on_a_missing_stream_conflicts(store):
+    with pytest.raises(WrongExpectedVersion) as conflict:
+        store.append(unique_stream(), [noted(0)], expected_version=3)
+    assert conflict.value.actual_version == -1
+
+
+def test_any_appends_to_a_new_and_to_an_existing_stream(store):
+    stream = unique_stream()
+    assert store.append(stream, [noted(0)], expected_version=ANY).last_version == 0
+    assert store.append(stream, [noted(1)], expected_version=ANY).last_version == 1
+
+
+# -- idempotency and atomicity ----------------------------------------------------------------------------
+
+
+def test_reappending_the_same_events_returns_the_original_result_and_adds_nothing(store):
+    stream = unique_stream()
+    events = [noted(0), noted(1)]
+    original = store.append(stream, events, expected_version=NO_STREAM)
+    store.append(stream, [noted(2)], expected_version=original.last_version)
+    # A retry after a lost acknowledgement carries the same ids and the now stale expected version.
+    assert store.append(stream, events, expected_version=NO_STREAM) == original
+    assert [e.data["n"] for e in store.read_stream(stream)] == [0, 1, 2]
+
+
+def test_partially_recorded_events_are_a_duplicate_and_add_nothing(store):
+    stream = unique_stream()
+    a, b, c = noted(0), noted(1), noted(2)
+    store.append(stream, [a, b], expected_version=NO_STREAM)
+    for overlapping in ([b, c], [a, c], [a, b, c]):
+        with pytest.raises(DuplicateEventId):
+            store.append(stream, overlapping)
+    assert [e.event_id for e in store.read_stream(stream)] == [a.event_id, b.event_id]
+
+
+def test_recorded_events_appended_to_another_stream_are_a_duplicate(store, store_url):
+    if store_url.startswith("kurrentdb"):
+        pytest.skip("KurrentDB keeps no index by event id: it detects a duplicate within its stream only")
+    event = noted(0)
+    store.append(unique_stream(), [event])
+    other = unique_stream()
+    with pytest.raises(DuplicateEventId):
+        store.append(other, [event])
+    assert store.stream_version(other) == -1
+
+
+def test_the_same_event_id_twice_in_one_append_is_refused(store):
+    event = noted(0)
+    with pytest.raises(DuplicateEventId):
+        store.append(unique_stream(), [event, event])
+
+
+def test_an_append_that_fails_writes_none_of_its_events(store):
+    stream = unique_stream()
+    recorded = noted(0)
+    store.append(stream, [recorded], expected_version=NO_STREAM)
+    head = store.head_position()
+    with pytest.raises(DuplicateEventId):  # its third event is already recorded
+        store.append(stream, [noted(1), noted(2), recorded], expected_version=0)
+    assert [e.event_id for e in store.read_stream(stream)] == [recorded.event_id]
+    assert store.head_position() == head
+    assert store.append(stream, [noted(3)], expected_version=0).first_version == 1
+
+
+def test_a_stream_name_without_a_category_is_refused(store):
+    with pytest.raises(ValueError, match="category"):
+        store.append("nocategory", [noted(0)])
+
+
+def test_an_append_after_close_is_refused(store_url):
+    store = open_store(store_url)
+    store.close()
+    with pytest.raises(StoreError):
+        store.append(unique_stream(), [noted(0)])
+
+
+# -- reading ----------------------------------------------------------------------------------------------
+
+
+def test_read_stream_from_a_version_with_a_limit(store):
+    stream = unique_stream()
+    store.append(stream, [noted(n) for n in range(6)], expected_version=NO_STREAM)
+    assert [e.version for e in store.read_stream(stream, from_version=2)] == [2, 3, 4, 5]
+    assert [e.version for e in store.read_stream(stream, from_version=1, limit=3)] == [1, 2, 3]
+    assert store.read_stream(stream, from_version=6) == []
+
+
+def test_a_missing_stream_reads_empty_at_version_minus_one(store):
+    stream = unique_stream()
+    assert store.read_stream(stream) == []
+    assert store.stream_version(stream) == -1
+
+
+def test_recorded_events_keep_what_was_appended(store, clock):
+    stream = unique_stream()
+    event = NewEvent(
+        "ComplaintSubmitted",
+        {
+            "judul": "Jalan rusak di Oebobo 🚧",
+            "isi": "SMS dengan karakter aneh: \u0000 dan \t",
+            "lokasi": {"lat": -10.17, "lon": 123.6},
+            "lampiran": [],
+            "anonim": False,
+            "rating": None,
+        },
+        metadata={"actor": "pelapor", "correlation_id": "c-1", "causation_id": None},
+        schema_version=2,
+    )
+    result = store.append(stream, [event], expected_version=NO_STREAM)
+    [recorded] = store.read_stream(stream)
+    assert (recorded.event_id, recorded.stream, recorded.version, recorded.position) == (
+        event.event_id,
+        stream,
+        0,
+        result.first_position,
+    )
+    assert (recorded.type, recorded.schema_version, recorded.data) == (event.type, 2, event.data)
+    assert recorded.metadata == event.metadata
+    assert recorded.recorded_at == clock.now()
+    assert recorded.category == "complaint"
+
+
+def test_read_all_returns_events_in_commit_order_from_a_position(store):
+    head = store.head_position()
+    streams = [unique_stream() for _ in range(3)]
+    appended = []
+    for round_ in range(3):
+        for stream in streams:
+            result = store.append(stream, [noted(round_)])
+            appended.append((stream, result.last_version))
+    events = store.read_all(from_position=head + 1)
+    assert [(e.stream, e.version) for e in events] == appended
+    positions = [e.position for e in events]
+    assert all(a < b for a, b in itertools.pairwise(positions))
+    assert [e.position for e in store.read_all(from_position=positions[4])] == positions[4:]
+
+
+def test_read_all_stops_at_its_limit(store):
+    head = store.head_position()
+    store.append(unique_stream(), [noted(n) for n in range(7)])
+    first = store.read_all(from_position=head + 1, limit=3)
+    rest = store.read_all(from_position=first[-1].position + 1, limit=100)
+    assert [e.data["n"] for e in first] == [0, 1, 2]
+    assert [e.data["n"] for e in rest] == [3, 4, 5, 6]
+
+
+def test_read_all_filters_by_category(store):
+    head = store.head_position()
+    wanted, other = unique_category(), unique_category()
+    a, b = unique_stream(wanted), unique_stream(wanted)
+    store.append(a, [noted(0)])
+    store.append(unique_stream(other), [noted(1)])
+    store.append(b, [noted(2), noted(3)])
+    events = store.read_all(from_position=head + 1, category=wanted)
+    assert [(e.stream, e.version) for e in events] == [(a, 0), (b, 0), (b, 1)]
+    assert {e.category for e in events} == {wanted}
+    later = store.read_all(from_position=events[1].position + 1, category=wanted, limit=1)
+    assert [(e.stream, e.version) for e in later] == [(b, 1)]
+
+
+def test_head_position_is_the_last_committed_position(store):
+    result = store.append(unique_stream(), [noted(0), noted(1)])
+    assert store.head_position() == result.last_position
+    later = store.append(unique_stream(), [noted(2)])
+    assert store.head_position() == later.last_position > result.last_position
+
+
+def test_an_empty_store_has_head_position_zero(store_url):
+    if store_url.startswith("kurrentdb"):
+        pytest.skip("the KurrentDB container is shared by the session, so it is not empty")
+    with open_store(store_url) as store:
+        assert store.head_position() == 0
+        assert store.read_all() == []
+
+
+def test_a_reopened_store_continues_streams_positions_and_chains(store_url, clock):
+    stream = unique_stream()
+    with open_store(store_url, clock=clock) as store:
+        first = store.append(stream, [noted(0)], expected_version=NO_STREAM)
+    clock.advance(timedelta(minutes=5))
+    with open_store(store_url, clock=clock) as store:
+        second = store.append(stream, [noted(1)], expected_version=0)
+        events = store.read_stream(stream)
+    assert second.first_position > first.last_position
+    assert events[1].prev_hash == events[0].hash
+    assert all(e.expected_hash() == e.hash for e in events)
+
+
+# -- the hash chain ---------------------------------------------------------------------------------------
+
+
+def test_each_stream_is_a_hash_chain_from_genesis(store, clock):
+    stream, neighbour = unique_stream(), unique_stream()
+    store.append(stream, [noted(0), noted(1)], expected_version=NO_STREAM)
+    store.append(neighbour, [noted(9)])
+    clock.advance(timedelta(hours=1, microseconds=7))
+    store.append(stream, [noted(2)], expected_version=1)
+    events = store.read_stream(stream)
+    assert events[0].prev_hash == GENESIS_HASH
+    assert [e.prev_hash for e in events[1:]] == [e.hash for e in events[:-1]]
+    assert all(e.expected_hash() == e.hash for e in events)
+    assert store.read_stream(neighbour)[0].prev_hash == GENESIS_HASH
+
+
+def test_changed_content_no_longer_matches_its_hash(store):
+    stream = unique_stream()
+    store.append(stream, [noted(0)])
+    [event] = store.read_stream(stream)
+    event.data = {"n": 1}
+    assert event.expected_hash() != event.hash
+
+
+# -- waking readers ---------------------------------------------------------------------------------------
+
+
+def test_wait_for_events_times_out_when_nothing_is_appended(store):
+    store.append(unique_stream(), [noted(0)])
+    assert store.wait_for_events(store.head_position(), timeout=0.05) is False
+
+
+def test_wait_for_events_returns_at_once_when_events_are_already_there(store):
+    result = store.append(unique_stream(), [noted(0)])
+    assert store.wait_for_events(result.last_position - 1, timeout=0) is True
+
+
+def test_wait_for_events_wakes_on_an_append(store):
+    head = store.head_position()
+    writer = threading.Timer(0.05, store.append, args=(unique_stream(), [noted(0)]))
+    writer.start()
+    try:
+        assert store.wait_for_events(head, timeout=60) is True
+    finally:
+        writer.join()
+    assert store.head_position() > head
+
+
+def test_wait_for_events_wakes_on_an_append_made_through_another_store(store, store_url):
+    head = store.head_position()
+    with open_store(store_url) as other:
+        writer = threading.Timer(0.05, other.append, args=(unique_stream(), [noted(0)]))
+        writer.start()
+        try:
+            assert store.wait_for_events(head, timeout=60) is True
+        finally:
+            writer.join()
+
+
+# -- concurrency ------------------------------------------------------------------------------------------
+
+
+def assert_log_consistent(store: EventStore, head: int, acknowledged: list[Acknowledged]) -> None:
+    """Every acknowledged event is present exactly once, where it was acknowledged; positions strictly increase;
+    every stream's versions are gapless."""
+    events = read_everything_after(store, head)
+    assert Counter(str(e.event_id) for e in events).most_common(1)[0][1] == 1
+    assert sorted((str(e.event_id), e.stream, e.version, e.position) for e in events) == sorted(acknowledged)
+    positions = [e.position for e in events]
+    assert all(a < b for a, b in itertools.pairwise(positions))
+    versions: dict[str, list[int]] = {}
+    for event in events:
+        versions.setdefault(event.stream, []).append(event.version)
+    for stream, seen in versions.items():
+        assert seen == list(range(len(seen))), stream
+
+
+def test_concurrent_writer_threads_lose_duplicate_and_skip_nothing(store):
+    head = store.head_position()
+    category = unique_category()
+    shared = [unique_stream(category) for _ in range(4)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        runs = [
+            pool.submit(append_with_retries, store, f"t{n}", 50, shared, unique_stream(category)) for n in range(16)
+        ]
+        acknowledged = [ack for run in runs for ack in run.result()]
+    assert len(acknowledged) == 16 * 50
+    assert_log_consistent(store, head, acknowledged)
+
+
+def test_concurrent_writer_processes_lose_duplicate_and_skip_nothing(store_url):
+    """Each process opens the store itself, before anyone else has: this also covers concurrent first-time
+    setup of a fresh database."""
+    category = unique_category()
+    shared = [unique_stream(category) for _ in range(3)]
+    with open_store(store_url) as store:
+        head = store.head_position()
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Pool(4) as pool:
+        runs = pool.starmap(
+            append_in_process, [(store_url, f"p{n}", 40, shared, unique_stream(category)) for n in range(4)]
+        )
+    acknowledged = [ack for run in runs for ack in run]
+    assert len(acknowledged) == 4 * 40
+    with open_store(store_url) as store:
+        assert_log_consistent(store, head, acknowledged)
+
+
+def test_a_subscriber_sees_every_event_once_in_order_while_writers_commit(store, store_url):
+    """Writers in other processes commit through their own connections, so commits race each other; a
+    subscriber that checkpoints by position must still never skip one that commits late."""
+    head = store.head_position()
+    category = unique_category()
+    shared = [unique_stream(category) for _ in range(2)]
+    seen: list[RecordedEvent] = []
+    writers_done = threading.Event()
+    guard = threading.Event()
+
+    def subscribe() -> None:
+        last = head
+        while not guard.is_set():
+            batch = store.read_all(from_position=last + 1, limit=37)
+            seen.extend(batch)
+            if batch:
+                last = batch[-1].position
+            elif writers_done.is_set() and last >= store.head_position():
+                return
+            else:
+                store.wait_for_events(last, timeout=0.5)
+
+    subscriber = threading.Thread(target=subscribe)
+    subscriber.start()
+    try:
+        with multiprocessing.get_context("spawn").Pool(3) as processes, ThreadPoolExecutor(4) as threads:
+            in_processes = processes.starmap_async(
+                append_in_process, [(store_url, f"p{n}", 30, shared, unique_stream(category)) for n in range(3)]
+            )
+            in_threads = [
+                threads.submit(append_with_retries, store, f"t{n}", 30, shared, unique_stream(category))
+                for n in range(4)
+            ]
+            acknowledged = [ack for run in in_threads for ack in run.result()]
+            acknowledged += [ack for run in in_processes.get() for ack in run]
+        writers_done.set()
+        subscriber.join(SUBSCRIBER_GUARD_SECONDS)
+    finally:
+        guard.set()
+        subscriber.join()
+    assert len(acknowledged) == 7 * 30
+    assert [e.position for e in seen] == [e.position for e in read_everything_after(store, head)]
+    assert sorted(str(e.event_id) for e in seen) == sorted(ack[0] for ack in acknowledged)
+
+
+# -- the PII vault ----------------------------------------------------------------------------------------
+
+
+def test_the_vault_returns_what_was_put(store):
+    identity = {"nama": "Maria Ndun", "telepon": "081234567890", "nik": "5371010101900001"}
+    ref = store.vault.put(identity)
+    assert store.vault.get(ref) == identity
+    assert store.vault.get("pii_never_issued") is None
+
+
+def test_putting_under_a_known_reference_keeps_the_first_value(store):
+    ref = store.vault.put({"nama": "Maria"}, ref="pii_retried-command")
+    assert ref == "pii_retried-command"
+    store.vault.put({"nama": "someone else"}, ref=ref)
+    assert store.vault.get(ref) == {"nama": "Maria"}
+
+
+def test_an_erased_identity_is_gone_but_the_history_stays(store):
+    ref = store.vault.put({"nama": "Maria Ndun", "email": "maria@example.id"})
+    stream = unique_stream()
+    store.append(stream, [NewEvent("ComplaintSubmitted", {"reporter_ref": ref})], expected_version=NO_STREAM)
+    assert store.vault.erase(ref) is True
+    with pytest.raises(VaultEntryErased):
+        store.vault.get(ref)
+    assert store.vault.erase(ref) is False
+    [event] = store.read_stream(stream)
+    assert event.data == {"reporter_ref": ref}
+    assert event.expected_hash() == event.hash
+
+
+def test_erasing_an_unknown_reference_erases_nothing(store):
+    assert store.vault.erase("pii_never_issued") is False
+    assert store.vault.get("pii_never_issued") is None
