@@ -32,6 +32,7 @@ from lapor.store.model import (
     Notifier,
     RecordedEvent,
     StoreError,
+    WrongExpectedVersion,
     category_of,
     check_expected,
     link_events,
@@ -100,9 +101,12 @@ class SqliteGroup(GroupTransaction):
     def __init__(self, conn: sqlite3.Connection, clock: Clock) -> None:
         self.conn = conn
         self.clock = clock
+        self._position = 0
 
     def begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
+        # Under the write lock nobody else can append, so the group counts positions on from here.
+        self._position = self.conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
 
     def commit(self, results: Sequence[AppendResult]) -> None:
         self.conn.execute("COMMIT")
@@ -116,31 +120,45 @@ class SqliteGroup(GroupTransaction):
         self.conn.execute("SAVEPOINT one_append")
         try:
             result = self._write(request)
+        except sqlite3.IntegrityError as error:
+            # An event id is already recorded: a retried append (answer with its original result) or a clash.
+            self._undo()
+            original = self._already_recorded(request.stream, request.events)
+            if original is None:
+                raise DuplicateEventId(f"{request.stream}: an event id of this append is already recorded") from error
+            return original
         except (StoreError, ValueError):
-            self.conn.execute("ROLLBACK TO one_append")
-            self.conn.execute("RELEASE one_append")
+            self._undo()
             raise
         self.conn.execute("RELEASE one_append")
+        self._position = max(self._position, result.last_position)
         return result
+
+    def _undo(self) -> None:
+        self.conn.execute("ROLLBACK TO one_append")
+        self.conn.execute("RELEASE one_append")
 
     def _write(self, request: PendingAppend) -> AppendResult:
         conn = self.conn
         stream, events = request.stream, request.events
-        original = self._already_recorded(stream, events)
-        if original is not None:
-            return original
         head = conn.execute(
             "SELECT version, hash FROM events WHERE stream = ? ORDER BY version DESC LIMIT 1", (stream,)
         ).fetchone()
         current, prev_hash = (head[0], head[1]) if head else (-1, GENESIS_HASH)
-        check_expected(stream, request.expected, current)
-        position = conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+        try:
+            check_expected(stream, request.expected, current)
+        except WrongExpectedVersion:
+            # A retry of an append that already committed finds the stream moved on by its own events.
+            original = self._already_recorded(stream, events)
+            if original is not None:
+                return original
+            raise
         linked = link_events(
             stream,
             events,
             current_version=current,
             prev_hash=prev_hash,
-            first_position=position + 1,
+            first_position=self._position + 1,
             recorded_at=self.clock.now(),
         )
         category = category_of(stream)
@@ -161,10 +179,7 @@ class SqliteGroup(GroupTransaction):
             )
             for e in linked
         ]
-        try:
-            conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-        except sqlite3.IntegrityError as error:
-            raise DuplicateEventId(f"{stream}: an event id of this append is already recorded") from error
+        conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
         return AppendResult(stream, linked[0].version, linked[-1].version, linked[0].position, linked[-1].position)
 
     def _already_recorded(self, stream: str, events: Sequence[NewEvent]) -> AppendResult | None:
