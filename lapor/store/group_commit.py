@@ -1,10 +1,14 @@
 """Group commit, shared by the SQL adapters.
 
-One writer thread per store owns the write connection. Appends that arrive while a commit is in flight wait in
-a queue and go into the next transaction together: concurrent appenders share one durable commit, and an
-append that fails (wrong version, duplicate id) is rejected alone and reported to its caller while its
-neighbours commit. If the transaction itself fails, nobody in the group is
-acknowledged; a caller may retry with the same event ids, which is idempotent.
+Appends that arrive while a commit is in flight wait and go into the next transaction together: concurrent
+appenders share one durable commit, and an append that fails (wrong version, duplicate id) is rejected alone
+and reported to its caller while its neighbours commit. If the transaction itself fails, nobody in the group
+is acknowledged; a caller may retry with the same event ids, which is idempotent.
+
+There is no writer thread: the caller that finds no commit in flight becomes the *leader* and commits
+everything queued (its own append included) on the store's one write connection; the others wait on a
+condition and, when the leader is done, either find their append committed or lead the next group. A lone
+writer therefore commits on its own thread, without two thread hand-offs per append.
 
 An adapter supplies a `GroupTransaction` (its SQL dialect); `GroupCommitWriter` supplies the queue, the
 batching, the futures and the shutdown.
@@ -12,9 +16,9 @@ batching, the futures and the shutdown.
 
 from __future__ import annotations
 
-import queue
 import threading
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
@@ -24,7 +28,7 @@ MAX_GROUP = 512
 
 
 class PendingAppend:
-    """One caller's append, waiting for the writer thread."""
+    """One caller's append, waiting for a leader to commit it."""
 
     __slots__ = ("events", "expected", "future", "stream")
 
@@ -36,7 +40,7 @@ class PendingAppend:
 
 
 class GroupTransaction(ABC):
-    """The adapter's side of a group commit; every method runs on the writer thread only."""
+    """The adapter's side of a group commit; every method runs under the leader role (one at a time)."""
 
     @abstractmethod
     def begin(self) -> None:
@@ -58,52 +62,47 @@ class GroupTransaction(ABC):
 
 
 class GroupCommitWriter:
-    """The writer thread and its queue. `on_commit(last_position)` runs after each commit that wrote events."""
+    """The queue and its leader election. `on_commit(last_position)` runs after each commit that wrote events."""
 
     def __init__(self, name: str, transaction: GroupTransaction, on_commit: Callable[[int], None]) -> None:
+        self.name = name
         self._transaction = transaction
         self._on_commit = on_commit
-        self._queue: queue.SimpleQueue[PendingAppend | None] = queue.SimpleQueue()
-        # Guards `_closed` together with the queue, so no append slips in behind the stop marker and waits
-        # forever.
-        self._submit_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._pending: deque[PendingAppend] = deque()
+        self._leading = False
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
 
     def submit(self, stream: str, events: Sequence[NewEvent], expected: ExpectedVersion) -> AppendResult:
         request = PendingAppend(stream, list(events), expected)
-        with self._submit_lock:
+        with self._cond:
             if self._closed:
                 raise StoreError("the store is closed")
-            self._queue.put(request)
-        return request.future.result()
+            self._pending.append(request)
+        while True:
+            with self._cond:
+                while self._leading and not request.future.done():
+                    self._cond.wait()
+                if request.future.done():
+                    return request.future.result()
+                self._leading = True
+                batch = [self._pending.popleft() for _ in range(min(MAX_GROUP, len(self._pending)))]
+            try:
+                self._commit_group(batch)
+            finally:
+                for queued in batch:  # interrupted half-way (KeyboardInterrupt): nobody may wait forever
+                    if not queued.future.done():
+                        queued.future.set_exception(StoreError("append interrupted before its commit"))
+                with self._cond:
+                    self._leading = False
+                    self._cond.notify_all()
 
     def close(self) -> None:
-        """Commit what is queued, then stop the thread."""
-        with self._submit_lock:
-            if self._closed:
-                return
+        """Refuse new appends and wait until the queued ones are committed."""
+        with self._cond:
             self._closed = True
-            self._queue.put(None)
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < MAX_GROUP:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)  # finish this batch, then stop
-                    break
-                batch.append(nxt)
-            self._commit_group(batch)
+            while self._leading or self._pending:
+                self._cond.wait()
 
     def _commit_group(self, batch: list[PendingAppend]) -> None:
         tx = self._transaction
@@ -118,7 +117,7 @@ class GroupCommitWriter:
                 else:
                     done.append((request, result))
             tx.commit([result for _, result in done])
-        except Exception as error:  # noqa: BLE001 - the writer thread must fail its waiters, not die
+        except Exception as error:  # noqa: BLE001 - the leader must fail its group's waiters
             tx.rollback()
             for request in batch:
                 if not request.future.done():  # those rejected alone keep their own error

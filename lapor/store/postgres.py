@@ -1,6 +1,6 @@
 """PostgreSQL adapter (psycopg 3), opened by `open_store("postgresql://...")`.
 
-Writing: one writer thread per store commits *groups* of appends (`lapor.store.group_commit`). Every write
+Writing: the store's one write connection commits *groups* of appends (`lapor.store.group_commit`). Every write
 transaction first locks the single row of `lapor_head`
 (`SELECT ... FOR UPDATE`), so writers in all processes queue on it; positions are assigned while the lock is
 held and the row is updated to the last one before COMMIT releases it. Hence commit order equals position

@@ -1,8 +1,8 @@
 """SQLite adapter: the embedded default.
 
-WAL journal with `synchronous=FULL`, so every acknowledged append survives a power cut. One writer thread per
-store owns the write connection and commits *groups* (`lapor.store.group_commit`): appends that arrive while a
-commit is in flight wait in a queue and go into the next transaction together, each behind its own savepoint,
+WAL journal with `synchronous=FULL`, so every acknowledged append survives a power cut. The store's one write
+connection commits *groups* (`lapor.store.group_commit`): appends that arrive while a commit is in flight
+wait and go into the next transaction together, each behind its own savepoint,
 so concurrent appenders share one fsync and a failing append never takes its neighbours down. Other processes
 writing to the same file are serialised by SQLite's write lock (`BEGIN IMMEDIATE` + busy timeout), and since
 a position is assigned inside that lock, commit order equals position order.
