@@ -1,0 +1,188 @@
+"""Composition root: builds the FastAPI app of one service, or of all four for the embedded mode.
+
+`create_app(settings, services)` opens one `ServiceContext`, includes each service's router beside the
+platform's own routes (/healthz, /readyz, /metrics, /problems, and /api/training in training mode), installs
+the middleware (correlation id, logs and metrics outermost; then the 500 guard; then the input guard) and the
+problem handlers, and ties the lifecycle to the app's lifespan: subscriptions and background loops start
+with it and stop with it, then the store is closed. The embedded app *includes* the four routers in one app
+rather than mounting four sub-apps: one port, one OpenAPI document at /docs, one /readyz for everything.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+
+from anyio import to_thread
+from fastapi import FastAPI
+
+from lapor.context import BackgroundLoop, ServiceContext, ServiceDefinition
+from lapor.limits import InputGuardMiddleware
+from lapor.observability import Readiness, RequestObservabilityMiddleware, check_readiness, health_router
+from lapor.problems import InternalErrorMiddleware, install_problem_handlers, problem_router
+from lapor.settings import Settings
+from lapor.subscriptions import SubscriptionRunner
+from lapor.training import training_router
+
+log = logging.getLogger("lapor.app")
+
+SERVICE_NAMES = ("intake", "routing", "followup", "reporting")
+# An idle subscription notices stop() only when its wait for new events times out; new events wake it at once
+# either way, so this bounds how long a shutdown waits, not how fast events are handled.
+SUBSCRIPTION_IDLE_WAIT = 0.25
+
+
+def load_service(name: str) -> ServiceDefinition:
+    """`services/<name>/service.py`'s SERVICE."""
+    if name not in SERVICE_NAMES:
+        raise ValueError(f"unknown service {name!r}; expected one of {', '.join(SERVICE_NAMES)}")
+    definition = importlib.import_module(f"services.{name}.service").SERVICE
+    assert isinstance(definition, ServiceDefinition)
+    return definition
+
+
+def load_services(names: Iterable[str] = SERVICE_NAMES) -> list[ServiceDefinition]:
+    return [load_service(name) for name in names]
+
+
+class _RunningLoop:
+    def __init__(self, loop: BackgroundLoop) -> None:
+        self.name = loop.name
+        self._loop = loop
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"loop:{loop.name}", daemon=True)
+        self.failed = False
+
+    def _run(self) -> None:
+        try:
+            self._loop.run(self._stop)
+        except Exception:
+            self.failed = True  # /readyz reports the loop as stopped
+            log.exception("background loop %s stopped", self.name)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self.failed
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+
+class Runtime:
+    """What runs beside the HTTP server: the services' subscriptions and background loops."""
+
+    def __init__(self, ctx: ServiceContext, services: Sequence[ServiceDefinition]) -> None:
+        self.ctx = ctx
+        self.services = list(services)
+        self.runners: list[SubscriptionRunner] = []
+        self.loops: list[_RunningLoop] = []
+
+    def start(self) -> None:
+        names: set[str] = set()
+        for service in self.services:
+            for subscription in service.subscriptions(self.ctx):
+                if subscription.name in names:
+                    raise ValueError(f"two subscriptions are named {subscription.name!r}; checkpoints would clash")
+                names.add(subscription.name)
+                # Resumes from the persisted checkpoint: nothing already handled is replayed.
+                self.runners.append(
+                    SubscriptionRunner(
+                        self.ctx.store,
+                        self.ctx.db,
+                        subscription,
+                        clock=self.ctx.clock,
+                        idle_wait=SUBSCRIPTION_IDLE_WAIT,
+                    )
+                )
+        for service in self.services:
+            self.loops.extend(_RunningLoop(loop) for loop in service.background(self.ctx))
+        for runner in self.runners:
+            runner.start()
+        for loop in self.loops:
+            loop.start()
+        log.info(
+            "started %d subscriptions and %d background loops for %s",
+            len(self.runners),
+            len(self.loops),
+            ", ".join(s.name for s in self.services) or "no services",
+        )
+
+    def seed_demo(self) -> None:
+        for service in self.services:
+            if service.seed_demo is not None:
+                log.info("seeding demo data for %s", service.name)
+                service.seed_demo(self.ctx)
+
+    def stop(self) -> None:
+        for loop in self.loops:
+            loop.stop()
+        for runner in self.runners:
+            runner.stop()
+        log.info("stopped subscriptions at %s", {r.name: r.checkpoint() for r in self.runners})
+
+    def readiness(self) -> Readiness:
+        return check_readiness(self.ctx.store, self.runners, self.loops, self.ctx.settings.readiness_max_lag)
+
+
+def create_app(
+    settings: Settings, services: Sequence[ServiceDefinition], *, seed_demo: bool = False
+) -> FastAPI:
+    """The app serving `services` (one for `lapor serve`, all four for `lapor up`). The store and read-model
+    database are opened now and closed when the app's lifespan ends. `seed_demo` runs each service's demo
+    seeding once its subscriptions are running (seeding must be idempotent: `lapor up --demo` may be run
+    again on the same data)."""
+    ctx = ServiceContext.open(settings)
+    runtime = Runtime(ctx, services)
+    try:
+        return _compose(ctx, runtime, services, seed_demo)
+    except BaseException:
+        ctx.close()
+        raise
+
+
+def _compose(
+    ctx: ServiceContext, runtime: Runtime, services: Sequence[ServiceDefinition], seed_demo: bool
+) -> FastAPI:
+    settings = ctx.settings
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await to_thread.run_sync(runtime.start)
+            if seed_demo:
+                await to_thread.run_sync(runtime.seed_demo)
+            yield
+        finally:
+            await to_thread.run_sync(runtime.stop)
+            ctx.close()
+
+    names = [service.name for service in services]
+    app = FastAPI(
+        title="LAPOR" if len(names) != 1 else f"LAPOR {names[0]}",
+        description="SP4N-LAPOR! complaint handling: " + (", ".join(names) or "platform only"),
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.context = ctx
+    app.state.runtime = runtime
+    install_problem_handlers(app)
+    app.include_router(health_router(ctx.metrics, runtime.readiness))
+    app.include_router(problem_router)
+    if settings.training:
+        app.include_router(training_router())
+    for service in services:
+        app.include_router(service.router(ctx))
+    ctx.metrics.watch(ctx.store, lambda: runtime.runners)
+    # add_middleware wraps what is there: the last added runs first.
+    app.add_middleware(InputGuardMiddleware, request_limits=settings.limits, field_limits=settings.field_limits)
+    app.add_middleware(InternalErrorMiddleware)
+    app.add_middleware(RequestObservabilityMiddleware, metrics=ctx.metrics)
+    return app

@@ -1,0 +1,337 @@
+"""Authentication (who is calling) and authorization (may they do this), each in one place.
+
+- Staff and machine clients carry signed bearer tokens (JWT, HS256 with LAPOR_SECRET) naming a role and,
+  where it applies, an agency, a unit and a channel. `TokenService` issues and verifies them.
+- A reporter (pelapor) holds the random `reporter_token` returned at submission; only its SHA-256 is stored
+  (in ComplaintSubmitted). The token has 256 bits of entropy, so a fast unsalted hash is the right tool:
+  nothing can be guessed from it, and the check is one hash plus a constant-time compare.
+- `ACTIONS` says which roles may take each action; `authorize` is the one function that decides, including
+  the confinement of agency-scoped roles to their own agency (and a unit officer to their unit: unit ids
+  are `<agency_id>/<unit>`). Routes get it through `require(action)`, and call `authorize` (or
+  `authorize_complaint`) again once they have folded the complaint and know whose it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
+
+import jwt
+from fastapi import Depends, Header, Request
+
+from lapor.clock import Clock
+from lapor.principal import AGENCY_SCOPED, OMBUDSMAN_AGENCY, Principal, Role
+from lapor.problems import Forbidden, Unauthenticated
+
+if TYPE_CHECKING:
+    from lapor.context import ServiceContext
+
+ISSUER = "lapor"
+ALGORITHM = "HS256"
+CLOCK_SKEW = timedelta(seconds=30)
+
+# -- bearer tokens ------------------------------------------------------------------------------------------
+
+_TTL = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_ttl(text: str) -> timedelta:
+    """`30m`, `8h`, `7d`, `45s` -> timedelta."""
+    match = _TTL.match(text)
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(f"expected a lifetime like 30m, 8h or 7d, got {text!r}")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+class TokenService:
+    """Issues and verifies bearer tokens. Expiry is judged by the clock it is given: the system clock in
+    every running app, even in training mode, since a training clock moved forward must not expire (or
+    revive) real credentials."""
+
+    def __init__(self, secret: str, clock: Clock) -> None:
+        self._secret = secret
+        self._clock = clock
+
+    def issue(
+        self,
+        role: Role,
+        *,
+        subject: str | None = None,
+        agency_id: str | None = None,
+        unit_id: str | None = None,
+        channel: str | None = None,
+        ttl: timedelta = timedelta(hours=8),
+    ) -> str:
+        if role is Role.reporter:
+            raise ValueError("reporters are identified by the reporter_token of their complaint, not a bearer token")
+        if role is Role.ombudsman and agency_id is None:
+            agency_id = OMBUDSMAN_AGENCY
+        if role is Role.unit_officer and unit_id and agency_id is None:
+            agency_id = unit_id.split("/", 1)[0]
+        # Validates the combination (an agency-scoped role needs its agency) before anything is signed.
+        principal = Principal(
+            subject=subject or role.value, role=role, agency_id=agency_id, unit_id=unit_id, channel=channel
+        )
+        if unit_id and agency_id and not _within(unit_id, agency_id):
+            raise ValueError(f"unit {unit_id!r} is not inside agency {agency_id!r}")
+        now = self._clock.now()
+        claims: dict[str, Any] = {
+            "iss": ISSUER,
+            "sub": principal.subject,
+            "role": role.value,
+            "iat": int(now.timestamp()),
+            "exp": int((now + ttl).timestamp()),
+        }
+        for claim, value in (("agency", agency_id), ("unit", unit_id), ("channel", channel)):
+            if value:
+                claims[claim] = value
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def verify(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                issuer=ISSUER,
+                # Expiry is checked below against our clock; PyJWT would read the system time itself.
+                options={"require": ["exp", "iat", "sub", "role"], "verify_exp": False, "verify_iat": False},
+            )
+        except jwt.InvalidTokenError as error:
+            raise Unauthenticated(f"invalid token: {error}") from None
+        if not isinstance(claims["exp"], int) or claims["exp"] < (self._clock.now() - CLOCK_SKEW).timestamp():
+            raise Unauthenticated("token expired")
+        try:
+            role = Role(claims["role"])
+        except ValueError:
+            raise Unauthenticated(f"token names an unknown role {claims['role']!r}") from None
+        if role is Role.reporter:
+            raise Unauthenticated("reporter access is by X-Reporter-Token, not a bearer token")
+        try:
+            return Principal(
+                subject=str(claims["sub"]),
+                role=role,
+                agency_id=claims.get("agency"),
+                unit_id=claims.get("unit"),
+                channel=claims.get("channel"),
+            )
+        except ValueError as error:
+            raise Unauthenticated(f"token is incomplete: {error}") from None
+
+
+# -- reporter tokens ----------------------------------------------------------------------------------------
+
+REPORTER_TOKEN_HEADER = "X-Reporter-Token"
+
+
+def new_reporter_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def reporter_token_hash(token: str) -> str:
+    """Hex SHA-256, as stored in ComplaintSubmitted.reporter_token_hash."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class ReportedComplaint(Protocol):
+    """What `ReporterCredential` needs of a folded complaint (lapor.complaint.ComplaintState has it)."""
+
+    tracking_id: str
+    reporter_token_hash: str | None
+
+
+@dataclass(frozen=True)
+class ReporterCredential:
+    """The X-Reporter-Token of a request, if any. The route folds the complaint first, then asks for the
+    reporter principal it opens."""
+
+    token: str | None
+
+    def opens(self, complaint: ReportedComplaint) -> bool:
+        if not self.token or not complaint.reporter_token_hash:
+            return False
+        return hmac.compare_digest(reporter_token_hash(self.token), complaint.reporter_token_hash)
+
+    def principal_for(self, complaint: ReportedComplaint) -> Principal:
+        """The reporter of `complaint`; 401 when the token is missing or belongs to another complaint."""
+        if not self.token:
+            raise Unauthenticated(f"this action needs the {REPORTER_TOKEN_HEADER} given at submission")
+        if not self.opens(complaint):
+            raise Unauthenticated(f"{REPORTER_TOKEN_HEADER} does not open complaint {complaint.tracking_id}")
+        return Principal(
+            subject=f"reporter:{complaint.tracking_id}", role=Role.reporter, tracking_id=complaint.tracking_id
+        )
+
+
+def reporter_credential(
+    x_reporter_token: Annotated[str | None, Header(alias=REPORTER_TOKEN_HEADER)] = None,
+) -> ReporterCredential:
+    return ReporterCredential(x_reporter_token)
+
+
+# -- what each role may do ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may take an action. `public`: anyone, with or without a token (what they then see is decided by
+    `lapor.privacy`). `confined`: roles held to their own agency/unit (ombudsman too, when it acts on the
+    reports it took over; it reads everything as an overseer)."""
+
+    roles: frozenset[Role] = frozenset()
+    public: bool = False
+    confined: frozenset[Role] = field(default=AGENCY_SCOPED)
+
+
+PUBLIC = Access(public=True)
+NATIONAL_ADMIN = frozenset({Role.admin_national})
+OVERSIGHT = frozenset({Role.admin_national, Role.operator, Role.auditor, Role.ombudsman})
+AGENCY_STAFF = frozenset({Role.admin_agency, Role.liaison, Role.unit_officer})
+AGENCY_DECIDERS = frozenset({Role.admin_agency, Role.liaison})
+REPORTER = frozenset({Role.reporter})
+INTEGRATION = frozenset({Role.integration})
+OMBUDSMAN_ACTING = AGENCY_SCOPED | {Role.ombudsman}
+
+ACTIONS: Mapping[str, Access] = {
+    # intake
+    "complaint.submit": PUBLIC,  # POST /api/complaints
+    "complaint.read": PUBLIC,  # GET /api/complaints/{id}: the view is filtered by lapor.privacy
+    "complaint.provide_information": Access(REPORTER),  # POST .../information
+    "complaint.give_feedback": Access(REPORTER),  # POST .../feedback
+    "complaint.consent_ombudsman": Access(REPORTER),  # POST .../ombudsman-consent
+    "channel.sms": Access(INTEGRATION),  # POST /api/channels/sms (an integration token for channel "sms")
+    "channel.submit": Access(INTEGRATION),  # POST /api/channels/{channel}/complaints
+    # routing
+    "verification_queue.read": Access(OVERSIGHT),  # GET /api/verification-queue
+    "complaint.verify": Access(NATIONAL_ADMIN),
+    "complaint.pend": Access(NATIONAL_ADMIN),
+    "complaint.archive": Access(NATIONAL_ADMIN),
+    "complaint.dispose": Access(NATIONAL_ADMIN),
+    "complaint.mark_duplicate": Access(NATIONAL_ADMIN),
+    "directory.read": PUBLIC,  # GET /api/agencies[/{agency_id}]: citizens pick where to report
+    "directory.manage": Access(NATIONAL_ADMIN),  # registering agencies and routing rules
+    # followup
+    "queue.read": Access(AGENCY_STAFF | OVERSIGHT),  # GET /api/queues/{agency_id}
+    "complaint.accept": Access(AGENCY_DECIDERS),
+    "complaint.return": Access(AGENCY_DECIDERS),  # bukan wewenang
+    "complaint.assign": Access(AGENCY_DECIDERS),
+    "complaint.post_follow_up": Access(AGENCY_STAFF | {Role.ombudsman}, confined=OMBUDSMAN_ACTING),
+    "complaint.resolve": Access(AGENCY_DECIDERS | {Role.ombudsman}, confined=OMBUDSMAN_ACTING),
+    # reporting
+    "report.national": Access(OVERSIGHT),  # GET /api/reports/national[/agencies]
+    "report.agency": Access(OVERSIGHT | AGENCY_STAFF),  # GET /api/reports/agencies/{agency_id}
+    "stream.read": Access(OVERSIGHT | AGENCY_STAFF),  # GET /api/stream (agency roles: their own events)
+    "audit.read": Access(frozenset({Role.admin_national, Role.auditor, Role.ombudsman})),  # /api/audit/...
+    "statistics.public": PUBLIC,  # GET /api/public/statistics
+    # platform
+    "training.clock": Access(NATIONAL_ADMIN),  # moving the clock in training mode
+}
+
+
+def _within(target: str, home: str) -> bool:
+    """`pemda-82.71/dinkes` is within `pemda-82.71`; `pemda-82.710` is not."""
+    return target == home or target.startswith(home + "/")
+
+
+def authorize(
+    principal: Principal | None,
+    action: str,
+    *,
+    agency_id: str | None = None,
+    unit_id: str | None = None,
+    channel: str | None = None,
+    tracking_id: str | None = None,
+) -> None:
+    """Raise Unauthenticated or Forbidden unless `principal` may take `action` on what the keyword arguments
+    describe (omitted ones are not checked: pass all you know). For a complaint pass its owner (the agency
+    holding it, or the national admin agency while it is with routing), or use `authorize_complaint`."""
+    access = ACTIONS.get(action)
+    if access is None:
+        raise KeyError(f"unknown action {action!r}: add it to lapor.auth.ACTIONS")
+    if access.public:
+        return
+    if principal is None:
+        if access.roles == REPORTER:
+            raise Unauthenticated(f"this action needs the {REPORTER_TOKEN_HEADER} given at submission")
+        raise Unauthenticated("this action needs a bearer token")
+    if principal.role not in access.roles:
+        raise Forbidden(f"role {principal.role} may not take the action {action}")
+    if principal.role in access.confined:
+        _check_scope(principal, action, agency_id, unit_id)
+    if principal.role is Role.integration and channel is not None and principal.channel != channel:
+        raise Forbidden(f"this client pushes for channel {principal.channel!r}, not {channel!r}")
+    if principal.role is Role.reporter and tracking_id is not None and principal.tracking_id != tracking_id:
+        raise Forbidden("a reporter token opens only its own complaint")
+
+
+def _check_scope(principal: Principal, action: str, agency_id: str | None, unit_id: str | None) -> None:
+    if principal.role is Role.unit_officer:
+        home, target = principal.unit_id, unit_id or agency_id
+    else:
+        home, target = principal.agency_id, agency_id or unit_id
+    if target is None:
+        return
+    if home is None or not _within(target, home):
+        raise Forbidden(f"{target} is outside the scope of this {principal.role} ({home})")
+
+
+class OwnedComplaint(Protocol):
+    """What `authorize_complaint` needs of a folded complaint (lapor.complaint.ComplaintState has it)."""
+
+    tracking_id: str
+    unit_id: str | None
+
+    @property
+    def owner(self) -> str: ...
+
+
+def authorize_complaint(principal: Principal | None, action: str, complaint: OwnedComplaint) -> None:
+    authorize(
+        principal, action, agency_id=complaint.owner, unit_id=complaint.unit_id, tracking_id=complaint.tracking_id
+    )
+
+
+# -- FastAPI dependencies -----------------------------------------------------------------------------------
+
+
+def _context(request: Request) -> ServiceContext:
+    return request.app.state.context
+
+
+def current_principal(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Principal | None:
+    """The bearer token's principal; None without an Authorization header. A header that is present but
+    wrong is always a 401, even on public routes, so a client learns its token is bad."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("expected 'Authorization: Bearer <token>'")
+    return _context(request).tokens.verify(token.strip())
+
+
+def require(action: str) -> Callable[..., Principal | None]:
+    """A dependency that authorizes `action` for the caller and returns the principal (None on public
+    actions without a token). Path parameters named `agency_id` and `channel` are checked on the spot;
+    checks that need the complaint come later, through `authorize_complaint`. Reporter actions do not use
+    it: their principal comes from `reporter_credential` once the complaint is folded."""
+    if action not in ACTIONS:
+        raise KeyError(f"unknown action {action!r}: add it to lapor.auth.ACTIONS")
+
+    def dependency(
+        request: Request, principal: Annotated[Principal | None, Depends(current_principal)]
+    ) -> Principal | None:
+        params = request.path_params
+        authorize(principal, action, agency_id=params.get("agency_id"), channel=params.get("channel"))
+        return principal
+
+    dependency.__name__ = f"require_{action.replace('.', '_')}"
+    return dependency

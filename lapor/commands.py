@@ -1,0 +1,142 @@
+"""The command runner: how every service acts on a stream (a complaint).
+
+```python
+decision = lambda state, now: decide_verify(state, command, now)       # pure: -> [NewEvent, ...]
+result = run_command(ctx, f"complaint-{tracking_id}", decision, principal=principal, if_match=if_match)
+response.headers["ETag"] = result.etag
+```
+
+1. read the stream and fold it (`lapor.complaint.fold` unless another fold is given: the runner itself only
+   needs the events' versions, never the state's shape);
+2. a given `If-Match` that is not the stream's version is 412 with the current version, nothing written
+   (If-Match is optional: DESIGN says commands *accept* it, so a missing one is never 428);
+3. call the decision with `now = ctx.clock.now()`; an empty list means nothing to do;
+4. append with the folded version as expected version, adding {actor, role, agency, correlation_id,
+   causation_id} to every event's metadata (the platform's keys win over the decision's: an actor cannot be
+   forged by a decision);
+5. on a concurrent write: with If-Match the client's view is stale (412); without, read, fold and decide
+   again, a few times, then give up with 409.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Header
+
+from lapor.complaint import fold as complaint_fold
+from lapor.correlation import current_correlation_id, new_correlation_id
+from lapor.principal import Principal
+from lapor.problems import BadRequest, Conflict, NotFound, PreconditionFailed
+from lapor.store import NO_STREAM, AppendResult, NewEvent, RecordedEvent, WrongExpectedVersion, category_of
+
+if TYPE_CHECKING:
+    from lapor.context import ServiceContext
+
+Decide = Callable[[Any, datetime], Sequence[NewEvent]]
+Fold = Callable[[Sequence[RecordedEvent]], Any]
+
+MAX_ATTEMPTS = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandResult:
+    version: int  # the stream's version after the command (unchanged when nothing was decided)
+    events: tuple[NewEvent, ...]  # as appended, metadata included
+    appended: AppendResult | None  # None when the decision was to do nothing
+
+    @property
+    def etag(self) -> str:
+        return etag(self.version)
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """`If-Match: 3` or `If-Match: "3"` -> 3; absent or `*` -> None (no check). Weak tags never match
+    (RFC 9110 uses strong comparison for If-Match), so `W/"3"` is refused as malformed."""
+    if value is None or value.strip() == "*":
+        return None
+    text = value.strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1]
+    if not text.isdigit():
+        raise BadRequest(f"If-Match must be a version number like \"3\", got {value!r}")
+    return int(text)
+
+
+def if_match_header(if_match: Annotated[str | None, Header()] = None) -> int | None:
+    """FastAPI dependency: the If-Match version, if any."""
+    return parse_if_match(if_match)
+
+
+def command_metadata(principal: Principal, causation_id: str | None) -> dict[str, Any]:
+    correlation_id = current_correlation_id() or new_correlation_id()
+    metadata: dict[str, Any] = {
+        "actor": principal.subject,
+        "role": principal.role.value,
+        "agency": principal.agency_id,
+        "correlation_id": correlation_id,
+        "causation_id": causation_id or correlation_id,
+    }
+    if principal.unit_id:
+        metadata["unit"] = principal.unit_id
+    if principal.channel:
+        metadata["channel"] = principal.channel
+    return metadata
+
+
+def run_command(
+    ctx: ServiceContext,
+    stream: str,
+    decide: Decide,
+    *,
+    principal: Principal,
+    if_match: int | None = None,
+    fold: Fold | None = None,
+    must_exist: bool = True,
+    causation_id: str | None = None,
+    max_attempts: int = MAX_ATTEMPTS,
+) -> CommandResult:
+    """Run `decide` against the current state of `stream` and append what it decides.
+
+    `must_exist=False` for commands that start a stream (a submission: the decision gets None). A handler or
+    scheduler reacting to an event passes that event's id as `causation_id` (and runs under its correlation
+    id); an HTTP command is caused by its request, so both ids are the request's correlation id."""
+    fold = fold or complaint_fold
+    metadata = command_metadata(principal, causation_id)
+    for _ in range(max_attempts):
+        events = ctx.store.read_stream(stream)
+        version = events[-1].version if events else NO_STREAM
+        if must_exist and not events:
+            category, _, name = stream.partition("-")
+            raise NotFound(f"{category} {name} not found")
+        if if_match is not None and if_match != version:
+            raise PreconditionFailed(
+                f"{stream} is at version {version}, not {if_match}: read it again", current_version=version
+            )
+        state = fold(events)
+        decided = list(decide(state, ctx.clock.now()))
+        if not decided:
+            return CommandResult(version, (), None)
+        stamped = tuple(
+            dataclasses.replace(event, metadata={**event.metadata, **metadata}) for event in decided
+        )
+        try:
+            appended = ctx.store.append(stream, stamped, expected_version=version)
+        except WrongExpectedVersion as error:
+            if if_match is not None:
+                raise PreconditionFailed(
+                    f"{stream} changed while the command ran; it is now at version {error.actual_version}",
+                    current_version=error.actual_version,
+                ) from None
+            continue  # someone else wrote first: decide again on the new state
+        for event in stamped:
+            ctx.metrics.appended.labels(event.type).inc()
+        return CommandResult(appended.last_version, stamped, appended)
+    raise Conflict(f"{category_of(stream)} kept changing under concurrent writes; try again")

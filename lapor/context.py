@@ -1,0 +1,165 @@
+"""What a service is given, and what it gives back.
+
+A service is a `ServiceDefinition`: a router, its subscriptions, optional background loops (deadline
+schedulers) and optional demo seeding, each built from the `ServiceContext` — the process's one store, one
+read-model database, one clock, calendar, policy, metrics, token service and rate limits. `lapor.app` does
+the wiring and the lifecycle; a service module only declares:
+
+```python
+SERVICE = ServiceDefinition(
+    name="routing",
+    router=build_router,                        # (ctx) -> APIRouter
+    subscriptions=lambda ctx: [Subscription("routing.queue", handle)],
+    background=lambda ctx: [BackgroundLoop.every("routing.deadlines", 30.0, lambda: check(ctx))],
+    seed_demo=load_directory,
+)
+```
+
+Routes reach the context through the dependencies below (`ctx: Annotated[ServiceContext, Depends(get_context)]`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+
+from lapor.auth import TokenService
+from lapor.calendar import WorkingCalendar
+from lapor.clock import Clock, ManualClock, SystemClock
+from lapor.db import Database, open_database
+from lapor.limits import RateLimits
+from lapor.observability import Metrics
+from lapor.policy import Sp4nPolicy
+from lapor.settings import Settings
+from lapor.store import EventStore, open_store
+from lapor.store.vault import Vault
+from lapor.subscriptions import Subscription
+
+log = logging.getLogger("lapor.context")
+
+
+@dataclass
+class ServiceContext:
+    settings: Settings
+    clock: Clock
+    store: EventStore
+    db: Database
+    calendar: WorkingCalendar
+    policy: Sp4nPolicy
+    metrics: Metrics
+    tokens: TokenService
+    rate_limits: RateLimits
+
+    @property
+    def vault(self) -> Vault:
+        return self.store.vault
+
+    @classmethod
+    def open(cls, settings: Settings) -> ServiceContext:
+        """Open the store and read-model database named by `settings`. Training mode runs on a ManualClock
+        that starts at the real time and only moves when an admin moves it."""
+        clock: Clock = ManualClock() if settings.training else SystemClock()
+        calendar = (
+            WorkingCalendar.from_file(settings.holidays_file) if settings.holidays_file else WorkingCalendar()
+        )
+        policy = Sp4nPolicy.from_overrides(settings.policy, calendar=calendar)
+        tokens = TokenService(settings.signing_secret(), SystemClock())
+        store = open_store(settings.store, clock=clock)
+        try:
+            db = open_database(settings.readmodels)
+        except BaseException:
+            store.close()
+            raise
+        return cls(
+            settings=settings,
+            clock=clock,
+            store=store,
+            db=db,
+            calendar=calendar,
+            policy=policy,
+            metrics=Metrics(),
+            tokens=tokens,
+            rate_limits=RateLimits(settings.limits),
+        )
+
+    def close(self) -> None:
+        self.db.close()
+        self.store.close()
+
+
+@dataclass(frozen=True)
+class BackgroundLoop:
+    """A function run in its own thread until `stop` is set (it must return promptly then)."""
+
+    name: str
+    run: Callable[[threading.Event], None]
+
+    @classmethod
+    def every(cls, name: str, interval: float, tick: Callable[[], None]) -> BackgroundLoop:
+        """Call `tick` every `interval` seconds. A failing tick is logged and tried again next interval: a
+        deadline scheduler must outlive a locked database or a bad event."""
+
+        def run(stop: threading.Event) -> None:
+            while not stop.wait(interval):
+                try:
+                    tick()
+                except Exception:
+                    log.exception("background loop %s: tick failed", name)
+
+        return cls(name, run)
+
+
+def _none(ctx: ServiceContext) -> list:
+    return []
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    name: str
+    router: Callable[[ServiceContext], APIRouter]
+    subscriptions: Callable[[ServiceContext], list[Subscription]] = field(default=_none)
+    background: Callable[[ServiceContext], list[BackgroundLoop]] = field(default=_none)
+    seed_demo: Callable[[ServiceContext], None] | None = None
+
+
+# -- dependencies -------------------------------------------------------------------------------------------
+
+
+def get_context(request: Request) -> ServiceContext:
+    return request.app.state.context
+
+
+def get_settings(request: Request) -> Settings:
+    return get_context(request).settings
+
+
+def get_store(request: Request) -> EventStore:
+    return get_context(request).store
+
+
+def get_db(request: Request) -> Database:
+    return get_context(request).db
+
+
+def get_clock(request: Request) -> Clock:
+    return get_context(request).clock
+
+
+def get_policy(request: Request) -> Sp4nPolicy:
+    return get_context(request).policy
+
+
+def get_calendar(request: Request) -> WorkingCalendar:
+    return get_context(request).calendar
+
+
+def get_vault(request: Request) -> Vault:
+    return get_context(request).vault
+
+
+Context = Annotated[ServiceContext, Depends(get_context)]

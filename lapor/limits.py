@@ -1,0 +1,200 @@
+"""Limits on public input: body size and media type, field lengths, and per-client rate limits.
+
+- `InputGuardMiddleware` rejects a body larger than `limits.max_body_bytes` before reading it when
+  Content-Length says so, and counts the bytes of a streamed (chunked) body as they arrive, so a lying or
+  absent Content-Length cannot get a huge body in. A body whose media type is neither JSON nor a form is 415.
+- Field lengths come from settings (`field_limits`), so the services' request models use these types instead
+  of fixed `max_length`s: `title: Title`, `body: Body`, `attachments: Annotated[list[X], MaxItems("attachments")]`.
+  The limits of the app serving the request apply (set per request by the middleware); outside a request
+  the defaults do.
+- `rate_limit("submission")` / `rate_limit("sms")` is the dependency public endpoints put on their routes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Annotated, Any, Literal
+
+import limits
+from fastapi import Request
+from pydantic import AfterValidator, StringConstraints
+from pydantic_core import PydanticCustomError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lapor.problems import KINDS, RateLimited, TooLarge, problem_response
+from lapor.settings import FieldLimits, RequestLimits
+
+# -- field lengths ------------------------------------------------------------------------------------------
+
+_field_limits: ContextVar[FieldLimits | None] = ContextVar("lapor_field_limits", default=None)
+_DEFAULT_FIELD_LIMITS = FieldLimits()
+
+
+def current_field_limits() -> FieldLimits:
+    return _field_limits.get() or _DEFAULT_FIELD_LIMITS
+
+
+@contextmanager
+def field_limits_scope(field_limits: FieldLimits) -> Iterator[None]:
+    token = _field_limits.set(field_limits)
+    try:
+        yield
+    finally:
+        _field_limits.reset(token)
+
+
+FieldKind = Literal["title", "body", "text", "comment", "reason", "name", "sms"]
+
+
+def MaxLength(kind: FieldKind) -> AfterValidator:
+    """Text no longer than the configured limit for `kind`."""
+
+    def check(value: str) -> str:
+        limit: int = getattr(current_field_limits(), kind)
+        if len(value) > limit:
+            raise PydanticCustomError(
+                "string_too_long", "String should have at most {max_length} characters", {"max_length": limit}
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+def MaxItems(kind: Literal["attachments"]) -> AfterValidator:
+    """A list no longer than the configured limit for `kind`."""
+
+    def check(value: list[Any]) -> list[Any]:
+        limit: int = getattr(current_field_limits(), kind)
+        if len(value) > limit:
+            raise PydanticCustomError(
+                "too_long", "List should have at most {max_length} items", {"max_length": limit}
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+_Stripped = StringConstraints(strip_whitespace=True, min_length=1)
+Title = Annotated[str, _Stripped, MaxLength("title")]
+Body = Annotated[str, _Stripped, MaxLength("body")]
+Text = Annotated[str, _Stripped, MaxLength("text")]
+Comment = Annotated[str, MaxLength("comment")]
+Reason = Annotated[str, _Stripped, MaxLength("reason")]
+Name = Annotated[str, _Stripped, MaxLength("name")]
+SmsText = Annotated[str, MaxLength("sms")]
+
+
+# -- body size and media type -------------------------------------------------------------------------------
+
+_ACCEPTED_MEDIA_TYPES = ("application/json", "application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _acceptable_media_type(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type in _ACCEPTED_MEDIA_TYPES or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+class InputGuardMiddleware:
+    def __init__(self, app: ASGIApp, request_limits: RequestLimits, field_limits: FieldLimits) -> None:
+        self.app = app
+        self.max_bytes = request_limits.max_body_bytes
+        self.field_limits = field_limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+        if declared is not None and not declared.isdigit():
+            await _reject(scope, receive, send, "bad-request", "Content-Length is not a number")
+            return
+        if declared is not None and int(declared) > self.max_bytes:
+            await _reject(
+                scope, receive, send, "too-large", f"the body may be at most {self.max_bytes} bytes",
+                max_bytes=self.max_bytes,
+            )
+            return
+        has_body = chunked or (declared is not None and int(declared) > 0)
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        if has_body and content_type and not _acceptable_media_type(content_type):
+            await _reject(
+                scope, receive, send, "unsupported-media-type",
+                f"{content_type.split(';')[0]} is not accepted; send application/json",
+            )
+            return
+        received = 0
+        max_bytes = self.max_bytes
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > max_bytes:
+                    raise TooLarge(f"the body may be at most {max_bytes} bytes", max_bytes=max_bytes)
+            return message
+
+        with field_limits_scope(self.field_limits):
+            await self.app(scope, counting_receive, send)
+
+
+async def _reject(scope: Scope, receive: Receive, send: Send, kind: str, detail: str, **extra: Any) -> None:
+    response = problem_response(KINDS[kind], detail, scope["path"], **extra)
+    # The body is not read; tell the client the connection will not be reused for it.
+    response.headers["Connection"] = "close"
+    await response(scope, receive, send)
+
+
+# -- rate limits --------------------------------------------------------------------------------------------
+
+RateKind = Literal["submission", "sms"]
+
+
+class RateLimits:
+    """Moving-window limits per (kind, client). `limits.storage` chooses where the counters live: memory (one
+    process) or a shared store such as `redis://...` when several processes serve the same clients."""
+
+    def __init__(self, request_limits: RequestLimits) -> None:
+        self._limiter = limits.strategies.MovingWindowRateLimiter(
+            limits.storage.storage_from_string(request_limits.storage)
+        )
+        self._items: dict[str, limits.RateLimitItem] = {
+            "submission": limits.parse(request_limits.submission_rate),
+            "sms": limits.parse(request_limits.sms_rate),
+        }
+        self.trust_forwarded_for = request_limits.trust_forwarded_for
+
+    def hit(self, kind: RateKind, client: str) -> None:
+        """Count one request of `client`; 429 (with Retry-After) when it is over the limit."""
+        item = self._items[kind]
+        if self._limiter.hit(item, kind, client):
+            return
+        reset_at = self._limiter.get_window_stats(item, kind, client).reset_time
+        retry_after = max(1, math.ceil(reset_at - time.time()))
+        raise RateLimited(f"at most {item} for {kind}; try again later", retry_after=retry_after)
+
+    def client_of(self, request: Request) -> str:
+        if self.trust_forwarded_for:
+            forwarded = request.headers.get("x-forwarded-for")
+            if forwarded:
+                return forwarded.split(",", 1)[0].strip()
+        return request.client.host if request.client else "unknown"
+
+
+def rate_limit(kind: RateKind) -> Callable[[Request], None]:
+    """A route dependency: `dependencies=[Depends(rate_limit("submission"))]`."""
+
+    def dependency(request: Request) -> None:
+        rate_limits: RateLimits = request.app.state.context.rate_limits
+        rate_limits.hit(kind, rate_limits.client_of(request))
+
+    dependency.__name__ = f"rate_limit_{kind}"
+    return dependency

@@ -1,0 +1,280 @@
+"""Observability: JSON logs, Prometheus metrics, the request middleware, and /healthz, /readyz, /metrics.
+
+Every request gets a correlation id (`lapor.correlation`), one JSON log line (method, route template,
+status, duration) and two metric samples. Each app has its own `CollectorRegistry`, so tests can build many
+apps in one process. Subscription lag, checkpoints, handled and parked counts are read when /metrics is
+scraped, not pushed, so they are never stale.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lapor.correlation import HEADER, accept_correlation_id, correlation_scope, current_correlation_id
+from lapor.problems import NotReady
+
+if TYPE_CHECKING:
+    from lapor.store import EventStore
+    from lapor.subscriptions import SubscriptionRunner
+
+access_log = logging.getLogger("lapor.access")
+log = logging.getLogger("lapor.observability")
+
+UNMATCHED_ROUTE = "<unmatched>"  # one label for every unknown path, so scanners cannot explode the series
+
+
+# -- logs ---------------------------------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, correlation id, and the `fields` extra."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        correlation_id = getattr(record, "correlation_id", None)
+        if correlation_id:
+            entry["correlation_id"] = correlation_id
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+class CorrelationFilter(logging.Filter):
+    """Stamps the current correlation id on a record while it is handled in the thread that logged it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "correlation_id", None) is None:
+            record.correlation_id = current_correlation_id()
+        return True
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """JSON lines on stderr for LAPOR and uvicorn; uvicorn's own access log is off (we write ours)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(CorrelationFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+# -- metrics ------------------------------------------------------------------------------------------------
+
+
+class LoopStatus(Protocol):
+    name: str
+
+    @property
+    def alive(self) -> bool: ...
+
+
+class Metrics:
+    """The app's Prometheus registry and the instruments the platform updates."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "lapor_http_requests",
+            "HTTP requests by route template, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "lapor_http_request_duration_seconds",
+            "HTTP request latency by route template and method",
+            ["route", "method"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        )
+        self.appended = Counter(
+            "lapor_events_appended", "Events appended by this process, by type", ["type"], registry=self.registry
+        )
+
+    def watch(self, store: EventStore, runners: Callable[[], Sequence[SubscriptionRunner]]) -> None:
+        """Report the store head and each subscription's state at every scrape."""
+        self.registry.register(_SubscriptionCollector(store, runners))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _SubscriptionCollector(Collector):
+    def __init__(self, store: EventStore, runners: Callable[[], Sequence[SubscriptionRunner]]) -> None:
+        self._store = store
+        self._runners = runners
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        head = GaugeMetricFamily("lapor_store_head_position", "Position of the last committed event")
+        head.add_metric([], self._store.head_position())
+        yield head
+        families = {
+            "lag": GaugeMetricFamily(
+                "lapor_subscription_lag_positions", "Head position minus checkpoint", labels=["consumer"]
+            ),
+            "checkpoint": GaugeMetricFamily(
+                "lapor_subscription_checkpoint_position", "Last position handled", labels=["consumer"]
+            ),
+            "handled": GaugeMetricFamily(
+                "lapor_subscription_handled_events",
+                "Events handled since the subscription was created (persisted with the checkpoint)",
+                labels=["consumer"],
+            ),
+            "parked": GaugeMetricFamily(
+                "lapor_subscription_parked_events", "Events parked after repeated failures", labels=["consumer"]
+            ),
+        }
+        for runner in self._runners():
+            families["lag"].add_metric([runner.name], runner.lag())
+            families["checkpoint"].add_metric([runner.name], runner.checkpoint())
+            families["handled"].add_metric([runner.name], runner.handled_count())
+            families["parked"].add_metric([runner.name], len(runner.parked()))
+        yield from families.values()
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return []  # collected lazily: the runners exist only once the app has started
+
+
+# -- the request middleware ---------------------------------------------------------------------------------
+
+
+class RequestObservabilityMiddleware:
+    """Outermost: correlation id in, correlation id out, one log line and two metric samples per request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        offered = dict(scope["headers"]).get(HEADER.lower().encode())
+        correlation_id = accept_correlation_id(offered.decode("latin-1") if offered else None)
+        status = 500  # what the client sees if the app dies before it answers
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message).append(HEADER, correlation_id)
+            await send(message)
+
+        started = time.perf_counter()
+        with correlation_scope(correlation_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                elapsed = time.perf_counter() - started
+                route = scope.get("route")
+                template = getattr(route, "path", None) or UNMATCHED_ROUTE
+                method = scope["method"]
+                self.metrics.requests.labels(template, method, str(status)).inc()
+                self.metrics.latency.labels(template, method).observe(elapsed)
+                access_log.info(
+                    "%s %s %s",
+                    method,
+                    scope["path"],
+                    status,
+                    extra={
+                        "correlation_id": correlation_id,
+                        "fields": {
+                            "method": method,
+                            "path": scope["path"],
+                            "route": template,
+                            "status": status,
+                            "duration_ms": round(elapsed * 1000, 2),
+                            "client": (scope.get("client") or ("", 0))[0],
+                        }
+                    },
+                )
+
+
+# -- health -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Readiness:
+    store_ok: bool = True
+    store_error: str | None = None
+    behind: list[dict[str, Any]] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return self.store_ok and not self.behind and not self.stopped
+
+
+def check_readiness(
+    store: EventStore, runners: Sequence[SubscriptionRunner], loops: Sequence[LoopStatus], max_lag: int
+) -> Readiness:
+    report = Readiness()
+    try:
+        head = store.head_position()
+    except Exception as error:  # noqa: BLE001 - any failure to reach the store means "not ready", reported
+        log.warning("readiness: store unreachable: %s", error)
+        return Readiness(store_ok=False, store_error=f"{type(error).__name__}: {error}")
+    for runner in runners:
+        if runner.failure is not None:
+            report.stopped.append(f"subscription {runner.name}: {runner.failure}")
+            continue
+        lag = max(0, head - runner.checkpoint())
+        if lag > max_lag:
+            report.behind.append({"consumer": runner.name, "lag": lag, "max_lag": max_lag})
+    report.stopped.extend(f"background loop {loop.name}" for loop in loops if not loop.alive)
+    return report
+
+
+def health_router(
+    metrics: Metrics,
+    readiness: Callable[[], Readiness],
+) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="The process is alive")
+    def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @router.get("/readyz", summary="Store reachable and every subscription caught up")
+    def readyz() -> dict[str, Any]:
+        report = readiness()
+        if not report.ready:
+            reasons = []
+            if not report.store_ok:
+                reasons.append(f"store unreachable ({report.store_error})")
+            reasons += [f"{b['consumer']} is {b['lag']} positions behind" for b in report.behind]
+            reasons += [f"{name} stopped" for name in report.stopped]
+            raise NotReady(
+                "; ".join(reasons), store_ok=report.store_ok, behind=report.behind, stopped=report.stopped
+            )
+        return {"status": "ready"}
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    def prometheus() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    return router

@@ -1,0 +1,299 @@
+"""Problem responses (RFC 9457 `application/problem+json`): one exception type per kind of failure.
+
+Services raise these (`raise NotFound(f"complaint {tracking_id} not found")`); the handlers installed by
+`install_problem_handlers` turn them, FastAPI's validation errors, Starlette's 404/405 and any unexpected
+exception into a problem body. `type` is a relative URI, `/problems/<kind>`, stable per kind and described by
+`GET /problems/{kind}`. No stack trace ever reaches a client: a 500 is logged with its traceback and
+correlation id, and the client gets only the correlation id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lapor.complaint import IllegalTransition
+from lapor.correlation import current_correlation_id
+from lapor.store import WrongExpectedVersion
+
+log = logging.getLogger("lapor.problems")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+@dataclass(frozen=True)
+class ProblemKind:
+    kind: str
+    status: int
+    title: str
+    description: str
+
+    @property
+    def type(self) -> str:
+        return f"/problems/{self.kind}"
+
+
+KINDS: dict[str, ProblemKind] = {
+    kind.kind: kind
+    for kind in [
+        ProblemKind("validation", 422, "Invalid request", "The request body, path, query or a header failed "
+                    "validation; `errors` lists each problem with its location."),
+        ProblemKind("bad-request", 400, "Bad request", "The request could not be read: a malformed header "
+                    "(e.g. If-Match) or body."),
+        ProblemKind("not-found", 404, "Not found", "No resource at this URL (or no complaint with this tracking "
+                    "id)."),
+        ProblemKind("method-not-allowed", 405, "Method not allowed", "The resource exists but does not accept "
+                    "this HTTP method; the `Allow` header lists those it does."),
+        ProblemKind("unauthenticated", 401, "Authentication required", "A bearer token (or, for a reporter, the "
+                    "X-Reporter-Token) is missing, expired, forged or names an unknown role."),
+        ProblemKind("forbidden", 403, "Forbidden", "The caller's role may not take this action, or the "
+                    "complaint belongs to another agency or unit."),
+        ProblemKind("conflict", 409, "Conflict", "The action is not allowed in the complaint's current state "
+                    "(an illegal transition), or concurrent changes kept it from being applied."),
+        ProblemKind("precondition-failed", 412, "Precondition failed", "The If-Match version is stale: the "
+                    "complaint changed since it was read. `current_version` holds the version to retry with."),
+        ProblemKind("too-large", 413, "Request too large", "The request body exceeds the configured limit "
+                    "(`max_bytes`)."),
+        ProblemKind("unsupported-media-type", 415, "Unsupported media type", "The endpoint takes "
+                    "application/json."),
+        ProblemKind("rate-limited", 429, "Too many requests", "This client sent too many requests; retry after "
+                    "the number of seconds in the Retry-After header."),
+        ProblemKind("internal", 500, "Internal error", "Something failed on the server. Quote "
+                    "`correlation_id` when reporting it."),
+        ProblemKind("not-ready", 503, "Not ready", "The service cannot serve yet: its store is unreachable or "
+                    "its subscriptions are behind (`behind` lists them)."),
+    ]
+}
+
+
+class Problem(HTTPException):
+    """Base of every problem. Subclasses fix `kind`; `extra` members are added to the body.
+
+    It is an `HTTPException` so that FastAPI passes it through unchanged wherever it is raised (including
+    while the body is read)."""
+
+    kind: ClassVar[str] = "internal"
+
+    def __init__(
+        self, detail: str | None = None, *, headers: Mapping[str, str] | None = None, **extra: Any
+    ) -> None:
+        spec = KINDS[self.kind]
+        super().__init__(spec.status, detail or spec.title, dict(headers) if headers else None)
+        self.extra = extra
+
+    @property
+    def spec(self) -> ProblemKind:
+        return KINDS[self.kind]
+
+
+class ValidationProblem(Problem):
+    kind = "validation"
+
+
+class BadRequest(Problem):
+    kind = "bad-request"
+
+
+class NotFound(Problem):
+    kind = "not-found"
+
+
+class MethodNotAllowed(Problem):
+    kind = "method-not-allowed"
+
+
+class Unauthenticated(Problem):
+    kind = "unauthenticated"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="lapor"'}, **extra)
+
+
+class Forbidden(Problem):
+    kind = "forbidden"
+
+
+class Conflict(Problem):
+    kind = "conflict"
+
+
+class PreconditionFailed(Problem):
+    kind = "precondition-failed"
+
+    def __init__(self, detail: str | None = None, *, current_version: int) -> None:
+        super().__init__(detail, headers={"ETag": f'"{current_version}"'}, current_version=current_version)
+
+
+class TooLarge(Problem):
+    kind = "too-large"
+
+
+class UnsupportedMediaType(Problem):
+    kind = "unsupported-media-type"
+
+
+class RateLimited(Problem):
+    kind = "rate-limited"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)}, retry_after=retry_after)
+
+
+class NotReady(Problem):
+    kind = "not-ready"
+
+
+_BY_STATUS: dict[int, type[Problem]] = {
+    KINDS[cls.kind].status: cls
+    for cls in (
+        BadRequest, NotFound, MethodNotAllowed, Unauthenticated, Forbidden, Conflict, TooLarge, UnsupportedMediaType
+    )
+}
+
+
+def problem_body(spec: ProblemKind, detail: str, instance: str, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": spec.type,
+        "title": spec.title,
+        "status": spec.status,
+        "detail": detail,
+        "instance": instance,
+    }
+    correlation_id = current_correlation_id()
+    if correlation_id:
+        body["correlation_id"] = correlation_id
+    for name, value in extra.items():
+        body.setdefault(name, value)  # extension members never override the standard ones
+    return body
+
+
+def problem_response(
+    spec: ProblemKind,
+    detail: str,
+    instance: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    return JSONResponse(
+        problem_body(spec, detail, instance, **extra),
+        status_code=spec.status,
+        headers=dict(headers) if headers else None,
+        media_type=PROBLEM_MEDIA_TYPE,
+    )
+
+
+async def _on_problem(request: Request, problem: Exception) -> Response:
+    assert isinstance(problem, Problem)
+    return problem_response(
+        problem.spec, str(problem.detail), request.url.path, headers=problem.headers, **problem.extra
+    )
+
+
+async def _on_http_exception(request: Request, error: Exception) -> Response:
+    """Starlette's own 404/405 (unknown route, wrong method) and any HTTPException a library raises."""
+    assert isinstance(error, HTTPException)
+    cls = _BY_STATUS.get(error.status_code)
+    detail = error.detail if isinstance(error.detail, str) else None
+    if cls is None:
+        # A status we have no kind for, raised by a library: the nearest kind, with the status it chose.
+        nearest = KINDS["bad-request" if error.status_code < 500 else "internal"]
+        spec = ProblemKind(nearest.kind, error.status_code, nearest.title, nearest.description)
+    else:
+        spec = KINDS[cls.kind]
+    if cls is NotFound and detail == "Not Found":
+        detail = f"no resource at {request.url.path}"
+    if cls is MethodNotAllowed:
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    return problem_response(spec, detail or spec.title, request.url.path, headers=error.headers)
+
+
+async def _on_validation(request: Request, error: Exception) -> Response:
+    assert isinstance(error, RequestValidationError)
+    errors = [
+        {"location": [str(part) for part in item["loc"]], "message": item["msg"], "type": item["type"]}
+        for item in error.errors()
+    ]
+    summary = "; ".join(f"{'.'.join(e['location'])}: {e['message']}" for e in errors[:3])
+    return problem_response(KINDS["validation"], summary or "invalid request", request.url.path, errors=errors)
+
+
+async def _on_illegal_transition(request: Request, error: Exception) -> Response:
+    assert isinstance(error, IllegalTransition)
+    return problem_response(
+        KINDS["conflict"], str(error), request.url.path, event_type=error.event_type, complaint_status=error.status
+    )
+
+
+async def _on_wrong_expected_version(request: Request, error: Exception) -> Response:
+    """A service that appended outside the command runner and lost a race: the client may retry."""
+    assert isinstance(error, WrongExpectedVersion)
+    detail = f"{error.stream} changed concurrently; read it again and retry"
+    return problem_response(KINDS["conflict"], detail, request.url.path, current_version=error.actual_version)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(HTTPException, _on_http_exception)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(IllegalTransition, _on_illegal_transition)
+    app.add_exception_handler(WrongExpectedVersion, _on_wrong_expected_version)
+
+
+class InternalErrorMiddleware:
+    """Turns an exception no handler took into a 500 problem carrying the correlation id; the traceback goes to
+    the server log only. Sits inside the correlation middleware, so the id is set and the access line shows
+    the 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception(
+                "unhandled error on %s %s", scope.get("method"), scope.get("path"),
+                extra={"correlation_id": current_correlation_id()},
+            )
+            if started:
+                raise  # headers are out: nothing sensible to send, let the server drop the connection
+            response = problem_response(
+                KINDS["internal"], "internal error; quote the correlation id when reporting it", scope["path"]
+            )
+            await response(scope, receive, send)
+
+
+problem_router = APIRouter(tags=["problems"])
+
+
+@problem_router.get("/problems/{kind}", summary="What a problem type means")
+def describe_problem(kind: str) -> dict[str, Any]:
+    spec = KINDS.get(kind)
+    if spec is None:
+        raise NotFound(f"no problem type {kind!r}; known: {', '.join(sorted(KINDS))}")
+    return {"type": spec.type, "status": spec.status, "title": spec.title, "description": spec.description}
+
+
+@problem_router.get("/problems", summary="Every problem type")
+def list_problems() -> list[dict[str, Any]]:
+    return [describe_problem(kind) for kind in KINDS]

@@ -1,0 +1,247 @@
+"""Settings: environment variables `LAPOR_*`, then an optional TOML file named by `LAPOR_CONFIG`, then defaults.
+
+```
+LAPOR_DATA=./var                         # data directory (event store, read models, secret)
+LAPOR_STORE=sqlite:///./var/events.db    # event store URL (default: under LAPOR_DATA)
+LAPOR_READMODELS=...                     # read-model database (default: <data>/readmodels.db, or the
+                                         # PostgreSQL store's own database)
+LAPOR_SECRET=...                         # token signing key, >= 32 characters; required in production
+LAPOR_PRODUCTION=true                    # refuse to start without LAPOR_SECRET
+LAPOR_TRAINING=true                      # a ManualClock that an admin advances
+LAPOR_LIMITS__MAX_BODY_BYTES=1048576     # nested values use a double underscore
+LAPOR_FIELD_LIMITS__BODY=10000
+LAPOR_CONFIG=/etc/lapor.toml             # [limits] max_body_bytes = ..., [policy] follow_up_days = ...
+```
+
+Explicit keyword arguments (the CLI's flags) win over the environment, which wins over the file.
+A bad value raises `SettingsError` with one line per problem naming the variable, so the CLI can print it
+without a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import limits
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "LAPOR_"
+SECRET_FILE = "secret"
+MIN_SECRET_LENGTH = 32  # HS256 wants a key at least as long as its 256-bit output
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; `str()` is a short message fit to print as is."""
+
+
+def _rate(value: str) -> str:
+    try:
+        limits.parse(value)
+    except ValueError as error:
+        raise ValueError(f"not a rate like '10/minute' or '100 per hour': {value!r}") from error
+    return value
+
+
+class RequestLimits(BaseModel):
+    """Limits on public input (`lapor.limits` enforces them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body accepted")
+    submission_rate: str = Field("10/minute", description="public submissions per client")
+    sms_rate: str = Field("120/minute", description="SMS webhook calls per client")
+    storage: str = Field("memory://", description="`limits` storage URL; share it between processes")
+    trust_forwarded_for: bool = Field(False, description="take the client from X-Forwarded-For (behind a proxy)")
+
+    _check_rates = field_validator("submission_rate", "sms_rate")(_rate)
+
+
+class FieldLimits(BaseModel):
+    """Longest accepted text per kind of field, in characters; the services' request models use these through
+    `lapor.limits` (Title, Body, ...). They may tighten the event contract's own limits (schemas/events.py),
+    never loosen them: a longer text would be accepted here and then refused by the event model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: int = Field(200, ge=1, le=200)
+    body: int = Field(10_000, ge=1, le=10_000)
+    text: int = Field(10_000, ge=1, le=10_000)  # information provided, follow-ups, resolutions
+    comment: int = Field(2_000, ge=1, le=2_000)  # feedback comments
+    reason: int = Field(2_000, ge=1, le=2_000)  # archive/return/escalation reasons, notes
+    name: int = Field(200, ge=1, le=200)  # reporter name, agency name
+    sms: int = Field(1_600, ge=1, le=10_000)  # ten concatenated SMS segments
+    attachments: int = Field(10, ge=0, le=20)  # items per request
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data: Path = Field(Path("./var"), description="data directory")
+    store: str = Field("", description="event store URL; default sqlite:///<data>/events.db")
+    readmodels: str = Field("", description="read-model database URL; default per store")
+    secret: SecretStr | None = Field(None, description="token signing key")
+    production: bool = False
+    training: bool = False
+    token_ttl: str = Field("8h", description="default lifetime of `lapor token create` tokens")
+    readiness_max_lag: int = Field(1000, ge=0, description="/readyz: largest subscription lag, in positions")
+    log_level: str = "INFO"
+    holidays_file: Path | None = Field(None, description="operator-added holidays for the calendar")
+    policy: dict[str, Any] = Field(default_factory=dict, description="Sp4nPolicy overrides")
+    demo_agency: str = Field("pemda-53.71", description="agency the --demo tokens are scoped to")
+    demo_unit: str = Field("pemda-53.71/dinkes", description="unit of the --demo unit_officer token")
+    limits: RequestLimits = Field(default_factory=RequestLimits)
+    field_limits: FieldLimits = Field(default_factory=FieldLimits)
+
+    @field_validator("store", "readmodels")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if value and value.partition("://")[0] not in {"sqlite", "postgresql", "postgres", "kurrentdb", "esdb"}:
+            raise ValueError("expected a URL like sqlite:///var/events.db or postgresql://host/db")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+            raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters")
+        return value
+
+    @field_validator("token_ttl")
+    @classmethod
+    def _ttl(cls, value: str) -> str:
+        from lapor.auth import parse_ttl  # auth imports settings
+
+        parse_ttl(value)
+        return value
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from lapor.policy import Sp4nPolicy
+
+        try:
+            Sp4nPolicy.model_validate(value)
+        except ValidationError as error:
+            raise ValueError(_one_line(error)) from None
+        return value
+
+    @field_validator("holidays_file")
+    @classmethod
+    def _holidays(cls, value: Path | None) -> Path | None:
+        from lapor.calendar import WorkingCalendar
+
+        if value is not None:
+            try:
+                WorkingCalendar.from_file(value)
+            except ValidationError as error:
+                raise ValueError(f"{value}: {_one_line(error)}") from None
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _defaults_and_production(self) -> Settings:
+        if not self.store:
+            self.store = f"sqlite:///{self.data / 'events.db'}"
+        if not self.readmodels:
+            is_postgres = self.store.startswith(("postgresql://", "postgres://"))
+            self.readmodels = self.store if is_postgres else f"sqlite:///{self.data / 'readmodels.db'}"
+        if self.production and self.secret is None:
+            raise ValueError("LAPOR_SECRET is required when LAPOR_PRODUCTION is set")
+        if self.production and self.training:
+            raise ValueError("training mode (a movable clock) is not allowed in production")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get(ENV_PREFIX + "CONFIG")
+        if config:
+            if not Path(config).is_file():  # a mistyped path must not silently mean "no file"
+                raise FileNotFoundError("no such file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
+        return tuple(sources)
+
+    def signing_secret(self) -> str:
+        """LAPOR_SECRET, or outside production the key kept in `<data>/secret` (created 0600 on first use),
+        so tokens survive restarts and `lapor serve` processes on one data directory share it."""
+        if self.secret is not None:
+            return self.secret.get_secret_value()
+        if self.production:
+            raise SettingsError("LAPOR_SECRET is required when LAPOR_PRODUCTION is set")
+        path = self.data / SECRET_FILE
+        if not path.exists():
+            self.data.mkdir(parents=True, exist_ok=True)
+            # Written whole under a private name, then linked into place: a process starting beside us
+            # (four `lapor serve`s) sees either no secret or all of it, and the first link wins.
+            draft = path.with_name(f".{SECRET_FILE}.{os.getpid()}")
+            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as file:
+                file.write(secrets.token_urlsafe(48) + "\n")
+            try:
+                os.link(draft, path)
+            except FileExistsError:
+                pass
+            finally:
+                draft.unlink()
+        value = path.read_text().strip()
+        if len(value) < MIN_SECRET_LENGTH:
+            raise SettingsError(f"{path}: the kept secret is shorter than {MIN_SECRET_LENGTH} characters")
+        return value
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning every validation problem into one readable `SettingsError`."""
+    try:
+        return Settings(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as error:
+        raise SettingsError(describe_errors(error)) from None
+    except (tomllib.TOMLDecodeError, OSError) as error:
+        raise SettingsError(f"{ENV_PREFIX}CONFIG={os.environ.get(ENV_PREFIX + 'CONFIG')}: {error}") from None
+
+
+def _one_line(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item['loc']) or 'value'}: {item['msg']}"
+        for item in error.errors(include_url=False)
+    )
+
+
+def describe_errors(error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors(include_url=False):
+        location = [str(part) for part in problem["loc"]]
+        name = ENV_PREFIX + "__".join(location).upper() if location else "settings"
+        message = problem["msg"].removeprefix("Value error, ")
+        given = problem.get("input")
+        shown = "" if not location or isinstance(given, dict) or "secret" in name.lower() else f" (got {given!r})"
+        lines.append(f"invalid setting {name}: {message}{shown}")
+    return "; ".join(lines)

@@ -1,0 +1,157 @@
+"""Bearer tokens, reporter tokens, and the scope rules of `authorize`."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+
+from lapor.auth import (
+    ReporterCredential,
+    TokenService,
+    authorize,
+    new_reporter_token,
+    parse_ttl,
+    reporter_token_hash,
+)
+from lapor.clock import ManualClock
+from lapor.principal import OMBUDSMAN_AGENCY, Principal, Role
+from lapor.problems import Forbidden, Unauthenticated
+from lapor.settings import load_settings
+
+SECRET = "k" * 48
+
+
+def test_a_token_carries_role_agency_unit_and_channel():
+    tokens = TokenService(SECRET, ManualClock())
+    officer = tokens.verify(
+        tokens.issue(Role.unit_officer, subject="siti", agency_id="pemda-53.71", unit_id="pemda-53.71/dinkes")
+    )
+    assert officer == Principal("siti", Role.unit_officer, agency_id="pemda-53.71", unit_id="pemda-53.71/dinkes")
+    gateway = tokens.verify(tokens.issue(Role.integration, channel="sms"))
+    assert (gateway.role, gateway.channel) == (Role.integration, "sms")
+
+
+def test_an_ombudsman_token_belongs_to_ombudsman_ri_by_default():
+    tokens = TokenService(SECRET, ManualClock())
+    assert tokens.verify(tokens.issue(Role.ombudsman)).agency_id == OMBUDSMAN_AGENCY
+
+
+def test_a_token_expires_after_its_lifetime():
+    clock = ManualClock()
+    tokens = TokenService(SECRET, clock)
+    token = tokens.issue(Role.auditor, ttl=timedelta(minutes=30))
+    clock.advance(timedelta(minutes=29))
+    assert tokens.verify(token).role is Role.auditor
+    clock.advance(timedelta(minutes=5))
+    with pytest.raises(Unauthenticated, match="expired"):
+        tokens.verify(token)
+
+
+def test_a_tampered_token_is_refused():
+    tokens = TokenService(SECRET, ManualClock())
+    header, payload, signature = tokens.issue(Role.liaison, agency_id="pemda-53.71").split(".")
+    with pytest.raises(Unauthenticated):
+        tokens.verify(f"{header}.{payload[:-2]}xx.{signature}")
+
+
+@pytest.mark.parametrize(
+    ("role", "scope", "message"),
+    [
+        (Role.admin_agency, {}, "needs an agency"),
+        (Role.unit_officer, {"agency_id": "pemda-53.71"}, "needs a unit"),
+        (Role.unit_officer, {"agency_id": "pemda-53.71", "unit_id": "pemda-35.73/dinkes"}, "not inside"),
+        (Role.reporter, {}, "reporter_token"),
+    ],
+)
+def test_tokens_that_could_not_work_are_not_issued(role, scope, message):
+    with pytest.raises(ValueError, match=message):
+        TokenService(SECRET, ManualClock()).issue(role, **scope)
+
+
+@pytest.mark.parametrize(("text", "expected"), [("30m", timedelta(minutes=30)), ("8h", timedelta(hours=8)),
+                                                 ("7d", timedelta(days=7)), ("45s", timedelta(seconds=45))])
+def test_token_lifetimes_are_written_like_8h(text, expected):
+    assert parse_ttl(text) == expected
+
+
+@pytest.mark.parametrize("text", ["8", "0h", "h8", "8 weeks", ""])
+def test_unreadable_lifetimes_are_refused(text):
+    with pytest.raises(ValueError, match="like 30m"):
+        parse_ttl(text)
+
+
+@dataclass(frozen=True)
+class Complaint:
+    tracking_id: str
+    reporter_token_hash: str | None
+
+
+def test_a_reporter_token_opens_only_its_own_complaint():
+    token = new_reporter_token()
+    mine = Complaint("LAP-MINE", reporter_token_hash(token))
+    other = Complaint("LAP-OTHER", reporter_token_hash(new_reporter_token()))
+    credential = ReporterCredential(token)
+    assert credential.principal_for(mine) == Principal(
+        "reporter:LAP-MINE", Role.reporter, tracking_id="LAP-MINE"
+    )
+    with pytest.raises(Unauthenticated):
+        credential.principal_for(other)
+    with pytest.raises(Unauthenticated):
+        ReporterCredential(None).principal_for(mine)
+
+
+def test_the_stored_reporter_token_hash_is_hex_sha256():
+    token = new_reporter_token()
+    assert len(token) >= 40  # 256 bits, url-safe
+    assert reporter_token_hash(token) == hashlib.sha256(token.encode()).hexdigest()
+
+
+def officer(unit: str) -> Principal:
+    return Principal("o", Role.unit_officer, agency_id=unit.split("/")[0], unit_id=unit)
+
+
+def test_a_unit_officer_acts_only_on_reports_assigned_to_their_unit():
+    dinkes = officer("pemda-53.71/dinkes")
+    authorize(dinkes, "complaint.post_follow_up", agency_id="pemda-53.71", unit_id="pemda-53.71/dinkes")
+    with pytest.raises(Forbidden):
+        authorize(dinkes, "complaint.post_follow_up", agency_id="pemda-53.71", unit_id="pemda-53.71/disdik")
+    with pytest.raises(Forbidden):  # disposed to the agency, not yet assigned to the unit
+        authorize(dinkes, "complaint.post_follow_up", agency_id="pemda-53.71")
+
+
+def test_an_agency_is_not_confused_with_one_whose_id_starts_the_same():
+    admin = Principal("a", Role.admin_agency, agency_id="pemda-53.71")
+    authorize(admin, "queue.read", agency_id="pemda-53.71/dinkes")
+    with pytest.raises(Forbidden):
+        authorize(admin, "queue.read", agency_id="pemda-53.710")
+
+
+def test_an_integration_client_pushes_only_for_its_channel():
+    gateway = Principal("gw", Role.integration, channel="sms")
+    authorize(gateway, "channel.submit", channel="sms")
+    with pytest.raises(Forbidden):
+        authorize(gateway, "channel.submit", channel="sambat-malang")
+
+
+def test_an_unknown_action_is_a_programming_error_not_a_denial():
+    with pytest.raises(KeyError, match="ACTIONS"):
+        authorize(None, "complaint.teleport")
+
+
+def test_lapor_token_create_prints_only_a_token_the_data_dir_secret_verifies(tmp_path):
+    data = tmp_path / "var"
+    result = subprocess.run(
+        [sys.executable, "-m", "lapor.cli", "token", "create", "--role", "liaison", "--agency", "pemda-53.71",
+         "--ttl", "30m", "--data", str(data)],
+        capture_output=True, text=True, check=True,
+    )
+    [token] = result.stdout.split()
+    settings = load_settings(data=data)
+    principal = TokenService(settings.signing_secret(), ManualClock()).verify(token)
+    assert (principal.role, principal.agency_id) == (Role.liaison, "pemda-53.71")
+    assert (data / "secret").stat().st_mode & 0o777 == 0o600

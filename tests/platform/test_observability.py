@@ -1,0 +1,161 @@
+"""Correlation ids, request logs, metrics and readiness."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+from lapor.context import BackgroundLoop, ServiceDefinition
+from lapor.observability import JsonFormatter
+from lapor.subscriptions import Subscription
+from tests.platform import probe
+
+SUBMISSION = {"title": "Lampu jalan padam", "body": "Jalan El Tari gelap sejak minggu lalu."}
+
+
+def wait_until(condition, timeout: float = 20.0) -> None:
+    """Poll for something that happens in a background thread (a bound on waiting, not a timing claim)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def test_the_callers_correlation_id_is_echoed(client):
+    response = client.get("/healthz", headers={"X-Correlation-ID": "kupang-7f3a"})
+    assert response.headers["X-Correlation-ID"] == "kupang-7f3a"
+
+
+def test_a_correlation_id_is_generated_when_none_or_a_suspicious_one_is_sent(client):
+    generated = client.get("/healthz").headers["X-Correlation-ID"]
+    replaced = client.get("/healthz", headers={"X-Correlation-ID": "x\" injected=1 {"}).headers["X-Correlation-ID"]
+    assert len(generated) == 32
+    assert replaced != 'x" injected=1 {'
+    assert generated != replaced
+
+
+def test_the_correlation_id_reaches_the_events_a_request_appends(client):
+    response = client.post("/api/probe/complaints", json=SUBMISSION, headers={"X-Correlation-ID": "sub-001"})
+    tracking_id = response.json()["tracking_id"]
+    [event] = client.app.state.context.store.read_stream(f"complaint-{tracking_id}")
+    assert event.metadata["correlation_id"] == "sub-001"
+    assert event.metadata["actor"] == f"reporter:{tracking_id}"
+
+
+def test_each_request_writes_one_json_log_line_with_its_correlation_id(client, caplog):
+    with caplog.at_level(logging.INFO, logger="lapor.access"):
+        client.post("/api/probe/complaints", json=SUBMISSION, headers={"X-Correlation-ID": "log-1"})
+    [record] = [r for r in caplog.records if r.name == "lapor.access"]
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry["correlation_id"] == "log-1"
+    assert (entry["method"], entry["route"], entry["status"]) == ("POST", "/api/probe/complaints", 201)
+    assert entry["duration_ms"] >= 0
+
+
+def metric(client, name: str, labels: dict[str, str]) -> float | None:
+    return client.app.state.context.metrics.registry.get_sample_value(name, labels)
+
+
+def test_requests_are_counted_by_route_template_not_by_path(client):
+    client.post("/api/probe/complaints", json=SUBMISSION)
+    for suffix in ("a", "b", "c"):
+        client.get(f"/problems/no-such-{suffix}")
+        client.get(f"/scanner/{suffix}")
+    text = client.get("/metrics").text
+    assert 'lapor_http_requests_total{method="POST",route="/api/probe/complaints",status="201"} 1.0' in text
+    assert 'lapor_http_requests_total{method="GET",route="/problems/{kind}",status="404"} 3.0' in text
+    assert 'lapor_http_requests_total{method="GET",route="<unmatched>",status="404"} 3.0' in text
+    assert "lapor_http_request_duration_seconds_bucket" in text
+    assert 'lapor_events_appended_total{type="ComplaintSubmitted"} 1.0' in text
+
+
+def test_metrics_show_each_subscriptions_lag_and_handled_events(client):
+    for _ in range(3):
+        client.post("/api/probe/complaints", json=SUBMISSION)
+    labels = {"consumer": "probe.events"}
+    wait_until(lambda: metric(client, "lapor_subscription_handled_events", labels) == 3)
+    assert metric(client, "lapor_subscription_lag_positions", labels) == 0
+    assert metric(client, "lapor_subscription_parked_events", labels) == 0
+    assert metric(client, "lapor_subscription_checkpoint_position", labels) == metric(
+        client, "lapor_store_head_position", {}
+    )
+
+
+def test_every_app_has_its_own_registry(serve, data_dir):
+    with serve() as first:
+        first.get("/healthz")
+        with serve() as second:
+            assert "lapor_http_requests_total" in second.get("/metrics").text
+            assert metric(second, "lapor_http_requests_total",
+                          {"method": "GET", "route": "/healthz", "status": "200"}) is None
+
+
+def test_readyz_is_503_and_names_a_subscription_that_is_behind(serve):
+    release = threading.Event()
+
+    def slow(event, tx) -> None:
+        release.wait(30)
+
+    slow_service = ServiceDefinition(
+        name="slow",
+        router=probe.build_router,
+        subscriptions=lambda ctx: [Subscription("slow.projection", slow)],
+    )
+    with serve(services=[slow_service], readiness_max_lag=0) as client:
+        assert client.get("/readyz").status_code == 200
+        client.post("/api/probe/complaints", json=SUBMISSION)
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/problem+json"
+        body = response.json()
+        assert body["type"] == "/problems/not-ready"
+        assert body["behind"] == [{"consumer": "slow.projection", "lag": 1, "max_lag": 0}]
+        assert "slow.projection" in body["detail"]
+        release.set()
+        wait_until(lambda: client.get("/readyz").status_code == 200)
+
+
+def test_readyz_is_503_when_a_background_loop_died(serve):
+    def broken(stop: threading.Event) -> None:
+        raise RuntimeError("scheduler crashed")
+
+    service = ServiceDefinition(
+        name="broken", router=probe.build_router, background=lambda ctx: [BackgroundLoop("deadlines", broken)]
+    )
+    with serve(services=[service]) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 503)
+        assert client.get("/readyz").json()["stopped"] == ["background loop deadlines"]
+
+
+def test_a_periodic_loop_survives_a_failing_tick(serve):
+    ticks: list[int] = []
+
+    def tick() -> None:
+        ticks.append(1)
+        if len(ticks) == 1:
+            raise RuntimeError("database is locked")
+
+    service = ServiceDefinition(
+        name="ticking", router=probe.build_router,
+        background=lambda ctx: [BackgroundLoop.every("deadlines", 0.01, tick)],
+    )
+    with serve(services=[service]) as client:
+        wait_until(lambda: len(ticks) >= 3)
+        assert client.get("/readyz").status_code == 200
+
+
+def test_healthz_answers_while_readyz_does_not(serve):
+    release = threading.Event()
+    service = ServiceDefinition(
+        name="slow", router=probe.build_router,
+        subscriptions=lambda ctx: [Subscription("slow.projection", lambda event, tx: release.wait(30))],
+    )
+    with serve(services=[service], readiness_max_lag=0) as client:
+        client.post("/api/probe/complaints", json=SUBMISSION)
+        assert client.get("/readyz").status_code == 503
+        assert client.get("/healthz").json() == {"status": "alive"}
+        release.set()

@@ -1,0 +1,200 @@
+"""Every failure a client can meet comes back as application/problem+json with a stable type per kind."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lapor.auth import TokenService
+from lapor.clock import ManualClock, SystemClock
+from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
+from lapor.settings import Settings
+
+SUBMISSION = {"title": "Jalan rusak di Oebobo", "body": "Lubang besar di depan SD Inpres, sudah dua bulan."}
+
+
+def assert_problem(response, status: int, kind: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["type"] == f"/problems/{kind}"
+    assert body["status"] == status
+    assert body["title"]
+    assert body["detail"]
+    assert body["instance"] == response.request.url.path
+    return body
+
+
+def submit(client: TestClient) -> tuple[str, str]:
+    response = client.post("/api/probe/complaints", json=SUBMISSION)
+    assert response.status_code == 201, response.text
+    return response.json()["tracking_id"], response.headers["ETag"]
+
+
+def test_invalid_body_is_a_validation_problem_listing_each_field(client):
+    body = assert_problem(client.post("/api/probe/complaints", json={"title": ""}), 422, "validation")
+    locations = {tuple(error["location"]) for error in body["errors"]}
+    assert ("body", "title") in locations
+    assert ("body", "body") in locations
+
+
+def test_malformed_json_is_a_validation_problem(client):
+    response = client.post(
+        "/api/probe/complaints", content=b'{"title": ', headers={"Content-Type": "application/json"}
+    )
+    assert_problem(response, 422, "validation")
+
+
+def test_unknown_route_is_a_not_found_problem(client):
+    body = assert_problem(client.get("/api/nothing-here"), 404, "not-found")
+    assert "/api/nothing-here" in body["detail"]
+
+
+def test_unknown_complaint_is_a_not_found_problem(client, bearer):
+    response = client.post(
+        "/api/probe/complaints/LAP-NOPE/dispose",
+        headers=bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY),
+    )
+    body = assert_problem(response, 404, "not-found")
+    assert "LAP-NOPE" in body["detail"]
+
+
+def test_wrong_method_is_a_method_not_allowed_problem_with_allow_header(client):
+    response = client.delete("/healthz")
+    assert_problem(response, 405, "method-not-allowed")
+    assert "GET" in response.headers["Allow"]
+
+
+def test_missing_token_is_an_unauthenticated_problem(client):
+    response = client.post("/api/probe/complaints/LAP-1/dispose")
+    assert_problem(response, 401, "unauthenticated")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_expired_token_is_an_unauthenticated_problem(client, settings: Settings):
+    nine_hours_ago = SystemClock().now() - timedelta(hours=9)
+    issued_then = TokenService(settings.signing_secret(), ManualClock(nine_hours_ago))
+    token = issued_then.issue(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY, ttl=timedelta(hours=8))
+    response = client.post("/api/probe/complaints/LAP-1/dispose", headers={"Authorization": f"Bearer {token}"})
+    body = assert_problem(response, 401, "unauthenticated")
+    assert "expired" in body["detail"]
+
+
+def test_token_signed_with_another_secret_is_an_unauthenticated_problem(client):
+    forged = TokenService("x" * 40, SystemClock()).issue(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    response = client.post("/api/probe/complaints/LAP-1/dispose", headers={"Authorization": f"Bearer {forged}"})
+    assert_problem(response, 401, "unauthenticated")
+
+
+def test_token_with_an_unknown_role_is_an_unauthenticated_problem(client, settings: Settings):
+    import jwt
+
+    now = int(SystemClock().now().timestamp())
+    token = jwt.encode(
+        {"iss": "lapor", "sub": "x", "role": "superuser", "iat": now, "exp": now + 600},
+        settings.signing_secret(),
+        algorithm="HS256",
+    )
+    response = client.get("/api/probe/whoami", headers={"Authorization": f"Bearer {token}"})
+    body = assert_problem(response, 401, "unauthenticated")
+    assert "superuser" in body["detail"]
+
+
+def test_garbage_authorization_header_is_unauthenticated_even_on_public_routes(client):
+    assert_problem(client.get("/api/probe/whoami", headers={"Authorization": "Basic abc"}), 401, "unauthenticated")
+    assert client.get("/api/probe/whoami").json() == {"role": None}
+
+
+def test_role_without_the_right_is_a_forbidden_problem(client, bearer):
+    tracking_id, _ = submit(client)
+    response = client.post(
+        f"/api/probe/complaints/{tracking_id}/dispose", headers=bearer(Role.auditor)
+    )
+    assert_problem(response, 403, "forbidden")
+
+
+def test_illegal_transition_is_a_conflict_problem(client, bearer):
+    tracking_id, _ = submit(client)
+    response = client.post(
+        f"/api/probe/complaints/{tracking_id}/dispose",
+        headers=bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY),
+    )
+    body = assert_problem(response, 409, "conflict")
+    assert body["event_type"] == "ComplaintDisposed"
+    assert "submitted" in body["detail"]
+
+
+def test_stale_if_match_is_a_precondition_failed_problem_with_the_current_version(client, bearer):
+    tracking_id, etag = submit(client)
+    assert etag == '"0"'
+    response = client.post(
+        f"/api/probe/complaints/{tracking_id}/dispose",
+        headers={**bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY), "If-Match": '"7"'},
+    )
+    body = assert_problem(response, 412, "precondition-failed")
+    assert body["current_version"] == 0
+    assert response.headers["ETag"] == '"0"'
+
+
+def test_malformed_if_match_is_a_bad_request_problem(client, bearer):
+    tracking_id, _ = submit(client)
+    response = client.post(
+        f"/api/probe/complaints/{tracking_id}/dispose",
+        headers={**bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY), "If-Match": 'W/"0"'},
+    )
+    assert_problem(response, 400, "bad-request")
+
+
+def test_body_over_the_limit_is_a_too_large_problem(serve):
+    with serve(limits={"max_body_bytes": 2048}) as client:
+        response = client.post("/api/probe/complaints", json={**SUBMISSION, "body": "x" * 5000})
+    body = assert_problem(response, 413, "too-large")
+    assert body["max_bytes"] == 2048
+
+
+def test_non_json_body_is_an_unsupported_media_type_problem(client):
+    response = client.post(
+        "/api/probe/complaints", content=b"<report/>", headers={"Content-Type": "application/xml"}
+    )
+    assert_problem(response, 415, "unsupported-media-type")
+
+
+def test_too_many_submissions_is_a_rate_limited_problem_with_retry_after(serve):
+    with serve(limits={"submission_rate": "2/minute"}) as client:
+        assert client.post("/api/probe/complaints", json=SUBMISSION).status_code == 201
+        assert client.post("/api/probe/complaints", json=SUBMISSION).status_code == 201
+        response = client.post("/api/probe/complaints", json=SUBMISSION)
+    body = assert_problem(response, 429, "rate-limited")
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert body["retry_after"] == int(response.headers["Retry-After"])
+
+
+def test_unexpected_error_is_an_internal_problem_with_correlation_id_and_no_trace(client, caplog):
+    with caplog.at_level(logging.ERROR, logger="lapor.problems"):
+        response = client.get("/api/probe/boom", headers={"X-Correlation-ID": "req-500-abc"})
+    body = assert_problem(response, 500, "internal")
+    assert body["correlation_id"] == "req-500-abc"
+    assert response.headers["X-Correlation-ID"] == "req-500-abc"
+    assert "hunter2" not in response.text
+    assert "Traceback" not in response.text
+    assert "RuntimeError" not in response.text
+    # The server log keeps what the client is not shown, under the same correlation id.
+    [record] = [r for r in caplog.records if r.name == "lapor.problems"]
+    assert record.correlation_id == "req-500-abc"
+    assert "hunter2" in str(record.exc_info[1])
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["validation", "not-found", "method-not-allowed", "unauthenticated", "forbidden", "conflict",
+     "precondition-failed", "too-large", "unsupported-media-type", "rate-limited", "internal"],
+)
+def test_every_problem_type_is_described_at_its_uri(client, kind):
+    response = client.get(f"/problems/{kind}")
+    assert response.status_code == 200
+    description = response.json()
+    assert description["type"] == f"/problems/{kind}"
+    assert description["description"]

@@ -1,0 +1,149 @@
+"""Settings from the environment and a TOML file; every bad value is one clear line naming the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lapor.settings import SettingsError, load_settings
+
+SECRET = "s3cret-" + "x" * 40
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("LAPOR_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_keep_everything_under_the_data_directory(tmp_path):
+    settings = load_settings(data=tmp_path)
+    assert settings.store == f"sqlite:///{tmp_path}/events.db"
+    assert settings.readmodels == f"sqlite:///{tmp_path}/readmodels.db"
+    assert load_settings().data == Path("var")
+
+
+def test_a_postgresql_store_keeps_read_models_in_the_same_database():
+    settings = load_settings(store="postgresql://lapor@db:5432/lapor")
+    assert settings.readmodels == "postgresql://lapor@db:5432/lapor"
+
+
+def test_environment_variables_set_values_including_nested_ones(monkeypatch):
+    monkeypatch.setenv("LAPOR_READINESS_MAX_LAG", "50")
+    monkeypatch.setenv("LAPOR_LIMITS__SUBMISSION_RATE", "3/minute")
+    monkeypatch.setenv("LAPOR_FIELD_LIMITS__TITLE", "120")
+    settings = load_settings()
+    assert settings.readiness_max_lag == 50
+    assert settings.limits.submission_rate == "3/minute"
+    assert settings.field_limits.title == 120
+
+
+def test_a_toml_file_is_read_and_the_environment_and_flags_win_over_it(tmp_path, monkeypatch):
+    config = tmp_path / "lapor.toml"
+    config.write_text(
+        'readiness_max_lag = 7\ntoken_ttl = "1d"\n[limits]\nmax_body_bytes = 4096\n'
+        "[policy]\nfollow_up_days = 7\n"
+    )
+    monkeypatch.setenv("LAPOR_CONFIG", str(config))
+    monkeypatch.setenv("LAPOR_TOKEN_TTL", "2h")
+    settings = load_settings(readiness_max_lag=9)
+    assert settings.limits.max_body_bytes == 4096
+    assert settings.policy == {"follow_up_days": 7}
+    assert settings.token_ttl == "2h"
+    assert settings.readiness_max_lag == 9
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("LAPOR_READINESS_MAX_LAG", "lots", "invalid setting LAPOR_READINESS_MAX_LAG: Input should be a valid "
+                                            "integer, unable to parse string as an integer (got 'lots')"),
+        ("LAPOR_STORE", "mysql://db/lapor", "invalid setting LAPOR_STORE: expected a URL like"),
+        ("LAPOR_LIMITS__SUBMISSION_RATE", "ten a minute", "invalid setting LAPOR_LIMITS__SUBMISSION_RATE: not a "
+                                                         "rate like '10/minute'"),
+        ("LAPOR_TOKEN_TTL", "forever", "invalid setting LAPOR_TOKEN_TTL: expected a lifetime like 30m"),
+        ("LAPOR_FIELD_LIMITS__BODY", "50000", "invalid setting LAPOR_FIELD_LIMITS__BODY: Input should be less "
+                                              "than or equal to 10000"),
+        ("LAPOR_LOG_LEVEL", "chatty", "invalid setting LAPOR_LOG_LEVEL: expected DEBUG, INFO"),
+        ("LAPOR_POLICY", '{"follow_up_days": 0}', "invalid setting LAPOR_POLICY: follow_up_days: Input should "
+                                                  "be greater than or equal to 1"),
+        ("LAPOR_POLICY", '{"follow_up_weeks": 1}', "invalid setting LAPOR_POLICY: follow_up_weeks: Extra inputs"),
+    ],
+)
+def test_a_bad_value_names_the_variable_and_what_is_wrong(monkeypatch, variable, value, expected):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert str(error.value).startswith(expected)
+    assert "\n" not in str(error.value)
+
+
+def test_a_short_secret_is_refused_without_echoing_it(monkeypatch):
+    monkeypatch.setenv("LAPOR_SECRET", "hunter2")
+    with pytest.raises(SettingsError, match="LAPOR_SECRET: must be at least 32 characters") as error:
+        load_settings()
+    assert "hunter2" not in str(error.value)
+
+
+def test_production_requires_a_secret(monkeypatch):
+    monkeypatch.setenv("LAPOR_PRODUCTION", "true")
+    with pytest.raises(SettingsError, match="LAPOR_SECRET is required"):
+        load_settings()
+    monkeypatch.setenv("LAPOR_SECRET", SECRET)
+    assert load_settings().signing_secret() == SECRET
+
+
+def test_production_refuses_a_training_clock(monkeypatch):
+    monkeypatch.setenv("LAPOR_PRODUCTION", "true")
+    monkeypatch.setenv("LAPOR_SECRET", SECRET)
+    with pytest.raises(SettingsError, match="training"):
+        load_settings(training=True)
+
+
+def test_a_broken_toml_file_is_one_clear_line(tmp_path, monkeypatch):
+    config = tmp_path / "lapor.toml"
+    config.write_text("readiness_max_lag = \n")
+    monkeypatch.setenv("LAPOR_CONFIG", str(config))
+    with pytest.raises(SettingsError, match=f"LAPOR_CONFIG={config}"):
+        load_settings()
+
+
+def test_a_config_file_that_is_not_there_is_an_error_not_a_silent_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAPOR_CONFIG", str(tmp_path / "lapr.toml"))
+    with pytest.raises(SettingsError, match=r"lapr\.toml: no such file"):
+        load_settings()
+
+
+def test_an_unknown_key_in_the_file_is_refused(tmp_path, monkeypatch):
+    config = tmp_path / "lapor.toml"
+    config.write_text("readines_max_lag = 3\n")
+    monkeypatch.setenv("LAPOR_CONFIG", str(config))
+    with pytest.raises(SettingsError, match="LAPOR_READINES_MAX_LAG: Extra inputs are not permitted"):
+        load_settings()
+
+
+def test_without_a_secret_one_is_generated_once_kept_private_and_reused(tmp_path):
+    first = load_settings(data=tmp_path).signing_secret()
+    again = load_settings(data=tmp_path).signing_secret()
+    assert first == again
+    assert len(first) >= 32
+    assert (tmp_path / "secret").stat().st_mode & 0o777 == 0o600
+    assert load_settings(data=tmp_path / "elsewhere").signing_secret() != first
+
+
+def test_the_cli_prints_one_line_and_exits_2_on_a_bad_setting(tmp_path):
+    environment = {**os.environ, "LAPOR_READINESS_MAX_LAG": "-5", "LAPOR_DATA": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "lapor.cli", "up", "--port", "0"],
+        capture_output=True, text=True, env=environment, timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "lapor: invalid setting LAPOR_READINESS_MAX_LAG: Input should be greater than or equal to 0 (got '-5')\n"
+    )
+    assert result.stdout == ""

@@ -1,0 +1,44 @@
+"""Training mode: a national admin moves the clock, and what the services decide follows it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
+
+SUBMISSION = {"title": "Puskesmas tutup", "body": "Puskesmas Oepoi tutup pada jam pelayanan."}
+
+
+def test_an_admin_moves_the_clock_and_new_events_carry_the_moved_time(serve, bearer):
+    admin = bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    with serve(training=True) as client:
+        before = datetime.fromisoformat(client.get("/api/training/clock", headers=admin).json()["now"])
+        moved = client.post("/api/training/clock", json={"advance": "P3D"}, headers=admin)
+        assert moved.status_code == 200
+        after = datetime.fromisoformat(moved.json()["now"])
+        assert after - before == timedelta(days=3)
+        tracking_id = client.post("/api/probe/complaints", json=SUBMISSION).json()["tracking_id"]
+        [event] = client.app.state.context.store.read_stream(f"complaint-{tracking_id}")
+    assert event.recorded_at >= after
+
+
+def test_the_clock_never_moves_back(serve, bearer):
+    admin = bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    with serve(training=True) as client:
+        response = client.post("/api/training/clock", json={"to": "2020-01-01T00:00:00+07:00"}, headers=admin)
+    assert response.status_code == 422
+    assert "forward" in response.json()["detail"]
+
+
+def test_only_the_national_admin_moves_the_clock(serve, bearer):
+    with serve(training=True) as client:
+        response = client.post(
+            "/api/training/clock", json={"advance": "P1D"}, headers=bearer(Role.admin_agency, agency_id="pemda-53.71")
+        )
+    assert response.status_code == 403
+
+
+def test_outside_training_there_is_no_clock_to_move(serve, bearer):
+    admin = bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    with serve() as client:
+        assert client.post("/api/training/clock", json={"advance": "P1D"}, headers=admin).status_code == 404
