@@ -20,15 +20,17 @@ from typing import Any
 import psycopg
 import uvicorn
 from fastapi import FastAPI
+from rich.progress import Progress
 
 from lapor.app import SERVICE_NAMES, create_app, load_services
+from lapor.audit import verify_chain
 from lapor.auth import TokenService, parse_ttl
 from lapor.clock import SystemClock
 from lapor.context import ServiceDefinition
 from lapor.observability import configure_logging
 from lapor.principal import KSP_AGENCY, NATIONAL_ADMIN_AGENCY, Role
 from lapor.settings import Settings, SettingsError, load_settings
-from lapor.store import StoreError
+from lapor.store import StoreError, open_store
 
 Run = Callable[[argparse.Namespace], int]
 
@@ -212,6 +214,38 @@ def token_create(args: argparse.Namespace) -> int:
         raise CliError(str(error)) from None
     print(token)
     return 0
+
+
+@command(
+    "audit verify",
+    help="walk every stream's hash chain and name the first broken link (exit 1 if any)",
+    arguments=[
+        arg("--store", help="store URL (default: LAPOR_STORE, or the data directory's SQLite file)"),
+        arg("--all", action="store_true", help="report every broken stream, not only the first"),
+        DATA,
+    ],
+)
+def audit_verify(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    url = args.store or settings.store
+    try:
+        store = open_store(url)
+    except (OSError, ValueError, sqlite3.Error, psycopg.Error, StoreError) as error:
+        raise CliError(f"cannot open the store {url}: {error}") from None
+    with store, Progress(transient=True) as progress:
+        task = progress.add_task("verifying hash chains", total=None)
+
+        def advance(checked: int, head: int) -> None:
+            progress.update(task, completed=checked, total=head or None)
+
+        report = verify_chain(store, stop_at_first=not args.all, progress=advance)
+    if report.ok:
+        print(f"ok: {report.events_checked} events in {report.streams_checked} streams, every hash chain intact")
+        return 0
+    for link in report.broken:
+        print(f"BROKEN: {link.describe()}")
+    print(f"checked {report.events_checked} events; the log was altered after it was written")
+    return 1
 
 
 # -- the parser and main ------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -82,3 +84,17 @@ def test_altered_metadata_is_caught(store_path):
     )
     first = verify(store_path).first_broken
     assert (first.stream, first.version) == ("complaint-T0", 0)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lapor.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_audit_verify_passes_an_untouched_log_and_names_the_first_broken_link(store_path):
+    clean = run_cli("audit", "verify", "--store", f"sqlite:///{store_path}")
+    assert clean.returncode == 0, clean.stderr
+    assert "20 events in 5 streams" in clean.stdout
+    tamper(store_path, "UPDATE events SET type = 'ComplaintClosed' WHERE stream = 'complaint-T4' AND version = 2")
+    broken = run_cli("audit", "verify", "--store", f"sqlite:///{store_path}")
+    assert broken.returncode == 1
+    assert "BROKEN: complaint-T4 version 2" in broken.stdout
