@@ -66,19 +66,98 @@ class NewEvent:
     schema_version: int = 1
 
 
-@dataclass(slots=True)
 class RecordedEvent:
-    event_id: uuid.UUID
-    stream: str
-    version: int
-    position: int
-    type: str
-    schema_version: int
-    data: dict[str, Any]
-    metadata: dict[str, Any]
-    recorded_at: datetime
-    prev_hash: str
-    hash: str
+    """An event as the store recorded it.
+
+    Replaying a log reads millions of these and a fold looks only at `type`, `data`, `version` and
+    `recorded_at`, so an adapter may hand over `event_id` as text and `metadata` as raw JSON: they are
+    decoded on first access (each decode costs about as much as the whole fold step)."""
+
+    __slots__ = (
+        "_event_id",
+        "_metadata",
+        "data",
+        "hash",
+        "position",
+        "prev_hash",
+        "recorded_at",
+        "schema_version",
+        "stream",
+        "type",
+        "version",
+    )
+
+    def __init__(
+        self,
+        event_id: uuid.UUID | str,
+        stream: str,
+        version: int,
+        position: int,
+        type: str,
+        schema_version: int,
+        data: dict[str, Any],
+        metadata: dict[str, Any] | bytes | str,
+        recorded_at: datetime,
+        prev_hash: str,
+        hash: str,
+    ) -> None:
+        self._event_id = event_id
+        self.stream = stream
+        self.version = version
+        self.position = position
+        self.type = type
+        self.schema_version = schema_version
+        self.data = data
+        self._metadata = metadata
+        self.recorded_at = recorded_at
+        self.prev_hash = prev_hash
+        self.hash = hash
+
+    @property
+    def event_id(self) -> uuid.UUID:
+        value = self._event_id
+        if not isinstance(value, uuid.UUID):
+            value = self._event_id = uuid.UUID(value)
+        return value
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        value = self._metadata
+        if not isinstance(value, dict):
+            value = self._metadata = orjson.loads(value)
+        return value
+
+    @metadata.setter
+    def metadata(self, value: dict[str, Any]) -> None:
+        self._metadata = value
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (
+            self.event_id,
+            self.stream,
+            self.version,
+            self.position,
+            self.type,
+            self.schema_version,
+            self.data,
+            self.metadata,
+            self.recorded_at,
+            self.prev_hash,
+            self.hash,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecordedEvent):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return (
+            f"RecordedEvent(stream={self.stream!r}, version={self.version}, position={self.position}, "
+            f"type={self.type!r}, event_id={str(self._event_id)!r})"
+        )
 
     @property
     def category(self) -> str:

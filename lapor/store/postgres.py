@@ -130,7 +130,7 @@ def _event(row: tuple[Any, ...]) -> RecordedEvent:
         row[4],
         row[5],
         orjson.loads(row[6]),
-        orjson.loads(row[7]),
+        row[7],  # metadata is decoded on first access (see RecordedEvent)
         # The session's TimeZone decides the offset psycopg returns; the hash chain was computed in UTC.
         row[8].astimezone(UTC),
         row[9],

@@ -13,7 +13,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -80,14 +79,14 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
 
 def row_to_event(row: tuple) -> RecordedEvent:
     return RecordedEvent(
-        uuid.UUID(row[0]),
+        row[0],  # event id and metadata are decoded on first access (see RecordedEvent)
         row[1],
         row[2],
         row[3],
         row[4],
         row[5],
         orjson.loads(row[6]),
-        orjson.loads(row[7]),
+        row[7],
         datetime.fromisoformat(row[8]),
         row[9],
         row[10],
