@@ -16,7 +16,7 @@ from lapor.store import NewEvent, RecordedEvent, open_store
 from lapor.subscriptions import Subscription, SubscriptionRunner
 
 EFFECTS = (
-    "CREATE TABLE IF NOT EXISTS effects (position INTEGER PRIMARY KEY, stream TEXT NOT NULL, times INTEGER NOT NULL)"
+    "CREATE TABLE IF NOT EXISTS effects (position BIGINT PRIMARY KEY, stream TEXT NOT NULL, times INTEGER NOT NULL)"
 )
 
 
@@ -39,9 +39,13 @@ def fill(store, streams: int, per_stream: int) -> int:
     return streams * per_stream
 
 
-@pytest.fixture
-def paths(tmp_path: Path) -> tuple[str, str]:
-    return f"sqlite:///{tmp_path}/events.db", f"sqlite:///{tmp_path}/readmodels.db"
+@pytest.fixture(params=["sqlite", "postgres"])
+def paths(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(store URL, read-model URL): two SQLite files, or one fresh PostgreSQL schema holding both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/events.db", f"sqlite:///{tmp_path}/readmodels.db"
+    url = request.getfixturevalue("postgres_url")
+    return url, url
 
 
 def effects(db) -> list[tuple[int, int]]:
