@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 
 from anyio import to_thread
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from lapor.context import BackgroundLoop, ServiceContext, ServiceDefinition
 from lapor.limits import InputGuardMiddleware
@@ -86,6 +86,9 @@ class Runtime:
         self.loops: list[_RunningLoop] = []
 
     def start(self) -> None:
+        for service in self.services:
+            if service.on_start is not None:
+                service.on_start(self.ctx)
         names: set[str] = set()
         for service in self.services:
             for subscription in service.subscriptions(self.ctx):
@@ -178,8 +181,15 @@ def _compose(
     app.include_router(problem_router)
     if settings.training:
         app.include_router(training_router())
+    # The services' routes are matched as one list in which a route ending in a `{...:path}` parameter comes after
+    # every other: such a catch-all also matches deeper paths of another service (routing's
+    # /api/agencies/{agency_id:path} would take followup's /api/agencies/{agency_id:path}/webhooks). The sort is
+    # stable, so each service's own order stands otherwise.
+    services_router = APIRouter()
     for service in services:
-        app.include_router(service.router(ctx))
+        services_router.routes.extend(service.router(ctx).routes)
+    services_router.routes.sort(key=lambda route: getattr(route, "path", "").endswith(":path}"))
+    app.include_router(services_router)
     ctx.metrics.watch(ctx.store, lambda: runtime.runners)
     # add_middleware wraps what is there: the last added runs first.
     app.add_middleware(InputGuardMiddleware, request_limits=settings.limits, field_limits=settings.field_limits)

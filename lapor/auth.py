@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
@@ -79,7 +79,7 @@ class TokenService:
         principal = Principal(
             subject=subject or role.value, role=role, agency_id=agency_id, unit_id=unit_id, channel=channel
         )
-        if unit_id and agency_id and not _within(unit_id, agency_id):
+        if unit_id and agency_id and not within(unit_id, agency_id):
             raise ValueError(f"unit {unit_id!r} is not inside agency {agency_id!r}")
         now = self._clock.now()
         claims: dict[str, Any] = {
@@ -224,6 +224,9 @@ ACTIONS: Mapping[str, Access] = {
     "complaint.assign": Access(AGENCY_DECIDERS),
     "complaint.post_follow_up": Access(AGENCY_STAFF | {Role.ombudsman}, confined=OMBUDSMAN_ACTING),
     "complaint.resolve": Access(AGENCY_DECIDERS | {Role.ombudsman}, confined=OMBUDSMAN_ACTING),
+    "complaint.read_follow_up_drafts": Access(AGENCY_STAFF | OVERSIGHT),  # GET .../follow-ups/drafts
+    "complaint.review_follow_up": Access(frozenset({Role.liaison})),  # approve or send back a drafted follow-up
+    "agency.configure_follow_up": Access(frozenset({Role.admin_agency})),  # two-step approval, webhooks
     # reporting
     "report.national": Access(OVERSIGHT),  # GET /api/reports/national[/agencies]
     "report.agency": Access(OVERSIGHT | AGENCY_STAFF),  # GET /api/reports/agencies/{agency_id}
@@ -235,7 +238,7 @@ ACTIONS: Mapping[str, Access] = {
 }
 
 
-def _within(target: str, home: str) -> bool:
+def within(target: str, home: str) -> bool:
     """`pemda-82.71/dinkes` is within `pemda-82.71`; `pemda-82.710` is not."""
     return target == home or target.startswith(home + "/")
 
@@ -278,7 +281,7 @@ def _check_scope(principal: Principal, action: str, agency_id: str | None, unit_
         home, target = principal.agency_id, agency_id or unit_id
     if target is None:
         return
-    if home is None or not _within(target, home):
+    if home is None or not within(target, home):
         raise Forbidden(f"{target} is outside the scope of this {principal.role} ({home})")
 
 
@@ -305,7 +308,7 @@ def _context(request: Request) -> ServiceContext:
     return request.app.state.context
 
 
-def current_principal(
+async def current_principal(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> Principal | None:
     """The bearer token's principal; None without an Authorization header. A header that is present but
@@ -318,7 +321,7 @@ def current_principal(
     return _context(request).tokens.verify(token.strip())
 
 
-def require(action: str) -> Callable[..., Principal | None]:
+def require(action: str) -> Callable[..., Awaitable[Principal | None]]:
     """A dependency that authorizes `action` for the caller and returns the principal (None on public
     actions without a token). Path parameters named `agency_id` and `channel` are checked on the spot;
     checks that need the complaint come later, through `authorize_complaint`. Reporter actions do not use
@@ -326,7 +329,9 @@ def require(action: str) -> Callable[..., Principal | None]:
     if action not in ACTIONS:
         raise KeyError(f"unknown action {action!r}: add it to lapor.auth.ACTIONS")
 
-    def dependency(
+    # async: it only checks a signature and a table, so it runs on the event loop instead of costing every
+    # request a hop to a worker thread (FastAPI runs sync dependencies in its thread pool).
+    async def dependency(
         request: Request, principal: Annotated[Principal | None, Depends(current_principal)]
     ) -> Principal | None:
         params = request.path_params

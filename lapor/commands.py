@@ -21,6 +21,7 @@ response.headers["ETag"] = result.etag
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
@@ -40,6 +41,9 @@ Decide = Callable[[Any, datetime], Sequence[NewEvent]]
 Fold = Callable[[Sequence[RecordedEvent]], Any]
 
 MAX_ATTEMPTS = 5
+
+# Namespace of the deterministic ids of events decided in reaction to something (see `caused_event_id`).
+CAUSED_EVENT_NAMESPACE = uuid.UUID("0f3c9a8e-5b1d-4c7e-9a2f-6d8b4e1c7a35")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +77,13 @@ def parse_if_match(value: str | None) -> int | None:
 def if_match_header(if_match: Annotated[str | None, Header()] = None) -> int | None:
     """FastAPI dependency: the If-Match version, if any."""
     return parse_if_match(if_match)
+
+
+def caused_event_id(cause: str) -> uuid.UUID:
+    """The id of an event a scheduler or handler decides in reaction to `cause` (e.g.
+    f"{stream}:{version}:auto-close"): the same on every run, so a reaction decided twice (after a restart, or
+    by two processes) is appended once — the store answers a re-append of recorded ids with the original."""
+    return uuid.uuid5(CAUSED_EVENT_NAMESPACE, cause)
 
 
 def command_metadata(principal: Principal, causation_id: str | None) -> dict[str, Any]:

@@ -1,0 +1,200 @@
+"""What the followup service does on its own: react to the reporter's answer, close reports left unanswered, warn
+of deadlines, and deliver notifications.
+
+- `Reactions` (subscription `followup.reactions`): a FeedbackGiven (decided by intake) closes the report
+  (satisfied) or reopens it to the agency (dissatisfied, with the reporter's reason and a new follow-up deadline
+  counted from the answer).
+- `close_silent_reports` (loop `followup.closing`): resolved reports whose reporter stayed silent for the
+  feedback window (10 working days) are closed, reason no_response.
+- `warn_of_deadlines` (loop `followup.deadline-warnings`): an outbox record for each agency deadline that is about
+  to pass (`Sp4nPolicy.deadline_approaching`).
+- `Notifier` (loop `followup.notifications`): new queue items into the outbox, then delivery
+  (`notifications.Deliverer`).
+
+Exactly once, also across restarts and with several processes: every decision is made on the freshly folded
+stream and appended with its expected version, so a reaction or closing that already happened finds the report
+moved on and decides nothing; the events carry deterministic ids (`lapor.commands.caused_event_id`), so even two
+runs deciding on the same version append one event. The actor of these events is `system`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from lapor.commands import caused_event_id, run_command
+from lapor.complaint import STREAM_PREFIX, ComplaintState, fold
+from lapor.context import BackgroundLoop, ServiceContext
+from lapor.correlation import correlation_scope
+from lapor.db import Tx
+from lapor.principal import SYSTEM
+from lapor.problems import Conflict
+from lapor.store import NewEvent, RecordedEvent
+from lapor.subscriptions import Subscription
+from services.followup.decide import decide_close_in_silence, decide_on_feedback
+from services.followup.notifications import (
+    DEADLINE_APPROACHING,
+    WEBHOOK,
+    Adapter,
+    Deliverer,
+    Notification,
+    WebhookAdapter,
+    notification_id,
+    post_arrivals,
+    record_notification,
+)
+from services.followup.projections import deadlines_until, feedback_windows_passed
+from services.followup.storage import install_service_tables, moment
+
+log = logging.getLogger("lapor.followup")
+
+CLOSING_INTERVAL = 10.0  # seconds between looks for unanswered resolutions (a training clock moves in jumps)
+WARNING_INTERVAL = 300.0  # deadlines are counted in days: a look every five minutes is plenty
+NOTIFY_INTERVAL = 2.0
+CLOSING_BATCH = 200
+
+
+def stream_of(tracking_id: str) -> str:
+    return f"{STREAM_PREFIX}{tracking_id}"
+
+
+# -- the reporter's answer ----------------------------------------------------------------------------------
+
+
+def _with_last_feedback(events: Sequence[RecordedEvent]) -> tuple[ComplaintState | None, int | None]:
+    """The folded state, and the version of the latest FeedbackGiven (the answer to the current resolution)."""
+    last = max((event.version for event in events if event.type == "FeedbackGiven"), default=None)
+    return fold(events), last
+
+
+class Reactions:
+    """Handler of the `followup.reactions` subscription. It writes to the event store, not to read models, so it
+    is a process manager rather than a projection: replaying it (a rebuild) decides nothing new."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+
+    def subscription(self) -> Subscription:
+        return Subscription("followup.reactions", self.handle, category="complaint", projection=False)
+
+    def handle(self, event: RecordedEvent, tx: Tx) -> None:
+        if event.type == "FeedbackGiven":
+            self.answer_feedback(event)
+
+    def answer_feedback(self, feedback: RecordedEvent) -> None:
+        policy = self._ctx.policy
+
+        def decide(folded: tuple[ComplaintState | None, int | None], now: datetime) -> list[NewEvent]:
+            state, last_feedback = folded
+            # An older answer (its resolution was reopened and resolved again) is not this resolution's answer.
+            if state is None or last_feedback != feedback.version:
+                return []
+            decided = decide_on_feedback(
+                state,
+                satisfied=feedback.data["satisfied"],
+                comment=feedback.data.get("comment"),
+                given_at=feedback.recorded_at,
+                policy=policy,
+            )
+            cause = f"{feedback.stream}:{feedback.version}:feedback-answered"
+            return [event.to_new_event(event_id=caused_event_id(cause)) for event in decided]
+
+        with correlation_scope(feedback.metadata.get("correlation_id")):
+            run_command(
+                self._ctx,
+                feedback.stream,
+                decide,
+                principal=SYSTEM,
+                fold=_with_last_feedback,
+                causation_id=str(feedback.event_id),
+            )
+
+
+# -- closing in silence -------------------------------------------------------------------------------------
+
+
+def close_silent_reports(ctx: ServiceContext, *, limit: int = CLOSING_BATCH) -> int:
+    """Close the resolved reports whose feedback window has passed without an answer; returns how many closings it
+    appended (one appended by another process at the same moment, under the same event id, counts in both). The
+    queue projection says where to look; the folded stream decides."""
+    with ctx.db.read() as tx:
+        candidates = feedback_windows_passed(tx, ctx.clock.now(), limit)
+    closed = 0
+    for tracking_id in candidates:
+        stream = stream_of(tracking_id)
+
+        def decide(state: ComplaintState, now: datetime, stream: str = stream) -> list[NewEvent]:
+            event_id = caused_event_id(f"{stream}:{state.version}:closed-in-silence")
+            return [event.to_new_event(event_id=event_id) for event in decide_close_in_silence(state, now)]
+
+        try:
+            result = run_command(ctx, stream, decide, principal=SYSTEM)
+        except Conflict:
+            log.warning("closing %s: the report kept changing; trying again next round", tracking_id)
+            continue
+        closed += bool(result.events)
+    return closed
+
+
+# -- deadline warnings --------------------------------------------------------------------------------------
+
+
+def warn_of_deadlines(ctx: ServiceContext) -> int:
+    """Record a `deadline.approaching` notification for each agency deadline within the policy's warning days;
+    once per deadline (a new deadline, after an escalation or a reopening, is warned of again)."""
+    policy = ctx.policy
+    now = ctx.clock.now()
+    # Calendar days enough to cover `warning_days` working days across weekends and the longest cuti bersama.
+    horizon = timedelta(days=2 * policy.warning_days + 21)
+    warned = 0
+    with ctx.db.transaction() as tx:
+        for tracking_id, agency_id, unit_id, kind, deadline_text in deadlines_until(tx, now, horizon):
+            deadline = moment(deadline_text)
+            assert deadline is not None
+            if not policy.deadline_approaching(deadline, now):
+                continue
+            payload: dict[str, Any] = {
+                "deadline_kind": kind,
+                "deadline": deadline.isoformat(),
+                "working_days_left": ctx.calendar.working_days_between(now, deadline),
+            }
+            warned += record_notification(
+                tx,
+                Notification(
+                    notification_id=notification_id(f"{tracking_id}:{kind}:{deadline_text}:{DEADLINE_APPROACHING}"),
+                    kind=DEADLINE_APPROACHING,
+                    agency_id=unit_id or agency_id,
+                    tracking_id=tracking_id,
+                    payload=payload,
+                    created_at=now,
+                ),
+            )
+    return warned
+
+
+# -- the loops ----------------------------------------------------------------------------------------------
+
+
+class Notifier:
+    """The notification loop's tick: post new queue items to the outbox, then deliver what is due."""
+
+    def __init__(self, ctx: ServiceContext, adapters: Mapping[str, Adapter]) -> None:
+        self._ctx = ctx
+        self._deliverer = Deliverer(ctx.db, ctx.clock, adapters)
+
+    def run_once(self) -> int:
+        with self._ctx.db.transaction() as tx:
+            post_arrivals(tx, self._ctx.clock.now())
+        return self._deliverer.run_once()
+
+
+def background_loops(ctx: ServiceContext) -> list[BackgroundLoop]:
+    install_service_tables(ctx.db)
+    notifier = Notifier(ctx, {WEBHOOK: WebhookAdapter()})
+    return [
+        BackgroundLoop.every("followup.closing", CLOSING_INTERVAL, lambda: close_silent_reports(ctx)),
+        BackgroundLoop.every("followup.deadline-warnings", WARNING_INTERVAL, lambda: warn_of_deadlines(ctx)),
+        BackgroundLoop.every("followup.notifications", NOTIFY_INTERVAL, notifier.run_once),
+    ]

@@ -1,0 +1,355 @@
+"""The followup service's read model: the agency queues.
+
+**Queue** (`followup_queue`): one row per report that has reached an agency, computed from the folded complaint
+state (`lapor.complaint`, the one fold: the projection keeps recent states in memory and folds the stream from
+the store only when it lacks the previous one, e.g. after a restart). Rows are idempotent by version. The same
+handler records each new item in a queue (`followup_queue_arrivals`) in the same transaction, so each is recorded
+exactly once; the notification loop turns recent ones into notifications.
+
+Queue order is "overdue first": the agency's running deadline (follow-up, else resolution) ascending — an overdue
+item has the earliest deadline — then reports waiting for the reporter's answer, then those with no deadline;
+ties by tracking id. Pages are cut by keyset on that order, so inserting items never shifts a page a client is
+reading. The cursor is opaque (base64 of the last row's key).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+
+from lapor.complaint import STREAM_PREFIX, ComplaintState, Status, evolve, fold, initial_state
+from lapor.db import Tx
+from lapor.problems import BadRequest
+from lapor.store import EventStore, RecordedEvent
+from lapor.subscriptions import Subscription
+from services.followup import storage
+from services.followup.notifications import ITEM_ADDED, notification_id
+from services.followup.storage import NEVER, ancestors_and_self, instant
+
+# Statuses in which a report sits in its agency's queue.
+QUEUE_STATUSES = (Status.disposed, Status.in_progress, Status.resolved)
+# Urgency buckets, the first key of the queue order.
+AGENCY_DEADLINE, AWAITING_REPORTER, NO_DEADLINE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Deadline:
+    kind: str | None  # follow_up, resolution (the Ombudsman offer if unresolved), feedback (the reporter's)
+    due: datetime | None
+    urgency: int
+
+
+def deadline_of(state: ComplaintState) -> Deadline:
+    """The deadline the queue shows: the agency's while it must act, the reporter's once it resolved."""
+    if state.status is Status.resolved:
+        return Deadline("feedback", state.feedback_due, AWAITING_REPORTER)
+    if state.status not in QUEUE_STATUSES:
+        return Deadline(None, None, NO_DEADLINE)
+    if state.follow_up_due is not None:
+        return Deadline("follow_up", state.follow_up_due, AGENCY_DEADLINE)
+    if state.ombudsman_offer_due is not None:
+        return Deadline("resolution", state.ombudsman_offer_due, AGENCY_DEADLINE)
+    return Deadline(None, None, NO_DEADLINE)
+
+
+def holders(state: ComplaintState) -> set[str]:
+    """Whose queues show the report: its agency and, once assigned, its unit."""
+    if state.status not in QUEUE_STATUSES:
+        return set()
+    return {holder for holder in (state.agency_id, state.unit_id) if holder}
+
+
+def involved_agencies(state: ComplaintState) -> list[str]:
+    """Agencies above the holder, for `lapor.privacy`: a pemda's admin sees what its OPD holds."""
+    if state.agency_id is None:
+        return []
+    return ancestors_and_self(state.agency_id)[:-1]
+
+
+# -- the queue projection -----------------------------------------------------------------------------------
+
+_COLUMNS = (
+    "tracking_id",
+    "version",
+    "agency_root",
+    "agency_id",
+    "unit_id",
+    "status",
+    "level",
+    "kind",
+    "category",
+    "title",
+    "region_code",
+    "channel",
+    "anonymous",
+    "confidential",
+    "involved_agencies",
+    "disposed_at",
+    "deadline_kind",
+    "deadline",
+    "urgency",
+    "due_order",
+    "follow_up_count",
+    "reopen_count",
+    "bounce_count",
+    "last_event_at",
+)
+_UPSERT = (
+    f"INSERT INTO followup_queue ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)}) "
+    "ON CONFLICT (tracking_id) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in _COLUMNS[1:])
+    + " WHERE followup_queue.version < excluded.version"
+)
+
+
+def _row(state: ComplaintState) -> tuple[Any, ...]:
+    deadline = deadline_of(state)
+    return (
+        state.tracking_id,
+        state.version,
+        state.agency_id.split("/", 1)[0] if state.agency_id else None,
+        state.agency_id,
+        state.unit_id,
+        state.status.value if state.status else None,
+        state.level.value,
+        state.kind.value if state.kind else None,
+        state.category,
+        state.title,
+        state.region_code,
+        state.channel.value if state.channel else None,
+        int(state.anonymous),
+        int(state.confidential),
+        orjson.dumps(involved_agencies(state)).decode(),
+        instant(state.disposed_at) if state.disposed_at else None,
+        deadline.kind,
+        instant(deadline.due) if deadline.due else None,
+        deadline.urgency,
+        instant(deadline.due) if deadline.due else NEVER,
+        state.follow_up_count,
+        state.reopen_count,
+        state.bounce_count,
+        instant(state.last_event_at) if state.last_event_at else None,
+    )
+
+
+_ARRIVALS = {"ComplaintDisposed": "disposed", "ComplaintAssigned": "assigned", "ComplaintReopened": "reopened"}
+
+
+def _arrivals(
+    before: ComplaintState, after: ComplaintState, event: RecordedEvent
+) -> list[tuple[str, str, str, str, str]]:
+    """The queues `event` brings the report into: where it arrives (disposition, assignment, takeover by the
+    Ombudsman) or comes back (reopened after the reporter's dissatisfaction). Each becomes a notification for the
+    agency's targets (`notifications.post_arrivals`)."""
+    reopened = event.type == "ComplaintReopened"
+    added = holders(after) if reopened else holders(after) - holders(before)
+    if not added:
+        return []
+    deadline = deadline_of(after)
+    payload = orjson.dumps(
+        {
+            "reason": _ARRIVALS.get(event.type, "escalated"),
+            "status": after.status.value if after.status else None,
+            "level": after.level.value,
+            "version": after.version,
+            "deadline_kind": deadline.kind,
+            "deadline": deadline.due.isoformat() if deadline.due else None,
+        }
+    ).decode()
+    return [
+        (
+            notification_id(f"{event.stream}:{event.version}:{ITEM_ADDED}:{holder}"),
+            holder,
+            after.tracking_id,
+            payload,
+            instant(event.recorded_at),
+        )
+        for holder in sorted(added)
+    ]
+
+
+class QueueProjection:
+    """Handler of the `followup.queue` subscription. Keeps the last `cache_size` complaint states it built, so
+    following the log costs one `evolve` per event; a state it lacks (after a restart, or evicted) is folded
+    from the store up to the event."""
+
+    def __init__(self, store: EventStore, *, cache_size: int = 20_000) -> None:
+        self._store = store
+        self._cache_size = cache_size
+        self._states: OrderedDict[str, ComplaintState] = OrderedDict()
+
+    def subscription(self) -> Subscription:
+        return Subscription(
+            "followup.queue", self.handle, category="complaint", setup=storage.install_queue,
+            handle_batch=self.handle_batch,
+        )
+
+    def handle(self, event: RecordedEvent, tx: Tx) -> None:
+        self.handle_batch([event], tx)
+
+    def handle_batch(self, events: Sequence[RecordedEvent], tx: Tx) -> None:
+        """Each report's row is written once per batch, with its last state; arrivals in one statement."""
+        states: dict[str, ComplaintState] = {}
+        arrivals: list[tuple[str, str, str, str, str]] = []
+        for event in events:
+            before = self._state_before(event)
+            after = evolve(before, event)
+            self._remember(after)
+            if after.disposed_at is None:
+                continue  # still with national routing: nothing for an agency yet
+            states[after.tracking_id] = after
+            arrivals.extend(_arrivals(before, after, event))
+        if states:
+            tx.executemany(_UPSERT, [_row(state) for state in states.values()])
+        if arrivals:
+            tx.executemany(
+                "INSERT INTO followup_queue_arrivals (arrival_id, agency_id, tracking_id, payload, occurred_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (arrival_id) DO NOTHING",
+                arrivals,
+            )
+
+    def _state_before(self, event: RecordedEvent) -> ComplaintState:
+        tracking_id = event.stream.removeprefix(STREAM_PREFIX)
+        if event.version == 0:
+            return initial_state(tracking_id)
+        cached = self._states.get(tracking_id)
+        if cached is not None and cached.version == event.version - 1:
+            return cached
+        # Not in memory, or the cache ran ahead of a rolled-back batch: fold what precedes the event.
+        state = fold(self._store.read_stream(event.stream, 0, event.version), initial_state(tracking_id))
+        assert state is not None
+        return state
+
+    def _remember(self, state: ComplaintState) -> None:
+        self._states[state.tracking_id] = state
+        self._states.move_to_end(state.tracking_id)
+        while len(self._states) > self._cache_size:
+            self._states.popitem(last=False)
+
+
+# -- reading a queue ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueCursor:
+    """Where a page ended: the last row's place in the queue order."""
+
+    urgency: int
+    due_order: str
+    tracking_id: str
+
+    def encode(self) -> str:
+        raw = orjson.dumps([self.urgency, self.due_order, self.tracking_id])
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> QueueCursor:
+        try:
+            urgency, due_order, tracking_id = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+            if not (isinstance(urgency, int) and isinstance(due_order, str) and isinstance(tracking_id, str)):
+                raise ValueError("wrong types")
+        except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+            raise BadRequest("cursor is not one this queue handed out; start again without it") from None
+        return cls(urgency, due_order, tracking_id)
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    statuses: Sequence[Status] = QUEUE_STATUSES
+    unit_id: str | None = None  # this unit (and the units inside it)
+    category: str | None = None
+    overdue: bool | None = None
+    awaiting_approval: bool | None = None  # has a drafted follow-up waiting for the liaison officer
+
+
+_READ_COLUMNS = ", ".join(f"q.{column}" for column in _COLUMNS)
+_PENDING_DRAFTS = (
+    "(SELECT count(*) FROM followup_drafts d WHERE d.tracking_id = q.tracking_id AND d.status = 'pending')"
+)
+
+
+def _within_sql(column: str, scope: str, params: list[Any]) -> str:
+    """SQL for "`column` is `scope` or inside it" (`pemda-53.71/dinkes/...`), on both databases."""
+    params.extend([scope, len(scope) + 1, scope + "/"])
+    return f"({column} = ? OR substr({column}, 1, CAST(? AS INTEGER)) = ?)"
+
+
+def read_queue(
+    tx: Tx, agency_id: str, filters: QueueFilter, now: datetime, *, after: QueueCursor | None, limit: int
+) -> tuple[list[dict[str, Any]], QueueCursor | None]:
+    """One page of `agency_id`'s queue (its units' items included) in queue order, as view dicts for
+    `lapor.privacy`, and the cursor of the next page (None on the last)."""
+    params: list[Any] = [agency_id.split("/", 1)[0]]
+    where = ["q.agency_root = ?", f"q.status IN ({', '.join('?' for _ in filters.statuses)})"]
+    params.extend(status.value for status in filters.statuses)
+    if "/" in agency_id:  # a unit's queue: what it holds, or what is disposed to it directly
+        held = _within_sql("q.agency_id", agency_id, params)
+        where.append(f"({held} OR {_within_sql('q.unit_id', agency_id, params)})")
+    if filters.unit_id is not None:
+        where.append(_within_sql("q.unit_id", filters.unit_id, params))
+    if filters.category is not None:
+        where.append("q.category = ?")
+        params.append(filters.category)
+    if filters.overdue is not None:
+        where.append(("" if filters.overdue else "NOT ") + "(q.urgency = ? AND q.due_order < ?)")
+        params.extend([AGENCY_DEADLINE, instant(now)])
+    if filters.awaiting_approval is not None:
+        where.append(f"{_PENDING_DRAFTS} {'>' if filters.awaiting_approval else '='} 0")
+    if after is not None:
+        where.append("(q.urgency, q.due_order, q.tracking_id) > (?, ?, ?)")
+        params.extend([after.urgency, after.due_order, after.tracking_id])
+    params.append(limit + 1)
+    rows = tx.fetchall(
+        f"SELECT {_READ_COLUMNS}, {_PENDING_DRAFTS} FROM followup_queue q WHERE {' AND '.join(where)} "
+        "ORDER BY q.urgency, q.due_order, q.tracking_id LIMIT ?",
+        params,
+    )
+    page = rows[:limit]
+    cursor = None
+    if len(rows) > limit:
+        last = dict(zip(_COLUMNS, page[-1], strict=False))
+        cursor = QueueCursor(last["urgency"], last["due_order"], last["tracking_id"])
+    return [_view(row) for row in page], cursor
+
+
+def queued_row(tx: Tx, tracking_id: str) -> dict[str, Any] | None:
+    row = tx.fetchone(f"SELECT {_READ_COLUMNS}, {_PENDING_DRAFTS} FROM followup_queue q WHERE q.tracking_id = ?",
+                      (tracking_id,))
+    return None if row is None else _view(row)
+
+
+def _view(row: Sequence[Any]) -> dict[str, Any]:
+    view = dict(zip(_COLUMNS, row, strict=False))
+    view["drafts_awaiting_approval"] = int(row[len(_COLUMNS)])
+    # Real booleans: lapor.privacy fails closed on anything that is not `False`.
+    view["anonymous"] = bool(view["anonymous"])
+    view["confidential"] = bool(view["confidential"])
+    view["involved_agencies"] = orjson.loads(view["involved_agencies"])
+    return view
+
+
+def feedback_windows_passed(tx: Tx, now: datetime, limit: int) -> list[str]:
+    """Resolved reports whose reporter stayed silent past the feedback deadline (as far as the queue knows)."""
+    rows = tx.fetchall(
+        "SELECT tracking_id FROM followup_queue WHERE status = ? AND deadline_kind = 'feedback' AND due_order < ? "
+        "ORDER BY due_order LIMIT ?",
+        (Status.resolved.value, instant(now), limit),
+    )
+    return [tracking_id for (tracking_id,) in rows]
+
+
+def deadlines_until(tx: Tx, now: datetime, horizon: timedelta) -> list[tuple]:
+    """(tracking_id, agency_id, unit_id, deadline_kind, deadline) of the agency deadlines running out between
+    now and now + horizon."""
+    return tx.fetchall(
+        "SELECT tracking_id, agency_id, unit_id, deadline_kind, deadline FROM followup_queue "
+        "WHERE status IN (?, ?) AND urgency = ? AND due_order >= ? AND due_order <= ?",
+        (Status.disposed.value, Status.in_progress.value, AGENCY_DEADLINE, instant(now), instant(now + horizon)),
+    )

@@ -1,0 +1,139 @@
+"""Two-step approval: when an agency turns it on, its admin's follow-ups wait as drafts until the liaison officer
+approves them (then both names are in the log) or sends them back."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from threading import Barrier
+
+import pytest
+
+from tests.followup.conftest import DINKES, KUPANG
+
+TEXT = {"text": "Kepala puskesmas sudah ditegur; jam layanan kembali 08.00–14.00."}
+
+
+@pytest.fixture
+def approving(followup):
+    """Kota Kupang asks for two-step approval; LAP-A-1 is accepted and waits for a follow-up."""
+    response = followup.client.put(
+        f"/api/agencies/{KUPANG}/follow-up-approval", headers=followup.admin(), json={"required": True}
+    )
+    assert response.status_code == 200, response.text
+    followup.disposed("LAP-A-1")
+    followup.act("LAP-A-1", "accept", followup.liaison())
+    return followup
+
+
+def drafted(app, headers=None) -> dict:
+    response = app.act("LAP-A-1", "follow-ups", headers or app.admin(), TEXT)
+    assert response.status_code == 202, response.text
+    return response.json()["draft"]
+
+
+def review(app, draft_id: str, verb: str, headers: dict, body: dict | None = None):
+    return app.client.post(f"/api/complaints/LAP-A-1/follow-ups/drafts/{draft_id}/{verb}", headers=headers, json=body)
+
+
+def test_the_admins_follow_up_waits_as_a_draft_and_nothing_is_public(approving):
+    outcome = approving.act("LAP-A-1", "follow-ups", approving.admin(), TEXT)
+    assert outcome.status_code == 202
+    assert outcome.json()["status"] == "pending_approval"
+    assert outcome.json()["draft"]["drafted_by"] == "admin-kupang"
+    assert "FollowUpPosted" not in approving.types("LAP-A-1")
+    [item] = approving.queue(KUPANG, approving.liaison(), awaiting_approval=True)["items"]
+    assert item["drafts_awaiting_approval"] == 1
+
+
+def test_the_liaison_officer_approves_and_the_log_names_both(approving):
+    draft = drafted(approving)
+    approved = review(approving, draft["draft_id"], "approve", approving.liaison(), None)
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["follow_up_id"] == draft["follow_up_id"]
+    posted = approving.events("LAP-A-1")[-1]
+    assert posted.type == "FollowUpPosted"
+    assert (posted.data["drafted_by"], posted.data["approved_by"]) == ("admin-kupang", "liaison-kupang")
+    assert posted.data["text"] == TEXT["text"]
+    assert posted.metadata["actor"] == "liaison-kupang"
+    [shown] = approving.client.get(
+        "/api/complaints/LAP-A-1/follow-ups/drafts", headers=approving.admin()
+    ).json()
+    assert (shown["status"], shown["reviewed_by"]) == ("approved", "liaison-kupang")
+    assert approving.queue(KUPANG, approving.liaison(), awaiting_approval=True)["items"] == []
+
+
+def test_sent_back_with_a_note_it_is_never_posted(approving):
+    draft = drafted(approving)
+    sent = review(approving, draft["draft_id"], "send-back", approving.liaison(), {"note": "Sebutkan tanggalnya."})
+    assert sent.status_code == 200, sent.text
+    assert (sent.json()["status"], sent.json()["note"]) == ("sent_back", "Sebutkan tanggalnya.")
+    assert review(approving, draft["draft_id"], "approve", approving.liaison()).status_code == 409
+    assert "FollowUpPosted" not in approving.types("LAP-A-1")
+
+
+def test_a_draft_is_approved_by_someone_else_than_its_author(approving):
+    draft = drafted(approving)  # by admin-kupang
+    self_approval = review(approving, draft["draft_id"], "approve", approving.liaison(subject="admin-kupang"))
+    assert self_approval.status_code == 403
+    assert "FollowUpPosted" not in approving.types("LAP-A-1")
+
+
+def test_only_the_liaison_officer_reviews(approving):
+    draft = drafted(approving)
+    assert review(approving, draft["draft_id"], "approve", approving.admin(subject="admin-2")).status_code == 403
+
+
+def test_the_liaison_officers_own_follow_up_and_internal_notes_need_no_approval(approving):
+    assert approving.act("LAP-A-1", "follow-ups", approving.liaison(), TEXT).status_code == 201
+    note = approving.act("LAP-A-1", "follow-ups", approving.admin(), {"text": "Catatan.", "public": False})
+    assert note.status_code == 201
+    assert approving.types("LAP-A-1").count("FollowUpPosted") == 2
+
+
+def test_two_liaison_officers_approving_at_once_post_it_once(approving):
+    draft = drafted(approving)
+    barrier = Barrier(2)
+
+    def approve(subject: str) -> int:
+        headers = approving.liaison(subject=subject)
+        barrier.wait()
+        return review(approving, draft["draft_id"], "approve", headers).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        statuses = sorted(pool.map(approve, ["liaison-a", "liaison-b"]))
+    assert statuses[0] == 200
+    assert statuses[1] in (200, 409)
+    assert approving.types("LAP-A-1").count("FollowUpPosted") == 1
+
+
+def test_an_approval_with_a_stale_if_match_posts_nothing_and_the_draft_waits_again(approving):
+    draft = drafted(approving)
+    headers = {**approving.liaison(), "If-Match": '"1"'}
+    assert review(approving, draft["draft_id"], "approve", headers).status_code == 412
+    assert "FollowUpPosted" not in approving.types("LAP-A-1")
+    [waiting] = approving.client.get(
+        "/api/complaints/LAP-A-1/follow-ups/drafts", headers=approving.liaison(), params={"status": "pending"}
+    ).json()
+    assert waiting["draft_id"] == draft["draft_id"]
+    assert review(approving, draft["draft_id"], "approve", approving.liaison()).status_code == 200
+
+
+def test_the_setting_applies_to_the_agencys_units_and_can_be_turned_off(approving):
+    setting = approving.client.get(f"/api/agencies/{DINKES}/follow-up-approval", headers=approving.unit_officer())
+    assert setting.json() == {
+        "agency_id": DINKES, "required": True, "set_for": KUPANG, "updated_by": "admin-kupang",
+        "updated_at": setting.json()["updated_at"],
+    }
+    off = approving.client.put(
+        f"/api/agencies/{KUPANG}/follow-up-approval", headers=approving.admin(), json={"required": False}
+    )
+    assert off.json()["required"] is False
+    assert approving.act("LAP-A-1", "follow-ups", approving.admin(), TEXT).status_code == 201
+
+
+def test_only_the_agencys_admin_turns_approval_on(followup):
+    for headers in (followup.liaison(), followup.admin("pemda-35.73", "admin-malang")):
+        response = followup.client.put(
+            f"/api/agencies/{KUPANG}/follow-up-approval", headers=headers, json={"required": True}
+        )
+        assert response.status_code == 403

@@ -1,0 +1,103 @@
+"""Who may call what on the followup service: every route × every kind of caller, against the real service and
+real reports (tests/platform/authz.py is the framework). The table is written from DESIGN.md's roles and the
+followup brief, not derived from lapor.auth.ACTIONS."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from lapor.auth import new_reporter_token
+from lapor.principal import NATIONAL_ADMIN_AGENCY
+from schemas.events import ComplaintAssigned, ComplaintSubmitted, ComplaintVerified, DispositionAccepted, Level
+from tests.platform.authz import (
+    FOREIGN_AGENCY,
+    HOME_AGENCY,
+    HOME_UNIT,
+    STAFF,
+    Case,
+    assert_matrix,
+    callers,
+    uncovered_routes,
+)
+
+OVERSIGHT = frozenset({"admin_national", "operator", "auditor", "ombudsman"})
+HOME_DECIDERS = frozenset({"admin_agency", "liaison"})  # of the agency holding the report
+HOME_WORKERS = HOME_DECIDERS | {"unit_officer"}  # ... and the officer of the unit it is assigned to
+HOME_ADMIN = frozenset({"admin_agency"})
+HOME_LIAISON = frozenset({"liaison"})
+NOBODY: frozenset[str] = frozenset()
+
+REPORTS = ("LAP-NATIONAL", "LAP-HOME", "LAP-OMBUDSMAN")
+
+
+def complaint(tracking_id: str, path: str, allowed: frozenset[str], method: str = "POST") -> Case:
+    return Case(method, f"/api/complaints/{tracking_id}/{path}", allowed, complaint=tracking_id)
+
+
+EXPECTED = [
+    # queues: an agency's own (and its units'); a unit officer's is the unit's; overseers read every queue
+    Case("GET", f"/api/queues/{HOME_AGENCY}", OVERSIGHT | HOME_DECIDERS),
+    Case("GET", f"/api/queues/{HOME_UNIT}", OVERSIGHT | HOME_WORKERS),
+    Case("GET", f"/api/queues/{FOREIGN_AGENCY}", OVERSIGHT | {"admin_agency@foreign", "liaison@foreign"}),
+    # actions on a report held by the home agency and assigned to the home unit
+    complaint("LAP-HOME", "accept", HOME_DECIDERS),
+    complaint("LAP-HOME", "return", HOME_DECIDERS),
+    complaint("LAP-HOME", "assign", HOME_DECIDERS),
+    complaint("LAP-HOME", "follow-ups", HOME_WORKERS),
+    complaint("LAP-HOME", "resolve", HOME_DECIDERS),
+    complaint("LAP-HOME", "follow-ups/drafts", OVERSIGHT | HOME_WORKERS, method="GET"),
+    complaint("LAP-HOME", "follow-ups/drafts/dr_unknown/approve", HOME_LIAISON),
+    complaint("LAP-HOME", "follow-ups/drafts/dr_unknown/send-back", HOME_LIAISON),
+    # a report with routing belongs to no agency yet; one taken over by the Ombudsman is the Ombudsman's
+    complaint("LAP-NATIONAL", "accept", NOBODY),
+    complaint("LAP-NATIONAL", "follow-ups", NOBODY),
+    complaint("LAP-OMBUDSMAN", "follow-ups", frozenset({"ombudsman"})),
+    complaint("LAP-OMBUDSMAN", "resolve", frozenset({"ombudsman"})),
+    complaint("LAP-OMBUDSMAN", "assign", NOBODY),
+    # agency settings: whoever reads the queue sees whether approval is on; its admin changes it and the webhooks
+    Case("GET", f"/api/agencies/{HOME_AGENCY}/follow-up-approval", OVERSIGHT | HOME_DECIDERS),
+    Case("GET", f"/api/agencies/{HOME_UNIT}/follow-up-approval", OVERSIGHT | HOME_WORKERS),
+    Case("PUT", f"/api/agencies/{HOME_AGENCY}/follow-up-approval", HOME_ADMIN),
+    Case("PUT", f"/api/agencies/{FOREIGN_AGENCY}/follow-up-approval", frozenset({"admin_agency@foreign"})),
+    Case("POST", f"/api/agencies/{HOME_AGENCY}/webhooks", HOME_ADMIN),
+    Case("GET", f"/api/agencies/{HOME_AGENCY}/webhooks", HOME_ADMIN),
+    Case("POST", f"/api/agencies/{HOME_UNIT}/webhooks", HOME_ADMIN),
+    Case("DELETE", f"/api/agencies/{HOME_AGENCY}/webhooks/wh_unknown", HOME_ADMIN),
+    Case("GET", f"/api/agencies/{FOREIGN_AGENCY}/webhooks", frozenset({"admin_agency@foreign"})),
+]
+
+
+@pytest.fixture
+def reports(followup):
+    """LAP-NATIONAL with routing; LAP-HOME disposed to the home agency, accepted and assigned to the home unit;
+    LAP-OMBUDSMAN taken over by Ombudsman RI."""
+    now = followup.clock.now()
+    followup.decide(
+        "LAP-NATIONAL",
+        ComplaintSubmitted(
+            tracking_id="LAP-NATIONAL", kind="pengaduan", title="Lampu jalan mati", body="Sudah seminggu gelap.",
+            region_code="53.71", channel="web", reporter_token_hash=hashlib.sha256(b"x").hexdigest(),
+            verification_due=followup.ctx.policy.verification_due(now),
+        ),
+        ComplaintVerified(classification="pengaduan", category="infrastruktur"),
+    )
+    followup.disposed("LAP-HOME", HOME_AGENCY)
+    followup.decide("LAP-HOME", DispositionAccepted(agency_id=HOME_AGENCY), ComplaintAssigned(unit_id=HOME_UNIT))
+    followup.disposed("LAP-OMBUDSMAN", FOREIGN_AGENCY)
+    followup.taken_over_by_ombudsman("LAP-OMBUDSMAN", from_level=Level.agency)
+    followup.settle()
+    return followup
+
+
+def test_every_followup_route_admits_exactly_the_callers_the_table_allows(reports):
+    assert NATIONAL_ADMIN_AGENCY  # the national admin's token is scoped to it (tests/platform/authz.py)
+    headers = callers(reports.tokens, {tracking_id: new_reporter_token() for tracking_id in REPORTS})
+    assert_matrix(reports.client, EXPECTED, headers)
+    assert {label for case in EXPECTED for label in case.allowed} <= set(STAFF)
+
+
+def test_every_followup_route_is_in_the_table(reports):
+    uncovered = uncovered_routes(reports.client.app, EXPECTED)
+    assert [route for route in uncovered if "/api/training/" not in route] == []

@@ -1,0 +1,126 @@
+"""Closing: after a resolution the reporter has 10 working days; silence closes the report exactly once (also
+across restarts and with two closers at once), an answer closes or reopens it exactly once."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import timedelta
+from threading import Barrier
+
+from lapor.commands import caused_event_id
+from lapor.subscriptions import SubscriptionRunner
+from services.followup.handlers import Reactions, close_silent_reports
+from tests.followup.conftest import KUPANG, MONDAY, later
+
+
+def resolved(app, tracking_id: str) -> str:
+    app.disposed(tracking_id)
+    app.act(tracking_id, "accept", app.liaison())
+    response = app.act(tracking_id, "resolve", app.liaison(), {"resolution": "Puskesmas sudah buka normal."})
+    assert response.status_code == 200, response.text
+    app.settle()
+    return tracking_id
+
+
+def test_silence_for_ten_working_days_closes_the_report(followup):
+    tid = resolved(followup, "LAP-C-1")  # Monday 9 June: the reporter has until the end of Monday 23 June
+    later(followup, days=14)  # Monday 23 June, still inside the window
+    assert close_silent_reports(followup.ctx) == 0
+    assert followup.types(tid)[-1] == "ComplaintResolved"
+
+    later(followup, days=1)  # Tuesday 24 June
+    assert close_silent_reports(followup.ctx) == 1
+    closed = followup.events(tid)[-1]
+    assert (closed.type, closed.data["reason"]) == ("ComplaintClosed", "no_response")
+    assert closed.metadata["actor"] == "system"
+    assert followup.queue(KUPANG, followup.liaison())["items"] == []
+
+
+def test_the_closing_happens_once_across_a_restart(start):
+    with start() as app:
+        app.register_directory()
+        resolved(app, "LAP-C-2")
+        later(app, days=20)
+        assert close_silent_reports(app.ctx) == 1
+        at = app.clock.now()
+        # The queue has not seen the closing yet when the next round looks (as after a crash right after the
+        # append): the report is a candidate again, and the freshly folded stream says there is nothing to do.
+        assert close_silent_reports(app.ctx) == 0
+        assert app.types("LAP-C-2").count("ComplaintClosed") == 1
+    with start(at=at + timedelta(days=1)) as app:
+        assert close_silent_reports(app.ctx) == 0
+        assert app.types("LAP-C-2").count("ComplaintClosed") == 1
+
+
+def test_two_closers_at_once_close_it_once(start):
+    with start() as app, start() as other:  # two processes on one data directory
+        app.register_directory()
+        resolved(app, "LAP-C-3")
+        other.settle()
+        for each in (app, other):
+            each.clock.set(MONDAY + timedelta(days=20))
+        barrier = Barrier(2)
+
+        def close(each) -> int:
+            barrier.wait()
+            return close_silent_reports(each.ctx)
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(close, [app, other]))
+        assert app.types("LAP-C-3").count("ComplaintClosed") == 1
+
+
+def test_a_closing_decided_twice_on_the_same_version_appends_one_event(followup):
+    """The deterministic id: the same decision appended again is the same event, not a second one."""
+    tid = resolved(followup, "LAP-C-4")
+    version = followup.version(tid)
+    later(followup, days=20)
+    close_silent_reports(followup.ctx)
+    [closed] = [event for event in followup.events(tid) if event.type == "ComplaintClosed"]
+    assert closed.event_id == caused_event_id(f"complaint-{tid}:{version}:closed-in-silence")
+
+
+def test_an_answer_before_the_window_ends_is_never_overruled_by_silence(followup):
+    tid = resolved(followup, "LAP-C-5")
+    later(followup, days=3)
+    followup.feedback(tid, satisfied=False, comment="Masih tutup sore hari.")
+    followup.settle()
+    later(followup, days=30)
+    close_silent_reports(followup.ctx)
+    assert followup.types(tid)[-2:] == ["FeedbackGiven", "ComplaintReopened"]
+
+
+def test_the_answer_is_acted_on_once_even_when_it_is_handled_again(followup):
+    """A restart between the reaction's append and its checkpoint hands the same FeedbackGiven over again."""
+    tid = resolved(followup, "LAP-C-6")
+    followup.feedback(tid, satisfied=False, comment="Belum beres.")
+    followup.settle()
+    feedback = followup.events(tid)[-2]
+    assert feedback.type == "FeedbackGiven"
+    Reactions(followup.ctx).answer_feedback(feedback)
+    assert followup.types(tid).count("ComplaintReopened") == 1
+
+
+def test_an_earlier_answer_handled_late_does_not_act_on_a_later_resolution(followup):
+    tid = resolved(followup, "LAP-C-7")
+    followup.feedback(tid, satisfied=False, comment="Belum beres.")
+    followup.settle()
+    first_answer = followup.events(tid)[-2]
+    followup.act(tid, "resolve", followup.liaison(), {"resolution": "Sekarang sudah beres."})
+    followup.feedback(tid, satisfied=True)
+    followup.settle()
+    Reactions(followup.ctx).answer_feedback(first_answer)  # the old dissatisfied answer, handled again
+    assert followup.types(tid)[-1] == "ComplaintClosed"
+    assert followup.types(tid).count("ComplaintReopened") == 1
+
+
+def test_a_fresh_reaction_subscription_replaying_the_whole_log_decides_nothing_new(followup):
+    tid = resolved(followup, "LAP-C-8")
+    followup.feedback(tid, satisfied=True)
+    followup.settle()
+    before = followup.ctx.store.head_position()
+    replaying = Reactions(followup.ctx).subscription()
+    runner = SubscriptionRunner(followup.ctx.store, followup.ctx.db, replace(replaying, name="followup.replay"))
+    runner.run_until_caught_up()
+    assert followup.ctx.store.head_position() == before

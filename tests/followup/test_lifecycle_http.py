@@ -1,0 +1,158 @@
+"""The whole path of a report through an agency, over HTTP: disposed → accepted → assigned → follow-up → resolved →
+the reporter's answer → closed, or → reopened → resolved again; and what stale or illegal actions get."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from threading import Barrier
+
+from lapor.principal import Role
+from schemas.events import Level
+from tests.followup.conftest import DINKES, KUPANG, MALANG, later
+
+
+def test_dispose_accept_assign_follow_up_resolve_and_a_satisfied_reporter_closes_it(followup):
+    tid = followup.disposed("LAP-PATH-1")
+    liaison = followup.liaison()
+
+    accepted = followup.act(tid, "accept", liaison, {"note": "Kami tangani."}, if_match=2)
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.headers["ETag"] == '"3"'
+    assert accepted.json()["status"] == "in_progress"
+
+    assigned = followup.act(tid, "assign", liaison, {"unit_id": DINKES}, if_match=3)
+    assert (assigned.json()["unit_id"], assigned.json()["level"]) == (DINKES, "unit")
+
+    posted = followup.act(
+        tid, "follow-ups", followup.unit_officer(), {"text": "Petugas Dinkes sudah ke lokasi."}, if_match=4
+    )
+    assert posted.status_code == 201, posted.text
+    assert posted.json()["status"] == "posted"
+    assert posted.json()["complaint"]["follow_up_due"] is None  # the follow-up deadline is met
+
+    resolved = followup.act(tid, "resolve", liaison, {"resolution": "Puskesmas buka normal lagi."}, if_match=5)
+    assert resolved.json()["status"] == "resolved"
+    assert resolved.json()["feedback_due"] is not None
+
+    followup.feedback(tid, satisfied=True)
+    followup.settle()
+    assert followup.types(tid)[-3:] == ["ComplaintResolved", "FeedbackGiven", "ComplaintClosed"]
+    closed = followup.events(tid)[-1]
+    assert closed.data["reason"] == "satisfied"
+    assert closed.metadata["actor"] == "system"
+    assert closed.metadata["causation_id"] == str(followup.events(tid)[-2].event_id)
+    assert followup.queue(KUPANG, liaison)["items"] == []  # closed reports leave the queue
+
+
+def test_a_dissatisfied_reporter_reopens_the_report_and_it_is_resolved_again(followup):
+    tid = followup.disposed("LAP-PATH-2")
+    liaison = followup.liaison()
+    for verb, body in [("accept", None), ("resolve", {"resolution": "Sudah diperbaiki."})]:
+        assert followup.act(tid, verb, liaison, body).status_code == 200
+    later(followup, days=1)
+    followup.feedback(tid, satisfied=False, comment="Belum, puskesmas masih tutup siang hari.")
+    followup.settle()
+
+    reopened = followup.events(tid)[-1]
+    assert reopened.type == "ComplaintReopened"
+    assert reopened.data["reason"] == "Belum, puskesmas masih tutup siang hari."
+    [item] = followup.queue(KUPANG, liaison)["items"]
+    assert (item["status"], item["deadline_kind"], item["reopen_count"]) == ("in_progress", "follow_up", 1)
+    assert item["working_days_left"] == 5  # the follow-up clock restarted from the reporter's answer
+
+    again = followup.act(tid, "resolve", liaison, {"resolution": "Jam layanan siang sudah dibuka."})
+    assert again.status_code == 200
+    followup.feedback(tid, satisfied=True)
+    followup.settle()
+    assert followup.types(tid)[-6:] == [
+        "ComplaintResolved", "FeedbackGiven", "ComplaintReopened", "ComplaintResolved", "FeedbackGiven",
+        "ComplaintClosed",
+    ]
+
+
+def test_a_stale_if_match_is_412_and_writes_nothing(followup):
+    tid = followup.disposed("LAP-STALE-1")
+    response = followup.act(tid, "accept", followup.liaison(), if_match=1)
+    assert response.status_code == 412
+    assert response.json()["current_version"] == 2
+    assert response.headers["ETag"] == '"2"'
+    assert followup.version(tid) == 2
+
+
+def test_two_officers_acting_at_once_one_wins_and_the_other_gets_412(followup):
+    tid = followup.disposed("LAP-RACE-1")
+    headers = [followup.liaison(subject="liaison-a"), followup.admin(subject="admin-b")]
+    barrier = Barrier(2)
+
+    def accept(who: dict[str, str]) -> int:
+        barrier.wait()
+        return followup.act(tid, "accept", who, if_match=2).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        statuses = sorted(pool.map(accept, headers))
+    assert statuses == [200, 412]
+    assert followup.types(tid).count("DispositionAccepted") == 1
+
+
+def test_racing_resolutions_without_if_match_still_resolve_once(followup):
+    tid = followup.disposed("LAP-RACE-2")
+    followup.act(tid, "accept", followup.liaison())
+    barrier = Barrier(4)
+
+    def resolve(n: int) -> int:
+        barrier.wait()
+        return followup.act(tid, "resolve", followup.liaison(subject=f"l{n}"), {"resolution": f"Selesai {n}."}
+                            ).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = sorted(pool.map(resolve, range(4)))
+    assert statuses == [200, 409, 409, 409]  # the losers decide again on the resolved report: illegal now
+    assert followup.types(tid).count("ComplaintResolved") == 1
+
+
+def test_an_action_the_state_does_not_allow_is_409(followup):
+    tid = followup.disposed("LAP-ILLEGAL-1")
+    response = followup.act(tid, "resolve", followup.liaison(), {"resolution": "Selesai."})
+    assert response.status_code == 409
+    assert response.json()["complaint_status"] == "disposed"
+
+
+def test_returned_as_bukan_wewenang_it_leaves_the_queue_for_routing(followup):
+    tid = followup.disposed("LAP-RETURN-1")
+    response = followup.act(
+        tid, "return", followup.liaison(), {"reason": "Urusan Pemkot Malang.", "suggested_agency_id": MALANG}
+    )
+    assert response.status_code == 200, response.text
+    assert (response.json()["status"], response.json()["agency_id"]) == ("returned", None)
+    returned = followup.events(tid)[-1]
+    assert returned.data == {"agency_id": KUPANG, "reason": "Urusan Pemkot Malang.", "suggested_agency_id": MALANG}
+    assert followup.queue(KUPANG, followup.liaison())["items"] == []
+
+
+def test_an_assignment_outside_the_agency_is_422(followup):
+    tid = followup.disposed("LAP-ASSIGN-1")
+    followup.act(tid, "accept", followup.liaison())
+    response = followup.act(tid, "assign", followup.liaison(), {"unit_id": MALANG + "/dinkes"})
+    assert response.status_code == 422
+    assert followup.types(tid)[-1] == "DispositionAccepted"
+
+
+def test_an_internal_note_does_not_meet_the_follow_up_deadline(followup):
+    tid = followup.disposed("LAP-NOTE-1")
+    followup.act(tid, "accept", followup.liaison())
+    note = followup.act(tid, "follow-ups", followup.liaison(), {"text": "Cek dulu ke kepala puskesmas.",
+                                                                 "public": False})
+    assert note.status_code == 201
+    assert note.json()["complaint"]["follow_up_due"] is not None
+    assert followup.events(tid)[-1].data["public"] is False
+
+
+def test_the_ombudsman_acts_on_a_report_it_took_over(followup):
+    tid = followup.disposed("LAP-OMB-1")
+    followup.act(tid, "accept", followup.liaison())
+    followup.taken_over_by_ombudsman(tid, from_level=Level.agency)
+    ombudsman = followup.bearer(Role.ombudsman, "ombudsman-1")
+    assert followup.act(tid, "follow-ups", ombudsman, {"text": "Ombudsman memeriksa."}).status_code == 201
+    assert followup.act(tid, "resolve", ombudsman, {"resolution": "Maladministrasi diperbaiki."}).status_code == 200
+    # ... and the agency that held it no longer acts on it
+    assert followup.act(tid, "follow-ups", followup.liaison(), {"text": "Kami juga."}).status_code == 403

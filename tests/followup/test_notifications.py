@@ -1,0 +1,168 @@
+"""Notifications out: agencies subscribe a webhook; each new item in their queues and each approaching deadline is
+POSTed to it, signed with HMAC-SHA256, retried with backoff when the receiver fails. The receiver here is a real
+HTTP server on 127.0.0.1 that checks every signature (`receiver`, in conftest)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from lapor.db import SqliteDatabase
+from services.followup.handlers import Notifier, warn_of_deadlines
+from services.followup.notifications import WEBHOOK, WebhookAdapter, post_arrivals
+from services.followup.storage import install_queue, install_service_tables, instant
+from tests.followup.conftest import DINKES, KUPANG, MALANG, MONDAY, later, subscribe
+
+
+@pytest.fixture
+def notify(followup) -> Iterator[Any]:
+    """One round of the notification loop (the background loop runs too; deliveries are leased, never doubled)."""
+    client = httpx.Client(timeout=5.0)
+    notifier = Notifier(followup.ctx, {WEBHOOK: WebhookAdapter(client)})
+
+    def run() -> None:
+        followup.settle()
+        notifier.run_once()
+
+    yield run
+    client.close()
+
+
+def test_a_new_queue_item_is_posted_signed_to_the_agencys_webhook(followup, receiver, notify):
+    subscribe(followup, receiver, KUPANG, "/kupang")
+    followup.disposed("LAP-N-1")
+    notify()
+    receiver.wait_for(1)
+    [(path, body, headers)] = receiver.accepted
+    assert path == "/kupang"
+    assert (body["kind"], body["agency_id"], body["tracking_id"]) == ("queue.item_added", KUPANG, "LAP-N-1")
+    assert (body["data"]["reason"], body["data"]["deadline_kind"]) == ("disposed", "follow_up")
+    assert headers["X-Lapor-Delivery"] == body["id"]
+    assert headers["X-Lapor-Event"] == "queue.item_added"
+    assert "title" not in json.dumps(body)  # no free text leaves by webhook
+    assert receiver.forged == 0
+
+
+def test_an_assignment_notifies_the_unit_and_the_agency_above_it(followup, receiver, notify):
+    subscribe(followup, receiver, KUPANG, "/kupang")
+    subscribe(followup, receiver, DINKES, "/dinkes")
+    followup.disposed("LAP-N-2")
+    followup.act("LAP-N-2", "accept", followup.liaison())
+    followup.act("LAP-N-2", "assign", followup.liaison(), {"unit_id": DINKES})
+    notify()
+    receiver.wait_for(3)
+    heard = sorted((path, body["agency_id"], body["data"]["reason"]) for path, body, _ in receiver.accepted)
+    assert heard == [
+        ("/dinkes", DINKES, "assigned"),
+        ("/kupang", KUPANG, "disposed"),
+        ("/kupang", DINKES, "assigned"),
+    ]
+
+
+def test_another_agencys_webhook_hears_nothing(followup, receiver, notify):
+    subscribe(followup, receiver, MALANG, "/malang")
+    subscribe(followup, receiver, KUPANG, "/kupang")
+    followup.disposed("LAP-N-3")
+    notify()
+    receiver.wait_for(1)
+    notify()
+    assert [path for path, _, _ in receiver.accepted] == ["/kupang"]
+
+
+def test_a_failing_receiver_is_tried_again_after_a_backoff_until_it_takes_it(followup, receiver, notify):
+    webhook = subscribe(followup, receiver, KUPANG, "/kupang")
+    receiver.script = [500, 503]
+    followup.disposed("LAP-N-4")
+    notify()
+    receiver.wait_for(1, "attempts")
+    notify()  # too early: the backoff has not passed
+    later(followup, seconds=31)
+    notify()
+    receiver.wait_for(2, "attempts")
+    later(followup, seconds=61)
+    notify()
+    receiver.wait_for(1)
+    assert len(set(receiver.attempts)) == 1  # one delivery id, three attempts
+    assert len(receiver.attempts) == 3
+    [listed] = followup.client.get(f"/api/agencies/{KUPANG}/webhooks", headers=followup.admin()).json()
+    assert (listed["webhook_id"], listed["delivered"], listed["pending"], listed["failed"]) == (
+        webhook["webhook_id"], 1, 0, 0
+    )
+
+
+def test_a_receiver_that_refuses_the_request_is_not_tried_again(followup, receiver, notify):
+    subscribe(followup, receiver, KUPANG, "/kupang")
+    receiver.script = [404]
+    followup.disposed("LAP-N-5")
+    notify()
+    receiver.wait_for(1, "attempts")
+    later(followup, hours=2)
+    notify()
+    [listed] = followup.client.get(f"/api/agencies/{KUPANG}/webhooks", headers=followup.admin()).json()
+    assert (listed["delivered"], listed["failed"]) == (0, 1)
+    assert "HTTP 404" in listed["last_error"]
+    assert len(receiver.attempts) == 1
+
+
+def test_an_approaching_deadline_is_notified_once(followup, receiver, notify):
+    subscribe(followup, receiver, KUPANG, "/kupang", kinds=["deadline.approaching"])
+    followup.disposed("LAP-N-6")  # Monday: follow-up due at the end of next Monday
+    followup.settle()
+    assert warn_of_deadlines(followup.ctx) == 0
+    later(followup, days=4)  # Friday: one working day left
+    assert warn_of_deadlines(followup.ctx) == 1
+    assert warn_of_deadlines(followup.ctx) == 0
+    notify()
+    receiver.wait_for(1)
+    [(_, body, _)] = receiver.accepted
+    assert (body["kind"], body["tracking_id"]) == ("deadline.approaching", "LAP-N-6")
+    assert body["data"]["working_days_left"] == 1
+
+
+def test_webhooks_are_listed_without_their_secret_and_can_be_removed(followup, receiver, notify):
+    webhook = subscribe(followup, receiver, KUPANG, "/kupang")
+    [listed] = followup.client.get(f"/api/agencies/{KUPANG}/webhooks", headers=followup.admin()).json()
+    assert "secret" not in listed
+    removed = followup.client.delete(f"/api/agencies/{KUPANG}/webhooks/{webhook['webhook_id']}",
+                                     headers=followup.admin())
+    assert removed.status_code == 204
+    followup.disposed("LAP-N-7")
+    notify()
+    assert receiver.attempts == []
+
+
+def test_a_webhook_uses_https_unless_it_is_on_this_machine(followup):
+    for url, status in [("http://hooks.example.org/lapor", 422), ("https://hooks.example.org/lapor", 201)]:
+        response = followup.client.post(f"/api/agencies/{KUPANG}/webhooks", headers=followup.admin(), json={"url": url})
+        assert response.status_code == status, response.text
+
+
+def test_only_the_agencys_admin_subscribes(followup, receiver):
+    for headers in (followup.liaison(), followup.admin(MALANG, "admin-malang"), followup.unit_officer()):
+        response = followup.client.post(
+            f"/api/agencies/{KUPANG}/webhooks", headers=headers, json={"url": receiver.url("/x")}
+        )
+        assert response.status_code == 403
+
+
+def test_old_arrivals_are_not_pushed_when_the_outbox_catches_up(tmp_path: Path):
+    db = SqliteDatabase(tmp_path / "readmodels.db")
+    with db.transaction() as tx:
+        install_queue(tx)
+    install_service_tables(db)
+    with db.transaction() as tx:
+        for arrival_id, at in [("old", MONDAY - timedelta(days=3)), ("new", MONDAY - timedelta(hours=1))]:
+            tx.execute(
+                "INSERT INTO followup_queue_arrivals VALUES (?, ?, ?, ?, ?)",
+                (arrival_id, KUPANG, f"LAP-{arrival_id}", "{}", instant(at)),
+            )
+        assert post_arrivals(tx, MONDAY) == 1
+        posted = tx.fetchall("SELECT notification_id FROM followup_notifications")
+    db.close()
+    assert posted == [("new",)]

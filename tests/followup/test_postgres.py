@@ -1,0 +1,90 @@
+"""The followup service on PostgreSQL (store and read models in the one database): the same path, race, queue
+order and closing as on SQLite, through the same SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from threading import Barrier
+
+import httpx
+import pytest
+
+from services.followup.handlers import Notifier, close_silent_reports
+from services.followup.notifications import WEBHOOK, WebhookAdapter
+from tests.followup.conftest import DINKES, KUPANG, Followup, later, subscribe
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def on_postgres(start, postgres_url) -> Iterator[Followup]:
+    with start(store=postgres_url) as app:
+        assert app.ctx.db.dialect == "postgresql"
+        app.register_directory()
+        yield app
+
+
+def test_the_whole_path_and_the_closing_on_postgresql(on_postgres):
+    app = on_postgres
+    tid = app.disposed("LAP-PG-1")
+    liaison = app.liaison()
+    assert app.act(tid, "accept", liaison, if_match=2).status_code == 200
+    assert app.act(tid, "assign", liaison, {"unit_id": DINKES}, if_match=3).status_code == 200
+    assert app.act(tid, "follow-ups", app.unit_officer(), {"text": "Sudah dicek."}, if_match=4).status_code == 201
+    assert app.act(tid, "resolve", liaison, {"resolution": "Selesai."}, if_match=5).status_code == 200
+    app.feedback(tid, satisfied=False, comment="Belum.")
+    app.settle()
+    assert app.types(tid)[-1] == "ComplaintReopened"
+    assert app.act(tid, "resolve", liaison, {"resolution": "Sekarang selesai."}).status_code == 200
+    app.settle()
+    later(app, days=20)
+    assert close_silent_reports(app.ctx) == 1
+    assert app.types(tid)[-1] == "ComplaintClosed"
+    assert app.queue(KUPANG, liaison)["items"] == []
+
+
+def test_two_officers_at_once_on_postgresql(on_postgres):
+    app = on_postgres
+    tid = app.disposed("LAP-PG-2")
+    barrier = Barrier(2)
+
+    def accept(subject: str) -> int:
+        headers = app.liaison(subject=subject)
+        barrier.wait()
+        return app.act(tid, "accept", headers, if_match=2).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        assert sorted(pool.map(accept, ["liaison-a", "liaison-b"])) == [200, 412]
+    assert app.types(tid).count("DispositionAccepted") == 1
+
+
+def test_queue_order_filters_and_pages_on_postgresql(on_postgres):
+    app = on_postgres
+    liaison = app.liaison()
+    app.disposed("LAP-PG-OLD")
+    later(app, days=8)
+    for n in range(3):
+        app.disposed(f"LAP-PG-{n}")
+    app.act("LAP-PG-0", "accept", liaison)
+    app.act("LAP-PG-0", "assign", liaison, {"unit_id": DINKES})
+    first = app.queue(KUPANG, liaison, limit=2)
+    second = app.queue(KUPANG, liaison, limit=2, cursor=first["next_cursor"])
+    assert [item["tracking_id"] for item in first["items"] + second["items"]] == [
+        "LAP-PG-OLD", "LAP-PG-0", "LAP-PG-1", "LAP-PG-2"
+    ]
+    assert first["items"][0]["overdue"] is True
+    assert [item["tracking_id"] for item in app.queue(DINKES, app.unit_officer())["items"]] == ["LAP-PG-0"]
+    assert [item["tracking_id"] for item in app.queue(KUPANG, liaison, overdue=True)["items"]] == ["LAP-PG-OLD"]
+
+
+def test_a_webhook_hears_of_a_new_item_on_postgresql(on_postgres, receiver):
+    app = on_postgres
+    subscribe(app, receiver, KUPANG, "/kupang")
+    app.disposed("LAP-PG-N")
+    app.settle()
+    with httpx.Client(timeout=5.0) as client:
+        Notifier(app.ctx, {WEBHOOK: WebhookAdapter(client)}).run_once()
+    receiver.wait_for(1)
+    assert receiver.accepted[0][1]["tracking_id"] == "LAP-PG-N"
+    assert receiver.forged == 0

@@ -1,0 +1,160 @@
+"""An agency's queue: its open reports and its units', overdue first, time left in working days, filters, cursor
+pages that stay put while new reports arrive, and scoping (a unit sees its own, another agency nothing)."""
+
+from __future__ import annotations
+
+from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
+from lapor.rebuild import rebuild
+from services.followup.service import SERVICE
+from tests.followup.conftest import DINKES, DISDIK, KUPANG, MALANG, later
+
+
+def tracking_ids(page: dict) -> list[str]:
+    return [item["tracking_id"] for item in page["items"]]
+
+
+def test_a_new_disposition_shows_its_status_level_and_working_days_left(followup):
+    followup.disposed("LAP-Q-1")
+    [item] = followup.queue(KUPANG, followup.liaison())["items"]
+    assert item["tracking_id"] == "LAP-Q-1"
+    assert (item["status"], item["level"], item["agency_id"], item["unit_id"]) == ("disposed", "agency", KUPANG, None)
+    assert item["version"] == 2
+    assert item["deadline_kind"] == "follow_up"
+    assert item["working_days_left"] == 5
+    assert (item["overdue"], item["deadline_approaching"]) == (False, False)
+
+
+def test_time_left_counts_working_days_and_turns_negative_when_overdue(followup):
+    followup.disposed("LAP-Q-2")  # Monday 9 June: follow-up due at the end of Monday 16 June
+    later(followup, days=4)  # Friday
+    [item] = followup.queue(KUPANG, followup.liaison())["items"]
+    assert (item["working_days_left"], item["deadline_approaching"]) == (1, True)  # only Monday is left
+    later(followup, days=4)  # Tuesday 17 June
+    [item] = followup.queue(KUPANG, followup.liaison())["items"]
+    assert (item["working_days_left"], item["overdue"]) == (-1, True)
+
+
+def test_overdue_reports_come_first(followup):
+    followup.disposed("LAP-Q-OLD")
+    later(followup, days=8)  # LAP-Q-OLD is now overdue
+    followup.disposed("LAP-Q-NEW")
+    resolved = followup.disposed("LAP-Q-DONE")
+    followup.act(resolved, "accept", followup.liaison())
+    followup.act(resolved, "resolve", followup.liaison(), {"resolution": "Selesai."})
+    page = followup.queue(KUPANG, followup.liaison())
+    assert tracking_ids(page) == ["LAP-Q-OLD", "LAP-Q-NEW", "LAP-Q-DONE"]  # waiting for the reporter: last
+    assert [item["overdue"] for item in page["items"]] == [True, False, False]
+    assert tracking_ids(followup.queue(KUPANG, followup.liaison(), overdue=True)) == ["LAP-Q-OLD"]
+    assert tracking_ids(followup.queue(KUPANG, followup.liaison(), overdue=False)) == ["LAP-Q-NEW", "LAP-Q-DONE"]
+
+
+def test_filters_by_status_unit_and_category(followup):
+    liaison = followup.liaison()
+    followup.disposed("LAP-F-1", category="kesehatan")
+    followup.disposed("LAP-F-2", category="pendidikan")
+    for tid, unit in [("LAP-F-1", DINKES), ("LAP-F-2", DISDIK)]:
+        followup.act(tid, "accept", liaison)
+        followup.act(tid, "assign", liaison, {"unit_id": unit})
+    followup.disposed("LAP-F-3", category="kesehatan")
+    assert tracking_ids(followup.queue(KUPANG, liaison, status="disposed")) == ["LAP-F-3"]
+    assert tracking_ids(followup.queue(KUPANG, liaison, status=["in_progress", "disposed"])) == [
+        "LAP-F-1", "LAP-F-2", "LAP-F-3"
+    ]
+    assert tracking_ids(followup.queue(KUPANG, liaison, unit=DISDIK)) == ["LAP-F-2"]
+    assert tracking_ids(followup.queue(KUPANG, liaison, category="kesehatan")) == ["LAP-F-1", "LAP-F-3"]
+    outside = followup.client.get(f"/api/queues/{KUPANG}", headers=liaison, params={"unit": MALANG + "/dinkes"})
+    assert outside.status_code == 422
+
+
+def test_pages_follow_each_other_and_stay_put_when_new_reports_arrive(followup):
+    liaison = followup.liaison()
+    for n in range(5):
+        followup.disposed(f"LAP-P-{n}")  # all due the same day: queue order is then by tracking id
+    first = followup.queue(KUPANG, liaison, limit=2)
+    assert tracking_ids(first) == ["LAP-P-0", "LAP-P-1"]
+    followup.disposed("LAP-P-00")  # arrives before the cursor in queue order: it shifts no page
+    followup.disposed("LAP-P-5")  # arrives after it: it is on a later page
+    second = followup.queue(KUPANG, liaison, limit=2, cursor=first["next_cursor"])
+    third = followup.queue(KUPANG, liaison, limit=2, cursor=second["next_cursor"])
+    assert tracking_ids(second) == ["LAP-P-2", "LAP-P-3"]
+    assert tracking_ids(third) == ["LAP-P-4", "LAP-P-5"]
+    assert third["next_cursor"] is None
+    assert tracking_ids(followup.queue(KUPANG, liaison, limit=2)) == ["LAP-P-0", "LAP-P-00"]
+
+
+def test_a_cursor_that_was_not_handed_out_is_400(followup):
+    response = followup.client.get(f"/api/queues/{KUPANG}", headers=followup.liaison(), params={"cursor": "bm9wZQ"})
+    assert response.status_code == 400
+
+
+def test_a_unit_officer_sees_only_the_units_queue(followup):
+    liaison = followup.liaison()
+    for tid, unit in [("LAP-U-1", DINKES), ("LAP-U-2", DISDIK)]:
+        followup.disposed(tid)
+        followup.act(tid, "accept", liaison)
+        followup.act(tid, "assign", liaison, {"unit_id": unit})
+    followup.disposed("LAP-U-3")  # with the agency, not yet with a unit
+    officer = followup.unit_officer(DINKES)
+    assert tracking_ids(followup.queue(DINKES, officer)) == ["LAP-U-1"]
+    assert followup.client.get(f"/api/queues/{KUPANG}", headers=officer).status_code == 403
+    assert followup.client.get(f"/api/queues/{DISDIK}", headers=officer).status_code == 403
+    # the agency sees its own and all its units'
+    assert tracking_ids(followup.queue(KUPANG, liaison)) == ["LAP-U-1", "LAP-U-2", "LAP-U-3"]
+    assert tracking_ids(followup.queue(DINKES, liaison)) == ["LAP-U-1"]
+
+
+def test_another_agency_sees_nothing_of_it(followup):
+    followup.disposed("LAP-S-1")
+    malang = followup.liaison(MALANG, "liaison-malang")
+    assert followup.client.get(f"/api/queues/{KUPANG}", headers=malang).status_code == 403
+    assert followup.queue(MALANG, malang)["items"] == []
+    assert followup.act("LAP-S-1", "accept", malang).status_code == 403
+
+
+def test_oversight_reads_any_queue_and_the_national_admin_reads_it_unmasked(followup):
+    followup.disposed("LAP-M-1", title="Puskesmas tutup, hubungi saya di 081234567890")
+    operator = followup.bearer(Role.operator, "ksp-1", agency_id="ksp")
+    [seen_by_operator] = followup.queue(KUPANG, operator)["items"]
+    [seen_by_agency] = followup.queue(KUPANG, followup.liaison())["items"]
+    [seen_by_admin] = followup.queue(KUPANG, followup.bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY))[
+        "items"
+    ]
+    assert "081234567890" in seen_by_admin["title"]
+    assert "081234567890" not in seen_by_agency["title"]
+    assert "081234567890" not in seen_by_operator["title"]
+
+
+def test_an_unknown_agency_has_no_queue(followup):
+    response = followup.client.get(
+        "/api/queues/pemda-99.99", headers=followup.bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    )
+    assert response.status_code == 404
+
+
+def test_the_queue_survives_a_restart_and_keeps_following_the_log(start):
+    with start() as app:
+        app.register_directory()
+        app.disposed("LAP-R-1")
+        app.settle()
+        at = app.clock.now()
+    with start(at=at) as app:
+        app.act("LAP-R-1", "accept", app.liaison())
+        [item] = app.queue(KUPANG, app.liaison())["items"]
+    assert (item["status"], item["version"]) == ("in_progress", 3)
+
+
+def test_the_queue_rebuilt_from_the_log_equals_the_live_one(followup):
+    liaison = followup.liaison()
+    for n in range(6):
+        followup.disposed(f"LAP-RB-{n}")
+    followup.act("LAP-RB-0", "accept", liaison)
+    followup.act("LAP-RB-0", "assign", liaison, {"unit_id": DINKES})
+    followup.act("LAP-RB-1", "accept", liaison)
+    followup.act("LAP-RB-1", "resolve", liaison, {"resolution": "Selesai."})
+    followup.feedback("LAP-RB-1", satisfied=False, comment="Belum.")
+    followup.act("LAP-RB-2", "return", liaison, {"reason": "Bukan kami."})
+    followup.settle()
+    report = rebuild(followup.ctx, [SERVICE])
+    assert report.skipped == ["followup.reactions"]
+    assert set(report.tables) >= {"followup_queue", "followup_queue_arrivals"}
+    assert report.identical, report.differences
