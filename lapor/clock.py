@@ -4,6 +4,7 @@ mode can move time."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -34,20 +35,33 @@ class ManualClock:
             raise ValueError("ManualClock needs an aware datetime")
         self._now = start.astimezone(UTC)
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[datetime], None]] = []
 
     def now(self) -> datetime:
         with self._lock:
             return self._now
+
+    def on_move(self, listener: Callable[[datetime], None]) -> None:
+        """Call `listener` with the new time after every move: whatever waits for a deadline (training mode's
+        scheduler) wakes up instead of sleeping through the jump."""
+        with self._lock:
+            self._listeners.append(listener)
 
     def advance(self, delta: timedelta) -> datetime:
         if delta < timedelta(0):
             raise ValueError("time only moves forward")
         with self._lock:
             self._now += delta
-            return self._now
+            now, listeners = self._now, list(self._listeners)
+        for listener in listeners:
+            listener(now)
+        return now
 
     def set(self, moment: datetime) -> None:
         with self._lock:
             if moment.astimezone(UTC) < self._now:
                 raise ValueError("time only moves forward")
             self._now = moment.astimezone(UTC)
+            now, listeners = self._now, list(self._listeners)
+        for listener in listeners:
+            listener(now)

@@ -125,6 +125,9 @@ class ServiceDefinition:
     subscriptions: Callable[[ServiceContext], list[Subscription]] = field(default=_none)
     background: Callable[[ServiceContext], list[BackgroundLoop]] = field(default=_none)
     seed_demo: Callable[[ServiceContext], None] | None = None
+    # Runs once at start, before the subscriptions and loops (e.g. reference data a service must find in the
+    # store, such as routing's directory); it must be idempotent, since every start runs it.
+    on_start: Callable[[ServiceContext], None] | None = None
 
 
 # -- dependencies -------------------------------------------------------------------------------------------

@@ -1,16 +1,43 @@
-"""Routing: the agency directory, verification (telaah), disposition, SLA timers and escalation.
+"""Routing: the agency directory, verification (telaah), disposition, SLA timers and escalation (docs/routing.md).
 
-Placeholder: the router is empty until the service is written on the platform (see docs/platform.md)."""
+At start it registers the shipped directory where the store lacks it; two subscriptions keep its read models
+(the directory, and the reports with their open deadlines); one background loop, the deadline scheduler,
+escalates, archives and offers the Ombudsman as deadlines pass.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from lapor.context import BackgroundLoop, ServiceContext, ServiceDefinition
+from lapor.subscriptions import Subscription
+from services.routing.api import build_router
+from services.routing.handlers import DeadlineScheduler
+from services.routing.projections import ComplaintProjection, apply_directory_event, setup_complaints, setup_directory
+from services.routing.seed import seed_demo, seed_directory
 
-from lapor.context import ServiceContext, ServiceDefinition
+DIRECTORY_SUBSCRIPTION = "routing.directory"
+COMPLAINT_SUBSCRIPTION = "routing.complaints"
 
 
-def build_router(ctx: ServiceContext) -> APIRouter:
-    return APIRouter(tags=["routing"])
+def subscriptions(ctx: ServiceContext) -> list[Subscription]:
+    projection = ComplaintProjection(ctx.store)
+    return [
+        Subscription(DIRECTORY_SUBSCRIPTION, apply_directory_event, category="directory", setup=setup_directory),
+        Subscription(
+            COMPLAINT_SUBSCRIPTION, projection, category="complaint", setup=setup_complaints,
+            handle_batch=projection.handle_batch,
+        ),
+    ]
 
 
-SERVICE = ServiceDefinition(name="routing", router=build_router)
+def background(ctx: ServiceContext) -> list[BackgroundLoop]:
+    return [DeadlineScheduler(ctx).loop()]
+
+
+SERVICE = ServiceDefinition(
+    name="routing",
+    router=build_router,
+    subscriptions=subscriptions,
+    background=background,
+    seed_demo=seed_demo,
+    on_start=seed_directory,
+)

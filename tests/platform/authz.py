@@ -11,12 +11,11 @@ Service tests extend it: build their app, list their routes as `Case`s with the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from lapor.auth import TokenService
@@ -128,10 +127,28 @@ def assert_matrix(client: TestClient, cases: Iterable[Case], headers: Mapping[st
     assert not mismatches, "authorization matrix mismatches:\n" + "\n".join(mismatches)
 
 
+def _flatten(routes: Iterable[Any]) -> Iterator[Any]:
+    """Every route, also those of included routers: FastAPI >= 0.16x keeps an included router as one entry of
+    `app.routes` (with `effective_candidates()`), so `app.routes` alone would miss every service route."""
+    for route in routes:
+        if hasattr(route, "effective_candidates"):
+            yield from _flatten(route.effective_candidates())
+        else:
+            yield route
+
+
+def api_routes(app: FastAPI, prefix: str = "/api/") -> list[Any]:
+    """The app's routes under `prefix`, each with `path` (the template), `methods` and `path_regex`."""
+    return [
+        r for r in _flatten(app.routes)
+        if isinstance(getattr(r, "path", None), str) and r.path.startswith(prefix) and getattr(r, "methods", None)
+    ]
+
+
 def uncovered_routes(app: FastAPI, cases: Iterable[Case], *, prefix: str = "/api/") -> list[str]:
     """API routes (method and template) that no case exercises."""
     covered: set[tuple[str, str]] = set()
-    routes = [r for r in app.routes if isinstance(r, APIRoute) and r.path.startswith(prefix)]
+    routes = api_routes(app, prefix)
     for case in cases:
         for route in routes:
             if case.method in route.methods and route.path_regex.match(case.path):

@@ -1,0 +1,199 @@
+"""The deadline scheduler: a background loop over the projection of open deadlines (`routing_deadlines`).
+
+Each tick takes the deadlines due by the clock's now, oldest first, and for each runs `decide_deadline` on the
+report's current state through the command runner (which reads and folds the stream afresh, so a projection
+row that lags behind the log can never cause a wrong event). Exactly once, whatever happens:
+
+- the events get deterministic ids, `caused_event_id(f"{stream}:{cause_version}:{kind}")`, where
+  `cause_version` is the version of the event that started the deadline: deciding the same deadline again
+  (after a crash, a restart, a rebuilt read model, or in a second process) re-appends recorded ids, which the
+  store answers with the original append;
+- the decision itself refuses a deadline that is no longer running or has moved;
+- a deadline once handled is marked in `routing_deadline_settled` (the scheduler's own table, not a
+  projection: `lapor rebuild` does not compare it), so it is not looked at again.
+
+The clock is the context's: in training mode a ManualClock, whose moves wake the loop at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+from lapor.clock import ManualClock
+from lapor.commands import caused_event_id, run_command
+from lapor.complaint import ComplaintState
+from lapor.context import BackgroundLoop, ServiceContext
+from lapor.correlation import correlation_scope
+from lapor.principal import SYSTEM
+from lapor.store import NewEvent
+from schemas.events import AgencyKind
+from services.routing.decide import DeadlineKind, decide_deadline
+from services.routing.directory import agency_stream, fold_agency
+from services.routing.projections import OpenDeadline, moment
+
+log = logging.getLogger("lapor.routing.scheduler")
+
+INTERVAL = 30.0  # seconds between ticks on the system clock
+TRAINING_INTERVAL = 5.0  # a training clock also wakes the loop whenever it moves
+STOP_POLL = 0.05  # how soon a waiting loop notices that it must stop (a shutdown waits for it)
+BATCH = 200
+WORKERS = 8  # concurrent decisions per tick (two deadlines of one report just retry on the version conflict)
+
+SETTLED_TABLE = """
+CREATE TABLE IF NOT EXISTS routing_deadline_settled (
+    tracking_id   TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    cause_version BIGINT NOT NULL,
+    settled_at    TEXT NOT NULL,
+    PRIMARY KEY (tracking_id, kind)
+)
+"""
+
+_DUE = (
+    "SELECT d.tracking_id, d.kind, d.due, d.cause_version, d.cause_event_id, d.correlation_id "
+    "FROM routing_deadlines d LEFT JOIN routing_deadline_settled s "
+    "ON s.tracking_id = d.tracking_id AND s.kind = d.kind "
+    "WHERE d.due <= ? AND (s.cause_version IS NULL OR s.cause_version <> d.cause_version) "
+)
+_ORDER = "ORDER BY d.due, d.tracking_id, d.kind LIMIT ?"
+
+
+class DeadlineScheduler:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self._wake = threading.Event()
+        self._tick_lock = threading.Lock()
+        ctx.db.executescript(SETTLED_TABLE)
+        self.training = isinstance(ctx.clock, ManualClock)
+        if isinstance(ctx.clock, ManualClock):
+            ctx.clock.on_move(lambda now: self._wake.set())
+
+    def due(
+        self, now: datetime, *, after: tuple[str, str, str] | None = None, limit: int = BATCH
+    ) -> list[OpenDeadline]:
+        """Deadlines due by `now` and not yet handled, oldest first (after the key `after`)."""
+        with self.ctx.db.read() as tx:
+            if after is None:
+                rows = tx.fetchall(_DUE + _ORDER, (moment(now), limit))
+            else:
+                rows = tx.fetchall(_DUE + "AND (d.due, d.tracking_id, d.kind) > (?, ?, ?) " + _ORDER,
+                                   (moment(now), *after, limit))
+        return [
+            OpenDeadline(row[0], DeadlineKind(row[1]), datetime.fromisoformat(row[2]), row[3], row[4], row[5])
+            for row in rows
+        ]
+
+    def tick(self) -> int:
+        """Handle every deadline due now; returns how many events were appended. One tick at a time; within it
+        a batch is handled by a few threads, whose appends share the store's commits (group commit)."""
+        with self._tick_lock, ThreadPoolExecutor(WORKERS, thread_name_prefix="routing-deadline") as pool:
+            now = self.ctx.clock.now()
+            appended = 0
+            after = None
+            while True:
+                batch = self.due(now, after=after)
+                outcomes = list(pool.map(self._handle_logged, batch))
+                self.settle([deadline for deadline, new in zip(batch, outcomes, strict=True) if new is not None])
+                appended += sum(new or 0 for new in outcomes)
+                if len(batch) < BATCH:
+                    return appended
+                after = batch[-1].key
+
+    def _handle_logged(self, deadline: OpenDeadline) -> int | None:
+        """`handle`, or None (the deadline stays open) after a failure, logged: one bad report must not hold up
+        every other deadline."""
+        try:
+            return self.handle(deadline)
+        except Exception:
+            log.exception("deadline %s of %s failed; tried again next tick", deadline.kind, deadline.tracking_id)
+            return None
+
+    def settle(self, deadlines: Sequence[OpenDeadline]) -> None:
+        """Mark deadlines handled, in one transaction. A crash before this only makes the next tick decide them
+        again, which appends nothing new."""
+        if not deadlines:
+            return
+        settled_at = moment(self.ctx.clock.now())
+        with self.ctx.db.transaction() as tx:
+            tx.executemany(
+                "INSERT INTO routing_deadline_settled (tracking_id, kind, cause_version, settled_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (tracking_id, kind) DO UPDATE SET "
+                "cause_version = excluded.cause_version, settled_at = excluded.settled_at",
+                [(d.tracking_id, d.kind.value, d.cause_version, settled_at) for d in deadlines],
+            )
+
+    def handle(self, deadline: OpenDeadline) -> int:
+        """Decide and append what the passing of `deadline` calls for. Returns how many events were new (a
+        reaction decided before is found recorded and not counted)."""
+        stream = f"complaint-{deadline.tracking_id}"
+        cause = f"{stream}:{deadline.cause_version}:{deadline.kind.value}"
+        read_version = -1
+
+        def decide(state: ComplaintState, now: datetime) -> list[NewEvent]:
+            nonlocal read_version
+            read_version = state.version
+            coordinator = self.coordinator(state.agency_id) if deadline.kind is DeadlineKind.follow_up else None
+            events = decide_deadline(state, deadline.kind, deadline.due, now, self.ctx.policy,
+                                     coordinator_id=coordinator)
+            return [
+                event.to_new_event(event_id=caused_event_id(cause if n == 0 else f"{cause}.{n}"))
+                for n, event in enumerate(events)
+            ]
+
+        with correlation_scope(deadline.correlation_id):
+            result = run_command(self.ctx, stream, decide, principal=SYSTEM, causation_id=deadline.cause_event_id)
+        # The store answers a re-append of recorded ids with the original append, which ends at or before
+        # the version this decision read.
+        if not result.events or result.version <= read_version:
+            return 0
+        log.info("%s: %s after the %s deadline", deadline.tracking_id,
+                 ", ".join(event.type for event in result.events), deadline.kind.value)
+        return len(result.events)
+
+    def coordinator(self, agency_id: str | None) -> str | None:
+        """The regional coordinator of an agency: the province a regency/city government belongs to."""
+        if agency_id is None:
+            return None
+        agency = fold_agency(self.ctx.store.read_stream(agency_stream(agency_id)))
+        if agency is None or agency.parent_id is None:
+            return None
+        parent = fold_agency(self.ctx.store.read_stream(agency_stream(agency.parent_id)))
+        if parent is None or parent.kind is not AgencyKind.pemerintah_provinsi or not parent.active:
+            return None
+        return parent.agency_id
+
+    def prune(self) -> None:
+        """Forget handled deadlines that are no longer running (the report moved on or was closed)."""
+        with self.ctx.db.transaction() as tx:
+            tx.execute(
+                "DELETE FROM routing_deadline_settled WHERE NOT EXISTS (SELECT 1 FROM routing_deadlines d "
+                "WHERE d.tracking_id = routing_deadline_settled.tracking_id "
+                "AND d.kind = routing_deadline_settled.kind)"
+            )
+
+    def run(self, stop: threading.Event) -> None:
+        self.prune()
+        interval = TRAINING_INTERVAL if self.training else INTERVAL
+        while not stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("deadline scheduler tick failed; trying again in %.0f s", interval)
+            self._sleep(stop, interval)
+
+    def _sleep(self, stop: threading.Event, interval: float) -> None:
+        until = time.monotonic() + interval
+        while not stop.is_set() and not self._wake.is_set():
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            self._wake.wait(min(left, STOP_POLL))
+        self._wake.clear()
+
+    def loop(self) -> BackgroundLoop:
+        return BackgroundLoop("routing.deadlines", self.run)

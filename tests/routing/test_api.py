@@ -1,0 +1,313 @@
+"""Routing over HTTP, end to end on the composed app (real SQLite store and read models): the verification queue,
+each decision with its illegal cases (409) and stale versions (412), disposition with proposals, returns and
+bounces, and the directory and routing rules, whose every change is an event naming who made it."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from lapor.principal import Role
+from schemas.events import ComplaintAssigned, DispositionAccepted, DispositionReturned
+from services.routing.directory import RULES_STREAM
+from tests.routing.conftest import caught_up
+from tests.routing.harness import agency_principal, append_as, submit_report
+
+KUPANG = "pemda-53.71"
+
+
+@pytest.fixture
+def app(serve):
+    with serve() as client:
+        yield client
+
+
+def submit(client, tracking_id: str, **details: Any) -> None:
+    submit_report(client.app.state.context, tracking_id, **details)
+    caught_up(client)
+
+
+def post(client, tracking_id: str, verb: str, headers: dict[str, str], body: dict[str, Any] | None = None):
+    response = client.post(f"/api/complaints/{tracking_id}/{verb}", json=body or {}, headers=headers)
+    caught_up(client)
+    return response
+
+
+def returned_by(client, tracking_id: str, agency_id: str, suggested: str | None = None) -> None:
+    """The agency sends the report back as bukan wewenang (followup's decision, appended as followup does)."""
+    append_as(
+        client.app.state.context, tracking_id, agency_principal(agency_id),
+        DispositionAccepted(agency_id=agency_id),
+        DispositionReturned(agency_id=agency_id, reason="Jalan provinsi, bukan wewenang kota.",
+                            suggested_agency_id=suggested),
+    )
+    caught_up(client)
+
+
+# -- the verification queue ---------------------------------------------------------------------------------
+
+
+def test_the_queue_lists_reports_oldest_first_with_the_working_days_left_to_verify(app, admin):
+    for tracking_id in ("LAP-C", "LAP-A", "LAP-B"):
+        submit(app, tracking_id)
+    page = app.get("/api/verification-queue", headers=admin).json()
+    assert [item["tracking_id"] for item in page["items"]] == ["LAP-C", "LAP-A", "LAP-B"]
+    assert page["total"] == 3
+    first = page["items"][0]
+    assert first["verification"]["working_days_left"] == 3
+    assert first["verification"]["overdue"] is False
+    assert first["proposals"][0] == {"agency_id": KUPANG, "agency_name": "Pemerintah Kota Kupang",
+                                     "basis": "region", "rule_id": None}
+
+
+def test_pended_reports_leave_the_default_queue_and_are_listed_on_request(app, admin):
+    submit(app, "LAP-1")
+    assert post(app, "LAP-1", "pend", admin, {"information_requested": "Di mana tepatnya?"}).status_code == 200
+    assert app.get("/api/verification-queue", headers=admin).json()["total"] == 0
+    [item] = app.get("/api/verification-queue", params={"status": "pended"}, headers=admin).json()["items"]
+    assert item["information_requested"] == "Di mana tepatnya?"
+    assert item["archive_due"] is not None
+
+
+def test_monitoring_roles_see_the_queue_with_personal_data_masked_and_the_national_admin_sees_it_whole(
+    app, admin, bearer
+):
+    submit(app, "LAP-1", title="Saya Budi, HP 081234567890, puskesmas tutup")
+    operator = bearer(Role.operator)
+    [seen_by_operator] = app.get("/api/verification-queue", headers=operator).json()["items"]
+    [seen_by_admin] = app.get("/api/verification-queue", headers=admin).json()["items"]
+    assert "081234567890" in seen_by_admin["title"]
+    assert "081234567890" not in seen_by_operator["title"]
+
+
+def test_the_queue_can_be_narrowed_to_a_region(app, admin):
+    submit(app, "LAP-KUPANG", region_code="53.71.04")
+    submit(app, "LAP-MALANG", region_code="35.73")
+    page = app.get("/api/verification-queue", params={"region_code": "53.71"}, headers=admin).json()
+    assert [item["tracking_id"] for item in page["items"]] == ["LAP-KUPANG"]
+
+
+# -- decisions ----------------------------------------------------------------------------------------------
+
+
+def test_verification_answers_the_new_status_and_version(app, admin):
+    submit(app, "LAP-1")
+    response = post(app, "LAP-1", "verify", admin, {"category": "Infrastruktur", "tags": ["jalan"]})
+    assert response.status_code == 200
+    assert response.json() == {"tracking_id": "LAP-1", "version": 1, "status": "verified",
+                               "events": ["ComplaintVerified"]}
+    assert response.headers["ETag"] == '"1"'
+    [event] = app.app.state.context.store.read_stream("complaint-LAP-1", 1)
+    assert event.metadata["actor"] == "admin_national"
+
+
+@pytest.mark.parametrize(
+    ("steps", "verb", "body", "event_type"),
+    [
+        ([("verify", {"category": "Kesehatan"})], "verify", {"category": "Kesehatan"}, "ComplaintVerified"),
+        ([], "dispose", {"agency_id": KUPANG}, "ComplaintDisposed"),
+        ([("verify", {"category": "Kesehatan"})], "archive", {"reason": "Bukan pengaduan"}, "ComplaintArchived"),
+        ([("archive", {"reason": "Iklan"})], "verify", {"category": "Kesehatan"}, "ComplaintVerified"),
+        ([("verify", {"category": "Kesehatan"})], "pend", {"information_requested": "Foto?"}, "ComplaintPended"),
+        ([("mark-duplicate", {"duplicate_of": "LAP-0"})], "dispose", {}, "ComplaintDisposed"),
+    ],
+    ids=["verify twice", "dispose before verify", "archive after verify", "verify an archived report",
+         "pend after verify", "dispose a duplicate"],
+)
+def test_an_illegal_decision_is_a_409_problem_and_changes_nothing(app, admin, steps, verb, body, event_type):
+    submit(app, "LAP-0")
+    submit(app, "LAP-1")
+    for step, step_body in steps:
+        assert post(app, "LAP-1", step, admin, step_body).status_code == 200
+    version = len(app.app.state.context.store.read_stream("complaint-LAP-1"))
+    response = post(app, "LAP-1", verb, admin, body)
+    assert response.status_code == 409
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["event_type"] == event_type
+    assert len(app.app.state.context.store.read_stream("complaint-LAP-1")) == version
+
+
+def test_a_decision_on_a_stale_version_is_refused_with_412(app, admin):
+    submit(app, "LAP-1")
+    post(app, "LAP-1", "verify", admin, {"category": "Kesehatan"})
+    response = post(app, "LAP-1", "dispose", {**admin, "If-Match": '"0"'}, {"agency_id": KUPANG})
+    assert response.status_code == 412
+    assert response.json()["current_version"] == 1
+    assert post(app, "LAP-1", "dispose", {**admin, "If-Match": '"1"'}, {"agency_id": KUPANG}).status_code == 200
+
+
+def test_an_unknown_report_is_404(app, admin):
+    assert post(app, "LAP-NOPE", "verify", admin, {"category": "Kesehatan"}).status_code == 404
+
+
+def test_disposing_without_an_agency_confirms_the_regional_government_of_the_place(app, admin):
+    submit(app, "LAP-1", region_code="53.71.04.1002")
+    post(app, "LAP-1", "verify", admin, {"category": "Infrastruktur"})
+    response = post(app, "LAP-1", "dispose", admin, {"note": "Jalan kota"})
+    assert response.json()["status"] == "disposed"
+    disposed = app.app.state.context.store.read_stream("complaint-LAP-1")[-1]
+    assert (disposed.data["agency_id"], disposed.data["note"], disposed.data["rule_id"]) == (KUPANG, "Jalan kota", None)
+    assert disposed.data["follow_up_due"] > disposed.recorded_at.isoformat()
+
+
+def test_a_category_rule_routes_to_its_national_agency_and_the_disposition_records_the_rule(app, admin):
+    submit(app, "LAP-1")
+    post(app, "LAP-1", "verify", admin, {"category": "Pertanahan"})
+    [proposal, *_] = app.get("/api/verification-queue/LAP-1", headers=admin).json()["proposals"]
+    assert (proposal["agency_id"], proposal["rule_id"]) == ("kementerian-agraria-dan-tata-ruang", "kategori-pertanahan")
+    post(app, "LAP-1", "dispose", admin)
+    disposed = app.app.state.context.store.read_stream("complaint-LAP-1")[-1]
+    assert (disposed.data["agency_id"], disposed.data["rule_id"]) == (proposal["agency_id"], "kategori-pertanahan")
+
+
+@pytest.mark.parametrize("agency_id", [f"{KUPANG}/dinkes", "pemda-99.99", "kementerian-tidak-ada"])
+def test_a_disposition_goes_to_an_active_agency_not_a_unit_or_an_unknown_id(app, admin, agency_id):
+    submit(app, "LAP-1")
+    post(app, "LAP-1", "verify", admin, {"category": "Kesehatan"})
+    assert post(app, "LAP-1", "dispose", admin, {"agency_id": agency_id}).status_code == 422
+
+
+def test_a_returned_report_comes_back_to_the_queue_with_the_reason_and_the_suggested_agency(app, admin):
+    submit(app, "LAP-1")
+    post(app, "LAP-1", "verify", admin, {"category": "Infrastruktur"})
+    post(app, "LAP-1", "dispose", admin, {"agency_id": KUPANG})
+    returned_by(app, "LAP-1", KUPANG, suggested="pemda-53")
+    [item] = app.get("/api/verification-queue", params={"status": "returned"}, headers=admin).json()["items"]
+    assert (item["returned_from"], item["return_reason"]) == (KUPANG, "Jalan provinsi, bukan wewenang kota.")
+    assert item["proposals"][0]["agency_id"] == "pemda-53"
+    assert item["proposals"][0]["basis"] == "returned_suggestion"
+    assert KUPANG not in [p["agency_id"] for p in item["proposals"]]
+    assert post(app, "LAP-1", "dispose", admin).json()["status"] == "disposed"
+    assert app.get("/api/verification-queue/LAP-1", headers=admin).json()["bounce_count"] == 1
+
+
+def test_the_third_bounce_is_flagged_to_the_national_admin(app, admin):
+    submit(app, "LAP-1")
+    post(app, "LAP-1", "verify", admin, {"category": "Infrastruktur"})
+    holders = [KUPANG, "pemda-53", "pemda-53.01", "kementerian-pekerjaan-umum"]
+    post(app, "LAP-1", "dispose", admin, {"agency_id": holders[0]})
+    answers = []
+    for previous, agency_id in itertools.pairwise(holders):
+        returned_by(app, "LAP-1", previous)
+        answers.append(post(app, "LAP-1", "dispose", admin, {"agency_id": agency_id}).json()["events"])
+    assert answers == [["ComplaintDisposed"], ["ComplaintDisposed"], ["ComplaintDisposed", "ComplaintEscalated"]]
+    flag = app.app.state.context.store.read_stream("complaint-LAP-1")[-1]
+    assert (flag.data["kind"], flag.data["to_agency_id"]) == ("bounce_limit", "kemenpanrb")
+
+
+def test_a_report_is_marked_a_duplicate_of_an_existing_other_report(app, admin):
+    submit(app, "LAP-1")
+    submit(app, "LAP-2")
+    assert post(app, "LAP-2", "mark-duplicate", admin, {"duplicate_of": "LAP-NONE"}).status_code == 409
+    response = post(app, "LAP-2", "mark-duplicate", admin, {"duplicate_of": "LAP-1"})
+    assert response.json()["status"] == "duplicate"
+    assert app.get("/api/verification-queue", headers=admin).json()["total"] == 1
+
+
+def test_a_report_is_archived_with_its_reason(app, admin):
+    submit(app, "LAP-1")
+    assert post(app, "LAP-1", "archive", admin, {"reason": "Promosi produk"}).json()["status"] == "archived"
+    assert app.app.state.context.store.read_stream("complaint-LAP-1")[-1].data["automatic"] is False
+
+
+# -- the directory ------------------------------------------------------------------------------------------
+
+
+def test_the_directory_lists_every_province_and_finds_agencies_by_name_region_and_keyword(app):
+    assert app.get("/api/agencies", params={"kind": "pemerintah_provinsi"}).json()["total"] == 38
+    named = app.get("/api/agencies", params={"q": "kota kupang", "limit": 1000}).json()["items"]
+    assert KUPANG in [item["agency_id"] for item in named]
+    within = app.get("/api/agencies", params={"region_code": "53.71", "kind": "unit"}).json()["items"]
+    assert "Kecamatan Oebobo" in [item["name"] for item in within]
+    [by_keyword] = app.get("/api/agencies", params={"keyword": "TANGKAB"}).json()["items"]
+    assert by_keyword["agency_id"] == "pemda-36.03"
+
+
+def test_an_agency_shows_its_opd_and_units(app):
+    agency = app.get(f"/api/agencies/{KUPANG}").json()
+    assert agency["parent_id"] == "pemda-53"
+    assert f"{KUPANG}/dinkes" in [child["agency_id"] for child in agency["children"]]
+    unit = app.get(f"/api/agencies/{KUPANG}/dinkes").json()
+    assert unit["liaisons"][0]["position"].endswith("(data contoh)")
+    assert app.get("/api/agencies/pemda-99").status_code == 404
+
+
+def record(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": "Pemerintah Kota Kupang",
+        "kind": "pemerintah_kabupaten_kota",
+        "parent_id": "pemda-53",
+        "region_code": "53.71",
+        "sms_keywords": ["KOTKUPANG", "KUPANG"],
+        "liaisons": [{"name": "Contoh Penghubung", "position": "Pejabat Penghubung (data contoh)"}],
+    }
+    body.update(changes)
+    return body
+
+
+def test_changing_an_agency_is_an_event_that_names_who_changed_it(app, admin):
+    response = app.put(f"/api/agencies/{KUPANG}", json=record(), headers={**admin, "If-Match": '"0"'})
+    assert response.status_code == 200
+    assert response.headers["ETag"] == '"1"'
+    [updated] = app.app.state.context.store.read_stream(f"directory-{KUPANG}", 1)
+    assert (updated.type, updated.metadata["actor"]) == ("AgencyUpdated", "admin_national")
+    caught_up(app)
+    assert app.get(f"/api/agencies/{KUPANG}").json()["sms_keywords"] == ["KOTKUPANG", "KUPANG"]
+    stale = app.put(f"/api/agencies/{KUPANG}", json=record(), headers={**admin, "If-Match": '"0"'})
+    assert stale.status_code == 412
+
+
+def test_a_keyword_in_use_cannot_be_given_to_another_agency(app, admin):
+    response = app.put("/api/agencies/pemda-53.01", json=record(
+        name="Pemerintah Kabupaten Kupang", region_code="53.01", sms_keywords=["KOTKUPANG"]), headers=admin)
+    assert response.status_code == 409
+    assert "KOTKUPANG" in response.json()["detail"]
+
+
+def test_a_new_unit_is_registered_once_under_an_existing_parent(app, admin):
+    unit = {"agency_id": f"{KUPANG}/rsud", "name": "RSUD Kota Kupang", "kind": "unit", "parent_id": f"{KUPANG}/dinkes"}
+    assert app.post("/api/agencies", json=unit, headers=admin).status_code == 201
+    assert app.post("/api/agencies", json=unit, headers=admin).status_code == 409
+    orphan = {**unit, "agency_id": "pemda-53.71/uptd", "parent_id": "pemda-53.71/tidak-ada"}
+    assert app.post("/api/agencies", json=orphan, headers=admin).status_code == 422
+    caught_up(app)
+    assert app.get(f"/api/agencies/{KUPANG}/rsud").json()["parent_id"] == f"{KUPANG}/dinkes"
+
+
+def test_a_retired_agency_takes_no_more_dispositions(app, admin):
+    app.put("/api/agencies/pemda-53.01", json=record(name="Pemerintah Kabupaten Kupang", region_code="53.01",
+                                                      sms_keywords=[], active=False), headers=admin)
+    submit(app, "LAP-1")
+    post(app, "LAP-1", "verify", admin, {"category": "Kesehatan"})
+    assert post(app, "LAP-1", "dispose", admin, {"agency_id": "pemda-53.01"}).status_code == 422
+
+
+def test_a_new_routing_rule_changes_the_proposal_and_records_its_author(app, admin):
+    rule = {"match": {"region_code": "53.71", "category": "Kesehatan"}, "agency_id": "kementerian-kesehatan"}
+    assert app.put("/api/routing-rules/kupang-kesehatan", json=rule, headers=admin).status_code == 200
+    changed = app.app.state.context.store.read_stream(RULES_STREAM)[-1]
+    assert (changed.type, changed.metadata["actor"]) == ("RoutingRuleChanged", "admin_national")
+    submit(app, "LAP-1")
+    post(app, "LAP-1", "verify", admin, {"category": "kesehatan"})
+    [proposal, *_] = app.get("/api/verification-queue/LAP-1", headers=admin).json()["proposals"]
+    assert (proposal["agency_id"], proposal["rule_id"]) == ("kementerian-kesehatan", "kupang-kesehatan")
+    rules = {r["rule_id"]: r for r in app.get("/api/routing-rules").json()}
+    assert rules["kupang-kesehatan"]["changed_by"] == "admin_national"
+
+
+def test_a_rule_must_route_to_an_agency_that_takes_dispositions(app, admin):
+    rule = {"match": {"category": "Kesehatan"}, "agency_id": f"{KUPANG}/dinkes"}
+    assert app.put("/api/routing-rules/ke-dinkes", json=rule, headers=admin).status_code == 422
+
+
+def test_a_unit_of_an_assigned_report_is_not_routings_business(app, admin):
+    """Routing's queue shows a report until an agency holds it; followup's assignment does not bring it back."""
+    submit(app, "LAP-1")
+    post(app, "LAP-1", "verify", admin, {"category": "Kesehatan"})
+    post(app, "LAP-1", "dispose", admin, {"agency_id": KUPANG})
+    append_as(app.app.state.context, "LAP-1", agency_principal(KUPANG), DispositionAccepted(agency_id=KUPANG),
+              ComplaintAssigned(unit_id=f"{KUPANG}/dinkes"))
+    caught_up(app)
+    assert app.get("/api/verification-queue", headers=admin).json()["total"] == 0

@@ -1,0 +1,243 @@
+"""The deadline scheduler on the real store and read models with a moving clock: what it emits as deadlines pass
+(in working days, across weekends and Idul Fitri), each exactly once, also across restarts, a rebuilt read model
+and two schedulers racing; and on PostgreSQL too."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from lapor.principal import Principal, Role
+from schemas.events import (
+    ComplaintAssigned,
+    ComplaintResolved,
+    DispositionAccepted,
+    FollowUpPosted,
+    InformationProvided,
+    OmbudsmanConsentGiven,
+)
+from services.routing.decide import PendCommand, VerifyCommand, decide_dispose, decide_pend, decide_verify
+from services.routing.handlers import DeadlineScheduler
+from tests.routing.harness import Routing, agency_principal, of_kind, wib
+
+KUPANG = "pemda-53.71"
+KUPANG_ADMIN = agency_principal(KUPANG)
+REPORTER = Principal(subject="reporter:LAP-1", role=Role.reporter, tracking_id="LAP-1")
+
+
+def verify(routing: Routing, tid: str) -> None:
+    routing.decide(tid, lambda state, now: decide_verify(state, VerifyCommand(category="Infrastruktur"), now))
+
+
+def dispose(routing: Routing, tid: str, agency_id: str = KUPANG) -> None:
+    routing.decide(tid, lambda state, now: decide_dispose(state, agency_id, now, routing.ctx.policy))
+
+
+def test_verification_overdue_is_escalated_to_the_national_admin_once(routing_at):
+    routing = routing_at(wib(2026, 3, 2, 10))  # Monday: due end of Thursday 5 March
+    routing.submit("LAP-1")
+    routing.at(wib(2026, 3, 5, 23, 59))
+    assert routing.tick() == 0
+    routing.at(wib(2026, 3, 6, 0, 1))
+    assert routing.tick() == 1
+    routing.advance(days=3)
+    assert routing.tick() == 0
+    [escalation] = routing.escalations("LAP-1")
+    assert (escalation["kind"], escalation["to_level"], escalation["to_agency_id"]) == (
+        "verification_overdue", "national", "kemenpanrb",
+    )
+    assert escalation["automatic"] is True
+    assert routing.events("LAP-1")[-1].metadata["actor"] == "system"
+
+
+def test_a_report_sent_on_the_eve_of_idul_fitri_is_not_overdue_during_the_holidays(routing_at):
+    routing = routing_at(wib(2026, 3, 20, 20))  # malam takbiran; 20 and 23-24 March are cuti bersama
+    routing.submit("LAP-1")
+    routing.at(wib(2026, 3, 27, 23))  # three working days: 25, 26, 27 March
+    assert routing.tick() == 0
+    routing.at(wib(2026, 3, 28, 0, 30))
+    assert routing.tick() == 1
+    assert of_kind(routing.escalations("LAP-1"), "verification_overdue")
+
+
+def test_information_provided_starts_a_new_verification_deadline_escalated_on_its_own(routing_at):
+    routing = routing_at(wib(2026, 3, 2, 10))
+    routing.submit("LAP-1")
+    routing.at(wib(2026, 3, 9, 9))
+    routing.tick()
+    routing.decide("LAP-1", lambda state, now: decide_pend(
+        state, PendCommand(information_requested="Mohon kirim foto."), now, routing.ctx.policy))
+    routing.append("LAP-1", InformationProvided(
+        text="Foto terlampir.", verification_due=routing.ctx.policy.verification_due(routing.clock.now())),
+        by=REPORTER)
+    assert routing.tick() == 0
+    routing.advance(days=7)
+    assert routing.tick() == 1
+    assert len(of_kind(routing.escalations("LAP-1"), "verification_overdue")) == 2
+
+
+def test_a_pended_report_is_archived_automatically_after_30_working_days(routing_at):
+    routing = routing_at(wib(2026, 3, 2, 10))
+    routing.submit("LAP-1")
+    routing.decide("LAP-1", lambda state, now: decide_pend(
+        state, PendCommand(information_requested="Di mana lokasinya?"), now, routing.ctx.policy))
+    routing.at(wib(2026, 4, 21, 23))  # the 30th working day, Idul Fitri and Good Friday not counted
+    assert routing.tick() == 0
+    routing.at(wib(2026, 4, 22, 8))
+    assert routing.tick() == 1
+    archived = routing.events("LAP-1")[-1]
+    assert archived.type == "ComplaintArchived"
+    assert archived.data["automatic"] is True
+    assert routing.state("LAP-1").status == "archived"
+
+
+def test_follow_up_overdue_climbs_unit_agency_province_national_and_stops(routing_at):
+    routing = routing_at(wib(2026, 3, 2, 10))
+    routing.submit("LAP-1")
+    verify(routing, "LAP-1")
+    dispose(routing, "LAP-1")
+    routing.append("LAP-1", DispositionAccepted(agency_id=KUPANG), ComplaintAssigned(unit_id=f"{KUPANG}/dpupr"),
+                   by=KUPANG_ADMIN)
+    climbed = []
+    for _ in range(5):
+        routing.advance(days=8)  # more than five working days, whatever the week holds
+        routing.tick()
+        climbed = [(e["from_level"], e["to_level"], e["to_agency_id"])
+                   for e in of_kind(routing.escalations("LAP-1"), "follow_up_overdue")]
+    assert climbed == [
+        ("unit", "agency", KUPANG),
+        ("agency", "regional", "pemda-53"),
+        ("regional", "national", "kemenpanrb"),
+    ]
+
+
+def test_a_public_follow_up_in_time_stops_the_escalation(routing_at):
+    routing = routing_at(wib(2026, 3, 2, 10))
+    routing.submit("LAP-1")
+    verify(routing, "LAP-1")
+    dispose(routing, "LAP-1")
+    routing.append("LAP-1", DispositionAccepted(agency_id=KUPANG),
+                   FollowUpPosted(follow_up_id="fu-1", text="Petugas sudah ke lokasi."), by=KUPANG_ADMIN)
+    routing.advance(days=30)
+    routing.tick()
+    assert of_kind(routing.escalations("LAP-1"), "follow_up_overdue") == []
+
+
+def test_unresolved_sixty_working_days_after_disposition_the_ombudsman_is_offered_then_takes_over(routing_at):
+    routing = routing_at(wib(2026, 3, 2, 10))
+    routing.submit("LAP-1")
+    verify(routing, "LAP-1")
+    dispose(routing, "LAP-1")
+    routing.append("LAP-1", DispositionAccepted(agency_id=KUPANG),
+                   FollowUpPosted(follow_up_id="fu-1", text="Sedang dikerjakan."), by=KUPANG_ADMIN)
+    offer_due = routing.state("LAP-1").ombudsman_offer_due
+    routing.at(offer_due - timedelta(hours=1))
+    routing.tick()
+    assert of_kind(routing.escalations("LAP-1"), "ombudsman_offer") == []
+    routing.at(offer_due + timedelta(hours=1))
+    routing.tick()
+    assert len(of_kind(routing.escalations("LAP-1"), "ombudsman_offer")) == 1
+    routing.append("LAP-1", OmbudsmanConsentGiven(), by=REPORTER)
+    routing.tick()
+    [takeover] = of_kind(routing.escalations("LAP-1"), "ombudsman")
+    assert (takeover["to_level"], takeover["to_agency_id"]) == ("ombudsman", "ombudsman-ri")
+    assert routing.state("LAP-1").agency_id == "ombudsman-ri"
+    routing.tick()
+    assert len(of_kind(routing.escalations("LAP-1"), "ombudsman")) == 1
+
+
+def test_a_resolved_report_waiting_for_feedback_is_not_offered_to_the_ombudsman(routing_at):
+    routing = routing_at(wib(2026, 3, 2, 10))
+    routing.submit("LAP-1")
+    verify(routing, "LAP-1")
+    dispose(routing, "LAP-1")
+    routing.append("LAP-1", DispositionAccepted(agency_id=KUPANG), ComplaintResolved(
+        resolution="Sudah diperbaiki.", feedback_due=routing.ctx.policy.feedback_due(routing.clock.now())),
+        by=KUPANG_ADMIN)
+    routing.at(routing.state("LAP-1").ombudsman_offer_due + timedelta(days=1))
+    routing.tick()
+    assert of_kind(routing.escalations("LAP-1"), "ombudsman_offer") == []
+
+
+def overdue_everywhere(routing: Routing) -> None:
+    """Three reports, each past a different deadline."""
+    routing.submit("LAP-V")  # verification
+    routing.submit("LAP-P")
+    routing.decide("LAP-P", lambda state, now: decide_pend(
+        state, PendCommand(information_requested="Lokasi?"), now, routing.ctx.policy))
+    routing.submit("LAP-F")
+    verify(routing, "LAP-F")
+    dispose(routing, "LAP-F")
+    routing.advance(days=60)
+
+
+def reactions(routing: Routing) -> dict[str, list[str]]:
+    return {tid: routing.types(tid)[1:] for tid in ("LAP-V", "LAP-P", "LAP-F")}
+
+
+EXPECTED = {
+    "LAP-V": ["ComplaintEscalated"],
+    "LAP-P": ["ComplaintPended", "ComplaintArchived"],
+    "LAP-F": ["ComplaintVerified", "ComplaintDisposed", "ComplaintEscalated"],
+}
+
+
+def test_restarting_the_scheduler_never_emits_twice(routing_at):
+    routing = routing_at(wib(2026, 3, 2, 10))
+    overdue_everywhere(routing)
+    routing.tick()
+    assert reactions(routing) == EXPECTED
+    routing.close()
+    restarted = routing_at(routing.clock.now())
+    assert restarted.tick() == 0
+    assert reactions(restarted) == EXPECTED
+
+
+def test_a_scheduler_that_crashed_before_marking_its_work_done_does_not_repeat_it(routing_at):
+    routing = routing_at(wib(2026, 3, 2, 10))
+    overdue_everywhere(routing)
+    routing.tick()
+    with routing.ctx.db.transaction() as tx:
+        tx.execute("DELETE FROM routing_deadline_settled")  # as if it died between append and bookkeeping
+    assert routing.tick() == 0
+    assert reactions(routing) == EXPECTED
+
+
+def test_a_read_model_rebuilt_from_scratch_does_not_make_the_scheduler_repeat_itself(routing_at, tmp_path):
+    routing = routing_at(wib(2026, 3, 2, 10))
+    overdue_everywhere(routing)
+    routing.tick()
+    moment = routing.clock.now()
+    routing.close()
+    for path in (tmp_path / "var").glob("readmodels.db*"):
+        path.unlink()
+    rebuilt = routing_at(moment)
+    assert rebuilt.tick() == 0
+    assert reactions(rebuilt) == EXPECTED
+
+
+def test_two_schedulers_racing_over_the_same_deadlines_emit_each_reaction_once(routing_at):
+    routing = routing_at(wib(2026, 3, 2, 10))
+    overdue_everywhere(routing)
+    routing.catch_up()
+    other = DeadlineScheduler(routing.ctx)
+    threads = [threading.Thread(target=scheduler.tick) for scheduler in (routing.scheduler, other)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    routing.catch_up()
+    assert reactions(routing) == EXPECTED
+
+
+@pytest.mark.postgres
+def test_restarting_the_scheduler_never_emits_twice_on_postgresql(routing_at, postgres_url):
+    routing = routing_at(wib(2026, 3, 2, 10), store_url=postgres_url)
+    overdue_everywhere(routing)
+    routing.tick()
+    routing.close()
+    restarted = routing_at(routing.clock.now(), store_url=postgres_url)
+    assert restarted.tick() == 0
+    assert reactions(restarted) == EXPECTED
