@@ -303,7 +303,7 @@ class OmbudsmanConsentGiven(EventData):
     """The reporter agreed to the Ombudsman taking the report over."""
 
 
-# -- directory events (streams `directory-{agency_id}` and `routing-{rule_id}`) -----------------------------
+# -- directory events (streams `directory-{agency_id}` and `directory-routing-rules`) -----------------------------
 
 
 class _AgencyRecord(EventData):
