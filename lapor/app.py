@@ -70,6 +70,9 @@ class _RunningLoop:
     def start(self) -> None:
         self._thread.start()
 
+    def request_stop(self) -> None:
+        self._stop.set()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         if self._thread.is_alive():
@@ -125,6 +128,11 @@ class Runtime:
                 service.seed_demo(self.ctx)
 
     def stop(self) -> None:
+        # Signal everything first, then wait: each one finishes its current wait in parallel with the others.
+        for loop in self.loops:
+            loop.request_stop()
+        for runner in self.runners:
+            runner.request_stop()
         for loop in self.loops:
             loop.stop()
         for runner in self.runners:
