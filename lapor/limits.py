@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Annotated, Any, Literal
@@ -189,10 +189,11 @@ class RateLimits:
         return request.client.host if request.client else "unknown"
 
 
-def rate_limit(kind: RateKind) -> Callable[[Request], None]:
+def rate_limit(kind: RateKind) -> Callable[[Request], Awaitable[None]]:
     """A route dependency: `dependencies=[Depends(rate_limit("submission"))]`."""
 
-    def dependency(request: Request) -> None:
+    # async: an in-memory counter needs no worker thread (a shared `limits.storage` briefly blocks the loop).
+    async def dependency(request: Request) -> None:
         rate_limits: RateLimits = request.app.state.context.rate_limits
         rate_limits.hit(kind, rate_limits.client_of(request))
 

@@ -1,16 +1,10 @@
-"""Intake: channels in (web, mobile, SMS 1708, integrated local systems), tracking out.
-
-Placeholder: the router is empty until the service is written on the platform (see docs/platform.md)."""
+"""Intake: channels in (web, mobile, SMS 1708, integrated local systems), tracking out. See docs/intake.md."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from lapor.context import ServiceDefinition
+from services.intake.api import build_router
+from services.intake.demo import seed_demo
+from services.intake.handlers import subscriptions
 
-from lapor.context import ServiceContext, ServiceDefinition
-
-
-def build_router(ctx: ServiceContext) -> APIRouter:
-    return APIRouter(tags=["intake"])
-
-
-SERVICE = ServiceDefinition(name="intake", router=build_router)
+SERVICE = ServiceDefinition(name="intake", router=build_router, subscriptions=subscriptions, seed_demo=seed_demo)

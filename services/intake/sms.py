@@ -1,0 +1,69 @@
+"""SMS 1708: `KEYWORD <isi laporan>`, and the replies sent back through the gateway.
+
+The first word is looked up as a keyword of the agency directory (case-insensitive; leading, trailing and
+repeated spaces and line breaks do not matter). A known keyword routes the report to that regional government and
+is not part of the report; an unknown first word is simply the first word of a report for national
+verification, which then keeps the whole text. Pure functions: the directory lookup is passed in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+_WORD = re.compile(r"\S+")
+_SPACES = re.compile(r"[ \t]+")
+TITLE_LENGTH = 80
+
+
+@dataclass(frozen=True)
+class KeywordAgency:
+    """What the directory says about an SMS keyword."""
+
+    keyword: str
+    agency_id: str
+    name: str
+    region_code: str | None
+
+
+@dataclass(frozen=True)
+class SmsReport:
+    content: str  # the report without its keyword
+    agency: KeywordAgency | None  # None: national verification
+
+
+def parse_sms(text: str, lookup: Callable[[str], KeywordAgency | None]) -> SmsReport | None:
+    """The report in an SMS, or None when it holds no report (empty, or a keyword alone): answer with help."""
+    text = text.strip()
+    first = _WORD.match(text)
+    if first is None:
+        return None
+    agency = lookup(first.group().upper())
+    content = text[first.end() :].strip() if agency is not None else text
+    content = "\n".join(_SPACES.sub(" ", line).strip() for line in content.splitlines()).strip()
+    if not content:
+        return None
+    return SmsReport(content, agency)
+
+
+def title_of(content: str) -> str:
+    """A title for a report that came without one: its first line, cut at a word near TITLE_LENGTH."""
+    line = content.splitlines()[0].strip()
+    if len(line) <= TITLE_LENGTH:
+        return line
+    cut = line.rfind(" ", 0, TITLE_LENGTH)
+    return line[: cut if cut > TITLE_LENGTH // 2 else TITLE_LENGTH].rstrip(" ,.;:") + "…"
+
+
+HELP_REPLY = (
+    "LAPOR! 1708: ketik KATAKUNCI<spasi>isi laporan, mis. KOTKUPANG Jalan di depan pasar rusak. "
+    "Tanpa kata kunci, laporan diverifikasi admin nasional."
+)
+
+
+def accepted_reply(tracking_id: str, reporter_token: str, agency_name: str | None) -> str:
+    """The SMS sent back: where the report goes, the tracking ID, and the access code (the reporter token) that
+    opens the reporter's actions on lapor.go.id."""
+    to = agency_name or "verifikasi nasional"
+    return f"LAPOR! 1708: laporan diterima ({to}). No. lacak {tracking_id}. Kode akses: {reporter_token}"

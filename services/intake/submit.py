@@ -1,0 +1,170 @@
+"""Submitting a report, whatever the channel: tracking ID, identity to the vault, masking, duplicate suspicion,
+the append, and the receipt — the same receipt again for a retry (see `idempotency.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from lapor.auth import reporter_token_hash
+from lapor.commands import run_command
+from lapor.complaint import ComplaintState
+from lapor.context import ServiceContext
+from lapor.principal import Principal, Role
+from lapor.problems import Conflict, Problem
+from lapor.store import NewEvent, RecordedEvent
+from services.intake.decide import SubmitComplaint, decide_submission
+from services.intake.duplicates import area_of, comparable_text, suspects
+from services.intake.idempotency import IdDerivation, SubmissionIds
+from services.intake.projections import duplicate_candidates
+from services.intake.text import ORIGINAL_REF, mask_personal_data
+from services.intake.tracking import stream_of
+
+# Attempts at a free tracking ID; with 2**40 IDs a second attempt is already rare.
+MAX_ID_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class Report:
+    """A validated report from any channel, as written (before masking and the vault)."""
+
+    command: SubmitComplaint  # tracking_id, reporter_token_hash and reporter_ref are filled in by `submit`
+    identity: Mapping[str, Any] | None = None
+    received_at: datetime | None = None  # when the channel (SMS gateway, integrated system) received it
+
+
+@dataclass(frozen=True)
+class Receipt:
+    tracking_id: str
+    reporter_token: str
+    event: RecordedEvent  # the ComplaintSubmitted as stored
+    replayed: bool  # True when the natural key named a report submitted before
+
+
+class IdempotencyConflict(Conflict):
+    """The natural key was used before for a different request."""
+
+
+def submit(
+    ctx: ServiceContext,
+    ids: IdDerivation,
+    report: Report,
+    *,
+    principal: Principal | None,
+    natural_key: str | None = None,
+    request: Mapping[str, Any] | None = None,
+    conflict_detail: str = "this Idempotency-Key was already used for a different report",
+) -> Receipt:
+    """Record `report`; `ids` derives the identifiers (build it once: it holds a key derived from the signing
+    secret). With a `natural_key`, `request` (the request as validated) must be given: the same key
+    with the same request returns the first receipt, with another request raises IdempotencyConflict."""
+    request_digest = ids.request_digest(request or {}) if natural_key is not None else None
+    for attempt in range(MAX_ID_ATTEMPTS):
+        if natural_key is None:
+            attempt_ids = ids.fresh()  # a taken ID shows when the append finds the stream (None below)
+        else:
+            attempt_ids = ids.keyed(natural_key, attempt)
+            first = ctx.store.read_stream(stream_of(attempt_ids.tracking_id), limit=1)
+            if first and _submitted_under(first[0], attempt_ids):
+                return _replay(first[0], attempt_ids, request_digest, conflict_detail)
+            if first:
+                continue  # the ID belongs to another report
+        receipt = _record(ctx, ids, report, attempt_ids, request_digest, principal, conflict_detail)
+        if receipt is not None:
+            return receipt
+    raise Conflict("no free tracking ID was found; try again")
+
+
+def _submitted_under(event: RecordedEvent, ids: SubmissionIds) -> bool:
+    return ids.key_digest is not None and (event.metadata.get("intake") or {}).get("key") == ids.key_digest
+
+
+def _replay(event: RecordedEvent, ids: SubmissionIds, request_digest: str | None, conflict_detail: str) -> Receipt:
+    if event.metadata["intake"].get("request") != request_digest:
+        raise IdempotencyConflict(conflict_detail)  # no tracking ID: the key alone must not reveal the report
+    return Receipt(event.data["tracking_id"], ids.reporter_token, event, replayed=True)
+
+
+def _record(
+    ctx: ServiceContext,
+    derivation: IdDerivation,
+    report: Report,
+    ids: SubmissionIds,
+    request_digest: str | None,
+    principal: Principal | None,
+    conflict_detail: str,
+) -> Receipt | None:
+    """Append the report under `ids`; None when the ID turned out to be taken by another report meanwhile."""
+    command = report.command
+    masked, originals = mask_personal_data(
+        "ComplaintSubmitted",
+        {"title": command.title, "body": command.body, **({"location": command.location} if command.location else {})},
+        report.identity,
+    )
+    vault = ctx.vault
+    written: list[str] = []
+    if report.identity:
+        written.append(vault.put(dict(report.identity), ref=ids.vault_ref("identity", request_digest)))
+    if originals:
+        written.append(vault.put(originals, ref=ids.vault_ref("original", request_digest)))
+    reporter_keys = derivation.reporter_keys(report.identity)
+    text = comparable_text(masked["title"], masked["body"])
+    with ctx.db.read() as tx:
+        area_reports, own_reports = duplicate_candidates(
+            tx, text, area_of(command.region_code), reporter_keys, ctx.clock.now()
+        )
+    command = replace(
+        command,
+        tracking_id=ids.tracking_id,
+        title=masked["title"],
+        body=masked["body"],
+        location=masked.get("location"),
+        reporter_token_hash=reporter_token_hash(ids.reporter_token),
+        reporter_ref=written[0] if report.identity else None,
+        duplicate_suspect_of=suspects(text, area_reports, own_reports),
+    )
+    metadata: dict[str, Any] = {}
+    if ids.key_digest is not None:
+        metadata["intake"] = {"key": ids.key_digest, "request": request_digest}
+    if originals:
+        metadata[ORIGINAL_REF] = written[-1]
+    if report.received_at is not None:
+        metadata["received_at"] = report.received_at.isoformat()
+
+    def decide(state: ComplaintState | None, now: datetime) -> list[NewEvent]:
+        if state is not None:
+            return []  # someone got here first: read below whether it was this same submission
+        event = decide_submission(state, command, now, ctx.policy)
+        return [event.to_new_event(metadata=metadata, event_id=ids.event_id)]
+
+    reporter = Principal(subject=f"reporter:{ids.tracking_id}", role=Role.reporter, tracking_id=ids.tracking_id)
+    try:
+        run_command(ctx, stream_of(ids.tracking_id), decide, principal=principal or reporter, must_exist=False)
+    except Problem:  # refused before anything was appended
+        _forget(ctx, written, keep=None)
+        raise
+    stored = ctx.store.read_stream(stream_of(ids.tracking_id), limit=1)[0]
+    if stored.event_id != ids.event_id:
+        _forget(ctx, written, keep=stored)
+        return None
+    if ids.key_digest is not None:
+        # Concurrent requests under one key all append the same event id; the first one's request stands.
+        try:
+            _replay(stored, ids, request_digest, conflict_detail)
+        except IdempotencyConflict:
+            _forget(ctx, written, keep=stored)
+            raise
+    return Receipt(ids.tracking_id, ids.reporter_token, stored, replayed=False)
+
+
+def _forget(ctx: ServiceContext, refs: list[str], *, keep: RecordedEvent | None) -> None:
+    """Erase vault entries written for a submission that was not recorded (those the stored event uses stay)."""
+    used: set[str | None] = set()
+    if keep is not None:
+        used = {keep.data.get("reporter_ref"), keep.metadata.get(ORIGINAL_REF)}
+    for ref in refs:
+        if ref not in used:
+            ctx.vault.erase(ref)

@@ -1,0 +1,127 @@
+"""Text written by reporters: what intake accepts, and how personal data in it is kept out of the log.
+
+Accepted: plain text. Refused with a 422 naming the field: HTML markup (a tag, a `javascript:` link, an event
+handler attribute), control characters other than tab and line breaks (NUL included: PostgreSQL cannot store
+it), and strings that are not valid Unicode (lone surrogates, which no UTF-8 encoder accepts). SQL fragments
+are ordinary text to us: every query is parameterised, so `'; DROP TABLE ...` is stored and shown as written.
+
+Personal data (the reporter's own NIK, phone number, e-mail or name typed into the text) is masked *before*
+the event is written, with the central policy (`lapor.privacy`): the log holds the masked text, which is what
+everyone but the national admin sees anyway, and the original goes to the PII vault under a reference kept in
+the event's metadata (`pii_original_ref`). So the log can be shared with auditors and streamed to Kafka without
+personal data, erasing the vault entry erases the original, and the national admin still reads the text as
+written (see `views.py`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from lokal import parse_phone
+from pydantic import AfterValidator, StringConstraints
+from pydantic_core import PydanticCustomError
+
+from lapor.limits import MaxLength
+from lapor.privacy import redact_event_data
+
+_MARKUP = re.compile(
+    r"<\s*/?\s*[A-Za-z!][^>]*>"  # a tag, closing tag, comment or doctype
+    r"|javascript\s*:"
+    r"|\bon[a-z]+\s*=\s*[\"']",  # onerror="..."
+    re.IGNORECASE,
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+# Metadata key of the vault entry holding the originals of what was masked in an event's text.
+ORIGINAL_REF = "pii_original_ref"
+
+
+def check_plain_text(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PydanticCustomError("text_encoding", "text must be valid Unicode (UTF-8)") from None
+    if _CONTROL.search(value):
+        raise PydanticCustomError("text_control", "text must not contain control characters")
+    if _MARKUP.search(value):
+        raise PydanticCustomError("text_markup", "text must be plain text; HTML markup is not accepted")
+    return value
+
+
+PlainText = AfterValidator(check_plain_text)
+_Trimmed = StringConstraints(strip_whitespace=True, min_length=1)
+
+Title = Annotated[str, _Trimmed, MaxLength("title"), PlainText]
+Body = Annotated[str, _Trimmed, MaxLength("body"), PlainText]
+Text = Annotated[str, _Trimmed, MaxLength("text"), PlainText]
+Comment = Annotated[str, _Trimmed, MaxLength("comment"), PlainText]
+Name = Annotated[str, _Trimmed, MaxLength("name"), PlainText]
+SmsText = Annotated[str, MaxLength("sms"), PlainText]  # may be empty: the reply is then the help text
+Category = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80), PlainText]
+Address = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), PlainText]
+
+
+def _written_forms(identity: Mapping[str, Any]) -> list[str]:
+    """The reporter's identity values, with the other ways their phone number is written (the vault keeps
+    +62...; people type 0812-...)."""
+    values = [value for value in identity.values() if isinstance(value, str)]
+    phone = identity.get("phone")
+    info = parse_phone(phone) if isinstance(phone, str) else None
+    if info is not None and info.valid and info.e164 is not None:
+        rest = info.e164.removeprefix("+62")
+        values += [f"0{rest}", f"62{rest}", *([info.national] if info.national else [])]
+    return values
+
+
+def _appearing(values: list[str], texts: str) -> list[str]:
+    """The values whose every word occurs in `texts` (lower-cased): only those can be scrubbed, and leaving
+    the rest out spares compiling a pattern for them on every report."""
+    return [value for value in values if all(word in texts for word in value.lower().split())]
+
+
+# Between the texts masked in one pass: a private-use character, which no detector pattern takes in.
+_JOIN = "\n\ue000\n"
+
+Path = tuple[str, ...]
+
+
+def _leaves(value: Mapping[str, Any], path: Path = ()) -> list[tuple[Path, str]]:
+    found: list[tuple[Path, str]] = []
+    for key, item in value.items():
+        if isinstance(item, str):
+            found.append(((*path, key), item))
+        elif isinstance(item, Mapping):
+            found.extend(_leaves(item, (*path, key)))
+    return found
+
+
+def _with_leaves(value: Mapping[str, Any], texts: Mapping[Path, str], path: Path = ()) -> dict[str, Any]:
+    return {
+        key: texts.get((*path, key), item) if not isinstance(item, Mapping) else _with_leaves(item, texts, (*path, key))
+        for key, item in value.items()
+    }
+
+
+def mask_personal_data(
+    event_type: str, fields: Mapping[str, Any], identity: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """`fields` (free text of an event, possibly nested like a location's address) masked as the public would
+    see them, with the reporter's own `identity` values scrubbed wherever they appear; and the originals of the
+    fields that changed, None when nothing did.
+
+    The texts are masked in one pass, joined: most of the detector's cost is per call, not per character."""
+    leaves = _leaves(fields)
+    texts = [text for _, text in leaves]
+    known = _appearing(_written_forms(identity), " ".join(texts).lower()) if identity else []
+
+    def masked_text(text: str) -> str:
+        return redact_event_data(event_type, {"text": text, "reporter": known}, None, anonymous=True)["text"]
+
+    parts = masked_text(_JOIN.join(texts)).split(_JOIN)
+    if len(parts) != len(texts):  # the reporter typed the separator: mask the texts one by one
+        parts = [masked_text(text) for text in texts]
+    masked = _with_leaves(fields, {path: part for (path, _), part in zip(leaves, parts, strict=True)})
+    originals = {name: value for name, value in fields.items() if masked.get(name) != value}
+    return masked, originals or None

@@ -1,0 +1,126 @@
+"""The tracking view (`GET /api/complaints/{tracking_id}`): the folded state plus what the fold does not keep
+(the body, attachments, the information the reporter added, public follow-ups, the feedback comment), handed to
+`lapor.privacy.redact_complaint` for the caller. The national admin gets the texts as written from the vault
+(`text.ORIGINAL_REF`) and the reporter's identity; every other audience gets the masked log text, masked again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from lapor.complaint import ComplaintState, allowed_event_types
+from lapor.principal import Principal
+from lapor.privacy import SIGHT, audience_of, redact_complaint
+from lapor.store import RecordedEvent
+from lapor.store.vault import Vault, VaultEntryErased
+from services.intake.text import ORIGINAL_REF
+
+# The reporter's actions, by the event each decides, as the path segment of its route.
+REPORTER_ACTIONS = {
+    "InformationProvided": "information",
+    "FeedbackGiven": "feedback",
+    "OmbudsmanConsentGiven": "ombudsman-consent",
+}
+
+
+def vault_value(vault: Vault, ref: str | None) -> dict[str, Any] | None:
+    if not ref:
+        return None
+    try:
+        return vault.get(ref)
+    except VaultEntryErased:
+        return None  # erased on request: only the masked text remains
+
+
+def complaint_view(
+    state: ComplaintState,
+    events: Sequence[RecordedEvent],
+    principal: Principal | None,
+    *,
+    vault: Vault,
+    agency_name: Callable[[str | None], str | None],
+    region_name: Callable[[str | None], str | None],
+) -> dict[str, Any]:
+    """The report as `principal` may see it; raises lapor.privacy.ReportNotVisible."""
+    as_written = SIGHT[audience_of(principal)].unmasked
+
+    def text_of(event: RecordedEvent) -> dict[str, Any]:
+        data = dict(event.data)
+        if as_written:
+            data.update(vault_value(vault, event.metadata.get(ORIGINAL_REF)) or {})
+        return data
+
+    submitted = text_of(events[0])
+    information: list[dict[str, Any]] = []
+    follow_ups: list[dict[str, Any]] = []
+    feedback: dict[str, Any] | None = None
+    for event in events[1:]:
+        if event.type == "InformationProvided":
+            data = text_of(event)
+            information.append(
+                {"text": data["text"], "provided_at": event.recorded_at, "attachments": data.get("attachments", [])}
+            )
+        elif event.type == "FollowUpPosted" and event.data.get("public", True):
+            data = text_of(event)  # the same vault convention, should followup mask its texts for the log too
+            follow_ups.append(
+                {
+                    "follow_up_id": data["follow_up_id"],
+                    "text": data["text"],
+                    "posted_at": event.recorded_at,
+                    "attachments": data.get("attachments", []),
+                }
+            )
+        elif event.type == "FeedbackGiven":
+            data = text_of(event)
+            feedback = {**{k: data.get(k) for k in ("satisfied", "rating", "comment")}, "given_at": event.recorded_at}
+        elif event.type == "ComplaintResolved":
+            feedback = None  # feedback answers the latest resolution only
+    view: dict[str, Any] = {
+        "tracking_id": state.tracking_id,
+        "version": state.version,
+        "status": state.status,
+        "kind": state.kind,
+        # The admin's corrected title (ComplaintVerified) replaces the reporter's; only the reporter's is masked.
+        "title": submitted["title"] if state.title == events[0].data["title"] else state.title,
+        "body": submitted["body"],
+        "category": state.category,
+        "tags": list(state.tags),
+        "region_code": state.region_code,
+        "region_name": region_name(state.region_code),
+        "location": submitted.get("location"),
+        "attachments": submitted.get("attachments", []),
+        "channel": state.channel,
+        "channel_ref": submitted.get("channel_ref"),
+        "anonymous": state.anonymous,
+        "confidential": state.confidential,
+        "level": state.level,
+        "agency_id": state.agency_id,
+        "agency_name": agency_name(state.agency_id),
+        "unit_id": state.unit_id,
+        "submitted_at": state.submitted_at,
+        "verified_at": state.verified_at,
+        "disposed_at": state.disposed_at,
+        "accepted_at": state.accepted_at,
+        "first_follow_up_at": state.first_follow_up_at,
+        "resolved_at": state.resolved_at,
+        "closed_at": state.closed_at,
+        "verification_due": state.verification_due,
+        "follow_up_due": state.follow_up_due,
+        "feedback_due": state.feedback_due,
+        "information_requested": state.information_requested,
+        "information": information,
+        "follow_ups": follow_ups,
+        "resolution": state.resolution,
+        "feedback": feedback,
+        "close_reason": state.close_reason,
+        "archive_reason": state.archive_reason,
+        "duplicate_of": state.duplicate_of,
+        "escalations": state.escalations,
+        "ombudsman_offered": state.ombudsman_offered,
+        "ombudsman_consent": state.ombudsman_consent,
+        "reporter_actions": [REPORTER_ACTIONS[t] for t in allowed_event_types(state) if t in REPORTER_ACTIONS],
+    }
+    if as_written:
+        view["reporter"] = vault_value(vault, state.reporter_ref)
+    return redact_complaint(view, principal)

@@ -1,0 +1,88 @@
+"""Who may call intake's routes, on the real service: every route × every kind of caller (the platform's matrix
+framework). The table is written from DESIGN.md's roles, as in tests/platform/test_authorization_matrix.py."""
+
+from __future__ import annotations
+
+from lapor.principal import Role
+from schemas.events import ComplaintAssigned, DispositionAccepted
+from tests.intake.conftest import REPORT
+from tests.platform.authz import (
+    HOME_AGENCY,
+    HOME_UNIT,
+    REPORTER,
+    Case,
+    assert_matrix,
+    callers,
+    everyone,
+    uncovered_routes,
+)
+
+EVERYONE = everyone()
+OWN_REPORTER = frozenset({REPORTER})
+SMS = {
+    "message_id": "auth-1",
+    "sender": "6281234567890",
+    "text": "KOTKUPANG jalan rusak",
+    "received_at": "2026-03-06T08:00:00Z",
+}
+
+
+def test_intake_routes_admit_exactly_the_callers_design_allows(intake):
+    national = intake.submit()  # with routing: the national admin's
+    home = intake.submit()
+    intake.dispose(home["tracking_id"], HOME_AGENCY)
+    intake.decide(home["tracking_id"], DispositionAccepted(agency_id=HOME_AGENCY), ComplaintAssigned(unit_id=HOME_UNIT))
+    national_id, home_id = national["tracking_id"], home["tracking_id"]
+    cases = [
+        Case("POST", "/api/complaints", EVERYONE, json=REPORT),
+        Case("GET", f"/api/complaints/{home_id}", EVERYONE, complaint=home_id),
+        Case(
+            "POST",
+            f"/api/complaints/{national_id}/information",
+            OWN_REPORTER,
+            json={"text": "Foto terlampir."},
+            complaint=national_id,
+        ),
+        Case(
+            "POST",
+            f"/api/complaints/{home_id}/feedback",
+            OWN_REPORTER,
+            json={"satisfied": True, "rating": 5},
+            complaint=home_id,
+        ),
+        Case("POST", f"/api/complaints/{home_id}/ombudsman-consent", OWN_REPORTER, complaint=home_id),
+        Case("POST", "/api/channels/sms", frozenset({"integration:sms"}), json=SMS),
+        Case(
+            "POST",
+            "/api/channels/sambat-malang/complaints",
+            frozenset({"integration:sambat"}),
+            json={**REPORT, "external_id": "SBT-1"},
+        ),
+        Case(
+            "POST",
+            "/api/channels/sms/complaints",
+            frozenset({"integration:sms"}),
+            json={**REPORT, "external_id": "SMS-1"},
+        ),
+    ]
+    reporter_tokens = {national_id: national["reporter_token"], home_id: home["reporter_token"]}
+    assert_matrix(intake.client, cases, callers(intake.tokens, reporter_tokens))
+    assert uncovered_routes(intake.client.app, cases) == []
+
+
+def test_a_bad_bearer_token_is_refused_even_on_the_public_routes(intake):
+    headers = {"Authorization": "Bearer not.a.token"}
+    assert intake.client.post("/api/complaints", json=REPORT, headers=headers).status_code == 401
+    receipt = intake.submit()
+    assert intake.client.get(f"/api/complaints/{receipt['tracking_id']}", headers=headers).status_code == 401
+
+
+def test_an_agency_token_does_not_open_another_agencys_reports_beyond_the_public_view(intake):
+    receipt = intake.submit(confidential=True)
+    intake.dispose(receipt["tracking_id"], HOME_AGENCY)
+    path = f"/api/complaints/{receipt['tracking_id']}"
+    foreign = intake.bearer(Role.liaison, agency_id="pemda-35.73")
+    sibling_unit = intake.bearer(Role.unit_officer, agency_id=HOME_AGENCY, unit_id="pemda-53.71/disdik")
+    assert intake.client.get(path, headers=foreign).status_code == 404
+    assert intake.client.get(path, headers=sibling_unit).status_code == 404
+    assert intake.client.get(path, headers=intake.bearer(Role.auditor)).status_code == 200

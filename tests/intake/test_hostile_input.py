@@ -1,0 +1,215 @@
+"""Malformed, oversize, wrong-type and hostile input: a problem response (application/problem+json) and no
+event, on every intake route that takes a body."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lapor.principal import Role
+from tests.intake.conftest import REPORT
+
+SMS = {
+    "message_id": "m-1",
+    "sender": "6281234567890",
+    "text": "KOTKUPANG jalan rusak",
+    "received_at": "2026-03-06T08:00:00Z",
+}
+CHANNEL = {**REPORT, "external_id": "SBT-1"}
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture
+def intake(module_intake):
+    """Every test here looks only at its own reports, so they share one running service."""
+    return module_intake
+
+
+def routes(intake):
+    """(path, a valid body, headers) of every intake route that creates a report."""
+    return {
+        "web": ("/api/complaints", REPORT, {}),
+        "sms": ("/api/channels/sms", SMS, intake.bearer(Role.integration, channel="sms")),
+        "channel": ("/api/channels/sambat/complaints", CHANNEL, intake.bearer(Role.integration, channel="sambat")),
+    }
+
+
+def refused(intake, route, *, status=422, **request):
+    path, _, headers = routes(intake)[route]
+    head = intake.head()
+    response = intake.client.post(path, headers={**headers, **request.pop("headers", {})}, **request)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert intake.head() == head, "an event was written"
+    return response.json()
+
+
+def with_field(route, intake, **fields):
+    return {**routes(intake)[route][1], **fields}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<script>alert('x')</script> jalan rusak",
+        'Jalan rusak <img src=x onerror="alert(1)">',
+        "lihat <a href='javascript:alert(1)'>foto</a>",
+        "<!-- komentar --> jalan rusak",
+        "Jalan rusak <b>parah</b>",
+    ],
+)
+@pytest.mark.parametrize("route", ["web", "channel"])
+def test_html_and_script_in_the_text_are_refused(intake, route, text):
+    problem = refused(intake, route, json=with_field(route, intake, body=text))
+    assert problem["errors"][0]["location"] == ["body", "body"]
+    assert "plain text" in problem["errors"][0]["message"]
+
+
+def test_html_in_an_sms_is_refused(intake):
+    refused(intake, "sms", json={**SMS, "text": "KOTKUPANG <script>alert(1)</script>"})
+
+
+def test_a_comparison_sign_in_plain_text_is_not_mistaken_for_html(intake):
+    receipt = intake.submit(body="Tarif air naik dari < 5.000 menjadi > 10.000 per kubik, 3<4 orang mengeluh.")
+    assert "< 5.000" in intake.events(receipt["tracking_id"])[0].data["body"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("region_code", "53.71'; DROP TABLE events; --"),
+        ("region_code", "53.71 OR 1=1"),
+        ("kind", "pengaduan' OR '1'='1"),
+    ],
+)
+def test_sql_fragments_in_coded_fields_are_refused(intake, field, value):
+    refused(intake, "web", json=with_field("web", intake, **{field: value}))
+
+
+def test_sql_fragments_in_identifiers_are_refused(intake):
+    refused(intake, "channel", json=with_field("channel", intake, external_id="1'; DELETE FROM events; --"))
+    refused(intake, "sms", json={**SMS, "message_id": "x' OR '1'='1"})
+    path = "/api/channels/sambat'; DROP TABLE events;--/complaints"
+    headers = intake.bearer(Role.integration, channel="sambat'; DROP TABLE events;--")
+    response = intake.client.post(path, json=CHANNEL, headers=headers)
+    assert response.status_code == 422
+
+
+def test_sql_fragments_in_free_text_are_only_text(intake):
+    """Every query is parameterised: such text is stored and shown as written, and the store is intact."""
+    text = "Robert'); DROP TABLE events;-- mengeluh jalan rusak"
+    receipt = intake.submit(body=text)
+    assert intake.events(receipt["tracking_id"])[0].data["body"] == text
+    assert intake.client.get(f"/api/complaints/{receipt['tracking_id']}").json()["body"] == text
+
+
+def test_a_tracking_id_with_sql_in_the_path_is_not_found(intake):
+    response = intake.client.get("/api/complaints/1' OR '1'='1")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("route", ["web", "sms", "channel"])
+def test_invalid_utf8_is_refused(intake, route):
+    body = json.dumps(routes(intake)[route][1]).encode().replace(b"rusak", b"rus\xffak", 1)
+    refused(intake, route, status=400, content=body, headers=JSON)
+
+
+@pytest.mark.parametrize("route", ["web", "channel"])
+def test_escaped_lone_surrogates_and_control_characters_are_refused(intake, route):
+    for fields in ({"title": "Jalan \ud800 rusak"}, {"title": "Jalan \x00 rusak"}, {"body": "Jalan \x1b[31m rusak"}):
+        # json.dumps escapes them as \\ud800, \\u0000: valid JSON that decodes to text no report may hold.
+        refused(intake, route, content=json.dumps(with_field(route, intake, **fields)), headers=JSON)
+
+
+def test_a_body_that_is_not_json_is_refused(intake):
+    refused(intake, "web", content=b"{title: jalan", headers=JSON)
+    refused(intake, "web", json=["a", "list"])
+
+
+def test_a_body_of_another_media_type_is_refused(intake):
+    refused(intake, "web", status=415, content=b"<xml/>", headers={"Content-Type": "application/xml"})
+
+
+def test_a_body_over_the_size_limit_is_refused_before_it_is_read(intake):
+    refused(intake, "web", status=413, json={**REPORT, "body": "x" * 1_100_000})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("title", "x" * 201), ("body", "x" * 10_001), ("category", "x" * 81), ("title", "   "), ("body", "")],
+)
+def test_texts_over_or_under_their_length_limits_are_refused(intake, field, value):
+    refused(intake, "web", json={**REPORT, field: value})
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"title": 123},
+        {"body": ["a", "list"]},
+        {"anonymous": "yes"},
+        {"confidential": 1},
+        {"region_code": 53.71},
+        {"kind": "gugatan"},
+        {"location": {"lat": "-10.1", "lon": "123.6"}},
+        {"location": {"lat": -10.1}},
+        {"reporter": "Budi"},
+        {"nik": "5371014508850001"},  # identity outside `reporter` is an unknown field
+        {"reporter_ref": "pii_forged_reference"},
+        {"reporter_token_hash": "0" * 64},
+    ],
+)
+def test_wrong_types_and_unknown_fields_are_refused(intake, fields):
+    refused(intake, "web", json={**REPORT, **fields})
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"location": {"lat": 1e308, "lon": 0.0}},
+        {
+            "attachments": [
+                {"url": "https://a.id/f.jpg", "sha256": "0" * 64, "media_type": "image/jpeg", "size_bytes": 10**40}
+            ]
+        },
+    ],
+)
+def test_huge_numbers_are_refused(intake, fields):
+    refused(intake, "web", json={**REPORT, **fields})
+
+
+def test_a_number_beyond_floating_point_is_refused(intake):
+    body = json.dumps({**REPORT, "location": {"lat": -10.0, "lon": 0.0}}).replace("0.0", "-1e400")
+    refused(intake, "web", content=body, headers=JSON)
+
+
+def test_a_number_too_long_to_read_is_refused(intake):
+    body = json.dumps(REPORT)[:-1] + ', "anonymous": ' + "9" * 5000 + "}"
+    refused(intake, "web", status=400, content=body.encode(), headers=JSON)
+
+
+def test_an_sms_with_a_malformed_sender_or_time_is_refused(intake):
+    refused(intake, "sms", json={**SMS, "sender": "+62 812' OR 1=1"})
+    refused(intake, "sms", json={**SMS, "received_at": "kemarin"})
+    refused(intake, "sms", json={**SMS, "received_at": "2026-03-06T08:00:00"})  # no time zone
+
+
+def test_hostile_text_in_the_reporters_own_actions_is_refused(intake):
+    receipt = intake.submit()
+    intake.pend(receipt["tracking_id"])
+    token = {"X-Reporter-Token": receipt["reporter_token"]}
+    path = f"/api/complaints/{receipt['tracking_id']}"
+    head = intake.head()
+    for action, body in [
+        ("information", {"text": "<script>alert(1)</script>"}),
+        ("information", {"text": "x" * 10_001}),
+        ("information", {"text": "ok", "attachments": [{"url": "ftp://x", "sha256": "0" * 64}]}),
+        ("feedback", {"satisfied": True, "rating": 5, "comment": "<b>bagus</b>"}),
+        ("ombudsman-consent", {"unexpected": True}),
+    ]:
+        response = intake.client.post(f"{path}/{action}", json=body, headers=token)
+        assert response.status_code == 422, (action, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+    assert intake.head() == head

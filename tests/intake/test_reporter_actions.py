@@ -1,0 +1,133 @@
+"""What a reporter does with the reporter token: add information when pended, give feedback on a resolution,
+consent to the Ombudsman takeover when offered."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+
+@pytest.fixture
+def intake(module_intake):
+    """Every test here acts only on its own reports, so they share one running service."""
+    return module_intake
+
+
+def post(intake, receipt, action, body=None, **headers):
+    return intake.client.post(
+        f"/api/complaints/{receipt['tracking_id']}/{action}",
+        json=body,
+        headers={"X-Reporter-Token": receipt["reporter_token"], **headers},
+    )
+
+
+def test_information_added_to_a_pended_report_sends_it_back_to_verification(serve_intake):
+    with serve_intake(training=True) as intake:  # a clock the test moves
+        information_after_a_week(intake)
+
+
+def information_after_a_week(intake):
+    receipt = intake.submit()
+    intake.pend(receipt["tracking_id"])
+    intake.ctx.clock.advance(timedelta(days=7))
+    shown = intake.client.get(f"/api/complaints/{receipt['tracking_id']}").json()
+    assert shown["information_requested"] == "Mohon kirim foto lokasi jalan yang rusak."
+    assert shown["reporter_actions"] == ["information"]
+    response = post(intake, receipt, "information", {"text": "Lokasinya di depan SD Inpres Oebobo."})
+    assert response.status_code == 200
+    assert response.json() == {"tracking_id": receipt["tracking_id"], "status": "submitted", "version": 2}
+    assert response.headers["ETag"] == '"2"'
+    shown = intake.client.get(f"/api/complaints/{receipt['tracking_id']}").json()
+    assert shown["information"][0]["text"] == "Lokasinya di depan SD Inpres Oebobo."
+    assert datetime.fromisoformat(shown["verification_due"]) > datetime.fromisoformat(receipt["verification_due"])
+
+
+def test_the_reporters_own_details_in_added_information_are_masked(intake):
+    receipt = intake.submit(reporter={"name": "Fransiska Pello", "phone": "081377778888"})
+    intake.pend(receipt["tracking_id"])
+    post(intake, receipt, "information", {"text": "Hubungi Fransiska Pello di 081377778888."})
+    [*_, event] = intake.events(receipt["tracking_id"])
+    assert "Pello" not in event.data["text"]
+    assert "77778888" not in event.data["text"]
+    assert intake.ctx.vault.get(event.metadata["pii_original_ref"]) == {
+        "text": "Hubungi Fransiska Pello di 081377778888."
+    }
+    assert intake.events(receipt["tracking_id"])[-1].metadata["actor"] == f"reporter:{receipt['tracking_id']}"
+
+
+def test_information_is_refused_while_the_report_is_not_pended(intake):
+    receipt = intake.submit()
+    response = post(intake, receipt, "information", {"text": "Tambahan."})
+    assert response.status_code == 409
+    assert response.json()["complaint_status"] == "submitted"
+
+
+def test_reporter_actions_need_the_reports_own_token(intake):
+    receipt = intake.submit()
+    other = intake.submit()
+    intake.pend(receipt["tracking_id"])
+    path = f"/api/complaints/{receipt['tracking_id']}/information"
+    assert intake.client.post(path, json={"text": "x"}).status_code == 401
+    wrong = {"X-Reporter-Token": other["reporter_token"]}
+    assert intake.client.post(path, json={"text": "x"}, headers=wrong).status_code == 401
+    assert len(intake.events(receipt["tracking_id"])) == 2
+
+
+def test_a_stale_if_match_is_refused_with_the_current_version(intake):
+    receipt = intake.submit()
+    intake.pend(receipt["tracking_id"])
+    response = post(intake, receipt, "information", {"text": "Foto terlampir."}, **{"If-Match": '"0"'})
+    assert response.status_code == 412
+    assert response.json()["current_version"] == 1
+    assert post(intake, receipt, "information", {"text": "Foto terlampir."}, **{"If-Match": '"1"'}).status_code == 200
+
+
+def test_feedback_on_a_resolution_is_recorded_once(intake):
+    receipt = intake.submit()
+    intake.resolve(receipt["tracking_id"])
+    assert intake.client.get(f"/api/complaints/{receipt['tracking_id']}").json()["reporter_actions"] == ["feedback"]
+    feedback = {"satisfied": False, "rating": 2, "comment": "Lubang hanya ditutup tanah, sudah terbuka lagi."}
+    response = post(intake, receipt, "feedback", feedback)
+    assert response.status_code == 200
+    [*_, event] = intake.events(receipt["tracking_id"])
+    assert (event.type, event.data) == ("FeedbackGiven", feedback)
+    assert post(intake, receipt, "feedback", feedback).status_code == 409
+    shown = intake.client.get(f"/api/complaints/{receipt['tracking_id']}").json()
+    assert shown["feedback"]["rating"] == 2
+
+
+@pytest.mark.parametrize(
+    "feedback",
+    [
+        {"satisfied": True, "rating": 6},
+        {"satisfied": True, "rating": 0},
+        {"satisfied": True, "rating": "5"},
+        {"satisfied": "yes", "rating": 5},
+        {"satisfied": True, "rating": 10**30},
+        {"satisfied": True},
+        {"satisfied": True, "rating": 4, "comment": "x" * 2001},
+    ],
+)
+def test_invalid_feedback_is_refused(intake, feedback):
+    receipt = intake.submit()
+    intake.resolve(receipt["tracking_id"])
+    assert post(intake, receipt, "feedback", feedback).status_code == 422
+    assert intake.events(receipt["tracking_id"])[-1].type == "ComplaintResolved"
+
+
+def test_feedback_before_any_resolution_is_a_conflict(intake):
+    receipt = intake.submit()
+    assert post(intake, receipt, "feedback", {"satisfied": True, "rating": 5}).status_code == 409
+
+
+def test_consent_to_the_ombudsman_is_taken_once_it_is_offered(intake):
+    receipt = intake.submit()
+    assert post(intake, receipt, "ombudsman-consent").status_code == 409
+    intake.offer_ombudsman(receipt["tracking_id"])
+    shown = intake.client.get(f"/api/complaints/{receipt['tracking_id']}").json()
+    assert shown["ombudsman_offered"] is True
+    assert shown["reporter_actions"] == ["ombudsman-consent"]
+    assert post(intake, receipt, "ombudsman-consent").status_code == 200
+    assert intake.events(receipt["tracking_id"])[-1].type == "OmbudsmanConsentGiven"
+    assert post(intake, receipt, "ombudsman-consent").status_code == 409

@@ -1,0 +1,179 @@
+"""SMS 1708 over HTTP: the gateway posts each message, intake files the report and answers with the SMS to send
+back. The directory (keywords) is written as routing writes it."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lapor.app import create_app, load_services
+from lapor.auth import TokenService
+from lapor.clock import SystemClock
+from lapor.principal import Role
+from lapor.settings import load_settings
+from schemas.events import AgencyKind, AgencyUpdated
+from services.intake.sms import HELP_REPLY
+from tests.intake.conftest import OPEN_LIMITS, Intake
+
+
+def message(message_id: str = "sms-0001", text: str = "KOTKUPANG jalan rusak di Oebobo", **fields):
+    return {
+        "message_id": message_id,
+        "sender": "6281234567890",
+        "text": text,
+        "received_at": "2026-03-06T08:00:00+07:00",
+        **fields,
+    }
+
+
+@pytest.fixture
+def gateway(intake):
+    intake.register_agency("pemda-53.71", "Pemerintah Kota Kupang", "53.71", "KOTKUPANG")
+    intake.register_agency("pemda-36.03", "Pemerintah Kabupaten Tangerang", "36.03", "TANGKAB")
+    intake.caught_up()
+    headers = intake.bearer(Role.integration, channel="sms", subject="gateway-1708")
+    return lambda body: intake.client.post("/api/channels/sms", json=body, headers=headers)
+
+
+def test_a_known_keyword_routes_the_report_to_its_government_and_the_reply_names_the_tracking_id(intake, gateway):
+    response = gateway(message(text="  tangkab   jalan rusak di Cikupa dekat pasar"))
+    assert response.status_code == 201
+    reply = response.json()
+    [event] = intake.events(reply["tracking_id"])
+    assert event.data["suggested_agency_id"] == "pemda-36.03"
+    assert event.data["region_code"] == "36.03"
+    assert event.data["body"] == "jalan rusak di Cikupa dekat pasar"
+    assert event.data["channel"] == "sms"
+    assert event.metadata["received_at"] == "2026-03-06T08:00:00+07:00"
+    assert reply["tracking_id"] in reply["reply"]
+    assert "Kabupaten Tangerang" in reply["reply"]
+
+
+def test_the_access_code_in_the_reply_opens_the_report_for_the_sender(intake, gateway):
+    reply = gateway(message()).json()
+    access_code = reply["reply"].rsplit("Kode akses: ", 1)[1]
+    view = intake.client.get(f"/api/complaints/{reply['tracking_id']}", headers={"X-Reporter-Token": access_code})
+    assert view.status_code == 200
+
+
+def test_the_senders_number_is_identity_kept_in_the_vault_and_out_of_every_view(intake, gateway):
+    reply = gateway(message(text="KOTKUPANG hubungi saya di 081234567890, jalan rusak")).json()
+    [event] = intake.events(reply["tracking_id"])
+    assert intake.ctx.vault.get(event.data["reporter_ref"]) == {"phone": "+6281234567890"}
+    assert "1234567890" not in event.data["body"]
+    agency = intake.bearer(Role.admin_agency, agency_id="pemda-53.71")
+    intake.dispose(reply["tracking_id"])
+    for headers in ({}, agency):
+        shown = intake.client.get(f"/api/complaints/{reply['tracking_id']}", headers=headers)
+        assert "1234567890" not in shown.text
+        assert "sms-0001" not in shown.text  # an SMS reference is derived from the sender
+
+
+def test_an_unknown_or_missing_keyword_goes_to_national_verification_with_the_whole_text(intake, gateway):
+    reply = gateway(message(text="Jalan rusak di depan pasar Oeba")).json()
+    [event] = intake.events(reply["tracking_id"])
+    assert event.data["suggested_agency_id"] is None
+    assert event.data["region_code"] is None
+    assert event.data["body"] == "Jalan rusak di depan pasar Oeba"
+    assert "verifikasi nasional" in reply["reply"]
+    shown = intake.client.get(f"/api/complaints/{reply['tracking_id']}").json()
+    assert shown["level"] == "national"
+
+
+def test_before_routing_loads_the_directory_every_keyword_goes_to_national_verification(intake):
+    headers = intake.bearer(Role.integration, channel="sms")
+    response = intake.client.post("/api/channels/sms", json=message(), headers=headers)
+    assert response.status_code == 201
+    [event] = intake.events(response.json()["tracking_id"])
+    assert event.data["suggested_agency_id"] is None
+    assert event.data["body"] == "KOTKUPANG jalan rusak di Oebobo"
+
+
+@pytest.mark.parametrize("text", ["", "   ", "KOTKUPANG", "kotkupang   "])
+def test_an_empty_message_gets_the_help_text_and_files_nothing(intake, gateway, text):
+    head = intake.head()
+    response = gateway(message(text=text))
+    assert response.status_code == 200
+    assert response.json() == {"reply": HELP_REPLY, "tracking_id": None}
+    assert intake.head() == head
+
+
+def test_a_duplicate_delivery_of_a_message_id_files_one_report_and_gets_the_same_reply(intake, gateway):
+    first = gateway(message())
+    again = gateway(message(received_at="2026-03-06T08:05:00+07:00"))  # gateways redeliver with a new time
+    assert again.status_code == first.status_code == 201
+    assert again.json() == first.json()
+    submitted = [e for e in intake.ctx.store.read_all(0, "complaint") if e.type == "ComplaintSubmitted"]
+    assert len(submitted) == 1
+
+
+def test_a_reused_message_id_with_another_text_is_a_conflict(intake, gateway):
+    gateway(message())
+    response = gateway(message(text="KOTKUPANG lampu jalan mati"))
+    assert response.status_code == 409
+    assert "sms-0001" in response.json()["detail"]
+
+
+def test_a_joined_multipart_message_is_accepted_up_to_the_limit(intake, gateway):
+    long_text = "KOTKUPANG " + "jalan rusak parah di Oebobo dekat sekolah. " * 36  # ~1550 characters
+    assert gateway(message("long-1", long_text)).status_code == 201
+    response = gateway(message("long-2", long_text + "x" * 100))
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["location"] == ["body", "text"]
+
+
+@pytest.mark.parametrize(
+    ("role", "scope", "status"),
+    [
+        (Role.integration, {"channel": "sambat-malang"}, 403),
+        (Role.admin_national, {"agency_id": "kemenpanrb"}, 403),
+        (None, {}, 401),
+    ],
+)
+def test_only_the_sms_gateway_may_post_messages(intake, role, scope, status):
+    headers = intake.bearer(role, **scope) if role else {}
+    assert intake.client.post("/api/channels/sms", json=message(), headers=headers).status_code == status
+
+
+def test_a_keyword_follows_the_directory_when_an_agency_changes_or_retires(intake, gateway):
+    def update(*keywords, active=True):
+        event = AgencyUpdated(
+            agency_id="pemda-53.71",
+            name="Pemerintah Kota Kupang",
+            kind=AgencyKind.pemerintah_kabupaten_kota,
+            region_code="53.71",
+            sms_keywords=keywords,
+            active=active,
+        )
+        intake.ctx.store.append("directory-pemda-53.71", [event.to_new_event()])
+        intake.caught_up()
+
+    def routed(message_id, text):
+        reply = gateway(message(message_id, text)).json()
+        return intake.events(reply["tracking_id"])[0].data["suggested_agency_id"]
+
+    update("KUPANG")
+    assert routed("k-1", "KUPANG lampu mati") == "pemda-53.71"
+    assert routed("k-2", "KOTKUPANG lampu mati") is None
+    update("KUPANG", active=False)
+    assert routed("k-3", "KUPANG lampu mati") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "agency_id", "region_code"),
+    [
+        ("KOTKUPANG jalan rusak di Oebobo", "pemda-53.71", "53.71"),
+        ("tangkab  jalan rusak di Cikupa", "pemda-36.03", "36.03"),
+    ],
+)
+def test_the_keywords_of_routings_shipped_directory_route_sms_reports(tmp_path, text, agency_id, region_code):
+    """With routing running beside intake (as in `lapor up`), its directory is what intake reads keywords from."""
+    settings = load_settings(data=tmp_path / "var", limits=OPEN_LIMITS)
+    with TestClient(create_app(settings, load_services(["intake", "routing"]))) as client:
+        intake = Intake(client, TokenService(settings.signing_secret(), SystemClock()))
+        intake.caught_up()
+        response = client.post(
+            "/api/channels/sms", json=message(text=text), headers=intake.bearer(Role.integration, channel="sms")
+        )
+        [event] = intake.events(response.json()["tracking_id"])
+        assert (event.data["suggested_agency_id"], event.data["region_code"]) == (agency_id, region_code)

@@ -1,0 +1,55 @@
+"""Reading `KEYWORD <isi laporan>` from an SMS, without a server."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.intake.sms import KeywordAgency, accepted_reply, parse_sms, title_of
+
+KUPANG = KeywordAgency("KOTKUPANG", "pemda-53.71", "Pemerintah Kota Kupang", "53.71")
+TANGERANG = KeywordAgency("TANGKAB", "pemda-36.03", "Pemerintah Kabupaten Tangerang", "36.03")
+DIRECTORY = {agency.keyword: agency for agency in (KUPANG, TANGERANG)}
+
+
+def parse(text):
+    return parse_sms(text, DIRECTORY.get)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["KOTKUPANG jalan rusak di Oebobo", "kotkupang jalan rusak di Oebobo", "  KotKupang    jalan  rusak di Oebobo  "],
+)
+def test_a_known_keyword_in_any_case_and_spacing_routes_to_its_government(text):
+    report = parse(text)
+    assert report.agency == KUPANG
+    assert report.content == "jalan rusak di Oebobo"
+
+
+def test_line_breaks_of_a_joined_multipart_message_are_kept():
+    assert parse("TANGKAB jalan rusak\n  di Cikupa   dekat pasar").content == "jalan rusak\ndi Cikupa dekat pasar"
+
+
+def test_an_unknown_first_word_is_part_of_a_report_for_national_verification():
+    report = parse("KOTKUPNG jalan rusak")
+    assert report.agency is None
+    assert report.content == "KOTKUPNG jalan rusak"
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n", "KOTKUPANG", "  tangkab  "])
+def test_an_empty_message_or_a_keyword_alone_holds_no_report(text):
+    assert parse(text) is None
+
+
+def test_a_long_first_line_is_cut_at_a_word_for_the_title():
+    content = "Jalan " + "berlubang " * 20
+    title = title_of(content)
+    assert len(title) <= 81
+    assert title.endswith("berlubang…")
+
+
+def test_the_reply_names_the_tracking_id_the_access_code_and_where_the_report_goes():
+    reply = accepted_reply("04HM-ASW9-K", "tok", "Pemerintah Kota Kupang")
+    assert "04HM-ASW9-K" in reply
+    assert "tok" in reply
+    assert "Kota Kupang" in reply
+    assert "verifikasi nasional" in accepted_reply("04HM-ASW9-K", "tok", None)

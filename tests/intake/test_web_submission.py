@@ -1,0 +1,249 @@
+"""Submitting on the web and the mobile app, and tracking the report, over HTTP with the embedded store."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from lapor.auth import reporter_token_hash
+from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
+from schemas.events import DispositionAccepted, FollowUpPosted
+from services.intake.tracking import parse_tracking_id
+from tests.intake.conftest import REPORT
+
+IDENTITY = {
+    "name": "Maria Manafe",
+    "phone": "0812-3456-7890",
+    "email": "Maria.Manafe@example.id",
+    "nik": "5371014508850001",
+}
+
+
+@pytest.fixture
+def intake(module_intake):
+    """Every test here looks only at its own reports, so they share one running service."""
+    return module_intake
+
+
+def test_a_submission_returns_a_checksummed_tracking_id_a_token_and_the_verification_deadline(intake):
+    response = intake.client.post("/api/complaints", json=REPORT)
+    assert response.status_code == 201
+    receipt = response.json()
+    assert parse_tracking_id(receipt["tracking_id"]) == receipt["tracking_id"]
+    assert receipt["status"] == "submitted"
+    assert datetime.fromisoformat(receipt["verification_due"]) > datetime.fromisoformat(receipt["submitted_at"])
+    assert receipt["links"]["self"] == f"/api/complaints/{receipt['tracking_id']}"
+    assert response.headers["Location"] == receipt["links"]["self"]
+    [event] = intake.events(receipt["tracking_id"])
+    assert event.type == "ComplaintSubmitted"
+    assert event.data["channel"] == "web"
+    assert event.data["reporter_token_hash"] == reporter_token_hash(receipt["reporter_token"])
+    assert receipt["reporter_token"] not in str(event.data) + str(event.metadata)
+
+
+def test_the_mobile_app_is_recorded_as_its_own_channel(intake):
+    receipt = intake.submit(channel="mobile")
+    assert intake.events(receipt["tracking_id"])[0].data["channel"] == "mobile"
+
+
+def test_identity_goes_to_the_vault_and_the_event_carries_only_its_reference(intake):
+    receipt = intake.submit(reporter=IDENTITY)
+    [event] = intake.events(receipt["tracking_id"])
+    stored = str(event.data) + str(event.metadata)
+    for value in ("Maria", "Manafe", "3456", "example.id", "5371014508850001"):
+        assert value not in stored
+    assert intake.ctx.vault.get(event.data["reporter_ref"]) == {
+        "name": "Maria Manafe",
+        "phone": "+6281234567890",  # normalised with lokal-id
+        "email": "maria.manafe@example.id",
+        "nik": "5371014508850001",
+    }
+
+
+def test_personal_data_typed_into_the_text_is_masked_in_the_log_and_kept_whole_only_in_the_vault(intake):
+    body = "Saya Maria Manafe, NIK 5371014508850001, HP 081234567890. Jalan di depan rumah saya berlubang."
+    receipt = intake.submit(body=body, reporter={"name": "Maria Manafe"})
+    [event] = intake.events(receipt["tracking_id"])
+    assert "Manafe" not in event.data["body"]
+    assert "5371014508850001" not in event.data["body"]
+    assert "081234567890" not in event.data["body"]
+    assert "Jalan di depan rumah saya berlubang." in event.data["body"]
+    assert intake.ctx.vault.get(event.metadata["pii_original_ref"]) == {"body": body}
+
+
+def test_a_text_without_personal_data_is_logged_as_written_with_nothing_in_the_vault(intake):
+    receipt = intake.submit()
+    [event] = intake.events(receipt["tracking_id"])
+    assert event.data["body"] == REPORT["body"]
+    assert "pii_original_ref" not in event.metadata
+
+
+def test_the_public_sees_status_dates_and_the_masked_text_but_never_the_identity(intake):
+    body = "Saya Maria Manafe (HP 081234567890) melaporkan jalan berlubang."
+    receipt = intake.submit(body=body, reporter=IDENTITY, anonymous=True)
+    view = intake.client.get(f"/api/complaints/{receipt['tracking_id']}")
+    assert view.status_code == 200
+    assert view.headers["ETag"] == '"0"'
+    shown = view.json()
+    assert shown["status"] == "submitted"
+    assert shown["region_name"] == "Kota Kupang, Nusa Tenggara Timur"
+    assert shown["submitted_at"] == receipt["submitted_at"]
+    assert "jalan berlubang" in shown["body"]
+    text = view.text
+    for value in ("Maria", "Manafe", "081234567890", "3456", "5371014508850001", "example.id", "pii_"):
+        assert value not in text
+    assert "reporter" not in shown
+
+
+def test_the_national_admin_reads_the_text_as_written_and_who_reported(intake):
+    body = "Saya Maria Manafe (HP 081234567890) melaporkan jalan berlubang."
+    receipt = intake.submit(body=body, reporter=IDENTITY, anonymous=True)
+    admin = intake.bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    shown = intake.client.get(f"/api/complaints/{receipt['tracking_id']}", headers=admin).json()
+    assert shown["body"] == body
+    assert shown["reporter"]["nik"] == "5371014508850001"
+
+
+def test_after_the_vault_entry_is_erased_even_the_national_admin_reads_only_the_masked_text(intake):
+    body = "Saya Maria Manafe (HP 081234567890) melaporkan jalan berlubang."
+    receipt = intake.submit(body=body, reporter=IDENTITY)
+    [event] = intake.events(receipt["tracking_id"])
+    intake.ctx.vault.erase(event.metadata["pii_original_ref"])
+    intake.ctx.vault.erase(event.data["reporter_ref"])
+    admin = intake.bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    shown = intake.client.get(f"/api/complaints/{receipt['tracking_id']}", headers=admin).json()
+    assert shown["body"] == event.data["body"]
+    assert "081234567890" not in shown["body"]
+    assert shown["reporter"] is None
+
+
+def test_a_confidential_report_is_hidden_from_the_public_but_shown_with_the_reporter_token(intake):
+    receipt = intake.submit(confidential=True)
+    path = f"/api/complaints/{receipt['tracking_id']}"
+    assert intake.client.get(path).status_code == 404
+    assert intake.client.get(path, headers={"X-Reporter-Token": "not-the-token"}).status_code == 404
+    shown = intake.client.get(path, headers={"X-Reporter-Token": receipt["reporter_token"]})
+    assert shown.status_code == 200
+    assert shown.json()["confidential"] is True
+
+
+def test_the_agency_holding_a_confidential_report_sees_it_and_another_agency_does_not(intake):
+    receipt = intake.submit(confidential=True)
+    intake.dispose(receipt["tracking_id"], "pemda-53.71")
+    path = f"/api/complaints/{receipt['tracking_id']}"
+    assert intake.client.get(path, headers=intake.bearer(Role.admin_agency, agency_id="pemda-53.71")).status_code == 200
+    assert intake.client.get(path, headers=intake.bearer(Role.admin_agency, agency_id="pemda-35.73")).status_code == 404
+
+
+def test_the_tracking_view_names_the_agency_from_the_directory_and_shows_public_follow_ups_only(intake):
+    intake.register_agency("pemda-53.71", "Pemerintah Kota Kupang", "53.71", "KOTKUPANG")
+    receipt = intake.submit()
+    tracking_id = receipt["tracking_id"]
+    intake.dispose(tracking_id)
+    intake.decide(
+        tracking_id,
+        DispositionAccepted(agency_id="pemda-53.71"),
+        FollowUpPosted(follow_up_id="fu-1", text="Tim sudah meninjau lokasi.", public=True),
+        FollowUpPosted(follow_up_id="fu-2", text="Catatan internal: anggaran belum ada.", public=False),
+    )
+    intake.caught_up()
+    shown = intake.client.get(f"/api/complaints/{tracking_id}").json()
+    assert shown["agency_name"] == "Pemerintah Kota Kupang"
+    assert shown["status"] == "in_progress"
+    assert [f["text"] for f in shown["follow_ups"]] == ["Tim sudah meninjau lokasi."]
+    assert "anggaran" not in str(shown)
+
+
+def test_a_tracking_id_with_a_typo_is_a_clear_not_found(intake):
+    receipt = intake.submit()
+    tracking_id = receipt["tracking_id"]
+    last = tracking_id[-1]
+    typo = tracking_id[:-1] + ("0" if last != "0" else "1")
+    response = intake.client.get(f"/api/complaints/{typo}")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "check symbol" in response.json()["detail"]
+    assert intake.client.get(f"/api/complaints/{tracking_id.lower().replace('-', '')}").status_code == 200
+
+
+def test_an_unknown_but_well_formed_tracking_id_is_not_found(intake):
+    response = intake.client.get("/api/complaints/04HM-ASW9-K")
+    assert response.status_code == 404
+    assert "no report" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("region_code", ["53", "53.71", "53.71.01", "36.03", "82.71"])
+def test_kemendagri_codes_of_provinces_regencies_and_districts_are_accepted(intake, region_code):
+    assert intake.client.post("/api/complaints", json={**REPORT, "region_code": region_code}).status_code == 201
+
+
+@pytest.mark.parametrize("region_code", ["99.99", "53.99", "5371", "KUPANG", "53.71.99"])
+def test_unknown_region_codes_are_refused(intake, region_code):
+    response = intake.client.post("/api/complaints", json={**REPORT, "region_code": region_code})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["location"] == ["body", "region_code"]
+
+
+@pytest.mark.parametrize(
+    ("identity", "field"),
+    [
+        ({"nik": "1234567890123456"}, "nik"),
+        ({"nik": "53710145"}, "nik"),
+        ({"phone": "12345"}, "phone"),
+        ({"email": "not-an-email"}, "email"),
+        ({}, "reporter"),
+    ],
+)
+def test_invalid_identity_is_refused_naming_the_field(intake, identity, field):
+    response = intake.client.post("/api/complaints", json={**REPORT, "reporter": identity})
+    assert response.status_code == 422
+    assert field in str(response.json()["errors"][0]["location"])
+
+
+ATTACHMENT = {
+    "url": "https://unggah.lapor.go.id/f/3c1a.jpg",
+    "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "media_type": "image/jpeg",
+    "size_bytes": 250_000,
+}
+
+
+def test_attachments_are_recorded_by_url_hash_and_type_with_a_location(intake):
+    location = {"lat": -10.1772, "lon": 123.607, "address": "Jl. El Tari No. 1, Kupang"}
+    receipt = intake.submit(attachments=[ATTACHMENT], location=location)
+    data = intake.events(receipt["tracking_id"])[0].data
+    assert data["attachments"] == [ATTACHMENT]
+    assert data["location"] == location
+    shown = intake.client.get(f"/api/complaints/{receipt['tracking_id']}").json()
+    assert shown["attachments"][0]["sha256"] == ATTACHMENT["sha256"]
+    assert shown["location"]["address"] == location["address"]
+
+
+@pytest.mark.parametrize(
+    "attachment",
+    [
+        {**ATTACHMENT, "size_bytes": 11 * 1024 * 1024},  # an image over 10 MiB
+        {**ATTACHMENT, "media_type": "application/x-msdownload"},
+        {**ATTACHMENT, "url": "javascript:alert(1)"},
+        {**ATTACHMENT, "url": "http://unggah.lapor.go.id/f/3c1a.jpg"},
+        {**ATTACHMENT, "sha256": "abc"},
+        {**ATTACHMENT, "size_bytes": 0},
+    ],
+)
+def test_attachments_over_the_limit_of_a_wrong_type_or_address_are_refused(intake, attachment):
+    head = intake.head()
+    response = intake.client.post("/api/complaints", json={**REPORT, "attachments": [attachment]})
+    assert response.status_code == 422
+    assert intake.head() == head
+
+
+def test_more_attachments_than_the_limit_are_refused(intake):
+    response = intake.client.post("/api/complaints", json={**REPORT, "attachments": [ATTACHMENT] * 11})
+    assert response.status_code == 422
+
+
+def test_submissions_are_rate_limited_per_client(serve_intake):
+    with serve_intake(limits={"submission_rate": "3/minute"}) as intake:
+        statuses = [intake.client.post("/api/complaints", json=REPORT).status_code for _ in range(4)]
+        assert statuses == [201, 201, 201, 429]
