@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -354,3 +355,19 @@ class Notifier:
     def wait(self, after_position: int, timeout: float) -> bool:
         with self._cond:
             return self._cond.wait_for(lambda: self._head > after_position, timeout)
+
+    def wait_for_commit(
+        self, head_position: Callable[[], int], after_position: int, timeout: float, poll: float
+    ) -> bool:
+        """`EventStore.wait_for_events` for an adapter: sleep on this notifier, and every `poll` seconds look at
+        the store's real head, for commits this process was not told about (another process's writers, a
+        lost NOTIFY)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if head_position() > after_position:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self.wait(after_position, min(remaining, poll)):
+                return True

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC
@@ -335,15 +334,7 @@ class PostgresEventStore(EventStore):
         return -1 if version is None else version
 
     def wait_for_events(self, after_position: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.head_position() > after_position:
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            if self._notifier.wait(after_position, min(remaining, LISTENER_SAFETY_POLL)):
-                return True
+        return self._notifier.wait_for_commit(self.head_position, after_position, timeout, LISTENER_SAFETY_POLL)
 
     def close(self) -> None:
         if self._closed:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -269,15 +268,7 @@ class SqliteEventStore(EventStore):
         return -1 if row[0] is None else row[0]
 
     def wait_for_events(self, after_position: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.head_position() > after_position:
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            if self._notifier.wait(after_position, min(remaining, CROSS_PROCESS_POLL)):
-                return True
+        return self._notifier.wait_for_commit(self.head_position, after_position, timeout, CROSS_PROCESS_POLL)
 
     def close(self) -> None:
         if self._closed:
