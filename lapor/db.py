@@ -15,8 +15,9 @@ import re
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -181,6 +182,22 @@ class PostgresDatabase(Database):
 
     def close(self) -> None:
         self._pool.close()
+
+
+def sortable_moment(at: datetime) -> str:
+    """Fixed-width UTC text (microseconds always written), so that text order is time order in SQL on both
+    dialects."""
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def setup_tables(statements: Sequence[str]) -> Callable[[Tx], None]:
+    """A subscription's `setup`: run idempotent DDL statements (CREATE ... IF NOT EXISTS) in order."""
+
+    def setup(tx: Tx) -> None:
+        for statement in statements:
+            tx.execute(statement)
+
+    return setup
 
 
 def open_database(url: str) -> Database:

@@ -13,9 +13,9 @@ fixed-width UTC text (`instant`), which sorts in time order on both databases.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
-from lapor.db import Database, Tx
+from lapor.db import Database, Tx, sortable_moment
 
 QUEUE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS followup_queue (
@@ -136,9 +136,7 @@ def install_service_tables(db: Database) -> None:
 NEVER = "9999-12-31T23:59:59.999999+00:00"
 
 
-def instant(moment: datetime) -> str:
-    """Fixed-width UTC text (microseconds always written), so text order is time order in SQL."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+instant = sortable_moment
 
 
 def moment(text: str | None) -> datetime | None:

@@ -13,9 +13,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
-from lapor.db import Tx
+from lapor.db import Tx, setup_tables, sortable_moment
 from lapor.store import RecordedEvent
 from lapor.store.vault import Vault, VaultEntryErased
 from services.intake.duplicates import (
@@ -53,21 +53,9 @@ RECENT_REPORT_TABLES = (
 )
 
 
-def _create(statements: tuple[str, ...]) -> Callable[[Tx], None]:
-    def setup(tx: Tx) -> None:
-        for statement in statements:
-            tx.execute(statement)
-
-    return setup
-
-
-setup_directory = _create(DIRECTORY_TABLES)
-setup_recent_reports = _create(RECENT_REPORT_TABLES)
-
-
-def moment(at: datetime) -> str:
-    """Sortable text of a moment: UTC, always with microseconds."""
-    return at.astimezone(UTC).isoformat(timespec="microseconds")
+setup_directory = setup_tables(DIRECTORY_TABLES)
+setup_recent_reports = setup_tables(RECENT_REPORT_TABLES)
+moment = sortable_moment
 
 
 # -- the directory ------------------------------------------------------------------------------------------

@@ -20,11 +20,11 @@ import json
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from lapor.complaint import ComplaintState, Status, evolve, fold, initial_state
-from lapor.db import Tx
+from lapor.db import Tx, setup_tables, sortable_moment
 from lapor.store import EventStore, RecordedEvent
 from services.routing.decide import DeadlineKind, RoutingFacts, Rule, running_deadlines
 from services.routing.directory import AGENCY_EVENTS, RULES_STREAM, Agency, is_top_level
@@ -59,21 +59,9 @@ COMPLAINT_TABLES = (
 )
 
 
-def _setup(statements: Sequence[str]) -> Any:
-    def setup(tx: Tx) -> None:
-        for statement in statements:
-            tx.execute(statement)
-
-    return setup
-
-
-setup_directory = _setup(DIRECTORY_TABLES)
-setup_complaints = _setup(COMPLAINT_TABLES)
-
-
-def moment(at: datetime) -> str:
-    """Sortable text of a moment: UTC, always with microseconds."""
-    return at.astimezone(UTC).isoformat(timespec="microseconds")
+setup_directory = setup_tables(DIRECTORY_TABLES)
+setup_complaints = setup_tables(COMPLAINT_TABLES)
+moment = sortable_moment
 
 
 def _moment_or_none(at: datetime | None) -> str | None:
@@ -173,7 +161,15 @@ class AgencyRow:
     @classmethod
     def from_row(cls, row: tuple) -> AgencyRow:
         return cls(
-            row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), json.loads(row[6]), bool(row[7]), row[8],
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            json.loads(row[5]),
+            json.loads(row[6]),
+            bool(row[7]),
+            row[8],
             row[9],
         )
 
@@ -384,9 +380,7 @@ class ComplaintProjection:
         )
         touched = sorted(states)
         for chunk in _chunks(touched):
-            tx.execute(
-                f"DELETE FROM routing_deadlines WHERE tracking_id IN ({', '.join('?' for _ in chunk)})", chunk
-            )
+            tx.execute(f"DELETE FROM routing_deadlines WHERE tracking_id IN ({', '.join('?' for _ in chunk)})", chunk)
         rows = [
             (tracking_id, kind, *deadline)
             for tracking_id in touched
