@@ -22,11 +22,12 @@ import uvicorn
 from fastapi import FastAPI
 from rich.progress import Progress
 
+from lapor import rebuild as rebuilding
 from lapor.app import SERVICE_NAMES, create_app, load_services
 from lapor.audit import verify_chain
 from lapor.auth import TokenService, parse_ttl
 from lapor.clock import SystemClock
-from lapor.context import ServiceDefinition
+from lapor.context import ServiceContext, ServiceDefinition
 from lapor.observability import configure_logging
 from lapor.principal import KSP_AGENCY, NATIONAL_ADMIN_AGENCY, Role
 from lapor.settings import Settings, SettingsError, load_settings
@@ -246,6 +247,34 @@ def audit_verify(args: argparse.Namespace) -> int:
         print(f"BROKEN: {link.describe()}")
     print(f"checked {report.events_checked} events; the log was altered after it was written")
     return 1
+
+
+@command(
+    "rebuild",
+    help="rebuild every projection from position 0 into fresh tables and report any difference from the live ones",
+    arguments=[
+        DATA,
+        arg("--service", action="append", help="only this service's projections (repeat for more)"),
+        arg("--batch-size", type=int, default=rebuilding.DEFAULT_BATCH, help="events per projection transaction"),
+        arg("--keep", action="store_true", help="keep the rebuilt tables (their location is printed)"),
+    ],
+)
+def rebuild(args: argparse.Namespace) -> int:
+    """Exit 0 when every rebuilt table equals its live table, 1 when any differs."""
+    settings = _settings(args)
+    configure_logging(settings.log_level)
+    names = args.service or [None]
+    services = [chosen for name in names for chosen in _services(args, name)]
+    try:
+        ctx = ServiceContext.open(settings)
+    except (OSError, sqlite3.Error, psycopg.Error, StoreError) as error:
+        where = f"the store {settings.store} or the read models {settings.readmodels}"
+        raise CliError(f"cannot open {where}: {error}") from None
+    try:
+        report = rebuilding.run(ctx, services, batch_size=args.batch_size, keep=args.keep)
+    finally:
+        ctx.close()
+    return 0 if report.identical else 1
 
 
 # -- the parser and main ------------------------------------------------------------------------------------

@@ -1,16 +1,23 @@
 """Reporting: national and local projections, the live stream, audit replay, public statistics.
 
-Placeholder: the router is empty until the service is written on the platform (see docs/platform.md)."""
+It decides nothing and emits nothing: it reads the log into its own read models (`projections`), answers the
+views from them (`reports`), streams the log as it grows (`stream`) and replays it for auditors (`audit`)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
-from lapor.context import ServiceContext, ServiceDefinition
-
-
-def build_router(ctx: ServiceContext) -> APIRouter:
-    return APIRouter(tags=["reporting"])
+from lapor.context import BackgroundLoop, ServiceContext, ServiceDefinition
+from lapor.subscriptions import Subscription
+from services.reporting.api import build_router
+from services.reporting.projections import subscriptions
+from services.reporting.stream import hub_loop
 
 
-SERVICE = ServiceDefinition(name="reporting", router=build_router)
+def _subscriptions(ctx: ServiceContext) -> list[Subscription]:
+    return subscriptions()
+
+
+def _background(ctx: ServiceContext) -> list[BackgroundLoop]:
+    return [hub_loop(ctx)]
+
+
+SERVICE = ServiceDefinition(name="reporting", router=build_router, subscriptions=_subscriptions, background=_background)

@@ -1,0 +1,149 @@
+"""Reporting's HTTP surface: national, agency and public figures, the live stream, audit replay."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime
+from sse_starlette import EventSourceResponse
+
+from lapor.auth import authorize, require
+from lapor.context import Context, ServiceContext
+from lapor.principal import Principal
+from lapor.problems import NotFound, ValidationProblem
+from services.reporting import audit, reports
+from services.reporting.stream import StreamFilter, hub_of, live_events
+
+REGION_PATTERN = r"^\d{2}(\.\d{2}(\.\d{2}(\.\d{4})?)?)?$"
+TRACKING_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{2,63}$"
+AGENCY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)*$"
+
+Start = Annotated[date | None, Query(alias="from", description="first day of the period (Jakarta), inclusive")]
+End = Annotated[date | None, Query(alias="to", description="last day of the period (Jakarta), inclusive")]
+Region = Annotated[
+    str | None,
+    Query(pattern=REGION_PATTERN, description="Kemendagri code: a province (35), a city (35.73), ... with all inside"),
+]
+TrackingId = Annotated[str, Path(pattern=TRACKING_ID_PATTERN)]
+
+
+def _filters(start: date | None, end: date | None, region: str | None) -> reports.Filters:
+    if start is not None and end is not None and start > end:
+        raise ValidationProblem(f"the period starts ({start}) after it ends ({end})")
+    return reports.Filters(start=start, end=end, region=region)
+
+
+def build_router(ctx: ServiceContext) -> APIRouter:
+    router = APIRouter(tags=["reporting"])
+    hub = hub_of(ctx)
+
+    @router.get(
+        "/api/reports/national",
+        summary="National view: reports by status, kind, channel, category, province and agency; SLA; backlog",
+        dependencies=[Depends(require("report.national"))],
+    )
+    def national(ctx: Context, start: Start = None, end: End = None, region: Region = None) -> reports.NationalReport:
+        filters = _filters(start, end, region)
+        with ctx.db.read() as tx:
+            return reports.national(tx, filters, ctx.clock.now(), ctx.policy)
+
+    @router.get(
+        "/api/reports/national/agencies",
+        summary="Scoreboard of agencies: follow-up rate, overdue reports, red marks (nilai merah), bounces",
+        dependencies=[Depends(require("report.national"))],
+    )
+    def scoreboard(ctx: Context, start: Start = None, end: End = None, region: Region = None) -> reports.Scoreboard:
+        filters = _filters(start, end, region)
+        with ctx.db.read() as tx:
+            return reports.scoreboard(tx, filters, ctx.clock.now())
+
+    @router.get(
+        "/api/reports/agencies/{agency_id:path}",
+        summary="Local view: the national figures for one agency, with its units",
+        dependencies=[Depends(require("report.agency"))],
+    )
+    def agency(
+        ctx: Context,
+        agency_id: Annotated[str, Path(pattern=AGENCY_PATTERN)],
+        start: Start = None,
+        end: End = None,
+        region: Region = None,
+    ) -> reports.AgencyReport:
+        filters = _filters(start, end, region)
+        with ctx.db.read() as tx:
+            if not reports.agency_known(tx, agency_id):
+                raise NotFound(f"agency {agency_id} not found")
+            return reports.agency(tx, agency_id, filters, ctx.clock.now(), ctx.policy)
+
+    @router.get(
+        "/api/public/statistics",
+        summary="Public statistics: aggregates only (confidential reports are counted, nothing of them is shown)",
+        dependencies=[Depends(require("statistics.public"))],
+    )
+    def statistics(
+        ctx: Context, start: Start = None, end: End = None, region: Region = None
+    ) -> reports.PublicStatistics:
+        filters = _filters(start, end, region)
+        with ctx.db.read() as tx:
+            return reports.public(tx, filters, ctx.clock.now(), ctx.policy)
+
+    @router.get(
+        "/api/stream",
+        summary="Live feed of complaint events (server-sent events), resumable with Last-Event-ID",
+        response_class=EventSourceResponse,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "`id` is the event's log position"}},
+    )
+    def stream(
+        ctx: Context,
+        principal: Principal | None = Depends(require("stream.read")),
+        region: Region = None,
+        agency: Annotated[str | None, Query(pattern=AGENCY_PATTERN, description="an agency, with its units")] = None,
+        event_type: Annotated[
+            list[str] | None, Query(alias="type", description="event types to receive (repeat for more)")
+        ] = None,
+        last_event_id: Annotated[int | None, Header(ge=0, description="resume after this position")] = None,
+        since: Annotated[
+            int | None, Query(ge=0, description="resume after this position (for clients that cannot set headers)")
+        ] = None,
+    ) -> EventSourceResponse:
+        if agency is not None:
+            authorize(principal, "stream.read", agency_id=agency)  # an agency role may narrow to its own only
+        wanted = StreamFilter(region=region, agency_id=agency, types=frozenset(event_type) if event_type else None)
+        after = last_event_id if last_event_id is not None else since
+        return EventSourceResponse(live_events(ctx.store, hub, principal, wanted, after))
+
+    @router.get(
+        "/api/audit/complaints/{tracking_id}/events",
+        summary="A complaint's full history: every event with actor, time and hash-chain link",
+    )
+    def history(
+        ctx: Context, tracking_id: TrackingId, principal: Principal | None = Depends(require("audit.read"))
+    ) -> audit.AuditHistory:
+        return audit.history(ctx.store, tracking_id, principal)
+
+    @router.get(
+        "/api/audit/complaints/{tracking_id}/state",
+        summary="A complaint's state at a past moment, folded from the events recorded until then",
+    )
+    def state(
+        ctx: Context,
+        tracking_id: TrackingId,
+        principal: Principal | None = Depends(require("audit.read")),
+        at: Annotated[AwareDatetime | None, Query(description="ISO-8601 with offset; now when absent")] = None,
+    ) -> audit.StateAt:
+        return audit.state_at(ctx.store, tracking_id, at, principal, ctx.clock.now())
+
+    @router.get(
+        "/api/audit/integrity",
+        summary="Hash-chain check over the whole log, streamed as NDJSON: progress lines, then the result",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"application/x-ndjson": {}}, "description": "progress lines, then a result"}},
+        dependencies=[Depends(require("audit.read"))],
+    )
+    def integrity(ctx: Context) -> StreamingResponse:
+        return StreamingResponse(audit.integrity_lines(ctx.store), media_type="application/x-ndjson")
+
+    return router

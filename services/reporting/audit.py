@@ -1,0 +1,182 @@
+"""Audit replay: a complaint's whole history with who did what, when, and its hash chain; its state at any past
+moment; and the integrity check over the whole log.
+
+The state at a moment is the shared fold (`lapor.complaint.fold`) over the events recorded up to and including
+that moment — the very fold the services decided with, so an auditor sees what they saw.
+
+The integrity check walks every stream's hash chain (`lapor.audit.verify_chain`). On a large log that takes a
+while, so `GET /api/audit/integrity` streams its answer as NDJSON: a `progress` line after every batch of events
+checked, then one `result` line. A client that goes away stops the walk. (Chosen over a background job: nothing
+to store or expire, each auditor's run is their own, and the answer cannot be stale.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import orjson
+from anyio import to_thread
+from pydantic import BaseModel, Field
+
+from lapor.audit import IntegrityReport, check_link, verify_chain
+from lapor.complaint import fold
+from lapor.principal import Principal
+from lapor.privacy import ReportNotVisible, redact_complaint, redact_event_data, redact_metadata
+from lapor.problems import NotFound
+from lapor.store import EventStore, RecordedEvent
+
+STREAM_PREFIX = "complaint-"
+
+
+class AuditEvent(BaseModel):
+    position: int
+    version: int
+    type: str
+    schema_version: int
+    recorded_at: datetime
+    actor: str | None = Field(description="who decided: an officer's subject, 'system' for timers, 'pelapor'")
+    role: str | None
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    prev_hash: str
+    hash: str
+    chain_ok: bool = Field(description="this link of the hash chain checks out")
+    problem: str | None = Field(None, description="what is wrong with the link, if anything")
+
+
+class AuditHistory(BaseModel):
+    tracking_id: str
+    chain_ok: bool
+    events: list[AuditEvent]
+
+
+class StateAt(BaseModel):
+    tracking_id: str
+    at: datetime
+    existed: bool = Field(description="false when the report was submitted after `at`")
+    version: int = Field(description="version of the last event at or before `at`; -1 before submission")
+    position: int | None = Field(description="log position of that event")
+    state: dict[str, Any] | None = Field(description="the folded state as the caller may see it")
+
+
+def _events(store: EventStore, tracking_id: str) -> list[RecordedEvent]:
+    events = store.read_stream(STREAM_PREFIX + tracking_id)
+    if not events:
+        raise NotFound(f"complaint {tracking_id} not found")
+    return events
+
+
+def _check_visible(state: Any, principal: Principal | None, tracking_id: str) -> dict[str, Any]:
+    try:
+        return redact_complaint(state, principal)
+    except ReportNotVisible:
+        raise NotFound(f"complaint {tracking_id} not found") from None
+
+
+def history(store: EventStore, tracking_id: str, principal: Principal | None) -> AuditHistory:
+    events = _events(store, tracking_id)
+    state = fold(events)
+    _check_visible(state, principal, tracking_id)
+    anonymous = state.anonymous if state is not None else True
+    shown = []
+    last: tuple[int, str] | None = None
+    for event in events:
+        problem = check_link(event, last)
+        last = (event.version, event.hash)
+        metadata = redact_metadata(event.metadata, principal)
+        shown.append(
+            AuditEvent(
+                position=event.position,
+                version=event.version,
+                type=event.type,
+                schema_version=event.schema_version,
+                recorded_at=event.recorded_at,
+                actor=metadata.get("actor"),
+                role=metadata.get("role"),
+                data=redact_event_data(event.type, event.data, principal, anonymous=anonymous),
+                metadata=metadata,
+                prev_hash=event.prev_hash,
+                hash=event.hash,
+                chain_ok=problem is None,
+                problem=problem,
+            )
+        )
+    return AuditHistory(tracking_id=tracking_id, chain_ok=all(e.chain_ok for e in shown), events=shown)
+
+
+def state_at(
+    store: EventStore, tracking_id: str, at: datetime | None, principal: Principal | None, now: datetime
+) -> StateAt:
+    events = _events(store, tracking_id)
+    # Visibility is judged on the report as it stands now: a report that became confidential-to-you stays so.
+    _check_visible(fold(events), principal, tracking_id)
+    moment = at or now
+    prefix = [event for event in events if event.recorded_at <= moment]
+    state = fold(prefix)
+    return StateAt(
+        tracking_id=tracking_id,
+        at=moment,
+        existed=state is not None,
+        version=prefix[-1].version if prefix else -1,
+        position=prefix[-1].position if prefix else None,
+        state=None if state is None else redact_complaint(state, principal),
+    )
+
+
+# -- integrity ------------------------------------------------------------------------------------------------
+
+
+class _Stopped(Exception):
+    """The client went away: the walk ends early."""
+
+
+def _line(value: dict[str, Any]) -> bytes:
+    return orjson.dumps(value) + b"\n"
+
+
+def _result(report: IntegrityReport) -> dict[str, Any]:
+    return {
+        "type": "result",
+        "ok": report.ok,
+        "events_checked": report.events_checked,
+        "streams_checked": report.streams_checked,
+        "head_position": report.head_position,
+        "broken": [
+            {"stream": link.stream, "version": link.version, "position": link.position, "problem": link.problem}
+            for link in report.broken
+        ],
+    }
+
+
+async def integrity_lines(store: EventStore, *, batch_size: int = 5000) -> AsyncIterator[bytes]:
+    """NDJSON: {"type": "progress", "checked", "head_position"} lines while the walk goes on, then the result."""
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[bytes | None] = asyncio.Queue()
+    stop = threading.Event()
+
+    def progress(checked: int, head: int) -> None:
+        if stop.is_set():
+            raise _Stopped
+        line = _line({"type": "progress", "checked": checked, "head_position": head})
+        loop.call_soon_threadsafe(lines.put_nowait, line)
+
+    def walk() -> None:
+        try:
+            report = verify_chain(store, batch_size=batch_size, progress=progress)
+            loop.call_soon_threadsafe(lines.put_nowait, _line(_result(report)))
+        except _Stopped:
+            pass
+        finally:
+            loop.call_soon_threadsafe(lines.put_nowait, None)  # the end, also of a walk that failed
+
+    worker = asyncio.ensure_future(to_thread.run_sync(walk))
+    try:
+        while (line := await lines.get()) is not None:
+            yield line
+        await worker
+    finally:
+        stop.set()

@@ -1,0 +1,529 @@
+"""The reporting read models: one row per complaint, per-day event counts, and the agency directory.
+
+- `rpt_complaints`: the complaint as the shared fold (`lapor.complaint.evolve`) sees it, the fields the
+  reports group and filter by, and what the fold does not keep but the reports need: when it was first
+  disposed, whether its stages met their deadlines, whether the agency holding it has followed it up.
+- `rpt_daily`: how many of each happening (received, verified, disposed, followed up, closed, returned,
+  escalated, red marks) per Jakarta day, region and agency.
+- `rpt_agencies`: names and parents from the directory's AgencyRegistered / AgencyUpdated events.
+
+Every row keeps the last version it applied (per stream), so an event delivered twice changes nothing, and the
+subscription runner commits each batch's rows with its checkpoint. The complaint projection works a batch at
+a time: it loads the rows of the batch's complaints in one query per 500, folds every event in memory, and
+writes each changed row and each day's counts once — a rebuild runs at the speed of reading the log.
+
+Times are stored as epoch seconds (DOUBLE PRECISION), which compare and subtract the same way on SQLite and
+PostgreSQL; days as ISO dates in Jakarta time.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from lapor.calendar import jakarta_date
+from lapor.complaint import ComplaintState, Escalation, Feedback, Status, evolve, initial_state
+from lapor.db import Tx, setup_tables
+from lapor.store import RecordedEvent
+from lapor.subscriptions import Subscription
+from schemas.events import Channel, ComplaintKind, EscalationKind, Level
+
+COMPLAINTS_SUBSCRIPTION = "reporting.complaints"
+DIRECTORY_SUBSCRIPTION = "reporting.directory"
+
+COMPLAINTS_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS rpt_complaints (
+    tracking_id          TEXT PRIMARY KEY,
+    version              INTEGER NOT NULL,
+    status               TEXT NOT NULL,
+    kind                 TEXT,
+    category             TEXT,
+    channel              TEXT,
+    region_code          TEXT,
+    confidential         INTEGER NOT NULL,
+    agency_id            TEXT,
+    unit_id              TEXT,
+    submitted_at         DOUBLE PRECISION,
+    first_follow_up_at   DOUBLE PRECISION,
+    verification_due     DOUBLE PRECISION,
+    follow_up_due        DOUBLE PRECISION,
+    province             TEXT,
+    submitted_day        TEXT,
+    first_disposed_at    DOUBLE PRECISION,
+    verification_on_time INTEGER,
+    follow_up_on_time    INTEGER,
+    followed_up          INTEGER NOT NULL,
+    feedback_rating      INTEGER,
+    state                TEXT NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS rpt_complaints_by_day ON rpt_complaints (submitted_day)",
+    """CREATE TABLE IF NOT EXISTS rpt_daily (
+    day         TEXT NOT NULL,
+    region_code TEXT NOT NULL,
+    agency_id   TEXT NOT NULL,
+    metric      TEXT NOT NULL,
+    count       BIGINT NOT NULL,
+    PRIMARY KEY (day, region_code, agency_id, metric)
+)""",
+)
+
+DIRECTORY_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS rpt_agencies (
+    agency_id   TEXT PRIMARY KEY,
+    version     INTEGER NOT NULL,
+    name        TEXT NOT NULL,
+    parent_id   TEXT,
+    kind        TEXT NOT NULL,
+    region_code TEXT,
+    active      INTEGER NOT NULL
+)""",
+)
+
+# The fold's fields the projection carries from batch to batch: everything a transition reads, and what the
+# reports use. Fields left out (texts, tags, references) keep their blank values when a row is read back.
+FOLD_FIELDS = (
+    "version",
+    "status",
+    "level",
+    "kind",
+    "category",
+    "channel",
+    "region_code",
+    "anonymous",
+    "confidential",
+    "agency_id",
+    "unit_id",
+    "submitted_at",
+    "verified_at",
+    "disposed_at",
+    "accepted_at",
+    "first_follow_up_at",
+    "resolved_at",
+    "closed_at",
+    "last_event_at",
+    "verification_due",
+    "archive_due",
+    "follow_up_due",
+    "feedback_due",
+    "ombudsman_offer_due",
+    "bounce_count",
+    "reopen_count",
+    "follow_up_count",
+    "ombudsman_offered",
+    "ombudsman_consent",
+)
+# What only the reports keep: the fold has no such fields.
+EXTRA_FIELDS = (
+    "position",
+    "province",
+    "submitted_day",
+    "first_disposed_at",
+    "verification_on_time",
+    "follow_up_on_time",
+    "followed_up",
+    "return_count",
+)
+# The queryable columns, each the fold field or extra of that name (feedback_rating: of the fold's feedback).
+# `state` holds FOLD_FIELDS, escalations, feedback and EXTRA_FIELDS as one JSON list: the projection reads
+# back only that (one column is cheaper to fetch than twenty).
+COLUMNS = (
+    "tracking_id",
+    "version",
+    "status",
+    "kind",
+    "category",
+    "channel",
+    "region_code",
+    "confidential",
+    "agency_id",
+    "unit_id",
+    "submitted_at",
+    "first_follow_up_at",
+    "verification_due",
+    "follow_up_due",
+    "province",
+    "submitted_day",
+    "first_disposed_at",
+    "verification_on_time",
+    "follow_up_on_time",
+    "followed_up",
+    "feedback_rating",
+    "state",
+)
+_TIMES = frozenset(
+    {
+        "submitted_at",
+        "verified_at",
+        "disposed_at",
+        "accepted_at",
+        "first_follow_up_at",
+        "resolved_at",
+        "closed_at",
+        "last_event_at",
+        "verification_due",
+        "archive_due",
+        "follow_up_due",
+        "feedback_due",
+        "ombudsman_offer_due",
+        "first_disposed_at",
+    }
+)
+_ENUMS: Mapping[str, Mapping[str, Any]] = {
+    "status": {s.value: s for s in Status},
+    "level": {level.value: level for level in Level},
+    "kind": {k.value: k for k in ComplaintKind},
+    "channel": {c.value: c for c in Channel},
+}
+_ESCALATION_KINDS = {k.value: k for k in EscalationKind}
+_LEVELS = _ENUMS["level"]
+
+_UPSERT_COMPLAINT = (
+    f"INSERT INTO rpt_complaints ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+    "ON CONFLICT (tracking_id) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in COLUMNS[1:])
+)
+_ADD_DAILY = (
+    "INSERT INTO rpt_daily (day, region_code, agency_id, metric, count) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (day, region_code, agency_id, metric) DO UPDATE SET count = rpt_daily.count + excluded.count"
+)
+_LOAD_CHUNK = 500  # ids per SELECT ... IN (...): well under every driver's parameter limit
+
+
+def _epoch(value: datetime | float | None) -> float | None:
+    """Times as epoch seconds. The fold holds datetimes for what it changed in this batch and the stored epoch
+    seconds for the rest (it copies time fields, never compares them); stored, every time is a float, so a row
+    reads the same whichever batch boundaries built it."""
+    if value is None or isinstance(value, float):
+        return value
+    return value.timestamp()
+
+
+class _Days:
+    """Jakarta dates of moments. Jakarta's offset is whole hours, so a UTC hour falls on one Jakarta date:
+    cache per hour rather than converting time zones for every event."""
+
+    def __init__(self) -> None:
+        self._by_hour: dict[int, str] = {}
+
+    def of(self, moment: datetime) -> str:
+        hour = int(moment.timestamp() // 3600)
+        day = self._by_hour.get(hour)
+        if day is None:
+            day = self._by_hour[hour] = jakarta_date(datetime.fromtimestamp(hour * 3600, UTC)).isoformat()
+        return day
+
+
+def province_of(region_code: str | None) -> str | None:
+    """Kemendagri codes start with the province: "53.71" (Kota Kupang) -> "53" (Nusa Tenggara Timur)."""
+    return region_code.split(".", 1)[0] if region_code else None
+
+
+class _Complaint:
+    """A complaint being projected: the fold's state and the reports' own fields."""
+
+    __slots__ = ("extra", "state")
+
+    def __init__(self, state: ComplaintState, extra: dict[str, Any]) -> None:
+        self.state = state
+        self.extra = extra
+
+
+_BLANK_EXTRA: Mapping[str, Any] = {
+    "position": 0,
+    "province": None,
+    "submitted_day": None,
+    "first_disposed_at": None,
+    "verification_on_time": None,
+    "follow_up_on_time": None,
+    "followed_up": 0,
+    "return_count": 0,
+}
+_BLANK_FIELDS = dict(initial_state("").__dict__)
+_STATE_ENUMS = tuple(_ENUMS.items())
+_EXTRA_START = len(FOLD_FIELDS) + 2
+_FOLD_VALUES = operator.itemgetter(*FOLD_FIELDS)
+_EXTRA_VALUES = operator.itemgetter(*EXTRA_FIELDS)
+_FOLD_COLUMNS = operator.itemgetter(*COLUMNS[: COLUMNS.index("province")])
+_EXTRA_COLUMNS = operator.itemgetter(*COLUMNS[COLUMNS.index("province") : COLUMNS.index("feedback_rating")])
+_TIME_COLUMNS = tuple(i for i, name in enumerate(COLUMNS) if name in _TIMES)
+_ENUM_COLUMNS = tuple(COLUMNS.index(name) for name in ("status", "kind", "channel"))
+_CONFIDENTIAL = COLUMNS.index("confidential")
+_PLAIN: Mapping[Any, str] = {member: str(member.value) for members in _ENUMS.values() for member in members.values()}
+
+
+def _stored_time(value: object) -> float:
+    """orjson's hook for the datetimes the fold set in this batch (see `_epoch`)."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    raise TypeError(f"cannot store a {type(value).__name__}")
+
+
+def _new(tracking_id: str) -> _Complaint:
+    return _Complaint(initial_state(tracking_id), dict(_BLANK_EXTRA))
+
+
+def _restore(tracking_id: str, stored: str) -> _Complaint:
+    """A stored `state` back into the fold's state and the extra fields."""
+    values = orjson.loads(stored)
+    fields = dict(_BLANK_FIELDS)
+    fields["tracking_id"] = tracking_id
+    fields.update(zip(FOLD_FIELDS, values, strict=False))
+    for name, members in _STATE_ENUMS:
+        value = fields[name]
+        if value is not None:
+            fields[name] = members[value]
+    escalations, feedback = values[len(FOLD_FIELDS)], values[len(FOLD_FIELDS) + 1]
+    if escalations:
+        fields["escalations"] = tuple(
+            Escalation(_ESCALATION_KINDS[kind], _LEVELS[src], _LEVELS[dst], agency, at)
+            for kind, src, dst, agency, at in escalations
+        )
+    if feedback:
+        fields["feedback"] = Feedback(*feedback)
+    # The fold builds its states this way too (lapor.complaint._copy): a frozen dataclass filled directly.
+    state = object.__new__(ComplaintState)
+    state.__dict__.update(fields)
+    return _Complaint(state, dict(zip(EXTRA_FIELDS, values[_EXTRA_START:], strict=True)))
+
+
+def _row(complaint: _Complaint) -> list[Any]:
+    state, extra = complaint.state, complaint.extra
+    fields = state.__dict__
+    escalations = state.escalations
+    feedback = state.feedback
+    stored = [
+        *_FOLD_VALUES(fields),
+        [[e.kind, e.from_level, e.to_level, e.to_agency_id, e.at] for e in escalations] if escalations else None,
+        None if feedback is None else [feedback.satisfied, feedback.rating],
+        *_EXTRA_VALUES(extra),
+    ]
+    values = [*_FOLD_COLUMNS(fields), *_EXTRA_COLUMNS(extra)]
+    for index in _TIME_COLUMNS:
+        value = values[index]
+        if value is not None and value.__class__ is not float:
+            values[index] = value.timestamp()
+    for index in _ENUM_COLUMNS:
+        value = values[index]
+        if value is not None:
+            values[index] = _PLAIN[value]  # plain text for every driver (and cheaper than `.value`)
+    values[_CONFIDENTIAL] = int(values[_CONFIDENTIAL])  # psycopg sends a bool as boolean; the column is INTEGER
+    values.append(None if feedback is None else feedback.rating)
+    values.append(orjson.dumps(stored, default=_stored_time, option=orjson.OPT_PASSTHROUGH_DATETIME).decode())
+    return values
+
+
+def _on_time(moment: datetime, due: datetime | float | None) -> int:
+    """1 when `moment` met the deadline running before it (no deadline running counts as met)."""
+    return 1 if due is None or moment.timestamp() <= _epoch(due) else 0
+
+
+def _first(row: Sequence[Any]) -> Any:
+    return row[0]
+
+
+def _load(tx: Tx, tracking_ids: Sequence[str]) -> dict[str, _Complaint]:
+    found: dict[str, _Complaint] = {}
+    for start in range(0, len(tracking_ids), _LOAD_CHUNK):
+        chunk = tracking_ids[start : start + _LOAD_CHUNK]
+        sql = f"SELECT tracking_id, state FROM rpt_complaints WHERE tracking_id IN ({', '.join('?' * len(chunk))})"
+        for tracking_id, stored in tx.fetchall(sql, chunk):
+            found[tracking_id] = _restore(tracking_id, stored)
+    return found
+
+
+Daily = dict[tuple[str, str, str, str], int]  # (day, region_code, agency_id, metric) -> count
+
+
+def project_complaints(events: Sequence[RecordedEvent], tx: Tx) -> None:
+    """The complaint events of a batch, in position order, into rpt_complaints and rpt_daily."""
+    by_stream: dict[str, list[RecordedEvent]] = {}
+    for event in events:
+        stream_events = by_stream.get(event.stream)
+        if stream_events is None:
+            by_stream[event.stream] = [event]
+        else:
+            stream_events.append(event)
+    tracking_ids = {stream: stream.removeprefix("complaint-") for stream in by_stream}
+    known = _load(tx, sorted(tracking_ids.values()))
+    days = _Days()
+    daily: Daily = {}
+    rows = []
+    for stream, stream_events in by_stream.items():
+        tracking_id = tracking_ids[stream]
+        complaint = known.get(tracking_id) or _new(tracking_id)
+        changed = False
+        for event in stream_events:
+            before = complaint.state
+            if event.version <= before.version:
+                continue  # applied before: a redelivery
+            after = complaint.state = evolve(before, event)
+            complaint.extra["position"] = event.position
+            changed = True
+            note = _NOTES.get(event.type)
+            if note is not None:
+                note(complaint.extra, before, after, event, days.of(event.recorded_at), daily)
+        if changed:
+            rows.append(_row(complaint))
+    if rows:
+        rows.sort(key=_first)  # in key order the B-tree pages are visited once each, not at random
+        tx.executemany(_UPSERT_COMPLAINT, rows)
+    if daily:
+        tx.executemany(_ADD_DAILY, [(*key, count) for key, count in daily.items()])
+
+
+# -- what each event adds to the reports' own fields and to the day's counts ------------------------------------
+# A note gets the extra fields, the state before and after the event, the event, its Jakarta day and the counts.
+
+Note = Callable[[dict[str, Any], ComplaintState, ComplaintState, RecordedEvent, str, Daily], None]
+
+
+def _count(daily: Daily, day: str, state: ComplaintState, agency_id: str | None, metric: str) -> None:
+    key = (day, state.region_code or "", agency_id or "", metric)
+    daily[key] = daily.get(key, 0) + 1
+
+
+def _counting(metric: str) -> Note:
+    """A note that only counts `metric`, for the agency holding the report when the event happened."""
+
+    def note(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
+             daily: Daily) -> None:
+        _count(daily, day, after, before.agency_id, metric)
+
+    return note
+
+
+def _telaah(metric: str | None) -> Note:
+    """The verification stage (telaah) ends with the first verify, pend, archive or duplicate decision: did it come
+    within the deadline running before it?"""
+
+    def note(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
+             daily: Daily) -> None:
+        if extra["verification_on_time"] is None:
+            extra["verification_on_time"] = _on_time(event.recorded_at, before.verification_due)
+        if metric is not None:
+            _count(daily, day, after, None, metric)
+
+    return note
+
+
+def _submitted(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
+               daily: Daily) -> None:
+    extra["province"] = province_of(after.region_code)
+    extra["submitted_day"] = day
+    _count(daily, day, after, None, "received")
+
+
+def _disposed(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
+              daily: Daily) -> None:
+    if extra["first_disposed_at"] is None:
+        extra["first_disposed_at"] = event.recorded_at
+    extra["followed_up"] = 0  # the new holder has not answered yet
+    _count(daily, day, after, after.agency_id, "disposed")
+
+
+def _returned(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
+              daily: Daily) -> None:
+    extra["return_count"] += 1
+    _count(daily, day, after, before.agency_id, "returned")
+
+
+def _follow_up(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
+               daily: Daily) -> None:
+    if event.data.get("public", True) is False:
+        return  # an internal note is no answer to the reporter: it neither counts nor stops the clock
+    if not extra["followed_up"]:
+        # The holder's first answer since the report reached it: "followed up" counts reports, not posts.
+        _count(daily, day, after, after.agency_id, "followed_up")
+        extra["followed_up"] = 1
+    if extra["follow_up_on_time"] is None:
+        extra["follow_up_on_time"] = _on_time(event.recorded_at, before.follow_up_due)
+
+
+def _escalated(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
+               daily: Daily) -> None:
+    kind = event.data["kind"]
+    _count(daily, day, after, before.agency_id, "escalated")
+    _count(daily, day, after, before.agency_id, f"escalated:{kind}")
+    if kind == EscalationKind.follow_up_overdue:
+        _count(daily, day, after, before.agency_id, "red_mark")  # nilai merah: the holder missed its deadline
+
+
+_NOTES: Mapping[str, Note] = {
+    "ComplaintSubmitted": _submitted,
+    "ComplaintVerified": _telaah("verified"),
+    "ComplaintPended": _telaah(None),
+    "ComplaintArchived": _telaah("archived"),
+    "DuplicateMarked": _telaah("duplicate"),
+    "ComplaintDisposed": _disposed,
+    "DispositionAccepted": _counting("accepted"),
+    "DispositionReturned": _returned,
+    "FollowUpPosted": _follow_up,
+    "ComplaintEscalated": _escalated,
+    "ComplaintResolved": _counting("resolved"),
+    "ComplaintReopened": _counting("reopened"),
+    "ComplaintClosed": _counting("closed"),
+}
+
+
+def _project_complaint(event: RecordedEvent, tx: Tx) -> None:
+    project_complaints([event], tx)
+
+
+# -- the directory ----------------------------------------------------------------------------------------
+
+_UPSERT_AGENCY = (
+    "INSERT INTO rpt_agencies (agency_id, version, name, parent_id, kind, region_code, active) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (agency_id) DO UPDATE SET version = excluded.version, "
+    "name = excluded.name, parent_id = excluded.parent_id, kind = excluded.kind, "
+    "region_code = excluded.region_code, active = excluded.active WHERE rpt_agencies.version < excluded.version"
+)
+
+
+def project_directory(event: RecordedEvent, tx: Tx) -> None:
+    """AgencyRegistered / AgencyUpdated carry the whole record; an older version never overwrites a newer."""
+    if event.type not in ("AgencyRegistered", "AgencyUpdated"):
+        return
+    data = event.data
+    tx.execute(
+        _UPSERT_AGENCY,
+        (
+            data["agency_id"],
+            event.version,
+            data["name"],
+            data.get("parent_id"),
+            data["kind"],
+            data.get("region_code"),
+            int(data.get("active", True)),
+        ),
+    )
+
+
+def subscriptions() -> list[Subscription]:
+    return [
+        Subscription(
+            COMPLAINTS_SUBSCRIPTION,
+            _project_complaint,
+            category="complaint",
+            setup=setup_tables(COMPLAINTS_SCHEMA),
+            handle_batch=project_complaints,
+        ),
+        Subscription(
+            DIRECTORY_SUBSCRIPTION, project_directory, category="directory", setup=setup_tables(DIRECTORY_SCHEMA)
+        ),
+    ]
+
+
+def agency_names(tx: Tx, agency_ids: Iterable[str]) -> dict[str, str]:
+    wanted = sorted(set(agency_ids))
+    names: dict[str, str] = {}
+    for start in range(0, len(wanted), _LOAD_CHUNK):
+        chunk = wanted[start : start + _LOAD_CHUNK]
+        rows = tx.fetchall(
+            f"SELECT agency_id, name FROM rpt_agencies WHERE agency_id IN ({', '.join('?' * len(chunk))})", chunk
+        )
+        names.update(dict(rows))
+    return names

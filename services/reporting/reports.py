@@ -1,0 +1,618 @@
+"""The figures of the national, agency and public views, computed from the reporting read models.
+
+Two kinds of figure, each with its own period rule (docs/reporting.md):
+- *about reports* (by status, kind, channel, category, province, agency; SLA compliance; time to the first
+  follow-up; backlog; the scoreboard's held/followed-up/overdue): the reports **submitted** in the period;
+- *about happenings* (received, verified, disposed, followed up, closed per day; escalations, bounces, red
+  marks): what **happened** in the period, whenever the report came in.
+A region filter is a Kemendagri code and takes every region inside it ("35" is Jawa Timur and its cities).
+
+Every view says which log position it reflects (`as_of.position`: the projection's checkpoint, read in the
+same snapshot as the figures), so a client can tell how fresh it is.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import lokal
+from pydantic import BaseModel, Field
+
+from lapor.complaint import OPEN_STATUSES, Status
+from lapor.db import Tx
+from lapor.policy import Sp4nPolicy
+from services.reporting.projections import COMPLAINTS_SUBSCRIPTION, agency_names
+
+# -- filters ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a view is about: a period of Jakarta days (both ends included) and a region."""
+
+    start: date | None = None
+    end: date | None = None
+    region: str | None = None
+
+
+@dataclass
+class _Where:
+    """A WHERE clause built from parts that work on SQLite and PostgreSQL alike."""
+
+    clauses: list[str] = field(default_factory=list)
+    params: list[Any] = field(default_factory=list)
+
+    def add(self, clause: str, *params: Any) -> None:
+        self.clauses.append(clause)
+        self.params.extend(params)
+
+    def within(self, column: str, code: str, separator: str) -> None:
+        """`column` is `code` or lies inside it (`pemda-53.71/dinkes` in `pemda-53.71`, `35.73` in `35`). A prefix
+        compare rather than LIKE: ids may hold `_`, which LIKE reads as a wildcard."""
+        prefix = code + separator
+        self.add(f"({column} = ? OR substr({column}, 1, ?) = ?)", code, len(prefix), prefix)
+
+    def and_(self, clause: str, *params: Any) -> _Where:
+        """A copy with one more clause."""
+        return _Where([*self.clauses, clause], [*self.params, *params])
+
+    def and_in(self, column: str, values: Sequence[Any]) -> _Where:
+        return self.and_(f"{column} IN {_placeholders(values)}", *values)
+
+    @property
+    def sql(self) -> str:
+        return " WHERE " + " AND ".join(self.clauses) if self.clauses else ""
+
+
+def _reports_where(filters: Filters, agency_id: str | None = None) -> _Where:
+    where = _Where()
+    if filters.start is not None:
+        where.add("submitted_day >= ?", filters.start.isoformat())
+    if filters.end is not None:
+        where.add("submitted_day <= ?", filters.end.isoformat())
+    if filters.region:
+        where.within("region_code", filters.region, ".")
+    if agency_id is not None:
+        where.within("agency_id", agency_id, "/")
+    return where
+
+
+def _happenings_where(filters: Filters, agency_id: str | None = None) -> _Where:
+    where = _Where()
+    if filters.start is not None:
+        where.add("day >= ?", filters.start.isoformat())
+    if filters.end is not None:
+        where.add("day <= ?", filters.end.isoformat())
+    if filters.region:
+        where.within("region_code", filters.region, ".")
+    if agency_id is not None:
+        where.within("agency_id", agency_id, "/")
+    return where
+
+
+# -- response models -------------------------------------------------------------------------------------------
+
+
+class AsOf(BaseModel):
+    position: int = Field(description="the log position the figures reflect (the projection's checkpoint)")
+    generated_at: datetime
+
+
+class Applied(BaseModel):
+    start: date | None = Field(None, alias="from", description="first Jakarta day of the period")
+    end: date | None = Field(None, alias="to", description="last Jakarta day of the period")
+    region: str | None = Field(None, description="Kemendagri region code, with every region inside it")
+
+    model_config = {"populate_by_name": True}
+
+
+class Totals(BaseModel):
+    reports: int = Field(description="reports submitted in the period")
+    open: int
+    closed: int = Field(description="closed after a resolution")
+    archived: int = Field(description="archived, or marked as a duplicate")
+
+
+class Province(BaseModel):
+    code: str
+    name: str | None
+    reports: int
+
+
+class AgencyCount(BaseModel):
+    agency_id: str
+    name: str | None
+    reports: int
+
+
+class Breakdown(BaseModel):
+    by_status: dict[str, int]
+    by_kind: dict[str, int]
+    by_channel: dict[str, int]
+    by_category: dict[str, int]
+    by_province: list[Province]
+
+
+class Day(BaseModel):
+    day: date
+    received: int = 0
+    verified: int = 0
+    disposed: int = 0
+    followed_up: int = 0
+    closed: int = 0
+
+
+class StageCompliance(BaseModel):
+    stage: str = Field(description="verification (telaah) or follow_up (tindak lanjut)")
+    deadline_working_days: int
+    on_time: int = Field(description="stage done by its deadline")
+    late: int = Field(description="stage done after its deadline")
+    overdue: int = Field(description="not done yet, deadline passed")
+    compliance: float | None = Field(description="on_time / (on_time + late + overdue); null when none is due")
+
+
+class Durations(BaseModel):
+    reports: int = Field(description="reports with a first follow-up")
+    median_hours: float | None
+    p90_hours: float | None
+
+
+class AgeBucket(BaseModel):
+    bucket: str = Field(description="age since submission, in calendar days")
+    min_days: int
+    max_days: int | None
+    reports: int
+
+
+class Escalations(BaseModel):
+    total: int
+    by_kind: dict[str, int]
+    bounces: int = Field(description="returns as 'bukan wewenang' (disposition bounced back to routing)")
+    red_marks: int = Field(description="follow-up deadlines missed and escalated (nilai merah)")
+
+
+class AgencyScore(BaseModel):
+    agency_id: str
+    name: str | None
+    reports: int = Field(description="reports held now (submitted in the period)")
+    open: int
+    followed_up: int = Field(description="held reports the agency has answered since they reached it")
+    follow_up_rate: float | None
+    overdue: int = Field(description="open reports past their follow-up deadline")
+    red_marks: int = Field(description="follow-up deadlines missed and escalated in the period (nilai merah)")
+    bounces: int = Field(description="reports it returned as 'bukan wewenang' in the period")
+    dispositions: int = Field(description="dispositions it received in the period")
+
+
+class NationalReport(BaseModel):
+    as_of: AsOf
+    filters: Applied
+    totals: Totals
+    breakdown: Breakdown
+    by_agency: list[AgencyCount]
+    daily: list[Day]
+    sla: list[StageCompliance]
+    time_to_first_follow_up: Durations
+    backlog: list[AgeBucket]
+    escalations: Escalations
+
+
+class Scoreboard(BaseModel):
+    as_of: AsOf
+    filters: Applied
+    agencies: list[AgencyScore] = Field(description="worst first: red marks, then overdue, then follow-up rate")
+
+
+class UnitSummary(BaseModel):
+    unit_id: str
+    name: str | None
+    reports: int
+    open: int
+    followed_up: int
+    overdue: int
+
+
+class AgencyReport(BaseModel):
+    as_of: AsOf
+    filters: Applied
+    agency_id: str
+    name: str | None
+    score: AgencyScore
+    totals: Totals
+    breakdown: Breakdown
+    daily: list[Day]
+    sla: list[StageCompliance]
+    time_to_first_follow_up: Durations
+    backlog: list[AgeBucket]
+    escalations: Escalations
+    units: list[UnitSummary] = Field(description="units and offices (OPD) inside the agency holding its reports")
+
+
+class PublicStatistics(BaseModel):
+    """Aggregates only: confidential reports are counted, nothing of them is shown."""
+
+    as_of: AsOf
+    filters: Applied
+    totals: Totals
+    breakdown: Breakdown
+    daily: list[Day]
+    follow_up_rate: float | None = Field(description="disposed reports whose holder has answered them")
+    time_to_first_follow_up: Durations
+    sla: list[StageCompliance]
+
+
+# -- the figures -----------------------------------------------------------------------------------------------
+
+_OPEN = tuple(sorted(status.value for status in OPEN_STATUSES))
+_WAITING_FOR_FOLLOW_UP = (Status.disposed.value, Status.in_progress.value)
+_ARCHIVED = (Status.archived.value, Status.duplicate.value)
+AGE_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
+    ("0-3", 0, 3),
+    ("4-7", 4, 7),
+    ("8-14", 8, 14),
+    ("15-30", 15, 30),
+    ("31-60", 31, 60),
+    ("61+", 61, None),
+)
+DAILY_METRICS = ("received", "verified", "disposed", "followed_up", "closed")
+_NONE = "(none)"
+
+
+def _placeholders(values: Sequence[Any]) -> str:
+    return "(" + ", ".join("?" * len(values)) + ")"
+
+
+# The reports' dimensions, and what is summed per combination of them: one scan of rpt_complaints gives every
+# figure about reports but the durations (a wide table read once instead of once per figure).
+_DIMENSIONS = ("status", "kind", "channel", "category", "province", "agency_id", "unit_id")
+_SUMS = (
+    "verification_on_time",
+    "verification_late",
+    "verification_overdue",
+    "follow_up_on_time",
+    "follow_up_late",
+    "follow_up_overdue",
+    "followed_up",
+    "overdue",
+    *(f"age:{label}" for label, _, _ in AGE_BUCKETS),
+)
+
+
+def _sums_sql(now: datetime) -> tuple[str, list[Any]]:
+    moment = now.timestamp()
+    is_open = f"status IN {_placeholders(_OPEN)}"
+    waiting = f"status IN {_placeholders(_WAITING_FOR_FOLLOW_UP)}"
+    cases: list[tuple[str, list[Any]]] = [
+        ("verification_on_time = 1", []),
+        ("verification_on_time = 0", []),
+        ("verification_on_time IS NULL AND status = ? AND verification_due < ?", [Status.submitted.value, moment]),
+        ("follow_up_on_time = 1", []),
+        ("follow_up_on_time = 0", []),
+        (f"follow_up_on_time IS NULL AND {waiting} AND follow_up_due < ?", [*_WAITING_FOR_FOLLOW_UP, moment]),
+        ("followed_up = 1", []),
+        # The scoreboard's overdue: past the follow-up deadline running now (after a reopening too).
+        (f"{waiting} AND follow_up_due < ?", [*_WAITING_FOR_FOLLOW_UP, moment]),
+    ]
+    for _, low, high in AGE_BUCKETS:
+        # Open reports by calendar days since submission, counted back from now.
+        newest = (now - timedelta(days=low)).timestamp() if low else None
+        oldest = (now - timedelta(days=high + 1)).timestamp() if high is not None else None
+        clause, params = is_open, list(_OPEN)
+        if newest is not None:
+            clause, params = f"{clause} AND submitted_at <= ?", [*params, newest]
+        if oldest is not None:
+            clause, params = f"{clause} AND submitted_at > ?", [*params, oldest]
+        cases.append((clause, params))
+    sql = ", ".join(f"sum(CASE WHEN {clause} THEN 1 ELSE 0 END)" for clause, _ in cases)
+    return sql, [param for _, params in cases for param in params]
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Reports sharing every dimension, with their count and sums."""
+
+    status: str
+    kind: str | None
+    channel: str | None
+    category: str | None
+    province: str | None
+    agency_id: str | None
+    unit_id: str | None
+    reports: int
+    sums: Mapping[str, int]
+
+    @property
+    def open(self) -> bool:
+        return self.status in _OPEN
+
+
+def _scan(tx: Tx, where: _Where, now: datetime) -> list[_Group]:
+    sums, params = _sums_sql(now)
+    dimensions = ", ".join(_DIMENSIONS)
+    rows = tx.fetchall(
+        f"SELECT {dimensions}, count(*), {sums} FROM rpt_complaints{where.sql} GROUP BY {dimensions}",
+        [*params, *where.params],
+    )
+    width = len(_DIMENSIONS)
+    return [
+        _Group(*row[:width], reports=int(row[width]),
+               sums={name: int(value or 0) for name, value in zip(_SUMS, row[width + 1 :], strict=True)})
+        for row in rows
+    ]
+
+
+def _total(groups: Iterable[_Group], name: str) -> int:
+    return sum(group.sums[name] for group in groups)
+
+
+def _counted(groups: Iterable[_Group], dimension: str) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for group in groups:
+        key = getattr(group, dimension)
+        counts[_NONE if key is None else str(key)] += group.reports
+    return dict(sorted(counts.items()))
+
+
+def as_of(tx: Tx, now: datetime) -> AsOf:
+    position = tx.scalar("SELECT position FROM subscription_checkpoints WHERE name = ?", (COMPLAINTS_SUBSCRIPTION,))
+    return AsOf(position=int(position or 0), generated_at=now)
+
+
+def _applied(filters: Filters) -> Applied:
+    return Applied(start=filters.start, end=filters.end, region=filters.region)
+
+
+def _totals(groups: Sequence[_Group]) -> Totals:
+    return Totals(
+        reports=sum(group.reports for group in groups),
+        open=sum(group.reports for group in groups if group.open),
+        closed=sum(group.reports for group in groups if group.status == Status.closed.value),
+        archived=sum(group.reports for group in groups if group.status in _ARCHIVED),
+    )
+
+
+def _breakdown(groups: Sequence[_Group]) -> Breakdown:
+    return Breakdown(
+        by_status=_counted(groups, "status"),
+        by_kind=_counted(groups, "kind"),
+        by_channel=_counted(groups, "channel"),
+        by_category=_counted(groups, "category"),
+        by_province=[
+            Province(code=code, name=lokal.PROVINCES.get(code), reports=count)
+            for code, count in _counted(groups, "province").items()
+        ],
+    )
+
+
+def _daily(tx: Tx, where: _Where) -> list[Day]:
+    where = where.and_in("metric", DAILY_METRICS)
+    rows = tx.fetchall(
+        f"SELECT day, metric, sum(count) FROM rpt_daily{where.sql} GROUP BY day, metric ORDER BY day", where.params
+    )
+    days: dict[str, dict[str, int]] = defaultdict(dict)
+    for day, metric, count in rows:
+        days[day][metric] = int(count)
+    return [Day(day=date.fromisoformat(day), **counts) for day, counts in days.items()]
+
+
+def _sla(groups: Sequence[_Group], policy: Sp4nPolicy, stages: Iterable[str]) -> list[StageCompliance]:
+    def stage(name: str, days: int) -> StageCompliance:
+        on_time, late, overdue = (_total(groups, f"{name}_{part}") for part in ("on_time", "late", "overdue"))
+        return StageCompliance(stage=name, deadline_working_days=days, on_time=on_time, late=late, overdue=overdue,
+                               compliance=_rate(on_time, on_time + late + overdue))
+
+    days = {"verification": policy.verification_days, "follow_up": policy.follow_up_days}
+    return [stage(name, days[name]) for name in stages]
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    """Nearest-rank percentile of sorted `values` (the smallest value with at least `fraction` of them at or
+    below it); None for no values."""
+    if not values:
+        return None
+    return values[max(0, math.ceil(fraction * len(values)) - 1)]
+
+
+def _durations(tx: Tx, where: _Where) -> Durations:
+    where = where.and_("first_follow_up_at IS NOT NULL").and_("first_disposed_at IS NOT NULL")
+    hours = sorted(
+        (float(followed) - float(disposed)) / 3600
+        for followed, disposed in tx.fetchall(
+            f"SELECT first_follow_up_at, first_disposed_at FROM rpt_complaints{where.sql}", where.params
+        )
+    )
+    median = statistics.median(hours) if hours else None
+    p90 = percentile(hours, 0.9)
+    return Durations(
+        reports=len(hours),
+        median_hours=None if median is None else round(median, 2),
+        p90_hours=None if p90 is None else round(p90, 2),
+    )
+
+
+def _backlog(groups: Sequence[_Group]) -> list[AgeBucket]:
+    return [AgeBucket(bucket=label, min_days=low, max_days=high, reports=_total(groups, f"age:{label}"))
+            for label, low, high in AGE_BUCKETS]
+
+
+def _happenings(tx: Tx, where: _Where) -> dict[str, int]:
+    rows = tx.fetchall(f"SELECT metric, sum(count) FROM rpt_daily{where.sql} GROUP BY metric", where.params)
+    return {metric: int(count) for metric, count in rows}
+
+
+def _escalations(counts: Mapping[str, int]) -> Escalations:
+    return Escalations(
+        total=counts.get("escalated", 0),
+        by_kind={metric.split(":", 1)[1]: count for metric, count in sorted(counts.items())
+                 if metric.startswith("escalated:")},
+        bounces=counts.get("returned", 0),
+        red_marks=counts.get("red_mark", 0),
+    )
+
+
+@dataclass
+class _Held:
+    reports: int = 0
+    open: int = 0
+    followed_up: int = 0
+    overdue: int = 0
+
+    def add(self, group: _Group) -> None:
+        self.reports += group.reports
+        self.open += group.reports if group.open else 0
+        self.followed_up += group.sums["followed_up"]
+        self.overdue += group.sums["overdue"]
+
+
+def _scores(tx: Tx, groups: Sequence[_Group], filters: Filters, agency_id: str | None = None) -> list[AgencyScore]:
+    """One line per agency holding reports or named in the period's happenings."""
+    held: dict[str, _Held] = defaultdict(_Held)
+    for group in groups:
+        if group.agency_id is not None:
+            held[group.agency_id].add(group)
+    happenings = _happenings_where(filters, agency_id).and_("agency_id <> ''")
+    happenings = happenings.and_in("metric", ("red_mark", "returned", "disposed"))
+    counted: dict[str, dict[str, int]] = defaultdict(dict)
+    for agency, metric, count in tx.fetchall(
+        f"SELECT agency_id, metric, sum(count) FROM rpt_daily{happenings.sql} GROUP BY agency_id, metric",
+        happenings.params,
+    ):
+        counted[agency][metric] = int(count)
+    agencies = held.keys() | counted.keys()
+    names = agency_names(tx, agencies)
+    scores = [
+        AgencyScore(
+            agency_id=agency,
+            name=names.get(agency),
+            reports=held[agency].reports,
+            open=held[agency].open,
+            followed_up=held[agency].followed_up,
+            follow_up_rate=_rate(held[agency].followed_up, held[agency].reports),
+            overdue=held[agency].overdue,
+            red_marks=counted[agency].get("red_mark", 0),
+            bounces=counted[agency].get("returned", 0),
+            dispositions=counted[agency].get("disposed", 0),
+        )
+        for agency in agencies
+    ]
+    scores.sort(key=lambda s: (-s.red_marks, -s.overdue, s.follow_up_rate if s.follow_up_rate is not None else 2.0,
+                               s.agency_id))
+    return scores
+
+
+def national(tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy) -> NationalReport:
+    where = _reports_where(filters)
+    groups = _scan(tx, where, now)
+    by_agency = _counted(groups, "agency_id")
+    by_agency.pop(_NONE, None)  # with routing: not yet disposed, or returned
+    names = agency_names(tx, by_agency)
+    happenings = _happenings_where(filters)
+    return NationalReport(
+        as_of=as_of(tx, now),
+        filters=_applied(filters),
+        totals=_totals(groups),
+        breakdown=_breakdown(groups),
+        by_agency=[
+            AgencyCount(agency_id=agency, name=names.get(agency), reports=count)
+            for agency, count in sorted(by_agency.items(), key=lambda item: (-item[1], item[0]))
+        ],
+        daily=_daily(tx, happenings),
+        sla=_sla(groups, policy, ("verification", "follow_up")),
+        time_to_first_follow_up=_durations(tx, where),
+        backlog=_backlog(groups),
+        escalations=_escalations(_happenings(tx, happenings)),
+    )
+
+
+def scoreboard(tx: Tx, filters: Filters, now: datetime) -> Scoreboard:
+    groups = _scan(tx, _reports_where(filters).and_("agency_id IS NOT NULL"), now)
+    return Scoreboard(as_of=as_of(tx, now), filters=_applied(filters), agencies=_scores(tx, groups, filters))
+
+
+def agency_known(tx: Tx, agency_id: str) -> bool:
+    """In the directory, or holding (or having held) a report."""
+    if tx.fetchone("SELECT 1 FROM rpt_agencies WHERE agency_id = ?", (agency_id,)) is not None:
+        return True
+    where = _Where()
+    where.within("agency_id", agency_id, "/")
+    return (
+        tx.fetchone(f"SELECT 1 FROM rpt_daily{where.sql} LIMIT 1", where.params) is not None
+        or tx.fetchone(f"SELECT 1 FROM rpt_complaints{where.sql} LIMIT 1", where.params) is not None
+    )
+
+
+def agency(tx: Tx, agency_id: str, filters: Filters, now: datetime, policy: Sp4nPolicy) -> AgencyReport:
+    where = _reports_where(filters, agency_id)
+    groups = _scan(tx, where, now)
+    happenings = _happenings_where(filters, agency_id)
+    name = agency_names(tx, [agency_id]).get(agency_id)
+    return AgencyReport(
+        as_of=as_of(tx, now),
+        filters=_applied(filters),
+        agency_id=agency_id,
+        name=name,
+        score=_combined(agency_id, name, _scores(tx, groups, filters, agency_id)),
+        totals=_totals(groups),
+        breakdown=_breakdown(groups),
+        daily=_daily(tx, happenings),
+        sla=_sla(groups, policy, ("follow_up",)),
+        time_to_first_follow_up=_durations(tx, where),
+        backlog=_backlog(groups),
+        escalations=_escalations(_happenings(tx, happenings)),
+        units=_units(tx, groups),
+    )
+
+
+def _combined(agency_id: str, name: str | None, scores: Iterable[AgencyScore]) -> AgencyScore:
+    """The agency's line with its offices' (OPD disposed to directly) added in."""
+    scores = list(scores)
+    total = {
+        key: sum(getattr(score, key) for score in scores)
+        for key in ("reports", "open", "followed_up", "overdue", "red_marks", "bounces", "dispositions")
+    }
+    return AgencyScore(
+        agency_id=agency_id, name=name, follow_up_rate=_rate(total["followed_up"], total["reports"]), **total
+    )
+
+
+def _units(tx: Tx, groups: Sequence[_Group]) -> list[UnitSummary]:
+    """The agency's reports by the unit working on them (an office disposed to directly counts as its own unit)."""
+    held: dict[str, _Held] = defaultdict(_Held)
+    for group in groups:
+        unit = group.unit_id or (group.agency_id if group.agency_id and "/" in group.agency_id else None)
+        if unit is not None:
+            held[unit].add(group)
+    names = agency_names(tx, held)
+    return [
+        UnitSummary(unit_id=unit, name=names.get(unit), reports=line.reports, open=line.open,
+                    followed_up=line.followed_up, overdue=line.overdue)
+        for unit, line in sorted(held.items())
+    ]
+
+
+def public(tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy) -> PublicStatistics:
+    where = _reports_where(filters)
+    groups = _scan(tx, where, now)
+    durations = _durations(tx, where)
+    disposed_where = where.and_("first_disposed_at IS NOT NULL")
+    disposed = int(tx.scalar(f"SELECT count(*) FROM rpt_complaints{disposed_where.sql}", disposed_where.params) or 0)
+    return PublicStatistics(
+        as_of=as_of(tx, now),
+        filters=_applied(filters),
+        totals=_totals(groups),
+        breakdown=_breakdown(groups),
+        daily=_daily(tx, _happenings_where(filters)),
+        follow_up_rate=_rate(durations.reports, disposed),
+        time_to_first_follow_up=durations,
+        sla=_sla(groups, policy, ("verification", "follow_up")),
+    )

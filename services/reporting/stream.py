@@ -1,0 +1,209 @@
+"""The live stream (`GET /api/stream`): complaint events as they are committed, as server-sent events.
+
+Each event goes out with its store position as the SSE `id`, so a client that lost its connection reconnects
+with `Last-Event-ID` and gets exactly what it missed, in order, nothing twice. What a caller sees is decided the
+way every other view decides it: `lapor.privacy.can_see_report` on the complaint as it stood around the event
+(before or after it: an agency sees the disposition that brings a report to it and the return that takes it
+away), and `redact_event_data` / `redact_metadata` on what is shown.
+
+Connections do not poll the store each on its own: one `StreamHub` per app (the service's background loop) waits
+for commits (`store.wait_for_events`) while anyone listens and wakes every connection's asyncio event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from anyio import to_thread
+from sse_starlette import ServerSentEvent
+
+from lapor.complaint import ComplaintState, evolve, fold
+from lapor.context import BackgroundLoop, ServiceContext
+from lapor.principal import Principal
+from lapor.privacy import can_see_report, redact_event_data, redact_metadata
+from lapor.store import EventStore, RecordedEvent
+
+PAGE = 200  # events read per step of a stream
+HUB_WAIT = 0.5  # seconds the hub waits for commits before it looks whether anyone still listens
+FOLDED_COMPLAINTS = 2000  # complaint states each connection keeps to judge visibility without re-reading
+
+
+class StreamHub:
+    """Wakes every open stream when the store's head moves. Runs as the service's background loop, so it stops
+    before the store is closed; it waits on the store only while someone listens."""
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._listeners: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+
+    def listen(self) -> asyncio.Event:
+        """An event set whenever something is committed; call `leave` with it when done."""
+        wake = asyncio.Event()
+        with self._lock:
+            self._listeners.add((asyncio.get_running_loop(), wake))
+        return wake
+
+    def leave(self, wake: asyncio.Event) -> None:
+        with self._lock:
+            self._listeners = {entry for entry in self._listeners if entry[1] is not wake}
+
+    def run(self, stop: threading.Event) -> None:
+        # `notified` only moves when the listeners are woken, so a commit after it always wakes them: a stream
+        # clears its event before it looks at the head, so no commit falls between the two.
+        notified = 0
+        while not stop.is_set():
+            with self._lock:
+                idle = not self._listeners
+            if idle:
+                stop.wait(HUB_WAIT)
+                continue
+            self._store.wait_for_events(notified, HUB_WAIT)
+            head = self._store.head_position()
+            if head != notified:
+                notified = head
+                with self._lock:
+                    listeners = list(self._listeners)  # taken now: also those that came during the wait
+                for loop, wake in listeners:
+                    if not loop.is_closed():
+                        loop.call_soon_threadsafe(wake.set)
+
+
+_HUBS: dict[int, StreamHub] = {}
+
+
+def hub_of(ctx: ServiceContext) -> StreamHub:
+    """The one hub of a service context, shared by the router (streams listen) and the background loop."""
+    hub = _HUBS.get(id(ctx))
+    if hub is None:
+        hub = _HUBS[id(ctx)] = StreamHub(ctx.store)
+        weakref.finalize(ctx, _HUBS.pop, id(ctx), None)
+    return hub
+
+
+def hub_loop(ctx: ServiceContext) -> BackgroundLoop:
+    return BackgroundLoop("reporting.stream-hub", hub_of(ctx).run)
+
+
+@dataclass(frozen=True)
+class StreamFilter:
+    """What a client asked for; None means no restriction."""
+
+    region: str | None = None  # a Kemendagri code, with every region inside it
+    agency_id: str | None = None  # an agency, with its units
+    types: Collection[str] | None = None  # event types
+
+
+def _within(code: str | None, scope: str, separator: str) -> bool:
+    return code is not None and (code == scope or code.startswith(scope + separator))
+
+
+class _Viewer:
+    """Decides, event by event, whether and how one caller sees the feed. Keeps the complaints it has seen
+    folded up to their last event (a bounded number), reading a stream's earlier events only the first time."""
+
+    def __init__(self, store: EventStore, principal: Principal | None, wanted: StreamFilter) -> None:
+        self._store = store
+        self._principal = principal
+        self._wanted = wanted
+        self._states: OrderedDict[str, ComplaintState] = OrderedDict()
+
+    def _before(self, event: RecordedEvent) -> ComplaintState | None:
+        state = self._states.pop(event.stream, None)
+        if state is not None and state.version == event.version - 1:
+            return state
+        earlier = self._store.read_stream(event.stream, 0, limit=event.version) if event.version else []
+        return fold(earlier)
+
+    def _sees(self, state: ComplaintState | None) -> bool:
+        if state is None:
+            return False
+        return can_see_report(
+            self._principal,
+            confidential=state.confidential,
+            agency_id=state.agency_id,
+            unit_id=state.unit_id,
+            tracking_id=state.tracking_id,
+            involved_agencies=[e.to_agency_id for e in state.escalations if e.to_agency_id],
+            channel=state.channel,
+        )
+
+    def _wanted_by_client(self, event: RecordedEvent, before: ComplaintState | None, after: ComplaintState) -> bool:
+        wanted = self._wanted
+        if wanted.types is not None and event.type not in wanted.types:
+            return False
+        if wanted.region is not None and not _within(after.region_code, wanted.region, "."):
+            return False
+        if wanted.agency_id is not None:
+            holders = {after.agency_id, after.unit_id}
+            if before is not None:
+                holders |= {before.agency_id, before.unit_id}
+            return any(_within(holder, wanted.agency_id, "/") for holder in holders)
+        return True
+
+    def view(self, events: Sequence[RecordedEvent]) -> list[ServerSentEvent]:
+        shown = []
+        for event in events:
+            before = self._before(event)
+            after = evolve(before, event) if before is not None else fold([event])
+            assert after is not None
+            self._states[event.stream] = after
+            if len(self._states) > FOLDED_COMPLAINTS:
+                self._states.popitem(last=False)
+            if not self._wanted_by_client(event, before, after) or not (self._sees(before) or self._sees(after)):
+                continue
+            shown.append(
+                ServerSentEvent(
+                    orjson.dumps(self._payload(event, after)).decode(), event=event.type, id=str(event.position)
+                )
+            )
+        return shown
+
+    def _payload(self, event: RecordedEvent, state: ComplaintState) -> dict[str, Any]:
+        return {
+            "position": event.position,
+            "tracking_id": state.tracking_id,
+            "version": event.version,
+            "type": event.type,
+            "recorded_at": event.recorded_at.isoformat(),
+            "region_code": state.region_code,
+            "agency_id": state.agency_id,
+            "data": redact_event_data(event.type, event.data, self._principal, anonymous=state.anonymous),
+            "metadata": redact_metadata(event.metadata, self._principal),
+        }
+
+
+async def live_events(
+    store: EventStore, hub: StreamHub, principal: Principal | None, wanted: StreamFilter, after_position: int | None
+) -> AsyncIterator[ServerSentEvent]:
+    """The feed from just after `after_position` (a Last-Event-ID), or from now when None, forever."""
+    position = after_position if after_position is not None else await to_thread.run_sync(store.head_position)
+    viewer = _Viewer(store, principal, wanted)
+    wake = hub.listen()
+    try:
+        # Tells the client where its feed starts (also what to send as Last-Event-ID if nothing comes).
+        yield ServerSentEvent(comment=f"from position {position}")
+        while True:
+            events = await to_thread.run_sync(store.read_all, position + 1, "complaint", PAGE)
+            if not events:
+                wake.clear()
+                # Cleared before looking again: a commit in between sets it anew, so no wake-up is lost.
+                head = await to_thread.run_sync(store.head_position)
+                if head > position and not await to_thread.run_sync(store.read_all, position + 1, "complaint", 1):
+                    position = head  # the rest of the log is other categories
+                    continue
+                if head <= position:
+                    await wake.wait()
+                continue
+            for shown in await to_thread.run_sync(viewer.view, events):
+                yield shown
+            position = events[-1].position
+    finally:
+        hub.leave(wake)

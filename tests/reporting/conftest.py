@@ -1,0 +1,124 @@
+"""Fixtures for the reporting tests: the reporting service on a temporary data directory (training mode, so the
+test moves the clock that stamps every event), on SQLite or PostgreSQL; tokens signed with its secret; a real
+uvicorn server for the live stream."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from psycopg import sql
+
+from lapor.app import create_app
+from lapor.auth import TokenService
+from lapor.clock import ManualClock, SystemClock
+from lapor.context import ServiceContext
+from lapor.principal import Role
+from lapor.settings import load_settings
+from services.reporting.service import SERVICE
+from tests.conftest import with_search_path
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait for a background thread's work (a bound on waiting, not a timing claim)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+@dataclass
+class Reporting:
+    client: TestClient
+    tokens: TokenService
+
+    @property
+    def ctx(self) -> ServiceContext:
+        return self.client.app.state.context
+
+    @property
+    def clock(self) -> ManualClock:
+        clock = self.ctx.clock
+        assert isinstance(clock, ManualClock)
+        return clock
+
+    def bearer(self, role: Role, **scope: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens.issue(role, **scope)}"}
+
+    def caught_up(self) -> None:
+        """Every subscription has handled everything appended so far."""
+        runners = self.client.app.state.runtime.runners
+        wait_until(lambda: all(runner.caught_up() for runner in runners))
+
+    def get(self, path: str, role: Role = Role.admin_national, **scope: Any) -> dict[str, Any]:
+        response = self.client.get(path, headers=self.bearer(role, **scope))
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend_store(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """None for the default embedded SQLite store; a fresh PostgreSQL schema (for the module) otherwise."""
+    if request.param == "sqlite":
+        yield None
+        return
+    server = request.getfixturevalue("postgres_server")
+    schema = f"test_reporting_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    yield with_search_path(server, schema)
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+@contextmanager
+def reporting_app(data: Path, store: str | None = None) -> Iterator[Reporting]:
+    settings = load_settings(data=data, training=True, store=store)
+    app = create_app(settings, [SERVICE])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield Reporting(client, TokenService(settings.signing_secret(), SystemClock()))
+
+
+@pytest.fixture
+def reporting(tmp_path: Path) -> Iterator[Reporting]:
+    with reporting_app(tmp_path / "var") as service:
+        yield service
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: FastAPI
+
+    @property
+    def ctx(self) -> ServiceContext:
+        return self.app.state.context
+
+
+@contextmanager
+def live_server(app: FastAPI) -> Iterator[LiveServer]:
+    """The app under a real uvicorn on a free port, in a thread (the live stream needs a real connection)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", app)
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -1,0 +1,112 @@
+"""Audit replay over HTTP: a report's history with actors, times and hash links; its state at a past moment;
+the integrity check of the whole log, and what it says when a stored event was altered."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from lapor.principal import Role
+from tests.reporting import scenario
+from tests.reporting.conftest import Reporting, reporting_app
+
+
+@pytest.fixture
+def month(tmp_path: Path) -> Iterator[Reporting]:
+    with reporting_app(tmp_path / "var") as service:
+        scenario.play(service.ctx.store, service.clock)
+        yield service
+
+
+def test_the_history_lists_every_event_with_actor_time_and_hash_link(month: Reporting):
+    history = month.get("/api/audit/complaints/LAP-G3-01/events", Role.auditor)
+    assert history["chain_ok"] is True
+    assert [e["type"] for e in history["events"]] == [
+        "ComplaintSubmitted", "ComplaintVerified", "ComplaintDisposed", "DispositionReturned", "ComplaintDisposed",
+        "DispositionAccepted", "ComplaintAssigned", "FollowUpPosted",
+    ]
+    returned = history["events"][3]
+    assert (returned["actor"], returned["role"]) == ("liaison-pemda-35.73", "liaison")
+    assert returned["recorded_at"].startswith(scenario.day(4).isoformat()[:16])
+    events = history["events"]
+    assert all(later["prev_hash"] == earlier["hash"] for earlier, later in itertools.pairwise(events))
+    # An auditor sees who decided, never who reported.
+    assert events[0]["actor"] == "pelapor"
+    assert "reporter_ref" not in events[0]["data"]
+
+
+def test_the_national_admin_sees_the_reporter_in_the_history(month: Reporting):
+    first = month.get("/api/audit/complaints/LAP-G3-01/events")["events"][0]
+    assert first["actor"] == "reporter:LAP-G3-01"
+    assert first["data"]["reporter_ref"].startswith("pii_")
+
+
+def test_the_state_at_a_past_moment_is_the_fold_of_the_events_until_then(month: Reporting):
+    path = "/api/audit/complaints/LAP-G3-01/state"
+    bounced = month.client.get(path, params={"at": scenario.day(4.01).isoformat()},
+                               headers=month.bearer(Role.ombudsman)).json()
+    # At 4.01 days the report had been returned by Malang and disposed again, to Jawa Timur.
+    assert bounced["existed"] is True
+    assert bounced["version"] == 4
+    assert bounced["state"]["status"] == "disposed"
+    assert bounced["state"]["agency_id"] == "pemda-35"
+    assert bounced["state"]["returned_from"] == "pemda-35.73"
+    assert bounced["state"]["bounce_count"] == 1
+    before = month.client.get(path, params={"at": scenario.day(3.5).isoformat()}, headers=month.bearer(Role.auditor))
+    assert before.json()["state"]["agency_id"] == "pemda-35.73"
+    now = month.get(path, Role.auditor)
+    assert (now["state"]["status"], now["version"]) == ("in_progress", 7)
+
+
+def test_the_state_before_submission_says_the_report_did_not_exist_yet(month: Reporting):
+    state = month.client.get("/api/audit/complaints/LAP-G4-01/state", params={"at": scenario.day(9).isoformat()},
+                             headers=month.bearer(Role.auditor)).json()
+    assert state == {"tracking_id": "LAP-G4-01", "at": scenario.day(9).isoformat().replace("+00:00", "Z"),
+                     "existed": False, "version": -1, "position": None, "state": None}
+
+
+def test_a_moment_without_a_time_zone_is_refused(month: Reporting):
+    response = month.client.get("/api/audit/complaints/LAP-G4-01/state", params={"at": "2090-03-10T09:00:00"},
+                                headers=month.bearer(Role.auditor))
+    assert response.status_code == 422
+
+
+def test_an_unknown_report_is_not_found(month: Reporting):
+    response = month.client.get("/api/audit/complaints/LAP-NOPE-1/events", headers=month.bearer(Role.auditor))
+    assert response.status_code == 404
+
+
+def ndjson(month: Reporting) -> list[dict]:
+    response = month.client.get("/api/audit/integrity", headers=month.bearer(Role.auditor))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    return [orjson.loads(line) for line in response.text.splitlines()]
+
+
+def test_the_integrity_check_streams_progress_then_an_intact_result(month: Reporting):
+    lines = ndjson(month)
+    head = month.ctx.store.head_position()
+    assert lines[0]["type"] == "progress"
+    assert lines[-2] == {"type": "progress", "checked": head, "head_position": head}
+    assert lines[-1] == {"type": "result", "ok": True, "events_checked": head, "streams_checked": 36,
+                         "head_position": head, "broken": []}
+
+
+def test_the_integrity_check_names_an_event_altered_in_the_database(month: Reporting):
+    [target] = month.ctx.store.read_stream("complaint-LAP-G7-01", 4, limit=1)
+    with sqlite3.connect(month.ctx.settings.data / "events.db") as db:
+        data = orjson.loads(db.execute("SELECT data FROM events WHERE position = ?", (target.position,)).fetchone()[0])
+        data["text"] = "Tidak ada masalah."  # someone rewrites an officer's note after the fact
+        db.execute("UPDATE events SET data = ? WHERE position = ?", (orjson.dumps(data), target.position))
+    result = ndjson(month)[-1]
+    assert result["ok"] is False
+    assert result["broken"] == [{"stream": "complaint-LAP-G7-01", "version": 4, "position": target.position,
+                                 "problem": "content does not match its hash: the event was altered"}]
+    history = month.get("/api/audit/complaints/LAP-G7-01/events")
+    assert history["chain_ok"] is False
+    assert [e["chain_ok"] for e in history["events"]][3:6] == [True, False, True]

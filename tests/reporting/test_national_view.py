@@ -1,0 +1,161 @@
+"""The national, agency and public figures against the hand-built month of tests/reporting/scenario.py, whose
+answers were worked out by hand from the table there (on SQLite and on PostgreSQL)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lapor.principal import Role
+from tests.reporting import scenario
+from tests.reporting.conftest import Reporting, reporting_app
+
+DAY = {n: scenario.day(n).date().isoformat() for n in range(0, 25)}
+
+
+@pytest.fixture(scope="module")
+def month(tmp_path_factory: pytest.TempPathFactory, backend_store: str | None):
+    """Played once per backend; the tests only read."""
+    with reporting_app(tmp_path_factory.mktemp("month") / "var", backend_store) as service:
+        scenario.play(service.ctx.store, service.clock)
+        service.caught_up()
+        yield service
+
+
+def test_reports_are_counted_by_status_kind_channel_category_province_and_agency(month: Reporting):
+    report = month.get("/api/reports/national")
+    assert report["totals"] == {"reports": 30, "open": 15, "closed": 13, "archived": 2}
+    breakdown = report["breakdown"]
+    assert breakdown["by_status"] == {"archived": 2, "closed": 13, "in_progress": 10, "submitted": 5}
+    assert breakdown["by_kind"] == {"aspirasi": 7, "pengaduan": 23}
+    assert breakdown["by_channel"] == {"mobile": 5, "sms": 7, "web": 18}
+    assert breakdown["by_category"] == {
+        "(none)": 4, "infrastruktur": 13, "kesehatan": 5, "lingkungan": 3, "pendidikan": 5
+    }
+    assert breakdown["by_province"] == [
+        {"code": "35", "name": "Jawa Timur", "reports": 9},
+        {"code": "53", "name": "Nusa Tenggara Timur", "reports": 21},
+    ]
+    assert report["by_agency"] == [
+        {"agency_id": "pemda-53.71", "name": "Pemerintah Kota Kupang", "reports": 17},
+        {"agency_id": "pemda-35", "name": "Pemerintah Provinsi Jawa Timur", "reports": 5},
+        {"agency_id": "pemda-35.73", "name": "Pemerintah Kota Malang", "reports": 1},
+    ]
+
+
+def test_sla_compliance_per_stage_counts_on_time_late_and_overdue(month: Reporting):
+    verification, follow_up = month.get("/api/reports/national")["sla"]
+    assert verification == {
+        "stage": "verification", "deadline_working_days": 3, "on_time": 21, "late": 4, "overdue": 3,
+        "compliance": 0.75,
+    }
+    assert follow_up == {
+        "stage": "follow_up", "deadline_working_days": 5, "on_time": 18, "late": 1, "overdue": 4,
+        "compliance": round(18 / 23, 4),
+    }
+
+
+def test_time_to_first_follow_up_has_the_median_and_p90_of_the_hand_count(month: Reporting):
+    # 7 reports answered after 24 h, 6 after 48 h, 5 after 96 h, 1 after 168 h.
+    assert month.get("/api/reports/national")["time_to_first_follow_up"] == {
+        "reports": 19, "median_hours": 48.0, "p90_hours": 96.0
+    }
+
+
+def test_backlog_sorts_open_reports_by_age(month: Reporting):
+    backlog = {bucket["bucket"]: bucket["reports"] for bucket in month.get("/api/reports/national")["backlog"]}
+    assert backlog == {"0-3": 2, "4-7": 0, "8-14": 3, "15-30": 10, "31-60": 0, "61+": 0}
+
+
+def test_each_day_counts_what_happened_that_day(month: Reporting):
+    daily = {row["day"]: row for row in month.get("/api/reports/national")["daily"]}
+    assert daily[DAY[0]] == {"day": DAY[0], "received": 11, "verified": 0, "disposed": 0, "followed_up": 0, "closed": 0}
+    assert daily[DAY[1]] == {"day": DAY[1], "received": 2, "verified": 7, "disposed": 7, "followed_up": 0, "closed": 0}
+    assert daily[DAY[3]]["disposed"] == 5
+    assert daily[DAY[4]]["disposed"] == 5
+    assert daily[DAY[3]]["followed_up"] == 6  # G1; G7's internal note that day is no answer
+    assert daily[DAY[8]]["followed_up"] == 1
+    assert daily[DAY[19]]["closed"] == 7
+    assert sum(row["received"] for row in daily.values()) == 30
+
+
+def test_escalations_and_bounces_are_counted(month: Reporting):
+    assert month.get("/api/reports/national")["escalations"] == {
+        "total": 1, "by_kind": {"follow_up_overdue": 1}, "bounces": 5, "red_marks": 1
+    }
+
+
+def test_the_scoreboard_puts_the_agency_with_red_marks_and_overdue_reports_first(month: Reporting):
+    board = month.get("/api/reports/national/agencies")["agencies"]
+    assert [line["agency_id"] for line in board] == ["pemda-53.71", "pemda-35.73", "pemda-35"]
+    kupang, malang, jatim = board
+    assert kupang == {
+        "agency_id": "pemda-53.71", "name": "Pemerintah Kota Kupang", "reports": 17, "open": 4, "followed_up": 13,
+        "follow_up_rate": round(13 / 17, 4), "overdue": 4, "red_marks": 1, "bounces": 0, "dispositions": 17,
+    }
+    # Malang holds only the reopened G7 (overdue again) and returned all five G3 reports.
+    assert (malang["reports"], malang["overdue"], malang["bounces"], malang["dispositions"]) == (1, 1, 5, 6)
+    assert (jatim["reports"], jatim["followed_up"], jatim["follow_up_rate"], jatim["overdue"]) == (5, 5, 1.0, 0)
+
+
+def test_a_period_filter_takes_the_reports_submitted_in_it(month: Reporting):
+    report = month.get(f"/api/reports/national?from={DAY[0]}&to={DAY[1]}")
+    assert report["filters"] == {"from": DAY[0], "to": DAY[1], "region": None}
+    assert report["breakdown"]["by_status"] == {"archived": 2, "closed": 6, "in_progress": 5}
+    assert [row["day"] for row in report["daily"]] == [DAY[0], DAY[1]]
+
+
+def test_a_region_filter_takes_the_region_and_everything_inside_it(month: Reporting):
+    assert month.get("/api/reports/national?region=35")["totals"]["reports"] == 9
+    assert month.get("/api/reports/national?region=35.73")["totals"]["reports"] == 9
+    assert month.get("/api/reports/national?region=53.71")["totals"]["reports"] == 21
+    # A code is matched whole, part by part: "35.7" is no region (and would not take 35.73 if it were).
+    assert month.client.get("/api/reports/national?region=35.7", headers=month.bearer(Role.operator)).status_code == 422
+
+
+def test_the_agency_view_covers_the_agency_and_its_units(month: Reporting):
+    view = month.get("/api/reports/agencies/pemda-53.71", Role.admin_agency, agency_id="pemda-53.71")
+    assert view["name"] == "Pemerintah Kota Kupang"
+    assert view["totals"] == {"reports": 17, "open": 4, "closed": 13, "archived": 0}
+    assert view["score"]["red_marks"] == 1
+    assert view["score"]["overdue"] == 4
+    assert view["units"] == [{
+        "unit_id": "pemda-53.71/dinkes", "name": "Dinas Kesehatan Kota Kupang", "reports": 7, "open": 0,
+        "followed_up": 7, "overdue": 0,
+    }]
+    [follow_up] = view["sla"]
+    assert (follow_up["on_time"], follow_up["late"], follow_up["overdue"]) == (13, 0, 4)
+
+
+def test_a_province_view_does_not_take_the_cities_of_the_province(month: Reporting):
+    view = month.get("/api/reports/agencies/pemda-35")
+    assert view["totals"]["reports"] == 5  # G3, disposed to the province; Malang's own reports are not its
+    assert [unit["unit_id"] for unit in view["units"]] == ["pemda-35/dinkes"]
+
+
+def test_an_unknown_agency_is_not_found(month: Reporting):
+    response = month.client.get("/api/reports/agencies/pemda-99.99", headers=month.bearer(Role.operator))
+    assert response.status_code == 404
+
+
+def test_public_statistics_count_confidential_reports_but_show_nothing_of_them(month: Reporting):
+    response = month.client.get("/api/public/statistics")
+    assert response.status_code == 200
+    statistics = response.json()
+    assert statistics["totals"]["reports"] == 30
+    assert statistics["breakdown"]["by_status"]["in_progress"] == 10  # G7, confidential, among them
+    assert statistics["follow_up_rate"] == round(19 / 23, 4)
+    assert scenario.CONFIDENTIAL_ID not in response.text
+    assert scenario.CONFIDENTIAL_TITLE not in response.text
+    assert "pii_" not in response.text
+
+
+def test_every_view_says_which_log_position_it_reflects(month: Reporting):
+    head = month.ctx.store.head_position()
+    assert month.get("/api/reports/national")["as_of"]["position"] == head
+    assert month.client.get("/api/public/statistics").json()["as_of"]["position"] == head
+
+
+def test_a_period_that_ends_before_it_starts_is_refused(month: Reporting):
+    response = month.client.get(f"/api/reports/national?from={DAY[5]}&to={DAY[1]}", headers=month.bearer(
+        Role.operator))
+    assert response.status_code == 422

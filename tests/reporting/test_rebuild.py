@@ -1,0 +1,203 @@
+"""Projections are idempotent by (stream, version), do not depend on how the log was cut into batches, and
+`lapor rebuild` rebuilds them from position 0 beside the live tables and names every difference."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from lapor.cli import main
+from lapor.clock import ManualClock
+from lapor.context import ServiceContext, ServiceDefinition
+from lapor.db import Tx
+from lapor.policy import Sp4nPolicy
+from lapor.rebuild import rebuild
+from lapor.settings import load_settings
+from lapor.store import NewEvent, RecordedEvent
+from lapor.subscriptions import Subscription, SubscriptionRunner
+from services.reporting.projections import project_complaints
+from services.reporting.service import SERVICE
+from tests.reporting import lifecycles
+
+START = datetime(2090, 1, 2, 1, 0, tzinfo=UTC)
+
+
+def table(tx: Tx, name: str) -> list[tuple]:
+    return sorted(map(tuple, tx.fetchall(f"SELECT * FROM {name}")), key=repr)
+
+
+def open_context(data: Path, store: str | None) -> ServiceContext:
+    """A store holding the directory and 120 random histories over two months, recorded at their moments."""
+    ctx = ServiceContext.open(load_settings(data=data, training=True, store=store))
+    assert isinstance(ctx.clock, ManualClock)
+    ctx.clock.set(START - timedelta(days=1))
+    lifecycles.register_directory(ctx.store)
+    steps = lifecycles.histories(seed=7, count=120, start=START, days=40, ends=START + timedelta(days=60),
+                                 policy=Sp4nPolicy())
+    lifecycles.append_in_time_order(ctx.store, ctx.clock, steps, tick=timedelta(hours=1))
+    return ctx
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def context(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServiceContext]:
+    """On the embedded SQLite store, or a fresh PostgreSQL schema holding store and read models."""
+    store = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    ctx = open_context(tmp_path / "var", store)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+@pytest.fixture
+def sqlite_context(tmp_path: Path) -> Iterator[ServiceContext]:
+    """The `lapor` command finds the store of its data directory: the embedded SQLite one."""
+    ctx = open_context(tmp_path / "var", None)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+def run_live(ctx: ServiceContext, services: list[ServiceDefinition], batch_size: int) -> None:
+    for service in services:
+        for subscription in service.subscriptions(ctx):
+            SubscriptionRunner(ctx.store, ctx.db, subscription, batch_size=batch_size).run_until_caught_up()
+
+
+def complaint_events(ctx: ServiceContext) -> list[RecordedEvent]:
+    return ctx.store.read_all(0, "complaint", 100_000)
+
+
+def test_an_event_delivered_twice_changes_nothing(context: ServiceContext):
+    run_live(context, [SERVICE], batch_size=50)
+    with context.db.read() as tx:
+        before = (table(tx, "rpt_complaints"), table(tx, "rpt_daily"))
+    events = complaint_events(context)
+    with context.db.transaction() as tx:
+        project_complaints(events[len(events) // 3 : len(events) // 2], tx)  # a stretch, redelivered
+        project_complaints(events[-5:], tx)
+    with context.db.read() as tx:
+        assert (table(tx, "rpt_complaints"), table(tx, "rpt_daily")) == before
+
+
+def test_rows_do_not_depend_on_how_the_log_is_cut_into_batches(context: ServiceContext):
+    events = complaint_events(context)
+    results = []
+    for cuts in ([len(events)], [1] * 200 + [len(events)], [random.Random(3).randint(1, 90) for _ in range(200)]):
+        with context.db.transaction() as tx:
+            tx.execute("DROP TABLE IF EXISTS rpt_complaints")
+            tx.execute("DROP TABLE IF EXISTS rpt_daily")
+            SERVICE.subscriptions(context)[0].setup(tx)
+        start = 0
+        for size in [*cuts, len(events)]:
+            with context.db.transaction() as tx:
+                project_complaints(events[start : start + size], tx)
+            start += size
+        with context.db.read() as tx:
+            results.append((table(tx, "rpt_complaints"), table(tx, "rpt_daily")))
+    assert results[0] == results[1] == results[2]
+    assert len(results[0][0]) == 120
+
+
+def test_rebuild_equals_live_after_a_randomised_run(context: ServiceContext):
+    run_live(context, [SERVICE], batch_size=37)
+    report = rebuild(context, [SERVICE])
+    assert report.identical, report.differences
+    assert report.events_read == context.store.head_position()
+    assert {result.name for result in report.subscriptions} == {"reporting.complaints", "reporting.directory"}
+    assert {"rpt_complaints", "rpt_daily", "rpt_agencies"} <= set(report.tables)
+    assert all(not result.lagging for result in report.subscriptions)
+
+
+def test_rebuild_names_a_row_that_differs_from_what_the_log_says(context: ServiceContext):
+    run_live(context, [SERVICE], batch_size=500)
+    with context.db.transaction() as tx:
+        key = tx.fetchone("SELECT day, region_code, agency_id, metric FROM rpt_daily WHERE metric = 'received' "
+                          "ORDER BY day, region_code LIMIT 1")
+        tx.execute("UPDATE rpt_daily SET count = count + 1 WHERE day = ? AND region_code = ? AND agency_id = ? "
+                   "AND metric = ?", key)
+    report = rebuild(context, [SERVICE])
+    [difference] = report.differences
+    assert (difference.table, difference.only_live, difference.only_rebuilt) == ("rpt_daily", 1, 1)
+    assert difference.examples_live[0][-1] == difference.examples_rebuilt[0][-1] + 1
+
+
+def test_rebuild_of_a_live_projection_that_fell_behind_says_it_lags(context: ServiceContext):
+    for subscription in SERVICE.subscriptions(context):
+        runner = SubscriptionRunner(context.store, context.db, subscription, batch_size=100)
+        runner.poll()  # one batch only
+    report = rebuild(context, [SERVICE])
+    complaints = next(r for r in report.subscriptions if r.name == "reporting.complaints")
+    assert complaints.lagging
+    assert not report.identical
+
+
+def test_rebuild_covers_other_services_projections_and_leaves_their_reactions_out(context: ServiceContext):
+    appended: list[str] = []
+
+    def count_types(event: RecordedEvent, tx: Tx) -> None:
+        tx.execute("INSERT INTO other_counts (type, n) VALUES (?, 1) ON CONFLICT (type) DO UPDATE SET "
+                   "n = other_counts.n + 1", (event.type,))
+
+    def react(event: RecordedEvent, tx: Tx) -> None:
+        appended.append(event.stream)
+
+    other = ServiceDefinition(
+        name="other",
+        router=SERVICE.router,
+        subscriptions=lambda ctx: [
+            Subscription("other.counts", count_types,
+                         setup=lambda tx: tx.execute("CREATE TABLE IF NOT EXISTS other_counts "
+                                                     "(type TEXT PRIMARY KEY, n BIGINT NOT NULL)")),
+            Subscription("other.reactions", react, projection=False),
+        ],
+    )
+    run_live(context, [SERVICE, other], batch_size=200)
+    seen_live = len(appended)
+    report = rebuild(context, [SERVICE, other])
+    assert report.identical
+    assert "other_counts" in report.tables
+    assert report.skipped == ["other.reactions"]
+    assert len(appended) == seen_live  # the reaction did not run again
+
+
+def test_a_projection_that_appends_during_a_rebuild_writes_nothing_to_the_log(context: ServiceContext):
+    def notes(ctx: ServiceContext) -> list[Subscription]:
+        def note(event: RecordedEvent, tx: Tx) -> None:
+            if event.version == 0:
+                ctx.store.append(f"notes-{event.stream}", [NewEvent("Noted", {})])
+
+        return [Subscription("liar.notes", note, category="complaint")]
+
+    head = context.store.head_position()
+    report = rebuild(context, [ServiceDefinition(name="liar", router=SERVICE.router, subscriptions=notes)])
+    [result] = report.subscriptions
+    assert result.parked == 120  # every first event failed there, and was parked in the rebuilt tables
+    assert context.store.head_position() == head
+
+
+def test_lapor_rebuild_prints_a_progress_bar_and_exits_0_when_identical(sqlite_context: ServiceContext, capsys):
+    run_live(sqlite_context, [SERVICE], batch_size=64)
+    data = sqlite_context.settings.data
+    code = main(["rebuild", "--data", str(data), "--keep"], services=[SERVICE])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "rebuilding projections" in out
+    assert "identical" in out
+    assert len(list((data / "rebuild").glob("readmodels-*.db"))) == 1
+
+
+def test_lapor_rebuild_exits_1_when_a_live_table_differs(sqlite_context: ServiceContext, capsys):
+    run_live(sqlite_context, [SERVICE], batch_size=64)
+    with sqlite_context.db.transaction() as tx:
+        tx.execute("DELETE FROM rpt_agencies WHERE agency_id = 'pemda-53.71'")
+    code = main(["rebuild", "--data", str(sqlite_context.settings.data)], services=[SERVICE])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "rpt_agencies" in out
+    assert not list((sqlite_context.settings.data / "rebuild").glob("*.db"))  # dropped without --keep

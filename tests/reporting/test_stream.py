@@ -1,0 +1,216 @@
+"""The live stream over a real HTTP connection: resumption after a disconnect with Last-Event-ID, what each
+role sees of an event, filters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from lapor.app import create_app
+from lapor.auth import TokenService
+from lapor.clock import ManualClock, SystemClock
+from lapor.principal import Role
+from lapor.settings import load_settings
+from schemas import events as ev
+from services.reporting.service import SERVICE
+from tests.reporting.conftest import LiveServer, live_server
+from tests.reporting.scenario import DAY0, OFFICER, TOKEN_HASH, staff
+
+NIK = "3201234567890001"
+PHONE = "081234567890"
+
+
+@dataclass
+class Live:
+    server: LiveServer
+    tokens: TokenService
+
+    @property
+    def clock(self) -> ManualClock:
+        clock = self.server.ctx.clock
+        assert isinstance(clock, ManualClock)
+        return clock
+
+    def headers(self, role: Role, **scope: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens.issue(role, **scope)}"}
+
+    def append(self, tracking_id: str, *models: ev.EventData, metadata: dict[str, str] | None = None) -> int:
+        """Append to the report one minute later; returns the last position."""
+        self.clock.advance(timedelta(minutes=1))
+        stream = f"complaint-{tracking_id}"
+        events = [model.to_new_event(metadata=metadata or OFFICER) for model in models]
+        return self.server.ctx.store.append(stream, events, self.server.ctx.store.stream_version(stream)).last_position
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Live]:
+    settings = load_settings(data=tmp_path / "var", training=True)
+    app = create_app(settings, [SERVICE])
+    with live_server(app) as server:
+        service = Live(server, TokenService(settings.signing_secret(), SystemClock()))
+        service.clock.set(DAY0)
+        yield service
+
+
+class Feed:
+    """One open SSE connection, read event by event."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self._lines = response.iter_lines()
+        self.opened_at: int | None = None
+
+    def next(self) -> dict[str, Any]:
+        event: dict[str, Any] = {}
+        for line in self._lines:
+            if line.startswith(": from position "):
+                self.opened_at = int(line.rsplit(" ", 1)[1])
+            elif line.startswith("id: "):
+                event["id"] = int(line[4:])
+            elif line.startswith("event: "):
+                event["event"] = line[7:]
+            elif line.startswith("data: "):
+                event["data"] = orjson.loads(line[6:])
+            elif line == "" and event:
+                return event
+        raise AssertionError("the stream ended")
+
+    def take(self, count: int) -> list[dict[str, Any]]:
+        return [self.next() for _ in range(count)]
+
+    def wait_open(self) -> int:
+        """Read up to the opening comment: from then on every commit reaches this feed."""
+        for line in self._lines:
+            if line.startswith(": from position "):
+                self.opened_at = int(line.rsplit(" ", 1)[1])
+                return self.opened_at
+        raise AssertionError("the stream ended before it opened")
+
+
+def open_feed(live: Live, headers: dict[str, str], query: str = "") -> Any:
+    client = httpx.Client(base_url=live.server.url, timeout=httpx.Timeout(20.0))
+    stream = client.stream("GET", f"/api/stream{query}", headers=headers)
+
+    class Opened:
+        def __enter__(self) -> Feed:
+            response = stream.__enter__()
+            assert response.status_code == 200, response.read()
+            assert response.headers["content-type"].startswith("text/event-stream")
+            return Feed(response)
+
+        def __exit__(self, *exc: object) -> None:
+            stream.__exit__(*exc)
+            client.close()
+
+    return Opened()
+
+
+def submitted(tracking_id: str, region: str = "53.71", **fields: Any) -> ev.ComplaintSubmitted:
+    return ev.ComplaintSubmitted(
+        tracking_id=tracking_id, kind="pengaduan", title="Pungli di puskesmas",
+        body=f"Saya (NIK {NIK}) dimintai uang tambahan. Hubungi saya di {PHONE}.", region_code=region,
+        channel="web", reporter_ref="pii_reporter0001", reporter_token_hash=TOKEN_HASH,
+        verification_due=DAY0 + timedelta(days=3), **fields,
+    )
+
+
+def to_agency(agency_id: str) -> list[ev.EventData]:
+    return [
+        ev.ComplaintVerified(classification="pengaduan", category="kesehatan"),
+        ev.ComplaintDisposed(agency_id=agency_id, follow_up_due=DAY0 + timedelta(days=8),
+                             ombudsman_offer_due=DAY0 + timedelta(days=90)),
+    ]
+
+
+def test_a_client_that_reconnects_with_last_event_id_gets_exactly_what_it_missed(live: Live):
+    live.append("LAP-RESUME-1", submitted("LAP-RESUME-1"), *to_agency("pemda-53.71"))
+    live.append("LAP-RESUME-1", ev.DispositionAccepted(agency_id="pemda-53.71"), metadata=staff("pemda-53.71"))
+    admin = live.headers(Role.admin_national)
+    with open_feed(live, {**admin, "Last-Event-ID": "0"}) as feed:
+        first = feed.take(3)
+    assert [e["event"] for e in first] == ["ComplaintSubmitted", "ComplaintVerified", "ComplaintDisposed"]
+    # While disconnected: the rest of the story goes on.
+    live.append("LAP-RESUME-1", ev.FollowUpPosted(follow_up_id="fu-1", text="Sedang diperiksa."),
+                metadata=staff("pemda-53.71"))
+    last = live.append("LAP-RESUME-2", submitted("LAP-RESUME-2"))
+    with open_feed(live, {**admin, "Last-Event-ID": str(first[-1]["id"])}) as feed:
+        rest = feed.take(3)
+    assert [e["event"] for e in rest] == ["DispositionAccepted", "FollowUpPosted", "ComplaintSubmitted"]
+    ids = [e["id"] for e in first + rest]
+    assert ids == sorted(set(ids))  # in order, nothing twice
+    assert ids[-1] == last
+    assert [e["data"]["version"] for e in first + rest][:5] == [0, 1, 2, 3, 4]
+
+
+def test_a_feed_opened_without_last_event_id_starts_at_the_head(live: Live):
+    live.append("LAP-OLD-1", submitted("LAP-OLD-1"))
+    with open_feed(live, live.headers(Role.operator)) as feed:
+        assert feed.wait_open() == live.server.ctx.store.head_position()
+        live.append("LAP-NEW-1", submitted("LAP-NEW-1"))
+        [event] = feed.take(1)
+    assert event["data"]["tracking_id"] == "LAP-NEW-1"
+
+
+def test_each_role_sees_what_the_privacy_policy_lets_it_see(live: Live):
+    live.append("LAP-KUPANG-1", submitted("LAP-KUPANG-1"), *to_agency("pemda-53.71"))
+    live.append("LAP-KUPANG-1", ev.DispositionAccepted(agency_id="pemda-53.71"),
+                ev.FollowUpPosted(follow_up_id="fu-1", text=f"Pelapor bisa dihubungi di {PHONE}."),
+                metadata=staff("pemda-53.71"))
+    live.append("LAP-MALANG-1", submitted("LAP-MALANG-1", region="35.73", confidential=True),
+                *to_agency("pemda-35.73"))
+    since = {"Last-Event-ID": "0"}
+
+    with open_feed(live, {**live.headers(Role.admin_national), **since}) as feed:
+        national = feed.take(8)
+    submission = national[0]["data"]
+    assert submission["data"]["reporter_ref"] == "pii_reporter0001"
+    assert NIK in submission["data"]["body"]
+    assert national[4]["data"]["data"]["text"].endswith(f"{PHONE}.")
+
+    with open_feed(live, {**live.headers(Role.admin_agency, agency_id="pemda-53.71"), **since}) as feed:
+        kupang = feed.take(3)  # from the disposition on: before it the report was with national routing
+        live.append("LAP-MALANG-1", ev.DispositionAccepted(agency_id="pemda-35.73"), metadata=staff("pemda-35.73"))
+        live.append("LAP-KUPANG-1", ev.ComplaintResolved(resolution="Sudah ditegur.",
+                                                         feedback_due=DAY0 + timedelta(days=20)),
+                    metadata=staff("pemda-53.71"))
+        after = feed.take(1)
+    assert [e["event"] for e in kupang] == ["ComplaintDisposed", "DispositionAccepted", "FollowUpPosted"]
+    assert all(e["data"]["tracking_id"] == "LAP-KUPANG-1" for e in kupang + after)  # never Malang's
+    follow_up = kupang[2]["data"]["data"]["text"]
+    assert PHONE not in follow_up
+    assert "0812" in follow_up  # masked, not removed: the officer still sees a number was given
+    assert after[0]["event"] == "ComplaintResolved"
+
+    with open_feed(live, {**live.headers(Role.operator), **since}) as feed:
+        oversight = feed.take(8)
+    malang = [e for e in oversight if e["data"]["tracking_id"] == "LAP-MALANG-1"]
+    assert malang  # confidential reports are not hidden from oversight
+    assert "reporter_ref" not in malang[0]["data"]["data"]
+    assert NIK not in malang[0]["data"]["data"]["body"]
+
+
+def test_the_feed_can_be_narrowed_by_type_region_and_agency(live: Live):
+    live.append("LAP-KUPANG-2", submitted("LAP-KUPANG-2"), *to_agency("pemda-53.71"))
+    live.append("LAP-MALANG-2", submitted("LAP-MALANG-2", region="35.73"), *to_agency("pemda-35.73"))
+    last = live.append("LAP-MALANG-3", submitted("LAP-MALANG-3", region="35.73"), *to_agency("pemda-35.73"))
+    admin = {**live.headers(Role.admin_national), "Last-Event-ID": "0"}
+    with open_feed(live, admin, "?type=ComplaintDisposed&region=35") as feed:
+        disposals = feed.take(2)
+    assert [e["data"]["tracking_id"] for e in disposals] == ["LAP-MALANG-2", "LAP-MALANG-3"]
+    assert disposals[-1]["id"] == last
+    with open_feed(live, admin, "?agency=pemda-53.71") as feed:
+        [kupang] = feed.take(1)
+    assert (kupang["event"], kupang["data"]["tracking_id"]) == ("ComplaintDisposed", "LAP-KUPANG-2")
+
+
+def test_an_agency_may_not_narrow_the_feed_to_another_agency(live: Live):
+    response = httpx.get(f"{live.server.url}/api/stream?agency=pemda-35.73",
+                         headers=live.headers(Role.liaison, agency_id="pemda-53.71"), timeout=10)
+    assert response.status_code == 403
