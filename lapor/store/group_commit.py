@@ -6,9 +6,10 @@ and reported to its caller while its neighbours commit. If the transaction itsel
 is acknowledged; a caller may retry with the same event ids, which is idempotent.
 
 There is no writer thread: the caller that finds no commit in flight becomes the *leader* and commits
-everything queued (its own append included) on the store's one write connection; the others wait on a
-condition and, when the leader is done, either find their append committed or lead the next group. A lone
-writer therefore commits on its own thread, without two thread hand-offs per append.
+everything queued (its own append included) on the store's one write connection. Each other caller sleeps
+on its own event, woken once: when its append is decided, or when a leader whose own append is decided hands
+it the leadership for what is still queued. A lone writer therefore commits on its own thread, without two
+thread hand-offs per append, and a commit wakes only the callers it concerns.
 
 An adapter supplies a `GroupTransaction` (its SQL dialect); `GroupCommitWriter` supplies the queue, the
 batching, the futures and the shutdown.
@@ -28,15 +29,26 @@ MAX_GROUP = 512
 
 
 class PendingAppend:
-    """One caller's append, waiting for a leader to commit it."""
+    """One caller's append, waiting for a leader to commit it (or to hand it the leadership)."""
 
-    __slots__ = ("events", "expected", "future", "stream")
+    __slots__ = ("events", "expected", "future", "stream", "wake")
 
     def __init__(self, stream: str, events: Sequence[NewEvent], expected: ExpectedVersion) -> None:
         self.stream = stream
         self.events = events
         self.expected = expected
         self.future: Future[AppendResult] = Future()
+        # Set when the append is decided, or when its caller is to lead the next group: each waiter sleeps on
+        # its own event, so a commit wakes exactly the callers it concerns (no thundering herd on one lock).
+        self.wake = threading.Event()
+
+    def succeed(self, result: AppendResult) -> None:
+        self.future.set_result(result)
+        self.wake.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.future.set_exception(error)
+        self.wake.set()
 
 
 class GroupTransaction(ABC):
@@ -62,47 +74,63 @@ class GroupTransaction(ABC):
 
 
 class GroupCommitWriter:
-    """The queue and its leader election. `on_commit(last_position)` runs after each commit that wrote events."""
+    """The queue and its leader hand-over. `on_commit(last_position)` runs after each commit that wrote events."""
 
     def __init__(self, name: str, transaction: GroupTransaction, on_commit: Callable[[int], None]) -> None:
         self.name = name
         self._transaction = transaction
         self._on_commit = on_commit
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._pending: deque[PendingAppend] = deque()
         self._leading = False
         self._closed = False
 
     def submit(self, stream: str, events: Sequence[NewEvent], expected: ExpectedVersion) -> AppendResult:
         request = PendingAppend(stream, list(events), expected)
-        with self._cond:
+        with self._lock:
             if self._closed:
                 raise StoreError("the store is closed")
             self._pending.append(request)
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            request.wake.wait()
+            if request.future.done():
+                return request.future.result()
+        self._lead(request)  # this caller was first, or was handed the leadership
+        return request.future.result()
+
+    def _lead(self, request: PendingAppend) -> None:
+        """Commit groups until our own append is decided, then hand the leadership to the oldest waiter."""
         while True:
-            with self._cond:
-                while self._leading and not request.future.done():
-                    self._cond.wait()
-                if request.future.done():
-                    return request.future.result()
-                self._leading = True
+            with self._lock:
                 batch = [self._pending.popleft() for _ in range(min(MAX_GROUP, len(self._pending)))]
             try:
                 self._commit_group(batch)
             finally:
                 for queued in batch:  # interrupted half-way (KeyboardInterrupt): nobody may wait forever
                     if not queued.future.done():
-                        queued.future.set_exception(StoreError("append interrupted before its commit"))
-                with self._cond:
-                    self._leading = False
-                    self._cond.notify_all()
+                        queued.fail(StoreError("append interrupted before its commit"))
+                with self._lock:
+                    if request.future.done() or not self._pending:
+                        if self._pending:
+                            self._pending[0].wake.set()  # it leads next; `_leading` stays True
+                        else:
+                            self._leading = False
+                            self._idle.notify_all()
+                        done = True
+                    else:
+                        done = False
+            if done:
+                return
 
     def close(self) -> None:
         """Refuse new appends and wait until the queued ones are committed."""
-        with self._cond:
+        with self._lock:
             self._closed = True
             while self._leading or self._pending:
-                self._cond.wait()
+                self._idle.wait()
 
     def _commit_group(self, batch: list[PendingAppend]) -> None:
         tx = self._transaction
@@ -113,7 +141,7 @@ class GroupCommitWriter:
                 try:
                     result = tx.apply(request)
                 except (StoreError, ValueError) as error:
-                    request.future.set_exception(error)
+                    request.fail(error)
                 else:
                     done.append((request, result))
             tx.commit([result for _, result in done])
@@ -121,9 +149,9 @@ class GroupCommitWriter:
             tx.rollback()
             for request in batch:
                 if not request.future.done():  # those rejected alone keep their own error
-                    request.future.set_exception(StoreError(f"commit failed: {error}"))
+                    request.fail(StoreError(f"commit failed: {error}"))
             return
         for request, result in done:
-            request.future.set_result(result)
+            request.succeed(result)
         if done:
             self._on_commit(max(result.last_position for _, result in done))
