@@ -137,32 +137,4 @@ def get_context(request: Request) -> ServiceContext:
     return request.app.state.context
 
 
-def get_settings(request: Request) -> Settings:
-    return get_context(request).settings
-
-
-def get_store(request: Request) -> EventStore:
-    return get_context(request).store
-
-
-def get_db(request: Request) -> Database:
-    return get_context(request).db
-
-
-def get_clock(request: Request) -> Clock:
-    return get_context(request).clock
-
-
-def get_policy(request: Request) -> Sp4nPolicy:
-    return get_context(request).policy
-
-
-def get_calendar(request: Request) -> WorkingCalendar:
-    return get_context(request).calendar
-
-
-def get_vault(request: Request) -> Vault:
-    return get_context(request).vault
-
-
 Context = Annotated[ServiceContext, Depends(get_context)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -248,17 +248,6 @@ class SqliteEventStore(EventStore):
                 (category, from_position, limit),
             )
         return [row_to_event(row) for row in rows]
-
-    def read_all_raw(self, from_position: int, limit: int, visit: Callable[[tuple], None]) -> int:
-        """Hand raw rows (COLUMNS order) to `visit`; used by the integrity check, which hashes without
-        building events twice. Returns the number of rows visited."""
-        count = 0
-        for row in self._reader().execute(
-            f"SELECT {COLUMNS} FROM events WHERE position >= ? ORDER BY position LIMIT ?", (from_position, limit)
-        ):
-            visit(row)
-            count += 1
-        return count
 
     def head_position(self) -> int:
         return self._reader().execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
