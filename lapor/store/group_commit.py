@@ -12,7 +12,7 @@ it the leadership for what is still queued. A lone writer therefore commits on i
 thread hand-offs per append, and a commit wakes only the callers it concerns.
 
 An adapter supplies a `GroupTransaction` (its SQL dialect); `GroupCommitWriter` supplies the queue, the
-batching, the futures and the shutdown.
+batching, the wake-ups and the shutdown.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import threading
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 
 from lapor.store.model import AppendResult, ExpectedVersion, NewEvent, StoreError
 
@@ -31,24 +30,38 @@ MAX_GROUP = 512
 class PendingAppend:
     """One caller's append, waiting for a leader to commit it (or to hand it the leadership)."""
 
-    __slots__ = ("events", "expected", "future", "stream", "wake")
+    __slots__ = ("decided", "error", "events", "expected", "result", "stream", "wake")
 
     def __init__(self, stream: str, events: Sequence[NewEvent], expected: ExpectedVersion) -> None:
         self.stream = stream
         self.events = events
         self.expected = expected
-        self.future: Future[AppendResult] = Future()
+        self.decided = False
+        self.result: AppendResult | None = None
+        self.error: BaseException | None = None
         # Set when the append is decided, or when its caller is to lead the next group: each waiter sleeps on
         # its own event, so a commit wakes exactly the callers it concerns (no thundering herd on one lock).
-        self.wake = threading.Event()
+        # A caller that leads at once never waits, and gets none.
+        self.wake: threading.Event | None = None
 
     def succeed(self, result: AppendResult) -> None:
-        self.future.set_result(result)
-        self.wake.set()
+        self.result = result
+        self._decide()
 
     def fail(self, error: BaseException) -> None:
-        self.future.set_exception(error)
-        self.wake.set()
+        self.error = error
+        self._decide()
+
+    def _decide(self) -> None:
+        self.decided = True
+        if self.wake is not None:
+            self.wake.set()
+
+    def outcome(self) -> AppendResult:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None, "an append is answered only once decided"
+        return self.result
 
 
 class GroupTransaction(ABC):
@@ -63,6 +76,17 @@ class GroupTransaction(ABC):
     def apply(self, request: PendingAppend) -> AppendResult:
         """Check and write one append, all or nothing: raising StoreError or ValueError rejects this append
         alone and must leave nothing of it written (the rest of the group goes on)."""
+
+    def apply_all(self, batch: Sequence[PendingAppend]) -> list[AppendResult | Exception]:
+        """Check and write every append of the group: each one's result, or the StoreError/ValueError that rejects
+        it alone. An adapter may override this to write the group at once."""
+        outcomes: list[AppendResult | Exception] = []
+        for request in batch:
+            try:
+                outcomes.append(self.apply(request))
+            except (StoreError, ValueError) as error:
+                outcomes.append(error)
+        return outcomes
 
     @abstractmethod
     def commit(self, results: Sequence[AppendResult]) -> None:
@@ -91,15 +115,17 @@ class GroupCommitWriter:
         with self._lock:
             if self._closed:
                 raise StoreError("the store is closed")
-            self._pending.append(request)
             lead = not self._leading
+            if not lead:
+                request.wake = threading.Event()  # before it is queued: a leader may decide it at once
+            self._pending.append(request)
             self._leading = True
-        if not lead:
+        if request.wake is not None:
             request.wake.wait()
-            if request.future.done():
-                return request.future.result()
+            if request.decided:
+                return request.outcome()
         self._lead(request)  # this caller was first, or was handed the leadership
-        return request.future.result()
+        return request.outcome()
 
     def _lead(self, request: PendingAppend) -> None:
         """Commit groups until our own append is decided, then hand the leadership to the oldest waiter."""
@@ -110,12 +136,14 @@ class GroupCommitWriter:
                 self._commit_group(batch)
             finally:
                 for queued in batch:  # interrupted half-way (KeyboardInterrupt): nobody may wait forever
-                    if not queued.future.done():
+                    if not queued.decided:
                         queued.fail(StoreError("append interrupted before its commit"))
                 with self._lock:
-                    if request.future.done() or not self._pending:
+                    if request.decided or not self._pending:
                         if self._pending:
-                            self._pending[0].wake.set()  # it leads next; `_leading` stays True
+                            successor = self._pending[0].wake
+                            assert successor is not None, "every queued append but the leader's has a wake-up"
+                            successor.set()  # it leads next; `_leading` stays True
                         else:
                             self._leading = False
                             self._idle.notify_all()
@@ -137,18 +165,16 @@ class GroupCommitWriter:
         done: list[tuple[PendingAppend, AppendResult]] = []
         try:
             tx.begin()
-            for request in batch:
-                try:
-                    result = tx.apply(request)
-                except (StoreError, ValueError) as error:
-                    request.fail(error)
+            for request, outcome in zip(batch, tx.apply_all(batch), strict=True):
+                if isinstance(outcome, Exception):
+                    request.fail(outcome)
                 else:
-                    done.append((request, result))
+                    done.append((request, outcome))
             tx.commit([result for _, result in done])
         except Exception as error:  # noqa: BLE001 - the leader must fail its group's waiters
             tx.rollback()
             for request in batch:
-                if not request.future.done():  # those rejected alone keep their own error
+                if not request.decided:  # those rejected alone keep their own error
                     request.fail(StoreError(f"commit failed: {error}"))
             return
         for request, result in done:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -92,57 +94,109 @@ def row_to_event(row: tuple) -> RecordedEvent:
     )
 
 
+_ROW_MARKS = "(?,?,?,?,?,?,?,?,?,?,?,?)"
+INSERT_ROWS = 800  # rows per multi-row INSERT: 12 parameters each, well under SQLite's 32,766
+HEAD_CACHE = 100_000  # stream heads remembered by the writer
+
+
+class _Staged:
+    """What a group has decided but not yet written: its rows, the stream heads and event ids they create, and
+    the last position they take."""
+
+    __slots__ = ("heads", "ids", "position", "rows")
+
+    def __init__(self, position: int) -> None:
+        self.position = position
+        self.rows: list[tuple[Any, ...]] = []
+        self.heads: dict[str, tuple[int, str]] = {}
+        self.ids: dict[str, tuple[str, str, int, int]] = {}  # event id -> (event id, stream, version, position)
+
+
 class SqliteGroup(GroupTransaction):
     """SQLite's side of a group commit: `BEGIN IMMEDIATE` takes the database's write lock, which also queues
-    writers in other processes."""
+    writers in other processes.
+
+    A group is written in few statements, since every SQLite call gives up the GIL and a leader surrounded by
+    busy threads waits to get it back: the stream heads and the last position come from memory (valid while
+    `PRAGMA data_version` says no other connection has committed), each append is checked and hash-linked in
+    Python, and all the group's rows go in by one multi-row INSERT. Only if that INSERT meets an event id that
+    is already recorded is the group rolled back and written again one append at a time, each behind a
+    savepoint (the retried append is then answered with its original result, a clash rejected alone)."""
 
     def __init__(self, conn: sqlite3.Connection, clock: Clock) -> None:
         self.conn = conn
         self.clock = clock
-        self._position = 0
+        self._data_version: int | None = None
+        self._position = 0  # the last committed position, as of `_data_version`
+        self._heads: OrderedDict[str, tuple[int, str]] = OrderedDict()  # committed (version, hash) per stream
+        self._staged = _Staged(0)
 
     def begin(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
         # Under the write lock nobody else can append, so the group counts positions on from here.
-        self._position = self.conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+        data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if data_version != self._data_version:  # another connection committed: what we remember may be stale
+            self._heads.clear()
+            self._position = conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+            self._data_version = data_version
+        self._staged = _Staged(self._position)
 
     def commit(self, results: Sequence[AppendResult]) -> None:
         self.conn.execute("COMMIT")
+        staged = self._staged
+        self._position = staged.position
+        heads = self._heads
+        for stream, head in staged.heads.items():
+            heads[stream] = head
+            heads.move_to_end(stream)
+        while len(heads) > HEAD_CACHE:
+            heads.popitem(last=False)
 
     def rollback(self) -> None:
+        self._staged = _Staged(self._position)
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
 
-    def apply(self, request: PendingAppend) -> AppendResult:
-        # A savepoint per append: a duplicate id can surface half-way through the inserts.
-        self.conn.execute("SAVEPOINT one_append")
+    # -- the group at once ------------------------------------------------------------------------------------
+
+    def apply_all(self, batch: Sequence[PendingAppend]) -> list[AppendResult | Exception]:
+        outcomes: list[AppendResult | Exception] = []
+        for request in batch:
+            try:
+                outcomes.append(self._stage(request))
+            except (StoreError, ValueError) as error:
+                outcomes.append(error)
+        rows = self._staged.rows
         try:
-            result = self._write(request)
-        except sqlite3.IntegrityError as error:
-            # An event id is already recorded: a retried append (answer with its original result) or a clash.
-            self._undo()
-            original = self._already_recorded(request.stream, request.events)
-            if original is None:
-                raise DuplicateEventId(f"{request.stream}: an event id of this append is already recorded") from error
-            return original
-        except (StoreError, ValueError):
-            self._undo()
-            raise
-        self.conn.execute("RELEASE one_append")
-        self._position = max(self._position, result.last_position)
-        return result
+            for start in range(0, len(rows), INSERT_ROWS):
+                chunk = rows[start : start + INSERT_ROWS]
+                self.conn.execute(
+                    f"INSERT INTO events VALUES {','.join([_ROW_MARKS] * len(chunk))}",
+                    [value for row in chunk for value in row],
+                )
+        except sqlite3.IntegrityError:
+            # An event id of the group is recorded already: start the group again, one append at a time.
+            self.rollback()
+            self.begin()
+            return super().apply_all(batch)
+        return outcomes
 
-    def _undo(self) -> None:
-        self.conn.execute("ROLLBACK TO one_append")
-        self.conn.execute("RELEASE one_append")
+    def _head(self, stream: str) -> tuple[int, str]:
+        staged = self._staged.heads.get(stream)
+        if staged is not None:
+            return staged
+        head = self._heads.get(stream)
+        if head is None:
+            row = self.conn.execute(
+                "SELECT version, hash FROM events WHERE stream = ? ORDER BY version DESC LIMIT 1", (stream,)
+            ).fetchone()
+            head = (row[0], row[1]) if row else (-1, GENESIS_HASH)
+        return head
 
-    def _write(self, request: PendingAppend) -> AppendResult:
-        conn = self.conn
-        stream, events = request.stream, request.events
-        head = conn.execute(
-            "SELECT version, hash FROM events WHERE stream = ? ORDER BY version DESC LIMIT 1", (stream,)
-        ).fetchone()
-        current, prev_hash = (head[0], head[1]) if head else (-1, GENESIS_HASH)
+    def _stage(self, request: PendingAppend) -> AppendResult:
+        stream, events, staged = request.stream, request.events, self._staged
+        current, prev_hash = self._head(stream)
         try:
             check_expected(stream, request.expected, current)
         except WrongExpectedVersion:
@@ -151,36 +205,86 @@ class SqliteGroup(GroupTransaction):
             if original is not None:
                 return original
             raise
+        if any(str(event.event_id) in staged.ids for event in events):
+            original = self._already_recorded(stream, events)  # the same append twice in one group
+            if original is not None:
+                return original
+            raise DuplicateEventId(f"{stream}: an event id of this append is already recorded")
         linked = link_events(
             stream,
             events,
             current_version=current,
             prev_hash=prev_hash,
-            first_position=self._position + 1,
+            first_position=staged.position + 1,
             recorded_at=self.clock.now(),
         )
         category = category_of(stream)
-        rows = [
-            (
-                e.position,
-                str(e.event_id),
-                stream,
-                category,
-                e.version,
-                e.type,
-                e.schema_version,
-                orjson.dumps(e.data),
-                orjson.dumps(e.metadata),
-                e.recorded_at.isoformat(),
-                e.prev_hash,
-                e.hash,
+        for e in linked:
+            event_id = str(e.event_id)
+            staged.rows.append(
+                (
+                    e.position,
+                    event_id,
+                    stream,
+                    category,
+                    e.version,
+                    e.type,
+                    e.schema_version,
+                    orjson.dumps(e.data),
+                    orjson.dumps(e.metadata),
+                    e.recorded_at.isoformat(),
+                    e.prev_hash,
+                    e.hash,
+                )
             )
-            for e in linked
-        ]
-        conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-        return AppendResult(stream, linked[0].version, linked[-1].version, linked[0].position, linked[-1].position)
+            staged.ids[event_id] = (event_id, stream, e.version, e.position)
+        last = linked[-1]
+        staged.heads[stream] = (last.version, last.hash)
+        staged.position = last.position
+        return AppendResult(stream, linked[0].version, last.version, linked[0].position, last.position)
+
+    # -- one append at a time, behind a savepoint -------------------------------------------------------------
+
+    def apply(self, request: PendingAppend) -> AppendResult:
+        # A savepoint per append: a duplicate id can surface half-way through the inserts.
+        self.conn.execute("SAVEPOINT one_append")
+        staged = self._staged
+        rows, heads, position = len(staged.rows), dict(staged.heads), staged.position
+        try:
+            result = self._stage(request)
+            self.conn.executemany(f"INSERT INTO events VALUES {_ROW_MARKS}", staged.rows[rows:])
+        except sqlite3.IntegrityError as error:
+            # An event id is already recorded: a retried append (answer with its original result) or a clash.
+            self._undo(rows, heads, position)
+            original = self._already_recorded(request.stream, request.events)
+            if original is None:
+                raise DuplicateEventId(f"{request.stream}: an event id of this append is already recorded") from error
+            return original
+        except (StoreError, ValueError):
+            self._undo(rows, heads, position)
+            raise
+        self.conn.execute("RELEASE one_append")
+        return result
+
+    def _undo(self, rows: int, heads: dict[str, tuple[int, str]], position: int) -> None:
+        self.conn.execute("ROLLBACK TO one_append")
+        self.conn.execute("RELEASE one_append")
+        staged = self._staged
+        for row in staged.rows[rows:]:
+            staged.ids.pop(row[1], None)
+        del staged.rows[rows:]
+        staged.heads, staged.position = heads, position
 
     def _already_recorded(self, stream: str, events: Sequence[NewEvent]) -> AppendResult | None:
+        """The original result of `events` if they are recorded already: committed, or written earlier in
+        this group."""
+        staged = self._staged.ids
+        first = staged.get(str(events[0].event_id))
+        if first is not None:
+            _, found_stream, found_version, _ = first
+            recorded = [row for row in staged.values() if row[1] == found_stream and row[2] >= found_version]
+            recorded.sort(key=lambda row: row[2])
+            return replayed_result(stream, events, recorded[: len(events)])
         conn = self.conn
         found = conn.execute(
             "SELECT stream, version FROM events WHERE event_id = ?", (str(events[0].event_id),)
