@@ -33,6 +33,7 @@ from lapor.db import open_database
 from lapor.policy import Sp4nPolicy
 from lapor.principal import Role
 from lapor.settings import load_settings
+from lapor.states import ComplaintStates
 from lapor.store import NO_STREAM, NewEvent, open_store
 from lapor.subscriptions import SubscriptionRunner
 from schemas.events import (
@@ -122,7 +123,7 @@ def main() -> None:
     print(f"filled: {args.reports} reports, {events} events in {filled:.1f} s ({events / filled:,.0f} events/s)")
 
     db = open_database(settings.readmodels)
-    runner = SubscriptionRunner(store, db, QueueProjection(store).subscription(), batch_size=2000)
+    runner = SubscriptionRunner(store, db, QueueProjection(ComplaintStates(store)).subscription(), batch_size=2000)
     started = time.perf_counter()
     handled = runner.run_until_caught_up()
     projected = time.perf_counter() - started

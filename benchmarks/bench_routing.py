@@ -38,6 +38,7 @@ from lapor.limits import RateLimits
 from lapor.observability import Metrics
 from lapor.policy import Sp4nPolicy
 from lapor.settings import load_settings
+from lapor.states import ComplaintStates
 from lapor.store import NO_STREAM, open_store
 from lapor.subscriptions import SubscriptionRunner
 from schemas.events import ComplaintDisposed, ComplaintSubmitted, ComplaintVerified, DispositionAccepted
@@ -69,16 +70,18 @@ def fresh_store(url: str | None) -> Iterator[str]:
 def open_context(store_url: str, data: Path, clock: ManualClock) -> ServiceContext:
     settings = load_settings(data=data, store=store_url)
     calendar = WorkingCalendar()
+    store = open_store(store_url, clock=clock)
     return ServiceContext(
         settings=settings,
         clock=clock,
-        store=open_store(store_url, clock=clock),
+        store=store,
         db=open_database(settings.readmodels),
         calendar=calendar,
         policy=Sp4nPolicy(calendar=calendar),
         metrics=Metrics(),
         tokens=TokenService("b" * 32, clock),
         rate_limits=RateLimits(settings.limits),
+        states=ComplaintStates(store),
     )
 
 

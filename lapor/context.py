@@ -36,6 +36,7 @@ from lapor.limits import RateLimits
 from lapor.observability import Metrics
 from lapor.policy import Sp4nPolicy
 from lapor.settings import Settings
+from lapor.states import ComplaintStates
 from lapor.store import EventStore, open_store
 from lapor.store.vault import Vault
 from lapor.subscriptions import Subscription
@@ -54,6 +55,7 @@ class ServiceContext:
     metrics: Metrics
     tokens: TokenService
     rate_limits: RateLimits
+    states: ComplaintStates  # complaint states folded once for every projection of the process
 
     @property
     def vault(self) -> Vault:
@@ -85,6 +87,7 @@ class ServiceContext:
             metrics=Metrics(),
             tokens=tokens,
             rate_limits=RateLimits(settings.limits),
+            states=ComplaintStates(store),
         )
 
     def close(self) -> None:

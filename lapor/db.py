@@ -11,6 +11,7 @@ replayed from the event store, which itself is durable.
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 import threading
@@ -184,9 +185,11 @@ class PostgresDatabase(Database):
         self._pool.close()
 
 
+@functools.lru_cache(maxsize=65_536)
 def sortable_moment(at: datetime) -> str:
     """Fixed-width UTC text (microseconds always written), so that text order is time order in SQL on both
-    dialects."""
+    dialects. Cached: projections write the same deadlines and moments again with every version of a report
+    (equal datetimes are the same instant, so they share one text whatever their time zone)."""
     return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 

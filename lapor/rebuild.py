@@ -34,12 +34,17 @@ from psycopg import sql
 
 from lapor.context import ServiceContext, ServiceDefinition
 from lapor.db import Database, PostgresDatabase, SqliteDatabase, Tx
+from lapor.states import ComplaintStates
 from lapor.store import EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError
-from lapor.store.model import AppendResult
+from lapor.store.model import AppendResult, category_of
 from lapor.subscriptions import CHECKPOINT_SCHEMA, Subscription, SubscriptionRunner
 
 READ_PAGE = 5000  # events per read_all call
-DEFAULT_BATCH = 100_000  # events per transaction of each projection (held in memory: ~450 MB peak)
+DEFAULT_BATCH = 50_000  # events per transaction of each projection (~400 MB peak with the states)
+# The complaint states the projections share (`lapor.states`): enough for every report still moving in a busy
+# period, about 1.8 KB each; a report folded again from the store is only slower.
+REBUILD_STATES = 250_000
+REBUILD_HISTORY = 64  # states per complaint within one batch
 BOOKKEEPING_TABLES = frozenset({"subscription_checkpoints", "parked_events"})
 EXAMPLES = 3  # differing rows shown per table and side
 
@@ -254,7 +259,9 @@ def _rebuild_into(
     progress: Progress | None,
 ) -> RebuildReport:
     started = time.perf_counter()
-    rebuild_ctx = dataclasses.replace(ctx, db=fresh.db, store=ReadOnlyStore(ctx.store))
+    read_only = ReadOnlyStore(ctx.store)
+    states = ComplaintStates(read_only, capacity=REBUILD_STATES, history=REBUILD_HISTORY)
+    rebuild_ctx = dataclasses.replace(ctx, db=fresh.db, store=read_only, states=states)
     chosen, skipped = projections(rebuild_ctx, services)
     fresh.db.executescript(CHECKPOINT_SCHEMA)
     running = [
@@ -263,7 +270,7 @@ def _rebuild_into(
         for service, subscription in chosen
     ]
     target = ctx.store.head_position()
-    read = _feed(ctx.store, running, 0, target, batch_size, progress)
+    read = _feed(ctx.store, running, 0, target, batch_size, progress, states)
     rebuilt_in = time.perf_counter() - started
 
     # Compare inside one snapshot of the live database: its checkpoints and its rows agree with each other.
@@ -273,7 +280,7 @@ def _rebuild_into(
         if tail_end > target:  # the live projections moved on while we rebuilt: follow each to its checkpoint
             for projection in running:
                 until = max(target, live_checkpoints.get(projection.runner.name, 0))
-                read += _feed(ctx.store, [projection], target, until, batch_size, None)
+                read += _feed(ctx.store, [projection], target, until, batch_size, None, states)
         with fresh.db.read() as rebuilt:
             tables = _tables(rebuilt)
             differences = [_compare(live, rebuilt, table) for table in tables]
@@ -309,18 +316,31 @@ def _feed(
     until: int,
     batch_size: int,
     progress: Progress | None,
+    states: ComplaintStates,
 ) -> int:
-    """Read (after, until] once and hand it to every runner in batches of about `batch_size` events."""
+    """Read (after, until] once and hand it to every runner in batches of about `batch_size` events, each runner
+    the events of its category."""
     read = 0
     batch: list[RecordedEvent] = []
 
     def flush() -> None:
+        by_category: dict[str, list[RecordedEvent]] = {}
+        for event in batch:
+            category = category_of(event.stream)
+            selected = by_category.get(category)
+            if selected is None:
+                by_category[category] = [event]
+            else:
+                selected.append(event)
+        through = batch[-1].position
         for projection in running:
+            category = projection.runner.subscription.category
             started = time.perf_counter()
-            projection.runner.feed(batch)
+            projection.runner.feed(batch if category is None else by_category.get(category, []), through)
             projection.seconds += time.perf_counter() - started
+        states.keep_latest()
         if progress is not None:
-            progress(batch[-1].position, until)
+            progress(through, until)
         batch.clear()
 
     for page in _read(store, after, until):

@@ -193,16 +193,22 @@ class SubscriptionRunner:
             index = self._process_from(events, index)
         return index
 
-    def feed(self, events: Sequence[RecordedEvent]) -> int:
+    def feed(self, events: Sequence[RecordedEvent], through: int | None = None) -> int:
         """Process events someone else read (a rebuild reads the log once for every subscription): those of
-        this subscription's category past its checkpoint. Returns how many were handled."""
+        this subscription's category past its checkpoint. With `through`, `events` are already those of its
+        category among everything read up to that position. Returns how many were handled."""
         category = self.subscription.category
-        mine = [e for e in events if e.position > self._position and (category is None or e.category == category)]
+        position = self._position
+        if through is None:
+            mine = [e for e in events if e.position > position and (category is None or e.category == category)]
+            through = events[-1].position if events else position
+        else:
+            mine = [e for e in events if e.position > position]
         index = 0
         while index < len(mine) and not self._stop.is_set():
             index = self._process_from(mine, index)
-        if events and events[-1].position > self._position and not self._stop.is_set():
-            self._advance_to(events[-1].position)  # the rest were of other categories
+        if through > self._position and not self._stop.is_set():
+            self._advance_to(through)  # the rest were of other categories
         return index
 
     def _process_from(self, events: Sequence[RecordedEvent], start: int) -> int:

@@ -1,10 +1,10 @@
 """The followup service's read model: the agency queues.
 
 **Queue** (`followup_queue`): one row per report that has reached an agency, computed from the folded complaint
-state (`lapor.complaint`, the one fold: the projection keeps recent states in memory and folds the stream from
-the store only when it lacks the previous one, e.g. after a restart). Rows are idempotent by version. The same
-handler records each new item in a queue (`followup_queue_arrivals`) in the same transaction, so each is recorded
-exactly once; the notification loop turns recent ones into notifications.
+state (`lapor.complaint`, the one fold, through the process's shared `lapor.states.ComplaintStates`, which folds
+the stream from the store only when nobody holds the previous state, e.g. after a restart). Rows are idempotent
+by version. The same handler records each new item in a queue (`followup_queue_arrivals`) in the same
+transaction, so each is recorded exactly once; the notification loop turns recent ones into notifications.
 
 Queue order is "overdue first": the agency's running deadline (follow-up, else resolution) ascending — an overdue
 item has the earliest deadline — then reports waiting for the reporter's answer, then those with no deadline;
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,10 +23,11 @@ from typing import Any
 
 import orjson
 
-from lapor.complaint import STREAM_PREFIX, ComplaintState, Status, evolve, fold, initial_state
+from lapor.complaint import ComplaintState, Status
 from lapor.db import Tx
 from lapor.problems import BadRequest
-from lapor.store import EventStore, RecordedEvent
+from lapor.states import ComplaintStates
+from lapor.store import RecordedEvent
 from lapor.subscriptions import Subscription
 from services.followup import storage
 from services.followup.notifications import ITEM_ADDED, notification_id
@@ -176,14 +176,13 @@ def _arrivals(
 
 
 class QueueProjection:
-    """Handler of the `followup.queue` subscription. Keeps the last `cache_size` complaint states it built, so
-    following the log costs one `evolve` per event; a state it lacks (after a restart, or evicted) is folded
-    from the store up to the event."""
+    """Handler of the `followup.queue` subscription. The states come from the process's shared
+    `lapor.states.ComplaintStates`: following the log costs one `evolve` per event (none when another projection
+    folded it first); a state nobody holds (after a restart, or evicted) is folded from the store up to the
+    event."""
 
-    def __init__(self, store: EventStore, *, cache_size: int = 20_000) -> None:
-        self._store = store
-        self._cache_size = cache_size
-        self._states: OrderedDict[str, ComplaintState] = OrderedDict()
+    def __init__(self, states: ComplaintStates) -> None:
+        self._states = states
 
     def subscription(self) -> Subscription:
         return Subscription(
@@ -199,9 +198,7 @@ class QueueProjection:
         states: dict[str, ComplaintState] = {}
         arrivals: list[tuple[str, str, str, str, str]] = []
         for event in events:
-            before = self._state_before(event)
-            after = evolve(before, event)
-            self._remember(after)
+            before, after = self._states.step(event)
             if after.disposed_at is None:
                 continue  # still with national routing: nothing for an agency yet
             states[after.tracking_id] = after
@@ -214,24 +211,6 @@ class QueueProjection:
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (arrival_id) DO NOTHING",
                 arrivals,
             )
-
-    def _state_before(self, event: RecordedEvent) -> ComplaintState:
-        tracking_id = event.stream.removeprefix(STREAM_PREFIX)
-        if event.version == 0:
-            return initial_state(tracking_id)
-        cached = self._states.get(tracking_id)
-        if cached is not None and cached.version == event.version - 1:
-            return cached
-        # Not in memory, or the cache ran ahead of a rolled-back batch: fold what precedes the event.
-        state = fold(self._store.read_stream(event.stream, 0, event.version), initial_state(tracking_id))
-        assert state is not None
-        return state
-
-    def _remember(self, state: ComplaintState) -> None:
-        self._states[state.tracking_id] = state
-        self._states.move_to_end(state.tracking_id)
-        while len(self._states) > self._cache_size:
-            self._states.popitem(last=False)
 
 
 # -- reading a queue ----------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from services.followup.projections import QueueProjection
 
 
 def subscriptions(ctx: ServiceContext) -> list[Subscription]:
-    return [QueueProjection(ctx.store).subscription(), Reactions(ctx).subscription()]
+    return [QueueProjection(ctx.states).subscription(), Reactions(ctx).subscription()]
 
 
 SERVICE = ServiceDefinition(

@@ -9,23 +9,24 @@
   kind, with the version of the event that started the deadline (`cause_version`): the scheduler derives its
   event ids from it, so a deadline leads to one reaction whatever happens to the scheduler.
 
-The rows are built from the one fold (`lapor.complaint.evolve`), never by re-implementing it: the handler keeps
-the recent states in memory and folds the stream from the store on a miss. Every value comes from the log
+The rows are built from the one fold (`lapor.complaint.evolve`), never by re-implementing it: the handler takes
+the states from the process's shared `lapor.states.ComplaintStates`, which folds the stream from the store on a
+miss. Every value comes from the log
 (times are the events' `recorded_at`), so `lapor rebuild` finds the same rows.
 """
 
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from lapor.complaint import ComplaintState, Status, evolve, fold, initial_state
+from lapor.complaint import ComplaintState, Status
 from lapor.db import Tx, setup_tables, sortable_moment
-from lapor.store import EventStore, RecordedEvent
+from lapor.states import ComplaintStates
+from lapor.store import RecordedEvent
 from services.routing.decide import DeadlineKind, RoutingFacts, Rule, running_deadlines
 from services.routing.directory import AGENCY_EVENTS, RULES_STREAM, Agency, is_top_level
 
@@ -267,30 +268,6 @@ def load_rules(tx: Tx, *, include_inactive: bool = False) -> list[RuleRow]:
 # -- complaints and their deadlines -------------------------------------------------------------------------
 
 
-class FoldedStates:
-    """The latest folded state of recently seen reports, so each event is evolved onto the state before it
-    instead of folding its whole stream again; a miss (a restart, an evicted report) folds from the store."""
-
-    def __init__(self, store: EventStore, capacity: int = 20_000) -> None:
-        self._store = store
-        self._capacity = capacity
-        self._states: OrderedDict[str, ComplaintState] = OrderedDict()
-
-    def after(self, event: RecordedEvent, tracking_id: str) -> ComplaintState:
-        """The report's state once `event` is folded in (raises IllegalTransition for an event the lifecycle
-        refuses: the subscription then retries and parks it)."""
-        before = self._states.get(tracking_id)
-        if before is None or before.version != event.version - 1:
-            earlier = self._store.read_stream(event.stream, 0, event.version) if event.version else []
-            before = fold(earlier) or initial_state(tracking_id)
-        state = evolve(before, event)
-        self._states[tracking_id] = state
-        self._states.move_to_end(tracking_id)
-        if len(self._states) > self._capacity:
-            self._states.popitem(last=False)
-        return state
-
-
 COMPLAINT_COLUMNS = (
     "tracking_id, version, status, level, kind, title, category, tags, region_code, channel, anonymous, "
     "confidential, agency_id, submitted_suggestion, suggested_agency_id, returned_from, return_reason, returned_by, "
@@ -326,8 +303,8 @@ class ComplaintProjection:
     """Handler of `routing.complaints`: the queue row and the running deadlines of each report. A batch loads the
     rows of its reports once and writes each report once (`handle_batch`); one event is a batch of one."""
 
-    def __init__(self, store: EventStore) -> None:
-        self.states = FoldedStates(store)
+    def __init__(self, states: ComplaintStates) -> None:
+        self.states = states
 
     def __call__(self, event: RecordedEvent, tx: Tx) -> None:
         self.handle_batch([event], tx)
@@ -341,7 +318,7 @@ class ComplaintProjection:
             row = known.get(tracking_id)
             if row is not None and row.version >= event.version:
                 continue  # applied before: a replayed batch
-            state = self.states.after(event, tracking_id)
+            state = self.states.after(event)
             known[tracking_id] = _advance(row, event)
             deadlines[tracking_id] = _running(deadlines.get(tracking_id, {}), state, event)
             states[tracking_id] = state
@@ -423,6 +400,10 @@ def _running(existing: Deadlines, state: ComplaintState, event: RecordedEvent) -
     return running
 
 
+def _json_list(values: Sequence[str]) -> str:
+    return json.dumps(list(values)) if values else "[]"  # most are empty: skip the encoder
+
+
 def _row(s: ComplaintState, known: _Known) -> tuple[Any, ...]:
     assert s.status is not None, "a stream starts with ComplaintSubmitted"
     assert s.submitted_at is not None
@@ -435,7 +416,7 @@ def _row(s: ComplaintState, known: _Known) -> tuple[Any, ...]:
         s.kind.value if s.kind else None,
         s.title,
         s.category,
-        json.dumps(list(s.tags)),
+        _json_list(s.tags),
         s.region_code,
         s.channel.value if s.channel else None,
         int(s.anonymous),
@@ -445,9 +426,9 @@ def _row(s: ComplaintState, known: _Known) -> tuple[Any, ...]:
         s.suggested_agency_id,
         s.returned_from,
         s.return_reason,
-        json.dumps(known.returned_by),
+        _json_list(known.returned_by),
         s.bounce_count,
-        json.dumps(known.suspects),
+        _json_list(known.suspects),
         s.information_requested,
         moment(s.submitted_at),
         _moment_or_none(s.verification_due),

@@ -19,7 +19,7 @@ COMPLAINT_SUBSCRIPTION = "routing.complaints"
 
 
 def subscriptions(ctx: ServiceContext) -> list[Subscription]:
-    projection = ComplaintProjection(ctx.store)
+    projection = ComplaintProjection(ctx.states)
     return [
         Subscription(DIRECTORY_SUBSCRIPTION, apply_directory_event, category="directory", setup=setup_directory),
         Subscription(

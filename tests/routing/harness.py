@@ -22,6 +22,7 @@ from lapor.observability import Metrics
 from lapor.policy import Sp4nPolicy
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Principal, Role
 from lapor.settings import load_settings
+from lapor.states import ComplaintStates
 from lapor.store import RecordedEvent, open_store
 from lapor.subscriptions import SubscriptionRunner
 from schemas.events import ComplaintSubmitted, EventData
@@ -59,6 +60,7 @@ class Routing:
             metrics=Metrics(),
             tokens=TokenService("x" * 32, clock),
             rate_limits=RateLimits(settings.limits),
+            states=ComplaintStates(store),
         )
         seed_directory(self.ctx)
         self.runners = [

@@ -1,0 +1,116 @@
+"""Folded complaint states, shared by the projections of one process.
+
+Several projections fold the same complaint events (routing's queue, followup's agency queues): each asks for
+the state before and after an event, and whichever asks first folds it; the others get the same state objects.
+A projection that asks for a state nobody holds (after a restart, or one evicted) has the stream's prefix folded
+from the store, as each projection used to do on its own.
+
+A remembered state is used only where the hash chain says it belongs: the state after version v is the one
+before an event whose `prev_hash` is v's hash, and is the state after an event only if that event's `hash` is
+v's. So a state can never be applied to another history of the same stream (a different store, a test's
+invented events): such a request is a miss and is folded from the store.
+
+`lapor rebuild` gives its projections their own, larger instance: it hands every projection the same batch in
+turn, so the later ones find every state the first one built (`history` covers the events of one stream in one
+batch, and `keep_latest` drops the rest once the batch is through).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from lapor.complaint import STREAM_PREFIX, ComplaintState, evolve, fold, initial_state
+from lapor.store import EventStore, RecordedEvent
+
+DEFAULT_CAPACITY = 20_000  # complaints remembered by a serving process
+DEFAULT_HISTORY = 4  # states remembered per complaint: projections a few events apart all find theirs
+
+# (version, hash of the event that produced it, the state after it)
+_Entry = tuple[int, str, ComplaintState]
+
+
+class ComplaintStates:
+    """The recent states of the most recently touched `capacity` complaints, `history` versions each.
+    Thread-safe: the subscriptions of a process run in their own threads."""
+
+    def __init__(self, store: EventStore, *, capacity: int = DEFAULT_CAPACITY, history: int = DEFAULT_HISTORY) -> None:
+        if capacity < 1 or history < 2:
+            raise ValueError("ComplaintStates needs capacity >= 1 and history >= 2 (a state and the one before)")
+        self._store = store
+        self._capacity = capacity
+        self._history = history
+        self._recent: OrderedDict[str, list[_Entry]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.folded = 0  # events evolved here (a state built once serves every projection)
+        self.read_from_store = 0  # prefixes folded from the store because no state was remembered
+
+    def step(self, event: RecordedEvent) -> tuple[ComplaintState, ComplaintState]:
+        """(the complaint's state before `event`, its state after). Raises what `evolve` raises for an event the
+        lifecycle refuses, and then remembers nothing."""
+        tracking_id = event.stream.removeprefix(STREAM_PREFIX)
+        version = event.version
+        before = initial_state(tracking_id) if version == 0 else None
+        with self._lock:
+            entries = self._recent.get(tracking_id)
+            if entries is not None:
+                self._recent.move_to_end(tracking_id)
+                for entry_version, entry_hash, state in entries:
+                    if entry_version == version - 1 and entry_hash == event.prev_hash and version > 0:
+                        before = state
+                    elif entry_version == version and entry_hash == event.hash and before is not None:
+                        return before, state
+        if before is None:
+            before = self._fold_before(event, tracking_id)
+        after = evolve(before, event)
+        self._remember(tracking_id, version, event.hash, after, before, event.prev_hash)
+        return before, after
+
+    def after(self, event: RecordedEvent) -> ComplaintState:
+        return self.step(event)[1]
+
+    def _fold_before(self, event: RecordedEvent, tracking_id: str) -> ComplaintState:
+        if event.version == 0:
+            return initial_state(tracking_id)
+        self.read_from_store += 1
+        earlier = self._store.read_stream(event.stream, 0, event.version)
+        state = fold(earlier, initial_state(tracking_id))
+        assert state is not None
+        return state
+
+    def _remember(
+        self, tracking_id: str, version: int, hash_: str, after: ComplaintState, before: ComplaintState, prev: str
+    ) -> None:
+        with self._lock:
+            self.folded += 1
+            entries = self._recent.get(tracking_id)
+            if entries is None:
+                entries = self._recent[tracking_id] = []
+                if len(self._recent) > self._capacity:
+                    self._recent.popitem(last=False)
+            else:
+                self._recent.move_to_end(tracking_id)
+            if entries and entries[-1][0] == version - 1 and entries[-1][1] == prev:
+                entries.append((version, hash_, after))  # the usual case: the next version of what we hold
+            else:
+                kept = [entry for entry in entries if entry[0] not in (version, version - 1)]
+                if version > 0:
+                    kept.append((version - 1, prev, before))
+                kept.append((version, hash_, after))
+                kept.sort(key=_version)
+                entries[:] = kept
+            if len(entries) > self._history:
+                del entries[: len(entries) - self._history]
+
+    def keep_latest(self) -> None:
+        """Forget every state but each complaint's newest (a rebuild, once every projection has had a batch)."""
+        with self._lock:
+            for entries in self._recent.values():
+                del entries[:-1]
+
+    def __len__(self) -> int:
+        return len(self._recent)
+
+
+def _version(entry: _Entry) -> int:
+    return entry[0]
