@@ -6,9 +6,12 @@ transaction, so after a crash at any point every event has taken effect exactly 
 committed (rows and checkpoint) or it did not (neither), and the batch is read again.
 
 When the runner has seen everything it blocks in `store.wait_for_events` (woken by the writer's notify),
-not in a polling loop. A handler that raises is retried with exponential backoff; after `max_attempts`
-failures the event is *parked* — recorded with its error for an operator — and the subscription moves on.
-`replay_parked` runs a parked event again once the cause is fixed.
+not in a polling loop. While events keep coming it reads at most once per `gather` seconds: under load the
+events of that moment are handled in one transaction instead of one each (every transaction costs its
+statements, its commit and a thread wake-up), and a lone event after a quiet spell is still read at once.
+A handler that raises is retried with exponential backoff; after `max_attempts` failures the event is *parked*
+— recorded with its error for an operator — and the subscription moves on. `replay_parked` runs a parked
+event again once the cause is fixed.
 
 A projection that gains from seeing many events at once (load its rows once, write each row once) gives a
 `handle_batch`: the runner hands it a whole batch in one transaction, and only when that raises falls back to
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -91,6 +95,7 @@ class SubscriptionRunner:
         backoff: float = 0.05,
         max_backoff: float = 2.0,
         idle_wait: float = 1.0,
+        gather: float = 0.0,
     ) -> None:
         self.store = store
         self.db = db
@@ -101,6 +106,7 @@ class SubscriptionRunner:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.idle_wait = idle_wait
+        self.gather = gather
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.failure: BaseException | None = None  # set when the loop itself died (not a handler failure)
@@ -163,8 +169,13 @@ class SubscriptionRunner:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
+                started = time.monotonic()
                 if not self.poll():
                     self.store.wait_for_events(self._position, self.idle_wait)
+                    continue
+                rest = self.gather - (time.monotonic() - started)
+                if rest > 0:  # busy: let the next events gather rather than commit them one by one
+                    self._stop.wait(rest)
         except Exception as error:
             self.failure = error
             log.exception("subscription %s stopped", self.name)

@@ -200,3 +200,35 @@ def test_category_filter_skips_other_streams_and_reports_no_lag(paths):
     assert [pos for pos, _ in effects(db)] == [store.read_stream("complaint-A")[0].position]
     assert runner.lag() == 0
     assert runner.caught_up()
+
+
+def test_while_events_keep_coming_a_runner_handles_them_together(paths):
+    store_url, db_url = paths
+    store, db = open_store(store_url), open_database(db_url)
+    batches: list[list[int]] = []
+    first_seen, all_seen = threading.Event(), threading.Event()
+
+    def handle_batch(events, tx: Tx) -> None:
+        for event in events:
+            record_effect(event, tx)
+        batches.append([event.position for event in events])
+        first_seen.set()
+        if sum(map(len, batches)) == 10:
+            all_seen.set()
+
+    subscription = Subscription(
+        "effects", record_effect, setup=lambda tx: tx.execute(EFFECTS), handle_batch=handle_batch
+    )
+    # The gather is far longer than the nine appends below take, so they land within it.
+    runner = SubscriptionRunner(store, db, subscription, idle_wait=30.0, gather=3.0)
+    runner.start()
+    try:
+        store.append("complaint-G0", [NewEvent("Noted", {"i": 0})])
+        assert first_seen.wait(20), "the first event after a quiet spell was not handled"
+        for i in range(1, 10):
+            store.append(f"complaint-G{i % 3}", [NewEvent("Noted", {"i": i})])
+        assert all_seen.wait(30), f"handled {sum(map(len, batches))} of 10 events"
+    finally:
+        runner.stop()
+    assert [len(batch) for batch in batches] == [1, 9]  # not nine transactions of one
+    assert {times for _, times in effects(db)} == {1}
