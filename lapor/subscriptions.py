@@ -169,12 +169,15 @@ class SubscriptionRunner:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                started = time.monotonic()
-                if not self.poll():
+                started, before = time.monotonic(), self._position
+                self.poll()
+                if self._position == before:  # nothing new in the log at all
                     self.store.wait_for_events(self._position, self.idle_wait)
                     continue
+                # Busy (events of ours, or others' it moved past): let the next ones gather rather than commit
+                # them, or move the checkpoint past them, one by one.
                 rest = self.gather - (time.monotonic() - started)
-                if rest > 0:  # busy: let the next events gather rather than commit them one by one
+                if rest > 0:
                     self._stop.wait(rest)
         except Exception as error:
             self.failure = error
