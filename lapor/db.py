@@ -4,9 +4,13 @@ One small wrapper over SQLite and PostgreSQL so that a projection is written onc
 and the common subset of both dialects (`INSERT ... ON CONFLICT ... DO UPDATE`, `coalesce`, ...). A handler
 gets a `Tx` and everything it writes commits together with its subscription's checkpoint.
 
-SQLite read models use `synchronous=NORMAL`: a power cut may lose the last committed projection
-transactions, but never half of one, and since the checkpoint commits with the rows the lost tail is simply
-replayed from the event store, which itself is durable.
+Transactions are durable unless asked otherwise: the services keep a little state of their own here (follow-up
+drafts, approval settings, notification targets) that nothing could restore, so an acknowledged write survives
+a power cut (SQLite `synchronous=FULL`, PostgreSQL `synchronous_commit=on`). A subscription's transactions are
+not (`durable=False`: SQLite `synchronous=NORMAL`, PostgreSQL `synchronous_commit=off`): a power cut may lose
+the last committed projection batches, but never half of one, and since the checkpoint commits with the rows the
+lost tail is simply read again from the event store, which itself is durable. Skipping that flush is what lets
+projections keep up cheaply.
 """
 
 from __future__ import annotations
@@ -84,8 +88,10 @@ class Database(ABC):
     url: str
 
     @abstractmethod
-    def transaction(self) -> Any:
-        """Context manager yielding a `Tx`; commits on success, rolls back on error."""
+    def transaction(self, *, durable: bool = True) -> Any:
+        """Context manager yielding a `Tx`; commits on success, rolls back on error. `durable=False` for what
+        can be rebuilt from the log (a subscription's rows with its checkpoint): the commit does not wait for the
+        disk."""
 
     @abstractmethod
     def read(self) -> Any:
@@ -111,6 +117,7 @@ class SqliteDatabase(Database):
         self.url = f"sqlite:///{self.path}"
         self._write_lock = threading.Lock()
         self._writer = self._connect()
+        self._durable = True
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -119,14 +126,17 @@ class SqliteDatabase(Database):
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 30000")
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA synchronous = FULL")
         return conn
 
     @contextmanager
-    def transaction(self) -> Iterator[Tx]:
+    def transaction(self, *, durable: bool = True) -> Iterator[Tx]:
         # One writer per process: threads queue here instead of spinning on SQLITE_BUSY.
         with self._write_lock:
             conn = self._writer
+            if durable is not self._durable:  # set between transactions: it decides how COMMIT flushes
+                conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._durable = durable
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield Tx(conn, "sqlite")
@@ -168,8 +178,10 @@ class PostgresDatabase(Database):
         self._pool = ConnectionPool(url, min_size=1, max_size=max_size, open=True, kwargs={"autocommit": True})
 
     @contextmanager
-    def transaction(self) -> Iterator[Tx]:
+    def transaction(self, *, durable: bool = True) -> Iterator[Tx]:
         with self._pool.connection() as conn, conn.transaction():
+            if not durable:
+                conn.execute("SET LOCAL synchronous_commit = off")
             yield Tx(conn, "postgresql")
 
     @contextmanager

@@ -231,7 +231,7 @@ class SubscriptionRunner:
         if self.subscription.handle_batch is not None and self._process_batch(events[start:]):
             return len(events)
         failed: tuple[int, BaseException] | None = None
-        with self.db.transaction() as tx:
+        with self.db.transaction(durable=False) as tx:
             done = start
             for event in events[start:]:
                 try:
@@ -256,7 +256,7 @@ class SubscriptionRunner:
         """All of `events` through `handle_batch` in one transaction; False (nothing written) if it raised."""
         assert self.subscription.handle_batch is not None
         try:
-            with self.db.transaction() as tx:
+            with self.db.transaction(durable=False) as tx:
                 self.subscription.handle_batch(events, tx)
                 self._save_checkpoint(tx, events[-1].position, len(events))
         except Exception as error:  # noqa: BLE001 - handled again one by one below, which retries or parks
@@ -283,7 +283,7 @@ class SubscriptionRunner:
             delay = min(delay * 2, self.max_backoff)
             attempts += 1
             try:
-                with self.db.transaction() as tx:
+                with self.db.transaction(durable=False) as tx:
                     self.subscription.handle(event, tx)
                     self._save_checkpoint(tx, event.position, 1)
             except Exception as retry_error:  # noqa: BLE001 - counted; parked when attempts run out
@@ -299,7 +299,7 @@ class SubscriptionRunner:
             attempts,
             error,
         )
-        with self.db.transaction() as tx:
+        with self.db.transaction(durable=False) as tx:
             tx.execute(
                 "INSERT INTO parked_events (name, position, stream, version, type, error, attempts, parked_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name, position) DO UPDATE SET "
@@ -321,7 +321,7 @@ class SubscriptionRunner:
         return True
 
     def _advance_to(self, position: int) -> None:
-        with self.db.transaction() as tx:
+        with self.db.transaction(durable=False) as tx:
             self._save_checkpoint(tx, position, 0)
         self._position = position
 
