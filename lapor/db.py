@@ -15,7 +15,6 @@ projections keep up cheaply.
 
 from __future__ import annotations
 
-import functools
 import re
 import sqlite3
 import threading
@@ -26,6 +25,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+
+from lapor.store.sqlite import enter_wal
 
 Dialect = Literal["sqlite", "postgresql"]
 Params = Sequence[Any] | dict[str, Any]
@@ -125,7 +126,7 @@ class SqliteDatabase(Database):
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 30000")
-        conn.execute("PRAGMA journal_mode = WAL")
+        enter_wal(conn)
         conn.execute("PRAGMA synchronous = FULL")
         return conn
 
@@ -197,7 +198,7 @@ class PostgresDatabase(Database):
         self._pool.close()
 
 
-@functools.lru_cache(maxsize=65_536)
+@lru_cache(maxsize=65_536)
 def sortable_moment(at: datetime) -> str:
     """Fixed-width UTC text (microseconds always written), so that text order is time order in SQL on both
     dialects. Cached: projections write the same deadlines and moments again with every version of a report

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
@@ -72,15 +73,35 @@ CROSS_PROCESS_POLL = 0.2
 CONCURRENT_STREAM_READS = 2
 
 
+BUSY_TIMEOUT = 30.0  # seconds a connection waits for another's lock
+
+
 def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection with the pragmas every LAPOR SQLite file uses."""
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 30000")
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
     if not readonly:
-        conn.execute("PRAGMA journal_mode = WAL")
+        enter_wal(conn)
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
+
+
+def enter_wal(conn: sqlite3.Connection) -> None:
+    """`journal_mode = WAL`, waiting like any other statement would. Switching a new file to WAL needs it to
+    itself, and SQLite answers "database is locked" at once, without its busy handler, when two processes (or
+    two stores) open the same new file together."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    delay = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
 
 
 def row_to_event(row: tuple) -> RecordedEvent:

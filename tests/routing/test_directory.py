@@ -108,6 +108,7 @@ def test_two_services_starting_together_on_one_store_register_each_agency_once(t
         thread.join()
     for harness in started:
         harness.close()
+    assert len(started) == 2, "both services must start (neither may fail on the other's lock)"
     with open_store(f"sqlite:///{data / 'events.db'}") as store:
         streams = Counter(event.stream for event in store.read_all(0, "directory", 100_000))
     assert len(streams) == len(AGENCIES) + 1
