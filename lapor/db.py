@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from lapor.store.sqlite import enter_wal
+from lapor.store.sqlite import connect
 
 Dialect = Literal["sqlite", "postgresql"]
 Params = Sequence[Any] | dict[str, Any]
@@ -117,18 +117,11 @@ class SqliteDatabase(Database):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.url = f"sqlite:///{self.path}"
         self._write_lock = threading.Lock()
-        self._writer = self._connect()
+        self._writer = connect(self.path)
         self._durable = True
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 30000")
-        enter_wal(conn)
-        conn.execute("PRAGMA synchronous = FULL")
-        return conn
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[Tx]:
@@ -150,7 +143,7 @@ class SqliteDatabase(Database):
     def read(self) -> Iterator[Tx]:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._connect()
+            conn = connect(self.path)
             self._local.conn = conn
             with self._readers_lock:
                 self._readers.append(conn)

@@ -326,12 +326,7 @@ def _feed(
     def flush() -> None:
         by_category: dict[str, list[RecordedEvent]] = {}
         for event in batch:
-            category = category_of(event.stream)
-            selected = by_category.get(category)
-            if selected is None:
-                by_category[category] = [event]
-            else:
-                selected.append(event)
+            by_category.setdefault(category_of(event.stream), []).append(event)
         through = batch[-1].position
         for projection in running:
             category = projection.runner.subscription.category

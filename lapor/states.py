@@ -56,7 +56,7 @@ class ComplaintStates:
             if entries is not None:
                 self._recent.move_to_end(tracking_id)
                 for entry_version, entry_hash, state in entries:
-                    if entry_version == version - 1 and entry_hash == event.prev_hash and version > 0:
+                    if entry_version == version - 1 and entry_hash == event.prev_hash:
                         before = state
                     elif entry_version == version and entry_hash == event.hash and before is not None:
                         return before, state
@@ -70,8 +70,7 @@ class ComplaintStates:
         return self.step(event)[1]
 
     def _fold_before(self, event: RecordedEvent, tracking_id: str) -> ComplaintState:
-        if event.version == 0:
-            return initial_state(tracking_id)
+        """The state before `event` (version > 0) from the store's log."""
         self.read_from_store += 1
         earlier = self._store.read_stream(event.stream, 0, event.version)
         state = fold(earlier, initial_state(tracking_id))

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from lapor.clock import Clock, SystemClock
 from lapor.db import Database, Tx
@@ -231,7 +232,7 @@ class SubscriptionRunner:
         if self.subscription.handle_batch is not None and self._process_batch(events[start:]):
             return len(events)
         failed: tuple[int, BaseException] | None = None
-        with self.db.transaction(durable=False) as tx:
+        with self._transaction() as tx:
             done = start
             for event in events[start:]:
                 try:
@@ -256,7 +257,7 @@ class SubscriptionRunner:
         """All of `events` through `handle_batch` in one transaction; False (nothing written) if it raised."""
         assert self.subscription.handle_batch is not None
         try:
-            with self.db.transaction(durable=False) as tx:
+            with self._transaction() as tx:
                 self.subscription.handle_batch(events, tx)
                 self._save_checkpoint(tx, events[-1].position, len(events))
         except Exception as error:  # noqa: BLE001 - handled again one by one below, which retries or parks
@@ -283,7 +284,7 @@ class SubscriptionRunner:
             delay = min(delay * 2, self.max_backoff)
             attempts += 1
             try:
-                with self.db.transaction(durable=False) as tx:
+                with self._transaction() as tx:
                     self.subscription.handle(event, tx)
                     self._save_checkpoint(tx, event.position, 1)
             except Exception as retry_error:  # noqa: BLE001 - counted; parked when attempts run out
@@ -299,7 +300,7 @@ class SubscriptionRunner:
             attempts,
             error,
         )
-        with self.db.transaction(durable=False) as tx:
+        with self._transaction() as tx:
             tx.execute(
                 "INSERT INTO parked_events (name, position, stream, version, type, error, attempts, parked_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name, position) DO UPDATE SET "
@@ -321,9 +322,14 @@ class SubscriptionRunner:
         return True
 
     def _advance_to(self, position: int) -> None:
-        with self.db.transaction(durable=False) as tx:
+        with self._transaction() as tx:
             self._save_checkpoint(tx, position, 0)
         self._position = position
+
+    def _transaction(self) -> Any:
+        """A transaction for the subscription's rows and checkpoint: not flushed to disk at commit, since after a
+        power cut the lost tail is read again from the durable log (see `lapor.db`)."""
+        return self.db.transaction(durable=False)
 
     def _save_checkpoint(self, tx: Tx, position: int, handled: int) -> None:
         tx.execute(

@@ -64,6 +64,20 @@ class PendingAppend:
         return self.result
 
 
+def each_outcome(
+    batch: Sequence[PendingAppend], decide: Callable[[PendingAppend], AppendResult]
+) -> list[AppendResult | Exception]:
+    """`decide` applied to every append of a group: its result, or the StoreError/ValueError that rejects it
+    alone (the rest of the group goes on)."""
+    outcomes: list[AppendResult | Exception] = []
+    for request in batch:
+        try:
+            outcomes.append(decide(request))
+        except (StoreError, ValueError) as error:
+            outcomes.append(error)
+    return outcomes
+
+
 class GroupTransaction(ABC):
     """The adapter's side of a group commit; every method runs under the leader role (one at a time)."""
 
@@ -80,13 +94,7 @@ class GroupTransaction(ABC):
     def apply_all(self, batch: Sequence[PendingAppend]) -> list[AppendResult | Exception]:
         """Check and write every append of the group: each one's result, or the StoreError/ValueError that rejects
         it alone. An adapter may override this to write the group at once."""
-        outcomes: list[AppendResult | Exception] = []
-        for request in batch:
-            try:
-                outcomes.append(self.apply(request))
-            except (StoreError, ValueError) as error:
-                outcomes.append(error)
-        return outcomes
+        return each_outcome(batch, self.apply)
 
     @abstractmethod
     def commit(self, results: Sequence[AppendResult]) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from lapor.clock import Clock, SystemClock
-from lapor.store.group_commit import GroupCommitWriter, GroupTransaction, PendingAppend
+from lapor.store.group_commit import GroupCommitWriter, GroupTransaction, PendingAppend, each_outcome
 from lapor.store.model import (
     GENESIS_HASH,
     AppendResult,
@@ -81,13 +81,13 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
     if not readonly:
-        enter_wal(conn)
+        _enter_wal(conn)
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
 
 
-def enter_wal(conn: sqlite3.Connection) -> None:
+def _enter_wal(conn: sqlite3.Connection) -> None:
     """`journal_mode = WAL`, waiting like any other statement would. Switching a new file to WAL needs it to
     itself, and SQLite answers "database is locked" at once, without its busy handler, when two processes (or
     two stores) open the same new file together."""
@@ -187,12 +187,7 @@ class SqliteGroup(GroupTransaction):
     # -- the group at once ------------------------------------------------------------------------------------
 
     def apply_all(self, batch: Sequence[PendingAppend]) -> list[AppendResult | Exception]:
-        outcomes: list[AppendResult | Exception] = []
-        for request in batch:
-            try:
-                outcomes.append(self._stage(request))
-            except (StoreError, ValueError) as error:
-                outcomes.append(error)
+        outcomes = each_outcome(batch, self._stage)
         rows = self._staged.rows
         try:
             for start in range(0, len(rows), INSERT_ROWS):
@@ -361,10 +356,14 @@ class SqliteEventStore(EventStore):
 
     def read_stream(self, stream: str, from_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
         with self._stream_reads:
-            rows = self._reader().execute(
-                f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? ORDER BY version LIMIT ?",
-                (stream, from_version, -1 if limit is None else limit),
-            ).fetchall()
+            rows = (
+                self._reader()
+                .execute(
+                    f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? ORDER BY version LIMIT ?",
+                    (stream, from_version, -1 if limit is None else limit),
+                )
+                .fetchall()
+            )
         return [row_to_event(row) for row in rows]
 
     def read_all(self, from_position: int = 0, category: str | None = None, limit: int = 1000) -> list[RecordedEvent]:

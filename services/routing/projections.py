@@ -11,8 +11,8 @@
 
 The rows are built from the one fold (`lapor.complaint.evolve`), never by re-implementing it: the handler takes
 the states from the process's shared `lapor.states.ComplaintStates`, which folds the stream from the store on a
-miss. Every value comes from the log
-(times are the events' `recorded_at`), so `lapor rebuild` finds the same rows.
+miss. Every value comes from the log (times are the events' `recorded_at`), so `lapor rebuild` finds the same
+rows.
 """
 
 from __future__ import annotations
