@@ -162,7 +162,7 @@ COLUMNS = (
     "feedback_rating",
     "state",
 )
-# Moments and deadlines, stored as sortable text: every field named like one.
+# Moments and deadlines, stored as epoch seconds: every field named like one.
 _TIMES = frozenset(name for name in FOLD_FIELDS + EXTRA_FIELDS if name.endswith(("_at", "_due")))
 _ENUMS: Mapping[str, Mapping[str, Any]] = {
     "status": {s.value: s for s in Status},
