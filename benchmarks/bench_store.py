@@ -6,7 +6,8 @@
 Measures, on a store that is filled with realistic complaint lifecycles:
 - command-per-event from one writer: read the stream, fold it, decide the next event, append with the expected
   version (the work every command endpoint does), in events/s;
-- the same from 32 concurrent writer threads (they share commits through group commit);
+- the same from 32 concurrent writer threads (they share commits through group commit), once in this process and
+  once spread over `--processes` processes with a store each (they take turns on the store's writer lock);
 - append cost (µs per single-event append) at 10^5 events and again at the full size, to show it stays flat;
 - `read_all` + fold of the whole log (the replay a projection rebuild does), in events/s: with CPython's default
   garbage collector, with its first threshold raised, and with it paused as `lapor rebuild` pauses it.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import multiprocessing
 import statistics
 import sys
 import threading
@@ -219,6 +221,39 @@ def concurrent_commands(store: EventStore, writers: int, per_writer: int) -> Non
         raise errors[0]
 
 
+def _writer_process(url: str, writers: int, per_writer: int, start: Any) -> None:
+    with open_store(url) as store:
+        start.wait()
+        concurrent_commands(store, writers, per_writer)
+
+
+def concurrent_commands_in_processes(url: str, writers: int, per_writer: int, processes: int) -> float:
+    """`writers` threads spread over `processes` processes, each with its own store on the same log (as several
+    service processes would write it); returns commands/s from the moment they all start together."""
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(processes + 1)
+    children = [
+        context.Process(target=_writer_process, args=(url, len(range(p, writers, processes)), per_writer, start))
+        for p in range(processes)
+    ]
+    for child in children:
+        child.start()
+    start.wait()
+    started = time.perf_counter()
+    for child in children:
+        child.join()
+    elapsed = time.perf_counter() - started
+    if any(child.exitcode != 0 for child in children):
+        raise RuntimeError("a writer process failed")
+    rate = writers * per_writer / elapsed
+    print(
+        f"  command-per-event, {writers} writers in {processes} processes: {writers * per_writer:,} events in "
+        f"{elapsed:.2f} s = {rate:,.0f} events/s",
+        flush=True,
+    )
+    return rate
+
+
 def prepare_postgres(url: str, schema: str) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -261,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=1_000_000, help="size of the log for the growth/replay runs")
     parser.add_argument("--commands", type=int, default=6000, help="events per command-per-event run")
     parser.add_argument("--writers", type=int, default=32)
+    parser.add_argument("--processes", type=int, default=2, help="processes for the writers-in-processes run")
     parser.add_argument(
         "--replay-only", action="store_true", help="only replay the store that is there, in this fresh process"
     )
@@ -294,11 +330,13 @@ def main(argv: list[str] | None = None) -> int:
             per_writer * args.writers,
             lambda: concurrent_commands(store, args.writers, per_writer),
         )
+        spread = concurrent_commands_in_processes(url, args.writers, per_writer, args.processes)
         fill(store, args.events, f"{args.events:,}")
         large = append_cost(store, f"{args.events:,} events")
         default_gc, raised, rate = replays(store)
         print(
-            f"summary: single={single:,.0f}/s concurrent={many:,.0f}/s replay={rate:,.0f}/s "
+            f"summary: single={single:,.0f}/s concurrent={many:,.0f}/s "
+            f"concurrent_in_{args.processes}_processes={spread:,.0f}/s replay={rate:,.0f}/s "
             f"(gc threshold 100k {raised:,.0f}/s, default gc {default_gc:,.0f}/s) "
             f"append_median_us small={small:,.0f} large={large:,.0f} (ratio {large / small:.2f})"
         )

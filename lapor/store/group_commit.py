@@ -81,6 +81,15 @@ def each_outcome(
 class GroupTransaction(ABC):
     """The adapter's side of a group commit; every method runs under the leader role (one at a time)."""
 
+    def acquire(self) -> None:
+        """Wait for the right to write, before the next group is gathered (appends that queue meanwhile join
+        it). For an adapter whose writers in other processes need serialising beyond `begin`'s own lock."""
+        return
+
+    def release(self) -> None:
+        """Give up what `acquire` took, after the group committed or rolled back (or was interrupted)."""
+        return
+
     @abstractmethod
     def begin(self) -> None:
         """Open the transaction and take the store-wide write lock, so that positions are assigned in commit
@@ -137,12 +146,21 @@ class GroupCommitWriter:
 
     def _lead(self, request: PendingAppend) -> None:
         """Commit groups until our own append is decided, then hand the leadership to the oldest waiter."""
+        tx = self._transaction
         while True:
-            with self._lock:
-                batch = [self._pending.popleft() for _ in range(min(MAX_GROUP, len(self._pending)))]
+            batch: list[PendingAppend] = []
             try:
+                tx.acquire()
+                with self._lock:
+                    batch = [self._pending.popleft() for _ in range(min(MAX_GROUP, len(self._pending)))]
                 self._commit_group(batch)
             finally:
+                tx.release()
+                if not batch:  # no right to write (`acquire` failed): our append fails, a waiter leads on
+                    with self._lock:
+                        if request in self._pending:
+                            self._pending.remove(request)
+                    request.fail(StoreError("could not take the store's write lock"))
                 for queued in batch:  # interrupted half-way (KeyboardInterrupt): nobody may wait forever
                     if not queued.decided:
                         queued.fail(StoreError("append interrupted before its commit"))

@@ -7,6 +7,8 @@ holds exactly the appends a test chooses; what the group decided is then read ba
 
 from __future__ import annotations
 
+import fcntl
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,3 +146,50 @@ def test_commits_through_another_connection_are_seen_by_the_next_group(tmp_path)
         assert (result.last_version, result.last_position) == (2, 3)
         assert [e.version for e in second.read_stream(stream)] == [0, 1, 2]
         assert verify_chain(first).ok
+
+
+def _lock_is_free(path: Path) -> bool:
+    """Whether another process could take the writers' lock beside `path` right now."""
+    fd = os.open(f"{path}-writer.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing also drops the lock if we took it
+    return True
+
+
+def test_a_group_holds_the_writers_lock_from_gathering_until_commit_or_rollback(store):
+    group = store._writer._transaction
+    assert _lock_is_free(store.path)
+    group.acquire()
+    assert not _lock_is_free(store.path)  # writers in other processes queue behind this group
+    group.begin()
+    group.apply_all([PendingAppend("complaint-locked", [noted(0)], NO_STREAM)])
+    group.commit([])
+    assert _lock_is_free(store.path)  # given up as soon as the group is durable
+    group.acquire()
+    group.begin()
+    group.rollback()
+    assert _lock_is_free(store.path)
+    assert [e.version for e in store.read_stream("complaint-locked")] == [0]
+
+
+def test_an_append_that_cannot_take_the_writers_lock_fails_alone(store, monkeypatch):
+    group = store._writer._transaction
+    real_acquire = group.acquire
+    attempts = []
+
+    def acquire_once_failing() -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OSError("lock file unreachable")
+        real_acquire()
+
+    monkeypatch.setattr(group, "acquire", acquire_once_failing)
+    with pytest.raises(OSError, match="lock file unreachable"):
+        store.append("complaint-unlucky", [noted(0)], NO_STREAM)
+    assert store.read_stream("complaint-unlucky") == []
+    assert store.append("complaint-unlucky", [noted(0)], NO_STREAM).last_version == 0  # the writer is not stuck
+    assert _lock_is_free(store.path)
