@@ -10,12 +10,18 @@
    realistic reports back to back for `--duration` seconds: Kemendagri region codes of the seed cities, a named
    reporter on half of them, the reporter's own phone number in the text of some (masked by intake), an
    Idempotency-Key on each.
+   The load generator runs on the first CPU and both servers on the others (`--no-pin` to share them all): on
+   a 2-core machine, a load generator and a busy server sharing both cores slow each other down (the client's
+   CPU per request rose from ~2 to ~3.5 ms beside `lapor up`), so the figure measured the contention more than
+   the server. Pinned, each server has one core fewer than the machine, and the bare endpoint's ceiling is the
+   load generator's, as before.
 3. Print sustained throughput (answers per second over the measured window), p50/p95/p99 latency and the
-   server's CPU time per request (all its threads, from /proc), and for LAPOR check that the store holds exactly
-   one ComplaintSubmitted per 201 (SQLite synchronous=FULL: every 201 waited for its fsync).
+   server's CPU time per request (all its threads and worker processes, from /proc), and for LAPOR check that
+   the store holds exactly one ComplaintSubmitted per 201 (SQLite synchronous=FULL: every 201 waited for its
+   fsync).
 
-Figures, not assertions: the load generator shares the machine with the server, so both numbers are what this
-machine does with this client; their ratio is the point.
+Figures, not assertions: the load generator runs on the same machine as the server, so both numbers are what
+this machine does with this client; their ratio is the point.
 """
 
 from __future__ import annotations
@@ -90,8 +96,19 @@ def bare_app() -> FastAPI:
     return app
 
 
-def serve_bare(port: int) -> None:
-    uvicorn.run(bare_app(), host="127.0.0.1", port=port, log_config=None, access_log=False)
+def serve_bare(port: int, workers: int) -> None:
+    if workers == 1:
+        uvicorn.run(bare_app(), host="127.0.0.1", port=port, log_config=None, access_log=False)
+    else:  # uvicorn's own process manager: the workers share one socket, as `lapor up --workers` does
+        uvicorn.run(
+            "benchmarks.bench_intake_http:bare_app",
+            factory=True,
+            workers=workers,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+        )
 
 
 # -- load -----------------------------------------------------------------------------------------------------
@@ -168,13 +185,30 @@ def stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
+def _stat(path: Path) -> list[str]:
+    return path.read_text().rsplit(")", 1)[1].split()  # the fields after the command name
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of every thread of the process so far (Linux /proc)."""
+    """User + system CPU time so far of every thread of the process and of its child processes (the workers of
+    `--workers`), from Linux /proc."""
     ticks = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int(_stat(entry / "stat")[1]) == pid:  # its parent
+                    pids.append(int(entry.name))
+            except (OSError, IndexError):
+                continue  # gone meanwhile
     total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
+    for process in pids:
+        for task in Path(f"/proc/{process}/task").iterdir():
+            try:
+                fields = _stat(task / "stat")
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
     return total / ticks
 
 
@@ -192,10 +226,36 @@ def submitted_in_store(data: Path) -> int:
         return conn.execute("SELECT count(*) FROM events WHERE type = 'ComplaintSubmitted'").fetchone()[0]
 
 
+def cpu_split(pin: bool) -> tuple[set[int], set[int]] | None:
+    """(the load generator's CPUs, the servers' CPUs) when pinning: the first CPU for the load, the rest for
+    the server under test; None when not pinning or there is only one CPU."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not pin or len(cpus) < 2:
+        return None
+    return {cpus[0]}, set(cpus[1:])
+
+
 def run(args: argparse.Namespace) -> dict:
-    results: dict = {"clients": args.clients, "duration_s": args.duration, "cpus": os.cpu_count()}
+    split = cpu_split(args.pin)
+    results: dict = {
+        "clients": args.clients,
+        "duration_s": args.duration,
+        "cpus": os.cpu_count(),
+        "workers": args.workers,
+        "pinned": {"load": sorted(split[0]), "server": sorted(split[1])} if split else None,
+    }
+    on_server_cpus = None
+    if split:
+        os.sched_setaffinity(0, split[0])
+
+        def on_server_cpus() -> None:
+            os.sched_setaffinity(0, split[1])
     port = free_port()
-    bare = subprocess.Popen([PYTHON, __file__, "--bare-server", str(port)], cwd=ROOT)
+    bare = subprocess.Popen(
+        [PYTHON, "-m", "benchmarks.bench_intake_http", "--bare-server", str(port), "--workers", str(args.workers)],
+        cwd=ROOT,
+        preexec_fn=on_server_cpus,
+    )
     try:
         wait_ready(f"http://127.0.0.1:{port}", bare)
         results["bare_fastapi"] = measured(f"http://127.0.0.1:{port}", bare, args, seed=1)
@@ -211,8 +271,12 @@ def run(args: argparse.Namespace) -> dict:
         "LAPOR_READINESS_MAX_LAG": "100000000",
     }
     port = free_port()
+    command = [str(Path(PYTHON).with_name("lapor")), "up", "--data", str(data), "--port", str(port)]
     lapor = subprocess.Popen(
-        [str(Path(PYTHON).with_name("lapor")), "up", "--data", str(data), "--port", str(port)], cwd=ROOT, env=env
+        command if args.workers == 1 else [*command, "--workers", str(args.workers)],
+        cwd=ROOT,
+        env=env,
+        preexec_fn=on_server_cpus,
     )
     try:
         wait_ready(f"http://127.0.0.1:{port}", lapor)
@@ -237,10 +301,19 @@ def main() -> None:
     parser.add_argument("--data", help="data directory for lapor up (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="HTTP processes, for both servers (lapor up --workers N)"
+    )
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="let the load and the servers share every CPU (default: the load on the first, servers on the rest)",
+    )
     parser.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_server:
-        serve_bare(args.bare_server)
+        serve_bare(args.bare_server, args.workers)
         return
     results = run(args)
     print()

@@ -83,18 +83,24 @@ class _RunningLoop:
 
 
 class Runtime:
-    """What runs beside the HTTP server: the services' subscriptions and background loops."""
+    """What runs beside the HTTP server: the services' subscriptions and background loops.
 
-    def __init__(self, ctx: ServiceContext, services: Sequence[ServiceDefinition]) -> None:
+    With `background=False` (the extra HTTP workers of `lapor up --workers N`) nothing is started: another
+    process runs the subscriptions and loops. The runners are still built, never started, so that /readyz
+    reports their lag from the checkpoints that process commits."""
+
+    def __init__(self, ctx: ServiceContext, services: Sequence[ServiceDefinition], *, background: bool = True) -> None:
         self.ctx = ctx
         self.services = list(services)
+        self.background = background
         self.runners: list[SubscriptionRunner] = []
         self.loops: list[_RunningLoop] = []
 
     def start(self) -> None:
-        for service in self.services:
-            if service.on_start is not None:
-                service.on_start(self.ctx)
+        if self.background:
+            for service in self.services:
+                if service.on_start is not None:
+                    service.on_start(self.ctx)
         names: set[str] = set()
         for service in self.services:
             for subscription in service.subscriptions(self.ctx):
@@ -112,6 +118,8 @@ class Runtime:
                         gather=SUBSCRIPTION_GATHER,
                     )
                 )
+        if not self.background:
+            return
         for service in self.services:
             self.loops.extend(_RunningLoop(loop) for loop in service.background(self.ctx))
         for runner in self.runners:
@@ -148,14 +156,14 @@ class Runtime:
 
 
 def create_app(
-    settings: Settings, services: Sequence[ServiceDefinition], *, seed_demo: bool = False
+    settings: Settings, services: Sequence[ServiceDefinition], *, seed_demo: bool = False, background: bool = True
 ) -> FastAPI:
     """The app serving `services` (one for `lapor serve`, all four for `lapor up`). The store and read-model
     database are opened now and closed when the app's lifespan ends. `seed_demo` runs each service's demo
     seeding once its subscriptions are running (seeding must be idempotent: `lapor up --demo` may be run
-    again on the same data)."""
+    again on the same data). `background=False` serves HTTP only (see `Runtime`)."""
     ctx = ServiceContext.open(settings)
-    runtime = Runtime(ctx, services)
+    runtime = Runtime(ctx, services, background=background)
     try:
         return _compose(ctx, runtime, services, seed_demo)
     except BaseException:
@@ -202,7 +210,7 @@ def _compose(
         services_router.routes.extend(service.router(ctx).routes)
     services_router.routes.sort(key=lambda route: getattr(route, "path", "").endswith(":path}"))
     app.include_router(services_router)
-    ctx.metrics.watch(ctx.store, lambda: runtime.runners)
+    ctx.metrics.watch(ctx.store, lambda: runtime.runners if runtime.background else [])
     # add_middleware wraps what is there: the last added runs first.
     app.add_middleware(InputGuardMiddleware, request_limits=settings.limits, field_limits=settings.field_limits)
     app.add_middleware(InternalErrorMiddleware)

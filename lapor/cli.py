@@ -8,9 +8,15 @@ argument prints one line on stderr and exits 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
+import multiprocessing
+import os
 import signal
+import socket
 import sqlite3
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +40,7 @@ from lapor.settings import Settings, SettingsError, load_settings
 from lapor.store import StoreError, open_store
 
 Run = Callable[[argparse.Namespace], int]
+log = logging.getLogger("lapor.cli")
 
 
 @dataclass(frozen=True)
@@ -102,12 +109,22 @@ def _open_app(settings: Settings, services: Sequence[ServiceDefinition], *, seed
         raise CliError(f"cannot open {where}: {error}") from None
 
 
-def _run_server(app: FastAPI, host: str, port: int) -> int:
+def _run_server(app: FastAPI, host: str, port: int, *, workers: Sequence[Worker] = ()) -> int:
     """Serve until SIGINT/SIGTERM; the lifespan then stops subscriptions and closes the store. Exit 0 on a
-    clean stop, 1 if the app failed to start."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
-    )
+    clean stop, 1 if the app failed to start. `workers` are more processes serving the same socket."""
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    sockets = None
+    children: list[multiprocessing.process.BaseProcess] = []
+    if workers:
+        sockets = [_listening_socket(host, port)]
+        spawn = multiprocessing.get_context("spawn")
+        children = [
+            spawn.Process(target=_serve_worker, args=(worker, host, port, os.getpid()), name=f"lapor-http-{n}")
+            for n, worker in enumerate(workers, start=2)
+        ]
+        for child in children:
+            child.start()
 
     # uvicorn handles the signals itself and re-raises them once it has shut down; these handlers receive
     # that re-raise, so a requested stop ends as a normal exit instead of a KeyboardInterrupt or a kill.
@@ -116,11 +133,67 @@ def _run_server(app: FastAPI, host: str, port: int) -> int:
 
     previous = {sig: signal.signal(sig, stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.run()
+        server.run(sockets=sockets)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        for child in children:
+            child.terminate()  # SIGTERM: each drains its requests and closes its store, as this one did
+        for child in children:
+            child.join(WORKER_STOP_TIMEOUT)
+            if child.exitcode is None:
+                child.kill()
+                child.join()
     return 0 if server.started else 1
+
+
+WORKER_STOP_TIMEOUT = 30.0  # seconds a worker process may take to drain before it is killed
+PARENT_WATCH = 1.0  # seconds between a worker's checks that the process that started it is still there
+
+
+@dataclass(frozen=True)
+class Worker:
+    """What an extra HTTP process of `lapor up --workers N` needs to build the same app (it is spawned, so it
+    reads the same environment): the data directory and the services, by name."""
+
+    data: Path | None
+    services: tuple[str, ...]
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A socket on host:port that the other worker processes bind too (SO_REUSEPORT): the kernel then spreads
+    connections over the processes evenly. One socket shared by all would not: whichever process is idle
+    accepts, and under a burst of new connections one process took nearly all of them."""
+    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = found[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as error:
+        sock.close()
+        raise CliError(f"cannot listen on {host}:{port}: {error}") from None
+    return sock
+
+
+def _serve_worker(worker: Worker, host: str, port: int, parent: int) -> None:
+    """An HTTP-only copy of the app on the parent's socket: no subscriptions, background loops or seeding (the
+    parent runs those). It stops with the parent, also when the parent was killed."""
+    settings = load_settings(data=worker.data)
+    configure_logging(settings.log_level)
+    app = create_app(settings, load_services(worker.services), background=False)
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+
+    def watch_parent() -> None:
+        while not server.should_exit:
+            if os.getppid() != parent:
+                server.should_exit = True
+            time.sleep(PARENT_WATCH)
+
+    threading.Thread(target=watch_parent, name="watch-parent", daemon=True).start()
+    server.run(sockets=[_listening_socket(host, port)])
 
 
 def demo_tokens(settings: Settings) -> list[tuple[str, str]]:
@@ -154,18 +227,47 @@ def demo_tokens(settings: Settings) -> list[tuple[str, str]]:
         arg("--port", type=int, default=8000, help="port (default 8000)"),
         TRAINING,
         arg("--demo", action="store_true", help="load the directory and sample reports; print a token per role"),
+        arg(
+            "--workers",
+            type=int,
+            default=1,
+            help="processes answering HTTP on the port (default 1); the first also runs every subscription",
+        ),
     ],
 )
 def up(args: argparse.Namespace) -> int:
     settings = _settings(args, training=args.training)
     configure_logging(settings.log_level)
-    app = _open_app(settings, _services(args), seed_demo=args.demo)
+    services = _services(args)
+    workers = _workers(args, settings, services)
+    app = _open_app(settings, services, seed_demo=args.demo)
     if args.demo:
         print(f"LAPOR demo on http://{args.host}:{args.port}/docs — bearer tokens (Authorization: Bearer ...):")
         for label, token in demo_tokens(settings):
             print(f"  {label:<18} {token}")
         sys.stdout.flush()
-    return _run_server(app, args.host, args.port)
+    return _run_server(app, args.host, args.port, workers=workers)
+
+
+def _workers(args: argparse.Namespace, settings: Settings, services: Sequence[ServiceDefinition]) -> list[Worker]:
+    """The extra HTTP processes `--workers` asks for (one fewer than the number: this process is the first)."""
+    if args.workers < 1:
+        raise CliError(f"--workers must be at least 1, not {args.workers}")
+    if args.workers == 1:
+        return []
+    if settings.training:
+        raise CliError("training mode's clock lives in one process: run it with --workers 1")
+    names = tuple(service.name for service in services)
+    if any(name not in SERVICE_NAMES for name in names):
+        raise CliError("--workers serves the four LAPOR services only")
+    if settings.limits.storage.startswith("memory://"):
+        log.warning(
+            "rate limits count per process with limits.storage=%s: a client may make up to %d times as many "
+            "requests; set LAPOR_LIMITS__STORAGE to a shared store (redis://...) to count them together",
+            settings.limits.storage,
+            args.workers,
+        )
+    return [Worker(args.data, names) for _ in range(args.workers - 1)]
 
 
 @command(

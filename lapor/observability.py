@@ -42,7 +42,8 @@ UNMATCHED_ROUTE = "<unmatched>"  # one label for every unknown path, so scanners
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, correlation id, and the `fields` extra."""
+    """One JSON object per line: time, level, logger, message, process id (`lapor up --workers` answers from
+    several processes), correlation id, and the `fields` extra."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -50,6 +51,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,
         }
         correlation_id = getattr(record, "correlation_id", None)
         if correlation_id:

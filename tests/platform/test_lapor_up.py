@@ -3,13 +3,16 @@ from their checkpoints without handling any event twice."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from lapor.cli import main as cli_main
 
 pytestmark = pytest.mark.slow
 
@@ -73,13 +78,13 @@ def wait_until(condition, timeout: float = 60.0, describe: str = "condition") ->
 
 
 @contextmanager
-def lapor(tmp_path: Path, *args: str, name: str) -> Iterator[Server]:
+def lapor(tmp_path: Path, *args: str, name: str, module: str = "tests.platform.launch") -> Iterator[Server]:
     port = free_port()
     stdout, stderr = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
     environment = {**os.environ, "LAPOR_LIMITS__SUBMISSION_RATE": "1000/minute"}
     with stdout.open("w") as out, stderr.open("w") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.platform.launch", *args, "--port", str(port)],
+            [sys.executable, "-m", module, *args, "--port", str(port)],
             cwd=ROOT, stdout=out, stderr=err, env=environment,
         )
     server = Server(process, f"http://127.0.0.1:{port}", stdout, stderr)
@@ -151,3 +156,92 @@ def test_lapor_serve_runs_services_side_by_side_on_one_store(tmp_path):
         wait_until(lambda: intake_server.metric("lapor_store_head_position") == 1, describe="shared head")
         assert probe_server.stop(signal.SIGINT) == 0
         assert intake_server.stop(signal.SIGINT) == 0
+
+
+# -- lapor up --workers ---------------------------------------------------------------------------------------
+
+REPORT = {
+    "title": "Lampu jalan mati",
+    "body": "Lampu jalan di Jl. El Tari mati sejak dua minggu.",
+    "region_code": "53.71",
+}
+
+
+def http_workers(parent: int) -> list[int]:
+    """The HTTP worker processes `lapor up` spawned (not multiprocessing's resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue  # gone meanwhile
+        if int(stat[1]) == parent and b"spawn_main" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def logged_pids(server: Server, **matching: str) -> set[int]:
+    """The processes that wrote log lines with these fields."""
+    entries = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+    return {entry["pid"] for entry in entries if all(entry.get(key) == value for key, value in matching.items())}
+
+
+def test_lapor_up_with_workers_answers_from_every_process_and_stops_them_all(tmp_path):
+    data = str(tmp_path / "var")
+    with lapor(tmp_path, "up", "--data", data, "--workers", "2", name="workers", module="lapor.cli") as server:
+        [worker] = http_workers(server.process.pid)
+        wait_until(lambda: worker in logged_pids(server, message="Application startup complete."),
+                   describe="the worker listening")
+        # Each request on a connection of its own: the kernel spreads connections over both processes.
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda _: server.post("/api/complaints", json=REPORT), range(64)))
+        assert [answer.status_code for answer in answers] == [201] * 64
+        assert logged_pids(server, logger="lapor.access", route="/api/complaints") == {server.process.pid, worker}
+        # Only the first process runs the subscriptions: a worker running them too would handle events twice.
+        started = [line for line in server.logs().splitlines() if '"started ' in line and "subscriptions" in line]
+        assert [json.loads(line)["pid"] for line in started] == [server.process.pid]
+        # Twenty identical retries spread over both processes still make one report.
+        key = {"Idempotency-Key": "c5a7e0b2-5f0e-4c59-9c55-3f1f3d2d0a11"}
+        with ThreadPoolExecutor(20) as pool:
+            retries = list(pool.map(lambda _: server.post("/api/complaints", json=REPORT, headers=key), range(20)))
+        assert {retry.status_code for retry in retries} == {201}
+        assert len({retry.json()["tracking_id"] for retry in retries}) == 1
+        tracking_ids = {answer.json()["tracking_id"] for answer in answers + retries}
+        with sqlite3.connect(Path(data) / "events.db") as store:
+            recorded = store.execute("SELECT count(*) FROM events WHERE type = 'ComplaintSubmitted'").fetchone()[0]
+        assert recorded == len(tracking_ids) == 65
+        assert server.stop(signal.SIGINT) == 0
+        wait_until(lambda: not alive(worker), timeout=30, describe="the worker stopped")
+        assert "Traceback" not in server.logs()
+
+
+def test_a_worker_stops_when_lapor_up_is_killed(tmp_path):
+    with lapor(tmp_path, "up", "--data", str(tmp_path / "var"), "--workers", "2", name="killed",
+               module="lapor.cli") as server:
+        [worker] = http_workers(server.process.pid)
+        server.process.kill()
+        server.process.wait()
+        wait_until(lambda: not alive(worker), timeout=30, describe="the orphaned worker stopped")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "complaint"),
+    [
+        (["--workers", "0"], "--workers must be at least 1, not 0"),
+        (["--workers", "2", "--training"], "training mode's clock lives in one process"),
+    ],
+)
+def test_lapor_up_refuses_workers_it_cannot_run(tmp_path, capsys, arguments, complaint):
+    assert cli_main(["up", "--data", str(tmp_path / "var"), "--port", str(free_port()), *arguments]) == 2
+    assert complaint in capsys.readouterr().err
