@@ -11,7 +11,8 @@ generate: about 110,000 complaint histories from `tests/reporting/lifecycles.py`
     recorded at its simulated moment.
 rebuild: the live projections first catch up (as a first start would), then `lapor.rebuild.rebuild` rebuilds
     every projection of every service from position 0 into fresh tables and compares: events/s overall and
-    per subscription, and whether rebuilt equals live.
+    per subscription, and whether rebuilt equals live. `--processes 2` shares the services out between two
+    processes, as `lapor rebuild --processes 2` does.
 latency: `lapor up`'s app on that store under uvicorn, a writer appending complaint events at --rate events/s
     in the same process (as intake, routing and followup would), and a probe that appends a marker and polls
     GET /api/reports/national until `as_of.position` reaches it: p50/p95/p99 of append-to-visible, and the
@@ -26,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import sqlite3
 import statistics
 import sys
@@ -47,7 +49,7 @@ from lapor.clock import ManualClock, SystemClock  # noqa: E402
 from lapor.context import ServiceContext  # noqa: E402
 from lapor.policy import Sp4nPolicy  # noqa: E402
 from lapor.principal import Role  # noqa: E402
-from lapor.rebuild import rebuild  # noqa: E402
+from lapor.rebuild import rebuild, rebuild_in_processes, share_out  # noqa: E402
 from lapor.settings import load_settings  # noqa: E402
 from lapor.store import NewEvent, WrongExpectedVersion, open_store  # noqa: E402
 from lapor.subscriptions import SubscriptionRunner  # noqa: E402
@@ -130,7 +132,7 @@ def open_context(data: Path) -> ServiceContext:
     return ServiceContext.open(load_settings(data=data))
 
 
-def bench_rebuild(data: Path, batch_size: int, services: list[str] | None) -> dict[str, Any]:
+def bench_rebuild(data: Path, batch_size: int, services: list[str] | None, processes: int) -> dict[str, Any]:
     chosen = load_services(services) if services else load_services()
     ctx = open_context(data)
     try:
@@ -141,15 +143,27 @@ def bench_rebuild(data: Path, batch_size: int, services: list[str] | None) -> di
                 if subscription.projection:  # a reaction would append to the log it is measured on
                     SubscriptionRunner(ctx.store, ctx.db, subscription).run_until_caught_up()
         live_seconds = time.perf_counter() - live_started
-        report = rebuild(ctx, chosen, batch_size=batch_size)
+        started = time.perf_counter()
+        groups = share_out([service.name for service in chosen], processes)
+        if len(groups) > 1:
+            report = rebuild_in_processes(data, groups, batch_size=batch_size)
+        else:
+            report = rebuild(ctx, chosen, batch_size=batch_size)
+        wall = time.perf_counter() - started
     finally:
         ctx.close()
+    # The largest resident set of this process or of any rebuild process (Linux: KiB).
+    peak_kib = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     return {
         "events": head,
         "services": [service.name for service in chosen],
+        "processes": [list(group) for group in groups],
         "live_catch_up_seconds": round(live_seconds, 1),
         "rebuild_seconds": round(report.seconds, 1),
         "rebuild_events_per_second": round(report.events_per_second),
+        # from the call to the merged report: spawning, reading, building and comparing
+        "wall_seconds_with_compare": round(wall, 1),
+        "peak_resident_mb": round(peak_kib / 1024),
         "batch_size": batch_size,
         "identical": report.identical,
         "differences": [d.table for d in report.differences],
@@ -250,12 +264,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="load, in events a second (latency)")
     parser.add_argument("--samples", type=int, default=300, help="markers timed (latency)")
     parser.add_argument("--service", action="append", help="only these services (default: all four)")
+    parser.add_argument("--processes", type=int, default=1, help="rebuild processes (lapor rebuild --processes)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.what == "generate":
         results = generate(args.data, args.events)
     elif args.what == "rebuild":
-        results = bench_rebuild(args.data, args.batch_size, args.service)
+        results = bench_rebuild(args.data, args.batch_size, args.service, args.processes)
     else:
         results = bench_latency(args.data, args.rate, args.samples, args.service)
     print(json.dumps(results, indent=2))

@@ -359,12 +359,20 @@ def audit_verify(args: argparse.Namespace) -> int:
         arg("--service", action="append", help="only this service's projections (repeat for more)"),
         arg("--batch-size", type=int, default=rebuilding.DEFAULT_BATCH, help="events per projection transaction"),
         arg("--keep", action="store_true", help="keep the rebuilt tables (their location is printed)"),
+        arg(
+            "--processes",
+            type=int,
+            default=os.cpu_count() or 1,
+            help="rebuild the services side by side in up to this many processes (default: one per CPU)",
+        ),
     ],
 )
 def rebuild(args: argparse.Namespace) -> int:
     """Exit 0 when every rebuilt table equals its live table, 1 when any differs."""
     settings = _settings(args)
     configure_logging(settings.log_level)
+    if args.processes < 1:
+        raise CliError(f"--processes must be at least 1, not {args.processes}")
     names = args.service or [None]
     services = [chosen for name in names for chosen in _services(args, name)]
     try:
@@ -373,7 +381,9 @@ def rebuild(args: argparse.Namespace) -> int:
         where = f"the store {settings.store} or the read models {settings.readmodels}"
         raise CliError(f"cannot open {where}: {error}") from None
     try:
-        report = rebuilding.run(ctx, services, batch_size=args.batch_size, keep=args.keep)
+        report = rebuilding.run(ctx, services, batch_size=args.batch_size, keep=args.keep, processes=args.processes)
+    except rebuilding.RebuildFailed as error:
+        raise CliError(f"rebuild failed: {error}") from None
     finally:
         ctx.close()
     return 0 if report.identical else 1

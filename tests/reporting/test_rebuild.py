@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from lapor.app import load_services
 from lapor.cli import main
 from lapor.clock import ManualClock
 from lapor.context import ServiceContext, ServiceDefinition
 from lapor.db import Tx
 from lapor.policy import Sp4nPolicy
-from lapor.rebuild import rebuild
+from lapor.rebuild import REBUILD_COST, RebuildFailed, rebuild, rebuild_in_processes, share_out
 from lapor.settings import load_settings
 from lapor.store import NewEvent, RecordedEvent
 from lapor.subscriptions import Subscription, SubscriptionRunner
@@ -201,3 +202,58 @@ def test_lapor_rebuild_exits_1_when_a_live_table_differs(sqlite_context: Service
     assert code == 1
     assert "rpt_agencies" in out
     assert not list((sqlite_context.settings.data / "rebuild").glob("*.db"))  # dropped without --keep
+
+
+# -- in several processes -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("processes", [1, 2, 3, 8])
+def test_services_are_shared_out_once_each_in_groups_of_about_equal_cost(processes: int):
+    names = ["intake", "routing", "reporting", "followup", "another"]
+    groups = share_out(names, processes)
+    assert sorted(name for group in groups for name in group) == sorted(names)
+    assert len(groups) == min(processes, len(names))
+    middle = sorted(REBUILD_COST.values())[len(REBUILD_COST) // 2]
+    costs = [sum(REBUILD_COST.get(name, middle) for name in group) for group in groups]
+    # Longest first, each to the cheapest group: no group is ahead of another by more than one service's cost.
+    assert max(costs) - min(costs) <= max(REBUILD_COST.values())
+
+
+def run_projections_live(ctx: ServiceContext, services: list[ServiceDefinition]) -> None:
+    for service in services:
+        for subscription in service.subscriptions(ctx):
+            if subscription.projection:  # a reaction would append to the log
+                SubscriptionRunner(ctx.store, ctx.db, subscription, batch_size=256).run_until_caught_up()
+
+
+def test_a_rebuild_in_two_processes_rebuilds_every_service_and_merges_their_reports(sqlite_context: ServiceContext):
+    chosen = load_services(["reporting", "followup"])
+    run_projections_live(sqlite_context, chosen)
+    groups = share_out(["reporting", "followup"], 2)
+    assert len(groups) == 2
+    report = rebuild_in_processes(sqlite_context.settings.data, groups, keep=True)
+    expected = {s.name for service in chosen for s in service.subscriptions(sqlite_context) if s.projection}
+    assert {result.name for result in report.subscriptions} == expected
+    assert all(result.handled > 0 for result in report.subscriptions)
+    assert report.identical
+    assert report.target_position == sqlite_context.store.head_position()
+    assert {table for table in report.tables if table.startswith("rpt_")}  # reporting's tables were compared
+    assert len(list((sqlite_context.settings.data / "rebuild").glob("readmodels-*.db"))) == 2  # one per process
+
+
+def test_lapor_rebuild_in_two_processes_exits_1_when_a_live_table_differs(sqlite_context: ServiceContext, capsys):
+    run_projections_live(sqlite_context, load_services(["reporting", "followup"]))
+    data = sqlite_context.settings.data
+    arguments = ["rebuild", "--data", str(data), "--service", "reporting", "--service", "followup", "--processes", "2"]
+    assert main(arguments) == 0, capsys.readouterr().out
+    assert "identical" in capsys.readouterr().out
+    with sqlite_context.db.transaction() as tx:
+        tx.execute("DELETE FROM rpt_agencies WHERE agency_id = 'pemda-53.71'")
+    assert main(arguments) == 1
+    assert "rpt_agencies" in capsys.readouterr().out
+    assert not list((data / "rebuild").glob("*.db"))  # dropped without --keep, by every process
+
+
+def test_a_rebuild_process_that_fails_is_named_with_its_error(sqlite_context: ServiceContext):
+    with pytest.raises(RebuildFailed, match="no-such-service"):
+        rebuild_in_processes(sqlite_context.settings.data, [["reporting"], ["no-such-service"]])
