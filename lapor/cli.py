@@ -125,6 +125,7 @@ def _run_server(app: FastAPI, host: str, port: int, *, workers: Sequence[Worker]
         ]
         for child in children:
             child.start()
+            threading.Thread(target=_report_exit, args=(child, server), name=f"watch-{child.name}", daemon=True).start()
 
     # uvicorn handles the signals itself and re-raises them once it has shut down; these handlers receive
     # that re-raise, so a requested stop ends as a normal exit instead of a KeyboardInterrupt or a kill.
@@ -145,6 +146,14 @@ def _run_server(app: FastAPI, host: str, port: int, *, workers: Sequence[Worker]
                 child.kill()
                 child.join()
     return 0 if server.started else 1
+
+
+def _report_exit(child: multiprocessing.process.BaseProcess, server: uvicorn.Server) -> None:
+    """Log a worker process that ended while the server still runs (this process goes on serving alone)."""
+    child.join()
+    if not server.should_exit:
+        log.error("HTTP worker %s (pid %s) exited with code %s; the others go on serving", child.name, child.pid,
+                  child.exitcode)
 
 
 WORKER_STOP_TIMEOUT = 30.0  # seconds a worker process may take to drain before it is killed

@@ -245,3 +245,13 @@ def test_a_worker_stops_when_lapor_up_is_killed(tmp_path):
 def test_lapor_up_refuses_workers_it_cannot_run(tmp_path, capsys, arguments, complaint):
     assert cli_main(["up", "--data", str(tmp_path / "var"), "--port", str(free_port()), *arguments]) == 2
     assert complaint in capsys.readouterr().err
+
+
+def test_lapor_up_logs_a_worker_that_died_and_goes_on_serving(tmp_path):
+    with lapor(tmp_path, "up", "--data", str(tmp_path / "var"), "--workers", "2", name="lost",
+               module="lapor.cli") as server:
+        [worker] = http_workers(server.process.pid)
+        os.kill(worker, signal.SIGKILL)
+        wait_until(lambda: "exited with code -9" in server.logs(), describe="the lost worker logged")
+        assert server.post("/api/complaints", json=REPORT).status_code == 201
+        assert server.stop(signal.SIGTERM) == 0
