@@ -109,15 +109,16 @@ def _open_app(settings: Settings, services: Sequence[ServiceDefinition], *, seed
         raise CliError(f"cannot open {where}: {error}") from None
 
 
-def _run_server(app: FastAPI, host: str, port: int, *, workers: Sequence[Worker] = ()) -> int:
+def _run_server(
+    app: FastAPI, host: str, port: int, *, workers: Sequence[Worker] = (), listener: socket.socket | None = None
+) -> int:
     """Serve until SIGINT/SIGTERM; the lifespan then stops subscriptions and closes the store. Exit 0 on a
-    clean stop, 1 if the app failed to start. `workers` are more processes serving the same socket."""
+    clean stop, 1 if the app failed to start. `workers` are more processes serving on `listener`'s port."""
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
-    sockets = None
+    sockets = None if listener is None else [listener]
     children: list[multiprocessing.process.BaseProcess] = []
     if workers:
-        sockets = [_listening_socket(host, port)]
         spawn = multiprocessing.get_context("spawn")
         children = [
             spawn.Process(target=_serve_worker, args=(worker, host, port, os.getpid()), name=f"lapor-http-{n}")
@@ -169,12 +170,20 @@ class Worker:
     services: tuple[str, ...]
 
 
-def _listening_socket(host: str, port: int) -> socket.socket:
+def _listening_socket(host: str, port: int, *, first: bool = False) -> socket.socket:
     """A socket on host:port that the other worker processes bind too (SO_REUSEPORT): the kernel then spreads
     connections over the processes evenly. One socket shared by all would not: whichever process is idle
-    accepts, and under a burst of new connections one process took nearly all of them."""
+    accepts, and under a burst of new connections one process took nearly all of them. The `first` process
+    checks that nobody listens on the port yet: SO_REUSEPORT would otherwise let it join another server there."""
     found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, kind, proto, _, address = found[0]
+    if first:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                raise CliError(f"cannot listen on {host}:{port}: {error}") from None
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -249,13 +258,14 @@ def up(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     services = _services(args)
     workers = _workers(args, settings, services)
+    listener = _listening_socket(args.host, args.port, first=True) if workers else None  # before opening anything
     app = _open_app(settings, services, seed_demo=args.demo)
     if args.demo:
         print(f"LAPOR demo on http://{args.host}:{args.port}/docs — bearer tokens (Authorization: Bearer ...):")
         for label, token in demo_tokens(settings):
             print(f"  {label:<18} {token}")
         sys.stdout.flush()
-    return _run_server(app, args.host, args.port, workers=workers)
+    return _run_server(app, args.host, args.port, workers=workers, listener=listener)
 
 
 def _workers(args: argparse.Namespace, settings: Settings, services: Sequence[ServiceDefinition]) -> list[Worker]:

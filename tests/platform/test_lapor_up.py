@@ -255,3 +255,18 @@ def test_lapor_up_logs_a_worker_that_died_and_goes_on_serving(tmp_path):
         wait_until(lambda: "exited with code -9" in server.logs(), describe="the lost worker logged")
         assert server.post("/api/complaints", json=REPORT).status_code == 201
         assert server.stop(signal.SIGTERM) == 0
+
+
+def test_lapor_up_with_workers_refuses_a_port_another_server_listens_on(tmp_path):
+    with lapor(tmp_path, "up", "--data", str(tmp_path / "first"), "--workers", "2", name="first",
+               module="lapor.cli") as first:
+        port = first.url.rsplit(":", 1)[1]
+        second = subprocess.run(
+            [sys.executable, "-m", "lapor.cli", "up", "--data", str(tmp_path / "second"), "--workers", "2",
+             "--port", port],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )
+        assert second.returncode == 2
+        assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
+        assert not (tmp_path / "second" / "events.db").exists()  # refused before anything was opened
+        assert first.get("/readyz").status_code == 200
