@@ -87,7 +87,8 @@ class GroupTransaction(ABC):
         return
 
     def release(self) -> None:
-        """Give up what `acquire` took, after the group committed or rolled back (or was interrupted)."""
+        """Give up what `acquire` took. The writer calls it once the group has committed or rolled back, before
+        any of its callers is woken, and also when no group could be gathered; it may find nothing to give up."""
         return
 
     @abstractmethod
@@ -155,8 +156,8 @@ class GroupCommitWriter:
                     batch = [self._pending.popleft() for _ in range(min(MAX_GROUP, len(self._pending)))]
                 self._commit_group(batch)
             finally:
-                tx.release()
-                if not batch:  # no right to write (`acquire` failed): our append fails, a waiter leads on
+                if not batch:  # no group (`acquire` failed or was interrupted): our append fails, a waiter leads on
+                    tx.release()
                     with self._lock:
                         if request in self._pending:
                             self._pending.remove(request)
@@ -189,6 +190,7 @@ class GroupCommitWriter:
     def _commit_group(self, batch: list[PendingAppend]) -> None:
         tx = self._transaction
         done: list[tuple[PendingAppend, AppendResult]] = []
+        failure: Exception | None = None
         try:
             tx.begin()
             for request, outcome in zip(batch, tx.apply_all(batch), strict=True):
@@ -199,9 +201,13 @@ class GroupCommitWriter:
             tx.commit([result for _, result in done])
         except Exception as error:  # noqa: BLE001 - the leader must fail its group's waiters
             tx.rollback()
+            failure = error
+        finally:
+            tx.release()  # before anyone is woken: other processes' writers need not wait on our wake-ups
+        if failure is not None:
             for request in batch:
                 if not request.decided:  # those rejected alone keep their own error
-                    request.fail(StoreError(f"commit failed: {error}"))
+                    request.fail(StoreError(f"commit failed: {failure}"))
             return
         for request, result in done:
             request.succeed(result)

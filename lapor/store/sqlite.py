@@ -143,8 +143,8 @@ class _Staged:
 
 
 class SqliteGroup(GroupTransaction):
-    """SQLite's side of a group commit: `BEGIN IMMEDIATE` takes the database's write lock, which also queues
-    writers in other processes.
+    """SQLite's side of a group commit: `acquire` takes turns with writers in other processes on a lock file,
+    and `BEGIN IMMEDIATE` then takes the database's own write lock.
 
     A group is written in few statements, since every SQLite call gives up the GIL and a leader surrounded by
     busy threads waits to get it back: the stream heads and the last position come from memory (valid while
@@ -153,31 +153,27 @@ class SqliteGroup(GroupTransaction):
     is already recorded is the group rolled back and written again one append at a time, each behind a
     savepoint (the retried append is then answered with its original result, a clash rejected alone)."""
 
-    def __init__(self, conn: sqlite3.Connection, clock: Clock, lock_path: str | Path | None = None) -> None:
+    def __init__(self, conn: sqlite3.Connection, clock: Clock, lock_path: str | Path) -> None:
         self.conn = conn
         self.clock = clock
         # Writers in other processes queue on an advisory lock beside the database, not on SQLite's own lock:
         # SQLite's busy handler polls, sleeping 1 ms and more between tries, while a process blocked in
         # flock(2) is woken the moment the lock is free (measured: 32 writer threads in 2 processes went from
         # ~3,300 to 3,900-4,500 commands/s). SQLite's lock still guards against any other program writing the file.
-        self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644) if lock_path is not None else None
+        self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         self._data_version: int | None = None
         self._position = 0  # the last committed position, as of `_data_version`
         self._heads: OrderedDict[str, tuple[int, str]] = OrderedDict()  # committed (version, hash) per stream
         self._staged = _Staged(0)
 
     def acquire(self) -> None:
-        if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # gives up the GIL while it waits
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # gives up the GIL while it waits
 
     def release(self) -> None:
-        if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        os.close(self._lock_fd)
 
     def begin(self) -> None:
         conn = self.conn
@@ -203,7 +199,6 @@ class SqliteGroup(GroupTransaction):
 
     def commit(self, results: Sequence[AppendResult]) -> None:
         self.conn.execute("COMMIT")
-        self.release()  # at once: the next process's group need not wait while we wake our callers
         staged = self._staged
         self._position = staged.position
         heads = self._heads
@@ -214,10 +209,6 @@ class SqliteGroup(GroupTransaction):
             heads.popitem(last=False)
 
     def rollback(self) -> None:
-        self._abandon()
-        self.release()
-
-    def _abandon(self) -> None:
         self._staged = _Staged(self._position)
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
@@ -236,7 +227,7 @@ class SqliteGroup(GroupTransaction):
                 )
         except sqlite3.IntegrityError:
             # An event id of the group is recorded already: start the group again, one append at a time.
-            self._abandon()  # (keeping the write lock)
+            self.rollback()
             self.begin()
             return super().apply_all(batch)
         return outcomes

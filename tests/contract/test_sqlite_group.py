@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,16 @@ from pathlib import Path
 import pytest
 
 from lapor.audit import verify_chain
-from lapor.store import ANY, NO_STREAM, AppendResult, DuplicateEventId, NewEvent, WrongExpectedVersion, open_store
+from lapor.store import (
+    ANY,
+    NO_STREAM,
+    AppendResult,
+    DuplicateEventId,
+    NewEvent,
+    StoreError,
+    WrongExpectedVersion,
+    open_store,
+)
 from lapor.store.group_commit import PendingAppend
 from lapor.store.sqlite import SqliteEventStore
 
@@ -160,20 +170,40 @@ def _lock_is_free(path: Path) -> bool:
     return True
 
 
-def test_a_group_holds_the_writers_lock_from_gathering_until_commit_or_rollback(store):
+def test_an_append_holds_the_writers_lock_while_it_is_written_and_gives_it_up_before_its_caller_goes_on(
+    store, monkeypatch
+):
+    group, writer = store._writer._transaction, store._writer
+    seen: dict[str, bool] = {}
+    real_commit, real_on_commit = group.commit, writer._on_commit
+
+    def commit(results: list[AppendResult]) -> None:
+        seen["free while written"] = _lock_is_free(store.path)
+        real_commit(results)
+
+    def on_commit(position: int) -> None:  # after the group's callers are answered
+        seen["free once answered"] = _lock_is_free(store.path)
+        real_on_commit(position)
+
+    monkeypatch.setattr(group, "commit", commit)
+    monkeypatch.setattr(writer, "_on_commit", on_commit)
+    store.append("complaint-locked", [noted(0)], NO_STREAM)
+    assert seen == {"free while written": False, "free once answered": True}
+
+
+def test_a_group_that_fails_to_commit_gives_the_writers_lock_up(store, monkeypatch):
     group = store._writer._transaction
+
+    def refuse(results: list[AppendResult]) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(group, "commit", refuse)
+    with pytest.raises(StoreError, match="commit failed: disk I/O error"):
+        store.append("complaint-refused", [noted(0)], NO_STREAM)
     assert _lock_is_free(store.path)
-    group.acquire()
-    assert not _lock_is_free(store.path)  # writers in other processes queue behind this group
-    group.begin()
-    group.apply_all([PendingAppend("complaint-locked", [noted(0)], NO_STREAM)])
-    group.commit([])
-    assert _lock_is_free(store.path)  # given up as soon as the group is durable
-    group.acquire()
-    group.begin()
-    group.rollback()
-    assert _lock_is_free(store.path)
-    assert [e.version for e in store.read_stream("complaint-locked")] == [0]
+    monkeypatch.undo()
+    assert store.read_stream("complaint-refused") == []
+    assert store.append("complaint-refused", [noted(0)], NO_STREAM).last_version == 0
 
 
 def test_an_append_that_cannot_take_the_writers_lock_fails_alone(store, monkeypatch):
