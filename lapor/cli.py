@@ -110,7 +110,7 @@ def _open_app(settings: Settings, services: Sequence[ServiceDefinition], *, seed
 
 
 def _run_server(
-    app: FastAPI, host: str, port: int, *, workers: Sequence[Worker] = (), listener: socket.socket | None = None
+    app: FastAPI, host: str, port: int, *, workers: Workers | None = None, listener: socket.socket | None = None
 ) -> int:
     """Serve until SIGINT/SIGTERM; the lifespan then stops subscriptions and closes the store. Exit 0 on a
     clean stop, 1 if the app failed to start. `workers` are more processes serving on `listener`'s port."""
@@ -118,11 +118,11 @@ def _run_server(
     server = uvicorn.Server(config)
     sockets = None if listener is None else [listener]
     children: list[multiprocessing.process.BaseProcess] = []
-    if workers:
+    if workers is not None:
         spawn = multiprocessing.get_context("spawn")
         children = [
-            spawn.Process(target=_serve_worker, args=(worker, host, port, os.getpid()), name=f"lapor-http-{n}")
-            for n, worker in enumerate(workers, start=2)
+            spawn.Process(target=_serve_worker, args=(workers, host, port, os.getpid()), name=f"lapor-http-{n}")
+            for n in range(2, workers.count + 2)
         ]
         for child in children:
             child.start()
@@ -162,10 +162,11 @@ PARENT_WATCH = 1.0  # seconds between a worker's checks that the process that st
 
 
 @dataclass(frozen=True)
-class Worker:
-    """What an extra HTTP process of `lapor up --workers N` needs to build the same app (it is spawned, so it
-    reads the same environment): the data directory and the services, by name."""
+class Workers:
+    """The extra HTTP processes of `lapor up --workers N` (`count` = N - 1) and what each needs to build the same
+    app (it is spawned, so it reads the same environment): the data directory and the services, by name."""
 
+    count: int
     data: Path | None
     services: tuple[str, ...]
 
@@ -196,12 +197,12 @@ def _listening_socket(host: str, port: int, *, first: bool = False) -> socket.so
     return sock
 
 
-def _serve_worker(worker: Worker, host: str, port: int, parent: int) -> None:
+def _serve_worker(workers: Workers, host: str, port: int, parent: int) -> None:
     """An HTTP-only copy of the app on the parent's socket: no subscriptions, background loops or seeding (the
     parent runs those). It stops with the parent, also when the parent was killed."""
-    settings = load_settings(data=worker.data)
+    settings = load_settings(data=workers.data)
     configure_logging(settings.log_level)
-    app = create_app(settings, load_services(worker.services), background=False)
+    app = create_app(settings, load_services(workers.services), background=False)
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
 
     def watch_parent() -> None:
@@ -258,7 +259,7 @@ def up(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     services = _services(args)
     workers = _workers(args, settings, services)
-    listener = _listening_socket(args.host, args.port, first=True) if workers else None  # before opening anything
+    listener = None if workers is None else _listening_socket(args.host, args.port, first=True)  # before opening
     app = _open_app(settings, services, seed_demo=args.demo)
     if args.demo:
         print(f"LAPOR demo on http://{args.host}:{args.port}/docs — bearer tokens (Authorization: Bearer ...):")
@@ -268,12 +269,14 @@ def up(args: argparse.Namespace) -> int:
     return _run_server(app, args.host, args.port, workers=workers, listener=listener)
 
 
-def _workers(args: argparse.Namespace, settings: Settings, services: Sequence[ServiceDefinition]) -> list[Worker]:
+def _workers(
+    args: argparse.Namespace, settings: Settings, services: Sequence[ServiceDefinition]
+) -> Workers | None:
     """The extra HTTP processes `--workers` asks for (one fewer than the number: this process is the first)."""
     if args.workers < 1:
         raise CliError(f"--workers must be at least 1, not {args.workers}")
     if args.workers == 1:
-        return []
+        return None
     if settings.training:
         raise CliError("training mode's clock lives in one process: run it with --workers 1")
     names = tuple(service.name for service in services)
@@ -286,7 +289,7 @@ def _workers(args: argparse.Namespace, settings: Settings, services: Sequence[Se
             settings.limits.storage,
             args.workers,
         )
-    return [Worker(args.data, names) for _ in range(args.workers - 1)]
+    return Workers(args.workers - 1, args.data, names)
 
 
 @command(

@@ -167,28 +167,32 @@ REPORT = {
 }
 
 
+def proc_stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, parent, ...); None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def http_workers(parent: int) -> list[int]:
     """The HTTP worker processes `lapor up` spawned (not multiprocessing's resource tracker)."""
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        stat = proc_stat(entry.name) if entry.name.isdigit() else None
+        if stat is None or int(stat[1]) != parent:
             continue
         try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            if b"spawn_main" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
         except OSError:
             continue  # gone meanwhile
-        if int(stat[1]) == parent and b"spawn_main" in command:
-            found.append(int(entry.name))
     return found
 
 
 def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    stat = proc_stat(pid)
+    return stat is not None and stat[0] != "Z"
 
 
 def logged_pids(server: Server, **matching: str) -> set[int]:
