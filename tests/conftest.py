@@ -10,9 +10,10 @@ lists which backends ran, for the CI log.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -42,6 +43,14 @@ def backend_unavailable(backend: str, reason: str) -> NoReturn:
     if backend in required_backends():
         pytest.fail(f"{backend} is required by LAPOR_REQUIRE_BACKENDS but unavailable: {reason}", pytrace=False)
     pytest.skip(f"{backend} unavailable: {reason}")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait for a background thread's work (a bound on waiting, not a timing claim)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
 
 
 def with_search_path(url: str, schema: str) -> str:

@@ -4,13 +4,13 @@ next one to hold the connection, none is lost, and a commit that fails fails eve
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from lapor.clock import SystemClock
 from lapor.store.vault import SqliteVault, VaultError
+from tests.conftest import wait_until
 
 
 @pytest.fixture
@@ -18,13 +18,6 @@ def vault(tmp_path: Path):
     opened = SqliteVault(tmp_path / "vault.db", clock=SystemClock())
     yield opened
     opened.close()
-
-
-def _wait_until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the puts never queued"
-        time.sleep(0.001)
 
 
 def test_puts_queued_behind_a_commit_are_written_together_in_the_next(vault):
@@ -38,7 +31,7 @@ def test_puts_queued_behind_a_commit_are_written_together_in_the_next(vault):
         ]
         for thread in threads:
             thread.start()
-        _wait_until(lambda: len(vault._queued) == 3)
+        wait_until(lambda: len(vault._queued) == 3)
     for thread in threads:
         thread.join()
     assert len(commits) == 1

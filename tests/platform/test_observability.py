@@ -5,22 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 
 from lapor.context import BackgroundLoop, ServiceDefinition
 from lapor.observability import JsonFormatter
 from lapor.subscriptions import Subscription
+from tests.conftest import wait_until
 from tests.platform import probe
 
 SUBMISSION = {"title": "Lampu jalan padam", "body": "Jalan El Tari gelap sejak minggu lalu."}
-
-
-def wait_until(condition, timeout: float = 20.0) -> None:
-    """Poll for something that happens in a background thread (a bound on waiting, not a timing claim)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def test_the_callers_correlation_id_is_echoed(client):

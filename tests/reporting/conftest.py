@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,15 +27,7 @@ from lapor.context import ServiceContext
 from lapor.principal import Role
 from lapor.settings import load_settings
 from services.reporting.service import SERVICE
-from tests.conftest import with_search_path
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Wait for a background thread's work (a bound on waiting, not a timing claim)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
+from tests.conftest import wait_until, with_search_path
 
 
 @dataclass
