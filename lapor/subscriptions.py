@@ -17,6 +17,13 @@ A projection that gains from seeing many events at once (load its rows once, wri
 `handle_batch`: the runner hands it a whole batch in one transaction, and only when that raises falls back to
 `handle`, one event at a time, to find the event that fails. `lapor rebuild` reads the log once and `feed`s the
 same batches to every subscription's runner on a fresh database.
+
+A projection whose rows can stay in memory between batches also gives a `holding` (see `Holding`). A rebuild
+runs it with `hold=N`: each batch is folded into the rows it holds, and they are written (with the checkpoint,
+in one transaction) only once it holds N rows or the rebuild reaches the head, so a report touched in twenty
+batches is loaded once and written once instead of twenty times. The held rows are only a cache of what the log
+says after the last written checkpoint: when a batch fails, they are dropped, and the events since that
+checkpoint are read again and handled the careful way (batch, then one by one, parking what fails).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from lapor.clock import Clock, SystemClock
 from lapor.db import Database, Tx
@@ -59,6 +66,30 @@ CREATE TABLE IF NOT EXISTS parked_events (
 """
 
 
+class Holding(Protocol):
+    """A projection's rows kept in memory across batches. `apply` folds events (of the subscription's category, in
+    position order, none applied before) into the rows it holds, loading through `tx` those it lacks; `held`
+    says how many rows it holds; `write` writes every row it changed and forgets them all. `apply` and `write`
+    of one batch in one transaction have the effect of the subscription's `handle_batch` (see `holding_batches`)."""
+
+    def apply(self, events: Sequence[RecordedEvent], tx: Tx) -> None: ...
+
+    def held(self) -> int: ...
+
+    def write(self, tx: Tx) -> None: ...
+
+
+def holding_batches(holding: Callable[[], Holding]) -> BatchHandler:
+    """The batch handler of a projection that can hold its rows: a fresh holding per batch, written at its end."""
+
+    def handle_batch(events: Sequence[RecordedEvent], tx: Tx) -> None:
+        rows = holding()
+        rows.apply(events, tx)
+        rows.write(tx)
+
+    return handle_batch
+
+
 @dataclass(frozen=True)
 class Subscription:
     name: str
@@ -68,6 +99,8 @@ class Subscription:
     handle_batch: BatchHandler | None = None  # same effect as `handle` on each event in turn, but faster
     # False for a reaction (a handler that appends events or calls out): `lapor rebuild` leaves it out.
     projection: bool = True
+    # Rows held in memory across batches, for a runner with `hold` (a rebuild); see `Holding`.
+    holding: Callable[[], Holding] | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +130,7 @@ class SubscriptionRunner:
         max_backoff: float = 2.0,
         idle_wait: float = 1.0,
         gather: float = 0.0,
+        hold: int = 0,
     ) -> None:
         self.store = store
         self.db = db
@@ -116,6 +150,12 @@ class SubscriptionRunner:
             with db.transaction() as tx:
                 subscription.setup(tx)
         self._position = self.checkpoint()
+        # With `hold` and a subscription that can hold its rows: up to `hold` rows kept in memory by `feed` and
+        # written by `flush` (see the module's docstring). `_written` is the checkpoint written with them.
+        self.hold = hold if subscription.holding is not None else 0
+        self._holding: Holding | None = None
+        self._held_events = 0
+        self._written = self._position
 
     @property
     def name(self) -> str:
@@ -219,12 +259,67 @@ class SubscriptionRunner:
             through = events[-1].position if events else position
         else:
             mine = [e for e in events if e.position > position]
+        if self.hold:
+            return self._hold(mine, through)
         index = 0
         while index < len(mine) and not self._stop.is_set():
             index = self._process_from(mine, index)
         if through > self._position and not self._stop.is_set():
             self._advance_to(through)  # the rest were of other categories
         return index
+
+    def _hold(self, events: Sequence[RecordedEvent], through: int) -> int:
+        """`feed` for a runner that holds its rows: fold `events` into the held rows; write them once `hold` are
+        held. A batch that fails drops the held rows and is done again the careful way (see the docstring)."""
+        assert self.subscription.holding is not None
+        if events:
+            if self._holding is None:
+                self._holding = self.subscription.holding()
+            try:
+                with self.db.read() as tx:  # only to load rows written by an earlier `flush`
+                    self._holding.apply(events, tx)
+            except Exception as error:  # noqa: BLE001 - the careful path below retries or parks the culprit
+                log.warning("subscription %s: held batch failed, handling it again carefully: %s", self.name, error)
+                return self._redo_carefully(events[-1].position, through)
+            self._held_events += len(events)
+        self._position = max(self._position, through)
+        if self._holding is not None and self._holding.held() >= self.hold:
+            self.flush()
+        return len(events)
+
+    def flush(self) -> None:
+        """Write the rows held by `feed` (if any) with the checkpoint reached."""
+        if self._position == self._written:
+            return
+        with self._transaction() as tx:
+            if self._holding is not None:
+                self._holding.write(tx)
+            self._save_checkpoint(tx, self._position, self._held_events)
+        self._holding = None
+        self._held_events = 0
+        self._written = self._position
+
+    def _redo_carefully(self, last: int, through: int) -> int:
+        """Drop the held rows and handle every event since the written checkpoint through `_process_from`, read
+        again from the store. Returns how many events it handled (those of earlier, held batches included)."""
+        self._holding = None
+        self._held_events = 0
+        self._position = self._written
+        handled = 0
+        category = self.subscription.category
+        while self._position < last and not self._stop.is_set():
+            page = self.store.read_all(self._position + 1, category, self.batch_size)
+            events = [event for event in page if event.position <= last]
+            if not events:
+                break
+            index = 0
+            while index < len(events) and not self._stop.is_set():
+                index = self._process_from(events, index)
+            handled += index
+        if through > self._position and not self._stop.is_set():
+            self._advance_to(through)
+        self._written = self._position
+        return handled
 
     def _process_from(self, events: Sequence[RecordedEvent], start: int) -> int:
         """Handle events[start:] in one transaction, stopping before the first that fails. Returns the index

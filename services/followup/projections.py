@@ -28,7 +28,7 @@ from lapor.db import Tx
 from lapor.problems import BadRequest
 from lapor.states import ComplaintStates
 from lapor.store import RecordedEvent
-from lapor.subscriptions import Subscription
+from lapor.subscriptions import Subscription, holding_batches
 from services.followup import storage
 from services.followup.notifications import ITEM_ADDED, notification_id
 from services.followup.storage import NEVER, ancestors_and_self, instant
@@ -183,34 +183,53 @@ class QueueProjection:
 
     def __init__(self, states: ComplaintStates) -> None:
         self._states = states
+        # Each report's row written once per batch, with its last state; arrivals in one statement.
+        self.handle_batch = holding_batches(self.holding)
 
     def subscription(self) -> Subscription:
         return Subscription(
             "followup.queue", self.handle, category="complaint", setup=storage.install_queue,
-            handle_batch=self.handle_batch,
+            handle_batch=self.handle_batch, holding=self.holding,
         )
 
     def handle(self, event: RecordedEvent, tx: Tx) -> None:
         self.handle_batch([event], tx)
 
-    def handle_batch(self, events: Sequence[RecordedEvent], tx: Tx) -> None:
-        """Each report's row is written once per batch, with its last state; arrivals in one statement."""
-        states: dict[str, ComplaintState] = {}
-        arrivals: list[tuple[str, str, str, str, str]] = []
+    def holding(self) -> HeldQueue:
+        return HeldQueue(self._states)
+
+
+class HeldQueue:
+    """The queue rows in memory (a `lapor.subscriptions.Holding`): each report's last state and the arrivals, all
+    written by `write`. Nothing is loaded: a row is the state's, and rows are idempotent by version."""
+
+    def __init__(self, states: ComplaintStates) -> None:
+        self._states = states
+        self._changed: dict[str, ComplaintState] = {}
+        self._arrivals: list[tuple[str, str, str, str, str]] = []
+
+    def apply(self, events: Sequence[RecordedEvent], tx: Tx) -> None:
+        changed, arrivals = self._changed, self._arrivals
         for event in events:
             before, after = self._states.step(event)
             if after.disposed_at is None:
                 continue  # still with national routing: nothing for an agency yet
-            states[after.tracking_id] = after
+            changed[after.tracking_id] = after
             arrivals.extend(_arrivals(before, after, event))
-        if states:
-            tx.executemany(_UPSERT, [_row(state) for state in states.values()])
-        if arrivals:
+
+    def held(self) -> int:
+        return len(self._changed) + len(self._arrivals)
+
+    def write(self, tx: Tx) -> None:
+        if self._changed:
+            tx.executemany(_UPSERT, [_row(state) for state in self._changed.values()])
+        if self._arrivals:
             tx.executemany(
                 "INSERT INTO followup_queue_arrivals (arrival_id, agency_id, tracking_id, payload, occurred_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (arrival_id) DO NOTHING",
-                arrivals,
+                self._arrivals,
             )
+        self._changed, self._arrivals = {}, []
 
 
 # -- reading a queue ----------------------------------------------------------------------------------------

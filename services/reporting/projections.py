@@ -29,7 +29,7 @@ from lapor.calendar import jakarta_date
 from lapor.complaint import ComplaintState, Escalation, Feedback, Status, evolve, initial_state
 from lapor.db import Tx, setup_tables
 from lapor.store import RecordedEvent
-from lapor.subscriptions import Subscription
+from lapor.subscriptions import Subscription, holding_batches
 from schemas.events import Channel, ComplaintKind, EscalationKind, Level
 
 COMPLAINTS_SUBSCRIPTION = "reporting.complaints"
@@ -313,10 +313,6 @@ def _on_time(moment: datetime, due: datetime | float | None) -> int:
     return 1 if due is None or moment.timestamp() <= _epoch(due) else 0
 
 
-def _first(row: Sequence[Any]) -> Any:
-    return row[0]
-
-
 def _load(tx: Tx, tracking_ids: Sequence[str]) -> dict[str, _Complaint]:
     found: dict[str, _Complaint] = {}
     for start in range(0, len(tracking_ids), _LOAD_CHUNK):
@@ -330,41 +326,59 @@ def _load(tx: Tx, tracking_ids: Sequence[str]) -> dict[str, _Complaint]:
 Daily = dict[tuple[str, str, str, str], int]  # (day, region_code, agency_id, metric) -> count
 
 
-def project_complaints(events: Sequence[RecordedEvent], tx: Tx) -> None:
-    """The complaint events of a batch, in position order, into rpt_complaints and rpt_daily."""
-    by_stream: dict[str, list[RecordedEvent]] = {}
-    for event in events:
-        stream_events = by_stream.get(event.stream)
-        if stream_events is None:
-            by_stream[event.stream] = [event]
-        else:
-            stream_events.append(event)
-    tracking_ids = {stream: stream.removeprefix("complaint-") for stream in by_stream}
-    known = _load(tx, sorted(tracking_ids.values()))
-    days = _Days()
-    daily: Daily = {}
-    rows = []
-    for stream, stream_events in by_stream.items():
-        tracking_id = tracking_ids[stream]
-        complaint = known.get(tracking_id) or _new(tracking_id)
-        changed = False
-        for event in stream_events:
-            before = complaint.state
-            if event.version <= before.version:
-                continue  # applied before: a redelivery
-            after = complaint.state = evolve(before, event)
-            complaint.extra["position"] = event.position
-            changed = True
-            note = _NOTES.get(event.type)
-            if note is not None:
-                note(complaint.extra, before, after, event, days.of(event.recorded_at), daily)
-        if changed:
-            rows.append(_row(complaint))
-    if rows:
-        rows.sort(key=_first)  # in key order the B-tree pages are visited once each, not at random
-        tx.executemany(_UPSERT_COMPLAINT, rows)
-    if daily:
-        tx.executemany(_ADD_DAILY, [(*key, count) for key, count in daily.items()])
+class ComplaintReports:
+    """The complaint projection's rows in memory (a `lapor.subscriptions.Holding`): each complaint loaded once,
+    every event of it folded in, the changed rows and the day's counts written by `write`."""
+
+    def __init__(self) -> None:
+        self._complaints: dict[str, _Complaint] = {}
+        self._changed: set[str] = set()
+        self._daily: Daily = {}
+        self._days = _Days()
+
+    def apply(self, events: Sequence[RecordedEvent], tx: Tx) -> None:
+        """The complaint events of a batch, in position order."""
+        by_stream: dict[str, list[RecordedEvent]] = {}
+        for event in events:
+            stream_events = by_stream.get(event.stream)
+            if stream_events is None:
+                by_stream[event.stream] = [event]
+            else:
+                stream_events.append(event)
+        complaints = self._complaints
+        tracking_ids = {stream: stream.removeprefix("complaint-") for stream in by_stream}
+        complaints.update(_load(tx, sorted(t for t in tracking_ids.values() if t not in complaints)))
+        days, daily, changed = self._days, self._daily, self._changed
+        for stream, stream_events in by_stream.items():
+            tracking_id = tracking_ids[stream]
+            complaint = complaints.get(tracking_id)
+            if complaint is None:
+                complaint = complaints[tracking_id] = _new(tracking_id)
+            for event in stream_events:
+                before = complaint.state
+                if event.version <= before.version:
+                    continue  # applied before: a redelivery
+                after = complaint.state = evolve(before, event)
+                complaint.extra["position"] = event.position
+                changed.add(tracking_id)
+                note = _NOTES.get(event.type)
+                if note is not None:
+                    note(complaint.extra, before, after, event, days.of(event.recorded_at), daily)
+
+    def held(self) -> int:
+        return len(self._complaints)
+
+    def write(self, tx: Tx) -> None:
+        if self._changed:
+            # In key order the B-tree pages are visited once each, not at random.
+            tx.executemany(_UPSERT_COMPLAINT, [_row(self._complaints[t]) for t in sorted(self._changed)])
+        if self._daily:
+            tx.executemany(_ADD_DAILY, [(*key, count) for key, count in self._daily.items()])
+        self._complaints, self._changed, self._daily = {}, set(), {}
+
+
+project_complaints = holding_batches(ComplaintReports)
+project_complaints.__doc__ = "The complaint events of a batch, in position order, into rpt_complaints and rpt_daily."
 
 
 # -- what each event adds to the reports' own fields and to the day's counts ------------------------------------
@@ -502,6 +516,7 @@ def subscriptions() -> list[Subscription]:
             category="complaint",
             setup=setup_tables(COMPLAINTS_SCHEMA),
             handle_batch=project_complaints,
+            holding=ComplaintReports,
         ),
         Subscription(
             DIRECTORY_SUBSCRIPTION, project_directory, category="directory", setup=setup_tables(DIRECTORY_SCHEMA)

@@ -27,6 +27,7 @@ from lapor.complaint import ComplaintState, Status
 from lapor.db import Tx, setup_tables, sortable_moment
 from lapor.states import ComplaintStates
 from lapor.store import RecordedEvent
+from lapor.subscriptions import holding_batches
 from services.routing.decide import DeadlineKind, RoutingFacts, Rule, running_deadlines
 from services.routing.directory import AGENCY_EVENTS, RULES_STREAM, Agency, is_top_level
 
@@ -301,18 +302,36 @@ def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
 
 class ComplaintProjection:
     """Handler of `routing.complaints`: the queue row and the running deadlines of each report. A batch loads the
-    rows of its reports once and writes each report once (`handle_batch`); one event is a batch of one."""
+    rows of its reports once and writes each report once (`handle_batch`, through a `HeldComplaints`); one event
+    is a batch of one. A rebuild keeps a `HeldComplaints` across batches (`holding`)."""
 
     def __init__(self, states: ComplaintStates) -> None:
         self.states = states
+        self.handle_batch = holding_batches(self.holding)
 
     def __call__(self, event: RecordedEvent, tx: Tx) -> None:
         self.handle_batch([event], tx)
 
-    def handle_batch(self, events: Sequence[RecordedEvent], tx: Tx) -> None:
-        ids = sorted({event.stream.removeprefix("complaint-") for event in events})
-        known, deadlines = self._load(tx, ids)
-        states: dict[str, ComplaintState] = {}
+    def holding(self) -> HeldComplaints:
+        return HeldComplaints(self.states)
+
+
+class HeldComplaints:
+    """Routing's complaint rows in memory (a `lapor.subscriptions.Holding`): each report's row and deadlines
+    loaded once, every event folded in, each changed report written once by `write`."""
+
+    def __init__(self, states: ComplaintStates) -> None:
+        self.states = states
+        self._looked_up: set[str] = set()  # reports whose rows were loaded (or found missing)
+        self._known: dict[str, _Known] = {}
+        self._deadlines: dict[str, Deadlines] = {}
+        self._changed: dict[str, ComplaintState] = {}
+
+    def apply(self, events: Sequence[RecordedEvent], tx: Tx) -> None:
+        known, deadlines, changed = self._known, self._deadlines, self._changed
+        ids = sorted({event.stream.removeprefix("complaint-") for event in events} - self._looked_up)
+        self._load(tx, ids)
+        self._looked_up.update(ids)
         for event in events:
             tracking_id = event.stream.removeprefix("complaint-")
             row = known.get(tracking_id)
@@ -321,14 +340,12 @@ class ComplaintProjection:
             state = self.states.after(event)
             known[tracking_id] = _advance(row, event)
             deadlines[tracking_id] = _running(deadlines.get(tracking_id, {}), state, event)
-            states[tracking_id] = state
-        if states:
-            self._write(tx, states, known, deadlines)
+            changed[tracking_id] = state
 
-    @staticmethod
-    def _load(tx: Tx, ids: Sequence[str]) -> tuple[dict[str, _Known], dict[str, Deadlines]]:
-        known: dict[str, _Known] = {}
-        deadlines: dict[str, Deadlines] = {}
+    def held(self) -> int:
+        return len(self._looked_up)
+
+    def _load(self, tx: Tx, ids: Sequence[str]) -> None:
         for chunk in _chunks(ids):
             marks = ", ".join("?" for _ in chunk)
             for row in tx.fetchall(
@@ -336,39 +353,40 @@ class ComplaintProjection:
                 f"FROM routing_complaints WHERE tracking_id IN ({marks})",
                 chunk,
             ):
-                known[row[0]] = _Known(row[1], row[2], json.loads(row[3]), json.loads(row[4]))
+                self._known[row[0]] = _Known(row[1], row[2], json.loads(row[3]), json.loads(row[4]))
             for row in tx.fetchall(
                 "SELECT tracking_id, kind, due, cause_version, cause_event_id, correlation_id FROM routing_deadlines "
                 f"WHERE tracking_id IN ({marks})",
                 chunk,
             ):
-                deadlines.setdefault(row[0], {})[row[1]] = (row[2], row[3], row[4], row[5])
-        return known, deadlines
+                self._deadlines.setdefault(row[0], {})[row[1]] = (row[2], row[3], row[4], row[5])
 
-    @staticmethod
-    def _write(
-        tx: Tx, states: dict[str, ComplaintState], known: dict[str, _Known], deadlines: dict[str, Deadlines]
-    ) -> None:
-        marks = ", ".join("?" for _ in COMPLAINT_COLUMNS.split(", "))
-        tx.executemany(
-            f"INSERT INTO routing_complaints ({COMPLAINT_COLUMNS}) VALUES ({marks}) "
-            f"ON CONFLICT (tracking_id) DO UPDATE SET {_COMPLAINT_UPDATE}",
-            [_row(state, known[tracking_id]) for tracking_id, state in states.items()],
-        )
-        touched = sorted(states)
-        for chunk in _chunks(touched):
-            tx.execute(f"DELETE FROM routing_deadlines WHERE tracking_id IN ({', '.join('?' for _ in chunk)})", chunk)
-        rows = [
-            (tracking_id, kind, *deadline)
-            for tracking_id in touched
-            for kind, deadline in sorted(deadlines[tracking_id].items())
-        ]
-        if rows:
+    def write(self, tx: Tx) -> None:
+        states, known, deadlines = self._changed, self._known, self._deadlines
+        if states:
+            marks = ", ".join("?" for _ in COMPLAINT_COLUMNS.split(", "))
+            touched = sorted(states)
             tx.executemany(
-                "INSERT INTO routing_deadlines (tracking_id, kind, due, cause_version, cause_event_id, "
-                "correlation_id) VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
+                f"INSERT INTO routing_complaints ({COMPLAINT_COLUMNS}) VALUES ({marks}) "
+                f"ON CONFLICT (tracking_id) DO UPDATE SET {_COMPLAINT_UPDATE}",
+                [_row(states[tracking_id], known[tracking_id]) for tracking_id in touched],
             )
+            for chunk in _chunks(touched):
+                tx.execute(
+                    f"DELETE FROM routing_deadlines WHERE tracking_id IN ({', '.join('?' for _ in chunk)})", chunk
+                )
+            rows = [
+                (tracking_id, kind, *deadline)
+                for tracking_id in touched
+                for kind, deadline in sorted(deadlines[tracking_id].items())
+            ]
+            if rows:
+                tx.executemany(
+                    "INSERT INTO routing_deadlines (tracking_id, kind, due, cause_version, cause_event_id, "
+                    "correlation_id) VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+        self._looked_up, self._known, self._deadlines, self._changed = set(), {}, {}, {}
 
 
 def _advance(row: _Known | None, event: RecordedEvent) -> _Known:

@@ -24,7 +24,7 @@ def subscriptions(ctx: ServiceContext) -> list[Subscription]:
         Subscription(DIRECTORY_SUBSCRIPTION, apply_directory_event, category="directory", setup=setup_directory),
         Subscription(
             COMPLAINT_SUBSCRIPTION, projection, category="complaint", setup=setup_complaints,
-            handle_batch=projection.handle_batch,
+            handle_batch=projection.handle_batch, holding=projection.holding,
         ),
     ]
 

@@ -1,14 +1,16 @@
 """Batch handlers (`Subscription.handle_batch`, which the reporting projections use): a batch takes effect with its
-checkpoint at once, and a batch that fails is handled again one event at a time, so only the bad event is parked."""
+checkpoint at once, and a batch that fails is handled again one event at a time, so only the bad event is parked.
+Rows held across batches (`Subscription.holding`) are written with their checkpoint, and dropped and done again
+the careful way when a batch fails."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-from lapor.db import Tx, open_database
-from lapor.store import NewEvent, RecordedEvent, open_store
-from lapor.subscriptions import Subscription, SubscriptionRunner
+from lapor.db import Database, Tx, open_database
+from lapor.store import EventStore, NewEvent, RecordedEvent, open_store
+from lapor.subscriptions import Subscription, SubscriptionRunner, holding_batches
 
 TABLE = "CREATE TABLE IF NOT EXISTS seen (position BIGINT PRIMARY KEY, times INTEGER NOT NULL)"
 
@@ -58,5 +60,92 @@ def test_feed_handles_only_events_of_the_category_past_the_checkpoint(tmp_path: 
     assert runner.checkpoint() == 3
     with db.read() as tx:
         assert tx.fetchall("SELECT position, times FROM seen ORDER BY position") == [(1, 1), (3, 1)]
+    store.close()
+    db.close()
+
+
+# -- rows held across batches (`Subscription.holding`, a runner with `hold`: how `lapor rebuild` runs) ---------
+
+COUNTS = "CREATE TABLE IF NOT EXISTS counts (stream TEXT PRIMARY KEY, n INTEGER NOT NULL)"
+
+
+class Counts:
+    """Events per stream, held in memory: loaded from the table once, written by `write`. A poisoned event raises
+    after the events before it in the batch were counted, as a projection failing halfway would."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.changed: set[str] = set()
+
+    def apply(self, events: Sequence[RecordedEvent], tx: Tx) -> None:
+        for event in events:
+            if event.data.get("poison"):
+                raise ValueError("cannot read this one")
+            if event.stream not in self.counts:
+                self.counts[event.stream] = tx.scalar("SELECT n FROM counts WHERE stream = ?", (event.stream,)) or 0
+            self.counts[event.stream] += 1
+            self.changed.add(event.stream)
+
+    def held(self) -> int:
+        return len(self.counts)
+
+    def write(self, tx: Tx) -> None:
+        tx.executemany("INSERT INTO counts (stream, n) VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET n = excluded.n",
+                       [(stream, self.counts[stream]) for stream in sorted(self.changed)])
+
+
+def counting(hold: int, store: EventStore, db: Database) -> SubscriptionRunner:
+    batches = holding_batches(Counts)
+    subscription = Subscription("counted", lambda event, tx: batches([event], tx), setup=lambda tx: tx.execute(COUNTS),
+                                handle_batch=batches, holding=Counts)
+    return SubscriptionRunner(store, db, subscription, batch_size=4, max_attempts=1, backoff=0.0, hold=hold)
+
+
+def counts(db: Database) -> dict[str, int]:
+    with db.read() as tx:
+        return dict(tx.fetchall("SELECT stream, n FROM counts"))
+
+
+def stores(tmp_path: Path, poisoned: int | None = None) -> tuple[EventStore, Database, list[RecordedEvent]]:
+    store = open_store(f"sqlite:///{tmp_path / 'events.db'}")
+    db = open_database(f"sqlite:///{tmp_path / 'readmodels.db'}")
+    for number in range(12):  # three streams, four events each
+        store.append(f"complaint-H{number % 3}", [NewEvent("Noted", {"poison": number == poisoned})])
+    return store, db, store.read_all(0, None, 100)
+
+
+def test_held_rows_are_written_with_the_checkpoint_only_when_hold_is_reached_or_flushed(tmp_path: Path):
+    store, db, events = stores(tmp_path)
+    runner = counting(3, store, db)
+    assert runner.feed(events[:2], 2) == 2
+    assert (counts(db), runner.checkpoint(), runner.handled_count()) == ({}, 0, 0)  # two streams held, not written
+    runner.feed(events[2:5], 5)  # the third stream: hold reached
+    assert (counts(db), runner.checkpoint(), runner.handled_count()) == (
+        {"complaint-H0": 2, "complaint-H1": 2, "complaint-H2": 1}, 5, 5)
+    runner.feed(events[5:6], 6)
+    assert counts(db)["complaint-H2"] == 1  # held again, after loading what was written
+    runner.feed(events[6:], 12)
+    assert counts(db) == {"complaint-H0": 4, "complaint-H1": 4, "complaint-H2": 4}
+    assert (runner.checkpoint(), runner.handled_count()) == (12, 12)
+    runner.feed([], 14)  # past events of other categories: the position moves, nothing is held
+    assert runner.checkpoint() == 12
+    runner.flush()
+    assert (runner.checkpoint(), runner.handled_count()) == (14, 12)
+    store.close()
+    db.close()
+
+
+def test_a_held_batch_that_fails_is_done_again_carefully_from_the_written_checkpoint(tmp_path: Path):
+    store, db, events = stores(tmp_path, poisoned=9)  # position 10, the fourth event of complaint-H0
+    runner = counting(100, store, db)
+    runner.feed(events[:4], 4)
+    runner.feed(events[4:8], 8)
+    assert counts(db) == {}  # held
+    runner.feed(events[8:], 12)  # counts H2 (position 9), then fails on position 10
+    runner.flush()
+    # Every event took effect once (those of the first two batches were held, dropped, and read again), but the bad one.
+    assert counts(db) == {"complaint-H0": 3, "complaint-H1": 4, "complaint-H2": 4}
+    assert [event.position for event in runner.parked()] == [10]
+    assert (runner.checkpoint(), runner.handled_count()) == (12, 11)
     store.close()
     db.close()

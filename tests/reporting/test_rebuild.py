@@ -257,3 +257,20 @@ def test_lapor_rebuild_in_two_processes_exits_1_when_a_live_table_differs(sqlite
 def test_a_rebuild_process_that_fails_is_named_with_its_error(sqlite_context: ServiceContext):
     with pytest.raises(RebuildFailed, match="no-such-service"):
         rebuild_in_processes(sqlite_context.settings.data, [["reporting"], ["no-such-service"]])
+
+
+@pytest.mark.parametrize("hold", [1, 7, 1000])
+def test_a_rebuild_holding_few_or_all_rows_between_writes_equals_live(
+    context: ServiceContext, monkeypatch: pytest.MonkeyPatch, hold: int
+):
+    """Every service's projections that hold rows (routing's, followup's and reporting's complaints) write them
+    when `hold` are held and load them again later: rebuilt equals live whether that happens after each report,
+    every few, or only at the end."""
+    services = load_services()
+    run_live(context, services, batch_size=50)
+    monkeypatch.setattr("lapor.rebuild.REBUILD_HOLD", hold)
+    report = rebuild(context, services, batch_size=40)
+    assert report.identical, report.differences
+    held = {"routing.complaints", "followup.queue", "reporting.complaints"}
+    assert held <= {result.name for result in report.subscriptions}
+    assert all(result.handled > 0 and result.parked == 0 for result in report.subscriptions if result.name in held)
