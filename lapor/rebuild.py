@@ -539,7 +539,7 @@ def run(
 
 # Seconds each service's projections took per 10^6 events in the last full rebuild measured (docs/performance.md):
 # only used to share the services out between processes, longest first. Others count as the middle one.
-REBUILD_COST = {"routing": 36.0, "reporting": 28.0, "followup": 22.0, "intake": 2.0}
+REBUILD_COST = {"routing": 16.0, "followup": 12.0, "reporting": 10.0, "intake": 2.0}
 RESULT_WAIT = 1.0  # seconds between checks that no rebuild process died without a word
 
 

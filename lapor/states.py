@@ -42,6 +42,8 @@ class ComplaintStates:
         self._history = history
         self._recent: OrderedDict[str, list[_Entry]] = OrderedDict()
         self._lock = threading.Lock()
+        # Once `keep_latest` was called (a rebuild): the complaints holding more than their newest state since.
+        self._crowded: set[str] | None = None
         self.folded = 0  # events evolved here (a state built once serves every projection)
         self.read_from_store = 0  # prefixes folded from the store because no state was remembered
 
@@ -100,12 +102,21 @@ class ComplaintStates:
                 entries[:] = kept
             if len(entries) > self._history:
                 del entries[: len(entries) - self._history]
+            if self._crowded is not None and len(entries) > 1:
+                self._crowded.add(tracking_id)
 
     def keep_latest(self) -> None:
         """Forget every state but each complaint's newest (a rebuild, once every projection has had a batch)."""
         with self._lock:
-            for entries in self._recent.values():
-                del entries[:-1]
+            if self._crowded is None:
+                for entries in self._recent.values():
+                    del entries[:-1]
+            else:
+                for tracking_id in self._crowded:
+                    entries = self._recent.get(tracking_id)
+                    if entries is not None:
+                        del entries[:-1]
+            self._crowded = set()
 
     def __len__(self) -> int:
         return len(self._recent)

@@ -116,10 +116,14 @@ def test_keep_latest_forgets_older_states_but_not_the_newest(store):
     more = store.append(
         "complaint-LAP-G", [ComplaintResolved(resolution="Selesai.", feedback_due=due(30)).to_new_event()], 3
     )
-    _, after = states.step(store.read_stream("complaint-LAP-G", more.first_version)[0])
+    resolved = store.read_stream("complaint-LAP-G", more.first_version)[0]
+    _, after = states.step(resolved)
     assert after == fold(store.read_stream("complaint-LAP-G"))
     assert states.folded == folded + 1
     assert states.read_from_store == 1  # the newest state was still there to evolve from
+    states.keep_latest()  # again: what was added since is trimmed too
+    assert states.step(resolved)[1] == after
+    assert states.read_from_store == 2
 
 
 def test_an_event_the_lifecycle_refuses_raises_and_is_not_remembered(store):

@@ -227,7 +227,7 @@ class HeldQueue:
             tx.executemany(
                 "INSERT INTO followup_queue_arrivals (arrival_id, agency_id, tracking_id, payload, occurred_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (arrival_id) DO NOTHING",
-                self._arrivals,
+                sorted(self._arrivals),  # in key order: each B-tree page visited once
             )
         self._changed, self._arrivals = {}, []
 
