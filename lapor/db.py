@@ -109,15 +109,21 @@ class Database(ABC):
                     tx.execute(statement)
 
 
+WRITER_CACHE_MB = 64  # SQLite's page cache for the one write connection (SQLite's own default is 2 MB)
+
+
 class SqliteDatabase(Database):
     dialect: Dialect = "sqlite"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, writer_cache_mb: int = WRITER_CACHE_MB) -> None:
+        """`writer_cache_mb`: pages the write connection may keep (taken only as used). Projections upsert rows
+        all over their tables and indexes; a cache that holds them saves a read of the file per page touched."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.url = f"sqlite:///{self.path}"
         self._write_lock = threading.Lock()
         self._writer = connect(self.path)
+        self._writer.execute(f"PRAGMA cache_size = {-1024 * writer_cache_mb}")
         self._durable = True
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []

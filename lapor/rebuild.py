@@ -51,6 +51,9 @@ REBUILD_HISTORY = 64  # states per complaint within one batch
 # Rows a projection that can hold them keeps in memory between batches before it writes them (about 2 KB each
 # for the largest, reporting's complaints): a log of ~2 million reports is rebuilt writing each row once.
 REBUILD_HOLD = 250_000
+# The fresh SQLite tables' page cache: every table a rebuild writes stays in memory until it is compared (a
+# rebuild of 10^6 events writes ~300 MB; 2 MB, SQLite's default, cost 7% of the rebuild's time).
+REBUILD_CACHE_MB = 512
 BOOKKEEPING_TABLES = frozenset({"subscription_checkpoints", "parked_events"})
 EXAMPLES = 3  # differing rows shown per table and side
 
@@ -114,7 +117,7 @@ def fresh_tables(live: Database, label: str) -> FreshTables:
     `lapor_rebuild_<label>` in the live PostgreSQL database."""
     if isinstance(live, SqliteDatabase):
         path = live.path.parent / "rebuild" / f"{live.path.stem}-{label}.db"
-        db = SqliteDatabase(path)
+        db = SqliteDatabase(path, writer_cache_mb=REBUILD_CACHE_MB)
 
         def drop_file() -> None:
             db.close()

@@ -134,3 +134,16 @@ def test_an_event_the_lifecycle_refuses_raises_and_is_not_remembered(store):
     with pytest.raises(IllegalTransition):
         states.step(recorded[1])
     assert states.folded == 1
+
+
+def test_remembered_after_gives_a_held_state_and_never_folds(store):
+    recorded = record(store, "LAP-R")
+    other = record(store, "LAP-S")  # the same versions, another history
+    states = ComplaintStates(store)
+    assert states.remembered_after(recorded[0]) is None
+    for event in recorded[:2]:
+        states.step(event)
+    assert states.remembered_after(recorded[1]) == fold(recorded[:2])
+    assert states.remembered_after(recorded[2]) is None  # not folded yet
+    assert states.remembered_after(other[1]) is None
+    assert (states.folded, states.read_from_store) == (2, 0)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -28,6 +29,7 @@ import orjson
 from lapor.calendar import jakarta_date
 from lapor.complaint import ComplaintState, Escalation, Feedback, Status, evolve, initial_state
 from lapor.db import Tx, setup_tables
+from lapor.states import ComplaintStates
 from lapor.store import RecordedEvent
 from lapor.subscriptions import Subscription, holding_batches
 from schemas.events import Channel, ComplaintKind, EscalationKind, Level
@@ -328,9 +330,12 @@ Daily = dict[tuple[str, str, str, str], int]  # (day, region_code, agency_id, me
 
 class ComplaintReports:
     """The complaint projection's rows in memory (a `lapor.subscriptions.Holding`): each complaint loaded once,
-    every event of it folded in, the changed rows and the day's counts written by `write`."""
+    every event of it folded in, the changed rows and the day's counts written by `write`. With the process's
+    shared `states`, a state another projection already folded is taken from there instead of folded again
+    (the one fold: the same fields, whichever folded it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, states: ComplaintStates | None = None) -> None:
+        self._states = states
         self._complaints: dict[str, _Complaint] = {}
         self._changed: set[str] = set()
         self._daily: Daily = {}
@@ -348,7 +353,7 @@ class ComplaintReports:
         complaints = self._complaints
         tracking_ids = {stream: stream.removeprefix("complaint-") for stream in by_stream}
         complaints.update(_load(tx, sorted(t for t in tracking_ids.values() if t not in complaints)))
-        days, daily, changed = self._days, self._daily, self._changed
+        days, daily, changed, states = self._days, self._daily, self._changed, self._states
         for stream, stream_events in by_stream.items():
             tracking_id = tracking_ids[stream]
             complaint = complaints.get(tracking_id)
@@ -358,7 +363,12 @@ class ComplaintReports:
                 before = complaint.state
                 if event.version <= before.version:
                     continue  # applied before: a redelivery
-                after = complaint.state = evolve(before, event)
+                after = None
+                if states is not None and event.version == before.version + 1:  # a gap is evolve's to refuse
+                    after = states.remembered_after(event)
+                if after is None:
+                    after = evolve(before, event)
+                complaint.state = after
                 complaint.extra["position"] = event.position
                 changed.add(tracking_id)
                 note = _NOTES.get(event.type)
@@ -475,10 +485,6 @@ _NOTES: Mapping[str, Note] = {
 }
 
 
-def _project_complaint(event: RecordedEvent, tx: Tx) -> None:
-    project_complaints([event], tx)
-
-
 # -- the directory ----------------------------------------------------------------------------------------
 
 _UPSERT_AGENCY = (
@@ -508,15 +514,18 @@ def project_directory(event: RecordedEvent, tx: Tx) -> None:
     )
 
 
-def subscriptions() -> list[Subscription]:
+def subscriptions(states: ComplaintStates | None = None) -> list[Subscription]:
+    """The reporting projections; with the process's shared `states`, see `ComplaintReports`."""
+    holding = partial(ComplaintReports, states)
+    batches = holding_batches(holding)
     return [
         Subscription(
             COMPLAINTS_SUBSCRIPTION,
-            _project_complaint,
+            lambda event, tx: batches([event], tx),
             category="complaint",
             setup=setup_tables(COMPLAINTS_SCHEMA),
-            handle_batch=project_complaints,
-            holding=ComplaintReports,
+            handle_batch=batches,
+            holding=holding,
         ),
         Subscription(
             DIRECTORY_SUBSCRIPTION, project_directory, category="directory", setup=setup_tables(DIRECTORY_SCHEMA)

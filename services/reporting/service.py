@@ -13,7 +13,7 @@ from services.reporting.stream import hub_loop
 
 
 def _subscriptions(ctx: ServiceContext) -> list[Subscription]:
-    return subscriptions()
+    return subscriptions(ctx.states)
 
 
 def _background(ctx: ServiceContext) -> list[BackgroundLoop]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -13,14 +14,17 @@ import pytest
 from lapor.app import load_services
 from lapor.cli import main
 from lapor.clock import ManualClock
+from lapor.complaint import ComplaintState, evolve
 from lapor.context import ServiceContext, ServiceDefinition
 from lapor.db import Tx
 from lapor.policy import Sp4nPolicy
 from lapor.rebuild import REBUILD_COST, RebuildFailed, rebuild, rebuild_in_processes, share_out
 from lapor.settings import load_settings
+from lapor.states import ComplaintStates
 from lapor.store import NewEvent, RecordedEvent
-from lapor.subscriptions import Subscription, SubscriptionRunner
-from services.reporting.projections import project_complaints
+from lapor.subscriptions import Subscription, SubscriptionRunner, holding_batches
+from services.reporting import projections as reporting_projections
+from services.reporting.projections import ComplaintReports, project_complaints
 from services.reporting.service import SERVICE
 from tests.reporting import lifecycles
 
@@ -274,3 +278,33 @@ def test_a_rebuild_holding_few_or_all_rows_between_writes_equals_live(
     held = {"routing.complaints", "followup.queue", "reporting.complaints"}
     assert held <= {result.name for result in report.subscriptions}
     assert all(result.handled > 0 and result.parked == 0 for result in report.subscriptions if result.name in held)
+
+
+def test_the_complaint_projection_takes_the_states_another_projection_folded(
+    context: ServiceContext, monkeypatch: pytest.MonkeyPatch
+):
+    """With the process's shared states, reporting evolves nothing another projection folded, and writes the
+    same rows as when it folds every event itself."""
+    events = complaint_events(context)
+    shared = ComplaintStates(context.store, capacity=1000, history=100)
+    for event in events[: len(events) // 2]:
+        shared.step(event)  # as routing's projection would, ahead of reporting
+    evolved: list[RecordedEvent] = []
+
+    def counting_evolve(state: ComplaintState, event: RecordedEvent) -> ComplaintState:
+        evolved.append(event)
+        return evolve(state, event)
+
+    monkeypatch.setattr(reporting_projections, "evolve", counting_evolve)
+    results = []
+    for states in (shared, None):
+        with context.db.transaction() as tx:
+            tx.execute("DROP TABLE IF EXISTS rpt_complaints")
+            tx.execute("DROP TABLE IF EXISTS rpt_daily")
+            SERVICE.subscriptions(context)[0].setup(tx)
+            holding_batches(partial(ComplaintReports, states))(events, tx)
+            results.append((table(tx, "rpt_complaints"), table(tx, "rpt_daily")))
+        if states is shared:
+            # The first half came from the shared states (the projection goes stream by stream).
+            assert sorted(e.position for e in evolved) == [e.position for e in events[len(events) // 2 :]]
+    assert results[0] == results[1]
