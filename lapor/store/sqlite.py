@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -108,20 +108,11 @@ def _enter_wal(conn: sqlite3.Connection) -> None:
         delay = min(delay * 2, 0.2)
 
 
-def row_to_event(row: tuple) -> RecordedEvent:
-    return RecordedEvent(
-        row[0],  # event id and metadata are decoded on first access (see RecordedEvent)
-        row[1],
-        row[2],
-        row[3],
-        row[4],
-        row[5],
-        orjson.loads(row[6]),
-        row[7],
-        datetime.fromisoformat(row[8]),
-        row[9],
-        row[10],
-    )
+def rows_to_events(rows: Iterable[tuple]) -> list[RecordedEvent]:
+    """Rows of COLUMNS as recorded events: event id and metadata are decoded on first access (see RecordedEvent).
+    One comprehension with its callables bound locally: a replay turns millions of rows into events."""
+    event, loads, moment = RecordedEvent, orjson.loads, datetime.fromisoformat
+    return [event(r[0], r[1], r[2], r[3], r[4], r[5], loads(r[6]), r[7], moment(r[8]), r[9], r[10]) for r in rows]
 
 
 _ROW_MARKS = "(?,?,?,?,?,?,?,?,?,?,?,?)"
@@ -392,7 +383,7 @@ class SqliteEventStore(EventStore):
                 )
                 .fetchall()
             )
-        return [row_to_event(row) for row in rows]
+        return rows_to_events(rows)
 
     def read_all(self, from_position: int = 0, category: str | None = None, limit: int = 1000) -> list[RecordedEvent]:
         conn = self._reader()
@@ -406,7 +397,7 @@ class SqliteEventStore(EventStore):
                 f"SELECT {COLUMNS} FROM events WHERE category = ? AND position >= ? ORDER BY position LIMIT ?",
                 (category, from_position, limit),
             )
-        return [row_to_event(row) for row in rows]
+        return rows_to_events(rows)
 
     def head_position(self) -> int:
         return self._reader().execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
