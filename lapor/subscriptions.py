@@ -155,6 +155,7 @@ class SubscriptionRunner:
         self.hold = hold if subscription.holding is not None else 0
         self._holding: Holding | None = None
         self._held_events = 0
+        self._held_last = 0  # the position of the last event held
         self._written = self._position
 
     @property
@@ -282,19 +283,30 @@ class SubscriptionRunner:
                 log.warning("subscription %s: held batch failed, handling it again carefully: %s", self.name, error)
                 return self._redo_carefully(events[-1].position, through)
             self._held_events += len(events)
+            self._held_last = events[-1].position
         self._position = max(self._position, through)
         if self._holding is not None and self._holding.held() >= self.hold:
             self.flush()
         return len(events)
 
     def flush(self) -> None:
-        """Write the rows held by `feed` (if any) with the checkpoint reached."""
+        """Write the rows held by `feed` (if any) with the checkpoint reached. If writing them fails, they are
+        dropped and the events since the written checkpoint are done again the careful way."""
         if self._position == self._written:
             return
-        with self._transaction() as tx:
-            if self._holding is not None:
-                self._holding.write(tx)
-            self._save_checkpoint(tx, self._position, self._held_events)
+        holding = self._holding
+        try:
+            with self._transaction() as tx:
+                if holding is not None:
+                    holding.write(tx)
+                self._save_checkpoint(tx, self._position, self._held_events)
+        except Exception as error:
+            if holding is None:
+                raise  # only the checkpoint: nothing to do again
+            log.warning("subscription %s: writing held rows failed, handling them again carefully: %s", self.name,
+                        error)
+            self._redo_carefully(self._held_last, self._position)
+            return
         self._holding = None
         self._held_events = 0
         self._written = self._position

@@ -76,6 +76,7 @@ class Counts:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
         self.changed: set[str] = set()
+        self.unwritable = False  # an event whose row the database refuses (only when written)
 
     def apply(self, events: Sequence[RecordedEvent], tx: Tx) -> None:
         for event in events:
@@ -85,11 +86,14 @@ class Counts:
                 self.counts[event.stream] = tx.scalar("SELECT n FROM counts WHERE stream = ?", (event.stream,)) or 0
             self.counts[event.stream] += 1
             self.changed.add(event.stream)
+            self.unwritable = self.unwritable or bool(event.data.get("unwritable"))
 
     def held(self) -> int:
         return len(self.counts)
 
     def write(self, tx: Tx) -> None:
+        if self.unwritable:
+            tx.execute("INSERT INTO counts (stream, n) VALUES (?, NULL)", ("unwritable",))  # n is NOT NULL
         tx.executemany("INSERT INTO counts (stream, n) VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET n = excluded.n",
                        [(stream, self.counts[stream]) for stream in sorted(self.changed)])
 
@@ -106,11 +110,14 @@ def counts(db: Database) -> dict[str, int]:
         return dict(tx.fetchall("SELECT stream, n FROM counts"))
 
 
-def stores(tmp_path: Path, poisoned: int | None = None) -> tuple[EventStore, Database, list[RecordedEvent]]:
+def stores(
+    tmp_path: Path, poisoned: int | None = None, unwritable: int | None = None
+) -> tuple[EventStore, Database, list[RecordedEvent]]:
     store = open_store(f"sqlite:///{tmp_path / 'events.db'}")
     db = open_database(f"sqlite:///{tmp_path / 'readmodels.db'}")
     for number in range(12):  # three streams, four events each
-        store.append(f"complaint-H{number % 3}", [NewEvent("Noted", {"poison": number == poisoned})])
+        data = {"poison": number == poisoned, "unwritable": number == unwritable}
+        store.append(f"complaint-H{number % 3}", [NewEvent("Noted", data)])
     return store, db, store.read_all(0, None, 100)
 
 
@@ -147,5 +154,20 @@ def test_a_held_batch_that_fails_is_done_again_carefully_from_the_written_checkp
     assert counts(db) == {"complaint-H0": 3, "complaint-H1": 4, "complaint-H2": 4}
     assert [event.position for event in runner.parked()] == [10]
     assert (runner.checkpoint(), runner.handled_count()) == (12, 11)
+    store.close()
+    db.close()
+
+
+def test_held_rows_that_cannot_be_written_are_done_again_carefully(tmp_path: Path):
+    store, db, events = stores(tmp_path, unwritable=4)  # position 5, the second event of complaint-H1
+    runner = counting(100, store, db)
+    runner.feed(events[:6], 6)
+    runner.feed(events[6:], 12)
+    runner.flush()  # the write fails: every event since the written checkpoint is handled again
+    assert counts(db) == {"complaint-H0": 4, "complaint-H1": 3, "complaint-H2": 4}
+    assert [event.position for event in runner.parked()] == [5]
+    assert (runner.checkpoint(), runner.handled_count()) == (12, 11)
+    runner.flush()
+    assert runner.handled_count() == 11
     store.close()
     db.close()
