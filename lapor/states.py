@@ -52,18 +52,35 @@ class ComplaintStates:
         lifecycle refuses, and then remembers nothing."""
         tracking_id = event.stream.removeprefix(STREAM_PREFIX)
         version = event.version
-        before = initial_state(tracking_id) if version == 0 else None
+        before = None
         with self._lock:
             entries = self._recent.get(tracking_id)
             if entries is not None:
                 self._recent.move_to_end(tracking_id)
-                for entry_version, entry_hash, state in entries:
-                    if entry_version == version - 1 and entry_hash == event.prev_hash:
-                        before = state
-                    elif entry_version == version and entry_hash == event.hash and before is not None:
-                        return before, state
+                after = None
+                for entry_version, entry_hash, state in reversed(entries):  # newest first
+                    if entry_version == version:
+                        if entry_hash == event.hash:
+                            after = state
+                    elif entry_version == version - 1:
+                        if entry_hash == event.prev_hash:
+                            before = state
+                        break
+                    elif entry_version < version:
+                        break
+                if version == 0 and after is not None:
+                    return initial_state(tracking_id), after
+                if before is not None:
+                    if after is not None:
+                        return before, after  # folded before, by another projection
+                    if entries[-1][2] is before:  # the usual case: the next version of the newest we hold
+                        after = evolve(before, event)
+                        self.folded += 1
+                        entries.append((version, event.hash, after))
+                        self._trim(tracking_id, entries)
+                        return before, after
         if before is None:
-            before = self._fold_before(event, tracking_id)
+            before = initial_state(tracking_id) if version == 0 else self._fold_before(event, tracking_id)
         after = evolve(before, event)
         self._remember(tracking_id, version, event.hash, after, before, event.prev_hash)
         return before, after
@@ -110,10 +127,14 @@ class ComplaintStates:
                 kept.append((version, hash_, after))
                 kept.sort(key=_version)
                 entries[:] = kept
-            if len(entries) > self._history:
-                del entries[: len(entries) - self._history]
-            if self._crowded is not None and len(entries) > 1:
-                self._crowded.add(tracking_id)
+            self._trim(tracking_id, entries)
+
+    def _trim(self, tracking_id: str, entries: list[_Entry]) -> None:
+        """Keep `history` states (with the lock held)."""
+        if len(entries) > self._history:
+            del entries[: len(entries) - self._history]
+        if self._crowded is not None and len(entries) > 1:
+            self._crowded.add(tracking_id)
 
     def keep_latest(self) -> None:
         """Forget every state but each complaint's newest (a rebuild, once every projection has had a batch)."""

@@ -149,6 +149,13 @@ def _arrivals(
     Ombudsman) or comes back (reopened after the reporter's dissatisfaction). Each becomes a notification for the
     agency's targets (`notifications.post_arrivals`)."""
     reopened = event.type == "ComplaintReopened"
+    if (
+        not reopened
+        and after.agency_id == before.agency_id
+        and after.unit_id == before.unit_id
+        and (after.status in QUEUE_STATUSES) == (before.status in QUEUE_STATUSES)
+    ):
+        return []  # the same holders as before (most events): nothing arrives
     added = holders(after) if reopened else holders(after) - holders(before)
     if not added:
         return []

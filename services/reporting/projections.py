@@ -9,8 +9,9 @@
 
 Every row keeps the last version it applied (per stream), so an event delivered twice changes nothing, and the
 subscription runner commits each batch's rows with its checkpoint. The complaint projection works a batch at
-a time: it loads the rows of the batch's complaints in one query per 500, folds every event in memory, and
-writes each changed row and each day's counts once — a rebuild runs at the speed of reading the log.
+a time (`ComplaintReports`): it loads the rows of the batch's complaints in one query per 500, folds every event
+in memory (or takes the state another projection of the process already folded), and writes each changed row
+and each day's counts once. A rebuild keeps those rows from batch to batch and writes each once at the end.
 
 Times are stored as epoch seconds (DOUBLE PRECISION), which compare and subtract the same way on SQLite and
 PostgreSQL; days as ISO dates in Jakarta time.
