@@ -17,7 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from lapor.store.model import NewEvent
+from lapor.store.model import NewEvent, new_event_id
 
 # -- value types ------------------------------------------------------------------------------------------
 
@@ -168,7 +168,7 @@ class EventData(BaseModel):
             type=self.event_type(),
             data=self.to_data(),
             metadata=metadata or {},
-            event_id=event_id or uuid.uuid4(),
+            event_id=event_id or new_event_id(),
             schema_version=self.schema_version,
         )
 

@@ -3,6 +3,7 @@ step with the models, and old event data is upcast in order."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import orjson
@@ -10,7 +11,7 @@ import pydantic
 import pytest
 
 from lapor.clock import ManualClock
-from lapor.store import NO_STREAM, open_store
+from lapor.store import NO_STREAM, NewEvent, open_store
 from schemas import EVENT_TYPES, EventEnvelope, UpcasterRegistry, UpcastError, parse_event_data, upcast
 from schemas.events import COMPLAINT_EVENTS, ComplaintSubmitted, FeedbackGiven, UnknownEventType
 from schemas.export import JSON_DIR, render_schemas
@@ -113,6 +114,18 @@ def test_unknown_event_type_is_named_in_the_error():
 def test_new_events_carry_their_type_and_current_schema_version():
     new_event = submitted().to_new_event()
     assert (new_event.type, new_event.schema_version) == ("ComplaintSubmitted", ComplaintSubmitted.schema_version)
+
+
+def test_new_events_get_time_ordered_ids_unless_given_one():
+    """Fresh ids are UUIDv7: each later one sorts after the earlier (the store's id index grows at its end). An
+    id the caller derived (a cause, an idempotency key) is kept as given."""
+    made = [submitted().to_new_event().event_id for _ in range(50)]
+    made += [NewEvent("Noted", {}).event_id for _ in range(50)]
+    assert all(event_id.version == 7 for event_id in made)
+    assert made == sorted(made, key=lambda event_id: event_id.bytes)
+    assert len(set(made)) == len(made)
+    given = uuid.uuid5(uuid.NAMESPACE_URL, "lapor:cause")
+    assert submitted().to_new_event(event_id=given).event_id == given
 
 
 def test_exported_json_schemas_match_the_models():

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lapor.auth import new_reporter_token
-from lapor.store.model import canonical_json
+from lapor.store.model import canonical_json, new_event_id
 from services.intake.tracking import RANDOM_BITS, format_tracking_id
 
 _DOMAIN = b"lapor/intake/v1"
@@ -81,7 +81,7 @@ class IdDerivation:
         `new_reporter_token()`: 32 bytes, URL-safe base64."""
         return SubmissionIds(
             tracking_id=format_tracking_id(secrets.randbits(RANDOM_BITS)),
-            event_id=uuid.uuid4(),
+            event_id=new_event_id(),
             reporter_token=new_reporter_token(),
             key_digest=None,
             _seed=b"",
