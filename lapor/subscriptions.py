@@ -32,8 +32,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from lapor.clock import Clock, SystemClock
 from lapor.db import Database, Tx
@@ -88,6 +89,19 @@ def holding_batches(holding: Callable[[], Holding]) -> BatchHandler:
         rows.write(tx)
 
     return handle_batch
+
+
+def holding_subscription(
+    name: str, holding: Callable[[], Holding], *, category: str | None = "complaint",
+    setup: Callable[[Tx], None] | None = None,
+) -> Subscription:
+    """The subscription of a projection that can hold its rows: one event, a batch (`holding_batches`) and a
+    rebuild's held rows all go through `holding`."""
+    batches = holding_batches(holding)
+    return Subscription(
+        name, lambda event, tx: batches([event], tx), category=category, setup=setup, handle_batch=batches,
+        holding=holding,
+    )
 
 
 @dataclass(frozen=True)
@@ -433,7 +447,7 @@ class SubscriptionRunner:
             self._save_checkpoint(tx, position, 0)
         self._position = position
 
-    def _transaction(self) -> Any:
+    def _transaction(self) -> AbstractContextManager[Tx]:
         """A transaction for the subscription's rows and checkpoint: not flushed to disk at commit, since after a
         power cut the lost tail is read again from the durable log (see `lapor.db`)."""
         return self.db.transaction(durable=False)

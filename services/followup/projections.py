@@ -19,6 +19,7 @@ import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import orjson
@@ -28,7 +29,7 @@ from lapor.db import Tx
 from lapor.problems import BadRequest
 from lapor.states import ComplaintStates
 from lapor.store import RecordedEvent
-from lapor.subscriptions import Subscription, holding_batches
+from lapor.subscriptions import Subscription, holding_subscription
 from services.followup import storage
 from services.followup.notifications import ITEM_ADDED, notification_id
 from services.followup.storage import NEVER, ancestors_and_self, instant
@@ -183,32 +184,22 @@ def _arrivals(
 
 
 class QueueProjection:
-    """Handler of the `followup.queue` subscription. The states come from the process's shared
+    """The `followup.queue` subscription. The states come from the process's shared
     `lapor.states.ComplaintStates`: following the log costs one `evolve` per event (none when another projection
     folded it first); a state nobody holds (after a restart, or evicted) is folded from the store up to the
     event."""
 
     def __init__(self, states: ComplaintStates) -> None:
         self._states = states
-        # Each report's row written once per batch, with its last state; arrivals in one statement.
-        self.handle_batch = holding_batches(self.holding)
 
     def subscription(self) -> Subscription:
-        return Subscription(
-            "followup.queue", self.handle, category="complaint", setup=storage.install_queue,
-            handle_batch=self.handle_batch, holding=self.holding,
-        )
-
-    def handle(self, event: RecordedEvent, tx: Tx) -> None:
-        self.handle_batch([event], tx)
-
-    def holding(self) -> HeldQueue:
-        return HeldQueue(self._states)
+        return holding_subscription("followup.queue", partial(HeldQueue, self._states), setup=storage.install_queue)
 
 
 class HeldQueue:
     """The queue rows in memory (a `lapor.subscriptions.Holding`): each report's last state and the arrivals, all
-    written by `write`. Nothing is loaded: a row is the state's, and rows are idempotent by version."""
+    written by `write` (each report's row once, arrivals in one statement). Nothing is loaded: a row is the
+    state's, and rows are idempotent by version."""
 
     def __init__(self, states: ComplaintStates) -> None:
         self._states = states

@@ -32,7 +32,7 @@ from lapor.complaint import ComplaintState, Escalation, Feedback, Status, evolve
 from lapor.db import Tx, setup_tables
 from lapor.states import ComplaintStates
 from lapor.store import RecordedEvent
-from lapor.subscriptions import Subscription, holding_batches
+from lapor.subscriptions import Subscription, holding_batches, holding_subscription
 from schemas.events import Channel, ComplaintKind, EscalationKind, Level
 
 COMPLAINTS_SUBSCRIPTION = "reporting.complaints"
@@ -388,8 +388,8 @@ class ComplaintReports:
         self._complaints, self._changed, self._daily = {}, set(), {}
 
 
+# The complaint events of a batch, in position order, into rpt_complaints and rpt_daily (folding every event).
 project_complaints = holding_batches(ComplaintReports)
-project_complaints.__doc__ = "The complaint events of a batch, in position order, into rpt_complaints and rpt_daily."
 
 
 # -- what each event adds to the reports' own fields and to the day's counts ------------------------------------
@@ -517,16 +517,9 @@ def project_directory(event: RecordedEvent, tx: Tx) -> None:
 
 def subscriptions(states: ComplaintStates | None = None) -> list[Subscription]:
     """The reporting projections; with the process's shared `states`, see `ComplaintReports`."""
-    holding = partial(ComplaintReports, states)
-    batches = holding_batches(holding)
     return [
-        Subscription(
-            COMPLAINTS_SUBSCRIPTION,
-            lambda event, tx: batches([event], tx),
-            category="complaint",
-            setup=setup_tables(COMPLAINTS_SCHEMA),
-            handle_batch=batches,
-            holding=holding,
+        holding_subscription(
+            COMPLAINTS_SUBSCRIPTION, partial(ComplaintReports, states), setup=setup_tables(COMPLAINTS_SCHEMA)
         ),
         Subscription(
             DIRECTORY_SUBSCRIPTION, project_directory, category="directory", setup=setup_tables(DIRECTORY_SCHEMA)

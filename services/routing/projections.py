@@ -27,7 +27,6 @@ from lapor.complaint import ComplaintState, Status
 from lapor.db import Tx, setup_tables, sortable_moment
 from lapor.states import ComplaintStates
 from lapor.store import RecordedEvent
-from lapor.subscriptions import holding_batches
 from services.routing.decide import DeadlineKind, RoutingFacts, Rule, running_deadlines
 from services.routing.directory import AGENCY_EVENTS, RULES_STREAM, Agency, is_top_level
 
@@ -300,25 +299,10 @@ def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
         yield ids[start : start + _CHUNK]
 
 
-class ComplaintProjection:
-    """Handler of `routing.complaints`: the queue row and the running deadlines of each report. A batch loads the
-    rows of its reports once and writes each report once (`handle_batch`, through a `HeldComplaints`); one event
-    is a batch of one. A rebuild keeps a `HeldComplaints` across batches (`holding`)."""
-
-    def __init__(self, states: ComplaintStates) -> None:
-        self.states = states
-        self.handle_batch = holding_batches(self.holding)
-
-    def __call__(self, event: RecordedEvent, tx: Tx) -> None:
-        self.handle_batch([event], tx)
-
-    def holding(self) -> HeldComplaints:
-        return HeldComplaints(self.states)
-
-
 class HeldComplaints:
-    """Routing's complaint rows in memory (a `lapor.subscriptions.Holding`): each report's row and deadlines
-    loaded once, every event folded in, each changed report written once by `write`."""
+    """Handler of `routing.complaints` (a `lapor.subscriptions.Holding`): the queue row and the running deadlines
+    of each report. Each report's row and deadlines are loaded once, every event is folded in, and each changed
+    report is written once by `write`: once per batch live, once per rebuild (see `holding_subscription`)."""
 
     def __init__(self, states: ComplaintStates) -> None:
         self.states = states

@@ -7,11 +7,13 @@ escalates, archives and offers the Ombudsman as deadlines pass.
 
 from __future__ import annotations
 
+from functools import partial
+
 from lapor.context import BackgroundLoop, ServiceContext, ServiceDefinition
-from lapor.subscriptions import Subscription
+from lapor.subscriptions import Subscription, holding_subscription
 from services.routing.api import build_router
 from services.routing.handlers import DeadlineScheduler
-from services.routing.projections import ComplaintProjection, apply_directory_event, setup_complaints, setup_directory
+from services.routing.projections import HeldComplaints, apply_directory_event, setup_complaints, setup_directory
 from services.routing.seed import seed_demo, seed_directory
 
 DIRECTORY_SUBSCRIPTION = "routing.directory"
@@ -19,13 +21,9 @@ COMPLAINT_SUBSCRIPTION = "routing.complaints"
 
 
 def subscriptions(ctx: ServiceContext) -> list[Subscription]:
-    projection = ComplaintProjection(ctx.states)
     return [
         Subscription(DIRECTORY_SUBSCRIPTION, apply_directory_event, category="directory", setup=setup_directory),
-        Subscription(
-            COMPLAINT_SUBSCRIPTION, projection, category="complaint", setup=setup_complaints,
-            handle_batch=projection.handle_batch, holding=projection.holding,
-        ),
+        holding_subscription(COMPLAINT_SUBSCRIPTION, partial(HeldComplaints, ctx.states), setup=setup_complaints),
     ]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lapor.db import Database, Tx, open_database
 from lapor.store import EventStore, NewEvent, RecordedEvent, open_store
-from lapor.subscriptions import Subscription, SubscriptionRunner, holding_batches
+from lapor.subscriptions import Subscription, SubscriptionRunner, holding_subscription
 
 TABLE = "CREATE TABLE IF NOT EXISTS seen (position BIGINT PRIMARY KEY, times INTEGER NOT NULL)"
 
@@ -99,9 +99,7 @@ class Counts:
 
 
 def counting(hold: int, store: EventStore, db: Database) -> SubscriptionRunner:
-    batches = holding_batches(Counts)
-    subscription = Subscription("counted", lambda event, tx: batches([event], tx), setup=lambda tx: tx.execute(COUNTS),
-                                handle_batch=batches, holding=Counts)
+    subscription = holding_subscription("counted", Counts, setup=lambda tx: tx.execute(COUNTS))
     return SubscriptionRunner(store, db, subscription, batch_size=4, max_attempts=1, backoff=0.0, hold=hold)
 
 
