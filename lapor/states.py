@@ -57,17 +57,7 @@ class ComplaintStates:
             entries = self._recent.get(tracking_id)
             if entries is not None:
                 self._recent.move_to_end(tracking_id)
-                after = None
-                for entry_version, entry_hash, state in reversed(entries):  # newest first
-                    if entry_version == version:
-                        if entry_hash == event.hash:
-                            after = state
-                    elif entry_version == version - 1:
-                        if entry_hash == event.prev_hash:
-                            before = state
-                        break
-                    elif entry_version < version:
-                        break
+                before, after = _held(entries, event)
                 if version == 0 and after is not None:
                     return initial_state(tracking_id), after
                 if before is not None:
@@ -91,12 +81,9 @@ class ComplaintStates:
     def remembered_after(self, event: RecordedEvent) -> ComplaintState | None:
         """The state after `event` if it is held here, else None: never folds, never reads the store (for a
         projection that can evolve the state itself and only wants to save doing it twice)."""
-        tracking_id = event.stream.removeprefix(STREAM_PREFIX)
         with self._lock:
-            for version, hash_, state in reversed(self._recent.get(tracking_id, ())):
-                if version == event.version and hash_ == event.hash:
-                    return state
-        return None
+            entries = self._recent.get(event.stream.removeprefix(STREAM_PREFIX))
+            return None if entries is None else _held(entries, event)[1]
 
     def _fold_before(self, event: RecordedEvent, tracking_id: str) -> ComplaintState:
         """The state before `event` (version > 0) from the store's log."""
@@ -151,6 +138,24 @@ class ComplaintStates:
 
     def __len__(self) -> int:
         return len(self._recent)
+
+
+def _held(entries: list[_Entry], event: RecordedEvent) -> tuple[ComplaintState | None, ComplaintState | None]:
+    """(the state before `event`, the state after it) among a complaint's `entries`, each None when not held
+    for this history (by the hash chain). Newest first: the ones asked for are nearly always the last two."""
+    version = event.version
+    before = after = None
+    for entry_version, entry_hash, state in reversed(entries):
+        if entry_version == version:
+            if entry_hash == event.hash:
+                after = state
+        elif entry_version == version - 1:
+            if entry_hash == event.prev_hash:
+                before = state
+            break
+        elif entry_version < version:
+            break
+    return before, after
 
 
 def _version(entry: _Entry) -> int:
