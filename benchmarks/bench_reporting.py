@@ -49,7 +49,7 @@ from lapor.clock import ManualClock, SystemClock  # noqa: E402
 from lapor.context import ServiceContext  # noqa: E402
 from lapor.policy import Sp4nPolicy  # noqa: E402
 from lapor.principal import Role  # noqa: E402
-from lapor.rebuild import rebuild, rebuild_in_processes, share_out  # noqa: E402
+from lapor.rebuild import rebuild_shared_out, share_out  # noqa: E402
 from lapor.settings import load_settings  # noqa: E402
 from lapor.store import NewEvent, WrongExpectedVersion, open_store  # noqa: E402
 from lapor.subscriptions import SubscriptionRunner  # noqa: E402
@@ -144,11 +144,7 @@ def bench_rebuild(data: Path, batch_size: int, services: list[str] | None, proce
                     SubscriptionRunner(ctx.store, ctx.db, subscription).run_until_caught_up()
         live_seconds = time.perf_counter() - live_started
         started = time.perf_counter()
-        groups = share_out([service.name for service in chosen], processes)
-        if len(groups) > 1:
-            report = rebuild_in_processes(data, groups, batch_size=batch_size)
-        else:
-            report = rebuild(ctx, chosen, batch_size=batch_size)
+        report = rebuild_shared_out(ctx, chosen, processes, batch_size=batch_size)
         wall = time.perf_counter() - started
     finally:
         ctx.close()
@@ -157,7 +153,7 @@ def bench_rebuild(data: Path, batch_size: int, services: list[str] | None, proce
     return {
         "events": head,
         "services": [service.name for service in chosen],
-        "processes": [list(group) for group in groups],
+        "processes": share_out([service.name for service in chosen], processes),
         "live_catch_up_seconds": round(live_seconds, 1),
         "rebuild_seconds": round(report.seconds, 1),
         "rebuild_events_per_second": round(report.events_per_second),

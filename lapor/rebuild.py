@@ -520,22 +520,31 @@ def run(
     show_progress: bool = True,
     processes: int = 1,
 ) -> RebuildReport:
-    """The rebuild with a progress bar, its report printed; with `processes` > 1, in that many processes (see
-    `rebuild_in_processes`; services that cannot be loaded by name are rebuilt here)."""
-
-    def build(progress: Progress | None) -> RebuildReport:
-        groups = share_out([service.name for service in services], processes)
-        if len(groups) > 1 and all(_loadable(service) for service in services):
-            return rebuild_in_processes(ctx.settings.data, groups, batch_size=batch_size, keep=keep, progress=progress)
-        return rebuild(ctx, services, batch_size=batch_size, keep=keep, progress=progress)
-
+    """The rebuild (`rebuild_shared_out`) with a progress bar, its report printed."""
     if show_progress:
         with _progress_bar(ctx.store.head_position()) as progress:
-            report = build(progress)
+            report = rebuild_shared_out(ctx, services, processes, batch_size=batch_size, keep=keep, progress=progress)
     else:
-        report = build(None)
+        report = rebuild_shared_out(ctx, services, processes, batch_size=batch_size, keep=keep)
     print_report(report)
     return report
+
+
+def rebuild_shared_out(
+    ctx: ServiceContext,
+    services: Sequence[ServiceDefinition],
+    processes: int,
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    keep: bool = False,
+    progress: Progress | None = None,
+) -> RebuildReport:
+    """`rebuild` of `services`, shared out between up to `processes` processes (`share_out`,
+    `rebuild_in_processes`); in this one when one is enough or a service cannot be loaded by name there."""
+    groups = share_out([service.name for service in services], processes)
+    if len(groups) > 1 and all(_loadable(service) for service in services):
+        return rebuild_in_processes(ctx.settings.data, groups, batch_size=batch_size, keep=keep, progress=progress)
+    return rebuild(ctx, services, batch_size=batch_size, keep=keep, progress=progress)
 
 
 # -- in several processes -----------------------------------------------------------------------------------
