@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from lapor.db import Database, Tx, open_database
 from lapor.store import EventStore, NewEvent, RecordedEvent, open_store
 from lapor.subscriptions import Subscription, SubscriptionRunner, holding_subscription
@@ -140,30 +142,31 @@ def test_held_rows_are_written_with_the_checkpoint_only_when_hold_is_reached_or_
     db.close()
 
 
-def test_a_held_batch_that_fails_is_done_again_carefully_from_the_written_checkpoint(tmp_path: Path):
-    store, db, events = stores(tmp_path, poisoned=9)  # position 10, the fourth event of complaint-H0
+@pytest.mark.parametrize(
+    ("bad", "cuts", "expected", "parked"),
+    [
+        # A held batch fails halfway: it counts H2 (position 9), then fails on position 10, H0's fourth event.
+        ({"poisoned": 9}, [4, 8, 12], {"complaint-H0": 3, "complaint-H1": 4, "complaint-H2": 4}, 10),
+        # The held rows cannot be written: position 5, H1's second event, makes the database refuse them.
+        ({"unwritable": 4}, [6, 12], {"complaint-H0": 4, "complaint-H1": 3, "complaint-H2": 4}, 5),
+    ],
+    ids=["a batch fails", "the write fails"],
+)
+def test_held_rows_that_fail_are_dropped_and_done_again_carefully_from_the_written_checkpoint(
+    tmp_path: Path, bad: dict[str, int], cuts: list[int], expected: dict[str, int], parked: int
+):
+    store, db, events = stores(tmp_path, **bad)
     runner = counting(100, store, db)
-    runner.feed(events[:4], 4)
-    runner.feed(events[4:8], 8)
+    start = 0
+    for cut in cuts[:-1]:
+        runner.feed(events[start:cut], cut)
+        start = cut
     assert counts(db) == {}  # held
-    runner.feed(events[8:], 12)  # counts H2 (position 9), then fails on position 10
+    runner.feed(events[start:], cuts[-1])
     runner.flush()
-    # Every event took effect once (those of the first two batches were held, dropped, and read again), but the bad one.
-    assert counts(db) == {"complaint-H0": 3, "complaint-H1": 4, "complaint-H2": 4}
-    assert [event.position for event in runner.parked()] == [10]
-    assert (runner.checkpoint(), runner.handled_count()) == (12, 11)
-    store.close()
-    db.close()
-
-
-def test_held_rows_that_cannot_be_written_are_done_again_carefully(tmp_path: Path):
-    store, db, events = stores(tmp_path, unwritable=4)  # position 5, the second event of complaint-H1
-    runner = counting(100, store, db)
-    runner.feed(events[:6], 6)
-    runner.feed(events[6:], 12)
-    runner.flush()  # the write fails: every event since the written checkpoint is handled again
-    assert counts(db) == {"complaint-H0": 4, "complaint-H1": 3, "complaint-H2": 4}
-    assert [event.position for event in runner.parked()] == [5]
+    # Every event took effect once (those held before were dropped and read again), but the bad one.
+    assert counts(db) == expected
+    assert [event.position for event in runner.parked()] == [parked]
     assert (runner.checkpoint(), runner.handled_count()) == (12, 11)
     runner.flush()
     assert runner.handled_count() == 11
