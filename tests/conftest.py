@@ -1,6 +1,7 @@
 """Shared fixtures.
 
-Store backends: `store_url` runs a test once per backend (sqlite, postgres, kurrentdb). A backend whose server is
+Store backends: `store_url` runs a test once per backend (sqlite, sqlite_writer: SQLite through a writer process,
+postgres, kurrentdb). A backend whose server is
 absent is skipped with the reason, unless `LAPOR_REQUIRE_BACKENDS` (comma list, e.g. "sqlite,postgres") names it:
 then the test fails with the reason (`backend_unavailable`). PostgreSQL comes from `LAPOR_TEST_POSTGRES_URL`, each
 test in a fresh schema; KurrentDB from a testcontainers container shared by the session. The terminal summary
@@ -9,7 +10,10 @@ lists which backends ran, for the CI log.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -24,6 +28,7 @@ from psycopg import sql
 
 BACKENDS = (
     pytest.param("sqlite", id="sqlite"),
+    pytest.param("sqlite_writer", id="sqlite_writer"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
     pytest.param("kurrentdb", id="kurrentdb", marks=pytest.mark.docker),
 )
@@ -88,6 +93,55 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'events.db'}"
+
+
+class WriterProcess:
+    """A store writer process (`lapor.store.writer`) for the SQLite file at `path`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.socket = Path(f"{path}-writer.sock")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lapor.store.writer", "--store", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        ready = self.process.stdout.readline()
+        assert ready.startswith("store writer:"), f"the store writer did not start (exit {self.process.poll()})"
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self.path}?writer={self.socket}"
+
+    def stop(self) -> str:
+        """SIGTERM, and what the writer said last (how many appends it committed in how many groups)."""
+        self.process.terminate()
+        out, _ = self.process.communicate(timeout=60)
+        return out.strip().splitlines()[-1] if out.strip() else ""
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(60)
+
+
+@contextlib.contextmanager
+def running_writer(path: Path) -> Iterator[WriterProcess]:
+    writer = WriterProcess(path)
+    try:
+        yield writer
+    finally:
+        if writer.process.poll() is None:
+            writer.stop()
+
+
+@pytest.fixture
+def sqlite_writer_url(tmp_path: Path) -> Iterator[str]:
+    """SQLite with its appends sent to a writer process."""
+    path = tmp_path / "events.db"
+    with running_writer(path) as writer:
+        yield writer.url
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from lapor.store.model import AppendResult, ExpectedVersion, NewEvent, StoreError
 
@@ -30,12 +31,21 @@ MAX_GROUP = 512
 class PendingAppend:
     """One caller's append, waiting for a leader to commit it (or to hand it the leadership)."""
 
-    __slots__ = ("decided", "error", "events", "expected", "result", "stream", "wake")
+    __slots__ = ("decided", "error", "events", "expected", "recorded_at", "result", "stream", "wake")
 
-    def __init__(self, stream: str, events: Sequence[NewEvent], expected: ExpectedVersion) -> None:
+    def __init__(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected: ExpectedVersion,
+        recorded_at: datetime | None = None,
+    ) -> None:
         self.stream = stream
         self.events = events
         self.expected = expected
+        # The moment to record, when the appender's clock (not the writer's) tells it: a writer process serving
+        # other processes' appends (lapor.store.writer). None: the adapter reads its own clock.
+        self.recorded_at = recorded_at
         self.decided = False
         self.result: AppendResult | None = None
         self.error: BaseException | None = None
@@ -154,7 +164,9 @@ class GroupCommitWriter:
                 tx.acquire()
                 with self._lock:
                     batch = [self._pending.popleft() for _ in range(min(MAX_GROUP, len(self._pending)))]
-                self._commit_group(batch)
+                last_position = commit_group(tx, batch)
+                if last_position is not None:
+                    self._on_commit(last_position)
             finally:
                 if not batch:  # no group (`acquire` failed or was interrupted): our append fails, a waiter leads on
                     tx.release()
@@ -187,29 +199,31 @@ class GroupCommitWriter:
             while self._leading or self._pending:
                 self._idle.wait()
 
-    def _commit_group(self, batch: list[PendingAppend]) -> None:
-        tx = self._transaction
-        done: list[tuple[PendingAppend, AppendResult]] = []
-        failure: Exception | None = None
-        try:
-            tx.begin()
-            for request, outcome in zip(batch, tx.apply_all(batch), strict=True):
-                if isinstance(outcome, Exception):
-                    request.fail(outcome)
-                else:
-                    done.append((request, outcome))
-            tx.commit([result for _, result in done])
-        except Exception as error:  # noqa: BLE001 - the leader must fail its group's waiters
-            tx.rollback()
-            failure = error
-        finally:
-            tx.release()  # before anyone is woken: other processes' writers need not wait on our wake-ups
-        if failure is not None:
-            for request in batch:
-                if not request.decided:  # those rejected alone keep their own error
-                    request.fail(StoreError(f"commit failed: {failure}"))
-            return
-        for request, result in done:
-            request.succeed(result)
-        if done:
-            self._on_commit(max(result.last_position for _, result in done))
+
+def commit_group(tx: GroupTransaction, batch: Sequence[PendingAppend]) -> int | None:
+    """Write `batch` in one transaction and decide every append in it: committed, rejected alone, or failed with
+    the transaction. Gives up the write lock (`tx.release`) before anyone is woken. Returns the last position
+    committed, None when nothing was."""
+    done: list[tuple[PendingAppend, AppendResult]] = []
+    failure: Exception | None = None
+    try:
+        tx.begin()
+        for request, outcome in zip(batch, tx.apply_all(batch), strict=True):
+            if isinstance(outcome, Exception):
+                request.fail(outcome)
+            else:
+                done.append((request, outcome))
+        tx.commit([result for _, result in done])
+    except Exception as error:  # noqa: BLE001 - the leader must fail its group's waiters
+        tx.rollback()
+        failure = error
+    finally:
+        tx.release()  # before anyone is woken: other processes' writers need not wait on our wake-ups
+    if failure is not None:
+        for request in batch:
+            if not request.decided:  # those rejected alone keep their own error
+                request.fail(StoreError(f"commit failed: {failure}"))
+        return None
+    for request, result in done:
+        request.succeed(result)
+    return max(result.last_position for _, result in done) if done else None

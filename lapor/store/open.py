@@ -1,6 +1,11 @@
-"""Open a store by URL: `sqlite:///relative/path.db`, `sqlite:////abs/path.db`, `postgresql://...`."""
+"""Open a store by URL: `sqlite:///relative/path.db`, `sqlite:////abs/path.db`, `postgresql://...`.
+
+`sqlite:///var/events.db?writer=var/events.db-writer.sock` sends the appends to a writer process
+(`lapor.store.writer`) and reads the file directly."""
 
 from __future__ import annotations
+
+from urllib.parse import parse_qsl
 
 from lapor.clock import Clock
 from lapor.store.model import EventStore
@@ -13,10 +18,14 @@ def open_store(url: str, *, clock: Clock | None = None) -> EventStore:
     if scheme == "sqlite":
         from lapor.store.sqlite import SqliteEventStore
 
-        path = rest[1:] if rest.startswith("/") else rest
+        path, _, query = (rest[1:] if rest.startswith("/") else rest).partition("?")
         if not path:
             raise ValueError("sqlite store URL needs a file path: sqlite:///var/events.db")
-        return SqliteEventStore(path, clock=clock)
+        options = dict(parse_qsl(query, keep_blank_values=True))
+        unknown = set(options) - {"writer"}
+        if unknown:
+            raise ValueError(f"unknown sqlite store option(s) {sorted(unknown)}; the one option is writer=<socket>")
+        return SqliteEventStore(path, clock=clock, writer=options.get("writer") or None)
     if scheme in {"postgresql", "postgres"}:
         from lapor.store.postgres import PostgresEventStore
 

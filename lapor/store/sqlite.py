@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -45,6 +45,9 @@ from lapor.store.model import (
     validate_append,
 )
 from lapor.store.vault import SqliteVault
+
+if TYPE_CHECKING:
+    from lapor.store.writer import RemoteWriter
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -257,7 +260,7 @@ class SqliteGroup(GroupTransaction):
             current_version=current,
             prev_hash=prev_hash,
             first_position=staged.position + 1,
-            recorded_at=self.clock.now(),
+            recorded_at=request.recorded_at or self.clock.now(),
         )
         category = category_of(stream)
         for e in linked:
@@ -341,20 +344,33 @@ class SqliteGroup(GroupTransaction):
 
 
 class SqliteEventStore(EventStore):
-    def __init__(self, path: str | Path, *, clock: Clock | None = None) -> None:
+    """`writer`: the socket of a writer process (`lapor.store.writer`) to send appends to, instead of committing
+    them on a write connection of this store's own."""
+
+    def __init__(self, path: str | Path, *, clock: Clock | None = None, writer: str | Path | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.url = f"sqlite:///{self.path}"
+        self.url = f"sqlite:///{self.path}" + (f"?writer={writer}" if writer else "")
         self.clock = clock or SystemClock()
         self._notifier = Notifier()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._stream_reads = threading.BoundedSemaphore(CONCURRENT_STREAM_READS)
-        self._write_conn = connect(self.path)
-        self._write_conn.executescript(SCHEMA)
-        self._group = SqliteGroup(self._write_conn, self.clock, lock_path=f"{self.path}-writer.lock")
-        self._writer = GroupCommitWriter(f"lapor-writer:{self.path.name}", self._group, self._notifier.publish)
+        conn = connect(self.path)
+        conn.executescript(SCHEMA)  # readable even before a writer process has opened the file
+        self._write_conn: sqlite3.Connection | None = None
+        self._group: SqliteGroup | None = None
+        self._writer: GroupCommitWriter | RemoteWriter
+        if writer is None:
+            self._write_conn = conn
+            self._group = SqliteGroup(conn, self.clock, lock_path=f"{self.path}-writer.lock")
+            self._writer = GroupCommitWriter(f"lapor-writer:{self.path.name}", self._group, self._notifier.publish)
+        else:
+            conn.close()
+            from lapor.store.writer import RemoteWriter  # the writer process's module imports this one
+
+            self._writer = RemoteWriter(writer, self.clock.now, self._notifier.publish)
         self._closed = False
         self.vault = SqliteVault(self.path.with_name(self.path.stem + "-vault.db"), clock=self.clock)
 
@@ -414,8 +430,10 @@ class SqliteEventStore(EventStore):
             return
         self._closed = True
         self._writer.close()
-        self._group.close()
-        self._write_conn.close()
+        if self._group is not None:
+            self._group.close()
+        if self._write_conn is not None:
+            self._write_conn.close()
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()

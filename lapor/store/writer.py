@@ -1,0 +1,384 @@
+"""A writer process for the SQLite store: one process owns the write connection, every other appends through it.
+
+```
+lapor writer --data var                                   # or: python -m lapor.store.writer --store var/events.db
+LAPOR_STORE="sqlite:///var/events.db?writer=var/events.db-writer.sock" lapor up --workers 4
+```
+
+Why: in-process group commit lets the threads of one process share a durable commit, but the thread that leads a
+group has to win the GIL back from every other thread for each SQLite call it makes (docs/performance.md), and
+processes writing the same file take turns on its writer lock, each committing its own groups. A writer process
+does the checking, hash-linking, inserting and committing for everybody, on its own core and with no other thread
+in its way, and groups appends from every process into one commit.
+
+The protocol, over a Unix socket (mode 0600: anyone who may write the store file may append; nobody else): a
+frame is a 4-byte big-endian length and a JSON body. An appender sends `{stream, expected, recorded_at, events:
+[{event_id, type, data, metadata, schema_version}]}` and waits for one answer, `{ok: [first_version,
+last_version, first_position, last_position]}` or `{error: kind, ...}`, before sending its next append on that
+connection. `recorded_at` is the appender's clock, so a store behaves the same wherever its appends are written.
+
+Nothing acknowledged is lost: the writer answers an append only after its group committed (SQLite WAL,
+`synchronous=FULL`). If the writer dies first, the appender's connection breaks; it tries once more on a new
+connection (appending the same event ids again is a no-op that returns the original result, so an append that did
+commit is not doubled) and otherwise raises `StoreError`. Reads do not go through the writer: every store reads
+the file directly, as WAL readers never wait for a writer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from lapor.clock import SystemClock
+from lapor.store.group_commit import MAX_GROUP, PendingAppend, commit_group
+from lapor.store.model import (
+    AppendResult,
+    DuplicateEventId,
+    ExpectedVersion,
+    NewEvent,
+    StoreError,
+    WrongExpectedVersion,
+    validate_append,
+)
+from lapor.store.sqlite import SCHEMA, SqliteGroup, connect
+
+log = logging.getLogger("lapor.store.writer")
+
+_LENGTH = struct.Struct(">I")
+MAX_FRAME = 64 * 2**20  # one append's JSON; far above any real one, low enough that a bad length is refused
+SEND_TIMEOUT = 10.0  # seconds the writer waits for an appender that does not read its answer
+CONNECT_TIMEOUT = 10.0
+
+
+def default_socket(store_path: str | Path) -> Path:
+    return Path(f"{store_path}-writer.sock")
+
+
+def _frame(body: Any) -> bytes:
+    payload = orjson.dumps(body)
+    return _LENGTH.pack(len(payload)) + payload
+
+
+# -- the writer process -----------------------------------------------------------------------------------
+
+
+class _Connection:
+    """One appender's socket and the bytes received from it that do not yet make a whole frame."""
+
+    __slots__ = ("buffer", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+
+
+class _Request(PendingAppend):
+    __slots__ = ("connection",)
+
+    def __init__(self, connection: _Connection, stream: str, events: Sequence[NewEvent], expected: ExpectedVersion,
+                 recorded_at: datetime) -> None:
+        super().__init__(stream, events, expected, recorded_at)
+        self.connection = connection
+
+
+def _answer(request: PendingAppend) -> dict[str, Any]:
+    error = request.error
+    if error is None:
+        result = request.outcome()
+        return {"ok": [result.first_version, result.last_version, result.first_position, result.last_position]}
+    if isinstance(error, WrongExpectedVersion):
+        return {"error": "wrong_expected_version", "stream": error.stream, "expected": error.expected_version,
+                "actual": error.actual_version}
+    if isinstance(error, DuplicateEventId):
+        return {"error": "duplicate_event_id", "message": str(error)}
+    if isinstance(error, ValueError):
+        return {"error": "invalid", "message": str(error)}
+    return {"error": "store", "message": str(error)}
+
+
+def _decode(connection: _Connection, body: bytes) -> _Request:
+    """An append from its JSON; raises ValueError (or KeyError/TypeError) for one that is not well formed."""
+    message = orjson.loads(body)
+    events = [
+        NewEvent(e["type"], e["data"], e["metadata"], uuid.UUID(e["event_id"]), e["schema_version"])
+        for e in message["events"]
+    ]
+    stream, expected = message["stream"], message["expected"]
+    if not isinstance(stream, str) or not isinstance(expected, int):
+        raise ValueError("stream must be a string and expected an integer")
+    validate_append(stream, events)
+    return _Request(connection, stream, events, expected, datetime.fromisoformat(message["recorded_at"]))
+
+
+class StoreWriter:
+    """Serves appends to the SQLite store at `path` on a Unix socket, committing whatever arrived together as one
+    group. Single-threaded: `serve` runs until `stop` is set."""
+
+    def __init__(self, path: str | Path, socket_path: str | Path | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.socket_path = Path(socket_path) if socket_path else default_socket(self.path)
+        self._conn = connect(self.path)
+        self._conn.executescript(SCHEMA)
+        # The same lock file as in-process writers: a store without `writer=` may still write the file meanwhile.
+        self._group = SqliteGroup(self._conn, SystemClock(), lock_path=f"{self.path}-writer.lock")
+        self._queue: deque[_Request] = deque()
+        self._selector = selectors.DefaultSelector()
+        self._listener = self._listen()
+        self.groups = 0  # groups committed (for the benchmark and the tests)
+        self.appends = 0
+
+    def _listen(self) -> socket.socket:
+        path = self.socket_path
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            path.unlink(missing_ok=True)  # left by a writer that died: nobody answers on it
+        else:
+            probe.close()
+            raise StoreError(f"another writer already serves {path}")
+        finally:
+            probe.close()
+        listener = socket.socket(socket.AF_UNIX)
+        old_umask = os.umask(0o177)
+        try:
+            listener.bind(str(path))
+        finally:
+            os.umask(old_umask)
+        listener.listen(256)
+        listener.setblocking(False)
+        self._selector.register(listener, selectors.EVENT_READ)
+        return listener
+
+    def serve(self, stop: threading.Event) -> None:
+        """Serve until `stop` is set, then commit and answer what is queued."""
+        log.info("store writer serving %s on %s", self.path, self.socket_path)
+        while not stop.is_set():
+            for key, _ in self._selector.select(timeout=0.0 if self._queue else 0.2):
+                if key.fileobj is self._listener:
+                    self._accept()
+                else:
+                    self._receive(key.data)
+            if self._queue:
+                self._commit_next_group()
+        while self._queue:
+            self._commit_next_group()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            sock, _ = self._listener.accept()
+            sock.settimeout(SEND_TIMEOUT)
+            self._selector.register(sock, selectors.EVENT_READ, _Connection(sock))
+
+    def _drop(self, connection: _Connection) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(connection.sock)
+        connection.sock.close()
+
+    def _receive(self, connection: _Connection) -> None:
+        try:
+            chunk = connection.sock.recv(1 << 16)
+        except OSError:
+            chunk = b""
+        if not chunk:  # the appender went away; what it sent and is queued is still committed
+            self._drop(connection)
+            return
+        buffer = connection.buffer
+        buffer += chunk
+        while len(buffer) >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(buffer)
+            if length > MAX_FRAME:
+                log.warning("store writer: dropped an appender that sent a %d-byte frame", length)
+                self._drop(connection)
+                return
+            if len(buffer) < _LENGTH.size + length:
+                break
+            body = bytes(buffer[_LENGTH.size : _LENGTH.size + length])
+            del buffer[: _LENGTH.size + length]
+            try:
+                self._queue.append(_decode(connection, body))
+            except (ValueError, KeyError, TypeError) as error:
+                self._send(connection, {"error": "invalid", "message": f"not a well-formed append: {error}"})
+
+    def _commit_next_group(self) -> None:
+        queue = self._queue
+        batch = [queue.popleft() for _ in range(min(MAX_GROUP, len(queue)))]
+        self._group.acquire()
+        commit_group(self._group, batch)  # decides every request; gives the lock up before we answer
+        self.groups += 1
+        self.appends += len(batch)
+        for request in batch:
+            self._send(request.connection, _answer(request))
+
+    def _send(self, connection: _Connection, answer: dict[str, Any]) -> None:
+        try:
+            connection.sock.sendall(_frame(answer))
+        except OSError:  # gone, or not reading: it will find its connection broken and retry
+            self._drop(connection)
+
+    def close(self) -> None:
+        for key in list(self._selector.get_map().values()):
+            if key.fileobj is not self._listener:
+                self._drop(key.data)
+        self._selector.close()
+        self._listener.close()
+        self.socket_path.unlink(missing_ok=True)
+        self._group.close()
+        self._conn.close()
+
+
+# -- the appenders' side ----------------------------------------------------------------------------------
+
+
+class RemoteWriter:
+    """Sends one store's appends to a writer process: one connection per thread, each waiting for its answer.
+    Fits where `GroupCommitWriter` does (`submit`, `close`)."""
+
+    def __init__(self, socket_path: str | Path, now: Callable[[], datetime], on_commit: Callable[[int], None]) -> None:
+        self.socket_path = str(socket_path)
+        self._now = now
+        self._on_commit = on_commit
+        self._local = threading.local()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _socket(self) -> socket.socket:
+        sock: socket.socket | None = getattr(self._local, "sock", None)
+        if sock is None:
+            sock = socket.socket(socket.AF_UNIX)
+            sock.settimeout(CONNECT_TIMEOUT)
+            try:
+                sock.connect(self.socket_path)
+            except OSError as error:
+                sock.close()
+                raise StoreError(f"the store writer at {self.socket_path} does not answer: {error}") from None
+            sock.settimeout(None)  # an answer comes after the group's commit, however long the disk takes
+            with self._lock:
+                self._sockets.append(sock)
+            self._local.sock = sock
+        return sock
+
+    def _forget(self, sock: socket.socket) -> None:
+        self._local.sock = None
+        with self._lock:
+            if sock in self._sockets:
+                self._sockets.remove(sock)
+        sock.close()
+
+    def submit(self, stream: str, events: Sequence[NewEvent], expected: ExpectedVersion) -> AppendResult:
+        if self._closed:
+            raise StoreError("the store is closed")
+        frame = _frame({
+            "stream": stream,
+            "expected": expected,
+            "recorded_at": self._now().isoformat(),
+            "events": [
+                {"event_id": str(e.event_id), "type": e.type, "data": e.data, "metadata": e.metadata,
+                 "schema_version": e.schema_version}
+                for e in events
+            ],
+        })
+        try:
+            answer = self._exchange(frame)
+        except (OSError, EOFError):
+            # The writer went away (restarted, or died) before answering. Once more on a new connection: the same
+            # event ids make the retry a no-op if the append had committed.
+            try:
+                answer = self._exchange(frame)
+            except (OSError, EOFError) as error:
+                raise StoreError(
+                    f"the store writer at {self.socket_path} went away before answering ({error}); the append may "
+                    "or may not be recorded: retry it with the same event ids"
+                ) from None
+        if "ok" in answer:
+            result = AppendResult(stream, *answer["ok"])
+            self._on_commit(result.last_position)
+            return result
+        kind = answer["error"]
+        if kind == "wrong_expected_version":
+            raise WrongExpectedVersion(answer["stream"], answer["expected"], answer["actual"])
+        if kind == "duplicate_event_id":
+            raise DuplicateEventId(answer["message"])
+        if kind == "invalid":
+            raise ValueError(answer["message"])
+        raise StoreError(answer["message"])
+
+    def _exchange(self, frame: bytes) -> dict[str, Any]:
+        sock = self._socket()
+        try:
+            sock.sendall(frame)
+            (length,) = _LENGTH.unpack(_read_exactly(sock, _LENGTH.size))
+            return orjson.loads(_read_exactly(sock, length))
+        except (OSError, EOFError):
+            self._forget(sock)
+            raise
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            sock.close()
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            raise EOFError("the store writer closed the connection")
+        chunks += chunk
+    return bytes(chunks)
+
+
+# -- running it -------------------------------------------------------------------------------------------
+
+
+def run(path: str | Path, socket_path: str | Path | None = None) -> int:
+    """Serve until SIGTERM or SIGINT; queued appends are committed and answered first."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        writer = StoreWriter(path, socket_path)
+    except StoreError as error:
+        print(f"store writer: not started: {error}", file=sys.stderr)
+        return 2
+    print(f"store writer: {writer.path} on {writer.socket_path}", flush=True)
+    try:
+        writer.serve(stop)
+    finally:
+        writer.close()
+    print(f"store writer: stopped after {writer.appends} appends in {writer.groups} groups", flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve appends to a SQLite event store (see lapor.store.writer).")
+    parser.add_argument("--store", required=True, help="the SQLite file, e.g. var/events.db")
+    parser.add_argument("--socket", help="default: <store>-writer.sock")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    return run(args.store, args.socket)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

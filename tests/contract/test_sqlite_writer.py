@@ -1,0 +1,126 @@
+"""The SQLite writer process (`lapor.store.writer`) beyond the store contract, which it passes as the
+`sqlite_writer` backend: appenders in several processes share its commits, a writer killed at any moment loses
+no acknowledged append and doubles none, and what is not an append is refused without harm."""
+
+from __future__ import annotations
+
+import multiprocessing
+import socket
+import struct
+import threading
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from lapor.store import NO_STREAM, NewEvent, StoreError, open_store
+from tests.conftest import WriterProcess, running_writer, wait_until
+
+from ._workers import append_in_process
+
+
+def noted(n: int) -> NewEvent:
+    return NewEvent("Noted", {"n": n}, metadata={"actor": "tester", "role": "operator"})
+
+
+def exchange(sock: socket.socket, body: bytes) -> dict:
+    sock.sendall(struct.pack(">I", len(body)) + body)
+    (length,) = struct.unpack(">I", sock.recv(4, socket.MSG_WAITALL))
+    return orjson.loads(sock.recv(length, socket.MSG_WAITALL))
+
+
+def test_appends_fail_clearly_and_write_nothing_when_no_writer_answers(tmp_path):
+    path = tmp_path / "events.db"
+    with open_store(f"sqlite:///{path}?writer={tmp_path / 'nobody.sock'}") as store:
+        with pytest.raises(StoreError, match="does not answer"):
+            store.append("complaint-A", [noted(0)], NO_STREAM)
+        assert store.read_all() == []
+
+
+def test_an_unknown_sqlite_store_option_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="writer=<socket>"):
+        open_store(f"sqlite:///{tmp_path / 'events.db'}?writers=x")
+
+
+def test_appends_from_several_processes_share_the_writers_commits(tmp_path):
+    writer = WriterProcess(tmp_path / "events.db")
+    try:
+        streams = [f"complaint-shared{n}" for n in range(2)]
+        with multiprocessing.get_context("spawn").Pool(4) as pool:
+            runs = pool.starmap(
+                append_in_process, [(writer.url, f"p{n}", 60, streams, f"complaint-own{n}") for n in range(4)]
+            )
+    finally:
+        said = writer.stop()
+    assert sum(len(run) for run in runs) == 240
+    appends, groups = (int(word) for word in said.split() if word.isdigit())
+    assert appends >= 240  # conflicts on the shared streams are answered too, and retried
+    assert groups < appends, said
+
+
+def test_a_writer_killed_mid_run_loses_no_acknowledged_append_and_doubles_none(tmp_path):
+    path = tmp_path / "events.db"
+    writer = WriterProcess(path)
+    acknowledged: dict[str, tuple[str, int]] = {}
+    refused = [0]
+    lock = threading.Lock()
+
+    def append_until_done(worker: int) -> None:
+        with open_store(writer.url) as store:
+            stream = f"complaint-w{worker}"
+            for n in range(60):
+                event = noted(n)
+                while True:  # a broken connection: the same event, with the same id and expected version, again
+                    try:
+                        result = store.append(stream, [event], NO_STREAM if n == 0 else n - 1)
+                        break
+                    except StoreError:
+                        with lock:
+                            refused[0] += 1
+                        threading.Event().wait(0.02)
+                with lock:
+                    acknowledged[str(event.event_id)] = (stream, result.last_version)
+
+    threads = [threading.Thread(target=append_until_done, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: len(acknowledged) >= 100)
+        writer.kill()  # SIGKILL: no chance to finish what it was doing
+        wait_until(lambda: refused[0] > 0)
+        writer = WriterProcess(path)
+        for thread in threads:
+            thread.join(120)
+    finally:
+        writer.stop()
+    assert len(acknowledged) == 8 * 60
+    with open_store(f"sqlite:///{path}") as store:
+        events = store.read_all(limit=10_000)
+    assert sorted((str(e.event_id), (e.stream, e.version)) for e in events) == sorted(acknowledged.items())
+    assert [e.position for e in events] == sorted({e.position for e in events})
+
+
+def test_what_is_not_an_append_is_refused_and_the_writer_serves_on(tmp_path):
+    with running_writer(tmp_path / "events.db") as writer:
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.connect(str(writer.socket))
+            assert exchange(raw, b"not json")["error"] == "invalid"
+            no_category = {"stream": "nocategory", "expected": -1, "recorded_at": "2026-01-01T00:00:00+00:00",
+                           "events": [{"event_id": str(uuid.uuid4()), "type": "Noted", "data": {}, "metadata": {},
+                                       "schema_version": 1}]}
+            refused = exchange(raw, orjson.dumps(no_category))
+            assert refused["error"] == "invalid"
+            assert "category" in refused["message"]
+        with socket.socket(socket.AF_UNIX) as greedy:
+            greedy.connect(str(writer.socket))
+            greedy.sendall(struct.pack(">I", 2**31))  # a frame no append needs: the writer hangs up on it
+            assert greedy.recv(1) == b""
+        with open_store(writer.url) as store:
+            assert store.append("complaint-after", [noted(0)], NO_STREAM).last_version == 0
+            assert [e.stream for e in store.read_all()] == ["complaint-after"]
+
+
+def test_a_second_writer_for_the_same_socket_is_refused(tmp_path: Path):
+    with running_writer(tmp_path / "events.db"), pytest.raises(AssertionError, match="did not start"):
+        WriterProcess(tmp_path / "events.db")
