@@ -8,6 +8,8 @@ Measures, on a store that is filled with realistic complaint lifecycles:
   version (the work every command endpoint does), in events/s;
 - the same from 32 concurrent writer threads (they share commits through group commit), once in this process and
   once spread over `--processes` processes with a store each (they take turns on the store's writer lock);
+- on SQLite, those three runs again with the appends sent to a writer process (`lapor.store.writer`), which
+  commits every process's appends in shared groups;
 - append cost (µs per single-event append) at 10^5 events and again at the full size, to show it stays flat;
 - `read_all` + fold of the whole log (the replay a projection rebuild does), in events/s: with CPython's default
   garbage collector, with its first threshold raised, and with it paused as `lapor rebuild` pauses it.
@@ -33,6 +35,7 @@ import psycopg
 
 from lapor.complaint import ComplaintState, Status, fold, replay
 from lapor.store import NO_STREAM, EventStore, NewEvent, open_store
+from lapor.store.writer import start_process
 from schemas.events import (
     ComplaintClosed,
     ComplaintDisposed,
@@ -254,6 +257,27 @@ def concurrent_commands_in_processes(url: str, writers: int, per_writer: int, pr
     return rate
 
 
+def writer_process_runs(url: str, commands: int, writers: int, per_writer: int, processes: int) -> dict[str, float]:
+    """The command-per-event runs again with every append sent to a writer process (lapor.store.writer) on the
+    same file: 1 writer, `writers` threads in this process, and `writers` threads in `processes` processes."""
+    path = url.removeprefix("sqlite:///")
+    writer = start_process(path)
+    remote_url = f"{url}?writer={path}-writer.sock"
+    try:
+        with open_store(remote_url) as store:
+            single = timed("writer process: command-per-event, 1 writer", commands,
+                           lambda: run_commands(store, "WS", commands))
+            many = timed(f"writer process: command-per-event, {writers} writers", per_writer * writers,
+                         lambda: concurrent_commands(store, writers, per_writer))
+        print("  writer process:", end="")
+        spread = concurrent_commands_in_processes(remote_url, writers, per_writer, processes)
+    finally:
+        writer.terminate()
+        said, _ = writer.communicate(timeout=60)
+        print(f"  {said.strip().splitlines()[-1]}", flush=True)
+    return {"single": single, "concurrent": many, f"concurrent_in_{processes}_processes": spread}
+
+
 def prepare_postgres(url: str, schema: str) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -331,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
             lambda: concurrent_commands(store, args.writers, per_writer),
         )
         spread = concurrent_commands_in_processes(url, args.writers, per_writer, args.processes)
+        through_writer = {}
+        if url.startswith("sqlite:///"):
+            through_writer = writer_process_runs(url, args.commands, args.writers, per_writer, args.processes)
         fill(store, args.events, f"{args.events:,}")
         large = append_cost(store, f"{args.events:,} events")
         default_gc, raised, rate = replays(store)
@@ -339,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             f"concurrent_in_{args.processes}_processes={spread:,.0f}/s replay={rate:,.0f}/s "
             f"(gc threshold 100k {raised:,.0f}/s, default gc {default_gc:,.0f}/s) "
             f"append_median_us small={small:,.0f} large={large:,.0f} (ratio {large / small:.2f})"
+            + "".join(f" writer_process_{label}={rate:,.0f}/s" for label, rate in through_writer.items())
         )
     finally:
         store.close()

@@ -8,6 +8,7 @@ argument prints one line on stderr and exits 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -17,7 +18,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -34,10 +35,13 @@ from lapor.audit import verify_chain
 from lapor.auth import TokenService, parse_ttl
 from lapor.clock import SystemClock
 from lapor.context import ServiceContext, ServiceDefinition
-from lapor.observability import configure_logging
+from lapor.logs import configure_logging
 from lapor.principal import KSP_AGENCY, NATIONAL_ADMIN_AGENCY, Role
 from lapor.settings import Settings, SettingsError, load_settings
 from lapor.store import StoreError, open_store
+from lapor.store.writer import default_socket as default_writer_socket
+from lapor.store.writer import run as run_store_writer
+from lapor.store.writer import start_process as start_writer_process
 
 Run = Callable[[argparse.Namespace], int]
 log = logging.getLogger("lapor.cli")
@@ -252,6 +256,11 @@ def demo_tokens(settings: Settings) -> list[tuple[str, str]]:
             default=1,
             help="processes answering HTTP on the port (default 1); the first also runs every subscription",
         ),
+        arg(
+            "--store-writer",
+            action="store_true",
+            help="SQLite: every process sends its appends to one writer process, which commits them together",
+        ),
     ],
 )
 def up(args: argparse.Namespace) -> int:
@@ -260,13 +269,54 @@ def up(args: argparse.Namespace) -> int:
     services = _services(args)
     workers = _workers(args, settings, services)
     listener = None if workers is None else _listening_socket(args.host, args.port, first=True)  # before opening
-    app = _open_app(settings, services, seed_demo=args.demo)
-    if args.demo:
-        print(f"LAPOR demo on http://{args.host}:{args.port}/docs — bearer tokens (Authorization: Bearer ...):")
-        for label, token in demo_tokens(settings):
-            print(f"  {label:<18} {token}")
-        sys.stdout.flush()
-    return _run_server(app, args.host, args.port, workers=workers, listener=listener)
+    with contextlib.ExitStack() as stack:
+        if args.store_writer:
+            settings = stack.enter_context(_store_writer(settings))
+        app = _open_app(settings, services, seed_demo=args.demo)
+        if args.demo:
+            print(f"LAPOR demo on http://{args.host}:{args.port}/docs — bearer tokens (Authorization: Bearer ...):")
+            for label, token in demo_tokens(settings):
+                print(f"  {label:<18} {token}")
+            sys.stdout.flush()
+        return _run_server(app, args.host, args.port, workers=workers, listener=listener)
+
+
+def _sqlite_store_path(settings: Settings) -> Path:
+    scheme, _, rest = settings.store.partition(":///")
+    if scheme != "sqlite" or "?" in rest:
+        raise CliError(f"a store writer serves a SQLite store given by its path, not {settings.store}")
+    return Path(rest)
+
+
+@contextlib.contextmanager
+def _store_writer(settings: Settings) -> Iterator[Settings]:
+    """A writer process for the SQLite store while the block runs, and `settings` pointing at it. Spawned workers
+    read the environment, so LAPOR_STORE is set for them too."""
+    path = _sqlite_store_path(settings)
+    try:
+        writer = start_writer_process(path, stop_with_us=True)
+    except StoreError as error:
+        raise CliError(str(error)) from None
+    url = f"sqlite:///{path}?writer={default_writer_socket(path)}"
+    os.environ["LAPOR_STORE"] = url
+    try:
+        yield settings.model_copy(update={"store": url})
+    finally:
+        writer.terminate()  # after every process that appends has stopped: what they sent is committed
+        said, _ = writer.communicate(timeout=WORKER_STOP_TIMEOUT)
+        log.info(said.strip().splitlines()[-1] if said.strip() else "store writer stopped")
+
+
+@command(
+    "writer",
+    help="serve the appends of every process to the SQLite store, committed together; point the processes' "
+    "LAPOR_STORE at it with ?writer=<data>/events.db-writer.sock",
+    arguments=[DATA],
+)
+def writer(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    configure_logging(settings.log_level)
+    return run_store_writer(_sqlite_store_path(settings))
 
 
 def _workers(

@@ -1,4 +1,4 @@
-"""Observability: JSON logs, Prometheus metrics, the request middleware, and /healthz, /readyz, /metrics.
+"""Observability: Prometheus metrics, the request middleware, and /healthz, /readyz, /metrics (JSON logs: `lapor.logs`).
 
 Every request gets a correlation id (`lapor.correlation`), one JSON log line (method, route template,
 status, duration) and two metric samples. Each app has its own `CollectorRegistry`, so tests can build many
@@ -9,14 +9,11 @@ scraped, not pushed, so they are never stale.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-import orjson
 from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -25,7 +22,7 @@ from prometheus_client.registry import Collector
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lapor.correlation import HEADER, accept_correlation_id, correlation_scope, current_correlation_id
+from lapor.correlation import HEADER, accept_correlation_id, correlation_scope
 from lapor.problems import NotReady
 
 if TYPE_CHECKING:
@@ -36,53 +33,6 @@ access_log = logging.getLogger("lapor.access")
 log = logging.getLogger("lapor.observability")
 
 UNMATCHED_ROUTE = "<unmatched>"  # one label for every unknown path, so scanners cannot explode the series
-
-
-# -- logs ---------------------------------------------------------------------------------------------------
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, process id (`lapor up --workers` answers from
-    several processes), correlation id, and the `fields` extra."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "pid": record.process,
-        }
-        correlation_id = getattr(record, "correlation_id", None)
-        if correlation_id:
-            entry["correlation_id"] = correlation_id
-        entry.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
-
-
-class CorrelationFilter(logging.Filter):
-    """Stamps the current correlation id on a record while it is handled in the thread that logged it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "correlation_id", None) is None:
-            record.correlation_id = current_correlation_id()
-        return True
-
-
-def configure_logging(level: str = "INFO") -> None:
-    """JSON lines on stderr for LAPOR and uvicorn; uvicorn's own access log is off (we write ours)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(CorrelationFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    for name in ("uvicorn", "uvicorn.error"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
-    logging.getLogger("uvicorn.access").disabled = True
 
 
 # -- metrics ------------------------------------------------------------------------------------------------

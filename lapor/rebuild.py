@@ -638,7 +638,7 @@ def _rebuild_group(
     data: Path | None, names: list[str], batch_size: int, keep: bool, messages: Any, index: int
 ) -> None:
     from lapor.app import load_services  # local: see _loadable
-    from lapor.observability import configure_logging
+    from lapor.logs import configure_logging
     from lapor.settings import load_settings
 
     try:

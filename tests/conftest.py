@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -25,6 +23,8 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import psycopg
 import pytest
 from psycopg import sql
+
+from lapor.store.writer import start_process
 
 BACKENDS = (
     pytest.param("sqlite", id="sqlite"),
@@ -101,15 +101,7 @@ class WriterProcess:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.socket = Path(f"{path}-writer.sock")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "lapor.store.writer", "--store", str(path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        ready = self.process.stdout.readline()
-        assert ready.startswith("store writer:"), f"the store writer did not start (exit {self.process.poll()})"
+        self.process = start_process(path)
 
     @property
     def url(self) -> str:

@@ -12,6 +12,7 @@ wants a local file system, not a network share.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -19,6 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -356,7 +358,10 @@ class SqliteEventStore(EventStore):
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self._stream_reads = threading.BoundedSemaphore(CONCURRENT_STREAM_READS)
+        # Only an in-process group-commit leader needs readers kept out of its way (CONCURRENT_STREAM_READS).
+        self._stream_reads: AbstractContextManager[Any] = (
+            threading.BoundedSemaphore(CONCURRENT_STREAM_READS) if writer is None else contextlib.nullcontext()
+        )
         conn = connect(self.path)
         conn.executescript(SCHEMA)  # readable even before a writer process has opened the file
         self._write_conn: sqlite3.Connection | None = None

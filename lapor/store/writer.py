@@ -34,6 +34,7 @@ import selectors
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import uuid
@@ -46,6 +47,7 @@ from typing import Any
 import orjson
 
 from lapor.clock import SystemClock
+from lapor.logs import configure_logging
 from lapor.store.group_commit import MAX_GROUP, PendingAppend, commit_group
 from lapor.store.model import (
     AppendResult,
@@ -64,6 +66,7 @@ _LENGTH = struct.Struct(">I")
 MAX_FRAME = 64 * 2**20  # one append's JSON; far above any real one, low enough that a bad length is refused
 SEND_TIMEOUT = 10.0  # seconds the writer waits for an appender that does not read its answer
 CONNECT_TIMEOUT = 10.0
+PARENT_WATCH = 1.0  # seconds between checks that the process that started the writer is still there
 
 
 def default_socket(store_path: str | Path) -> Path:
@@ -352,11 +355,14 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes:
 # -- running it -------------------------------------------------------------------------------------------
 
 
-def run(path: str | Path, socket_path: str | Path | None = None) -> int:
-    """Serve until SIGTERM or SIGINT; queued appends are committed and answered first."""
+def run(path: str | Path, socket_path: str | Path | None = None, parent: int | None = None) -> int:
+    """Serve until SIGTERM or SIGINT (or, with `parent`, until that process is gone); queued appends are committed
+    and answered first."""
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    if parent is not None:
+        threading.Thread(target=_stop_without, args=(parent, stop), name="watch-parent", daemon=True).start()
     try:
         writer = StoreWriter(path, socket_path)
     except StoreError as error:
@@ -371,13 +377,40 @@ def run(path: str | Path, socket_path: str | Path | None = None) -> int:
     return 0
 
 
+def _stop_without(parent: int, stop: threading.Event) -> None:
+    while not stop.wait(PARENT_WATCH):
+        if os.getppid() != parent:
+            log.warning("store writer: the process that started it is gone; stopping")
+            stop.set()
+
+
+def start_process(
+    path: str | Path, socket_path: str | Path | None = None, *, stop_with_us: bool = False
+) -> subprocess.Popen[str]:
+    """`python -m lapor.store.writer` for the store at `path`, returned once it serves; its standard output is a
+    pipe (its last line, after SIGTERM, counts the appends and groups it committed). `stop_with_us`: it also stops
+    when this process is gone, even killed. StoreError if it did not start (e.g. another writer serves that
+    socket)."""
+    command = [sys.executable, "-m", "lapor.store.writer", "--store", str(path)]
+    if socket_path:
+        command += ["--socket", str(socket_path)]
+    if stop_with_us:
+        command += ["--parent", str(os.getpid())]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)  # its log goes where ours goes
+    assert process.stdout is not None
+    if not process.stdout.readline().startswith("store writer:"):
+        raise StoreError(f"the store writer for {path} did not start (exit {process.wait(30)}; its log says why)")
+    return process
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve appends to a SQLite event store (see lapor.store.writer).")
     parser.add_argument("--store", required=True, help="the SQLite file, e.g. var/events.db")
     parser.add_argument("--socket", help="default: <store>-writer.sock")
+    parser.add_argument("--parent", type=int, help="stop when the process with this id is gone")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    return run(args.store, args.socket)
+    configure_logging()
+    return run(args.store, args.socket, args.parent)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from __future__ import annotations
 import multiprocessing
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -121,6 +123,23 @@ def test_what_is_not_an_append_is_refused_and_the_writer_serves_on(tmp_path):
             assert [e.stream for e in store.read_all()] == ["complaint-after"]
 
 
-def test_a_second_writer_for_the_same_socket_is_refused(tmp_path: Path):
-    with running_writer(tmp_path / "events.db"), pytest.raises(AssertionError, match="did not start"):
+def test_a_second_writer_for_the_same_socket_is_refused(tmp_path: Path, capfd):
+    with running_writer(tmp_path / "events.db"), pytest.raises(StoreError, match="did not start"):
         WriterProcess(tmp_path / "events.db")
+    assert "another writer already serves" in capfd.readouterr().err
+
+
+def test_a_writer_started_to_stop_with_its_starter_stops_when_that_process_is_killed(tmp_path: Path):
+    path = tmp_path / "events.db"
+    starter = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from lapor.store.writer import start_process; "
+         "start_process(sys.argv[1], stop_with_us=True); print('started', flush=True); time.sleep(600)", str(path)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert starter.stdout is not None
+    assert starter.stdout.readline().strip() == "started"
+    socket_path = Path(f"{path}-writer.sock")
+    assert socket_path.exists()
+    starter.kill()
+    starter.wait()
+    wait_until(lambda: not socket_path.exists())  # it closed its socket on the way out

@@ -201,9 +201,11 @@ def logged_pids(server: Server, **matching: str) -> set[int]:
     return {entry["pid"] for entry in entries if all(entry.get(key) == value for key, value in matching.items())}
 
 
-def test_lapor_up_with_workers_answers_from_every_process_and_stops_them_all(tmp_path):
+@pytest.mark.parametrize("store_writer", [[], ["--store-writer"]], ids=["own-commits", "store-writer"])
+def test_lapor_up_with_workers_answers_from_every_process_and_stops_them_all(tmp_path, store_writer):
     data = str(tmp_path / "var")
-    with lapor(tmp_path, "up", "--data", data, "--workers", "2", name="workers", module="lapor.cli") as server:
+    with lapor(tmp_path, "up", "--data", data, "--workers", "2", *store_writer, name="workers",
+               module="lapor.cli") as server:
         [worker] = http_workers(server.process.pid)
         wait_until(lambda: worker in logged_pids(server, message="Application startup complete."),
                    describe="the worker listening")
@@ -228,6 +230,10 @@ def test_lapor_up_with_workers_answers_from_every_process_and_stops_them_all(tmp
         assert server.stop(signal.SIGINT) == 0
         wait_until(lambda: not alive(worker), timeout=30, describe="the worker stopped")
         assert "Traceback" not in server.logs()
+    if store_writer:  # every process appended through the writer, which stopped after them
+        [said] = [json.loads(line)["message"] for line in server.logs().splitlines() if "store writer: stopped" in line]
+        assert int(said.split()[4]) >= recorded
+        assert not (Path(data) / "events.db-writer.sock").exists()
 
 
 def test_a_worker_stops_when_lapor_up_is_killed(tmp_path):

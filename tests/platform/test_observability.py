@@ -7,7 +7,7 @@ import logging
 import threading
 
 from lapor.context import BackgroundLoop, ServiceDefinition
-from lapor.observability import JsonFormatter
+from lapor.logs import JsonFormatter
 from lapor.subscriptions import Subscription
 from tests.conftest import wait_until
 from tests.platform import probe
