@@ -230,7 +230,7 @@ def _writer_process(url: str, writers: int, per_writer: int, start: Any) -> None
         concurrent_commands(store, writers, per_writer)
 
 
-def concurrent_commands_in_processes(url: str, writers: int, per_writer: int, processes: int) -> float:
+def concurrent_commands_in_processes(url: str, writers: int, per_writer: int, processes: int, label: str = "") -> float:
     """`writers` threads spread over `processes` processes, each with its own store on the same log (as several
     service processes would write it); returns commands/s from the moment they all start together."""
     context = multiprocessing.get_context("spawn")
@@ -250,7 +250,7 @@ def concurrent_commands_in_processes(url: str, writers: int, per_writer: int, pr
         raise RuntimeError("a writer process failed")
     rate = writers * per_writer / elapsed
     print(
-        f"  command-per-event, {writers} writers in {processes} processes: {writers * per_writer:,} events in "
+        f"  {label}command-per-event, {writers} writers in {processes} processes: {writers * per_writer:,} events in "
         f"{elapsed:.2f} s = {rate:,.0f} events/s",
         flush=True,
     )
@@ -269,8 +269,7 @@ def writer_process_runs(url: str, commands: int, writers: int, per_writer: int, 
                            lambda: run_commands(store, "WS", commands))
             many = timed(f"writer process: command-per-event, {writers} writers", per_writer * writers,
                          lambda: concurrent_commands(store, writers, per_writer))
-        print("  writer process:", end="")
-        spread = concurrent_commands_in_processes(remote_url, writers, per_writer, processes)
+        spread = concurrent_commands_in_processes(remote_url, writers, per_writer, processes, "writer process: ")
     finally:
         writer.terminate()
         said, _ = writer.communicate(timeout=60)
