@@ -11,6 +11,7 @@ lists which backends ran, for the CI log.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 import uuid
@@ -48,6 +49,17 @@ def backend_unavailable(backend: str, reason: str) -> NoReturn:
     if backend in required_backends():
         pytest.fail(f"{backend} is required by LAPOR_REQUIRE_BACKENDS but unavailable: {reason}", pytrace=False)
     pytest.skip(f"{backend} unavailable: {reason}")
+
+
+@pytest.fixture(autouse=True)
+def _root_log_handlers_restored() -> Iterator[None]:
+    """A test that runs the CLI in-process (`lapor.cli.main`) points the root logger at the stream pytest captured
+    for that test; put back what was there, so later tests' server threads do not log into a closed file."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:

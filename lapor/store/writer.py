@@ -66,6 +66,7 @@ _LENGTH = struct.Struct(">I")
 MAX_FRAME = 64 * 2**20  # one append's JSON; far above any real one, low enough that a bad length is refused
 SEND_TIMEOUT = 10.0  # seconds the writer waits for an appender that does not read its answer
 CONNECT_TIMEOUT = 10.0
+ANSWER_READ = 4096
 PARENT_WATCH = 1.0  # seconds between checks that the process that started the writer is still there
 
 
@@ -328,8 +329,7 @@ class RemoteWriter:
         sock = self._socket()
         try:
             sock.sendall(frame)
-            (length,) = _LENGTH.unpack(_read_exactly(sock, _LENGTH.size))
-            return orjson.loads(_read_exactly(sock, length))
+            return orjson.loads(_read_answer(sock))
         except (OSError, EOFError):
             self._forget(sock)
             raise
@@ -342,14 +342,19 @@ class RemoteWriter:
             sock.close()
 
 
-def _read_exactly(sock: socket.socket, size: int) -> bytes:
-    chunks = bytearray()
-    while len(chunks) < size:
-        chunk = sock.recv(size - len(chunks))
+def _read_answer(sock: socket.socket) -> bytes:
+    """One answer frame's body. Answers are small and the writer sends each whole, so this is nearly always one
+    `recv`: every call gives up the GIL and, among busy threads, waits to win it back."""
+    received = bytearray()
+    while True:
+        chunk = sock.recv(ANSWER_READ)
         if not chunk:
             raise EOFError("the store writer closed the connection")
-        chunks += chunk
-    return bytes(chunks)
+        received += chunk
+        if len(received) >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(received)
+            if len(received) >= _LENGTH.size + length:
+                return bytes(received[_LENGTH.size : _LENGTH.size + length])
 
 
 # -- running it -------------------------------------------------------------------------------------------
