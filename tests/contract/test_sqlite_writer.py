@@ -143,3 +143,19 @@ def test_a_writer_started_to_stop_with_its_starter_stops_when_that_process_is_ki
     starter.kill()
     starter.wait()
     wait_until(lambda: not socket_path.exists())  # it closed its socket on the way out
+
+
+def test_lapor_writer_serves_the_data_directorys_store_until_sigterm(tmp_path: Path):
+    data = tmp_path / "var"
+    writer = subprocess.Popen([sys.executable, "-m", "lapor.cli", "writer", "--data", str(data)],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert writer.stdout is not None
+    assert writer.stdout.readline().startswith("store writer:")
+    try:
+        with open_store(f"sqlite:///{data / 'events.db'}?writer={data / 'events.db-writer.sock'}") as store:
+            store.append("complaint-X", [noted(0), noted(1)], NO_STREAM)
+    finally:
+        writer.terminate()
+    out, _ = writer.communicate(timeout=60)
+    assert writer.returncode == 0
+    assert out.strip().endswith("stopped after 1 appends in 1 groups")

@@ -22,6 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lapor.cli import main as cli_main
+from tests.conftest import running_writer
 
 pytestmark = pytest.mark.slow
 
@@ -255,6 +256,19 @@ def test_a_worker_stops_when_lapor_up_is_killed(tmp_path):
 def test_lapor_up_refuses_workers_it_cannot_run(tmp_path, capsys, arguments, complaint):
     assert cli_main(["up", "--data", str(tmp_path / "var"), "--port", str(free_port()), *arguments]) == 2
     assert complaint in capsys.readouterr().err
+
+
+def test_lapor_up_refuses_a_store_writer_for_a_store_that_is_not_sqlite(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LAPOR_STORE", "postgresql://postgres@127.0.0.1:5432/test")
+    assert cli_main(["up", "--data", str(tmp_path / "var"), "--port", str(free_port()), "--store-writer"]) == 2
+    assert "a store writer serves a SQLite store" in capsys.readouterr().err
+
+
+def test_lapor_up_refuses_a_store_writer_when_another_serves_the_store(tmp_path, capsys):
+    data = tmp_path / "var"
+    with running_writer(data / "events.db"):
+        assert cli_main(["up", "--data", str(data), "--port", str(free_port()), "--store-writer"]) == 2
+    assert "did not start" in capsys.readouterr().err
 
 
 def test_lapor_up_logs_a_worker_that_died_and_goes_on_serving(tmp_path):
