@@ -8,6 +8,9 @@ processes (or other stores in this one) writing to the same file take turns on a
 (`<file>-writer.lock`, flock(2)) and then on SQLite's own write lock (`BEGIN IMMEDIATE` + busy timeout); since a
 position is assigned inside those locks, commit order equals position order. Like SQLite's own locking, this
 wants a local file system, not a network share.
+
+With `writer=<socket>` a store commits nothing itself: it sends its appends to a writer process
+(`lapor.store.writer`), which commits every process's appends in shared groups, and reads the file directly.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import orjson
 
@@ -262,7 +266,7 @@ class SqliteGroup(GroupTransaction):
             current_version=current,
             prev_hash=prev_hash,
             first_position=staged.position + 1,
-            recorded_at=request.recorded_at or self.clock.now(),
+            recorded_at=self.clock.now() if request.recorded_at is None else request.recorded_at,
         )
         category = category_of(stream)
         for e in linked:
@@ -352,7 +356,7 @@ class SqliteEventStore(EventStore):
     def __init__(self, path: str | Path, *, clock: Clock | None = None, writer: str | Path | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.url = f"sqlite:///{self.path}" + (f"?writer={writer}" if writer else "")
+        self.url = f"sqlite:///{self.path}" + (f"?writer={quote(str(writer), safe='/')}" if writer else "")
         self.clock = clock or SystemClock()
         self._notifier = Notifier()
         self._local = threading.local()

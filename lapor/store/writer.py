@@ -119,15 +119,29 @@ def _answer(request: PendingAppend) -> dict[str, Any]:
 def _decode(connection: _Connection, body: bytes) -> _Request:
     """An append from its JSON; raises ValueError (or KeyError/TypeError) for one that is not well formed."""
     message = orjson.loads(body)
-    events = [
-        NewEvent(e["type"], e["data"], e["metadata"], uuid.UUID(e["event_id"]), e["schema_version"])
-        for e in message["events"]
-    ]
+    events = [_event(e) for e in message["events"]]
     stream, expected = message["stream"], message["expected"]
-    if not isinstance(stream, str) or not isinstance(expected, int):
+    if not isinstance(stream, str) or not _is_int(expected):
         raise ValueError("stream must be a string and expected an integer")
+    recorded_at = datetime.fromisoformat(message["recorded_at"])
+    if recorded_at.tzinfo is None:
+        raise ValueError("recorded_at needs a UTC offset")
     validate_append(stream, events)
-    return _Request(connection, stream, events, expected, datetime.fromisoformat(message["recorded_at"]))
+    return _Request(connection, stream, events, expected, recorded_at)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _event(fields: dict[str, Any]) -> NewEvent:
+    event_type, data, metadata, schema_version = (
+        fields["type"], fields["data"], fields["metadata"], fields["schema_version"]
+    )
+    if not (isinstance(event_type, str) and isinstance(data, dict) and isinstance(metadata, dict)
+            and _is_int(schema_version)):
+        raise ValueError("an event needs a type (string), data and metadata (objects) and a schema_version (integer)")
+    return NewEvent(event_type, data, metadata, uuid.UUID(fields["event_id"]), schema_version)
 
 
 class StoreWriter:

@@ -103,17 +103,32 @@ def test_a_writer_killed_mid_run_loses_no_acknowledged_append_and_doubles_none(t
     assert [e.position for e in events] == sorted({e.position for e in events})
 
 
-def test_what_is_not_an_append_is_refused_and_the_writer_serves_on(tmp_path):
+def an_append(**changes) -> dict:
+    event = {"event_id": str(uuid.uuid4()), "type": "Noted", "data": {}, "metadata": {}, "schema_version": 1}
+    event.update(changes.pop("event", {}))
+    return {"stream": "complaint-bad", "expected": -1, "recorded_at": "2026-01-01T00:00:00+00:00",
+            "events": [event], **changes}
+
+
+NOT_APPENDS = {
+    "not JSON": b"not json",
+    "no events": orjson.dumps({"stream": "complaint-bad", "expected": -1}),
+    "no category": orjson.dumps(an_append(stream="nocategory")),
+    "expected true": orjson.dumps(an_append(expected=True)),
+    "data a list": orjson.dumps(an_append(event={"data": []})),
+    "schema version text": orjson.dumps(an_append(event={"schema_version": "1"})),
+    "event id not a UUID": orjson.dumps(an_append(event={"event_id": "x"})),
+    "a moment without offset": orjson.dumps(an_append(recorded_at="2026-01-01T00:00:00")),
+}
+
+
+def test_what_is_not_an_append_is_refused_writes_nothing_and_the_writer_serves_on(tmp_path):
     with running_writer(tmp_path / "events.db") as writer:
         with socket.socket(socket.AF_UNIX) as raw:
             raw.connect(str(writer.socket))
-            assert exchange(raw, b"not json")["error"] == "invalid"
-            no_category = {"stream": "nocategory", "expected": -1, "recorded_at": "2026-01-01T00:00:00+00:00",
-                           "events": [{"event_id": str(uuid.uuid4()), "type": "Noted", "data": {}, "metadata": {},
-                                       "schema_version": 1}]}
-            refused = exchange(raw, orjson.dumps(no_category))
-            assert refused["error"] == "invalid"
-            assert "category" in refused["message"]
+            refusals = {name: exchange(raw, body) for name, body in NOT_APPENDS.items()}
+        assert {name: answer["error"] for name, answer in refusals.items()} == dict.fromkeys(NOT_APPENDS, "invalid")
+        assert "category" in refusals["no category"]["message"]
         with socket.socket(socket.AF_UNIX) as greedy:
             greedy.connect(str(writer.socket))
             greedy.sendall(struct.pack(">I", 2**31))  # a frame no append needs: the writer hangs up on it
