@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import logging
 import os
 import selectors
@@ -152,28 +153,27 @@ class StoreWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.socket_path = Path(socket_path) if socket_path else default_socket(self.path)
+        self._selector = selectors.DefaultSelector()
+        self._listener = self._listen()  # first: a second writer for this socket touches nothing
         self._conn = connect(self.path)
         self._conn.executescript(SCHEMA)
         # The same lock file as in-process writers: a store without `writer=` may still write the file meanwhile.
         self._group = SqliteGroup(self._conn, SystemClock(), lock_path=f"{self.path}-writer.lock")
         self._queue: deque[_Request] = deque()
-        self._selector = selectors.DefaultSelector()
-        self._listener = self._listen()
         self.groups = 0  # groups committed (for the benchmark and the tests)
         self.appends = 0
 
     def _listen(self) -> socket.socket:
+        """The socket, once this writer holds the lock beside it: one writer per socket, and a socket left by a
+        writer that died (its lock went with it) is taken over."""
         path = self.socket_path
-        probe = socket.socket(socket.AF_UNIX)
+        self._socket_lock = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            probe.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError):
-            path.unlink(missing_ok=True)  # left by a writer that died: nobody answers on it
-        else:
-            probe.close()
-            raise StoreError(f"another writer already serves {path}")
-        finally:
-            probe.close()
+            fcntl.flock(self._socket_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._socket_lock)
+            raise StoreError(f"another writer already serves {path}") from None
+        path.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX)
         old_umask = os.umask(0o177)
         try:
@@ -258,6 +258,7 @@ class StoreWriter:
         self._selector.close()
         self._listener.close()
         self.socket_path.unlink(missing_ok=True)
+        os.close(self._socket_lock)  # after the unlink: a writer taking over finds no socket of ours
         self._group.close()
         self._conn.close()
 
