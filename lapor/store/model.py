@@ -249,6 +249,17 @@ def validate_append(stream: str, events: Sequence[NewEvent]) -> None:
     ids = [e.event_id for e in events]
     if len(set(ids)) != len(ids):
         raise DuplicateEventId("the same event id appears twice in one append")
+    for n, event in enumerate(events):
+        # Refused here, before the append joins a group: found while the group is written, it would fail the
+        # whole group's transaction, and with it every other caller's append.
+        for part in ("data", "metadata"):
+            value = getattr(event, part)
+            if not isinstance(value, dict):
+                raise ValueError(f"event {n} ({event.type}): {part} must be a JSON object")
+            try:
+                orjson.dumps(value)
+            except orjson.JSONEncodeError as error:
+                raise ValueError(f"event {n} ({event.type}): {part} is not JSON: {error}") from None
 
 
 def link_events(

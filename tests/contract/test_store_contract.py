@@ -184,6 +184,16 @@ def test_an_append_that_fails_writes_none_of_its_events(store):
     assert store.append(stream, [noted(3)], expected_version=0).first_version == 1
 
 
+def test_an_event_that_is_not_json_is_refused_alone_and_its_neighbours_commit(store):
+    stream, neighbour = unique_stream(), unique_stream()
+    with ThreadPoolExecutor(8) as pool:
+        neighbours = [pool.submit(store.append, f"{neighbour}{n}", [noted(n)], NO_STREAM) for n in range(7)]
+        with pytest.raises(ValueError, match="not JSON"):
+            store.append(stream, [noted(0), NewEvent("Noted", {"tags": {"a", "b"}})], NO_STREAM)
+        assert all(done.result().last_version == 0 for done in neighbours)
+    assert store.read_stream(stream) == []
+
+
 def test_a_stream_name_without_a_category_is_refused(store):
     with pytest.raises(ValueError, match="category"):
         store.append("nocategory", [noted(0)])
