@@ -242,6 +242,7 @@ def run(args: argparse.Namespace) -> dict:
         "duration_s": args.duration,
         "cpus": os.cpu_count(),
         "workers": args.workers,
+        "store_writer": args.store_writer,
         "pinned": {"load": sorted(split[0]), "server": sorted(split[1])} if split else None,
     }
     on_server_cpus = None
@@ -272,8 +273,12 @@ def run(args: argparse.Namespace) -> dict:
     }
     port = free_port()
     command = [str(Path(PYTHON).with_name("lapor")), "up", "--data", str(data), "--port", str(port)]
+    if args.workers != 1:
+        command += ["--workers", str(args.workers)]
+    if args.store_writer:
+        command.append("--store-writer")
     lapor = subprocess.Popen(
-        command if args.workers == 1 else [*command, "--workers", str(args.workers)],
+        command,
         cwd=ROOT,
         env=env,
         preexec_fn=on_server_cpus,
@@ -303,6 +308,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
         "--workers", type=int, default=1, help="HTTP processes, for both servers (lapor up --workers N)"
+    )
+    parser.add_argument(
+        "--store-writer", action="store_true", help="lapor up --store-writer: appends through a writer process"
     )
     parser.add_argument(
         "--no-pin",
