@@ -322,7 +322,7 @@ class RemoteWriter:
             # event ids make the retry a no-op if the append had committed.
             try:
                 answer = self._exchange(frame)
-            except (OSError, EOFError) as error:
+            except (OSError, EOFError, StoreError) as error:  # StoreError: no writer answers a new connection
                 raise StoreError(
                     f"the store writer at {self.socket_path} went away before answering ({error}); the append may "
                     "or may not be recorded: retry it with the same event ids"
