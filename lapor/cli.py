@@ -39,6 +39,7 @@ from lapor.logs import configure_logging
 from lapor.principal import KSP_AGENCY, NATIONAL_ADMIN_AGENCY, Role
 from lapor.settings import Settings, SettingsError, load_settings
 from lapor.store import StoreError, open_store
+from lapor.store.open import parse_sqlite_url
 from lapor.store.writer import default_socket as default_writer_socket
 from lapor.store.writer import run as run_store_writer
 from lapor.store.writer import start_process as start_writer_process
@@ -282,10 +283,14 @@ def up(args: argparse.Namespace) -> int:
 
 
 def _sqlite_store_path(settings: Settings) -> Path:
-    scheme, _, rest = settings.store.partition(":///")
-    if scheme != "sqlite" or "?" in rest:
+    """The file of the SQLite store the settings name without a writer: what a store writer may serve."""
+    try:
+        path, writer = parse_sqlite_url(settings.store)
+    except ValueError:
+        path, writer = None, None
+    if path is None or writer is not None:
         raise CliError(f"a store writer serves a SQLite store given by its path, not {settings.store}")
-    return Path(rest)
+    return Path(path)
 
 
 @contextlib.contextmanager

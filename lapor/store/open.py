@@ -5,27 +5,42 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
+from pathlib import Path
+from urllib.parse import parse_qsl, quote
 
 from lapor.clock import Clock
 from lapor.store.model import EventStore
 
 
-def open_store(url: str, *, clock: Clock | None = None) -> EventStore:
+def sqlite_url(path: str | Path, writer: str | Path | None = None) -> str:
+    """The URL of the SQLite store at `path`, its appends sent to the writer process on socket `writer` if given."""
+    return f"sqlite:///{path}" + (f"?writer={quote(str(writer), safe='/')}" if writer else "")
+
+
+def parse_sqlite_url(url: str) -> tuple[str, str | None]:
+    """(the file path, the writer socket or None) of a `sqlite:///` URL; ValueError for one that is not."""
     scheme, sep, rest = url.partition("://")
+    if scheme != "sqlite" or not sep:
+        raise ValueError(f"not a SQLite store URL: {url!r}")
+    path, _, query = (rest[1:] if rest.startswith("/") else rest).partition("?")
+    if not path:
+        raise ValueError("sqlite store URL needs a file path: sqlite:///var/events.db")
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = set(options) - {"writer"}
+    if unknown:
+        raise ValueError(f"unknown sqlite store option(s) {sorted(unknown)}; the one option is writer=<socket>")
+    return path, options.get("writer") or None
+
+
+def open_store(url: str, *, clock: Clock | None = None) -> EventStore:
+    scheme, sep, _ = url.partition("://")
     if not sep:
         raise ValueError(f"store URL {url!r} has no scheme; use sqlite:///path or postgresql://...")
     if scheme == "sqlite":
         from lapor.store.sqlite import SqliteEventStore
 
-        path, _, query = (rest[1:] if rest.startswith("/") else rest).partition("?")
-        if not path:
-            raise ValueError("sqlite store URL needs a file path: sqlite:///var/events.db")
-        options = dict(parse_qsl(query, keep_blank_values=True))
-        unknown = set(options) - {"writer"}
-        if unknown:
-            raise ValueError(f"unknown sqlite store option(s) {sorted(unknown)}; the one option is writer=<socket>")
-        return SqliteEventStore(path, clock=clock, writer=options.get("writer") or None)
+        path, writer = parse_sqlite_url(url)
+        return SqliteEventStore(path, clock=clock, writer=writer)
     if scheme in {"postgresql", "postgres"}:
         from lapor.store.postgres import PostgresEventStore
 

@@ -27,7 +27,6 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import orjson
 
@@ -50,6 +49,7 @@ from lapor.store.model import (
     replayed_result,
     validate_append,
 )
+from lapor.store.open import sqlite_url
 from lapor.store.vault import SqliteVault
 
 if TYPE_CHECKING:
@@ -356,7 +356,7 @@ class SqliteEventStore(EventStore):
     def __init__(self, path: str | Path, *, clock: Clock | None = None, writer: str | Path | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.url = f"sqlite:///{self.path}" + (f"?writer={quote(str(writer), safe='/')}" if writer else "")
+        self.url = sqlite_url(self.path, writer)
         self.clock = clock or SystemClock()
         self._notifier = Notifier()
         self._local = threading.local()
