@@ -35,7 +35,8 @@ import psycopg
 
 from lapor.complaint import ComplaintState, Status, fold, replay
 from lapor.store import NO_STREAM, EventStore, NewEvent, open_store
-from lapor.store.writer import start_process
+from lapor.store.open import parse_sqlite_url
+from lapor.store.writer import WriterProcess
 from schemas.events import (
     ComplaintClosed,
     ComplaintDisposed,
@@ -260,20 +261,15 @@ def concurrent_commands_in_processes(url: str, writers: int, per_writer: int, pr
 def writer_process_runs(url: str, commands: int, writers: int, per_writer: int, processes: int) -> dict[str, float]:
     """The command-per-event runs again with every append sent to a writer process (lapor.store.writer) on the
     same file: 1 writer, `writers` threads in this process, and `writers` threads in `processes` processes."""
-    path = url.removeprefix("sqlite:///")
-    writer = start_process(path)
-    remote_url = f"{url}?writer={path}-writer.sock"
-    try:
-        with open_store(remote_url) as store:
+    path, _ = parse_sqlite_url(url)
+    with WriterProcess(path) as writer:
+        with open_store(writer.url) as store:
             single = timed("writer process: command-per-event, 1 writer", commands,
                            lambda: run_commands(store, "WS", commands))
             many = timed(f"writer process: command-per-event, {writers} writers", per_writer * writers,
                          lambda: concurrent_commands(store, writers, per_writer))
-        spread = concurrent_commands_in_processes(remote_url, writers, per_writer, processes, "writer process: ")
-    finally:
-        writer.terminate()
-        said, _ = writer.communicate(timeout=60)
-        print(f"  {said.strip().splitlines()[-1]}", flush=True)
+        spread = concurrent_commands_in_processes(writer.url, writers, per_writer, processes, "writer process: ")
+        print(f"  {writer.stop()}", flush=True)
     return {"single": single, "concurrent": many, f"concurrent_in_{processes}_processes": spread}
 
 

@@ -40,9 +40,8 @@ from lapor.principal import KSP_AGENCY, NATIONAL_ADMIN_AGENCY, Role
 from lapor.settings import Settings, SettingsError, load_settings
 from lapor.store import StoreError, open_store
 from lapor.store.open import parse_sqlite_url
-from lapor.store.writer import default_socket as default_writer_socket
+from lapor.store.writer import WriterProcess
 from lapor.store.writer import run as run_store_writer
-from lapor.store.writer import start_process as start_writer_process
 
 Run = Callable[[argparse.Namespace], int]
 log = logging.getLogger("lapor.cli")
@@ -297,19 +296,15 @@ def _sqlite_store_path(settings: Settings) -> Path:
 def _store_writer(settings: Settings) -> Iterator[Settings]:
     """A writer process for the SQLite store while the block runs, and `settings` pointing at it. Spawned workers
     read the environment, so LAPOR_STORE is set for them too."""
-    path = _sqlite_store_path(settings)
     try:
-        writer = start_writer_process(path, stop_with_us=True)
+        writer = WriterProcess(_sqlite_store_path(settings), stop_with_us=True)
     except StoreError as error:
         raise CliError(str(error)) from None
-    url = f"sqlite:///{path}?writer={default_writer_socket(path)}"
-    os.environ["LAPOR_STORE"] = url
+    os.environ["LAPOR_STORE"] = writer.url
     try:
-        yield settings.model_copy(update={"store": url})
+        yield settings.model_copy(update={"store": writer.url})
     finally:
-        writer.terminate()  # after every process that appends has stopped: what they sent is committed
-        said, _ = writer.communicate(timeout=WORKER_STOP_TIMEOUT)
-        log.info(said.strip().splitlines()[-1] if said.strip() else "store writer stopped")
+        log.info(writer.stop())  # after every process that appends has stopped: what they sent is committed
 
 
 @command(

@@ -10,7 +10,6 @@ lists which backends ran, for the CI log.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -25,7 +24,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from lapor.store.writer import start_process
+from lapor.store.writer import WriterProcess
 
 BACKENDS = (
     pytest.param("sqlite", id="sqlite"),
@@ -107,44 +106,10 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'events.db'}"
 
 
-class WriterProcess:
-    """A store writer process (`lapor.store.writer`) for the SQLite file at `path`."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.socket = Path(f"{path}-writer.sock")
-        self.process = start_process(path)
-
-    @property
-    def url(self) -> str:
-        return f"sqlite:///{self.path}?writer={self.socket}"
-
-    def stop(self) -> str:
-        """SIGTERM, and what the writer said last (how many appends it committed in how many groups)."""
-        self.process.terminate()
-        out, _ = self.process.communicate(timeout=60)
-        return out.strip().splitlines()[-1] if out.strip() else ""
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(60)
-
-
-@contextlib.contextmanager
-def running_writer(path: Path) -> Iterator[WriterProcess]:
-    writer = WriterProcess(path)
-    try:
-        yield writer
-    finally:
-        if writer.process.poll() is None:
-            writer.stop()
-
-
 @pytest.fixture
 def sqlite_writer_url(tmp_path: Path) -> Iterator[str]:
     """SQLite with its appends sent to a writer process."""
-    path = tmp_path / "events.db"
-    with running_writer(path) as writer:
+    with WriterProcess(tmp_path / "events.db") as writer:
         yield writer.url
 
 

@@ -59,6 +59,7 @@ from lapor.store.model import (
     WrongExpectedVersion,
     validate_append,
 )
+from lapor.store.open import sqlite_url
 from lapor.store.sqlite import SCHEMA, SqliteGroup, connect
 
 log = logging.getLogger("lapor.store.writer")
@@ -69,6 +70,7 @@ SEND_TIMEOUT = 10.0  # seconds the writer waits for an appender that does not re
 CONNECT_TIMEOUT = 10.0
 ANSWER_READ = 4096
 PARENT_WATCH = 1.0  # seconds between checks that the process that started the writer is still there
+STOP_TIMEOUT = 60.0  # seconds a writer may take to commit what is queued once told to stop
 
 
 def default_socket(store_path: str | Path) -> Path:
@@ -403,23 +405,42 @@ def _stop_without(parent: int, stop: threading.Event) -> None:
             stop.set()
 
 
-def start_process(
-    path: str | Path, socket_path: str | Path | None = None, *, stop_with_us: bool = False
-) -> subprocess.Popen[str]:
-    """`python -m lapor.store.writer` for the store at `path`, returned once it serves; its standard output is a
-    pipe (its last line, after SIGTERM, counts the appends and groups it committed). `stop_with_us`: it also stops
-    when this process is gone, even killed. StoreError if it did not start (e.g. another writer serves that
-    socket)."""
-    command = [sys.executable, "-m", "lapor.store.writer", "--store", str(path)]
-    if socket_path:
-        command += ["--socket", str(socket_path)]
-    if stop_with_us:
-        command += ["--parent", str(os.getpid())]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)  # its log goes where ours goes
-    assert process.stdout is not None
-    if not process.stdout.readline().startswith("store writer:"):
-        raise StoreError(f"the store writer for {path} did not start (exit {process.wait(30)}; its log says why)")
-    return process
+class WriterProcess:
+    """`python -m lapor.store.writer` for the store at `path`, returned once it serves (StoreError if it did not
+    start, e.g. another writer serves that socket; its log, on our stderr, says why). `stop_with_us`: it also stops
+    when this process is gone, even killed. A context manager that stops it on exit."""
+
+    def __init__(self, path: str | Path, *, stop_with_us: bool = False) -> None:
+        self.path = Path(path)
+        self.socket = default_socket(self.path)
+        self.url = sqlite_url(self.path, self.socket)
+        command = [sys.executable, "-m", "lapor.store.writer", "--store", str(path)]
+        if stop_with_us:
+            command += ["--parent", str(os.getpid())]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)  # its log goes where ours goes
+        assert self.process.stdout is not None
+        if not self.process.stdout.readline().startswith("store writer:"):
+            exit_code = self.process.wait(STOP_TIMEOUT)
+            raise StoreError(f"the store writer for {path} did not start (exit {exit_code}; its log says why)")
+
+    def stop(self) -> str:
+        """SIGTERM (queued appends are committed and answered first), and what it said last: how many appends it
+        committed in how many groups."""
+        self.process.terminate()
+        said, _ = self.process.communicate(timeout=STOP_TIMEOUT)
+        return said.strip().splitlines()[-1] if said.strip() else f"store writer: exit {self.process.returncode}"
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to finish what it was doing (for the tests of what that loses: nothing)."""
+        self.process.kill()
+        self.process.wait(STOP_TIMEOUT)
+
+    def __enter__(self) -> WriterProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            self.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,9 @@ import orjson
 import pytest
 
 from lapor.store import NO_STREAM, NewEvent, StoreError, open_store
-from tests.conftest import WriterProcess, running_writer, wait_until
+from lapor.store.open import sqlite_url
+from lapor.store.writer import WriterProcess, default_socket
+from tests.conftest import wait_until
 
 from ._workers import append_in_process
 
@@ -34,7 +36,7 @@ def exchange(sock: socket.socket, body: bytes) -> dict:
 
 def test_appends_fail_clearly_and_write_nothing_when_no_writer_answers(tmp_path):
     path = tmp_path / "events.db"
-    with open_store(f"sqlite:///{path}?writer={tmp_path / 'nobody.sock'}") as store:
+    with open_store(sqlite_url(path, tmp_path / "nobody.sock")) as store:
         with pytest.raises(StoreError, match="does not answer"):
             store.append("complaint-A", [noted(0)], NO_STREAM)
         assert store.read_all() == []
@@ -126,7 +128,7 @@ NOT_APPENDS = {
 
 
 def test_what_is_not_an_append_is_refused_writes_nothing_and_the_writer_serves_on(tmp_path):
-    with running_writer(tmp_path / "events.db") as writer:
+    with WriterProcess(tmp_path / "events.db") as writer:
         with socket.socket(socket.AF_UNIX) as raw:
             raw.connect(str(writer.socket))
             refusals = {name: exchange(raw, body) for name, body in NOT_APPENDS.items()}
@@ -142,7 +144,7 @@ def test_what_is_not_an_append_is_refused_writes_nothing_and_the_writer_serves_o
 
 
 def test_a_second_writer_for_the_same_socket_is_refused(tmp_path: Path, capfd):
-    with running_writer(tmp_path / "events.db"), pytest.raises(StoreError, match="did not start"):
+    with WriterProcess(tmp_path / "events.db"), pytest.raises(StoreError, match="did not start"):
         WriterProcess(tmp_path / "events.db")
     assert "another writer already serves" in capfd.readouterr().err
 
@@ -150,8 +152,9 @@ def test_a_second_writer_for_the_same_socket_is_refused(tmp_path: Path, capfd):
 def test_a_writer_started_to_stop_with_its_starter_stops_when_that_process_is_killed(tmp_path: Path):
     path = tmp_path / "events.db"
     starter = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from lapor.store.writer import start_process; "
-         "start_process(sys.argv[1], stop_with_us=True); print('started', flush=True); time.sleep(600)", str(path)],
+        [sys.executable, "-c", "import sys, time; from lapor.store.writer import WriterProcess; "
+         "writer = WriterProcess(sys.argv[1], stop_with_us=True); print('started', flush=True); time.sleep(600)",
+         str(path)],
         stdout=subprocess.PIPE, text=True,
     )
     assert starter.stdout is not None
@@ -170,7 +173,7 @@ def test_lapor_writer_serves_the_data_directorys_store_until_sigterm(tmp_path: P
     assert writer.stdout is not None
     assert writer.stdout.readline().startswith("store writer:")
     try:
-        with open_store(f"sqlite:///{data / 'events.db'}?writer={data / 'events.db-writer.sock'}") as store:
+        with open_store(sqlite_url(data / "events.db", default_socket(data / "events.db"))) as store:
             store.append("complaint-X", [noted(0), noted(1)], NO_STREAM)
     finally:
         writer.terminate()

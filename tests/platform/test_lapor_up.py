@@ -22,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lapor.cli import main as cli_main
-from tests.conftest import running_writer
+from lapor.store.writer import WriterProcess
 
 pytestmark = pytest.mark.slow
 
@@ -266,7 +266,7 @@ def test_lapor_up_refuses_a_store_writer_for_a_store_that_is_not_sqlite(tmp_path
 
 def test_lapor_up_refuses_a_store_writer_when_another_serves_the_store(tmp_path, capsys):
     data = tmp_path / "var"
-    with running_writer(data / "events.db"):
+    with WriterProcess(data / "events.db"):
         assert cli_main(["up", "--data", str(data), "--port", str(free_port()), "--store-writer"]) == 2
     assert "did not start" in capsys.readouterr().err
 
