@@ -17,7 +17,6 @@ import socket
 import sqlite3
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from lapor.auth import TokenService, parse_ttl
 from lapor.clock import SystemClock
 from lapor.context import ServiceContext, ServiceDefinition
 from lapor.logs import configure_logging
+from lapor.orphans import stop_when_orphaned
 from lapor.principal import KSP_AGENCY, NATIONAL_ADMIN_AGENCY, Role
 from lapor.settings import Settings, SettingsError, load_settings
 from lapor.store import StoreError, open_store
@@ -162,7 +162,6 @@ def _report_exit(child: multiprocessing.process.BaseProcess, server: uvicorn.Ser
 
 
 WORKER_STOP_TIMEOUT = 30.0  # seconds a worker process may take to drain before it is killed
-PARENT_WATCH = 1.0  # seconds between a worker's checks that the process that started it is still there
 
 
 @dataclass(frozen=True)
@@ -209,13 +208,10 @@ def _serve_worker(workers: Workers, host: str, port: int, parent: int) -> None:
     app = create_app(settings, load_services(workers.services), background=False)
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
 
-    def watch_parent() -> None:
-        while not server.should_exit:
-            if os.getppid() != parent:
-                server.should_exit = True
-            time.sleep(PARENT_WATCH)
+    def stop() -> None:
+        server.should_exit = True
 
-    threading.Thread(target=watch_parent, name="watch-parent", daemon=True).start()
+    stop_when_orphaned(parent, stop, lambda: server.should_exit)
     server.run(sockets=[_listening_socket(host, port)])
 
 

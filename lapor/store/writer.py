@@ -49,6 +49,7 @@ import orjson
 
 from lapor.clock import SystemClock
 from lapor.logs import configure_logging
+from lapor.orphans import stop_when_orphaned
 from lapor.store.group_commit import MAX_GROUP, PendingAppend, commit_group
 from lapor.store.model import (
     AppendResult,
@@ -69,7 +70,6 @@ MAX_FRAME = 64 * 2**20  # one append's JSON; far above any real one, low enough 
 SEND_TIMEOUT = 10.0  # seconds the writer waits for an appender that does not read its answer
 CONNECT_TIMEOUT = 10.0
 ANSWER_READ = 4096
-PARENT_WATCH = 1.0  # seconds between checks that the process that started the writer is still there
 STOP_TIMEOUT = 60.0  # seconds a writer may take to commit what is queued once told to stop
 
 
@@ -383,7 +383,7 @@ def run(path: str | Path, socket_path: str | Path | None = None, parent: int | N
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     if parent is not None:
-        threading.Thread(target=_stop_without, args=(parent, stop), name="watch-parent", daemon=True).start()
+        stop_when_orphaned(parent, stop.set, stop.is_set)
     try:
         writer = StoreWriter(path, socket_path)
     except StoreError as error:
@@ -396,13 +396,6 @@ def run(path: str | Path, socket_path: str | Path | None = None, parent: int | N
         writer.close()
     print(f"store writer: stopped after {writer.appends} appends in {writer.groups} groups", flush=True)
     return 0
-
-
-def _stop_without(parent: int, stop: threading.Event) -> None:
-    while not stop.wait(PARENT_WATCH):
-        if os.getppid() != parent:
-            log.warning("store writer: the process that started it is gone; stopping")
-            stop.set()
 
 
 class WriterProcess:
