@@ -338,6 +338,7 @@ def _feed(
         for event in batch:
             by_category.setdefault(category_of(event.stream), []).append(event)
         through = batch[-1].position
+        states.prefold(by_category.get("complaint", []))
         for projection in running:
             category = projection.runner.subscription.category
             started = time.perf_counter()

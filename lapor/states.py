@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from lapor.complaint import STREAM_PREFIX, ComplaintState, evolve, fold, initial_state
 from lapor.store import EventStore, RecordedEvent
@@ -44,12 +45,17 @@ class ComplaintStates:
         self._lock = threading.Lock()
         # Once `keep_latest` was called (a rebuild): the complaints holding more than their newest state since.
         self._crowded: set[str] | None = None
+        # Set by `prefold` (a rebuild): (hash, state before, state after) of each event of the batch, by position.
+        self._prefolded: dict[int, tuple[str, ComplaintState, ComplaintState]] = {}
         self.folded = 0  # events evolved here (a state built once serves every projection)
         self.read_from_store = 0  # prefixes folded from the store because no state was remembered
 
     def step(self, event: RecordedEvent) -> tuple[ComplaintState, ComplaintState]:
         """(the complaint's state before `event`, its state after). Raises what `evolve` raises for an event the
         lifecycle refuses, and then remembers nothing."""
+        prefolded = self._prefolded.get(event.position)
+        if prefolded is not None and prefolded[0] == event.hash:
+            return prefolded[1], prefolded[2]
         tracking_id = event.stream.removeprefix(STREAM_PREFIX)
         version = event.version
         before = None
@@ -81,9 +87,46 @@ class ComplaintStates:
     def remembered_after(self, event: RecordedEvent) -> ComplaintState | None:
         """The state after `event` if it is held here, else None: never folds, never reads the store (for a
         projection that can evolve the state itself and only wants to save doing it twice)."""
+        prefolded = self._prefolded.get(event.position)
+        if prefolded is not None and prefolded[0] == event.hash:
+            return prefolded[2]
         with self._lock:
             entries = self._recent.get(event.stream.removeprefix(STREAM_PREFIX))
             return None if entries is None else _held(entries, event)[1]
+
+    def prefold(self, events: Sequence[RecordedEvent]) -> None:
+        """Fold a batch of complaint events in position order once, up front, for the projections that ask for them
+        next (a rebuild, which reads the log in order: each event's state before is the newest one held). Each
+        complaint keeps only its newest state. An event that does not follow the newest state held (by version and
+        hash chain) is left to `step` as before: so is one the lifecycle refuses, and with it the rest of its
+        stream. `keep_latest` forgets the batch's pairs."""
+        recent, prefolded = self._recent, self._prefolded
+        with self._lock:
+            for event in events:
+                tracking_id = event.stream.removeprefix(STREAM_PREFIX)
+                entries = recent.get(tracking_id)
+                if entries is None:
+                    if event.version != 0:
+                        continue
+                    before = initial_state(tracking_id)
+                    entries = recent[tracking_id] = []
+                    if len(recent) > self._capacity:
+                        recent.popitem(last=False)
+                else:
+                    newest = entries[-1] if entries else None
+                    if newest is None or newest[0] != event.version - 1 or newest[1] != event.prev_hash:
+                        continue
+                    before = newest[2]
+                    recent.move_to_end(tracking_id)
+                try:
+                    after = evolve(before, event)
+                except Exception:  # noqa: BLE001 - whatever it is, `step` raises it again in the projection, which parks the event
+                    if not entries:
+                        del recent[tracking_id]
+                    continue
+                self.folded += 1
+                entries[:] = [(event.version, event.hash, after)]
+                prefolded[event.position] = (event.hash, before, after)
 
     def _fold_before(self, event: RecordedEvent, tracking_id: str) -> ComplaintState:
         """The state before `event` (version > 0) from the store's log."""
@@ -126,6 +169,7 @@ class ComplaintStates:
     def keep_latest(self) -> None:
         """Forget every state but each complaint's newest (a rebuild, once every projection has had a batch)."""
         with self._lock:
+            self._prefolded = {}
             if self._crowded is None:
                 for entries in self._recent.values():
                     del entries[:-1]

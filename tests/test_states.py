@@ -147,3 +147,74 @@ def test_remembered_after_gives_a_held_state_and_never_folds(store):
     assert states.remembered_after(recorded[2]) is None  # not folded yet
     assert states.remembered_after(other[1]) is None
     assert (states.folded, states.read_from_store) == (2, 0)
+
+
+def interleaved(*streams: list[RecordedEvent]) -> list[RecordedEvent]:
+    """The events of several streams in the order a rebuild reads them: by position."""
+    return sorted((event for stream in streams for event in stream), key=lambda event: event.position)
+
+
+def test_prefold_serves_every_event_of_a_batch_without_folding_again(store):
+    first, second = record(store, "LAP-P"), record(store, "LAP-Q")
+    batch = interleaved(first, second)
+    states = ComplaintStates(store)
+    states.prefold(batch)
+    assert states.folded == len(batch)
+    for recorded in (first, second):
+        for n, event in enumerate(recorded):
+            before, after = states.step(event)
+            assert after == fold(recorded[: n + 1])
+            if n:
+                assert before == fold(recorded[:n])
+            assert states.remembered_after(event) is after
+    assert (states.folded, states.read_from_store) == (len(batch), 0)
+    states.keep_latest()  # the batch is through: its pairs are forgotten, each complaint's newest state is not
+    assert states.remembered_after(first[1]) is None
+    assert states.remembered_after(first[-1]) == fold(first)
+
+
+def test_prefold_goes_on_from_the_previous_batch(store):
+    recorded = record(store, "LAP-T")
+    states = ComplaintStates(store)
+    states.prefold(recorded[:2])
+    states.keep_latest()
+    states.prefold(recorded[2:])
+    assert states.step(recorded[3])[1] == fold(recorded)
+    assert (states.folded, states.read_from_store) == (len(recorded), 0)
+
+
+def test_prefold_leaves_a_refused_event_to_raise_in_step(store):
+    refused = [
+        submitted(tracking_id="LAP-U"),
+        DispositionAccepted(agency_id="pemda-53.71"),  # before any disposition: the lifecycle refuses it
+        ComplaintVerified(classification="pengaduan", category="infrastruktur"),
+    ]
+    recorded = record(store, "LAP-U", refused)
+    states = ComplaintStates(store)
+    states.prefold(recorded)
+    assert states.folded == 1  # the submission only
+    assert states.step(recorded[0])[1] == fold(recorded[:1])
+    with pytest.raises(IllegalTransition):
+        states.step(recorded[1])  # the projection's handler fails here and the runner parks the event
+    with pytest.raises(IllegalTransition):
+        states.step(recorded[2])  # its history holds the refused event: folding it from the store refuses too
+
+
+def test_prefold_skips_an_event_that_does_not_follow_the_state_held(store, tmp_path):
+    mine = record(store, "LAP-V")
+    states = ComplaintStates(store)
+    states.prefold(mine[:3])
+    other_events = [
+        *lifecycle("LAP-V")[:3],
+        DispositionReturned(agency_id="pemda-53.71", reason="Bukan wewenang pemkot."),
+    ]
+    with open_store(f"sqlite:///{tmp_path / 'other.db'}") as other_store:
+        theirs = record(other_store, "LAP-V", other_events)
+    states.prefold([theirs[3]])  # the same version, but its prev_hash is not the held state's hash
+    assert states.folded == 3
+    assert states.remembered_after(theirs[3]) is None
+    assert theirs[2].position == mine[2].position
+    assert theirs[2].hash != mine[2].hash
+    assert states.remembered_after(theirs[2]) is None  # at a prefolded position, but another history
+    states.prefold([mine[3]])
+    assert states.step(mine[3])[1] == fold(mine)
