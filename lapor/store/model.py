@@ -132,6 +132,12 @@ class RecordedEvent:
         return value
 
     @property
+    def event_id_text(self) -> str:
+        """`str(event_id)`, without parsing the stored text into a UUID first (a projection that only writes it)."""
+        value = self._event_id
+        return value if isinstance(value, str) else str(value)
+
+    @property
     def metadata(self) -> dict[str, Any]:
         value = self._metadata
         if not isinstance(value, dict):

@@ -116,30 +116,38 @@ class RecentReports:
         self.handle_batch([event], tx)
 
     def handle_batch(self, events: Sequence[RecordedEvent], tx: Tx) -> None:
+        reports: list[tuple[str, str, str, str, int]] = []
+        keys: list[tuple[str, str, str]] = []
         for event in events:
             if event.type == "ComplaintSubmitted" and event.version == 0:
-                self._add(event, tx)
+                self._add(event, reports, keys)
+        if reports:  # one statement each for the batch
+            tx.executemany(
+                "INSERT INTO intake_recent_reports (tracking_id, area, submitted_at, text, length) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tracking_id) DO NOTHING",
+                reports,
+            )
+        if keys:
+            tx.executemany(
+                "INSERT INTO intake_recent_reporter_keys (reporter_key, tracking_id, submitted_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (reporter_key, tracking_id) DO NOTHING",
+                keys,
+            )
         if events:
             horizon = moment(events[-1].recorded_at - RETENTION)
             tx.execute("DELETE FROM intake_recent_reports WHERE submitted_at < ?", (horizon,))
             tx.execute("DELETE FROM intake_recent_reporter_keys WHERE submitted_at < ?", (horizon,))
 
-    def _add(self, event: RecordedEvent, tx: Tx) -> None:
+    def _add(
+        self, event: RecordedEvent, reports: list[tuple[str, str, str, str, int]], keys: list[tuple[str, str, str]]
+    ) -> None:
         data = event.data
         at = moment(event.recorded_at)
         tracking_id = data["tracking_id"]
         text = comparable_text(data["title"], data["body"])
-        tx.execute(
-            "INSERT INTO intake_recent_reports (tracking_id, area, submitted_at, text, length) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (tracking_id) DO NOTHING",
-            (tracking_id, area_of(data.get("region_code")), at, text, len(text)),
-        )
+        reports.append((tracking_id, area_of(data.get("region_code")), at, text, len(text)))
         for key in self._reporter_keys(_identity(self._vault, data.get("reporter_ref"))):
-            tx.execute(
-                "INSERT INTO intake_recent_reporter_keys (reporter_key, tracking_id, submitted_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (reporter_key, tracking_id) DO NOTHING",
-                (key, tracking_id, at),
-            )
+            keys.append((key, tracking_id, at))
 
 
 def _identity(vault: Vault, ref: str | None) -> dict | None:

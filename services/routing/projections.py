@@ -391,15 +391,19 @@ def _running(existing: Deadlines, state: ComplaintState, event: RecordedEvent) -
     moved one is caused by this event."""
     running: Deadlines = {}
     for kind, due in running_deadlines(state).items():
-        current = existing.get(kind.value)
+        key = _KIND_VALUES[kind]
+        current = existing.get(key)
         # None: due at once, from the moment it started running
         started = current[0] if current is not None else moment(event.recorded_at)
         due_text = started if due is None else moment(due)
         if current is not None and current[0] == due_text:
-            running[kind.value] = current
+            running[key] = current
         else:
-            running[kind.value] = (due_text, event.version, str(event.event_id), event.metadata.get("correlation_id"))
+            running[key] = (due_text, event.version, event.event_id_text, event.metadata.get("correlation_id"))
     return running
+
+
+_KIND_VALUES = {kind: kind.value for kind in DeadlineKind}  # a member's `.value` is a slow descriptor in 3.11
 
 
 def _json_list(values: Sequence[str]) -> str:

@@ -246,6 +246,8 @@ def test_recorded_events_keep_what_was_appended(store, clock):
         0,
         result.first_position,
     )
+    assert recorded.event_id_text == str(event.event_id)
+    assert store.read_all(result.first_position, limit=1)[0].event_id_text == str(event.event_id)  # before decoding
     assert (recorded.type, recorded.schema_version, recorded.data) == (event.type, 2, event.data)
     assert recorded.metadata == event.metadata
     assert recorded.recorded_at == clock.now()
