@@ -10,9 +10,10 @@ before an event whose `prev_hash` is v's hash, and is the state after an event o
 v's. So a state can never be applied to another history of the same stream (a different store, a test's
 invented events): such a request is a miss and is folded from the store.
 
-`lapor rebuild` gives its projections their own, larger instance: it hands every projection the same batch in
-turn, so the later ones find every state the first one built (`history` covers the events of one stream in one
-batch, and `keep_latest` drops the rest once the batch is through).
+`lapor rebuild` gives its projections their own, larger instance and folds each batch into it once, in log
+order, before handing the batch to every projection in turn (`prefold`): they find each event's pair of states
+by its position, and `keep_latest` drops the pairs and all but each complaint's newest state once the batch is
+through.
 """
 
 from __future__ import annotations
