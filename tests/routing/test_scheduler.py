@@ -49,7 +49,10 @@ def test_verification_overdue_is_escalated_to_the_national_admin_once(routing_at
         "verification_overdue", "national", "kemenpanrb",
     )
     assert escalation["automatic"] is True
-    assert routing.events("LAP-1")[-1].metadata["actor"] == "system"
+    events = routing.events("LAP-1")
+    assert events[-1].metadata["actor"] == "system"
+    # Caused by the event that started the deadline: the submission (the deadline's cause in the read model).
+    assert events[-1].metadata["causation_id"] == str(events[0].event_id)
 
 
 def test_a_report_sent_on_the_eve_of_idul_fitri_is_not_overdue_during_the_holidays(routing_at):
