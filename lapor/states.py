@@ -47,16 +47,16 @@ class ComplaintStates:
         # Once `keep_latest` was called (a rebuild): the complaints holding more than their newest state since.
         self._crowded: set[str] | None = None
         # Set by `prefold` (a rebuild): (hash, state before, state after) of each event of the batch, by position.
-        self._prefolded: dict[int, tuple[str, ComplaintState, ComplaintState]] = {}
+        self._prefolded: dict[int, tuple[str, tuple[ComplaintState, ComplaintState]]] = {}
         self.folded = 0  # events evolved here (a state built once serves every projection)
         self.read_from_store = 0  # prefixes folded from the store because no state was remembered
 
     def step(self, event: RecordedEvent) -> tuple[ComplaintState, ComplaintState]:
         """(the complaint's state before `event`, its state after). Raises what `evolve` raises for an event the
         lifecycle refuses, and then remembers nothing."""
-        prefolded = self._prefolded.get(event.position)
-        if prefolded is not None and prefolded[0] == event.hash:
-            return prefolded[1], prefolded[2]
+        prefolded = self._prefolded_pair(event)
+        if prefolded is not None:
+            return prefolded
         tracking_id = event.stream.removeprefix(STREAM_PREFIX)
         version = event.version
         before = None
@@ -88,9 +88,9 @@ class ComplaintStates:
     def remembered_after(self, event: RecordedEvent) -> ComplaintState | None:
         """The state after `event` if it is held here, else None: never folds, never reads the store (for a
         projection that can evolve the state itself and only wants to save doing it twice)."""
-        prefolded = self._prefolded.get(event.position)
-        if prefolded is not None and prefolded[0] == event.hash:
-            return prefolded[2]
+        prefolded = self._prefolded_pair(event)
+        if prefolded is not None:
+            return prefolded[1]
         with self._lock:
             entries = self._recent.get(event.stream.removeprefix(STREAM_PREFIX))
             return None if entries is None else _held(entries, event)[1]
@@ -110,24 +110,34 @@ class ComplaintStates:
                     if event.version != 0:
                         continue
                     before = initial_state(tracking_id)
-                    entries = recent[tracking_id] = []
-                    if len(recent) > self._capacity:
-                        recent.popitem(last=False)
                 else:
-                    newest = entries[-1] if entries else None
-                    if newest is None or newest[0] != event.version - 1 or newest[1] != event.prev_hash:
+                    before = _held(entries, event)[0]
+                    if before is None:
                         continue
-                    before = newest[2]
-                    recent.move_to_end(tracking_id)
                 try:
                     after = evolve(before, event)
-                except Exception:  # noqa: BLE001 - whatever it is, `step` raises it again in the projection, which parks the event
-                    if not entries:
-                        del recent[tracking_id]
+                except Exception:  # noqa: BLE001 - whatever it is, `step` raises it again in the projection, which parks it
                     continue
                 self.folded += 1
-                entries[:] = [(event.version, event.hash, after)]
-                prefolded[event.position] = (event.hash, before, after)
+                self._entries(tracking_id)[:] = [(event.version, event.hash, after)]
+                prefolded[event.position] = (event.hash, (before, after))
+
+    def _prefolded_pair(self, event: RecordedEvent) -> tuple[ComplaintState, ComplaintState] | None:
+        """(state before, state after) of `event` if `prefold` folded this very event (by position and hash)."""
+        prefolded = self._prefolded.get(event.position)
+        return prefolded[1] if prefolded is not None and prefolded[0] == event.hash else None
+
+    def _entries(self, tracking_id: str) -> list[_Entry]:
+        """The complaint's remembered states, now the most recently used (with the lock held): a new complaint's
+        list is added, and the least recently used complaint beyond `capacity` forgotten."""
+        entries = self._recent.get(tracking_id)
+        if entries is None:
+            entries = self._recent[tracking_id] = []
+            if len(self._recent) > self._capacity:
+                self._recent.popitem(last=False)
+        else:
+            self._recent.move_to_end(tracking_id)
+        return entries
 
     def _fold_before(self, event: RecordedEvent, tracking_id: str) -> ComplaintState:
         """The state before `event` (version > 0) from the store's log."""
@@ -142,13 +152,7 @@ class ComplaintStates:
     ) -> None:
         with self._lock:
             self.folded += 1
-            entries = self._recent.get(tracking_id)
-            if entries is None:
-                entries = self._recent[tracking_id] = []
-                if len(self._recent) > self._capacity:
-                    self._recent.popitem(last=False)
-            else:
-                self._recent.move_to_end(tracking_id)
+            entries = self._entries(tracking_id)
             if entries and entries[-1][0] == version - 1 and entries[-1][1] == prev:
                 entries.append((version, hash_, after))  # the usual case: the next version of what we hold
             else:

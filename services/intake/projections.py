@@ -104,6 +104,10 @@ def agency_name(tx: Tx, agency_id: str | None) -> str | None:
 # -- recent submissions -------------------------------------------------------------------------------------
 
 
+_ReportRow = tuple[str, str, str, str, int]  # intake_recent_reports: tracking_id, area, submitted_at, text, length
+_KeyRow = tuple[str, str, str]  # intake_recent_reporter_keys: reporter_key, tracking_id, submitted_at
+
+
 class RecentReports:
     """The `intake.recent_reports` projection: `handle` for one event, `handle_batch` for many (old rows are
     pruned once per batch, by the time of its last event)."""
@@ -116,8 +120,8 @@ class RecentReports:
         self.handle_batch([event], tx)
 
     def handle_batch(self, events: Sequence[RecordedEvent], tx: Tx) -> None:
-        reports: list[tuple[str, str, str, str, int]] = []
-        keys: list[tuple[str, str, str]] = []
+        reports: list[_ReportRow] = []
+        keys: list[_KeyRow] = []
         for event in events:
             if event.type == "ComplaintSubmitted" and event.version == 0:
                 self._add(event, reports, keys)
@@ -138,9 +142,7 @@ class RecentReports:
             tx.execute("DELETE FROM intake_recent_reports WHERE submitted_at < ?", (horizon,))
             tx.execute("DELETE FROM intake_recent_reporter_keys WHERE submitted_at < ?", (horizon,))
 
-    def _add(
-        self, event: RecordedEvent, reports: list[tuple[str, str, str, str, int]], keys: list[tuple[str, str, str]]
-    ) -> None:
+    def _add(self, event: RecordedEvent, reports: list[_ReportRow], keys: list[_KeyRow]) -> None:
         data = event.data
         at = moment(event.recorded_at)
         tracking_id = data["tracking_id"]
