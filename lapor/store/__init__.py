@@ -27,6 +27,7 @@ from lapor.store.model import (
     NewEvent,
     RecordedEvent,
     StoreError,
+    StreamShare,
     WrongExpectedVersion,
     category_of,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "NewEvent",
     "RecordedEvent",
     "StoreError",
+    "StreamShare",
     "WrongExpectedVersion",
     "category_of",
     "open_store",

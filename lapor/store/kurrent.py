@@ -47,6 +47,7 @@ from lapor.store.model import (
     NewEvent,
     RecordedEvent,
     StoreError,
+    StreamShare,
     check_expected,
     link_events,
     replayed_result,
@@ -157,7 +158,22 @@ class KurrentEventStore(EventStore):
             return []
         return [from_kurrent(event) for event in found]
 
-    def read_all(self, from_position: int = 0, category: str | None = None, limit: int = 1000) -> list[RecordedEvent]:
+    def read_all(
+        self, from_position: int = 0, category: str | None = None, limit: int = 1000, share: StreamShare | None = None
+    ) -> list[RecordedEvent]:
+        if share is None:
+            return self._read_all(from_position, category, limit)
+        # KurrentDB cannot filter by a hash of the stream name: read on until `limit` of the share are found.
+        found: list[RecordedEvent] = []
+        while len(found) < limit:
+            page = self._read_all(from_position, category, limit)
+            found += [event for event in page if share.holds(event.stream)]
+            if len(page) < limit:
+                break
+            from_position = page[-1].position + 1
+        return found[:limit]
+
+    def _read_all(self, from_position: int, category: str | None, limit: int) -> list[RecordedEvent]:
         start = None if from_position <= 1 else from_position - 1
         by_category = (
             {}

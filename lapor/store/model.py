@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 import time
 import uuid
@@ -30,6 +31,66 @@ GENESIS_HASH = "0" * 64
 def category_of(stream: str) -> str:
     """`complaint-ABC` -> `complaint` (the part before the first dash)."""
     return stream.split("-", 1)[0]
+
+
+SHARE_BUCKETS = 1024  # the buckets a category's streams fall in, for `StreamShare`
+SHARE_DIGITS = 7  # hex digits of the stream name's MD5 that pick its bucket: 28 bits, a plain int in SQL too
+
+
+@dataclass(frozen=True, slots=True)
+class StreamShare:
+    """A share of one category's streams: those whose bucket (`stream_bucket`) lies in [start, stop); events of
+    every other category belong to every share. `lapor rebuild --processes N` hands one to each process, so each
+    reads and folds only its complaints (and the whole directory), and the store drops the others before
+    decoding them. Every adapter puts a stream in the same bucket."""
+
+    start: int
+    stop: int
+    category: str = "complaint"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start < self.stop <= SHARE_BUCKETS:
+            raise ValueError(f"a share is a range of the buckets 0..{SHARE_BUCKETS}, not {self.start}..{self.stop}")
+
+    @classmethod
+    def split(cls, weights: Sequence[float], category: str = "complaint") -> list[StreamShare]:
+        """Shares of all buckets, in proportion to `weights` (at least one bucket each)."""
+        if not 0 < len(weights) <= SHARE_BUCKETS or min(weights) <= 0:
+            raise ValueError(f"between 1 and {SHARE_BUCKETS} shares of positive weight, not {list(weights)}")
+        total, reached, bounds = sum(weights), 0.0, [0]
+        for index, weight in enumerate(weights):
+            reached += weight
+            least, most = bounds[-1] + 1, SHARE_BUCKETS - (len(weights) - index - 1)
+            bounds.append(min(max(round(SHARE_BUCKETS * reached / total), least), most))
+        return [cls(start, stop, category) for start, stop in itertools.pairwise(bounds)]
+
+    @property
+    def first(self) -> bool:
+        return self.start == 0
+
+    def holds(self, stream: str) -> bool:
+        """Whether an event of `stream` belongs to this share."""
+        return category_of(stream) != self.category or self.start <= stream_bucket(stream) < self.stop
+
+    def __str__(self) -> str:
+        return f"{self.category} streams in buckets {self.start}-{self.stop - 1} of {SHARE_BUCKETS}"
+
+
+def stream_bucket(stream: str) -> int:
+    """The bucket of `stream` (see `StreamShare`): the first 28 bits of its name's MD5, modulo SHARE_BUCKETS. MD5
+    because PostgreSQL computes it in SQL; nothing depends on it being secure."""
+    return int(hashlib.md5(stream.encode(), usedforsecurity=False).hexdigest()[:SHARE_DIGITS], 16) % SHARE_BUCKETS
+
+
+def read_all_query(
+    from_position: int, category: str | None, limit: int, share: StreamShare | None
+) -> tuple[tuple[bool, bool], tuple[Any, ...]]:
+    """A `read_all` as the SQL adapters ask it: which statement — (category given, share given) — and its
+    parameters in their order: category, from_position, the share's category and first and last bucket, limit."""
+    params: tuple[Any, ...] = (from_position,) if category is None else (category, from_position)
+    if share is not None:
+        params += (share.category, share.start, share.stop - 1)
+    return (category is not None, share is not None), (*params, limit)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -345,8 +406,12 @@ class EventStore(ABC):
         """Events of one stream from `from_version` on, in version order; [] for a missing stream."""
 
     @abstractmethod
-    def read_all(self, from_position: int = 0, category: str | None = None, limit: int = 1000) -> list[RecordedEvent]:
-        """Committed events with position >= from_position, in position order."""
+    def read_all(
+        self, from_position: int = 0, category: str | None = None, limit: int = 1000, share: StreamShare | None = None
+    ) -> list[RecordedEvent]:
+        """Committed events with position >= from_position, in position order: of `category` when given, and of
+        `share` when given (the events of the share's category outside it are skipped). Fewer than `limit` only
+        at the end of the log."""
 
     @abstractmethod
     def head_position(self) -> int:

@@ -39,15 +39,19 @@ from lapor.store.group_commit import GroupCommitWriter, GroupTransaction, Pendin
 from lapor.store.model import (
     ANY,
     GENESIS_HASH,
+    SHARE_BUCKETS,
+    SHARE_DIGITS,
     AppendResult,
     EventStore,
     ExpectedVersion,
     NewEvent,
     Notifier,
     RecordedEvent,
+    StreamShare,
     category_of,
     check_expected,
     link_events,
+    read_all_query,
     replayed_result,
     validate_append,
 )
@@ -90,6 +94,18 @@ SELECT_EVENTS = (
     "SELECT event_id, stream, version, position, type, schema_version, data::text, metadata::text, recorded_at,"
     " prev_hash, hash FROM events"
 )
+# read_all's statements by (category given, share given). A share is filtered here, by the same hash as
+# `lapor.store.model.stream_bucket`: the first 28 bits of the stream name's MD5, modulo SHARE_BUCKETS.
+_BUCKET = f"('x' || substr(md5(stream), 1, {SHARE_DIGITS}))::bit({SHARE_DIGITS * 4})::int %% {SHARE_BUCKETS}"
+_IN_SHARE = f" AND (category <> %s OR {_BUCKET} BETWEEN %s AND %s)"
+_READ_ALL = {
+    (category, share): SELECT_EVENTS
+    + (" WHERE category = %s AND position >= %s" if category else " WHERE position >= %s")
+    + (_IN_SHARE if share else "")
+    + " ORDER BY position LIMIT %s"
+    for category in (False, True)
+    for share in (False, True)
+}
 INSERT_EVENT = (
     "INSERT INTO events (position, event_id, stream, category, version, type, schema_version, data, metadata,"
     " recorded_at, prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -314,16 +330,11 @@ class PostgresEventStore(EventStore):
         )
         return [_event(row) for row in rows]
 
-    def read_all(self, from_position: int = 0, category: str | None = None, limit: int = 1000) -> list[RecordedEvent]:
-        if category is None:
-            rows = self._fetch(
-                f"{SELECT_EVENTS} WHERE position >= %s ORDER BY position LIMIT %s", (from_position, limit)
-            )
-        else:
-            rows = self._fetch(
-                f"{SELECT_EVENTS} WHERE category = %s AND position >= %s ORDER BY position LIMIT %s",
-                (category, from_position, limit),
-            )
+    def read_all(
+        self, from_position: int = 0, category: str | None = None, limit: int = 1000, share: StreamShare | None = None
+    ) -> list[RecordedEvent]:
+        statement, params = read_all_query(from_position, category, limit, share)
+        rows = self._fetch(_READ_ALL[statement], params)
         return [_event(row) for row in rows]
 
     def head_position(self) -> int:

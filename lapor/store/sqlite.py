@@ -42,11 +42,14 @@ from lapor.store.model import (
     Notifier,
     RecordedEvent,
     StoreError,
+    StreamShare,
     WrongExpectedVersion,
     category_of,
     check_expected,
     link_events,
+    read_all_query,
     replayed_result,
+    stream_bucket,
     validate_append,
 )
 from lapor.store.open import sqlite_url
@@ -123,6 +126,18 @@ def rows_to_events(rows: Iterable[tuple]) -> list[RecordedEvent]:
     event, loads, moment = RecordedEvent, orjson.loads, datetime.fromisoformat
     return [event(r[0], r[1], r[2], r[3], r[4], r[5], loads(r[6]), r[7], moment(r[8]), r[9], r[10]) for r in rows]
 
+
+# read_all's statements by (category given, share given). A share is filtered here, before a row is decoded.
+BUCKET_FUNCTION = "lapor_stream_bucket"
+_IN_SHARE = f" AND (category <> ? OR {BUCKET_FUNCTION}(stream) BETWEEN ? AND ?)"
+_READ_ALL = {
+    (category, share): f"SELECT {COLUMNS} FROM events WHERE "
+    + ("category = ? AND position >= ?" if category else "position >= ?")
+    + (_IN_SHARE if share else "")
+    + " ORDER BY position LIMIT ?"
+    for category in (False, True)
+    for share in (False, True)
+}
 
 _ROW_MARKS = "(?,?,?,?,?,?,?,?,?,?,?,?)"
 INSERT_ROWS = 800  # rows per multi-row INSERT: 12 parameters each, well under SQLite's 32,766
@@ -393,6 +408,7 @@ class SqliteEventStore(EventStore):
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = connect(self.path, readonly=True)
+            conn.create_function(BUCKET_FUNCTION, 1, stream_bucket, deterministic=True)
             self._local.conn = conn
             with self._readers_lock:
                 self._readers.append(conn)
@@ -410,18 +426,11 @@ class SqliteEventStore(EventStore):
             )
         return rows_to_events(rows)
 
-    def read_all(self, from_position: int = 0, category: str | None = None, limit: int = 1000) -> list[RecordedEvent]:
-        conn = self._reader()
-        if category is None:
-            rows = conn.execute(
-                f"SELECT {COLUMNS} FROM events WHERE position >= ? ORDER BY position LIMIT ?",
-                (from_position, limit),
-            )
-        else:
-            rows = conn.execute(
-                f"SELECT {COLUMNS} FROM events WHERE category = ? AND position >= ? ORDER BY position LIMIT ?",
-                (category, from_position, limit),
-            )
+    def read_all(
+        self, from_position: int = 0, category: str | None = None, limit: int = 1000, share: StreamShare | None = None
+    ) -> list[RecordedEvent]:
+        statement, params = read_all_query(from_position, category, limit, share)
+        rows = self._reader().execute(_READ_ALL[statement], params)
         return rows_to_events(rows)
 
     def head_position(self) -> int:

@@ -28,9 +28,11 @@ from lapor.store import (
     NewEvent,
     RecordedEvent,
     StoreError,
+    StreamShare,
     WrongExpectedVersion,
     open_store,
 )
+from lapor.store.model import SHARE_BUCKETS
 from lapor.store.vault import VaultEntryErased
 
 from ._workers import Acknowledged, append_in_process, append_with_retries
@@ -290,6 +292,58 @@ def test_read_all_filters_by_category(store):
     assert {e.category for e in events} == {wanted}
     later = store.read_all(from_position=events[1].position + 1, category=wanted, limit=1)
     assert [(e.stream, e.version) for e in later] == [(b, 1)]
+
+
+def test_read_all_in_shares_splits_a_categorys_streams_and_gives_every_share_the_other_events(store):
+    head = store.head_position()
+    shared, other = unique_category(), unique_category()
+    streams = [unique_stream(shared) for _ in range(40)]
+    directory = unique_stream(other)
+    for n, stream in enumerate(streams):
+        store.append(stream, [noted(n), noted(n)])
+        if n % 8 == 0:
+            store.append(directory, [noted(n)])
+    everything = read_everything_after(store, head)
+    in_category = [e.position for e in everything if e.category == shared]
+    of_other = [e.position for e in everything if e.category == other]
+
+    shares = StreamShare.split([1, 1, 1], shared)
+    found: list[list[RecordedEvent]] = []
+    for share in shares:
+        events: list[RecordedEvent] = []
+        while page := store.read_all((events[-1].position if events else head) + 1, limit=4, share=share):
+            events += page
+            if len(page) < 4:
+                assert not store.read_all(events[-1].position + 1, limit=4, share=share)  # short only at the end
+        assert [e.position for e in events if e.category == other] == of_other
+        mine = [e for e in events if e.category == shared]
+        assert mine, f"{share} holds none of 40 streams"
+        assert all(share.holds(e.stream) for e in mine)  # the store and Python pick the same streams
+        assert [e.position for e in mine] == sorted(e.position for e in mine)
+        assert store.read_all(head + 1, category=shared, limit=1000, share=share) == mine
+        found.append(mine)
+
+    assert sorted(e.position for events in found for e in events) == in_category  # disjoint, and all of them
+    owners = {e.stream: {index for index, events in enumerate(found) if e in events} for e in everything
+              if e.category == shared}
+    assert all(len(holders) == 1 for holders in owners.values())  # a stream is never split
+
+
+@pytest.mark.parametrize("weights", [[1], [1, 1], [0.75, 1], [3, 1, 1, 1, 1], [1] * 1024])
+def test_shares_split_every_bucket_in_proportion_to_their_weights(weights):
+    shares = StreamShare.split(weights)
+    assert [share.start for share in shares] == [0, *(share.stop for share in shares[:-1])]  # no gap, no overlap
+    assert shares[-1].stop == SHARE_BUCKETS
+    expected = [SHARE_BUCKETS * weight / sum(weights) for weight in weights]
+    sizes = [share.stop - share.start for share in shares]
+    assert all(abs(size - due) <= 1 for size, due in zip(sizes, expected, strict=True))
+    assert [share.first for share in shares] == [True] + [False] * (len(shares) - 1)
+
+
+@pytest.mark.parametrize(("start", "stop"), [(-1, 10), (10, 10), (0, SHARE_BUCKETS + 1)])
+def test_a_share_outside_the_buckets_is_refused(start, stop):
+    with pytest.raises(ValueError, match="range of the buckets"):
+        StreamShare(start, stop)
 
 
 def test_head_position_is_the_last_committed_position(store):
