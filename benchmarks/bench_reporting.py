@@ -11,7 +11,7 @@ generate: about 110,000 complaint histories from `tests/reporting/lifecycles.py`
     recorded at its simulated moment.
 rebuild: the live projections first catch up (as a first start would), then `lapor.rebuild.rebuild` rebuilds
     every projection of every service from position 0 into fresh tables and compares: events/s overall and
-    per subscription, and whether rebuilt equals live. `--processes 2` shares the services out between two
+    per subscription, and whether rebuilt equals live. `--processes 2` shares the complaints out between two
     processes, as `lapor rebuild --processes 2` does.
 latency: `lapor up`'s app on that store under uvicorn, a writer appending complaint events at --rate events/s
     in the same process (as intake, routing and followup would), and a probe that appends a marker and polls
@@ -49,7 +49,7 @@ from lapor.clock import ManualClock, SystemClock  # noqa: E402
 from lapor.context import ServiceContext  # noqa: E402
 from lapor.policy import Sp4nPolicy  # noqa: E402
 from lapor.principal import Role  # noqa: E402
-from lapor.rebuild import rebuild_shared_out, share_out  # noqa: E402
+from lapor.rebuild import rebuild_shared_out  # noqa: E402
 from lapor.settings import load_settings  # noqa: E402
 from lapor.store import NewEvent, WrongExpectedVersion, open_store  # noqa: E402
 from lapor.subscriptions import SubscriptionRunner  # noqa: E402
@@ -153,7 +153,7 @@ def bench_rebuild(data: Path, batch_size: int, services: list[str] | None, proce
     return {
         "events": head,
         "services": [service.name for service in chosen],
-        "processes": share_out([service.name for service in chosen], processes),
+        "processes": report.shares,
         "live_catch_up_seconds": round(live_seconds, 1),
         "rebuild_seconds": round(report.seconds, 1),
         "rebuild_events_per_second": round(report.events_per_second),

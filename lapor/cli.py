@@ -431,7 +431,7 @@ def audit_verify(args: argparse.Namespace) -> int:
             "--processes",
             type=int,
             default=os.cpu_count() or 1,
-            help="rebuild the services side by side in up to this many processes (default: one per CPU)",
+            help="rebuild in this many processes, each a share of the complaints (default: one per CPU, at most 8)",
         ),
     ],
 )

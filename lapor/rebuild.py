@@ -9,6 +9,12 @@ with the rows, parking). The log is read once and each batch is fed to every run
 that refuses appends, so the events of a subscription that wrongly claims to be a projection are parked in the
 rebuilt tables (and counted in the report) instead of writing to the log.
 
+With several processes, each builds a *share* of the complaints (`lapor.store.StreamShare`: the store hands it
+only its complaint streams, and every directory event) into fresh tables of its own, and the comparison takes
+the shares together: a complaint's rows are in exactly one share, the counts of `Subscription.counters` add
+up, and the tables of the directory (which every share builds whole) and of subscriptions that are not
+`per_stream` (which only the first share runs, on every stream) are taken from the first share.
+
 When the log's head is reached, each rebuilt projection is brought to exactly the live one's checkpoint (read
 in the same snapshot as the live tables, so a server running meanwhile does not blur the comparison), and
 every table the projections created is compared row by row with the live table of that name. A live
@@ -38,8 +44,9 @@ from psycopg import sql
 from lapor.context import ServiceContext, ServiceDefinition
 from lapor.db import Database, PostgresDatabase, SqliteDatabase, Tx
 from lapor.states import ComplaintStates
-from lapor.store import EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError
+from lapor.store import EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamShare
 from lapor.store.model import AppendResult, category_of
+from lapor.store.sqlite import connect
 from lapor.subscriptions import CHECKPOINT_SCHEMA, Subscription, SubscriptionRunner
 
 READ_PAGE = 5000  # events per read_all call
@@ -54,6 +61,9 @@ REBUILD_HOLD = 250_000
 # The fresh SQLite tables' page cache: every table a rebuild writes stays in memory until it is compared (a
 # rebuild of 10^6 events writes ~300 MB; 2 MB, SQLite's default, cost 7% of the rebuild's time).
 REBUILD_CACHE_MB = 512
+# Shares at most, whatever `--processes` says: SQLite attaches at most 10 databases to the connection that
+# compares them, and more processes than cores only take turns.
+MAX_SHARES = 8
 BOOKKEEPING_TABLES = frozenset({"subscription_checkpoints", "parked_events"})
 EXAMPLES = 3  # differing rows shown per table and side
 
@@ -61,10 +71,12 @@ Progress = Callable[[int, int], None]  # (position reached, target position)
 
 
 class ReadOnlyStore(EventStore):
-    """The live store, for reading only: what a rebuilt projection gets as `ctx.store`."""
+    """The live store, for reading only: what a rebuilt projection gets as `ctx.store`. With a `share`, it reads
+    only that share of the complaints (and everything else)."""
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, share: StreamShare | None = None) -> None:
         self._store = store
+        self._share = share
         self.url = store.url
         self.vault = store.vault
 
@@ -77,8 +89,10 @@ class ReadOnlyStore(EventStore):
     def read_stream(self, stream: str, from_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
         return self._store.read_stream(stream, from_version, limit)
 
-    def read_all(self, from_position: int = 0, category: str | None = None, limit: int = 1000) -> list[RecordedEvent]:
-        return self._store.read_all(from_position, category, limit)
+    def read_all(
+        self, from_position: int = 0, category: str | None = None, limit: int = 1000, share: StreamShare | None = None
+    ) -> list[RecordedEvent]:
+        return self._store.read_all(from_position, category, limit, self._share if share is None else share)
 
     def head_position(self) -> int:
         return self._store.head_position()
@@ -102,6 +116,7 @@ class FreshTables:
 
     db: Database
     location: str
+    name: str  # SQLite: the file's path; PostgreSQL: the schema
     drop: Callable[[], None]
 
 
@@ -114,7 +129,7 @@ def _with_search_path(url: str, schema: str) -> str:
 
 def fresh_tables(live: Database, label: str) -> FreshTables:
     """A new SQLite file beside the live one (`rebuild/<name>-<label>.db`), or a new schema
-    `lapor_rebuild_<label>` in the live PostgreSQL database."""
+    `lapor_rebuild_<label>` in the live PostgreSQL database; the one made before for that label, if any."""
     if isinstance(live, SqliteDatabase):
         path = live.path.parent / "rebuild" / f"{live.path.stem}-{label}.db"
         db = SqliteDatabase(path, writer_cache_mb=REBUILD_CACHE_MB)
@@ -124,19 +139,19 @@ def fresh_tables(live: Database, label: str) -> FreshTables:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
 
-        return FreshTables(db, str(path), drop_file)
+        return FreshTables(db, str(path), str(path), drop_file)
     if isinstance(live, PostgresDatabase):
         schema = f"lapor_rebuild_{label}"
         with psycopg.connect(live.url, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         db = PostgresDatabase(_with_search_path(live.url, schema))
 
         def drop_schema() -> None:
             db.close()
             with psycopg.connect(live.url, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
-        return FreshTables(db, f"schema {schema}", drop_schema)
+        return FreshTables(db, f"schema {schema}", schema, drop_schema)
     raise ValueError(f"cannot rebuild beside a {type(live).__name__}")
 
 
@@ -181,6 +196,7 @@ class RebuildReport:
     skipped: list[str]  # reactions, not projections
     tables: list[str]
     differences: list[TableDifference]
+    shares: int = 1  # processes that each built a share of the complaints
 
     @property
     def identical(self) -> bool:
@@ -191,14 +207,44 @@ class RebuildReport:
         return self.events_read / self.seconds if self.seconds > 0 else 0.0
 
 
-# -- the rebuild --------------------------------------------------------------------------------------------
+# -- building -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Combine:
+    """How the shares' rows of one table make up the live table."""
+
+    split: bool  # each share holds the rows of its streams (else the first share holds them all)
+    counter: str | None = None  # of a split table: shares' rows alike but for this column add up
 
 
 @dataclass
 class _Projection:
     service: str
     runner: SubscriptionRunner
+    every_stream: bool  # runs on every stream of its category, though the process builds a share
     seconds: float = 0.0  # spent handling (reading the log is shared, so not counted here)
+
+
+@dataclass
+class _Runners:
+    running: list[_Projection]
+    skipped: list[str]
+    tables: dict[str, Combine]  # the tables the projections created
+    states: ComplaintStates
+
+
+@dataclass
+class _Built:
+    """What building one share (or the whole) reports back: picklable, for a rebuild process's parent."""
+
+    share: StreamShare | None
+    seconds: float
+    own_events: int  # events of the shared category that were this share's
+    other_events: int  # events of every other category (each share reads them all)
+    results: list[SubscriptionResult]  # live_checkpoint not yet known: 0
+    skipped: list[str]
+    tables: dict[str, Combine]
 
 
 def projections(
@@ -216,107 +262,66 @@ def projections(
     return chosen, skipped
 
 
-def _read(store: EventStore, after: int, until: int) -> Iterator[list[RecordedEvent]]:
-    """Pages of committed events with after < position <= until."""
+def _runners(
+    ctx: ServiceContext, services: Sequence[ServiceDefinition], fresh: FreshTables, share: StreamShare | None,
+    batch_size: int,
+) -> _Runners:
+    """A runner on `fresh` for every projection this share builds, with the tables each one created. A
+    projection that is not `per_stream` runs in the first share only, reading every stream."""
+    read_only = ReadOnlyStore(ctx.store, share)
+    states = ComplaintStates(read_only, capacity=REBUILD_STATES, history=REBUILD_HISTORY)
+    rebuild_ctx = dataclasses.replace(ctx, db=fresh.db, store=read_only, states=states)
+    chosen, skipped = projections(rebuild_ctx, services)
+    fresh.db.executescript(CHECKPOINT_SCHEMA)
+    running: list[_Projection] = []
+    tables: dict[str, Combine] = {}
+    for service, subscription in chosen:
+        shared = share is not None and subscription.category == share.category
+        every_stream = shared and not subscription.per_stream
+        if every_stream and share is not None and not share.first:
+            continue
+        store = ReadOnlyStore(ctx.store) if every_stream else read_only
+        with fresh.db.read() as tx:
+            before = set(_tables(tx))
+        runner = SubscriptionRunner(store, fresh.db, subscription, clock=ctx.clock, batch_size=batch_size,
+                                    max_attempts=1, backoff=0.0, hold=REBUILD_HOLD)
+        with fresh.db.read() as tx:
+            created = set(_tables(tx)) - before
+        split = shared and not every_stream
+        for table in created:
+            tables[table] = Combine(split, subscription.counters.get(table) if split else None)
+        running.append(_Projection(service, runner, every_stream))
+    return _Runners(running, skipped, tables, states)
+
+
+def _build(
+    ctx: ServiceContext, services: Sequence[ServiceDefinition], fresh: FreshTables, share: StreamShare | None,
+    target: int, batch_size: int, progress: Progress | None,
+) -> _Built:
+    started = time.perf_counter()
+    runners = _runners(ctx, services, fresh, share, batch_size)
+    own, other = _feed(ctx.store, runners.running, 0, target, batch_size, progress, runners.states, share)
+    results = [
+        SubscriptionResult(p.runner.name, p.service, 0, p.runner.checkpoint(), p.runner.handled_count(),
+                           len(p.runner.parked()), p.seconds)
+        for p in runners.running
+    ]
+    return _Built(share, time.perf_counter() - started, own, other, results, runners.skipped, runners.tables)
+
+
+def _read(store: EventStore, after: int, until: int, share: StreamShare | None) -> Iterator[list[RecordedEvent]]:
+    """Pages of committed events with after < position <= until (of `share`, when given)."""
     position = after + 1
     while position <= until:
-        page = [event for event in store.read_all(position, None, READ_PAGE) if event.position <= until]
+        page = [event for event in store.read_all(position, None, READ_PAGE, share) if event.position <= until]
         if not page:
             return
         yield page
         position = page[-1].position + 1
 
 
-def _checkpoints(tx: Tx) -> dict[str, int]:
-    if not _table_exists(tx, "subscription_checkpoints"):
-        return {}
-    rows = tx.fetchall("SELECT name, position FROM subscription_checkpoints")
-    return {name: int(position) for name, position in rows}
-
-
-def rebuild(
-    ctx: ServiceContext,
-    services: Sequence[ServiceDefinition],
-    *,
-    batch_size: int = DEFAULT_BATCH,
-    keep: bool = False,
-    progress: Progress | None = None,
-) -> RebuildReport:
-    """Rebuild every projection of `services` into fresh tables and compare them with the live ones. The fresh
-    tables are dropped afterwards unless `keep`."""
-    fresh = fresh_tables(ctx.db, ctx.clock.now().strftime("%Y%m%d%H%M%S") + "_" + uuid.uuid4().hex[:6])
-    # Millions of short-lived objects and hardly a cycle among them: the cyclic collector's ever longer scans of
-    # a heap holding a whole batch cost a third of the run (measured), and reference counting frees the rest.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        return _rebuild_into(ctx, services, fresh, batch_size, progress)
-    finally:
-        if collecting:
-            gc.enable()
-        if keep:
-            fresh.db.close()
-        else:
-            fresh.drop()
-
-
-def _rebuild_into(
-    ctx: ServiceContext,
-    services: Sequence[ServiceDefinition],
-    fresh: FreshTables,
-    batch_size: int,
-    progress: Progress | None,
-) -> RebuildReport:
-    started = time.perf_counter()
-    read_only = ReadOnlyStore(ctx.store)
-    states = ComplaintStates(read_only, capacity=REBUILD_STATES, history=REBUILD_HISTORY)
-    rebuild_ctx = dataclasses.replace(ctx, db=fresh.db, store=read_only, states=states)
-    chosen, skipped = projections(rebuild_ctx, services)
-    fresh.db.executescript(CHECKPOINT_SCHEMA)
-    running = [
-        _Projection(service, SubscriptionRunner(rebuild_ctx.store, fresh.db, subscription, clock=ctx.clock,
-                                                batch_size=batch_size, max_attempts=1, backoff=0.0,
-                                                hold=REBUILD_HOLD))
-        for service, subscription in chosen
-    ]
-    target = ctx.store.head_position()
-    read = _feed(ctx.store, running, 0, target, batch_size, progress, states)
-    rebuilt_in = time.perf_counter() - started
-
-    # Compare inside one snapshot of the live database: its checkpoints and its rows agree with each other.
-    with ctx.db.read() as live:
-        live_checkpoints = _checkpoints(live)
-        tail_end = max([target, *(live_checkpoints.get(p.runner.name, 0) for p in running)])
-        if tail_end > target:  # the live projections moved on while we rebuilt: follow each to its checkpoint
-            for projection in running:
-                until = max(target, live_checkpoints.get(projection.runner.name, 0))
-                read += _feed(ctx.store, [projection], target, until, batch_size, None, states)
-        with fresh.db.read() as rebuilt:
-            tables = _tables(rebuilt)
-            differences = [_compare(live, rebuilt, table) for table in tables]
-        results = [
-            SubscriptionResult(
-                p.runner.name,
-                p.service,
-                live_checkpoints.get(p.runner.name, 0),
-                p.runner.checkpoint(),
-                p.runner.handled_count(),
-                len(p.runner.parked()),
-                p.seconds,
-            )
-            for p in running
-        ]
-    return RebuildReport(
-        location=fresh.location,
-        target_position=target,
-        events_read=read,
-        seconds=rebuilt_in,
-        compare_seconds=time.perf_counter() - started - rebuilt_in,
-        subscriptions=results,
-        skipped=skipped,
-        tables=tables,
-        differences=[d for d in differences if d is not None],
-    )
+def _position(event: RecordedEvent) -> int:
+    return event.position
 
 
 def _feed(
@@ -327,43 +332,218 @@ def _feed(
     batch_size: int,
     progress: Progress | None,
     states: ComplaintStates,
-) -> int:
+    share: StreamShare | None,
+) -> tuple[int, int]:
     """Read (after, until] once and hand it to every runner in batches of about `batch_size` events, each runner
-    the events of its category."""
-    read = 0
+    the events of its category (of the share, unless it runs on every stream). Returns how many events of the
+    share's category were the share's, and how many of other categories were read."""
+    # The store drops the other shares' events before decoding them, unless a runner here needs them too: then
+    # they are read and sifted here.
+    sifting = share is not None and any(p.every_stream for p in running)
+    shared = None if share is None else share.category
+    counts = [0, 0]
     batch: list[RecordedEvent] = []
 
     def flush() -> None:
-        by_category: dict[str, list[RecordedEvent]] = {}
+        whole: dict[str, list[RecordedEvent]] = {}
         for event in batch:
-            by_category.setdefault(category_of(event.stream), []).append(event)
+            whole.setdefault(category_of(event.stream), []).append(event)
+        mine = whole
+        if sifting:
+            assert share is not None
+            mine = {**whole, share.category: [e for e in whole.get(share.category, []) if share.holds(e.stream)]}
+        counts[0] += len(mine.get(shared, [])) if shared else 0
+        counts[1] += sum(len(events) for category, events in whole.items() if category != shared)
         through = batch[-1].position
-        states.prefold(by_category.get("complaint", []))
+        states.prefold(mine.get("complaint", []))
         for projection in running:
             category = projection.runner.subscription.category
+            if category is None:  # every category, in position order
+                events = batch if projection.every_stream or mine is whole else sorted(
+                    (event for events in mine.values() for event in events), key=_position
+                )
+            else:
+                events = (whole if projection.every_stream else mine).get(category, [])
             started = time.perf_counter()
-            projection.runner.feed(batch if category is None else by_category.get(category, []), through)
+            projection.runner.feed(events, through)
             projection.seconds += time.perf_counter() - started
         states.keep_latest()
         if progress is not None:
             progress(through, until)
         batch.clear()
 
-    for page in _read(store, after, until):
-        read += len(page)
+    for page in _read(store, after, until, None if sifting else share):
         batch.extend(page)
         if len(batch) >= batch_size:
             flush()
     if batch:
         flush()
-    for projection in running:  # the rows they still hold
+    for projection in running:  # up to `until` (a share's last event may come before it), with the rows held
         started = time.perf_counter()
+        projection.runner.feed([], until)
         projection.runner.flush()
         projection.seconds += time.perf_counter() - started
-    return read
+    return counts[0], counts[1]
+
+
+# -- in this process ----------------------------------------------------------------------------------------
+
+
+def rebuild(
+    ctx: ServiceContext,
+    services: Sequence[ServiceDefinition],
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    keep: bool = False,
+    progress: Progress | None = None,
+) -> RebuildReport:
+    """Rebuild every projection of `services` in this process into fresh tables and compare them with the live
+    ones. The fresh tables are dropped afterwards unless `keep`."""
+    fresh = fresh_tables(ctx.db, _label(ctx))
+    try:
+        with _collector_paused():
+            target = ctx.store.head_position()
+            built = _build(ctx, services, fresh, None, target, batch_size, progress)
+            return _finish(ctx, services, [fresh], [built], target, batch_size)
+    finally:
+        if keep:
+            fresh.db.close()
+        else:
+            fresh.drop()
+
+
+def _label(ctx: ServiceContext) -> str:
+    return ctx.clock.now().strftime("%Y%m%d%H%M%S") + "_" + uuid.uuid4().hex[:6]
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Millions of short-lived objects and hardly a cycle among them: the cyclic collector's ever longer scans of
+    a heap holding a whole batch cost a third of the run (measured), and reference counting frees the rest."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _checkpoints(tx: Tx) -> dict[str, int]:
+    if not _table_exists(tx, "subscription_checkpoints"):
+        return {}
+    rows = tx.fetchall("SELECT name, position FROM subscription_checkpoints")
+    return {name: int(position) for name, position in rows}
+
+
+def _finish(
+    ctx: ServiceContext,
+    services: Sequence[ServiceDefinition],
+    shares: Sequence[FreshTables],
+    built: Sequence[_Built],
+    target: int,
+    batch_size: int,
+) -> RebuildReport:
+    """Bring every share to the live checkpoints and compare the shares, taken together, with the live tables,
+    inside one snapshot of the live database (its checkpoints and its rows agree with each other)."""
+    started = time.perf_counter()
+    with ctx.db.read() as live:
+        live_checkpoints = _checkpoints(live)
+        results = [
+            _follow(ctx, services, fresh, one, target, live_checkpoints, batch_size)
+            for fresh, one in zip(shares, built, strict=True)
+        ]
+        combine = built[0].tables
+        with _rebuilt_view(ctx.db, shares) as (rebuilt, prefixes):
+            tables = _tables(rebuilt)
+            differences = [
+                _compare(live, rebuilt, table, combine.get(table, Combine(split=False)), prefixes) for table in tables
+            ]
+    return RebuildReport(
+        location="; ".join(fresh.location for fresh in shares),
+        target_position=target,
+        events_read=sum(one.own_events for one in built) + built[0].other_events,
+        seconds=max(one.seconds for one in built),
+        compare_seconds=time.perf_counter() - started,
+        subscriptions=_merged(results, live_checkpoints),
+        skipped=built[0].skipped,
+        tables=tables,
+        differences=[d for d in differences if d is not None],
+        shares=len(shares),
+    )
+
+
+def _follow(
+    ctx: ServiceContext,
+    services: Sequence[ServiceDefinition],
+    fresh: FreshTables,
+    built: _Built,
+    target: int,
+    live_checkpoints: dict[str, int],
+    batch_size: int,
+) -> list[SubscriptionResult]:
+    """The share's results, after bringing each of its projections whose live one moved on past `target` during
+    the rebuild to that checkpoint."""
+    behind = {result.name for result in built.results if live_checkpoints.get(result.name, 0) > target}
+    if not behind:
+        return built.results
+    runners = _runners(ctx, services, fresh, built.share, batch_size)
+    followed = {p.runner.name: p for p in runners.running if p.runner.name in behind}
+    for projection in followed.values():
+        _feed(ctx.store, [projection], target, live_checkpoints[projection.runner.name], batch_size, None,
+              runners.states, built.share)
+    return [
+        dataclasses.replace(result, rebuilt_checkpoint=p.runner.checkpoint(), handled=p.runner.handled_count(),
+                            parked=len(p.runner.parked()), seconds=result.seconds + p.seconds)
+        if (p := followed.get(result.name)) is not None else result
+        for result in built.results
+    ]
+
+
+def _merged(results: Sequence[list[SubscriptionResult]], live_checkpoints: dict[str, int]) -> list[SubscriptionResult]:
+    """One result per subscription over the shares: what they handled and parked together, the longest time (they
+    ran at once), the checkpoint all of them reached."""
+    merged: dict[str, SubscriptionResult] = {}
+    for share in results:
+        for result in share:
+            seen = merged.get(result.name)
+            if seen is None:
+                merged[result.name] = dataclasses.replace(result, live_checkpoint=live_checkpoints.get(result.name, 0))
+            else:
+                seen.handled += result.handled
+                seen.parked += result.parked
+                seen.seconds = max(seen.seconds, result.seconds)
+                seen.rebuilt_checkpoint = min(seen.rebuilt_checkpoint, result.rebuilt_checkpoint)
+    return list(merged.values())
 
 
 # -- comparing tables ---------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _rebuilt_view(live: Database, shares: Sequence[FreshTables]) -> Iterator[tuple[Tx, list[str | None]]]:
+    """A read of the fresh tables with the first share's as its own tables and every other share's reachable by
+    a prefix (an attached SQLite file, or a schema): (the read, each share's prefix, None for the first)."""
+    if len(shares) == 1:
+        with shares[0].db.read() as tx:
+            yield tx, [None]
+        return
+    prefixes: list[str | None] = [None]
+    if isinstance(live, SqliteDatabase):
+        conn = connect(shares[0].name, readonly=True)
+        try:
+            for index, fresh in enumerate(shares[1:], start=1):
+                conn.execute(f"ATTACH DATABASE ? AS share{index}", (fresh.name,))
+                prefixes.append(f"share{index}")
+            conn.execute("BEGIN")
+            yield Tx(conn, "sqlite"), prefixes
+        finally:
+            conn.close()
+        return
+    with psycopg.connect(_with_search_path(live.url, shares[0].name), autocommit=True) as pg:
+        prefixes += [fresh.name for fresh in shares[1:]]
+        pg.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield Tx(pg, "postgresql"), prefixes
 
 
 def _tables(tx: Tx) -> list[str]:
@@ -400,21 +580,43 @@ def _columns(tx: Tx, table: str) -> list[str]:
     return [name for (name,) in rows]
 
 
-def _select(table: str, columns: Sequence[str]) -> str:
-    listed = ", ".join(f'"{column}"' for column in columns)
-    return f'SELECT {listed} FROM "{table}"'
+def _listed(columns: Sequence[str]) -> str:
+    return ", ".join(f'"{column}"' for column in columns)
 
 
-def _digests(tx: Tx, table: str, columns: Sequence[str]) -> Counter[int]:
+def _source(table: str, columns: Sequence[str], combine: Combine, prefixes: Sequence[str | None]) -> str:
+    """What to select the rebuilt rows of `table` from: the first share's table, or all shares' rows together
+    (the rows of a counter added up)."""
+    if not combine.split or len(prefixes) == 1:
+        return f'"{table}"'
+    union = " UNION ALL ".join(
+        f'SELECT {_listed(columns)} FROM {f"{chr(34)}{prefix}{chr(34)}." if prefix else ""}"{table}"'
+        for prefix in prefixes
+    )
+    if combine.counter is None:
+        return f"({union}) AS shares"
+    totals = ", ".join(
+        f'CAST(sum("{column}") AS BIGINT) AS "{column}"' if column == combine.counter else f'"{column}"'
+        for column in columns
+    )
+    grouped = _listed([column for column in columns if column != combine.counter])
+    return f"(SELECT {totals} FROM ({union}) AS shares GROUP BY {grouped}) AS counted"
+
+
+def _select(source: str, columns: Sequence[str]) -> str:
+    return f"SELECT {_listed(columns)} FROM {source}"
+
+
+def _digests(tx: Tx, source: str, columns: Sequence[str]) -> Counter[int]:
     """How often each row occurs, by the row's hash: a large table is streamed, never held. Both sides are hashed
     in this one process, so equal rows have equal hashes."""
-    return Counter(hash(tuple(row)) for row in tx.execute(_select(table, columns)))
+    return Counter(hash(tuple(row)) for row in tx.execute(_select(source, columns)))
 
 
-def _rows_with(tx: Tx, table: str, columns: Sequence[str], digests: Counter[int]) -> list[tuple[Any, ...]]:
+def _rows_with(tx: Tx, source: str, columns: Sequence[str], digests: Counter[int]) -> list[tuple[Any, ...]]:
     """Up to EXAMPLES rows whose hash is among `digests`."""
     found: list[tuple[Any, ...]] = []
-    for row in tx.execute(_select(table, columns)):
+    for row in tx.execute(_select(source, columns)):
         if hash(tuple(row)) in digests:
             found.append(tuple(row))
             if len(found) == EXAMPLES:
@@ -422,10 +624,13 @@ def _rows_with(tx: Tx, table: str, columns: Sequence[str], digests: Counter[int]
     return found
 
 
-def _compare(live: Tx, rebuilt: Tx, table: str) -> TableDifference | None:
+def _compare(
+    live: Tx, rebuilt: Tx, table: str, combine: Combine, prefixes: Sequence[str | None]
+) -> TableDifference | None:
     """None when the live table holds exactly the rebuilt rows (as a multiset)."""
     columns = _columns(rebuilt, table)
-    fresh_rows = _digests(rebuilt, table, columns)
+    source = _source(table, columns, combine, prefixes)
+    fresh_rows = _digests(rebuilt, source, columns)
     rebuilt_count = sum(fresh_rows.values())
     if not _table_exists(live, table):
         return TableDifference(table, None, rebuilt_count, 0, rebuilt_count, problem="no such live table")
@@ -434,7 +639,7 @@ def _compare(live: Tx, rebuilt: Tx, table: str) -> TableDifference | None:
         return TableDifference(
             table, None, rebuilt_count, 0, rebuilt_count, problem=f"live table lacks {', '.join(missing)}"
         )
-    live_rows = _digests(live, table, columns)
+    live_rows = _digests(live, f'"{table}"', columns)
     only_live = live_rows - fresh_rows
     only_rebuilt = fresh_rows - live_rows
     if not only_live and not only_rebuilt:
@@ -445,8 +650,8 @@ def _compare(live: Tx, rebuilt: Tx, table: str) -> TableDifference | None:
         rebuilt_count,
         sum(only_live.values()),
         sum(only_rebuilt.values()),
-        _rows_with(live, table, columns, only_live),
-        _rows_with(rebuilt, table, columns, only_rebuilt),
+        _rows_with(live, f'"{table}"', columns, only_live),
+        _rows_with(rebuilt, source, columns, only_rebuilt),
     )
 
 
@@ -479,8 +684,9 @@ def print_report(report: RebuildReport) -> None:
     from rich.table import Table
 
     console = Console()
+    by = f" by {report.shares} processes, each a share of the complaints," if report.shares > 1 else ""
     console.print(
-        f"read {report.events_read:,} events up to position {report.target_position:,} in "
+        f"read {report.events_read:,} events up to position {report.target_position:,}{by} in "
         f"{report.seconds:.1f} s ({report.events_per_second:,.0f} events/s) into {report.location}; "
         f"compared in {report.compare_seconds:.1f} s"
     )
@@ -540,33 +746,21 @@ def rebuild_shared_out(
     keep: bool = False,
     progress: Progress | None = None,
 ) -> RebuildReport:
-    """`rebuild` of `services`, shared out between up to `processes` processes (`share_out`,
-    `rebuild_in_processes`); in this one when one is enough or a service cannot be loaded by name there."""
-    groups = share_out([service.name for service in services], processes)
-    if len(groups) > 1 and all(_loadable(service) for service in services):
-        return rebuild_in_processes(ctx.settings.data, groups, batch_size=batch_size, keep=keep, progress=progress)
+    """`rebuild` of `services`, the complaints shared out between up to `processes` processes (at most
+    MAX_SHARES; `rebuild_in_shares`); in this one when one is asked for or a service cannot be loaded by name in
+    another process."""
+    shares = min(processes, MAX_SHARES)
+    if shares > 1 and all(_loadable(service) for service in services):
+        return rebuild_in_shares(ctx, services, shares, batch_size=batch_size, keep=keep, progress=progress)
     return rebuild(ctx, services, batch_size=batch_size, keep=keep, progress=progress)
 
 
 # -- in several processes -----------------------------------------------------------------------------------
 
-# Seconds each service's projections took per 10^6 events in the last full rebuild measured (docs/performance.md):
-# only used to share the services out between processes, longest first. Others count as the middle one.
-REBUILD_COST = {"routing": 16.0, "followup": 12.0, "reporting": 10.0, "intake": 2.0}
 RESULT_WAIT = 1.0  # seconds between checks that no rebuild process died without a word
-
-
-def share_out(names: Sequence[str], processes: int) -> list[list[str]]:
-    """The services in at most `processes` groups of about equal cost: longest first, each to the cheapest group
-    so far (the classic LPT rule). Empty groups are dropped."""
-    middle = sorted(REBUILD_COST.values())[len(REBUILD_COST) // 2]
-    groups: list[list[str]] = [[] for _ in range(max(1, min(processes, len(names))))]
-    costs = [0.0] * len(groups)
-    for name in sorted(names, key=lambda n: -REBUILD_COST.get(n, middle)):
-        cheapest = costs.index(min(costs))
-        groups[cheapest].append(name)
-        costs[cheapest] += REBUILD_COST.get(name, middle)
-    return [group for group in groups if group]
+# The first share's size beside the others' when it also runs the projections that are not per stream (reading
+# and sifting every complaint): measured on the 10^6-event benchmark, where it then took ~7 s more of ~32.
+FIRST_SHARE_WEIGHT = 0.75
 
 
 def _loadable(service: ServiceDefinition) -> bool:
@@ -575,37 +769,68 @@ def _loadable(service: ServiceDefinition) -> bool:
     return service.name in SERVICE_NAMES and load_service(service.name) is service
 
 
-def rebuild_in_processes(
-    data: Path | None,
-    groups: Sequence[Sequence[str]],
+class RebuildFailed(Exception):
+    """A rebuild process failed; its message says which and why."""
+
+
+def rebuild_in_shares(
+    ctx: ServiceContext,
+    services: Sequence[ServiceDefinition],
+    count: int,
     *,
     batch_size: int = DEFAULT_BATCH,
     keep: bool = False,
     progress: Progress | None = None,
 ) -> RebuildReport:
-    """Each group of services rebuilt by a process of its own (spawned, so it reads the same environment, with the
-    data directory `data`) into fresh tables of its own, compared there, and the reports merged. Each process
-    reads the whole log: reading and folding cost a few µs an event, the projections tens. `progress` sees the
-    slowest process's position."""
+    """Each of `count` shares of the complaints built by a process of its own (spawned, so it reads the same
+    environment, with the data directory of `ctx`) into fresh tables of its own, up to the head found now; then,
+    here, followed to the live checkpoints and compared, taken together, with the live tables. `progress` sees
+    the slowest process's position. The services must be loadable by name (`lapor.app.load_services`)."""
+    label = _label(ctx)
+    target = ctx.store.head_position()
+    chosen, _ = projections(ctx, services)
+    # The first share also runs what is not per stream, on every stream: it takes fewer complaints.
+    first = 1.0 if all(subscription.per_stream for _, subscription in chosen) else FIRST_SHARE_WEIGHT
+    shares = StreamShare.split([first] + [1.0] * (count - 1))
+    fresh = [fresh_tables(ctx.db, f"{label}_{index}") for index in range(count)]
+    try:
+        with _collector_paused():
+            built = _build_in_processes(ctx.settings.data, [s.name for s in services], shares, label, target,
+                                        batch_size, progress)
+            return _finish(ctx, services, fresh, built, target, batch_size)
+    finally:
+        for tables in fresh:
+            if keep:
+                tables.db.close()
+            else:
+                tables.drop()
+
+
+def _build_in_processes(
+    data: Path | None, names: list[str], shares: Sequence[StreamShare], label: str, target: int, batch_size: int,
+    progress: Progress | None,
+) -> list[_Built]:
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
+    count = len(shares)
     children = [
         context.Process(
-            target=_rebuild_group, args=(data, list(group), batch_size, keep, messages, index), name=f"rebuild-{index}"
+            target=_build_share, args=(data, names, index, share, label, target, batch_size, messages),
+            name=f"rebuild-{index + 1}-of-{count}",
         )
-        for index, group in enumerate(groups)
+        for index, share in enumerate(shares)
     ]
     for child in children:
         child.start()
-    reached = [0] * len(children)
-    reports: dict[int, RebuildReport] = {}
+    reached = [0] * count
+    built: dict[int, _Built] = {}
     failures: list[str] = []
     try:
-        while len(reports) + len(failures) < len(children):
+        while len(built) + len(failures) < count:
             try:
                 message = messages.get(timeout=RESULT_WAIT)
             except queue.Empty:
-                dead = [c.name for i, c in enumerate(children) if i not in reports and c.exitcode not in (None, 0)]
+                dead = [c.name for i, c in enumerate(children) if i not in built and c.exitcode not in (None, 0)]
                 if dead and messages.empty():
                     failures.append(f"{', '.join(dead)} died without a report")
                     break
@@ -614,12 +839,12 @@ def rebuild_in_processes(
             if kind == "progress":
                 reached[index] = rest[0]
                 if progress is not None:
-                    progress(min(reached), rest[1])
+                    progress(min(reached), target)
             elif kind == "done":
-                reports[index] = rest[0]
-                reached[index] = rest[0].target_position
+                built[index] = rest[0]
+                reached[index] = target
             else:
-                failures.append(f"{children[index].name} ({', '.join(groups[index])}): {rest[0]}")
+                failures.append(f"{children[index].name}: {rest[0]}")
     finally:
         for child in children:
             child.join(None if not failures else RESULT_WAIT)
@@ -628,15 +853,12 @@ def rebuild_in_processes(
                 child.join()
     if failures:
         raise RebuildFailed("; ".join(failures))
-    return merge_reports([reports[index] for index in sorted(reports)])
+    return [built[index] for index in range(count)]
 
 
-class RebuildFailed(Exception):
-    """A rebuild process failed; its message says which and why."""
-
-
-def _rebuild_group(
-    data: Path | None, names: list[str], batch_size: int, keep: bool, messages: Any, index: int
+def _build_share(
+    data: Path | None, names: list[str], index: int, share: StreamShare, label: str, target: int, batch_size: int,
+    messages: Any,
 ) -> None:
     from lapor.app import load_services  # local: see _loadable
     from lapor.logs import configure_logging
@@ -647,32 +869,16 @@ def _rebuild_group(
         configure_logging(settings.log_level)
         ctx = ServiceContext.open(settings)
         try:
-            report = rebuild(
-                ctx,
-                load_services(names),
-                batch_size=batch_size,
-                keep=keep,
-                progress=lambda position, target: messages.put(("progress", index, position, target)),
-            )
+            fresh = fresh_tables(ctx.db, f"{label}_{index}")
+            try:
+                with _collector_paused():
+                    built = _build(ctx, load_services(names), fresh, share, target, batch_size,
+                                   lambda position, until: messages.put(("progress", index, position)))
+            finally:
+                fresh.db.close()
         finally:
             ctx.close()
     except BaseException as error:  # reported to the parent, which raises RebuildFailed
         messages.put(("failed", index, "".join(traceback.format_exception_only(error)).strip()))
         raise
-    messages.put(("done", index, report))
-
-
-def merge_reports(reports: Sequence[RebuildReport]) -> RebuildReport:
-    """One report for rebuilds that ran side by side: every subscription, table and difference; the slowest
-    process's times (they ran at once) and the most events any of them read (each read the whole log)."""
-    return RebuildReport(
-        location="; ".join(report.location for report in reports),
-        target_position=max(report.target_position for report in reports),
-        events_read=max(report.events_read for report in reports),
-        seconds=max(report.seconds for report in reports),
-        compare_seconds=max(report.compare_seconds for report in reports),
-        subscriptions=[result for report in reports for result in report.subscriptions],
-        skipped=[name for report in reports for name in report.skipped],
-        tables=[table for report in reports for table in report.tables],
-        differences=[difference for report in reports for difference in report.differences],
-    )
+    messages.put(("done", index, built))

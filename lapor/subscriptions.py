@@ -31,9 +31,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from lapor.clock import Clock, SystemClock
@@ -93,14 +93,14 @@ def holding_batches(holding: Callable[[], Holding]) -> BatchHandler:
 
 def holding_subscription(
     name: str, holding: Callable[[], Holding], *, category: str | None = "complaint",
-    setup: Callable[[Tx], None] | None = None,
+    setup: Callable[[Tx], None] | None = None, counters: Mapping[str, str] | None = None,
 ) -> Subscription:
     """The subscription of a projection that can hold its rows: one event, a batch (`holding_batches`) and a
     rebuild's held rows all go through `holding`."""
     batches = holding_batches(holding)
     return Subscription(
         name, lambda event, tx: batches([event], tx), category=category, setup=setup, handle_batch=batches,
-        holding=holding,
+        holding=holding, counters=counters or {},
     )
 
 
@@ -115,6 +115,13 @@ class Subscription:
     projection: bool = True
     # Rows held in memory across batches, for a runner with `hold` (a rebuild); see `Holding`.
     holding: Callable[[], Holding] | None = None
+    # How a rebuild in shares (`lapor rebuild --processes N`, each process a share of the complaints) puts the
+    # rows together. False when a stream's rows depend on other streams' events (intake prunes its recent reports
+    # by the newest event's time): the first share then runs it on every stream.
+    per_stream: bool = True
+    # Tables whose rows count what happened across streams (table -> its count column): the shares' rows that
+    # are alike but for the count are added up.
+    counters: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

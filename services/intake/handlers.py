@@ -19,5 +19,6 @@ def subscriptions(ctx: ServiceContext) -> list[Subscription]:
             category="complaint",
             setup=setup_recent_reports,
             handle_batch=recent.handle_batch,
+            per_stream=False,  # pruned by the newest event's time, whichever report it belongs to
         ),
     ]

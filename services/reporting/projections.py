@@ -519,7 +519,8 @@ def subscriptions(states: ComplaintStates | None = None) -> list[Subscription]:
     """The reporting projections; with the process's shared `states`, see `ComplaintReports`."""
     return [
         holding_subscription(
-            COMPLAINTS_SUBSCRIPTION, partial(ComplaintReports, states), setup=setup_tables(COMPLAINTS_SCHEMA)
+            COMPLAINTS_SUBSCRIPTION, partial(ComplaintReports, states), setup=setup_tables(COMPLAINTS_SCHEMA),
+            counters={"rpt_daily": "count"},
         ),
         Subscription(
             DIRECTORY_SUBSCRIPTION, project_directory, category="directory", setup=setup_tables(DIRECTORY_SCHEMA)

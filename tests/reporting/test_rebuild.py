@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from lapor.app import load_services
@@ -18,10 +21,10 @@ from lapor.complaint import ComplaintState, evolve
 from lapor.context import ServiceContext, ServiceDefinition
 from lapor.db import Tx
 from lapor.policy import Sp4nPolicy
-from lapor.rebuild import REBUILD_COST, RebuildFailed, rebuild, rebuild_in_processes, share_out
+from lapor.rebuild import ReadOnlyStore, RebuildFailed, RebuildReport, rebuild, rebuild_in_shares, rebuild_shared_out
 from lapor.settings import load_settings
 from lapor.states import ComplaintStates
-from lapor.store import NewEvent, RecordedEvent
+from lapor.store import NewEvent, RecordedEvent, StreamShare
 from lapor.subscriptions import Subscription, SubscriptionRunner, holding_batches
 from services.reporting import projections as reporting_projections
 from services.reporting.projections import ComplaintReports, project_complaints
@@ -189,7 +192,7 @@ def test_a_projection_that_appends_during_a_rebuild_writes_nothing_to_the_log(co
 def test_lapor_rebuild_prints_a_progress_bar_and_exits_0_when_identical(sqlite_context: ServiceContext, capsys):
     run_live(sqlite_context, [SERVICE], batch_size=64)
     data = sqlite_context.settings.data
-    code = main(["rebuild", "--data", str(data), "--keep"], services=[SERVICE])
+    code = main(["rebuild", "--data", str(data), "--keep", "--processes", "1"], services=[SERVICE])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "rebuilding projections" in out
@@ -208,19 +211,7 @@ def test_lapor_rebuild_exits_1_when_a_live_table_differs(sqlite_context: Service
     assert not list((sqlite_context.settings.data / "rebuild").glob("*.db"))  # dropped without --keep
 
 
-# -- in several processes -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("processes", [1, 2, 3, 8])
-def test_services_are_shared_out_once_each_in_groups_of_about_equal_cost(processes: int):
-    names = ["intake", "routing", "reporting", "followup", "another"]
-    groups = share_out(names, processes)
-    assert sorted(name for group in groups for name in group) == sorted(names)
-    assert len(groups) == min(processes, len(names))
-    middle = sorted(REBUILD_COST.values())[len(REBUILD_COST) // 2]
-    costs = [sum(REBUILD_COST.get(name, middle) for name in group) for group in groups]
-    # Longest first, each to the cheapest group: no group is ahead of another by more than one service's cost.
-    assert max(costs) - min(costs) <= max(REBUILD_COST.values())
+# -- in several processes, each a share of the complaints --------------------------------------------------
 
 
 def run_projections_live(ctx: ServiceContext, services: list[ServiceDefinition]) -> None:
@@ -230,19 +221,72 @@ def run_projections_live(ctx: ServiceContext, services: list[ServiceDefinition])
                 SubscriptionRunner(ctx.store, ctx.db, subscription, batch_size=256).run_until_caught_up()
 
 
-def test_a_rebuild_in_two_processes_rebuilds_every_service_and_merges_their_reports(sqlite_context: ServiceContext):
-    chosen = load_services(["reporting", "followup"])
-    run_projections_live(sqlite_context, chosen)
-    groups = share_out(["reporting", "followup"], 2)
-    assert len(groups) == 2
-    report = rebuild_in_processes(sqlite_context.settings.data, groups, keep=True)
-    expected = {s.name for service in chosen for s in service.subscriptions(sqlite_context) if s.projection}
-    assert {result.name for result in report.subscriptions} == expected
-    assert all(result.handled > 0 for result in report.subscriptions)
-    assert report.identical
-    assert report.target_position == sqlite_context.store.head_position()
-    assert {table for table in report.tables if table.startswith("rpt_")}  # reporting's tables were compared
-    assert len(list((sqlite_context.settings.data / "rebuild").glob("readmodels-*.db"))) == 2  # one per process
+def rows_per_share(ctx: ServiceContext, report: RebuildReport, table_name: str) -> list[int]:
+    """How many rows each share kept (`keep=True`) in `table_name`; PostgreSQL's kept schemas are dropped."""
+    counts = []
+    for location in report.location.split("; "):
+        if location.startswith("schema "):
+            schema = location.removeprefix("schema ")
+            with psycopg.connect(ctx.settings.store, autocommit=True) as conn:
+                counts.append(conn.execute(f'SELECT count(*) FROM "{schema}"."{table_name}"').fetchone()[0])
+                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        else:
+            with sqlite3.connect(location) as conn:
+                counts.append(conn.execute(f"SELECT count(*) FROM {table_name}").fetchone()[0])
+    return counts
+
+
+@pytest.mark.parametrize("shares", [2, 3])
+def test_a_rebuild_in_shares_of_the_complaints_equals_live_and_reports_every_projection_once(
+    context: ServiceContext, monkeypatch: pytest.MonkeyPatch, shares: int
+):
+    monkeypatch.setenv("LAPOR_STORE", context.settings.store)  # what the spawned processes open
+    services = load_services()
+    run_projections_live(context, services)
+    complaint_count = len(complaint_events(context))
+    report = rebuild_in_shares(context, services, shares, batch_size=300, keep=True)
+    in_each = rows_per_share(context, report, "rpt_complaints")
+    assert report.identical, report.differences
+    assert report.shares == shares
+    assert report.target_position == context.store.head_position()
+    assert report.events_read == len(context.store.read_all(0, None, 100_000))  # each event counted once
+    expected = {s.name for service in services for s in service.subscriptions(context) if s.projection}
+    assert sorted(result.name for result in report.subscriptions) == sorted(expected)  # once each, merged
+    handled = {result.name: result.handled for result in report.subscriptions}
+    # Each share handled its own complaints; intake's recent reports (not per stream) saw them all in one share.
+    assert handled["reporting.complaints"] == handled["intake.recent_reports"] == complaint_count
+    assert {"rpt_complaints", "rpt_daily", "routing_complaints", "followup_queue"} <= set(report.tables)
+    assert len(in_each) == shares
+    assert all(in_each)  # the complaints really were shared out
+    assert sum(in_each) == 120  # none twice
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_rebuild_follows_a_live_projection_that_moved_on_while_it_ran(
+    sqlite_context: ServiceContext, monkeypatch: pytest.MonkeyPatch, processes: int
+):
+    services = load_services()
+    run_projections_live(sqlite_context, services)
+    head = sqlite_context.store.head_position()
+    # The head found at the start is 40 events short of where the live projections are by the comparison.
+    monkeypatch.setattr(sqlite_context.store, "head_position", lambda: head - 40)
+    report = rebuild_shared_out(sqlite_context, services, processes, batch_size=500)
+    assert report.identical, report.differences
+    assert report.target_position == head - 40
+    assert {result.rebuilt_checkpoint for result in report.subscriptions} == {head}
+
+
+def test_a_rebuild_in_shares_names_a_complaint_row_that_differs(sqlite_context: ServiceContext):
+    services = load_services(["reporting"])
+    run_projections_live(sqlite_context, services)
+    with sqlite_context.db.transaction() as tx:
+        tx.execute("UPDATE rpt_complaints SET category = 'altered' WHERE tracking_id = "
+                   "(SELECT min(tracking_id) FROM rpt_complaints)")
+    report = rebuild_in_shares(sqlite_context, services, 2)
+    [difference] = report.differences
+    assert (difference.table, difference.only_live, difference.only_rebuilt) == ("rpt_complaints", 1, 1)
+    assert "altered" in difference.examples_live[0]
+    assert "altered" not in difference.examples_rebuilt[0]
 
 
 def test_lapor_rebuild_in_two_processes_exits_1_when_a_live_table_differs(sqlite_context: ServiceContext, capsys):
@@ -250,17 +294,35 @@ def test_lapor_rebuild_in_two_processes_exits_1_when_a_live_table_differs(sqlite
     data = sqlite_context.settings.data
     arguments = ["rebuild", "--data", str(data), "--service", "reporting", "--service", "followup", "--processes", "2"]
     assert main(arguments) == 0, capsys.readouterr().out
-    assert "identical" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "identical" in out
+    assert "by 2 processes" in out
     with sqlite_context.db.transaction() as tx:
-        tx.execute("DELETE FROM rpt_agencies WHERE agency_id = 'pemda-53.71'")
+        tx.execute("UPDATE rpt_daily SET count = count + 1 WHERE rowid = (SELECT min(rowid) FROM rpt_daily)")
     assert main(arguments) == 1
-    assert "rpt_agencies" in capsys.readouterr().out
-    assert not list((data / "rebuild").glob("*.db"))  # dropped without --keep, by every process
+    assert "rpt_daily" in capsys.readouterr().out
+    assert not list((data / "rebuild").glob("*.db"))  # every share dropped without --keep
 
 
 def test_a_rebuild_process_that_fails_is_named_with_its_error(sqlite_context: ServiceContext):
+    unknown = dataclasses.replace(SERVICE, name="no-such-service")
     with pytest.raises(RebuildFailed, match="no-such-service"):
-        rebuild_in_processes(sqlite_context.settings.data, [["reporting"], ["no-such-service"]])
+        rebuild_in_shares(sqlite_context, [unknown], 2)
+    assert not list((sqlite_context.settings.data / "rebuild").glob("*.db"))
+
+
+def test_a_read_only_store_of_a_share_reads_only_that_shares_complaints(sqlite_context: ServiceContext):
+    everything = sqlite_context.store.read_all(0, None, 100_000)
+    split = StreamShare.split([1, 1])
+    shares = [ReadOnlyStore(sqlite_context.store, share) for share in split]
+    seen = [store.read_all(0, "complaint", 100_000) for store in shares]
+    assert sorted(e.position for events in seen for e in events) == [
+        e.position for e in everything if e.category == "complaint"
+    ]
+    assert all(split[index].holds(e.stream) for index, events in enumerate(seen) for e in events)
+    assert [e.position for e in shares[1].read_all(0, "directory", 100_000)] == [
+        e.position for e in everything if e.category == "directory"
+    ]
 
 
 @pytest.mark.parametrize("hold", [1, 7, 1000])
