@@ -267,7 +267,8 @@ def _runners(
     batch_size: int,
 ) -> _Runners:
     """A runner on `fresh` for every projection this share builds, with the tables each one created. A
-    projection that is not `per_stream` runs in the first share only, reading every stream."""
+    projection that is not `per_stream`, or that reads every category (and so sees the directory in every share),
+    runs in the first share only, on every stream."""
     read_only = ReadOnlyStore(ctx.store, share)
     states = ComplaintStates(read_only, capacity=REBUILD_STATES, history=REBUILD_HISTORY)
     rebuild_ctx = dataclasses.replace(ctx, db=fresh.db, store=read_only, states=states)
@@ -276,8 +277,8 @@ def _runners(
     running: list[_Projection] = []
     tables: dict[str, Combine] = {}
     for service, subscription in chosen:
-        shared = share is not None and subscription.category == share.category
-        every_stream = shared and not subscription.per_stream
+        shared = share is not None and subscription.category in (None, share.category)
+        every_stream = shared and (subscription.category is None or not subscription.per_stream)
         if every_stream and share is not None and not share.first:
             continue
         store = ReadOnlyStore(ctx.store) if every_stream else read_only
@@ -320,10 +321,6 @@ def _read(store: EventStore, after: int, until: int, share: StreamShare | None) 
         position = page[-1].position + 1
 
 
-def _position(event: RecordedEvent) -> int:
-    return event.position
-
-
 def _feed(
     store: EventStore,
     running: Sequence[_Projection],
@@ -358,12 +355,8 @@ def _feed(
         states.prefold(mine.get("complaint", []))
         for projection in running:
             category = projection.runner.subscription.category
-            if category is None:  # every category, in position order
-                events = batch if projection.every_stream or mine is whole else sorted(
-                    (event for events in mine.values() for event in events), key=_position
-                )
-            else:
-                events = (whole if projection.every_stream else mine).get(category, [])
+            # A projection reading every category reads every stream too, in a share (see `_runners`).
+            events = batch if category is None else (whole if projection.every_stream else mine).get(category, [])
             started = time.perf_counter()
             projection.runner.feed(events, through)
             projection.seconds += time.perf_counter() - started

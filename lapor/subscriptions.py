@@ -116,8 +116,9 @@ class Subscription:
     # Rows held in memory across batches, for a runner with `hold` (a rebuild); see `Holding`.
     holding: Callable[[], Holding] | None = None
     # How a rebuild in shares (`lapor rebuild --processes N`, each process a share of the complaints) puts the
-    # rows together. False when a stream's rows depend on other streams' events (intake prunes its recent reports
-    # by the newest event's time): the first share then runs it on every stream.
+    # rows together; a wrong declaration shows there as a difference from the live tables, never changes them.
+    # False when a stream's rows depend on other streams' events (intake prunes its recent reports by the newest
+    # event's time): the first share then runs it on every stream.
     per_stream: bool = True
     # Tables whose rows count what happened across streams (table -> its count column): the shares' rows that
     # are alike but for the count are added up.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from lapor import rebuild as rebuilding
 from lapor.app import load_services
 from lapor.cli import main
 from lapor.clock import ManualClock
@@ -309,6 +310,60 @@ def test_a_rebuild_process_that_fails_is_named_with_its_error(sqlite_context: Se
     with pytest.raises(RebuildFailed, match="no-such-service"):
         rebuild_in_shares(sqlite_context, [unknown], 2)
     assert not list((sqlite_context.settings.data / "rebuild").glob("*.db"))
+
+
+def rebuild_in_shares_here(ctx: ServiceContext, services: list[ServiceDefinition], count: int) -> RebuildReport:
+    """`rebuild_in_shares`, but each share built in turn in this process: services of a test's own cannot be
+    loaded by name in another."""
+    target = ctx.store.head_position()
+    fresh = [rebuilding.fresh_tables(ctx.db, f"here_{index}") for index in range(count)]
+    try:
+        built = [rebuilding._build(ctx, services, tables, share, target, 500, None)
+                 for tables, share in zip(fresh, StreamShare.split([1.0] * count), strict=True)]
+        return rebuilding._finish(ctx, services, fresh, built, target, 500)
+    finally:
+        for tables in fresh:
+            tables.drop()
+
+
+def counting_service(counters: dict[str, str]) -> ServiceDefinition:
+    """Counts every event by type (a projection of every category) and dispositions by agency (of complaints,
+    counting across them: a counter)."""
+
+    def by_type(event: RecordedEvent, tx: Tx) -> None:
+        tx.execute("INSERT INTO other_types (type, n) VALUES (?, 1) ON CONFLICT (type) DO UPDATE SET "
+                   "n = other_types.n + 1", (event.type,))
+
+    def by_agency(event: RecordedEvent, tx: Tx) -> None:
+        if event.type == "ComplaintDisposed":
+            tx.execute("INSERT INTO other_disposals (agency_id, n) VALUES (?, 1) ON CONFLICT (agency_id) DO UPDATE "
+                       "SET n = other_disposals.n + 1", (event.data["agency_id"],))
+
+    def create(table_name: str, key: str) -> Callable[[Tx], None]:
+        return lambda tx: tx.execute(f"CREATE TABLE IF NOT EXISTS {table_name} ({key} TEXT PRIMARY KEY, n BIGINT)")
+
+    return ServiceDefinition(
+        name="other",
+        router=SERVICE.router,
+        subscriptions=lambda ctx: [
+            Subscription("other.types", by_type, category=None, setup=create("other_types", "type")),
+            Subscription("other.disposals", by_agency, setup=create("other_disposals", "agency_id"),
+                         counters=counters),
+        ],
+    )
+
+
+def test_shares_put_together_projections_of_every_category_and_counters(context: ServiceContext):
+    declared = counting_service({"other_disposals": "n"})
+    run_live(context, [SERVICE, declared], batch_size=200)
+    report = rebuild_in_shares_here(context, [SERVICE, declared], 3)
+    assert report.identical, report.differences
+    handled = {result.name: result.handled for result in report.subscriptions}
+    assert handled["other.types"] == len(context.store.read_all(0, None, 100_000))  # all, in the first share
+
+    # Without its counters declared, the agencies' counts of the shares are listed side by side: a difference.
+    report = rebuild_in_shares_here(context, [SERVICE, counting_service({})], 3)
+    assert [difference.table for difference in report.differences] == ["other_disposals"]
 
 
 def test_a_read_only_store_of_a_share_reads_only_that_shares_complaints(sqlite_context: ServiceContext):
