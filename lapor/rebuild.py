@@ -232,6 +232,7 @@ class _Runners:
     skipped: list[str]
     tables: dict[str, Combine]  # the tables the projections created
     states: ComplaintStates
+    repeated: frozenset[str]  # the projections every share runs on the same events (of other categories)
 
 
 @dataclass
@@ -245,6 +246,7 @@ class _Built:
     results: list[SubscriptionResult]  # live_checkpoint not yet known: 0
     skipped: list[str]
     tables: dict[str, Combine]
+    repeated: frozenset[str]  # subscriptions every share runs on the same events (of other categories)
 
 
 def projections(
@@ -276,8 +278,11 @@ def _runners(
     fresh.db.executescript(CHECKPOINT_SCHEMA)
     running: list[_Projection] = []
     tables: dict[str, Combine] = {}
+    repeated: set[str] = set()
     for service, subscription in chosen:
         shared = share is not None and subscription.category in (None, share.category)
+        if share is not None and not shared:
+            repeated.add(subscription.name)
         every_stream = shared and (subscription.category is None or not subscription.per_stream)
         if every_stream and share is not None and not share.first:
             continue
@@ -292,7 +297,7 @@ def _runners(
         for table in created:
             tables[table] = Combine(split, subscription.counters.get(table) if split else None)
         running.append(_Projection(service, runner, every_stream))
-    return _Runners(running, skipped, tables, states)
+    return _Runners(running, skipped, tables, states, frozenset(repeated))
 
 
 def _build(
@@ -307,7 +312,8 @@ def _build(
                            len(p.runner.parked()), p.seconds)
         for p in runners.running
     ]
-    return _Built(share, time.perf_counter() - started, own, other, results, runners.skipped, runners.tables)
+    return _Built(share, time.perf_counter() - started, own, other, results, runners.skipped, runners.tables,
+                  runners.repeated)
 
 
 def _read(store: EventStore, after: int, until: int, share: StreamShare | None) -> Iterator[list[RecordedEvent]]:
@@ -458,7 +464,7 @@ def _finish(
         events_read=sum(one.own_events for one in built) + built[0].other_events,
         seconds=max(one.seconds for one in built),
         compare_seconds=time.perf_counter() - started,
-        subscriptions=_merged(results, live_checkpoints),
+        subscriptions=_merged(results, live_checkpoints, built[0].repeated),
         skipped=built[0].skipped,
         tables=tables,
         differences=[d for d in differences if d is not None],
@@ -493,9 +499,12 @@ def _follow(
     ]
 
 
-def _merged(results: Sequence[list[SubscriptionResult]], live_checkpoints: dict[str, int]) -> list[SubscriptionResult]:
-    """One result per subscription over the shares: what they handled and parked together, the longest time (they
-    ran at once), the checkpoint all of them reached."""
+def _merged(
+    results: Sequence[list[SubscriptionResult]], live_checkpoints: dict[str, int], repeated: frozenset[str]
+) -> list[SubscriptionResult]:
+    """One result per subscription over the shares: what they handled and parked together (once, for one that
+    every share runs on the same events), the longest time (they ran at once), the checkpoint all of them
+    reached."""
     merged: dict[str, SubscriptionResult] = {}
     for share in results:
         for result in share:
@@ -503,8 +512,9 @@ def _merged(results: Sequence[list[SubscriptionResult]], live_checkpoints: dict[
             if seen is None:
                 merged[result.name] = dataclasses.replace(result, live_checkpoint=live_checkpoints.get(result.name, 0))
             else:
-                seen.handled += result.handled
-                seen.parked += result.parked
+                if result.name not in repeated:
+                    seen.handled += result.handled
+                    seen.parked += result.parked
                 seen.seconds = max(seen.seconds, result.seconds)
                 seen.rebuilt_checkpoint = min(seen.rebuilt_checkpoint, result.rebuilt_checkpoint)
     return list(merged.values())

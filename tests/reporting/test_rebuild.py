@@ -254,8 +254,10 @@ def test_a_rebuild_in_shares_of_the_complaints_equals_live_and_reports_every_pro
     expected = {s.name for service in services for s in service.subscriptions(context) if s.projection}
     assert sorted(result.name for result in report.subscriptions) == sorted(expected)  # once each, merged
     handled = {result.name: result.handled for result in report.subscriptions}
-    # Each share handled its own complaints; intake's recent reports (not per stream) saw them all in one share.
+    # Each share handled its own complaints; intake's recent reports (not per stream) saw them all in one share;
+    # every share handled the whole directory, which counts once.
     assert handled["reporting.complaints"] == handled["intake.recent_reports"] == complaint_count
+    assert handled["reporting.directory"] == len(context.store.read_all(0, "directory", 100_000))
     assert {"rpt_complaints", "rpt_daily", "routing_complaints", "followup_queue"} <= set(report.tables)
     assert len(in_each) == shares
     assert all(in_each)  # the complaints really were shared out
