@@ -174,8 +174,13 @@ class PostgresDatabase(Database):
     def __init__(self, url: str, *, max_size: int = 8) -> None:
         from psycopg_pool import ConnectionPool
 
+        from lapor.store.postgres import NEVER_PREPARE  # the reason is the store's: plans kept on stale statistics
+
         self.url = url
-        self._pool = ConnectionPool(url, min_size=1, max_size=max_size, open=True, kwargs={"autocommit": True})
+        self._pool = ConnectionPool(
+            url, min_size=1, max_size=max_size, open=True,
+            kwargs={"autocommit": True, "prepare_threshold": NEVER_PREPARE},
+        )
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[Tx]:
