@@ -32,7 +32,7 @@ from lapor.store import (
     WrongExpectedVersion,
     open_store,
 )
-from lapor.store.model import SHARE_BUCKETS
+from lapor.store.model import SHARE_BUCKETS, stream_bucket
 from lapor.store.vault import VaultEntryErased
 
 from ._workers import Acknowledged, append_in_process, append_with_retries
@@ -297,7 +297,14 @@ def test_read_all_filters_by_category(store):
 def test_read_all_in_shares_splits_a_categorys_streams_and_gives_every_share_the_other_events(store):
     head = store.head_position()
     shared, other = unique_category(), unique_category()
-    streams = [unique_stream(shared) for _ in range(40)]
+    shares = StreamShare.split([1, 1, 1], shared)
+    # 40 streams at random, and one in the first and one in the last bucket of every share: a share that takes a
+    # bucket too many or too few at its edges is caught.
+    edges = {bucket for share in shares for bucket in (share.start, share.stop - 1)}
+    streams = [unique_stream(shared) for _ in range(40)] + [
+        next(name for n in itertools.count() if stream_bucket(name := f"{shared}-edge{n}") == bucket)
+        for bucket in sorted(edges)
+    ]
     directory = unique_stream(other)
     for n, stream in enumerate(streams):
         store.append(stream, [noted(n), noted(n)])
@@ -307,7 +314,6 @@ def test_read_all_in_shares_splits_a_categorys_streams_and_gives_every_share_the
     in_category = [e.position for e in everything if e.category == shared]
     of_other = [e.position for e in everything if e.category == other]
 
-    shares = StreamShare.split([1, 1, 1], shared)
     found: list[list[RecordedEvent]] = []
     for share in shares:
         events: list[RecordedEvent] = []
@@ -317,7 +323,7 @@ def test_read_all_in_shares_splits_a_categorys_streams_and_gives_every_share_the
                 assert not store.read_all(events[-1].position + 1, limit=4, share=share)  # short only at the end
         assert [e.position for e in events if e.category == other] == of_other
         mine = [e for e in events if e.category == shared]
-        assert mine, f"{share} holds none of 40 streams"
+        assert mine, f"{share} holds none of the streams"
         assert all(share.holds(e.stream) for e in mine)  # the store and Python pick the same streams
         assert [e.position for e in mine] == sorted(e.position for e in mine)
         assert store.read_all(head + 1, category=shared, limit=1000, share=share) == mine
