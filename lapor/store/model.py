@@ -82,11 +82,28 @@ def stream_bucket(stream: str) -> int:
     return int(hashlib.md5(stream.encode(), usedforsecurity=False).hexdigest()[:SHARE_DIGITS], 16) % SHARE_BUCKETS
 
 
+ReadAllShape = tuple[bool, bool]  # (category given, share given)
+
+
+def read_all_statements(select: str, bucket: str, mark: str) -> dict[ReadAllShape, str]:
+    """The SQL adapters' `read_all` statements, one per shape, taking `read_all_query`'s parameters: `select` the
+    columns from `events`, `bucket` the SQL for `stream_bucket(stream)`, `mark` the driver's placeholder."""
+    in_share = f" AND (category <> {mark} OR {bucket} BETWEEN {mark} AND {mark})"
+    return {
+        (category, share): f"{select} WHERE "
+        + (f"category = {mark} AND position >= {mark}" if category else f"position >= {mark}")
+        + (in_share if share else "")
+        + f" ORDER BY position LIMIT {mark}"
+        for category in (False, True)
+        for share in (False, True)
+    }
+
+
 def read_all_query(
     from_position: int, category: str | None, limit: int, share: StreamShare | None
-) -> tuple[tuple[bool, bool], tuple[Any, ...]]:
-    """A `read_all` as the SQL adapters ask it: which statement — (category given, share given) — and its
-    parameters in their order: category, from_position, the share's category and first and last bucket, limit."""
+) -> tuple[ReadAllShape, tuple[Any, ...]]:
+    """A `read_all` as the SQL adapters ask it: which of `read_all_statements` and its parameters in their order:
+    category, from_position, the share's category and first and last bucket, limit."""
     params: tuple[Any, ...] = (from_position,) if category is None else (category, from_position)
     if share is not None:
         params += (share.category, share.start, share.stop - 1)

@@ -52,6 +52,7 @@ from lapor.store.model import (
     check_expected,
     link_events,
     read_all_query,
+    read_all_statements,
     replayed_result,
     validate_append,
 )
@@ -94,18 +95,10 @@ SELECT_EVENTS = (
     "SELECT event_id, stream, version, position, type, schema_version, data::text, metadata::text, recorded_at,"
     " prev_hash, hash FROM events"
 )
-# read_all's statements by (category given, share given). A share is filtered here, by the same hash as
-# `lapor.store.model.stream_bucket`: the first 28 bits of the stream name's MD5, modulo SHARE_BUCKETS.
+# A share is filtered in SQL by the same hash as `lapor.store.model.stream_bucket`: the first 28 bits of the
+# stream name's MD5, modulo SHARE_BUCKETS.
 _BUCKET = f"('x' || substr(md5(stream), 1, {SHARE_DIGITS}))::bit({SHARE_DIGITS * 4})::int %% {SHARE_BUCKETS}"
-_IN_SHARE = f" AND (category <> %s OR {_BUCKET} BETWEEN %s AND %s)"
-_READ_ALL = {
-    (category, share): SELECT_EVENTS
-    + (" WHERE category = %s AND position >= %s" if category else " WHERE position >= %s")
-    + (_IN_SHARE if share else "")
-    + " ORDER BY position LIMIT %s"
-    for category in (False, True)
-    for share in (False, True)
-}
+_READ_ALL = read_all_statements(SELECT_EVENTS, _BUCKET, "%s")
 INSERT_EVENT = (
     "INSERT INTO events (position, event_id, stream, category, version, type, schema_version, data, metadata,"
     " recorded_at, prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"

@@ -48,6 +48,7 @@ from lapor.store.model import (
     check_expected,
     link_events,
     read_all_query,
+    read_all_statements,
     replayed_result,
     stream_bucket,
     validate_append,
@@ -127,17 +128,9 @@ def rows_to_events(rows: Iterable[tuple]) -> list[RecordedEvent]:
     return [event(r[0], r[1], r[2], r[3], r[4], r[5], loads(r[6]), r[7], moment(r[8]), r[9], r[10]) for r in rows]
 
 
-# read_all's statements by (category given, share given). A share is filtered here, before a row is decoded.
+# A share is filtered in SQL, before a row is decoded, by `stream_bucket` registered on each read connection.
 BUCKET_FUNCTION = "lapor_stream_bucket"
-_IN_SHARE = f" AND (category <> ? OR {BUCKET_FUNCTION}(stream) BETWEEN ? AND ?)"
-_READ_ALL = {
-    (category, share): f"SELECT {COLUMNS} FROM events WHERE "
-    + ("category = ? AND position >= ?" if category else "position >= ?")
-    + (_IN_SHARE if share else "")
-    + " ORDER BY position LIMIT ?"
-    for category in (False, True)
-    for share in (False, True)
-}
+_READ_ALL = read_all_statements(f"SELECT {COLUMNS} FROM events", f"{BUCKET_FUNCTION}(stream)", "?")
 
 _ROW_MARKS = "(?,?,?,?,?,?,?,?,?,?,?,?)"
 INSERT_ROWS = 800  # rows per multi-row INSERT: 12 parameters each, well under SQLite's 32,766
