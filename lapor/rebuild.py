@@ -64,6 +64,7 @@ REBUILD_CACHE_MB = 512
 # Shares at most, whatever `--processes` says: SQLite attaches at most 10 databases to the connection that
 # compares them, and more processes than cores only take turns.
 MAX_SHARES = 8
+SHARED_CATEGORY = "complaint"  # what a rebuild in several processes shares out; each reads every other category
 BOOKKEEPING_TABLES = frozenset({"subscription_checkpoints", "parked_events"})
 EXAMPLES = 3  # differing rows shown per table and side
 
@@ -226,13 +227,20 @@ class _Projection:
     seconds: float = 0.0  # spent handling (reading the log is shared, so not counted here)
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What a share's projections are, as the parent needs it to put the shares together (picklable)."""
+
+    skipped: list[str]  # reactions, not projections
+    tables: dict[str, Combine]  # the tables the projections created
+    repeated: frozenset[str]  # the projections every share runs on the same events (of other categories)
+
+
 @dataclass
 class _Runners:
     running: list[_Projection]
-    skipped: list[str]
-    tables: dict[str, Combine]  # the tables the projections created
     states: ComplaintStates
-    repeated: frozenset[str]  # the projections every share runs on the same events (of other categories)
+    layout: _Layout
 
 
 @dataclass
@@ -244,9 +252,7 @@ class _Built:
     own_events: int  # events of the shared category that were this share's
     other_events: int  # events of every other category (each share reads them all)
     results: list[SubscriptionResult]  # live_checkpoint not yet known: 0
-    skipped: list[str]
-    tables: dict[str, Combine]
-    repeated: frozenset[str]  # subscriptions every share runs on the same events (of other categories)
+    layout: _Layout
 
 
 def projections(
@@ -264,13 +270,17 @@ def projections(
     return chosen, skipped
 
 
+def _on_every_stream(subscription: Subscription, category: str) -> bool:
+    """Whether a rebuild in shares of `category` runs `subscription` in the first share only, on every stream: it
+    is not `per_stream`, or it reads every category (and would see the directory in every share)."""
+    return subscription.category is None or (subscription.category == category and not subscription.per_stream)
+
+
 def _runners(
     ctx: ServiceContext, services: Sequence[ServiceDefinition], fresh: FreshTables, share: StreamShare | None,
     batch_size: int,
 ) -> _Runners:
-    """A runner on `fresh` for every projection this share builds, with the tables each one created. A
-    projection that is not `per_stream`, or that reads every category (and so sees the directory in every share),
-    runs in the first share only, on every stream."""
+    """A runner on `fresh` for every projection this share builds, with the tables each one created."""
     read_only = ReadOnlyStore(ctx.store, share)
     states = ComplaintStates(read_only, capacity=REBUILD_STATES, history=REBUILD_HISTORY)
     rebuild_ctx = dataclasses.replace(ctx, db=fresh.db, store=read_only, states=states)
@@ -283,7 +293,7 @@ def _runners(
         shared = share is not None and subscription.category in (None, share.category)
         if share is not None and not shared:
             repeated.add(subscription.name)
-        every_stream = shared and (subscription.category is None or not subscription.per_stream)
+        every_stream = share is not None and _on_every_stream(subscription, share.category)
         if every_stream and share is not None and not share.first:
             continue
         store = ReadOnlyStore(ctx.store) if every_stream else read_only
@@ -297,7 +307,7 @@ def _runners(
         for table in created:
             tables[table] = Combine(split, subscription.counters.get(table) if split else None)
         running.append(_Projection(service, runner, every_stream))
-    return _Runners(running, skipped, tables, states, frozenset(repeated))
+    return _Runners(running, states, _Layout(skipped, tables, frozenset(repeated)))
 
 
 def _build(
@@ -312,8 +322,7 @@ def _build(
                            len(p.runner.parked()), p.seconds)
         for p in runners.running
     ]
-    return _Built(share, time.perf_counter() - started, own, other, results, runners.skipped, runners.tables,
-                  runners.repeated)
+    return _Built(share, time.perf_counter() - started, own, other, results, runners.layout)
 
 
 def _read(store: EventStore, after: int, until: int, share: StreamShare | None) -> Iterator[list[RecordedEvent]]:
@@ -446,17 +455,18 @@ def _finish(
     """Bring every share to the live checkpoints and compare the shares, taken together, with the live tables,
     inside one snapshot of the live database (its checkpoints and its rows agree with each other)."""
     started = time.perf_counter()
+    layout = built[0].layout  # the first share runs every projection
     with ctx.db.read() as live:
         live_checkpoints = _checkpoints(live)
         results = [
             _follow(ctx, services, fresh, one, target, live_checkpoints, batch_size)
             for fresh, one in zip(shares, built, strict=True)
         ]
-        combine = built[0].tables
         with _rebuilt_view(ctx.db, shares) as (rebuilt, prefixes):
             tables = _tables(rebuilt)
             differences = [
-                _compare(live, rebuilt, table, combine.get(table, Combine(split=False)), prefixes) for table in tables
+                _compare(live, rebuilt, table, layout.tables.get(table, Combine(split=False)), prefixes)
+                for table in tables
             ]
     return RebuildReport(
         location="; ".join(fresh.location for fresh in shares),
@@ -464,8 +474,8 @@ def _finish(
         events_read=sum(one.own_events for one in built) + built[0].other_events,
         seconds=max(one.seconds for one in built),
         compare_seconds=time.perf_counter() - started,
-        subscriptions=_merged(results, live_checkpoints, built[0].repeated),
-        skipped=built[0].skipped,
+        subscriptions=_merged(results, live_checkpoints, layout.repeated),
+        skipped=layout.skipped,
         tables=tables,
         differences=[d for d in differences if d is not None],
         shares=len(shares),
@@ -593,7 +603,7 @@ def _source(table: str, columns: Sequence[str], combine: Combine, prefixes: Sequ
     if not combine.split or len(prefixes) == 1:
         return f'"{table}"'
     union = " UNION ALL ".join(
-        f'SELECT {_listed(columns)} FROM {f"{chr(34)}{prefix}{chr(34)}." if prefix else ""}"{table}"'
+        f'SELECT {_listed(columns)} FROM ' + (f'"{prefix}"."{table}"' if prefix else f'"{table}"')
         for prefix in prefixes
     )
     if combine.counter is None:
@@ -793,8 +803,8 @@ def rebuild_in_shares(
     target = ctx.store.head_position()
     chosen, _ = projections(ctx, services)
     # The first share also runs what is not per stream, on every stream: it takes fewer complaints.
-    first = 1.0 if all(subscription.per_stream for _, subscription in chosen) else FIRST_SHARE_WEIGHT
-    shares = StreamShare.split([first] + [1.0] * (count - 1))
+    sifts = any(_on_every_stream(subscription, SHARED_CATEGORY) for _, subscription in chosen)
+    shares = StreamShare.split([FIRST_SHARE_WEIGHT if sifts else 1.0] + [1.0] * (count - 1), SHARED_CATEGORY)
     fresh = [fresh_tables(ctx.db, f"{label}_{index}") for index in range(count)]
     try:
         with _collector_paused():
