@@ -324,15 +324,13 @@ def test_read_all_in_shares_splits_a_categorys_streams_and_gives_every_share_the
         assert [e.position for e in events if e.category == other] == of_other
         mine = [e for e in events if e.category == shared]
         assert mine, f"{share} holds none of the streams"
-        assert all(share.holds(e.stream) for e in mine)  # the store and Python pick the same streams
+        # The store and Python pick the same streams, so a stream is never split between the shares.
+        assert all(share.holds(e.stream) for e in mine)
         assert [e.position for e in mine] == sorted(e.position for e in mine)
         assert store.read_all(head + 1, category=shared, limit=1000, share=share) == mine
         found.append(mine)
 
     assert sorted(e.position for events in found for e in events) == in_category  # disjoint, and all of them
-    owners = {e.stream: {index for index, events in enumerate(found) if e in events} for e in everything
-              if e.category == shared}
-    assert all(len(holders) == 1 for holders in owners.values())  # a stream is never split
 
 
 @pytest.mark.parametrize("weights", [[1], [1, 1], [0.75, 1], [3, 1, 1, 1, 1], [1] * 1024])
