@@ -15,7 +15,6 @@ With `writer=<socket>` a store commits nothing itself: it sends its appends to a
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import sqlite3
@@ -23,7 +22,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,12 +81,6 @@ COLUMNS = "event_id, stream, version, position, type, schema_version, data, meta
 # How long a blocked reader waits on the in-process notifier before it looks at the file for commits made
 # by another process. Within one process a commit wakes readers at once.
 CROSS_PROCESS_POLL = 0.2
-# Threads reading a stream at once. Python's sqlite3 gives up the GIL for every step of a statement and must win
-# it back; with dozens of command threads reading and folding, the group-commit leader waits behind all of
-# them for every statement it runs (measured: 32 writer threads fell to ~1,700 commands/s). Readers beyond
-# this many sleep on a semaphore instead of contending, and the leader gets the GIL back (~3,000/s).
-CONCURRENT_STREAM_READS = 2
-
 
 BUSY_TIMEOUT = 30.0  # seconds a connection waits for another's lock
 
@@ -370,10 +362,14 @@ class SqliteEventStore(EventStore):
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        # Only an in-process group-commit leader needs readers kept out of its way (CONCURRENT_STREAM_READS).
-        self._stream_reads: AbstractContextManager[Any] = (
-            threading.BoundedSemaphore(CONCURRENT_STREAM_READS) if writer is None else contextlib.nullcontext()
-        )
+        # One thread of a process reads a stream at a time; the others wait on this lock. Python's sqlite3 gives
+        # up the GIL for every step of a statement and must win it back: with dozens of command threads reading
+        # at once, each step hands the GIL to another thread (a futex wake and a context switch), and an
+        # in-process group-commit leader waits behind all of them for every statement it runs (32 writer threads
+        # fell to ~1,700 commands/s; ~3,000 with two readers at a time). Through a writer process, one reader at
+        # a time instead of any number took 32 threads from 6,654-8,436 to 8,910-9,987 commands/s with ~20 %
+        # less CPU per command (docs/performance.md, session 9). The GIL runs one thread's Python at a time anyway.
+        self._stream_reads = threading.Lock()
         conn = connect(self.path)
         conn.executescript(SCHEMA)  # readable even before a writer process has opened the file
         self._write_conn: sqlite3.Connection | None = None
