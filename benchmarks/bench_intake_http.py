@@ -43,7 +43,7 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
+import httpx2
 import uvicorn
 from fastapi import FastAPI
 
@@ -118,8 +118,8 @@ async def load(base: str, clients: int, duration: float, warmup: float, seed: in
     latencies: list[float] = []
     statuses: dict[int | str, int] = {}
     created = 0  # 201s, warm-up included: each must be a report in the store
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
+    limits = httpx2.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx2.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
 
         async def worker(number: int, until: float, record: bool) -> None:
             nonlocal created
@@ -129,7 +129,7 @@ async def load(base: str, clients: int, duration: float, warmup: float, seed: in
                 started = time.perf_counter()
                 try:
                     response = await client.post("/api/complaints", json=report(rng), headers=headers)
-                except httpx.TransportError as error:  # counted: a dropped connection is a result too
+                except httpx2.TransportError as error:  # counted: a dropped connection is a result too
                     outcome: int | str = type(error).__name__
                 else:
                     outcome = response.status_code
@@ -169,9 +169,9 @@ def wait_ready(base: str, process: subprocess.Popen, timeout: float = 120) -> No
         if process.poll() is not None:
             raise SystemExit(f"the server at {base} exited with {process.returncode}")
         try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+            if httpx2.get(f"{base}/readyz", timeout=2).status_code == 200:
                 return
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             pass
         time.sleep(0.2)
     raise SystemExit(f"{base} was not ready within {timeout} s")

@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,7 +217,7 @@ def bench_latency(data: Path, rate: float, samples: int, services: list[str] | N
         writer.start()
         latencies: list[float] = []
         view_times: list[float] = []
-        with httpx.Client(base_url=server.url, timeout=60) as client:
+        with httpx2.Client(base_url=server.url, timeout=60) as client:
             client.get("/api/reports/national", headers=headers)
             for number in range(samples):
                 now = datetime.now(UTC)

@@ -36,7 +36,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
+import httpx2
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -133,9 +133,9 @@ def start(data: Path, log: Path, timeout: float, probe: bool) -> tuple[subproces
         if process.poll() is not None:
             raise SystemExit(f"lapor up exited with {process.returncode}; see {log}")
         try:
-            if httpx.get(url + "/readyz", timeout=5).status_code == 200:
+            if httpx2.get(url + "/readyz", timeout=5).status_code == 200:
                 return process, url, time.perf_counter() - started
-        except httpx.TransportError:
+        except httpx2.TransportError:
             pass
         if time.perf_counter() - started > timeout:
             process.kill()
@@ -173,7 +173,7 @@ def main() -> None:
 
     process, url, ready = start(data, log, timeout=600, probe=args.probe)
     results["restart_ready_seconds"] = round(ready, 2)
-    with httpx.Client(base_url=url, timeout=30) as client:
+    with httpx2.Client(base_url=url, timeout=30) as client:
         for _ in range(50):
             client.get("/readyz")
             client.get("/metrics")

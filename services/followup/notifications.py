@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-import httpx
+import httpx2
 import orjson
 
 from lapor.clock import Clock, SystemClock
@@ -399,8 +399,8 @@ class WebhookAdapter:
 
     channel = WEBHOOK
 
-    def __init__(self, client: httpx.Client | None = None, *, clock: Clock | None = None) -> None:
-        self._client = client or httpx.Client(timeout=10.0, follow_redirects=False)
+    def __init__(self, client: httpx2.Client | None = None, *, clock: Clock | None = None) -> None:
+        self._client = client or httpx2.Client(timeout=10.0, follow_redirects=False)
         # Receivers compare the signed timestamp with their own clock, so it is real time even in training mode.
         self._clock = clock or SystemClock()
 
@@ -417,7 +417,7 @@ class WebhookAdapter:
         }
         try:
             response = self._client.post(target.address, content=body, headers=headers)
-        except httpx.HTTPError as error:
+        except httpx2.HTTPError as error:
             raise DeliveryFailed(f"{type(error).__name__}: {error}") from error
         if response.is_success:
             return

@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from lapor.db import SqliteDatabase
@@ -23,7 +23,7 @@ from tests.followup.conftest import DINKES, KUPANG, MALANG, MONDAY, later, subsc
 @pytest.fixture
 def notify(followup) -> Iterator[Any]:
     """One round of the notification loop (the background loop runs too; deliveries are leased, never doubled)."""
-    client = httpx.Client(timeout=5.0)
+    client = httpx2.Client(timeout=5.0)
     notifier = Notifier(followup.ctx, {WEBHOOK: WebhookAdapter(client)})
 
     def run() -> None:

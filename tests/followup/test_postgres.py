@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from threading import Barrier
 
-import httpx
+import httpx2
 import pytest
 
 from services.followup.handlers import Notifier, close_silent_reports
@@ -83,7 +83,7 @@ def test_a_webhook_hears_of_a_new_item_on_postgresql(on_postgres, receiver):
     subscribe(app, receiver, KUPANG, "/kupang")
     app.disposed("LAP-PG-N")
     app.settle()
-    with httpx.Client(timeout=5.0) as client:
+    with httpx2.Client(timeout=5.0) as client:
         Notifier(app.ctx, {WEBHOOK: WebhookAdapter(client)}).run_once()
     receiver.wait_for(1)
     assert receiver.accepted[0][1]["tracking_id"] == "LAP-PG-N"

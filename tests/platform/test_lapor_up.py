@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -45,11 +45,11 @@ class Server:
     stdout: Path
     stderr: Path
 
-    def get(self, path: str, **kwargs) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=10, **kwargs)
+    def get(self, path: str, **kwargs) -> httpx2.Response:
+        return httpx2.get(self.url + path, timeout=10, **kwargs)
 
-    def post(self, path: str, **kwargs) -> httpx.Response:
-        return httpx.post(self.url + path, timeout=10, **kwargs)
+    def post(self, path: str, **kwargs) -> httpx2.Response:
+        return httpx2.post(self.url + path, timeout=10, **kwargs)
 
     def metric(self, name: str, consumer: str | None = None) -> float:
         for family in text_string_to_metric_families(self.get("/metrics").text):
@@ -72,7 +72,7 @@ def wait_until(condition, timeout: float = 60.0, describe: str = "condition") ->
         try:
             if condition():
                 return
-        except httpx.TransportError:
+        except httpx2.TransportError:
             pass  # not listening yet
         assert time.monotonic() < deadline, f"{describe} not reached within {timeout}s"
         time.sleep(0.1)

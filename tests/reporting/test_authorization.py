@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from lapor.app import create_app
@@ -68,7 +68,7 @@ class LiveClient:
     """What `run_matrix` needs of a client, over a real connection: a stream is answered by its status line."""
 
     def __init__(self, url: str) -> None:
-        self._client = httpx.Client(base_url=url, timeout=30)
+        self._client = httpx2.Client(base_url=url, timeout=30)
 
     def request(self, method: str, path: str, headers: dict[str, str], json: Any = None) -> Answer:
         with self._client.stream(method, path, headers=headers, json=json) as response:

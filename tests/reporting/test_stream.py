@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 import pytest
 
@@ -62,7 +62,7 @@ def live(tmp_path: Path) -> Iterator[Live]:
 class Feed:
     """One open SSE connection, read event by event."""
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx2.Response) -> None:
         self.response = response
         self._lines = response.iter_lines()
         self.opened_at: int | None = None
@@ -95,7 +95,7 @@ class Feed:
 
 
 def open_feed(live: Live, headers: dict[str, str], query: str = "") -> Any:
-    client = httpx.Client(base_url=live.server.url, timeout=httpx.Timeout(20.0))
+    client = httpx2.Client(base_url=live.server.url, timeout=httpx2.Timeout(20.0))
     stream = client.stream("GET", f"/api/stream{query}", headers=headers)
 
     class Opened:
@@ -211,6 +211,6 @@ def test_the_feed_can_be_narrowed_by_type_region_and_agency(live: Live):
 
 
 def test_an_agency_may_not_narrow_the_feed_to_another_agency(live: Live):
-    response = httpx.get(f"{live.server.url}/api/stream?agency=pemda-35.73",
+    response = httpx2.get(f"{live.server.url}/api/stream?agency=pemda-35.73",
                          headers=live.headers(Role.liaison, agency_id="pemda-53.71"), timeout=10)
     assert response.status_code == 403
