@@ -212,5 +212,5 @@ def test_the_feed_can_be_narrowed_by_type_region_and_agency(live: Live):
 
 def test_an_agency_may_not_narrow_the_feed_to_another_agency(live: Live):
     response = httpx2.get(f"{live.server.url}/api/stream?agency=pemda-35.73",
-                         headers=live.headers(Role.liaison, agency_id="pemda-53.71"), timeout=10)
+                          headers=live.headers(Role.liaison, agency_id="pemda-53.71"), timeout=10)
     assert response.status_code == 403
