@@ -49,7 +49,7 @@ from lapor.clock import ManualClock, SystemClock  # noqa: E402
 from lapor.context import ServiceContext  # noqa: E402
 from lapor.policy import Sp4nPolicy  # noqa: E402
 from lapor.principal import Role  # noqa: E402
-from lapor.rebuild import rebuild_shared_out  # noqa: E402
+from lapor.rebuild import DEFAULT_BATCH, rebuild_shared_out  # noqa: E402
 from lapor.settings import load_settings  # noqa: E402
 from lapor.store import NewEvent, WrongExpectedVersion, open_store  # noqa: E402
 from lapor.subscriptions import SubscriptionRunner  # noqa: E402
@@ -256,7 +256,7 @@ def main() -> None:
     parser.add_argument("what", choices=["generate", "rebuild", "latency"])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--batch-size", type=int, default=100_000)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="as lapor rebuild --batch-size")
     parser.add_argument("--rate", type=float, default=200.0, help="load, in events a second (latency)")
     parser.add_argument("--samples", type=int, default=300, help="markers timed (latency)")
     parser.add_argument("--service", action="append", help="only these services (default: all four)")
