@@ -8,6 +8,7 @@
   The limits of the app serving the request apply (set per request by the middleware); outside a request
   the defaults do.
 - `rate_limit("submission")` / `rate_limit("sms")` is the dependency public endpoints put on their routes.
+- `BIGINT_MAX` bounds the integers of a request that reach the database (offsets, stream positions).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lapor.problems import KINDS, RateLimited, TooLarge, problem_response
 from lapor.settings import FieldLimits, RequestLimits
+
+# Positions, versions and offsets are stored and compared as 64-bit integers (SQLite INTEGER, PostgreSQL BIGINT):
+# a larger one in a request is invalid input, not a failure of the database driver.
+BIGINT_MAX = 2**63 - 1
 
 # -- field lengths ------------------------------------------------------------------------------------------
 

@@ -9,10 +9,12 @@ correlation id, and the client gets only the correlation id.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -95,7 +97,15 @@ class Problem(HTTPException):
 
 
 class ValidationProblem(Problem):
+    """Invalid input found by a service rather than by the request's models. Its body has `errors` like FastAPI's
+    validation problems: one entry, at `location` (e.g. `("query", "from")`; empty when no one part is wrong)."""
+
     kind = "validation"
+
+    def __init__(self, detail: str | None = None, *, location: Sequence[str] = (), **extra: Any) -> None:
+        message = detail or KINDS[self.kind].title
+        extra.setdefault("errors", [{"location": list(location), "message": message, "type": "value_error"}])
+        super().__init__(detail, **extra)
 
 
 class BadRequest(Problem):
@@ -159,13 +169,19 @@ _BY_STATUS: dict[int, type[Problem]] = {
 }
 
 
+# Characters a path keeps as they are in a URI reference (RFC 3986 pchar and "/"); `quote` adds the unreserved.
+_PATH_SAFE = "/:@!$&'()*+,;="
+
+
 def problem_body(spec: ProblemKind, detail: str, instance: str, **extra: Any) -> dict[str, Any]:
+    """The body of a problem about the request path `instance` (as decoded), which it gives percent-encoded: RFC
+    9457 makes `instance` a URI reference, and a path may hold spaces, control or non-ASCII characters."""
     body: dict[str, Any] = {
         "type": spec.type,
         "title": spec.title,
         "status": spec.status,
         "detail": detail,
-        "instance": instance,
+        "instance": quote(instance, safe=_PATH_SAFE),
     }
     correlation_id = current_correlation_id()
     if correlation_id:
@@ -241,11 +257,107 @@ async def _on_wrong_expected_version(request: Request, error: Exception) -> Resp
 
 
 def install_problem_handlers(app: FastAPI) -> None:
+    """Turn every failure into a problem, and say so in the app's OpenAPI document (`document_problems`)."""
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(HTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(IllegalTransition, _on_illegal_transition)
     app.add_exception_handler(WrongExpectedVersion, _on_wrong_expected_version)
+    document_problems(app)
+
+
+# -- the OpenAPI document -------------------------------------------------------------------------------------
+
+_SCHEMAS = "#/components/schemas/"
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details. `type` names the kind of failure (described at that URI); "
+    "extension members (`errors`, `current_version`, `retry_after`, `behind`, ...) depend on the kind.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "instance"],
+    "properties": {
+        "type": {"type": "string", "format": "uri-reference", "examples": ["/problems/not-found"]},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+        "instance": {"type": "string", "format": "uri-reference"},
+        "correlation_id": {"type": "string", "description": "Quote it when reporting a failure."},
+    },
+    "additionalProperties": True,
+}
+VALIDATION_PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "ValidationProblem",
+    "description": "A problem of type `/problems/validation`: `errors` lists each invalid part of the request.",
+    "allOf": [{"$ref": _SCHEMAS + "Problem"}],
+    "type": "object",
+    "required": ["errors"],
+    "properties": {
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["location", "message", "type"],
+                "properties": {
+                    "location": {"type": "array", "items": {"type": "string"}},
+                    "message": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+# What FastAPI documents for its own 422 body, which the handlers above never send.
+_FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
+def _problem_content(schema: str) -> dict[str, Any]:
+    return {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": _SCHEMAS + schema}}}
+
+
+def describe_problem_responses(document: dict[str, Any]) -> None:
+    """Rewrite an OpenAPI document (in place) to say what the handlers send: a 422 is a `ValidationProblem` as
+    `application/problem+json` (FastAPI documents its own JSON body, which never goes out), and every other
+    failure of any operation (401, 403, 404, 409, 429, 500, ...) is a `Problem` (the `default` response)."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = PROBLEM_SCHEMA
+    schemas["ValidationProblem"] = VALIDATION_PROBLEM_SCHEMA
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            if "422" in responses:
+                responses["422"] = {
+                    "description": "The request failed validation (/problems/validation)",
+                    "content": _problem_content("ValidationProblem"),
+                }
+            responses.setdefault(
+                "default",
+                {
+                    "description": "Any other failure, as a problem whose `type` says which (see /problems)",
+                    "content": _problem_content("Problem"),
+                },
+            )
+    text = json.dumps(document)
+    for name in _FASTAPI_VALIDATION_SCHEMAS:
+        # FastAPI's ValidationError is referenced only by its HTTPValidationError, which goes first.
+        if name in schemas and f'"{_SCHEMAS}{name}"' not in text:
+            del schemas[name]
+            text = json.dumps(document)
+
+
+def document_problems(app: FastAPI) -> None:
+    """Have `app.openapi()` (and so `/openapi.json` and `/docs`) describe the problem responses."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        fresh = app.openapi_schema is None
+        document = generate()
+        if fresh:
+            describe_problem_responses(document)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the document
 
 
 class InternalErrorMiddleware:

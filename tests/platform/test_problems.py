@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from urllib.parse import unquote
 
+import jsonschema
 import pytest
 from fastapi.testclient import TestClient
 
+from lapor.app import load_services
 from lapor.auth import TokenService
 from lapor.clock import ManualClock, SystemClock
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
@@ -198,3 +201,84 @@ def test_every_problem_type_is_described_at_its_uri(client, kind):
     description = response.json()
     assert description["type"] == f"/problems/{kind}"
     assert description["description"]
+
+
+# -- what the OpenAPI document says of them -------------------------------------------------------------------
+
+
+def documented(document: dict, path: str, method: str, status: int) -> dict:
+    """The schema `document` gives for a problem answer of `status` to `method path` (its own, or `default`)."""
+    responses = document["paths"][path][method]["responses"]
+    response = responses.get(str(status), responses.get("default"))
+    assert response is not None, f"{method.upper()} {path} documents no {status} and no default"
+    assert list(response["content"]) == ["application/problem+json"], response
+    return response["content"]["application/problem+json"]["schema"]
+
+
+def conforms(document: dict, schema: dict, body: dict) -> None:
+    """Raises if `body` does not match `schema`, its references resolved in `document`."""
+    jsonschema.validate(body, {**schema, "components": document["components"]}, cls=jsonschema.Draft202012Validator)
+
+
+def test_the_openapi_document_describes_every_failure_as_a_problem(serve):
+    with serve(services=load_services()) as client:
+        document = client.get("/openapi.json").json()
+    operations = [
+        (path, method, operation)
+        for path, methods in document["paths"].items()
+        for method, operation in methods.items()
+    ]
+    assert any(path == "/api/reports/national" for path, _, _ in operations)
+    validated = 0
+    for path, method, operation in operations:
+        responses = operation["responses"]
+        assert responses["default"]["content"] == {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        }, (method, path)
+        if "422" in responses:
+            validated += 1
+            assert responses["422"]["content"] == {
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/ValidationProblem"}}
+            }, (method, path)
+    assert validated > 0
+    # FastAPI's own 422 body is never sent, so it is not described.
+    assert "HTTPValidationError" not in str(document)
+    assert {"Problem", "ValidationProblem"} <= set(document["components"]["schemas"])
+
+
+def test_problems_sent_match_the_schemas_the_document_gives(client, bearer):
+    document = client.get("/openapi.json").json()
+    invalid = client.post("/api/probe/complaints", json={"title": ""})
+    missing = client.post(
+        "/api/probe/complaints/LAP-NOPE/dispose", headers=bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    )
+    unauthenticated = client.post("/api/probe/complaints/LAP-NOPE/dispose")
+    answers = [
+        ("/api/probe/complaints", "post", invalid, 422),
+        ("/api/probe/complaints/{tracking_id}/dispose", "post", missing, 404),
+        ("/api/probe/complaints/{tracking_id}/dispose", "post", unauthenticated, 401),
+    ]
+    for path, method, response, status in answers:
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        conforms(document, documented(document, path, method, status), response.json())
+    # The schemas are not vacuous: a validation problem without its errors, or a problem without a type, fails.
+    validation_schema = documented(document, "/api/probe/complaints", "post", 422)
+    with pytest.raises(jsonschema.ValidationError):
+        conforms(document, validation_schema, {k: v for k, v in invalid.json().items() if k != "errors"})
+    with pytest.raises(jsonschema.ValidationError):
+        conforms(document, validation_schema, {k: v for k, v in invalid.json().items() if k != "type"})
+
+
+def test_instance_is_the_path_percent_encoded_whatever_characters_it_holds(client):
+    """RFC 9457's `instance` is a URI reference: a path with spaces, control or non-ASCII characters is given
+    percent-encoded, and decodes back to the path asked for."""
+    document = client.get("/openapi.json").json()
+    sent = "/api/probe/complaints/LAP%20%C3%B2%0E%25/dispose"  # the tracking id "LAP ò\x0e%"
+    response = client.post(sent)
+    assert response.status_code == 401
+    instance = response.json()["instance"]
+    assert unquote(instance) == "/api/probe/complaints/LAP ò\x0e%/dispose"
+    assert instance == sent
+    conforms(document, documented(document, "/api/probe/complaints/{tracking_id}/dispose", "post", 401),
+             response.json())

@@ -159,3 +159,7 @@ def test_a_period_that_ends_before_it_starts_is_refused(month: Reporting):
     response = month.client.get(f"/api/reports/national?from={DAY[5]}&to={DAY[1]}", headers=month.bearer(
         Role.operator))
     assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    # Like every validation problem, it lists what is wrong in `errors`.
+    [error] = response.json()["errors"]
+    assert "after it ends" in error["message"]

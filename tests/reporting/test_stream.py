@@ -214,3 +214,14 @@ def test_an_agency_may_not_narrow_the_feed_to_another_agency(live: Live):
     response = httpx2.get(f"{live.server.url}/api/stream?agency=pemda-35.73",
                           headers=live.headers(Role.liaison, agency_id="pemda-53.71"), timeout=10)
     assert response.status_code == 403
+
+
+@pytest.mark.parametrize("resume", [{"Last-Event-ID": str(2**64)}, {"since": str(2**63)}, {"Last-Event-ID": "-1"}])
+def test_a_position_no_log_can_hold_is_a_validation_problem(live: Live, resume: dict[str, str]):
+    """A resume position beyond 64 bits is refused before the feed opens, not left to break it."""
+    headers = {**live.headers(Role.admin_national), **{k: v for k, v in resume.items() if k != "since"}}
+    params = {k: v for k, v in resume.items() if k == "since"}
+    response = httpx2.get(f"{live.server.url}/api/stream", params=params, headers=headers, timeout=10)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "/problems/validation"

@@ -92,6 +92,16 @@ def test_the_queue_can_be_narrowed_to_a_region(app, admin):
 # -- decisions ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("path", ["/api/verification-queue", "/api/agencies"])
+def test_an_offset_beyond_64_bits_is_a_validation_problem(app, admin, path):
+    response = app.get(path, params={"offset": str(2**63)}, headers=admin)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [error["location"] for error in response.json()["errors"]] == [["query", "offset"]]
+    # The largest offset the database holds is a page past the end, not a failure.
+    assert app.get(path, params={"offset": str(2**63 - 1)}, headers=admin).json()["items"] == []
+
+
 def test_verification_answers_the_new_status_and_version(app, admin):
     submit(app, "LAP-1")
     response = post(app, "LAP-1", "verify", admin, {"category": "Infrastruktur", "tags": ["jalan"]})
