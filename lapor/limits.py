@@ -8,7 +8,7 @@
   The limits of the app serving the request apply (set per request by the middleware); outside a request
   the defaults do.
 - `rate_limit("submission")` / `rate_limit("sms")` is the dependency public endpoints put on their routes.
-- `BIGINT_MAX` bounds the integers of a request that reach the database (offsets, stream positions).
+- `NonNegativeInt64` is the type of a request's integers that reach the database (offsets, stream positions).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 
 import limits
 from fastapi import Request
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,6 +32,7 @@ from lapor.settings import FieldLimits, RequestLimits
 # Positions, versions and offsets are stored and compared as 64-bit integers (SQLite INTEGER, PostgreSQL BIGINT):
 # a larger one in a request is invalid input, not a failure of the database driver.
 BIGINT_MAX = 2**63 - 1
+NonNegativeInt64 = Annotated[int, Field(ge=0, le=BIGINT_MAX)]  # e.g. `offset: Annotated[NonNegativeInt64, Query()]`
 
 # -- field lengths ------------------------------------------------------------------------------------------
 

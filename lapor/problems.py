@@ -103,9 +103,13 @@ class ValidationProblem(Problem):
     kind = "validation"
 
     def __init__(self, detail: str | None = None, *, location: Sequence[str] = (), **extra: Any) -> None:
-        message = detail or KINDS[self.kind].title
-        extra.setdefault("errors", [{"location": list(location), "message": message, "type": "value_error"}])
         super().__init__(detail, **extra)
+        self.extra.setdefault("errors", [validation_error(location, str(self.detail), "value_error")])
+
+
+def validation_error(location: Sequence[Any], message: str, kind: str) -> dict[str, Any]:
+    """One entry of a validation problem's `errors`."""
+    return {"location": [str(part) for part in location], "message": message, "type": kind}
 
 
 class BadRequest(Problem):
@@ -234,10 +238,7 @@ async def _on_http_exception(request: Request, error: Exception) -> Response:
 
 async def _on_validation(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
-    errors = [
-        {"location": [str(part) for part in item["loc"]], "message": item["msg"], "type": item["type"]}
-        for item in error.errors()
-    ]
+    errors = [validation_error(item["loc"], item["msg"], item["type"]) for item in error.errors()]
     summary = "; ".join(f"{'.'.join(e['location'])}: {e['message']}" for e in errors[:3])
     return problem_response(KINDS["validation"], summary or "invalid request", request.url.path, errors=errors)
 
@@ -306,8 +307,6 @@ VALIDATION_PROBLEM_SCHEMA: dict[str, Any] = {
         },
     },
 }
-# What FastAPI documents for its own 422 body, which the handlers above never send.
-_FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 
 
 def _problem_content(schema: str) -> dict[str, Any]:
@@ -338,12 +337,11 @@ def describe_problem_responses(document: dict[str, Any]) -> None:
                     "content": _problem_content("Problem"),
                 },
             )
-    text = json.dumps(document)
-    for name in _FASTAPI_VALIDATION_SCHEMAS:
-        # FastAPI's ValidationError is referenced only by its HTTPValidationError, which goes first.
-        if name in schemas and f'"{_SCHEMAS}{name}"' not in text:
-            del schemas[name]
-            text = json.dumps(document)
+    # Only the 422s replaced above referred to FastAPI's HTTPValidationError, and only it to its ValidationError
+    # (kept should one of the services' own models be named so).
+    schemas.pop("HTTPValidationError", None)
+    if f'"{_SCHEMAS}ValidationError"' not in json.dumps(document):
+        schemas.pop("ValidationError", None)
 
 
 def document_problems(app: FastAPI) -> None:

@@ -12,7 +12,7 @@ from sse_starlette import EventSourceResponse
 
 from lapor.auth import authorize, require
 from lapor.context import Context, ServiceContext
-from lapor.limits import BIGINT_MAX
+from lapor.limits import NonNegativeInt64
 from lapor.principal import Principal
 from lapor.problems import NotFound, ValidationProblem
 from services.reporting import audit, reports
@@ -105,12 +105,10 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         event_type: Annotated[
             list[str] | None, Query(alias="type", description="event types to receive (repeat for more)")
         ] = None,
-        last_event_id: Annotated[
-            int | None, Header(ge=0, le=BIGINT_MAX, description="resume after this position")
-        ] = None,
+        last_event_id: Annotated[NonNegativeInt64 | None, Header(description="resume after this position")] = None,
         since: Annotated[
-            int | None,
-            Query(ge=0, le=BIGINT_MAX, description="resume after this position (for clients that cannot set headers)"),
+            NonNegativeInt64 | None,
+            Query(description="resume after this position (for clients that cannot set headers)"),
         ] = None,
     ) -> EventSourceResponse:
         if agency is not None:

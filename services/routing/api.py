@@ -22,7 +22,7 @@ from lapor.auth import authorize_complaint, require
 from lapor.commands import if_match_header, run_command
 from lapor.complaint import ComplaintState, PendingEvent, Status, ensure_allowed, evolve, fold
 from lapor.context import Context, ServiceContext
-from lapor.limits import BIGINT_MAX, Name
+from lapor.limits import Name, NonNegativeInt64
 from lapor.principal import Principal
 from lapor.privacy import visible_complaints
 from lapor.problems import Conflict, NotFound, ValidationProblem
@@ -365,7 +365,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         status: Annotated[list[Status] | None, Query(description="default: submitted, verified, returned")] = None,
         region_code: Annotated[RegionCode | None, Query(description="only reports within this region")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0,
+        offset: Annotated[NonNegativeInt64, Query()] = 0,
     ) -> QueuePage:
         with ctx.db.read() as tx:
             total, reports = queued_reports(tx, status or QUEUE_STATUSES, region_code=region_code, limit=limit,
@@ -480,7 +480,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         keyword: Annotated[str | None, Query(max_length=20, description="SMS keyword")] = None,
         include_inactive: bool = False,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0,
+        offset: Annotated[NonNegativeInt64, Query()] = 0,
     ) -> AgencyPage:
         with ctx.db.read() as tx:
             total, rows = find_agencies(
