@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+import threading
 
 from lapor.store import EventStore, NewEvent, WrongExpectedVersion, open_store
 
@@ -42,3 +43,9 @@ def append_in_process(
 ) -> list[Acknowledged]:
     with open_store(url) as store:
         return append_with_retries(store, worker, appends, shared_streams, private_stream)
+
+
+def start_together(barrier: threading.Barrier) -> None:
+    """A pool's initializer: no worker process appends before all of them have started (spawning and importing
+    take a second or more, long enough on a busy machine for one process to finish its appends alone)."""
+    barrier.wait(timeout=120)

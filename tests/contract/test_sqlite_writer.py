@@ -21,7 +21,7 @@ from lapor.store.open import sqlite_url
 from lapor.store.writer import WriterProcess, default_socket
 from tests.conftest import wait_until
 
-from ._workers import append_in_process
+from ._workers import append_in_process, start_together
 
 
 def noted(n: int) -> NewEvent:
@@ -51,7 +51,8 @@ def test_appends_from_several_processes_share_the_writers_commits(tmp_path):
     writer = WriterProcess(tmp_path / "events.db")
     try:
         streams = [f"complaint-shared{n}" for n in range(2)]
-        with multiprocessing.get_context("spawn").Pool(4) as pool:
+        spawn = multiprocessing.get_context("spawn")
+        with spawn.Pool(4, initializer=start_together, initargs=(spawn.Barrier(4),)) as pool:
             runs = pool.starmap(
                 append_in_process, [(writer.url, f"p{n}", 60, streams, f"complaint-own{n}") for n in range(4)]
             )
