@@ -42,6 +42,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import uvicorn
@@ -65,7 +66,7 @@ NAMES = ("Yohanes Lado", "Maria Manafe", "Siti Rahayu", "Budi Santoso", "Dewi Wi
 def report(rng: random.Random) -> dict:
     title, body = rng.choice(TOPICS)
     fields = {"place": rng.choice(PLACES), "n": rng.randint(2, 9)}
-    submission = {
+    submission: dict[str, Any] = {
         "title": title.format(**fields),
         "body": body.format(**fields) + f" Mohon segera ditindaklanjuti ({rng.randint(1, 10**9)}).",
         "region_code": rng.choice(REGIONS),

@@ -143,8 +143,11 @@ def reporter_token_hash(token: str) -> str:
 class ReportedComplaint(Protocol):
     """What `ReporterCredential` needs of a folded complaint (lapor.complaint.ComplaintState has it)."""
 
-    tracking_id: str
-    reporter_token_hash: str | None
+    @property
+    def tracking_id(self) -> str: ...
+
+    @property
+    def reporter_token_hash(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -288,8 +291,11 @@ def _check_scope(principal: Principal, action: str, agency_id: str | None, unit_
 class OwnedComplaint(Protocol):
     """What `authorize_complaint` needs of a folded complaint (lapor.complaint.ComplaintState has it)."""
 
-    tracking_id: str
-    unit_id: str | None
+    @property
+    def tracking_id(self) -> str: ...
+
+    @property
+    def unit_id(self) -> str | None: ...
 
     @property
     def owner(self) -> str: ...

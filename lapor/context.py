@@ -103,7 +103,7 @@ class BackgroundLoop:
     run: Callable[[threading.Event], None]
 
     @classmethod
-    def every(cls, name: str, interval: float, tick: Callable[[], None]) -> BackgroundLoop:
+    def every(cls, name: str, interval: float, tick: Callable[[], object]) -> BackgroundLoop:
         """Call `tick` every `interval` seconds. A failing tick is logged and tried again next interval: a
         deadline scheduler must outlive a locked database or a bad event."""
 
@@ -127,10 +127,10 @@ class ServiceDefinition:
     router: Callable[[ServiceContext], APIRouter]
     subscriptions: Callable[[ServiceContext], list[Subscription]] = field(default=_none)
     background: Callable[[ServiceContext], list[BackgroundLoop]] = field(default=_none)
-    seed_demo: Callable[[ServiceContext], None] | None = None
+    seed_demo: Callable[[ServiceContext], object] | None = None  # what it returns is ignored
     # Runs once at start, before the subscriptions and loops (e.g. reference data a service must find in the
     # store, such as routing's directory); it must be idempotent, since every start runs it.
-    on_start: Callable[[ServiceContext], None] | None = None
+    on_start: Callable[[ServiceContext], object] | None = None
 
 
 # -- dependencies -------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from lokal import mask_pii
+from lokal import PiiType, mask_pii
 
 from lapor.principal import Principal, Role
 
@@ -82,7 +82,7 @@ INTERNAL_MARKER = "public"
 
 # Detected personal data that stays readable: in a complaint an address or coordinates are almost always the place
 # of the problem (the broken road, the puskesmas), which the agency needs; the reporter's own address is in the vault.
-UNMASKED_PII_TYPES = ("ADDRESS", "GEO")
+UNMASKED_PII_TYPES: tuple[PiiType, ...] = ("ADDRESS", "GEO")
 
 # What a known identity value is replaced with wherever it appears in the text.
 IDENTITY_MASK = "***"

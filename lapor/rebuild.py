@@ -145,14 +145,14 @@ def fresh_tables(live: Database, label: str) -> FreshTables:
         schema = f"lapor_rebuild_{label}"
         with psycopg.connect(live.url, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        db = PostgresDatabase(_with_search_path(live.url, schema))
+        schema_db = PostgresDatabase(_with_search_path(live.url, schema))
 
         def drop_schema() -> None:
-            db.close()
+            schema_db.close()
             with psycopg.connect(live.url, autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
-        return FreshTables(db, f"schema {schema}", schema, drop_schema)
+        return FreshTables(schema_db, f"schema {schema}", schema, drop_schema)
     raise ValueError(f"cannot rebuild beside a {type(live).__name__}")
 
 

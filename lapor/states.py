@@ -102,6 +102,7 @@ class ComplaintStates:
         hash chain) is left to `step` as before: so is one the lifecycle refuses, and with it the rest of its
         stream. `keep_latest` forgets the batch's pairs."""
         recent, prefolded = self._recent, self._prefolded
+        before: ComplaintState | None
         with self._lock:
             for event in events:
                 tracking_id = event.stream.removeprefix(STREAM_PREFIX)
@@ -180,9 +181,9 @@ class ComplaintStates:
                     del entries[:-1]
             else:
                 for tracking_id in self._crowded:
-                    entries = self._recent.get(tracking_id)
-                    if entries is not None:
-                        del entries[:-1]
+                    crowded = self._recent.get(tracking_id)
+                    if crowded is not None:
+                        del crowded[:-1]
             self._crowded = set()
 
     def __len__(self) -> int:

@@ -377,8 +377,8 @@ class SubscriptionRunner:
             self._position = events[done - 1].position
         if failed is None:
             return done
-        index, error = failed
-        if self._retry_or_park(events[index], error):
+        index, failure = failed
+        if self._retry_or_park(events[index], failure):
             return index + 1
         return len(events)  # stopped while backing off: leave the rest for the next run
 

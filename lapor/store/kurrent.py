@@ -24,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
@@ -175,7 +176,7 @@ class KurrentEventStore(EventStore):
 
     def _read_all(self, from_position: int, category: str | None, limit: int) -> list[RecordedEvent]:
         start = None if from_position <= 1 else from_position - 1
-        by_category = (
+        by_category: dict[str, Any] = (
             {}
             if category is None
             else {"filter_include": (f"{category}-",), "filter_by_stream_name": True, "filter_by_prefix": True}

@@ -146,6 +146,14 @@ def create_tables(conn: psycopg.Connection, ddl: str) -> None:
         conn.execute(ddl)
 
 
+def _single(cursor: psycopg.Cursor[Any]) -> Any:
+    """The value of a query that always returns one row of one column."""
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("the query returned no row")
+    return row[0]
+
+
 def channel_for(schema: str) -> str:
     """The NOTIFY channel of the store in `schema`; hashed when the name would exceed PostgreSQL's 63 bytes."""
     channel = f"lapor_events_{schema}"
@@ -184,7 +192,7 @@ class PostgresGroup(GroupTransaction):
     def begin(self) -> None:
         if self.conn.closed:
             self.conn = _connect(self.url)
-        self.head = self.conn.execute("SELECT position FROM lapor_head FOR UPDATE").fetchone()[0]
+        self.head = _single(self.conn.execute("SELECT position FROM lapor_head FOR UPDATE"))
 
     def apply(self, request: PendingAppend) -> AppendResult:
         # No savepoint needed: every id and the version are checked before anything is written, and under the
@@ -317,7 +325,7 @@ class PostgresEventStore(EventStore):
         self._notifier = Notifier()
         with psycopg.connect(url, autocommit=True) as conn:
             create_tables(conn, EVENTS_DDL + VAULT_DDL)
-            schema = conn.execute("SELECT current_schema()").fetchone()[0]
+            schema = _single(conn.execute("SELECT current_schema()"))
         channel = channel_for(schema)
         self._pool = ConnectionPool(
             url,

@@ -46,7 +46,15 @@ from services.followup.decide import (
 )
 from services.followup.directory import Directory
 from services.followup.handlers import stream_of
-from services.followup.notifications import KINDS, WEBHOOK, TargetStats, create_target, deactivate_target, list_targets
+from services.followup.notifications import (
+    KINDS,
+    WEBHOOK,
+    NotificationKind,
+    TargetStats,
+    create_target,
+    deactivate_target,
+    list_targets,
+)
 from services.followup.projections import (
     AGENCY_DEADLINE,
     QueueCursor,
@@ -58,7 +66,6 @@ from services.followup.storage import moment
 
 Decision = Callable[[ComplaintState, datetime], list[EventData]]
 QueueStatus = Literal["disposed", "in_progress", "resolved"]
-NotificationKind = Literal["queue.item_added", "deadline.approaching"]
 # The roles whose public follow-ups wait for the liaison officer when the agency asks for two-step approval.
 DRAFTING_ROLES = frozenset({Role.admin_agency, Role.unit_officer})
 
@@ -630,15 +637,16 @@ def waiting_draft(ctx: ServiceContext, tracking_id: str, draft_id: str, reviewer
 
 def queue_item(view: dict[str, Any], now: datetime, ctx: ServiceContext) -> QueueItem:
     deadline = moment(view["deadline"])
-    agency_deadline = view["urgency"] == AGENCY_DEADLINE and deadline is not None
+    agency_deadline = deadline if view["urgency"] == AGENCY_DEADLINE else None
     return QueueItem.model_validate(
         {
             **{name: view.get(name) for name in QueueItem.model_fields},
             "deadline": deadline,
             "disposed_at": moment(view["disposed_at"]),
             "working_days_left": ctx.calendar.working_days_between(now, deadline) if deadline else None,
-            "overdue": agency_deadline and now > deadline,
-            "deadline_approaching": agency_deadline and ctx.policy.deadline_approaching(deadline, now),
+            "overdue": agency_deadline is not None and now > agency_deadline,
+            "deadline_approaching": agency_deadline is not None
+            and ctx.policy.deadline_approaching(agency_deadline, now),
         }
     )
 

@@ -27,7 +27,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import httpx2
 import orjson
@@ -38,9 +38,10 @@ from services.followup.storage import ancestors_and_self, instant, moment
 
 log = logging.getLogger("lapor.followup.notifications")
 
-ITEM_ADDED = "queue.item_added"
-DEADLINE_APPROACHING = "deadline.approaching"
-KINDS = (ITEM_ADDED, DEADLINE_APPROACHING)
+ITEM_ADDED: Final = "queue.item_added"
+DEADLINE_APPROACHING: Final = "deadline.approaching"
+NotificationKind = Literal["queue.item_added", "deadline.approaching"]
+KINDS: tuple[NotificationKind, ...] = (ITEM_ADDED, DEADLINE_APPROACHING)
 
 WEBHOOK = "webhook"
 

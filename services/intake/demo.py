@@ -175,11 +175,12 @@ def demo_report(n: int) -> tuple[Report, Principal | None]:
     place, months = rng.choice(city.places), rng.randint(2, 8)
     title, body = title.format(place=place, months=months), body.format(place=place, months=months)
     name = f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
-    identity: dict[str, str] | None = {"name": name, "phone": _phone(rng)}
+    phone = _phone(rng)
+    identity: dict[str, str] | None = {"name": name, "phone": phone}
     if rng.random() < 0.4:
-        identity = {**identity, "nik": _nik(rng, city.region_code)}
+        identity = {"name": name, "phone": phone, "nik": _nik(rng, city.region_code)}
     if rng.random() < 0.08:  # reporters do write their own details into the text; the log keeps them masked
-        body += f" Saya {name}, bisa dihubungi di {identity['phone']}."
+        body += f" Saya {name}, bisa dihubungi di {phone}."
     anonymous = rng.random() < 0.2
     if rng.random() < 0.1:
         identity = None

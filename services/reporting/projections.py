@@ -313,7 +313,9 @@ def _row(complaint: _Complaint) -> list[Any]:
 
 def _on_time(moment: datetime, due: datetime | float | None) -> int:
     """1 when `moment` met the deadline running before it (no deadline running counts as met)."""
-    return 1 if due is None or moment.timestamp() <= _epoch(due) else 0
+    if due is None:
+        return 1
+    return 1 if moment.timestamp() <= (due if isinstance(due, float) else due.timestamp()) else 0
 
 
 def _load(tx: Tx, tracking_ids: Sequence[str]) -> dict[str, _Complaint]:

@@ -303,7 +303,7 @@ def _sums_sql(now: datetime) -> tuple[str, list[Any]]:
         # Open reports by calendar days since submission, counted back from now.
         newest = (now - timedelta(days=low)).timestamp() if low else None
         oldest = (now - timedelta(days=high + 1)).timestamp() if high is not None else None
-        clause, params = is_open, list(_OPEN)
+        clause, params = is_open, list[Any](_OPEN)
         if newest is not None:
             clause, params = f"{clause} AND submitted_at <= ?", [*params, newest]
         if oldest is not None:
@@ -341,8 +341,11 @@ def _scan(tx: Tx, where: _Where, now: datetime) -> list[_Group]:
     )
     width = len(_DIMENSIONS)
     return [
-        _Group(*row[:width], reports=int(row[width]),
-               sums={name: int(value or 0) for name, value in zip(_SUMS, row[width + 1 :], strict=True)})
+        _Group(
+            **dict(zip(_DIMENSIONS, row[:width], strict=True)),
+            reports=int(row[width]),
+            sums={name: int(value or 0) for name, value in zip(_SUMS, row[width + 1 :], strict=True)},
+        )
         for row in rows
     ]
 
