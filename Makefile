@@ -15,9 +15,7 @@ $(STAMP): pyproject.toml
 up: $(STAMP)
 	$(BIN)/lapor up --demo
 
-test: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/mypy
+test: lint
 	$(BIN)/pytest
 
 lint: $(STAMP)

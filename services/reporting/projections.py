@@ -188,13 +188,11 @@ _ADD_DAILY = (
 _LOAD_CHUNK = 500  # ids per SELECT ... IN (...): well under every driver's parameter limit
 
 
-def _epoch(value: datetime | float | None) -> float | None:
+def _epoch(value: datetime | float) -> float:
     """Times as epoch seconds. The fold holds datetimes for what it changed in this batch and the stored epoch
     seconds for the rest (it copies time fields, never compares them); stored, every time is a float, so a row
     reads the same whichever batch boundaries built it."""
-    if value is None or isinstance(value, float):
-        return value
-    return value.timestamp()
+    return value if isinstance(value, float) else value.timestamp()
 
 
 class _Days:
@@ -313,9 +311,7 @@ def _row(complaint: _Complaint) -> list[Any]:
 
 def _on_time(moment: datetime, due: datetime | float | None) -> int:
     """1 when `moment` met the deadline running before it (no deadline running counts as met)."""
-    if due is None:
-        return 1
-    return 1 if moment.timestamp() <= (due if isinstance(due, float) else due.timestamp()) else 0
+    return 1 if due is None or moment.timestamp() <= _epoch(due) else 0
 
 
 def _load(tx: Tx, tracking_ids: Sequence[str]) -> dict[str, _Complaint]:

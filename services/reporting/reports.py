@@ -342,7 +342,7 @@ def _scan(tx: Tx, where: _Where, now: datetime) -> list[_Group]:
     width = len(_DIMENSIONS)
     return [
         _Group(
-            **dict(zip(_DIMENSIONS, row[:width], strict=True)),
+            *row[:width],  # type: ignore[misc]  # the seven dimensions; mypy cannot count a slice of a row
             reports=int(row[width]),
             sums={name: int(value or 0) for name, value in zip(_SUMS, row[width + 1 :], strict=True)},
         )

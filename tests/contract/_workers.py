@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 import threading
+from multiprocessing.pool import Pool
 
 from lapor.store import EventStore, NewEvent, WrongExpectedVersion, open_store
 
@@ -45,7 +47,12 @@ def append_in_process(
         return append_with_retries(store, worker, appends, shared_streams, private_stream)
 
 
-def start_together(barrier: threading.Barrier) -> None:
-    """A pool's initializer: no worker process appends before all of them have started (spawning and importing
-    take a second or more, long enough on a busy machine for one process to finish its appends alone)."""
+def processes_starting_together(count: int) -> Pool:
+    """`count` spawned processes that take no task before all of them have started: spawning and importing take
+    a second or more, long enough on a busy machine for one process to finish its appends alone."""
+    spawn = multiprocessing.get_context("spawn")
+    return spawn.Pool(count, initializer=_wait_for_the_others, initargs=(spawn.Barrier(count),))
+
+
+def _wait_for_the_others(barrier: threading.Barrier) -> None:
     barrier.wait(timeout=120)

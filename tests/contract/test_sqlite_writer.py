@@ -4,7 +4,6 @@ no acknowledged append and doubles none, and what is not an append is refused wi
 
 from __future__ import annotations
 
-import multiprocessing
 import socket
 import struct
 import subprocess
@@ -21,7 +20,7 @@ from lapor.store.open import sqlite_url
 from lapor.store.writer import WriterProcess, default_socket
 from tests.conftest import wait_until
 
-from ._workers import append_in_process, start_together
+from ._workers import append_in_process, processes_starting_together
 
 
 def noted(n: int) -> NewEvent:
@@ -51,8 +50,7 @@ def test_appends_from_several_processes_share_the_writers_commits(tmp_path):
     writer = WriterProcess(tmp_path / "events.db")
     try:
         streams = [f"complaint-shared{n}" for n in range(2)]
-        spawn = multiprocessing.get_context("spawn")
-        with spawn.Pool(4, initializer=start_together, initargs=(spawn.Barrier(4),)) as pool:
+        with processes_starting_together(4) as pool:
             runs = pool.starmap(
                 append_in_process, [(writer.url, f"p{n}", 60, streams, f"complaint-own{n}") for n in range(4)]
             )

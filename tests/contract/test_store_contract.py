@@ -35,7 +35,7 @@ from lapor.store import (
 from lapor.store.model import SHARE_BUCKETS, stream_bucket
 from lapor.store.vault import VaultEntryErased
 
-from ._workers import Acknowledged, append_in_process, append_with_retries, start_together
+from ._workers import Acknowledged, append_in_process, append_with_retries, processes_starting_together
 
 # Microseconds on purpose: recorded_at must survive the round trip exactly, or the hash chain breaks.
 START = datetime(2024, 3, 11, 2, 30, 15, 123456, tzinfo=UTC)
@@ -475,8 +475,7 @@ def test_concurrent_writer_processes_lose_duplicate_and_skip_nothing(store_url):
     shared = [unique_stream(category) for _ in range(3)]
     with open_store(store_url) as store:
         head = store.head_position()
-    spawn = multiprocessing.get_context("spawn")
-    with spawn.Pool(4, initializer=start_together, initargs=(spawn.Barrier(4),)) as pool:
+    with processes_starting_together(4) as pool:
         runs = pool.starmap(
             append_in_process, [(store_url, f"p{n}", 40, shared, unique_stream(category)) for n in range(4)]
         )
