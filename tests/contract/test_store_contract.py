@@ -7,7 +7,6 @@ the whole session (KurrentDB); positions are compared by order, never by value, 
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import threading
 import uuid
 from collections import Counter
@@ -510,7 +509,8 @@ def test_a_subscriber_sees_every_event_once_in_order_while_writers_commit(store,
     subscriber = threading.Thread(target=subscribe)
     subscriber.start()
     try:
-        with multiprocessing.get_context("spawn").Pool(3) as processes, ThreadPoolExecutor(4) as threads:
+        with processes_starting_together(3) as processes, ThreadPoolExecutor(4) as threads:
+            processes.apply(int)  # a task runs only once all three have started: then the threads start too
             in_processes = processes.starmap_async(
                 append_in_process, [(store_url, f"p{n}", 30, shared, unique_stream(category)) for n in range(3)]
             )
