@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from lapor.store import GENESIS_HASH, EventStore, RecordedEvent
 
-Progress = Callable[[int, int], None]  # (events checked so far, head position)
+Progress = Callable[[int, int, int], None]  # (events checked so far, last position checked, head position)
 
 
 @dataclass(frozen=True)
@@ -64,13 +64,19 @@ def verify_chain(
     stop_at_first: bool = False,
     progress: Progress | None = None,
 ) -> IntegrityReport:
-    """Walk the whole log. A stream stays broken after its first bad link (later links are not reported)."""
-    report = IntegrityReport(head_position=store.head_position())
+    """Walk the log as it stood when the walk began: up to the head position read first, so the report and its
+    progress speak of one fixed log (events appended meanwhile are the next walk's). Positions are not a count,
+    so progress is the last position checked against that head. A stream stays broken after its first bad link
+    (later links are not reported)."""
+    head = store.head_position()
+    report = IntegrityReport(head_position=head)
     heads: dict[str, tuple[int, str]] = {}
     broken_streams: set[str] = set()
     position = 1
-    while True:
+    while position <= head:
         events = store.read_all(position, None, batch_size)
+        if events and events[-1].position > head:
+            events = [event for event in events if event.position <= head]
         if not events:
             break
         for event in events:
@@ -88,6 +94,6 @@ def verify_chain(
             heads[event.stream] = (event.version, event.hash)
         position = events[-1].position + 1
         if progress is not None:
-            progress(report.events_checked, report.head_position)
+            progress(report.events_checked, events[-1].position, head)
     report.streams_checked = len(heads.keys() | broken_streams)
     return report

@@ -406,8 +406,8 @@ def audit_verify(args: argparse.Namespace) -> int:
     with store, Progress(transient=True) as progress:
         task = progress.add_task("verifying hash chains", total=None)
 
-        def advance(checked: int, head: int) -> None:
-            progress.update(task, completed=checked, total=head or None)
+        def advance(checked: int, position: int, head: int) -> None:
+            progress.update(task, completed=position, total=head or None)
 
         report = verify_chain(store, stop_at_first=not args.all, progress=advance)
     if report.ok:

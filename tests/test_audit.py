@@ -86,6 +86,26 @@ def test_altered_metadata_is_caught(store_path):
     assert (first.stream, first.version) == ("complaint-T0", 0)
 
 
+def test_the_walk_checks_the_log_as_it_stood_when_it_began(store_path):
+    """Events appended while the walk runs are the next walk's: the report and its progress speak of the head
+    read at the start, so progress ends at that head and never passes it."""
+    seen: list[tuple[int, int, int]] = []
+    with open_store(f"sqlite:///{store_path}") as store:
+        head = store.head_position()
+
+        def appending_meanwhile(checked: int, position: int, at_head: int) -> None:
+            seen.append((checked, position, at_head))
+            store.append("complaint-LATE", [NewEvent("Noted", {"checked": checked})])
+
+        report = verify_chain(store, batch_size=7, progress=appending_meanwhile)
+        assert store.head_position() == head + len(seen)  # the log did grow during the walk
+    assert report.ok
+    assert (report.events_checked, report.streams_checked, report.head_position) == (20, 5, head)
+    assert [position for _, position, _ in seen] == sorted({position for _, position, _ in seen})
+    assert seen[-1] == (20, head, head)
+    assert all(at_head == head for _, _, at_head in seen)
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "lapor.cli", *args], capture_output=True, text=True, timeout=120)
 

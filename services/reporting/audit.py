@@ -153,15 +153,16 @@ def _result(report: IntegrityReport) -> dict[str, Any]:
 
 
 async def integrity_lines(store: EventStore, *, batch_size: int = 5000) -> AsyncIterator[bytes]:
-    """NDJSON: {"type": "progress", "checked", "head_position"} lines while the walk goes on, then the result."""
+    """NDJSON: {"type": "progress", "checked", "position", "head_position"} lines while the walk goes on (events
+    checked, the last position checked, the head the walk stops at), then the result."""
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[bytes | None] = asyncio.Queue()
     stop = threading.Event()
 
-    def progress(checked: int, head: int) -> None:
+    def progress(checked: int, position: int, head: int) -> None:
         if stop.is_set():
             raise _Stopped
-        line = _line({"type": "progress", "checked": checked, "head_position": head})
+        line = _line({"type": "progress", "checked": checked, "position": position, "head_position": head})
         loop.call_soon_threadsafe(lines.put_nowait, line)
 
     def walk() -> None:

@@ -92,7 +92,7 @@ def test_the_integrity_check_streams_progress_then_an_intact_result(month: Repor
     lines = ndjson(month)
     head = month.ctx.store.head_position()
     assert lines[0]["type"] == "progress"
-    assert lines[-2] == {"type": "progress", "checked": head, "head_position": head}
+    assert lines[-2] == {"type": "progress", "checked": head, "position": head, "head_position": head}
     assert lines[-1] == {"type": "result", "ok": True, "events_checked": head, "streams_checked": 36,
                          "head_position": head, "broken": []}
 
