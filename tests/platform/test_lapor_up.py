@@ -6,98 +6,23 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx2
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from lapor.cli import main as cli_main
 from lapor.store.writer import WriterProcess
+from tests.platform._servers import ROOT, Server, free_port, lapor, wait_until
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 SUBMISSION = {"title": "Jembatan retak", "body": "Jembatan Liliba retak di sisi timur, berbahaya."}
 ROLES = ["admin_national", "admin_agency", "liaison", "unit_officer", "operator", "auditor", "ombudsman",
          "integration:sms"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen
-    url: str
-    stdout: Path
-    stderr: Path
-
-    def get(self, path: str, **kwargs) -> httpx2.Response:
-        return httpx2.get(self.url + path, timeout=10, **kwargs)
-
-    def post(self, path: str, **kwargs) -> httpx2.Response:
-        return httpx2.post(self.url + path, timeout=10, **kwargs)
-
-    def metric(self, name: str, consumer: str | None = None) -> float:
-        for family in text_string_to_metric_families(self.get("/metrics").text):
-            for sample in family.samples:
-                if sample.name == name and (consumer is None or sample.labels.get("consumer") == consumer):
-                    return sample.value
-        raise LookupError(name)
-
-    def stop(self, sig: signal.Signals) -> int:
-        self.process.send_signal(sig)
-        return self.process.wait(timeout=30)
-
-    def logs(self) -> str:
-        return self.stderr.read_text()
-
-
-def wait_until(condition, timeout: float = 60.0, describe: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if condition():
-                return
-        except httpx2.TransportError:
-            pass  # not listening yet
-        assert time.monotonic() < deadline, f"{describe} not reached within {timeout}s"
-        time.sleep(0.1)
-
-
-@contextmanager
-def lapor(tmp_path: Path, *args: str, name: str, module: str = "tests.platform.launch") -> Iterator[Server]:
-    port = free_port()
-    stdout, stderr = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
-    environment = {**os.environ, "LAPOR_LIMITS__SUBMISSION_RATE": "1000/minute"}
-    with stdout.open("w") as out, stderr.open("w") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", module, *args, "--port", str(port)],
-            cwd=ROOT, stdout=out, stderr=err, env=environment,
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", stdout, stderr)
-    try:
-        wait_until(lambda: process.poll() is not None or server.get("/readyz").status_code == 200,
-                   describe=f"{name} ready")
-        assert process.poll() is None, f"{name} exited early:\n{server.logs()}"
-        yield server
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def caught_up(server: Server) -> bool:
