@@ -9,20 +9,23 @@
   the defaults do.
 - `rate_limit("submission")` / `rate_limit("sms")` is the dependency public endpoints put on their routes.
 - `NonNegativeInt64` is the type of a request's integers that reach the database (offsets, stream positions).
+- `IsoDate` and `IsoDateTime` (aware) are the types of a request's days and moments: ISO-8601 text, never a number.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 import limits
 from fastapi import Request
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -92,6 +95,38 @@ Comment = Annotated[str, MaxLength("comment")]
 Reason = Annotated[str, _Stripped, MaxLength("reason")]
 Name = Annotated[str, _Stripped, MaxLength("name")]
 SmsText = Annotated[str, MaxLength("sms")]
+
+
+# -- days and moments -----------------------------------------------------------------------------------------
+# pydantic's lax mode reads a number as Unix time: `?to=0` was the period ending 1970-01-01, `?at=0` the state at
+# 1970-01-01T00:00:00Z, and `?to=2026` failed with "Datetimes provided to dates should have zero time". The API's
+# document says ISO-8601 text, so that is all these accept (date and datetime objects still pass, for Python
+# callers); pydantic then parses the text as before.
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ISO_DATETIME_START = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _iso_date_text(value: object) -> object:
+    if isinstance(value, date):
+        return value
+    if not (isinstance(value, str) and _ISO_DATE.fullmatch(value)):
+        raise PydanticCustomError("iso_date", "Input should be an ISO-8601 date like 2026-12-31")
+    return value
+
+
+def _iso_datetime_text(value: object) -> object:
+    if isinstance(value, datetime):
+        return value
+    if not (isinstance(value, str) and _ISO_DATETIME_START.match(value)):
+        raise PydanticCustomError(
+            "iso_datetime", "Input should be an ISO-8601 date and time with an offset like 2026-12-31T09:30:00+07:00"
+        )
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date_text)]
+IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_datetime_text)]
 
 
 # -- body size and media type -------------------------------------------------------------------------------

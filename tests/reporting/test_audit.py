@@ -76,6 +76,16 @@ def test_a_moment_without_a_time_zone_is_refused(month: Reporting):
     assert response.status_code == 422
 
 
+@pytest.mark.parametrize("at", ["0", "1733356800", "2090-03-10"])
+def test_a_moment_that_is_not_an_iso_date_and_time_is_refused(month: Reporting, at: str):
+    """A number used to pass as Unix time (`at=0` gave the state at 1970-01-01T00:00:00Z)."""
+    response = month.client.get("/api/audit/complaints/LAP-G4-01/state", params={"at": at},
+                                headers=month.bearer(Role.auditor))
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "ISO-8601 date and time" in response.json()["errors"][0]["message"]
+
+
 def test_an_unknown_report_is_not_found(month: Reporting):
     response = month.client.get("/api/audit/complaints/LAP-NOPE-1/events", headers=month.bearer(Role.auditor))
     assert response.status_code == 404

@@ -163,3 +163,16 @@ def test_a_period_that_ends_before_it_starts_is_refused(month: Reporting):
     # Like every validation problem, it lists what is wrong in `errors`.
     [error] = response.json()["errors"]
     assert "after it ends" in error["message"]
+
+
+@pytest.mark.parametrize("day", ["0", "2026", "1733356800", "2026-12-01T00:00", "01-12-2026"])
+def test_a_period_day_that_is_not_an_iso_date_is_refused(month: Reporting, day: str):
+    """A number used to pass as Unix time (`to=0` was the period ending 1970-01-01): every view says what it wants."""
+    for path in ("/api/reports/national", "/api/reports/national/agencies", "/api/public/statistics"):
+        for name in ("from", "to"):
+            response = month.client.get(path, params={name: day}, headers=month.bearer(Role.operator))
+            assert response.status_code == 422, (path, name, response.text)
+            assert response.headers["content-type"] == "application/problem+json"
+            [error] = response.json()["errors"]
+            assert error["location"] == ["query", name]
+            assert "ISO-8601 date like 2026-12-31" in error["message"]
