@@ -19,7 +19,7 @@ from ipaddress import ip_address
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StrictBool, field_validator
 
 from lapor.auth import authorize_complaint, require, within
 from lapor.commands import caused_event_id, etag, if_match_header, run_command
@@ -179,7 +179,7 @@ class SendBack(BaseModel):
 
 class ApprovalRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    required: bool
+    required: StrictBool  # like every flag in a request: true or false, never 0/1 or "yes"
 
 
 _LOOPBACK_NAMES = frozenset({"localhost"})

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from lapor.auth import authorize_complaint, require
 from lapor.commands import if_match_header, run_command
@@ -186,7 +186,7 @@ class NewAgency(AgencyRecord):
 
 
 class AgencyChange(AgencyRecord):
-    active: bool = True
+    active: StrictBool = True  # like every flag in a request: true or false, never 0/1 or "yes"
 
 
 class RuleChange(BaseModel):
@@ -194,7 +194,7 @@ class RuleChange(BaseModel):
 
     match: RuleMatch
     agency_id: AgencyId
-    active: bool = True
+    active: StrictBool = True
 
 
 # -- helpers ------------------------------------------------------------------------------------------------

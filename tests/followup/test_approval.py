@@ -131,6 +131,15 @@ def test_the_setting_applies_to_the_agencys_units_and_can_be_turned_off(approvin
     assert approving.act("LAP-A-1", "follow-ups", approving.admin(), TEXT).status_code == 201
 
 
+@pytest.mark.parametrize("flag", [0, 1, "yes"])
+def test_approval_is_set_with_true_or_false_only(followup, flag):
+    path = f"/api/agencies/{KUPANG}/follow-up-approval"
+    response = followup.client.put(path, headers=followup.admin(), json={"required": flag})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["location"] == ["body", "required"]
+    assert followup.client.get(path, headers=followup.admin()).json()["required"] is False
+
+
 def test_only_the_agencys_admin_turns_approval_on(followup):
     for headers in (followup.liaison(), followup.admin("pemda-35.73", "admin-malang")):
         response = followup.client.put(

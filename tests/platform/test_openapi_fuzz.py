@@ -3,7 +3,8 @@
 Schemathesis's command line runs all its phases over every operation (the document's examples, boundary values
 of every constraint, random cases valid and invalid, and sequences that follow the responses' links), checking
 that the answer is never a server error, that its status is one the document lists for the operation, and that
-its content type and body are the documented ones, so every error is an application/problem+json Problem. It
+its content type and body are the documented ones, so every error is an application/problem+json Problem, and
+that a request the document calls invalid (a number where it asks for a date, 0 for a flag) is refused. It
 runs as three callers: the national admin (who may do the most), an agency's liaison (scoped to Kota Kupang) and
 nobody (no token). Generation is deterministic, so every run sends the same cases and a failure is reproducible
 (the output ends with a curl command per failure); the server's state still grows from case to case. The
@@ -28,7 +29,10 @@ from tests.platform._servers import Server, lapor
 
 pytestmark = pytest.mark.slow
 
-CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+CHECKS = ",".join([
+    "not_a_server_error", "status_code_conformance", "content_type_conformance", "response_schema_conformance",
+    "negative_data_rejection",  # a request the document calls invalid is refused
+])
 EXAMPLES = 10  # cases per operation, phase and mode
 
 

@@ -307,6 +307,20 @@ def test_a_new_routing_rule_changes_the_proposal_and_records_its_author(app, adm
     assert rules["kupang-kesehatan"]["changed_by"] == "admin_national"
 
 
+@pytest.mark.parametrize("flag", [0, 1, "yes", "true"])
+def test_a_flag_that_is_not_true_or_false_is_refused_and_changes_nothing(app, admin, flag):
+    """As intake's flags: lax validation read 0 as false and "yes" as true, which the document does not allow."""
+    head = app.app.state.context.store.head_position()
+    rule = {"match": {"category": "Kesehatan"}, "agency_id": "kementerian-kesehatan", "active": flag}
+    for response in (
+        app.put("/api/routing-rules/kesehatan", json=rule, headers=admin),
+        app.put(f"/api/agencies/{KUPANG}", json={**record(), "active": flag}, headers=admin),
+    ):
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["location"] == ["body", "active"]
+    assert app.app.state.context.store.head_position() == head
+
+
 def test_a_rule_must_route_to_an_agency_that_takes_dispositions(app, admin):
     rule = {"match": {"category": "Kesehatan"}, "agency_id": f"{KUPANG}/dinkes"}
     assert app.put("/api/routing-rules/ke-dinkes", json=rule, headers=admin).status_code == 422
