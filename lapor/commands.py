@@ -69,7 +69,7 @@ def parse_if_match(value: str | None) -> int | None:
     text = value.strip()
     if len(text) >= 2 and text[0] == text[-1] == '"':
         text = text[1:-1]
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # str.isdigit() also takes "²" (a Latin-1 header byte) and "١٢"
         raise BadRequest(f"If-Match must be a version number like \"3\", got {value!r}")
     return int(text)
 
