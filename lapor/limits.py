@@ -9,6 +9,7 @@
   the defaults do.
 - `rate_limit("submission")` / `rate_limit("sms")` is the dependency public endpoints put on their routes.
 - `NonNegativeInt64` is the type of a request's integers that reach the database (offsets, stream positions).
+- `NonBlank` is the constraint of a text that must say something (stripped, not empty).
 - `IsoDate` and `IsoDateTime` (aware) are the types of a request's days and moments: ISO-8601 text, never a number.
 """
 
@@ -87,7 +88,10 @@ def MaxItems(kind: Literal["attachments"]) -> AfterValidator:
     return AfterValidator(check)
 
 
-_Stripped = StringConstraints(strip_whitespace=True, min_length=1)
+# Text that must say something: surrounding whitespace is stripped and nothing may be left empty. The pattern
+# adds no check (the stripped text is never blank) but tells the API's document that "   " is refused too.
+NonBlank = StringConstraints(strip_whitespace=True, min_length=1, pattern=r"\S")
+_Stripped = NonBlank
 Title = Annotated[str, _Stripped, MaxLength("title")]
 Body = Annotated[str, _Stripped, MaxLength("body")]
 Text = Annotated[str, _Stripped, MaxLength("text")]

@@ -23,7 +23,7 @@ from lokal import parse_phone
 from pydantic import AfterValidator, StringConstraints
 from pydantic_core import PydanticCustomError
 
-from lapor.limits import MaxLength
+from lapor.limits import MaxLength, NonBlank
 from lapor.privacy import redact_event_data
 
 _MARKUP = re.compile(
@@ -51,7 +51,7 @@ def check_plain_text(value: str) -> str:
 
 
 PlainText = AfterValidator(check_plain_text)
-_Trimmed = StringConstraints(strip_whitespace=True, min_length=1)
+_Trimmed = NonBlank
 
 Title = Annotated[str, _Trimmed, MaxLength("title"), PlainText]
 Body = Annotated[str, _Trimmed, MaxLength("body"), PlainText]
@@ -59,8 +59,8 @@ Text = Annotated[str, _Trimmed, MaxLength("text"), PlainText]
 Comment = Annotated[str, _Trimmed, MaxLength("comment"), PlainText]
 Name = Annotated[str, _Trimmed, MaxLength("name"), PlainText]
 SmsText = Annotated[str, MaxLength("sms"), PlainText]  # may be empty: the reply is then the help text
-Category = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80), PlainText]
-Address = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), PlainText]
+Category = Annotated[str, NonBlank, StringConstraints(max_length=80), PlainText]
+Address = Annotated[str, NonBlank, StringConstraints(max_length=500), PlainText]
 
 
 def _written_forms(identity: Mapping[str, Any]) -> list[str]:

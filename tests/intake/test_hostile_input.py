@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import jsonschema
 import pytest
 
 from lapor.principal import Role
@@ -142,6 +143,18 @@ def test_a_body_over_the_size_limit_is_refused_before_it_is_read(intake):
 )
 def test_texts_over_or_under_their_length_limits_are_refused(intake, field, value):
     refused(intake, "web", json={**REPORT, field: value})
+
+
+@pytest.mark.parametrize("field", ["title", "body", "category"])
+def test_the_api_document_refuses_blank_text_as_the_service_does(intake, field):
+    """A client validating against /openapi.json learns that "   " is refused, not only "" (minLength 1)."""
+    document = intake.client.get("/openapi.json").json()
+    schema = document["paths"]["/api/complaints"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    validator = jsonschema.Draft202012Validator({**schema, "components": document["components"]})
+    assert validator.is_valid(REPORT)
+    for blank in ("   ", "\t\n"):
+        assert not validator.is_valid({**REPORT, field: blank})
+        refused(intake, "web", json={**REPORT, field: blank})
 
 
 @pytest.mark.parametrize(
