@@ -74,7 +74,20 @@ def parse_if_match(value: str | None) -> int | None:
     return int(text)
 
 
-def if_match_header(if_match: Annotated[str | None, Header()] = None) -> int | None:
+# What parse_if_match takes, written into the API document (it is not a check: a value that does not match is
+# parse_if_match's 400, not FastAPI's 422).
+IF_MATCH_PATTERN = r'^\s*(\*|[0-9]+|"[0-9]+")\s*$'
+
+
+def if_match_header(
+    if_match: Annotated[
+        str | None,
+        Header(
+            description='The version the command was decided on, as the ETag gave it ("3"); a stale one is a 412',
+            examples=['"3"'], json_schema_extra={"pattern": IF_MATCH_PATTERN},
+        ),
+    ] = None,
+) -> int | None:
     """FastAPI dependency: the If-Match version, if any."""
     return parse_if_match(if_match)
 

@@ -13,7 +13,9 @@ from fastapi.testclient import TestClient
 from lapor.app import load_services
 from lapor.auth import TokenService
 from lapor.clock import ManualClock, SystemClock
+from lapor.commands import parse_if_match
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
+from lapor.problems import BadRequest
 from lapor.settings import Settings
 
 SUBMISSION = {"title": "Jalan rusak di Oebobo", "body": "Lubang besar di depan SD Inpres, sudah dua bulan."}
@@ -282,3 +284,19 @@ def test_instance_is_the_path_percent_encoded_whatever_characters_it_holds(clien
     assert instance == sent
     conforms(document, documented(document, "/api/probe/complaints/{tracking_id}/dispose", "post", 401),
              response.json())
+
+
+@pytest.mark.parametrize("value", ['"3"', "3", "*", ' "12" ', 'W/"3"', '"3', "abc", "", '"-1"', "\u00b2", '"3", "4"'])
+def test_the_document_says_which_if_match_values_are_taken(client, value):
+    """The If-Match header's documented pattern takes exactly the values the service takes (others are a 400)."""
+    document = client.get("/openapi.json").json()
+    parameters = document["paths"]["/api/probe/complaints/{tracking_id}/dispose"]["post"]["parameters"]
+    (header,) = [parameter for parameter in parameters if parameter["name"].lower() == "if-match"]
+    documented_ok = jsonschema.Draft202012Validator(header["schema"]).is_valid(value)
+    try:
+        parse_if_match(value)
+    except BadRequest:
+        taken = False
+    else:
+        taken = True
+    assert documented_ok == taken
