@@ -344,8 +344,25 @@ def describe_problem_responses(document: dict[str, Any]) -> None:
         schemas.pop("ValidationError", None)
 
 
+def describe_parameters_as_sent(document: dict[str, Any]) -> None:
+    """Rewrite an OpenAPI document (in place) so no parameter is nullable. FastAPI documents an optional
+    parameter (`x: str | None = None`) as `anyOf: [string, null]`, but a header, query or path parameter is
+    absent or text: it cannot be null, and a client that believes the document sends the text "null" (which
+    schemathesis did, for If-Match). The non-null branch stays, with the constraints written beside `anyOf`
+    (a pattern, a description, examples)."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                schema = parameter.get("schema", {})
+                branches = [branch for branch in schema.get("anyOf", []) if branch != {"type": "null"}]
+                if len(branches) == 1 and len(schema["anyOf"]) == 2:
+                    rest = {key: value for key, value in schema.items() if key != "anyOf"}
+                    parameter["schema"] = {**branches[0], **rest}
+
+
 def document_problems(app: FastAPI) -> None:
-    """Have `app.openapi()` (and so `/openapi.json` and `/docs`) describe the problem responses."""
+    """Have `app.openapi()` (and so `/openapi.json` and `/docs`) describe the problem responses, and the
+    parameters as they can be sent."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -353,6 +370,7 @@ def document_problems(app: FastAPI) -> None:
         document = generate()
         if fresh:
             describe_problem_responses(document)
+            describe_parameters_as_sent(document)
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the document

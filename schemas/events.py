@@ -21,10 +21,15 @@ from lapor.store.model import NewEvent, new_event_id
 
 # -- value types ------------------------------------------------------------------------------------------
 
-TrackingId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{2,63}$")]
+TRACKING_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{2,63}$"
 # Directory slugs: "kemenpanrb", "pemda-82.71", and units as "<agency_id>/<unit>" ("pemda-82.71/dinkes").
-AgencyId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)*$", max_length=128)]
-RegionCode = Annotated[str, StringConstraints(pattern=r"^\d{2}(\.\d{2}(\.\d{2}(\.\d{4})?)?)?$")]
+AGENCY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)*$"
+# Kemendagri codes: a province (53), a regency or city (53.71), a district (53.71.01), a village (53.71.01.1001).
+REGION_CODE_PATTERN = r"^\d{2}(\.\d{2}(\.\d{2}(\.\d{4})?)?)?$"
+
+TrackingId = Annotated[str, StringConstraints(pattern=TRACKING_ID_PATTERN)]
+AgencyId = Annotated[str, StringConstraints(pattern=AGENCY_ID_PATTERN, max_length=128)]
+RegionCode = Annotated[str, StringConstraints(pattern=REGION_CODE_PATTERN)]
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 ReporterRef = Annotated[str, StringConstraints(pattern=r"^pii_[A-Za-z0-9_-]{8,64}$")]
 # Ids made elsewhere (SMS message ids, an integrated system's external ids, follow-up and rule ids).

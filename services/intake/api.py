@@ -21,7 +21,7 @@ from lapor.auth import (
     reporter_credential,
     require,
 )
-from lapor.commands import etag, parse_if_match, run_command
+from lapor.commands import etag, if_match_header, run_command
 from lapor.complaint import ComplaintState, IllegalTransition, Status, fold
 from lapor.context import ServiceContext
 from lapor.limits import rate_limit
@@ -151,7 +151,14 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         report: SubmissionRequest,
         response: Response,
         principal: Principal | None = Depends(require("complaint.submit")),
-        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                alias="Idempotency-Key",
+                description="the client's key for this report: a retry with it is answered once",
+                json_schema_extra={"pattern": IDEMPOTENCY_KEY.pattern},  # the check is _idempotency_key's (a 400)
+            ),
+        ] = None,
     ) -> SubmissionReceipt:
         key = _idempotency_key(idempotency_key)
         receipt = await run_in_threadpool(
@@ -241,7 +248,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         request: InformationRequest,
         response: Response,
         x_reporter_token: Annotated[str | None, Header(alias=REPORTER_TOKEN_HEADER)] = None,
-        if_match: Annotated[str | None, Header()] = None,
+        if_match: int | None = Depends(if_match_header),
     ) -> ReporterActionResult:
         attachments = tuple(attachment.model_dump() for attachment in request.attachments)
 
@@ -253,7 +260,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             tracking_id,
             reporter_credential(x_reporter_token),
             "complaint.provide_information",
-            parse_if_match(if_match),
+            if_match,
             "InformationProvided",
             {"text": request.text},
             decide,
@@ -265,7 +272,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         request: FeedbackRequest,
         response: Response,
         x_reporter_token: Annotated[str | None, Header(alias=REPORTER_TOKEN_HEADER)] = None,
-        if_match: Annotated[str | None, Header()] = None,
+        if_match: int | None = Depends(if_match_header),
     ) -> ReporterActionResult:
         def decide(state: ComplaintState, text: Mapping[str, Any], now: datetime) -> EventData:
             return decide_feedback(state, request.satisfied, request.rating, text.get("comment"))
@@ -275,7 +282,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             tracking_id,
             reporter_credential(x_reporter_token),
             "complaint.give_feedback",
-            parse_if_match(if_match),
+            if_match,
             "FeedbackGiven",
             {"comment": request.comment} if request.comment else {},
             decide,
@@ -287,7 +294,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         response: Response,
         request: ConsentRequest | None = None,
         x_reporter_token: Annotated[str | None, Header(alias=REPORTER_TOKEN_HEADER)] = None,
-        if_match: Annotated[str | None, Header()] = None,
+        if_match: int | None = Depends(if_match_header),
     ) -> ReporterActionResult:
         def decide(state: ComplaintState, text: Mapping[str, Any], now: datetime) -> EventData:
             return decide_ombudsman_consent(state)
@@ -297,7 +304,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             tracking_id,
             reporter_credential(x_reporter_token),
             "complaint.consent_ombudsman",
-            parse_if_match(if_match),
+            if_match,
             "OmbudsmanConsentGiven",
             {},
             decide,

@@ -28,12 +28,12 @@ from pydantic_core import PydanticCustomError
 
 from lapor.complaint import Status
 from lapor.limits import IsoDateTime, MaxItems
-from schemas.events import Channel, ComplaintKind
+from schemas.events import REGION_CODE_PATTERN, Channel, ComplaintKind
 from services.intake.text import Address, Body, Category, Comment, Name, SmsText, Text, Title
 
 # -- value checks -------------------------------------------------------------------------------------------
 
-_REGION_FORMAT = re.compile(r"^\d{2}(\.\d{2}(\.\d{2}(\.\d{4})?)?)?$")
+_REGION_FORMAT = re.compile(REGION_CODE_PATTERN)
 
 
 def _kemendagri_region(code: str) -> str:
@@ -61,7 +61,11 @@ def _phone(value: str) -> str:
     return info.e164
 
 
-RegionCode = Annotated[str, StringConstraints(max_length=13), AfterValidator(_kemendagri_region)]
+# The pattern is the document's (the check is _kemendagri_region's, whose message names the format).
+RegionCode = Annotated[
+    str, StringConstraints(max_length=13), Field(json_schema_extra={"pattern": REGION_CODE_PATTERN}),
+    AfterValidator(_kemendagri_region),
+]
 Nik = Annotated[str, StringConstraints(max_length=32), AfterValidator(_nik)]
 Phone = Annotated[str, StringConstraints(max_length=32), AfterValidator(_phone)]
 Email = Annotated[

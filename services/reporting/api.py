@@ -14,18 +14,17 @@ from lapor.context import Context, ServiceContext
 from lapor.limits import IsoDate, IsoDateTime, NonNegativeInt64
 from lapor.principal import Principal
 from lapor.problems import NotFound, ValidationProblem
+from schemas.events import AGENCY_ID_PATTERN, REGION_CODE_PATTERN, TRACKING_ID_PATTERN
 from services.reporting import audit, reports
 from services.reporting.stream import StreamFilter, hub_of, live_events
-
-REGION_PATTERN = r"^\d{2}(\.\d{2}(\.\d{2}(\.\d{4})?)?)?$"
-TRACKING_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{2,63}$"
-AGENCY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)*$"
 
 Start = Annotated[IsoDate | None, Query(alias="from", description="first day of the period (Jakarta), inclusive")]
 End = Annotated[IsoDate | None, Query(alias="to", description="last day of the period (Jakarta), inclusive")]
 Region = Annotated[
     str | None,
-    Query(pattern=REGION_PATTERN, description="Kemendagri code: a province (35), a city (35.73), ... with all inside"),
+    Query(
+        pattern=REGION_CODE_PATTERN, description="Kemendagri code: a province (35), a city (35.73), ... with all inside"
+    ),
 ]
 TrackingId = Annotated[str, Path(pattern=TRACKING_ID_PATTERN)]
 
@@ -67,7 +66,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     )
     def agency(
         ctx: Context,
-        agency_id: Annotated[str, Path(pattern=AGENCY_PATTERN)],
+        agency_id: Annotated[str, Path(pattern=AGENCY_ID_PATTERN)],
         start: Start = None,
         end: End = None,
         region: Region = None,
@@ -100,7 +99,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         ctx: Context,
         principal: Principal | None = Depends(require("stream.read")),
         region: Region = None,
-        agency: Annotated[str | None, Query(pattern=AGENCY_PATTERN, description="an agency, with its units")] = None,
+        agency: Annotated[str | None, Query(pattern=AGENCY_ID_PATTERN, description="an agency, with its units")] = None,
         event_type: Annotated[
             list[str] | None, Query(alias="type", description="event types to receive (repeat for more)")
         ] = None,

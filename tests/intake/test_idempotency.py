@@ -8,6 +8,8 @@ import sqlite3
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import jsonschema
+
 from lapor.store import NO_STREAM, NewEvent
 from services.intake.idempotency import IdDerivation
 from tests.intake.conftest import REPORT
@@ -103,7 +105,13 @@ def test_without_a_key_every_request_is_a_new_report(intake):
 
 
 def test_a_malformed_key_is_a_bad_request(intake):
+    document = intake.client.get("/openapi.json").json()
+    parameters = document["paths"]["/api/complaints"]["post"]["parameters"]
+    (header,) = [parameter for parameter in parameters if parameter["name"] == "Idempotency-Key"]
+    documented = jsonschema.Draft202012Validator(header["schema"])
+    assert documented.is_valid(key()["Idempotency-Key"])
     for bad in ("short", "x" * 129, "kunci dengan spasi 123", "'; DROP TABLE events; --"):
+        assert not documented.is_valid(bad), bad  # the API document says so too
         response = intake.client.post("/api/complaints", json=REPORT, headers={"Idempotency-Key": bad})
         assert response.status_code == 400, bad
     assert complaint_events(intake) == []

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from lapor.app import load_services
 from lapor.auth import TokenService
 from lapor.clock import ManualClock, SystemClock
-from lapor.commands import parse_if_match
+from lapor.commands import IF_MATCH_PATTERN, parse_if_match
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
 from lapor.problems import BadRequest
 from lapor.settings import Settings
@@ -246,6 +246,28 @@ def test_the_openapi_document_describes_every_failure_as_a_problem(serve):
     # FastAPI's own 422 body is never sent, so it is not described.
     assert "HTTPValidationError" not in str(document)
     assert {"Problem", "ValidationProblem"} <= set(document["components"]["schemas"])
+
+
+def test_no_parameter_is_documented_as_nullable(serve):
+    """A header, query or path parameter is absent or text: FastAPI's `anyOf: [..., null]` for an optional one is
+    rewritten to its other branch, keeping the constraints written beside it."""
+    with serve(services=load_services()) as client:
+        document = client.get("/openapi.json").json()
+    parameters = [
+        parameter
+        for methods in document["paths"].values()
+        for operation in methods.values()
+        for parameter in operation.get("parameters", [])
+    ]
+    optional = [parameter for parameter in parameters if not parameter.get("required")]
+    assert len(optional) > 20
+    assert [parameter for parameter in parameters if "null" in str(parameter["schema"])] == []
+    if_matches = [parameter["schema"] for parameter in parameters if parameter["name"] == "if-match"]
+    assert len(if_matches) > 10
+    assert {(schema["type"], schema.get("pattern")) for schema in if_matches} == {("string", IF_MATCH_PATTERN)}
+    region = next(parameter for parameter in parameters if parameter["name"] == "region")
+    assert region["schema"]["type"] == "string"
+    assert region["schema"]["pattern"].startswith("^")
 
 
 def test_problems_sent_match_the_schemas_the_document_gives(client, bearer):
