@@ -20,6 +20,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lapor.complaint import IllegalTransition
@@ -231,9 +232,26 @@ async def _on_http_exception(request: Request, error: Exception) -> Response:
         spec = KINDS[cls.kind]
     if cls is NotFound and detail == "Not Found":
         detail = f"no resource at {request.url.path}"
+    headers = error.headers
     if cls is MethodNotAllowed:
         detail = f"{request.method} is not allowed on {request.url.path}"
-    return problem_response(spec, detail or spec.title, request.url.path, headers=error.headers)
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+    return problem_response(spec, detail or spec.title, request.url.path, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at this path. Starlette's 405 names only the first route that matched the
+    path (so GET /api/agencies hid POST /api/agencies, which another router declares)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
+
+
+# Asked of each route in turn (routes may be included routers, which hold their methods out of sight).
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 async def _on_validation(request: Request, error: Exception) -> Response:

@@ -73,6 +73,20 @@ def test_wrong_method_is_a_method_not_allowed_problem_with_allow_header(client):
     assert "GET" in response.headers["Allow"]
 
 
+def test_the_allow_header_names_every_method_of_the_path_whichever_router_declares_it(serve):
+    """Starlette's 405 named only the first matching route's methods (OPTIONS /api/agencies said GET, hiding
+    POST). Checked on every path of the document that has no parameters: Allow lists what the document lists."""
+    with serve(services=load_services()) as client:
+        document = client.get("/openapi.json").json()
+        fixed_paths = {path: methods for path, methods in document["paths"].items() if "{" not in path}
+        assert {"get", "post"} <= set(fixed_paths["/api/agencies"])
+        for path, methods in fixed_paths.items():
+            response = client.request("PATCH", path)
+            assert_problem(response, 405, "method-not-allowed")
+            allowed = set(response.headers["Allow"].split(", ")) - {"HEAD"}
+            assert allowed == {method.upper() for method in methods}, path
+
+
 def test_missing_token_is_an_unauthenticated_problem(client):
     response = client.post("/api/probe/complaints/LAP-1/dispose")
     assert_problem(response, 401, "unauthenticated")
