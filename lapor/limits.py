@@ -91,13 +91,12 @@ def MaxItems(kind: Literal["attachments"]) -> AfterValidator:
 # Text that must say something: surrounding whitespace is stripped and nothing may be left empty. The pattern
 # adds no check (the stripped text is never blank) but tells the API's document that "   " is refused too.
 NonBlank = StringConstraints(strip_whitespace=True, min_length=1, pattern=r"\S")
-_Stripped = NonBlank
-Title = Annotated[str, _Stripped, MaxLength("title")]
-Body = Annotated[str, _Stripped, MaxLength("body")]
-Text = Annotated[str, _Stripped, MaxLength("text")]
+Title = Annotated[str, NonBlank, MaxLength("title")]
+Body = Annotated[str, NonBlank, MaxLength("body")]
+Text = Annotated[str, NonBlank, MaxLength("text")]
 Comment = Annotated[str, MaxLength("comment")]
-Reason = Annotated[str, _Stripped, MaxLength("reason")]
-Name = Annotated[str, _Stripped, MaxLength("name")]
+Reason = Annotated[str, NonBlank, MaxLength("reason")]
+Name = Annotated[str, NonBlank, MaxLength("name")]
 SmsText = Annotated[str, MaxLength("sms")]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -338,23 +338,22 @@ def describe_problem_responses(document: dict[str, Any]) -> None:
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas["Problem"] = PROBLEM_SCHEMA
     schemas["ValidationProblem"] = VALIDATION_PROBLEM_SCHEMA
-    for operations in document.get("paths", {}).values():
-        for operation in operations.values():
-            if not isinstance(operation, dict) or "responses" not in operation:
-                continue
-            responses = operation["responses"]
-            if "422" in responses:
-                responses["422"] = {
-                    "description": "The request failed validation (/problems/validation)",
-                    "content": _problem_content("ValidationProblem"),
-                }
-            responses.setdefault(
-                "default",
-                {
-                    "description": "Any other failure, as a problem whose `type` says which (see /problems)",
-                    "content": _problem_content("Problem"),
-                },
-            )
+    for operation in _operations(document):
+        if "responses" not in operation:
+            continue
+        responses = operation["responses"]
+        if "422" in responses:
+            responses["422"] = {
+                "description": "The request failed validation (/problems/validation)",
+                "content": _problem_content("ValidationProblem"),
+            }
+        responses.setdefault(
+            "default",
+            {
+                "description": "Any other failure, as a problem whose `type` says which (see /problems)",
+                "content": _problem_content("Problem"),
+            },
+        )
     # Only the 422s replaced above referred to FastAPI's HTTPValidationError, and only it to its ValidationError
     # (kept should one of the services' own models be named so).
     schemas.pop("HTTPValidationError", None)
@@ -368,14 +367,19 @@ def describe_parameters_as_sent(document: dict[str, Any]) -> None:
     absent or text: it cannot be null, and a client that believes the document sends the text "null" (which
     schemathesis did, for If-Match). The non-null branch stays, with the constraints written beside `anyOf`
     (a pattern, a description, examples)."""
-    for operations in document.get("paths", {}).values():
-        for operation in operations.values():
-            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
-                schema = parameter.get("schema", {})
-                branches = [branch for branch in schema.get("anyOf", []) if branch != {"type": "null"}]
-                if len(branches) == 1 and len(schema["anyOf"]) == 2:
-                    rest = {key: value for key, value in schema.items() if key != "anyOf"}
-                    parameter["schema"] = {**branches[0], **rest}
+    for operation in _operations(document):
+        for parameter in operation.get("parameters", []):
+            schema = parameter.get("schema", {})
+            branches = [branch for branch in schema.get("anyOf", []) if branch != {"type": "null"}]
+            if len(branches) == 1 and len(schema["anyOf"]) == 2:
+                rest = {key: value for key, value in schema.items() if key != "anyOf"}
+                parameter["schema"] = {**branches[0], **rest}
+
+
+def _operations(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The document's operations (a path item may also hold non-operation members, e.g. `summary`)."""
+    for path_item in document.get("paths", {}).values():
+        yield from (member for member in path_item.values() if isinstance(member, dict))
 
 
 def document_problems(app: FastAPI) -> None:

@@ -23,6 +23,7 @@ from lokal import parse_phone
 from pydantic import AfterValidator, StringConstraints
 from pydantic_core import PydanticCustomError
 
+from lapor import limits
 from lapor.limits import MaxLength, NonBlank
 from lapor.privacy import redact_event_data
 
@@ -51,14 +52,14 @@ def check_plain_text(value: str) -> str:
 
 
 PlainText = AfterValidator(check_plain_text)
-_Trimmed = NonBlank
 
-Title = Annotated[str, _Trimmed, MaxLength("title"), PlainText]
-Body = Annotated[str, _Trimmed, MaxLength("body"), PlainText]
-Text = Annotated[str, _Trimmed, MaxLength("text"), PlainText]
-Comment = Annotated[str, _Trimmed, MaxLength("comment"), PlainText]
-Name = Annotated[str, _Trimmed, MaxLength("name"), PlainText]
-SmsText = Annotated[str, MaxLength("sms"), PlainText]  # may be empty: the reply is then the help text
+# The platform's texts (lapor.limits), plain text only; a reporter's comment is stripped too.
+Title = Annotated[limits.Title, PlainText]
+Body = Annotated[limits.Body, PlainText]
+Text = Annotated[limits.Text, PlainText]
+Comment = Annotated[str, NonBlank, MaxLength("comment"), PlainText]
+Name = Annotated[limits.Name, PlainText]
+SmsText = Annotated[limits.SmsText, PlainText]  # may be empty: the reply is then the help text
 Category = Annotated[str, NonBlank, StringConstraints(max_length=80), PlainText]
 Address = Annotated[str, NonBlank, StringConstraints(max_length=500), PlainText]
 
