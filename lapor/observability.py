@@ -81,8 +81,11 @@ class _SubscriptionCollector(Collector):
         self._runners = runners
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        # One head for the whole scrape, and each subscription's checkpoint and handled count from one read of
+        # its committed row, so the gauges of a scrape agree with each other (lag = head - checkpoint).
+        head_position = self._store.head_position()
         head = GaugeMetricFamily("lapor_store_head_position", "Position of the last committed event")
-        head.add_metric([], self._store.head_position())
+        head.add_metric([], head_position)
         yield head
         families = {
             "lag": GaugeMetricFamily(
@@ -101,9 +104,10 @@ class _SubscriptionCollector(Collector):
             ),
         }
         for runner in self._runners():
-            families["lag"].add_metric([runner.name], runner.lag())
-            families["checkpoint"].add_metric([runner.name], runner.checkpoint())
-            families["handled"].add_metric([runner.name], runner.handled_count())
+            checkpoint, handled = runner.saved()
+            families["lag"].add_metric([runner.name], max(0, head_position - checkpoint))
+            families["checkpoint"].add_metric([runner.name], checkpoint)
+            families["handled"].add_metric([runner.name], handled)
             families["parked"].add_metric([runner.name], len(runner.parked()))
         yield from families.values()
 

@@ -187,14 +187,17 @@ class SubscriptionRunner:
     # -- state ------------------------------------------------------------------------------------------
 
     def checkpoint(self) -> int:
-        with self.db.read() as tx:
-            row = tx.fetchone("SELECT position FROM subscription_checkpoints WHERE name = ?", (self.name,))
-        return 0 if row is None else int(row[0])
+        return self.saved()[0]
 
     def handled_count(self) -> int:
+        return self.saved()[1]
+
+    def saved(self) -> tuple[int, int]:
+        """The checkpoint and the handled count as committed, read together: the pair a scrape reports. (The
+        runner's own position moves on just after its commit, or while it holds rows, so it is not used here.)"""
         with self.db.read() as tx:
-            row = tx.fetchone("SELECT handled FROM subscription_checkpoints WHERE name = ?", (self.name,))
-        return 0 if row is None else int(row[0])
+            row = tx.fetchone("SELECT position, handled FROM subscription_checkpoints WHERE name = ?", (self.name,))
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
     def lag(self) -> int:
         """How far behind the head of the log the checkpoint is, in positions (0 when caught up)."""

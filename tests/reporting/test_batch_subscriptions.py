@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lapor.db import Database, Tx, open_database
+from lapor.observability import Metrics
 from lapor.store import EventStore, NewEvent, RecordedEvent, open_store
 from lapor.subscriptions import Subscription, SubscriptionRunner, holding_subscription
 
@@ -138,6 +139,30 @@ def test_held_rows_are_written_with_the_checkpoint_only_when_hold_is_reached_or_
     assert runner.checkpoint() == 12
     runner.flush()
     assert (runner.checkpoint(), runner.handled_count()) == (14, 12)
+    store.close()
+    db.close()
+
+
+def test_a_metrics_scrape_reports_the_committed_checkpoint_and_the_lag_from_it(tmp_path: Path):
+    """The gauges of one scrape agree: while rows are held (as in the moment after any commit, before the runner
+    moves its own position) the lag is the head less the *committed* checkpoint, not the runner's position."""
+    store, db, events = stores(tmp_path)
+    runner = counting(100, store, db)
+    metrics = Metrics()
+    metrics.watch(store, lambda: [runner])
+
+    def scrape() -> dict[str, float | None]:
+        return {
+            name: metrics.registry.get_sample_value(f"lapor_subscription_{name}", {"consumer": "counted"})
+            for name in ("lag_positions", "checkpoint_position", "handled_events")
+        }
+
+    runner.feed(events[:5], 5)  # held, not written
+    head = metrics.registry.get_sample_value("lapor_store_head_position", {})
+    assert head == 12
+    assert scrape() == {"lag_positions": 12, "checkpoint_position": 0, "handled_events": 0}
+    runner.flush()
+    assert scrape() == {"lag_positions": 7, "checkpoint_position": 5, "handled_events": 5}
     store.close()
     db.close()
 
