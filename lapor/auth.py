@@ -38,13 +38,13 @@ CLOCK_SKEW = timedelta(seconds=30)
 
 # -- bearer tokens ------------------------------------------------------------------------------------------
 
-_TTL = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_TTL = re.compile(r"^ *([0-9]+) *([smhd]) *$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 def parse_ttl(text: str) -> timedelta:
     """`30m`, `8h`, `7d`, `45s` -> timedelta."""
-    match = _TTL.match(text)
+    match = _TTL.fullmatch(text)
     if match is None or int(match.group(1)) == 0:
         raise ValueError(f"expected a lifetime like 30m, 8h or 7d, got {text!r}")
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})

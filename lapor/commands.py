@@ -64,7 +64,7 @@ def etag(version: int) -> str:
 
 # What If-Match may be: a version, bare or quoted, or *. The parser uses it and the API document shows it (as a
 # pattern only: a value that does not match is the parser's 400, not FastAPI's 422).
-IF_MATCH_PATTERN = r'^\s*(\*|[0-9]+|"[0-9]+")\s*$'
+IF_MATCH_PATTERN = r'^[ \t]*(\*|[0-9]+|"[0-9]+")[ \t]*$'
 _IF_MATCH = re.compile(IF_MATCH_PATTERN)
 
 

@@ -24,7 +24,7 @@ def new_correlation_id() -> str:
 
 def accept_correlation_id(offered: str | None) -> str:
     """The caller's id when it is a sane token, else a fresh one."""
-    if offered and _ACCEPTABLE.match(offered):
+    if offered and _ACCEPTABLE.fullmatch(offered):
         return offered
     return new_correlation_id()
 

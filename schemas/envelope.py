@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
+from lapor.store.model import STREAM_MAX_LENGTH, STREAM_PATTERN
 from schemas.events import EventData, Sha256Hex, parse_event_data
 from schemas.upcasters import upcast
 
@@ -30,7 +31,7 @@ class EventEnvelope(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     event_id: uuid.UUID
-    stream: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]+-.+$", max_length=200)]
+    stream: Annotated[str, StringConstraints(pattern=STREAM_PATTERN, max_length=STREAM_MAX_LENGTH)]
     version: int = Field(ge=0)  # 0-based, gapless per stream
     position: int = Field(ge=1)  # global commit order; opaque, not a count
     type: Annotated[str, StringConstraints(min_length=1, max_length=100)]

@@ -17,6 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from lapor.patterns import EMAIL_PATTERN, WHITESPACE
 from lapor.store.model import NewEvent, new_event_id
 
 # -- value types ------------------------------------------------------------------------------------------
@@ -25,7 +26,7 @@ TRACKING_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{2,63}$"
 # Directory slugs: "kemenpanrb", "pemda-82.71", and units as "<agency_id>/<unit>" ("pemda-82.71/dinkes").
 AGENCY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)*$"
 # Kemendagri codes: a province (53), a regency or city (53.71), a district (53.71.01), a village (53.71.01.1001).
-REGION_CODE_PATTERN = r"^\d{2}(\.\d{2}(\.\d{2}(\.\d{4})?)?)?$"
+REGION_CODE_PATTERN = r"^[0-9]{2}(\.[0-9]{2}(\.[0-9]{2}(\.[0-9]{4})?)?)?$"
 
 TrackingId = Annotated[str, StringConstraints(pattern=TRACKING_ID_PATTERN)]
 AgencyId = Annotated[str, StringConstraints(pattern=AGENCY_ID_PATTERN, max_length=128)]
@@ -105,9 +106,9 @@ class _Part(BaseModel):
 
 
 class Attachment(_Part):
-    url: Annotated[str, StringConstraints(pattern=r"^(https?://|/)\S+$", max_length=2048)]
+    url: Annotated[str, StringConstraints(pattern=rf"^(https?://|/)[^{WHITESPACE}]+$", max_length=2048)]
     sha256: Sha256Hex
-    media_type: Annotated[str, StringConstraints(pattern=r"^[\w.+-]+/[\w.+-]+$", max_length=127)]
+    media_type: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.+-]+/[A-Za-z0-9_.+-]+$", max_length=127)]
     size_bytes: int = Field(ge=0, le=MAX_ATTACHMENT_BYTES)
 
 
@@ -133,7 +134,7 @@ class LiaisonContact(_Part):
 
     name: Name
     position: Name | None = None
-    email: Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)] | None = None
+    email: Annotated[str, StringConstraints(pattern=EMAIL_PATTERN, max_length=254)] | None = None
     phone: Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()-]{6,20}$")] | None = None
 
 

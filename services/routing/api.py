@@ -22,7 +22,7 @@ from lapor.auth import authorize_complaint, require
 from lapor.commands import if_match_header, run_command
 from lapor.complaint import ComplaintState, PendingEvent, Status, ensure_allowed, evolve, fold
 from lapor.context import Context, ServiceContext
-from lapor.limits import Name, NonNegativeInt64
+from lapor.limits import KemendagriRegion, Name, NonNegativeInt64
 from lapor.principal import Principal
 from lapor.privacy import visible_complaints
 from lapor.problems import Conflict, NotFound, ValidationProblem
@@ -176,7 +176,7 @@ class AgencyRecord(BaseModel):
     name: Name
     kind: AgencyKind
     parent_id: AgencyId | None = None
-    region_code: RegionCode | None = None
+    region_code: KemendagriRegion | None = None
     sms_keywords: Annotated[list[SmsKeyword], Field(max_length=20)] = []
     liaisons: Annotated[list[LiaisonContact], Field(max_length=20)] = []
 
@@ -189,10 +189,16 @@ class AgencyChange(AgencyRecord):
     active: StrictBool = True  # like every flag in a request: true or false, never 0/1 or "yes"
 
 
+class RuleMatchChange(RuleMatch):
+    """A rule's match as a request gives it: its region must exist (`lapor.limits.KemendagriRegion`)."""
+
+    region_code: KemendagriRegion | None = None
+
+
 class RuleChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    match: RuleMatch
+    match: RuleMatchChange
     agency_id: AgencyId
     active: StrictBool = True
 
@@ -584,11 +590,11 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         target = _active_agency(ctx, change.agency_id)
         if change.active and (target is None or not is_top_level(change.agency_id)):
             raise ValidationProblem(f"{change.agency_id} is not an active agency that takes dispositions")
-        event = RoutingRuleChanged(rule_id=rule_id, match=change.match, agency_id=change.agency_id,
-                                   active=change.active)
+        match = RuleMatch.model_validate(change.match.model_dump())  # the contract's type, not the request's
+        event = RoutingRuleChanged(rule_id=rule_id, match=match, agency_id=change.agency_id, active=change.active)
         run_command(ctx, RULES_STREAM, lambda version, now: [event.to_new_event()], principal=_acting(principal),
                     fold=_rules_version, must_exist=False)
-        return RuleView(rule_id=rule_id, match=change.match, agency_id=change.agency_id, active=change.active,
+        return RuleView(rule_id=rule_id, match=match, agency_id=change.agency_id, active=change.active,
                         changed_by=_acting(principal).subject)
 
     return router

@@ -110,6 +110,12 @@ def test_a_region_filter_takes_the_region_and_everything_inside_it(month: Report
     assert month.get("/api/reports/national?region=53.71")["totals"]["reports"] == 21
     # A code is matched whole, part by part: "35.7" is no region (and would not take 35.73 if it were).
     assert month.client.get("/api/reports/national?region=35.7", headers=month.bearer(Role.operator)).status_code == 422
+    # Digits are ASCII, as the document's pattern says to a client (pydantic's `\d` took "３５" and gave zeros).
+    for other_digits in ("３５", "٣٥", "३५"):
+        response = month.client.get("/api/reports/national", params={"region": other_digits},
+                                    headers=month.bearer(Role.operator))
+        assert response.status_code == 422, other_digits
+        assert response.json()["errors"][0]["location"] == ["query", "region"]
 
 
 def test_the_agency_view_covers_the_agency_and_its_units(month: Reporting):

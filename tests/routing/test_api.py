@@ -321,6 +321,46 @@ def test_a_flag_that_is_not_true_or_false_is_refused_and_changes_nothing(app, ad
     assert app.app.state.context.store.head_position() == head
 
 
+@pytest.mark.parametrize(
+    "region",
+    ["５３.７１", "٥٣.٧١", "53.٧١", "99.99", "53.99", "53.71\n"],
+    ids=["fullwidth digits", "Arabic-Indic digits", "mixed digits", "no such province", "no such city", "newline"],
+)
+def test_an_agency_or_a_rule_is_placed_only_in_a_region_that_exists(app, admin, region):
+    """pydantic's `\\d` took any script's digits, so an agency could be registered in "５３.７１", which the
+    published contract (ECMA-262, ASCII digits) calls invalid and no report's region ever equals; and a code no
+    Kemendagri region has was taken too. Both are refused with the field named, and nothing is appended."""
+    head = app.app.state.context.store.head_position()
+    new_unit = {"agency_id": f"{KUPANG}/uji", "name": "Dinas Uji", "kind": "perangkat_daerah",
+                "parent_id": KUPANG, "region_code": region}
+    rule = {"match": {"region_code": region}, "agency_id": "kementerian-kesehatan"}
+    for response, location in (
+        (app.post("/api/agencies", json=new_unit, headers=admin), ["body", "region_code"]),
+        (app.put(f"/api/agencies/{KUPANG}", json=record(region_code=region), headers=admin), ["body", "region_code"]),
+        (app.put("/api/routing-rules/uji", json=rule, headers=admin), ["body", "match", "region_code"]),
+    ):
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["errors"][0]["location"] == location
+    assert app.app.state.context.store.head_position() == head
+    for listing in ("/api/agencies", "/api/verification-queue"):  # a filter names any well-formed code
+        response = app.get(listing, params={"region_code": region}, headers=admin)
+        assert response.status_code == (200 if region.isascii() and region.strip() == region else 422), listing
+
+
+def test_an_agency_and_a_rule_in_a_real_region_are_taken(app, admin):
+    unit = {"agency_id": f"{KUPANG}/uji", "name": "Dinas Uji", "kind": "perangkat_daerah", "parent_id": KUPANG,
+            "region_code": "53.71.04"}
+    registered = app.post("/api/agencies", json=unit, headers=admin)
+    assert registered.status_code == 201, registered.text
+    rule = {"match": {"region_code": "53.71.04"}, "agency_id": "kementerian-kesehatan"}
+    assert app.put("/api/routing-rules/uji", json=rule, headers=admin).status_code == 200
+    caught_up(app)
+    assert app.get(f"/api/agencies/{KUPANG}/uji").json()["region_code"] == "53.71.04"
+    rules = {r["rule_id"]: r for r in app.get("/api/routing-rules").json()}
+    assert rules["uji"]["match"]["region_code"] == "53.71.04"
+
+
 def test_a_rule_must_route_to_an_agency_that_takes_dispositions(app, admin):
     rule = {"match": {"category": "Kesehatan"}, "agency_id": f"{KUPANG}/dinkes"}
     assert app.put("/api/routing-rules/ke-dinkes", json=rule, headers=admin).status_code == 422
