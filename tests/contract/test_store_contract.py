@@ -200,6 +200,21 @@ def test_a_stream_name_without_a_category_is_refused(store):
         store.append("nocategory", [noted(0)])
 
 
+@pytest.mark.parametrize(
+    "stream",
+    ["complaint-A B", "complaint-A\n", "complaint-A\x00", "complaint-A\x85", "kategori baru-A", "-A",
+     "complaint-", "complaint-" + "A" * 200],
+    ids=["space", "newline", "NUL", "NEL", "space in the category", "no category", "no id", "too long"],
+)
+def test_a_stream_name_is_a_category_a_dash_and_an_id_without_spaces(store, stream):
+    """What the exported envelope's schema publishes (`STREAM_PATTERN`): a log an auditor validates never holds
+    a stream it calls invalid."""
+    head = store.head_position()
+    with pytest.raises(ValueError, match="must look like"):
+        store.append(stream, [noted(0)])
+    assert store.head_position() == head
+
+
 def test_an_append_after_close_is_refused(store_url):
     store = open_store(store_url)
     store.close()
