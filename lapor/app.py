@@ -201,14 +201,14 @@ def _compose(
     app.include_router(problem_router)
     if settings.training:
         app.include_router(training_router())
-    # The services' routes are matched as one list in which a route ending in a `{...:path}` parameter comes after
-    # every other: such a catch-all also matches deeper paths of another service (routing's
-    # /api/agencies/{agency_id:path} would take followup's /api/agencies/{agency_id:path}/webhooks). The sort is
-    # stable, so each service's own order stands otherwise.
+    # The services' routes are matched as one list in which a route ending in a parameter that spans segments
+    # (`{...:path}`, `{...:agency}`) comes after every other, so such a catch-all never takes a deeper path of
+    # another service (the `agency` convertor already leaves followup's /api/agencies/{id}/webhooks alone:
+    # `lapor.paths`). The sort is stable, so each service's own order stands otherwise.
     services_router = APIRouter()
     for service in services:
         services_router.routes.extend(service.router(ctx).routes)
-    services_router.routes.sort(key=lambda route: getattr(route, "path", "").endswith(":path}"))
+    services_router.routes.sort(key=lambda route: getattr(route, "path", "").endswith((":path}", ":agency}")))
     app.include_router(services_router)
     ctx.metrics.watch(ctx.store, lambda: runtime.runners if runtime.background else [])
     # add_middleware wraps what is there: the last added runs first.

@@ -26,6 +26,7 @@ from lapor.commands import caused_event_id, etag, if_match_header, run_command
 from lapor.complaint import ComplaintState, Level, Status, ensure_allowed, fold
 from lapor.context import Context, ServiceContext
 from lapor.limits import Reason
+from lapor.paths import AGENCY_ID
 from lapor.principal import Principal, Role
 from lapor.privacy import ReportNotVisible, redact_complaint, redact_event_data, visible_complaints
 from lapor.problems import Conflict, Forbidden, NotFound, PreconditionFailed, ValidationProblem
@@ -316,7 +317,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         if not directory.knows(agency_id):
             raise NotFound(f"agency {agency_id} not found")
 
-    @router.get("/api/queues/{agency_id:path}", response_model=QueuePage, summary="An agency's queue")
+    @router.get(f"/api/queues/{AGENCY_ID}", response_model=QueuePage, summary="An agency's queue")
     def queue(
         agency_id: str,
         ctx: Context,
@@ -532,7 +533,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     # -- agency settings: two-step approval and webhooks ------------------------------------------------------
 
     @router.get(
-        "/api/agencies/{agency_id:path}/follow-up-approval",
+        f"/api/agencies/{AGENCY_ID}/follow-up-approval",
         response_model=ApprovalSettingView,
         summary="Whether the agency's follow-ups need the liaison officer's approval",
     )
@@ -545,7 +546,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         return ApprovalSettingView.model_validate(setting, from_attributes=True)
 
     @router.put(
-        "/api/agencies/{agency_id:path}/follow-up-approval",
+        f"/api/agencies/{AGENCY_ID}/follow-up-approval",
         response_model=ApprovalSettingView,
         summary="Turn two-step approval of follow-ups on or off (agency admin)",
     )
@@ -563,7 +564,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         return ApprovalSettingView.model_validate(setting, from_attributes=True)
 
     @router.post(
-        "/api/agencies/{agency_id:path}/webhooks",
+        f"/api/agencies/{AGENCY_ID}/webhooks",
         status_code=201,
         response_model=WebhookCreated,
         summary="Subscribe a webhook to the agency's notifications (agency admin)",
@@ -592,7 +593,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         return WebhookCreated(**view.model_dump(), secret=target.secret)
 
     @router.get(
-        "/api/agencies/{agency_id:path}/webhooks",
+        f"/api/agencies/{AGENCY_ID}/webhooks",
         response_model=list[WebhookView],
         summary="The agency's webhooks and how their deliveries went (agency admin)",
     )
@@ -604,7 +605,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             return [webhook_view(stats) for stats in list_targets(tx, agency_id) if stats.target.channel == WEBHOOK]
 
     @router.delete(
-        "/api/agencies/{agency_id:path}/webhooks/{webhook_id}",
+        f"/api/agencies/{AGENCY_ID}/webhooks/{{webhook_id}}",
         status_code=204,
         summary="Unsubscribe a webhook (agency admin)",
     )

@@ -12,6 +12,7 @@ from sse_starlette import EventSourceResponse
 from lapor.auth import authorize, require
 from lapor.context import Context, ServiceContext
 from lapor.limits import IsoDate, IsoDateTime, NonNegativeInt64
+from lapor.paths import AGENCY_ID
 from lapor.principal import Principal
 from lapor.problems import NotFound, ValidationProblem
 from schemas.events import AGENCY_ID_PATTERN, REGION_CODE_PATTERN, TRACKING_ID_PATTERN
@@ -60,7 +61,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             return reports.scoreboard(tx, filters, ctx.clock.now())
 
     @router.get(
-        "/api/reports/agencies/{agency_id:path}",
+        f"/api/reports/agencies/{AGENCY_ID}",
         summary="Local view: the national figures for one agency, with its units",
         dependencies=[Depends(require("report.agency"))],
     )

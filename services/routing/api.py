@@ -23,6 +23,7 @@ from lapor.commands import if_match_header, run_command
 from lapor.complaint import ComplaintState, PendingEvent, Status, ensure_allowed, evolve, fold
 from lapor.context import Context, ServiceContext
 from lapor.limits import KemendagriRegion, Name, NonNegativeInt64
+from lapor.paths import AGENCY_ID, AGENCY_SETTINGS, names_a_setting
 from lapor.principal import Principal
 from lapor.privacy import visible_complaints
 from lapor.problems import Conflict, NotFound, ValidationProblem
@@ -495,7 +496,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             )
         return AgencyPage(total=total, items=[_agency_view(row) for row in rows])
 
-    @router.get("/api/agencies/{agency_id:path}", summary="One agency with its OPD and units",
+    @router.get(f"/api/agencies/{AGENCY_ID}", summary="One agency with its OPD and units",
                 dependencies=[Depends(require("directory.read"))])
     def agency(ctx: Context, agency_id: AgencyPath, response: Response) -> AgencyView:
         with ctx.db.read() as tx:
@@ -529,6 +530,11 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     ) -> AgencyView:
         if record.agency_id in RESERVED_AGENCY_IDS:
             raise ValidationProblem(f"{record.agency_id} is reserved")
+        if names_a_setting(record.agency_id):
+            raise ValidationProblem(
+                f"{record.agency_id}: a unit may not be named {', '.join(sorted(AGENCY_SETTINGS))} (the URLs of an "
+                "agency's settings)"
+            )
         check_record(record.agency_id, record)
         event = AgencyRegistered(**record.model_dump())
 
@@ -542,7 +548,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         response.headers["ETag"] = result.etag
         return _agency_view(Agency.from_data(event.to_data(), result.version))
 
-    @router.put("/api/agencies/{agency_id:path}", summary="Change an agency's record (national admin)")
+    @router.put(f"/api/agencies/{AGENCY_ID}", summary="Change an agency's record (national admin)")
     def change_agency(
         ctx: Context,
         agency_id: AgencyPath,

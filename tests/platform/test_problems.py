@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from datetime import timedelta
 from urllib.parse import unquote
 
@@ -85,6 +86,28 @@ def test_the_allow_header_names_every_method_of_the_path_whichever_router_declar
             assert_problem(response, 405, "method-not-allowed")
             allowed = set(response.headers["Allow"].split(", ")) - {"HEAD"}
             assert allowed == {method.upper() for method in methods}, path
+
+
+# A value for each path parameter of the document; the agency is a unit, so its id spans two segments.
+PATH_VALUES = {"agency_id": "pemda-53.71/dinkes", "channel": "sp4n-kota", "draft_id": "d1", "kind": "validation",
+               "rule_id": "r1", "tracking_id": "LAP-1", "webhook_id": "w1"}
+
+
+def test_a_method_no_route_takes_at_a_path_with_parameters_is_a_405_naming_those_that_do(serve):
+    """As above, for every path with parameters. An agency id spans segments, so routing's
+    /api/agencies/{agency_id} also matched followup's /api/agencies/{agency_id}/webhooks: PUT there was routing's
+    "change the agency pemda-53.71/dinkes/webhooks" (401/422), not a 405 (`lapor.paths`)."""
+    with serve(services=load_services()) as client:
+        document = client.get("/openapi.json").json()
+        templated = {path: methods for path, methods in document["paths"].items() if "{" in path}
+        assert "/api/agencies/{agency_id}/webhooks" in templated
+        for template, methods in templated.items():
+            path = re.sub(r"{(\w+)}", lambda match: PATH_VALUES[match.group(1)], template)
+            documented = {method.upper() for method in methods}
+            for method in {"DELETE", "GET", "PATCH", "POST", "PUT"} - documented:
+                response = client.request(method, path)
+                assert_problem(response, 405, "method-not-allowed")
+                assert set(response.headers["Allow"].split(", ")) - {"HEAD"} == documented, (method, path)
 
 
 def test_missing_token_is_an_unauthenticated_problem(client):

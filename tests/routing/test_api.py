@@ -286,6 +286,21 @@ def test_a_new_unit_is_registered_once_under_an_existing_parent(app, admin):
     assert app.get(f"/api/agencies/{KUPANG}/rsud").json()["parent_id"] == f"{KUPANG}/dinkes"
 
 
+@pytest.mark.parametrize("name", ["webhooks", "follow-up-approval"])
+def test_a_unit_is_never_named_like_an_agencys_settings(app, admin, name):
+    """/api/agencies/pemda-53.71/webhooks is Kota Kupang's webhooks (followup), so no unit may have that URL."""
+    head = app.app.state.context.store.head_position()
+    unit = {"agency_id": f"{KUPANG}/{name}", "name": "Unit Uji", "kind": "unit", "parent_id": KUPANG}
+    response = app.post("/api/agencies", json=unit, headers=admin)
+    assert response.status_code == 422, response.text
+    assert name in response.json()["detail"]
+    assert app.app.state.context.store.head_position() == head
+    similar = {**unit, "agency_id": f"{KUPANG}/{name}-lama"}  # only the whole segment is taken
+    assert app.post("/api/agencies", json=similar, headers=admin).status_code == 201
+    caught_up(app)
+    assert app.get(f"/api/agencies/{KUPANG}/{name}-lama").json()["name"] == "Unit Uji"
+
+
 def test_a_retired_agency_takes_no_more_dispositions(app, admin):
     app.put("/api/agencies/pemda-53.01", json=record(name="Pemerintah Kabupaten Kupang", region_code="53.01",
                                                       sms_keywords=[], active=False), headers=admin)
