@@ -20,11 +20,12 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 from lokal import parse_phone
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 
 from lapor import limits
 from lapor.limits import MaxLength, NonBlank
+from lapor.patterns import WHITESPACE
 from lapor.privacy import redact_event_data
 
 _MARKUP = re.compile(
@@ -33,7 +34,13 @@ _MARKUP = re.compile(
     r"|\bon[a-z]+\s*=\s*[\"']",  # onerror="..."
     re.IGNORECASE,
 )
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f"  # what plain text may not hold: C0 controls but tab and line breaks, DEL
+_CONTROL = re.compile(f"[{_CONTROLS}]")
+# What the API's document says of these texts (`lapor.patterns`): no control character, and for those that must
+# say something, one character that is neither space nor control. Markup is refused too, which a pattern cannot
+# say; the check (`check_plain_text`) gives its own message, so these patterns are the document's only.
+_PLAIN = Field(json_schema_extra={"pattern": f"^[^{_CONTROLS}]*$"})
+_PLAIN_NOT_BLANK = Field(json_schema_extra={"pattern": f"^[^{_CONTROLS}]*[^{_CONTROLS}{WHITESPACE}][^{_CONTROLS}]*$"})
 
 # Metadata key of the vault entry holding the originals of what was masked in an event's text.
 ORIGINAL_REF = "pii_original_ref"
@@ -54,14 +61,14 @@ def check_plain_text(value: str) -> str:
 PlainText = AfterValidator(check_plain_text)
 
 # The platform's texts (lapor.limits), plain text only; a reporter's comment is stripped too.
-Title = Annotated[limits.Title, PlainText]
-Body = Annotated[limits.Body, PlainText]
-Text = Annotated[limits.Text, PlainText]
-Comment = Annotated[str, NonBlank, MaxLength("comment"), PlainText]
-Name = Annotated[limits.Name, PlainText]
-SmsText = Annotated[limits.SmsText, PlainText]  # may be empty: the reply is then the help text
-Category = Annotated[str, NonBlank, StringConstraints(max_length=80), PlainText]
-Address = Annotated[str, NonBlank, StringConstraints(max_length=500), PlainText]
+Title = Annotated[limits.Title, PlainText, _PLAIN_NOT_BLANK]
+Body = Annotated[limits.Body, PlainText, _PLAIN_NOT_BLANK]
+Text = Annotated[limits.Text, PlainText, _PLAIN_NOT_BLANK]
+Comment = Annotated[str, NonBlank, MaxLength("comment"), PlainText, _PLAIN_NOT_BLANK]
+Name = Annotated[limits.Name, PlainText, _PLAIN_NOT_BLANK]
+SmsText = Annotated[limits.SmsText, PlainText, _PLAIN]  # may be empty: the reply is then the help text
+Category = Annotated[str, NonBlank, StringConstraints(max_length=80), PlainText, _PLAIN_NOT_BLANK]
+Address = Annotated[str, NonBlank, StringConstraints(max_length=500), PlainText, _PLAIN_NOT_BLANK]
 
 
 def _written_forms(identity: Mapping[str, Any]) -> list[str]:

@@ -148,15 +148,17 @@ def test_texts_over_or_under_their_length_limits_are_refused(intake, field, valu
 @pytest.mark.parametrize(
     ("field", "value"),
     [("title", "   "), ("body", "\t\n"), ("category", " "), ("region_code", ""), ("region_code", "5"),
-     ("region_code", "53.7"), ("region_code", "53.71.")],
+     ("region_code", "53.7"), ("region_code", "53.71."), ("region_code", "５３.７１"), ("title", "Jalan\x00rusak"),
+     ("body", "Bel\x07berbunyi terus"), ("category", "Kese\x1bhatan"), ("body", "Lampu jalan padam\x7f")],
 )
 def test_the_api_document_refuses_what_the_service_refuses(intake, field, value):
-    """A client validating against /openapi.json learns that "   " is refused, not only "" (minLength 1), and
-    what a region code looks like."""
+    """A client validating against /openapi.json learns that "   " is refused, not only "" (minLength 1), that
+    plain text holds no control character but tab and line breaks, and what a region code looks like."""
     document = intake.client.get("/openapi.json").json()
     schema = document["paths"]["/api/complaints"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     validator = jsonschema.Draft202012Validator({**schema, "components": document["components"]})
     assert validator.is_valid(REPORT)
+    assert validator.is_valid({**REPORT, "body": "Baris satu,\r\n\tbaris dua.", "title": " Jalan\u00a0rusak "})
     assert not validator.is_valid({**REPORT, field: value})
     refused(intake, "web", json={**REPORT, field: value})
 
