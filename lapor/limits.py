@@ -9,7 +9,8 @@
   the defaults do.
 - `rate_limit("submission")` / `rate_limit("sms")` is the dependency public endpoints put on their routes.
 - `NonNegativeInt64` is the type of a request's integers that reach the database (offsets, stream positions).
-- `NonBlank` is the constraint of a text that must say something (stripped, not empty).
+- `NonBlank` is the constraint of a text that must say something (stripped, not empty); `Title`, `Body`, `Text`,
+  `Reason`, `Name`, `Category`, ... are plain text (`check_plain_text`) for every service.
 - `IsoDate` and `IsoDateTime` (aware) are the types of a request's days and moments: ISO-8601 text, never a number.
 """
 
@@ -31,7 +32,7 @@ from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, Stri
 from pydantic_core import PydanticCustomError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lapor.patterns import NOT_WHITESPACE
+from lapor.patterns import NOT_WHITESPACE, WHITESPACE
 from lapor.problems import KINDS, RateLimited, TooLarge, problem_response
 from lapor.settings import FieldLimits, RequestLimits
 from schemas.events import REGION_CODE_PATTERN
@@ -94,13 +95,55 @@ def MaxItems(kind: Literal["attachments"]) -> AfterValidator:
 # Text that must say something: surrounding whitespace is stripped and nothing may be left empty. The pattern
 # adds no check (the stripped text is never blank) but tells the API's document that "   " is refused too.
 NonBlank = StringConstraints(strip_whitespace=True, min_length=1, pattern=NOT_WHITESPACE)
-Title = Annotated[str, NonBlank, MaxLength("title")]
-Body = Annotated[str, NonBlank, MaxLength("body")]
-Text = Annotated[str, NonBlank, MaxLength("text")]
-Comment = Annotated[str, MaxLength("comment")]
-Reason = Annotated[str, NonBlank, MaxLength("reason")]
-Name = Annotated[str, NonBlank, MaxLength("name")]
-SmsText = Annotated[str, MaxLength("sms")]
+
+# -- plain text -------------------------------------------------------------------------------------------------
+# What people write — a reporter's report, an officer's follow-up, an admin's reason or agency name — is plain
+# text, whoever writes it and whichever service takes it: no HTML markup (a tag, a `javascript:` link, an event
+# handler attribute), no control character but tab and line breaks (NUL included: PostgreSQL cannot store it),
+# nothing that is not valid Unicode (lone surrogates, which no UTF-8 encoder accepts). SQL fragments are
+# ordinary text: every query is parameterised. The check gives its own message; the API's document gets a
+# pattern saying as much as a pattern can (no control character; for a text that must say something, one
+# character that is neither space nor control). Markup a pattern cannot say.
+
+_MARKUP = re.compile(
+    r"<\s*/?\s*[A-Za-z!][^>]*>"  # a tag, closing tag, comment or doctype
+    r"|javascript\s*:"
+    r"|\bon[a-z]+\s*=\s*[\"']",  # onerror="..."
+    re.IGNORECASE,
+)
+_CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f"  # C0 controls but tab and line breaks, and DEL
+_CONTROL = re.compile(f"[{_CONTROLS}]")
+
+
+def check_plain_text(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PydanticCustomError("text_encoding", "text must be valid Unicode (UTF-8)") from None
+    if _CONTROL.search(value):
+        raise PydanticCustomError("text_control", "text must not contain control characters")
+    if _MARKUP.search(value):
+        raise PydanticCustomError("text_markup", "text must be plain text; HTML markup is not accepted")
+    return value
+
+
+PlainText = AfterValidator(check_plain_text)
+# The document's patterns (documentation only: the check above decides, with its message).
+PLAIN_TEXT_PATTERN = f"^[^{_CONTROLS}]*$"
+PLAIN_NOT_BLANK_PATTERN = f"^[^{_CONTROLS}]*[^{_CONTROLS}{WHITESPACE}][^{_CONTROLS}]*$"
+_PLAIN = Field(json_schema_extra={"pattern": PLAIN_TEXT_PATTERN})
+_PLAIN_NOT_BLANK = Field(json_schema_extra={"pattern": PLAIN_NOT_BLANK_PATTERN})
+
+Title = Annotated[str, NonBlank, MaxLength("title"), PlainText, _PLAIN_NOT_BLANK]
+Body = Annotated[str, NonBlank, MaxLength("body"), PlainText, _PLAIN_NOT_BLANK]
+Text = Annotated[str, NonBlank, MaxLength("text"), PlainText, _PLAIN_NOT_BLANK]
+Comment = Annotated[str, NonBlank, MaxLength("comment"), PlainText, _PLAIN_NOT_BLANK]
+Reason = Annotated[str, NonBlank, MaxLength("reason"), PlainText, _PLAIN_NOT_BLANK]
+Name = Annotated[str, NonBlank, MaxLength("name"), PlainText, _PLAIN_NOT_BLANK]
+SmsText = Annotated[str, MaxLength("sms"), PlainText, _PLAIN]  # may be empty: the reply is then the help text
+Category = Annotated[str, NonBlank, StringConstraints(max_length=80), PlainText, _PLAIN_NOT_BLANK]
+Tag = Annotated[str, NonBlank, StringConstraints(max_length=50), PlainText, _PLAIN_NOT_BLANK]
+Address = Annotated[str, NonBlank, StringConstraints(max_length=500), PlainText, _PLAIN_NOT_BLANK]
 
 
 # -- regions ------------------------------------------------------------------------------------------------

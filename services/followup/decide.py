@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from lapor.auth import within
 from lapor.complaint import ComplaintState, Status, ensure_allowed
@@ -72,7 +72,7 @@ class PostFollowUp(_Command):
     """Tindak lanjut: what the agency did. An internal one (public=false) is a note between officers."""
 
     text: Text
-    public: bool = True
+    public: StrictBool = True  # like every flag in a request: true or false, never 0/1 or "yes"
     attachments: Annotated[tuple[Attachment, ...], MaxItems("attachments")] = ()
 
 

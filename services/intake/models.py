@@ -2,7 +2,7 @@
 
 Requests forbid unknown fields and take flags and numbers strictly (`"yes"` is not a boolean, `"5"` not a
 rating), so a client's mistake is a 422 naming the field rather than a guess. Texts are plain text
-(`services.intake.text`), with lengths from the settings' field limits.
+(`lapor.limits`: the same for every service), with lengths from the settings' field limits.
 """
 
 from __future__ import annotations
@@ -25,10 +25,21 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from lapor.complaint import Status
-from lapor.limits import IsoDateTime, KemendagriRegion, MaxItems
+from lapor.limits import (
+    Address,
+    Body,
+    Category,
+    Comment,
+    IsoDateTime,
+    KemendagriRegion,
+    MaxItems,
+    Name,
+    SmsText,
+    Text,
+    Title,
+)
 from lapor.patterns import EMAIL_PATTERN, WHITESPACE
 from schemas.events import Channel, ComplaintKind
-from services.intake.text import Address, Body, Category, Comment, Name, SmsText, Text, Title
 
 # -- value checks -------------------------------------------------------------------------------------------
 

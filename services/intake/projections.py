@@ -162,7 +162,7 @@ def _identity(vault: Vault, ref: str | None) -> dict | None:
 
 
 # Between the fields and rows packed below: a control character, which no report text holds
-# (text.check_plain_text), so splitting on it gives back tracking_id, text, tracking_id, text, ...
+# (lapor.limits.check_plain_text), so splitting on it gives back tracking_id, text, tracking_id, text, ...
 _SEPARATOR = "\x1f"
 
 

@@ -1,9 +1,10 @@
 """Text written by reporters: what intake accepts, and how personal data in it is kept out of the log.
 
-Accepted: plain text. Refused with a 422 naming the field: HTML markup (a tag, a `javascript:` link, an event
-handler attribute), control characters other than tab and line breaks (NUL included: PostgreSQL cannot store
-it), and strings that are not valid Unicode (lone surrogates, which no UTF-8 encoder accepts). SQL fragments
-are ordinary text to us: every query is parameterised, so `'; DROP TABLE ...` is stored and shown as written.
+Accepted: plain text (`lapor.limits.check_plain_text`, the same for every service). Refused with a 422 naming the
+field: HTML markup (a tag, a `javascript:` link, an event handler attribute), control characters other than tab
+and line breaks (NUL included: PostgreSQL cannot store it), and strings that are not valid Unicode (lone
+surrogates, which no UTF-8 encoder accepts). SQL fragments are ordinary text to us: every query is
+parameterised, so `'; DROP TABLE ...` is stored and shown as written.
 
 Personal data (the reporter's own NIK, phone number, e-mail or name typed into the text) is masked *before*
 the event is written, with the central policy (`lapor.privacy`): the log holds the masked text, which is what
@@ -15,60 +16,15 @@ written (see `views.py`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Any
 
 from lokal import parse_phone
-from pydantic import AfterValidator, Field, StringConstraints
-from pydantic_core import PydanticCustomError
 
-from lapor import limits
-from lapor.limits import MaxLength, NonBlank
-from lapor.patterns import WHITESPACE
 from lapor.privacy import redact_event_data
-
-_MARKUP = re.compile(
-    r"<\s*/?\s*[A-Za-z!][^>]*>"  # a tag, closing tag, comment or doctype
-    r"|javascript\s*:"
-    r"|\bon[a-z]+\s*=\s*[\"']",  # onerror="..."
-    re.IGNORECASE,
-)
-_CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f"  # what plain text may not hold: C0 controls but tab and line breaks, DEL
-_CONTROL = re.compile(f"[{_CONTROLS}]")
-# What the API's document says of these texts (`lapor.patterns`): no control character, and for those that must
-# say something, one character that is neither space nor control. Markup is refused too, which a pattern cannot
-# say; the check (`check_plain_text`) gives its own message, so these patterns are the document's only.
-_PLAIN = Field(json_schema_extra={"pattern": f"^[^{_CONTROLS}]*$"})
-_PLAIN_NOT_BLANK = Field(json_schema_extra={"pattern": f"^[^{_CONTROLS}]*[^{_CONTROLS}{WHITESPACE}][^{_CONTROLS}]*$"})
 
 # Metadata key of the vault entry holding the originals of what was masked in an event's text.
 ORIGINAL_REF = "pii_original_ref"
-
-
-def check_plain_text(value: str) -> str:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise PydanticCustomError("text_encoding", "text must be valid Unicode (UTF-8)") from None
-    if _CONTROL.search(value):
-        raise PydanticCustomError("text_control", "text must not contain control characters")
-    if _MARKUP.search(value):
-        raise PydanticCustomError("text_markup", "text must be plain text; HTML markup is not accepted")
-    return value
-
-
-PlainText = AfterValidator(check_plain_text)
-
-# The platform's texts (lapor.limits), plain text only; a reporter's comment is stripped too.
-Title = Annotated[limits.Title, PlainText, _PLAIN_NOT_BLANK]
-Body = Annotated[limits.Body, PlainText, _PLAIN_NOT_BLANK]
-Text = Annotated[limits.Text, PlainText, _PLAIN_NOT_BLANK]
-Comment = Annotated[str, NonBlank, MaxLength("comment"), PlainText, _PLAIN_NOT_BLANK]
-Name = Annotated[limits.Name, PlainText, _PLAIN_NOT_BLANK]
-SmsText = Annotated[limits.SmsText, PlainText, _PLAIN]  # may be empty: the reply is then the help text
-Category = Annotated[str, NonBlank, StringConstraints(max_length=80), PlainText, _PLAIN_NOT_BLANK]
-Address = Annotated[str, NonBlank, StringConstraints(max_length=500), PlainText, _PLAIN_NOT_BLANK]
 
 
 def _written_forms(identity: Mapping[str, Any]) -> list[str]:

@@ -31,12 +31,11 @@ from lapor.complaint import (
     ensure_allowed,
     evolve,
 )
-from lapor.limits import Reason, Title
+from lapor.limits import Category, Reason, Tag, Title
 from lapor.policy import Sp4nPolicy
 from lapor.principal import NATIONAL_ADMIN_AGENCY, OMBUDSMAN_AGENCY
 from schemas.events import (
     AgencyId,
-    Category,
     ComplaintArchived,
     ComplaintDisposed,
     ComplaintEscalated,
@@ -47,7 +46,6 @@ from schemas.events import (
     EscalationKind,
     EventData,
     Level,
-    Tag,
     TrackingId,
 )
 from services.routing.directory import region_agency_id, region_within

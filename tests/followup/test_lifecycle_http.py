@@ -6,6 +6,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from threading import Barrier
 
+import pytest
+
 from lapor.principal import Role
 from schemas.events import Level
 from tests.followup.conftest import DINKES, KUPANG, MALANG, later
@@ -135,6 +137,33 @@ def test_an_assignment_outside_the_agency_is_422(followup):
     response = followup.act(tid, "assign", followup.liaison(), {"unit_id": MALANG + "/dinkes"})
     assert response.status_code == 422
     assert followup.types(tid)[-1] == "DispositionAccepted"
+
+
+@pytest.mark.parametrize(
+    ("action", "body"),
+    [
+        ("follow-ups", {"text": "Sudah ditangani <script>alert(1)</script>"}),
+        ("follow-ups", {"text": "Lihat <a href=\"javascript:alert(1)\">di sini</a>"}),
+        ("follow-ups", {"text": "Petugas\x00sudah ke lokasi."}),
+        ("follow-ups", {"text": "Petugas sudah ke lokasi.", "public": 0}),
+        ("follow-ups", {"text": "Petugas sudah ke lokasi.", "public": "yes"}),
+        ("resolve", {"resolution": "<img src=x onerror=\"alert(1)\">"}),
+        ("return", {"reason": "Bukan\x1bwewenang kami."}),
+    ],
+    ids=["script tag", "javascript link", "NUL", "public 0", "public yes", "event handler", "escape character"],
+)
+def test_what_an_officer_writes_is_plain_text_and_a_flag_is_true_or_false(followup, action, body):
+    """An officer's follow-up is shown to the reporter and the public: plain text, as a reporter's own report is
+    (`lapor.limits.check_plain_text`); and `public` is a boolean, not 0 or "yes" (lax validation read 0 as an
+    internal note). Refused with the field named; nothing is appended."""
+    tid = followup.disposed("LAP-PLAIN-1")
+    followup.act(tid, "accept", followup.liaison())
+    before = followup.types(tid)
+    response = followup.act(tid, action, followup.liaison(), body)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"][0]["location"][0] == "body"
+    assert followup.types(tid) == before
 
 
 def test_an_internal_note_does_not_meet_the_follow_up_deadline(followup):

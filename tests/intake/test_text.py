@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic_core import PydanticCustomError
 
-from services.intake.text import check_plain_text, mask_personal_data
+from lapor.limits import check_plain_text
+from services.intake.text import mask_personal_data
 
 IDENTITY = {"name": "Budi Santoso", "phone": "+6281234567890", "nik": "5371011508850001"}
 

@@ -376,6 +376,36 @@ def test_an_agency_and_a_rule_in_a_real_region_are_taken(app, admin):
     assert rules["uji"]["match"]["region_code"] == "53.71.04"
 
 
+@pytest.mark.parametrize(
+    ("verb", "body"),
+    [
+        ("archive", {"reason": "Spam <script>alert(1)</script>"}),
+        ("pend", {"information_requested": "Lampirkan foto\x00lokasi."}),
+        ("verify", {"category": "Kese\x1bhatan"}),
+        ("verify", {"category": "Kesehatan", "tags": ["<b>mendesak</b>"]}),
+        ("verify", {"category": "Kesehatan", "title": "<i>Judul</i> baru"}),
+    ],
+    ids=["reason", "information requested", "category", "tag", "title"],
+)
+def test_what_the_routing_desk_writes_is_plain_text(app, admin, verb, body):
+    """A reason, a category, a tag or a corrected title is shown to reporters and agencies: plain text, as a
+    reporter's own report is (`lapor.limits.check_plain_text`). Refused with the field named; nothing appended."""
+    submit(app, "LAP-PLAIN")
+    head = app.app.state.context.store.head_position()
+    response = post(app, "LAP-PLAIN", verb, admin, body)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["location"][0] == "body"
+    assert app.app.state.context.store.head_position() == head
+
+
+def test_an_agencys_name_is_plain_text(app, admin):
+    head = app.app.state.context.store.head_position()
+    response = app.put(f"/api/agencies/{KUPANG}", json=record(name="Pemkot <b>Kupang</b>"), headers=admin)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["location"] == ["body", "name"]
+    assert app.app.state.context.store.head_position() == head
+
+
 def test_a_rule_must_route_to_an_agency_that_takes_dispositions(app, admin):
     rule = {"match": {"category": "Kesehatan"}, "agency_id": f"{KUPANG}/dinkes"}
     assert app.put("/api/routing-rules/ke-dinkes", json=rule, headers=admin).status_code == 422
