@@ -133,6 +133,8 @@ PLAIN_TEXT_PATTERN = f"^[^{_CONTROLS}]*$"
 PLAIN_NOT_BLANK_PATTERN = f"^[^{_CONTROLS}]*[^{_CONTROLS}{WHITESPACE}][^{_CONTROLS}]*$"
 _PLAIN = Field(json_schema_extra={"pattern": PLAIN_TEXT_PATTERN})
 _PLAIN_NOT_BLANK = Field(json_schema_extra={"pattern": PLAIN_NOT_BLANK_PATTERN})
+# The length is checked before the plain text: the markup search is quadratic in the worst case ("<a" repeated:
+# 16 ms at 10,000 characters, 1 s at 80,000), so it only ever sees a text of the field's length.
 
 Title = Annotated[str, NonBlank, MaxLength("title"), PlainText, _PLAIN_NOT_BLANK]
 Body = Annotated[str, NonBlank, MaxLength("body"), PlainText, _PLAIN_NOT_BLANK]

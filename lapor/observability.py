@@ -82,7 +82,8 @@ class _SubscriptionCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         # One head for the whole scrape, and each subscription's checkpoint and handled count from one read of
-        # its committed row, so the gauges of a scrape agree with each other (lag = head - checkpoint).
+        # its committed row, so the gauges of a scrape agree with each other (lag = head - checkpoint, as
+        # `SubscriptionRunner.lag` computes it, from the same read).
         head_position = self._store.head_position()
         head = GaugeMetricFamily("lapor_store_head_position", "Position of the last committed event")
         head.add_metric([], head_position)
@@ -198,7 +199,7 @@ def check_readiness(
         if runner.failure is not None:
             report.stopped.append(f"subscription {runner.name}: {runner.failure}")
             continue
-        lag = max(0, head - runner.checkpoint())
+        lag = runner.lag(head)
         if lag > max_lag:
             report.behind.append({"consumer": runner.name, "lag": lag, "max_lag": max_lag})
     report.stopped.extend(f"background loop {loop.name}" for loop in loops if not loop.alive)

@@ -36,9 +36,13 @@ class AgencyIdConvertor(Convertor[str]):
         return value
 
 
+_IN_A_URL = re.compile(AgencyIdConvertor.regex)
+
+
 def names_a_setting(agency_id: str) -> bool:
-    """Whether a unit's id has a segment the URLs use for an agency's settings (`pemda-53.71/webhooks`)."""
-    return any(segment in AGENCY_SETTINGS for segment in agency_id.split("/")[1:])
+    """Whether a (well-formed) unit's id has a segment the URLs use for an agency's settings
+    (`pemda-53.71/webhooks`): the convertor could not match it."""
+    return _IN_A_URL.fullmatch(agency_id) is None
 
 
 register_url_convertor("agency", AgencyIdConvertor())

@@ -199,9 +199,12 @@ class SubscriptionRunner:
             row = tx.fetchone("SELECT position, handled FROM subscription_checkpoints WHERE name = ?", (self.name,))
         return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
-    def lag(self) -> int:
-        """How far behind the head of the log the checkpoint is, in positions (0 when caught up)."""
-        return max(0, self.store.head_position() - self._position)
+    def lag(self, head: int | None = None) -> int:
+        """How far behind the head of the log (`head`, or read now) the committed checkpoint is, in positions (0
+        when caught up): what readiness and `caught_up` go by, so "caught up" means the rows are there to read."""
+        if head is None:
+            head = self.store.head_position()
+        return max(0, head - self.checkpoint())
 
     def caught_up(self, within: int = 0) -> bool:
         return self.lag() <= within

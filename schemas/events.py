@@ -17,7 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from lapor.patterns import EMAIL_PATTERN, WHITESPACE
+from lapor.patterns import EMAIL_PATTERN, NOT_WHITESPACE
 from lapor.store.model import NewEvent, new_event_id
 
 # -- value types ------------------------------------------------------------------------------------------
@@ -106,7 +106,7 @@ class _Part(BaseModel):
 
 
 class Attachment(_Part):
-    url: Annotated[str, StringConstraints(pattern=rf"^(https?://|/)[^{WHITESPACE}]+$", max_length=2048)]
+    url: Annotated[str, StringConstraints(pattern=rf"^(https?://|/){NOT_WHITESPACE}+$", max_length=2048)]
     sha256: Sha256Hex
     media_type: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.+-]+/[A-Za-z0-9_.+-]+$", max_length=127)]
     size_bytes: int = Field(ge=0, le=MAX_ATTACHMENT_BYTES)

@@ -30,6 +30,7 @@ from lapor.problems import Conflict, NotFound, ValidationProblem
 from lapor.store import RecordedEvent
 from schemas.events import (
     AGENCY_ID_PATTERN,
+    TRACKING_ID_PATTERN,
     AgencyId,
     AgencyKind,
     AgencyRegistered,
@@ -353,7 +354,7 @@ def _acting(principal: Principal | None) -> Principal:
 # -- the router ---------------------------------------------------------------------------------------------
 
 # The event contract's patterns (schemas.events), checked on the path before anything is decided.
-TrackingPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{2,63}$")]
+TrackingPath = Annotated[str, Path(pattern=TRACKING_ID_PATTERN)]
 AgencyPath = Annotated[str, Path(pattern=AGENCY_ID_PATTERN, max_length=128)]
 RulePath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 
