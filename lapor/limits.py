@@ -8,7 +8,8 @@
   The limits of the app serving the request apply (set per request by the middleware); outside a request
   the defaults do.
 - `rate_limit("submission")` / `rate_limit("sms")` is the dependency public endpoints put on their routes.
-- `NonNegativeInt64` is the type of a request's integers that reach the database (offsets, stream positions).
+- `RequestInt` is the type of a query's or header's integer (decimal digits only); `NonNegativeInt64` of those
+  that reach the database (offsets, stream positions).
 - `NonBlank` is the constraint of a text that must say something (stripped, not empty); `Title`, `Body`, `Text`,
   `Reason`, `Name`, `Category`, ... are plain text (`check_plain_text`) for every service.
 - `IsoDate` and `IsoDateTime` (aware) are the types of a request's days and moments: ISO-8601 text, never a number.
@@ -40,7 +41,19 @@ from schemas.events import REGION_CODE_PATTERN
 # Positions, versions and offsets are stored and compared as 64-bit integers (SQLite INTEGER, PostgreSQL BIGINT):
 # a larger one in a request is invalid input, not a failure of the database driver.
 BIGINT_MAX = 2**63 - 1
-NonNegativeInt64 = Annotated[int, Field(ge=0, le=BIGINT_MAX)]  # e.g. `offset: Annotated[NonNegativeInt64, Query()]`
+_DECIMAL = re.compile(r"-?[0-9]+")
+
+
+def _decimal_text(value: Any) -> Any:
+    """A query or header integer is written in ASCII decimal digits: pydantic's lax int also reads "12_000", "+12",
+    " 12", "12.0" and "１２", none of which a client means as a count or a position."""
+    if isinstance(value, str) and not _DECIMAL.fullmatch(value):
+        raise PydanticCustomError("int_parsing", "must be a whole number in decimal digits (0-9)")
+    return value
+
+
+RequestInt = Annotated[int, BeforeValidator(_decimal_text)]  # e.g. `limit: Annotated[RequestInt, Query(ge=1)]`
+NonNegativeInt64 = Annotated[RequestInt, Field(ge=0, le=BIGINT_MAX)]  # `offset: Annotated[NonNegativeInt64, Query()]`
 
 # -- field lengths ------------------------------------------------------------------------------------------
 

@@ -3,6 +3,8 @@ pages that stay put while new reports arrive, and scoping (a unit sees its own, 
 
 from __future__ import annotations
 
+import pytest
+
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
 from lapor.rebuild import rebuild
 from services.followup.service import SERVICE
@@ -80,6 +82,14 @@ def test_pages_follow_each_other_and_stay_put_when_new_reports_arrive(followup):
     assert tracking_ids(third) == ["LAP-P-4", "LAP-P-5"]
     assert third["next_cursor"] is None
     assert tracking_ids(followup.queue(KUPANG, liaison, limit=2)) == ["LAP-P-0", "LAP-P-00"]
+
+
+@pytest.mark.parametrize("written", ["1_0", "+2", "２", "2.0"])
+def test_a_page_size_is_written_in_decimal_digits(followup, written):
+    response = followup.client.get(f"/api/queues/{KUPANG}", headers=followup.liaison(), params={"limit": written})
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [error["location"] for error in response.json()["errors"]] == [["query", "limit"]]
 
 
 def test_a_cursor_that_was_not_handed_out_is_400(followup):

@@ -216,9 +216,16 @@ def test_an_agency_may_not_narrow_the_feed_to_another_agency(live: Live):
     assert response.status_code == 403
 
 
-@pytest.mark.parametrize("resume", [{"Last-Event-ID": str(2**64)}, {"since": str(2**63)}, {"Last-Event-ID": "-1"}])
+@pytest.mark.parametrize(
+    "resume",
+    [
+        {"Last-Event-ID": str(2**64)}, {"since": str(2**63)}, {"Last-Event-ID": "-1"},
+        {"Last-Event-ID": "1_0"}, {"since": "+1"},
+    ],
+)
 def test_a_position_no_log_can_hold_is_a_validation_problem(live: Live, resume: dict[str, str]):
-    """A resume position beyond 64 bits is refused before the feed opens, not left to break it."""
+    """A resume position beyond 64 bits, or not in decimal digits, is refused before the feed opens, not left to
+    break it or read as another position ("1_0" would be 10)."""
     headers = {**live.headers(Role.admin_national), **{k: v for k, v in resume.items() if k != "since"}}
     params = {k: v for k, v in resume.items() if k == "since"}
     response = httpx2.get(f"{live.server.url}/api/stream", params=params, headers=headers, timeout=10)

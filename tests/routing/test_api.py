@@ -102,6 +102,18 @@ def test_an_offset_beyond_64_bits_is_a_validation_problem(app, admin, path):
     assert app.get(path, params={"offset": str(2**63 - 1)}, headers=admin).json()["items"] == []
 
 
+@pytest.mark.parametrize("path", ["/api/verification-queue", "/api/agencies"])
+@pytest.mark.parametrize("name", ["limit", "offset"])
+@pytest.mark.parametrize("written", ["1_0", "+1", " 1", "1.0", "１", "1e1"])
+def test_a_page_is_counted_in_decimal_digits(app, admin, path, name, written):
+    """Only 0-9 make a count: pydantic's lax int would read "1_0" as 10 and "１" as 1."""
+    response = app.get(path, params={name: written}, headers=admin)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [error["location"] for error in response.json()["errors"]] == [["query", name]]
+    assert app.get(path, params={name: "1"}, headers=admin).status_code == 200
+
+
 def test_verification_answers_the_new_status_and_version(app, admin):
     submit(app, "LAP-1")
     response = post(app, "LAP-1", "verify", admin, {"category": "Infrastruktur", "tags": ["jalan"]})
@@ -398,11 +410,22 @@ def test_what_the_routing_desk_writes_is_plain_text(app, admin, verb, body):
     assert app.app.state.context.store.head_position() == head
 
 
-def test_an_agencys_name_is_plain_text(app, admin):
+@pytest.mark.parametrize(
+    ("changes", "location"),
+    [
+        ({"name": "Pemkot <b>Kupang</b>"}, ["body", "name"]),
+        ({"liaisons": [{"name": "Contoh <img src=x onerror='alert(1)'>"}]}, ["body", "liaisons", "0", "name"]),
+        ({"liaisons": [{"name": "Contoh", "position": "Kepala\x07Bagian"}]}, ["body", "liaisons", "0", "position"]),
+    ],
+    ids=["agency name", "liaison name", "liaison position"],
+)
+def test_what_an_agency_publishes_is_plain_text(app, admin, changes, location):
+    """An agency's name and its liaisons' names and positions are shown to every reporter."""
     head = app.app.state.context.store.head_position()
-    response = app.put(f"/api/agencies/{KUPANG}", json=record(name="Pemkot <b>Kupang</b>"), headers=admin)
+    response = app.put(f"/api/agencies/{KUPANG}", json=record(**changes), headers=admin)
     assert response.status_code == 422, response.text
-    assert response.json()["errors"][0]["location"] == ["body", "name"]
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"][0]["location"] == location
     assert app.app.state.context.store.head_position() == head
 
 
