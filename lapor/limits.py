@@ -8,8 +8,9 @@
   The limits of the app serving the request apply (set per request by the middleware); outside a request
   the defaults do.
 - `rate_limit("submission")` / `rate_limit("sms")` is the dependency public endpoints put on their routes.
-- `RequestInt` is the type of a query's or header's integer (decimal digits only); `NonNegativeInt64` of those
-  that reach the database (offsets, stream positions).
+- `DecimalDigits` is the last annotation of a query's or header's integer (decimal digits only), after its bounds;
+  `NonNegativeInt64` is the type of those that reach the database (offsets, stream positions). `WholeNumber` is
+  the same for a body's integer: a JSON number without a fraction (`3` or `3.0`), not text or a flag.
 - `NonBlank` is the constraint of a text that must say something (stripped, not empty); `Title`, `Body`, `Text`,
   `Reason`, `Name`, `Category`, ... are plain text (`check_plain_text`) for every service.
 - `IsoDate` and `IsoDateTime` (aware) are the types of a request's days and moments: ISO-8601 text, never a number.
@@ -52,8 +53,26 @@ def _decimal_text(value: Any) -> Any:
     return value
 
 
-RequestInt = Annotated[int, BeforeValidator(_decimal_text)]  # e.g. `limit: Annotated[RequestInt, Query(ge=1)]`
-NonNegativeInt64 = Annotated[RequestInt, Field(ge=0, le=BIGINT_MAX)]  # `offset: Annotated[NonNegativeInt64, Query()]`
+# Last in a query's or header's integer: `limit: Annotated[int, Query(ge=1, le=200), DecimalDigits]`. After the
+# bounds, because bounds that follow a validator are published by pydantic as `ge`/`le`, keywords no JSON Schema
+# reader knows, instead of `minimum`/`maximum` (tests/platform/test_document.py).
+DecimalDigits = BeforeValidator(_decimal_text)
+NonNegativeInt64 = Annotated[int, Field(ge=0, le=BIGINT_MAX), DecimalDigits]  # `Annotated[NonNegativeInt64, Query()]`
+
+
+def _json_integer(value: Any) -> Any:
+    """JSON has one kind of number, and to JSON Schema `3.0` is the integer 3 (JSON.stringify writes it `3`, Python's
+    json `3.0`); text and flags are not numbers, though pydantic's lax int reads `"3"` and `true`."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str | bool):
+        raise PydanticCustomError("int_type", "must be a whole number (a JSON number, not text or true/false)")
+    return value
+
+
+# Last in a body's integer, after its bounds as with DecimalDigits:
+# `rating: Annotated[int, Field(ge=1, le=5), WholeNumber]`.
+WholeNumber = BeforeValidator(_json_integer)
 
 # -- field lengths ------------------------------------------------------------------------------------------
 

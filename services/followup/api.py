@@ -25,7 +25,7 @@ from lapor.auth import authorize_complaint, require, within
 from lapor.commands import caused_event_id, etag, if_match_header, run_command
 from lapor.complaint import ComplaintState, Level, Status, ensure_allowed, fold
 from lapor.context import Context, ServiceContext
-from lapor.limits import Reason, RequestInt
+from lapor.limits import DecimalDigits, Reason
 from lapor.paths import AGENCY_ID
 from lapor.principal import Principal, Role
 from lapor.privacy import ReportNotVisible, redact_complaint, redact_event_data, visible_complaints
@@ -328,7 +328,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         overdue: bool | None = None,
         awaiting_approval: Annotated[bool | None, Query(description="with a draft waiting for approval")] = None,
         cursor: str | None = None,
-        limit: Annotated[RequestInt, Query(ge=1, le=200)] = 50,
+        limit: Annotated[int, Query(ge=1, le=200), DecimalDigits] = 50,
     ) -> QueuePage:
         """The agency's open reports (and its units'): overdue first, then by the deadline that runs out first. A
         unit officer reads only the unit's queue."""

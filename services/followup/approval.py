@@ -27,6 +27,7 @@ import orjson
 
 from lapor.db import Tx
 from schemas.events import Attachment
+from services.followup.decide import AttachmentIn
 from services.followup.storage import ancestors_and_self, instant, moment
 
 
@@ -76,7 +77,7 @@ class Draft:
     tracking_id: str
     agency_id: str
     text: str
-    attachments: tuple[Attachment, ...]
+    attachments: tuple[AttachmentIn, ...]  # as the officer gave them, so approving re-posts them as given
     drafted_by: str
     drafted_at: datetime
     status: DraftStatus
@@ -119,7 +120,7 @@ def _draft(row: Sequence[Any]) -> Draft:
         tracking_id,
         agency_id,
         text,
-        tuple(Attachment.model_validate(item) for item in orjson.loads(attachments)),
+        tuple(AttachmentIn.model_validate(item) for item in orjson.loads(attachments)),
         drafted_by,
         drafted,
         DraftStatus(status),

@@ -17,10 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from lapor.auth import within
 from lapor.complaint import ComplaintState, Status, ensure_allowed
-from lapor.limits import MaxItems, Reason, Text
+from lapor.limits import MaxItems, Reason, Text, WholeNumber
 from lapor.policy import Sp4nPolicy
 from lapor.problems import ValidationProblem
 from schemas.events import (
+    MAX_ATTACHMENT_BYTES,
     AgencyId,
     Attachment,
     CloseReason,
@@ -68,12 +69,19 @@ class Assign(_Command):
     note: Reason | None = None
 
 
+class AttachmentIn(Attachment):
+    """An attachment as an officer gives it: its size is a JSON number, never text or a flag (`lapor.limits.
+    WholeNumber`), as a reporter's is; the event keeps `schemas.events.Attachment`'s fields."""
+
+    size_bytes: Annotated[int, Field(ge=0, le=MAX_ATTACHMENT_BYTES), WholeNumber]
+
+
 class PostFollowUp(_Command):
     """Tindak lanjut: what the agency did. An internal one (public=false) is a note between officers."""
 
     text: Text
     public: StrictBool = True  # like every flag in a request: true or false, never 0/1 or "yes"
-    attachments: Annotated[tuple[Attachment, ...], MaxItems("attachments")] = ()
+    attachments: Annotated[tuple[AttachmentIn, ...], MaxItems("attachments")] = ()
 
 
 class Resolve(_Command):

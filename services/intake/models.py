@@ -1,8 +1,9 @@
 """The request and response bodies of intake's HTTP API (so the OpenAPI document is the truth).
 
 Requests forbid unknown fields and take flags and numbers strictly (`"yes"` is not a boolean, `"5"` not a
-rating), so a client's mistake is a 422 naming the field rather than a guess. Texts are plain text
-(`lapor.limits`: the same for every service), with lengths from the settings' field limits.
+rating, though `5.0` is 5 as JSON Schema says), so a client's mistake is a 422 naming the field rather than a
+guess. Texts are plain text (`lapor.limits`: the same for every service), with lengths from the settings' field
+limits.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from pydantic import (
     Field,
     StrictBool,
     StrictFloat,
-    StrictInt,
     StringConstraints,
     model_validator,
 )
@@ -37,6 +37,7 @@ from lapor.limits import (
     SmsText,
     Text,
     Title,
+    WholeNumber,
 )
 from lapor.patterns import EMAIL_PATTERN, WHITESPACE
 from schemas.events import Channel, ComplaintKind
@@ -106,7 +107,7 @@ class AttachmentIn(_Request):
     url: Annotated[str, StringConstraints(pattern=rf"^https://[^<>\"'{WHITESPACE}]+$", max_length=2048)]
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$", to_lower=True)]
     media_type: MediaType
-    size_bytes: StrictInt = Field(ge=1)
+    size_bytes: Annotated[int, Field(ge=1), WholeNumber]
 
     @model_validator(mode="after")
     def _within_limit(self) -> AttachmentIn:
@@ -114,7 +115,7 @@ class AttachmentIn(_Request):
         if self.size_bytes > limit:
             raise PydanticCustomError(
                 "attachment_too_large",
-                "a {media_type} attachment may be at most {limit} bytes",
+                "an attachment of type {media_type} may be at most {limit} bytes",
                 {"media_type": self.media_type, "limit": limit},
             )
         return self
@@ -194,7 +195,7 @@ class InformationRequest(_Request):
 
 class FeedbackRequest(_Request):
     satisfied: StrictBool
-    rating: StrictInt = Field(ge=1, le=5)
+    rating: Annotated[int, Field(ge=1, le=5), WholeNumber]
     comment: Comment | None = None
 
 

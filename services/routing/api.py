@@ -22,7 +22,7 @@ from lapor.auth import authorize_complaint, require
 from lapor.commands import if_match_header, run_command
 from lapor.complaint import ComplaintState, PendingEvent, Status, ensure_allowed, evolve, fold
 from lapor.context import Context, ServiceContext
-from lapor.limits import KemendagriRegion, Name, NonNegativeInt64, RequestInt
+from lapor.limits import DecimalDigits, KemendagriRegion, Name, NonNegativeInt64
 from lapor.paths import AGENCY_ID, AGENCY_SETTINGS, names_a_setting
 from lapor.principal import Principal
 from lapor.privacy import visible_complaints
@@ -381,7 +381,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         principal: Annotated[Principal | None, Depends(require("verification_queue.read"))],
         status: Annotated[list[Status] | None, Query(description="default: submitted, verified, returned")] = None,
         region_code: Annotated[RegionCode | None, Query(description="only reports within this region")] = None,
-        limit: Annotated[RequestInt, Query(ge=1, le=500)] = 50,
+        limit: Annotated[int, Query(ge=1, le=500), DecimalDigits] = 50,
         offset: Annotated[NonNegativeInt64, Query()] = 0,
     ) -> QueuePage:
         with ctx.db.read() as tx:
@@ -496,7 +496,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         q: Annotated[str | None, Query(max_length=100, description="part of the name")] = None,
         keyword: Annotated[str | None, Query(max_length=20, description="SMS keyword")] = None,
         include_inactive: bool = False,
-        limit: Annotated[RequestInt, Query(ge=1, le=1000)] = 100,
+        limit: Annotated[int, Query(ge=1, le=1000), DecimalDigits] = 100,
         offset: Annotated[NonNegativeInt64, Query()] = 0,
     ) -> AgencyPage:
         with ctx.db.read() as tx:

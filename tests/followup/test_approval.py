@@ -62,6 +62,17 @@ def test_the_liaison_officer_approves_and_the_log_names_both(approving):
     assert approving.queue(KUPANG, approving.liaison(), awaiting_approval=True)["items"] == []
 
 
+def test_an_approved_draft_posts_the_attachments_as_drafted(approving):
+    attachment = {"url": "https://unggah.lapor.go.id/f/foto.jpg", "sha256": "ab" * 32, "media_type": "image/jpeg",
+                  "size_bytes": 52_000}  # fmt: skip
+    outcome = approving.act("LAP-A-1", "follow-ups", approving.admin(), {**TEXT, "attachments": [attachment]})
+    assert outcome.status_code == 202, outcome.text
+    assert outcome.json()["draft"]["attachments"] == [attachment]
+    draft_id = outcome.json()["draft"]["draft_id"]
+    assert review(approving, draft_id, "approve", approving.liaison()).status_code == 200
+    assert approving.events("LAP-A-1")[-1].data["attachments"] == [attachment]
+
+
 def test_sent_back_with_a_note_it_is_never_posted(approving):
     draft = drafted(approving)
     sent = review(approving, draft["draft_id"], "send-back", approving.liaison(), {"note": "Sebutkan tanggalnya."})

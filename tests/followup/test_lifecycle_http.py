@@ -12,6 +12,9 @@ from lapor.principal import Role
 from schemas.events import Level
 from tests.followup.conftest import DINKES, KUPANG, MALANG, later
 
+PHOTO = {"url": "https://unggah.lapor.go.id/f/foto.jpg", "sha256": "ab" * 32, "media_type": "image/jpeg",
+         "size_bytes": 52_000}  # fmt: skip
+
 
 def test_dispose_accept_assign_follow_up_resolve_and_a_satisfied_reporter_closes_it(followup):
     tid = followup.disposed("LAP-PATH-1")
@@ -147,15 +150,19 @@ def test_an_assignment_outside_the_agency_is_422(followup):
         ("follow-ups", {"text": "Petugas\x00sudah ke lokasi."}),
         ("follow-ups", {"text": "Petugas sudah ke lokasi.", "public": 0}),
         ("follow-ups", {"text": "Petugas sudah ke lokasi.", "public": "yes"}),
+        ("follow-ups", {"text": "Foto lokasi.", "attachments": [{**PHOTO, "size_bytes": "52000"}]}),
+        ("follow-ups", {"text": "Foto lokasi.", "attachments": [{**PHOTO, "size_bytes": True}]}),
         ("resolve", {"resolution": "<img src=x onerror=\"alert(1)\">"}),
         ("return", {"reason": "Bukan\x1bwewenang kami."}),
     ],
-    ids=["script tag", "javascript link", "NUL", "public 0", "public yes", "event handler", "escape character"],
+    ids=["script tag", "javascript link", "NUL", "public 0", "public yes", "size as text", "size true", "event handler",
+         "escape character"],
 )
 def test_what_an_officer_writes_is_plain_text_and_a_flag_is_true_or_false(followup, action, body):
     """An officer's follow-up is shown to the reporter and the public: plain text, as a reporter's own report is
     (`lapor.limits.check_plain_text`); and `public` is a boolean, not 0 or "yes" (lax validation read 0 as an
-    internal note). Refused with the field named; nothing is appended."""
+    internal note), an attachment's size a number, not text or true (lax validation read true as 1 byte).
+    Refused with the field named; nothing is appended."""
     tid = followup.disposed("LAP-PLAIN-1")
     followup.act(tid, "accept", followup.liaison())
     before = followup.types(tid)
@@ -164,6 +171,17 @@ def test_what_an_officer_writes_is_plain_text_and_a_flag_is_true_or_false(follow
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["errors"][0]["location"][0] == "body"
     assert followup.types(tid) == before
+
+
+def test_an_attachments_size_written_with_a_zero_fraction_is_the_whole_number(followup):
+    """To JSON Schema, which the API document speaks, 52000.0 is an integer; the event records 52000."""
+    tid = followup.disposed("LAP-PHOTO-1")
+    followup.act(tid, "accept", followup.liaison())
+    body = {"text": "Foto lokasi.", "attachments": [{**PHOTO, "size_bytes": 52_000.0}]}
+    assert followup.act(tid, "follow-ups", followup.liaison(), body).status_code == 201
+    [recorded] = followup.events(tid)[-1].data["attachments"]
+    assert recorded == PHOTO
+    assert type(recorded["size_bytes"]) is int
 
 
 def test_an_internal_note_does_not_meet_the_follow_up_deadline(followup):

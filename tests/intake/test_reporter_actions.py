@@ -103,6 +103,8 @@ def test_feedback_on_a_resolution_is_recorded_once(intake):
         {"satisfied": True, "rating": 6},
         {"satisfied": True, "rating": 0},
         {"satisfied": True, "rating": "5"},
+        {"satisfied": True, "rating": True},
+        {"satisfied": True, "rating": 4.5},
         {"satisfied": "yes", "rating": 5},
         {"satisfied": True, "rating": 10**30},
         {"satisfied": True},
@@ -114,6 +116,15 @@ def test_invalid_feedback_is_refused(intake, feedback):
     intake.resolve(receipt["tracking_id"])
     assert post(intake, receipt, "feedback", feedback).status_code == 422
     assert intake.events(receipt["tracking_id"])[-1].type == "ComplaintResolved"
+
+
+def test_a_rating_written_with_a_zero_fraction_is_the_whole_number(intake):
+    receipt = intake.submit()
+    intake.resolve(receipt["tracking_id"])
+    assert post(intake, receipt, "feedback", {"satisfied": True, "rating": 4.0}).status_code == 200
+    rating = intake.events(receipt["tracking_id"])[-1].data["rating"]
+    assert rating == 4
+    assert type(rating) is int
 
 
 def test_feedback_before_any_resolution_is_a_conflict(intake):

@@ -229,6 +229,9 @@ def test_attachments_are_recorded_by_url_hash_and_type_with_a_location(intake):
         {**ATTACHMENT, "url": "http://unggah.lapor.go.id/f/3c1a.jpg"},
         {**ATTACHMENT, "sha256": "abc"},
         {**ATTACHMENT, "size_bytes": 0},
+        {**ATTACHMENT, "size_bytes": "250000"},  # text is not a number, though pydantic's lax int reads it
+        {**ATTACHMENT, "size_bytes": True},
+        {**ATTACHMENT, "size_bytes": 250_000.5},
     ],
 )
 def test_attachments_over_the_limit_of_a_wrong_type_or_address_are_refused(intake, attachment):
@@ -236,6 +239,14 @@ def test_attachments_over_the_limit_of_a_wrong_type_or_address_are_refused(intak
     response = intake.client.post("/api/complaints", json={**REPORT, "attachments": [attachment]})
     assert response.status_code == 422
     assert intake.head() == head
+
+
+def test_a_size_written_with_a_zero_fraction_is_the_whole_number(intake):
+    """JSON has one kind of number: to JSON Schema, which the API document speaks, 250000.0 is an integer."""
+    receipt = intake.submit(attachments=[{**ATTACHMENT, "size_bytes": 250_000.0}])
+    [recorded] = intake.events(receipt["tracking_id"])[0].data["attachments"]
+    assert recorded == ATTACHMENT
+    assert type(recorded["size_bytes"]) is int
 
 
 def test_more_attachments_than_the_limit_are_refused(intake):
