@@ -86,6 +86,7 @@ ATTACHMENT_LIMITS: dict[str, int] = {
     "audio/ogg": 10 * 1024 * 1024,
     "audio/mp4": 10 * 1024 * 1024,
 }
+_LIMITS_IN_MIB = "; ".join(f"{limit // 2**20} MiB for {kind}" for kind, limit in ATTACHMENT_LIMITS.items())
 MediaType = Literal[
     "image/jpeg",
     "image/png",
@@ -107,7 +108,11 @@ class AttachmentIn(_Request):
     url: Annotated[str, StringConstraints(pattern=rf"^https://[^<>\"'{WHITESPACE}]+$", max_length=2048)]
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$", to_lower=True)]
     media_type: MediaType
-    size_bytes: Annotated[int, Field(ge=1), WholeNumber]
+    size_bytes: Annotated[
+        int,
+        Field(ge=1, le=max(ATTACHMENT_LIMITS.values()), description=f"bytes, at most {_LIMITS_IN_MIB}"),
+        WholeNumber,
+    ]
 
     @model_validator(mode="after")
     def _within_limit(self) -> AttachmentIn:

@@ -249,6 +249,22 @@ def test_a_size_written_with_a_zero_fraction_is_the_whole_number(intake):
     assert type(recorded["size_bytes"]) is int
 
 
+def test_the_document_publishes_the_largest_attachment_a_type_takes(intake):
+    """/openapi.json gives an attachment's size the largest limit of any media type: some type takes that size,
+    none takes a byte more."""
+    document = intake.client.get("/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    largest = schemas["AttachmentIn"]["properties"]["size_bytes"]["maximum"]
+    media_types = schemas["AttachmentIn"]["properties"]["media_type"]["enum"]
+
+    def status(media_type: str, size: int) -> int:
+        attachment = {**ATTACHMENT, "media_type": media_type, "size_bytes": size}
+        return intake.client.post("/api/complaints", json={**REPORT, "attachments": [attachment]}).status_code
+
+    assert 201 in {status(media_type, largest) for media_type in media_types}
+    assert {status(media_type, largest + 1) for media_type in media_types} == {422}
+
+
 def test_more_attachments_than_the_limit_are_refused(intake):
     response = intake.client.post("/api/complaints", json={**REPORT, "attachments": [ATTACHMENT] * 11})
     assert response.status_code == 422
