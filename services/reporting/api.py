@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import StreamingResponse
@@ -15,9 +15,16 @@ from lapor.limits import IsoDate, IsoDateTime, NonNegativeInt64
 from lapor.paths import AGENCY_ID
 from lapor.principal import Principal
 from lapor.problems import NotFound, ValidationProblem
-from schemas.events import AGENCY_ID_PATTERN, REGION_CODE_PATTERN, TRACKING_ID_PATTERN
+from schemas.events import AGENCY_ID_PATTERN, COMPLAINT_EVENTS, REGION_CODE_PATTERN, TRACKING_ID_PATTERN
 from services.reporting import audit, reports
 from services.reporting.stream import StreamFilter, hub_of, live_events
+
+# What the feed carries: a complaint event's type, named as the catalogue names it, so a misspelt filter is refused
+# (and the document lists the choices) rather than opening a feed that never sends anything.
+if TYPE_CHECKING:
+    ComplaintEventType = str
+else:
+    ComplaintEventType = Literal[tuple(model.__name__ for model in COMPLAINT_EVENTS)]
 
 Start = Annotated[IsoDate | None, Query(alias="from", description="first day of the period (Jakarta), inclusive")]
 End = Annotated[IsoDate | None, Query(alias="to", description="last day of the period (Jakarta), inclusive")]
@@ -102,7 +109,8 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         region: Region = None,
         agency: Annotated[str | None, Query(pattern=AGENCY_ID_PATTERN, description="an agency, with its units")] = None,
         event_type: Annotated[
-            list[str] | None, Query(alias="type", description="event types to receive (repeat for more)")
+            list[ComplaintEventType] | None,
+            Query(alias="type", description="event types to receive (repeat for more)"),
         ] = None,
         last_event_id: Annotated[NonNegativeInt64 | None, Header(description="resume after this position")] = None,
         since: Annotated[

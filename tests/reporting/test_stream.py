@@ -210,6 +210,16 @@ def test_the_feed_can_be_narrowed_by_type_region_and_agency(live: Live):
     assert (kupang["event"], kupang["data"]["tracking_id"]) == ("ComplaintDisposed", "LAP-KUPANG-2")
 
 
+@pytest.mark.parametrize("event_type", ["ComplaintDispatched", "complaintdisposed", ""])
+def test_a_type_the_catalogue_does_not_name_is_refused(live: Live, event_type: str):
+    """A misspelt type is a validation problem naming the parameter, not a feed that stays silent forever."""
+    response = httpx2.get(f"{live.server.url}/api/stream", params={"type": ["ComplaintDisposed", event_type]},
+                          headers=live.headers(Role.admin_national), timeout=10)  # fmt: skip
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"][0]["location"][:2] == ["query", "type"]
+
+
 def test_an_agency_may_not_narrow_the_feed_to_another_agency(live: Live):
     response = httpx2.get(f"{live.server.url}/api/stream?agency=pemda-35.73",
                           headers=live.headers(Role.liaison, agency_id="pemda-53.71"), timeout=10)
