@@ -46,6 +46,7 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Subject = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 MAX_ATTACHMENT_BYTES = 100 * 1024 * 1024  # a sanity bound; intake enforces its own, smaller upload limit
+AttachmentSize = Annotated[int, Field(ge=0, le=MAX_ATTACHMENT_BYTES)]
 
 
 class ComplaintKind(StrEnum):
@@ -109,7 +110,7 @@ class Attachment(_Part):
     url: Annotated[str, StringConstraints(pattern=rf"^(https?://|/){NOT_WHITESPACE}+$", max_length=2048)]
     sha256: Sha256Hex
     media_type: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.+-]+/[A-Za-z0-9_.+-]+$", max_length=127)]
-    size_bytes: int = Field(ge=0, le=MAX_ATTACHMENT_BYTES)
+    size_bytes: AttachmentSize
 
 
 Attachments = Annotated[tuple[Attachment, ...], Field(max_length=20)]

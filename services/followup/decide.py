@@ -21,9 +21,9 @@ from lapor.limits import MaxItems, Reason, Text, WholeNumber
 from lapor.policy import Sp4nPolicy
 from lapor.problems import ValidationProblem
 from schemas.events import (
-    MAX_ATTACHMENT_BYTES,
     AgencyId,
     Attachment,
+    AttachmentSize,
     CloseReason,
     ComplaintAssigned,
     ComplaintClosed,
@@ -73,7 +73,7 @@ class AttachmentIn(Attachment):
     """An attachment as an officer gives it: its size is a JSON number, never text or a flag (`lapor.limits.
     WholeNumber`), as a reporter's is; the event keeps `schemas.events.Attachment`'s fields."""
 
-    size_bytes: Annotated[int, Field(ge=0, le=MAX_ATTACHMENT_BYTES), WholeNumber]
+    size_bytes: Annotated[AttachmentSize, WholeNumber]  # the event's bounds, then the validator
 
 
 class PostFollowUp(_Command):
