@@ -19,7 +19,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import jwt
@@ -58,6 +58,11 @@ class TokenService:
     def __init__(self, secret: str, clock: Clock) -> None:
         self._secret = secret
         self._clock = clock
+
+    @property
+    def clock(self) -> Clock:
+        """The clock expiry is judged by (`Principal.valid_until` is on it)."""
+        return self._clock
 
     def issue(
         self,
@@ -109,6 +114,10 @@ class TokenService:
         if not isinstance(claims["exp"], int) or claims["exp"] < (self._clock.now() - CLOCK_SKEW).timestamp():
             raise Unauthenticated("token expired")
         try:
+            valid_until: datetime | None = datetime.fromtimestamp(claims["exp"], UTC) + CLOCK_SKEW
+        except (OverflowError, OSError, ValueError):
+            valid_until = None  # past what a datetime holds (year 9999): no end in practice
+        try:
             role = Role(claims["role"])
         except ValueError:
             raise Unauthenticated(f"token names an unknown role {claims['role']!r}") from None
@@ -121,6 +130,7 @@ class TokenService:
                 agency_id=claims.get("agency"),
                 unit_id=claims.get("unit"),
                 channel=claims.get("channel"),
+                valid_until=valid_until,
             )
         except ValueError as error:
             raise Unauthenticated(f"token is incomplete: {error}") from None

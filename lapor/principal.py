@@ -3,7 +3,8 @@ what each role may *see* of a complaint lives in `lapor.privacy`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 # Agency ids of the national nodes (the directory of `services/routing` holds the rest).
@@ -35,6 +36,10 @@ class Principal:
     unit_id: str | None = None  # a full agency id of the unit, e.g. "pemda-82.71/dinkes"
     channel: str | None = None  # integration clients: the channel they push for ("sms", "sambat-malang")
     tracking_id: str | None = None  # reporter: the one complaint the token opens
+    # The last moment the bearer token that named this principal is accepted (its `exp` plus the clock skew
+    # allowed); None for a credential without a lifetime. A response that outlives its request (the live
+    # stream) ends there: the client reconnects with a fresh token.
+    valid_until: datetime | None = field(default=None, compare=False)
 
     @property
     def agency_scoped(self) -> bool:

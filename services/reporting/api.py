@@ -101,7 +101,13 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         "/api/stream",
         summary="Live feed of complaint events (server-sent events), resumable with Last-Event-ID",
         response_class=EventSourceResponse,
-        responses={200: {"content": {"text/event-stream": {}}, "description": "`id` is the event's log position"}},
+        responses={
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": "`id` is the event's log position. When the bearer token runs out the feed ends with "
+                "a `token_expired` event whose `id` is where a fresh token resumes (as Last-Event-ID).",
+            }
+        },
     )
     def stream(
         ctx: Context,
@@ -122,7 +128,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             authorize(principal, "stream.read", agency_id=agency)  # an agency role may narrow to its own only
         wanted = StreamFilter(region=region, agency_id=agency, types=frozenset(event_type) if event_type else None)
         after = last_event_id if last_event_id is not None else since
-        return EventSourceResponse(live_events(ctx.store, hub, principal, wanted, after))
+        return EventSourceResponse(live_events(ctx.store, hub, principal, wanted, after, ctx.tokens.clock))
 
     @router.get(
         "/api/audit/complaints/{tracking_id}/events",

@@ -4,7 +4,8 @@ Each event goes out with its store position as the SSE `id`, so a client that lo
 with `Last-Event-ID` and gets exactly what it missed, in order, nothing twice. What a caller sees is decided the
 way every other view decides it: `lapor.privacy.can_see_report` on the complaint as it stood around the event
 (before or after it: an agency sees the disposition that brings a report to it and the return that takes it
-away), and `redact_event_data` / `redact_metadata` on what is shown.
+away), and `redact_event_data` / `redact_metadata` on what is shown. A feed ends when the caller's token would be
+refused (`Principal.valid_until`), with a `token_expired` event whose id is where a fresh token resumes.
 
 Connections do not poll the store each on its own: one `StreamHub` per app (the service's background loop) waits
 for commits (`store.wait_for_events`) while anyone listens and wakes every connection's asyncio event.
@@ -13,6 +14,7 @@ for commits (`store.wait_for_events`) while anyone listens and wakes every conne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import weakref
 from collections import OrderedDict
@@ -24,6 +26,7 @@ import orjson
 from anyio import to_thread
 from sse_starlette import ServerSentEvent
 
+from lapor.clock import Clock
 from lapor.complaint import ComplaintState, evolve, fold
 from lapor.context import BackgroundLoop, ServiceContext
 from lapor.principal import Principal
@@ -33,6 +36,7 @@ from lapor.store import EventStore, RecordedEvent
 PAGE = 200  # events read per step of a stream
 HUB_WAIT = 0.5  # seconds the hub waits for commits before it looks whether anyone still listens
 FOLDED_COMPLAINTS = 2000  # complaint states each connection keeps to judge visibility without re-reading
+TOKEN_EXPIRED = "token_expired"  # SSE event type of the last thing a feed sends when its token runs out
 
 
 class StreamHub:
@@ -180,17 +184,45 @@ class _Viewer:
         }
 
 
+def _expired(position: int) -> ServerSentEvent:
+    """The last thing a feed sends when the caller's token runs out. Its `id` is the position the feed reached
+    (everything up to it was sent or filtered out), so a client that reconnects with a fresh token and this
+    Last-Event-ID misses nothing."""
+    detail = "the bearer token expired: reconnect with a fresh token and Last-Event-ID to resume"
+    return ServerSentEvent(
+        orjson.dumps({"title": "token expired", "detail": detail, "position": position}).decode(),
+        event=TOKEN_EXPIRED,
+        id=str(position),
+    )
+
+
 async def live_events(
-    store: EventStore, hub: StreamHub, principal: Principal | None, wanted: StreamFilter, after_position: int | None
+    store: EventStore,
+    hub: StreamHub,
+    principal: Principal | None,
+    wanted: StreamFilter,
+    after_position: int | None,
+    clock: Clock,
 ) -> AsyncIterator[ServerSentEvent]:
-    """The feed from just after `after_position` (a Last-Event-ID), or from now when None, forever."""
+    """The feed from just after `after_position` (a Last-Event-ID), or from now when None, until the caller's
+    token runs out (`Principal.valid_until`, judged on `clock`, the token service's): a feed is opened with the
+    token's rights, so it must not carry them past the moment the token would be refused."""
     position = after_position if after_position is not None else await to_thread.run_sync(store.head_position)
+    valid_until = principal.valid_until if principal is not None else None
+
+    def seconds_left() -> float | None:
+        return None if valid_until is None else (valid_until - clock.now()).total_seconds()
+
     viewer = _Viewer(store, principal, wanted)
     wake = hub.listen()
     try:
         # Tells the client where its feed starts (also what to send as Last-Event-ID if nothing comes).
         yield ServerSentEvent(comment=f"from position {position}")
         while True:
+            left = seconds_left()
+            if left is not None and left <= 0:
+                yield _expired(position)
+                return
             events = await to_thread.run_sync(store.read_all, position + 1, "complaint", PAGE)
             if not events:
                 wake.clear()
@@ -200,10 +232,15 @@ async def live_events(
                     position = head  # the rest of the log is other categories
                     continue
                 if head <= position:
-                    await wake.wait()
+                    with contextlib.suppress(TimeoutError):  # the token's end also wakes an idle feed
+                        await asyncio.wait_for(wake.wait(), seconds_left())
                 continue
-            for shown in await to_thread.run_sync(viewer.view, events):
-                yield shown
+            shown = await to_thread.run_sync(viewer.view, events)
+            left = seconds_left()
+            if left is not None and left <= 0:
+                continue  # this page is not sent: the expiry names the position before it
+            for event in shown:
+                yield event
             position = events[-1].position
     finally:
         hub.leave(wake)

@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
+import jwt
 import pytest
 
 from lapor.auth import (
@@ -50,6 +51,27 @@ def test_a_token_expires_after_its_lifetime():
     clock.advance(timedelta(minutes=5))
     with pytest.raises(Unauthenticated, match="expired"):
         tokens.verify(token)
+
+
+def test_a_principal_knows_the_last_moment_its_token_is_accepted():
+    """`valid_until` is what long-lived responses (the live stream) end at: it must be exactly where `verify`
+    starts refusing the token, not earlier (a feed cut short) nor later (rights outliving the token)."""
+    clock = ManualClock()
+    tokens = TokenService(SECRET, clock)
+    token = tokens.issue(Role.operator, ttl=timedelta(hours=1))
+    valid_until = tokens.verify(token).valid_until
+    assert valid_until is not None
+    clock.set(valid_until)
+    assert tokens.verify(token).role is Role.operator
+    clock.set(valid_until + timedelta(seconds=1))
+    with pytest.raises(Unauthenticated, match="expired"):
+        tokens.verify(token)
+
+
+def test_a_token_valid_past_what_a_datetime_holds_has_no_end():
+    claims = {"iss": "lapor", "sub": "ops", "role": "operator", "iat": 0, "exp": 10**15}
+    principal = TokenService(SECRET, ManualClock()).verify(jwt.encode(claims, SECRET, algorithm="HS256"))
+    assert (principal.role, principal.valid_until) == (Role.operator, None)
 
 
 def test_a_tampered_token_is_refused():

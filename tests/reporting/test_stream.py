@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from lapor.app import create_app
-from lapor.auth import TokenService
+from lapor.auth import CLOCK_SKEW, TokenService
 from lapor.clock import ManualClock, SystemClock
 from lapor.principal import Role
 from lapor.settings import load_settings
@@ -31,6 +31,7 @@ PHONE = "081234567890"
 class Live:
     server: LiveServer
     tokens: TokenService
+    tokens_secret: str
 
     @property
     def clock(self) -> ManualClock:
@@ -54,7 +55,7 @@ def live(tmp_path: Path) -> Iterator[Live]:
     settings = load_settings(data=tmp_path / "var", training=True)
     app = create_app(settings, [SERVICE])
     with live_server(app) as server:
-        service = Live(server, TokenService(settings.signing_secret(), SystemClock()))
+        service = Live(server, TokenService(settings.signing_secret(), SystemClock()), settings.signing_secret())
         service.clock.set(DAY0)
         yield service
 
@@ -84,6 +85,15 @@ class Feed:
 
     def take(self, count: int) -> list[dict[str, Any]]:
         return [self.next() for _ in range(count)]
+
+    def until_closed(self) -> list[dict[str, Any]]:
+        """Every event the server sends until it ends the response."""
+        events: list[dict[str, Any]] = []
+        while True:
+            try:
+                events.append(self.next())
+            except AssertionError:
+                return events
 
     def wait_open(self) -> int:
         """Read up to the opening comment: from then on every commit reaches this feed."""
@@ -147,6 +157,35 @@ def test_a_client_that_reconnects_with_last_event_id_gets_exactly_what_it_missed
     assert ids == sorted(set(ids))  # in order, nothing twice
     assert ids[-1] == last
     assert [e["data"]["version"] for e in first + rest][:5] == [0, 1, 2, 3, 4]
+
+
+def test_a_feed_ends_when_its_token_runs_out_and_resumes_with_a_fresh_one(live: Live):
+    """A feed carries the rights of the token it was opened with, so it must not outlive it: it ends with a
+    `token_expired` event whose id is where a fresh token resumes, without a gap or a repeat."""
+    live.append("LAP-EXPIRY-1", submitted("LAP-EXPIRY-1"), *to_agency("pemda-53.71"))
+    # Accepted for a few more seconds: issued so that its exp plus the allowed clock skew is just ahead.
+    issued_then = TokenService(live.tokens_secret, ManualClock(SystemClock().now() - CLOCK_SKEW))
+    short = {"Authorization": f"Bearer {issued_then.issue(Role.admin_national, ttl=timedelta(seconds=4))}"}
+    with open_feed(live, {**short, "Last-Event-ID": "0"}) as feed:
+        before = feed.until_closed()
+    *sent, expired = before
+    assert expired["event"] == "token_expired"
+    assert "fresh token" in expired["data"]["detail"]
+    assert expired["id"] == (sent[-1]["id"] if sent else 0)
+    assert all(e["event"] != "token_expired" for e in sent)
+    # A stale token cannot reopen it; a fresh one resumes exactly after the expiry's id.
+    refused = httpx2.get(f"{live.server.url}/api/stream", headers={**short, "Last-Event-ID": str(expired["id"])},
+                         timeout=10)
+    assert refused.status_code == 401
+    last = live.append("LAP-EXPIRY-1", ev.DispositionAccepted(agency_id="pemda-53.71"),
+                       metadata=staff("pemda-53.71"))
+    fresh = {**live.headers(Role.admin_national), "Last-Event-ID": str(expired["id"])}
+    with open_feed(live, fresh) as feed:
+        rest = feed.take(4 - len(sent))
+    assert [e["event"] for e in sent + rest] == [
+        "ComplaintSubmitted", "ComplaintVerified", "ComplaintDisposed", "DispositionAccepted",
+    ]
+    assert rest[-1]["id"] == last
 
 
 def test_a_feed_opened_without_last_event_id_starts_at_the_head(live: Live):
