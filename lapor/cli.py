@@ -39,7 +39,7 @@ from lapor.orphans import stop_when_orphaned
 from lapor.principal import KSP_AGENCY, NATIONAL_ADMIN_AGENCY, Role
 from lapor.settings import Settings, SettingsError, load_settings
 from lapor.store import StoreError, open_store
-from lapor.store.open import parse_sqlite_url
+from lapor.store.open import parse_sqlite_url, shown_url, store_exists
 from lapor.store.writer import WriterProcess
 from lapor.store.writer import run as run_store_writer
 
@@ -91,6 +91,21 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     return load_settings(data=getattr(args, "data", None), **extra)
 
 
+def _require_store(url: str, *, option: str) -> None:
+    """CliError unless `url` names a store that exists: a command that reads a log must not create an empty one
+    where the operator mistyped a path (and then report on nothing)."""
+    try:
+        exists = store_exists(url)
+    except (OSError, ValueError, psycopg.Error) as error:
+        raise CliError(f"cannot open the store {shown_url(url)}: {_one_line(error)}") from None
+    if not exists:
+        raise CliError(f"no event store at {shown_url(url)}: nothing was created or changed; check {option}")
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
 def _services(args: argparse.Namespace, name: str | None = None) -> list[ServiceDefinition]:
     """Every service, or the one called `name`."""
     available: list[ServiceDefinition] = args.services if args.services is not None else []
@@ -109,8 +124,8 @@ def _open_app(settings: Settings, services: Sequence[ServiceDefinition], *, seed
     try:
         return create_app(settings, services, seed_demo=seed_demo)
     except (OSError, sqlite3.Error, psycopg.Error, StoreError) as error:
-        where = f"the store {settings.store} or the read models {settings.readmodels}"
-        raise CliError(f"cannot open {where}: {error}") from None
+        where = f"the store {shown_url(settings.store)} or the read models {shown_url(settings.readmodels)}"
+        raise CliError(f"cannot open {where}: {_one_line(error)}") from None
 
 
 def _run_server(
@@ -284,7 +299,7 @@ def _sqlite_store_path(settings: Settings) -> Path:
     except ValueError:
         path, writer = None, None
     if path is None or writer is not None:
-        raise CliError(f"a store writer serves a SQLite store given by its path, not {settings.store}")
+        raise CliError(f"a store writer serves a SQLite store given by its path, not {shown_url(settings.store)}")
     return Path(path)
 
 
@@ -399,10 +414,11 @@ def token_create(args: argparse.Namespace) -> int:
 def audit_verify(args: argparse.Namespace) -> int:
     settings = _settings(args)
     url = args.store or settings.store
+    _require_store(url, option="--store, --data or LAPOR_STORE")
     try:
         store = open_store(url)
     except (OSError, ValueError, sqlite3.Error, psycopg.Error, StoreError) as error:
-        raise CliError(f"cannot open the store {url}: {error}") from None
+        raise CliError(f"cannot open the store {shown_url(url)}: {_one_line(error)}") from None
     with store, Progress(transient=True) as progress:
         task = progress.add_task("verifying hash chains", total=None)
 
@@ -441,13 +457,16 @@ def rebuild(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     if args.processes < 1:
         raise CliError(f"--processes must be at least 1, not {args.processes}")
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size must be at least 1, not {args.batch_size}")
+    _require_store(settings.store, option="--data or LAPOR_STORE")
     names = args.service or [None]
     services = [chosen for name in names for chosen in _services(args, name)]
     try:
         ctx = ServiceContext.open(settings)
     except (OSError, sqlite3.Error, psycopg.Error, StoreError) as error:
-        where = f"the store {settings.store} or the read models {settings.readmodels}"
-        raise CliError(f"cannot open {where}: {error}") from None
+        where = f"the store {shown_url(settings.store)} or the read models {shown_url(settings.readmodels)}"
+        raise CliError(f"cannot open {where}: {_one_line(error)}") from None
     try:
         report = rebuilding.run(ctx, services, batch_size=args.batch_size, keep=args.keep, processes=args.processes)
     except rebuilding.RebuildFailed as error:

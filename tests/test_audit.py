@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import psycopg
 import pytest
 
 from lapor.audit import verify_chain
@@ -118,3 +119,29 @@ def test_cli_audit_verify_passes_an_untouched_log_and_names_the_first_broken_lin
     broken = run_cli("audit", "verify", "--store", f"sqlite:///{store_path}")
     assert broken.returncode == 1
     assert "BROKEN: complaint-T4 version 2" in broken.stdout
+
+
+def test_cli_audit_verify_of_a_store_that_does_not_exist_is_an_error_and_creates_nothing(tmp_path: Path):
+    """A mistyped path must not become a new, empty log that verifies "ok"."""
+    for args in (["--data", str(tmp_path / "typo")], ["--store", f"sqlite:///{tmp_path / 'typo' / 'events.db'}"]):
+        result = run_cli("audit", "verify", *args)
+        assert result.returncode == 2, result.stdout
+        assert "no event store at" in result.stderr
+        assert "ok:" not in result.stdout
+        assert not (tmp_path / "typo").exists()
+
+
+def test_cli_audit_verify_of_a_postgres_schema_without_a_store_is_an_error(postgres_url: str):
+    result = run_cli("audit", "verify", "--store", postgres_url)
+    assert result.returncode == 2, result.stdout
+    assert "no event store at" in result.stderr
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT to_regclass('events')").fetchone() == (None,)  # still nothing there
+
+
+def test_cli_prints_a_store_url_without_its_password():
+    url = "postgresql://lapor:s3cret-pw@127.0.0.1:1/lapor"  # nothing listens on port 1
+    result = run_cli("audit", "verify", "--store", url)
+    assert result.returncode == 2
+    assert "cannot open the store postgresql://lapor:***@127.0.0.1:1/lapor" in result.stderr
+    assert "s3cret-pw" not in result.stderr + result.stdout

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from lapor.clock import Clock
 from lapor.store.model import EventStore
@@ -30,6 +30,34 @@ def parse_sqlite_url(url: str) -> tuple[str, str | None]:
     if unknown:
         raise ValueError(f"unknown sqlite store option(s) {sorted(unknown)}; the one option is writer=<socket>")
     return path, options.get("writer") or None
+
+
+def shown_url(url: str) -> str:
+    """`url` fit to print or log: a password in it becomes `***`."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=user + host))
+    except ValueError:
+        return "<a store URL that does not parse>"
+
+
+def store_exists(url: str) -> bool:
+    """Whether `url` names a store that has been created (opening one creates it). Commands that only read a
+    log (`lapor audit verify`, `lapor rebuild`) ask first, so a mistyped path is an error rather than a new,
+    empty log that verifies "ok". A KurrentDB server is taken as it comes: it has no store to create."""
+    scheme, sep, _ = url.partition("://")
+    if scheme == "sqlite" and sep:
+        path, _writer = parse_sqlite_url(url)
+        return Path(path).is_file()
+    if scheme in {"postgresql", "postgres"}:
+        from lapor.store.postgres import events_table_exists
+
+        return events_table_exists(url)
+    return True
 
 
 def open_store(url: str, *, clock: Clock | None = None) -> EventStore:

@@ -139,6 +139,12 @@ def _connect(url: str) -> psycopg.Connection:
     return conn
 
 
+def events_table_exists(url: str) -> bool:
+    """Whether the store's `events` table is in the URL's schema (its search_path), without creating anything."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return bool(_single(conn.execute("SELECT to_regclass('events') IS NOT NULL")))
+
+
 def create_tables(conn: psycopg.Connection, ddl: str) -> None:
     """Idempotent DDL in the connection's current schema, safe when several processes start at once."""
     with conn.transaction():

@@ -212,6 +212,23 @@ def test_lapor_rebuild_exits_1_when_a_live_table_differs(sqlite_context: Service
     assert not list((sqlite_context.settings.data / "rebuild").glob("*.db"))  # dropped without --keep
 
 
+def test_lapor_rebuild_of_a_data_directory_without_a_store_is_an_error_and_creates_nothing(tmp_path: Path, capsys):
+    code = main(["rebuild", "--data", str(tmp_path / "typo")], services=[SERVICE])
+    assert code == 2
+    assert "no event store at" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.parametrize("batch_size", ["0", "-5"])
+def test_lapor_rebuild_refuses_a_batch_size_below_one(sqlite_context: ServiceContext, batch_size: str, capsys):
+    run_live(sqlite_context, [SERVICE], batch_size=64)
+    data = sqlite_context.settings.data
+    code = main(["rebuild", "--data", str(data), "--batch-size", batch_size, "--keep"], services=[SERVICE])
+    assert code == 2
+    assert "--batch-size must be at least 1" in capsys.readouterr().err
+    assert not (data / "rebuild").exists() or not list((data / "rebuild").glob("*.db"))
+
+
 # -- in several processes, each a share of the complaints --------------------------------------------------
 
 
