@@ -128,6 +128,14 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             authorize(principal, "stream.read", agency_id=agency)  # an agency role may narrow to its own only
         wanted = StreamFilter(region=region, agency_id=agency, types=frozenset(event_type) if event_type else None)
         after = last_event_id if last_event_id is not None else since
+        if after is not None and after > (head := ctx.store.head_position()):
+            # No event was ever sent with that id (a commit is in the head before anyone can be sent it): waiting
+            # for the log to reach it would silently skip everything up to there.
+            raise ValidationProblem(
+                f"position {after} is past the end of the log (its head is {head}): no event was sent with that "
+                "id; reconnect without it to start at the head",
+                location=("header", "last-event-id") if last_event_id is not None else ("query", "since"),
+            )
         return EventSourceResponse(live_events(ctx.store, hub, principal, wanted, after, ctx.tokens.clock))
 
     @router.get(

@@ -281,3 +281,30 @@ def test_a_position_no_log_can_hold_is_a_validation_problem(live: Live, resume: 
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["type"] == "/problems/validation"
+
+
+@pytest.mark.parametrize(
+    ("resume", "location"), [("Last-Event-ID", ["header", "last-event-id"]), ("since", ["query", "since"])]
+)
+def test_a_position_past_the_head_is_refused_rather_than_waited_for(live: Live, resume: str, location: list[str]):
+    """No event was ever sent with an id past the head (a client of another log, a store restored from backup):
+    waiting until the log reaches it would skip every event before it without a word."""
+    head = live.append("LAP-AHEAD-1", submitted("LAP-AHEAD-1"))
+    headers = live.headers(Role.admin_national)
+    params = {}
+    if resume == "since":
+        params["since"] = str(head + 1)
+    else:
+        headers["Last-Event-ID"] = str(head + 1)
+    response = httpx2.get(f"{live.server.url}/api/stream", headers=headers, params=params, timeout=10)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["errors"][0]["location"] == location
+    assert f"head is {head}" in problem["detail"]
+    # The head itself is where a client that has seen everything resumes: it gets the next event.
+    with open_feed(live, {**live.headers(Role.admin_national), "Last-Event-ID": str(head)}) as feed:
+        assert feed.wait_open() == head
+        following = live.append("LAP-AHEAD-1", ev.ComplaintVerified(classification="pengaduan", category="kesehatan"))
+        [event] = feed.take(1)
+    assert event["id"] == following
