@@ -97,13 +97,16 @@ def _require_store(url: str, *, option: str) -> None:
     try:
         exists = store_exists(url)
     except (OSError, ValueError, psycopg.Error) as error:
-        raise CliError(f"cannot open the store {shown_url(url)}: {_one_line(error)}") from None
+        raise _cannot_open(error, url) from None
     if not exists:
         raise CliError(f"no event store at {shown_url(url)}: nothing was created or changed; check {option}")
 
 
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())
+def _cannot_open(error: Exception, store: str, readmodels: str | None = None) -> CliError:
+    """What to say when the store (and the read models) would not open: URLs without their password, the
+    driver's error on one line."""
+    where = f"the store {shown_url(store)}" + (f" or the read models {shown_url(readmodels)}" if readmodels else "")
+    return CliError(f"cannot open {where}: {' '.join(str(error).split())}")
 
 
 def _services(args: argparse.Namespace, name: str | None = None) -> list[ServiceDefinition]:
@@ -124,8 +127,7 @@ def _open_app(settings: Settings, services: Sequence[ServiceDefinition], *, seed
     try:
         return create_app(settings, services, seed_demo=seed_demo)
     except (OSError, sqlite3.Error, psycopg.Error, StoreError) as error:
-        where = f"the store {shown_url(settings.store)} or the read models {shown_url(settings.readmodels)}"
-        raise CliError(f"cannot open {where}: {_one_line(error)}") from None
+        raise _cannot_open(error, settings.store, settings.readmodels) from None
 
 
 def _run_server(
@@ -418,7 +420,7 @@ def audit_verify(args: argparse.Namespace) -> int:
     try:
         store = open_store(url)
     except (OSError, ValueError, sqlite3.Error, psycopg.Error, StoreError) as error:
-        raise CliError(f"cannot open the store {shown_url(url)}: {_one_line(error)}") from None
+        raise _cannot_open(error, url) from None
     with store, Progress(transient=True) as progress:
         task = progress.add_task("verifying hash chains", total=None)
 
@@ -465,8 +467,7 @@ def rebuild(args: argparse.Namespace) -> int:
     try:
         ctx = ServiceContext.open(settings)
     except (OSError, sqlite3.Error, psycopg.Error, StoreError) as error:
-        where = f"the store {shown_url(settings.store)} or the read models {shown_url(settings.readmodels)}"
-        raise CliError(f"cannot open {where}: {_one_line(error)}") from None
+        raise _cannot_open(error, settings.store, settings.readmodels) from None
     try:
         report = rebuilding.run(ctx, services, batch_size=args.batch_size, keep=args.keep, processes=args.processes)
     except rebuilding.RebuildFailed as error:

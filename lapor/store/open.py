@@ -11,6 +11,8 @@ from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 from lapor.clock import Clock
 from lapor.store.model import EventStore
 
+POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
+
 
 def sqlite_url(path: str | Path, writer: str | Path | None = None) -> str:
     """The URL of the SQLite store at `path`, its appends sent to the writer process on socket `writer` if given."""
@@ -53,7 +55,7 @@ def store_exists(url: str) -> bool:
     if scheme == "sqlite" and sep:
         path, _writer = parse_sqlite_url(url)
         return Path(path).is_file()
-    if scheme in {"postgresql", "postgres"}:
+    if scheme in POSTGRES_SCHEMES:
         from lapor.store.postgres import events_table_exists
 
         return events_table_exists(url)
@@ -69,7 +71,7 @@ def open_store(url: str, *, clock: Clock | None = None) -> EventStore:
 
         path, writer = parse_sqlite_url(url)
         return SqliteEventStore(path, clock=clock, writer=writer)
-    if scheme in {"postgresql", "postgres"}:
+    if scheme in POSTGRES_SCHEMES:
         from lapor.store.postgres import PostgresEventStore
 
         return PostgresEventStore(url, clock=clock)

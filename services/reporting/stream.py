@@ -184,7 +184,7 @@ class _Viewer:
         }
 
 
-def _expired(position: int) -> ServerSentEvent:
+def _token_expired_event(position: int) -> ServerSentEvent:
     """The last thing a feed sends when the caller's token runs out. Its `id` is the position the feed reached
     (everything up to it was sent or filtered out), so a client that reconnects with a fresh token and this
     Last-Event-ID misses nothing."""
@@ -213,15 +213,18 @@ async def live_events(
     def seconds_left() -> float | None:
         return None if valid_until is None else (valid_until - clock.now()).total_seconds()
 
+    def expired() -> bool:
+        left = seconds_left()
+        return left is not None and left <= 0
+
     viewer = _Viewer(store, principal, wanted)
     wake = hub.listen()
     try:
         # Tells the client where its feed starts (also what to send as Last-Event-ID if nothing comes).
         yield ServerSentEvent(comment=f"from position {position}")
         while True:
-            left = seconds_left()
-            if left is not None and left <= 0:
-                yield _expired(position)
+            if expired():
+                yield _token_expired_event(position)
                 return
             events = await to_thread.run_sync(store.read_all, position + 1, "complaint", PAGE)
             if not events:
@@ -236,8 +239,7 @@ async def live_events(
                         await asyncio.wait_for(wake.wait(), seconds_left())
                 continue
             shown = await to_thread.run_sync(viewer.view, events)
-            left = seconds_left()
-            if left is not None and left <= 0:
+            if expired():
                 continue  # this page is not sent: the expiry names the position before it
             for event in shown:
                 yield event

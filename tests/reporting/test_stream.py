@@ -55,7 +55,8 @@ def live(tmp_path: Path) -> Iterator[Live]:
     settings = load_settings(data=tmp_path / "var", training=True)
     app = create_app(settings, [SERVICE])
     with live_server(app) as server:
-        service = Live(server, TokenService(settings.signing_secret(), SystemClock()), settings.signing_secret())
+        secret = settings.signing_secret()
+        service = Live(server, TokenService(secret, SystemClock()), secret)
         service.clock.set(DAY0)
         yield service
 
