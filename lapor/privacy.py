@@ -62,6 +62,8 @@ FREE_TEXT_FIELDS = frozenset(
     {
         "title",
         "body",
+        "category",  # typed by the reporter (intake masks it since session 20) or the verifier
+        "tags",
         "text",
         "resolution",
         "comment",
@@ -216,7 +218,7 @@ def redact_complaint(view: ComplaintView, principal: Principal | None) -> dict[s
     it; raises ReportNotVisible when they may not see the report at all.
 
     Reads from the view: tracking_id, confidential and anonymous (missing means True: fail closed), agency_id,
-    unit_id, channel, channel_ref, involved_agencies and escalations[].to_agency_id."""
+    unit_id, channel, channel_ref, involved_agencies, and escalations[].to_agency_id with disposed_at."""
     fields = _as_mapping(view)
     if not _visible(fields, principal):
         raise ReportNotVisible(fields.get("tracking_id"))
@@ -277,13 +279,48 @@ def _visible(view: Mapping[str, Any], principal: Principal | None) -> bool:
 
 
 def _involved_agencies(view: Mapping[str, Any]) -> Iterator[str]:
-    """Agencies besides the owner that work on the report: listed ones and escalation targets (the provincial
-    coordinator, Ombudsman RI). An agency that returned the report as "bukan wewenang" is not one of them."""
+    """Agencies besides the owner that work on the report: listed ones, those above the owner, and the escalation
+    targets of the present holding (`escalated_to`)."""
     yield from view.get("involved_agencies") or ()
-    for escalation in view.get("escalations") or ():
+    yield from agencies_above(view.get("agency_id"))
+    yield from escalated_to(
+        view.get("escalations") or (), agency_id=view.get("agency_id"), disposed_at=view.get("disposed_at")
+    )
+
+
+def ancestors_and_self(agency_id: str) -> list[str]:
+    """`pemda-53.71/dinkes/pkm-oepoi` -> [`pemda-53.71`, `pemda-53.71/dinkes`, `pemda-53.71/dinkes/pkm-oepoi`]."""
+    parts = agency_id.split("/")
+    return ["/".join(parts[: n + 1]) for n in range(len(parts))]
+
+
+def involved_agencies(state: Any) -> list[str]:
+    """For a folded `ComplaintState`: the agencies besides its holder that may see the report, those above the
+    holder and those it was escalated to in the present holding."""
+    above = agencies_above(state.agency_id)
+    return above + escalated_to(state.escalations, agency_id=state.agency_id, disposed_at=state.disposed_at)
+
+
+def agencies_above(agency_id: str | None) -> list[str]:
+    """The agencies above a holder, which see what it holds: a pemda's admin sees what its OPD holds."""
+    return [] if agency_id is None else ancestors_and_self(agency_id)[:-1]
+
+
+def escalated_to(escalations: Iterable[Any], *, agency_id: str | None, disposed_at: datetime | None) -> list[str]:
+    """The agencies the report was escalated to while its present holder has it (a provincial coordinator
+    watching an overdue follow-up, the Ombudsman office): `escalations` are the fold's (`Escalation`s or their
+    dicts), `disposed_at` is its latest disposition. An escalation belongs to the holding it was made in: once
+    the report is returned as "bukan wewenang" (no holder) or disposed elsewhere, its target has no part in
+    the report, or an agency a report was escalated to and that then returned it would follow the next
+    agency's handling, internal notes included."""
+    if agency_id is None or disposed_at is None:
+        return []
+    targets = []
+    for escalation in escalations:
         record = escalation if isinstance(escalation, Mapping) else dataclasses.asdict(escalation)
-        if record.get("to_agency_id"):
-            yield record["to_agency_id"]
+        if record.get("to_agency_id") and record["at"] >= disposed_at:
+            targets.append(record["to_agency_id"])
+    return targets
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from lapor.privacy import (
     ReportNotVisible,
     audience_of,
     can_see_report,
+    involved_agencies,
     mask_text,
     redact_complaint,
     redact_event_data,
@@ -36,6 +37,7 @@ from lapor.privacy import (
 from schemas.events import (
     COMPLAINT_EVENTS,
     ComplaintDisposed,
+    ComplaintEscalated,
     ComplaintSubmitted,
     ComplaintVerified,
     DispositionReturned,
@@ -192,6 +194,58 @@ def complaint(tracking_id: str = "LAP-1", **changes: Any) -> ComplaintState:
     return state
 
 
+def then(state: ComplaintState, *models: Any) -> ComplaintState:
+    """`state` after `models`, each an hour after the one before, folded by the real lifecycle."""
+    pending = [
+        PendingEvent(type(m).__name__, m.to_data(), state.version + n, T0 + timedelta(hours=state.version + n))
+        for n, m in enumerate(models, start=1)
+    ]
+    after = fold(pending, state)
+    assert after is not None
+    return after
+
+
+def disposed_to(agency_id: str) -> ComplaintDisposed:
+    return ComplaintDisposed(
+        agency_id=agency_id, follow_up_due=T0 + timedelta(days=20), ombudsman_offer_due=T0 + timedelta(days=90)
+    )
+
+
+def test_an_escalation_lets_its_target_see_the_report_only_while_the_holding_it_was_made_in_lasts():
+    escalated = then(
+        complaint(confidential=True),
+        ComplaintEscalated(
+            kind="follow_up_overdue", reason="Tindak lanjut terlambat.", from_level="agency", to_level="regional",
+            to_agency_id=PROVINCE, follow_up_due=T0 + timedelta(days=12),
+        ),
+    )
+    assert redact_complaint(escalated, PROVINCE_ADMIN)["tracking_id"] == "LAP-1"
+
+    returned = then(escalated, DispositionReturned(agency_id=KUPANG, reason="Bukan wewenang kota."))
+    elsewhere = then(returned, disposed_to(OTHER))
+    for state in (returned, elsewhere):
+        assert PROVINCE not in involved_agencies(state)
+        with pytest.raises(ReportNotVisible):
+            redact_complaint(state, PROVINCE_ADMIN)
+    # An escalation in the new holding counts again.
+    again = then(
+        elsewhere,
+        ComplaintEscalated(
+            kind="follow_up_overdue", reason="Tindak lanjut terlambat.", from_level="agency", to_level="regional",
+            to_agency_id="pemprov-35", follow_up_due=T0 + timedelta(days=30),
+        ),
+    )
+    assert involved_agencies(again) == ["pemprov-35"]
+
+
+def test_an_agency_sees_what_its_offices_hold():
+    office = then(complaint(), DispositionReturned(agency_id=KUPANG, reason="Langsung ke dinas."), disposed_to(DINKES))
+    assert involved_agencies(office) == [KUPANG]
+    assert redact_complaint(office, AGENCY_ADMIN)["agency_id"] == DINKES
+    with pytest.raises(ReportNotVisible):
+        redact_complaint(office, FOREIGN_AGENCY)
+
+
 def test_confidential_report_is_not_found_for_the_public():
     with pytest.raises(ReportNotVisible):
         redact_complaint(complaint(confidential=True), PUBLIC)
@@ -222,6 +276,26 @@ def test_national_admin_sees_the_report_as_written_but_never_the_token_hash():
     assert shown["reporter_ref"] == "pii_reporter0000000001"
     assert shown["title"] == "Pungutan liar pembuatan KTP, NIK saya 5371041508900003"
     assert "reporter_token_hash" not in shown
+
+
+def test_a_category_with_personal_data_in_it_is_masked_for_everyone_but_the_national_admin():
+    """Logged before intake masked categories, or typed so by a verifier: masked where it is shown."""
+    submitted_only = fold([PendingEvent("ComplaintSubmitted", submitted("LAP-1", category=CATEGORY), 0, T0)])
+    assert submitted_only is not None
+    state = then(
+        submitted_only,
+        ComplaintVerified(classification="pengaduan", category=CATEGORY, tags=("pelapor Yohanes Saragih",)),
+        disposed_to(KUPANG),
+    )
+    for principal in (PUBLIC, reporter_of("LAP-1"), AGENCY_ADMIN, LIAISON, OPERATOR, AUDITOR, OMBUDSMAN):
+        shown = redact_complaint(state, principal)
+        assert shown["category"].startswith("Pungli - ")
+        assert "Saragih" not in shown["category"] + " ".join(shown["tags"])
+        assert "081234567890" not in shown["category"]
+    assert redact_complaint(state, NATIONAL)["category"] == CATEGORY
+
+
+CATEGORY = "Pungli - Yohanes Saragih 081234567890"
 
 
 def test_return_reason_typed_by_an_officer_is_masked_too():

@@ -9,7 +9,6 @@ on the freshly folded state, append with the expected version. Views go through 
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 import uuid
 from collections.abc import Callable
@@ -60,7 +59,6 @@ from services.followup.projections import (
     AGENCY_DEADLINE,
     QueueCursor,
     QueueFilter,
-    involved_agencies,
     read_queue,
 )
 from services.followup.storage import moment
@@ -237,17 +235,12 @@ def acting_on(action: str) -> Callable[..., Acting]:
     return dependency
 
 
-def complaint_view(state: ComplaintState) -> dict[str, Any]:
-    """The folded state as a view for `lapor.privacy`, with the agencies above its holder."""
-    return {**dataclasses.asdict(state), "involved_agencies": involved_agencies(state)}
-
-
 def summary(state: ComplaintState, principal: Principal, *, seen: ComplaintState | None = None) -> ComplaintSummary:
     """The summary of `state` for `principal`. Whether they may see it is judged by `lapor.privacy` on `seen`, the
     state they acted on: their own action may take the report out of their sight (a return as bukan wewenang), and
     they still learn what it did. The summary's fields are ids, statuses, deadlines and counts: nothing personal."""
     try:
-        redact_complaint(complaint_view(seen or state), principal)
+        redact_complaint(seen or state, principal)
     except ReportNotVisible:
         raise NotFound(f"complaint {state.tracking_id} not found") from None
     return ComplaintSummary.model_validate({name: getattr(state, name) for name in ComplaintSummary.model_fields})

@@ -26,9 +26,10 @@ from typing import Any
 import orjson
 
 from lapor.db import Tx
+from lapor.privacy import ancestors_and_self
 from schemas.events import Attachment
 from services.followup.decide import AttachmentIn
-from services.followup.storage import ancestors_and_self, instant, moment
+from services.followup.storage import instant, moment
 
 
 class DraftStatus(StrEnum):

@@ -34,7 +34,8 @@ import orjson
 
 from lapor.clock import Clock, SystemClock
 from lapor.db import Database, Tx
-from services.followup.storage import ancestors_and_self, instant, moment
+from lapor.privacy import ancestors_and_self
+from services.followup.storage import instant, moment
 
 log = logging.getLogger("lapor.followup.notifications")
 

@@ -26,13 +26,14 @@ import orjson
 
 from lapor.complaint import ComplaintState, Status
 from lapor.db import Tx
+from lapor.privacy import agencies_above
 from lapor.problems import BadRequest
 from lapor.states import ComplaintStates
 from lapor.store import RecordedEvent
 from lapor.subscriptions import Subscription, holding_subscription
 from services.followup import storage
 from services.followup.notifications import ITEM_ADDED, notification_id
-from services.followup.storage import NEVER, ancestors_and_self, instant
+from services.followup.storage import NEVER, instant
 
 # Statuses in which a report sits in its agency's queue.
 QUEUE_STATUSES = (Status.disposed, Status.in_progress, Status.resolved)
@@ -65,13 +66,6 @@ def holders(state: ComplaintState) -> set[str]:
     if state.status not in QUEUE_STATUSES:
         return set()
     return {holder for holder in (state.agency_id, state.unit_id) if holder}
-
-
-def involved_agencies(state: ComplaintState) -> list[str]:
-    """Agencies above the holder, for `lapor.privacy`: a pemda's admin sees what its OPD holds."""
-    if state.agency_id is None:
-        return []
-    return ancestors_and_self(state.agency_id)[:-1]
 
 
 # -- the queue projection -----------------------------------------------------------------------------------
@@ -127,7 +121,7 @@ def _row(state: ComplaintState) -> tuple[Any, ...]:
         state.channel.value if state.channel else None,
         int(state.anonymous),
         int(state.confidential),
-        orjson.dumps(involved_agencies(state)).decode(),
+        orjson.dumps(agencies_above(state.agency_id)).decode(),
         instant(state.disposed_at) if state.disposed_at else None,
         deadline.kind,
         instant(deadline.due) if deadline.due else None,

@@ -141,9 +141,3 @@ instant = sortable_moment
 
 def moment(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
-
-
-def ancestors_and_self(agency_id: str) -> list[str]:
-    """`pemda-53.71/dinkes/pkm-oepoi` -> [`pemda-53.71`, `pemda-53.71/dinkes`, `pemda-53.71/dinkes/pkm-oepoi`]."""
-    parts = agency_id.split("/")
-    return ["/".join(parts[: n + 1]) for n in range(len(parts))]

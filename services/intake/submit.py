@@ -101,7 +101,13 @@ def _record(
     command = report.command
     masked, originals = mask_personal_data(
         "ComplaintSubmitted",
-        {"title": command.title, "body": command.body, **({"location": command.location} if command.location else {})},
+        {
+            "title": command.title,
+            "body": command.body,
+            **({"location": command.location} if command.location else {}),
+            # Free text too (the reporter's own words, up to 80 characters), and shown in every figure by category.
+            **({"category": command.category} if command.category else {}),
+        },
         report.identity,
     )
     vault = ctx.vault
@@ -122,6 +128,7 @@ def _record(
         title=masked["title"],
         body=masked["body"],
         location=masked.get("location"),
+        category=masked.get("category"),
         reporter_token_hash=reporter_token_hash(ids.reporter_token),
         reporter_ref=written[0] if report.identity else None,
         duplicate_suspect_of=suspects(text, area_reports, own_reports),

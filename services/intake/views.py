@@ -84,7 +84,8 @@ def complaint_view(
         # The admin's corrected title (ComplaintVerified) replaces the reporter's; only the reporter's is masked.
         "title": submitted["title"] if state.title == events[0].data["title"] else state.title,
         "body": submitted["body"],
-        "category": state.category,
+        # Likewise the verifier's category replaces the reporter's, which intake masks like the texts.
+        "category": submitted.get("category") if state.category == events[0].data.get("category") else state.category,
         "tags": list(state.tags),
         "region_code": state.region_code,
         "region_name": region_name(state.region_code),

@@ -30,7 +30,7 @@ from lapor.clock import Clock
 from lapor.complaint import ComplaintState, evolve, fold
 from lapor.context import BackgroundLoop, ServiceContext
 from lapor.principal import Principal
-from lapor.privacy import can_see_report, redact_event_data, redact_metadata
+from lapor.privacy import can_see_report, involved_agencies, redact_event_data, redact_metadata
 from lapor.store import EventStore, RecordedEvent
 
 PAGE = 200  # events read per step of a stream
@@ -135,7 +135,7 @@ class _Viewer:
             agency_id=state.agency_id,
             unit_id=state.unit_id,
             tracking_id=state.tracking_id,
-            involved_agencies=[e.to_agency_id for e in state.escalations if e.to_agency_id],
+            involved_agencies=involved_agencies(state),
             channel=state.channel,
         )
 

@@ -72,6 +72,21 @@ def test_personal_data_typed_into_the_text_is_masked_in_the_log_and_kept_whole_o
     assert intake.ctx.vault.get(event.metadata["pii_original_ref"]) == {"body": body}
 
 
+def test_personal_data_typed_into_the_category_is_masked_like_the_text(intake):
+    """The category is the reporter's own words too, and every figure by category shows it (public statistics
+    included): it is logged masked, kept whole only in the vault, and read whole only by the national admin."""
+    category = "Jalan rusak - Maria Manafe 081234567890"
+    receipt = intake.submit(category=category, reporter={"name": "Maria Manafe"}, confidential=True)
+    [event] = intake.events(receipt["tracking_id"])
+    assert event.data["category"].startswith("Jalan rusak - ")
+    for value in ("Manafe", "081234567890"):
+        assert value not in event.data["category"]
+    assert intake.ctx.vault.get(event.metadata["pii_original_ref"]) == {"category": category}
+    admin = intake.bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    shown = intake.client.get(f"/api/complaints/{receipt['tracking_id']}", headers=admin).json()
+    assert shown["category"] == category
+
+
 def test_a_text_without_personal_data_is_logged_as_written_with_nothing_in_the_vault(intake):
     receipt = intake.submit()
     [event] = intake.events(receipt["tracking_id"])

@@ -236,6 +236,31 @@ def test_each_role_sees_what_the_privacy_policy_lets_it_see(live: Live):
     assert NIK not in malang[0]["data"]["data"]["body"]
 
 
+def test_an_agency_that_returned_a_report_no_longer_follows_it(live: Live):
+    """A report escalated within an agency (unit to agency: routing names the agency itself) and then returned
+    as bukan wewenang: the escalation ended with that holding, so the next agency's handling, its internal notes
+    included, is not the returning agency's to see. What its offices hold, it sees."""
+    kupang, kemenkes = "pemda-53.71", "kemenkes"
+    live.append("LAP-BACK-1", submitted("LAP-BACK-1"), *to_agency(kupang))
+    live.append("LAP-BACK-1", ev.DispositionAccepted(agency_id=kupang),
+                ev.ComplaintAssigned(unit_id=f"{kupang}/dinkes"), metadata=staff(kupang))
+    live.append("LAP-BACK-1", ev.ComplaintEscalated(
+        kind="follow_up_overdue", reason="Tindak lanjut terlambat.", from_level="unit", to_level="agency",
+        to_agency_id=kupang, automatic=True, follow_up_due=DAY0 + timedelta(days=12)))
+    returned = live.append("LAP-BACK-1", ev.DispositionReturned(agency_id=kupang, reason="Bukan wewenang kota."),
+                           metadata=staff(kupang))
+    live.append("LAP-BACK-1", *to_agency(kemenkes)[1:])
+    live.append("LAP-BACK-1", ev.DispositionAccepted(agency_id=kemenkes),
+                ev.FollowUpPosted(follow_up_id="fu-k1", text="Catatan internal: audit gudang.", public=False),
+                metadata=staff(kemenkes))
+    # Then a report disposed straight to one of Kupang's offices, which Kupang's liaison does see.
+    office = live.append("LAP-BACK-2", submitted("LAP-BACK-2"), *to_agency(f"{kupang}/dinkes"))
+
+    with open_feed(live, {**live.headers(Role.liaison, agency_id=kupang), "Last-Event-ID": str(returned)}) as feed:
+        [seen] = feed.take(1)
+    assert (seen["id"], seen["data"]["tracking_id"], seen["event"]) == (office, "LAP-BACK-2", "ComplaintDisposed")
+
+
 def test_the_feed_can_be_narrowed_by_type_region_and_agency(live: Live):
     live.append("LAP-KUPANG-2", submitted("LAP-KUPANG-2"), *to_agency("pemda-53.71"))
     live.append("LAP-MALANG-2", submitted("LAP-MALANG-2", region="35.73"), *to_agency("pemda-35.73"))
