@@ -455,7 +455,17 @@ def _follow_up(extra: dict[str, Any], before: ComplaintState, after: ComplaintSt
         _count(daily, day, after, after.agency_id, "followed_up")
         extra["followed_up"] = 1
     if extra["follow_up_on_time"] is None:
-        extra["follow_up_on_time"] = _on_time(event.recorded_at, before.follow_up_due)
+        extra["follow_up_on_time"] = 0 if _red_marked(before) else _on_time(event.recorded_at, before.follow_up_due)
+
+
+def _red_marked(state: ComplaintState) -> bool:
+    """Whether the present holding already missed its follow-up deadline: a `follow_up_overdue` escalation since
+    the latest disposition. Its new deadline is the next level's, and an answer by that one is not "followed up
+    within 5 working days"."""
+    if state.disposed_at is None:
+        return False
+    since = _epoch(state.disposed_at)
+    return any(e.kind is EscalationKind.follow_up_overdue and _epoch(e.at) >= since for e in state.escalations)
 
 
 def _escalated(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
@@ -465,6 +475,8 @@ def _escalated(extra: dict[str, Any], before: ComplaintState, after: ComplaintSt
     _count(daily, day, after, before.agency_id, f"escalated:{kind}")
     if kind == EscalationKind.follow_up_overdue:
         _count(daily, day, after, before.agency_id, "red_mark")  # nilai merah: the holder missed its deadline
+    if after.agency_id != before.agency_id:
+        extra["followed_up"] = 0  # an Ombudsman takeover: the new holder has not answered yet
 
 
 _NOTES: Mapping[str, Note] = {

@@ -24,6 +24,7 @@ from typing import Any
 import lokal
 from pydantic import BaseModel, Field
 
+from lapor.calendar import jakarta_date
 from lapor.complaint import OPEN_STATUSES, Status
 from lapor.db import Tx
 from lapor.policy import Sp4nPolicy
@@ -110,6 +111,12 @@ class Applied(BaseModel):
     region: str | None = Field(None, description="Kemendagri region code, with every region inside it")
 
     model_config = {"populate_by_name": True}
+
+
+# Public statistics withhold what could single a report out (statistical disclosure control): a selection of
+# fewer reports than this shows only its totals, and a category held by fewer is counted under OTHER_CATEGORY.
+PUBLIC_MIN_REPORTS = 5
+OTHER_CATEGORY = "(other)"
 
 
 class Totals(BaseModel):
@@ -240,10 +247,17 @@ class PublicStatistics(BaseModel):
     as_of: AsOf
     filters: Applied
     totals: Totals
-    breakdown: Breakdown
+    withheld: bool = Field(
+        description=f"the selection holds fewer than {PUBLIC_MIN_REPORTS} reports: only its totals are shown, "
+        "since every other figure would describe the reports themselves"
+    )
+    breakdown: Breakdown = Field(
+        description=f"categories held by fewer than {PUBLIC_MIN_REPORTS} reports are counted under "
+        f"{OTHER_CATEGORY!r} (a category may be the reporter's own words)"
+    )
     daily: list[Day]
     follow_up_rate: float | None = Field(description="disposed reports whose holder has answered them")
-    time_to_first_follow_up: Durations
+    time_to_first_follow_up: Durations | None
     sla: list[StageCompliance]
 
 
@@ -299,15 +313,16 @@ def _sums_sql(now: datetime) -> tuple[str, list[Any]]:
         # The scoreboard's overdue: past the follow-up deadline running now (after a reopening too).
         (f"{waiting} AND follow_up_due < ?", [*_WAITING_FOR_FOLLOW_UP, moment]),
     ]
+    today = jakarta_date(now)
     for _, low, high in AGE_BUCKETS:
-        # Open reports by calendar days since submission, counted back from now.
-        newest = (now - timedelta(days=low)).timestamp() if low else None
-        oldest = (now - timedelta(days=high + 1)).timestamp() if high is not None else None
+        # Open reports by calendar days since submission: Jakarta dates, like every other day of the reports
+        # (ISO dates compare as text alike on SQLite and PostgreSQL). Counting 24-hour periods back from now put
+        # a report of 23:00 four days ago in 0-3 at 01:00 today.
         clause, params = is_open, list[Any](_OPEN)
-        if newest is not None:
-            clause, params = f"{clause} AND submitted_at <= ?", [*params, newest]
-        if oldest is not None:
-            clause, params = f"{clause} AND submitted_at > ?", [*params, oldest]
+        if low:
+            clause, params = f"{clause} AND submitted_day <= ?", [*params, (today - timedelta(days=low)).isoformat()]
+        if high is not None:
+            clause, params = f"{clause} AND submitted_day >= ?", [*params, (today - timedelta(days=high)).isoformat()]
         cases.append((clause, params))
     sql = ", ".join(f"sum(CASE WHEN {clause} THEN 1 ELSE 0 END)" for clause, _ in cases)
     return sql, [param for _, params in cases for param in params]
@@ -604,18 +619,44 @@ def _units(tx: Tx, groups: Sequence[_Group]) -> list[UnitSummary]:
 
 
 def public(tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy) -> PublicStatistics:
+    """The public figures, with what could single a report out withheld (docs/reporting.md, "Public statistics"):
+    a selection of fewer than PUBLIC_MIN_REPORTS reports shows its totals only, and a category held by fewer
+    reports than that is counted under OTHER_CATEGORY."""
     where = _reports_where(filters)
     groups = _scan(tx, where, now)
+    totals = _totals(groups)
+    if totals.reports < PUBLIC_MIN_REPORTS:
+        return PublicStatistics(
+            as_of=as_of(tx, now),
+            filters=_applied(filters),
+            totals=totals,
+            withheld=True,
+            breakdown=Breakdown(by_status={}, by_kind={}, by_channel={}, by_category={}, by_province=[]),
+            daily=[],
+            follow_up_rate=None,
+            time_to_first_follow_up=None,
+            sla=[],
+        )
     durations = _durations(tx, where)
     disposed_where = where.and_("first_disposed_at IS NOT NULL")
     disposed = int(tx.scalar(f"SELECT count(*) FROM rpt_complaints{disposed_where.sql}", disposed_where.params) or 0)
+    breakdown = _breakdown(groups)
     return PublicStatistics(
         as_of=as_of(tx, now),
         filters=_applied(filters),
-        totals=_totals(groups),
-        breakdown=_breakdown(groups),
+        totals=totals,
+        withheld=False,
+        breakdown=breakdown.model_copy(update={"by_category": _common(breakdown.by_category)}),
         daily=_daily(tx, _happenings_where(filters)),
         follow_up_rate=_rate(durations.reports, disposed),
         time_to_first_follow_up=durations,
         sla=_sla(groups, policy, ("verification", "follow_up")),
     )
+
+
+def _common(counts: Mapping[str, int]) -> dict[str, int]:
+    """`counts` with every key counted fewer than PUBLIC_MIN_REPORTS times folded into OTHER_CATEGORY."""
+    common: dict[str, int] = defaultdict(int)
+    for key, count in counts.items():
+        common[key if count >= PUBLIC_MIN_REPORTS else OTHER_CATEGORY] += count
+    return dict(sorted(common.items()))

@@ -25,7 +25,7 @@ Groups (n reports each; region; channel): story by day.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -188,19 +188,21 @@ def directory() -> list[tuple[str, NewEvent]]:
     ]
 
 
-def play(store: EventStore, clock: ManualClock) -> None:
-    """Append the directory, then every report's events in time order, each at its moment; leave the clock at
-    NOW_DAY."""
+def play(store: EventStore, clock: ManualClock, played: Sequence[Report] | None = None,
+         now: datetime | None = None) -> None:
+    """Append the directory, then every report's events (the month's unless `played` are given) in time order,
+    each at its moment; leave the clock at `now` (day NOW_DAY unless given)."""
     clock.set(day(-1))
     for stream, event in directory():
         store.append(stream, [event])
     timeline = sorted(
         ((moment, report.tracking_id, number, model, metadata)
-         for report in reports() for number, (moment, model, metadata) in enumerate(report.steps)),
+         for report in (reports() if played is None else played)
+         for number, (moment, model, metadata) in enumerate(report.steps)),
         key=lambda step: (step[0], step[1], step[2]),
     )
     for moment, tracking_id, number, model, metadata in timeline:
         if moment > clock.now():
             clock.set(moment)
         store.append(f"complaint-{tracking_id}", [model.to_new_event(metadata=metadata)], expected_version=number - 1)
-    clock.set(day(NOW_DAY))
+    clock.set(day(NOW_DAY) if now is None else now)

@@ -155,6 +155,32 @@ def test_public_statistics_count_confidential_reports_but_show_nothing_of_them(m
     assert "pii_" not in response.text
 
 
+def test_public_statistics_of_too_few_reports_show_their_totals_only(month: Reporting):
+    """Narrowed to Kota Malang on day 0, the selection is the confidential G7 report alone: its status, kind,
+    category, timeline and deadlines would be public. Staff views still show them."""
+    query = f"?from={DAY[0]}&to={DAY[0]}&region=35.73"
+    staff_view = month.get(f"/api/reports/national{query}")
+    assert staff_view["totals"]["reports"] == 1
+    assert staff_view["breakdown"]["by_category"] == {"kesehatan": 1}
+
+    statistics = month.client.get(f"/api/public/statistics{query}").json()
+    assert statistics["withheld"] is True
+    assert statistics["totals"] == staff_view["totals"]
+    assert statistics["breakdown"] == {
+        "by_status": {}, "by_kind": {}, "by_channel": {}, "by_category": {}, "by_province": []
+    }
+    assert (statistics["daily"], statistics["sla"]) == ([], [])
+    assert (statistics["follow_up_rate"], statistics["time_to_first_follow_up"]) == (None, None)
+    assert month.client.get("/api/public/statistics").json()["withheld"] is False
+
+
+def test_public_statistics_name_only_categories_of_several_reports(month: Reporting):
+    """A category may be the reporter's own words: the public sees one only when at least five reports share it.
+    lingkungan (3) and the reports without one (4) are counted as other."""
+    by_category = month.client.get("/api/public/statistics").json()["breakdown"]["by_category"]
+    assert by_category == {"(other)": 7, "infrastruktur": 13, "kesehatan": 5, "pendidikan": 5}
+
+
 def test_every_view_says_which_log_position_it_reflects(month: Reporting):
     head = month.ctx.store.head_position()
     assert month.get("/api/reports/national")["as_of"]["position"] == head

@@ -1,0 +1,74 @@
+"""Escalations in the figures: an answer after a red mark is late, and an Ombudsman takeover makes the
+Ombudsman a holder that has not answered yet (on SQLite and PostgreSQL: a module of its own, since the backend's
+schema is the module's)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from schemas import events as ev
+from tests.reporting import scenario as s
+from tests.reporting.conftest import reporting_app
+
+OMBUDSMAN = "ombudsman-ri"
+
+
+def red_marked(tracking_id: str, *, answered_on: float) -> s.Report:
+    """Disposed to Kupang on day 1 (due day 6), escalated to the province on day 7 for the missed deadline with a
+    new one on day 12, answered on `answered_on`."""
+    report = s.accepted(s.disposed(s.verified(s.submitted(tracking_id, 0, "53.71"), 1, "pengaduan", "kesehatan"),
+                                   1, s.KUPANG, 6), 2, s.KUPANG)
+    report.at(7, ev.ComplaintEscalated(kind="follow_up_overdue", reason="Tidak ada tindak lanjut.",
+                                       from_level="agency", to_level="regional", to_agency_id=s.NTT, automatic=True,
+                                       follow_up_due=s.day(12)), s.SYSTEM)
+    return s.follow_up(report, answered_on, s.KUPANG)
+
+
+def taken_over(tracking_id: str) -> s.Report:
+    """Malang answers on day 3; the reporter consents to the Ombudsman, who takes the report over on day 62."""
+    report = s.follow_up(s.accepted(s.disposed(s.verified(s.submitted(tracking_id, 0, "35.73"), 1, "pengaduan",
+                                                          "kesehatan"), 1, s.MALANG, 6), 2, s.MALANG), 3, s.MALANG)
+    report.at(61, ev.ComplaintEscalated(kind="ombudsman_offer", reason="60 hari belum selesai.", from_level="agency",
+                                        to_level="agency", automatic=True), s.SYSTEM)
+    report.at(62, ev.OmbudsmanConsentGiven(), {"actor": f"reporter:{tracking_id}", "role": "reporter"})
+    return report.at(62, ev.ComplaintEscalated(kind="ombudsman", reason="Pelapor setuju.", from_level="agency",
+                                               to_level="ombudsman", to_agency_id=OMBUDSMAN, automatic=True,
+                                               follow_up_due=s.day(67)), s.SYSTEM)
+
+
+def test_an_answer_after_a_red_mark_is_late(tmp_path: Path, backend_store: str | None):
+    """Answered on day 8, by the escalation's new deadline (day 12) but after the stage's own (day 6), which the
+    red mark records: the stage missed its 5 working days. Another report, answered on day 5, was on time."""
+    on_time = s.follow_up(s.accepted(s.disposed(s.verified(s.submitted("LAP-RED-0", 0, "53.71"), 1, "pengaduan",
+                                                           "kesehatan"), 1, s.KUPANG, 6), 2, s.KUPANG), 5, s.KUPANG)
+    with reporting_app(tmp_path / "var", backend_store) as service:
+        s.play(service.ctx.store, service.clock, [red_marked("LAP-RED-1", answered_on=8), on_time], now=s.day(9))
+        service.caught_up()
+        report = service.get("/api/reports/national?region=53.71")
+    [follow_up] = [stage for stage in report["sla"] if stage["stage"] == "follow_up"]
+    assert report["escalations"]["red_marks"] == 1
+    assert (follow_up["on_time"], follow_up["late"], follow_up["overdue"]) == (1, 1, 0)
+    assert follow_up["compliance"] == 0.5
+
+
+def test_after_an_ombudsman_takeover_the_ombudsman_has_not_followed_up_until_it_answers(
+    tmp_path: Path, backend_store: str | None
+):
+    with reporting_app(tmp_path / "var", backend_store) as service:
+        s.play(service.ctx.store, service.clock, [taken_over("LAP-ORI-1")], now=s.day(63))
+        service.caught_up()
+        board = {line["agency_id"]: line for line in service.get("/api/reports/national/agencies")["agencies"]}
+        assert (board[OMBUDSMAN]["reports"], board[OMBUDSMAN]["followed_up"]) == (1, 0)
+        assert board[OMBUDSMAN]["follow_up_rate"] == 0.0
+
+        service.clock.set(s.day(64))
+        stream = "complaint-LAP-ORI-1"
+        answer = ev.FollowUpPosted(follow_up_id="fu-ori-1", text="Ombudsman meminta klarifikasi.")
+        service.ctx.store.append(stream, [answer.to_new_event(metadata=s.staff(OMBUDSMAN))],
+                                 service.ctx.store.stream_version(stream))
+        service.caught_up()
+        board = {line["agency_id"]: line for line in service.get("/api/reports/national/agencies")["agencies"]}
+        daily = service.get("/api/reports/national?region=35.73")["daily"]  # not the other test's reports
+    assert (board[OMBUDSMAN]["followed_up"], board[OMBUDSMAN]["follow_up_rate"]) == (1, 1.0)
+    answered = {row["day"]: row["followed_up"] for row in daily if row["followed_up"]}
+    assert answered == {s.day(3).date().isoformat(): 1, s.day(64).date().isoformat(): 1}
