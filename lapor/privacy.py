@@ -31,6 +31,11 @@ from lapor.principal import Principal, Role
 # Never shown to anyone, not even the national admin: the hash of the reporter's bearer token.
 SECRET_FIELDS = frozenset({"reporter_token_hash"})
 
+# Metadata key of the vault entry holding the originals of what was masked in an event's text (intake writes it).
+ORIGINAL_REF = "pii_original_ref"
+# Vault references in event metadata: the key to what was written unmasked, for the national admin only.
+VAULT_REFERENCES = frozenset({ORIGINAL_REF, "reporter_ref"})
+
 # Who the reporter is. Only the national admin sees these; a whole subtree under such a key goes.
 IDENTITY_FIELDS = frozenset(
     {
@@ -246,10 +251,13 @@ def redact_event_data(
 
 
 def redact_metadata(metadata: Mapping[str, Any], principal: Principal | None) -> dict[str, Any]:
-    """Event metadata as the principal may see it: the actor of a reporter's own action is shown as "pelapor"
-    outside the national admin (officials' actors stay: auditors must see who decided)."""
-    shown = dict(metadata)
-    if not SIGHT[audience_of(principal)].unmasked and shown.get("role") == Role.reporter and "actor" in shown:
+    """Event metadata as the principal may see it: outside the national admin, the actor of a reporter's own action
+    is shown as "pelapor" (officials' actors stay: auditors must see who decided), and the vault references that
+    lead to the unmasked text are left out."""
+    if SIGHT[audience_of(principal)].unmasked:
+        return dict(metadata)
+    shown = {key: value for key, value in metadata.items() if key not in VAULT_REFERENCES}
+    if shown.get("role") == Role.reporter and "actor" in shown:
         shown["actor"] = REPORTER_ACTOR
     return shown
 

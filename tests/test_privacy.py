@@ -443,6 +443,14 @@ def test_reporter_actions_show_their_actor_as_pelapor_outside_the_national_admin
     assert redact_metadata(by_officer, AUDITOR)["actor"] == "kupang-admin"
 
 
+def test_the_vault_reference_to_the_unmasked_text_is_the_national_admins_only():
+    submitted_by_reporter = {"actor": "reporter:LAP-1", "role": "reporter", "pii_original_ref": "pii_0123456789abcdef"}
+
+    for principal in (AUDITOR, OMBUDSMAN, OPERATOR, AGENCY_ADMIN, PUBLIC):
+        assert redact_metadata(submitted_by_reporter, principal) == {"actor": "pelapor", "role": "reporter"}
+    assert redact_metadata(submitted_by_reporter, NATIONAL) == submitted_by_reporter
+
+
 # -- masking free text --------------------------------------------------------------------------------------------
 
 

@@ -26,7 +26,7 @@ from lapor.complaint import ComplaintState, IllegalTransition, Status, fold
 from lapor.context import ServiceContext
 from lapor.limits import rate_limit
 from lapor.principal import Principal
-from lapor.privacy import ReportNotVisible
+from lapor.privacy import ORIGINAL_REF, ReportNotVisible
 from lapor.problems import BadRequest, NotFound, Problem
 from lapor.store import NewEvent, RecordedEvent
 from schemas.events import Channel, ComplaintKind, EventData
@@ -54,7 +54,7 @@ from services.intake.models import (
 from services.intake.projections import agency_name, keyword_agency
 from services.intake.sms import HELP_REPLY, accepted_reply, parse_sms, title_of
 from services.intake.submit import Receipt, Report, submit
-from services.intake.text import ORIGINAL_REF, mask_personal_data
+from services.intake.text import mask_personal_data
 from services.intake.tracking import InvalidTrackingId, parse_tracking_id, stream_of
 from services.intake.views import complaint_view, vault_value
 

@@ -23,9 +23,6 @@ from lokal import parse_phone
 
 from lapor.privacy import redact_event_data
 
-# Metadata key of the vault entry holding the originals of what was masked in an event's text.
-ORIGINAL_REF = "pii_original_ref"
-
 
 def _written_forms(identity: Mapping[str, Any]) -> list[str]:
     """The reporter's identity values, with the other ways their phone number is written (the vault keeps

@@ -1,7 +1,7 @@
 """The tracking view (`GET /api/complaints/{tracking_id}`): the folded state plus what the fold does not keep
 (the body, attachments, the information the reporter added, public follow-ups, the feedback comment), handed to
 `lapor.privacy.redact_complaint` for the caller. The national admin gets the texts as written from the vault
-(`text.ORIGINAL_REF`) and the reporter's identity; every other audience gets the masked log text, masked again.
+(`lapor.privacy.ORIGINAL_REF`) and the reporter's identity; every other audience gets the masked log text, masked again.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ from typing import Any
 
 from lapor.complaint import ComplaintState, allowed_event_types
 from lapor.principal import Principal
-from lapor.privacy import SIGHT, audience_of, redact_complaint
+from lapor.privacy import ORIGINAL_REF, SIGHT, audience_of, redact_complaint
 from lapor.store import RecordedEvent
 from lapor.store.vault import Vault, VaultEntryErased
-from services.intake.text import ORIGINAL_REF
 
 # The reporter's actions, by the event each decides, as the path segment of its route.
 REPORTER_ACTIONS = {
