@@ -109,6 +109,31 @@ class Database(ABC):
                     tx.execute(statement)
 
 
+def table_exists(tx: Tx, table: str) -> bool:
+    """Whether `table` is in the database (SQLite) or in the connection's schema (PostgreSQL)."""
+    if tx.dialect == "sqlite":
+        return tx.fetchone("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)) is not None
+    return (
+        tx.fetchone(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?",
+            (table,),
+        )
+        is not None
+    )
+
+
+def table_columns(tx: Tx, table: str) -> list[str]:
+    """The columns of `table`, in order (none when there is no such table)."""
+    if tx.dialect == "sqlite":
+        return [row[1] for row in tx.fetchall(f'PRAGMA table_info("{table}")')]
+    rows = tx.fetchall(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = ? ORDER BY ordinal_position",
+        (table,),
+    )
+    return [name for (name,) in rows]
+
+
 WRITER_CACHE_MB = 64  # SQLite's page cache for the one write connection (SQLite's own default is 2 MB)
 
 

@@ -42,7 +42,7 @@ import psycopg
 from psycopg import sql
 
 from lapor.context import ServiceContext, ServiceDefinition
-from lapor.db import Database, PostgresDatabase, SqliteDatabase, Tx
+from lapor.db import Database, PostgresDatabase, SqliteDatabase, Tx, table_columns, table_exists
 from lapor.states import ComplaintStates
 from lapor.store import EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamShare
 from lapor.store.model import AppendResult, category_of
@@ -438,7 +438,7 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _checkpoints(tx: Tx) -> dict[str, int]:
-    if not _table_exists(tx, "subscription_checkpoints"):
+    if not table_exists(tx, "subscription_checkpoints"):
         return {}
     rows = tx.fetchall("SELECT name, position FROM subscription_checkpoints")
     return {name: int(position) for name, position in rows}
@@ -570,29 +570,6 @@ def _tables(tx: Tx) -> list[str]:
     return [name for (name,) in rows if name not in BOOKKEEPING_TABLES]
 
 
-def _table_exists(tx: Tx, table: str) -> bool:
-    if tx.dialect == "sqlite":
-        return tx.fetchone("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)) is not None
-    return (
-        tx.fetchone(
-            "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?",
-            (table,),
-        )
-        is not None
-    )
-
-
-def _columns(tx: Tx, table: str) -> list[str]:
-    if tx.dialect == "sqlite":
-        return [row[1] for row in tx.fetchall(f'PRAGMA table_info("{table}")')]
-    rows = tx.fetchall(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
-        "AND table_name = ? ORDER BY ordinal_position",
-        (table,),
-    )
-    return [name for (name,) in rows]
-
-
 def _listed(columns: Sequence[str]) -> str:
     return ", ".join(f'"{column}"' for column in columns)
 
@@ -641,13 +618,13 @@ def _compare(
     live: Tx, rebuilt: Tx, table: str, combine: Combine, prefixes: Sequence[str | None]
 ) -> TableDifference | None:
     """None when the live table holds exactly the rebuilt rows (as a multiset)."""
-    columns = _columns(rebuilt, table)
+    columns = table_columns(rebuilt, table)
     source = _source(table, columns, combine, prefixes)
     fresh_rows = _digests(rebuilt, source, columns)
     rebuilt_count = sum(fresh_rows.values())
-    if not _table_exists(live, table):
+    if not table_exists(live, table):
         return TableDifference(table, None, rebuilt_count, 0, rebuilt_count, problem="no such live table")
-    missing = sorted(set(columns) - set(_columns(live, table)))
+    missing = sorted(set(columns) - set(table_columns(live, table)))
     if missing:
         return TableDifference(
             table, None, rebuilt_count, 0, rebuilt_count, problem=f"live table lacks {', '.join(missing)}"

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from lapor.clock import Clock, SystemClock
-from lapor.db import Database, Tx
+from lapor.db import Database, Tx, table_columns
 from lapor.store import EventStore, RecordedEvent
 
 log = logging.getLogger("lapor.subscriptions")
@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS subscription_checkpoints (
     name       TEXT PRIMARY KEY,
     position   BIGINT NOT NULL,
     handled    BIGINT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    projection_version INTEGER
 );
 CREATE TABLE IF NOT EXISTS parked_events (
     name        TEXT NOT NULL,
@@ -93,14 +94,15 @@ def holding_batches(holding: Callable[[], Holding]) -> BatchHandler:
 
 def holding_subscription(
     name: str, holding: Callable[[], Holding], *, category: str | None = "complaint",
-    setup: Callable[[Tx], None] | None = None, counters: Mapping[str, str] | None = None,
+    setup: Callable[[Tx], None] | None = None, counters: Mapping[str, str] | None = None, version: int = 1,
+    tables: tuple[str, ...] = (),
 ) -> Subscription:
     """The subscription of a projection that can hold its rows: one event, a batch (`holding_batches`) and a
     rebuild's held rows all go through `holding`."""
     batches = holding_batches(holding)
     return Subscription(
         name, lambda event, tx: batches([event], tx), category=category, setup=setup, handle_batch=batches,
-        holding=holding, counters=counters or {},
+        holding=holding, counters=counters or {}, version=version, tables=tables,
     )
 
 
@@ -123,6 +125,15 @@ class Subscription:
     # Tables whose rows count what happened across streams (table -> its count column): the shares' rows that
     # are alike but for the count are added up.
     counters: Mapping[str, str] = field(default_factory=dict)
+    # The projection's logic, as a number: raise it with a change that makes other rows of the same log (the
+    # figures count differently, a column is added). A runner that finds its checkpoint written by another
+    # version drops `tables`, sets them up afresh and reads the log again from position 0 (`upgrade`).
+    version: int = 1
+    tables: tuple[str, ...] = ()  # the tables the projection alone writes, dropped when its version changes
+
+    def __post_init__(self) -> None:
+        if self.version != 1 and not (self.projection and self.tables):
+            raise ValueError(f"{self.name}: only a projection that names its tables can have another version")
 
 
 @dataclass(frozen=True)
@@ -168,9 +179,11 @@ class SubscriptionRunner:
         self._thread: threading.Thread | None = None
         self.failure: BaseException | None = None  # set when the loop itself died (not a handler failure)
         db.executescript(CHECKPOINT_SCHEMA)
-        if subscription.setup is not None:
-            with db.transaction() as tx:
+        _add_version_column(db)
+        with db.transaction() as tx:
+            if subscription.setup is not None:
                 subscription.setup(tx)
+            self._upgrade(tx)
         self._position = self.checkpoint()
         # With `hold` and a subscription that can hold its rows: up to `hold` rows kept in memory by `feed` and
         # written by `flush` (see the module's docstring). `_written` is the checkpoint written with them.
@@ -468,10 +481,36 @@ class SubscriptionRunner:
 
     def _save_checkpoint(self, tx: Tx, position: int, handled: int) -> None:
         tx.execute(
-            "INSERT INTO subscription_checkpoints (name, position, handled, updated_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET position = excluded.position, "
-            "handled = subscription_checkpoints.handled + excluded.handled, updated_at = excluded.updated_at",
-            (self.name, position, handled, self.clock.now().isoformat()),
+            "INSERT INTO subscription_checkpoints (name, position, handled, updated_at, projection_version) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET position = excluded.position, "
+            "handled = subscription_checkpoints.handled + excluded.handled, updated_at = excluded.updated_at, "
+            "projection_version = excluded.projection_version",
+            (self.name, position, handled, self.clock.now().isoformat(), self.subscription.version),
+        )
+
+    def _upgrade(self, tx: Tx) -> None:
+        """When the checkpoint was written by another version of the projection (none recorded: version 1), its
+        rows are another logic's: drop its tables, set them up afresh and start again from position 0, in the
+        transaction that set them up. The log is the truth; the figures are right again once caught up, and
+        until then every view's `as_of` says how far they reach."""
+        row = tx.fetchone("SELECT projection_version FROM subscription_checkpoints WHERE name = ?", (self.name,))
+        subscription = self.subscription
+        if row is None or (row[0] or 1) == subscription.version:
+            return
+        log.warning(
+            "subscription %s: its rows were built by version %s of the projection, this is version %s: "
+            "dropping %s and reading the log again from position 0",
+            self.name, row[0] or 1, subscription.version, ", ".join(subscription.tables),
+        )
+        for table in subscription.tables:
+            tx.execute(f'DROP TABLE IF EXISTS "{table}"')
+        if subscription.setup is not None:
+            subscription.setup(tx)
+        tx.execute("DELETE FROM parked_events WHERE name = ?", (self.name,))  # the old logic's failures
+        tx.execute(
+            "UPDATE subscription_checkpoints SET position = 0, handled = 0, updated_at = ?, projection_version = ? "
+            "WHERE name = ?",
+            (self.clock.now().isoformat(), subscription.version, self.name),
         )
 
     def replay_parked(self, position: int) -> None:
@@ -492,6 +531,16 @@ class SubscriptionRunner:
                 "UPDATE parked_events SET replayed_at = ? WHERE name = ? AND position = ?",
                 (self.clock.now().isoformat(), self.name, position),
             )
+
+
+def _add_version_column(db: Database) -> None:
+    """Checkpoints written before projections had versions have no `projection_version` column: add it (NULL,
+    read as version 1). Looked for first, so the table is locked only the once; two processes starting together
+    are kept apart by SQLite's one writer, and on PostgreSQL by IF NOT EXISTS."""
+    with db.transaction() as tx:
+        if "projection_version" not in table_columns(tx, "subscription_checkpoints"):
+            exists = " IF NOT EXISTS" if tx.dialect == "postgresql" else ""
+            tx.execute(f"ALTER TABLE subscription_checkpoints ADD COLUMN{exists} projection_version INTEGER")
 
 
 def _describe(error: BaseException) -> str:

@@ -232,3 +232,80 @@ def test_while_events_keep_coming_a_runner_handles_them_together(paths):
         runner.stop()
     assert [len(batch) for batch in batches] == [1, 9]  # not nine transactions of one
     assert {times for _, times in effects(db)} == {1}
+
+
+# -- a new version of a projection -------------------------------------------------------------------------------
+
+OLD_CHECKPOINTS = (  # the checkpoint table as it was before projections had versions
+    "CREATE TABLE subscription_checkpoints (name TEXT PRIMARY KEY, position BIGINT NOT NULL, handled BIGINT NOT NULL,"
+    " updated_at TEXT NOT NULL)"
+)
+
+
+def counting(version: int, *, poison: bool = False) -> Subscription:
+    """Version 1 counts every event of a stream; version 2 only the Noted ones, in a table with another column."""
+
+    def count_all(event: RecordedEvent, tx: Tx) -> None:
+        if poison and event.type == "Poison":
+            raise ValueError("version 1 cannot project this")
+        tx.execute(
+            "INSERT INTO counted (stream, n) VALUES (?, 1) ON CONFLICT (stream) DO UPDATE SET n = counted.n + 1",
+            (event.stream,),
+        )
+
+    def count_noted(event: RecordedEvent, tx: Tx) -> None:
+        if event.type == "Noted":
+            tx.execute(
+                "INSERT INTO counted (stream, n, last_type) VALUES (?, 1, ?) "
+                "ON CONFLICT (stream) DO UPDATE SET n = counted.n + 1, last_type = excluded.last_type",
+                (event.stream, event.type),
+            )
+
+    columns = "stream TEXT PRIMARY KEY, n INTEGER NOT NULL" + (", last_type TEXT" if version == 2 else "")
+    return Subscription(
+        "counting", count_all if version == 1 else count_noted, version=version, tables=("counted",),
+        setup=lambda tx: tx.execute(f"CREATE TABLE IF NOT EXISTS counted ({columns})"),
+    )
+
+
+def counted(db) -> dict[str, int]:
+    with db.read() as tx:
+        return dict(tx.fetchall("SELECT stream, n FROM counted"))
+
+
+def test_a_new_version_of_a_projection_reads_the_log_again_into_fresh_tables(paths):
+    store_url, db_url = paths
+    store, db = open_store(store_url), open_database(db_url)
+    with db.transaction() as tx:  # a read-model database from before projections had versions
+        tx.execute(OLD_CHECKPOINTS)
+    fill(store, streams=3, per_stream=4)
+    store.append("complaint-S0", [NewEvent("Poison", {}), NewEvent("Other", {})])
+    old = SubscriptionRunner(store, db, counting(1, poison=True), max_attempts=1)
+    old.run_until_caught_up()
+    assert counted(db) == {"complaint-S0": 5, "complaint-S1": 4, "complaint-S2": 4}
+    assert [p.type for p in old.parked()] == ["Poison"]
+
+    # The same version again (an old checkpoint without a version is version 1): nothing is read again.
+    assert SubscriptionRunner(store, db, counting(1)).run_until_caught_up() == 0
+    assert counted(db)["complaint-S0"] == 5
+
+    new = SubscriptionRunner(store, db, counting(2))
+    assert new.checkpoint() == 0
+    assert new.parked() == []  # the old logic's failures went with its rows
+    assert new.run_until_caught_up() == 14  # every event, again
+    assert counted(db) == {"complaint-S0": 4, "complaint-S1": 4, "complaint-S2": 4}
+    assert new.saved() == (store.head_position(), 14)
+    with db.read() as tx:
+        assert {last for (last,) in tx.fetchall("SELECT last_type FROM counted")} == {"Noted"}
+
+    # Started again, version 2 carries on where it is.
+    store.append("complaint-S1", [NewEvent("Noted", {})])
+    assert SubscriptionRunner(store, db, counting(2)).run_until_caught_up() == 1
+    assert counted(db)["complaint-S1"] == 5
+
+
+def test_only_a_projection_that_names_its_tables_can_have_another_version():
+    with pytest.raises(ValueError, match="names its tables"):
+        Subscription("counting", record_effect, version=2)
+    with pytest.raises(ValueError, match="names its tables"):
+        Subscription("reacting", record_effect, projection=False, version=2, tables=("effects",))

@@ -36,6 +36,8 @@ from lapor.subscriptions import Subscription, holding_batches, holding_subscript
 from schemas.events import Channel, ComplaintKind, EscalationKind, Level
 
 COMPLAINTS_SUBSCRIPTION = "reporting.complaints"
+# 2 (session 20): an answer after a red mark is late, and an Ombudsman takeover resets "followed up".
+COMPLAINTS_VERSION = 2
 DIRECTORY_SUBSCRIPTION = "reporting.directory"
 
 COMPLAINTS_SCHEMA = (
@@ -530,7 +532,7 @@ def subscriptions(states: ComplaintStates | None = None) -> list[Subscription]:
     return [
         holding_subscription(
             COMPLAINTS_SUBSCRIPTION, partial(ComplaintReports, states), setup=setup_tables(COMPLAINTS_SCHEMA),
-            counters={"rpt_daily": "count"},
+            counters={"rpt_daily": "count"}, version=COMPLAINTS_VERSION, tables=("rpt_complaints", "rpt_daily"),
         ),
         Subscription(
             DIRECTORY_SUBSCRIPTION, project_directory, category="directory", setup=setup_tables(DIRECTORY_SCHEMA)

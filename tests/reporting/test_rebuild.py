@@ -20,7 +20,7 @@ from lapor.cli import main
 from lapor.clock import ManualClock
 from lapor.complaint import ComplaintState, evolve
 from lapor.context import ServiceContext, ServiceDefinition
-from lapor.db import Tx
+from lapor.db import SqliteDatabase, Tx
 from lapor.policy import Sp4nPolicy
 from lapor.rebuild import ReadOnlyStore, RebuildFailed, RebuildReport, rebuild, rebuild_in_shares, rebuild_shared_out
 from lapor.settings import load_settings
@@ -134,6 +134,39 @@ def test_rebuild_names_a_row_that_differs_from_what_the_log_says(context: Servic
     [difference] = report.differences
     assert (difference.table, difference.only_live, difference.only_rebuilt) == ("rpt_daily", 1, 1)
     assert difference.examples_live[0][-1] == difference.examples_rebuilt[0][-1] + 1
+
+
+def test_live_tables_built_by_an_older_version_of_the_projection_are_built_again_on_start(context: ServiceContext):
+    """A deployment whose reporting rows an older version of the projection built (other figures for the same
+    log): its next start reads the log again into fresh tables, and they equal a rebuild."""
+    run_live(context, [SERVICE], batch_size=500)
+    with context.db.transaction() as tx:
+        tx.execute("UPDATE rpt_complaints SET followed_up = 1 - followed_up")  # what the older logic counted
+        tx.execute("UPDATE subscription_checkpoints SET projection_version = NULL WHERE name = ?",
+                   (reporting_projections.COMPLAINTS_SUBSCRIPTION,))
+    assert not rebuild(context, [SERVICE]).identical
+
+    run_live(context, [SERVICE], batch_size=500)
+    report = rebuild(context, [SERVICE])
+    assert report.identical, report.differences
+    with context.db.read() as tx:
+        assert tx.scalar("SELECT projection_version FROM subscription_checkpoints WHERE name = ?",
+                         (reporting_projections.COMPLAINTS_SUBSCRIPTION,)) == reporting_projections.COMPLAINTS_VERSION
+
+
+def test_a_projection_that_names_its_tables_names_every_table_its_setup_creates(context: ServiceContext):
+    for service in load_services():
+        for subscription in service.subscriptions(context):
+            if not subscription.tables:
+                continue
+            assert subscription.setup is not None
+            scratch = SqliteDatabase(context.settings.data / f"scratch-{subscription.name}.db")
+            with scratch.transaction() as tx:
+                subscription.setup(tx)
+                created = {name for (name,) in tx.fetchall(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+            scratch.close()
+            assert created == set(subscription.tables), subscription.name
 
 
 def test_rebuild_of_a_live_projection_that_fell_behind_says_it_lags(context: ServiceContext):
