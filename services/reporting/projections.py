@@ -37,7 +37,8 @@ from schemas.events import Channel, ComplaintKind, EscalationKind, Level
 
 COMPLAINTS_SUBSCRIPTION = "reporting.complaints"
 # 2 (session 20): an answer after a red mark is late, and an Ombudsman takeover resets "followed up".
-COMPLAINTS_VERSION = 2
+# 3 (session 21): `red_marked`, so a red-marked report the holder has not answered is overdue from the red mark.
+COMPLAINTS_VERSION = 3
 DIRECTORY_SUBSCRIPTION = "reporting.directory"
 
 COMPLAINTS_SCHEMA = (
@@ -62,6 +63,7 @@ COMPLAINTS_SCHEMA = (
     verification_on_time INTEGER,
     follow_up_on_time    INTEGER,
     followed_up          INTEGER NOT NULL,
+    red_marked           INTEGER NOT NULL,
     feedback_rating      INTEGER,
     state                TEXT NOT NULL
 )""",
@@ -70,7 +72,7 @@ COMPLAINTS_SCHEMA = (
     # every column the sums and filters use, instead of sorting the wide table (~8x faster at 10^5 reports).
     "CREATE INDEX IF NOT EXISTS rpt_complaints_by_group ON rpt_complaints (status, kind, channel, category,"
     " province, agency_id, unit_id, verification_on_time, verification_due, follow_up_on_time, follow_up_due,"
-    " followed_up, submitted_at, submitted_day, region_code)",
+    " followed_up, red_marked, submitted_at, submitted_day, region_code)",
     # Covers the time-to-first-follow-up query (`reports._durations`): only reports that were followed up.
     "CREATE INDEX IF NOT EXISTS rpt_complaints_followed_up ON rpt_complaints (first_follow_up_at, first_disposed_at,"
     " submitted_day, region_code, agency_id) WHERE first_follow_up_at IS NOT NULL",
@@ -138,6 +140,7 @@ EXTRA_FIELDS = (
     "verification_on_time",
     "follow_up_on_time",
     "followed_up",
+    "red_marked",
     "return_count",
 )
 # The queryable columns, each the fold field or extra of that name (feedback_rating: of the fold's feedback).
@@ -164,6 +167,7 @@ COLUMNS = (
     "verification_on_time",
     "follow_up_on_time",
     "followed_up",
+    "red_marked",
     "feedback_rating",
     "state",
 )
@@ -235,6 +239,7 @@ _BLANK_EXTRA: Mapping[str, Any] = {
     "verification_on_time": None,
     "follow_up_on_time": None,
     "followed_up": 0,
+    "red_marked": 0,
     "return_count": 0,
 }
 _BLANK_FIELDS = dict(initial_state("").__dict__)
@@ -438,7 +443,7 @@ def _disposed(extra: dict[str, Any], before: ComplaintState, after: ComplaintSta
               daily: Daily) -> None:
     if extra["first_disposed_at"] is None:
         extra["first_disposed_at"] = event.recorded_at
-    extra["followed_up"] = 0  # the new holder has not answered yet
+    extra["followed_up"] = extra["red_marked"] = 0  # the new holder has not answered yet, nor missed anything
     _count(daily, day, after, after.agency_id, "disposed")
 
 
@@ -458,6 +463,7 @@ def _follow_up(extra: dict[str, Any], before: ComplaintState, after: ComplaintSt
         extra["followed_up"] = 1
     if extra["follow_up_on_time"] is None:
         extra["follow_up_on_time"] = 0 if _red_marked(before) else _on_time(event.recorded_at, before.follow_up_due)
+    extra["red_marked"] = 0  # answered: overdue again only when the deadline running now passes
 
 
 def _red_marked(state: ComplaintState) -> bool:
@@ -470,6 +476,12 @@ def _red_marked(state: ComplaintState) -> bool:
     return any(e.kind is EscalationKind.follow_up_overdue and _epoch(e.at) >= since for e in state.escalations)
 
 
+def _resolved(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
+              daily: Daily) -> None:
+    extra["red_marked"] = 0  # a resolution answers the reporter; a reopening runs a new deadline
+    _count(daily, day, after, before.agency_id, "resolved")
+
+
 def _escalated(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
                daily: Daily) -> None:
     kind = event.data["kind"]
@@ -477,8 +489,10 @@ def _escalated(extra: dict[str, Any], before: ComplaintState, after: ComplaintSt
     _count(daily, day, after, before.agency_id, f"escalated:{kind}")
     if kind == EscalationKind.follow_up_overdue:
         _count(daily, day, after, before.agency_id, "red_mark")  # nilai merah: the holder missed its deadline
+        # Overdue from now until it answers, though the escalation runs the next level's (later) deadline.
+        extra["red_marked"] = 1
     if after.agency_id != before.agency_id:
-        extra["followed_up"] = 0  # an Ombudsman takeover: the new holder has not answered yet
+        extra["followed_up"] = extra["red_marked"] = 0  # an Ombudsman takeover: the new holder has not answered
 
 
 _NOTES: Mapping[str, Note] = {
@@ -492,7 +506,7 @@ _NOTES: Mapping[str, Note] = {
     "DispositionReturned": _returned,
     "FollowUpPosted": _follow_up,
     "ComplaintEscalated": _escalated,
-    "ComplaintResolved": _counting("resolved"),
+    "ComplaintResolved": _resolved,
     "ComplaintReopened": _counting("reopened"),
     "ComplaintClosed": _counting("closed"),
 }

@@ -160,7 +160,7 @@ class StageCompliance(BaseModel):
     deadline_working_days: int
     on_time: int = Field(description="stage done by its deadline")
     late: int = Field(description="stage done after its deadline")
-    overdue: int = Field(description="not done yet, deadline passed")
+    overdue: int = Field(description="not done yet, deadline passed (follow-up: or red-marked)")
     compliance: float | None = Field(description="on_time / (on_time + late + overdue); null when none is due")
 
 
@@ -191,7 +191,7 @@ class AgencyScore(BaseModel):
     open: int
     followed_up: int = Field(description="held reports the agency has answered since they reached it")
     follow_up_rate: float | None
-    overdue: int = Field(description="open reports past their follow-up deadline")
+    overdue: int = Field(description="open reports past their follow-up deadline, or red-marked and not answered since")
     red_marks: int = Field(description="follow-up deadlines missed and escalated in the period (nilai merah)")
     bounces: int = Field(description="reports it returned as 'bukan wewenang' in the period")
     dispositions: int = Field(description="dispositions it received in the period")
@@ -302,16 +302,19 @@ def _sums_sql(now: datetime) -> tuple[str, list[Any]]:
     moment = now.timestamp()
     is_open = f"status IN {_placeholders(_OPEN)}"
     waiting = f"status IN {_placeholders(_WAITING_FOR_FOLLOW_UP)}"
+    # A red-marked report the holder has not answered is overdue from the red mark: the escalation moved
+    # `follow_up_due` on to the next level's deadline, but this holder's has passed.
+    past_due = "(follow_up_due < ? OR red_marked = 1)"
     cases: list[tuple[str, list[Any]]] = [
         ("verification_on_time = 1", []),
         ("verification_on_time = 0", []),
         ("verification_on_time IS NULL AND status = ? AND verification_due < ?", [Status.submitted.value, moment]),
         ("follow_up_on_time = 1", []),
         ("follow_up_on_time = 0", []),
-        (f"follow_up_on_time IS NULL AND {waiting} AND follow_up_due < ?", [*_WAITING_FOR_FOLLOW_UP, moment]),
+        (f"follow_up_on_time IS NULL AND {waiting} AND {past_due}", [*_WAITING_FOR_FOLLOW_UP, moment]),
         ("followed_up = 1", []),
         # The scoreboard's overdue: past the follow-up deadline running now (after a reopening too).
-        (f"{waiting} AND follow_up_due < ?", [*_WAITING_FOR_FOLLOW_UP, moment]),
+        (f"{waiting} AND {past_due}", [*_WAITING_FOR_FOLLOW_UP, moment]),
     ]
     today = jakarta_date(now)
     for _, low, high in AGE_BUCKETS:

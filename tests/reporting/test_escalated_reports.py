@@ -13,15 +13,15 @@ from tests.reporting.conftest import reporting_app
 OMBUDSMAN = "ombudsman-ri"
 
 
-def red_marked(tracking_id: str, *, answered_on: float) -> s.Report:
+def red_marked(tracking_id: str, *, answered_on: float | None, region: str = "53.71") -> s.Report:
     """Disposed to Kupang on day 1 (due day 6), escalated to the province on day 7 for the missed deadline with a
-    new one on day 12, answered on `answered_on`."""
-    report = s.accepted(s.disposed(s.verified(s.submitted(tracking_id, 0, "53.71"), 1, "pengaduan", "kesehatan"),
+    new one on day 12, answered on `answered_on` (None: not yet)."""
+    report = s.accepted(s.disposed(s.verified(s.submitted(tracking_id, 0, region), 1, "pengaduan", "kesehatan"),
                                    1, s.KUPANG, 6), 2, s.KUPANG)
     report.at(7, ev.ComplaintEscalated(kind="follow_up_overdue", reason="Tidak ada tindak lanjut.",
                                        from_level="agency", to_level="regional", to_agency_id=s.NTT, automatic=True,
                                        follow_up_due=s.day(12)), s.SYSTEM)
-    return s.follow_up(report, answered_on, s.KUPANG)
+    return report if answered_on is None else s.follow_up(report, answered_on, s.KUPANG)
 
 
 def taken_over(tracking_id: str) -> s.Report:
@@ -49,6 +49,37 @@ def test_an_answer_after_a_red_mark_is_late(tmp_path: Path, backend_store: str |
     assert report["escalations"]["red_marks"] == 1
     assert (follow_up["on_time"], follow_up["late"], follow_up["overdue"]) == (1, 1, 0)
     assert follow_up["compliance"] == 0.5
+
+
+def test_a_red_marked_report_is_overdue_until_its_holder_answers(tmp_path: Path, backend_store: str | None):
+    """On day 8 the red-marked report is overdue, in the stage and on Kupang's line of the scoreboard, though the
+    escalation's own deadline (day 12) is still ahead: Kupang's (day 6) has passed. Answered on day 9, it is late
+    and no longer overdue. (Reported in Kabupaten Kupang, 53.01, apart from the module's other reports.)"""
+    with reporting_app(tmp_path / "var", backend_store) as service:
+        s.play(service.ctx.store, service.clock, [red_marked("LAP-RED-2", answered_on=None, region="53.01")],
+               now=s.day(8))
+        service.caught_up()
+        unanswered = service.get("/api/reports/national?region=53.01")
+        board = service.get("/api/reports/national/agencies?region=53.01")["agencies"]
+        kupang = service.get(f"/api/reports/agencies/{s.KUPANG}")
+
+        service.clock.set(s.day(9))
+        stream = "complaint-LAP-RED-2"
+        answer = ev.FollowUpPosted(follow_up_id="fu-red-2", text="Sudah ditindaklanjuti.")
+        service.ctx.store.append(stream, [answer.to_new_event(metadata=s.staff(s.KUPANG))],
+                                 service.ctx.store.stream_version(stream))
+        service.caught_up()
+        answered = service.get("/api/reports/national?region=53.01")
+        board_after = service.get("/api/reports/national/agencies?region=53.01")["agencies"]
+    [before] = [stage for stage in unanswered["sla"] if stage["stage"] == "follow_up"]
+    assert (before["on_time"], before["late"], before["overdue"]) == (0, 0, 1)
+    [line] = [line for line in board if line["agency_id"] == s.KUPANG]
+    assert line["overdue"] == 1
+    assert kupang["score"]["overdue"] == 1
+    [after] = [stage for stage in answered["sla"] if stage["stage"] == "follow_up"]
+    assert (after["on_time"], after["late"], after["overdue"]) == (0, 1, 0)
+    [line] = [line for line in board_after if line["agency_id"] == s.KUPANG]
+    assert line["overdue"] == 0
 
 
 def test_after_an_ombudsman_takeover_the_ombudsman_has_not_followed_up_until_it_answers(
