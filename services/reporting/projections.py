@@ -37,7 +37,9 @@ from schemas.events import Channel, ComplaintKind, EscalationKind, Level
 
 COMPLAINTS_SUBSCRIPTION = "reporting.complaints"
 # 2 (session 20): an answer after a red mark is late, and an Ombudsman takeover resets "followed up".
-# 3 (session 21): `red_marked`, so a red-marked report the holder has not answered is overdue from the red mark.
+# 3 (session 21): `red_marked_agency`, so a red-marked report not answered since is overdue from the red mark; a
+# pend pauses the verification stage instead of ending it; a resolution is an answer; a re-disposition starts the
+# follow-up stage again.
 COMPLAINTS_VERSION = 3
 DIRECTORY_SUBSCRIPTION = "reporting.directory"
 
@@ -63,7 +65,7 @@ COMPLAINTS_SCHEMA = (
     verification_on_time INTEGER,
     follow_up_on_time    INTEGER,
     followed_up          INTEGER NOT NULL,
-    red_marked           INTEGER NOT NULL,
+    red_marked_agency    TEXT,
     feedback_rating      INTEGER,
     state                TEXT NOT NULL
 )""",
@@ -72,7 +74,7 @@ COMPLAINTS_SCHEMA = (
     # every column the sums and filters use, instead of sorting the wide table (~8x faster at 10^5 reports).
     "CREATE INDEX IF NOT EXISTS rpt_complaints_by_group ON rpt_complaints (status, kind, channel, category,"
     " province, agency_id, unit_id, verification_on_time, verification_due, follow_up_on_time, follow_up_due,"
-    " followed_up, red_marked, submitted_at, submitted_day, region_code)",
+    " followed_up, red_marked_agency, submitted_at, submitted_day, region_code)",
     # Covers the time-to-first-follow-up query (`reports._durations`): only reports that were followed up.
     "CREATE INDEX IF NOT EXISTS rpt_complaints_followed_up ON rpt_complaints (first_follow_up_at, first_disposed_at,"
     " submitted_day, region_code, agency_id) WHERE first_follow_up_at IS NOT NULL",
@@ -140,7 +142,7 @@ EXTRA_FIELDS = (
     "verification_on_time",
     "follow_up_on_time",
     "followed_up",
-    "red_marked",
+    "red_marked_agency",
     "return_count",
 )
 # The queryable columns, each the fold field or extra of that name (feedback_rating: of the fold's feedback).
@@ -167,7 +169,7 @@ COLUMNS = (
     "verification_on_time",
     "follow_up_on_time",
     "followed_up",
-    "red_marked",
+    "red_marked_agency",
     "feedback_rating",
     "state",
 )
@@ -239,7 +241,7 @@ _BLANK_EXTRA: Mapping[str, Any] = {
     "verification_on_time": None,
     "follow_up_on_time": None,
     "followed_up": 0,
-    "red_marked": 0,
+    "red_marked_agency": None,
     "return_count": 0,
 }
 _BLANK_FIELDS = dict(initial_state("").__dict__)
@@ -418,14 +420,17 @@ def _counting(metric: str) -> Note:
     return note
 
 
-def _telaah(metric: str | None) -> Note:
-    """The verification stage (telaah) ends with the first verify, pend, archive or duplicate decision: did it come
-    within the deadline running before it?"""
+def _telaah(metric: str | None, *, ends: bool = True) -> Note:
+    """The verification stage (telaah) ends with the first verify, archive or duplicate decision: did it come
+    within the deadline running before it? A pend pauses it (no deadline runs while the reporter is asked; the
+    answer starts a new one), and a late pend makes it late for good."""
 
     def note(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
              daily: Daily) -> None:
         if extra["verification_on_time"] is None:
-            extra["verification_on_time"] = _on_time(event.recorded_at, before.verification_due)
+            on_time = _on_time(event.recorded_at, before.verification_due)
+            if ends or not on_time:
+                extra["verification_on_time"] = on_time
         if metric is not None:
             _count(daily, day, after, None, metric)
 
@@ -443,7 +448,8 @@ def _disposed(extra: dict[str, Any], before: ComplaintState, after: ComplaintSta
               daily: Daily) -> None:
     if extra["first_disposed_at"] is None:
         extra["first_disposed_at"] = event.recorded_at
-    extra["followed_up"] = extra["red_marked"] = 0  # the new holder has not answered yet, nor missed anything
+    # The new holder's follow-up stage: it has not answered yet, nor missed its deadline.
+    extra["followed_up"], extra["follow_up_on_time"], extra["red_marked_agency"] = 0, None, None
     _count(daily, day, after, after.agency_id, "disposed")
 
 
@@ -457,13 +463,19 @@ def _follow_up(extra: dict[str, Any], before: ComplaintState, after: ComplaintSt
                daily: Daily) -> None:
     if event.data.get("public", True) is False:
         return  # an internal note is no answer to the reporter: it neither counts nor stops the clock
+    _answered(extra, before, after, event, day, daily)
+
+
+def _answered(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
+              daily: Daily) -> None:
+    """The holder answered the reporter: a public follow-up, or a resolution without one."""
     if not extra["followed_up"]:
         # The holder's first answer since the report reached it: "followed up" counts reports, not posts.
         _count(daily, day, after, after.agency_id, "followed_up")
         extra["followed_up"] = 1
     if extra["follow_up_on_time"] is None:
         extra["follow_up_on_time"] = 0 if _red_marked(before) else _on_time(event.recorded_at, before.follow_up_due)
-    extra["red_marked"] = 0  # answered: overdue again only when the deadline running now passes
+    extra["red_marked_agency"] = None  # answered: overdue again only when the deadline running now passes
 
 
 def _red_marked(state: ComplaintState) -> bool:
@@ -478,7 +490,9 @@ def _red_marked(state: ComplaintState) -> bool:
 
 def _resolved(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
               daily: Daily) -> None:
-    extra["red_marked"] = 0  # a resolution answers the reporter; a reopening runs a new deadline
+    # The resolution is written to the reporter: resolving without a follow-up post answers too (and cannot take a
+    # missed deadline out of the figures). A reopening runs a new deadline.
+    _answered(extra, before, after, event, day, daily)
     _count(daily, day, after, before.agency_id, "resolved")
 
 
@@ -489,16 +503,18 @@ def _escalated(extra: dict[str, Any], before: ComplaintState, after: ComplaintSt
     _count(daily, day, after, before.agency_id, f"escalated:{kind}")
     if kind == EscalationKind.follow_up_overdue:
         _count(daily, day, after, before.agency_id, "red_mark")  # nilai merah: the holder missed its deadline
-        # Overdue from now until it answers, though the escalation runs the next level's (later) deadline.
-        extra["red_marked"] = 1
+        # Overdue from now until answered, though the escalation runs the next level's (later) deadline.
+        extra["red_marked_agency"] = before.agency_id
     if after.agency_id != before.agency_id:
-        extra["followed_up"] = extra["red_marked"] = 0  # an Ombudsman takeover: the new holder has not answered
+        # An Ombudsman takeover: the new holder has not answered yet. The stage stays the one the earlier holder
+        # missed (overdue until answered, and late then), but the scoreboard blames that holder, not the new one.
+        extra["followed_up"] = 0
 
 
 _NOTES: Mapping[str, Note] = {
     "ComplaintSubmitted": _submitted,
     "ComplaintVerified": _telaah("verified"),
-    "ComplaintPended": _telaah(None),
+    "ComplaintPended": _telaah(None, ends=False),
     "ComplaintArchived": _telaah("archived"),
     "DuplicateMarked": _telaah("duplicate"),
     "ComplaintDisposed": _disposed,

@@ -53,11 +53,13 @@ class _Where:
         self.clauses.append(clause)
         self.params.extend(params)
 
-    def within(self, column: str, code: str, separator: str) -> None:
-        """`column` is `code` or lies inside it (`pemda-53.71/dinkes` in `pemda-53.71`, `35.73` in `35`). A prefix
-        compare rather than LIKE: ids may hold `_`, which LIKE reads as a wildcard."""
+    def within(self, column: str, code: str, separator: str, *more_columns: str) -> None:
+        """`column` (or one of `more_columns`) is `code` or lies inside it (`pemda-53.71/dinkes` in `pemda-53.71`,
+        `35.73` in `35`). A prefix compare rather than LIKE: ids may hold `_`, which LIKE reads as a wildcard."""
         prefix = code + separator
-        self.add(f"({column} = ? OR substr({column}, 1, ?) = ?)", code, len(prefix), prefix)
+        columns = (column, *more_columns)
+        self.add(" OR ".join(f"{name} = ? OR substr({name}, 1, ?) = ?" for name in columns).join("()"),
+                 *[value for _ in columns for value in (code, len(prefix), prefix)])
 
     def and_(self, clause: str, *params: Any) -> _Where:
         """A copy with one more clause."""
@@ -80,7 +82,8 @@ def _reports_where(filters: Filters, agency_id: str | None = None) -> _Where:
     if filters.region:
         where.within("region_code", filters.region, ".")
     if agency_id is not None:
-        where.within("agency_id", agency_id, "/")
+        # Its reports and its units' (a unit's own view: the reports assigned to it, `agency_id` being its agency's).
+        where.within("agency_id", agency_id, "/", "unit_id")
     return where
 
 
@@ -302,19 +305,21 @@ def _sums_sql(now: datetime) -> tuple[str, list[Any]]:
     moment = now.timestamp()
     is_open = f"status IN {_placeholders(_OPEN)}"
     waiting = f"status IN {_placeholders(_WAITING_FOR_FOLLOW_UP)}"
-    # A red-marked report the holder has not answered is overdue from the red mark: the escalation moved
-    # `follow_up_due` on to the next level's deadline, but this holder's has passed.
-    past_due = "(follow_up_due < ? OR red_marked = 1)"
+    # A red-marked report not answered since is overdue from the red mark: the escalation moved `follow_up_due` on
+    # to the next level's deadline, but the stage's has passed. On the scoreboard, only for the holder marked.
+    past_due = "(follow_up_due < ? OR red_marked_agency IS NOT NULL)"
+    holder_past_due = "(follow_up_due < ? OR red_marked_agency = agency_id)"
     cases: list[tuple[str, list[Any]]] = [
         ("verification_on_time = 1", []),
         ("verification_on_time = 0", []),
+        # (After a pend answered on time, the stage runs again: still NULL, back in `submitted`, a new deadline.)
         ("verification_on_time IS NULL AND status = ? AND verification_due < ?", [Status.submitted.value, moment]),
         ("follow_up_on_time = 1", []),
         ("follow_up_on_time = 0", []),
         (f"follow_up_on_time IS NULL AND {waiting} AND {past_due}", [*_WAITING_FOR_FOLLOW_UP, moment]),
         ("followed_up = 1", []),
         # The scoreboard's overdue: past the follow-up deadline running now (after a reopening too).
-        (f"{waiting} AND {past_due}", [*_WAITING_FOR_FOLLOW_UP, moment]),
+        (f"{waiting} AND {holder_past_due}", [*_WAITING_FOR_FOLLOW_UP, moment]),
     ]
     today = jakarta_date(now)
     for _, low, high in AGE_BUCKETS:

@@ -1,0 +1,169 @@
+"""Where each stage of the figures starts and ends (docs/reporting.md, "Definitions"): a pend pauses the verification
+stage, a resolution answers the reporter, a re-disposition starts the follow-up stage again, an Ombudsman takeover
+does not, and a unit's own view holds the reports assigned to it. On SQLite and PostgreSQL; every test has a
+region (or agency) of its own, since on PostgreSQL the module's tests share one schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lapor.principal import Role
+from schemas import events as ev
+from tests.reporting import scenario as s
+from tests.reporting.conftest import Reporting, reporting_app
+
+OMBUDSMAN = "ombudsman-ri"
+REPORTER = {"role": "reporter"}
+
+
+def stage(view: dict[str, Any], name: str) -> tuple[int, int, int]:
+    [found] = [line for line in view["sla"] if line["stage"] == name]
+    return found["on_time"], found["late"], found["overdue"]
+
+
+def line_of(board: list[dict[str, Any]], agency_id: str) -> dict[str, Any]:
+    [found] = [line for line in board if line["agency_id"] == agency_id]
+    return found
+
+
+def pended(tracking_id: str, region: str, *, pended_on: float, answered_on: float | None, due: float) -> s.Report:
+    """Submitted on day 0 (verification due day 3), pended on `pended_on`, answered on `answered_on` with a new
+    verification deadline on `due`."""
+    report = s.submitted(tracking_id, 0, region)
+    report.at(pended_on, ev.ComplaintPended(information_requested="Di mana lokasinya?",
+                                            archive_due=s.day(pended_on + 30)), s.OFFICER)
+    if answered_on is not None:
+        report.at(answered_on, ev.InformationProvided(text="Jl. El Tari 1.", verification_due=s.day(due)),
+                  {**REPORTER, "actor": f"reporter:{tracking_id}"})
+    return report
+
+
+def held(tracking_id: str, region: str, agency_id: str = s.KUPANG) -> s.Report:
+    """Disposed to `agency_id` on day 1 (follow-up due day 6) and accepted on day 2."""
+    return s.accepted(s.disposed(s.verified(s.submitted(tracking_id, 0, region), 1, "pengaduan", "kesehatan"), 1,
+                                 agency_id, 6), 2, agency_id)
+
+
+def red_mark(report: s.Report, n: float, from_level: str, to_level: str, to_agency_id: str, due: float) -> s.Report:
+    return report.at(n, ev.ComplaintEscalated(kind="follow_up_overdue", reason="Tidak ada tindak lanjut.",
+                                              from_level=from_level, to_level=to_level, to_agency_id=to_agency_id,
+                                              automatic=True, follow_up_due=s.day(due)), s.SYSTEM)
+
+
+def append(service: Reporting, tracking_id: str, event: ev.EventData, metadata: dict[str, str]) -> None:
+    stream = f"complaint-{tracking_id}"
+    service.ctx.store.append(stream, [event.to_new_event(metadata=metadata)], service.ctx.store.stream_version(stream))
+    service.caught_up()
+
+
+def test_a_pend_pauses_the_verification_stage(tmp_path: Path, backend_store: str | None):
+    """The deadline restarts when the reporter answers: verifying after the new one is late, and a report back
+    from the reporter and past it is overdue. A pend by the deadline leaves nothing due while the reporter is
+    asked, so archiving it for no answer is on time; a late pend makes the stage late whatever comes after."""
+    reports = {
+        "53.02": pended("LAP-PND-1", "53.02", pended_on=1, answered_on=2, due=5),  # verified day 10: late
+        "53.03": pended("LAP-PND-2", "53.03", pended_on=1, answered_on=2, due=5),  # never verified: overdue
+        "53.04": pended("LAP-PND-3", "53.04", pended_on=1, answered_on=None, due=0),  # archived day 9: on time
+        "53.05": pended("LAP-PND-4", "53.05", pended_on=5, answered_on=6, due=9),  # pended late, verified day 7
+        "53.06": pended("LAP-PND-5", "53.06", pended_on=1, answered_on=None, due=0),  # still asked: nothing due
+    }
+    s.verified(reports["53.02"], 10, "pengaduan", "kesehatan")
+    reports["53.04"].at(9, ev.ComplaintArchived(reason="Pelapor tidak melengkapi."), s.SYSTEM)
+    s.verified(reports["53.05"], 7, "pengaduan", "kesehatan")
+    with reporting_app(tmp_path / "var", backend_store) as service:
+        s.play(service.ctx.store, service.clock, list(reports.values()), now=s.day(10.5))
+        service.caught_up()
+        views = {region: service.get(f"/api/reports/national?region={region}") for region in reports}
+    assert stage(views["53.02"], "verification") == (0, 1, 0)
+    assert stage(views["53.03"], "verification") == (0, 0, 1)
+    assert stage(views["53.04"], "verification") == (1, 0, 0)
+    assert stage(views["53.05"], "verification") == (0, 1, 0)
+    assert stage(views["53.06"], "verification") == (0, 0, 0)
+    assert views["53.06"]["sla"][0]["compliance"] is None
+
+
+def test_a_resolution_answers_the_reporter(tmp_path: Path, backend_store: str | None):
+    """Resolved without a follow-up post: by the deadline it is followed up on time; after a red mark it is late,
+    not dropped from the stage (before, resolving took an overdue report out of the figures), and the holder has
+    answered it."""
+    on_time, after_red_mark = held("LAP-RSV-1", "53.07"), red_mark(held("LAP-RSV-2", "53.08"), 7, "agency",
+                                                                     "regional", s.NTT, 12)
+    on_time.at(4, ev.ComplaintResolved(resolution="Sudah diperbaiki.", feedback_due=s.day(14)), s.staff(s.KUPANG))
+    with reporting_app(tmp_path / "var", backend_store) as service:
+        s.play(service.ctx.store, service.clock, [on_time, after_red_mark], now=s.day(8))
+        service.caught_up()
+        overdue = service.get("/api/reports/national?region=53.08")
+        append(service, "LAP-RSV-2", ev.ComplaintResolved(resolution="Sudah diperbaiki.", feedback_due=s.day(18)),
+               s.staff(s.KUPANG))
+        first = service.get("/api/reports/national?region=53.07")
+        second = service.get("/api/reports/national?region=53.08")
+        board = service.get("/api/reports/national/agencies?region=53.08")["agencies"]
+    assert stage(first, "follow_up") == (1, 0, 0)
+    assert stage(overdue, "follow_up") == (0, 0, 1)
+    assert stage(second, "follow_up") == (0, 1, 0)
+    assert (line_of(board, s.KUPANG)["followed_up"], line_of(board, s.KUPANG)["overdue"]) == (1, 0)
+    assert sum(day["followed_up"] for day in second["daily"]) == 1
+
+
+def test_a_redisposition_starts_the_follow_up_stage_again(tmp_path: Path, backend_store: str | None):
+    """Kupang answers on day 2 and returns the report on day 3; disposed to the province (due day 8), which never
+    answers. On day 12 the report is overdue, in the national figures and in the province's own view, which
+    before credited it with Kupang's answer."""
+    report = s.follow_up(held("LAP-RDS-1", "53.09"), 2, s.KUPANG)
+    report.at(3, ev.DispositionReturned(agency_id=s.KUPANG, reason="Kewenangan provinsi.", suggested_agency_id=s.NTT),
+              s.staff(s.KUPANG))
+    s.accepted(s.disposed(report, 3, s.NTT, 8), 4, s.NTT)
+    with reporting_app(tmp_path / "var", backend_store) as service:
+        s.play(service.ctx.store, service.clock, [report], now=s.day(12))
+        service.caught_up()
+        national = service.get("/api/reports/national?region=53.09")
+        province = service.get(f"/api/reports/agencies/{s.NTT}")
+    assert stage(national, "follow_up") == (0, 0, 1)
+    assert stage(province, "follow_up") == (0, 0, 1)
+    assert (province["score"]["followed_up"], province["score"]["overdue"]) == (0, 1)
+
+
+def test_an_ombudsman_takeover_keeps_the_missed_stage_overdue(tmp_path: Path, backend_store: str | None):
+    """Malang missed its deadline (red marks on days 7 and 13) and never answered; the Ombudsman takes the report
+    over on day 62 (due day 67). On day 63 the stage is still overdue, though not on the Ombudsman's line of the
+    scoreboard; answered on day 64, it is late."""
+    tracking_id = "LAP-OTK-1"
+    report = red_mark(red_mark(held(tracking_id, "35.07", s.MALANG), 7, "agency", "regional", s.JATIM, 12), 13,
+                      "regional", "national", "kemenpanrb", 18)
+    report.at(61, ev.ComplaintEscalated(kind="ombudsman_offer", reason="60 hari belum selesai.",
+                                        from_level="national", to_level="national", automatic=True), s.SYSTEM)
+    report.at(62, ev.OmbudsmanConsentGiven(), {**REPORTER, "actor": f"reporter:{tracking_id}"})
+    report.at(62, ev.ComplaintEscalated(kind="ombudsman", reason="Pelapor setuju.", from_level="national",
+                                        to_level="ombudsman", to_agency_id=OMBUDSMAN, automatic=True,
+                                        follow_up_due=s.day(67)), s.SYSTEM)
+    with reporting_app(tmp_path / "var", backend_store) as service:
+        s.play(service.ctx.store, service.clock, [report], now=s.day(63))
+        service.caught_up()
+        taken_over = service.get("/api/reports/national?region=35.07")
+        board = service.get("/api/reports/national/agencies?region=35.07")["agencies"]
+        service.clock.set(s.day(64))
+        append(service, tracking_id, ev.FollowUpPosted(follow_up_id="fu-otk-1", text="Ombudsman meminta klarifikasi."),
+               s.staff(OMBUDSMAN))
+        answered = service.get("/api/reports/national?region=35.07")
+    assert stage(taken_over, "follow_up") == (0, 0, 1)
+    assert line_of(board, OMBUDSMAN)["overdue"] == 0
+    assert stage(answered, "follow_up") == (0, 1, 0)
+
+
+def test_a_units_view_holds_the_reports_assigned_to_it(tmp_path: Path, backend_store: str | None):
+    """Three reports assigned to Kupang's health office (scenario group G8) are what its unit officer's view
+    counts, where before it counted none: they keep Kupang as their agency."""
+    unit = f"{s.KUPANG}/dinkes"
+    with reporting_app(tmp_path / "var", backend_store) as service:
+        s.play(service.ctx.store, service.clock, [s.g8(i) for i in range(3)])
+        service.caught_up()
+        response = service.client.get(f"/api/reports/agencies/{unit}",
+                                       headers=service.bearer(Role.unit_officer, agency_id=s.KUPANG, unit_id=unit))
+        kupang = service.get(f"/api/reports/agencies/{s.KUPANG}")
+    assert response.status_code == 200, response.text
+    view = response.json()
+    assert view["totals"]["reports"] == 3
+    assert view["score"]["followed_up"] == 3
+    assert [(line["unit_id"], line["reports"]) for line in view["units"]] == [(unit, 3)]
+    assert [(line["unit_id"], line["reports"]) for line in kupang["units"]] == [(unit, 3)]
