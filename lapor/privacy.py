@@ -320,13 +320,16 @@ def escalated_to(escalations: Iterable[Any], *, agency_id: str | None, disposed_
     dicts), `disposed_at` is its latest disposition. An escalation belongs to the holding it was made in: once
     the report is returned as "bukan wewenang" (no holder) or disposed elsewhere, its target has no part in
     the report, or an agency a report was escalated to and that then returned it would follow the next
-    agency's handling, internal notes included."""
+    agency's handling, internal notes included. An escalation at the very moment of the latest disposition
+    counts as the earlier holding's: a training clock stands still between an operator's moves, so the order is
+    unknown there, and the side that shows less is the safe one (in one append with a disposition comes only
+    routing's `bounce_limit` escalation, to the national level, which sees every report anyway)."""
     if agency_id is None or disposed_at is None:
         return []
     targets = []
     for escalation in escalations:
         record = escalation if isinstance(escalation, Mapping) else dataclasses.asdict(escalation)
-        if record.get("to_agency_id") and record["at"] >= disposed_at:
+        if record.get("to_agency_id") and record["at"] > disposed_at:
             targets.append(record["to_agency_id"])
     return targets
 

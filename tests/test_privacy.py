@@ -238,6 +238,29 @@ def test_an_escalation_lets_its_target_see_the_report_only_while_the_holding_it_
     assert involved_agencies(again) == ["pemprov-35"]
 
 
+def test_an_escalation_at_the_moment_of_a_later_disposition_belongs_to_the_earlier_holding():
+    """A training clock stands still between an operator's moves, so an escalation, the return and the disposition
+    elsewhere can share one moment; the province then saw the next agency's handling, internal notes included."""
+    moment = T0 + timedelta(days=8)
+    pending = [
+        PendingEvent(type(m).__name__, m.to_data(), version, moment)
+        for version, m in enumerate((
+            ComplaintEscalated(
+                kind="follow_up_overdue", reason="Tindak lanjut terlambat.", from_level="agency", to_level="regional",
+                to_agency_id=PROVINCE, follow_up_due=T0 + timedelta(days=12),
+            ),
+            DispositionReturned(agency_id=KUPANG, reason="Bukan wewenang kota."),
+            disposed_to(OTHER),
+        ), start=complaint().version + 1)
+    ]
+    elsewhere = fold(pending, complaint(confidential=True))
+    assert elsewhere is not None
+    assert elsewhere.agency_id == OTHER
+    assert PROVINCE not in involved_agencies(elsewhere)
+    with pytest.raises(ReportNotVisible):
+        redact_complaint(elsewhere, PROVINCE_ADMIN)
+
+
 def test_an_agency_sees_what_its_offices_hold():
     office = then(complaint(), DispositionReturned(agency_id=KUPANG, reason="Langsung ke dinas."), disposed_to(DINKES))
     assert involved_agencies(office) == [KUPANG]

@@ -126,6 +126,12 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     ) -> EventSourceResponse:
         if agency is not None:
             authorize(principal, "stream.read", agency_id=agency)  # an agency role may narrow to its own only
+            with ctx.db.read() as tx:
+                known = reports.agency_known(tx, agency)
+            if not known:
+                # Like a misspelt type: a feed that never sends anything, with nothing to say why.
+                raise ValidationProblem(f"no agency {agency} in the directory, and no report held by it",
+                                        location=("query", "agency"))
         wanted = StreamFilter(region=region, agency_id=agency, types=frozenset(event_type) if event_type else None)
         after = last_event_id if last_event_id is not None else since
         if after is not None and after > (head := ctx.store.head_position()):
@@ -155,9 +161,16 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         ctx: Context,
         tracking_id: TrackingId,
         principal: Principal | None = Depends(require("audit.read")),
-        at: Annotated[IsoDateTime | None, Query(description="ISO-8601 with offset; now when absent")] = None,
+        at: Annotated[
+            IsoDateTime | None, Query(description="ISO-8601 with offset, not later than now; now when absent")
+        ] = None,
     ) -> audit.StateAt:
-        return audit.state_at(ctx.store, tracking_id, at, principal, ctx.clock.now())
+        now = ctx.clock.now()
+        if at is not None and at > now:
+            # The fold of every event so far, labelled with a moment to come, would claim to know that moment.
+            raise ValidationProblem(f"{at.isoformat()} is in the future (it is {now.isoformat()} now): a state is "
+                                    "known only up to now", location=("query", "at"))
+        return audit.state_at(ctx.store, tracking_id, at, principal, now)
 
     @router.get(
         "/api/audit/integrity",

@@ -249,10 +249,10 @@ class PublicStatistics(BaseModel):
 
     as_of: AsOf
     filters: Applied
-    totals: Totals
+    totals: Totals | None = Field(description="null when withheld")
     withheld: bool = Field(
-        description=f"the selection holds fewer than {PUBLIC_MIN_REPORTS} reports: only its totals are shown, "
-        "since every other figure would describe the reports themselves"
+        description=f"the selection holds fewer than {PUBLIC_MIN_REPORTS} reports: no figure is shown, since every "
+        "figure, even how many are open, would describe the reports themselves"
     )
     breakdown: Breakdown = Field(
         description=f"categories held by fewer than {PUBLIC_MIN_REPORTS} reports are counted under "
@@ -566,15 +566,16 @@ def scoreboard(tx: Tx, filters: Filters, now: datetime) -> Scoreboard:
 
 
 def agency_known(tx: Tx, agency_id: str) -> bool:
-    """In the directory, or holding (or having held) a report."""
+    """In the directory, or holding (or having held) a report, as an agency or a unit."""
     if tx.fetchone("SELECT 1 FROM rpt_agencies WHERE agency_id = ?", (agency_id,)) is not None:
         return True
     where = _Where()
     where.within("agency_id", agency_id, "/")
-    return (
-        tx.fetchone(f"SELECT 1 FROM rpt_daily{where.sql} LIMIT 1", where.params) is not None
-        or tx.fetchone(f"SELECT 1 FROM rpt_complaints{where.sql} LIMIT 1", where.params) is not None
-    )
+    if tx.fetchone(f"SELECT 1 FROM rpt_daily{where.sql} LIMIT 1", where.params) is not None:
+        return True
+    where = _Where()
+    where.within("agency_id", agency_id, "/", "unit_id")
+    return tx.fetchone(f"SELECT 1 FROM rpt_complaints{where.sql} LIMIT 1", where.params) is not None
 
 
 def agency(tx: Tx, agency_id: str, filters: Filters, now: datetime, policy: Sp4nPolicy) -> AgencyReport:
@@ -628,8 +629,8 @@ def _units(tx: Tx, groups: Sequence[_Group]) -> list[UnitSummary]:
 
 def public(tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy) -> PublicStatistics:
     """The public figures, with what could single a report out withheld (docs/reporting.md, "Public statistics"):
-    a selection of fewer than PUBLIC_MIN_REPORTS reports shows its totals only, and a category held by fewer
-    reports than that is counted under OTHER_CATEGORY."""
+    a selection of fewer than PUBLIC_MIN_REPORTS reports shows no figure, and a category held by fewer reports
+    than that is counted under OTHER_CATEGORY."""
     where = _reports_where(filters)
     groups = _scan(tx, where, now)
     totals = _totals(groups)
@@ -637,7 +638,7 @@ def public(tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy) -> Publi
         return PublicStatistics(
             as_of=as_of(tx, now),
             filters=_applied(filters),
-            totals=totals,
+            totals=None,
             withheld=True,
             breakdown=Breakdown(by_status={}, by_kind={}, by_channel={}, by_category={}, by_province=[]),
             daily=[],

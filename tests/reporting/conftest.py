@@ -49,9 +49,7 @@ class Reporting:
         return {"Authorization": f"Bearer {self.tokens.issue(role, **scope)}"}
 
     def caught_up(self) -> None:
-        """Every subscription has handled everything appended so far."""
-        runners = self.client.app.state.runtime.runners
-        wait_until(lambda: all(runner.caught_up() for runner in runners))
+        caught_up(self.client.app)
 
     def get(self, path: str, role: Role = Role.admin_national, **scope: Any) -> dict[str, Any]:
         response = self.client.get(path, headers=self.bearer(role, **scope))
@@ -96,6 +94,15 @@ class LiveServer:
     @property
     def ctx(self) -> ServiceContext:
         return self.app.state.context
+
+    def caught_up(self) -> None:
+        caught_up(self.app)
+
+
+def caught_up(app: FastAPI) -> None:
+    """Every subscription of the app has handled everything appended so far."""
+    runners = app.state.runtime.runners
+    wait_until(lambda: all(runner.caught_up() for runner in runners))
 
 
 @contextmanager

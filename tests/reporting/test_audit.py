@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import sqlite3
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -84,6 +85,20 @@ def test_a_moment_that_is_not_an_iso_date_and_time_is_refused(month: Reporting, 
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     assert "ISO-8601 date and time" in response.json()["errors"][0]["message"]
+
+
+def test_a_moment_still_to_come_is_refused(month: Reporting):
+    """Before, the state of every event so far came back labelled with that future moment."""
+    later = month.clock.now() + timedelta(days=1)
+    response = month.client.get("/api/audit/complaints/LAP-G4-01/state", params={"at": later.isoformat()},
+                                headers=month.bearer(Role.auditor))
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"][0]["location"][:2] == ["query", "at"]
+    now = month.client.get("/api/audit/complaints/LAP-G4-01/state", params={"at": month.clock.now().isoformat()},
+                           headers=month.bearer(Role.auditor))
+    assert now.status_code == 200, now.text
+    assert now.json()["existed"] is True
 
 
 def test_an_unknown_report_is_not_found(month: Reporting):

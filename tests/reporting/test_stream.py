@@ -270,6 +270,7 @@ def test_the_feed_can_be_narrowed_by_type_region_and_agency(live: Live):
         disposals = feed.take(2)
     assert [e["data"]["tracking_id"] for e in disposals] == ["LAP-MALANG-2", "LAP-MALANG-3"]
     assert disposals[-1]["id"] == last
+    live.server.caught_up()  # an agency filter names an agency the reports know
     with open_feed(live, admin, "?agency=pemda-53.71") as feed:
         [kupang] = feed.take(1)
     assert (kupang["event"], kupang["data"]["tracking_id"]) == ("ComplaintDisposed", "LAP-KUPANG-2")
@@ -283,6 +284,18 @@ def test_a_type_the_catalogue_does_not_name_is_refused(live: Live, event_type: s
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["errors"][0]["location"][:2] == ["query", "type"]
+
+
+@pytest.mark.parametrize("agency", ["pemda-99.99", "pemda-53.71/..", "a" * 300])
+def test_an_agency_no_one_knows_is_refused(live: Live, agency: str):
+    """Like a misspelt type: before, the feed opened and never sent anything."""
+    live.append("LAP-KUPANG-9", submitted("LAP-KUPANG-9"), *to_agency("pemda-53.71"))
+    live.server.caught_up()
+    response = httpx2.get(f"{live.server.url}/api/stream", params={"agency": agency},
+                          headers=live.headers(Role.admin_national), timeout=10)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"][0]["location"][:2] == ["query", "agency"]
 
 
 def test_an_agency_may_not_narrow_the_feed_to_another_agency(live: Live):
