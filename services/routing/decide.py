@@ -167,7 +167,10 @@ def decide_dispose(
 ) -> list[EventData]:
     """Disposisi to `agency_id` (the caller has checked it is an active agency of the directory). A
     re-disposition that brings the bounce count to the policy's limit also flags the report to the national
-    admin (an escalation of kind bounce_limit), once."""
+    admin (an escalation of kind bounce_limit), once. The flag tells, it does not move: the report stays
+    watched at the agency's level, so a missed follow-up deadline still escalates one level up (until session
+    21 it went to the national level, above which nothing escalates, and the agency's missed deadline was never
+    marked)."""
     ensure_allowed(state, "ComplaintDisposed")
     disposed = ComplaintDisposed(
         agency_id=agency_id,
@@ -188,7 +191,7 @@ def decide_dispose(
                     f"(batas {policy.bounce_limit}): periksa disposisinya"
                 ),
                 from_level=after.level,
-                to_level=Level.national,
+                to_level=after.level,
                 to_agency_id=NATIONAL_ADMIN_AGENCY,
                 automatic=True,
             )

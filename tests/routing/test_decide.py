@@ -204,9 +204,24 @@ def test_the_third_bounce_flags_the_report_to_the_national_admin_once():
         story.decide(T, events)
         assert (story.state.bounce_count == 3) == (len(events) == 2)
     flag = story.state.escalations[-1]
-    assert (flag.kind, flag.to_level, flag.to_agency_id) == ("bounce_limit", Level.national, "kemenpanrb")
+    assert (flag.kind, flag.to_agency_id) == ("bounce_limit", "kemenpanrb")
+    assert (flag.to_level, story.state.level) == (Level.agency, Level.agency)  # a flag, not a move
     bounced(story, KUPANG)
     assert len(decide_dispose(story.state, NTT, T, POLICY)) == 1  # flagged once is enough
+
+
+def test_after_the_bounce_flag_a_missed_follow_up_still_escalates_one_level_up():
+    """Until session 21 the flag put the report at the national level, above which nothing escalates: the agency
+    that then missed its deadline was never marked (nilai merah)."""
+    story = disposed("pemda-53.01")
+    for agency_id in ("pemda-53.02", "pemda-53.03", KUPANG):
+        bounced(story, story.state.agency_id)
+        story.decide(T, decide_dispose(story.state, agency_id, T, POLICY))
+    [escalation] = overdue(story, coordinator=NTT)
+    assert isinstance(escalation, ComplaintEscalated)
+    assert (escalation.kind, escalation.from_level, escalation.to_level, escalation.to_agency_id) == (
+        "follow_up_overdue", Level.agency, Level.regional, NTT,
+    )
 
 
 def test_the_bounce_limit_comes_from_the_policy():
