@@ -355,17 +355,23 @@ class _Group:
         return self.status in _OPEN
 
 
-def _scan(tx: Tx, where: _Where, now: datetime) -> list[_Group]:
+def _scan(tx: Tx, where: _Where, now: datetime, *, units: bool = False) -> list[_Group]:
+    """The groups of reports sharing every dimension; by unit too only when `units` (the agency view lists them):
+    otherwise `unit_id` is None, and there are far fewer groups to read and add up (on the benchmark's 127,000
+    reports: 5,288 groups instead of 14,516, and the national view took 414 ms median instead of 630, in
+    interleaved runs)."""
     sums, params = _sums_sql(now)
-    dimensions = ", ".join(_DIMENSIONS)
+    chosen = _DIMENSIONS if units else _DIMENSIONS[:-1]  # unit_id last: a prefix of the covering index's order
+    dimensions = ", ".join(chosen)
     rows = tx.fetchall(
         f"SELECT {dimensions}, count(*), {sums} FROM rpt_complaints{where.sql} GROUP BY {dimensions}",
         [*params, *where.params],
     )
-    width = len(_DIMENSIONS)
+    width = len(chosen)
     return [
         _Group(
-            *row[:width],  # type: ignore[misc]  # the seven dimensions; mypy cannot count a slice of a row
+            *row[:width],  # type: ignore[misc]  # the dimensions; mypy cannot count a slice of a row
+            *((None,) * (len(_DIMENSIONS) - width)),
             reports=int(row[width]),
             sums={name: int(value or 0) for name, value in zip(_SUMS, row[width + 1 :], strict=True)},
         )
@@ -580,7 +586,7 @@ def agency_known(tx: Tx, agency_id: str) -> bool:
 
 def agency(tx: Tx, agency_id: str, filters: Filters, now: datetime, policy: Sp4nPolicy) -> AgencyReport:
     where = _reports_where(filters, agency_id)
-    groups = _scan(tx, where, now)
+    groups = _scan(tx, where, now, units=True)
     happenings = _happenings_where(filters, agency_id)
     name = agency_names(tx, [agency_id]).get(agency_id)
     return AgencyReport(
