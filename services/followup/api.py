@@ -29,6 +29,7 @@ from lapor.paths import AGENCY_ID
 from lapor.principal import Principal, Role
 from lapor.privacy import ReportNotVisible, redact_complaint, redact_event_data, visible_complaints
 from lapor.problems import Conflict, Forbidden, NotFound, PreconditionFailed, ValidationProblem
+from lapor.tracking import TrackingIdPath
 from schemas.events import AgencyId, Attachment, Category, EventData
 from services.followup import approval, storage
 from services.followup.approval import DraftStatus
@@ -225,7 +226,9 @@ def current_state(ctx: ServiceContext, tracking_id: str) -> ComplaintState:
 def acting_on(action: str) -> Callable[..., Acting]:
     """A dependency: the caller, authorized for `action` on the report in the path as it is now."""
 
-    def dependency(tracking_id: str, ctx: Context, principal: Principal | None = Depends(require(action))) -> Acting:
+    def dependency(
+        tracking_id: TrackingIdPath, ctx: Context, principal: Principal | None = Depends(require(action))
+    ) -> Acting:
         state = current_state(ctx, tracking_id)
         authorize_complaint(principal, action, state)
         assert principal is not None  # no followup action is public: authorize refused a missing token

@@ -29,6 +29,7 @@ from lapor.principal import Principal
 from lapor.privacy import ORIGINAL_REF, ReportNotVisible
 from lapor.problems import BadRequest, NotFound, Problem
 from lapor.store import NewEvent, RecordedEvent
+from lapor.tracking import InvalidTrackingId, parse_tracking_id, stream_of
 from schemas.events import Channel, ComplaintKind, EventData
 from services.intake.decide import (
     SubmitComplaint,
@@ -55,7 +56,6 @@ from services.intake.projections import agency_name, keyword_agency
 from services.intake.sms import HELP_REPLY, accepted_reply, parse_sms, title_of
 from services.intake.submit import Receipt, Report, submit
 from services.intake.text import mask_personal_data
-from services.intake.tracking import InvalidTrackingId, parse_tracking_id, stream_of
 from services.intake.views import complaint_view, vault_value
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{16,128}$")

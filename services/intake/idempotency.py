@@ -28,7 +28,7 @@ from typing import Any
 
 from lapor.auth import new_reporter_token
 from lapor.store.model import canonical_json, new_event_id
-from services.intake.tracking import RANDOM_BITS, format_tracking_id
+from lapor.tracking import RANDOM_BITS, format_tracking_id
 
 _DOMAIN = b"lapor/intake/v1"
 

@@ -17,12 +17,12 @@ from lapor.principal import Principal, Role
 from lapor.privacy import ORIGINAL_REF
 from lapor.problems import Conflict, Problem
 from lapor.store import NewEvent, RecordedEvent
+from lapor.tracking import stream_of
 from services.intake.decide import SubmitComplaint, decide_submission
 from services.intake.duplicates import area_of, comparable_text, suspects
 from services.intake.idempotency import IdDerivation, SubmissionIds
 from services.intake.projections import duplicate_candidates
 from services.intake.text import mask_personal_data
-from services.intake.tracking import stream_of
 
 # Attempts at a free tracking ID; with 2**40 IDs a second attempt is already rare.
 MAX_ID_ATTEMPTS = 8

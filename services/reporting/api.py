@@ -15,7 +15,8 @@ from lapor.limits import IsoDate, IsoDateTime, NonNegativeInt64
 from lapor.paths import AGENCY_ID
 from lapor.principal import Principal
 from lapor.problems import NotFound, ValidationProblem
-from schemas.events import AGENCY_ID_PATTERN, COMPLAINT_EVENTS, REGION_CODE_PATTERN, TRACKING_ID_PATTERN
+from lapor.tracking import TrackingIdPath
+from schemas.events import AGENCY_ID_PATTERN, COMPLAINT_EVENTS, REGION_CODE_PATTERN
 from services.reporting import audit, reports
 from services.reporting.stream import StreamFilter, hub_of, live_events
 
@@ -34,7 +35,6 @@ Region = Annotated[
         pattern=REGION_CODE_PATTERN, description="Kemendagri code: a province (35), a city (35.73), ... with all inside"
     ),
 ]
-TrackingId = Annotated[str, Path(pattern=TRACKING_ID_PATTERN)]
 
 
 def _filters(start: date | None, end: date | None, region: str | None) -> reports.Filters:
@@ -149,7 +149,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         summary="A complaint's full history: every event with actor, time and hash-chain link",
     )
     def history(
-        ctx: Context, tracking_id: TrackingId, principal: Principal | None = Depends(require("audit.read"))
+        ctx: Context, tracking_id: TrackingIdPath, principal: Principal | None = Depends(require("audit.read"))
     ) -> audit.AuditHistory:
         return audit.history(ctx.store, tracking_id, principal)
 
@@ -159,7 +159,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     )
     def state(
         ctx: Context,
-        tracking_id: TrackingId,
+        tracking_id: TrackingIdPath,
         principal: Principal | None = Depends(require("audit.read")),
         at: Annotated[
             IsoDateTime | None, Query(description="ISO-8601 with offset, not later than now; now when absent")

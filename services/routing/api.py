@@ -28,9 +28,9 @@ from lapor.principal import Principal
 from lapor.privacy import visible_complaints
 from lapor.problems import Conflict, NotFound, ValidationProblem
 from lapor.store import RecordedEvent
+from lapor.tracking import TrackingIdPath
 from schemas.events import (
     AGENCY_ID_PATTERN,
-    TRACKING_ID_PATTERN,
     AgencyId,
     AgencyKind,
     AgencyRegistered,
@@ -362,7 +362,6 @@ def _acting(principal: Principal | None) -> Principal:
 # -- the router ---------------------------------------------------------------------------------------------
 
 # The event contract's patterns (schemas.events), checked on the path before anything is decided.
-TrackingPath = Annotated[str, Path(pattern=TRACKING_ID_PATTERN)]
 AgencyPath = Annotated[str, Path(pattern=AGENCY_ID_PATTERN, max_length=128)]
 RulePath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 
@@ -392,7 +391,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     @router.get("/api/verification-queue/{tracking_id}", summary="One report as the routing desk sees it")
     def queue_item(
         ctx: Context,
-        tracking_id: TrackingPath,
+        tracking_id: TrackingIdPath,
         principal: Annotated[Principal | None, Depends(require("verification_queue.read"))],
     ) -> QueueItem:
         with ctx.db.read() as tx:
@@ -405,7 +404,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     @router.post("/api/complaints/{tracking_id}/verify", summary="Verify (telaah): classify the report")
     def verify(
         ctx: Context,
-        tracking_id: TrackingPath,
+        tracking_id: TrackingIdPath,
         command: VerifyCommand,
         response: Response,
         principal: Annotated[Principal | None, Depends(require("complaint.verify"))],
@@ -417,7 +416,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     @router.post("/api/complaints/{tracking_id}/pend", summary="Pend (tunda): ask the reporter for more")
     def pend(
         ctx: Context,
-        tracking_id: TrackingPath,
+        tracking_id: TrackingIdPath,
         command: PendCommand,
         response: Response,
         principal: Annotated[Principal | None, Depends(require("complaint.pend"))],
@@ -429,7 +428,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     @router.post("/api/complaints/{tracking_id}/archive", summary="Archive the report, with a reason")
     def archive(
         ctx: Context,
-        tracking_id: TrackingPath,
+        tracking_id: TrackingIdPath,
         command: ArchiveCommand,
         response: Response,
         principal: Annotated[Principal | None, Depends(require("complaint.archive"))],
@@ -441,7 +440,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     @router.post("/api/complaints/{tracking_id}/mark-duplicate", summary="Mark as a duplicate of another report")
     def mark_duplicate(
         ctx: Context,
-        tracking_id: TrackingPath,
+        tracking_id: TrackingIdPath,
         command: MarkDuplicateCommand,
         response: Response,
         principal: Annotated[Principal | None, Depends(require("complaint.mark_duplicate"))],
@@ -458,7 +457,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     @router.post("/api/complaints/{tracking_id}/dispose", summary="Dispose (disposisi) to an agency")
     def dispose(
         ctx: Context,
-        tracking_id: TrackingPath,
+        tracking_id: TrackingIdPath,
         command: DisposeCommand,
         response: Response,
         principal: Annotated[Principal | None, Depends(require("complaint.dispose"))],

@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.intake.tracking import ALPHABET, InvalidTrackingId, format_tracking_id, parse_tracking_id
+from lapor.tracking import (
+    ALPHABET,
+    InvalidTrackingId,
+    canonical_tracking_id,
+    format_tracking_id,
+    parse_tracking_id,
+)
 
 numbers = st.integers(min_value=0, max_value=2**40 - 1)
 
@@ -69,3 +75,11 @@ def test_i_and_l_are_read_as_one():
 def test_malformed_ids_are_refused_with_the_reason(text, reason):
     with pytest.raises(InvalidTrackingId, match=reason.replace("$", r"\$")):
         parse_tracking_id(text)
+
+
+@given(numbers)
+@settings(max_examples=100)
+def test_staff_urls_read_an_id_like_intake_and_leave_other_ids_as_written(number):
+    tracking_id = format_tracking_id(number)
+    assert canonical_tracking_id(tracking_id.lower().replace("-", "")) == tracking_id
+    assert canonical_tracking_id("LAP-G1-01") == "LAP-G1-01"  # not one of ours: looked up as written

@@ -8,8 +8,8 @@ import pytest
 
 from lapor.auth import reporter_token_hash
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
+from lapor.tracking import parse_tracking_id
 from schemas.events import DispositionAccepted, FollowUpPosted
-from services.intake.tracking import parse_tracking_id
 from tests.intake.conftest import REPORT
 
 IDENTITY = {

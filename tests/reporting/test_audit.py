@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from lapor.principal import Role
+from lapor.tracking import format_tracking_id
 from tests.reporting import scenario
 from tests.reporting.conftest import Reporting, reporting_app
 
@@ -99,6 +100,18 @@ def test_a_moment_still_to_come_is_refused(month: Reporting):
                            headers=month.bearer(Role.auditor))
     assert now.status_code == 200, now.text
     assert now.json()["existed"] is True
+
+
+def test_a_tracking_id_typed_loosely_finds_its_report(tmp_path: Path):
+    """Lower case, no dashes, O for 0: read as intake reads it (until session 21 the audit answered 404)."""
+    tracking_id = format_tracking_id(0o1234567012)
+    loose = tracking_id.lower().replace("-", "").replace("0", "o")
+    with reporting_app(tmp_path / "var") as service:
+        scenario.play(service.ctx.store, service.clock, [scenario.submitted(tracking_id, 0, "53.71")])
+        history = service.get(f"/api/audit/complaints/{loose}/events", Role.auditor)
+        state = service.get(f"/api/audit/complaints/{loose}/state", Role.auditor)
+    assert [event["type"] for event in history["events"]] == ["ComplaintSubmitted"]
+    assert (state["tracking_id"], state["existed"]) == (tracking_id, True)
 
 
 def test_an_unknown_report_is_not_found(month: Reporting):

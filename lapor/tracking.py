@@ -1,4 +1,5 @@
-"""Nomor pelacakan: the tracking ID a reporter writes down, reads out on the phone or types from an SMS.
+"""Nomor pelacakan: the tracking ID a reporter writes down, reads out on the phone or types from an SMS (in the
+kernel: intake issues it, every service looks reports up by it).
 
 Format `XXXX-XXXX-C`, e.g. `7KQ2-M9XD-T`: eight symbols of Crockford's base32 alphabet (digits and capitals
 without I, L, O and U) carrying 40 random bits, and one check symbol. Reading is forgiving the way Crockford
@@ -9,6 +10,13 @@ another report.
 """
 
 from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Path
+from pydantic import AfterValidator
+
+from schemas.events import TRACKING_ID_PATTERN
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _N = len(ALPHABET)
@@ -66,6 +74,20 @@ def parse_tracking_id(text: str) -> str:
     if _luhn_sum([_CODE[symbol] for symbol in symbols], double_first=False) % _N != 0:
         raise InvalidTrackingId(text, "its check symbol does not match; please check it for a typo")
     return f"{symbols[:4]}-{symbols[4:8]}-{symbols[8]}"
+
+
+def canonical_tracking_id(text: str) -> str:
+    """What a staff URL looks a report up by: the canonical form of a tracking ID typed loosely (`7m9h-psw4-q`,
+    O for 0, no dashes), else `text` as it is (an ID of another form, found or not as written). Until session 21
+    only intake's reporter-facing lookup forgave case; routing's and the audit's answered 404 to `7m9h-psw4-q`."""
+    try:
+        return parse_tracking_id(text)
+    except InvalidTrackingId:
+        return text
+
+
+# A tracking ID as a path parameter of the staff services (routing, followup, audit).
+TrackingIdPath = Annotated[str, Path(pattern=TRACKING_ID_PATTERN), AfterValidator(canonical_tracking_id)]
 
 
 def stream_of(tracking_id: str) -> str:
