@@ -323,7 +323,7 @@ def escalated_to(escalations: Iterable[Any], *, agency_id: str | None, disposed_
     agency's handling, internal notes included. An escalation at the very moment of the latest disposition
     counts as the earlier holding's: a training clock stands still between an operator's moves, so the order is
     unknown there, and the side that shows less is the safe one (in one append with a disposition comes only
-    routing's `bounce_limit` escalation, to the national level, which sees every report anyway)."""
+    routing's `bounce_limit` flag, naming the national admin, who sees every report anyway)."""
     if agency_id is None or disposed_at is None:
         return []
     targets = []

@@ -474,18 +474,12 @@ def _answered(extra: dict[str, Any], before: ComplaintState, after: ComplaintSta
         _count(daily, day, after, after.agency_id, "followed_up")
         extra["followed_up"] = 1
     if extra["follow_up_on_time"] is None:
-        extra["follow_up_on_time"] = 0 if _red_marked(before) else _on_time(event.recorded_at, before.follow_up_due)
+        # Unanswered since the latest disposition, a red mark there is still standing (only an answer or a new
+        # disposition clears it): the stage missed its deadline. The escalation's new deadline is the next level's,
+        # and an answer by that one is not "followed up within 5 working days".
+        missed = extra["red_marked_agency"] is not None
+        extra["follow_up_on_time"] = 0 if missed else _on_time(event.recorded_at, before.follow_up_due)
     extra["red_marked_agency"] = None  # answered: overdue again only when the deadline running now passes
-
-
-def _red_marked(state: ComplaintState) -> bool:
-    """Whether the present holding already missed its follow-up deadline: a `follow_up_overdue` escalation since
-    the latest disposition. Its new deadline is the next level's, and an answer by that one is not "followed up
-    within 5 working days"."""
-    if state.disposed_at is None:
-        return False
-    since = _epoch(state.disposed_at)
-    return any(e.kind is EscalationKind.follow_up_overdue and _epoch(e.at) >= since for e in state.escalations)
 
 
 def _resolved(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
