@@ -26,6 +26,7 @@ from lapor.clock import ManualClock, SystemClock
 from lapor.context import ServiceContext
 from lapor.principal import Role
 from lapor.settings import load_settings
+from schemas.events import EventData
 from services.reporting.service import SERVICE
 from tests.conftest import wait_until, with_search_path
 
@@ -50,6 +51,12 @@ class Reporting:
 
     def caught_up(self) -> None:
         caught_up(self.client.app)
+
+    def append(self, tracking_id: str, model: EventData, metadata: dict[str, str]) -> None:
+        """Append `model` to the report now and wait until every subscription has it."""
+        stream = f"complaint-{tracking_id}"
+        self.ctx.store.append(stream, [model.to_new_event(metadata=metadata)], self.ctx.store.stream_version(stream))
+        self.caught_up()
 
     def get(self, path: str, role: Role = Role.admin_national, **scope: Any) -> dict[str, Any]:
         response = self.client.get(path, headers=self.bearer(role, **scope))

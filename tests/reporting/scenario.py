@@ -89,6 +89,19 @@ def accepted(report: Report, n: float, agency_id: str) -> Report:
     return report.at(n, ev.DispositionAccepted(agency_id=agency_id), staff(agency_id))
 
 
+def held(tracking_id: str, region: str, agency_id: str = KUPANG) -> Report:
+    """Submitted on day 0, verified and disposed to `agency_id` on day 1 (follow-up due day 6), accepted on day 2."""
+    return accepted(disposed(verified(submitted(tracking_id, 0, region), 1, "pengaduan", "kesehatan"), 1, agency_id,
+                             6), 2, agency_id)
+
+
+def red_mark(report: Report, n: float, from_level: str, to_level: str, to_agency_id: str, due: float) -> Report:
+    """Routing's escalation for a missed follow-up deadline (nilai merah), with the next level's deadline `due`."""
+    return report.at(n, ev.ComplaintEscalated(kind="follow_up_overdue", reason="Tidak ada tindak lanjut.",
+                                              from_level=from_level, to_level=to_level, to_agency_id=to_agency_id,
+                                              automatic=True, follow_up_due=day(due)), SYSTEM)
+
+
 def follow_up(report: Report, n: float, agency_id: str, *, public: bool = True) -> Report:
     number = sum(1 for _, model, _ in report.steps if isinstance(model, ev.FollowUpPosted))
     return report.at(n, ev.FollowUpPosted(follow_up_id=f"fu-{number}", text="Sudah ditangani.", public=public),

@@ -16,18 +16,13 @@ OMBUDSMAN = "ombudsman-ri"
 def red_marked(tracking_id: str, *, answered_on: float | None, region: str = "53.71") -> s.Report:
     """Disposed to Kupang on day 1 (due day 6), escalated to the province on day 7 for the missed deadline with a
     new one on day 12, answered on `answered_on` (None: not yet)."""
-    report = s.accepted(s.disposed(s.verified(s.submitted(tracking_id, 0, region), 1, "pengaduan", "kesehatan"),
-                                   1, s.KUPANG, 6), 2, s.KUPANG)
-    report.at(7, ev.ComplaintEscalated(kind="follow_up_overdue", reason="Tidak ada tindak lanjut.",
-                                       from_level="agency", to_level="regional", to_agency_id=s.NTT, automatic=True,
-                                       follow_up_due=s.day(12)), s.SYSTEM)
+    report = s.red_mark(s.held(tracking_id, region), 7, "agency", "regional", s.NTT, 12)
     return report if answered_on is None else s.follow_up(report, answered_on, s.KUPANG)
 
 
 def taken_over(tracking_id: str) -> s.Report:
     """Malang answers on day 3; the reporter consents to the Ombudsman, who takes the report over on day 62."""
-    report = s.follow_up(s.accepted(s.disposed(s.verified(s.submitted(tracking_id, 0, "35.73"), 1, "pengaduan",
-                                                          "kesehatan"), 1, s.MALANG, 6), 2, s.MALANG), 3, s.MALANG)
+    report = s.follow_up(s.held(tracking_id, "35.73", s.MALANG), 3, s.MALANG)
     report.at(61, ev.ComplaintEscalated(kind="ombudsman_offer", reason="60 hari belum selesai.", from_level="agency",
                                         to_level="agency", automatic=True), s.SYSTEM)
     report.at(62, ev.OmbudsmanConsentGiven(), {"actor": f"reporter:{tracking_id}", "role": "reporter"})
@@ -39,8 +34,7 @@ def taken_over(tracking_id: str) -> s.Report:
 def test_an_answer_after_a_red_mark_is_late(tmp_path: Path, backend_store: str | None):
     """Answered on day 8, by the escalation's new deadline (day 12) but after the stage's own (day 6), which the
     red mark records: the stage missed its 5 working days. Another report, answered on day 5, was on time."""
-    on_time = s.follow_up(s.accepted(s.disposed(s.verified(s.submitted("LAP-RED-0", 0, "53.71"), 1, "pengaduan",
-                                                           "kesehatan"), 1, s.KUPANG, 6), 2, s.KUPANG), 5, s.KUPANG)
+    on_time = s.follow_up(s.held("LAP-RED-0", "53.71"), 5, s.KUPANG)
     with reporting_app(tmp_path / "var", backend_store) as service:
         s.play(service.ctx.store, service.clock, [red_marked("LAP-RED-1", answered_on=8), on_time], now=s.day(9))
         service.caught_up()
@@ -64,11 +58,8 @@ def test_a_red_marked_report_is_overdue_until_its_holder_answers(tmp_path: Path,
         kupang = service.get(f"/api/reports/agencies/{s.KUPANG}")
 
         service.clock.set(s.day(9))
-        stream = "complaint-LAP-RED-2"
-        answer = ev.FollowUpPosted(follow_up_id="fu-red-2", text="Sudah ditindaklanjuti.")
-        service.ctx.store.append(stream, [answer.to_new_event(metadata=s.staff(s.KUPANG))],
-                                 service.ctx.store.stream_version(stream))
-        service.caught_up()
+        service.append("LAP-RED-2", ev.FollowUpPosted(follow_up_id="fu-red-2", text="Sudah ditindaklanjuti."),
+                       s.staff(s.KUPANG))
         answered = service.get("/api/reports/national?region=53.01")
         board_after = service.get("/api/reports/national/agencies?region=53.01")["agencies"]
     [before] = [stage for stage in unanswered["sla"] if stage["stage"] == "follow_up"]
@@ -93,11 +84,8 @@ def test_after_an_ombudsman_takeover_the_ombudsman_has_not_followed_up_until_it_
         assert board[OMBUDSMAN]["follow_up_rate"] == 0.0
 
         service.clock.set(s.day(64))
-        stream = "complaint-LAP-ORI-1"
-        answer = ev.FollowUpPosted(follow_up_id="fu-ori-1", text="Ombudsman meminta klarifikasi.")
-        service.ctx.store.append(stream, [answer.to_new_event(metadata=s.staff(OMBUDSMAN))],
-                                 service.ctx.store.stream_version(stream))
-        service.caught_up()
+        service.append("LAP-ORI-1", ev.FollowUpPosted(follow_up_id="fu-ori-1", text="Ombudsman meminta klarifikasi."),
+                       s.staff(OMBUDSMAN))
         board = {line["agency_id"]: line for line in service.get("/api/reports/national/agencies")["agencies"]}
         daily = service.get("/api/reports/national?region=35.73")["daily"]  # not the other test's reports
     assert (board[OMBUDSMAN]["followed_up"], board[OMBUDSMAN]["follow_up_rate"]) == (1, 1.0)

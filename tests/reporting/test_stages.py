@@ -11,7 +11,7 @@ from typing import Any
 from lapor.principal import Role
 from schemas import events as ev
 from tests.reporting import scenario as s
-from tests.reporting.conftest import Reporting, reporting_app
+from tests.reporting.conftest import reporting_app
 
 OMBUDSMAN = "ombudsman-ri"
 REPORTER = {"role": "reporter"}
@@ -37,24 +37,6 @@ def pended(tracking_id: str, region: str, *, pended_on: float, answered_on: floa
         report.at(answered_on, ev.InformationProvided(text="Jl. El Tari 1.", verification_due=s.day(due)),
                   {**REPORTER, "actor": f"reporter:{tracking_id}"})
     return report
-
-
-def held(tracking_id: str, region: str, agency_id: str = s.KUPANG) -> s.Report:
-    """Disposed to `agency_id` on day 1 (follow-up due day 6) and accepted on day 2."""
-    return s.accepted(s.disposed(s.verified(s.submitted(tracking_id, 0, region), 1, "pengaduan", "kesehatan"), 1,
-                                 agency_id, 6), 2, agency_id)
-
-
-def red_mark(report: s.Report, n: float, from_level: str, to_level: str, to_agency_id: str, due: float) -> s.Report:
-    return report.at(n, ev.ComplaintEscalated(kind="follow_up_overdue", reason="Tidak ada tindak lanjut.",
-                                              from_level=from_level, to_level=to_level, to_agency_id=to_agency_id,
-                                              automatic=True, follow_up_due=s.day(due)), s.SYSTEM)
-
-
-def append(service: Reporting, tracking_id: str, event: ev.EventData, metadata: dict[str, str]) -> None:
-    stream = f"complaint-{tracking_id}"
-    service.ctx.store.append(stream, [event.to_new_event(metadata=metadata)], service.ctx.store.stream_version(stream))
-    service.caught_up()
 
 
 def test_a_pend_pauses_the_verification_stage(tmp_path: Path, backend_store: str | None):
@@ -87,14 +69,14 @@ def test_a_resolution_answers_the_reporter(tmp_path: Path, backend_store: str | 
     """Resolved without a follow-up post: by the deadline it is followed up on time; after a red mark it is late,
     not dropped from the stage (before, resolving took an overdue report out of the figures), and the holder has
     answered it."""
-    on_time, after_red_mark = held("LAP-RSV-1", "53.07"), red_mark(held("LAP-RSV-2", "53.08"), 7, "agency",
-                                                                     "regional", s.NTT, 12)
+    on_time = s.held("LAP-RSV-1", "53.07")
+    after_red_mark = s.red_mark(s.held("LAP-RSV-2", "53.08"), 7, "agency", "regional", s.NTT, 12)
     on_time.at(4, ev.ComplaintResolved(resolution="Sudah diperbaiki.", feedback_due=s.day(14)), s.staff(s.KUPANG))
     with reporting_app(tmp_path / "var", backend_store) as service:
         s.play(service.ctx.store, service.clock, [on_time, after_red_mark], now=s.day(8))
         service.caught_up()
         overdue = service.get("/api/reports/national?region=53.08")
-        append(service, "LAP-RSV-2", ev.ComplaintResolved(resolution="Sudah diperbaiki.", feedback_due=s.day(18)),
+        service.append("LAP-RSV-2", ev.ComplaintResolved(resolution="Sudah diperbaiki.", feedback_due=s.day(18)),
                s.staff(s.KUPANG))
         first = service.get("/api/reports/national?region=53.07")
         second = service.get("/api/reports/national?region=53.08")
@@ -110,7 +92,7 @@ def test_a_redisposition_starts_the_follow_up_stage_again(tmp_path: Path, backen
     """Kupang answers on day 2 and returns the report on day 3; disposed to the province (due day 8), which never
     answers. On day 12 the report is overdue, in the national figures and in the province's own view, which
     before credited it with Kupang's answer."""
-    report = s.follow_up(held("LAP-RDS-1", "53.09"), 2, s.KUPANG)
+    report = s.follow_up(s.held("LAP-RDS-1", "53.09"), 2, s.KUPANG)
     report.at(3, ev.DispositionReturned(agency_id=s.KUPANG, reason="Kewenangan provinsi.", suggested_agency_id=s.NTT),
               s.staff(s.KUPANG))
     s.accepted(s.disposed(report, 3, s.NTT, 8), 4, s.NTT)
@@ -129,8 +111,8 @@ def test_an_ombudsman_takeover_keeps_the_missed_stage_overdue(tmp_path: Path, ba
     over on day 62 (due day 67). On day 63 the stage is still overdue, though not on the Ombudsman's line of the
     scoreboard; answered on day 64, it is late."""
     tracking_id = "LAP-OTK-1"
-    report = red_mark(red_mark(held(tracking_id, "35.07", s.MALANG), 7, "agency", "regional", s.JATIM, 12), 13,
-                      "regional", "national", "kemenpanrb", 18)
+    report = s.red_mark(s.held(tracking_id, "35.07", s.MALANG), 7, "agency", "regional", s.JATIM, 12)
+    s.red_mark(report, 13, "regional", "national", "kemenpanrb", 18)
     report.at(61, ev.ComplaintEscalated(kind="ombudsman_offer", reason="60 hari belum selesai.",
                                         from_level="national", to_level="national", automatic=True), s.SYSTEM)
     report.at(62, ev.OmbudsmanConsentGiven(), {**REPORTER, "actor": f"reporter:{tracking_id}"})
@@ -143,7 +125,7 @@ def test_an_ombudsman_takeover_keeps_the_missed_stage_overdue(tmp_path: Path, ba
         taken_over = service.get("/api/reports/national?region=35.07")
         board = service.get("/api/reports/national/agencies?region=35.07")["agencies"]
         service.clock.set(s.day(64))
-        append(service, tracking_id, ev.FollowUpPosted(follow_up_id="fu-otk-1", text="Ombudsman meminta klarifikasi."),
+        service.append(tracking_id, ev.FollowUpPosted(follow_up_id="fu-otk-1", text="Ombudsman meminta klarifikasi."),
                s.staff(OMBUDSMAN))
         answered = service.get("/api/reports/national?region=35.07")
     assert stage(taken_over, "follow_up") == (0, 0, 1)
