@@ -181,9 +181,12 @@ class SubscriptionRunner:
         db.executescript(CHECKPOINT_SCHEMA)
         _add_version_column(db)
         with db.transaction() as tx:
+            # Another version's tables go first: this version's setup may not fit them (an index on a column they
+            # lack). Until session 22 setup ran first, and a live store built by version 2 of reporting's
+            # projection failed to start with version 3 ("no such column: red_marked_agency").
+            self._upgrade(tx)
             if subscription.setup is not None:
                 subscription.setup(tx)
-            self._upgrade(tx)
         self._position = self.checkpoint()
         # With `hold` and a subscription that can hold its rows: up to `hold` rows kept in memory by `feed` and
         # written by `flush` (see the module's docstring). `_written` is the checkpoint written with them.
@@ -490,9 +493,9 @@ class SubscriptionRunner:
 
     def _upgrade(self, tx: Tx) -> None:
         """When the checkpoint was written by another version of the projection (none recorded: version 1), its
-        rows are another logic's: drop its tables, set them up afresh and start again from position 0, in the
-        transaction that set them up. The log is the truth; the figures are right again once caught up, and
-        until then every view's `as_of` says how far they reach."""
+        rows are another logic's: drop its tables and start again from position 0, in the transaction that then
+        sets them up afresh. The log is the truth; the figures are right again once caught up, and until then
+        every view's `as_of` says how far they reach."""
         row = tx.fetchone("SELECT projection_version FROM subscription_checkpoints WHERE name = ?", (self.name,))
         subscription = self.subscription
         if row is None or (row[0] or 1) == subscription.version:
@@ -504,8 +507,6 @@ class SubscriptionRunner:
         )
         for table in subscription.tables:
             tx.execute(f'DROP TABLE IF EXISTS "{table}"')
-        if subscription.setup is not None:
-            subscription.setup(tx)
         tx.execute("DELETE FROM parked_events WHERE name = ?", (self.name,))  # the old logic's failures
         tx.execute(
             "UPDATE subscription_checkpoints SET position = 0, handled = 0, updated_at = ?, projection_version = ? "
