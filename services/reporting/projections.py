@@ -3,8 +3,8 @@
 - `rpt_complaints`: the complaint as the shared fold (`lapor.complaint.evolve`) sees it, the fields the
   reports group and filter by, and what the fold does not keep but the reports need: when it was first
   disposed, whether its stages met their deadlines, whether the agency holding it has followed it up.
-- `rpt_daily`: how many of each happening (received, verified, disposed, followed up, closed, returned,
-  escalated, red marks) per Jakarta day, region and agency.
+- `rpt_daily`: how many of each happening (received, verified, disposed, assigned, followed up, closed, returned,
+  escalated, red marks) per Jakarta day, region, and the agency and unit holding the report.
 - `rpt_agencies`: names and parents from the directory's AgencyRegistered / AgencyUpdated events.
 
 Every row keeps the last version it applied (per stream), so an event delivered twice changes nothing, and the
@@ -40,7 +40,9 @@ COMPLAINTS_SUBSCRIPTION = "reporting.complaints"
 # 3 (session 21): `red_marked_agency`, so a red-marked report not answered since is overdue from the red mark; a
 # pend pauses the verification stage instead of ending it; a resolution is an answer; a re-disposition starts the
 # follow-up stage again.
-COMPLAINTS_VERSION = 3
+# 4 (session 22): `rpt_daily.unit_id`, so a unit's view counts what happened while it held a report (and the
+# assignments it received); `reached_at` and `answered_at`, so an agency's view times its own first answer.
+COMPLAINTS_VERSION = 4
 DIRECTORY_SUBSCRIPTION = "reporting.directory"
 
 COMPLAINTS_SCHEMA = (
@@ -66,6 +68,8 @@ COMPLAINTS_SCHEMA = (
     follow_up_on_time    INTEGER,
     followed_up          INTEGER NOT NULL,
     red_marked_agency    TEXT,
+    reached_at           DOUBLE PRECISION,
+    answered_at          DOUBLE PRECISION,
     feedback_rating      INTEGER,
     state                TEXT NOT NULL
 )""",
@@ -78,13 +82,17 @@ COMPLAINTS_SCHEMA = (
     # Covers the time-to-first-follow-up query (`reports._durations`): only reports that were followed up.
     "CREATE INDEX IF NOT EXISTS rpt_complaints_followed_up ON rpt_complaints (first_follow_up_at, first_disposed_at,"
     " submitted_day, region_code, agency_id) WHERE first_follow_up_at IS NOT NULL",
+    # Covers an agency's time to its own first answer (`reports._durations` with `holder=True`).
+    "CREATE INDEX IF NOT EXISTS rpt_complaints_answered ON rpt_complaints (agency_id, unit_id, answered_at,"
+    " reached_at, submitted_day, region_code) WHERE answered_at IS NOT NULL",
     """CREATE TABLE IF NOT EXISTS rpt_daily (
     day         TEXT NOT NULL,
     region_code TEXT NOT NULL,
     agency_id   TEXT NOT NULL,
+    unit_id     TEXT NOT NULL,
     metric      TEXT NOT NULL,
     count       BIGINT NOT NULL,
-    PRIMARY KEY (day, region_code, agency_id, metric)
+    PRIMARY KEY (day, region_code, agency_id, unit_id, metric)
 )""",
 )
 
@@ -143,6 +151,8 @@ EXTRA_FIELDS = (
     "follow_up_on_time",
     "followed_up",
     "red_marked_agency",
+    "reached_at",
+    "answered_at",
     "return_count",
 )
 # The queryable columns, each the fold field or extra of that name (feedback_rating: of the fold's feedback).
@@ -170,6 +180,8 @@ COLUMNS = (
     "follow_up_on_time",
     "followed_up",
     "red_marked_agency",
+    "reached_at",
+    "answered_at",
     "feedback_rating",
     "state",
 )
@@ -190,8 +202,9 @@ _UPSERT_COMPLAINT = (
     + ", ".join(f"{column} = excluded.{column}" for column in COLUMNS[1:])
 )
 _ADD_DAILY = (
-    "INSERT INTO rpt_daily (day, region_code, agency_id, metric, count) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT (day, region_code, agency_id, metric) DO UPDATE SET count = rpt_daily.count + excluded.count"
+    "INSERT INTO rpt_daily (day, region_code, agency_id, unit_id, metric, count) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (day, region_code, agency_id, unit_id, metric) DO UPDATE SET count = rpt_daily.count + "
+    "excluded.count"
 )
 _LOAD_CHUNK = 500  # ids per SELECT ... IN (...): well under every driver's parameter limit
 
@@ -242,6 +255,8 @@ _BLANK_EXTRA: Mapping[str, Any] = {
     "follow_up_on_time": None,
     "followed_up": 0,
     "red_marked_agency": None,
+    "reached_at": None,
+    "answered_at": None,
     "return_count": 0,
 }
 _BLANK_FIELDS = dict(initial_state("").__dict__)
@@ -333,7 +348,7 @@ def _load(tx: Tx, tracking_ids: Sequence[str]) -> dict[str, _Complaint]:
     return found
 
 
-Daily = dict[tuple[str, str, str, str], int]  # (day, region_code, agency_id, metric) -> count
+Daily = dict[tuple[str, str, str, str, str], int]  # (day, region_code, agency_id, unit_id, metric) -> count
 
 
 class ComplaintReports:
@@ -405,17 +420,21 @@ project_complaints = holding_batches(ComplaintReports)
 Note = Callable[[dict[str, Any], ComplaintState, ComplaintState, RecordedEvent, str, Daily], None]
 
 
-def _count(daily: Daily, day: str, state: ComplaintState, agency_id: str | None, metric: str) -> None:
-    key = (day, state.region_code or "", agency_id or "", metric)
+def _count(daily: Daily, day: str, state: ComplaintState, holder: ComplaintState | None, metric: str) -> None:
+    """One `metric` on `day`, for the agency and unit holding the report in `holder` (None: routing's)."""
+    if holder is None:
+        key = (day, state.region_code or "", "", "", metric)
+    else:
+        key = (day, state.region_code or "", holder.agency_id or "", holder.unit_id or "", metric)
     daily[key] = daily.get(key, 0) + 1
 
 
 def _counting(metric: str) -> Note:
-    """A note that only counts `metric`, for the agency holding the report when the event happened."""
+    """A note that only counts `metric`, for the agency (and unit) holding the report when the event happened."""
 
     def note(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
              daily: Daily) -> None:
-        _count(daily, day, after, before.agency_id, metric)
+        _count(daily, day, after, before, metric)
 
     return note
 
@@ -444,19 +463,25 @@ def _submitted(extra: dict[str, Any], before: ComplaintState, after: ComplaintSt
     _count(daily, day, after, None, "received")
 
 
+def _reached(extra: dict[str, Any], event: RecordedEvent) -> None:
+    """The report reached a new holder: it has not answered yet, nor missed its deadline."""
+    extra["followed_up"], extra["answered_at"], extra["reached_at"] = 0, None, event.recorded_at
+
+
 def _disposed(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
               daily: Daily) -> None:
     if extra["first_disposed_at"] is None:
         extra["first_disposed_at"] = event.recorded_at
-    # The new holder's follow-up stage: it has not answered yet, nor missed its deadline.
-    extra["followed_up"], extra["follow_up_on_time"], extra["red_marked_agency"] = 0, None, None
-    _count(daily, day, after, after.agency_id, "disposed")
+    # The new holder's follow-up stage starts.
+    _reached(extra, event)
+    extra["follow_up_on_time"], extra["red_marked_agency"] = None, None
+    _count(daily, day, after, after, "disposed")
 
 
 def _returned(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
               daily: Daily) -> None:
     extra["return_count"] += 1
-    _count(daily, day, after, before.agency_id, "returned")
+    _count(daily, day, after, before, "returned")
 
 
 def _follow_up(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
@@ -471,8 +496,8 @@ def _answered(extra: dict[str, Any], before: ComplaintState, after: ComplaintSta
     """The holder answered the reporter: a public follow-up, or a resolution without one."""
     if not extra["followed_up"]:
         # The holder's first answer since the report reached it: "followed up" counts reports, not posts.
-        _count(daily, day, after, after.agency_id, "followed_up")
-        extra["followed_up"] = 1
+        _count(daily, day, after, after, "followed_up")
+        extra["followed_up"], extra["answered_at"] = 1, event.recorded_at
     if extra["follow_up_on_time"] is None:
         # Unanswered since the latest disposition, a red mark there is still standing (only an answer or a new
         # disposition clears it): the stage missed its deadline. The escalation's new deadline is the next level's,
@@ -487,22 +512,27 @@ def _resolved(extra: dict[str, Any], before: ComplaintState, after: ComplaintSta
     # The resolution is written to the reporter: resolving without a follow-up post answers too (and cannot take a
     # missed deadline out of the figures). A reopening runs a new deadline.
     _answered(extra, before, after, event, day, daily)
-    _count(daily, day, after, before.agency_id, "resolved")
+    _count(daily, day, after, before, "resolved")
+
+
+def _assigned(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
+              daily: Daily) -> None:
+    _count(daily, day, after, after, "assigned")  # what the unit received (its agency's disposition to it)
 
 
 def _escalated(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
                daily: Daily) -> None:
     kind = event.data["kind"]
-    _count(daily, day, after, before.agency_id, "escalated")
-    _count(daily, day, after, before.agency_id, f"escalated:{kind}")
+    _count(daily, day, after, before, "escalated")
+    _count(daily, day, after, before, f"escalated:{kind}")
     if kind == EscalationKind.follow_up_overdue:
-        _count(daily, day, after, before.agency_id, "red_mark")  # nilai merah: the holder missed its deadline
+        _count(daily, day, after, before, "red_mark")  # nilai merah: the holder missed its deadline
         # Overdue from now until answered, though the escalation runs the next level's (later) deadline.
         extra["red_marked_agency"] = before.agency_id
     if after.agency_id != before.agency_id:
         # An Ombudsman takeover: the new holder has not answered yet. The stage stays the one the earlier holder
         # missed (overdue until answered, and late then), but the scoreboard blames that holder, not the new one.
-        extra["followed_up"] = 0
+        _reached(extra, event)
 
 
 _NOTES: Mapping[str, Note] = {
@@ -513,6 +543,7 @@ _NOTES: Mapping[str, Note] = {
     "DuplicateMarked": _telaah("duplicate"),
     "ComplaintDisposed": _disposed,
     "DispositionAccepted": _counting("accepted"),
+    "ComplaintAssigned": _assigned,
     "DispositionReturned": _returned,
     "FollowUpPosted": _follow_up,
     "ComplaintEscalated": _escalated,

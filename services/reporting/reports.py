@@ -96,7 +96,8 @@ def _happenings_where(filters: Filters, agency_id: str | None = None) -> _Where:
     if filters.region:
         where.within("region_code", filters.region, ".")
     if agency_id is not None:
-        where.within("agency_id", agency_id, "/")
+        # What happened while it or its units held a report (a unit's own view: while the unit held it).
+        where.within("agency_id", agency_id, "/", "unit_id")
     return where
 
 
@@ -154,6 +155,7 @@ class Day(BaseModel):
     received: int = 0
     verified: int = 0
     disposed: int = 0
+    assigned: int = Field(0, description="reports an agency assigned to one of its units")
     followed_up: int = 0
     closed: int = 0
 
@@ -238,7 +240,11 @@ class AgencyReport(BaseModel):
     breakdown: Breakdown
     daily: list[Day]
     sla: list[StageCompliance]
-    time_to_first_follow_up: Durations
+    time_to_first_follow_up: Durations = Field(
+        description="from the report reaching the agency (its disposition, or an Ombudsman takeover) to the "
+        "agency's first answer to the reporter (a public follow-up or the resolution): its own, not an earlier "
+        "holder's"
+    )
     backlog: list[AgeBucket]
     escalations: Escalations
     units: list[UnitSummary] = Field(description="units and offices (OPD) inside the agency holding its reports")
@@ -277,7 +283,7 @@ AGE_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
     ("31-60", 31, 60),
     ("61+", 61, None),
 )
-DAILY_METRICS = ("received", "verified", "disposed", "followed_up", "closed")
+DAILY_METRICS = ("received", "verified", "disposed", "assigned", "followed_up", "closed")
 _NONE = "(none)"
 
 
@@ -455,13 +461,14 @@ def percentile(values: Sequence[float], fraction: float) -> float | None:
     return values[max(0, math.ceil(fraction * len(values)) - 1)]
 
 
-def _durations(tx: Tx, where: _Where) -> Durations:
-    where = where.and_("first_follow_up_at IS NOT NULL").and_("first_disposed_at IS NOT NULL")
+def _durations(tx: Tx, where: _Where, *, holder: bool = False) -> Durations:
+    """Hours from the first disposition to the first public follow-up (the reporter's wait), or with `holder`
+    from the report reaching its present holder to that holder's first answer (an agency's own pace)."""
+    answered, reached = ("answered_at", "reached_at") if holder else ("first_follow_up_at", "first_disposed_at")
+    where = where.and_(f"{answered} IS NOT NULL").and_(f"{reached} IS NOT NULL")
     hours = sorted(
-        (float(followed) - float(disposed)) / 3600
-        for followed, disposed in tx.fetchall(
-            f"SELECT first_follow_up_at, first_disposed_at FROM rpt_complaints{where.sql}", where.params
-        )
+        (float(end) - float(start)) / 3600
+        for end, start in tx.fetchall(f"SELECT {answered}, {reached} FROM rpt_complaints{where.sql}", where.params)
     )
     median = statistics.median(hours) if hours else None
     p90 = percentile(hours, 0.9)
@@ -576,11 +583,10 @@ def agency_known(tx: Tx, agency_id: str) -> bool:
     if tx.fetchone("SELECT 1 FROM rpt_agencies WHERE agency_id = ?", (agency_id,)) is not None:
         return True
     where = _Where()
-    where.within("agency_id", agency_id, "/")
+    where.within("agency_id", agency_id, "/", "unit_id")
     if tx.fetchone(f"SELECT 1 FROM rpt_daily{where.sql} LIMIT 1", where.params) is not None:
         return True
-    where = _Where()
-    where.within("agency_id", agency_id, "/", "unit_id")
+    # (An Ombudsman holding a report taken over has no happening of its own until it answers.)
     return tx.fetchone(f"SELECT 1 FROM rpt_complaints{where.sql} LIMIT 1", where.params) is not None
 
 
@@ -599,7 +605,7 @@ def agency(tx: Tx, agency_id: str, filters: Filters, now: datetime, policy: Sp4n
         breakdown=_breakdown(groups),
         daily=_daily(tx, happenings),
         sla=_sla(groups, policy, ("follow_up",)),
-        time_to_first_follow_up=_durations(tx, where),
+        time_to_first_follow_up=_durations(tx, where, holder=True),
         backlog=_backlog(groups),
         escalations=_escalations(_happenings(tx, happenings)),
         units=_units(tx, groups),

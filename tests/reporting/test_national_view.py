@@ -68,8 +68,11 @@ def test_backlog_sorts_open_reports_by_age(month: Reporting):
 
 def test_each_day_counts_what_happened_that_day(month: Reporting):
     daily = {row["day"]: row for row in month.get("/api/reports/national")["daily"]}
-    assert daily[DAY[0]] == {"day": DAY[0], "received": 11, "verified": 0, "disposed": 0, "followed_up": 0, "closed": 0}
-    assert daily[DAY[1]] == {"day": DAY[1], "received": 2, "verified": 7, "disposed": 7, "followed_up": 0, "closed": 0}
+    assert daily[DAY[0]] == {"day": DAY[0], "received": 11, "verified": 0, "disposed": 0, "assigned": 0,
+                             "followed_up": 0, "closed": 0}
+    assert daily[DAY[1]] == {"day": DAY[1], "received": 2, "verified": 7, "disposed": 7, "assigned": 0,
+                             "followed_up": 0, "closed": 0}
+    assert (daily[DAY[5]]["assigned"], daily[DAY[13]]["assigned"]) == (5, 7)  # G3 to Jatim's, G8 to Kupang's dinkes
     assert daily[DAY[3]]["disposed"] == 5
     assert daily[DAY[4]]["disposed"] == 5
     assert daily[DAY[3]]["followed_up"] == 6  # G1; G7's internal note that day is no answer
@@ -136,6 +139,31 @@ def test_a_province_view_does_not_take_the_cities_of_the_province(month: Reporti
     view = month.get("/api/reports/agencies/pemda-35")
     assert view["totals"]["reports"] == 5  # G3, disposed to the province; Malang's own reports are not its
     assert [unit["unit_id"] for unit in view["units"]] == ["pemda-35/dinkes"]
+
+
+def test_a_units_view_counts_what_happened_while_the_unit_held_the_report(month: Reporting):
+    """Kupang assigned the seven G8 reports to its health office on day 13, which answered them on day 14; they
+    were closed on day 19. The office's per-day series is that (until session 22 it was empty: happenings were
+    counted for the agency alone), and Kupang's own series still counts them."""
+    unit = month.get("/api/reports/agencies/pemda-53.71/dinkes")
+    days = {row["day"]: {k: v for k, v in row.items() if k != "day" and v} for row in unit["daily"]}
+    assert days == {DAY[13]: {"assigned": 7}, DAY[14]: {"followed_up": 7}, DAY[19]: {"closed": 7}}
+    kupang = {row["day"]: row for row in month.get("/api/reports/agencies/pemda-53.71")["daily"]}
+    assert (kupang[DAY[13]]["disposed"], kupang[DAY[13]]["assigned"], kupang[DAY[14]]["followed_up"]) == (7, 7, 7)
+    jatim_office = month.get("/api/reports/agencies/pemda-35/dinkes")["daily"]
+    assert [(row["day"], row["assigned"], row["followed_up"]) for row in jatim_office] == [
+        (DAY[5], 5, 0), (DAY[7], 0, 5)
+    ]
+
+
+def test_an_agencys_view_times_its_own_first_answer(month: Reporting):
+    """The G3 reports reached Jawa Timur on day 4, after Malang (first disposed to on day 3) returned them, and the
+    province answered on day 7: 72 hours in its view, where the reporter's wait from the first disposition, as the
+    national view counts it, is 96 hours."""
+    province = month.get("/api/reports/agencies/pemda-35")["time_to_first_follow_up"]
+    assert province == {"reports": 5, "median_hours": 72.0, "p90_hours": 72.0}
+    national = month.get(f"/api/reports/national?from={DAY[2]}&to={DAY[2]}&region=35")["time_to_first_follow_up"]
+    assert national == {"reports": 5, "median_hours": 96.0, "p90_hours": 96.0}
 
 
 def test_an_unknown_agency_is_not_found(month: Reporting):

@@ -128,7 +128,10 @@ def test_an_ombudsman_takeover_keeps_the_missed_stage_overdue(tmp_path: Path, ba
         service.append(tracking_id, ev.FollowUpPosted(follow_up_id="fu-otk-1", text="Ombudsman meminta klarifikasi."),
                s.staff(OMBUDSMAN))
         answered = service.get("/api/reports/national?region=35.07")
+        ombudsman = service.get(f"/api/reports/agencies/{OMBUDSMAN}?region=35.07")
     assert stage(taken_over, "follow_up") == (0, 0, 1)
+    # Its own pace: from the takeover on day 62 to its answer on day 64.
+    assert ombudsman["time_to_first_follow_up"] == {"reports": 1, "median_hours": 48.0, "p90_hours": 48.0}
     assert line_of(board, OMBUDSMAN)["overdue"] == 0
     assert stage(answered, "follow_up") == (0, 1, 0)
 
@@ -149,3 +152,42 @@ def test_a_units_view_holds_the_reports_assigned_to_it(tmp_path: Path, backend_s
     assert view["score"]["followed_up"] == 3
     assert [(line["unit_id"], line["reports"]) for line in view["units"]] == [(unit, 3)]
     assert [(line["unit_id"], line["reports"]) for line in kupang["units"]] == [(unit, 3)]
+
+
+def test_a_red_mark_on_a_units_report_counts_in_the_units_view(tmp_path: Path, backend_store: str | None):
+    """Kupang assigns a report to its health office on day 2; the office misses the deadline and routing
+    escalates from the unit to Kupang on day 7 (a red mark). The office's view counts the red mark, its escalation
+    and the assignment (before session 22 it counted none: they were Kupang's alone); Kupang's view counts them too,
+    as it holds the report through its office."""
+    unit = f"{s.KUPANG}/dinkes"
+    report = s.held("LAP-UNT-1", "53.10")
+    report.at(2, ev.ComplaintAssigned(unit_id=unit), s.staff(s.KUPANG))
+    s.red_mark(report, 7, "unit", "agency", s.KUPANG, 12)
+    with reporting_app(tmp_path / "var", backend_store) as service:
+        s.play(service.ctx.store, service.clock, [report], now=s.day(8))
+        service.caught_up()
+        office = service.get(f"/api/reports/agencies/{unit}?region=53.10")
+        kupang = service.get(f"/api/reports/agencies/{s.KUPANG}?region=53.10")
+    for view in (office, kupang):
+        assert view["escalations"] == {"total": 1, "by_kind": {"follow_up_overdue": 1}, "bounces": 0, "red_marks": 1}
+        assert (view["score"]["red_marks"], view["score"]["overdue"]) == (1, 1)
+    assert [(row["day"], row["assigned"]) for row in office["daily"]] == [(s.day(2).date().isoformat(), 1)]
+    assert office["score"]["dispositions"] == 0  # the unit received it by assignment, not by disposition
+    assert kupang["score"]["dispositions"] == 1
+
+
+def test_an_agencys_view_times_its_own_answer_after_a_redisposition(tmp_path: Path, backend_store: str | None):
+    """Kupang answered on day 2 (a day after the disposition) and returned the report on day 3; disposed to the
+    province on day 3, which answered on day 6. The province's view times its own answer, 72 hours, not Kupang's
+    (before session 22 it showed 24); the national view keeps the reporter's wait for a first answer, 24 hours."""
+    report = s.follow_up(s.held("LAP-HLD-1", "53.11"), 2, s.KUPANG)
+    report.at(3, ev.DispositionReturned(agency_id=s.KUPANG, reason="Kewenangan provinsi.", suggested_agency_id=s.NTT),
+              s.staff(s.KUPANG))
+    s.follow_up(s.accepted(s.disposed(report, 3, s.NTT, 8), 4, s.NTT), 6, s.NTT)
+    with reporting_app(tmp_path / "var", backend_store) as service:
+        s.play(service.ctx.store, service.clock, [report], now=s.day(7))
+        service.caught_up()
+        province = service.get(f"/api/reports/agencies/{s.NTT}?region=53.11")
+        national = service.get("/api/reports/national?region=53.11")
+    assert province["time_to_first_follow_up"] == {"reports": 1, "median_hours": 72.0, "p90_hours": 72.0}
+    assert national["time_to_first_follow_up"] == {"reports": 1, "median_hours": 24.0, "p90_hours": 24.0}
