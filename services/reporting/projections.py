@@ -41,7 +41,8 @@ COMPLAINTS_SUBSCRIPTION = "reporting.complaints"
 # pend pauses the verification stage instead of ending it; a resolution is an answer; a re-disposition starts the
 # follow-up stage again.
 # 4 (session 22): `rpt_daily.unit_id`, so a unit's view counts what happened while it held a report (and the
-# assignments it received); `reached_at` and `answered_at`, so an agency's view times its own first answer.
+# assignments it received); `reached_at` and `answered_at`, so an agency's view times its own first answer; the
+# bounce-limit flag is counted for national routing, not for the agency the report had just reached.
 COMPLAINTS_VERSION = 4
 DIRECTORY_SUBSCRIPTION = "reporting.directory"
 
@@ -523,8 +524,10 @@ def _assigned(extra: dict[str, Any], before: ComplaintState, after: ComplaintSta
 def _escalated(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
                daily: Daily) -> None:
     kind = event.data["kind"]
-    _count(daily, day, after, before, "escalated")
-    _count(daily, day, after, before, f"escalated:{kind}")
+    # The bounce-limit flag is about routing's dispositions, not the agency the report has just reached: national.
+    holder = None if kind == EscalationKind.bounce_limit else before
+    _count(daily, day, after, holder, "escalated")
+    _count(daily, day, after, holder, f"escalated:{kind}")
     if kind == EscalationKind.follow_up_overdue:
         _count(daily, day, after, before, "red_mark")  # nilai merah: the holder missed its deadline
         # Overdue from now until answered, though the escalation runs the next level's (later) deadline.

@@ -191,3 +191,26 @@ def test_an_agencys_view_times_its_own_answer_after_a_redisposition(tmp_path: Pa
         national = service.get("/api/reports/national?region=53.11")
     assert province["time_to_first_follow_up"] == {"reports": 1, "median_hours": 72.0, "p90_hours": 72.0}
     assert national["time_to_first_follow_up"] == {"reports": 1, "median_hours": 24.0, "p90_hours": 24.0}
+
+
+def test_the_bounce_limit_flag_is_not_the_escalation_of_the_agency_that_received_the_report(
+    tmp_path: Path, backend_store: str | None,
+):
+    """Returned as bukan wewenang three times, the report is disposed to the province, and routing flags it to the
+    national admin at that moment (bounce_limit). The flag is about routing's dispositions: the national view
+    counts it, the province's view does not (before session 22 it showed an escalation it had no part in)."""
+    report = s.verified(s.submitted("LAP-BNC-1", 0, "53.12"), 1, "pengaduan", "kesehatan")
+    for n, agency in enumerate((s.KUPANG, s.MALANG, s.JATIM), start=1):
+        s.disposed(report, n, agency, n + 5)
+        report.at(n + 0.5, ev.DispositionReturned(agency_id=agency, reason="Bukan wewenang."), s.staff(agency))
+    s.disposed(report, 4, s.NTT, 9)
+    report.at(4, ev.ComplaintEscalated(kind="bounce_limit", reason="Dikembalikan 3 kali.", from_level="agency",
+                                       to_level="agency", to_agency_id="kemenpanrb", automatic=True), s.SYSTEM)
+    with reporting_app(tmp_path / "var", backend_store) as service:
+        s.play(service.ctx.store, service.clock, [report], now=s.day(5))
+        service.caught_up()
+        national = service.get("/api/reports/national?region=53.12")
+        province = service.get(f"/api/reports/agencies/{s.NTT}?region=53.12")
+    assert national["escalations"] == {"total": 1, "by_kind": {"bounce_limit": 1}, "bounces": 3, "red_marks": 0}
+    assert province["escalations"] == {"total": 0, "by_kind": {}, "bounces": 0, "red_marks": 0}
+    assert province["score"]["dispositions"] == 1
