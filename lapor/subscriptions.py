@@ -182,8 +182,10 @@ class SubscriptionRunner:
         _add_version_column(db)
         with db.transaction() as tx:
             # Another version's tables go first: this version's setup may not fit them (an index on a column they
-            # lack). Until session 22 setup ran first, and a live store built by version 2 of reporting's
-            # projection failed to start with version 3 ("no such column: red_marked_agency").
+            # lack). Until session 22 setup ran first: a PostgreSQL store built by version 2 of reporting's
+            # projection failed to start with version 3 (`column "red_marked_agency" does not exist`: PostgreSQL
+            # resolves the columns of `CREATE INDEX IF NOT EXISTS` before it finds the index there, where SQLite
+            # skips it by name), and any store of version 3 with version 4 (a new index on a new column).
             self._upgrade(tx)
             if subscription.setup is not None:
                 subscription.setup(tx)
