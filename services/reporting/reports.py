@@ -224,10 +224,12 @@ class Scoreboard(BaseModel):
 class UnitSummary(BaseModel):
     unit_id: str
     name: str | None
-    reports: int
+    reports: int = Field(description="reports it holds now (submitted in the period)")
     open: int
     followed_up: int
     overdue: int
+    assigned: int = Field(description="reports assigned to it in the period")
+    red_marks: int = Field(description="follow-up deadlines missed and escalated while it held a report, in the period")
 
 
 class AgencyReport(BaseModel):
@@ -608,7 +610,7 @@ def agency(tx: Tx, agency_id: str, filters: Filters, now: datetime, policy: Sp4n
         time_to_first_follow_up=_durations(tx, where, holder=True),
         backlog=_backlog(groups),
         escalations=_escalations(_happenings(tx, happenings)),
-        units=_units(tx, groups),
+        units=_units(tx, groups, happenings),
     )
 
 
@@ -624,18 +626,35 @@ def _combined(agency_id: str, name: str | None, scores: Iterable[AgencyScore]) -
     )
 
 
-def _units(tx: Tx, groups: Sequence[_Group]) -> list[UnitSummary]:
-    """The agency's reports by the unit working on them (an office disposed to directly counts as its own unit)."""
+def _unit_of(agency_id: str | None, unit_id: str | None) -> str | None:
+    """The unit working on a report: its assigned unit, or an office disposed to directly (its own unit)."""
+    return unit_id or (agency_id if agency_id and "/" in agency_id else None)
+
+
+def _units(tx: Tx, groups: Sequence[_Group], happenings: _Where) -> list[UnitSummary]:
+    """The agency's units holding its reports, or assigned or red-marked in the period."""
     held: dict[str, _Held] = defaultdict(_Held)
     for group in groups:
-        unit = group.unit_id or (group.agency_id if group.agency_id and "/" in group.agency_id else None)
+        unit = _unit_of(group.agency_id, group.unit_id)
         if unit is not None:
             held[unit].add(group)
-    names = agency_names(tx, held)
+    happenings = happenings.and_in("metric", ("assigned", "red_mark"))
+    counted: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for agency_id, unit_id, metric, count in tx.fetchall(
+        f"SELECT agency_id, unit_id, metric, sum(count) FROM rpt_daily{happenings.sql} "
+        "GROUP BY agency_id, unit_id, metric",
+        happenings.params,
+    ):
+        unit = _unit_of(agency_id, unit_id)
+        if unit is not None:
+            counted[unit][metric] += int(count)
+    units = sorted(held.keys() | counted.keys())
+    names = agency_names(tx, units)
     return [
-        UnitSummary(unit_id=unit, name=names.get(unit), reports=line.reports, open=line.open,
-                    followed_up=line.followed_up, overdue=line.overdue)
-        for unit, line in sorted(held.items())
+        UnitSummary(unit_id=unit, name=names.get(unit), reports=held[unit].reports, open=held[unit].open,
+                    followed_up=held[unit].followed_up, overdue=held[unit].overdue,
+                    assigned=counted[unit]["assigned"], red_marks=counted[unit]["red_mark"])
+        for unit in units
     ]
 
 

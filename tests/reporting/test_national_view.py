@@ -129,7 +129,7 @@ def test_the_agency_view_covers_the_agency_and_its_units(month: Reporting):
     assert view["score"]["overdue"] == 4
     assert view["units"] == [{
         "unit_id": "pemda-53.71/dinkes", "name": "Dinas Kesehatan Kota Kupang", "reports": 7, "open": 0,
-        "followed_up": 7, "overdue": 0,
+        "followed_up": 7, "overdue": 0, "assigned": 7, "red_marks": 0,
     }]
     [follow_up] = view["sla"]
     assert (follow_up["on_time"], follow_up["late"], follow_up["overdue"]) == (13, 0, 4)

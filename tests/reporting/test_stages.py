@@ -174,6 +174,9 @@ def test_a_red_mark_on_a_units_report_counts_in_the_units_view(tmp_path: Path, b
     assert [(row["day"], row["assigned"]) for row in office["daily"]] == [(s.day(2).date().isoformat(), 1)]
     assert office["score"]["dispositions"] == 0  # the unit received it by assignment, not by disposition
     assert kupang["score"]["dispositions"] == 1
+    # Kupang's list of its units says which one missed the deadline.
+    [line] = kupang["units"]
+    assert (line["unit_id"], line["assigned"], line["red_marks"], line["overdue"]) == (unit, 1, 1, 1)
 
 
 def test_an_agencys_view_times_its_own_answer_after_a_redisposition(tmp_path: Path, backend_store: str | None):
@@ -214,3 +217,18 @@ def test_the_bounce_limit_flag_is_not_the_escalation_of_the_agency_that_received
     assert national["escalations"] == {"total": 1, "by_kind": {"bounce_limit": 1}, "bounces": 3, "red_marks": 0}
     assert province["escalations"] == {"total": 0, "by_kind": {}, "bounces": 0, "red_marks": 0}
     assert province["score"]["dispositions"] == 1
+
+
+def test_an_agencys_units_list_names_a_unit_that_had_a_report_in_the_period(tmp_path: Path, backend_store: str | None):
+    """Assigned to the health office on day 2 and moved to the transport office on day 3: Kupang's list of units
+    has both, the first holding nothing now but assigned one report in the period."""
+    report = s.held("LAP-UNT-2", "53.13")
+    report.at(2, ev.ComplaintAssigned(unit_id=f"{s.KUPANG}/dinkes"), s.staff(s.KUPANG))
+    report.at(3, ev.ComplaintAssigned(unit_id=f"{s.KUPANG}/dishub"), s.staff(s.KUPANG))
+    with reporting_app(tmp_path / "var", backend_store) as service:
+        s.play(service.ctx.store, service.clock, [report], now=s.day(4))
+        service.caught_up()
+        units = service.get(f"/api/reports/agencies/{s.KUPANG}?region=53.13")["units"]
+    assert [(line["unit_id"], line["reports"], line["assigned"]) for line in units] == [
+        (f"{s.KUPANG}/dinkes", 0, 1), (f"{s.KUPANG}/dishub", 1, 1)
+    ]
