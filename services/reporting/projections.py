@@ -42,7 +42,8 @@ COMPLAINTS_SUBSCRIPTION = "reporting.complaints"
 # follow-up stage again.
 # 4 (session 22): `rpt_daily.unit_id`, so a unit's view counts what happened while it held a report (and the
 # assignments it received); `reached_at` and `answered_at`, so an agency's view times its own first answer; the
-# bounce-limit flag is counted for national routing, not for the agency the report had just reached.
+# bounce-limit flag is counted for national routing, not for the agency the report had just reached; an escalation
+# is a unit's only from the unit's level, and a return is always its agency's.
 COMPLAINTS_VERSION = 4
 DIRECTORY_SUBSCRIPTION = "reporting.directory"
 
@@ -421,12 +422,15 @@ project_complaints = holding_batches(ComplaintReports)
 Note = Callable[[dict[str, Any], ComplaintState, ComplaintState, RecordedEvent, str, Daily], None]
 
 
-def _count(daily: Daily, day: str, state: ComplaintState, holder: ComplaintState | None, metric: str) -> None:
-    """One `metric` on `day`, for the agency and unit holding the report in `holder` (None: routing's)."""
+def _count(
+    daily: Daily, day: str, state: ComplaintState, holder: ComplaintState | None, metric: str, *, unit: bool = True
+) -> None:
+    """One `metric` on `day`, for the agency and unit holding the report in `holder` (None: routing's; without
+    `unit`, the agency's own, its unit having had no part in it)."""
     if holder is None:
         key = (day, state.region_code or "", "", "", metric)
     else:
-        key = (day, state.region_code or "", holder.agency_id or "", holder.unit_id or "", metric)
+        key = (day, state.region_code or "", holder.agency_id or "", (unit and holder.unit_id) or "", metric)
     daily[key] = daily.get(key, 0) + 1
 
 
@@ -482,7 +486,7 @@ def _disposed(extra: dict[str, Any], before: ComplaintState, after: ComplaintSta
 def _returned(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
               daily: Daily) -> None:
     extra["return_count"] += 1
-    _count(daily, day, after, before, "returned")
+    _count(daily, day, after, before, "returned", unit=False)  # the agency returns a report, not its unit
 
 
 def _follow_up(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
@@ -526,10 +530,13 @@ def _escalated(extra: dict[str, Any], before: ComplaintState, after: ComplaintSt
     kind = event.data["kind"]
     # The bounce-limit flag is about routing's dispositions, not the agency the report has just reached: national.
     holder = None if kind == EscalationKind.bounce_limit else before
-    _count(daily, day, after, holder, "escalated")
-    _count(daily, day, after, holder, f"escalated:{kind}")
+    # The level that missed: a unit's escalation when the report was at the unit's level; once escalated on to its
+    # agency's level, the agency's (the report stays assigned to the unit).
+    unit = event.data["from_level"] == Level.unit
+    _count(daily, day, after, holder, "escalated", unit=unit)
+    _count(daily, day, after, holder, f"escalated:{kind}", unit=unit)
     if kind == EscalationKind.follow_up_overdue:
-        _count(daily, day, after, before, "red_mark")  # nilai merah: the holder missed its deadline
+        _count(daily, day, after, before, "red_mark", unit=unit)  # nilai merah: the holder missed its deadline
         # Overdue from now until answered, though the escalation runs the next level's (later) deadline.
         extra["red_marked_agency"] = before.agency_id
     if after.agency_id != before.agency_id:

@@ -232,3 +232,25 @@ def test_an_agencys_units_list_names_a_unit_that_had_a_report_in_the_period(tmp_
     assert [(line["unit_id"], line["reports"], line["assigned"]) for line in units] == [
         (f"{s.KUPANG}/dinkes", 0, 1), (f"{s.KUPANG}/dishub", 1, 1)
     ]
+
+
+def test_a_miss_at_the_agencys_level_and_a_return_are_the_agencys_not_its_units(
+    tmp_path: Path, backend_store: str | None,
+):
+    """Assigned to the health office on day 2 and red-marked from the unit to Kupang on day 7 (the office's miss);
+    Kupang misses the next deadline too and is red-marked to the province on day 13 (Kupang's miss, though the
+    report stays assigned to the office), then returns the report on day 14 (Kupang's return: a unit cannot)."""
+    unit = f"{s.KUPANG}/dinkes"
+    report = s.held("LAP-UNT-3", "53.14")
+    report.at(2, ev.ComplaintAssigned(unit_id=unit), s.staff(s.KUPANG))
+    s.red_mark(report, 7, "unit", "agency", s.KUPANG, 12)
+    s.red_mark(report, 13, "agency", "regional", s.NTT, 18)
+    report.at(14, ev.DispositionReturned(agency_id=s.KUPANG, reason="Bukan wewenang kota."), s.staff(s.KUPANG))
+    with reporting_app(tmp_path / "var", backend_store) as service:
+        s.play(service.ctx.store, service.clock, [report], now=s.day(15))
+        service.caught_up()
+        office = service.get(f"/api/reports/agencies/{unit}?region=53.14")
+        kupang = service.get(f"/api/reports/agencies/{s.KUPANG}?region=53.14")
+    assert office["escalations"] == {"total": 1, "by_kind": {"follow_up_overdue": 1}, "bounces": 0, "red_marks": 1}
+    assert kupang["escalations"] == {"total": 2, "by_kind": {"follow_up_overdue": 2}, "bounces": 1, "red_marks": 2}
+    assert [(line["unit_id"], line["red_marks"]) for line in kupang["units"]] == [(unit, 1)]
