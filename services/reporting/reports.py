@@ -491,6 +491,26 @@ def _happenings(tx: Tx, where: _Where) -> dict[str, int]:
     return {metric: int(count) for metric, count in rows}
 
 
+ByHolder = dict[tuple[str, str, str], int]  # (agency_id, unit_id, metric) -> count
+
+
+def _happenings_by_holder(tx: Tx, where: _Where) -> ByHolder:
+    """The happenings by the agency and unit that held the report: one read of `rpt_daily` from which an agency's
+    view takes its escalations, its score and its units' lines."""
+    rows = tx.fetchall(
+        f"SELECT agency_id, unit_id, metric, sum(count) FROM rpt_daily{where.sql} GROUP BY agency_id, unit_id, metric",
+        where.params,
+    )
+    return {(agency_id, unit_id, metric): int(count) for agency_id, unit_id, metric, count in rows}
+
+
+def _by_metric(by_holder: ByHolder) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for (_, _, metric), count in by_holder.items():
+        counts[metric] += count
+    return counts
+
+
 def _escalations(counts: Mapping[str, int]) -> Escalations:
     return Escalations(
         total=counts.get("escalated", 0),
@@ -515,20 +535,19 @@ class _Held:
         self.overdue += group.sums["overdue"]
 
 
-def _scores(tx: Tx, groups: Sequence[_Group], filters: Filters, agency_id: str | None = None) -> list[AgencyScore]:
-    """One line per agency holding reports or named in the period's happenings."""
+_SCORED = ("red_mark", "returned", "disposed")
+
+
+def _scores(tx: Tx, groups: Sequence[_Group], happenings: ByHolder) -> list[AgencyScore]:
+    """One line per agency holding reports or named in the period's scored happenings."""
     held: dict[str, _Held] = defaultdict(_Held)
     for group in groups:
         if group.agency_id is not None:
             held[group.agency_id].add(group)
-    happenings = _happenings_where(filters, agency_id).and_("agency_id <> ''")
-    happenings = happenings.and_in("metric", ("red_mark", "returned", "disposed"))
-    counted: dict[str, dict[str, int]] = defaultdict(dict)
-    for agency, metric, count in tx.fetchall(
-        f"SELECT agency_id, metric, sum(count) FROM rpt_daily{happenings.sql} GROUP BY agency_id, metric",
-        happenings.params,
-    ):
-        counted[agency][metric] = int(count)
+    counted: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for (agency, _, metric), count in happenings.items():
+        if agency and metric in _SCORED:
+            counted[agency][metric] += count
     agencies = held.keys() | counted.keys()
     names = agency_names(tx, agencies)
     scores = [
@@ -577,7 +596,8 @@ def national(tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy) -> Nat
 
 def scoreboard(tx: Tx, filters: Filters, now: datetime) -> Scoreboard:
     groups = _scan(tx, _reports_where(filters).and_("agency_id IS NOT NULL"), now)
-    return Scoreboard(as_of=as_of(tx, now), filters=_applied(filters), agencies=_scores(tx, groups, filters))
+    happenings = _happenings_by_holder(tx, _happenings_where(filters).and_("agency_id <> ''").and_in("metric", _SCORED))
+    return Scoreboard(as_of=as_of(tx, now), filters=_applied(filters), agencies=_scores(tx, groups, happenings))
 
 
 def agency_known(tx: Tx, agency_id: str) -> bool:
@@ -596,21 +616,22 @@ def agency(tx: Tx, agency_id: str, filters: Filters, now: datetime, policy: Sp4n
     where = _reports_where(filters, agency_id)
     groups = _scan(tx, where, now, units=True)
     happenings = _happenings_where(filters, agency_id)
+    by_holder = _happenings_by_holder(tx, happenings)
     name = agency_names(tx, [agency_id]).get(agency_id)
     return AgencyReport(
         as_of=as_of(tx, now),
         filters=_applied(filters),
         agency_id=agency_id,
         name=name,
-        score=_combined(agency_id, name, _scores(tx, groups, filters, agency_id)),
+        score=_combined(agency_id, name, _scores(tx, groups, by_holder)),
         totals=_totals(groups),
         breakdown=_breakdown(groups),
         daily=_daily(tx, happenings),
         sla=_sla(groups, policy, ("follow_up",)),
         time_to_first_follow_up=_durations(tx, where, holder=True),
         backlog=_backlog(groups),
-        escalations=_escalations(_happenings(tx, happenings)),
-        units=_units(tx, groups, happenings),
+        escalations=_escalations(_by_metric(by_holder)),
+        units=_units(tx, groups, by_holder),
     )
 
 
@@ -631,23 +652,18 @@ def _unit_of(agency_id: str | None, unit_id: str | None) -> str | None:
     return unit_id or (agency_id if agency_id and "/" in agency_id else None)
 
 
-def _units(tx: Tx, groups: Sequence[_Group], happenings: _Where) -> list[UnitSummary]:
+def _units(tx: Tx, groups: Sequence[_Group], happenings: ByHolder) -> list[UnitSummary]:
     """The agency's units holding its reports, or assigned or red-marked in the period."""
     held: dict[str, _Held] = defaultdict(_Held)
     for group in groups:
         unit = _unit_of(group.agency_id, group.unit_id)
         if unit is not None:
             held[unit].add(group)
-    happenings = happenings.and_in("metric", ("assigned", "red_mark"))
     counted: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for agency_id, unit_id, metric, count in tx.fetchall(
-        f"SELECT agency_id, unit_id, metric, sum(count) FROM rpt_daily{happenings.sql} "
-        "GROUP BY agency_id, unit_id, metric",
-        happenings.params,
-    ):
+    for (agency_id, unit_id, metric), count in happenings.items():
         unit = _unit_of(agency_id, unit_id)
-        if unit is not None:
-            counted[unit][metric] += int(count)
+        if unit is not None and metric in ("assigned", "red_mark"):
+            counted[unit][metric] += count
     units = sorted(held.keys() | counted.keys())
     names = agency_names(tx, units)
     return [
