@@ -7,9 +7,10 @@ from __future__ import annotations
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from lapor.settings import load_settings
 from schemas.events import EventData
 from services.reporting.service import SERVICE
 from tests.conftest import wait_until, with_search_path
+from tests.reporting import scenario
 
 
 @dataclass
@@ -85,6 +87,18 @@ def reporting_app(data: Path, store: str | None = None) -> Iterator[Reporting]:
     app = create_app(settings, [SERVICE])
     with TestClient(app, raise_server_exceptions=False) as client:
         yield Reporting(client, TokenService(settings.signing_secret(), SystemClock()))
+
+
+@contextmanager
+def played(
+    data: Path, store: str | None, reports: Sequence[scenario.Report] | None = None, *, now: datetime | None = None
+) -> Iterator[Reporting]:
+    """The reporting app with `reports` (the scenario's month unless given) played into its store, the clock at
+    `now` (`scenario.play`), and every projection caught up."""
+    with reporting_app(data, store) as service:
+        scenario.play(service.ctx.store, service.clock, reports, now)
+        service.caught_up()
+        yield service
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from schemas import events as ev
 from tests.reporting import scenario as s
-from tests.reporting.conftest import reporting_app
+from tests.reporting.conftest import played
 
 OMBUDSMAN = "ombudsman-ri"
 
@@ -35,9 +35,8 @@ def test_an_answer_after_a_red_mark_is_late(tmp_path: Path, backend_store: str |
     """Answered on day 8, by the escalation's new deadline (day 12) but after the stage's own (day 6), which the
     red mark records: the stage missed its 5 working days. Another report, answered on day 5, was on time."""
     on_time = s.follow_up(s.held("LAP-RED-0", "53.71"), 5, s.KUPANG)
-    with reporting_app(tmp_path / "var", backend_store) as service:
-        s.play(service.ctx.store, service.clock, [red_marked("LAP-RED-1", answered_on=8), on_time], now=s.day(9))
-        service.caught_up()
+    reports = [red_marked("LAP-RED-1", answered_on=8), on_time]
+    with played(tmp_path / "var", backend_store, reports, now=s.day(9)) as service:
         report = service.get("/api/reports/national?region=53.71")
     [follow_up] = [stage for stage in report["sla"] if stage["stage"] == "follow_up"]
     assert report["escalations"]["red_marks"] == 1
@@ -49,10 +48,8 @@ def test_a_red_marked_report_is_overdue_until_its_holder_answers(tmp_path: Path,
     """On day 8 the red-marked report is overdue, in the stage and on Kupang's line of the scoreboard, though the
     escalation's own deadline (day 12) is still ahead: Kupang's (day 6) has passed. Answered on day 9, it is late
     and no longer overdue. (Reported in Kabupaten Kupang, 53.01, apart from the module's other reports.)"""
-    with reporting_app(tmp_path / "var", backend_store) as service:
-        s.play(service.ctx.store, service.clock, [red_marked("LAP-RED-2", answered_on=None, region="53.01")],
-               now=s.day(8))
-        service.caught_up()
+    unanswered_report = red_marked("LAP-RED-2", answered_on=None, region="53.01")
+    with played(tmp_path / "var", backend_store, [unanswered_report], now=s.day(8)) as service:
         unanswered = service.get("/api/reports/national?region=53.01")
         board = service.get("/api/reports/national/agencies?region=53.01")["agencies"]
         kupang = service.get(f"/api/reports/agencies/{s.KUPANG}")
@@ -76,9 +73,7 @@ def test_a_red_marked_report_is_overdue_until_its_holder_answers(tmp_path: Path,
 def test_after_an_ombudsman_takeover_the_ombudsman_has_not_followed_up_until_it_answers(
     tmp_path: Path, backend_store: str | None
 ):
-    with reporting_app(tmp_path / "var", backend_store) as service:
-        s.play(service.ctx.store, service.clock, [taken_over("LAP-ORI-1")], now=s.day(63))
-        service.caught_up()
+    with played(tmp_path / "var", backend_store, [taken_over("LAP-ORI-1")], now=s.day(63)) as service:
         board = {line["agency_id"]: line for line in service.get("/api/reports/national/agencies")["agencies"]}
         assert (board[OMBUDSMAN]["reports"], board[OMBUDSMAN]["followed_up"]) == (1, 0)
         assert board[OMBUDSMAN]["follow_up_rate"] == 0.0

@@ -7,7 +7,7 @@ import pytest
 
 from lapor.principal import Role
 from tests.reporting import scenario
-from tests.reporting.conftest import Reporting, reporting_app
+from tests.reporting.conftest import Reporting, played
 
 DAY = {n: scenario.day(n).date().isoformat() for n in range(0, 25)}
 
@@ -15,9 +15,7 @@ DAY = {n: scenario.day(n).date().isoformat() for n in range(0, 25)}
 @pytest.fixture(scope="module")
 def month(tmp_path_factory: pytest.TempPathFactory, backend_store: str | None):
     """Played once per backend; the tests only read."""
-    with reporting_app(tmp_path_factory.mktemp("month") / "var", backend_store) as service:
-        scenario.play(service.ctx.store, service.clock)
-        service.caught_up()
+    with played(tmp_path_factory.mktemp("month") / "var", backend_store) as service:
         yield service
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from lapor.principal import Role
 from schemas import events as ev
 from tests.reporting import scenario as s
-from tests.reporting.conftest import reporting_app
+from tests.reporting.conftest import played
 
 OMBUDSMAN = "ombudsman-ri"
 REPORTER = {"role": "reporter"}
@@ -53,9 +53,7 @@ def test_a_pend_pauses_the_verification_stage(tmp_path: Path, backend_store: str
     s.verified(reports["53.02"], 10, "pengaduan", "kesehatan")
     reports["53.04"].at(9, ev.ComplaintArchived(reason="Pelapor tidak melengkapi."), s.SYSTEM)
     s.verified(reports["53.05"], 7, "pengaduan", "kesehatan")
-    with reporting_app(tmp_path / "var", backend_store) as service:
-        s.play(service.ctx.store, service.clock, list(reports.values()), now=s.day(10.5))
-        service.caught_up()
+    with played(tmp_path / "var", backend_store, list(reports.values()), now=s.day(10.5)) as service:
         views = {region: service.get(f"/api/reports/national?region={region}") for region in reports}
     assert stage(views["53.02"], "verification") == (0, 1, 0)
     assert stage(views["53.03"], "verification") == (0, 0, 1)
@@ -72,9 +70,7 @@ def test_a_resolution_answers_the_reporter(tmp_path: Path, backend_store: str | 
     on_time = s.held("LAP-RSV-1", "53.07")
     after_red_mark = s.red_mark(s.held("LAP-RSV-2", "53.08"), 7, "agency", "regional", s.NTT, 12)
     on_time.at(4, ev.ComplaintResolved(resolution="Sudah diperbaiki.", feedback_due=s.day(14)), s.staff(s.KUPANG))
-    with reporting_app(tmp_path / "var", backend_store) as service:
-        s.play(service.ctx.store, service.clock, [on_time, after_red_mark], now=s.day(8))
-        service.caught_up()
+    with played(tmp_path / "var", backend_store, [on_time, after_red_mark], now=s.day(8)) as service:
         overdue = service.get("/api/reports/national?region=53.08")
         service.append("LAP-RSV-2", ev.ComplaintResolved(resolution="Sudah diperbaiki.", feedback_due=s.day(18)),
                s.staff(s.KUPANG))
@@ -96,9 +92,7 @@ def test_a_redisposition_starts_the_follow_up_stage_again(tmp_path: Path, backen
     report.at(3, ev.DispositionReturned(agency_id=s.KUPANG, reason="Kewenangan provinsi.", suggested_agency_id=s.NTT),
               s.staff(s.KUPANG))
     s.accepted(s.disposed(report, 3, s.NTT, 8), 4, s.NTT)
-    with reporting_app(tmp_path / "var", backend_store) as service:
-        s.play(service.ctx.store, service.clock, [report], now=s.day(12))
-        service.caught_up()
+    with played(tmp_path / "var", backend_store, [report], now=s.day(12)) as service:
         national = service.get("/api/reports/national?region=53.09")
         province = service.get(f"/api/reports/agencies/{s.NTT}")
     assert stage(national, "follow_up") == (0, 0, 1)
@@ -119,9 +113,7 @@ def test_an_ombudsman_takeover_keeps_the_missed_stage_overdue(tmp_path: Path, ba
     report.at(62, ev.ComplaintEscalated(kind="ombudsman", reason="Pelapor setuju.", from_level="national",
                                         to_level="ombudsman", to_agency_id=OMBUDSMAN, automatic=True,
                                         follow_up_due=s.day(67)), s.SYSTEM)
-    with reporting_app(tmp_path / "var", backend_store) as service:
-        s.play(service.ctx.store, service.clock, [report], now=s.day(63))
-        service.caught_up()
+    with played(tmp_path / "var", backend_store, [report], now=s.day(63)) as service:
         taken_over = service.get("/api/reports/national?region=35.07")
         board = service.get("/api/reports/national/agencies?region=35.07")["agencies"]
         service.clock.set(s.day(64))
@@ -140,9 +132,7 @@ def test_a_units_view_holds_the_reports_assigned_to_it(tmp_path: Path, backend_s
     """Three reports assigned to Kupang's health office (scenario group G8) are what its unit officer's view
     counts, where before it counted none: they keep Kupang as their agency."""
     unit = f"{s.KUPANG}/dinkes"
-    with reporting_app(tmp_path / "var", backend_store) as service:
-        s.play(service.ctx.store, service.clock, [s.g8(i) for i in range(3)])
-        service.caught_up()
+    with played(tmp_path / "var", backend_store, [s.g8(i) for i in range(3)]) as service:
         response = service.client.get(f"/api/reports/agencies/{unit}",
                                        headers=service.bearer(Role.unit_officer, agency_id=s.KUPANG, unit_id=unit))
         kupang = service.get(f"/api/reports/agencies/{s.KUPANG}")
@@ -163,9 +153,7 @@ def test_a_red_mark_on_a_units_report_counts_in_the_units_view(tmp_path: Path, b
     report = s.held("LAP-UNT-1", "53.10")
     report.at(2, ev.ComplaintAssigned(unit_id=unit), s.staff(s.KUPANG))
     s.red_mark(report, 7, "unit", "agency", s.KUPANG, 12)
-    with reporting_app(tmp_path / "var", backend_store) as service:
-        s.play(service.ctx.store, service.clock, [report], now=s.day(8))
-        service.caught_up()
+    with played(tmp_path / "var", backend_store, [report], now=s.day(8)) as service:
         office = service.get(f"/api/reports/agencies/{unit}?region=53.10")
         kupang = service.get(f"/api/reports/agencies/{s.KUPANG}?region=53.10")
     for view in (office, kupang):
@@ -187,9 +175,7 @@ def test_an_agencys_view_times_its_own_answer_after_a_redisposition(tmp_path: Pa
     report.at(3, ev.DispositionReturned(agency_id=s.KUPANG, reason="Kewenangan provinsi.", suggested_agency_id=s.NTT),
               s.staff(s.KUPANG))
     s.follow_up(s.accepted(s.disposed(report, 3, s.NTT, 8), 4, s.NTT), 6, s.NTT)
-    with reporting_app(tmp_path / "var", backend_store) as service:
-        s.play(service.ctx.store, service.clock, [report], now=s.day(7))
-        service.caught_up()
+    with played(tmp_path / "var", backend_store, [report], now=s.day(7)) as service:
         province = service.get(f"/api/reports/agencies/{s.NTT}?region=53.11")
         national = service.get("/api/reports/national?region=53.11")
     assert province["time_to_first_follow_up"] == {"reports": 1, "median_hours": 72.0, "p90_hours": 72.0}
@@ -209,9 +195,7 @@ def test_the_bounce_limit_flag_is_not_the_escalation_of_the_agency_that_received
     s.disposed(report, 4, s.NTT, 9)
     report.at(4, ev.ComplaintEscalated(kind="bounce_limit", reason="Dikembalikan 3 kali.", from_level="agency",
                                        to_level="agency", to_agency_id="kemenpanrb", automatic=True), s.SYSTEM)
-    with reporting_app(tmp_path / "var", backend_store) as service:
-        s.play(service.ctx.store, service.clock, [report], now=s.day(5))
-        service.caught_up()
+    with played(tmp_path / "var", backend_store, [report], now=s.day(5)) as service:
         national = service.get("/api/reports/national?region=53.12")
         province = service.get(f"/api/reports/agencies/{s.NTT}?region=53.12")
     assert national["escalations"] == {"total": 1, "by_kind": {"bounce_limit": 1}, "bounces": 3, "red_marks": 0}
@@ -225,9 +209,7 @@ def test_an_agencys_units_list_names_a_unit_that_had_a_report_in_the_period(tmp_
     report = s.held("LAP-UNT-2", "53.13")
     report.at(2, ev.ComplaintAssigned(unit_id=f"{s.KUPANG}/dinkes"), s.staff(s.KUPANG))
     report.at(3, ev.ComplaintAssigned(unit_id=f"{s.KUPANG}/dishub"), s.staff(s.KUPANG))
-    with reporting_app(tmp_path / "var", backend_store) as service:
-        s.play(service.ctx.store, service.clock, [report], now=s.day(4))
-        service.caught_up()
+    with played(tmp_path / "var", backend_store, [report], now=s.day(4)) as service:
         units = service.get(f"/api/reports/agencies/{s.KUPANG}?region=53.13")["units"]
     assert [(line["unit_id"], line["reports"], line["assigned"]) for line in units] == [
         (f"{s.KUPANG}/dinkes", 0, 1), (f"{s.KUPANG}/dishub", 1, 1)
@@ -246,9 +228,7 @@ def test_a_miss_at_the_agencys_level_and_a_return_are_the_agencys_not_its_units(
     s.red_mark(report, 7, "unit", "agency", s.KUPANG, 12)
     s.red_mark(report, 13, "agency", "regional", s.NTT, 18)
     report.at(14, ev.DispositionReturned(agency_id=s.KUPANG, reason="Bukan wewenang kota."), s.staff(s.KUPANG))
-    with reporting_app(tmp_path / "var", backend_store) as service:
-        s.play(service.ctx.store, service.clock, [report], now=s.day(15))
-        service.caught_up()
+    with played(tmp_path / "var", backend_store, [report], now=s.day(15)) as service:
         office = service.get(f"/api/reports/agencies/{unit}?region=53.14")
         kupang = service.get(f"/api/reports/agencies/{s.KUPANG}?region=53.14")
     assert office["escalations"] == {"total": 1, "by_kind": {"follow_up_overdue": 1}, "bounces": 0, "red_marks": 1}
