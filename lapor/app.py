@@ -25,6 +25,7 @@ from lapor.observability import Readiness, RequestObservabilityMiddleware, check
 from lapor.problems import InternalErrorMiddleware, install_problem_handlers, problem_router
 from lapor.settings import Settings
 from lapor.subscriptions import SubscriptionRunner
+from lapor.tokens import tokens_router
 from lapor.training import training_router
 
 log = logging.getLogger("lapor.app")
@@ -199,6 +200,7 @@ def _compose(
     install_problem_handlers(app)
     app.include_router(health_router(ctx.metrics, runtime.readiness))
     app.include_router(problem_router)
+    app.include_router(tokens_router())
     if settings.training:
         app.include_router(training_router())
     # The services' routes are matched as one list in which a route ending in a parameter that spans segments

@@ -28,6 +28,7 @@ from fastapi import Depends, Header, Request
 from lapor.clock import Clock
 from lapor.principal import AGENCY_SCOPED, OMBUDSMAN_AGENCY, Principal, Role
 from lapor.problems import Forbidden, Unauthenticated
+from lapor.revocation import Revocation, Revocations, token_id
 
 if TYPE_CHECKING:
     from lapor.context import ServiceContext
@@ -55,14 +56,21 @@ class TokenService:
     every running app, even in training mode, since a training clock moved forward must not expire (or
     revive) real credentials."""
 
-    def __init__(self, secret: str, clock: Clock) -> None:
+    def __init__(self, secret: str, clock: Clock, *, revocations: Revocations | None = None) -> None:
         self._secret = secret
         self._clock = clock
+        self._revocations = revocations  # tokens withdrawn before their expiry (none consulted without it)
 
     @property
     def clock(self) -> Clock:
         """The clock expiry is judged by (`Principal.valid_until` is on it)."""
         return self._clock
+
+    @property
+    def revocations(self) -> Revocations:
+        if self._revocations is None:
+            raise RuntimeError("this token service was given no revocations to keep")
+        return self._revocations
 
     def issue(
         self,
@@ -99,19 +107,26 @@ class TokenService:
                 claims[claim] = value
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
-    def verify(self, token: str) -> Principal:
+    def decode(self, token: str) -> dict[str, Any]:
+        """The claims of a token this service signed, its expiry not judged; Unauthenticated otherwise."""
         try:
             claims = jwt.decode(
                 token,
                 self._secret,
                 algorithms=[ALGORITHM],
                 issuer=ISSUER,
-                # Expiry is checked below against our clock; PyJWT would read the system time itself.
+                # Expiry is checked by `verify` against our clock; PyJWT would read the system time itself.
                 options={"require": ["exp", "iat", "sub", "role"], "verify_exp": False, "verify_iat": False},
             )
         except jwt.InvalidTokenError as error:
             raise Unauthenticated(f"invalid token: {error}") from None
-        if not isinstance(claims["exp"], int) or claims["exp"] < (self._clock.now() - CLOCK_SKEW).timestamp():
+        if not isinstance(claims["exp"], int) or not isinstance(claims["iat"], int):
+            raise Unauthenticated("invalid token: 'exp' and 'iat' must be whole seconds")
+        return claims
+
+    def verify(self, token: str) -> Principal:
+        claims = self.decode(token)
+        if claims["exp"] < (self._clock.now() - CLOCK_SKEW).timestamp():
             raise Unauthenticated("token expired")
         try:
             valid_until: datetime | None = datetime.fromtimestamp(claims["exp"], UTC) + CLOCK_SKEW
@@ -124,16 +139,43 @@ class TokenService:
         if role is Role.reporter:
             raise Unauthenticated("reporter access is by X-Reporter-Token, not a bearer token")
         try:
-            return Principal(
+            principal = Principal(
                 subject=str(claims["sub"]),
                 role=role,
                 agency_id=claims.get("agency"),
                 unit_id=claims.get("unit"),
                 channel=claims.get("channel"),
                 valid_until=valid_until,
+                token_id=token_id(token),
+                issued_at=claims["iat"],
             )
         except ValueError as error:
             raise Unauthenticated(f"token is incomplete: {error}") from None
+        if self.revoked(principal):
+            raise Unauthenticated("token revoked: ask your administrator for a new one")
+        return principal
+
+    def revoke(
+        self, token: str, *, by: str, reason: str, check: Callable[[str | None], object] = lambda agency: None
+    ) -> Revocation:
+        """Refuse `token` (one this service signed; expired or not) from now on. `check` is given the token's
+        agency claim first and may raise to refuse. Unauthenticated when the token is not this service's."""
+        claims = self.decode(token)
+        agency = claims.get("agency")
+        check(agency)
+        return self.revocations.revoke_token(
+            token_id(token), subject=str(claims["sub"]), agency_id=agency, expires_at=claims["exp"], by=by,
+            reason=reason,
+        )
+
+    def revoked(self, principal: Principal) -> bool:
+        """Whether the token `principal` was verified from has been revoked since (always False for a
+        principal that no bearer token named)."""
+        if self._revocations is None or principal.token_id is None or principal.issued_at is None:
+            return False
+        return self._revocations.revoked(
+            principal.token_id, principal.subject, principal.agency_id, principal.issued_at
+        )
 
 
 # -- reporter tokens ----------------------------------------------------------------------------------------
@@ -248,6 +290,8 @@ ACTIONS: Mapping[str, Access] = {
     "statistics.public": PUBLIC,  # GET /api/public/statistics
     # platform
     "training.clock": Access(NATIONAL_ADMIN),  # moving the clock in training mode
+    # /api/tokens/revocations: an agency's admin only for tokens of its own agency (lapor.tokens)
+    "token.revoke": Access(NATIONAL_ADMIN | {Role.admin_agency}),
 }
 
 

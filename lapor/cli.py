@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
 import logging
 import multiprocessing
 import os
@@ -34,9 +35,12 @@ from lapor.audit import verify_chain
 from lapor.auth import TokenService, parse_ttl
 from lapor.clock import SystemClock
 from lapor.context import ServiceContext, ServiceDefinition
+from lapor.db import open_database
 from lapor.logs import configure_logging
 from lapor.orphans import stop_when_orphaned
 from lapor.principal import KSP_AGENCY, NATIONAL_ADMIN_AGENCY, Role
+from lapor.problems import Unauthenticated
+from lapor.revocation import Revocations
 from lapor.settings import Settings, SettingsError, load_settings
 from lapor.store import StoreError, open_store
 from lapor.store.open import parse_sqlite_url, shown_url, store_exists
@@ -401,6 +405,54 @@ def token_create(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise CliError(str(error)) from None
     print(token)
+    return 0
+
+
+@command(
+    "token revoke",
+    help="refuse a bearer token, or every token of a subject issued until now, before it expires",
+    arguments=[
+        arg("--token", help="the token to revoke (this one only)"),
+        arg("--subject", help="revoke every token of this subject issued until now"),
+        arg("--agency", help="with --subject: only its tokens carrying this agency (default: in every agency)"),
+        arg("--reason", required=True, help="why, kept with the revocation"),
+        DATA,
+    ],
+)
+def token_revoke(args: argparse.Namespace) -> int:
+    """Records the revocation in the installation's read-model database, where every running process of it
+    looks (within `lapor.revocation.REFRESH` seconds)."""
+    if (args.token is None) == (args.subject is None):
+        raise CliError("give exactly one of --token and --subject")
+    if args.agency is not None and args.token is not None:
+        raise CliError("--agency goes with --subject; a token carries its own")
+    if not args.reason.strip():
+        raise CliError("--reason must say why")
+    settings = _settings(args)
+    _require_store(settings.store, option="--data or LAPOR_STORE")
+    try:
+        db = open_database(settings.readmodels)
+    except (OSError, ValueError, sqlite3.Error, psycopg.Error) as error:
+        raise _cannot_open(error, settings.store, settings.readmodels) from None
+    try:
+        revocations = Revocations(db, SystemClock())
+        tokens = TokenService(settings.signing_secret(), SystemClock(), revocations=revocations)
+        by = f"cli:{getpass.getuser()}"
+        if args.token is not None:
+            try:
+                revocation = tokens.revoke(args.token, by=by, reason=args.reason.strip())
+            except Unauthenticated as error:
+                raise CliError(f"not a token of this installation: {error.detail}") from None
+            print(f"revoked token {revocation.token_id} of {revocation.subject} ({revocation.revocation_id})")
+        else:
+            revocation = revocations.revoke_subject(args.subject, args.agency, by=by, reason=args.reason.strip())
+            where = f"with agency {args.agency}" if args.agency else "in every agency"
+            print(
+                f"revoked every token of {revocation.subject} {where} issued until "
+                f"{revocation.revoked_at:%Y-%m-%dT%H:%M:%SZ} ({revocation.revocation_id})"
+            )
+    finally:
+        db.close()
     return 0
 
 

@@ -35,6 +35,7 @@ from lapor.db import Database, open_database
 from lapor.limits import RateLimits
 from lapor.observability import Metrics
 from lapor.policy import Sp4nPolicy
+from lapor.revocation import Revocations
 from lapor.settings import Settings
 from lapor.states import ComplaintStates
 from lapor.store import EventStore, open_store
@@ -70,11 +71,18 @@ class ServiceContext:
             WorkingCalendar.from_file(settings.holidays_file) if settings.holidays_file else WorkingCalendar()
         )
         policy = Sp4nPolicy.from_overrides(settings.policy, calendar=calendar)
-        tokens = TokenService(settings.signing_secret(), SystemClock())
+        secret = settings.signing_secret()
         store = open_store(settings.store, clock=clock)
         try:
             db = open_database(settings.readmodels)
         except BaseException:
+            store.close()
+            raise
+        try:
+            # Tokens are judged on real time, and so are their revocations (see TokenService).
+            tokens = TokenService(secret, SystemClock(), revocations=Revocations(db, SystemClock()))
+        except BaseException:
+            db.close()
             store.close()
             raise
         return cls(

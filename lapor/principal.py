@@ -40,6 +40,10 @@ class Principal:
     # allowed); None for a credential without a lifetime. A response that outlives its request (the live
     # stream) ends there: the client reconnects with a fresh token.
     valid_until: datetime | None = field(default=None, compare=False)
+    # The bearer token's id (`lapor.revocation.token_id`) and `iat` (epoch seconds): a response that outlives
+    # its request asks whether the token was revoked meanwhile (`TokenService.revoked`).
+    token_id: str | None = field(default=None, compare=False)
+    issued_at: int | None = field(default=None, compare=False)
 
     @property
     def agency_scoped(self) -> bool:

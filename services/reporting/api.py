@@ -105,7 +105,8 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             200: {
                 "content": {"text/event-stream": {}},
                 "description": "`id` is the event's log position. When the bearer token runs out the feed ends with "
-                "a `token_expired` event whose `id` is where a fresh token resumes (as Last-Event-ID).",
+                "a `token_expired` event whose `id` is where a fresh token resumes (as Last-Event-ID); when it is "
+                "revoked, with a `token_revoked` event.",
             }
         },
     )
@@ -142,7 +143,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                 "id; reconnect without it to start at the head",
                 location=("header", "last-event-id") if last_event_id is not None else ("query", "since"),
             )
-        return EventSourceResponse(live_events(ctx.store, hub, principal, wanted, after, ctx.tokens.clock))
+        return EventSourceResponse(live_events(ctx.store, hub, principal, wanted, after, ctx.tokens))
 
     @router.get(
         "/api/audit/complaints/{tracking_id}/events",

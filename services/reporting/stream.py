@@ -5,7 +5,8 @@ with `Last-Event-ID` and gets exactly what it missed, in order, nothing twice. W
 way every other view decides it: `lapor.privacy.can_see_report` on the complaint as it stood around the event
 (before or after it: an agency sees the disposition that brings a report to it and the return that takes it
 away), and `redact_event_data` / `redact_metadata` on what is shown. A feed ends when the caller's token would be
-refused (`Principal.valid_until`), with a `token_expired` event whose id is where a fresh token resumes.
+refused (`Principal.valid_until`), with a `token_expired` event whose id is where a fresh token resumes, or when
+it is revoked (`lapor.revocation`), with a `token_revoked` event.
 
 Connections do not poll the store each on its own: one `StreamHub` per app (the service's background loop) waits
 for commits (`store.wait_for_events`) while anyone listens and wakes every connection's asyncio event.
@@ -26,7 +27,7 @@ import orjson
 from anyio import to_thread
 from sse_starlette import ServerSentEvent
 
-from lapor.clock import Clock
+from lapor.auth import TokenService
 from lapor.complaint import ComplaintState, evolve, fold
 from lapor.context import BackgroundLoop, ServiceContext
 from lapor.principal import Principal
@@ -37,6 +38,8 @@ PAGE = 200  # events read per step of a stream
 HUB_WAIT = 0.5  # seconds the hub waits for commits before it looks whether anyone still listens
 FOLDED_COMPLAINTS = 2000  # complaint states each connection keeps to judge visibility without re-reading
 TOKEN_EXPIRED = "token_expired"  # SSE event type of the last thing a feed sends when its token runs out
+TOKEN_REVOKED = "token_revoked"  # ... and when its token is revoked (`lapor.revocation`)
+IDLE_RECHECK = 15.0  # seconds an idle feed waits before it looks again whether its token was revoked
 
 
 class StreamHub:
@@ -184,14 +187,17 @@ class _Viewer:
         }
 
 
-def _token_expired_event(position: int) -> ServerSentEvent:
-    """The last thing a feed sends when the caller's token runs out. Its `id` is the position the feed reached
-    (everything up to it was sent or filtered out), so a client that reconnects with a fresh token and this
-    Last-Event-ID misses nothing."""
-    detail = "the bearer token expired: reconnect with a fresh token and Last-Event-ID to resume"
+def _token_ended_event(position: int, *, revoked: bool) -> ServerSentEvent:
+    """The last thing a feed sends when the caller's token runs out or is revoked. Its `id` is the position the
+    feed reached (everything up to it was sent or filtered out), so a client that reconnects with a fresh token
+    and this Last-Event-ID misses nothing."""
+    if revoked:
+        title, detail = "token revoked", "the bearer token was revoked: the feed ends; ask for a new token"
+    else:
+        title, detail = "token expired", "the bearer token expired: reconnect with a fresh token and Last-Event-ID"
     return ServerSentEvent(
-        orjson.dumps({"title": "token expired", "detail": detail, "position": position}).decode(),
-        event=TOKEN_EXPIRED,
+        orjson.dumps({"title": title, "detail": detail, "position": position}).decode(),
+        event=TOKEN_REVOKED if revoked else TOKEN_EXPIRED,
         id=str(position),
     )
 
@@ -202,20 +208,27 @@ async def live_events(
     principal: Principal | None,
     wanted: StreamFilter,
     after_position: int | None,
-    clock: Clock,
+    tokens: TokenService,
 ) -> AsyncIterator[ServerSentEvent]:
     """The feed from just after `after_position` (a Last-Event-ID), or from now when None, until the caller's
-    token runs out (`Principal.valid_until`, judged on `clock`, the token service's): a feed is opened with the
-    token's rights, so it must not carry them past the moment the token would be refused."""
+    token runs out (`Principal.valid_until`, judged on the token service's clock) or is revoked: a feed is opened
+    with the token's rights, so it must not carry them past the moment the token would be refused. A revocation
+    is looked for before each page is read and again before it is sent."""
     position = after_position if after_position is not None else await to_thread.run_sync(store.head_position)
     valid_until = principal.valid_until if principal is not None else None
+    clock = tokens.clock
 
     def seconds_left() -> float | None:
         return None if valid_until is None else (valid_until - clock.now()).total_seconds()
 
-    def expired() -> bool:
+    def ended() -> ServerSentEvent | None:
+        """The feed's last event if the token no longer holds (the position it names: the last one passed)."""
         left = seconds_left()
-        return left is not None and left <= 0
+        if left is not None and left <= 0:
+            return _token_ended_event(position, revoked=False)
+        if principal is not None and tokens.revoked(principal):
+            return _token_ended_event(position, revoked=True)
+        return None
 
     viewer = _Viewer(store, principal, wanted)
     wake = hub.listen()
@@ -223,8 +236,9 @@ async def live_events(
         # Tells the client where its feed starts (also what to send as Last-Event-ID if nothing comes).
         yield ServerSentEvent(comment=f"from position {position}")
         while True:
-            if expired():
-                yield _token_expired_event(position)
+            last = await to_thread.run_sync(ended)
+            if last is not None:
+                yield last
                 return
             events = await to_thread.run_sync(store.read_all, position + 1, "complaint", PAGE)
             if not events:
@@ -235,12 +249,14 @@ async def live_events(
                     position = head  # the rest of the log is other categories
                     continue
                 if head <= position:
-                    with contextlib.suppress(TimeoutError):  # the token's end also wakes an idle feed
-                        await asyncio.wait_for(wake.wait(), seconds_left())
+                    # The token's end also wakes an idle feed, and a revocation is looked for now and then.
+                    left = seconds_left()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), IDLE_RECHECK if left is None else min(left, IDLE_RECHECK))
                 continue
             shown = await to_thread.run_sync(viewer.view, events)
-            if expired():
-                continue  # this page is not sent: the expiry names the position before it
+            if await to_thread.run_sync(ended) is not None:
+                continue  # this page is not sent: the feed's last event names the position before it
             for event in shown:
                 yield event
             position = events[-1].position

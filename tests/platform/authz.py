@@ -90,6 +90,25 @@ def everyone() -> frozenset[str]:
     return frozenset({ANONYMOUS, REPORTER, OTHER_REPORTER, *STAFF})
 
 
+# The platform's own routes, mounted on every app: a service's table adds these. The subject is nobody's, so the
+# revocations the matrix makes refuse none of its callers' tokens.
+_REVOKE_NOBODY = {"subject": "nobody-in-the-matrix", "reason": "authorization matrix"}
+TOKEN_ADMINS = frozenset({"admin_national", "admin_agency", "admin_agency@foreign"})
+PLATFORM_CASES = [
+    Case("GET", "/api/tokens/revocations", TOKEN_ADMINS),
+    # an agency's admin revokes within its own agency (the default), the national admin in every agency
+    Case("POST", "/api/tokens/revocations", TOKEN_ADMINS, json=_REVOKE_NOBODY),
+    Case(
+        "POST", "/api/tokens/revocations", frozenset({"admin_national", "admin_agency"}),
+        json={**_REVOKE_NOBODY, "agency_id": HOME_AGENCY},
+    ),
+    Case(
+        "POST", "/api/tokens/revocations", frozenset({"admin_national"}),
+        json={**_REVOKE_NOBODY, "agency_id": NATIONAL_ADMIN_AGENCY},
+    ),
+]
+
+
 @dataclass
 class Outcome:
     case: Case

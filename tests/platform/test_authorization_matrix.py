@@ -32,6 +32,7 @@ from tests.platform.authz import (
     HOME_AGENCY,
     HOME_UNIT,
     OTHER_REPORTER,
+    PLATFORM_CASES,
     REPORTER,
     Case,
     assert_matrix,
@@ -226,9 +227,14 @@ def test_every_design_route_admits_exactly_the_callers_design_allows(surface):
     assert_matrix(client, EXPECTED, headers)
 
 
+def test_the_platforms_token_routes_admit_only_token_admins_in_their_scope(surface):
+    client, headers = surface
+    assert_matrix(client, PLATFORM_CASES, headers)
+
+
 def test_every_route_of_the_surface_is_in_the_expected_table(surface):
     client, _ = surface
-    assert uncovered_routes(client.app, EXPECTED) == []
+    assert uncovered_routes(client.app, EXPECTED + PLATFORM_CASES) == []
 
 
 def test_the_framework_catches_a_wrong_table_entry(surface):

@@ -189,6 +189,29 @@ def test_a_feed_ends_when_its_token_runs_out_and_resumes_with_a_fresh_one(live: 
     assert rest[-1]["id"] == last
 
 
+def test_a_feed_ends_when_its_token_is_revoked_and_sends_nothing_after(live: Live):
+    """A revoked token's feed sends nothing committed after the revocation: its last event is `token_revoked`,
+    and the token cannot reopen it."""
+    live.append("LAP-REVOKE-1", submitted("LAP-REVOKE-1"), *to_agency("pemda-53.71"))
+    token = live.tokens.issue(Role.liaison, subject="watcher", agency_id="pemda-53.71")
+    watcher = {"Authorization": f"Bearer {token}"}
+    with open_feed(live, {**watcher, "Last-Event-ID": "0"}) as feed:
+        seen = feed.take(1)  # an agency sees the report from its disposition on
+        revoked = httpx2.post(
+            f"{live.server.url}/api/tokens/revocations", json={"token": token, "reason": "account closed"},
+            headers=live.headers(Role.admin_agency, agency_id="pemda-53.71"), timeout=10,
+        )
+        assert revoked.status_code == 201
+        live.append("LAP-REVOKE-1", ev.DispositionAccepted(agency_id="pemda-53.71"), metadata=staff("pemda-53.71"))
+        rest = feed.until_closed()
+    assert [e["event"] for e in seen] == ["ComplaintDisposed"]
+    assert [e["event"] for e in rest] == ["token_revoked"]
+    assert rest[0]["id"] == seen[-1]["id"]
+    assert "revoked" in rest[0]["data"]["detail"]
+    refused = httpx2.get(f"{live.server.url}/api/stream", headers=watcher, timeout=10)
+    assert refused.status_code == 401
+
+
 def test_a_feed_opened_without_last_event_id_starts_at_the_head(live: Live):
     live.append("LAP-OLD-1", submitted("LAP-OLD-1"))
     with open_feed(live, live.headers(Role.operator)) as feed:

@@ -1,0 +1,130 @@
+"""Revoking bearer tokens over HTTP (`lapor.revocation` says what a revocation is; `lapor token revoke` does the
+same from the command line). Mounted on every app, like the health routes.
+
+- `POST /api/tokens/revocations`: `{"token": "<the bearer token>", "reason": ...}` revokes that token;
+  `{"subject": ..., "agency_id": ..., "reason": ...}` every token of that subject (with that agency claim)
+  issued until now. The national admin may revoke any; an agency's admin only tokens whose agency claim is
+  their agency (a unit's officer carries the unit's agency), so never a national role's or another agency's.
+- `GET /api/tokens/revocations`: the revocations the caller may make, newest first.
+
+A revoked token is refused like an expired one (401), the live stream it opened included.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from lapor.auth import authorize, require
+from lapor.context import Context
+from lapor.limits import Reason
+from lapor.principal import Principal
+from lapor.problems import Forbidden, Unauthenticated, ValidationProblem
+from lapor.revocation import Revocation
+from schemas.events import AGENCY_ID_PATTERN
+
+ACTION = "token.revoke"
+
+Subject = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class RevokeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(
+        None, description="a bearer token to revoke (this one only)"
+    )
+    subject: Subject | None = Field(None, description="revoke every token of this subject issued until now")
+    agency_id: Annotated[str, StringConstraints(pattern=AGENCY_ID_PATTERN, max_length=200)] | None = Field(
+        None,
+        description="with `subject`: only the tokens carrying this agency (an agency's admin: their own, the "
+        "default); omitted by the national admin: in every agency",
+    )
+    reason: Reason
+
+    @model_validator(mode="after")
+    def _one_of(self) -> RevokeRequest:
+        if (self.token is None) == (self.subject is None):
+            raise ValueError("give exactly one of 'token' and 'subject'")
+        if self.token is not None and self.agency_id is not None:
+            raise ValueError("'agency_id' goes with 'subject'; a token carries its own")
+        return self
+
+
+class RevocationView(BaseModel):
+    revocation_id: str
+    token_id: str | None = Field(description="SHA-256 of the revoked token's signed part; null for a subject")
+    subject: str
+    agency_id: str | None
+    issued_before: datetime | None = Field(description="a subject's tokens issued up to this moment are refused")
+    expires_at: datetime | None = Field(description="when the one revoked token would have expired")
+    revoked_at: datetime
+    revoked_by: str
+    reason: str
+
+    @classmethod
+    def of(cls, revocation: Revocation) -> RevocationView:
+        def moment(seconds: int | None) -> datetime | None:
+            return None if seconds is None else datetime.fromtimestamp(seconds, revocation.revoked_at.tzinfo)
+
+        return cls(
+            revocation_id=revocation.revocation_id,
+            token_id=revocation.token_id,
+            subject=revocation.subject,
+            agency_id=revocation.agency_id,
+            issued_before=moment(revocation.issued_before),
+            expires_at=moment(revocation.expires_at),
+            revoked_at=revocation.revoked_at,
+            revoked_by=revocation.revoked_by,
+            reason=revocation.reason,
+        )
+
+
+def _scope(principal: Principal, agency_id: str | None) -> None:
+    """An agency's admin revokes only within its agency, and never 'in every agency' (no agency)."""
+    if principal.agency_scoped and agency_id is None:
+        raise Forbidden(f"a {principal.role} revokes only tokens of its own agency ({principal.agency_id})")
+    authorize(principal, ACTION, agency_id=agency_id)
+
+
+def tokens_router() -> APIRouter:
+    router = APIRouter(prefix="/api/tokens", tags=["tokens"])
+
+    @router.post(
+        "/revocations", status_code=201, summary="Revoke a bearer token, or every token of a subject until now"
+    )
+    def revoke(
+        ctx: Context, body: RevokeRequest, principal: Annotated[Principal | None, Depends(require(ACTION))]
+    ) -> RevocationView:
+        assert principal is not None  # not a public action
+        by = f"{principal.role}:{principal.subject}"
+        if body.token is not None:
+            try:
+                revocation = ctx.tokens.revoke(
+                    body.token, by=by, reason=body.reason, check=lambda agency: _scope(principal, agency)
+                )
+            except Unauthenticated as error:
+                # Not ours, or mangled: there is nothing this installation would accept to revoke.
+                raise ValidationProblem(
+                    f"not a token of this installation: {error.detail}", location=("body", "token")
+                ) from None
+        else:
+            assert body.subject is not None
+            agency = body.agency_id
+            if agency is None and principal.agency_scoped:
+                agency = principal.agency_id
+            _scope(principal, agency)
+            revocation = ctx.tokens.revocations.revoke_subject(body.subject, agency, by=by, reason=body.reason)
+        return RevocationView.of(revocation)
+
+    @router.get("/revocations", summary="Revocations: all (national admin), or those of the caller's agency")
+    def list_revocations(
+        ctx: Context, principal: Annotated[Principal | None, Depends(require(ACTION))]
+    ) -> list[RevocationView]:
+        assert principal is not None
+        agency = principal.agency_id if principal.agency_scoped else None
+        return [RevocationView.of(revocation) for revocation in ctx.tokens.revocations.all(agency)]
+
+    return router

@@ -1,0 +1,192 @@
+"""Revoking bearer tokens before they expire: one token, or every token of a subject, over HTTP and from the
+command line; on SQLite and PostgreSQL read models, and across processes of one installation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lapor.app import create_app
+from lapor.auth import TokenService
+from lapor.clock import ManualClock, SystemClock
+from lapor.principal import Role
+from lapor.settings import Settings, load_settings
+from tests.platform import probe
+from tests.platform._servers import ROOT, lapor, wait_until
+
+HOME = "pemda-53.71"
+FOREIGN = "pemda-35.73"
+WHOAMI = "/api/probe/whoami"
+REVOCATIONS = "/api/tokens/revocations"
+
+
+@dataclass
+class Installation:
+    client: TestClient
+    tokens: TokenService
+    secret: str
+
+    def bearer(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    def issue(
+        self, role: Role, *, later: timedelta = timedelta(0), ttl: timedelta = timedelta(hours=8), **scope: Any
+    ) -> str:
+        """A token as `lapor token create` would sign it, issued `later` after now."""
+        return TokenService(self.secret, ManualClock(SystemClock().now() + later)).issue(role, ttl=ttl, **scope)
+
+    def accepted(self, token: str) -> bool:
+        status = self.client.get(WHOAMI, headers=self.bearer(token)).status_code
+        assert status in (200, 401), status
+        return status == 200
+
+    def revoke(self, by: str, **body: Any) -> Any:
+        return self.client.post(REVOCATIONS, json={"reason": "officer moved to another office", **body},
+                                headers=self.bearer(by))
+
+    def revocations(self) -> list[dict[str, Any]]:
+        response = self.client.get(REVOCATIONS, headers=self.bearer(self.issue(Role.admin_national)))
+        assert response.status_code == 200
+        return response.json()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def installation(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Installation]:
+    overrides = {"store": request.getfixturevalue("postgres_url")} if request.param == "postgres" else {}
+    settings: Settings = load_settings(data=tmp_path / "var", **overrides)
+    with TestClient(create_app(settings, [probe.SERVICE]), raise_server_exceptions=False) as client:
+        secret = settings.signing_secret()
+        yield Installation(client, TokenService(secret, SystemClock()), secret)
+
+
+def test_a_revoked_token_is_refused_and_the_subjects_other_tokens_are_not(installation: Installation):
+    stolen = installation.issue(Role.liaison, subject="budi", agency_id=HOME)
+    other = installation.issue(Role.liaison, subject="budi", agency_id=HOME, later=timedelta(seconds=5))
+    admin = installation.issue(Role.admin_national, subject="admin-pusat")
+    assert installation.accepted(stolen)
+    assert installation.accepted(other)
+    response = installation.revoke(admin, token=stolen)
+    assert response.status_code == 201
+    revocation = response.json()
+    assert revocation["subject"] == "budi"
+    assert revocation["agency_id"] == HOME
+    assert revocation["revoked_by"] == "admin_national:admin-pusat"
+    refused = installation.client.get(WHOAMI, headers=installation.bearer(stolen))
+    assert refused.status_code == 401
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "revoked" in refused.json()["detail"]
+    assert installation.accepted(other)
+    # Revoking it again changes nothing and names the first revocation.
+    again = installation.revoke(admin, token=stolen)
+    assert again.status_code == 201
+    assert again.json()["revocation_id"] == revocation["revocation_id"]
+    assert [r["revocation_id"] for r in installation.revocations()] == [revocation["revocation_id"]]
+
+
+def test_a_subjects_tokens_issued_until_the_revocation_are_refused_and_later_ones_work(installation: Installation):
+    admin = installation.issue(Role.admin_national)
+    home = [installation.issue(Role.liaison, subject="sari", agency_id=HOME, ttl=timedelta(hours=n)) for n in (1, 2)]
+    elsewhere = installation.issue(Role.liaison, subject="sari", agency_id=FOREIGN)
+    assert all(installation.accepted(token) for token in [*home, elsewhere])
+    response = installation.revoke(admin, subject="sari", agency_id=HOME)
+    assert response.status_code == 201
+    assert [installation.accepted(token) for token in home] == [False, False]
+    assert installation.accepted(elsewhere)  # the same name in another agency is another person
+    # A token issued after the revocation's second is a new credential.
+    assert installation.accepted(installation.issue(Role.liaison, subject="sari", agency_id=HOME,
+                                                    later=timedelta(seconds=2)))
+    # Without an agency, the national admin revokes the subject everywhere.
+    assert installation.revoke(admin, subject="sari").status_code == 201
+    assert not installation.accepted(elsewhere)
+
+
+def test_an_agency_admin_revokes_only_within_its_agency(installation: Installation):
+    agency_admin = installation.issue(Role.admin_agency, subject="kepala-kominfo", agency_id=HOME)
+    national = installation.issue(Role.admin_national, subject="admin-pusat")
+    foreign = installation.issue(Role.liaison, subject="andi", agency_id=FOREIGN)
+    officer = installation.issue(Role.unit_officer, subject="rina", unit_id=f"{HOME}/dinkes")
+    for body in ({"token": national}, {"token": foreign}, {"subject": "andi", "agency_id": FOREIGN}):
+        refused = installation.revoke(agency_admin, **body)
+        assert refused.status_code == 403, body
+        assert refused.headers["content-type"] == "application/problem+json"
+    assert installation.revocations() == []
+    assert installation.accepted(national)
+    assert installation.accepted(foreign)
+    # Its own unit's officer, by token; a subject without an agency means its own agency.
+    assert installation.revoke(agency_admin, token=officer).status_code == 201
+    assert not installation.accepted(officer)
+    by_subject = installation.revoke(agency_admin, subject="andi")
+    assert by_subject.status_code == 201
+    assert by_subject.json()["agency_id"] == HOME
+    assert installation.accepted(foreign)
+    listed = installation.client.get(REVOCATIONS, headers=installation.bearer(agency_admin)).json()
+    assert {r["agency_id"] for r in listed} == {HOME}
+    assert len(installation.revocations()) == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"token": "x.y.z", "subject": "budi"},  # both
+        {},  # neither
+        {"subject": "budi", "reason": "   "},  # no reason
+        {"token": "x.y.z", "agency_id": HOME},  # an agency beside a token
+        {"subject": "budi", "agency_id": "../etc"},
+        {"subject": "budi", "surprise": True},
+    ],
+)
+def test_a_malformed_revocation_is_a_validation_problem_and_records_nothing(installation: Installation, body):
+    admin = installation.issue(Role.admin_national)
+    response = installation.client.post(REVOCATIONS, json={"reason": "left", **body},
+                                        headers=installation.bearer(admin))
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert installation.revocations() == []
+
+
+def test_a_token_of_another_installation_cannot_be_revoked_here(installation: Installation):
+    foreign_token = TokenService("another installation's secret, 32+ chars", SystemClock()).issue(Role.auditor)
+    response = installation.revoke(installation.issue(Role.admin_national), token=foreign_token)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["location"] == ["body", "token"]
+    assert installation.revocations() == []
+
+
+def test_the_command_line_revokes_for_every_running_process_of_the_installation(tmp_path: Path):
+    """`lapor token revoke` writes to the installation's read models; a server already running (another
+    process) refuses the token within its refresh, and so does the next start."""
+    data = tmp_path / "var"
+    secret = load_settings(data=data).signing_secret()
+    token = TokenService(secret, SystemClock()).issue(Role.liaison, subject="dewi", agency_id=HOME)
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def revoke(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "lapor.cli", "token", "revoke", *args, "--data", str(data)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )
+
+    missing = revoke("--subject", "dewi", "--reason", "left")
+    assert missing.returncode == 2
+    assert "no event store" in missing.stderr
+    with lapor(tmp_path, "up", "--data", str(data), name="first") as server:
+        assert server.get(WHOAMI, headers=headers).status_code == 200
+        both = revoke("--token", token, "--subject", "dewi", "--reason", "left")
+        assert both.returncode == 2
+        assert "exactly one" in both.stderr
+        done = revoke("--token", token, "--reason", "laptop stolen")
+        assert done.returncode == 0, done.stderr
+        assert "revoked token" in done.stdout
+        assert "dewi" in done.stdout
+        wait_until(lambda: server.get(WHOAMI, headers=headers).status_code == 401, timeout=30,
+                   describe="the running server refusing the revoked token")
+    with lapor(tmp_path, "up", "--data", str(data), name="second") as server:
+        assert server.get(WHOAMI, headers=headers).status_code == 401
