@@ -105,7 +105,10 @@ def _is_literal(host: str) -> bool:
 
 def resolve(host: str, port: int) -> list[IPAddress]:
     """The addresses `host` (a name or a literal) stands for, in the resolver's order; OSError when none."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except UnicodeError as error:  # an empty label or one over 63 characters, which URLs allow and DNS does not
+        raise OSError(f"{host} is not a name DNS can hold") from error
     return list(dict.fromkeys(ip_address(str(info[4][0])) for info in infos))
 
 
