@@ -11,6 +11,7 @@ LAPOR_TRAINING=true                      # a ManualClock that an admin advances
 LAPOR_LIMITS__MAX_BODY_BYTES=1048576     # nested values use a double underscore
 LAPOR_FIELD_LIMITS__BODY=10000
 LAPOR_CONFIG=/etc/lapor.toml             # [limits] max_body_bytes = ..., [policy] follow_up_days = ...
+LAPOR_WEBHOOK_ALLOWED_NETWORKS=10.20.0.0/16,fd00:20::/32   # non-public networks webhooks may reach
 ```
 
 Explicit keyword arguments (the CLI's flags) win over the environment, which wins over the file.
@@ -23,13 +24,15 @@ from __future__ import annotations
 import os
 import secrets
 import tomllib
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import limits
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -106,6 +109,10 @@ class Settings(BaseSettings):
     demo_unit: str = Field("pemda-53.71/dinkes", description="unit of the --demo unit_officer token")
     limits: RequestLimits = Field(default_factory=RequestLimits)
     field_limits: FieldLimits = Field(default_factory=FieldLimits)
+    # Comma-separated in the environment (NoDecode: not JSON), a list in the file.
+    webhook_allowed_networks: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = Field(
+        (), description="networks outside the public internet that agencies' webhooks may reach (lapor.egress)"
+    )
 
     @field_validator("store", "readmodels")
     @classmethod
@@ -151,6 +158,23 @@ class Settings(BaseSettings):
             except ValidationError as error:
                 raise ValueError(f"{value}: {_one_line(error)}") from None
         return value
+
+    @field_validator("webhook_allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        items = value.replace(",", " ").split() if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return items  # pydantic says what it expected
+        networks, problems = [], []
+        for item in items:
+            try:
+                # strict: 10.20.1.0/16 is a typo for 10.20.0.0/16 or for 10.20.1.0/24, not a guess to make
+                networks.append(ip_network(str(item)))
+            except ValueError as error:
+                problems.append(str(error))
+        if problems:
+            raise ValueError(f"expected networks like 10.20.0.0/16 or fd00::/8, comma-separated: {'; '.join(problems)}")
+        return tuple(networks)
 
     @field_validator("log_level")
     @classmethod

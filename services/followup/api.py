@@ -24,6 +24,7 @@ from lapor.auth import authorize_complaint, require, within
 from lapor.commands import caused_event_id, etag, if_match_header, run_command
 from lapor.complaint import ComplaintState, Level, Status, ensure_allowed, fold
 from lapor.context import Context, ServiceContext
+from lapor.egress import destination_refusal
 from lapor.limits import DecimalDigits, Reason
 from lapor.paths import AGENCY_ID
 from lapor.principal import Principal, Role
@@ -55,6 +56,7 @@ from services.followup.notifications import (
     create_target,
     deactivate_target,
     list_targets,
+    webhook_policy,
 )
 from services.followup.projections import (
     AGENCY_DEADLINE,
@@ -187,7 +189,10 @@ _LOOPBACK_NAMES = frozenset({"localhost"})
 
 class WebhookRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: HttpUrl = Field(description="https; plain http only to this machine (development)")
+    url: HttpUrl = Field(
+        description="https; plain http only to this machine (development). Its host must be, or resolve only to, "
+        "public internet addresses or networks the operator allows"
+    )
     kinds: list[NotificationKind] = Field(default_factory=lambda: list(KINDS), min_length=1)
 
     @field_validator("url")
@@ -572,9 +577,15 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         principal: Principal | None = Depends(require("agency.configure_follow_up")),
     ) -> WebhookCreated:
         """The agency (and the units inside it) notify the URL of new queue items and approaching deadlines. Each
-        POST is signed: `X-Lapor-Signature: sha256=HMAC(secret, "<X-Lapor-Timestamp>.<body>")`."""
+        POST is signed: `X-Lapor-Signature: sha256=HMAC(secret, "<X-Lapor-Timestamp>.<body>")`. A URL whose host
+        is, or resolves to, an address off the public internet (and outside the operator's allowed networks), or
+        does not resolve, is refused (422)."""
         known_agency(agency_id)
         assert principal is not None
+        host = (body.url.host or "").strip("[]")  # an IPv6 literal comes bracketed
+        refusal = destination_refusal(webhook_policy(ctx.settings), host, body.url.port or 443)
+        if refusal is not None:
+            raise ValidationProblem(refusal, location=("body", "url"))
         with ctx.db.transaction() as tx:
             target = create_target(
                 tx,

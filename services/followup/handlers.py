@@ -44,6 +44,7 @@ from services.followup.notifications import (
     notification_id,
     post_arrivals,
     record_notification,
+    webhook_policy,
 )
 from services.followup.projections import deadlines_until, feedback_windows_passed
 from services.followup.storage import install_service_tables, moment
@@ -192,7 +193,7 @@ class Notifier:
 
 def background_loops(ctx: ServiceContext) -> list[BackgroundLoop]:
     install_service_tables(ctx.db)
-    notifier = Notifier(ctx, {WEBHOOK: WebhookAdapter()})
+    notifier = Notifier(ctx, {WEBHOOK: WebhookAdapter(webhook_policy(ctx.settings))})
     return [
         BackgroundLoop.every("followup.closing", CLOSING_INTERVAL, lambda: close_silent_reports(ctx)),
         BackgroundLoop.every("followup.deadline-warnings", WARNING_INTERVAL, lambda: warn_of_deadlines(ctx)),

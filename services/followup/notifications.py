@@ -16,6 +16,8 @@ about the reporter: ids, status, deadlines. The receiver fetches the report with
 decided by `lapor.privacy` like every other view.
 
 Only the webhook adapter exists; an email or SMS adapter is another `Adapter` registered under its channel name.
+Webhooks go only where `webhook_policy` allows (`lapor.egress`): the address is judged when an agency registers
+it and again, on the addresses actually connected to, at every delivery.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ import orjson
 
 from lapor.clock import Clock, SystemClock
 from lapor.db import Database, Tx
+from lapor.egress import DestinationPolicy, DestinationRefused, guarded_client
 from lapor.privacy import ancestors_and_self
+from lapor.settings import Settings
 from services.followup.storage import instant, moment
 
 log = logging.getLogger("lapor.followup.notifications")
@@ -49,7 +53,8 @@ WEBHOOK = "webhook"
 MAX_ATTEMPTS = 8
 FIRST_RETRY = timedelta(seconds=30)
 LAST_RETRY = timedelta(hours=1)  # backoff doubles from FIRST_RETRY up to this
-LEASE = timedelta(minutes=2)  # longer than one delivery may take (the HTTP timeout is 10 s)
+WEBHOOK_TIMEOUT = 10.0  # seconds
+LEASE = timedelta(minutes=2)  # longer than one delivery may take (WEBHOOK_TIMEOUT per connection attempt)
 # An arrival older than this (a projection catching up on old history) is not posted: nobody wants last year's
 # queue items pushed to their webhook today.
 STALE_AFTER = timedelta(hours=24)
@@ -395,16 +400,27 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
     return f"sha256={digest}"
 
 
+def webhook_policy(settings: Settings) -> DestinationPolicy:
+    """Where webhooks may go: public internet addresses, the networks in LAPOR_WEBHOOK_ALLOWED_NETWORKS, and outside
+    production this machine too (development receivers, like the plain http that `api.WebhookRequest` allows
+    to localhost)."""
+    return DestinationPolicy(settings.webhook_allowed_networks, allow_loopback=not settings.production)
+
+
 class WebhookAdapter:
-    """POSTs the notification as JSON, signed with HMAC-SHA256; any 2xx answer is a delivery. Redirects are not
-    followed (a webhook must name its real address)."""
+    """POSTs the notification as JSON, signed with HMAC-SHA256; any 2xx answer is a delivery. Only to addresses
+    `policy` allows, judged on the address connected to (a refused one is a permanent failure and nothing is sent).
+    Redirects are not followed (a webhook must name its real address)."""
 
     channel = WEBHOOK
 
-    def __init__(self, client: httpx2.Client | None = None, *, clock: Clock | None = None) -> None:
-        self._client = client or httpx2.Client(timeout=10.0, follow_redirects=False)
+    def __init__(self, policy: DestinationPolicy, *, clock: Clock | None = None) -> None:
+        self._client = guarded_client(policy, timeout=WEBHOOK_TIMEOUT)
         # Receivers compare the signed timestamp with their own clock, so it is real time even in training mode.
         self._clock = clock or SystemClock()
+
+    def close(self) -> None:
+        self._client.close()
 
     def deliver(self, notification: Notification, target: Target) -> None:
         body = orjson.dumps(notification.body())
@@ -419,6 +435,8 @@ class WebhookAdapter:
         }
         try:
             response = self._client.post(target.address, content=body, headers=headers)
+        except DestinationRefused as refused:
+            raise DeliveryFailed(f"not sent: {refused}", permanent=True) from refused
         except httpx2.HTTPError as error:
             raise DeliveryFailed(f"{type(error).__name__}: {error}") from error
         if response.is_success:

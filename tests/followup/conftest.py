@@ -204,17 +204,19 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def start(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
     """`with start() as app:` the followup service on `data_dir`; again on the same directory is a restart. The
-    clock is a training clock set to `at` (a restart passes the time the last run reached)."""
+    clock is a training clock set to `at` (a restart passes the time the last run reached), unless the overrides
+    say `training=False` (production runs on the real clock)."""
     # Idle subscriptions notice a stop only when their wait times out: a short wait makes each app stop quickly.
     monkeypatch.setattr("lapor.app.SUBSCRIPTION_IDLE_WAIT", 0.05)
 
     @contextmanager
     def run(at: datetime = MONDAY, **overrides: Any) -> Iterator[Followup]:
-        settings = load_settings(data=data_dir, training=True, **overrides)
+        settings = load_settings(**{"data": data_dir, "training": True, **overrides})
         app = create_app(settings, [SERVICE])
         clock = app.state.context.clock
-        assert isinstance(clock, ManualClock)
-        clock.set(at)
+        if settings.training:
+            assert isinstance(clock, ManualClock)
+            clock.set(at)
         with TestClient(app, raise_server_exceptions=False) as client:
             yield Followup(client, TokenService(settings.signing_secret(), SystemClock()))
 
@@ -271,8 +273,8 @@ class Receiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.server.server_address[1]}{path}"
 
     def wait_for(self, count: int, what: str = "accepted", timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -290,10 +292,12 @@ def receiver() -> Iterator[Receiver]:
     receiver.server.server_close()
 
 
-def subscribe(app, receiver: Receiver, agency_id: str, path: str, **body: Any) -> dict[str, Any]:
+def subscribe(
+    app, receiver: Receiver, agency_id: str, path: str, *, host: str = "127.0.0.1", **body: Any
+) -> dict[str, Any]:
     admin = app.admin(agency_id.split("/")[0], f"admin-{agency_id}")
     response = app.client.post(
-        f"/api/agencies/{agency_id}/webhooks", headers=admin, json={"url": receiver.url(path), **body}
+        f"/api/agencies/{agency_id}/webhooks", headers=admin, json={"url": receiver.url(path, host), **body}
     )
     assert response.status_code == 201, response.text
     receiver.secrets[path] = response.json()["secret"]

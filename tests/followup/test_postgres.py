@@ -7,11 +7,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from threading import Barrier
 
-import httpx2
 import pytest
 
 from services.followup.handlers import Notifier, close_silent_reports
-from services.followup.notifications import WEBHOOK, WebhookAdapter
+from services.followup.notifications import WEBHOOK, WebhookAdapter, webhook_policy
 from tests.followup.conftest import DINKES, KUPANG, Followup, later, subscribe
 
 pytestmark = pytest.mark.postgres
@@ -83,8 +82,9 @@ def test_a_webhook_hears_of_a_new_item_on_postgresql(on_postgres, receiver):
     subscribe(app, receiver, KUPANG, "/kupang")
     app.disposed("LAP-PG-N")
     app.settle()
-    with httpx2.Client(timeout=5.0) as client:
-        Notifier(app.ctx, {WEBHOOK: WebhookAdapter(client)}).run_once()
+    adapter = WebhookAdapter(webhook_policy(app.ctx.settings))
+    Notifier(app.ctx, {WEBHOOK: adapter}).run_once()
+    adapter.close()
     receiver.wait_for(1)
     assert receiver.accepted[0][1]["tracking_id"] == "LAP-PG-N"
     assert receiver.forged == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,21 @@ def test_environment_variables_set_values_including_nested_ones(monkeypatch):
     assert settings.field_limits.title == 120
 
 
+def test_the_networks_webhooks_may_reach_are_comma_separated_in_the_environment_and_a_list_in_the_file(
+    tmp_path, monkeypatch
+):
+    assert load_settings().webhook_allowed_networks == ()
+    monkeypatch.setenv("LAPOR_WEBHOOK_ALLOWED_NETWORKS", "10.20.0.0/16, fd00:20::/32,127.0.0.1")
+    assert load_settings().webhook_allowed_networks == (
+        ip_network("10.20.0.0/16"), ip_network("fd00:20::/32"), ip_network("127.0.0.1/32")
+    )
+    monkeypatch.delenv("LAPOR_WEBHOOK_ALLOWED_NETWORKS")
+    config = tmp_path / "lapor.toml"
+    config.write_text('webhook_allowed_networks = ["10.20.0.0/16"]\n')
+    monkeypatch.setenv("LAPOR_CONFIG", str(config))
+    assert load_settings().webhook_allowed_networks == (ip_network("10.20.0.0/16"),)
+
+
 def test_a_toml_file_is_read_and_the_environment_and_flags_win_over_it(tmp_path, monkeypatch):
     config = tmp_path / "lapor.toml"
     config.write_text(
@@ -73,6 +89,12 @@ def test_a_toml_file_is_read_and_the_environment_and_flags_win_over_it(tmp_path,
         ("LAPOR_POLICY", '{"follow_up_days": 0}', "invalid setting LAPOR_POLICY: follow_up_days: Input should "
                                                   "be greater than or equal to 1"),
         ("LAPOR_POLICY", '{"follow_up_weeks": 1}', "invalid setting LAPOR_POLICY: follow_up_weeks: Extra inputs"),
+        ("LAPOR_WEBHOOK_ALLOWED_NETWORKS", "10.20.0.0/16, 10.30.1.0/16",
+         "invalid setting LAPOR_WEBHOOK_ALLOWED_NETWORKS: expected networks like 10.20.0.0/16 or fd00::/8, "
+         "comma-separated: 10.30.1.0/16 has host bits set (got '10.20.0.0/16, 10.30.1.0/16')"),
+        ("LAPOR_WEBHOOK_ALLOWED_NETWORKS", "intranet.pemda",
+         "invalid setting LAPOR_WEBHOOK_ALLOWED_NETWORKS: expected networks like 10.20.0.0/16 or fd00::/8, "
+         "comma-separated: 'intranet.pemda' does not appear to be an IPv4 or IPv6 network"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_what_is_wrong(monkeypatch, variable, value, expected):
