@@ -155,6 +155,10 @@ class TokenService:
             raise Unauthenticated("token revoked: ask your administrator for a new one")
         return principal
 
+    def close(self) -> None:
+        if self._revocations is not None:
+            self._revocations.close()
+
     def revoke(
         self, token: str, *, by: str, reason: str, check: Callable[[str | None], object] = lambda agency: None
     ) -> Revocation:

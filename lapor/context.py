@@ -99,6 +99,7 @@ class ServiceContext:
         )
 
     def close(self) -> None:
+        self.tokens.close()
         self.db.close()
         self.store.close()
 

@@ -12,8 +12,8 @@ Tokens are signed, not stored, so a revocation is a row that every process consu
 
 Revocations live in the read-model database (`auth_revocations`), beside the services' own state, so every
 process of one installation (`lapor up --workers`, `lapor serve` side by side) sees the same rows, and they are
-kept with who revoked and why. A process reloads them when it last did more than `REFRESH` seconds ago, so a
-revocation recorded by another process takes effect there within that bound; in the recording process at once.
+kept with who revoked and why. A process reloads them every `REFRESH` seconds, so a revocation recorded by
+another process takes effect there within about that; in the recording process at once.
 Revocations of one token are loaded only until that token would have expired anyway.
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -84,16 +83,20 @@ class _Loaded:
 
 
 class Revocations:
-    """The revocations of one installation. `revoked` is what token verification asks."""
+    """The revocations of one installation. `revoked` is what token verification asks: it answers from a copy in
+    memory, so a request never waits for the database (`TokenService.verify` runs on the event loop). The copy is
+    loaded at once, again by the process that records a revocation, and every `refresh` seconds by a thread
+    started when the first token is checked; `close` stops it."""
 
     def __init__(self, db: Database, clock: Clock, *, refresh: float = REFRESH) -> None:
         self._db = db
         self._clock = clock
         self._refresh = refresh
         self._lock = threading.Lock()
-        self._loaded = _Loaded(frozenset(), {})
-        self._loaded_at = -float("inf")  # time.monotonic() of the last load
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         db.executescript(SETUP)
+        self._loaded = self._load()
 
     def revoke_token(
         self, token_id: str, *, subject: str, agency_id: str | None, expires_at: int, by: str, reason: str
@@ -122,7 +125,8 @@ class Revocations:
         return revocation
 
     def revoked(self, token_id: str, subject: str, agency_id: str | None, issued_at: int) -> bool:
-        loaded = self._current()
+        self._refreshing()
+        loaded = self._loaded
         if token_id in loaded.tokens:
             return True
         return any(
@@ -169,30 +173,46 @@ class Revocations:
                 "revoked_by": revocation.revoked_by,
             },
         )
-        with self._lock:
-            self._loaded_at = -float("inf")  # this process sees it at once
+        self._loaded = self._load()  # this process refuses it at once
 
-    def _current(self) -> _Loaded:
+    def close(self) -> None:
+        """Stop refreshing (before the database closes)."""
         with self._lock:
-            if time.monotonic() - self._loaded_at < self._refresh:
-                return self._loaded
-            started = time.monotonic()
-            # Tokens that expired (allowing the verifier's clock skew) can no longer be presented anyway.
-            horizon = int(self._clock.now().timestamp()) - 60
-            with self._db.read() as tx:
-                rows = tx.fetchall(
-                    "SELECT token_id, subject, agency_id, issued_before FROM auth_revocations "
-                    "WHERE token_id IS NULL OR expires_at >= ?",
-                    (horizon,),
-                )
-            tokens: set[str] = set()
-            subjects: dict[tuple[str, str | None], int] = {}
-            for token, subject, agency, issued_before in rows:
-                if token is not None:
-                    tokens.add(token)
-                else:
-                    key = (subject, agency)
-                    subjects[key] = max(subjects.get(key, issued_before), issued_before)
-            self._loaded = _Loaded(frozenset(tokens), subjects)
-            self._loaded_at = started
-            return self._loaded
+            self._stop.set()
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=10)
+
+    def _refreshing(self) -> None:
+        if self._thread is not None or self._stop.is_set():
+            return
+        with self._lock:
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._refresh_loop, name="lapor-revocations", daemon=True)
+                self._thread.start()
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self._refresh):
+            try:
+                self._loaded = self._load()
+            except Exception:  # the database is away: keep the last copy, say so, try again
+                log.exception("could not reload the token revocations; using those loaded before")
+
+    def _load(self) -> _Loaded:
+        # Tokens that expired (allowing the verifier's clock skew) can no longer be presented anyway.
+        horizon = int(self._clock.now().timestamp()) - 60
+        with self._db.read() as tx:
+            rows = tx.fetchall(
+                "SELECT token_id, subject, agency_id, issued_before FROM auth_revocations "
+                "WHERE token_id IS NULL OR expires_at >= ?",
+                (horizon,),
+            )
+        tokens: set[str] = set()
+        subjects: dict[tuple[str, str | None], int] = {}
+        for token, subject, agency, issued_before in rows:
+            if token is not None:
+                tokens.add(token)
+            else:
+                key = (subject, agency)
+                subjects[key] = max(subjects.get(key, issued_before), issued_before)
+        return _Loaded(frozenset(tokens), subjects)
