@@ -120,14 +120,21 @@ class TokenService:
             )
         except jwt.InvalidTokenError as error:
             raise Unauthenticated(f"invalid token: {error}") from None
-        if not isinstance(claims["exp"], int) or not isinstance(claims["iat"], int):
-            raise Unauthenticated("invalid token: 'exp' and 'iat' must be whole seconds")
+        if not isinstance(claims["exp"], int):
+            raise Unauthenticated("invalid token: 'exp' must be whole seconds")
+        if isinstance(claims["iat"], bool) or not isinstance(claims["iat"], int | float):
+            raise Unauthenticated("invalid token: 'iat' must be a number of seconds")
+        claims["iat"] = int(claims["iat"])
         return claims
 
     def verify(self, token: str) -> Principal:
         claims = self.decode(token)
-        if claims["exp"] < (self._clock.now() - CLOCK_SKEW).timestamp():
+        now = self._clock.now()
+        if claims["exp"] < (now - CLOCK_SKEW).timestamp():
             raise Unauthenticated("token expired")
+        if claims["iat"] > (now + CLOCK_SKEW).timestamp():
+            # A token dated ahead would also outlive a revocation of its subject (`iat` up to the revocation).
+            raise Unauthenticated("token issued in the future: check the issuing machine's clock")
         try:
             valid_until: datetime | None = datetime.fromtimestamp(claims["exp"], UTC) + CLOCK_SKEW
         except (OverflowError, OSError, ValueError):
@@ -160,13 +167,19 @@ class TokenService:
             self._revocations.close()
 
     def revoke(
-        self, token: str, *, by: str, reason: str, check: Callable[[str | None], object] = lambda agency: None
+        self,
+        token: str,
+        *,
+        by: str,
+        reason: str,
+        check: Callable[[str | None, str], object] = lambda agency, role: None,
     ) -> Revocation:
         """Refuse `token` (one this service signed; expired or not) from now on. `check` is given the token's
-        agency claim first and may raise to refuse. Unauthenticated when the token is not this service's."""
+        agency and role claims first and may raise to refuse. Unauthenticated when the token is not this
+        service's."""
         claims = self.decode(token)
         agency = claims.get("agency")
-        check(agency)
+        check(agency, str(claims["role"]))
         return self.revocations.revoke_token(
             token_id(token), subject=str(claims["sub"]), agency_id=agency, expires_at=claims["exp"], by=by,
             reason=reason,
@@ -178,7 +191,7 @@ class TokenService:
         if self._revocations is None or principal.token_id is None or principal.issued_at is None:
             return False
         return self._revocations.revoked(
-            principal.token_id, principal.subject, principal.agency_id, principal.issued_at
+            principal.token_id, principal.subject, principal.agency_id, principal.role, principal.issued_at
         )
 
 

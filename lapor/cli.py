@@ -40,7 +40,7 @@ from lapor.logs import configure_logging
 from lapor.orphans import stop_when_orphaned
 from lapor.principal import KSP_AGENCY, NATIONAL_ADMIN_AGENCY, Role
 from lapor.problems import Unauthenticated
-from lapor.revocation import Revocations
+from lapor.revocation import Revocations, agency_problem, subject_problem
 from lapor.settings import Settings, SettingsError, load_settings
 from lapor.store import StoreError, open_store
 from lapor.store.open import parse_sqlite_url, shown_url, store_exists
@@ -428,6 +428,11 @@ def token_revoke(args: argparse.Namespace) -> int:
         raise CliError("--agency goes with --subject; a token carries its own")
     if not args.reason.strip():
         raise CliError("--reason must say why")
+    problem = (subject_problem(args.subject) if args.subject is not None else None) or (
+        agency_problem(args.agency) if args.agency is not None else None
+    )
+    if problem is not None:
+        raise CliError(problem)
     settings = _settings(args)
     _require_store(settings.store, option="--data or LAPOR_STORE")
     try:
@@ -445,7 +450,9 @@ def token_revoke(args: argparse.Namespace) -> int:
                 raise CliError(f"not a token of this installation: {error.detail}") from None
             print(f"revoked token {revocation.token_id} of {revocation.subject} ({revocation.revocation_id})")
         else:
-            revocation = revocations.revoke_subject(args.subject, args.agency, by=by, reason=args.reason.strip())
+            revocation = revocations.revoke_subject(
+                args.subject, args.agency, agency_roles_only=False, by=by, reason=args.reason.strip()
+            )
             where = f"with agency {args.agency}" if args.agency else "in every agency"
             print(
                 f"revoked every token of {revocation.subject} {where} issued until "

@@ -80,7 +80,9 @@ class ServiceContext:
             raise
         try:
             # Tokens are judged on real time, and so are their revocations (see TokenService).
-            tokens = TokenService(secret, SystemClock(), revocations=Revocations(db, SystemClock()))
+            revocations = Revocations(db, SystemClock())
+            revocations.start()
+            tokens = TokenService(secret, SystemClock(), revocations=revocations)
         except BaseException:
             db.close()
             store.close()

@@ -68,6 +68,16 @@ class Tx:
         row = self.fetchone(sql, params)
         return None if row is None else row[0]
 
+    def lock_schema_changes(self) -> None:
+        """Take turns with other processes changing this schema's tables, until this transaction ends. On
+        PostgreSQL two `CREATE TABLE IF NOT EXISTS` of one table run at once can both go ahead and one fail (a
+        unique violation in the catalogue); the store's DDL takes the same advisory lock. SQLite's write
+        transactions already take turns."""
+        if self.dialect == "postgresql":
+            from lapor.store.postgres import DDL_LOCK_CLASS
+
+            self.execute("SELECT pg_advisory_xact_lock(?, hashtext(current_schema()))", (DDL_LOCK_CLASS,))
+
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """Undo only what happens inside the block if it raises; the transaction goes on."""
@@ -104,6 +114,7 @@ class Database(ABC):
     def executescript(self, statements: str) -> None:
         """Idempotent DDL (CREATE ... IF NOT EXISTS), `;`-separated."""
         with self.transaction() as tx:
+            tx.lock_schema_changes()
             for statement in statements.split(";"):
                 if statement.strip():
                     tx.execute(statement)

@@ -8,12 +8,16 @@ Tokens are signed, not stored, so a revocation is a row that every process consu
   claim (a hash of the whole text would not do: a signature's base64 can be written more than one way).
 - **A subject**, optionally within one agency: every token with that `sub` (and that `agency` claim) issued
   at or before the revocation's second (`iat` has whole seconds) is refused; tokens issued after it work. An
-  officer who keeps the job gets a new token a second later; one who leaves simply gets none.
+  officer who keeps the job gets a new token a second later; one who leaves simply gets none. One made by an
+  agency's admin (`agency_roles_only`) touches only the agency roles' tokens (admin_agency, liaison,
+  unit_officer): national roles carry agency claims too (`ombudsman-ri`, `ksp`, `kemenpanrb`), and an agency's
+  admin must not cut them off.
 
 Revocations live in the read-model database (`auth_revocations`), beside the services' own state, so every
 process of one installation (`lapor up --workers`, `lapor serve` side by side) sees the same rows, and they are
-kept with who revoked and why. A process reloads them every `REFRESH` seconds, so a revocation recorded by
-another process takes effect there within about that; in the recording process at once.
+kept with who revoked and why. A process loads them when it opens, again when it records one, and every
+`REFRESH` seconds from `start` on (a thread), so a revocation recorded by another process takes effect there
+within about that; in the recording process at once. Verification reads only the copy in memory.
 Revocations of one token are loaded only until that token would have expired anyway.
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 import uuid
 from dataclasses import dataclass
@@ -28,10 +33,14 @@ from datetime import UTC, datetime
 
 from lapor.clock import Clock
 from lapor.db import Database, Tx, sortable_moment
+from lapor.principal import AGENCY_SCOPED, Role
 
 log = logging.getLogger(__name__)
 
-REFRESH = 1.0  # seconds a process trusts the revocations it loaded
+REFRESH = 1.0  # seconds between reloads of the copy in memory
+# Revocations of one token are loaded until it expired this long ago: more than the clock skew that token
+# verification allows (lapor.auth.CLOCK_SKEW, 30 s), after which the token is refused anyway.
+EXPIRED_LONG_ENOUGH = 120
 
 SETUP = """
 CREATE TABLE IF NOT EXISTS auth_revocations (
@@ -39,6 +48,7 @@ CREATE TABLE IF NOT EXISTS auth_revocations (
     token_id TEXT UNIQUE,
     subject TEXT NOT NULL,
     agency_id TEXT,
+    agency_roles_only INTEGER NOT NULL,
     issued_before BIGINT,
     expires_at BIGINT,
     revoked_at TEXT NOT NULL,
@@ -46,7 +56,33 @@ CREATE TABLE IF NOT EXISTS auth_revocations (
     reason TEXT NOT NULL
 )
 """
-_COLUMNS = "revocation_id, token_id, subject, agency_id, issued_before, expires_at, revoked_at, revoked_by, reason"
+_COLUMNS = (
+    "revocation_id, token_id, subject, agency_id, agency_roles_only, issued_before, expires_at, revoked_at, "
+    "revoked_by, reason"
+)
+
+
+# A subject revocation names an agency, never a unit: a unit officer's token carries the unit's agency.
+AGENCY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def subject_problem(subject: str) -> str | None:
+    """Why `subject` cannot be revoked by name (blank, or with control characters no token is issued with)."""
+    if not subject.strip():
+        return "a subject must not be blank"
+    if _CONTROL.search(subject):
+        return "a subject must not contain control characters"
+    return None
+
+
+def agency_problem(agency_id: str) -> str | None:
+    """Why `agency_id` cannot scope a subject revocation."""
+    if "/" in agency_id:
+        return f"name the agency, not a unit: a unit officer's token carries its agency ({agency_id.split('/')[0]})"
+    if not AGENCY.fullmatch(agency_id):
+        return f"{agency_id!r} is not an agency id (like pemda-53.71)"
+    return None
 
 
 def token_id(token: str) -> str:
@@ -61,6 +97,7 @@ class Revocation:
     token_id: str | None  # one token; None for a subject's tokens
     subject: str  # the token's `sub`, or the subject whose tokens are revoked
     agency_id: str | None  # the token's agency claim; for a subject, None means in every agency
+    agency_roles_only: bool  # a subject's tokens of agency roles only (made by an agency's admin)
     issued_before: int | None  # a subject's tokens with `iat` up to this (epoch seconds) are refused
     expires_at: int | None  # one token: its `exp`
     revoked_at: datetime
@@ -69,24 +106,24 @@ class Revocation:
 
     @classmethod
     def of_row(cls, row: tuple) -> Revocation:
-        revocation_id, token, subject, agency_id, issued_before, expires_at, revoked_at, by, reason = row
+        revocation_id, token, subject, agency_id, agency_roles, issued_before, expires_at, at, by, reason = row
         return cls(
-            revocation_id, token, subject, agency_id, issued_before, expires_at, datetime.fromisoformat(revoked_at),
-            by, reason,
+            revocation_id, token, subject, agency_id, bool(agency_roles), issued_before, expires_at,
+            datetime.fromisoformat(at), by, reason,
         )
 
 
 @dataclass(frozen=True)
 class _Loaded:
     tokens: frozenset[str]
-    subjects: dict[tuple[str, str | None], int]  # (subject, agency or None) -> latest issued_before
+    # (subject, agency or None) -> the latest issued_before: of every role, and of agency roles only
+    subjects: dict[tuple[str, str | None], int]
+    agency_role_subjects: dict[tuple[str, str | None], int]
 
 
 class Revocations:
     """The revocations of one installation. `revoked` is what token verification asks: it answers from a copy in
-    memory, so a request never waits for the database (`TokenService.verify` runs on the event loop). The copy is
-    loaded at once, again by the process that records a revocation, and every `refresh` seconds by a thread
-    started when the first token is checked; `close` stops it."""
+    memory, so a request never waits for the database (`TokenService.verify` runs on the event loop)."""
 
     def __init__(self, db: Database, clock: Clock, *, refresh: float = REFRESH) -> None:
         self._db = db
@@ -95,42 +132,65 @@ class Revocations:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Raised by every recording, so a load begun before it (without the new row) is not kept after it.
+        self._generation = 0
+        self._failing = False  # the last reload failed (logged once, not every second)
         db.executescript(SETUP)
         self._loaded = self._load()
+
+    def start(self) -> None:
+        """Reload every `refresh` seconds in a thread of this process, until `close`."""
+        with self._lock:
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._refresh_loop, name="lapor-revocations", daemon=True)
+                self._thread.start()
+
+    def close(self) -> None:
+        """Stop reloading (before the database closes)."""
+        with self._lock:
+            self._stop.set()
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=10)
 
     def revoke_token(
         self, token_id: str, *, subject: str, agency_id: str | None, expires_at: int, by: str, reason: str
     ) -> Revocation:
-        """Refuse one token from now on. Revoking it again returns the first revocation."""
+        """Refuse one token from now on. Revoking it again (even at the same moment) returns the first
+        revocation."""
+        revocation = self._new(token_id=token_id, subject=subject, agency_id=agency_id, agency_roles_only=False,
+                               issued_before=None, expires_at=expires_at, by=by, reason=reason)
         with self._db.transaction() as tx:
-            existing = tx.fetchone(f"SELECT {_COLUMNS} FROM auth_revocations WHERE token_id = ?", (token_id,))
-            if existing is not None:
-                return Revocation.of_row(existing)
-            revocation = self._record(
-                tx, token_id=token_id, subject=subject, agency_id=agency_id, issued_before=None,
-                expires_at=expires_at, by=by, reason=reason,
-            )
-        self._after_recording(revocation)
+            inserted = self._insert(tx, revocation, conflict="ON CONFLICT (token_id) DO NOTHING")
+            row = tx.fetchone(f"SELECT {_COLUMNS} FROM auth_revocations WHERE token_id = ?", (token_id,))
+        assert row is not None
+        if inserted:
+            self._recorded(revocation)
+        return Revocation.of_row(row)
+
+    def revoke_subject(
+        self, subject: str, agency_id: str | None, *, agency_roles_only: bool, by: str, reason: str
+    ) -> Revocation:
+        """Refuse every token of `subject` (with that agency claim; None: any) issued up to this second; with
+        `agency_roles_only`, only tokens of the agency roles."""
+        revocation = self._new(
+            token_id=None, subject=subject, agency_id=agency_id, agency_roles_only=agency_roles_only,
+            issued_before=int(self._clock.now().timestamp()), expires_at=None, by=by, reason=reason,
+        )
+        with self._db.transaction() as tx:
+            self._insert(tx, revocation)
+        self._recorded(revocation)
         return revocation
 
-    def revoke_subject(self, subject: str, agency_id: str | None, *, by: str, reason: str) -> Revocation:
-        """Refuse every token of `subject` (with that agency claim; None: any) issued up to this second."""
-        issued_before = int(self._clock.now().timestamp())
-        with self._db.transaction() as tx:
-            revocation = self._record(
-                tx, token_id=None, subject=subject, agency_id=agency_id, issued_before=issued_before,
-                expires_at=None, by=by, reason=reason,
-            )
-        self._after_recording(revocation)
-        return revocation
-
-    def revoked(self, token_id: str, subject: str, agency_id: str | None, issued_at: int) -> bool:
-        self._refreshing()
+    def revoked(self, token_id: str, subject: str, agency_id: str | None, role: Role, issued_at: int) -> bool:
         loaded = self._loaded
         if token_id in loaded.tokens:
             return True
+        by_subject = [loaded.subjects]
+        if role in AGENCY_SCOPED:
+            by_subject.append(loaded.agency_role_subjects)
         return any(
-            issued_at <= loaded.subjects.get((subject, scope), -1) for scope in (agency_id, None)
+            issued_at <= revoked.get((subject, scope), -1) for revoked in by_subject for scope in (agency_id, None)
         )
 
     def all(self, agency_id: str | None = None) -> list[Revocation]:
@@ -144,25 +204,29 @@ class Revocations:
 
     # -- internals ------------------------------------------------------------------------------------------
 
-    def _record(
-        self, tx: Tx, *, token_id: str | None, subject: str, agency_id: str | None, issued_before: int | None,
-        expires_at: int | None, by: str, reason: str,
+    def _new(
+        self, *, token_id: str | None, subject: str, agency_id: str | None, agency_roles_only: bool,
+        issued_before: int | None, expires_at: int | None, by: str, reason: str,
     ) -> Revocation:
-        revocation = Revocation(
+        return Revocation(
             revocation_id=str(uuid.uuid4()), token_id=token_id, subject=subject, agency_id=agency_id,
-            issued_before=issued_before, expires_at=expires_at, revoked_at=self._clock.now().astimezone(UTC),
-            revoked_by=by, reason=reason,
+            agency_roles_only=agency_roles_only, issued_before=issued_before, expires_at=expires_at,
+            revoked_at=self._clock.now().astimezone(UTC), revoked_by=by, reason=reason,
         )
-        tx.execute(
-            f"INSERT INTO auth_revocations ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+
+    @staticmethod
+    def _insert(tx: Tx, revocation: Revocation, conflict: str = "") -> bool:
+        r = revocation
+        cursor = tx.execute(
+            f"INSERT INTO auth_revocations ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {conflict}",
             (
-                revocation.revocation_id, token_id, subject, agency_id, issued_before, expires_at,
-                sortable_moment(revocation.revoked_at), by, reason,
+                r.revocation_id, r.token_id, r.subject, r.agency_id, int(r.agency_roles_only), r.issued_before,
+                r.expires_at, sortable_moment(r.revoked_at), r.revoked_by, r.reason,
             ),
         )
-        return revocation
+        return bool(cursor.rowcount)
 
-    def _after_recording(self, revocation: Revocation) -> None:
+    def _recorded(self, revocation: Revocation) -> None:
         log.info(
             "bearer tokens revoked",
             extra={
@@ -173,46 +237,46 @@ class Revocations:
                 "revoked_by": revocation.revoked_by,
             },
         )
-        self._loaded = self._load()  # this process refuses it at once
-
-    def close(self) -> None:
-        """Stop refreshing (before the database closes)."""
         with self._lock:
-            self._stop.set()
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout=10)
-
-    def _refreshing(self) -> None:
-        if self._thread is not None or self._stop.is_set():
-            return
-        with self._lock:
-            if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(target=self._refresh_loop, name="lapor-revocations", daemon=True)
-                self._thread.start()
+            self._generation += 1
+        self._reload()  # this process refuses it at once
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(self._refresh):
             try:
-                self._loaded = self._load()
-            except Exception:  # the database is away: keep the last copy, say so, try again
-                log.exception("could not reload the token revocations; using those loaded before")
+                self._reload()
+            except Exception:  # the database is away: keep the last copy, say so once, try again
+                if not self._failing:
+                    log.exception("could not reload the token revocations; using those loaded before")
+                self._failing = True
+            else:
+                if self._failing:
+                    log.info("token revocations reloaded again")
+                self._failing = False
+
+    def _reload(self) -> None:
+        with self._lock:
+            generation = self._generation
+        loaded = self._load()
+        with self._lock:
+            if generation == self._generation:  # no revocation recorded meanwhile that this load may lack
+                self._loaded = loaded
 
     def _load(self) -> _Loaded:
-        # Tokens that expired (allowing the verifier's clock skew) can no longer be presented anyway.
-        horizon = int(self._clock.now().timestamp()) - 60
+        horizon = int(self._clock.now().timestamp()) - EXPIRED_LONG_ENOUGH
         with self._db.read() as tx:
             rows = tx.fetchall(
-                "SELECT token_id, subject, agency_id, issued_before FROM auth_revocations "
+                "SELECT token_id, subject, agency_id, agency_roles_only, issued_before FROM auth_revocations "
                 "WHERE token_id IS NULL OR expires_at >= ?",
                 (horizon,),
             )
         tokens: set[str] = set()
         subjects: dict[tuple[str, str | None], int] = {}
-        for token, subject, agency, issued_before in rows:
+        agency_role_subjects: dict[tuple[str, str | None], int] = {}
+        for token, subject, agency, agency_roles_only, issued_before in rows:
             if token is not None:
                 tokens.add(token)
             else:
-                key = (subject, agency)
-                subjects[key] = max(subjects.get(key, issued_before), issued_before)
-        return _Loaded(frozenset(tokens), subjects)
+                into = agency_role_subjects if agency_roles_only else subjects
+                into[(subject, agency)] = max(into.get((subject, agency), issued_before), issued_before)
+        return _Loaded(frozenset(tokens), subjects, agency_role_subjects)

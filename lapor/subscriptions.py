@@ -181,6 +181,7 @@ class SubscriptionRunner:
         db.executescript(CHECKPOINT_SCHEMA)
         _add_version_column(db)
         with db.transaction() as tx:
+            tx.lock_schema_changes()  # processes starting at once on a new schema
             # Another version's tables go first: this version's setup may not fit them (an index on a column they
             # lack). Until session 22 setup ran first: a PostgreSQL store built by version 2 of reporting's
             # projection failed to start with version 3 (`column "red_marked_agency" does not exist`: PostgreSQL

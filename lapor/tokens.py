@@ -16,19 +16,33 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from lapor.auth import authorize, require
 from lapor.context import Context
 from lapor.limits import Reason
-from lapor.principal import Principal
+from lapor.principal import AGENCY_SCOPED, Principal
 from lapor.problems import Forbidden, Unauthenticated, ValidationProblem
-from lapor.revocation import Revocation
-from schemas.events import AGENCY_ID_PATTERN
+from lapor.revocation import Revocation, agency_problem, subject_problem
 
 ACTION = "token.revoke"
 
-Subject = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+def _subject(value: str) -> str:
+    problem = subject_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _agency(value: str) -> str:
+    problem = agency_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+Subject = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_subject)]
+AgencyOnly = Annotated[str, StringConstraints(max_length=200), AfterValidator(_agency)]
 
 
 class RevokeRequest(BaseModel):
@@ -37,7 +51,7 @@ class RevokeRequest(BaseModel):
         None, description="a bearer token to revoke (this one only)"
     )
     subject: Subject | None = Field(None, description="revoke every token of this subject issued until now")
-    agency_id: Annotated[str, StringConstraints(pattern=AGENCY_ID_PATTERN, max_length=200)] | None = Field(
+    agency_id: AgencyOnly | None = Field(
         None,
         description="with `subject`: only the tokens carrying this agency (an agency's admin: their own, the "
         "default); omitted by the national admin: in every agency",
@@ -82,10 +96,14 @@ class RevocationView(BaseModel):
         )
 
 
-def _scope(principal: Principal, agency_id: str | None) -> None:
-    """An agency's admin revokes only within its agency, and never 'in every agency' (no agency)."""
-    if principal.agency_scoped and agency_id is None:
-        raise Forbidden(f"a {principal.role} revokes only tokens of its own agency ({principal.agency_id})")
+def _scope(principal: Principal, agency_id: str | None, role: str | None = None) -> None:
+    """An agency's admin revokes only within its agency, never 'in every agency' (no agency), and never a national
+    role's token: the Ombudsman's, KSP's and KemenPAN-RB's tokens carry agencies of the directory too."""
+    if principal.agency_scoped:
+        if agency_id is None:
+            raise Forbidden(f"a {principal.role} revokes only tokens of its own agency ({principal.agency_id})")
+        if role is not None and role not in AGENCY_SCOPED:
+            raise Forbidden(f"a {principal.role} may not revoke a {role}'s token")
     authorize(principal, ACTION, agency_id=agency_id)
 
 
@@ -103,7 +121,7 @@ def tokens_router() -> APIRouter:
         if body.token is not None:
             try:
                 revocation = ctx.tokens.revoke(
-                    body.token, by=by, reason=body.reason, check=lambda agency: _scope(principal, agency)
+                    body.token, by=by, reason=body.reason, check=lambda agency, role: _scope(principal, agency, role)
                 )
             except Unauthenticated as error:
                 # Not ours, or mangled: there is nothing this installation would accept to revoke.
@@ -116,7 +134,10 @@ def tokens_router() -> APIRouter:
             if agency is None and principal.agency_scoped:
                 agency = principal.agency_id
             _scope(principal, agency)
-            revocation = ctx.tokens.revocations.revoke_subject(body.subject, agency, by=by, reason=body.reason)
+            # An agency's admin cuts off only agency roles; the national admin every role of the subject.
+            revocation = ctx.tokens.revocations.revoke_subject(
+                body.subject, agency, agency_roles_only=principal.agency_scoped, by=by, reason=body.reason
+            )
         return RevocationView.of(revocation)
 
     @router.get("/revocations", summary="Revocations: all (national admin), or those of the caller's agency")

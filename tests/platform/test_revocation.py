@@ -5,20 +5,27 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from lapor.app import create_app
 from lapor.auth import TokenService
 from lapor.clock import ManualClock, SystemClock
-from lapor.principal import Role
+from lapor.db import PostgresDatabase
+from lapor.principal import NATIONAL_ADMIN_AGENCY, OMBUDSMAN_AGENCY, Role
+from lapor.revocation import Revocations
 from lapor.settings import Settings, load_settings
+from tests.conftest import with_search_path
 from tests.platform import probe
 from tests.platform._servers import ROOT, lapor, wait_until
 
@@ -132,6 +139,52 @@ def test_an_agency_admin_revokes_only_within_its_agency(installation: Installati
     assert len(installation.revocations()) == 2
 
 
+def test_an_agency_admin_cannot_cut_off_national_roles_whose_tokens_name_a_directory_agency(
+    installation: Installation,
+):
+    """The Ombudsman's, KSP's and KemenPAN-RB's tokens carry agencies that are in the directory, and those agencies
+    may have admins of their own: they still revoke only their agency roles' tokens."""
+    ombudsman = installation.issue(Role.ombudsman)  # agency ombudsman-ri
+    national = installation.issue(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    liaison = installation.issue(Role.liaison, subject="ombudsman", agency_id=OMBUDSMAN_AGENCY)
+    for agency, token in ((OMBUDSMAN_AGENCY, ombudsman), (NATIONAL_ADMIN_AGENCY, national)):
+        their_admin = installation.issue(Role.admin_agency, agency_id=agency)
+        refused = installation.revoke(their_admin, token=token)
+        assert refused.status_code == 403
+        assert "may not revoke" in refused.json()["detail"]
+    assert installation.revocations() == []
+    # By subject, an agency's admin reaches only agency roles: the liaison named "ombudsman", not the Ombudsman.
+    ombudsman_admin = installation.issue(Role.admin_agency, agency_id=OMBUDSMAN_AGENCY)
+    assert installation.revoke(ombudsman_admin, subject="ombudsman").status_code == 201
+    assert not installation.accepted(liaison)
+    assert installation.accepted(ombudsman)
+    assert installation.accepted(national)
+    # The national admin's revocation of the subject reaches every role.
+    assert installation.revoke(installation.issue(Role.admin_national), subject="ombudsman").status_code == 201
+    assert not installation.accepted(ombudsman)
+
+
+def test_concurrent_revocations_of_one_token_record_it_once(installation: Installation):
+    token = installation.issue(Role.liaison, subject="budi", agency_id=HOME)
+    admin = installation.issue(Role.admin_national)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: installation.revoke(admin, token=token), range(8)))
+    assert [answer.status_code for answer in answers] == [201] * 8
+    assert len({answer.json()["revocation_id"] for answer in answers}) == 1
+    assert len(installation.revocations()) == 1
+    assert not installation.accepted(token)
+
+
+def test_a_token_dated_ahead_is_refused_so_it_cannot_outlive_its_subjects_revocation(installation: Installation):
+    ahead = installation.issue(Role.liaison, subject="budi", agency_id=HOME, later=timedelta(days=1))
+    refused = installation.client.get(WHOAMI, headers=installation.bearer(ahead))
+    assert refused.status_code == 401
+    assert "future" in refused.json()["detail"]
+    # Within the clock skew tokens are allowed anyway, a token issued a few seconds ahead is accepted.
+    assert installation.accepted(installation.issue(Role.liaison, subject="budi", agency_id=HOME,
+                                                    later=timedelta(seconds=5)))
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -140,7 +193,11 @@ def test_an_agency_admin_revokes_only_within_its_agency(installation: Installati
         {"subject": "budi", "reason": "   "},  # no reason
         {"token": "x.y.z", "agency_id": HOME},  # an agency beside a token
         {"subject": "budi", "agency_id": "../etc"},
+        {"subject": "budi", "agency_id": f"{HOME}/dinkes"},  # a unit: its officer's token carries the agency
         {"subject": "budi", "surprise": True},
+        {"subject": "a\u0000b"},  # no token is issued with control characters
+        {"subject": "   "},
+        {"subject": ["budi"]},
     ],
 )
 def test_a_malformed_revocation_is_a_validation_problem_and_records_nothing(installation: Installation, body):
@@ -190,3 +247,30 @@ def test_the_command_line_revokes_for_every_running_process_of_the_installation(
                    describe="the running server refusing the revoked token")
     with lapor(tmp_path, "up", "--data", str(data), name="second") as server:
         assert server.get(WHOAMI, headers=headers).status_code == 401
+
+
+@pytest.mark.postgres
+def test_processes_starting_at_once_on_a_new_postgresql_schema_all_set_up_the_revocations(postgres_server: str):
+    """`CREATE TABLE IF NOT EXISTS` run at once by several connections can fail in PostgreSQL's catalogue; the
+    read models take the store's DDL lock for it (`Tx.lock_schema_changes`)."""
+    for attempt in range(5):
+        schema = f"revocations_race_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(postgres_server, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            url = with_search_path(postgres_server, schema)
+            databases = [PostgresDatabase(url) for _ in range(6)]
+            barrier = threading.Barrier(len(databases))
+
+            def open_revocations(db: PostgresDatabase, barrier: threading.Barrier = barrier) -> None:
+                barrier.wait()
+                Revocations(db, SystemClock())
+
+            with ThreadPoolExecutor(len(databases)) as pool:
+                failures = [f.exception() for f in [pool.submit(open_revocations, db) for db in databases]]
+            for db in databases:
+                db.close()
+            assert failures == [None] * len(databases), (attempt, failures)
+        finally:
+            with psycopg.connect(postgres_server, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
