@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,7 +29,7 @@ from fastapi import Depends, Header, Request
 from lapor.clock import Clock
 from lapor.principal import AGENCY_SCOPED, OMBUDSMAN_AGENCY, Principal, Role
 from lapor.problems import Forbidden, Unauthenticated
-from lapor.revocation import Revocation, Revocations, token_id
+from lapor.revocation import Revocation, Revocations, agency_problem, subject_problem, token_id
 
 if TYPE_CHECKING:
     from lapor.context import ServiceContext
@@ -88,6 +89,12 @@ class TokenService:
             agency_id = OMBUDSMAN_AGENCY
         if role is Role.unit_officer and unit_id and agency_id is None:
             agency_id = unit_id.split("/", 1)[0]
+        # What a revocation must be able to name: a subject it can match, an agency (never a unit: that is `unit`).
+        problem = subject_problem(subject) if subject is not None else None
+        if problem is None and agency_id is not None:
+            problem = agency_problem(agency_id)
+        if problem is not None:
+            raise ValueError(problem)
         # Validates the combination (an agency-scoped role needs its agency) before anything is signed.
         principal = Principal(
             subject=subject or role.value, role=role, agency_id=agency_id, unit_id=unit_id, channel=channel
@@ -122,7 +129,9 @@ class TokenService:
             raise Unauthenticated(f"invalid token: {error}") from None
         if not isinstance(claims["exp"], int):
             raise Unauthenticated("invalid token: 'exp' must be whole seconds")
-        if isinstance(claims["iat"], bool) or not isinstance(claims["iat"], int | float):
+        if isinstance(claims["iat"], bool) or not isinstance(claims["iat"], int | float) or not math.isfinite(
+            claims["iat"]
+        ):
             raise Unauthenticated("invalid token: 'iat' must be a number of seconds")
         claims["iat"] = int(claims["iat"])
         return claims
@@ -178,11 +187,11 @@ class TokenService:
         agency and role claims first and may raise to refuse. Unauthenticated when the token is not this
         service's."""
         claims = self.decode(token)
-        agency = claims.get("agency")
-        check(agency, str(claims["role"]))
+        agency, role = claims.get("agency"), str(claims["role"])
+        check(agency, role)
         return self.revocations.revoke_token(
-            token_id(token), subject=str(claims["sub"]), agency_id=agency, expires_at=claims["exp"], by=by,
-            reason=reason,
+            token_id(token), subject=str(claims["sub"]), agency_id=agency, role=role, expires_at=claims["exp"],
+            by=by, reason=reason,
         )
 
     def revoked(self, principal: Principal) -> bool:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from lapor.clock import Clock
-from lapor.db import Database, Tx, sortable_moment
+from lapor.db import Database, Tx, sortable_moment, table_columns
 from lapor.principal import AGENCY_SCOPED, Role
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS auth_revocations (
     token_id TEXT UNIQUE,
     subject TEXT NOT NULL,
     agency_id TEXT,
-    agency_roles_only INTEGER NOT NULL,
+    agency_roles_only INTEGER NOT NULL DEFAULT 0,
+    role TEXT,
     issued_before BIGINT,
     expires_at BIGINT,
     revoked_at TEXT NOT NULL,
@@ -57,9 +58,12 @@ CREATE TABLE IF NOT EXISTS auth_revocations (
 )
 """
 _COLUMNS = (
-    "revocation_id, token_id, subject, agency_id, agency_roles_only, issued_before, expires_at, revoked_at, "
+    "revocation_id, token_id, subject, agency_id, agency_roles_only, role, issued_before, expires_at, revoked_at, "
     "revoked_by, reason"
 )
+# Columns added after the table's first form (never released, but a development database may have it).
+_ADDED_COLUMNS = {"agency_roles_only": "INTEGER NOT NULL DEFAULT 0", "role": "TEXT"}
+SUBJECT_MAX = 200  # characters of a token's subject
 
 
 # A subject revocation names an agency, never a unit: a unit officer's token carries the unit's agency.
@@ -68,9 +72,11 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def subject_problem(subject: str) -> str | None:
-    """Why `subject` cannot be revoked by name (blank, or with control characters no token is issued with)."""
+    """Why `subject` can be neither a token's subject nor revoked by name (`TokenService.issue` asks too)."""
     if not subject.strip():
         return "a subject must not be blank"
+    if len(subject) > SUBJECT_MAX:
+        return f"a subject has at most {SUBJECT_MAX} characters"
     if _CONTROL.search(subject):
         return "a subject must not contain control characters"
     return None
@@ -98,6 +104,7 @@ class Revocation:
     subject: str  # the token's `sub`, or the subject whose tokens are revoked
     agency_id: str | None  # the token's agency claim; for a subject, None means in every agency
     agency_roles_only: bool  # a subject's tokens of agency roles only (made by an agency's admin)
+    role: str | None  # one token: its role
     issued_before: int | None  # a subject's tokens with `iat` up to this (epoch seconds) are refused
     expires_at: int | None  # one token: its `exp`
     revoked_at: datetime
@@ -106,9 +113,9 @@ class Revocation:
 
     @classmethod
     def of_row(cls, row: tuple) -> Revocation:
-        revocation_id, token, subject, agency_id, agency_roles, issued_before, expires_at, at, by, reason = row
+        revocation_id, token, subject, agency_id, agency_roles, role, issued_before, expires_at, at, by, reason = row
         return cls(
-            revocation_id, token, subject, agency_id, bool(agency_roles), issued_before, expires_at,
+            revocation_id, token, subject, agency_id, bool(agency_roles), role, issued_before, expires_at,
             datetime.fromisoformat(at), by, reason,
         )
 
@@ -119,6 +126,18 @@ class _Loaded:
     # (subject, agency or None) -> the latest issued_before: of every role, and of agency roles only
     subjects: dict[tuple[str, str | None], int]
     agency_role_subjects: dict[tuple[str, str | None], int]
+
+    def with_(self, revocation: Revocation) -> _Loaded:
+        """A copy that has `revocation` too."""
+        if revocation.token_id is not None:
+            return _Loaded(self.tokens | {revocation.token_id}, self.subjects, self.agency_role_subjects)
+        assert revocation.issued_before is not None
+        key = (revocation.subject, revocation.agency_id)
+        into = dict(self.agency_role_subjects if revocation.agency_roles_only else self.subjects)
+        into[key] = max(into.get(key, revocation.issued_before), revocation.issued_before)
+        if revocation.agency_roles_only:
+            return _Loaded(self.tokens, self.subjects, into)
+        return _Loaded(self.tokens, into, self.agency_role_subjects)
 
 
 class Revocations:
@@ -136,6 +155,12 @@ class Revocations:
         self._generation = 0
         self._failing = False  # the last reload failed (logged once, not every second)
         db.executescript(SETUP)
+        with db.transaction() as tx:
+            tx.lock_schema_changes()
+            present = set(table_columns(tx, "auth_revocations"))
+            for column, kind in _ADDED_COLUMNS.items():
+                if column not in present:
+                    tx.execute(f"ALTER TABLE auth_revocations ADD COLUMN {column} {kind}")
         self._loaded = self._load()
 
     def start(self) -> None:
@@ -154,19 +179,20 @@ class Revocations:
             thread.join(timeout=10)
 
     def revoke_token(
-        self, token_id: str, *, subject: str, agency_id: str | None, expires_at: int, by: str, reason: str
+        self, token_id: str, *, subject: str, agency_id: str | None, role: str, expires_at: int, by: str,
+        reason: str,
     ) -> Revocation:
         """Refuse one token from now on. Revoking it again (even at the same moment) returns the first
         revocation."""
         revocation = self._new(token_id=token_id, subject=subject, agency_id=agency_id, agency_roles_only=False,
-                               issued_before=None, expires_at=expires_at, by=by, reason=reason)
+                               role=role, issued_before=None, expires_at=expires_at, by=by, reason=reason)
         with self._db.transaction() as tx:
             inserted = self._insert(tx, revocation, conflict="ON CONFLICT (token_id) DO NOTHING")
             row = tx.fetchone(f"SELECT {_COLUMNS} FROM auth_revocations WHERE token_id = ?", (token_id,))
         assert row is not None
-        if inserted:
-            self._recorded(revocation)
-        return Revocation.of_row(row)
+        recorded = Revocation.of_row(row)
+        self._remember(recorded, log_it=inserted)
+        return recorded
 
     def revoke_subject(
         self, subject: str, agency_id: str | None, *, agency_roles_only: bool, by: str, reason: str
@@ -174,12 +200,12 @@ class Revocations:
         """Refuse every token of `subject` (with that agency claim; None: any) issued up to this second; with
         `agency_roles_only`, only tokens of the agency roles."""
         revocation = self._new(
-            token_id=None, subject=subject, agency_id=agency_id, agency_roles_only=agency_roles_only,
+            token_id=None, subject=subject, agency_id=agency_id, agency_roles_only=agency_roles_only, role=None,
             issued_before=int(self._clock.now().timestamp()), expires_at=None, by=by, reason=reason,
         )
         with self._db.transaction() as tx:
             self._insert(tx, revocation)
-        self._recorded(revocation)
+        self._remember(revocation, log_it=True)
         return revocation
 
     def revoked(self, token_id: str, subject: str, agency_id: str | None, role: Role, issued_at: int) -> bool:
@@ -194,8 +220,14 @@ class Revocations:
         )
 
     def all(self, agency_id: str | None = None) -> list[Revocation]:
-        """Every revocation, newest first; with `agency_id`, those of tokens with that agency claim."""
-        where, params = ("WHERE agency_id = ?", (agency_id,)) if agency_id is not None else ("", ())
+        """Every revocation, newest first; with `agency_id`, those an admin of that agency could have made: of its
+        agency roles' tokens (not of a national role's token that carries the agency)."""
+        where: str = ""
+        params: tuple[object, ...] = ()
+        if agency_id is not None:
+            roles = sorted(role.value for role in AGENCY_SCOPED)
+            where = f"WHERE agency_id = ? AND (agency_roles_only = 1 OR role IN ({', '.join('?' * len(roles))}))"
+            params = (agency_id, *roles)
         with self._db.read() as tx:
             rows = tx.fetchall(
                 f"SELECT {_COLUMNS} FROM auth_revocations {where} ORDER BY revoked_at DESC, revocation_id", params
@@ -206,11 +238,11 @@ class Revocations:
 
     def _new(
         self, *, token_id: str | None, subject: str, agency_id: str | None, agency_roles_only: bool,
-        issued_before: int | None, expires_at: int | None, by: str, reason: str,
+        role: str | None, issued_before: int | None, expires_at: int | None, by: str, reason: str,
     ) -> Revocation:
         return Revocation(
             revocation_id=str(uuid.uuid4()), token_id=token_id, subject=subject, agency_id=agency_id,
-            agency_roles_only=agency_roles_only, issued_before=issued_before, expires_at=expires_at,
+            agency_roles_only=agency_roles_only, role=role, issued_before=issued_before, expires_at=expires_at,
             revoked_at=self._clock.now().astimezone(UTC), revoked_by=by, reason=reason,
         )
 
@@ -218,28 +250,31 @@ class Revocations:
     def _insert(tx: Tx, revocation: Revocation, conflict: str = "") -> bool:
         r = revocation
         cursor = tx.execute(
-            f"INSERT INTO auth_revocations ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {conflict}",
+            f"INSERT INTO auth_revocations ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {conflict}",
             (
-                r.revocation_id, r.token_id, r.subject, r.agency_id, int(r.agency_roles_only), r.issued_before,
-                r.expires_at, sortable_moment(r.revoked_at), r.revoked_by, r.reason,
+                r.revocation_id, r.token_id, r.subject, r.agency_id, int(r.agency_roles_only), r.role,
+                r.issued_before, r.expires_at, sortable_moment(r.revoked_at), r.revoked_by, r.reason,
             ),
         )
         return bool(cursor.rowcount)
 
-    def _recorded(self, revocation: Revocation) -> None:
-        log.info(
-            "bearer tokens revoked",
-            extra={
-                "revocation_id": revocation.revocation_id,
-                "token_id": revocation.token_id,
-                "subject": revocation.subject,
-                "agency_id": revocation.agency_id,
-                "revoked_by": revocation.revoked_by,
-            },
-        )
+    def _remember(self, revocation: Revocation, *, log_it: bool) -> None:
+        """Put a committed revocation into this process's copy before the caller hears of it, so the process
+        refuses the token at once; a reload begun before (without the row) is dropped when it ends."""
+        if log_it:
+            log.info(
+                "bearer tokens revoked",
+                extra={
+                    "revocation_id": revocation.revocation_id,
+                    "token_id": revocation.token_id,
+                    "subject": revocation.subject,
+                    "agency_id": revocation.agency_id,
+                    "revoked_by": revocation.revoked_by,
+                },
+            )
         with self._lock:
             self._generation += 1
-        self._reload()  # this process refuses it at once
+            self._loaded = self._loaded.with_(revocation)
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(self._refresh):

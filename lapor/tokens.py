@@ -72,6 +72,11 @@ class RevocationView(BaseModel):
     token_id: str | None = Field(description="SHA-256 of the revoked token's signed part; null for a subject")
     subject: str
     agency_id: str | None
+    agency_roles_only: bool = Field(
+        description="a subject's tokens of the agency roles only (admin_agency, liaison, unit_officer): made by an "
+        "agency's admin"
+    )
+    role: str | None = Field(description="the one revoked token's role")
     issued_before: datetime | None = Field(description="a subject's tokens issued up to this moment are refused")
     expires_at: datetime | None = Field(description="when the one revoked token would have expired")
     revoked_at: datetime
@@ -88,6 +93,8 @@ class RevocationView(BaseModel):
             token_id=revocation.token_id,
             subject=revocation.subject,
             agency_id=revocation.agency_id,
+            agency_roles_only=revocation.agency_roles_only,
+            role=revocation.role,
             issued_before=moment(revocation.issued_before),
             expires_at=moment(revocation.expires_at),
             revoked_at=revocation.revoked_at,

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from lapor.app import create_app
 from lapor.auth import TokenService
 from lapor.clock import ManualClock, SystemClock
-from lapor.db import PostgresDatabase
+from lapor.db import Database, PostgresDatabase, SqliteDatabase
 from lapor.principal import NATIONAL_ADMIN_AGENCY, OMBUDSMAN_AGENCY, Role
 from lapor.revocation import Revocations
 from lapor.settings import Settings, load_settings
@@ -162,6 +162,10 @@ def test_an_agency_admin_cannot_cut_off_national_roles_whose_tokens_name_a_direc
     # The national admin's revocation of the subject reaches every role.
     assert installation.revoke(installation.issue(Role.admin_national), subject="ombudsman").status_code == 201
     assert not installation.accepted(ombudsman)
+    # ... and is the national admin's to list: the agency's admin sees only what it could have made.
+    listed = installation.client.get(REVOCATIONS, headers=installation.bearer(ombudsman_admin)).json()
+    assert [(r["subject"], r["agency_roles_only"]) for r in listed] == [("ombudsman", True)]
+    assert len(installation.revocations()) == 2
 
 
 def test_concurrent_revocations_of_one_token_record_it_once(installation: Installation):
@@ -274,3 +278,68 @@ def test_processes_starting_at_once_on_a_new_postgresql_schema_all_set_up_the_re
         finally:
             with psycopg.connect(postgres_server, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    db = (
+        PostgresDatabase(request.getfixturevalue("postgres_url"))
+        if request.param == "postgres"
+        else SqliteDatabase(tmp_path / "readmodels.db")
+    )
+    yield db
+    db.close()
+
+
+def test_the_process_that_records_a_revocation_refuses_the_token_as_soon_as_it_returns(database: Database):
+    """Several revocations at once, of one token and of several, while the copy is reloaded all the time: none
+    returns before its own process refuses the token."""
+    revocations = Revocations(database, SystemClock(), refresh=0.001)
+    revocations.start()
+    late: list[str] = []
+
+    def revoke(token: str) -> None:
+        revocations.revoke_token(token, subject="budi", agency_id=HOME, role="liaison",
+                                 expires_at=2**40, by="test", reason="test")
+        if not revocations.revoked(token, "budi", HOME, Role.liaison, 0):
+            late.append(token)
+
+    try:
+        for round_ in range(30):
+            tokens = [f"{round_}-same"] * 2 + [f"{round_}-{n}" for n in range(3)]
+            with ThreadPoolExecutor(len(tokens)) as pool:
+                list(pool.map(revoke, tokens))
+    finally:
+        revocations.close()
+    assert late == []
+
+
+def test_a_revocations_table_of_the_first_form_gains_its_new_columns(database: Database):
+    with database.transaction() as tx:
+        tx.execute(
+            "CREATE TABLE auth_revocations (revocation_id TEXT PRIMARY KEY, token_id TEXT UNIQUE, "
+            "subject TEXT NOT NULL, agency_id TEXT, issued_before BIGINT, expires_at BIGINT, "
+            "revoked_at TEXT NOT NULL, revoked_by TEXT NOT NULL, reason TEXT NOT NULL)"
+        )
+        tx.execute(
+            "INSERT INTO auth_revocations VALUES ('r1', NULL, 'budi', ?, 100, NULL, "
+            "'2026-12-06T00:00:00.000000+00:00', 'cli:root', 'left')",
+            (HOME,),
+        )
+    revocations = Revocations(database, SystemClock())
+    [earlier] = revocations.all()
+    assert (earlier.subject, earlier.agency_roles_only, earlier.role) == ("budi", False, None)
+    assert revocations.revoked("any", "budi", HOME, Role.admin_national, 100)
+    revocations.revoke_subject("sari", HOME, agency_roles_only=True, by="test", reason="left")
+    assert revocations.revoked("any", "sari", HOME, Role.liaison, 0)
+    assert not revocations.revoked("any", "sari", HOME, Role.ombudsman, 0)
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [{"subject": "budi\nsari"}, {"subject": "x" * 201}, {"subject": " "}, {"agency_id": f"{HOME}/dinkes"}],
+)
+def test_no_token_is_issued_that_a_revocation_could_not_name(scope: dict[str, str]):
+    tokens = TokenService("a secret of at least thirty-two characters", SystemClock())
+    with pytest.raises(ValueError, match=r"subject|agency"):
+        tokens.issue(Role.liaison, **{"agency_id": HOME, **scope})
