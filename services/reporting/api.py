@@ -88,6 +88,8 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     @router.get(
         "/api/public/statistics",
         summary="Public statistics: aggregates only (confidential reports are counted, nothing of them is shown)",
+        description="Built from cells of a month by a city: the period is widened to whole months and the region to "
+        "its city (`filters` says what was applied), and a cell of fewer than five reports is left out.",
         dependencies=[Depends(require("statistics.public"))],
     )
     def statistics(

@@ -13,6 +13,7 @@ same snapshot as the figures), so a client can tell how fresh it is.
 
 from __future__ import annotations
 
+import calendar
 import math
 import statistics
 from collections import defaultdict
@@ -117,8 +118,9 @@ class Applied(BaseModel):
     model_config = {"populate_by_name": True}
 
 
-# Public statistics withhold what could single a report out (statistical disclosure control): a selection of
-# fewer reports than this shows only its totals, and a category held by fewer is counted under OTHER_CATEGORY.
+# Public statistics withhold what could single a report out (statistical disclosure control): a cell of the public
+# grid (a month by a city) of fewer reports than this is left out, and a category held by fewer reports of a cell
+# is counted under OTHER_CATEGORY there (`public`).
 PUBLIC_MIN_REPORTS = 5
 OTHER_CATEGORY = "(other)"
 
@@ -252,19 +254,29 @@ class AgencyReport(BaseModel):
     units: list[UnitSummary] = Field(description="units and offices (OPD) inside the agency holding its reports")
 
 
+class PublicCells(BaseModel):
+    shown: int = Field(description=f"month × city cells of the selection holding at least {PUBLIC_MIN_REPORTS} "
+                       "reports: the figures are theirs")
+    withheld: int = Field(description="cells holding fewer: left out of every figure but the per-day series")
+
+
 class PublicStatistics(BaseModel):
-    """Aggregates only: confidential reports are counted, nothing of them is shown."""
+    """Aggregates only: confidential reports are counted, nothing of them is shown. The figures are built from a
+    fixed grid of cells, a month (of submission, Jakarta) by a city (the first two levels of the region code):
+    the period is widened to whole months and the region to its city, and a cell of fewer than
+    PUBLIC_MIN_REPORTS reports is left out whole, so no two selections differ by less than a cell."""
 
     as_of: AsOf
-    filters: Applied
+    filters: Applied = Field(description="the selection as applied: whole months, a region no finer than a city")
     totals: Totals | None = Field(description="null when withheld")
     withheld: bool = Field(
-        description=f"the selection holds fewer than {PUBLIC_MIN_REPORTS} reports: no figure is shown, since every "
-        "figure, even how many are open, would describe the reports themselves"
+        description=f"every cell of the selection holds fewer than {PUBLIC_MIN_REPORTS} reports: no figure is "
+        "shown, since every figure, even how many are open, would describe the reports themselves"
     )
+    cells: PublicCells
     breakdown: Breakdown = Field(
-        description=f"categories held by fewer than {PUBLIC_MIN_REPORTS} reports are counted under "
-        f"{OTHER_CATEGORY!r} (a category may be the reporter's own words)"
+        description=f"a category held by fewer than {PUBLIC_MIN_REPORTS} reports of a cell is counted under "
+        f"{OTHER_CATEGORY!r} there (a category may be the reporter's own words)"
     )
     daily: list[Day]
     follow_up_rate: float | None = Field(description="disposed reports whose holder has answered them")
@@ -674,45 +686,88 @@ def _units(tx: Tx, groups: Sequence[_Group], happenings: ByHolder) -> list[UnitS
     ]
 
 
+# A report's cell of the public grid: the month it was submitted in (Jakarta) and its city (`35.73` of
+# `35.73.01`; a province-level code is a cell of its own).
+_CELL = "coalesce(substr(submitted_day, 1, 7), '') || '|' || coalesce(substr(region_code, 1, 5), '')"
+_CITY_CODE_LENGTH = 5
+
+
+def _public_daily(tx: Tx, where: _Where, shown: set[str]) -> list[Day]:
+    """The per-day series of the shown cells: what happened on a day counts when that day's month and the city
+    (of the report) make a shown cell. A withheld cell's happenings would otherwise be the difference of two
+    selections' series: a lone report's timeline."""
+    where = where.and_in("metric", DAILY_METRICS)
+    rows = tx.fetchall(
+        f"SELECT day, coalesce(substr(region_code, 1, {_CITY_CODE_LENGTH}), ''), metric, sum(count) FROM rpt_daily"
+        f"{where.sql} GROUP BY day, 2, metric ORDER BY day",
+        where.params,
+    )
+    days: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for day, city, metric, count in rows:
+        if f"{day[:7]}|{city}" in shown:
+            days[day][metric] += int(count)
+    return [Day(day=date.fromisoformat(day), **counts) for day, counts in days.items()]
+
+
+def public_grid(filters: Filters) -> Filters:
+    """`filters` widened to whole cells of the public grid: from the first of its month to the last of its
+    month, and a region finer than a city to its city."""
+    start = filters.start.replace(day=1) if filters.start is not None else None
+    end = None
+    if filters.end is not None:
+        end = filters.end.replace(day=calendar.monthrange(filters.end.year, filters.end.month)[1])
+    region = filters.region[:_CITY_CODE_LENGTH] if filters.region is not None else None
+    return Filters(start=start, end=end, region=region)
+
+
 def public(tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy) -> PublicStatistics:
-    """The public figures, with what could single a report out withheld (docs/reporting.md, "Public statistics"):
-    a selection of fewer than PUBLIC_MIN_REPORTS reports shows no figure, and a category held by fewer reports
-    than that is counted under OTHER_CATEGORY."""
+    """The public figures, built from the cells of a fixed grid (docs/reporting.md, "Public statistics"): a month
+    of submission by a city. The selection is widened to whole cells, and a cell of fewer than PUBLIC_MIN_REPORTS
+    reports is left out of every figure, so that two selections never differ by a few reports whose figures the
+    difference would describe; a category is named only where a cell holds enough reports of it."""
+    filters = public_grid(filters)
     where = _reports_where(filters)
-    groups = _scan(tx, where, now)
-    totals = _totals(groups)
-    if totals.reports < PUBLIC_MIN_REPORTS:
+    cells = dict(
+        tx.fetchall(f"SELECT {_CELL}, count(*) FROM rpt_complaints{where.sql} GROUP BY {_CELL}", where.params)
+    )
+    shown = sorted(cell for cell, count in cells.items() if count >= PUBLIC_MIN_REPORTS)
+    withheld = sorted(cells.keys() - set(shown))
+    grid = PublicCells(shown=len(shown), withheld=len(withheld))
+    if not shown:
         return PublicStatistics(
             as_of=as_of(tx, now),
             filters=_applied(filters),
             totals=None,
             withheld=True,
+            cells=grid,
             breakdown=Breakdown(by_status={}, by_kind={}, by_channel={}, by_category={}, by_province=[]),
             daily=[],
             follow_up_rate=None,
             time_to_first_follow_up=None,
             sla=[],
         )
+    if withheld:  # the shorter list of the two says the same
+        listed, verb = (withheld, "NOT IN") if len(withheld) <= len(shown) else (shown, "IN")
+        where = where.and_(f"{_CELL} {verb} {_placeholders(listed)}", *listed)
+    groups = _scan(tx, where, now)
     durations = _durations(tx, where)
     disposed_where = where.and_("first_disposed_at IS NOT NULL")
     disposed = int(tx.scalar(f"SELECT count(*) FROM rpt_complaints{disposed_where.sql}", disposed_where.params) or 0)
-    breakdown = _breakdown(groups)
+    by_category: dict[str, int] = defaultdict(int)
+    for _, category, count in tx.fetchall(
+        f"SELECT {_CELL}, coalesce(category, ?), count(*) FROM rpt_complaints{where.sql} GROUP BY {_CELL}, 2",
+        [_NONE, *where.params],
+    ):
+        by_category[category if count >= PUBLIC_MIN_REPORTS else OTHER_CATEGORY] += count
     return PublicStatistics(
         as_of=as_of(tx, now),
         filters=_applied(filters),
-        totals=totals,
+        totals=_totals(groups),
         withheld=False,
-        breakdown=breakdown.model_copy(update={"by_category": _common(breakdown.by_category)}),
-        daily=_daily(tx, _happenings_where(filters)),
+        cells=grid,
+        breakdown=_breakdown(groups).model_copy(update={"by_category": dict(sorted(by_category.items()))}),
+        daily=_public_daily(tx, _happenings_where(filters), set(shown)),
         follow_up_rate=_rate(durations.reports, disposed),
         time_to_first_follow_up=durations,
         sla=_sla(groups, policy, ("verification", "follow_up")),
     )
-
-
-def _common(counts: Mapping[str, int]) -> dict[str, int]:
-    """`counts` with every key counted fewer than PUBLIC_MIN_REPORTS times folded into OTHER_CATEGORY."""
-    common: dict[str, int] = defaultdict(int)
-    for key, count in counts.items():
-        common[key if count >= PUBLIC_MIN_REPORTS else OTHER_CATEGORY] += count
-    return dict(sorted(common.items()))

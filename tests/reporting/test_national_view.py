@@ -176,36 +176,38 @@ def test_public_statistics_count_confidential_reports_but_show_nothing_of_them(m
     assert statistics["totals"]["reports"] == 30
     assert statistics["breakdown"]["by_status"]["in_progress"] == 10  # G7, confidential, among them
     assert statistics["follow_up_rate"] == round(19 / 23, 4)
+    assert statistics["cells"] == {"shown": 2, "withheld": 0}  # March in Kupang (21 reports), in Malang (9)
     assert scenario.CONFIDENTIAL_ID not in response.text
     assert scenario.CONFIDENTIAL_TITLE not in response.text
     assert "pii_" not in response.text
 
 
-def test_public_statistics_of_too_few_reports_show_no_figure(month: Reporting):
-    """Narrowed to Kota Malang on day 0, the selection is the confidential G7 report alone: its status, kind,
-    category, timeline and deadlines would be public, and until session 21 the totals still said whether it was
-    open, closed or archived. Staff views still show them."""
-    query = f"?from={DAY[0]}&to={DAY[0]}&region=35.73"
-    staff_view = month.get(f"/api/reports/national{query}")
-    assert staff_view["totals"]["reports"] == 1
-    assert staff_view["breakdown"]["by_category"] == {"kesehatan": 1}
+def test_public_statistics_widen_a_narrow_selection_to_its_month_and_city(month: Reporting):
+    """Narrowed to Kota Malang on day 0, the selection was the confidential G7 report alone (its status, kind,
+    category, timeline and deadlines; until session 21 the totals still said whether it was open, closed or
+    archived). The public figures are built from whole cells of a month by a city: that selection is all of
+    March in Malang, G3, G4 and G7. Staff views are not widened."""
+    query = f"?from={DAY[0]}&to={DAY[0]}&region=35.73.01"
+    assert month.get(f"/api/reports/national?from={DAY[0]}&to={DAY[0]}&region=35.73")["totals"]["reports"] == 1
 
     statistics = month.client.get(f"/api/public/statistics{query}").json()
-    assert statistics["withheld"] is True
-    assert statistics["totals"] is None
-    assert statistics["breakdown"] == {
-        "by_status": {}, "by_kind": {}, "by_channel": {}, "by_category": {}, "by_province": []
+    assert statistics["filters"] == {"from": "2090-03-01", "to": "2090-03-31", "region": "35.73"}
+    assert statistics["totals"]["reports"] == 5 + 3 + 1
+    assert statistics["breakdown"]["by_category"] == {"(other)": 4, "pendidikan": 5}  # lingkungan 3, kesehatan 1
+    # Any day of March and any district of Malang is the same selection: nothing differs to tell a report by.
+    other_days = month.client.get(f"/api/public/statistics?from={DAY[1]}&to={DAY[20]}&region=35.73").json()
+    assert {key: other_days[key] for key in ("totals", "breakdown", "sla", "cells")} == {
+        key: statistics[key] for key in ("totals", "breakdown", "sla", "cells")
     }
-    assert (statistics["daily"], statistics["sla"]) == ([], [])
-    assert (statistics["follow_up_rate"], statistics["time_to_first_follow_up"]) == (None, None)
-    assert month.client.get("/api/public/statistics").json()["withheld"] is False
 
 
-def test_public_statistics_name_only_categories_of_several_reports(month: Reporting):
-    """A category may be the reporter's own words: the public sees one only when at least five reports share it.
-    lingkungan (3) and the reports without one (4) are counted as other."""
+def test_public_statistics_name_only_categories_of_several_reports_in_a_cell(month: Reporting):
+    """A category may be the reporter's own words: the public sees one only where at least five reports of a
+    cell (a month in a city) share it. In March in Kupang: infrastruktur 13, kesehatan 4 and 4 without one; in
+    Malang: pendidikan 5, lingkungan 3 and kesehatan 1 (the confidential G7). kesehatan has five reports in all,
+    but in no cell."""
     by_category = month.client.get("/api/public/statistics").json()["breakdown"]["by_category"]
-    assert by_category == {"(other)": 7, "infrastruktur": 13, "kesehatan": 5, "pendidikan": 5}
+    assert by_category == {"(other)": 4 + 4 + 3 + 1, "infrastruktur": 13, "pendidikan": 5}
 
 
 def test_every_view_says_which_log_position_it_reflects(month: Reporting):
