@@ -256,15 +256,23 @@ class AgencyReport(BaseModel):
 
 class PublicCells(BaseModel):
     shown: int = Field(description=f"month × city cells of the selection holding at least {PUBLIC_MIN_REPORTS} "
-                       "reports: the figures are theirs")
-    withheld: int = Field(description="cells holding fewer: left out of every figure but the per-day series")
+                       "reports: every figure is theirs")
+    withheld: int = Field(description="cells holding fewer: left out of every figure")
+
+
+class PublicMonth(BaseModel):
+    month: str = Field(description="YYYY-MM (Jakarta)", examples=["2026-11"])
+    received: int = Field(description="reports submitted in the month")
+    disposed: int = Field(description="reports first disposed to an agency in the month")
+    followed_up: int = Field(description="reports first answered with a public follow-up in the month")
 
 
 class PublicStatistics(BaseModel):
     """Aggregates only: confidential reports are counted, nothing of them is shown. The figures are built from a
     fixed grid of cells, a month (of submission, Jakarta) by a city (the first two levels of the region code):
     the period is widened to whole months and the region to its city, and a cell of fewer than
-    PUBLIC_MIN_REPORTS reports is left out whole, so no two selections differ by less than a cell."""
+    PUBLIC_MIN_REPORTS reports is left out whole, so no two selections differ by less than a cell. Every figure,
+    the monthly series too, counts a report under its own cell."""
 
     as_of: AsOf
     filters: Applied = Field(description="the selection as applied: whole months, a region no finer than a city")
@@ -278,9 +286,15 @@ class PublicStatistics(BaseModel):
         description=f"a category held by fewer than {PUBLIC_MIN_REPORTS} reports of a cell is counted under "
         f"{OTHER_CATEGORY!r} there (a category may be the reporter's own words)"
     )
-    daily: list[Day]
+    monthly: list[PublicMonth] = Field(
+        description="what happened to the shown cells' reports, month by month (a day-by-day series would tell a "
+        "lone report's timeline apart inside its cell)"
+    )
     follow_up_rate: float | None = Field(description="disposed reports whose holder has answered them")
-    time_to_first_follow_up: Durations | None
+    time_to_first_follow_up: Durations | None = Field(
+        description=f"the median needs {PUBLIC_MIN_REPORTS} answered reports and the 90th percentile "
+        f"{2 * PUBLIC_MIN_REPORTS}, or they are null: from fewer, each is one report's own wait"
+    )
     sla: list[StageCompliance]
 
 
@@ -686,27 +700,107 @@ def _units(tx: Tx, groups: Sequence[_Group], happenings: ByHolder) -> list[UnitS
     ]
 
 
+def public(tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy) -> PublicStatistics:
+    """The public figures, built from the cells of a fixed grid (docs/reporting.md, "Public statistics"): a month
+    of submission by a city. The selection is widened to whole cells, and a cell of fewer than PUBLIC_MIN_REPORTS
+    reports is left out of every figure, so that two selections never differ by a few reports whose figures the
+    difference would describe; a category is named only where a cell holds enough reports of it."""
+    filters = public_grid(filters)
+    selected = _reports_where(filters)
+    # One scan gives each cell's size and its categories.
+    by_cell_category = tx.fetchall(
+        f"SELECT {_CELL}, coalesce(category, ?), count(*) FROM rpt_complaints{selected.sql} GROUP BY 1, 2",
+        [_NONE, *selected.params],
+    )
+    cells: dict[str, int] = defaultdict(int)
+    for cell, _, count in by_cell_category:
+        cells[cell] += count
+    shown = {cell for cell, count in cells.items() if count >= PUBLIC_MIN_REPORTS}
+    grid = PublicCells(shown=len(shown), withheld=len(cells) - len(shown))
+    if not shown:
+        return PublicStatistics(
+            as_of=as_of(tx, now),
+            filters=_applied(filters),
+            totals=None,
+            withheld=True,
+            cells=grid,
+            breakdown=Breakdown(by_status={}, by_kind={}, by_channel={}, by_category={}, by_province=[]),
+            monthly=[],
+            follow_up_rate=None,
+            time_to_first_follow_up=None,
+            sla=[],
+        )
+    by_category: dict[str, int] = defaultdict(int)
+    for cell, category, count in by_cell_category:
+        if cell in shown:
+            by_category[category if count >= PUBLIC_MIN_REPORTS else OTHER_CATEGORY] += count
+    where = _in_cells(selected, shown, cells.keys() - shown)
+    groups = _scan(tx, where, now)
+    durations = _durations(tx, where)
+    monthly = _public_monthly(tx, where, {cell: count for cell, count in cells.items() if cell in shown})
+    return PublicStatistics(
+        as_of=as_of(tx, now),
+        filters=_applied(filters),
+        totals=_totals(groups),
+        withheld=False,
+        cells=grid,
+        breakdown=_breakdown(groups).model_copy(update={"by_category": dict(sorted(by_category.items()))}),
+        monthly=monthly,
+        follow_up_rate=_rate(durations.reports, sum(month.disposed for month in monthly)),
+        time_to_first_follow_up=Durations(
+            reports=durations.reports,
+            median_hours=durations.median_hours if durations.reports >= PUBLIC_MIN_REPORTS else None,
+            p90_hours=durations.p90_hours if durations.reports >= 2 * PUBLIC_MIN_REPORTS else None,
+        ),
+        sla=_sla(groups, policy, ("verification", "follow_up")),
+    )
+
+
 # A report's cell of the public grid: the month it was submitted in (Jakarta) and its city (`35.73` of
 # `35.73.01`; a province-level code is a cell of its own).
 _CELL = "coalesce(substr(submitted_day, 1, 7), '') || '|' || coalesce(substr(region_code, 1, 5), '')"
 _CITY_CODE_LENGTH = 5
+# Up to this many cells are named in the query; more (a national selection over years, most cells withheld) are
+# chosen by a subquery instead, which costs another scan but has no limit on the database's parameters.
+LISTED_CELLS_MAX = 1000
+_JAKARTA_OFFSET = 7 * 3600  # seconds; Asia/Jakarta has kept UTC+7 since 1964
 
 
-def _public_daily(tx: Tx, where: _Where, shown: set[str]) -> list[Day]:
-    """The per-day series of the shown cells: what happened on a day counts when that day's month and the city
-    (of the report) make a shown cell. A withheld cell's happenings would otherwise be the difference of two
-    selections' series: a lone report's timeline."""
-    where = where.and_in("metric", DAILY_METRICS)
-    rows = tx.fetchall(
-        f"SELECT day, coalesce(substr(region_code, 1, {_CITY_CODE_LENGTH}), ''), metric, sum(count) FROM rpt_daily"
-        f"{where.sql} GROUP BY day, 2, metric ORDER BY day",
-        where.params,
+def _in_cells(where: _Where, shown: set[str], withheld: set[str]) -> _Where:
+    """`where` narrowed to the reports of the shown cells."""
+    if not withheld:
+        return where
+    listed, verb = (withheld, "NOT IN") if len(withheld) <= len(shown) else (shown, "IN")
+    if len(listed) <= LISTED_CELLS_MAX:
+        return where.and_(f"{_CELL} {verb} {_placeholders(sorted(listed))}", *sorted(listed))
+    return where.and_(
+        f"{_CELL} IN (SELECT {_CELL} FROM rpt_complaints{where.sql} GROUP BY 1 HAVING count(*) >= ?)",
+        *where.params, PUBLIC_MIN_REPORTS,
     )
-    days: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for day, city, metric, count in rows:
-        if f"{day[:7]}|{city}" in shown:
-            days[day][metric] += int(count)
-    return [Day(day=date.fromisoformat(day), **counts) for day, counts in days.items()]
+
+
+def _jakarta_month(column: str, dialect: str) -> str:
+    """SQL for the Jakarta month (YYYY-MM) of an epoch-seconds column."""
+    if dialect == "sqlite":
+        return f"strftime('%Y-%m', {column} + {_JAKARTA_OFFSET}, 'unixepoch')"
+    return f"to_char(to_timestamp({column} + {_JAKARTA_OFFSET}) AT TIME ZONE 'UTC', 'YYYY-MM')"
+
+
+def _public_monthly(tx: Tx, where: _Where, shown: Mapping[str, int]) -> list[PublicMonth]:
+    """The shown cells' reports month by month: submitted (the cells' own sizes), first disposed, first followed
+    up. Counted per report, so a report of a withheld cell never appears, whenever it was handled."""
+    months: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for cell, count in shown.items():
+        months[cell.split("|", 1)[0]]["received"] += count
+    for metric, column in (("disposed", "first_disposed_at"), ("followed_up", "first_follow_up_at")):
+        month = _jakarta_month(column, tx.dialect)
+        happened = where.and_(f"{column} IS NOT NULL")
+        for key, count in tx.fetchall(
+            f"SELECT {month}, count(*) FROM rpt_complaints{happened.sql} GROUP BY 1", happened.params
+        ):
+            months[key][metric] += int(count)
+    return [PublicMonth(month=key, **{metric: counts[metric] for metric in ("received", "disposed", "followed_up")})
+            for key, counts in sorted(months.items())]
 
 
 def public_grid(filters: Filters) -> Filters:
@@ -718,56 +812,3 @@ def public_grid(filters: Filters) -> Filters:
         end = filters.end.replace(day=calendar.monthrange(filters.end.year, filters.end.month)[1])
     region = filters.region[:_CITY_CODE_LENGTH] if filters.region is not None else None
     return Filters(start=start, end=end, region=region)
-
-
-def public(tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy) -> PublicStatistics:
-    """The public figures, built from the cells of a fixed grid (docs/reporting.md, "Public statistics"): a month
-    of submission by a city. The selection is widened to whole cells, and a cell of fewer than PUBLIC_MIN_REPORTS
-    reports is left out of every figure, so that two selections never differ by a few reports whose figures the
-    difference would describe; a category is named only where a cell holds enough reports of it."""
-    filters = public_grid(filters)
-    where = _reports_where(filters)
-    cells = dict(
-        tx.fetchall(f"SELECT {_CELL}, count(*) FROM rpt_complaints{where.sql} GROUP BY {_CELL}", where.params)
-    )
-    shown = sorted(cell for cell, count in cells.items() if count >= PUBLIC_MIN_REPORTS)
-    withheld = sorted(cells.keys() - set(shown))
-    grid = PublicCells(shown=len(shown), withheld=len(withheld))
-    if not shown:
-        return PublicStatistics(
-            as_of=as_of(tx, now),
-            filters=_applied(filters),
-            totals=None,
-            withheld=True,
-            cells=grid,
-            breakdown=Breakdown(by_status={}, by_kind={}, by_channel={}, by_category={}, by_province=[]),
-            daily=[],
-            follow_up_rate=None,
-            time_to_first_follow_up=None,
-            sla=[],
-        )
-    if withheld:  # the shorter list of the two says the same
-        listed, verb = (withheld, "NOT IN") if len(withheld) <= len(shown) else (shown, "IN")
-        where = where.and_(f"{_CELL} {verb} {_placeholders(listed)}", *listed)
-    groups = _scan(tx, where, now)
-    durations = _durations(tx, where)
-    disposed_where = where.and_("first_disposed_at IS NOT NULL")
-    disposed = int(tx.scalar(f"SELECT count(*) FROM rpt_complaints{disposed_where.sql}", disposed_where.params) or 0)
-    by_category: dict[str, int] = defaultdict(int)
-    for _, category, count in tx.fetchall(
-        f"SELECT {_CELL}, coalesce(category, ?), count(*) FROM rpt_complaints{where.sql} GROUP BY {_CELL}, 2",
-        [_NONE, *where.params],
-    ):
-        by_category[category if count >= PUBLIC_MIN_REPORTS else OTHER_CATEGORY] += count
-    return PublicStatistics(
-        as_of=as_of(tx, now),
-        filters=_applied(filters),
-        totals=_totals(groups),
-        withheld=False,
-        cells=grid,
-        breakdown=_breakdown(groups).model_copy(update={"by_category": dict(sorted(by_category.items()))}),
-        daily=_public_daily(tx, _happenings_where(filters), set(shown)),
-        follow_up_rate=_rate(durations.reports, disposed),
-        time_to_first_follow_up=durations,
-        sla=_sla(groups, policy, ("verification", "follow_up")),
-    )
