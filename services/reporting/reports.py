@@ -17,7 +17,7 @@ import calendar
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -290,10 +290,10 @@ class PublicStatistics(BaseModel):
         description="what happened to the shown cells' reports, month by month (a day-by-day series would tell a "
         "lone report's timeline apart inside its cell)"
     )
-    follow_up_rate: float | None = Field(description="disposed reports whose holder has answered them")
+    follow_up_rate: float | None = Field(description="disposed reports with a public follow-up post")
     time_to_first_follow_up: Durations | None = Field(
-        description=f"the median needs {PUBLIC_MIN_REPORTS} answered reports and the 90th percentile "
-        f"{2 * PUBLIC_MIN_REPORTS}, or they are null: from fewer, each is one report's own wait"
+        description=f"over the cells with {PUBLIC_MIN_REPORTS} answered reports or more (a cell with fewer would "
+        f"move the median by one report's own wait); the 90th percentile from {2 * PUBLIC_MIN_REPORTS} answers"
     )
     sla: list[StageCompliance]
 
@@ -734,9 +734,9 @@ def public(tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy) -> Publi
     for cell, category, count in by_cell_category:
         if cell in shown:
             by_category[category if count >= PUBLIC_MIN_REPORTS else OTHER_CATEGORY] += count
-    where = _in_cells(selected, shown, cells.keys() - shown)
+    where = _in_cells(selected, shown, cells.keys() - shown, chosen_by=selected)
     groups = _scan(tx, where, now)
-    durations = _durations(tx, where)
+    durations, answered = _public_durations(tx, where)
     monthly = _public_monthly(tx, where, {cell: count for cell, count in cells.items() if cell in shown})
     return PublicStatistics(
         as_of=as_of(tx, now),
@@ -746,12 +746,8 @@ def public(tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy) -> Publi
         cells=grid,
         breakdown=_breakdown(groups).model_copy(update={"by_category": dict(sorted(by_category.items()))}),
         monthly=monthly,
-        follow_up_rate=_rate(durations.reports, sum(month.disposed for month in monthly)),
-        time_to_first_follow_up=Durations(
-            reports=durations.reports,
-            median_hours=durations.median_hours if durations.reports >= PUBLIC_MIN_REPORTS else None,
-            p90_hours=durations.p90_hours if durations.reports >= 2 * PUBLIC_MIN_REPORTS else None,
-        ),
+        follow_up_rate=_rate(answered, sum(month.disposed for month in monthly)),
+        time_to_first_follow_up=durations,
         sla=_sla(groups, policy, ("verification", "follow_up")),
     )
 
@@ -766,24 +762,46 @@ LISTED_CELLS_MAX = 1000
 _JAKARTA_OFFSET = 7 * 3600  # seconds; Asia/Jakarta has kept UTC+7 since 1964
 
 
-def _in_cells(where: _Where, shown: set[str], withheld: set[str]) -> _Where:
-    """`where` narrowed to the reports of the shown cells."""
-    if not withheld:
+def _in_cells(where: _Where, chosen: Collection[str], others: Collection[str], *, chosen_by: _Where) -> _Where:
+    """`where` narrowed to the reports of the `chosen` cells (of the cells `chosen` and `others` it holds): those
+    where `chosen_by` finds PUBLIC_MIN_REPORTS reports or more."""
+    if not others:
         return where
-    listed, verb = (withheld, "NOT IN") if len(withheld) <= len(shown) else (shown, "IN")
+    listed, verb = (others, "NOT IN") if len(others) <= len(chosen) else (chosen, "IN")
     if len(listed) <= LISTED_CELLS_MAX:
         return where.and_(f"{_CELL} {verb} {_placeholders(sorted(listed))}", *sorted(listed))
     return where.and_(
-        f"{_CELL} IN (SELECT {_CELL} FROM rpt_complaints{where.sql} GROUP BY 1 HAVING count(*) >= ?)",
-        *where.params, PUBLIC_MIN_REPORTS,
+        f"{_CELL} IN (SELECT {_CELL} FROM rpt_complaints{chosen_by.sql} GROUP BY 1 HAVING count(*) >= ?)",
+        *chosen_by.params, PUBLIC_MIN_REPORTS,
     )
+
+
+def _public_durations(tx: Tx, where: _Where) -> tuple[Durations, int]:
+    """The time to a first follow-up over the cells with PUBLIC_MIN_REPORTS answered reports or more, and how many
+    reports of `where` were answered in all (for the follow-up rate). A cell with fewer answers is left out of the
+    durations: added to a selection, it would move the median by one report's own wait (found in review), and
+    the 90th percentile is shown from twice as many answers."""
+    answered_where = where.and_("first_follow_up_at IS NOT NULL").and_("first_disposed_at IS NOT NULL")
+    by_cell = dict(tx.fetchall(
+        f"SELECT {_CELL}, count(*) FROM rpt_complaints{answered_where.sql} GROUP BY 1", answered_where.params
+    ))
+    enough = {cell for cell, count in by_cell.items() if count >= PUBLIC_MIN_REPORTS}
+    answered = sum(int(count) for count in by_cell.values())
+    if not enough:
+        return Durations(reports=0, median_hours=None, p90_hours=None), answered
+    durations = _durations(tx, _in_cells(where, enough, by_cell.keys() - enough, chosen_by=answered_where))
+    if durations.reports < 2 * PUBLIC_MIN_REPORTS:
+        durations = durations.model_copy(update={"p90_hours": None})
+    return durations, answered
 
 
 def _jakarta_month(column: str, dialect: str) -> str:
     """SQL for the Jakarta month (YYYY-MM) of an epoch-seconds column."""
+    # Whole seconds first, as a Jakarta day is taken elsewhere: SQLite's `unixepoch` rounds to the millisecond, so
+    # the last half millisecond of a month would otherwise fall in the next (found in review).
     if dialect == "sqlite":
-        return f"strftime('%Y-%m', {column} + {_JAKARTA_OFFSET}, 'unixepoch')"
-    return f"to_char(to_timestamp({column} + {_JAKARTA_OFFSET}) AT TIME ZONE 'UTC', 'YYYY-MM')"
+        return f"strftime('%Y-%m', CAST({column} AS INTEGER) + {_JAKARTA_OFFSET}, 'unixepoch')"
+    return f"to_char(to_timestamp(floor({column}) + {_JAKARTA_OFFSET}) AT TIME ZONE 'UTC', 'YYYY-MM')"
 
 
 def _public_monthly(tx: Tx, where: _Where, shown: Mapping[str, int]) -> list[PublicMonth]:
@@ -791,7 +809,9 @@ def _public_monthly(tx: Tx, where: _Where, shown: Mapping[str, int]) -> list[Pub
     up. Counted per report, so a report of a withheld cell never appears, whenever it was handled."""
     months: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for cell, count in shown.items():
-        months[cell.split("|", 1)[0]]["received"] += count
+        submitted = cell.split("|", 1)[0]
+        if submitted:  # a report without a submission day (none is made so) has no month to count in
+            months[submitted]["received"] += count
     for metric, column in (("disposed", "first_disposed_at"), ("followed_up", "first_follow_up_at")):
         month = _jakarta_month(column, tx.dialect)
         happened = where.and_(f"{column} IS NOT NULL")
