@@ -28,11 +28,12 @@ import logging
 import re
 import threading
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from lapor.clock import Clock
-from lapor.db import Database, Tx, sortable_moment, table_columns
+from lapor.db import Database, Tx, sortable_moment
 from lapor.principal import AGENCY_SCOPED, Role
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ CREATE TABLE IF NOT EXISTS auth_revocations (
     token_id TEXT UNIQUE,
     subject TEXT NOT NULL,
     agency_id TEXT,
-    agency_roles_only INTEGER NOT NULL DEFAULT 0,
+    agency_roles_only INTEGER NOT NULL,
     role TEXT,
     issued_before BIGINT,
     expires_at BIGINT,
@@ -61,8 +62,6 @@ _COLUMNS = (
     "revocation_id, token_id, subject, agency_id, agency_roles_only, role, issued_before, expires_at, revoked_at, "
     "revoked_by, reason"
 )
-# Columns added after the table's first form (never released, but a development database may have it).
-_ADDED_COLUMNS = {"agency_roles_only": "INTEGER NOT NULL DEFAULT 0", "role": "TEXT"}
 SUBJECT_MAX = 200  # characters of a token's subject
 
 
@@ -120,21 +119,41 @@ class Revocation:
         )
 
 
+Latest = dict[tuple[str, str | None], int]  # (subject, agency or None) -> the latest issued_before
+
+
+def _keep_latest(into: Latest, subject: str, agency_id: str | None, issued_before: int) -> None:
+    key = (subject, agency_id)
+    into[key] = max(into.get(key, issued_before), issued_before)
+
+
 @dataclass(frozen=True)
 class _Loaded:
     tokens: frozenset[str]
-    # (subject, agency or None) -> the latest issued_before: of every role, and of agency roles only
-    subjects: dict[tuple[str, str | None], int]
-    agency_role_subjects: dict[tuple[str, str | None], int]
+    subjects: Latest  # of every role
+    agency_role_subjects: Latest  # of agency roles only
+
+    @classmethod
+    def of(cls, rows: Iterable[tuple[str | None, str, str | None, int, int | None]]) -> _Loaded:
+        """From (token_id, subject, agency_id, agency_roles_only, issued_before) rows."""
+        tokens: set[str] = set()
+        subjects: Latest = {}
+        agency_role_subjects: Latest = {}
+        for token, subject, agency, agency_roles_only, issued_before in rows:
+            if token is not None:
+                tokens.add(token)
+            else:
+                assert issued_before is not None
+                _keep_latest(agency_role_subjects if agency_roles_only else subjects, subject, agency, issued_before)
+        return cls(frozenset(tokens), subjects, agency_role_subjects)
 
     def with_(self, revocation: Revocation) -> _Loaded:
         """A copy that has `revocation` too."""
         if revocation.token_id is not None:
             return _Loaded(self.tokens | {revocation.token_id}, self.subjects, self.agency_role_subjects)
         assert revocation.issued_before is not None
-        key = (revocation.subject, revocation.agency_id)
         into = dict(self.agency_role_subjects if revocation.agency_roles_only else self.subjects)
-        into[key] = max(into.get(key, revocation.issued_before), revocation.issued_before)
+        _keep_latest(into, revocation.subject, revocation.agency_id, revocation.issued_before)
         if revocation.agency_roles_only:
             return _Loaded(self.tokens, self.subjects, into)
         return _Loaded(self.tokens, into, self.agency_role_subjects)
@@ -155,12 +174,6 @@ class Revocations:
         self._generation = 0
         self._failing = False  # the last reload failed (logged once, not every second)
         db.executescript(SETUP)
-        with db.transaction() as tx:
-            tx.lock_schema_changes()
-            present = set(table_columns(tx, "auth_revocations"))
-            for column, kind in _ADDED_COLUMNS.items():
-                if column not in present:
-                    tx.execute(f"ALTER TABLE auth_revocations ADD COLUMN {column} {kind}")
         self._loaded = self._load()
 
     def start(self) -> None:
@@ -300,18 +313,8 @@ class Revocations:
     def _load(self) -> _Loaded:
         horizon = int(self._clock.now().timestamp()) - EXPIRED_LONG_ENOUGH
         with self._db.read() as tx:
-            rows = tx.fetchall(
+            return _Loaded.of(tx.fetchall(
                 "SELECT token_id, subject, agency_id, agency_roles_only, issued_before FROM auth_revocations "
                 "WHERE token_id IS NULL OR expires_at >= ?",
                 (horizon,),
-            )
-        tokens: set[str] = set()
-        subjects: dict[tuple[str, str | None], int] = {}
-        agency_role_subjects: dict[tuple[str, str | None], int] = {}
-        for token, subject, agency, agency_roles_only, issued_before in rows:
-            if token is not None:
-                tokens.add(token)
-            else:
-                into = agency_role_subjects if agency_roles_only else subjects
-                into[(subject, agency)] = max(into.get((subject, agency), issued_before), issued_before)
-        return _Loaded(frozenset(tokens), subjects, agency_role_subjects)
+            ))

@@ -314,27 +314,6 @@ def test_the_process_that_records_a_revocation_refuses_the_token_as_soon_as_it_r
     assert late == []
 
 
-def test_a_revocations_table_of_the_first_form_gains_its_new_columns(database: Database):
-    with database.transaction() as tx:
-        tx.execute(
-            "CREATE TABLE auth_revocations (revocation_id TEXT PRIMARY KEY, token_id TEXT UNIQUE, "
-            "subject TEXT NOT NULL, agency_id TEXT, issued_before BIGINT, expires_at BIGINT, "
-            "revoked_at TEXT NOT NULL, revoked_by TEXT NOT NULL, reason TEXT NOT NULL)"
-        )
-        tx.execute(
-            "INSERT INTO auth_revocations VALUES ('r1', NULL, 'budi', ?, 100, NULL, "
-            "'2026-12-06T00:00:00.000000+00:00', 'cli:root', 'left')",
-            (HOME,),
-        )
-    revocations = Revocations(database, SystemClock())
-    [earlier] = revocations.all()
-    assert (earlier.subject, earlier.agency_roles_only, earlier.role) == ("budi", False, None)
-    assert revocations.revoked("any", "budi", HOME, Role.admin_national, 100)
-    revocations.revoke_subject("sari", HOME, agency_roles_only=True, by="test", reason="left")
-    assert revocations.revoked("any", "sari", HOME, Role.liaison, 0)
-    assert not revocations.revoked("any", "sari", HOME, Role.ombudsman, 0)
-
-
 @pytest.mark.parametrize(
     "scope",
     [{"subject": "budi\nsari"}, {"subject": "x" * 201}, {"subject": " "}, {"agency_id": f"{HOME}/dinkes"}],
