@@ -27,6 +27,7 @@ from typing import Any
 import psycopg
 import uvicorn
 from fastapi import FastAPI
+from pydantic import ValidationError
 from rich.progress import Progress
 
 from lapor import rebuild as rebuilding
@@ -40,12 +41,13 @@ from lapor.logs import configure_logging
 from lapor.orphans import stop_when_orphaned
 from lapor.principal import KSP_AGENCY, NATIONAL_ADMIN_AGENCY, Role
 from lapor.problems import Unauthenticated
-from lapor.revocation import Revocations, agency_problem, subject_problem
-from lapor.settings import Settings, SettingsError, load_settings
+from lapor.revocation import Revocations
+from lapor.settings import Settings, SettingsError, load_settings, one_line
 from lapor.store import StoreError, open_store
 from lapor.store.open import parse_sqlite_url, shown_url, store_exists
 from lapor.store.writer import WriterProcess
 from lapor.store.writer import run as run_store_writer
+from lapor.tokens import RevokeRequest
 
 Run = Callable[[argparse.Namespace], int]
 log = logging.getLogger("lapor.cli")
@@ -422,17 +424,10 @@ def token_create(args: argparse.Namespace) -> int:
 def token_revoke(args: argparse.Namespace) -> int:
     """Records the revocation in the installation's read-model database, where every running process of it
     looks (within `lapor.revocation.REFRESH` seconds)."""
-    if (args.token is None) == (args.subject is None):
-        raise CliError("give exactly one of --token and --subject")
-    if args.agency is not None and args.token is not None:
-        raise CliError("--agency goes with --subject; a token carries its own")
-    if not args.reason.strip():
-        raise CliError("--reason must say why")
-    problem = (subject_problem(args.subject) if args.subject is not None else None) or (
-        agency_problem(args.agency) if args.agency is not None else None
-    )
-    if problem is not None:
-        raise CliError(problem)
+    try:  # the API's request, so both say the same of the same input
+        request = RevokeRequest(token=args.token, subject=args.subject, agency_id=args.agency, reason=args.reason)
+    except ValidationError as error:
+        raise CliError(one_line(error)) from None
     settings = _settings(args)
     _require_store(settings.store, option="--data or LAPOR_STORE")
     try:
@@ -443,17 +438,18 @@ def token_revoke(args: argparse.Namespace) -> int:
         revocations = Revocations(db, SystemClock())
         tokens = TokenService(settings.signing_secret(), SystemClock(), revocations=revocations)
         by = f"cli:{getpass.getuser()}"
-        if args.token is not None:
+        if request.token is not None:
             try:
-                revocation = tokens.revoke(args.token, by=by, reason=args.reason.strip())
+                revocation = tokens.revoke(request.token, by=by, reason=request.reason)
             except Unauthenticated as error:
                 raise CliError(f"not a token of this installation: {error.detail}") from None
             print(f"revoked token {revocation.token_id} of {revocation.subject} ({revocation.revocation_id})")
         else:
+            assert request.subject is not None
             revocation = revocations.revoke_subject(
-                args.subject, args.agency, agency_roles_only=False, by=by, reason=args.reason.strip()
+                request.subject, request.agency_id, agency_roles_only=False, by=by, reason=request.reason
             )
-            where = f"with agency {args.agency}" if args.agency else "in every agency"
+            where = f"with agency {request.agency_id}" if request.agency_id else "in every agency"
             print(
                 f"revoked every token of {revocation.subject} {where} issued until "
                 f"{revocation.revoked_at:%Y-%m-%dT%H:%M:%SZ} ({revocation.revocation_id})"

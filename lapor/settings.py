@@ -144,7 +144,7 @@ class Settings(BaseSettings):
         try:
             Sp4nPolicy.model_validate(value)
         except ValidationError as error:
-            raise ValueError(_one_line(error)) from None
+            raise ValueError(one_line(error)) from None
         return value
 
     @field_validator("holidays_file")
@@ -156,7 +156,7 @@ class Settings(BaseSettings):
             try:
                 WorkingCalendar.from_file(value)
             except ValidationError as error:
-                raise ValueError(f"{value}: {_one_line(error)}") from None
+                raise ValueError(f"{value}: {one_line(error)}") from None
         return value
 
     @field_validator("webhook_allowed_networks", mode="before")
@@ -252,9 +252,10 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError(f"{ENV_PREFIX}CONFIG={os.environ.get(ENV_PREFIX + 'CONFIG')}: {error}") from None
 
 
-def _one_line(error: ValidationError) -> str:
+def one_line(error: ValidationError) -> str:
+    """Every problem of `error` on one line: `location: message; ...`."""
     return "; ".join(
-        f"{'.'.join(str(part) for part in item['loc']) or 'value'}: {item['msg']}"
+        f"{'.'.join(str(part) for part in item['loc']) or 'value'}: {item['msg'].removeprefix('Value error, ')}"
         for item in error.errors(include_url=False)
     )
 

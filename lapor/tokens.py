@@ -12,6 +12,8 @@ A revoked token is refused like an expired one (401), the live stream it opened 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated
 
@@ -23,26 +25,25 @@ from lapor.context import Context
 from lapor.limits import Reason
 from lapor.principal import AGENCY_SCOPED, Principal
 from lapor.problems import Forbidden, Unauthenticated, ValidationProblem
-from lapor.revocation import Revocation, agency_problem, subject_problem
+from lapor.revocation import SUBJECT_MAX, Revocation, agency_problem, subject_problem
 
 ACTION = "token.revoke"
 
-def _subject(value: str) -> str:
-    problem = subject_problem(value)
-    if problem is not None:
-        raise ValueError(problem)
-    return value
+def _refused_by(problem_of: Callable[[str], str | None]) -> AfterValidator:
+    """A validator raising what `problem_of` finds wrong (`lapor.revocation`'s rules, which the CLI and
+    `TokenService.issue` apply too)."""
+
+    def check(value: str) -> str:
+        problem = problem_of(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(check)
 
 
-def _agency(value: str) -> str:
-    problem = agency_problem(value)
-    if problem is not None:
-        raise ValueError(problem)
-    return value
-
-
-Subject = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_subject)]
-AgencyOnly = Annotated[str, StringConstraints(max_length=200), AfterValidator(_agency)]
+Subject = Annotated[str, StringConstraints(max_length=SUBJECT_MAX), _refused_by(subject_problem)]
+AgencyOnly = Annotated[str, StringConstraints(max_length=200), _refused_by(agency_problem)]
 
 
 class RevokeRequest(BaseModel):
@@ -88,18 +89,9 @@ class RevocationView(BaseModel):
         def moment(seconds: int | None) -> datetime | None:
             return None if seconds is None else datetime.fromtimestamp(seconds, revocation.revoked_at.tzinfo)
 
-        return cls(
-            revocation_id=revocation.revocation_id,
-            token_id=revocation.token_id,
-            subject=revocation.subject,
-            agency_id=revocation.agency_id,
-            agency_roles_only=revocation.agency_roles_only,
-            role=revocation.role,
-            issued_before=moment(revocation.issued_before),
-            expires_at=moment(revocation.expires_at),
-            revoked_at=revocation.revoked_at,
-            revoked_by=revocation.revoked_by,
-            reason=revocation.reason,
+        return cls.model_validate(
+            asdict(revocation)
+            | {"issued_before": moment(revocation.issued_before), "expires_at": moment(revocation.expires_at)}
         )
 
 
