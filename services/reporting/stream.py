@@ -236,7 +236,7 @@ async def live_events(
         # Tells the client where its feed starts (also what to send as Last-Event-ID if nothing comes).
         yield ServerSentEvent(comment=f"from position {position}")
         while True:
-            last = await to_thread.run_sync(ended)
+            last = ended()  # in memory (the revocations' copy): no hop to a worker thread
             if last is not None:
                 yield last
                 return
@@ -255,7 +255,7 @@ async def live_events(
                         await asyncio.wait_for(wake.wait(), IDLE_RECHECK if left is None else min(left, IDLE_RECHECK))
                 continue
             shown = await to_thread.run_sync(viewer.view, events)
-            if await to_thread.run_sync(ended) is not None:
+            if ended() is not None:
                 continue  # this page is not sent: the feed's last event names the position before it
             for event in shown:
                 yield event
