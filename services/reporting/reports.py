@@ -494,14 +494,18 @@ def _durations(tx: Tx, where: _Where, *, holder: bool = False) -> Durations:
     from the report reaching its present holder to that holder's first answer (an agency's own pace)."""
     answered, reached = ("answered_at", "reached_at") if holder else ("first_follow_up_at", "first_disposed_at")
     where = where.and_(f"{answered} IS NOT NULL").and_(f"{reached} IS NOT NULL")
-    hours = sorted(
+    return _durations_of(
         (float(end) - float(start)) / 3600
         for end, start in tx.fetchall(f"SELECT {answered}, {reached} FROM rpt_complaints{where.sql}", where.params)
     )
-    median = statistics.median(hours) if hours else None
-    p90 = percentile(hours, 0.9)
+
+
+def _durations_of(hours: Iterable[float]) -> Durations:
+    ordered = sorted(hours)
+    median = statistics.median(ordered) if ordered else None
+    p90 = percentile(ordered, 0.9)
     return Durations(
-        reports=len(hours),
+        reports=len(ordered),
         median_hours=None if median is None else round(median, 2),
         p90_hours=None if p90 is None else round(p90, 2),
     )
@@ -734,7 +738,7 @@ def public(tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy) -> Publi
     for cell, category, count in by_cell_category:
         if cell in shown:
             by_category[category if count >= PUBLIC_MIN_REPORTS else OTHER_CATEGORY] += count
-    where = _in_cells(selected, shown, cells.keys() - shown, chosen_by=selected)
+    where = _in_cells(selected, shown, cells.keys() - shown)
     groups = _scan(tx, where, now)
     durations, answered = _public_durations(tx, where)
     monthly = _public_monthly(tx, where, {cell: count for cell, count in cells.items() if cell in shown})
@@ -762,37 +766,36 @@ LISTED_CELLS_MAX = 1000
 _JAKARTA_OFFSET = 7 * 3600  # seconds; Asia/Jakarta has kept UTC+7 since 1964
 
 
-def _in_cells(where: _Where, chosen: Collection[str], others: Collection[str], *, chosen_by: _Where) -> _Where:
-    """`where` narrowed to the reports of the `chosen` cells (of the cells `chosen` and `others` it holds): those
-    where `chosen_by` finds PUBLIC_MIN_REPORTS reports or more."""
-    if not others:
+def _in_cells(where: _Where, shown: Collection[str], withheld: Collection[str]) -> _Where:
+    """`where` narrowed to the reports of its `shown` cells (those of PUBLIC_MIN_REPORTS reports or more)."""
+    if not withheld:
         return where
-    listed, verb = (others, "NOT IN") if len(others) <= len(chosen) else (chosen, "IN")
+    listed, verb = (withheld, "NOT IN") if len(withheld) <= len(shown) else (shown, "IN")
     if len(listed) <= LISTED_CELLS_MAX:
         return where.and_(f"{_CELL} {verb} {_placeholders(sorted(listed))}", *sorted(listed))
     return where.and_(
-        f"{_CELL} IN (SELECT {_CELL} FROM rpt_complaints{chosen_by.sql} GROUP BY 1 HAVING count(*) >= ?)",
-        *chosen_by.params, PUBLIC_MIN_REPORTS,
+        f"{_CELL} IN (SELECT {_CELL} FROM rpt_complaints{where.sql} GROUP BY 1 HAVING count(*) >= ?)",
+        *where.params, PUBLIC_MIN_REPORTS,
     )
 
 
 def _public_durations(tx: Tx, where: _Where) -> tuple[Durations, int]:
     """The time to a first follow-up over the cells with PUBLIC_MIN_REPORTS answered reports or more, and how many
-    reports of `where` were answered in all (for the follow-up rate). A cell with fewer answers is left out of the
-    durations: added to a selection, it would move the median by one report's own wait (found in review), and
-    the 90th percentile is shown from twice as many answers."""
-    answered_where = where.and_("first_follow_up_at IS NOT NULL").and_("first_disposed_at IS NOT NULL")
-    by_cell = dict(tx.fetchall(
-        f"SELECT {_CELL}, count(*) FROM rpt_complaints{answered_where.sql} GROUP BY 1", answered_where.params
-    ))
-    enough = {cell for cell, count in by_cell.items() if count >= PUBLIC_MIN_REPORTS}
-    answered = sum(int(count) for count in by_cell.values())
-    if not enough:
-        return Durations(reports=0, median_hours=None, p90_hours=None), answered
-    durations = _durations(tx, _in_cells(where, enough, by_cell.keys() - enough, chosen_by=answered_where))
+    reports of `where` were answered in all (for the follow-up rate), from one read of the answered reports. A cell
+    with fewer answers is left out of the durations: added to a selection, it would move the median by one report's
+    own wait (found in review), and the 90th percentile is shown from twice as many answers."""
+    answered = where.and_("first_follow_up_at IS NOT NULL").and_("first_disposed_at IS NOT NULL")
+    by_cell: dict[str, list[float]] = defaultdict(list)
+    for cell, followed_up, disposed in tx.fetchall(
+        f"SELECT {_CELL}, first_follow_up_at, first_disposed_at FROM rpt_complaints{answered.sql}", answered.params
+    ):
+        by_cell[cell].append((float(followed_up) - float(disposed)) / 3600)
+    durations = _durations_of(
+        hours for waits in by_cell.values() if len(waits) >= PUBLIC_MIN_REPORTS for hours in waits
+    )
     if durations.reports < 2 * PUBLIC_MIN_REPORTS:
         durations = durations.model_copy(update={"p90_hours": None})
-    return durations, answered
+    return durations, sum(len(waits) for waits in by_cell.values())
 
 
 def _jakarta_month(column: str, dialect: str) -> str:
@@ -812,13 +815,15 @@ def _public_monthly(tx: Tx, where: _Where, shown: Mapping[str, int]) -> list[Pub
         submitted = cell.split("|", 1)[0]
         if submitted:  # a report without a submission day (none is made so) has no month to count in
             months[submitted]["received"] += count
-    for metric, column in (("disposed", "first_disposed_at"), ("followed_up", "first_follow_up_at")):
-        month = _jakarta_month(column, tx.dialect)
-        happened = where.and_(f"{column} IS NOT NULL")
-        for key, count in tx.fetchall(
-            f"SELECT {month}, count(*) FROM rpt_complaints{happened.sql} GROUP BY 1", happened.params
-        ):
-            months[key][metric] += int(count)
+    disposed_where = where.and_("first_disposed_at IS NOT NULL")  # a first follow-up comes after a disposition
+    for disposed, followed_up, count in tx.fetchall(
+        f"SELECT {_jakarta_month('first_disposed_at', tx.dialect)}, {_jakarta_month('first_follow_up_at', tx.dialect)},"
+        f" count(*) FROM rpt_complaints{disposed_where.sql} GROUP BY 1, 2",
+        disposed_where.params,
+    ):
+        months[disposed]["disposed"] += int(count)
+        if followed_up is not None:
+            months[followed_up]["followed_up"] += int(count)
     return [PublicMonth(month=key, **{metric: counts[metric] for metric in ("received", "disposed", "followed_up")})
             for key, counts in sorted(months.items())]
 
