@@ -232,20 +232,31 @@ class Revocations:
             issued_at <= revoked.get((subject, scope), -1) for revoked in by_subject for scope in (agency_id, None)
         )
 
-    def all(self, agency_id: str | None = None) -> list[Revocation]:
-        """Every revocation, newest first; with `agency_id`, those an admin of that agency could have made: of its
-        agency roles' tokens (not of a national role's token that carries the agency)."""
-        where: str = ""
-        params: tuple[object, ...] = ()
+    def page(
+        self, agency_id: str | None = None, *, subject: str | None = None, limit: int = 100, offset: int = 0
+    ) -> tuple[int, list[Revocation]]:
+        """How many revocations there are, and `limit` of them from `offset`, newest first. With `agency_id`, those
+        an admin of that agency could have made: of its agency roles' tokens (not of a national role's token that
+        carries the agency); with `subject`, that subject's."""
+        conditions: list[str] = []
+        params: list[object] = []
         if agency_id is not None:
             roles = sorted(role.value for role in AGENCY_SCOPED)
-            where = f"WHERE agency_id = ? AND (agency_roles_only = 1 OR role IN ({', '.join('?' * len(roles))}))"
-            params = (agency_id, *roles)
+            conditions.append(f"agency_id = ? AND (agency_roles_only = 1 OR role IN ({', '.join('?' * len(roles))}))")
+            params += [agency_id, *roles]
+        if subject is not None:
+            conditions.append("subject = ?")
+            params.append(subject)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         with self._db.read() as tx:
+            total = tx.fetchone(f"SELECT count(*) FROM auth_revocations {where}", tuple(params))
             rows = tx.fetchall(
-                f"SELECT {_COLUMNS} FROM auth_revocations {where} ORDER BY revoked_at DESC, revocation_id", params
+                f"SELECT {_COLUMNS} FROM auth_revocations {where} ORDER BY revoked_at DESC, revocation_id "
+                "LIMIT ? OFFSET ?",
+                (*params, limit, offset),
             )
-        return [Revocation.of_row(row) for row in rows]
+        assert total is not None
+        return int(total[0]), [Revocation.of_row(row) for row in rows]
 
     # -- internals ------------------------------------------------------------------------------------------
 

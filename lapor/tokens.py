@@ -5,7 +5,8 @@ same from the command line). Mounted on every app, like the health routes.
   `{"subject": ..., "agency_id": ..., "reason": ...}` every token of that subject (with that agency claim)
   issued until now. The national admin may revoke any; an agency's admin only tokens whose agency claim is
   their agency (a unit's officer carries the unit's agency), so never a national role's or another agency's.
-- `GET /api/tokens/revocations`: the revocations the caller may make, newest first.
+- `GET /api/tokens/revocations`: the revocations the caller may make, newest first, a page at a time
+  (`limit`, `offset`; `total` counts them all), optionally one `subject`'s.
 
 A revoked token is refused like an expired one (401), the live stream it opened included.
 """
@@ -17,12 +18,12 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from lapor.auth import authorize, require
 from lapor.context import Context
-from lapor.limits import Reason
+from lapor.limits import DecimalDigits, NonNegativeInt64, Reason
 from lapor.principal import AGENCY_SCOPED, Principal
 from lapor.problems import Forbidden, Unauthenticated, ValidationProblem
 from lapor.revocation import SUBJECT_MAX, Revocation, agency_problem, subject_problem
@@ -95,6 +96,11 @@ class RevocationView(BaseModel):
         )
 
 
+class RevocationPage(BaseModel):
+    total: int = Field(description="revocations the caller may see (of `subject`, when given), on every page")
+    items: list[RevocationView]
+
+
 def _scope(principal: Principal, agency_id: str | None, role: str | None = None) -> None:
     """An agency's admin revokes only within its agency, never 'in every agency' (no agency), and never a national
     role's token: the Ombudsman's, KSP's and KemenPAN-RB's tokens carry agencies of the directory too."""
@@ -141,10 +147,15 @@ def tokens_router() -> APIRouter:
 
     @router.get("/revocations", summary="Revocations: all (national admin), or those of the caller's agency")
     def list_revocations(
-        ctx: Context, principal: Annotated[Principal | None, Depends(require(ACTION))]
-    ) -> list[RevocationView]:
+        ctx: Context,
+        principal: Annotated[Principal | None, Depends(require(ACTION))],
+        subject: Annotated[Subject | None, Query(description="only this subject's")] = None,
+        limit: Annotated[int, Query(ge=1, le=500), DecimalDigits] = 100,
+        offset: Annotated[NonNegativeInt64, Query()] = 0,
+    ) -> RevocationPage:
         assert principal is not None
         agency = principal.agency_id if principal.agency_scoped else None
-        return [RevocationView.of(revocation) for revocation in ctx.tokens.revocations.all(agency)]
+        total, revocations = ctx.tokens.revocations.page(agency, subject=subject, limit=limit, offset=offset)
+        return RevocationPage(total=total, items=[RevocationView.of(revocation) for revocation in revocations])
 
     return router

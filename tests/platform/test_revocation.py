@@ -59,10 +59,14 @@ class Installation:
         return self.client.post(REVOCATIONS, json={"reason": "officer moved to another office", **body},
                                 headers=self.bearer(by))
 
-    def revocations(self) -> list[dict[str, Any]]:
-        response = self.client.get(REVOCATIONS, headers=self.bearer(self.issue(Role.admin_national)))
-        assert response.status_code == 200
-        return response.json()
+    def revocations(self, by: str | None = None, query: str = "") -> list[dict[str, Any]]:
+        """The revocations `by` (the national admin) lists, every page of them."""
+        by = by or self.issue(Role.admin_national)
+        page = self.client.get(REVOCATIONS + query, headers=self.bearer(by))
+        assert page.status_code == 200, page.text
+        body = page.json()
+        assert body["total"] == len(body["items"]), "these tests list fewer than a page"
+        return body["items"]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -134,9 +138,28 @@ def test_an_agency_admin_revokes_only_within_its_agency(installation: Installati
     assert by_subject.status_code == 201
     assert by_subject.json()["agency_id"] == HOME
     assert installation.accepted(foreign)
-    listed = installation.client.get(REVOCATIONS, headers=installation.bearer(agency_admin)).json()
+    listed = installation.revocations(agency_admin)
     assert {r["agency_id"] for r in listed} == {HOME}
     assert len(installation.revocations()) == 2
+
+
+def test_the_list_comes_a_page_at_a_time_and_by_subject(installation: Installation):
+    national = installation.issue(Role.admin_national)
+    made = [installation.revoke(national, subject=f"petugas-{n}").json()["revocation_id"] for n in range(5)]
+    made += [installation.revoke(national, token=installation.issue(Role.liaison, subject="petugas-1", agency_id=HOME))
+             .json()["revocation_id"]]
+    seen: list[str] = []
+    for offset in (0, 2, 4, 6):
+        page = installation.client.get(f"{REVOCATIONS}?limit=2&offset={offset}", headers=installation.bearer(national))
+        assert page.status_code == 200
+        assert page.json()["total"] == 6
+        seen += [r["revocation_id"] for r in page.json()["items"]]
+    assert sorted(seen) == sorted(made)  # every one once, across the pages
+    assert {r["subject"] for r in installation.revocations(query="?subject=petugas-1")} == {"petugas-1"}
+    assert len(installation.revocations(query="?subject=petugas-1")) == 2
+    for query in ("?limit=0", "?limit=501", "?offset=-1", "?subject=%00"):
+        refused = installation.client.get(REVOCATIONS + query, headers=installation.bearer(national))
+        assert refused.status_code == 422, query
 
 
 def test_an_agency_admin_cannot_cut_off_national_roles_whose_tokens_name_a_directory_agency(
@@ -163,7 +186,7 @@ def test_an_agency_admin_cannot_cut_off_national_roles_whose_tokens_name_a_direc
     assert installation.revoke(installation.issue(Role.admin_national), subject="ombudsman").status_code == 201
     assert not installation.accepted(ombudsman)
     # ... and is the national admin's to list: the agency's admin sees only what it could have made.
-    listed = installation.client.get(REVOCATIONS, headers=installation.bearer(ombudsman_admin)).json()
+    listed = installation.revocations(ombudsman_admin)
     assert [(r["subject"], r["agency_roles_only"]) for r in listed] == [("ombudsman", True)]
     assert len(installation.revocations()) == 2
 
