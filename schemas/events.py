@@ -23,8 +23,11 @@ from lapor.store.model import NewEvent, new_event_id
 # -- value types ------------------------------------------------------------------------------------------
 
 TRACKING_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{2,63}$"
-# Directory slugs: "kemenpanrb", "pemda-82.71", and units as "<agency_id>/<unit>" ("pemda-82.71/dinkes").
-AGENCY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)*$"
+# Directory slugs: "kemenpanrb", "pemda-82.71", and units as "<agency_id>/<unit>" ("pemda-82.71/dinkes"). Every
+# segment starts with a letter or digit: a unit "." or ".." would be a path step in the URLs that name it (clients
+# and proxies resolve `pemda-82.71/..` to `pemda-82.71`'s parent), so it could never be asked for by its id (until
+# session 24 only the first segment had to).
+AGENCY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$"
 # Kemendagri codes: a province (53), a regency or city (53.71), a district (53.71.01), a village (53.71.01.1001).
 REGION_CODE_PATTERN = r"^[0-9]{2}(\.[0-9]{2}(\.[0-9]{2}(\.[0-9]{4})?)?)?$"
 

@@ -313,6 +313,19 @@ def test_a_unit_is_never_named_like_an_agencys_settings(app, admin, name):
     assert app.get(f"/api/agencies/{KUPANG}/{name}-lama").json()["name"] == "Unit Uji"
 
 
+@pytest.mark.parametrize("name", [".", "..", ".hidden", "-x", "dinkes/..", "dinkes//x"])
+def test_every_segment_of_a_units_id_starts_with_a_letter_or_digit(app, admin, name):
+    """A unit `pemda-53.71/..` would be a path step in its URLs: clients resolve it to another address."""
+    head = app.app.state.context.store.head_position()
+    unit = {"agency_id": f"{KUPANG}/{name}", "name": "Unit Uji", "kind": "unit", "parent_id": KUPANG}
+    response = app.post("/api/agencies", json=unit, headers=admin)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["location"] == ["body", "agency_id"]
+    assert app.app.state.context.store.head_position() == head
+    fixed = {**unit, "agency_id": f"{KUPANG}/x{name.replace('/', '')}"}  # "x..", "x-x": a letter first
+    assert app.post("/api/agencies", json=fixed, headers=admin).status_code == 201
+
+
 def test_a_retired_agency_takes_no_more_dispositions(app, admin):
     app.put("/api/agencies/pemda-53.01", json=record(name="Pemerintah Kabupaten Kupang", region_code="53.01",
                                                       sms_keywords=[], active=False), headers=admin)
