@@ -35,6 +35,11 @@ SECRET_FIELDS = frozenset({"reporter_token_hash"})
 ORIGINAL_REF = "pii_original_ref"
 # Vault references in event metadata: the key to what was written unmasked, for the national admin only.
 VAULT_REFERENCES = frozenset({ORIGINAL_REF, "reporter_ref"})
+# Intake's idempotency digests (`intake`: HMACs of the submission's natural key and of the whole request, the
+# reporter's identity included) serve a retried submission only: no reader needs them, so only the national
+# admin, who sees the raw metadata, gets them.
+INTERNAL_METADATA = frozenset({"intake"})
+_WITHHELD_METADATA = VAULT_REFERENCES | INTERNAL_METADATA
 
 # Who the reporter is. Only the national admin sees these; a whole subtree under such a key goes.
 IDENTITY_FIELDS = frozenset(
@@ -253,10 +258,10 @@ def redact_event_data(
 def redact_metadata(metadata: Mapping[str, Any], principal: Principal | None) -> dict[str, Any]:
     """Event metadata as the principal may see it: outside the national admin, the actor of a reporter's own action
     is shown as "pelapor" (officials' actors stay: auditors must see who decided), and the vault references that
-    lead to the unmasked text are left out."""
+    lead to the unmasked text and intake's digests are left out."""
     if SIGHT[audience_of(principal)].unmasked:
         return dict(metadata)
-    shown = {key: value for key, value in metadata.items() if key not in VAULT_REFERENCES}
+    shown = {key: value for key, value in metadata.items() if key not in _WITHHELD_METADATA}
     if shown.get("role") == Role.reporter and "actor" in shown:
         shown["actor"] = REPORTER_ACTOR
     return shown

@@ -474,6 +474,14 @@ def test_the_vault_reference_to_the_unmasked_text_is_the_national_admins_only():
     assert redact_metadata(submitted_by_reporter, NATIONAL) == submitted_by_reporter
 
 
+def test_intakes_idempotency_digests_are_the_national_admins_only():
+    keyed = {"actor": "sms-gateway", "role": "integration", "intake": {"key": "ab" * 16, "request": "cd" * 16}}
+
+    for principal in (AUDITOR, OMBUDSMAN, OPERATOR, AGENCY_ADMIN, PUBLIC):
+        assert redact_metadata(keyed, principal) == {"actor": "sms-gateway", "role": "integration"}
+    assert redact_metadata(keyed, NATIONAL) == keyed
+
+
 # -- masking free text --------------------------------------------------------------------------------------------
 
 
