@@ -2,10 +2,11 @@
 
 `create_app(settings, services)` opens one `ServiceContext`, includes each service's router beside the
 platform's own routes (/healthz, /readyz, /metrics, /problems, and /api/training in training mode), installs
-the middleware (correlation id, logs and metrics outermost; then the 500 guard; then the input guard) and the
-problem handlers, and ties the lifecycle to the app's lifespan: subscriptions and background loops start
-with it and stop with it, then the store is closed. The embedded app *includes* the four routers in one app
-rather than mounting four sub-apps: one port, one OpenAPI document at /docs, one /readyz for everything.
+the middleware (correlation id, logs and metrics outermost; then the 500 guard; then the input guard; then HEAD
+as GET: `lapor.head`) and the problem handlers, and ties the lifecycle to the app's lifespan: subscriptions and
+background loops start with it and stop with it, then the store is closed. The embedded app *includes* the four
+routers in one app rather than mounting four sub-apps: one port, one OpenAPI document at /docs, one /readyz for
+everything.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Depends, FastAPI
 
 from lapor.context import BackgroundLoop, ServiceContext, ServiceDefinition
+from lapor.head import HeadMiddleware
 from lapor.limits import InputGuardMiddleware, known_query_parameters
 from lapor.observability import Readiness, RequestObservabilityMiddleware, check_readiness, health_router
 from lapor.problems import InternalErrorMiddleware, install_problem_handlers, problem_router
@@ -217,6 +219,7 @@ def _compose(
     app.include_router(services_router, dependencies=strict)
     ctx.metrics.watch(ctx.store, lambda: runtime.runners if runtime.background else [])
     # add_middleware wraps what is there: the last added runs first.
+    app.add_middleware(HeadMiddleware)
     app.add_middleware(InputGuardMiddleware, request_limits=settings.limits, field_limits=settings.field_limits)
     app.add_middleware(InternalErrorMiddleware)
     app.add_middleware(RequestObservabilityMiddleware, metrics=ctx.metrics)

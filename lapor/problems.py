@@ -241,17 +241,21 @@ async def _on_http_exception(request: Request, error: Exception) -> Response:
 
 def _allowed_methods(request: Request) -> list[str]:
     """Every method some route takes at this path. Starlette's 405 names only the first route that matched the
-    path (so GET /api/agencies hid POST /api/agencies, which another router declares)."""
+    path (so GET /api/agencies hid POST /api/agencies, which another router declares). HEAD goes with GET
+    (`lapor.head`)."""
     routes = request.app.router.routes
-    return [
+    allowed = {
         method
         for method in _METHODS
         if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
-    ]
+    }
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    return sorted(allowed)
 
 
 # Asked of each route in turn (routes may be included routers, which hold their methods out of sight).
-_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+_METHODS = ("DELETE", "GET", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 async def _on_validation(request: Request, error: Exception) -> Response:
