@@ -16,8 +16,10 @@ import os
 import signal
 import socket
 import sqlite3
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,7 @@ from pydantic import ValidationError
 from rich.progress import Progress
 
 from lapor import rebuild as rebuilding
-from lapor.app import SERVICE_NAMES, create_app, load_services
+from lapor.app import SERVICE_NAMES, Runtime, create_app, load_services
 from lapor.audit import verify_chain
 from lapor.auth import TokenService, parse_ttl
 from lapor.clock import SystemClock
@@ -530,6 +532,75 @@ def rebuild(args: argparse.Namespace) -> int:
     finally:
         ctx.close()
     return 0 if report.identical else 1
+
+
+@command(
+    "seed",
+    help="load the demo's directory and sample reports into the store (what `lapor up --demo` loads), then stop",
+    arguments=[DATA],
+)
+def seed(args: argparse.Namespace) -> int:
+    """Runs the services' subscriptions while each seeds its demo data, waits until every subscription has handled
+    what was appended, and stops: the next `lapor up` starts with the data in its views. Seeding is idempotent, so
+    a second run appends nothing."""
+    settings = _settings(args)
+    configure_logging(settings.log_level)
+    services = _services(args)
+    try:
+        ctx = ServiceContext.open(settings)
+    except (OSError, sqlite3.Error, psycopg.Error, StoreError) as error:
+        raise _cannot_open(error, settings.store, settings.readmodels) from None
+    try:
+        before = ctx.store.head_position()
+        runtime = Runtime(ctx, services)
+        try:
+            runtime.start()
+            runtime.seed_demo()
+            while not all(runner.caught_up() for runner in runtime.runners):
+                stopped = [runner.name for runner in runtime.runners if runner.failure is not None]
+                if stopped:
+                    raise CliError(f"subscription {stopped[0]} stopped while seeding; the log says why")
+                time.sleep(SEED_POLL)
+        finally:
+            runtime.stop()
+        head = ctx.store.head_position()
+    finally:
+        ctx.close()
+    print(f"seeded {shown_url(settings.store)}: {head - before} events appended (the log now ends at {head})")
+    return 0
+
+
+SEED_POLL = 0.1  # seconds between looks at the subscriptions while `lapor seed` waits for them
+
+
+# The benchmarks of a source checkout (`benchmarks/`), by the name `lapor bench` knows them by.
+BENCHMARKS = {
+    "store": "bench_store",
+    "routing": "bench_routing",
+    "followup": "bench_followup",
+    "reporting": "bench_reporting",
+    "intake": "bench_intake_http",
+    "startup": "bench_startup",
+}
+
+
+@command(
+    "bench",
+    help="run one of the checkout's benchmarks (benchmarks/ and docs/performance.md); its options follow its name",
+    arguments=[
+        arg("benchmark", choices=sorted(BENCHMARKS), help="which: " + ", ".join(sorted(BENCHMARKS))),
+        arg("options", nargs=argparse.REMAINDER, help="the benchmark's own options (`lapor bench store --help`)"),
+    ],
+)
+def bench(args: argparse.Namespace) -> int:
+    """The benchmark's exit code. They live beside the packages in a source checkout, not in an installed wheel."""
+    root = Path(__file__).resolve().parent.parent
+    module = BENCHMARKS[args.benchmark]
+    if not (root / "benchmarks" / f"{module}.py").is_file():
+        raise CliError(f"no benchmarks/{module}.py beside this installation ({root}): run it from a source checkout")
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *args.options], cwd=root, env=environment,
+                          check=False).returncode
 
 
 # -- the parser and main ------------------------------------------------------------------------------------

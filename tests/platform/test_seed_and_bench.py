@@ -1,0 +1,65 @@
+"""`lapor seed` loads the demo data and stops with every view caught up, appending nothing the second time;
+`lapor bench NAME ...` runs the checkout's benchmark of that name with its own options."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from lapor.cli import main
+from lapor.context import ServiceContext
+from lapor.settings import load_settings
+
+
+def _appended(output: str) -> int:
+    match = re.search(r"(\d+) events appended", output)
+    assert match is not None, output
+    return int(match.group(1))
+
+
+def test_seed_loads_the_demo_into_the_store_and_the_views_once(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = tmp_path / "var"
+    assert main(["seed", "--data", str(data)]) == 0
+    first = _appended(capsys.readouterr().out)
+    assert first > 0
+
+    ctx = ServiceContext.open(load_settings(data=data))
+    try:
+        head = ctx.store.head_position()
+        assert head == first
+        with ctx.db.read() as tx:
+            reports = tx.fetchone("SELECT count(*) FROM rpt_complaints")
+            checkpoints = tx.fetchall("SELECT name, position FROM subscription_checkpoints")
+    finally:
+        ctx.close()
+    assert reports is not None
+    assert reports[0] > 0  # the national view has the sample reports
+    assert checkpoints
+    assert all(position == head for _, position in checkpoints)  # nothing left for `lapor up` to catch up on
+
+    assert main(["seed", "--data", str(data)]) == 0
+    assert _appended(capsys.readouterr().out) == 0
+
+
+def test_bench_runs_the_named_benchmark_with_its_options(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    store = f"sqlite:///{tmp_path / 'bench' / 'events.db'}"
+    (tmp_path / "bench").mkdir()
+    assert main(["bench", "store", "--store", store, "--events", "2000", "--commands", "50", "--writers", "2",
+                 "--processes", "1"]) == 0
+    out = capfd.readouterr().out
+    assert re.search(r"command-per-event, 1 writer: 50 events in [0-9.]+ s = [0-9,]+ events/s", out), out
+    assert (tmp_path / "bench" / "events.db").is_file()
+
+
+def test_bench_passes_on_the_benchmarks_exit_code(capfd: pytest.CaptureFixture) -> None:
+    assert main(["bench", "store", "--no-such-option"]) == 2
+    assert "unrecognized arguments: --no-such-option" in capfd.readouterr().err
+
+
+def test_bench_refuses_a_name_it_does_not_know(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "nope"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
