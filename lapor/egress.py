@@ -13,6 +13,12 @@ address its name resolves to. `guarded_client`'s connection step judges the addr
 resolved there and then, and connects to one of those checked addresses; so a name that resolves elsewhere since
 (DNS rebinding), an address recorded before the policy was narrowed, or one that never went through the first
 check is caught where it matters. TLS still verifies the name the user gave and sends it as SNI.
+
+Through a proxy (`DestinationPolicy.proxy`, for a network whose way out is an HTTP proxy) the proxy makes the
+connection, so the server judges what it can before handing the request over: a literal address, and every address
+a name resolves to here. A name this machine cannot resolve (behind a proxy, DNS is often the proxy's alone) goes to
+the proxy unjudged, and the proxy's own rules must keep it off the internal network; so must they against a name
+that resolves elsewhere for the proxy than here.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ class DestinationPolicy:
 
     allowed_networks: tuple[IPNetwork, ...] = ()
     allow_loopback: bool = False
+    proxy: str | None = None  # an http(s):// proxy that makes the connections (see the module's docstring)
 
     def refuses(self, address: IPAddress) -> str | None:
         """What `address` is when the server may not connect to it ("a private network address"); else None."""
@@ -114,10 +121,13 @@ def resolve(host: str, port: int) -> list[IPAddress]:
 
 def destination_refusal(policy: DestinationPolicy, host: str, port: int) -> str | None:
     """Why the server may not send to `host`:`port` that a user gives it now, in words fit to show them; None
-    when it may. A name that does not resolve is refused too: nothing could be delivered there."""
+    when it may. A name that does not resolve is refused too, as nothing could be delivered there, unless a proxy
+    makes the connections (it resolves names itself)."""
     try:
         addresses = resolve(host, port)
     except OSError:
+        if policy.proxy is not None:
+            return None
         return f"{host} does not resolve to any address: check the name (a new name may take a while to be known)"
     return policy.refusal(host, addresses)
 
@@ -170,11 +180,29 @@ class _GuardedTransport(httpx2.HTTPTransport):
         )
 
 
+class _ProxiedTransport(httpx2.HTTPTransport):
+    """httpx2's own transport through `policy.proxy`, judging each request's host first (`destination_refusal`)."""
+
+    def __init__(self, policy: DestinationPolicy, ssl_context: ssl.SSLContext) -> None:
+        super().__init__(verify=ssl_context, trust_env=False, proxy=policy.proxy)
+        self._policy = policy
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        host, port = request.url.host, request.url.port or (443 if request.url.scheme == "https" else 80)
+        refusal = destination_refusal(self._policy, host, port)
+        if refusal is not None:
+            log.warning("refused to send to %s:%d through the proxy: %s", host, port, refusal)
+            raise DestinationRefused(refusal)
+        return super().handle_request(request)
+
+
 def guarded_client(
     policy: DestinationPolicy, *, timeout: float, ssl_context: ssl.SSLContext | None = None
 ) -> httpx2.Client:
-    """An HTTP client that connects only where `policy` allows, judged on the addresses it connects to; a refused
-    address raises `DestinationRefused` before anything is sent. Redirects are not followed, and proxies named in
-    the environment (HTTPS_PROXY) are not used: the proxy would make the connection, to an address never judged."""
-    transport = _GuardedTransport(policy, ssl_context or httpx2.create_ssl_context())
+    """An HTTP client that connects only where `policy` allows, judged on the addresses it connects to (through
+    `policy.proxy`, on what this machine resolves: the module's docstring); a refused address raises
+    `DestinationRefused` before anything is sent. Redirects are not followed, and proxies named in the environment
+    (HTTPS_PROXY) are not used: set for package managers and the like, they would make the connections unasked."""
+    context = ssl_context or httpx2.create_ssl_context()
+    transport = _GuardedTransport(policy, context) if policy.proxy is None else _ProxiedTransport(policy, context)
     return httpx2.Client(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)

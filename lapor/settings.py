@@ -12,6 +12,7 @@ LAPOR_LIMITS__MAX_BODY_BYTES=1048576     # nested values use a double underscore
 LAPOR_FIELD_LIMITS__BODY=10000
 LAPOR_CONFIG=/etc/lapor.toml             # [limits] max_body_bytes = ..., [policy] follow_up_days = ...
 LAPOR_WEBHOOK_ALLOWED_NETWORKS=10.20.0.0/16,fd00:20::/32   # non-public networks webhooks may reach
+LAPOR_WEBHOOK_PROXY=http://proxy.example.go.id:3128         # the HTTP proxy webhooks go through, if any
 ```
 
 Explicit keyword arguments (the CLI's flags) win over the environment, which wins over the file.
@@ -27,6 +28,7 @@ import tomllib
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import limits
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -113,6 +115,9 @@ class Settings(BaseSettings):
     webhook_allowed_networks: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = Field(
         (), description="networks outside the public internet that agencies' webhooks may reach (lapor.egress)"
     )
+    webhook_proxy: str | None = Field(
+        None, description="an HTTP proxy webhooks go through, http://host:port (lapor.egress); HTTPS_PROXY is not read"
+    )
 
     @field_validator("store", "readmodels")
     @classmethod
@@ -157,6 +162,22 @@ class Settings(BaseSettings):
                 WorkingCalendar.from_file(value)
             except ValidationError as error:
                 raise ValueError(f"{value}: {one_line(error)}") from None
+        return value
+
+    @field_validator("webhook_proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            url = urlsplit(value)
+            port = url.port
+        except ValueError as error:
+            raise ValueError(f"not a proxy URL: {error}") from None
+        if url.scheme not in ("http", "https") or not url.hostname or url.path not in ("", "/") or url.query:
+            raise ValueError("expected a proxy URL like http://proxy.example.go.id:3128")
+        if port is None:
+            raise ValueError("give the proxy's port, as in http://proxy.example.go.id:3128")
         return value
 
     @field_validator("webhook_allowed_networks", mode="before")
@@ -267,6 +288,8 @@ def describe_errors(error: ValidationError) -> str:
         name = ENV_PREFIX + "__".join(location).upper() if location else "settings"
         message = problem["msg"].removeprefix("Value error, ")
         given = problem.get("input")
-        shown = "" if not location or isinstance(given, dict) or "secret" in name.lower() else f" (got {given!r})"
+        # A secret, or a proxy URL that may carry a password, is not repeated back.
+        hidden = not location or isinstance(given, dict) or any(word in name.lower() for word in ("secret", "proxy"))
+        shown = "" if hidden else f" (got {given!r})"
         lines.append(f"invalid setting {name}: {message}{shown}")
     return "; ".join(lines)

@@ -403,8 +403,10 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 def webhook_policy(settings: Settings) -> DestinationPolicy:
     """Where webhooks may go: public internet addresses, the networks in LAPOR_WEBHOOK_ALLOWED_NETWORKS, and outside
     production this machine too (development receivers, like the plain http that `api.WebhookRequest` allows
-    to localhost)."""
-    return DestinationPolicy(settings.webhook_allowed_networks, allow_loopback=not settings.production)
+    to localhost); through LAPOR_WEBHOOK_PROXY when it is set."""
+    return DestinationPolicy(
+        settings.webhook_allowed_networks, allow_loopback=not settings.production, proxy=settings.webhook_proxy
+    )
 
 
 class WebhookAdapter:
