@@ -12,8 +12,14 @@ KurrentDB is an event store already, so this adapter mostly translates:
   again, an exact version or NO_STREAM becomes WrongExpectedVersion with the actual version.
 - Idempotency: the ids of an append are looked up in its own stream (KurrentDB keeps no index by event id, so
   an id already used in *another* stream is not detected, unlike SQLite and PostgreSQL).
-- `read_all` can only start at a recorded position: `from_position` must be 0 or one past a position this store
-  returned (the way subscriptions checkpoint); reading starts at that event and drops it.
+- `read_all` can only start at a recorded position: `from_position` must be 0, a position this store returned, or
+  one past one (the way subscriptions checkpoint). One past is tried first (reading starts at the event before
+  and drops it); when KurrentDB says that is not a recorded position, `from_position` itself is.
+- Only LAPOR's streams are read from `$all` (names like `complaint-...`, `STREAM_PATTERN`'s shape): other
+  applications' events on the same server, and KurrentDB's own, are never decoded as LAPOR's.
+- Every call has a deadline (`DEADLINE`, or what is left of `wait_for_events`' timeout), and the client's failures
+  (server away, deadline passed) are `StoreError`s; a failed append may or may not have been recorded, which
+  appending the same event ids again settles.
 - The PII vault is a SQLite file, named by the URL's `vault` query parameter (default `var/kurrentdb-vault.db`):
   deleting from KurrentDB is final only after a scavenge, and the vault must forget at once (UU PDP).
 """
@@ -21,7 +27,9 @@ KurrentDB is an event store already, so this adapter mostly translates:
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +42,7 @@ from kurrentdbclient import RecordedEvent as KurrentRecordedEvent
 from kurrentdbclient.exceptions import (
     DeadlineExceededError,
     InvalidCommitPositionError,
+    KurrentDBClientError,
     NotFoundError,
     WrongCurrentVersionError,
 )
@@ -57,6 +66,20 @@ from lapor.store.model import (
 from lapor.store.vault import SqliteVault
 
 DEFAULT_VAULT = "var/kurrentdb-vault.db"
+DEADLINE = 30.0  # seconds any one call to the server may take (reads included: the client sets none for them)
+# `$all` as LAPOR sees it: its streams only (the client wraps the pattern in ^...$).
+LAPOR_STREAMS: dict[str, Any] = {"filter_include": (r"[A-Za-z0-9]+-.+",), "filter_by_stream_name": True}
+
+
+@contextmanager
+def _server_errors(what: str) -> Iterator[None]:
+    """The client's own failures as the port's `StoreError`, saying what was being done."""
+    try:
+        yield
+    except (WrongCurrentVersionError, NotFoundError, InvalidCommitPositionError):
+        raise  # the callers handle these
+    except KurrentDBClientError as error:
+        raise StoreError(f"KurrentDB: {what} failed: {type(error).__name__}: {error}") from error
 
 
 def split_vault(url: str) -> tuple[str, Path]:
@@ -132,29 +155,37 @@ class KurrentEventStore(EventStore):
                 recorded_at=self.clock.now().astimezone(UTC),
             )
             try:
-                self._client.append_to_stream(
-                    stream,
-                    events=[to_kurrent(event) for event in linked],
-                    current_version=current if current >= 0 else StreamState.NO_STREAM,
-                )
+                with _server_errors(f"appending to {stream} (it may or may not be recorded: append its ids again)"):
+                    self._client.append_to_stream(
+                        stream,
+                        events=[to_kurrent(event) for event in linked],
+                        current_version=current if current >= 0 else StreamState.NO_STREAM,
+                        timeout=DEADLINE,
+                    )
             except WrongCurrentVersionError:
                 continue  # another writer appended since we read: look again
-            written = self._client.get_stream(stream, stream_position=current + 1, limit=len(events))
+            with _server_errors(f"reading back what was appended to {stream}"):
+                written = self._client.get_stream(
+                    stream, stream_position=current + 1, limit=len(events), timeout=DEADLINE
+                )
             return AppendResult(
                 stream, current + 1, current + len(events), written[0].commit_position, written[-1].commit_position
             )
 
     def _whole_stream(self, stream: str) -> tuple[KurrentRecordedEvent, ...]:
         try:
-            return self._client.get_stream(stream)
+            with _server_errors(f"reading {stream}"):
+                return self._client.get_stream(stream, timeout=DEADLINE)
         except NotFoundError:
             return ()
 
     def read_stream(self, stream: str, from_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
         try:
-            found = self._client.get_stream(
-                stream, stream_position=from_version, limit=sys.maxsize if limit is None else limit
-            )
+            with _server_errors(f"reading {stream}"):
+                found = self._client.get_stream(
+                    stream, stream_position=from_version, limit=sys.maxsize if limit is None else limit,
+                    timeout=DEADLINE,
+                )
         except NotFoundError:
             return []
         return [from_kurrent(event) for event in found]
@@ -175,43 +206,69 @@ class KurrentEventStore(EventStore):
         return found[:limit]
 
     def _read_all(self, from_position: int, category: str | None, limit: int) -> list[RecordedEvent]:
-        start = None if from_position <= 1 else from_position - 1
-        by_category: dict[str, Any] = (
-            {}
+        streams: dict[str, Any] = (
+            LAPOR_STREAMS
             if category is None
             else {"filter_include": (f"{category}-",), "filter_by_stream_name": True, "filter_by_prefix": True}
         )
-        try:
-            response = self._client.read_all(commit_position=start, limit=limit + 1, **by_category)
-            events = [from_kurrent(event) for event in response if event.commit_position >= from_position]
-        except InvalidCommitPositionError as error:
-            raise ValueError(
-                f"KurrentDB reads from recorded positions only; {from_position} is not one past such a position"
-            ) from error
-        return events[:limit]
+        # One past a recorded position (a checkpoint) first: the event before it is where the read may start. Else
+        # the position of an event itself.
+        starts = [None] if from_position <= 1 else [from_position - 1, from_position]
+        for start in starts:
+            try:
+                with _server_errors("reading $all"):
+                    response = self._client.read_all(
+                        commit_position=start, limit=limit + 1, timeout=DEADLINE, **streams
+                    )
+                    events = [from_kurrent(event) for event in response if event.commit_position >= from_position]
+            except InvalidCommitPositionError:
+                continue
+            return events[:limit]
+        raise ValueError(
+            f"KurrentDB reads from recorded positions only; {from_position} is neither such a position nor one past one"
+        )
 
     def head_position(self) -> int:
-        return self._client.get_commit_position()
+        return self._head(DEADLINE)
+
+    def _head(self, deadline: float) -> int:
+        with _server_errors("reading the head of $all"):
+            return self._client.get_commit_position(timeout=deadline, **LAPOR_STREAMS)
 
     def stream_version(self, stream: str) -> int:
-        version = self._client.get_current_version(stream)
+        with _server_errors(f"reading the version of {stream}"):
+            version = self._client.get_current_version(stream, timeout=DEADLINE)
         return -1 if version is StreamState.NO_STREAM else version
 
     def wait_for_events(self, after_position: int, timeout: float) -> bool:
-        head = self.head_position()
+        """True when the log has (or gets, within `timeout`) an event past `after_position`; False when the time
+        runs out first, or the server does not answer within it."""
+        ends = time.monotonic() + max(timeout, 0.0)
+        try:
+            head = self._head(DEADLINE if timeout <= 0 else max(timeout, 0.001))
+        except StoreError as error:
+            if isinstance(error.__cause__, DeadlineExceededError):
+                return False
+            raise
         if head > after_position:
             return True
-        if timeout <= 0:
+        left = ends - time.monotonic()
+        if left <= 0:
             return False
         # A catch-up subscription from the head (a recorded position, as KurrentDB requires) delivers whatever
-        # commits next; its deadline is our timeout.
-        subscription = self._client.subscribe_to_all(commit_position=head or None, timeout=timeout)
+        # commits next; its deadline is what is left of our timeout. Creating it waits for the server's
+        # confirmation under that deadline too.
+        subscription = None
         try:
+            subscription = self._client.subscribe_to_all(commit_position=head or None, timeout=left, **LAPOR_STREAMS)
             return any(event.commit_position > after_position for event in subscription)
         except DeadlineExceededError:
             return False
+        except KurrentDBClientError as error:
+            raise StoreError(f"KurrentDB: waiting for new events failed: {type(error).__name__}: {error}") from error
         finally:
-            subscription.stop()
+            if subscription is not None:
+                subscription.stop()
 
     def close(self) -> None:
         if self._closed:
