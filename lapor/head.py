@@ -37,10 +37,13 @@ class HeadMiddleware:
                 answered = True
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-        # The scope is changed in place, not copied: the router records the matched route in it, which the
-        # access log and metrics read after this returns.
-        scope["method"] = "GET"
+        # The app gets a copy: the server reads the request's method from the scope it made as it sends the answer
+        # (a HEAD answer has no body, whatever Content-Length says; changed in place, uvicorn's httptools server
+        # expected the body and reset the connection, and chunked a stream's end into the next answer). The route
+        # the router matched is copied back for the access log and metrics.
+        child = {**scope, "method": "GET"}
         try:
-            await self.app(scope, receive_until_answered, send_headers_only)
+            await self.app(child, receive_until_answered, send_headers_only)
         finally:
-            scope["method"] = "HEAD"
+            if "route" in child:
+                scope["route"] = child["route"]

@@ -62,14 +62,21 @@ def test_the_access_metrics_say_head(everything: TestClient) -> None:
     assert 'lapor_http_requests_total{method="HEAD",route="/healthz",status="200"} 1.0' in metrics
 
 
-def test_head_of_the_live_stream_ends_after_its_headers(tmp_path: Any) -> None:
+@pytest.mark.parametrize("path", ["/healthz", NATIONAL, "/api/audit/integrity", "/api/stream"])
+def test_on_a_real_server_head_leaves_the_connection_fit_for_the_next_request(tmp_path: Any, path: str) -> None:
+    """Under uvicorn (httptools, as `lapor up` runs): the answer has no body, a streaming one (the integrity walk,
+    the live feed) ends after its headers, and the same kept-alive connection then answers a GET. A GET of the
+    live feed would stay open for as long as the token lasts: the read timeout turns a HEAD that did into a
+    failure rather than a hang."""
     settings = load_settings(data=tmp_path / "var")
     app = create_app(settings, load_services(["reporting"]))
-    with live_server(app) as live:
-        token = app.state.context.tokens.issue(Role.operator)
-        # A GET would stay open for as long as the token lasts; the read timeout turns a HEAD that did into a
-        # failure rather than a hang.
-        response = httpx2.head(f"{live.url}/api/stream", headers={"Authorization": f"Bearer {token}"}, timeout=10)
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/event-stream")
-    assert response.content == b""
+    token = app.state.context.tokens.issue(Role.admin_national)
+    with live_server(app) as live, httpx2.Client(base_url=live.url, timeout=10) as client:
+        head = client.head(path, headers={"Authorization": f"Bearer {token}"})
+        assert head.status_code == 200
+        assert head.content == b""
+        followed = client.get("/healthz")  # on the connection the HEAD used (the client keeps it alive)
+        assert followed.status_code == 200
+        assert followed.json() == {"status": "alive"}
+    streaming = path in ("/api/audit/integrity", "/api/stream")
+    assert ("content-length" not in head.headers) == streaming
