@@ -188,7 +188,10 @@ class _ProxiedTransport(httpx2.HTTPTransport):
         self._policy = policy
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        host, port = request.url.host, request.url.port or (443 if request.url.scheme == "https" else 80)
+        # The name as sent to the proxy (`xn--strae-oqa.example`), not `url.host`'s Unicode form, which the resolver
+        # would encode by older rules into another name (`strasse.example`): found in review.
+        host = request.url.raw_host.decode("ascii")
+        port = request.url.port or (443 if request.url.scheme == "https" else 80)
         refusal = destination_refusal(self._policy, host, port)
         if refusal is not None:
             log.warning("refused to send to %s:%d through the proxy: %s", host, port, refusal)

@@ -172,8 +172,8 @@ class Settings(BaseSettings):
         try:
             url = urlsplit(value)
             port = url.port
-        except ValueError as error:
-            raise ValueError(f"not a proxy URL: {error}") from None
+        except ValueError:  # its words may quote a part of the password
+            raise ValueError("expected a proxy URL like http://proxy.example.go.id:3128") from None
         if url.scheme not in ("http", "https") or not url.hostname or url.path not in ("", "/") or url.query:
             raise ValueError("expected a proxy URL like http://proxy.example.go.id:3128")
         if port is None:

@@ -9,11 +9,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from lapor import egress
 from lapor.egress import DestinationPolicy, destination_refusal
 from lapor.settings import SettingsError, load_settings
 from tests.conftest import wait_until
@@ -101,9 +103,28 @@ def test_a_name_this_machine_cannot_resolve_is_left_to_the_proxy() -> None:
     )
 
 
+def test_the_name_judged_is_the_name_the_proxy_is_asked_for(proxy: Proxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An internationalised name is sent to the proxy in its ASCII form (`xn--strae-oqa.example`); its Unicode form
+    would be looked up here by older rules as another name (`strasse.example`), which an attacker could point
+    elsewhere. The resolver is wrapped to record what it is asked (this machine's DNS knows neither name)."""
+    asked: list[str] = []
+
+    def internal(host: str, port: int) -> list[Any]:
+        asked.append(host)
+        return [ip_address("10.1.2.3")]
+
+    monkeypatch.setattr(egress, "resolve", internal)
+    client = egress.guarded_client(DestinationPolicy(proxy=proxy.url), timeout=5)
+    with client, pytest.raises(egress.DestinationRefused):
+        client.post("http://straße.example/hook", content=b"{}")
+    assert asked == ["xn--strae-oqa.example"]
+    time.sleep(0.2)
+    assert proxy.fetched() == []
+
+
 @pytest.mark.parametrize(
     "url", ["proxy.go.id:3128", "socks5://127.0.0.1:1080", "http://proxy.go.id", "http://proxy.go.id:3128/path",
-            "http://user:hunter2@proxy.go.id:99999"]
+            "http://user:hunter2@proxy.go.id:99999", "http://lapor:S3cr/et@proxy.go.id:3128"]
 )
 def test_a_proxy_setting_that_is_not_an_http_proxy_url_is_refused_without_repeating_it(
     tmp_path: Path, url: str
@@ -112,3 +133,5 @@ def test_a_proxy_setting_that_is_not_an_http_proxy_url_is_refused_without_repeat
         load_settings(data=tmp_path, webhook_proxy=url)
     assert "LAPOR_WEBHOOK_PROXY" in str(refused.value)
     assert url not in str(refused.value)
+    assert "hunter2" not in str(refused.value)
+    assert "S3cr" not in str(refused.value)
