@@ -556,18 +556,37 @@ def seed(args: argparse.Namespace) -> int:
         try:
             runtime.start()
             runtime.seed_demo()
-            while not all(runner.caught_up() for runner in runtime.runners):
-                stopped = [runner.name for runner in runtime.runners if runner.failure is not None]
-                if stopped:
-                    raise CliError(f"subscription {stopped[0]} stopped while seeding; the log says why")
-                time.sleep(SEED_POLL)
+            _wait_until_handled(ctx, runtime)
         finally:
             runtime.stop()
-        head = ctx.store.head_position()
+        appended = _count_after(ctx, before)
     finally:
         ctx.close()
-    print(f"seeded {shown_url(settings.store)}: {head - before} events appended (the log now ends at {head})")
+    print(f"seeded {shown_url(settings.store)}: {appended} events appended")
     return 0
+
+
+def _wait_until_handled(ctx: ServiceContext, runtime: Runtime) -> None:
+    """Until every subscription has handled the log as it stands, and nothing was appended meanwhile (a handler or a
+    background loop may append in turn)."""
+    while True:
+        head = ctx.store.head_position()
+        while any(runner.lag(head) for runner in runtime.runners):
+            stopped = [runner.name for runner in runtime.runners if runner.failure is not None]
+            if stopped:
+                raise CliError(f"subscription {stopped[0]} stopped while seeding; the log says why")
+            time.sleep(SEED_POLL)
+        if ctx.store.head_position() == head:
+            return
+
+
+def _count_after(ctx: ServiceContext, position: int) -> int:
+    """How many events the log holds past `position` (positions need not be consecutive)."""
+    count = 0
+    while page := ctx.store.read_all(position + 1, limit=1000):
+        count += len(page)
+        position = page[-1].position
+    return count
 
 
 SEED_POLL = 0.1  # seconds between looks at the subscriptions while `lapor seed` waits for them
