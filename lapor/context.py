@@ -39,6 +39,7 @@ from lapor.revocation import Revocations
 from lapor.settings import Settings
 from lapor.states import ComplaintStates
 from lapor.store import EventStore, open_store
+from lapor.store.open import shown_url, store_exists
 from lapor.store.vault import Vault
 from lapor.subscriptions import Subscription
 
@@ -72,7 +73,11 @@ class ServiceContext:
         )
         policy = Sp4nPolicy.from_overrides(settings.policy, calendar=calendar)
         secret = settings.signing_secret()
+        new = not store_exists(settings.store)
         store = open_store(settings.store, clock=clock)
+        if new:
+            # Said out loud: a mistyped LAPOR_DATA or LAPOR_STORE otherwise starts an empty installation quietly.
+            log.warning("created a new, empty event store at %s", shown_url(settings.store))
         try:
             db = open_database(settings.readmodels)
         except BaseException:

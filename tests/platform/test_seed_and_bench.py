@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -69,3 +70,18 @@ def test_bench_refuses_a_name_it_does_not_know(capsys: pytest.CaptureFixture) ->
         main(["bench", "nope"])
     assert exit_.value.code == 2
     assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_new_empty_store_is_announced_once(
+    backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest
+) -> None:
+    """A mistyped LAPOR_DATA or LAPOR_STORE starts an empty installation: the log says so, the first time only."""
+    store = request.getfixturevalue("postgres_url") if backend == "postgres" else None
+    settings = load_settings(data=tmp_path / "var", store=store)
+    for opening in ("first", "again"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="lapor.context"):
+            ServiceContext.open(settings).close()
+        created = [record.getMessage() for record in caplog.records if "new, empty event store" in record.getMessage()]
+        assert len(created) == (1 if opening == "first" else 0), opening
