@@ -1,8 +1,9 @@
 """Limits on public input: body size and media type, field lengths, and per-client rate limits.
 
-- `InputGuardMiddleware` rejects a body larger than `limits.max_body_bytes` before reading it when
-  Content-Length says so, and counts the bytes of a streamed (chunked) body as they arrive, so a lying or
-  absent Content-Length cannot get a huge body in. A body whose media type is neither JSON nor a form is 415.
+- `InputGuardMiddleware` rejects a URL with a control character in it (`%00`: 400), and a body larger than
+  `limits.max_body_bytes` before reading it when Content-Length says so; it counts the bytes of a streamed
+  (chunked) body as they arrive, so a lying or absent Content-Length cannot get a huge body in. A body whose
+  media type is neither JSON nor a form is 415.
 - Field lengths come from settings (`field_limits`), so the services' request models use these types instead
   of fixed `max_length`s: `title: Title`, `body: Body`, `attachments: Annotated[list[X], MaxItems("attachments")]`.
   The limits of the app serving the request apply (set per request by the middleware); outside a request
@@ -22,12 +23,14 @@ from __future__ import annotations
 import math
 import re
 import time
+import unicodedata
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import date, datetime
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import unquote_to_bytes
 
 import limits
 from fastapi import Request, params
@@ -164,6 +167,24 @@ def check_plain_text(value: str) -> str:
 
 
 PlainText = AfterValidator(check_plain_text)
+
+
+def has_visible_text(value: str) -> bool:
+    """Whether `value` shows anything: a letter, digit, punctuation mark or symbol (or a private-use character).
+    Spaces are not, nor are the invisible format characters that `strip()` leaves (ZERO WIDTH SPACE U+200B,
+    the joiners U+200C/U+200D, WORD JOINER U+2060, the BOM U+FEFF, SOFT HYPHEN U+00AD), nor marks on nothing."""
+    return any(unicodedata.category(character)[0] in "LNPS" or unicodedata.category(character) == "Co"
+               for character in value)
+
+
+def check_visible(value: str) -> str:
+    if not has_visible_text(value):
+        raise PydanticCustomError("text_invisible", "text must show something: not only spaces or invisible characters")
+    return value
+
+
+# After NonBlank: a text of zero-width spaces is not blank to `strip()`, yet says nothing (session 24).
+Visible = AfterValidator(check_visible)
 # The document's patterns (documentation only: the check above decides, with its message).
 PLAIN_TEXT_PATTERN = f"^[^{_CONTROLS}]*$"
 PLAIN_NOT_BLANK_PATTERN = f"^[^{_CONTROLS}]*[^{_CONTROLS}{WHITESPACE}][^{_CONTROLS}]*$"
@@ -172,16 +193,16 @@ _PLAIN_NOT_BLANK = Field(json_schema_extra={"pattern": PLAIN_NOT_BLANK_PATTERN})
 # The length is checked before the plain text: the markup search is quadratic in the worst case ("<a" repeated:
 # 16 ms at 10,000 characters, 1 s at 80,000), so it only ever sees a text of the field's length.
 
-Title = Annotated[str, NonBlank, MaxLength("title"), PlainText, _PLAIN_NOT_BLANK]
-Body = Annotated[str, NonBlank, MaxLength("body"), PlainText, _PLAIN_NOT_BLANK]
-Text = Annotated[str, NonBlank, MaxLength("text"), PlainText, _PLAIN_NOT_BLANK]
-Comment = Annotated[str, NonBlank, MaxLength("comment"), PlainText, _PLAIN_NOT_BLANK]
-Reason = Annotated[str, NonBlank, MaxLength("reason"), PlainText, _PLAIN_NOT_BLANK]
-Name = Annotated[str, NonBlank, MaxLength("name"), PlainText, _PLAIN_NOT_BLANK]
+Title = Annotated[str, NonBlank, Visible, MaxLength("title"), PlainText, _PLAIN_NOT_BLANK]
+Body = Annotated[str, NonBlank, Visible, MaxLength("body"), PlainText, _PLAIN_NOT_BLANK]
+Text = Annotated[str, NonBlank, Visible, MaxLength("text"), PlainText, _PLAIN_NOT_BLANK]
+Comment = Annotated[str, NonBlank, Visible, MaxLength("comment"), PlainText, _PLAIN_NOT_BLANK]
+Reason = Annotated[str, NonBlank, Visible, MaxLength("reason"), PlainText, _PLAIN_NOT_BLANK]
+Name = Annotated[str, NonBlank, Visible, MaxLength("name"), PlainText, _PLAIN_NOT_BLANK]
 SmsText = Annotated[str, MaxLength("sms"), PlainText, _PLAIN]  # may be empty: the reply is then the help text
-Category = Annotated[str, NonBlank, StringConstraints(max_length=80), PlainText, _PLAIN_NOT_BLANK]
-Tag = Annotated[str, NonBlank, StringConstraints(max_length=50), PlainText, _PLAIN_NOT_BLANK]
-Address = Annotated[str, NonBlank, StringConstraints(max_length=500), PlainText, _PLAIN_NOT_BLANK]
+Category = Annotated[str, NonBlank, Visible, StringConstraints(max_length=80), PlainText, _PLAIN_NOT_BLANK]
+Tag = Annotated[str, NonBlank, Visible, StringConstraints(max_length=50), PlainText, _PLAIN_NOT_BLANK]
+Address = Annotated[str, NonBlank, Visible, StringConstraints(max_length=500), PlainText, _PLAIN_NOT_BLANK]
 
 
 # -- regions ------------------------------------------------------------------------------------------------
@@ -252,7 +273,13 @@ def _acceptable_media_type(content_type: str) -> bool:
     )
 
 
+_CONTROL_IN_URL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 class InputGuardMiddleware:
+    """Refuses, before the app sees it: a URL with a control character in its path or query (decoded), a body
+    over the limit (declared or streamed), a body that is neither JSON nor a form."""
+
     def __init__(self, app: ASGIApp, request_limits: RequestLimits, field_limits: FieldLimits) -> None:
         self.app = app
         self.max_bytes = request_limits.max_body_bytes
@@ -261,6 +288,12 @@ class InputGuardMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if _CONTROL_IN_URL.search(scope["path"]) or _CONTROL_IN_URL.search(
+            unquote_to_bytes(scope.get("query_string", b"").replace(b"+", b" ")).decode("latin-1")
+        ):
+            # No id, name or filter holds one; PostgreSQL cannot even compare text with a NUL (it failed with a 500).
+            await _reject(scope, receive, send, "bad-request", "the URL holds a control character (such as %00)")
             return
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
@@ -334,10 +367,13 @@ class RateLimits:
         raise RateLimited(f"at most {item} for {kind}; try again later", retry_after=retry_after)
 
     def client_of(self, request: Request) -> str:
+        """The socket's address; with `trust_forwarded_for` (one proxy in front, which appends the address it was
+        connected from), the last X-Forwarded-For entry. The entries before it are whatever the client sent, so
+        the first one (taken until session 24) let a client choose its own budget."""
         if self.trust_forwarded_for:
             forwarded = request.headers.get("x-forwarded-for")
-            if forwarded:
-                return forwarded.split(",", 1)[0].strip()
+            if forwarded and (last := forwarded.rsplit(",", 1)[-1].strip()):
+                return last
         return request.client.host if request.client else "unknown"
 
 

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from lapor.app import load_services
 from lapor.limits import InputGuardMiddleware
 from lapor.settings import FieldLimits, RequestLimits, SettingsError, load_settings
 
@@ -78,6 +79,17 @@ def test_each_client_has_its_own_submission_budget(serve):
         assert client.post("/api/probe/complaints", json=SUBMISSION, headers=malang).status_code == 201
 
 
+def test_the_client_is_the_address_the_proxy_appended_not_what_the_client_wrote_before_it(serve):
+    """A proxy appends the address it was connected from; what comes before it is the client's own text."""
+    with serve(limits={"submission_rate": "1/minute", "trust_forwarded_for": True}) as client:
+        statuses = [
+            client.post("/api/probe/complaints", json=SUBMISSION,
+                        headers={"X-Forwarded-For": f"192.0.2.{n}, 203.0.113.7"}).status_code
+            for n in range(3)
+        ]
+    assert statuses == [201, 429, 429]
+
+
 def test_forwarded_for_is_ignored_unless_trusted(serve):
     with serve(limits={"submission_rate": "1/minute"}) as client:
         first = client.post("/api/probe/complaints", json=SUBMISSION, headers={"X-Forwarded-For": "203.0.113.7"})
@@ -89,3 +101,31 @@ def test_forwarded_for_is_ignored_unless_trusted(serve):
 def test_routes_without_a_rate_limit_are_not_limited(serve):
     with serve(limits={"submission_rate": "1/minute"}) as client:
         assert all(client.get("/healthz").status_code == 200 for _ in range(5))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_control_character_in_the_url_is_a_bad_request(serve, backend, request):
+    """No id, name or filter holds one, and PostgreSQL cannot compare text with a NUL (`?q=kup%00` was a 500)."""
+    overrides = {"store": request.getfixturevalue("postgres_url")} if backend == "postgres" else {}
+    with serve(services=load_services(), **overrides) as client:
+        assert client.get("/api/agencies?q=kup").status_code == 200
+        assert client.get("/api/agencies?q=kota+kupang").status_code == 200  # '+' is a space, not a control
+        for url in ("/api/agencies?q=kup%00", "/api/agencies?keyword=a%0Ab", "/api/agencies?q%7F=1",
+                    "/api/complaints/LAP%00-1", "/api/agencies/pemda-53.71%09"):
+            response = client.get(url)
+            assert response.status_code == 400, url
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["detail"] == "the URL holds a control character (such as %00)"
+
+
+@pytest.mark.parametrize("invisible", ["\u200b\u200b\u200b", "\u00ad\u200d", "\ufeff \u2060", "\u0301\u0301"])
+def test_a_text_of_invisible_characters_is_refused_like_a_blank_one(client, invisible):
+    """`strip()` leaves zero-width spaces, joiners, the BOM, soft hyphens and lone marks: such a title says
+    nothing, yet it was accepted."""
+    refused = client.post("/api/probe/complaints", json={**SUBMISSION, "title": invisible})
+    assert refused.status_code == 422
+    [error] = refused.json()["errors"]
+    assert error["location"] == ["body", "title"]
+    assert error["type"] == "text_invisible"
+    shown = client.post("/api/probe/complaints", json={**SUBMISSION, "title": invisible + "Sampah"})
+    assert shown.status_code == 201
