@@ -300,7 +300,8 @@ ACTIONS: Mapping[str, Access] = {
     "directory.manage": Access(NATIONAL_ADMIN),  # registering agencies and routing rules
     # followup
     "queue.read": Access(AGENCY_STAFF | OVERSIGHT),  # GET /api/queues/{agency_id}
-    "complaint.accept": Access(AGENCY_DECIDERS),
+    # The Ombudsman accepts a report it took over before the agency had (the takeover leaves it disposed).
+    "complaint.accept": Access(AGENCY_DECIDERS | {Role.ombudsman}, confined=OMBUDSMAN_ACTING),
     "complaint.return": Access(AGENCY_DECIDERS),  # bukan wewenang
     "complaint.assign": Access(AGENCY_DECIDERS),
     "complaint.post_follow_up": Access(AGENCY_STAFF | {Role.ombudsman}, confined=OMBUDSMAN_ACTING),

@@ -54,6 +54,7 @@ EXPECTED = [
     # a report with routing belongs to no agency yet; one taken over by the Ombudsman is the Ombudsman's
     complaint("LAP-NATIONAL", "accept", NOBODY),
     complaint("LAP-NATIONAL", "follow-ups", NOBODY),
+    complaint("LAP-OMBUDSMAN", "accept", frozenset({"ombudsman"})),
     complaint("LAP-OMBUDSMAN", "follow-ups", frozenset({"ombudsman"})),
     complaint("LAP-OMBUDSMAN", "resolve", frozenset({"ombudsman"})),
     complaint("LAP-OMBUDSMAN", "assign", NOBODY),

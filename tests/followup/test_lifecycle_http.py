@@ -8,7 +8,7 @@ from threading import Barrier
 
 import pytest
 
-from lapor.principal import Role
+from lapor.principal import OMBUDSMAN_AGENCY, Role
 from schemas.events import Level
 from tests.followup.conftest import DINKES, KUPANG, MALANG, later
 
@@ -203,3 +203,22 @@ def test_the_ombudsman_acts_on_a_report_it_took_over(followup):
     assert followup.act(tid, "resolve", ombudsman, {"resolution": "Maladministrasi diperbaiki."}).status_code == 200
     # ... and the agency that held it no longer acts on it
     assert followup.act(tid, "follow-ups", followup.liaison(), {"text": "Kami juga."}).status_code == 403
+
+
+def test_the_ombudsman_accepts_and_acts_on_a_report_taken_over_before_the_agency_accepted_it(followup):
+    """The usual case of an unresponsive agency: it never accepted the disposition. The takeover leaves the report
+    disposed, now to the Ombudsman, who must accept it to act on it (it could not, so nobody could)."""
+    tid = followup.disposed("LAP-OMB-2")
+    followup.taken_over_by_ombudsman(tid, from_level=Level.agency)
+    ombudsman = followup.bearer(Role.ombudsman, "ombudsman-1")
+    assert followup.act(tid, "follow-ups", ombudsman, {"text": "Ombudsman memeriksa."}).status_code == 409
+    assert followup.act(tid, "accept", ombudsman).status_code == 200
+    assert followup.act(tid, "follow-ups", ombudsman, {"text": "Ombudsman memeriksa."}).status_code == 201
+    assert followup.act(tid, "resolve", ombudsman, {"resolution": "Maladministrasi diperbaiki."}).status_code == 200
+    assert followup.types(tid)[-3:] == ["DispositionAccepted", "FollowUpPosted", "ComplaintResolved"]
+    assert followup.events(tid)[-3].data["agency_id"] == OMBUDSMAN_AGENCY
+    # The agency it was disposed to no longer accepts it, and the Ombudsman accepts nothing it did not take over.
+    assert followup.act(tid, "accept", followup.liaison()).status_code == 403
+    other = followup.disposed("LAP-OMB-3")
+    assert followup.act(other, "accept", ombudsman).status_code == 403
+
