@@ -146,11 +146,24 @@ def decide_mark_duplicate(
         reason = f"there is no report {command.duplicate_of}"
     elif original.status is Status.duplicate:
         reason = f"{command.duplicate_of} is itself a duplicate of {original.duplicate_of}: mark it as that one's"
+    elif not _came_first(original, state):
+        # The later report is the duplicate. Without an order two officers marking two reports as each other's
+        # at once (each checked against the other's state before its own append) made both duplicates, and the
+        # complaint was lost (found in a bug hunt).
+        reason = f"{command.duplicate_of} came in after {state.tracking_id}: mark {command.duplicate_of} as the copy"
     if reason:
         raise IllegalTransition("DuplicateMarked", state.status, reason)
     event = DuplicateMarked(duplicate_of=command.duplicate_of)
     _checked(state, [event], now)
     return [event]
+
+
+def _came_first(original: ComplaintState, report: ComplaintState) -> bool:
+    """Whether `original` was submitted before `report` (by time, then by tracking id): a strict order, so two
+    reports can never each be the other's original."""
+    if original.submitted_at is None or report.submitted_at is None:
+        return original.tracking_id < report.tracking_id
+    return (original.submitted_at, original.tracking_id) < (report.submitted_at, report.tracking_id)
 
 
 # -- disposition --------------------------------------------------------------------------------------------

@@ -155,13 +155,26 @@ def test_a_duplicate_must_point_at_another_existing_original():
         decide_mark_duplicate(story.state, MarkDuplicateCommand(duplicate_of=TID), story.state, T)
     with pytest.raises(IllegalTransition, match="no report"):
         decide_mark_duplicate(story.state, MarkDuplicateCommand(duplicate_of="LAP-NONE"), None, T)
-    original = Story(T).state
+    original = Story(T - timedelta(hours=1), tracking_id="LAP-ORIGINAL").state
     [event] = decide_mark_duplicate(story.state, MarkDuplicateCommand(duplicate_of="LAP-ORIGINAL"), original, T)
     assert story.add(T, event).state.status is Status.duplicate
 
 
+def test_the_later_of_two_reports_is_the_duplicate():
+    earlier = Story(T - timedelta(hours=1), tracking_id="LAP-Z").state
+    later = Story(T, tracking_id="LAP-A").state
+    with pytest.raises(IllegalTransition, match="LAP-A came in after LAP-Z"):
+        decide_mark_duplicate(earlier, MarkDuplicateCommand(duplicate_of="LAP-A"), later, T)
+    assert decide_mark_duplicate(later, MarkDuplicateCommand(duplicate_of="LAP-Z"), earlier, T)
+    # At the same moment the tracking ids decide, so two reports are never each other's original.
+    same_a, same_z = Story(T, tracking_id="LAP-A").state, Story(T, tracking_id="LAP-Z").state
+    assert decide_mark_duplicate(same_z, MarkDuplicateCommand(duplicate_of="LAP-A"), same_a, T)
+    with pytest.raises(IllegalTransition, match="came in after"):
+        decide_mark_duplicate(same_a, MarkDuplicateCommand(duplicate_of="LAP-Z"), same_z, T)
+
+
 def test_a_duplicate_of_a_duplicate_is_refused_naming_the_original():
-    first = Story(T, tracking_id="LAP-FIRST").state
+    first = Story(T - timedelta(hours=1), tracking_id="LAP-FIRST").state
     copy = Story(T, tracking_id="LAP-COPY")
     copy.add(T, *decide_mark_duplicate(copy.state, MarkDuplicateCommand(duplicate_of="LAP-FIRST"), first, T))
     with pytest.raises(IllegalTransition, match="LAP-FIRST"):
