@@ -277,10 +277,13 @@ class Proposal:
 
 
 def _matches(rule: Rule, facts: RoutingFacts, keyword_agency: Mapping[str, str]) -> bool:
-    if rule.keyword is not None and (
-        facts.channel != "sms" or keyword_agency.get(rule.keyword) != facts.submitted_suggestion
-    ):
-        return False
+    if rule.keyword is not None:
+        # An SMS sent with the keyword: it named the agency that owns the keyword. A keyword nobody owns (a typo in
+        # the rule, or its agency retired) matches nothing; it matched every SMS sent without a keyword, whose
+        # suggestion is None too (found in a bug hunt).
+        owner = keyword_agency.get(rule.keyword)
+        if facts.channel != "sms" or owner is None or owner != facts.submitted_suggestion:
+            return False
     if rule.region_code is not None and not (facts.region_code and region_within(facts.region_code, rule.region_code)):
         return False
     return rule.category is None or (

@@ -396,6 +396,15 @@ def test_a_keyword_rule_matches_sms_reports_sent_with_that_keyword():
     assert "sms-kupang-listrik" not in [p.rule_id for p in propose(facts(category="Listrik"), RULES, {}, EVERY_AGENCY)]
 
 
+def test_a_keyword_rule_whose_keyword_nobody_owns_matches_no_sms():
+    """A typo in the rule, or the keyword's agency retired: it matched every SMS sent without a keyword (both
+    "owners" None), and a dispose without an agency sent those reports to the rule's agency."""
+    without_keyword = facts(channel="sms", category="Listrik", submitted_suggestion=None)
+    found = propose(without_keyword, RULES, {}, EVERY_AGENCY)
+    assert "sms-kupang-listrik" not in [p.rule_id for p in found]
+    assert "pln" not in [p.agency_id for p in found]
+
+
 def test_a_returned_report_proposes_the_returning_agencys_suggestion_and_never_the_agencies_that_returned_it():
     returned = facts(status=Status.returned, suggested_agency_id="pemda-53.01", returned_by=(NTT, KUPANG))
     found = propose(returned, RULES, {}, EVERY_AGENCY)
