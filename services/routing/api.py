@@ -566,6 +566,9 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         principal: Annotated[Principal | None, Depends(require("directory.manage"))],
         if_match: Annotated[int | None, Depends(if_match_header)],
     ) -> AgencyView:
+        if agency_id in RESERVED_AGENCY_IDS:
+            # Its stream is not an agency's (directory-routing-rules holds the rules): a 500 until session 24.
+            raise NotFound(f"agency {agency_id} not found ({agency_id} is reserved)")
         check_record(agency_id, record)
         event = AgencyUpdated(agency_id=agency_id, **record.model_dump())
 

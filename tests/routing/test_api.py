@@ -319,6 +319,15 @@ def test_a_new_unit_is_registered_once_under_an_existing_parent(app, admin):
     assert app.get(f"/api/agencies/{KUPANG}/rsud").json()["parent_id"] == f"{KUPANG}/dinkes"
 
 
+def test_the_rules_streams_reserved_id_is_no_agency_to_change(app, admin):
+    """`directory-routing-rules` is the rules' stream, not an agency's: PUT /api/agencies/routing-rules was a 500."""
+    head = app.app.state.context.store.head_position()
+    response = app.put("/api/agencies/routing-rules", json=record(name="Aturan"), headers=admin)
+    assert response.status_code == 404, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert app.app.state.context.store.head_position() == head
+
+
 @pytest.mark.parametrize("name", ["webhooks", "follow-up-approval"])
 def test_a_unit_is_never_named_like_an_agencys_settings(app, admin, name):
     """/api/agencies/pemda-53.71/webhooks is Kota Kupang's webhooks (followup), so no unit may have that URL."""
