@@ -157,9 +157,9 @@ def test_the_list_comes_a_page_at_a_time_and_by_subject(installation: Installati
     assert sorted(seen) == sorted(made)  # every one once, across the pages
     assert {r["subject"] for r in installation.revocations(query="?subject=petugas-1")} == {"petugas-1"}
     assert len(installation.revocations(query="?subject=petugas-1")) == 2
-    for query in ("?limit=0", "?limit=501", "?offset=-1", "?subject=%00"):
+    for query in ("?limit=0", "?limit=501", "?offset=-1", "?subject=%00", "?subject=" + "x" * 201):
         refused = installation.client.get(REVOCATIONS + query, headers=installation.bearer(national))
-        assert refused.status_code == 422, query
+        assert refused.status_code == (400 if "%00" in query else 422), query  # a control character: the URL's 400
 
 
 def test_an_agency_admin_cannot_cut_off_national_roles_whose_tokens_name_a_directory_agency(
