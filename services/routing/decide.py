@@ -146,7 +146,7 @@ def decide_mark_duplicate(
         reason = f"there is no report {command.duplicate_of}"
     elif original.status is Status.duplicate:
         reason = f"{command.duplicate_of} is itself a duplicate of {original.duplicate_of}: mark it as that one's"
-    elif not _came_first(original, state):
+    elif not came_first(original, state):
         # The later report is the duplicate. Without an order two officers marking two reports as each other's
         # at once (each checked against the other's state before its own append) made both duplicates, and the
         # complaint was lost (found in a bug hunt).
@@ -158,7 +158,7 @@ def decide_mark_duplicate(
     return [event]
 
 
-def _came_first(original: ComplaintState, report: ComplaintState) -> bool:
+def came_first(original: ComplaintState, report: ComplaintState) -> bool:
     """Whether `original` was submitted before `report` (by time, then by tracking id): a strict order, so two
     reports can never each be the other's original."""
     if original.submitted_at is None or report.submitted_at is None:

@@ -27,6 +27,7 @@ from services.routing.decide import (
     PendCommand,
     Rule,
     VerifyCommand,
+    came_first,
     decide_archive,
     decide_dispose,
     decide_mark_duplicate,
@@ -154,7 +155,7 @@ def _demo_decisions(
                            now, ctx.policy)
     if roll < dispose_share + 21:
         return decide_archive(state, ArchiveCommand(reason="Bukan pengaduan pelayanan publik (data demo)."), now)
-    if roll < dispose_share + 24 and earlier is not None:
+    if roll < dispose_share + 24 and earlier is not None and came_first(earlier, state):
         return decide_mark_duplicate(state, MarkDuplicateCommand(duplicate_of=earlier.tracking_id), earlier, now)
     return []
 
