@@ -419,8 +419,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             with ctx.db.transaction() as tx:
                 draft = approval.create_draft(
                     tx,
-                    tracking_id=state.tracking_id,
-                    agency_id=state.owner,
+                    state=state,
                     text=command.text,
                     attachments=command.attachments,
                     drafted_by=principal.subject,
@@ -451,9 +450,15 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         status: DraftStatus | None = None,
         acting: Acting = Depends(acting_on("complaint.read_follow_up_drafts")),
     ) -> list[DraftView]:
+        """The drafts of the agency holding the report, made since it last reached it; those of an earlier
+        holding (another agency, before a return) are left behind."""
         with ctx.db.read() as tx:
             found = approval.drafts_of(tx, acting.state.tracking_id, status)
-        return [draft_view(draft, acting.state, acting.principal) for draft in found]
+        return [
+            draft_view(draft, acting.state, acting.principal)
+            for draft in found
+            if approval.of_present_holding(draft, acting.state)
+        ]
 
     @router.post(
         "/api/complaints/{tracking_id}/follow-ups/drafts/{draft_id}/approve",
@@ -469,18 +474,23 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     ) -> FollowUpOutcome:
         """Posts the draft as a public follow-up naming its author and its approver."""
         principal, tracking_id = acting.principal, acting.state.tracking_id
-        draft = waiting_draft(ctx, tracking_id, draft_id, principal)
+        draft = waiting_draft(ctx, acting.state, draft_id, principal)
         with ctx.db.transaction() as tx:
             if not approval.claim_for_approval(tx, draft_id, by=principal.subject, now=ctx.clock.now()):
                 raise Conflict(f"draft {draft_id} is no longer waiting for approval")
         command = PostFollowUp(text=draft.text, public=True, attachments=draft.attachments)
+
+        def decision(state: ComplaintState, now: datetime) -> list[EventData]:
+            if not approval.of_present_holding(draft, state):  # the report changed hands since it was read
+                raise Conflict(f"draft {draft_id} is of an earlier holding of the report")
+            return decide_follow_up(
+                state, command, now,
+                follow_up_id=draft.follow_up_id, drafted_by=draft.drafted_by, approved_by=principal.subject,
+            )
+
         try:
             posted = act(
-                ctx, response, acting, "complaint.review_follow_up", if_match,
-                lambda s, now: decide_follow_up(
-                    s, command, now,
-                    follow_up_id=draft.follow_up_id, drafted_by=draft.drafted_by, approved_by=principal.subject,
-                ),
+                ctx, response, acting, "complaint.review_follow_up", if_match, decision,
                 event_id=caused_event_id(f"follow-up-draft:{draft_id}"),
             )
         finally:
@@ -509,7 +519,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     ) -> DraftView:
         principal, state = acting.principal, acting.state
         check_if_match(if_match, state)
-        waiting_draft(ctx, state.tracking_id, draft_id, principal)
+        waiting_draft(ctx, state, draft_id, principal)
         with ctx.db.transaction() as tx:
             if not approval.send_back(tx, draft_id, by=principal.subject, note=body.note, now=ctx.clock.now()):
                 raise Conflict(f"draft {draft_id} is no longer waiting for approval")
@@ -630,11 +640,13 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     return router
 
 
-def waiting_draft(ctx: ServiceContext, tracking_id: str, draft_id: str, reviewer: Principal) -> approval.Draft:
-    """The draft, if it may be reviewed by `reviewer` now."""
+def waiting_draft(ctx: ServiceContext, state: ComplaintState, draft_id: str, reviewer: Principal) -> approval.Draft:
+    """The draft, if it may be reviewed by `reviewer` now. A draft of an earlier holding of the report is not
+    found: the agency holding it now never sees what another agency (or itself, before a return) drafted."""
+    tracking_id = state.tracking_id
     with ctx.db.read() as tx:
         draft = approval.get_draft(tx, tracking_id, draft_id)
-    if draft is None:
+    if draft is None or not approval.of_present_holding(draft, state):
         raise NotFound(f"complaint {tracking_id} has no draft {draft_id}")
     if draft.drafted_by == reviewer.subject:
         raise Forbidden("a draft is approved or sent back by someone other than its author")

@@ -32,6 +32,7 @@ from lapor.states import ComplaintStates
 from lapor.store import RecordedEvent
 from lapor.subscriptions import Subscription, holding_subscription
 from services.followup import storage
+from services.followup.approval import PRESENT_HOLDING_SQL
 from services.followup.notifications import ITEM_ADDED, notification_id
 from services.followup.storage import NEVER, instant
 
@@ -262,7 +263,8 @@ class QueueFilter:
 
 _READ_COLUMNS = ", ".join(f"q.{column}" for column in _COLUMNS)
 _PENDING_DRAFTS = (
-    "(SELECT count(*) FROM followup_drafts d WHERE d.tracking_id = q.tracking_id AND d.status = 'pending')"
+    "(SELECT count(*) FROM followup_drafts d WHERE d.tracking_id = q.tracking_id AND d.status = 'pending' "
+    f"AND {PRESENT_HOLDING_SQL})"
 )
 
 
