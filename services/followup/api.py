@@ -229,7 +229,8 @@ def current_state(ctx: ServiceContext, tracking_id: str) -> ComplaintState:
 
 
 def acting_on(action: str) -> Callable[..., Acting]:
-    """A dependency: the caller, authorized for `action` on the report in the path as it is now."""
+    """A dependency: the caller, authorized for `action` on the report in the path as it is now, and allowed to see
+    it (`lapor.privacy`), judged here, before anything is written: an action that commits is never answered 404."""
 
     def dependency(
         tracking_id: TrackingIdPath, ctx: Context, principal: Principal | None = Depends(require(action))
@@ -237,20 +238,21 @@ def acting_on(action: str) -> Callable[..., Acting]:
         state = current_state(ctx, tracking_id)
         authorize_complaint(principal, action, state)
         assert principal is not None  # no followup action is public: authorize refused a missing token
+        try:
+            redact_complaint(state, principal)
+        except ReportNotVisible:
+            raise NotFound(f"complaint {tracking_id} not found") from None
         return Acting(principal, state)
 
     dependency.__name__ = f"acting_on_{action.replace('.', '_')}"
     return dependency
 
 
-def summary(state: ComplaintState, principal: Principal, *, seen: ComplaintState | None = None) -> ComplaintSummary:
-    """The summary of `state` for `principal`. Whether they may see it is judged by `lapor.privacy` on `seen`, the
-    state they acted on: their own action may take the report out of their sight (a return as bukan wewenang), and
-    they still learn what it did. The summary's fields are ids, statuses, deadlines and counts: nothing personal."""
-    try:
-        redact_complaint(seen or state, principal)
-    except ReportNotVisible:
-        raise NotFound(f"complaint {state.tracking_id} not found") from None
+def summary(state: ComplaintState) -> ComplaintSummary:
+    """The summary of `state` after an action. Whether the caller may see the report was judged by `acting_on` on
+    the state they acted on: their own action may take the report out of their sight (a return as bukan wewenang),
+    and they still learn what it did. The summary's fields are ids, statuses, deadlines and counts: nothing
+    personal."""
     return ComplaintSummary.model_validate({name: getattr(state, name) for name in ComplaintSummary.model_fields})
 
 
@@ -283,7 +285,7 @@ def act(
 
     result = run_command(ctx, stream_of(tracking_id), decide, principal=principal, if_match=if_match)
     response.headers["ETag"] = result.etag
-    return summary(current_state(ctx, tracking_id), principal, seen=acting.state)
+    return summary(current_state(ctx, tracking_id))
 
 
 def draft_view(draft: approval.Draft, state: ComplaintState, principal: Principal) -> DraftView:
@@ -431,7 +433,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                 status="pending_approval",
                 follow_up_id=None,
                 draft=draft_view(draft, state, principal),
-                complaint=summary(state, principal),
+                complaint=summary(state),
             )
         follow_up_id = "fu-" + secrets.token_hex(8)
         posted = act(

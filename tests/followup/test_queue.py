@@ -7,6 +7,8 @@ import pytest
 
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
 from lapor.rebuild import rebuild
+from lapor.store import ANY
+from schemas.events import AgencyKind, AgencyRegistered
 from services.followup.service import SERVICE
 from tests.followup.conftest import DINKES, DISDIK, KUPANG, MALANG, later
 
@@ -111,6 +113,28 @@ def test_a_unit_officer_sees_only_the_units_queue(followup):
     # the agency sees its own and all its units'
     assert tracking_ids(followup.queue(KUPANG, liaison)) == ["LAP-U-1", "LAP-U-2", "LAP-U-3"]
     assert tracking_ids(followup.queue(DINKES, liaison)) == ["LAP-U-1"]
+
+
+def test_a_unit_officer_sees_and_acts_on_what_a_unit_inside_theirs_holds_and_is_answered_once(followup):
+    puskesmas = DINKES + "/pkm-oepoi"  # a puskesmas under the Dinas Kesehatan
+    registered = AgencyRegistered(agency_id=puskesmas, name="Puskesmas Oepoi", parent_id=DINKES, kind=AgencyKind.unit)
+    followup.ctx.store.append(f"directory-{puskesmas}", [registered.to_new_event()], ANY)
+    liaison, officer = followup.liaison(), followup.unit_officer(DINKES)
+    followup.disposed("LAP-N-1")
+    followup.act("LAP-N-1", "accept", liaison)
+    assert followup.act("LAP-N-1", "assign", liaison, {"unit_id": puskesmas}).status_code == 200
+    followup.disposed("LAP-N-2", DINKES)  # disposed to the Dinas directly
+    followup.act("LAP-N-2", "accept", liaison)
+    posted = followup.act("LAP-N-1", "follow-ups", officer, {"text": "Sudah kami tinjau ke lokasi."})
+    assert posted.status_code == 201, posted.text  # was 404, with the follow-up appended all the same
+    assert posted.json()["complaint"]["follow_up_count"] == 1
+    assert followup.types("LAP-N-1").count("FollowUpPosted") == 1
+    assert sorted(tracking_ids(followup.queue(DINKES, officer))) == ["LAP-N-1", "LAP-N-2"]
+    assert followup.act("LAP-N-2", "follow-ups", officer, {"text": "Sedang ditangani."}).status_code == 201
+    # the puskesmas's own officer: its report, not the Dinas's
+    pkm_officer = followup.unit_officer(puskesmas, "officer-pkm")
+    assert tracking_ids(followup.queue(puskesmas, pkm_officer)) == ["LAP-N-1"]
+    assert followup.act("LAP-N-2", "follow-ups", pkm_officer, {"text": "Bukan kami."}).status_code == 403
 
 
 def test_another_agency_sees_nothing_of_it(followup):
