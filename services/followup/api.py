@@ -294,10 +294,12 @@ def draft_view(draft: approval.Draft, state: ComplaintState, principal: Principa
 
 
 def needs_approval(ctx: ServiceContext, principal: Principal, state: ComplaintState, command: PostFollowUp) -> bool:
+    """The setting of whoever holds the report: the unit it is assigned to (its own, else inherited), else its
+    agency. Whoever writes it, a follow-up on a unit's report is judged by the unit's setting."""
     if not command.public or principal.role not in DRAFTING_ROLES:
         return False
     with ctx.db.read() as tx:
-        return approval.approval_setting(tx, state.owner).required
+        return approval.approval_setting(tx, state.unit_id or state.owner).required
 
 
 def posted_follow_up(ctx: ServiceContext, tracking_id: str, follow_up_id: str) -> tuple[int, str | None] | None:

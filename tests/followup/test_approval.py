@@ -243,3 +243,20 @@ def test_a_draft_recorded_before_drafts_named_their_holding_is_still_reviewed(on
         assert listed["draft_id"] == draft["draft_id"]
         assert app.queue(KUPANG, app.liaison())["items"][0]["drafts_awaiting_approval"] == 1
         assert review(app, draft["draft_id"], "approve", app.liaison()).status_code == 200
+
+
+def test_a_units_own_setting_holds_for_the_reports_assigned_to_it(followup):
+    response = followup.client.put(
+        f"/api/agencies/{DINKES}/follow-up-approval", headers=followup.admin(), json={"required": True}
+    )
+    assert response.json()["set_for"] == DINKES  # Kota Kupang itself asks for nothing
+    for tid in ("LAP-A-1", "LAP-A-2"):
+        followup.disposed(tid)
+        followup.act(tid, "accept", followup.liaison())
+    followup.act("LAP-A-1", "assign", followup.liaison(), {"unit_id": DINKES})
+    by_officer = followup.act("LAP-A-1", "follow-ups", followup.unit_officer(), TEXT)
+    assert (by_officer.status_code, by_officer.json()["status"]) == (202, "pending_approval")
+    assert followup.act("LAP-A-1", "follow-ups", followup.admin(), TEXT).status_code == 202  # the unit's report
+    assert "FollowUpPosted" not in followup.types("LAP-A-1")
+    assert review(followup, by_officer.json()["draft"]["draft_id"], "approve", followup.liaison()).status_code == 200
+    assert followup.act("LAP-A-2", "follow-ups", followup.admin(), TEXT).status_code == 201  # the agency's own
