@@ -3,6 +3,9 @@ pages that stay put while new reports arrive, and scoping (a unit sees its own, 
 
 from __future__ import annotations
 
+import base64
+
+import orjson
 import pytest
 
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
@@ -97,6 +100,35 @@ def test_a_page_size_is_written_in_decimal_digits(followup, written):
 def test_a_cursor_that_was_not_handed_out_is_400(followup):
     response = followup.client.get(f"/api/queues/{KUPANG}", headers=followup.liaison(), params={"cursor": "bm9wZQ"})
     assert response.status_code == 400
+
+
+def forged_cursor(*key: object) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(list(key))).decode().rstrip("=")
+
+
+MOMENT = "2031-06-16T16:59:59.999999+00:00"
+FORGED_CURSORS = {
+    "urgency 2**63": forged_cursor(2**63, MOMENT, "LAP-Q-1"),  # past what SQLite binds: was a 500
+    "urgency 2**64-1": forged_cursor(2**64 - 1, MOMENT, "LAP-Q-1"),
+    "urgency -1": forged_cursor(-1, MOMENT, "LAP-Q-1"),
+    "urgency true": forged_cursor(True, MOMENT, "LAP-Q-1"),
+    "NUL in the moment": forged_cursor(0, "x\u0000", "LAP-Q-1"),  # PostgreSQL's text refuses it: was a 500 there
+    "NUL in the tracking id": forged_cursor(0, MOMENT, "LAP-Q-1\u0000"),
+    "not a moment": forged_cursor(0, "tomorrow", "LAP-Q-1"),
+}
+
+
+@pytest.mark.parametrize("cursor", FORGED_CURSORS.values(), ids=FORGED_CURSORS.keys())
+def test_a_cursor_whose_fields_the_queue_never_hands_out_is_400(followup, cursor):
+    followup.disposed("LAP-Q-1")
+    assert_refused_cursor(followup, cursor)
+
+
+def assert_refused_cursor(app, cursor: str) -> None:
+    response = app.client.get(f"/api/queues/{KUPANG}", headers=app.liaison(), params={"cursor": cursor})
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["detail"] == "cursor is not one this queue handed out; start again without it"
 
 
 def test_a_unit_officer_sees_only_the_units_queue(followup):
