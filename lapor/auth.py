@@ -376,6 +376,9 @@ class OwnedComplaint(Protocol):
     def tracking_id(self) -> str: ...
 
     @property
+    def agency_id(self) -> str | None: ...
+
+    @property
     def unit_id(self) -> str | None: ...
 
     @property
@@ -383,9 +386,16 @@ class OwnedComplaint(Protocol):
 
 
 def authorize_complaint(principal: Principal | None, action: str, complaint: OwnedComplaint) -> None:
+    """`authorize` on the complaint's owner and unit. While routing holds the report no agency does: `owner` then
+    names the national admin agency, whose own staff (`kemenpanrb` takes dispositions like any other agency) are
+    refused it like every other agency's (session 24: they could read the drafts of a returned report)."""
     authorize(
         principal, action, agency_id=complaint.owner, unit_id=complaint.unit_id, tracking_id=complaint.tracking_id
     )
+    access = ACTIONS[action]
+    confined = principal is not None and principal.role in access.confined and not access.public
+    if confined and complaint.agency_id is None:
+        raise Forbidden(f"complaint {complaint.tracking_id} is with national routing, outside every agency's scope")
 
 
 # -- FastAPI dependencies -----------------------------------------------------------------------------------

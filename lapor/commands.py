@@ -62,20 +62,30 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
+# A stream version is a 64-bit integer (BIGINT in the stores): 19 digits at most. Longer ones are refused before
+# they are converted (past 4,300 digits Python's int() itself refuses, which was a 500).
+MAX_VERSION_DIGITS = 19
 # What If-Match may be: a version, bare or quoted, or *. The parser uses it and the API document shows it (as a
 # pattern only: a value that does not match is the parser's 400, not FastAPI's 422).
-IF_MATCH_PATTERN = r'^[ \t]*(\*|[0-9]+|"[0-9]+")[ \t]*$'
+IF_MATCH_PATTERN = rf'^[ \t]*(\*|[0-9]{{1,{MAX_VERSION_DIGITS}}}|"[0-9]{{1,{MAX_VERSION_DIGITS}}}")[ \t]*$'
 _IF_MATCH = re.compile(IF_MATCH_PATTERN)
+_DIGITS = re.compile(r'[ \t]*"?([0-9]+)"?[ \t]*')
 
 
 def parse_if_match(value: str | None) -> int | None:
     """`If-Match: 3` or `If-Match: "3"` -> 3; absent or `*` -> None (no check). Weak tags never match
     (RFC 9110 uses strong comparison for If-Match), so `W/"3"` is refused as malformed; so are digits other
-    than ASCII ("²", a Latin-1 header byte, or "١٢")."""
+    than ASCII ("²", a Latin-1 header byte, or "١٢"), and versions of more than 19 digits."""
     if value is None:
         return None
     match = _IF_MATCH.fullmatch(value)
     if match is None:
+        digits = _DIGITS.fullmatch(value)
+        if digits is not None and len(digits.group(1)) > MAX_VERSION_DIGITS:
+            # Not quoted back: it may be thousands of digits long.
+            raise BadRequest(
+                f"If-Match names a version of at most {MAX_VERSION_DIGITS} digits, not {len(digits.group(1))}"
+            )
         raise BadRequest(f"If-Match must be a version number like \"3\", got {value!r}")
     version = match.group(1).strip('"')
     return None if version == "*" else int(version)
@@ -85,7 +95,8 @@ def if_match_header(
     if_match: Annotated[
         str | None,
         Header(
-            description='The version the command was decided on, as the ETag gave it ("3"); a stale one is a 412',
+            description='The version the command was decided on, as the ETag gave it ("3"); a stale one is a 412. '
+            f"At most {MAX_VERSION_DIGITS} digits",
             examples=['"3"'], json_schema_extra={"pattern": IF_MATCH_PATTERN},
         ),
     ] = None,

@@ -183,8 +183,10 @@ def can_see_report(
     """Whether the principal may see the report at all.
 
     Public: not confidential. Reporter: their own report, and what the public sees. Agency-scoped roles: their
-    agency's reports and those escalated to them (`involved_agencies`); a unit officer only their unit's. National
-    admin and oversight: all. Integration clients: the reports of their own channel (`channel`, see
+    agency's reports and those escalated to them (`involved_agencies`); a unit officer only what their unit holds:
+    assigned to it or to a unit inside it, or disposed to it directly (the scope `lapor.auth` lets them act in,
+    session 24: a report of a unit inside theirs was theirs to act on but not to see). National admin and
+    oversight: all. Integration clients: the reports of their own channel (`channel`, see
     `source_channel`), confidential ones included, since they submitted them for the reporter.
     """
     audience = audience_of(principal)
@@ -197,7 +199,8 @@ def can_see_report(
     if audience is Audience.integration:
         return principal.channel is not None and principal.channel == channel
     if principal.role is Role.unit_officer:
-        return unit_id is not None and unit_id == principal.unit_id
+        holder = unit_id or agency_id
+        return holder is not None and principal.unit_id in ancestors_and_self(holder)
     return principal.agency_id == agency_id or principal.agency_id in set(involved_agencies)
 
 

@@ -229,7 +229,8 @@ def current_state(ctx: ServiceContext, tracking_id: str) -> ComplaintState:
 
 
 def acting_on(action: str) -> Callable[..., Acting]:
-    """A dependency: the caller, authorized for `action` on the report in the path as it is now."""
+    """A dependency: the caller, authorized for `action` on the report in the path as it is now, and allowed to see
+    it (`lapor.privacy`), judged here, before anything is written: an action that commits is never answered 404."""
 
     def dependency(
         tracking_id: TrackingIdPath, ctx: Context, principal: Principal | None = Depends(require(action))
@@ -237,20 +238,21 @@ def acting_on(action: str) -> Callable[..., Acting]:
         state = current_state(ctx, tracking_id)
         authorize_complaint(principal, action, state)
         assert principal is not None  # no followup action is public: authorize refused a missing token
+        try:
+            redact_complaint(state, principal)
+        except ReportNotVisible:
+            raise NotFound(f"complaint {tracking_id} not found") from None
         return Acting(principal, state)
 
     dependency.__name__ = f"acting_on_{action.replace('.', '_')}"
     return dependency
 
 
-def summary(state: ComplaintState, principal: Principal, *, seen: ComplaintState | None = None) -> ComplaintSummary:
-    """The summary of `state` for `principal`. Whether they may see it is judged by `lapor.privacy` on `seen`, the
-    state they acted on: their own action may take the report out of their sight (a return as bukan wewenang), and
-    they still learn what it did. The summary's fields are ids, statuses, deadlines and counts: nothing personal."""
-    try:
-        redact_complaint(seen or state, principal)
-    except ReportNotVisible:
-        raise NotFound(f"complaint {state.tracking_id} not found") from None
+def summary(state: ComplaintState) -> ComplaintSummary:
+    """The summary of `state` after an action. Whether the caller may see the report was judged by `acting_on` on
+    the state they acted on: their own action may take the report out of their sight (a return as bukan wewenang),
+    and they still learn what it did. The summary's fields are ids, statuses, deadlines and counts: nothing
+    personal."""
     return ComplaintSummary.model_validate({name: getattr(state, name) for name in ComplaintSummary.model_fields})
 
 
@@ -283,7 +285,7 @@ def act(
 
     result = run_command(ctx, stream_of(tracking_id), decide, principal=principal, if_match=if_match)
     response.headers["ETag"] = result.etag
-    return summary(current_state(ctx, tracking_id), principal, seen=acting.state)
+    return summary(current_state(ctx, tracking_id))
 
 
 def draft_view(draft: approval.Draft, state: ComplaintState, principal: Principal) -> DraftView:
@@ -292,10 +294,12 @@ def draft_view(draft: approval.Draft, state: ComplaintState, principal: Principa
 
 
 def needs_approval(ctx: ServiceContext, principal: Principal, state: ComplaintState, command: PostFollowUp) -> bool:
+    """The setting of whoever holds the report: the unit it is assigned to (its own, else inherited), else its
+    agency. Whoever writes it, a follow-up on a unit's report is judged by the unit's setting."""
     if not command.public or principal.role not in DRAFTING_ROLES:
         return False
     with ctx.db.read() as tx:
-        return approval.approval_setting(tx, state.owner).required
+        return approval.approval_setting(tx, state.unit_id or state.owner).required
 
 
 def posted_follow_up(ctx: ServiceContext, tracking_id: str, follow_up_id: str) -> tuple[int, str | None] | None:
@@ -419,8 +423,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             with ctx.db.transaction() as tx:
                 draft = approval.create_draft(
                     tx,
-                    tracking_id=state.tracking_id,
-                    agency_id=state.owner,
+                    state=state,
                     text=command.text,
                     attachments=command.attachments,
                     drafted_by=principal.subject,
@@ -432,7 +435,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                 status="pending_approval",
                 follow_up_id=None,
                 draft=draft_view(draft, state, principal),
-                complaint=summary(state, principal),
+                complaint=summary(state),
             )
         follow_up_id = "fu-" + secrets.token_hex(8)
         posted = act(
@@ -451,9 +454,15 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         status: DraftStatus | None = None,
         acting: Acting = Depends(acting_on("complaint.read_follow_up_drafts")),
     ) -> list[DraftView]:
+        """The drafts of the agency holding the report, made since it last reached it; those of an earlier
+        holding (another agency, before a return) are left behind."""
         with ctx.db.read() as tx:
             found = approval.drafts_of(tx, acting.state.tracking_id, status)
-        return [draft_view(draft, acting.state, acting.principal) for draft in found]
+        return [
+            draft_view(draft, acting.state, acting.principal)
+            for draft in found
+            if approval.of_present_holding(draft, acting.state)
+        ]
 
     @router.post(
         "/api/complaints/{tracking_id}/follow-ups/drafts/{draft_id}/approve",
@@ -469,18 +478,23 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     ) -> FollowUpOutcome:
         """Posts the draft as a public follow-up naming its author and its approver."""
         principal, tracking_id = acting.principal, acting.state.tracking_id
-        draft = waiting_draft(ctx, tracking_id, draft_id, principal)
+        draft = waiting_draft(ctx, acting.state, draft_id, principal)
         with ctx.db.transaction() as tx:
             if not approval.claim_for_approval(tx, draft_id, by=principal.subject, now=ctx.clock.now()):
                 raise Conflict(f"draft {draft_id} is no longer waiting for approval")
         command = PostFollowUp(text=draft.text, public=True, attachments=draft.attachments)
+
+        def decision(state: ComplaintState, now: datetime) -> list[EventData]:
+            if not approval.of_present_holding(draft, state):  # the report changed hands since it was read
+                raise Conflict(f"draft {draft_id} is of an earlier holding of the report")
+            return decide_follow_up(
+                state, command, now,
+                follow_up_id=draft.follow_up_id, drafted_by=draft.drafted_by, approved_by=principal.subject,
+            )
+
         try:
             posted = act(
-                ctx, response, acting, "complaint.review_follow_up", if_match,
-                lambda s, now: decide_follow_up(
-                    s, command, now,
-                    follow_up_id=draft.follow_up_id, drafted_by=draft.drafted_by, approved_by=principal.subject,
-                ),
+                ctx, response, acting, "complaint.review_follow_up", if_match, decision,
                 event_id=caused_event_id(f"follow-up-draft:{draft_id}"),
             )
         finally:
@@ -509,7 +523,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     ) -> DraftView:
         principal, state = acting.principal, acting.state
         check_if_match(if_match, state)
-        waiting_draft(ctx, state.tracking_id, draft_id, principal)
+        waiting_draft(ctx, state, draft_id, principal)
         with ctx.db.transaction() as tx:
             if not approval.send_back(tx, draft_id, by=principal.subject, note=body.note, now=ctx.clock.now()):
                 raise Conflict(f"draft {draft_id} is no longer waiting for approval")
@@ -630,11 +644,13 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     return router
 
 
-def waiting_draft(ctx: ServiceContext, tracking_id: str, draft_id: str, reviewer: Principal) -> approval.Draft:
-    """The draft, if it may be reviewed by `reviewer` now."""
+def waiting_draft(ctx: ServiceContext, state: ComplaintState, draft_id: str, reviewer: Principal) -> approval.Draft:
+    """The draft, if it may be reviewed by `reviewer` now. A draft of an earlier holding of the report is not
+    found: the agency holding it now never sees what another agency (or itself, before a return) drafted."""
+    tracking_id = state.tracking_id
     with ctx.db.read() as tx:
         draft = approval.get_draft(tx, tracking_id, draft_id)
-    if draft is None:
+    if draft is None or not approval.of_present_holding(draft, state):
         raise NotFound(f"complaint {tracking_id} has no draft {draft_id}")
     if draft.drafted_by == reviewer.subject:
         raise Forbidden("a draft is approved or sent back by someone other than its author")

@@ -9,6 +9,12 @@ Drafts are the followup service's own state (`followup_drafts`), not events: unt
 working paper between two officers, not something that happened to the report. The log records what became
 public and both people behind it; the draft table keeps the ones sent back, with the liaison's note.
 
+A draft belongs to the report's present holding: the agency that held it when it was drafted, in that same holding
+(`of_present_holding`). When the report changes hands (returned as bukan wewenang and disposed again, or taken
+over by the Ombudsman), the drafts of the earlier holding are left behind: kept as they were, for the record, but
+never listed, approved or sent back again, nor counted in the queue (session 24: the next agency's liaison officer
+could approve the previous agency's text in its own name).
+
 A draft's life: `pending` → `approving` (claimed by an approver while the follow-up is appended) → `approved`;
 or `pending` → `sent_back`. The follow-up of a draft has a fixed id and a deterministic event id, so an approval
 retried after a crash, or made by two liaison officers at once, posts it once.
@@ -25,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from lapor.complaint import ComplaintState
 from lapor.db import Tx
 from lapor.privacy import ancestors_and_self
 from schemas.events import Attachment
@@ -87,6 +94,7 @@ class Draft:
     review_note: str | None
     follow_up_id: str  # the id its follow-up is posted under
     posted_version: int | None  # the complaint version of the posted follow-up
+    holding: int | None  # the report's `bounce_count` when drafted (None: drafted before session 24)
 
     def as_data(self) -> dict[str, Any]:
         """The draft as event-like data, for `lapor.privacy.redact_event_data`."""
@@ -107,13 +115,13 @@ class Draft:
 
 _COLUMNS = (
     "draft_id, tracking_id, agency_id, text, attachments, drafted_by, drafted_at, status, reviewed_by, "
-    "reviewed_at, review_note, follow_up_id, posted_version"
+    "reviewed_at, review_note, follow_up_id, posted_version, holding"
 )
 
 
 def _draft(row: Sequence[Any]) -> Draft:
     (draft_id, tracking_id, agency_id, text, attachments, drafted_by, drafted_at, status, reviewed_by, reviewed_at,
-     review_note, follow_up_id, posted_version) = row
+     review_note, follow_up_id, posted_version, holding) = row
     drafted = moment(drafted_at)
     assert drafted is not None
     return Draft(
@@ -130,35 +138,58 @@ def _draft(row: Sequence[Any]) -> Draft:
         review_note,
         follow_up_id,
         posted_version,
+        holding,
     )
+
+
+def of_present_holding(draft: Draft, state: ComplaintState) -> bool:
+    """Whether `draft` was made by the agency holding the report now, since the report last reached it. A report
+    changes hands only by a disposition after a return, which counts a bounce (`bounce_count`), or by the
+    Ombudsman's takeover, which changes the agency; so the agency and the bounce count name a holding exactly, also
+    on a training clock that stands still between moves. While routing holds the report no draft is of it, even
+    for the national admin agency `state.owner` falls back to (`kemenpanrb` takes dispositions like any other)."""
+    if state.agency_id is None or draft.agency_id != state.agency_id:
+        return False
+    if draft.holding is None:  # drafted before session 24: only the time it was made tells
+        return state.disposed_at is not None and draft.drafted_at >= state.disposed_at
+    return draft.holding == state.bounce_count
+
+
+# SQL for "draft `d` is of the present holding of queue row `q`": `of_present_holding` on the queue's columns.
+PRESENT_HOLDING_SQL = (
+    "d.agency_id = q.agency_id "
+    "AND (d.holding = q.bounce_count OR (d.holding IS NULL AND d.drafted_at >= q.disposed_at))"
+)
 
 
 def create_draft(
     tx: Tx,
     *,
-    tracking_id: str,
-    agency_id: str,
+    state: ComplaintState,
     text: str,
     attachments: Sequence[Attachment],
     drafted_by: str,
     now: datetime,
 ) -> Draft:
+    """A draft of the agency holding `state` (in progress), in its present holding."""
+    assert state.agency_id is not None  # a follow-up is written only while an agency holds the report
     draft_id = "dr_" + secrets.token_hex(8)
     tx.execute(
-        f"INSERT INTO followup_drafts ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, NULL)",
+        f"INSERT INTO followup_drafts ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, NULL, ?)",
         (
             draft_id,
-            tracking_id,
-            agency_id,
+            state.tracking_id,
+            state.agency_id,
             text,
             orjson.dumps([attachment.model_dump(mode="json") for attachment in attachments]).decode(),
             drafted_by,
             instant(now),
             DraftStatus.pending.value,
             f"fu-{draft_id}",
+            state.bounce_count,
         ),
     )
-    found = get_draft(tx, tracking_id, draft_id)
+    found = get_draft(tx, state.tracking_id, draft_id)
     assert found is not None
     return found
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,7 +32,9 @@ from lapor.problems import BadRequest
 from lapor.states import ComplaintStates
 from lapor.store import RecordedEvent
 from lapor.subscriptions import Subscription, holding_subscription
+from schemas.events import TRACKING_ID_PATTERN
 from services.followup import storage
+from services.followup.approval import PRESENT_HOLDING_SQL
 from services.followup.notifications import ITEM_ADDED, notification_id
 from services.followup.storage import NEVER, instant
 
@@ -39,6 +42,7 @@ from services.followup.storage import NEVER, instant
 QUEUE_STATUSES = (Status.disposed, Status.in_progress, Status.resolved)
 # Urgency buckets, the first key of the queue order.
 AGENCY_DEADLINE, AWAITING_REPORTER, NO_DEADLINE = 0, 1, 2
+URGENCIES = (AGENCY_DEADLINE, AWAITING_REPORTER, NO_DEADLINE)
 
 
 @dataclass(frozen=True)
@@ -228,9 +232,15 @@ class HeldQueue:
 # -- reading a queue ----------------------------------------------------------------------------------------
 
 
+# What a cursor's fields can be: `storage.instant` text (NEVER included) and a tracking id.
+_DUE_ORDER = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}\+00:00")
+_TRACKING_ID = re.compile(TRACKING_ID_PATTERN)
+
+
 @dataclass(frozen=True)
 class QueueCursor:
-    """Where a page ended: the last row's place in the queue order."""
+    """Where a page ended: the last row's place in the queue order. Decoding checks each field is one the queue
+    hands out (session 24: an urgency past 64 bits was a 500 on SQLite, a NUL in a field one on PostgreSQL)."""
 
     urgency: int
     due_order: str
@@ -244,8 +254,15 @@ class QueueCursor:
     def decode(cls, text: str) -> QueueCursor:
         try:
             urgency, due_order, tracking_id = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-            if not (isinstance(urgency, int) and isinstance(due_order, str) and isinstance(tracking_id, str)):
-                raise ValueError("wrong types")
+            if not (
+                type(urgency) is int  # not a bool
+                and urgency in URGENCIES
+                and isinstance(due_order, str)
+                and _DUE_ORDER.fullmatch(due_order)
+                and isinstance(tracking_id, str)
+                and _TRACKING_ID.fullmatch(tracking_id)
+            ):
+                raise ValueError("not a cursor of this queue")
         except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
             raise BadRequest("cursor is not one this queue handed out; start again without it") from None
         return cls(urgency, due_order, tracking_id)
@@ -262,7 +279,8 @@ class QueueFilter:
 
 _READ_COLUMNS = ", ".join(f"q.{column}" for column in _COLUMNS)
 _PENDING_DRAFTS = (
-    "(SELECT count(*) FROM followup_drafts d WHERE d.tracking_id = q.tracking_id AND d.status = 'pending')"
+    "(SELECT count(*) FROM followup_drafts d WHERE d.tracking_id = q.tracking_id AND d.status = 'pending' "
+    f"AND {PRESENT_HOLDING_SQL})"
 )
 
 

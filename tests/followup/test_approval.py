@@ -8,7 +8,9 @@ from threading import Barrier
 
 import pytest
 
-from tests.followup.conftest import DINKES, KUPANG
+from lapor.principal import NATIONAL_ADMIN_AGENCY
+from schemas.events import ComplaintDisposed
+from tests.followup.conftest import DINKES, KUPANG, MALANG
 
 TEXT = {"text": "Kepala puskesmas sudah ditegur; jam layanan kembali 08.00–14.00."}
 
@@ -16,13 +18,23 @@ TEXT = {"text": "Kepala puskesmas sudah ditegur; jam layanan kembali 08.00–14.
 @pytest.fixture
 def approving(followup):
     """Kota Kupang asks for two-step approval; LAP-A-1 is accepted and waits for a follow-up."""
-    response = followup.client.put(
-        f"/api/agencies/{KUPANG}/follow-up-approval", headers=followup.admin(), json={"required": True}
-    )
+    return approval_asked(followup)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def on_each_database(request, start):
+    """`start`, on the embedded SQLite store or on a fresh PostgreSQL schema holding store and read models."""
+    overrides = {} if request.param == "sqlite" else {"store": request.getfixturevalue("postgres_url")}
+    return lambda **more: start(**overrides, **more)
+
+
+def approval_asked(app):
+    path = f"/api/agencies/{KUPANG}/follow-up-approval"
+    response = app.client.put(path, headers=app.admin(), json={"required": True})
     assert response.status_code == 200, response.text
-    followup.disposed("LAP-A-1")
-    followup.act("LAP-A-1", "accept", followup.liaison())
-    return followup
+    app.disposed("LAP-A-1")
+    app.act("LAP-A-1", "accept", app.liaison())
+    return app
 
 
 def drafted(app, headers=None) -> dict:
@@ -157,3 +169,94 @@ def test_only_the_agencys_admin_turns_approval_on(followup):
             f"/api/agencies/{KUPANG}/follow-up-approval", headers=headers, json={"required": True}
         )
         assert response.status_code == 403
+
+
+# -- drafts belong to the holding they were made in (session 24) ----------------------------------------------
+
+
+def returned_and_disposed_again(app, agency_id: str) -> None:
+    """Kupang returns LAP-A-1 as bukan wewenang; routing disposes it to `agency_id`, which accepts it."""
+    returned = app.act("LAP-A-1", "return", app.liaison(), {"reason": "Bukan wewenang Kota Kupang."})
+    assert returned.status_code == 200, returned.text
+    now, policy = app.clock.now(), app.ctx.policy
+    app.decide(
+        "LAP-A-1",
+        ComplaintDisposed(
+            agency_id=agency_id,
+            follow_up_due=policy.follow_up_due(now),
+            ombudsman_offer_due=policy.ombudsman_offer_due(now),
+        ),
+    )
+    assert app.act("LAP-A-1", "accept", app.liaison(agency_id, f"liaison-{agency_id}")).status_code == 200
+
+
+def test_the_next_agency_never_sees_or_approves_the_previous_agencys_draft(on_each_database):
+    with on_each_database() as app:
+        app.register_directory()
+        the_next_agency_never_sees_or_approves_the_previous_agencys_draft(approval_asked(app))
+
+
+def the_next_agency_never_sees_or_approves_the_previous_agencys_draft(approving) -> None:
+    draft = drafted(approving)  # by Kupang's admin
+    returned_and_disposed_again(approving, MALANG)
+    malang = approving.liaison(MALANG, "liaison-malang")
+    listed = approving.client.get("/api/complaints/LAP-A-1/follow-ups/drafts", headers=malang)
+    assert (listed.status_code, listed.json()) == (200, [])
+    assert review(approving, draft["draft_id"], "approve", malang).status_code == 404
+    assert review(approving, draft["draft_id"], "send-back", malang, {"note": "Bukan draf kami."}).status_code == 404
+    assert "FollowUpPosted" not in approving.types("LAP-A-1")
+    [item] = approving.queue(MALANG, malang)["items"]
+    assert (item["drafts_awaiting_approval"], item["deadline_kind"]) == (0, "follow_up")
+    assert approving.queue(MALANG, malang, awaiting_approval=True)["items"] == []
+
+
+def test_a_draft_made_before_a_return_stays_behind_when_the_same_agency_gets_the_report_again(approving):
+    old = drafted(approving)
+    returned_and_disposed_again(approving, KUPANG)  # at the same moment: the training clock stands still
+    assert approving.client.get("/api/complaints/LAP-A-1/follow-ups/drafts", headers=approving.liaison()).json() == []
+    assert review(approving, old["draft_id"], "approve", approving.liaison()).status_code == 404
+    new = drafted(approving)
+    [listed] = approving.client.get("/api/complaints/LAP-A-1/follow-ups/drafts", headers=approving.liaison()).json()
+    assert listed["draft_id"] == new["draft_id"]
+    assert review(approving, new["draft_id"], "approve", approving.liaison()).status_code == 200
+    [posted] = [event for event in approving.events("LAP-A-1") if event.type == "FollowUpPosted"]
+    assert posted.data["follow_up_id"] == new["follow_up_id"]
+
+
+def test_staff_of_the_national_admin_agency_are_refused_a_report_with_routing(approving):
+    drafted(approving)
+    approving.act("LAP-A-1", "return", approving.liaison(), {"reason": "Bukan wewenang Kota Kupang."})
+    # kemenpanrb takes dispositions like any agency; a returned report is routing's, not its staff's
+    panrb = approving.liaison(NATIONAL_ADMIN_AGENCY, "liaison-panrb")
+    assert approving.client.get("/api/complaints/LAP-A-1/follow-ups/drafts", headers=panrb).status_code == 403
+    assert approving.act("LAP-A-1", "accept", panrb).status_code == 403
+
+
+def test_a_draft_recorded_before_drafts_named_their_holding_is_still_reviewed(on_each_database):
+    with on_each_database() as app:
+        app.register_directory()
+        draft = drafted(approval_asked(app))
+        with app.ctx.db.transaction() as tx:  # the table as it was before session 24
+            tx.execute("ALTER TABLE followup_drafts DROP COLUMN holding")
+    with on_each_database(at=app.clock.now()) as app:
+        [listed] = app.client.get("/api/complaints/LAP-A-1/follow-ups/drafts", headers=app.liaison()).json()
+        assert listed["draft_id"] == draft["draft_id"]
+        assert app.queue(KUPANG, app.liaison())["items"][0]["drafts_awaiting_approval"] == 1
+        assert review(app, draft["draft_id"], "approve", app.liaison()).status_code == 200
+
+
+def test_a_units_own_setting_holds_for_the_reports_assigned_to_it(followup):
+    response = followup.client.put(
+        f"/api/agencies/{DINKES}/follow-up-approval", headers=followup.admin(), json={"required": True}
+    )
+    assert response.json()["set_for"] == DINKES  # Kota Kupang itself asks for nothing
+    for tid in ("LAP-A-1", "LAP-A-2"):
+        followup.disposed(tid)
+        followup.act(tid, "accept", followup.liaison())
+    followup.act("LAP-A-1", "assign", followup.liaison(), {"unit_id": DINKES})
+    by_officer = followup.act("LAP-A-1", "follow-ups", followup.unit_officer(), TEXT)
+    assert (by_officer.status_code, by_officer.json()["status"]) == (202, "pending_approval")
+    assert followup.act("LAP-A-1", "follow-ups", followup.admin(), TEXT).status_code == 202  # the unit's report
+    assert "FollowUpPosted" not in followup.types("LAP-A-1")
+    assert review(followup, by_officer.json()["draft"]["draft_id"], "approve", followup.liaison()).status_code == 200
+    assert followup.act("LAP-A-2", "follow-ups", followup.admin(), TEXT).status_code == 201  # the agency's own

@@ -84,6 +84,15 @@ def test_a_stale_if_match_is_412_and_writes_nothing(followup):
     assert followup.version(tid) == 2
 
 
+@pytest.mark.parametrize("digits", [20, 4301, 5000])
+def test_an_if_match_longer_than_any_version_is_400_and_writes_nothing(followup, digits):
+    followup.disposed("LAP-L-IM")
+    response = followup.act("LAP-L-IM", "accept", {**followup.liaison(), "If-Match": "9" * digits})
+    assert response.status_code == 400, response.text  # past 4,300 digits it was a 500
+    assert response.json()["detail"] == f"If-Match names a version of at most 19 digits, not {digits}"
+    assert "DispositionAccepted" not in followup.types("LAP-L-IM")
+
+
 def test_two_officers_acting_at_once_one_wins_and_the_other_gets_412(followup):
     tid = followup.disposed("LAP-RACE-1")
     headers = [followup.liaison(subject="liaison-a"), followup.admin(subject="admin-b")]

@@ -12,6 +12,7 @@ import pytest
 from services.followup.handlers import Notifier, close_silent_reports
 from services.followup.notifications import WEBHOOK, WebhookAdapter, webhook_policy
 from tests.followup.conftest import DINKES, KUPANG, Followup, later, subscribe
+from tests.followup.test_queue import FORGED_CURSORS, assert_refused_cursor
 
 pytestmark = pytest.mark.postgres
 
@@ -88,3 +89,9 @@ def test_a_webhook_hears_of_a_new_item_on_postgresql(on_postgres, receiver):
     receiver.wait_for(1)
     assert receiver.accepted[0][1]["tracking_id"] == "LAP-PG-N"
     assert receiver.forged == 0
+
+
+def test_a_forged_cursor_is_400_on_postgresql(on_postgres):
+    on_postgres.disposed("LAP-PG-C")
+    for cursor in FORGED_CURSORS.values():
+        assert_refused_cursor(on_postgres, cursor)

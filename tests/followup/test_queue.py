@@ -3,10 +3,15 @@ pages that stay put while new reports arrive, and scoping (a unit sees its own, 
 
 from __future__ import annotations
 
+import base64
+
+import orjson
 import pytest
 
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
 from lapor.rebuild import rebuild
+from lapor.store import ANY
+from schemas.events import AgencyKind, AgencyRegistered
 from services.followup.service import SERVICE
 from tests.followup.conftest import DINKES, DISDIK, KUPANG, MALANG, later
 
@@ -97,6 +102,35 @@ def test_a_cursor_that_was_not_handed_out_is_400(followup):
     assert response.status_code == 400
 
 
+def forged_cursor(*key: object) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(list(key))).decode().rstrip("=")
+
+
+MOMENT = "2031-06-16T16:59:59.999999+00:00"
+FORGED_CURSORS = {
+    "urgency 2**63": forged_cursor(2**63, MOMENT, "LAP-Q-1"),  # past what SQLite binds: was a 500
+    "urgency 2**64-1": forged_cursor(2**64 - 1, MOMENT, "LAP-Q-1"),
+    "urgency -1": forged_cursor(-1, MOMENT, "LAP-Q-1"),
+    "urgency true": forged_cursor(True, MOMENT, "LAP-Q-1"),
+    "NUL in the moment": forged_cursor(0, "x\u0000", "LAP-Q-1"),  # PostgreSQL's text refuses it: was a 500 there
+    "NUL in the tracking id": forged_cursor(0, MOMENT, "LAP-Q-1\u0000"),
+    "not a moment": forged_cursor(0, "tomorrow", "LAP-Q-1"),
+}
+
+
+@pytest.mark.parametrize("cursor", FORGED_CURSORS.values(), ids=FORGED_CURSORS.keys())
+def test_a_cursor_whose_fields_the_queue_never_hands_out_is_400(followup, cursor):
+    followup.disposed("LAP-Q-1")
+    assert_refused_cursor(followup, cursor)
+
+
+def assert_refused_cursor(app, cursor: str) -> None:
+    response = app.client.get(f"/api/queues/{KUPANG}", headers=app.liaison(), params={"cursor": cursor})
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["detail"] == "cursor is not one this queue handed out; start again without it"
+
+
 def test_a_unit_officer_sees_only_the_units_queue(followup):
     liaison = followup.liaison()
     for tid, unit in [("LAP-U-1", DINKES), ("LAP-U-2", DISDIK)]:
@@ -111,6 +145,28 @@ def test_a_unit_officer_sees_only_the_units_queue(followup):
     # the agency sees its own and all its units'
     assert tracking_ids(followup.queue(KUPANG, liaison)) == ["LAP-U-1", "LAP-U-2", "LAP-U-3"]
     assert tracking_ids(followup.queue(DINKES, liaison)) == ["LAP-U-1"]
+
+
+def test_a_unit_officer_sees_and_acts_on_what_a_unit_inside_theirs_holds_and_is_answered_once(followup):
+    puskesmas = DINKES + "/pkm-oepoi"  # a puskesmas under the Dinas Kesehatan
+    registered = AgencyRegistered(agency_id=puskesmas, name="Puskesmas Oepoi", parent_id=DINKES, kind=AgencyKind.unit)
+    followup.ctx.store.append(f"directory-{puskesmas}", [registered.to_new_event()], ANY)
+    liaison, officer = followup.liaison(), followup.unit_officer(DINKES)
+    followup.disposed("LAP-N-1")
+    followup.act("LAP-N-1", "accept", liaison)
+    assert followup.act("LAP-N-1", "assign", liaison, {"unit_id": puskesmas}).status_code == 200
+    followup.disposed("LAP-N-2", DINKES)  # disposed to the Dinas directly
+    followup.act("LAP-N-2", "accept", liaison)
+    posted = followup.act("LAP-N-1", "follow-ups", officer, {"text": "Sudah kami tinjau ke lokasi."})
+    assert posted.status_code == 201, posted.text  # was 404, with the follow-up appended all the same
+    assert posted.json()["complaint"]["follow_up_count"] == 1
+    assert followup.types("LAP-N-1").count("FollowUpPosted") == 1
+    assert sorted(tracking_ids(followup.queue(DINKES, officer))) == ["LAP-N-1", "LAP-N-2"]
+    assert followup.act("LAP-N-2", "follow-ups", officer, {"text": "Sedang ditangani."}).status_code == 201
+    # the puskesmas's own officer: its report, not the Dinas's
+    pkm_officer = followup.unit_officer(puskesmas, "officer-pkm")
+    assert tracking_ids(followup.queue(puskesmas, pkm_officer)) == ["LAP-N-1"]
+    assert followup.act("LAP-N-2", "follow-ups", pkm_officer, {"text": "Bukan kami."}).status_code == 403
 
 
 def test_another_agency_sees_nothing_of_it(followup):

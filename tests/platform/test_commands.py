@@ -171,7 +171,9 @@ def test_if_match_accepts_a_bare_or_quoted_version(header, version):
     assert parse_if_match(header) == version
 
 
-@pytest.mark.parametrize("header", ['W/"3"', "abc", '"-1"', "", '"\u00b2"', "\u0661\u0662", "\u00b9"])
+@pytest.mark.parametrize(
+    "header", ['W/"3"', "abc", '"-1"', "", '"\u00b2"', "\u0661\u0662", "\u00b9", "9" * 20, '"' + "9" * 4301 + '"']
+)
 def test_if_match_refuses_anything_else(header):
     with pytest.raises(BadRequest):
         parse_if_match(header)
