@@ -177,10 +177,12 @@ def seed_demo(ctx: ServiceContext) -> int:
     last_in_region: dict[str, ComplaintState] = {}
     for tracking_id in sorted(states):
         state = states[tracking_id]
-        if state.status is not Status.submitted:
-            continue
+        # The report before it in its region, whatever became of it: the same on every run (counting only those
+        # still submitted, a second run found other candidates and marked more duplicates).
         earlier = last_in_region.get(state.region_code or "")
         last_in_region[state.region_code or ""] = state
+        if state.status is not Status.submitted:
+            continue
         decided = _demo_decisions(state, earlier, rules, disposable, ctx, now)
         if not decided:
             continue
