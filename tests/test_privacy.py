@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
+import unicodedata
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -410,6 +411,41 @@ def test_reporter_identity_carried_by_the_view_is_scrubbed_from_text_even_withou
 
     assert "reporter" not in shown
     assert shown["title"] == "***: lampu jalan mati"
+
+
+# How reporters write their own number and NIK: glued to a word, with dots, slashes or dashes between the digits,
+# with +62 or 0 in front, in full-width digits (session 24: each of these reached the public whole).
+OWN_NUMBERS_AS_TYPED = [
+    "hp0812-3456-7890",
+    "HP0812-3456-7890",
+    "WA:+62.812.3456.7890",
+    "hub +62 (0)812 3456 7890",
+    "telp ０８１２３４５６７８９０",
+    "nik 5371.0145.0885.0001",
+    "NIK5371014508850001",
+    "NIK 5371/0145/0885/0001",
+    "nik ５３７１０１４５０８８５０００１",
+]
+
+
+@pytest.mark.parametrize("typed", OWN_NUMBERS_AS_TYPED)
+def test_the_reporters_own_number_and_nik_carried_by_the_view_are_scrubbed_however_they_are_typed(typed):
+    row = projection_row(
+        anonymous=True,
+        reporter={"name": "Yohanes Pandie", "phone": "+6281234567890", "nik": "5371014508850001"},
+        body=f"Jalan berlubang. Pelapor: {typed}",
+    )
+
+    for principal in (PUBLIC, AGENCY_ADMIN):
+        digits = re.sub(r"\D", "", unicodedata.normalize("NFKC", redact_complaint(row, principal)["body"]))
+        assert "81234567890" not in digits
+        assert "5371014508850001" not in digits
+
+
+def test_a_number_inside_a_longer_number_is_not_the_reporters():
+    row = projection_row(reporter={"phone": "+6281234567890"}, body="Nomor meteran 9908123456789012 mati")
+
+    assert redact_complaint(row, PUBLIC)["body"] == "Nomor meteran 9908123456789012 mati"
 
 
 def test_redacting_leaves_the_callers_view_untouched():

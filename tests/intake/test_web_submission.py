@@ -111,6 +111,19 @@ def test_the_public_sees_status_dates_and_the_masked_text_but_never_the_identity
     assert "reporter" not in shown
 
 
+def test_the_reporters_own_number_and_nik_glued_to_a_word_stay_out_of_an_anonymous_reports_public_view(intake):
+    body = (
+        "Jalan berlubang. Pelapor: NIK5371014508850001, hp0812-3456-7890, WA +62.812.3456.7890, "
+        "nik 5371.0145.0885.0001"
+    )
+    receipt = intake.submit(body=body, reporter=IDENTITY, anonymous=True)
+    shown = intake.client.get(f"/api/complaints/{receipt['tracking_id']}").json()
+    digits = "".join(character for character in shown["body"] if character.isdigit())
+    assert "81234567890" not in digits
+    assert "5371014508850001" not in digits
+    assert shown["body"].startswith("Jalan berlubang. Pelapor: ")
+
+
 def test_the_national_admin_reads_the_text_as_written_and_who_reported(intake):
     body = "Saya Maria Manafe (HP 081234567890) melaporkan jalan berlubang."
     receipt = intake.submit(body=body, reporter=IDENTITY, anonymous=True)
