@@ -53,7 +53,7 @@ from services.intake.models import (
     receipt_links,
 )
 from services.intake.projections import agency_name, keyword_agency
-from services.intake.sms import HELP_REPLY, accepted_reply, parse_sms, title_of
+from services.intake.sms import HELP_REPLY, accepted_reply, parse_sms
 from services.intake.submit import Receipt, Report, submit
 from services.intake.text import mask_personal_data
 from services.intake.views import complaint_view, vault_value
@@ -371,7 +371,7 @@ def _receive_sms(ctx: ServiceContext, ids: IdDerivation, message: SmsMessage, pr
     command = SubmitComplaint(
         tracking_id="",
         kind=ComplaintKind.pengaduan,
-        title=title_of(parsed.content),
+        title="",  # cut from the masked body by `submit`
         body=parsed.content,
         region_code=agency.region_code if agency else None,
         channel=Channel.sms,
@@ -382,7 +382,12 @@ def _receive_sms(ctx: ServiceContext, ids: IdDerivation, message: SmsMessage, pr
     receipt = submit(
         ctx,
         ids,
-        Report(command, {"phone": normalize_phone(message.sender) or message.sender}, message.received_at),
+        Report(
+            command,
+            {"phone": normalize_phone(message.sender) or message.sender},
+            message.received_at,
+            title_from_body=True,
+        ),
         principal=principal,
         natural_key=f"sms:{message.message_id}",
         # A redelivery may carry another received_at; the same sender and text make it the same message.

@@ -22,6 +22,7 @@ from services.intake.decide import SubmitComplaint, decide_submission
 from services.intake.duplicates import area_of, comparable_text, suspects
 from services.intake.idempotency import IdDerivation, SubmissionIds
 from services.intake.projections import duplicate_candidates
+from services.intake.sms import title_of
 from services.intake.text import mask_personal_data
 
 # Attempts at a free tracking ID; with 2**40 IDs a second attempt is already rare.
@@ -35,6 +36,9 @@ class Report:
     command: SubmitComplaint  # tracking_id, reporter_token_hash and reporter_ref are filled in by `submit`
     identity: Mapping[str, Any] | None = None
     received_at: datetime | None = None  # when the channel (SMS gateway, integrated system) received it
+    # No title of its own (SMS): `submit` cuts one from the body once it is masked (`sms.title_of`), so the cut
+    # cannot leave part of a NIK or number that the masking of the whole body would have hidden.
+    title_from_body: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ def _record(
     masked, originals = mask_personal_data(
         "ComplaintSubmitted",
         {
-            "title": command.title,
+            **({} if report.title_from_body else {"title": command.title}),
             "body": command.body,
             **({"location": command.location} if command.location else {}),
             # Free text too (the reporter's own words, up to 80 characters), and shown in every figure by category.
@@ -111,6 +115,10 @@ def _record(
         },
         report.identity,
     )
+    if report.title_from_body:
+        masked["title"] = title_of(masked["body"])
+        if (title := title_of(command.body)) != masked["title"]:
+            originals = {**(originals or {}), "title": title}
     vault = ctx.vault
     written: list[str] = []
     if report.identity:
