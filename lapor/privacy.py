@@ -26,6 +26,7 @@ from typing import Any
 from uuid import UUID
 
 from lokal import PiiType, mask_pii
+from lokal import __version__ as lokal_version
 
 from lapor.principal import Principal, Role
 
@@ -41,6 +42,12 @@ VAULT_REFERENCES = frozenset({ORIGINAL_REF, "reporter_ref"})
 # admin, who sees the raw metadata, gets them.
 INTERNAL_METADATA = frozenset({"intake"})
 _WITHHELD_METADATA = VAULT_REFERENCES | INTERNAL_METADATA
+
+# Metadata key intake writes on an event whose free text it masked as the public sees it (`mask_personal_data`:
+# the reporter's own identity scrubbed, then the detector), and its value: the detector and the policy that masked
+# it. Views do not run the detector again on such text while this is the one in use (`masked_at_source`); a new
+# detector or policy masks the texts logged under the old one again.
+MASKED_BY = "masked_by"
 
 # Who the reporter is. Only the national admin sees these; a whole subtree under such a key goes.
 IDENTITY_FIELDS = frozenset(
@@ -220,6 +227,39 @@ def redact_text(text: str, principal: Principal | None) -> str:
     return text if SIGHT[audience_of(principal)].unmasked else mask_text(text)[0]
 
 
+# The value of MASKED_BY for text masked now: what `mask_text` runs and what it leaves readable (a change to either
+# must change this, or views would trust text masked the old way).
+MASKING = f"lokal-id {lokal_version} partial, keeps {' '.join(UNMASKED_PII_TYPES)}"
+
+
+class MaskedText(str):
+    """Free text masked when it was logged, by the detector and policy in use (`MASKING`): the redactor scrubs the
+    identity values a view carries from it but does not run the detector on it again. Session 24: on some texts
+    (`"Bu " * 3333`) lokal-id's detector takes seconds, so a second pass on every read of a report let anyone
+    stall the service with one submission."""
+
+    __slots__ = ()
+
+
+def masked_at_source(data: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """An event's data for a view: when its metadata says its free text was masked by the detector and policy in
+    use (MASKED_BY), each string under a free-text field becomes a MaskedText; otherwise the data as it is, to be
+    masked as any text is."""
+    if metadata.get(MASKED_BY) != MASKING:
+        return dict(data)
+    return {key: _as_masked(value, key in FREE_TEXT_FIELDS) for key, value in data.items()}
+
+
+def _as_masked(value: Any, free: bool) -> Any:
+    if isinstance(value, str):
+        return MaskedText(value) if free else value
+    if isinstance(value, Mapping):
+        return {key: _as_masked(item, free or key in FREE_TEXT_FIELDS) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_masked(item, free) for item in value]
+    return value
+
+
 # A mapping, or the folded `lapor.complaint.ComplaintState` (any dataclass) itself.
 ComplaintView = Mapping[str, Any] | object
 
@@ -395,7 +435,10 @@ def _walk(value: Any, scope: _Scope, *, free: bool = False) -> Any:
 
 
 def _mask(text: str, scope: _Scope) -> str:
-    return mask_text(_scrub(text, scope))[0] if scope.masked else text
+    if not scope.masked:
+        return text
+    scrubbed = _scrub(text, scope)
+    return scrubbed if isinstance(text, MaskedText) else mask_text(scrubbed)[0]
 
 
 def _scrub(text: str, scope: _Scope) -> str:

@@ -26,7 +26,7 @@ from lapor.complaint import ComplaintState, IllegalTransition, Status, fold
 from lapor.context import ServiceContext
 from lapor.limits import rate_limit
 from lapor.principal import Principal
-from lapor.privacy import ORIGINAL_REF, ReportNotVisible
+from lapor.privacy import MASKED_BY, MASKING, ORIGINAL_REF, ReportNotVisible
 from lapor.problems import BadRequest, NotFound, Problem
 from lapor.store import NewEvent, RecordedEvent
 from lapor.tracking import InvalidTrackingId, parse_tracking_id, stream_of
@@ -221,7 +221,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         authorize_complaint(principal, action, state)
         masked, originals = mask_personal_data(event_type, text, vault_value(ctx.vault, state.reporter_ref))
         original_ref = ctx.vault.put(originals) if originals else None
-        metadata = {ORIGINAL_REF: original_ref} if original_ref else {}
+        metadata = {MASKED_BY: MASKING, **({ORIGINAL_REF: original_ref} if original_ref else {})}
 
         def decision(current: ComplaintState, now: datetime) -> list[NewEvent]:
             return [decide(current, masked, now).to_new_event(metadata=metadata)]

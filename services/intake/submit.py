@@ -14,7 +14,7 @@ from lapor.commands import run_command
 from lapor.complaint import ComplaintState
 from lapor.context import ServiceContext
 from lapor.principal import Principal, Role
-from lapor.privacy import ORIGINAL_REF
+from lapor.privacy import MASKED_BY, MASKING, ORIGINAL_REF
 from lapor.problems import Conflict, Problem
 from lapor.store import NewEvent, RecordedEvent
 from lapor.tracking import stream_of
@@ -142,7 +142,7 @@ def _record(
         reporter_ref=written[0] if report.identity else None,
         duplicate_suspect_of=suspects(text, area_reports, own_reports),
     )
-    metadata: dict[str, Any] = {}
+    metadata: dict[str, Any] = {MASKED_BY: MASKING}
     if ids.key_digest is not None:
         metadata["intake"] = {"key": ids.key_digest, "request": request_digest}
     if originals:

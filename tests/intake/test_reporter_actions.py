@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from lapor.privacy import MASKED_BY, MASKING
+
 
 @pytest.fixture
 def intake(module_intake):
@@ -53,6 +55,7 @@ def test_the_reporters_own_details_in_added_information_are_masked(intake):
     assert intake.ctx.vault.get(event.metadata["pii_original_ref"]) == {
         "text": "Hubungi Fransiska Pello di 081377778888."
     }
+    assert event.metadata[MASKED_BY] == MASKING  # a view does not run the detector on it again
     assert intake.events(receipt["tracking_id"])[-1].metadata["actor"] == f"reporter:{receipt['tracking_id']}"
 
 
