@@ -58,7 +58,10 @@ from services.intake.submit import Receipt, Report, submit
 from services.intake.text import mask_personal_data
 from services.intake.views import complaint_view, vault_value
 
-IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{16,128}$")
+# The key is a credential: with it and the report's public text, anyone can replay the request and receive the
+# reporter token. So it must be secret and too long to guess: 22 symbols of this alphabet hold over 128 bits when
+# drawn at random (a UUID is 36).
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{22,128}$")
 ChannelName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$", description="the client's channel")]
 
 
@@ -80,7 +83,10 @@ def _read(ctx: ServiceContext, tracking_id: str) -> tuple[list[RecordedEvent], C
 
 def _idempotency_key(value: str | None) -> str | None:
     if value is not None and not IDEMPOTENCY_KEY.fullmatch(value):
-        raise BadRequest("Idempotency-Key must be 16 to 128 letters, digits or ._:- (a random UUID is best)")
+        raise BadRequest(
+            "Idempotency-Key must be 22 to 128 letters, digits or ._:-, drawn at random (a random UUID): "
+            "it is a secret, since a retry with it returns the reporter token"
+        )
     return value
 
 
