@@ -223,6 +223,9 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         """Run a reporter's action deciding `event_type`: the token must open this report; `text` (the event's
         free text) is masked for the log and its original vaulted. Returns the ETag and the result."""
         _, state = _read(ctx, _tracking_id(tracking_id))
+        if state.confidential and not credential.opens(state):
+            # Not the reporter: a confidential report is not there for them, as an unknown ID is not (GET answers so).
+            raise NotFound(f"no report with tracking ID {state.tracking_id}")
         principal = credential.principal_for(state)
         authorize_complaint(principal, action, state)
         masked, originals = mask_personal_data(event_type, text, vault_value(ctx.vault, state.reporter_ref))
