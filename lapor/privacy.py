@@ -38,8 +38,8 @@ ORIGINAL_REF = "pii_original_ref"
 # Vault references in event metadata: the key to what was written unmasked, for the national admin only.
 VAULT_REFERENCES = frozenset({ORIGINAL_REF, "reporter_ref"})
 # Intake's idempotency digests (`intake`: HMACs of the submission's natural key and of the whole request, the
-# reporter's identity included) serve a retried submission only: no reader needs them, so only the national
-# admin, who sees the raw metadata, gets them.
+# reporter's identity included, and what a retry's answer needs, such as the SMS reply's agency name) serve a
+# retried submission only: no reader needs them, so only the national admin, who sees the raw metadata, gets them.
 INTERNAL_METADATA = frozenset({"intake"})
 _WITHHELD_METADATA = VAULT_REFERENCES | INTERNAL_METADATA
 

@@ -62,6 +62,8 @@ from services.intake.views import complaint_view, vault_value
 # reporter token. So it must be secret and too long to guess: 22 symbols of this alphabet hold over 128 bits when
 # drawn at random (a UUID is 36).
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{22,128}$")
+# The agency's name as the SMS reply gave it, kept for a redelivery (Report.retry_facts).
+SMS_REPLY_AGENCY = "reply_agency_name"
 ChannelName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$", description="the client's channel")]
 
 
@@ -396,6 +398,7 @@ def _receive_sms(ctx: ServiceContext, ids: IdDerivation, message: SmsMessage, pr
             {"phone": normalize_phone(message.sender) or message.sender},
             message.received_at,
             title_from_body=True,
+            retry_facts={SMS_REPLY_AGENCY: agency.name} if agency else {},
         ),
         principal=principal,
         natural_key=f"sms:{message.message_id}",
@@ -404,10 +407,12 @@ def _receive_sms(ctx: ServiceContext, ids: IdDerivation, message: SmsMessage, pr
         conflict_detail=f"message {message.message_id} was delivered before with another sender or text",
     )
     # The reply is built from the stored report, so a redelivery gets the same text even if the directory
-    # learned the keyword in between.
-    to_agency = receipt.event.data.get("suggested_agency_id")
-    with ctx.db.read() as tx:
-        to = agency_name(tx, to_agency) or to_agency
+    # learned the keyword, or renamed the agency, in between.
+    to = receipt.event.metadata["intake"].get(SMS_REPLY_AGENCY)
+    if to is None and (to_agency := receipt.event.data.get("suggested_agency_id")) is not None:
+        # Recorded before session 24, without the name: the directory's name now.
+        with ctx.db.read() as tx:
+            to = agency_name(tx, to_agency) or to_agency
     return SmsReply(
         reply=accepted_reply(receipt.tracking_id, receipt.reporter_token, to), tracking_id=receipt.tracking_id
     )

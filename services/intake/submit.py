@@ -5,7 +5,7 @@ the append, and the receipt — the same receipt again for a retry (see `idempot
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +39,9 @@ class Report:
     # No title of its own (SMS): `submit` cuts one from the body once it is masked (`sms.title_of`), so the cut
     # cannot leave part of a NIK or number that the masking of the whole body would have hidden.
     title_from_body: bool = False
+    # What a retry's answer needs that may change meanwhile (the SMS reply names the agency as the directory called
+    # it then): kept with the natural key's digests in the event's `intake` metadata.
+    retry_facts: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,7 @@ def _record(
     )
     metadata: dict[str, Any] = {MASKED_BY: MASKING}
     if ids.key_digest is not None:
-        metadata["intake"] = {"key": ids.key_digest, "request": request_digest}
+        metadata["intake"] = {"key": ids.key_digest, "request": request_digest, **report.retry_facts}
     if originals:
         metadata[ORIGINAL_REF] = written[-1]
     if report.received_at is not None:

@@ -123,6 +123,24 @@ def test_a_duplicate_delivery_of_a_message_id_files_one_report_and_gets_the_same
     assert len(submitted) == 1
 
 
+def test_a_redelivery_after_the_agency_was_renamed_gets_the_reply_it_got_first(intake, gateway):
+    """Session 24: the reply named the agency as the directory called it at each delivery."""
+    first = gateway(message())
+    renamed = AgencyUpdated(
+        agency_id="pemda-53.71",
+        name="Pemkot Kupang (baru)",
+        kind=AgencyKind.pemerintah_kabupaten_kota,
+        region_code="53.71",
+        sms_keywords=("KOTKUPANG",),
+    )
+    intake.ctx.store.append("directory-pemda-53.71", [renamed.to_new_event()])
+    intake.caught_up()
+    again = gateway(message(received_at="2026-03-06T08:05:00+07:00"))
+    assert again.json() == first.json()
+    assert "Pemerintah Kota Kupang" in again.json()["reply"]
+    assert "Pemkot Kupang (baru)" in gateway(message("sms-0002")).json()["reply"]  # a new message: the new name
+
+
 def test_a_reused_message_id_with_another_text_is_a_conflict(intake, gateway):
     gateway(message())
     response = gateway(message(text="KOTKUPANG lampu jalan mati"))
