@@ -213,6 +213,15 @@ def test_a_tracking_id_with_a_typo_is_a_clear_not_found(intake):
     assert intake.client.get(f"/api/complaints/{tracking_id.lower().replace('-', '')}").status_code == 200
 
 
+def test_a_very_long_path_is_quoted_cut_short_in_the_not_found(intake):
+    """Session 24: the 404 quoted the whole path, so 60,000 characters got an answer of twice that."""
+    response = intake.client.get("/api/complaints/" + "A" * 60_000)
+    assert response.status_code == 404
+    detail = response.json()["detail"]
+    assert detail.startswith("'" + "A" * 63 + "…' is not a LAPOR tracking ID")
+    assert len(detail) < 200
+
+
 def test_an_unknown_but_well_formed_tracking_id_is_not_found(intake):
     response = intake.client.get("/api/complaints/04HM-ASW9-K")
     assert response.status_code == 404
