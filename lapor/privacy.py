@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -25,6 +26,7 @@ from typing import Any
 from uuid import UUID
 
 from lokal import PiiType, mask_pii
+from lokal import __version__ as lokal_version
 
 from lapor.principal import Principal, Role
 
@@ -36,10 +38,16 @@ ORIGINAL_REF = "pii_original_ref"
 # Vault references in event metadata: the key to what was written unmasked, for the national admin only.
 VAULT_REFERENCES = frozenset({ORIGINAL_REF, "reporter_ref"})
 # Intake's idempotency digests (`intake`: HMACs of the submission's natural key and of the whole request, the
-# reporter's identity included) serve a retried submission only: no reader needs them, so only the national
-# admin, who sees the raw metadata, gets them.
+# reporter's identity included, and what a retry's answer needs, such as the SMS reply's agency name) serve a
+# retried submission only: no reader needs them, so only the national admin, who sees the raw metadata, gets them.
 INTERNAL_METADATA = frozenset({"intake"})
 _WITHHELD_METADATA = VAULT_REFERENCES | INTERNAL_METADATA
+
+# Metadata key intake writes on an event whose free text it masked as the public sees it (`mask_personal_data`:
+# the reporter's own identity scrubbed, then the detector), and its value: the detector and the policy that masked
+# it. Views do not run the detector again on such text while this is the one in use (`masked_at_source`); a new
+# detector or policy masks the texts logged under the old one again.
+MASKED_BY = "masked_by"
 
 # Who the reporter is. Only the national admin sees these; a whole subtree under such a key goes.
 IDENTITY_FIELDS = frozenset(
@@ -222,6 +230,39 @@ def redact_text(text: str, principal: Principal | None) -> str:
     return text if SIGHT[audience_of(principal)].unmasked else mask_text(text)[0]
 
 
+# The value of MASKED_BY for text masked now: what `mask_text` runs and what it leaves readable (a change to either
+# must change this, or views would trust text masked the old way).
+MASKING = f"lokal-id {lokal_version} partial, keeps {' '.join(UNMASKED_PII_TYPES)}"
+
+
+class MaskedText(str):
+    """Free text masked when it was logged, by the detector and policy in use (`MASKING`): the redactor scrubs the
+    identity values a view carries from it but does not run the detector on it again. Session 24: on some texts
+    (`"Bu " * 3333`) lokal-id's detector takes seconds, so a second pass on every read of a report let anyone
+    stall the service with one submission."""
+
+    __slots__ = ()
+
+
+def masked_at_source(data: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """An event's data for a view: when its metadata says its free text was masked by the detector and policy in
+    use (MASKED_BY), each string under a free-text field becomes a MaskedText; otherwise the data as it is, to be
+    masked as any text is."""
+    if metadata.get(MASKED_BY) != MASKING:
+        return dict(data)
+    return {key: _as_masked(value, key in FREE_TEXT_FIELDS) for key, value in data.items()}
+
+
+def _as_masked(value: Any, free: bool) -> Any:
+    if isinstance(value, str):
+        return MaskedText(value) if free else value
+    if isinstance(value, Mapping):
+        return {key: _as_masked(item, free or key in FREE_TEXT_FIELDS) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_masked(item, free) for item in value]
+    return value
+
+
 # A mapping, or the folded `lapor.complaint.ComplaintState` (any dataclass) itself.
 ComplaintView = Mapping[str, Any] | object
 
@@ -397,11 +438,22 @@ def _walk(value: Any, scope: _Scope, *, free: bool = False) -> Any:
 
 
 def _mask(text: str, scope: _Scope) -> str:
-    return mask_text(_scrub(text, scope))[0] if scope.masked else text
+    if not scope.masked:
+        return text
+    scrubbed = _scrub(text, scope)
+    return scrubbed if isinstance(text, MaskedText) else mask_text(scrubbed)[0]
 
 
 def _scrub(text: str, scope: _Scope) -> str:
-    return scope.known.sub(IDENTITY_MASK, text) if scope.known is not None else text
+    """The identity values replaced, matched in the folded text (`_fold` keeps every position)."""
+    if scope.known is None:
+        return text
+    pieces: list[str] = []
+    last = 0
+    for match in scope.known.finditer(_fold(text)):
+        pieces += (text[last : match.start()], IDENTITY_MASK)
+        last = match.end()
+    return "".join(pieces) + text[last:] if pieces else text
 
 
 def _identity_values(data: Any, fields: frozenset[str], under_identity: bool = False) -> Iterator[str]:
@@ -419,10 +471,97 @@ def _identity_values(data: Any, fields: frozenset[str], under_identity: bool = F
 
 
 def _known_values_pattern(values: Iterable[str]) -> re.Pattern[str] | None:
-    words = {v.strip() for v in values if len(v.strip()) >= _MIN_KNOWN_VALUE}
-    if not words:
-        return None
-    # Longest first, so "Budi Santoso" is replaced whole rather than leaving "Santoso"; any run of whitespace
-    # matches the spaces of the stored value.
-    alternatives = (r"\s+".join(map(re.escape, w.split())) for w in sorted(words, key=len, reverse=True))
-    return re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)", re.IGNORECASE)
+    words = {_fold(v).strip() for v in values if len(v.strip()) >= _MIN_KNOWN_VALUE}
+    numbers = {word: digits for word in words if (digits := _number_of(word)) is not None}
+    texts = words - numbers.keys()
+    alternatives = []
+    if numbers:
+        # A number is its digits with any separators between them, and no digit on either side: 0812-3456-7890,
+        # HP0812.3456.7890, NIK5371014508850001.
+        numbers_spelled = map(_spelled, sorted(set(numbers.values()), key=len, reverse=True))
+        alternatives.append(r"(?<!\d)(?:" + "|".join(numbers_spelled) + r")(?!\d)")
+    if texts:
+        # Longest first, so "Budi Santoso" is replaced whole rather than leaving "Santoso"; any run of whitespace
+        # or underscores matches the spaces of the stored value.
+        spelled = (r"[\s_]+".join(map(re.escape, w.split())) for w in sorted(texts, key=len, reverse=True))
+        alternatives.append(r"(?<!\w)(?:" + "|".join(spelled) + r")(?!\w)")
+    return re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
+
+
+def identity_values_in(values: Iterable[str], text: str) -> list[str]:
+    """Those of the identity `values` that can occur in `text` as the scrub matches them (folded; a number's
+    digits in order, whatever is between them): a cheap test that spares compiling a pattern for the others."""
+    folded = _fold(text).lower()
+    digits_in_text: str | None = None
+    found = []
+    for value in values:
+        number = _number_of(_fold(value).strip())
+        if number is not None:
+            if digits_in_text is None:
+                digits_in_text = _NOT_DIGITS.sub("", folded)
+            if _phone_core(number)[1] in digits_in_text:
+                found.append(value)
+        elif all(word in folded for word in _fold(value).lower().split()):
+            found.append(value)
+    return found
+
+
+# What people put between the digits of a number: 0812-3456-7890, 5371.0145.0885.0001, 5371/0145, (0380) 821 123,
+# and the dashes a phone's keyboard puts for "-".
+_SEPARATOR = r"[\s._\-\u2010-\u2015/()]"
+_SEPARATORS = _SEPARATOR + "*"
+_SEPARATOR_CHARACTERS = re.compile(_SEPARATOR + "+")
+_NOT_DIGITS = re.compile(r"\D+")
+# An Indonesian number written with its country code (62, +62, 0062) or its trunk prefix (0), or both ("+62 (0)812").
+_PHONE_PREFIX = rf"(?:(?:(?:\+|00){_SEPARATORS})?6{_SEPARATORS}2{_SEPARATORS})?(?:0{_SEPARATORS})?"
+# Phone numbers have 8 to 15 digits with their prefix (E.164 allows 15); a NIK has 16.
+_PHONE_DIGITS = range(8, 16)
+
+
+def _number_of(value: str) -> str | None:
+    """The digits of an identity value that is a number (a NIK, a phone number with or without its "+"), else
+    None."""
+    digits = _SEPARATOR_CHARACTERS.sub("", value.removeprefix("+"))
+    return digits if digits.isascii() and digits.isdigit() else None
+
+
+def _phone_core(digits: str) -> tuple[bool, str]:
+    """Whether `digits` are an Indonesian phone number, and the digits that must appear whatever prefix it is
+    written with: 6281234567890 and 081234567890 are both 81234567890."""
+    if len(digits) in _PHONE_DIGITS and digits.startswith(("62", "0")):
+        return True, digits[2:] if digits.startswith("62") else digits[1:]
+    return False, digits
+
+
+def _spelled(digits: str) -> str:
+    """The pattern of a number: its digits with any separators between them, a phone number's after any prefix."""
+    phone, core = _phone_core(digits)
+    return (_PHONE_PREFIX if phone else "") + _SEPARATORS.join(core)
+
+
+class _FoldTable(dict[int, str]):
+    """`str.translate`'s table for `_fold`, filled as characters are met (up to `_FOLD_CACHE` of them)."""
+
+    def __missing__(self, code: int) -> str:
+        character = chr(code)
+        folded = unicodedata.normalize("NFKC", character)
+        if len(folded) != 1:
+            folded = character
+        digit = unicodedata.decimal(folded, None)
+        if digit is not None:
+            folded = str(digit)
+        if len(self) < _FOLD_CACHE:
+            self[code] = folded
+        return folded
+
+
+_FOLD_CACHE = 4096
+_FOLD_TABLE = _FoldTable()
+
+
+def _fold(text: str) -> str:
+    """`text` with each character in its NFKC compatibility form where that is a single character, and every
+    decimal digit as an ASCII digit (full-width ５３７１, Arabic-Indic ٥٣٧١: 5371), so a value cannot hide behind
+    another way of writing its characters. One character for one, so positions in the result are positions in
+    `text`."""
+    return text if text.isascii() else text.translate(_FOLD_TABLE)

@@ -26,7 +26,7 @@ from lapor.complaint import ComplaintState, IllegalTransition, Status, fold
 from lapor.context import ServiceContext
 from lapor.limits import rate_limit
 from lapor.principal import Principal
-from lapor.privacy import ORIGINAL_REF, ReportNotVisible
+from lapor.privacy import MASKED_BY, MASKING, ORIGINAL_REF, ReportNotVisible
 from lapor.problems import BadRequest, NotFound, Problem
 from lapor.store import NewEvent, RecordedEvent
 from lapor.tracking import InvalidTrackingId, parse_tracking_id, stream_of
@@ -53,12 +53,17 @@ from services.intake.models import (
     receipt_links,
 )
 from services.intake.projections import agency_name, keyword_agency
-from services.intake.sms import HELP_REPLY, accepted_reply, parse_sms, title_of
+from services.intake.sms import HELP_REPLY, accepted_reply, parse_sms
 from services.intake.submit import Receipt, Report, submit
 from services.intake.text import mask_personal_data
 from services.intake.views import complaint_view, vault_value
 
-IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{16,128}$")
+# The key is a credential: with it and the report's public text, anyone can replay the request and receive the
+# reporter token. So it must be secret and too long to guess: 22 symbols of this alphabet hold over 128 bits when
+# drawn at random (a UUID is 36).
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{22,128}$")
+# The agency's name as the SMS reply gave it, kept for a redelivery (Report.retry_facts).
+SMS_REPLY_AGENCY = "reply_agency_name"
 ChannelName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$", description="the client's channel")]
 
 
@@ -80,7 +85,10 @@ def _read(ctx: ServiceContext, tracking_id: str) -> tuple[list[RecordedEvent], C
 
 def _idempotency_key(value: str | None) -> str | None:
     if value is not None and not IDEMPOTENCY_KEY.fullmatch(value):
-        raise BadRequest("Idempotency-Key must be 16 to 128 letters, digits or ._:- (a random UUID is best)")
+        raise BadRequest(
+            "Idempotency-Key must be 22 to 128 letters, digits or ._:-, drawn at random (a random UUID): "
+            "it is a secret, since a retry with it returns the reporter token"
+        )
     return value
 
 
@@ -217,11 +225,14 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         """Run a reporter's action deciding `event_type`: the token must open this report; `text` (the event's
         free text) is masked for the log and its original vaulted. Returns the ETag and the result."""
         _, state = _read(ctx, _tracking_id(tracking_id))
+        if state.confidential and not credential.opens(state):
+            # Not the reporter: a confidential report is not there for them, as an unknown ID is not (GET answers so).
+            raise NotFound(f"no report with tracking ID {state.tracking_id}")
         principal = credential.principal_for(state)
         authorize_complaint(principal, action, state)
         masked, originals = mask_personal_data(event_type, text, vault_value(ctx.vault, state.reporter_ref))
         original_ref = ctx.vault.put(originals) if originals else None
-        metadata = {ORIGINAL_REF: original_ref} if original_ref else {}
+        metadata = {MASKED_BY: MASKING, **({ORIGINAL_REF: original_ref} if original_ref else {})}
 
         def decision(current: ComplaintState, now: datetime) -> list[NewEvent]:
             return [decide(current, masked, now).to_new_event(metadata=metadata)]
@@ -371,7 +382,7 @@ def _receive_sms(ctx: ServiceContext, ids: IdDerivation, message: SmsMessage, pr
     command = SubmitComplaint(
         tracking_id="",
         kind=ComplaintKind.pengaduan,
-        title=title_of(parsed.content),
+        title="",  # cut from the masked body by `submit`
         body=parsed.content,
         region_code=agency.region_code if agency else None,
         channel=Channel.sms,
@@ -382,7 +393,13 @@ def _receive_sms(ctx: ServiceContext, ids: IdDerivation, message: SmsMessage, pr
     receipt = submit(
         ctx,
         ids,
-        Report(command, {"phone": normalize_phone(message.sender) or message.sender}, message.received_at),
+        Report(
+            command,
+            {"phone": normalize_phone(message.sender) or message.sender},
+            message.received_at,
+            title_from_body=True,
+            retry_facts={SMS_REPLY_AGENCY: agency.name} if agency else {},
+        ),
         principal=principal,
         natural_key=f"sms:{message.message_id}",
         # A redelivery may carry another received_at; the same sender and text make it the same message.
@@ -390,10 +407,12 @@ def _receive_sms(ctx: ServiceContext, ids: IdDerivation, message: SmsMessage, pr
         conflict_detail=f"message {message.message_id} was delivered before with another sender or text",
     )
     # The reply is built from the stored report, so a redelivery gets the same text even if the directory
-    # learned the keyword in between.
-    to_agency = receipt.event.data.get("suggested_agency_id")
-    with ctx.db.read() as tx:
-        to = agency_name(tx, to_agency) or to_agency
+    # learned the keyword, or renamed the agency, in between.
+    to = receipt.event.metadata["intake"].get(SMS_REPLY_AGENCY)
+    if to is None and (to_agency := receipt.event.data.get("suggested_agency_id")) is not None:
+        # Recorded before session 24, without the name: the directory's name now.
+        with ctx.db.read() as tx:
+            to = agency_name(tx, to_agency) or to_agency
     return SmsReply(
         reply=accepted_reply(receipt.tracking_id, receipt.reporter_token, to), tracking_id=receipt.tracking_id
     )

@@ -48,12 +48,21 @@ def parse_sms(text: str, lookup: Callable[[str], KeywordAgency | None]) -> SmsRe
 
 
 def title_of(content: str) -> str:
-    """A title for a report that came without one: its first line, cut at a word near TITLE_LENGTH."""
+    """A title for a report that came without one: its first line, cut at a space near TITLE_LENGTH, else where a
+    run of letters and digits ends (never inside one: half a number is a number no detector knows). Intake cuts
+    it from the masked text (`submit`), so the title holds nothing the masked body does not."""
     line = content.splitlines()[0].strip()
     if len(line) <= TITLE_LENGTH:
         return line
     cut = line.rfind(" ", 0, TITLE_LENGTH)
-    return line[: cut if cut > TITLE_LENGTH // 2 else TITLE_LENGTH].rstrip(" ,.;:") + "…"
+    if cut <= TITLE_LENGTH // 2:
+        # A first line that is one run of letters and digits up to the limit is cut at it: from masked text.
+        cut = next((n for n in range(TITLE_LENGTH, 0, -1) if not _inside_a_run(line, n)), TITLE_LENGTH)
+    return line[:cut].rstrip(" ,.;:") + "…"
+
+
+def _inside_a_run(line: str, position: int) -> bool:
+    return line[position - 1].isalnum() and line[position].isalnum()
 
 
 HELP_REPLY = (

@@ -5,7 +5,7 @@ the append, and the receipt — the same receipt again for a retry (see `idempot
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +14,7 @@ from lapor.commands import run_command
 from lapor.complaint import ComplaintState
 from lapor.context import ServiceContext
 from lapor.principal import Principal, Role
-from lapor.privacy import ORIGINAL_REF
+from lapor.privacy import MASKED_BY, MASKING, ORIGINAL_REF
 from lapor.problems import Conflict, Problem
 from lapor.store import NewEvent, RecordedEvent
 from lapor.tracking import stream_of
@@ -22,6 +22,7 @@ from services.intake.decide import SubmitComplaint, decide_submission
 from services.intake.duplicates import area_of, comparable_text, suspects
 from services.intake.idempotency import IdDerivation, SubmissionIds
 from services.intake.projections import duplicate_candidates
+from services.intake.sms import title_of
 from services.intake.text import mask_personal_data
 
 # Attempts at a free tracking ID; with 2**40 IDs a second attempt is already rare.
@@ -35,6 +36,12 @@ class Report:
     command: SubmitComplaint  # tracking_id, reporter_token_hash and reporter_ref are filled in by `submit`
     identity: Mapping[str, Any] | None = None
     received_at: datetime | None = None  # when the channel (SMS gateway, integrated system) received it
+    # No title of its own (SMS): `submit` cuts one from the body once it is masked (`sms.title_of`), so the cut
+    # cannot leave part of a NIK or number that the masking of the whole body would have hidden.
+    title_from_body: bool = False
+    # What a retry's answer needs that may change meanwhile (the SMS reply names the agency as the directory called
+    # it then): kept with the natural key's digests in the event's `intake` metadata.
+    retry_facts: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,7 @@ def _record(
     masked, originals = mask_personal_data(
         "ComplaintSubmitted",
         {
-            "title": command.title,
+            **({} if report.title_from_body else {"title": command.title}),
             "body": command.body,
             **({"location": command.location} if command.location else {}),
             # Free text too (the reporter's own words, up to 80 characters), and shown in every figure by category.
@@ -111,6 +118,10 @@ def _record(
         },
         report.identity,
     )
+    if report.title_from_body:
+        masked["title"] = title_of(masked["body"])
+        if (title := title_of(command.body)) != masked["title"]:
+            originals = {**(originals or {}), "title": title}
     vault = ctx.vault
     written: list[str] = []
     if report.identity:
@@ -134,9 +145,9 @@ def _record(
         reporter_ref=written[0] if report.identity else None,
         duplicate_suspect_of=suspects(text, area_reports, own_reports),
     )
-    metadata: dict[str, Any] = {}
+    metadata: dict[str, Any] = {MASKED_BY: MASKING}
     if ids.key_digest is not None:
-        metadata["intake"] = {"key": ids.key_digest, "request": request_digest}
+        metadata["intake"] = {"key": ids.key_digest, "request": request_digest, **report.retry_facts}
     if originals:
         metadata[ORIGINAL_REF] = written[-1]
     if report.received_at is not None:

@@ -19,28 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lokal import parse_phone
-
-from lapor.privacy import redact_event_data
-
-
-def _written_forms(identity: Mapping[str, Any]) -> list[str]:
-    """The reporter's identity values, with the other ways their phone number is written (the vault keeps
-    +62...; people type 0812-...)."""
-    values = [value for value in identity.values() if isinstance(value, str)]
-    phone = identity.get("phone")
-    info = parse_phone(phone) if isinstance(phone, str) else None
-    if info is not None and info.valid and info.e164 is not None:
-        rest = info.e164.removeprefix("+62")
-        values += [f"0{rest}", f"62{rest}", *([info.national] if info.national else [])]
-    return values
-
-
-def _appearing(values: list[str], texts: str) -> list[str]:
-    """The values whose every word occurs in `texts` (lower-cased): only those can be scrubbed, and leaving
-    the rest out spares compiling a pattern for them on every report."""
-    return [value for value in values if all(word in texts for word in value.lower().split())]
-
+from lapor.privacy import identity_values_in, redact_event_data
 
 # Between the texts masked in one pass: a private-use character, which no detector pattern takes in.
 _JOIN = "\n\ue000\n"
@@ -75,7 +54,9 @@ def mask_personal_data(
     The texts are masked in one pass, joined: most of the detector's cost is per call, not per character."""
     leaves = _leaves(fields)
     texts = [text for _, text in leaves]
-    known = _appearing(_written_forms(identity), " ".join(texts).lower()) if identity else []
+    # Only the values that occur in the text are scrubbed: compiling a pattern for the others costs every report.
+    own = [value for value in (identity or {}).values() if isinstance(value, str)]
+    known = identity_values_in(own, " ".join(texts)) if own else []
 
     def masked_text(text: str) -> str:
         return redact_event_data(event_type, {"text": text, "reporter": known}, None, anonymous=True)["text"]

@@ -1,7 +1,9 @@
 """The tracking view (`GET /api/complaints/{tracking_id}`): the folded state plus what the fold does not keep
 (the body, attachments, the information the reporter added, public follow-ups, the feedback comment), handed to
 `lapor.privacy.redact_complaint` for the caller. The national admin gets the texts as written from the vault
-(`lapor.privacy.ORIGINAL_REF`) and the reporter's identity; every other audience gets the masked log text, masked again.
+(`lapor.privacy.ORIGINAL_REF`) and the reporter's identity; every other audience gets the masked log text, scrubbed
+of the identity values the view carries, and put through the detector again only when it was logged under another
+detector or policy (`lapor.privacy.MASKED_BY`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 from lapor.complaint import ComplaintState, allowed_event_types
 from lapor.principal import Principal
-from lapor.privacy import ORIGINAL_REF, SIGHT, audience_of, redact_complaint
+from lapor.privacy import ORIGINAL_REF, SIGHT, audience_of, masked_at_source, redact_complaint
 from lapor.store import RecordedEvent
 from lapor.store.vault import Vault, VaultEntryErased
 
@@ -45,10 +47,10 @@ def complaint_view(
     as_written = SIGHT[audience_of(principal)].unmasked
 
     def text_of(event: RecordedEvent) -> dict[str, Any]:
-        data = dict(event.data)
         if as_written:
-            data.update(vault_value(vault, event.metadata.get(ORIGINAL_REF)) or {})
-        return data
+            return {**event.data, **(vault_value(vault, event.metadata.get(ORIGINAL_REF)) or {})}
+        # What intake masked when it logged it is not put through the detector again (lapor.privacy.MaskedText).
+        return masked_at_source(event.data, event.metadata)
 
     submitted = text_of(events[0])
     information: list[dict[str, Any]] = []

@@ -9,6 +9,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import jsonschema
+import pytest
 
 from lapor.store import NO_STREAM, NewEvent
 from services.intake.idempotency import IdDerivation
@@ -115,6 +116,18 @@ def test_a_malformed_key_is_a_bad_request(intake):
         response = intake.client.post("/api/complaints", json=REPORT, headers={"Idempotency-Key": bad})
         assert response.status_code == 400, bad
     assert complaint_events(intake) == []
+
+
+@pytest.mark.parametrize("guessable", ["0000000000000001", "a" * 21, "laporan-warga-kupang-1"[:21]])
+def test_a_key_too_short_to_be_a_secret_is_refused(intake, guessable):
+    """Session 24: a retry with the key returns the reporter token, and the public view shows enough to rebuild a
+    report's request, so a key is a credential: at least 22 symbols (128 bits at random; a UUID has 36)."""
+    response = intake.client.post("/api/complaints", json=REPORT, headers={"Idempotency-Key": guessable})
+    assert response.status_code == 400
+    assert "secret" in response.json()["detail"]
+    assert complaint_events(intake) == []
+    accepted = intake.client.post("/api/complaints", json=REPORT, headers={"Idempotency-Key": "k" * 22})
+    assert accepted.status_code == 201
 
 
 def test_the_answer_survives_a_restart(serve_intake):

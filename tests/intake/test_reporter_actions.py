@@ -7,6 +7,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from lapor.privacy import MASKED_BY, MASKING
+from lapor.tracking import format_tracking_id
+
 
 @pytest.fixture
 def intake(module_intake):
@@ -53,6 +56,7 @@ def test_the_reporters_own_details_in_added_information_are_masked(intake):
     assert intake.ctx.vault.get(event.metadata["pii_original_ref"]) == {
         "text": "Hubungi Fransiska Pello di 081377778888."
     }
+    assert event.metadata[MASKED_BY] == MASKING  # a view does not run the detector on it again
     assert intake.events(receipt["tracking_id"])[-1].metadata["actor"] == f"reporter:{receipt['tracking_id']}"
 
 
@@ -72,6 +76,25 @@ def test_reporter_actions_need_the_reports_own_token(intake):
     wrong = {"X-Reporter-Token": other["reporter_token"]}
     assert intake.client.post(path, json={"text": "x"}, headers=wrong).status_code == 401
     assert len(intake.events(receipt["tracking_id"])) == 2
+
+
+@pytest.mark.parametrize(
+    ("action", "body"),
+    [("information", {"text": "x"}), ("feedback", {"satisfied": True, "rating": 5}), ("ombudsman-consent", None)],
+)
+def test_without_its_token_a_confidential_report_is_as_unknown_as_an_id_never_issued(intake, action, body):
+    """Session 24: a wrong or missing token was a 401 naming the report, while an unknown ID is a 404, so anyone
+    could tell that a confidential report exists (GET already answered 404)."""
+    confidential = intake.submit(confidential=True)["tracking_id"]
+    never_issued = format_tracking_id(12345)
+    for headers in ({"X-Reporter-Token": "tebakan"}, {}):
+        answers = [
+            intake.client.post(f"/api/complaints/{tracking_id}/{action}", json=body, headers=headers)
+            for tracking_id in (confidential, never_issued)
+        ]
+        assert [answer.status_code for answer in answers] == [404, 404]
+        assert answers[0].json()["detail"].replace(confidential, never_issued) == answers[1].json()["detail"]
+    assert len(intake.events(confidential)) == 1
 
 
 def test_a_stale_if_match_is_refused_with_the_current_version(intake):

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from lapor.app import create_app, load_services
 from lapor.auth import TokenService
 from lapor.clock import SystemClock
-from lapor.principal import Role
+from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
 from lapor.settings import load_settings
 from schemas.events import AgencyKind, AgencyUpdated
 from services.intake.sms import HELP_REPLY
@@ -69,6 +69,22 @@ def test_the_senders_number_is_identity_kept_in_the_vault_and_out_of_every_view(
         assert "sms-0001" not in shown.text  # an SMS reference is derived from the sender
 
 
+@pytest.mark.parametrize("digits_in_title", range(10, 17))
+def test_the_title_cut_from_a_long_first_line_never_shows_what_the_masked_body_hides(intake, gateway, digits_in_title):
+    """Session 24: the title was cut at 80 characters from the text as written and masked alone, so a NIK cut short
+    escaped the detector (`NIK:537101450885000…`) while the body showed `5371********0001`: the whole NIK."""
+    head = "Laporan jalan rusak, pelapor warga-kel-oebobo-kupang-"
+    first_line = f"{head}{'x' * (80 - len(head) - 4 - digits_in_title)}NIK:5371014508850001 mohon segera"
+    reply = gateway(message(message_id=f"sms-nik-{digits_in_title}", text=f"{first_line}\nbaris dua")).json()
+    shown = intake.client.get(f"/api/complaints/{reply['tracking_id']}").json()
+    for text in (shown["title"], shown["body"]):
+        assert "01450885" not in text
+    assert shown["body"].startswith(shown["title"].removesuffix("…"))
+    admin = intake.bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    as_written = intake.client.get(f"/api/complaints/{reply['tracking_id']}", headers=admin).json()
+    assert first_line.startswith(as_written["title"].removesuffix("…"))
+
+
 def test_an_unknown_or_missing_keyword_goes_to_national_verification_with_the_whole_text(intake, gateway):
     reply = gateway(message(text="Jalan rusak di depan pasar Oeba")).json()
     [event] = intake.events(reply["tracking_id"])
@@ -105,6 +121,24 @@ def test_a_duplicate_delivery_of_a_message_id_files_one_report_and_gets_the_same
     assert again.json() == first.json()
     submitted = [e for e in intake.ctx.store.read_all(0, "complaint") if e.type == "ComplaintSubmitted"]
     assert len(submitted) == 1
+
+
+def test_a_redelivery_after_the_agency_was_renamed_gets_the_reply_it_got_first(intake, gateway):
+    """Session 24: the reply named the agency as the directory called it at each delivery."""
+    first = gateway(message())
+    renamed = AgencyUpdated(
+        agency_id="pemda-53.71",
+        name="Pemkot Kupang (baru)",
+        kind=AgencyKind.pemerintah_kabupaten_kota,
+        region_code="53.71",
+        sms_keywords=("KOTKUPANG",),
+    )
+    intake.ctx.store.append("directory-pemda-53.71", [renamed.to_new_event()])
+    intake.caught_up()
+    again = gateway(message(received_at="2026-03-06T08:05:00+07:00"))
+    assert again.json() == first.json()
+    assert "Pemerintah Kota Kupang" in again.json()["reply"]
+    assert "Pemkot Kupang (baru)" in gateway(message("sms-0002")).json()["reply"]  # a new message: the new name
 
 
 def test_a_reused_message_id_with_another_text_is_a_conflict(intake, gateway):

@@ -47,6 +47,11 @@ def test_a_long_first_line_is_cut_at_a_word_for_the_title():
     assert title.endswith("berlubang…")
 
 
+def test_a_long_first_line_without_a_space_near_the_limit_is_cut_where_a_word_ends_never_inside_a_number():
+    line = "Laporan jalan rusak, pelapor warga-kel-oebobo-kupang-xxxxxxxxNIK:5371014508850001 mohon segera"
+    assert title_of(line) == "Laporan jalan rusak, pelapor warga-kel-oebobo-kupang-xxxxxxxxNIK…"
+
+
 def test_the_reply_names_the_tracking_id_the_access_code_and_where_the_report_goes():
     reply = accepted_reply("04HM-ASW9-K", "tok", "Pemerintah Kota Kupang")
     assert "04HM-ASW9-K" in reply

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
+
 import pytest
 from pydantic_core import PydanticCustomError
 
@@ -43,6 +46,28 @@ def test_the_reporters_phone_is_masked_however_it_is_written():
     assert "3456" not in masked["body"]
     assert "7890" not in masked["body"]
     assert originals == {"body": body}
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "hp0812-3456-7890",
+        "HP0812-3456-7890",
+        "+62.812.3456.7890",
+        "0812 34 56 78 90",
+        "０８１２３４５６７８９０",
+        "nik 5371.0115.0885.0001",
+        "NIK5371011508850001",
+        "5371/0115/0885/0001",
+        "NIK ５３７１０１１５０８８５０００１",
+    ],
+)
+def test_the_reporters_own_phone_and_nik_are_masked_glued_to_a_word_or_spelled_with_separators(typed):
+    masked, originals = mask_personal_data("ComplaintSubmitted", {"body": f"Pelapor {typed}, jalan rusak"}, IDENTITY)
+    digits = re.sub(r"\D", "", unicodedata.normalize("NFKC", masked["body"]))
+    assert "81234567890" not in digits
+    assert "5371011508850001" not in digits
+    assert originals == {"body": f"Pelapor {typed}, jalan rusak"}
 
 
 def test_a_bare_name_of_the_reporter_is_masked_even_without_a_cue():

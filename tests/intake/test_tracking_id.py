@@ -77,6 +77,14 @@ def test_malformed_ids_are_refused_with_the_reason(text, reason):
         parse_tracking_id(text)
 
 
+def test_a_refusal_quotes_at_most_64_characters_of_what_was_typed():
+    with pytest.raises(InvalidTrackingId) as refused:
+        parse_tracking_id("7KQ2-" * 1000)
+    quoted = "7KQ2-" * 12 + "7KQ…"
+    assert str(refused.value) == f"'{quoted}' is not a LAPOR tracking ID: it has 9 letters and digits, like 7KQ2-M9XD-T"
+    assert refused.value.text == "7KQ2-" * 1000
+
+
 @given(numbers)
 @settings(max_examples=100)
 def test_staff_urls_read_an_id_like_intake_and_leave_other_ids_as_written(number):
