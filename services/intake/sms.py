@@ -12,6 +12,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lapor.limits import has_visible_text
+
 _WORD = re.compile(r"\S+")
 _SPACES = re.compile(r"[ \t]+")
 TITLE_LENGTH = 80
@@ -42,7 +44,7 @@ def parse_sms(text: str, lookup: Callable[[str], KeywordAgency | None]) -> SmsRe
     agency = lookup(first.group().upper())
     content = text[first.end() :].strip() if agency is not None else text
     content = "\n".join(_SPACES.sub(" ", line).strip() for line in content.splitlines()).strip()
-    if not content:
+    if not has_visible_text(content):  # zero-width spaces and the like are nothing to report (session 24)
         return None
     return SmsReport(content, agency)
 

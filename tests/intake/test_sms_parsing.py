@@ -35,7 +35,9 @@ def test_an_unknown_first_word_is_part_of_a_report_for_national_verification():
     assert report.content == "KOTKUPNG jalan rusak"
 
 
-@pytest.mark.parametrize("text", ["", "   ", "\n", "KOTKUPANG", "  tangkab  "])
+@pytest.mark.parametrize(
+    "text", ["", "   ", "\n", "KOTKUPANG", "  tangkab  ", "\u200b", "KOTKUPANG \u00ad\u200d", "\ufeff\u2060"]
+)
 def test_an_empty_message_or_a_keyword_alone_holds_no_report(text):
     assert parse(text) is None
 
