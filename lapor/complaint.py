@@ -336,16 +336,8 @@ def _accepted(s: Fields, data: Mapping[str, Any], at: datetime) -> Changes:
     return {"accepted_at": at}
 
 
-# The levels an assignment brings down to the unit's: a report escalated above its agency (to the regional
-# coordinator or national level) stays watched there when the agency hands it to a unit. Until session 24 it went
-# back to the unit's level, so assigning undid an escalation, and the missed deadline, already handled, was never
-# escalated again (found in a bug hunt).
-_ASSIGNED_FROM = frozenset({Level.agency, Level.unit})
-
-
 def _assigned(s: Fields, data: Mapping[str, Any], at: datetime) -> Changes:
-    level = Level.unit if s["level"] in _ASSIGNED_FROM else s["level"]
-    return {"unit_id": data["unit_id"], "level": level}
+    return {"unit_id": data["unit_id"], "level": Level.unit}
 
 
 def _follow_up_posted(s: Fields, data: Mapping[str, Any], at: datetime) -> Changes:

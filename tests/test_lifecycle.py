@@ -253,18 +253,6 @@ def test_overdue_follow_up_escalates_one_level_up_with_a_new_deadline():
     assert story.state.follow_up_due == due(15)  # no new deadline given: the old one stands
 
 
-def test_assigning_an_escalated_report_to_a_unit_keeps_it_watched_where_it_was_escalated_to():
-    """The agency still holds a report its province watches; handing it to a unit must not undo the escalation
-    (it went back to the unit's level, and the missed deadline, already handled, was never escalated again)."""
-    story = in_progress_story().then(escalation("follow_up_overdue", "agency", "regional", to_agency_id=NTT))
-    story.then(ComplaintAssigned(unit_id=f"{KUPANG}/dpupr"))
-    assert (story.state.level, story.state.unit_id) == (Level.regional, f"{KUPANG}/dpupr")
-    story.then(ComplaintAssigned(unit_id=f"{KUPANG}/dinkes"))  # reassigned: still the province's to watch
-    assert story.state.level is Level.regional
-    # Not escalated: the unit's level, as before.
-    assert in_progress_story().then(ComplaintAssigned(unit_id=f"{KUPANG}/dpupr")).state.level is Level.unit
-
-
 def test_dissatisfied_reporter_reopens_the_report_and_may_judge_the_next_resolution():
     story = resolved_story().then(FeedbackGiven(satisfied=False, rating=1, comment="Belum diperbaiki."))
     story.then(ComplaintReopened(reason="Belum diperbaiki.", follow_up_due=due(40)))

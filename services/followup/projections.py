@@ -191,10 +191,7 @@ class QueueProjection:
         self._states = states
 
     def subscription(self) -> Subscription:
-        # Version 2 (session 24): the fold keeps an escalated report's level when it is assigned to a unit. A
-        # rebuild records the arrivals again; the notification loop skips those it sent (by id) or that are stale.
-        return holding_subscription("followup.queue", partial(HeldQueue, self._states), setup=storage.install_queue,
-                                    version=2, tables=("followup_queue", "followup_queue_arrivals"))
+        return holding_subscription("followup.queue", partial(HeldQueue, self._states), setup=storage.install_queue)
 
 
 class HeldQueue:

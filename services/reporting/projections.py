@@ -44,9 +44,7 @@ COMPLAINTS_SUBSCRIPTION = "reporting.complaints"
 # assignments it received); `reached_at` and `answered_at`, so an agency's view times its own first answer; the
 # bounce-limit flag is counted for national routing, not for the agency the report had just reached; an escalation
 # is a unit's only from the unit's level, and a return is always its agency's.
-# 5 (session 24): the fold keeps an escalated report's level when its agency assigns it to a unit
-# (`lapor.complaint._assigned`), so `level` differs for such reports from what version 4 stored.
-COMPLAINTS_VERSION = 5
+COMPLAINTS_VERSION = 4
 DIRECTORY_SUBSCRIPTION = "reporting.directory"
 
 COMPLAINTS_SCHEMA = (

@@ -23,9 +23,7 @@ COMPLAINT_SUBSCRIPTION = "routing.complaints"
 def subscriptions(ctx: ServiceContext) -> list[Subscription]:
     return [
         Subscription(DIRECTORY_SUBSCRIPTION, apply_directory_event, category="directory", setup=setup_directory),
-        # Version 2 (session 24): the fold keeps an escalated report's level when it is assigned to a unit.
-        holding_subscription(COMPLAINT_SUBSCRIPTION, partial(HeldComplaints, ctx.states), setup=setup_complaints,
-                             version=2, tables=("routing_complaints", "routing_deadlines")),
+        holding_subscription(COMPLAINT_SUBSCRIPTION, partial(HeldComplaints, ctx.states), setup=setup_complaints),
     ]
 
 
