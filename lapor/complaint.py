@@ -337,7 +337,11 @@ def _accepted(s: Fields, data: Mapping[str, Any], at: datetime) -> Changes:
 
 
 def _assigned(s: Fields, data: Mapping[str, Any], at: datetime) -> Changes:
-    return {"unit_id": data["unit_id"], "level": Level.unit}
+    # The event says where the report is watched afterwards when that is not the unit's level (an escalated one
+    # stays where it was escalated to: `services.followup.decide.decide_assign`); an assignment recorded without
+    # it, as every one before session 24, means the unit's, so stored histories fold as they always did.
+    level = data.get("level")
+    return {"unit_id": data["unit_id"], "level": Level.unit if level is None else _LEVELS[level]}
 
 
 def _follow_up_posted(s: Fields, data: Mapping[str, Any], at: datetime) -> Changes:

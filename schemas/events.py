@@ -265,6 +265,9 @@ class DispositionReturned(EventData):
 class ComplaintAssigned(EventData):
     unit_id: AgencyId  # "<agency_id>/<unit>"
     note: Reason | None = None
+    # The level the report is watched at afterwards when it is not the unit's: a report escalated above its agency
+    # (regional, national) stays watched there. Absent (every assignment before session 24): the unit's.
+    level: Level | None = None
 
 
 class FollowUpPosted(EventData):

@@ -253,6 +253,19 @@ def test_overdue_follow_up_escalates_one_level_up_with_a_new_deadline():
     assert story.state.follow_up_due == due(15)  # no new deadline given: the old one stands
 
 
+def test_an_assignment_says_the_level_it_leaves_the_report_at_and_without_it_the_units():
+    story = in_progress_story().then(escalation("follow_up_overdue", "agency", "regional", to_agency_id=NTT))
+    story.then(ComplaintAssigned(unit_id=f"{KUPANG}/dpupr", level="regional"))
+    assert (story.state.level, story.state.unit_id) == (Level.regional, f"{KUPANG}/dpupr")
+    # Recorded before the field existed: the unit's level, and the escalations written after it from there fold
+    # as they always did (a stored history must not become unreadable).
+    old = in_progress_story().then(escalation("follow_up_overdue", "agency", "regional", to_agency_id=NTT))
+    old.then(ComplaintAssigned(unit_id=f"{KUPANG}/dpupr"))
+    assert old.state.level is Level.unit
+    old.then(escalation("follow_up_overdue", "unit", "agency", automatic=True))
+    assert old.state.level is Level.agency
+
+
 def test_dissatisfied_reporter_reopens_the_report_and_may_judge_the_next_resolution():
     story = resolved_story().then(FeedbackGiven(satisfied=False, rating=1, comment="Belum diperbaiki."))
     story.then(ComplaintReopened(reason="Belum diperbaiki.", follow_up_due=due(40)))

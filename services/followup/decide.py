@@ -33,6 +33,7 @@ from schemas.events import (
     DispositionReturned,
     EventData,
     FollowUpPosted,
+    Level,
 )
 
 # The reason a reopening carries when the dissatisfied reporter wrote none (the event requires one).
@@ -118,7 +119,13 @@ def decide_assign(state: ComplaintState, command: Assign, now: datetime, directo
         raise ValidationProblem(f"{command.unit_id} is not a unit of the directory")
     if state.unit_id == command.unit_id:
         return []  # already there: a repeated click changes nothing
-    return [ComplaintAssigned(unit_id=command.unit_id, note=command.note)]
+    # A report escalated above its agency stays watched there: handing it to a unit must not undo the escalation
+    # (it went back to the unit's level, and the missed deadline, already handled, was never escalated again).
+    kept = state.level if state.level in _WATCHED_ABOVE_THE_AGENCY else None
+    return [ComplaintAssigned(unit_id=command.unit_id, note=command.note, level=kept)]
+
+
+_WATCHED_ABOVE_THE_AGENCY = frozenset({Level.regional, Level.national})
 
 
 def decide_follow_up(

@@ -16,8 +16,11 @@ from schemas.events import (
     DispositionAccepted,
     FollowUpPosted,
     InformationProvided,
+    Level,
     OmbudsmanConsentGiven,
 )
+from services.followup.decide import Assign, decide_assign
+from services.followup.directory import Directory
 from services.routing.decide import PendCommand, VerifyCommand, decide_dispose, decide_pend, decide_verify
 from services.routing.handlers import DeadlineScheduler
 from tests.routing.harness import Routing, agency_principal, of_kind, wib
@@ -114,6 +117,29 @@ def test_follow_up_overdue_climbs_unit_agency_province_national_and_stops(routin
         ("agency", "regional", "pemda-53"),
         ("regional", "national", "kemenpanrb"),
     ]
+
+
+def test_an_escalated_report_assigned_to_a_unit_keeps_climbing_from_where_it_was(routing_at):
+    """The agency hands a report its province already watches to a unit (followup's decision): the escalation is
+    not undone, and the next missed deadline goes on to national. Assigning set the unit's level again, and the
+    report, its missed deadline handled, was never escalated again."""
+    routing = routing_at(wib(2026, 3, 2, 10))
+    routing.submit("LAP-1")
+    verify(routing, "LAP-1")
+    dispose(routing, "LAP-1")
+    routing.append("LAP-1", DispositionAccepted(agency_id=KUPANG), by=KUPANG_ADMIN)
+    routing.advance(days=8)
+    routing.tick()
+    assert routing.state("LAP-1").level is Level.regional
+    directory = Directory(routing.store)
+    [assigned] = decide_assign(routing.state("LAP-1"), Assign(unit_id=f"{KUPANG}/dpupr"), routing.clock.now(),
+                               directory)
+    routing.append("LAP-1", assigned, by=KUPANG_ADMIN)
+    assert (routing.state("LAP-1").level, routing.state("LAP-1").unit_id) == (Level.regional, f"{KUPANG}/dpupr")
+    routing.advance(days=8)
+    routing.tick()
+    climbed = [(e["from_level"], e["to_level"]) for e in of_kind(routing.escalations("LAP-1"), "follow_up_overdue")]
+    assert climbed == [("agency", "regional"), ("regional", "national")]
 
 
 def test_a_public_follow_up_in_time_stops_the_escalation(routing_at):
