@@ -371,7 +371,8 @@ class RateLimits:
         connected from), the last X-Forwarded-For entry. The entries before it are whatever the client sent, so
         the first one (taken until session 24) let a client choose its own budget."""
         if self.trust_forwarded_for:
-            forwarded = request.headers.get("x-forwarded-for")
+            # Every header line, in order: a proxy may add its own line instead of extending the client's.
+            forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
             if forwarded and (last := forwarded.rsplit(",", 1)[-1].strip()):
                 return last
         return request.client.host if request.client else "unknown"

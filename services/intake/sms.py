@@ -53,7 +53,8 @@ def title_of(content: str) -> str:
     """A title for a report that came without one: its first line, cut at a space near TITLE_LENGTH, else where a
     run of letters and digits ends (never inside one: half a number is a number no detector knows). Intake cuts
     it from the masked text (`submit`), so the title holds nothing the masked body does not."""
-    line = content.splitlines()[0].strip()
+    # The first line that shows something (a line of zero-width spaces would be an invisible title).
+    line = next((line.strip() for line in content.splitlines() if has_visible_text(line)), "")
     if len(line) <= TITLE_LENGTH:
         return line
     cut = line.rfind(" ", 0, TITLE_LENGTH)

@@ -42,6 +42,10 @@ def test_an_empty_message_or_a_keyword_alone_holds_no_report(text):
     assert parse(text) is None
 
 
+def test_the_title_is_the_first_line_that_shows_something():
+    assert title_of("\u200b\u200d\nJalan rusak di Oebobo\nsudah sebulan") == "Jalan rusak di Oebobo"
+
+
 def test_a_long_first_line_is_cut_at_a_word_for_the_title():
     content = "Jalan " + "berlubang " * 20
     title = title_of(content)

@@ -90,6 +90,18 @@ def test_the_client_is_the_address_the_proxy_appended_not_what_the_client_wrote_
     assert statuses == [201, 429, 429]
 
 
+def test_a_proxy_that_adds_its_own_forwarded_for_line_is_believed_over_the_clients_line(serve):
+    """HAProxy's `option forwardfor` adds a header line rather than extending the client's: the last entry of all
+    the lines is the proxy's (reading the first line only, a forged one bought a fresh budget per request)."""
+    with serve(limits={"submission_rate": "1/minute", "trust_forwarded_for": True}) as client:
+        statuses = [
+            client.post("/api/probe/complaints", json=SUBMISSION,
+                        headers=[("X-Forwarded-For", f"192.0.2.{n}"), ("X-Forwarded-For", "203.0.113.7")]).status_code
+            for n in range(3)
+        ]
+    assert statuses == [201, 429, 429]
+
+
 def test_forwarded_for_is_ignored_unless_trusted(serve):
     with serve(limits={"submission_rate": "1/minute"}) as client:
         first = client.post("/api/probe/complaints", json=SUBMISSION, headers={"X-Forwarded-For": "203.0.113.7"})
