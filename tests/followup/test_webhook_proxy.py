@@ -4,6 +4,8 @@ proxy is a real one (proxy.py) in a child process, and its access log says what 
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +37,7 @@ class Proxy:
             [sys.executable, "-m", "proxy", "--hostname", "127.0.0.1", "--port", str(self.port), "--num-workers", "1",
              "--num-acceptors", "1", "--log-level", "INFO"],
             stdout=subprocess.DEVNULL, stderr=log.open("wb"),
+            start_new_session=True,  # its own process group: proxy.py forks its workers, which stop with the group
         )
         wait_until(self._listening)
 
@@ -57,7 +60,7 @@ class Proxy:
 def proxy(tmp_path: Path) -> Iterator[Proxy]:
     running = Proxy(tmp_path / "proxy.log")
     yield running
-    running.process.terminate()
+    os.killpg(running.process.pid, signal.SIGTERM)
     running.process.wait(10)
 
 
