@@ -42,7 +42,15 @@ from pydantic_core import PydanticCustomError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lapor.patterns import NOT_WHITESPACE, WHITESPACE
-from lapor.problems import KINDS, RateLimited, TooLarge, ValidationProblem, problem_response, validation_error
+from lapor.problems import (
+    KINDS,
+    RateLimited,
+    TooLarge,
+    ValidationProblem,
+    problem_response,
+    quoted,
+    validation_error,
+)
 from lapor.settings import FieldLimits, RequestLimits
 from schemas.events import REGION_CODE_PATTERN
 
@@ -414,14 +422,9 @@ def _query_names(route: APIRoute) -> tuple[frozenset[str], frozenset[str]]:
     return names, single
 
 
-# At most this many wrong names are listed, each cut to `_NAME_SHOWN` characters: the answer to a query of many
-# long names must not be many times the query's size (it is given before authentication).
+# At most this many wrong names are listed, each cut as problems quote input (`quoted`): the answer to a query of
+# many long names must not be many times the query's size (it is given before authentication).
 _NAMES_LISTED = 20
-_NAME_SHOWN = 64
-
-
-def _shown(name: str) -> str:
-    return name if len(name) <= _NAME_SHOWN else name[: _NAME_SHOWN - 1] + "…"
 
 
 async def known_query_parameters(request: Request) -> None:
@@ -445,13 +448,13 @@ async def known_query_parameters(request: Request) -> None:
         return
     unknown_listed = unknown[:_NAMES_LISTED]
     repeated_listed = repeated[: _NAMES_LISTED - len(unknown_listed)]
-    errors = [validation_error(("query", _shown(name)), "unknown query parameter", "extra_forbidden")
+    errors = [validation_error(("query", quoted(name)), "unknown query parameter", "extra_forbidden")
               for name in unknown_listed]
     errors += [validation_error(("query", name), "given more than once; it takes one value", "too_many_values")
                for name in repeated_listed]
     parts = []
     if unknown_listed:
-        parts.append(f"unknown query parameters: {', '.join(map(_shown, unknown_listed))}")
+        parts.append(f"unknown query parameters: {', '.join(map(quoted, unknown_listed))}")
     if repeated_listed:
         parts.append(f"given more than once: {', '.join(repeated_listed)}")
     left = len(unknown) + len(repeated) - len(errors)

@@ -77,6 +77,16 @@ KINDS: dict[str, ProblemKind] = {
 }
 
 
+# Characters of a client's input a problem quotes: the answer to a long input must not be a copy of it (problems
+# are given before authentication). Session 24: a 60,000-character path, or a query of long names, came back whole.
+QUOTED_MAX = 64
+
+
+def quoted(text: str, limit: int = QUOTED_MAX) -> str:
+    """`text` as a problem quotes it: whole up to `limit` characters, else cut with "…"."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class Problem(HTTPException):
     """Base of every problem. Subclasses fix `kind`; `extra` members are added to the body.
 

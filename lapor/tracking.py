@@ -16,6 +16,7 @@ from typing import Annotated
 from fastapi import Path
 from pydantic import AfterValidator
 
+from lapor.problems import quoted
 from schemas.events import TRACKING_ID_PATTERN
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -30,20 +31,14 @@ RANDOM_BITS = 5 * PAYLOAD_LENGTH
 EXAMPLE = "7KQ2-M9XD-T"
 
 
-# Characters of the input a refusal quotes: the answer to a long path must not be a copy of it (it is given before
-# authentication). Session 24: a 60,000-character path was quoted whole.
-_QUOTED = 64
-
-
 class InvalidTrackingId(ValueError):
-    """Not a LAPOR tracking ID; `reason` says how, in words a reporter understands. The message quotes at most
-    `_QUOTED` characters of the input; `text` keeps it whole."""
+    """Not a LAPOR tracking ID; `reason` says how, in words a reporter understands. The message quotes the input
+    as problems do (`lapor.problems.quoted`: a 60,000-character path was quoted whole); `text` keeps it whole."""
 
     def __init__(self, text: str, reason: str) -> None:
         self.text = text
         self.reason = reason
-        quoted = text if len(text) <= _QUOTED else text[: _QUOTED - 1] + "…"
-        super().__init__(f"{quoted!r} is not a LAPOR tracking ID: {reason}")
+        super().__init__(f"{quoted(text)!r} is not a LAPOR tracking ID: {reason}")
 
 
 def _luhn_sum(codes: list[int], *, double_first: bool) -> int:
