@@ -531,11 +531,17 @@ _PHONE_PREFIX = rf"(?:(?:(?:\+|00){_SEPARATORS})?6{_SEPARATORS}2{_SEPARATORS})?(
 _PHONE_DIGITS = range(8, 16)
 
 
+# A number shorter than this is matched only as written: spelled with separators, a short sender code ("2024")
+# would also blank a date range ("20-24 Desember") in the text.
+_MIN_SPELLED_DIGITS = 6
+
+
 def _number_of(value: str) -> str | None:
-    """The digits of an identity value that is a number (a NIK, a phone number with or without its "+"), else
-    None."""
+    """The digits of an identity value that is a number (a NIK, a phone number with or without its "+") of at least
+    `_MIN_SPELLED_DIGITS` digits, else None."""
     digits = _SEPARATOR_CHARACTERS.sub("", value.removeprefix("+"))
-    return digits if digits.isascii() and digits.isdigit() else None
+    spelled = digits.isascii() and digits.isdigit() and len(digits) >= _MIN_SPELLED_DIGITS
+    return digits if spelled else None
 
 
 def _phone_core(digits: str) -> tuple[bool, str]:
