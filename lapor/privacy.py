@@ -388,12 +388,15 @@ def escalated_to(escalations: Iterable[Any], *, agency_id: str | None, disposed_
     routing's `bounce_limit` flag, naming the national admin, who sees every report anyway)."""
     if agency_id is None or disposed_at is None:
         return []
-    targets = []
-    for escalation in escalations:
-        record = escalation if isinstance(escalation, Mapping) else dataclasses.asdict(escalation)
-        if record.get("to_agency_id") and record["at"] > disposed_at:
-            targets.append(record["to_agency_id"])
-    return targets
+    records = [escalation if isinstance(escalation, Mapping) else dataclasses.asdict(escalation)
+               for escalation in escalations]
+    # An Ombudsman takeover starts a holding too (it changes the holder, not `disposed_at`): until session 24 a
+    # province red-marked before the takeover went on seeing the Ombudsman's handling, internal notes included.
+    began = max([disposed_at, *(record["at"] for record in records if record.get("kind") == _TAKEOVER)])
+    return [record["to_agency_id"] for record in records if record.get("to_agency_id") and record["at"] > began]
+
+
+_TAKEOVER = "ombudsman"  # the escalation kind by which the Ombudsman takes a report over
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -284,6 +284,31 @@ def test_an_agency_that_returned_a_report_no_longer_follows_it(live: Live):
     assert (seen["id"], seen["data"]["tracking_id"], seen["event"]) == (office, "LAP-BACK-2", "ComplaintDisposed")
 
 
+def test_a_province_that_watched_a_report_no_longer_follows_it_once_the_ombudsman_takes_it_over(live: Live):
+    """The takeover starts a new holding, as a disposition does: the province the city's overdue follow-up was
+    escalated to kept seeing the Ombudsman's handling, internal notes included (found in a bug hunt)."""
+    kupang, ntt, ombudsman = "pemda-53.71", "pemda-53", "ombudsman-ri"
+    live.append("LAP-OMB-1", submitted("LAP-OMB-1"), *to_agency(kupang))
+    live.append("LAP-OMB-1", ev.DispositionAccepted(agency_id=kupang), metadata=staff(kupang))
+    live.append("LAP-OMB-1", ev.ComplaintEscalated(
+        kind="follow_up_overdue", reason="Tidak ada tindak lanjut.", from_level="agency", to_level="regional",
+        to_agency_id=ntt, automatic=True, follow_up_due=DAY0 + timedelta(days=20)))
+    live.append("LAP-OMB-1", ev.ComplaintEscalated(
+        kind="ombudsman_offer", reason="60 hari kerja.", from_level="regional", to_level="regional", automatic=True))
+    live.append("LAP-OMB-1", ev.OmbudsmanConsentGiven(), metadata={"actor": "reporter:LAP-OMB-1", "role": "reporter"})
+    takeover = live.append("LAP-OMB-1", ev.ComplaintEscalated(
+        kind="ombudsman", reason="Pelapor setuju.", from_level="regional", to_level="ombudsman",
+        to_agency_id=ombudsman, automatic=True, follow_up_due=DAY0 + timedelta(days=70)))
+    live.append("LAP-OMB-1", ev.FollowUpPosted(follow_up_id="fu-o1", text="Catatan internal Ombudsman.",
+                                               public=False), metadata=staff(ombudsman))
+    # Then a report of the province's own, which it does see.
+    own = live.append("LAP-NTT-1", submitted("LAP-NTT-1"), *to_agency(ntt))
+
+    with open_feed(live, {**live.headers(Role.liaison, agency_id=ntt), "Last-Event-ID": str(takeover)}) as feed:
+        [seen] = feed.take(1)
+    assert (seen["id"], seen["data"]["tracking_id"], seen["event"]) == (own, "LAP-NTT-1", "ComplaintDisposed")
+
+
 def test_the_feed_can_be_narrowed_by_type_region_and_agency(live: Live):
     live.append("LAP-KUPANG-2", submitted("LAP-KUPANG-2"), *to_agency("pemda-53.71"))
     live.append("LAP-MALANG-2", submitted("LAP-MALANG-2", region="35.73"), *to_agency("pemda-35.73"))
