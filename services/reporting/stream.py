@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import weakref
 from collections import OrderedDict
@@ -28,11 +29,13 @@ from anyio import to_thread
 from sse_starlette import ServerSentEvent
 
 from lapor.auth import TokenService
-from lapor.complaint import ComplaintState, evolve, fold
+from lapor.complaint import ComplaintState, IllegalTransition, VersionGap, evolve, fold
 from lapor.context import BackgroundLoop, ServiceContext
 from lapor.principal import Principal
 from lapor.privacy import can_see_report, involved_agencies, redact_event_data, redact_metadata
 from lapor.store import EventStore, RecordedEvent
+
+log = logging.getLogger("lapor.reporting.stream")
 
 PAGE = 200  # events read per step of a stream
 HUB_WAIT = 0.5  # seconds the hub waits for commits before it looks whether anyone still listens
@@ -158,8 +161,16 @@ class _Viewer:
     def view(self, events: Sequence[RecordedEvent]) -> list[ServerSentEvent]:
         shown = []
         for event in events:
-            before = self._before(event)
-            after = evolve(before, event) if before is not None else fold([event])
+            try:
+                before = self._before(event)
+                after = evolve(before, event) if before is not None else fold([event])
+            except (IllegalTransition, VersionGap) as refused:
+                # An event the lifecycle refuses (the projections park it for an operator): nobody can be told who
+                # may see it, so nobody is sent it, and the feed goes on. It used to end every feed at that page,
+                # for good, for everyone (found in a bug hunt). Its complaint's later events fold no further.
+                self._states.pop(event.stream, None)
+                log.warning("live stream: %s@%d left out: %s", event.stream, event.version, refused)
+                continue
             assert after is not None
             self._states[event.stream] = after
             if len(self._states) > FOLDED_COMPLAINTS:

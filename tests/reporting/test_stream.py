@@ -309,6 +309,25 @@ def test_a_province_that_watched_a_report_no_longer_follows_it_once_the_ombudsma
     assert (seen["id"], seen["data"]["tracking_id"], seen["event"]) == (own, "LAP-NTT-1", "ComplaintDisposed")
 
 
+def test_an_event_the_lifecycle_refuses_is_left_out_and_the_feed_goes_on(live: Live):
+    """Such an event gets into a log only by a bug or by hand (the projections park it for an operator). Nobody can
+    be told who may see it, so nobody is sent it; it ended every feed at its page, for good (found in a bug hunt)."""
+    first = live.append("LAP-OK-1", submitted("LAP-OK-1"))
+    live.append("LAP-BAD-1", submitted("LAP-BAD-1"))
+    live.append("LAP-BAD-1", ev.DispositionAccepted(agency_id="pemda-53.71"), metadata=staff("pemda-53.71"))
+    after = live.append("LAP-OK-2", submitted("LAP-OK-2"), *to_agency("pemda-53.71"))
+    admin = live.headers(Role.admin_national)
+    with open_feed(live, {**admin, "Last-Event-ID": str(first - 1)}) as feed:
+        seen = feed.take(4)
+    assert [(e["data"]["tracking_id"], e["event"]) for e in seen] == [
+        ("LAP-OK-1", "ComplaintSubmitted"), ("LAP-BAD-1", "ComplaintSubmitted"),
+        ("LAP-OK-2", "ComplaintSubmitted"), ("LAP-OK-2", "ComplaintVerified"),
+    ]
+    with open_feed(live, {**admin, "Last-Event-ID": str(after - 1)}) as feed:  # resumed past it
+        [last] = feed.take(1)
+    assert last["id"] == after
+
+
 def test_the_feed_can_be_narrowed_by_type_region_and_agency(live: Live):
     live.append("LAP-KUPANG-2", submitted("LAP-KUPANG-2"), *to_agency("pemda-53.71"))
     live.append("LAP-MALANG-2", submitted("LAP-MALANG-2", region="35.73"), *to_agency("pemda-35.73"))
