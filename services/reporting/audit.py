@@ -23,7 +23,7 @@ from anyio import to_thread
 from pydantic import BaseModel, Field
 
 from lapor.audit import IntegrityReport, check_link, verify_chain
-from lapor.complaint import fold
+from lapor.complaint import ComplaintState, IllegalTransition, VersionGap, fold
 from lapor.principal import Principal
 from lapor.privacy import ReportNotVisible, redact_complaint, redact_event_data, redact_metadata
 from lapor.problems import NotFound
@@ -46,6 +46,9 @@ class AuditEvent(BaseModel):
     hash: str
     chain_ok: bool = Field(description="this link of the hash chain checks out")
     problem: str | None = Field(None, description="what is wrong with the link, if anything")
+    refused: str | None = Field(
+        None, description="why the lifecycle refuses this event (the state stops before it; projections park it)"
+    )
 
 
 class AuditHistory(BaseModel):
@@ -61,6 +64,9 @@ class StateAt(BaseModel):
     version: int = Field(description="version of the last event at or before `at`; -1 before submission")
     position: int | None = Field(description="log position of that event")
     state: dict[str, Any] | None = Field(description="the folded state as the caller may see it")
+    refused: str | None = Field(
+        None, description="an event up to `at` the lifecycle refuses: the state is the one before it"
+    )
 
 
 def _events(store: EventStore, tracking_id: str) -> list[RecordedEvent]:
@@ -77,9 +83,22 @@ def _check_visible(state: Any, principal: Principal | None, tracking_id: str) ->
         raise NotFound(f"complaint {tracking_id} not found") from None
 
 
+def _fold_allowed(events: list[RecordedEvent]) -> tuple[ComplaintState | None, RecordedEvent | None, str | None]:
+    """The state folded up to the first event the lifecycle refuses (all of them when none is), that event and why.
+    A log holds such an event only by a bug or by hand; an auditor must still read the history around it, where
+    folding it whole answered 409 (found in a bug hunt)."""
+    state: ComplaintState | None = None
+    for event in events:
+        try:
+            state = fold([event], state)
+        except (IllegalTransition, VersionGap) as refusal:
+            return state, event, str(refusal)
+    return state, None, None
+
+
 def history(store: EventStore, tracking_id: str, principal: Principal | None) -> AuditHistory:
     events = _events(store, tracking_id)
-    state = fold(events)
+    state, refused, reason = _fold_allowed(events)
     _check_visible(state, principal, tracking_id)
     anonymous = state.anonymous if state is not None else True
     shown = []
@@ -103,6 +122,7 @@ def history(store: EventStore, tracking_id: str, principal: Principal | None) ->
                 hash=event.hash,
                 chain_ok=problem is None,
                 problem=problem,
+                refused=reason if event is refused else None,
             )
         )
     return AuditHistory(tracking_id=tracking_id, chain_ok=all(e.chain_ok for e in shown), events=shown)
@@ -113,17 +133,20 @@ def state_at(
 ) -> StateAt:
     events = _events(store, tracking_id)
     # Visibility is judged on the report as it stands now: a report that became confidential-to-you stays so.
-    _check_visible(fold(events), principal, tracking_id)
+    _check_visible(_fold_allowed(events)[0], principal, tracking_id)
     moment = at or now
     prefix = [event for event in events if event.recorded_at <= moment]
-    state = fold(prefix)
+    state, refused, reason = _fold_allowed(prefix)
+    folded = prefix if refused is None else prefix[: prefix.index(refused)]
+    last = folded[-1] if folded else None
     return StateAt(
         tracking_id=tracking_id,
         at=moment,
         existed=state is not None,
-        version=prefix[-1].version if prefix else -1,
-        position=prefix[-1].position if prefix else None,
+        version=last.version if last is not None else -1,
+        position=last.position if last is not None else None,
         state=None if state is None else redact_complaint(state, principal),
+        refused=None if refused is None else f"version {refused.version}: {reason}",
     )
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from lapor.principal import Role
 from lapor.tracking import format_tracking_id
+from schemas import events as ev
 from tests.reporting import scenario
 from tests.reporting.conftest import Reporting, reporting_app
 
@@ -69,7 +70,27 @@ def test_the_state_before_submission_says_the_report_did_not_exist_yet(month: Re
     state = month.client.get("/api/audit/complaints/LAP-G4-01/state", params={"at": scenario.day(9).isoformat()},
                              headers=month.bearer(Role.auditor)).json()
     assert state == {"tracking_id": "LAP-G4-01", "at": scenario.day(9).isoformat().replace("+00:00", "Z"),
-                     "existed": False, "version": -1, "position": None, "state": None}
+                     "existed": False, "version": -1, "position": None, "state": None, "refused": None}
+
+
+def test_an_event_the_lifecycle_refuses_is_listed_and_marked_and_the_state_stops_before_it(reporting: Reporting):
+    """Such an event is in a log only by a bug or by hand, and that is exactly when an auditor must read the
+    history: it answered 409 (found in a bug hunt). The events are all listed, the refused one says why, and the
+    state at a moment after it is the state before it, saying which event was refused."""
+    scenario.play(reporting.ctx.store, reporting.clock, [scenario.submitted("LAP-BAD-1", 1, "53.71")])
+    reporting.append("LAP-BAD-1", ev.DispositionAccepted(agency_id="pemda-53.71"),
+                     scenario.staff("pemda-53.71"))
+    auditor = reporting.bearer(Role.auditor)
+    history = reporting.client.get("/api/audit/complaints/LAP-BAD-1/events", headers=auditor)
+    assert history.status_code == 200, history.text
+    [submitted, accepted] = history.json()["events"]
+    assert submitted["refused"] is None
+    assert "DispositionAccepted is not allowed while the report is submitted" in accepted["refused"]
+    state = reporting.client.get("/api/audit/complaints/LAP-BAD-1/state", headers=auditor)
+    assert state.status_code == 200, state.text
+    body = state.json()
+    assert (body["version"], body["state"]["status"]) == (0, "submitted")
+    assert body["refused"].startswith("version 1: DispositionAccepted is not allowed")
 
 
 def test_a_moment_without_a_time_zone_is_refused(month: Reporting):
