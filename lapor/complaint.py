@@ -341,7 +341,13 @@ def _assigned(s: Fields, data: Mapping[str, Any], at: datetime) -> Changes:
     # stays where it was escalated to: `services.followup.decide.decide_assign`); an assignment recorded without
     # it, as every one before session 24, means the unit's, so stored histories fold as they always did.
     level = data.get("level")
-    return {"unit_id": data["unit_id"], "level": Level.unit if level is None else _LEVELS[level]}
+    if level is None or level == Level.unit:
+        return {"unit_id": data["unit_id"], "level": Level.unit}
+    if level != s["level"] or s["level"] is Level.unit:
+        # Only the level the report is at may be kept; any other would move it where no escalation took it.
+        refusal = f"it keeps level {level}, and the report is at {s['level']}"
+        raise IllegalTransition("ComplaintAssigned", s["status"], refusal)
+    return {"unit_id": data["unit_id"]}
 
 
 def _follow_up_posted(s: Fields, data: Mapping[str, Any], at: datetime) -> Changes:

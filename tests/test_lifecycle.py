@@ -266,6 +266,16 @@ def test_an_assignment_says_the_level_it_leaves_the_report_at_and_without_it_the
     assert old.state.level is Level.agency
 
 
+@pytest.mark.parametrize("level", ["ombudsman", "national", "agency"])
+def test_an_assignment_may_keep_only_the_level_the_report_is_at(level):
+    """Any other would move the report where no escalation took it (`ombudsman` without consent stopped it from
+    ever escalating again)."""
+    story = in_progress_story().then(escalation("follow_up_overdue", "agency", "regional", to_agency_id=NTT))
+    with pytest.raises(IllegalTransition, match="it keeps level"):
+        story.then(ComplaintAssigned(unit_id=f"{KUPANG}/dpupr", level=level))
+    assert story.state.level is Level.regional
+
+
 def test_dissatisfied_reporter_reopens_the_report_and_may_judge_the_next_resolution():
     story = resolved_story().then(FeedbackGiven(satisfied=False, rating=1, comment="Belum diperbaiki."))
     story.then(ComplaintReopened(reason="Belum diperbaiki.", follow_up_due=due(40)))

@@ -119,13 +119,22 @@ def decide_assign(state: ComplaintState, command: Assign, now: datetime, directo
         raise ValidationProblem(f"{command.unit_id} is not a unit of the directory")
     if state.unit_id == command.unit_id:
         return []  # already there: a repeated click changes nothing
-    # A report escalated above its agency stays watched there: handing it to a unit must not undo the escalation
-    # (it went back to the unit's level, and the missed deadline, already handled, was never escalated again).
-    kept = state.level if state.level in _WATCHED_ABOVE_THE_AGENCY else None
-    return [ComplaintAssigned(unit_id=command.unit_id, note=command.note, level=kept)]
+    # A report an escalation took above its unit stays watched there: handing it to a (another) unit must not undo
+    # the escalation (it went back to the unit's level, and the missed deadline, already handled, was never
+    # escalated again; or a unit's missed deadline climbed to the agency again instead of on to the province).
+    return [ComplaintAssigned(unit_id=command.unit_id, note=command.note, level=_kept_level(state))]
 
 
-_WATCHED_ABOVE_THE_AGENCY = frozenset({Level.regional, Level.national})
+def _kept_level(state: ComplaintState) -> Level | None:
+    """The level an assignment keeps: where an escalation of the present holding took the report (the agency's
+    level only so; a report accepted by its agency is at that level without one), and the Ombudsman's."""
+    if state.level in (Level.regional, Level.national, Level.ombudsman):
+        return state.level
+    if state.level is Level.agency:
+        began = state.disposed_at
+        reached = [e for e in state.escalations if e.to_level is Level.agency and (began is None or e.at > began)]
+        return Level.agency if reached else None
+    return None
 
 
 def decide_follow_up(

@@ -15,6 +15,7 @@ from schemas.events import (
     ComplaintAssigned,
     ComplaintClosed,
     ComplaintDisposed,
+    ComplaintEscalated,
     ComplaintReopened,
     ComplaintResolved,
     ComplaintVerified,
@@ -23,6 +24,7 @@ from schemas.events import (
     EventData,
     FeedbackGiven,
     FollowUpPosted,
+    Level,
 )
 from services.followup.decide import (
     NO_REASON_GIVEN,
@@ -138,6 +140,23 @@ def test_a_unit_missing_from_the_directory_is_refused():
 def test_assigning_to_the_unit_already_holding_it_changes_nothing():
     state = then(in_progress(), ComplaintAssigned(unit_id=DINKES))
     assert decide_assign(state, Assign(unit_id=DINKES), MONDAY, DIRECTORY) == []
+
+
+def test_an_assignment_keeps_the_level_an_escalation_of_this_holding_took_the_report_to():
+    """Reassigning to another unit must not bring a unit's escalated report back to the unit's level (the next miss
+    climbed to the agency again instead of on to the province), nor an escalated one below where it is watched."""
+    fresh = in_progress()
+    assert decide_assign(fresh, Assign(unit_id=DINKES), MONDAY, DIRECTORY)[0].level is None  # the unit's
+    at_unit = then(fresh, ComplaintAssigned(unit_id=DINKES))
+    up = then(at_unit, ComplaintEscalated(kind="follow_up_overdue", reason="Terlambat.", from_level="unit",
+                                          to_level="agency", to_agency_id=KUPANG, automatic=True),
+              at=MONDAY + timedelta(days=8))
+    [moved] = decide_assign(up, Assign(unit_id="pemda-53.71/disdik"), MONDAY, DIRECTORY)
+    assert moved.level is Level.agency
+    assert then(up, moved).level is Level.agency
+    regional = then(fresh, ComplaintEscalated(kind="follow_up_overdue", reason="Terlambat.", from_level="agency",
+                                              to_level="regional", to_agency_id="pemda-53", automatic=True))
+    assert decide_assign(regional, Assign(unit_id=DINKES), MONDAY, DIRECTORY)[0].level is Level.regional
 
 
 def test_a_follow_up_names_both_officers_of_a_two_step_approval():
