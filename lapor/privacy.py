@@ -534,17 +534,16 @@ _PHONE_PREFIX = rf"(?:(?:(?:\+|00){_SEPARATORS})?6{_SEPARATORS}2{_SEPARATORS})?(
 _PHONE_DIGITS = range(8, 16)
 
 
-# A number shorter than this is matched only as written: spelled with separators, a short sender code ("2024")
-# would also blank a date range ("20-24 Desember") in the text.
+# A number shorter than this is matched as its digits together (still with no digit on either side, so glued to
+# a word too): spelled with separators, a short sender code ("2024") would also blank "20-24 Desember".
 _MIN_SPELLED_DIGITS = 6
 
 
 def _number_of(value: str) -> str | None:
-    """The digits of an identity value that is a number (a NIK, a phone number with or without its "+") of at least
-    `_MIN_SPELLED_DIGITS` digits, else None."""
+    """The digits of an identity value that is a number (a NIK, a phone number with or without its "+"), else
+    None."""
     digits = _SEPARATOR_CHARACTERS.sub("", value.removeprefix("+"))
-    spelled = digits.isascii() and digits.isdigit() and len(digits) >= _MIN_SPELLED_DIGITS
-    return digits if spelled else None
+    return digits if digits.isascii() and digits.isdigit() else None
 
 
 def _phone_core(digits: str) -> tuple[bool, str]:
@@ -556,7 +555,10 @@ def _phone_core(digits: str) -> tuple[bool, str]:
 
 
 def _spelled(digits: str) -> str:
-    """The pattern of a number: its digits with any separators between them, a phone number's after any prefix."""
+    """The pattern of a number: its digits with any separators between them, a phone number's after any prefix;
+    a short one's digits together."""
+    if len(digits) < _MIN_SPELLED_DIGITS:
+        return re.escape(digits)
     phone, core = _phone_core(digits)
     return (_PHONE_PREFIX if phone else "") + _SEPARATORS.join(core)
 

@@ -453,9 +453,10 @@ def test_a_number_inside_a_longer_number_is_not_the_reporters():
 
 def test_a_short_sender_number_is_scrubbed_only_as_written():
     """A gateway's short code as the sender: with separators allowed it would also blank "20-24 Desember"."""
-    row = projection_row(anonymous=True, reporter={"phone": "2024"}, body="Mati lampu 20-24 Desember, lapor dari 2024")
+    row = projection_row(anonymous=True, reporter={"phone": "+2024"},
+                         body="Mati lampu 20-24 Desember, lapor dari 2024 (SMS2024, kode_2024)")
 
-    assert redact_complaint(row, PUBLIC)["body"] == "Mati lampu 20-24 Desember, lapor dari ***"
+    assert redact_complaint(row, PUBLIC)["body"] == "Mati lampu 20-24 Desember, lapor dari *** (SMS***, kode_***)"
 
 
 def test_redacting_leaves_the_callers_view_untouched():

@@ -25,7 +25,14 @@ from pydantic import BaseModel, Field
 from lapor.audit import IntegrityReport, check_link, verify_chain
 from lapor.complaint import ComplaintState, IllegalTransition, VersionGap, fold
 from lapor.principal import Principal
-from lapor.privacy import ReportNotVisible, redact_complaint, redact_event_data, redact_metadata
+from lapor.privacy import (
+    Audience,
+    ReportNotVisible,
+    audience_of,
+    redact_complaint,
+    redact_event_data,
+    redact_metadata,
+)
 from lapor.problems import NotFound
 from lapor.store import EventStore, RecordedEvent
 
@@ -76,7 +83,13 @@ def _events(store: EventStore, tracking_id: str) -> list[RecordedEvent]:
     return events
 
 
-def _check_visible(state: Any, principal: Principal | None, tracking_id: str) -> dict[str, Any]:
+def _check_visible(state: Any, principal: Principal | None, tracking_id: str) -> dict[str, Any] | None:
+    """404 unless the principal may see the report. A history whose very first event does not fold has no state
+    to judge: only those who see every report (`audit.read`'s roles all do) get it, never a 500."""
+    if state is None:
+        if audience_of(principal) in (Audience.national_admin, Audience.oversight):
+            return None
+        raise NotFound(f"complaint {tracking_id} not found")
     try:
         return redact_complaint(state, principal)
     except ReportNotVisible:
@@ -91,8 +104,9 @@ def _fold_allowed(events: list[RecordedEvent]) -> tuple[ComplaintState | None, R
     for event in events:
         try:
             state = fold([event], state)
-        except (IllegalTransition, VersionGap) as refusal:
-            return state, event, str(refusal)
+        except Exception as refusal:  # noqa: BLE001 - refused by the lifecycle, of a newer schema, ...: parked too
+            lifecycle = isinstance(refusal, IllegalTransition | VersionGap)
+            return state, event, str(refusal) if lifecycle else f"{type(refusal).__name__}: {refusal}"
     return state, None, None
 
 

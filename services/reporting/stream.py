@@ -29,7 +29,7 @@ from anyio import to_thread
 from sse_starlette import ServerSentEvent
 
 from lapor.auth import TokenService
-from lapor.complaint import ComplaintState, IllegalTransition, VersionGap, evolve, fold
+from lapor.complaint import ComplaintState, evolve, fold
 from lapor.context import BackgroundLoop, ServiceContext
 from lapor.principal import Principal
 from lapor.privacy import can_see_report, involved_agencies, redact_event_data, redact_metadata
@@ -124,6 +124,7 @@ class _Viewer:
         self._principal = principal
         self._wanted = wanted
         self._states: OrderedDict[str, ComplaintState] = OrderedDict()
+        self._refused: OrderedDict[str, int] = OrderedDict()  # stream -> the version the fold could not take
 
     def _before(self, event: RecordedEvent) -> ComplaintState | None:
         state = self._states.pop(event.stream, None)
@@ -161,15 +162,21 @@ class _Viewer:
     def view(self, events: Sequence[RecordedEvent]) -> list[ServerSentEvent]:
         shown = []
         for event in events:
+            if event.stream in self._refused:
+                continue  # its history stopped folding at an earlier event: so do its later ones, unread
             try:
                 before = self._before(event)
                 after = evolve(before, event) if before is not None else fold([event])
-            except (IllegalTransition, VersionGap) as refused:
-                # An event the lifecycle refuses (the projections park it for an operator): nobody can be told who
-                # may see it, so nobody is sent it, and the feed goes on. It used to end every feed at that page,
-                # for good, for everyone (found in a bug hunt). Its complaint's later events fold no further.
+            except Exception as refused:  # noqa: BLE001 - whatever the fold cannot take, the projections park
+                # An event the fold cannot take (refused by the lifecycle, of a schema newer than this code, ...):
+                # the projections park it for an operator. Nobody can be told who may see it, so nobody is sent
+                # it, nor its complaint's later events, and the feed goes on. It used to end every feed at that
+                # page, for good, for everyone (found in a bug hunt).
                 self._states.pop(event.stream, None)
-                log.warning("live stream: %s@%d left out: %s", event.stream, event.version, refused)
+                self._refused[event.stream] = event.version
+                if len(self._refused) > FOLDED_COMPLAINTS:
+                    self._refused.popitem(last=False)
+                log.warning("live stream: %s from version %d left out: %s", event.stream, event.version, refused)
                 continue
             assert after is not None
             self._states[event.stream] = after

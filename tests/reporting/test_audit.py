@@ -93,6 +93,21 @@ def test_an_event_the_lifecycle_refuses_is_listed_and_marked_and_the_state_stops
     assert body["refused"].startswith("version 1: DispositionAccepted is not allowed")
 
 
+def test_a_history_whose_first_event_does_not_fold_is_listed_for_those_who_see_every_report(reporting: Reporting):
+    """No state to judge who may see it: it was a 500. Every role that reads the audit sees every report, so it gets
+    the listing, the refused event marked."""
+    reporting.append("LAP-BAD-2", ev.DispositionAccepted(agency_id="pemda-53.71"), scenario.staff("pemda-53.71"))
+    listed = reporting.client.get("/api/audit/complaints/LAP-BAD-2/events", headers=reporting.bearer(Role.auditor))
+    assert listed.status_code == 200, listed.text
+    [refused] = listed.json()["events"]
+    assert refused["refused"] is not None
+    state = reporting.client.get("/api/audit/complaints/LAP-BAD-2/state", headers=reporting.bearer(Role.auditor))
+    assert (state.status_code, state.json()["existed"], state.json()["version"]) == (200, False, -1)
+    national = reporting.client.get("/api/audit/complaints/LAP-BAD-2/events",
+                                    headers=reporting.bearer(Role.admin_national, agency_id="kemenpanrb"))
+    assert national.status_code == 200
+
+
 def test_a_moment_without_a_time_zone_is_refused(month: Reporting):
     response = month.client.get("/api/audit/complaints/LAP-G4-01/state", params={"at": "2090-03-10T09:00:00"},
                                 headers=month.bearer(Role.auditor))

@@ -18,6 +18,7 @@ from lapor.auth import CLOCK_SKEW, TokenService
 from lapor.clock import ManualClock, SystemClock
 from lapor.principal import Role
 from lapor.settings import load_settings
+from lapor.store import NewEvent
 from schemas import events as ev
 from services.reporting.service import SERVICE
 from tests.reporting.conftest import LiveServer, live_server
@@ -326,6 +327,19 @@ def test_an_event_the_lifecycle_refuses_is_left_out_and_the_feed_goes_on(live: L
     with open_feed(live, {**admin, "Last-Event-ID": str(after - 1)}) as feed:  # resumed past it
         [last] = feed.take(1)
     assert last["id"] == after
+
+
+def test_an_event_of_a_schema_newer_than_the_code_is_left_out_and_the_feed_goes_on(live: Live):
+    """Mid-upgrade, a newer writer's event: the fold cannot read it (UpcastError, not a lifecycle refusal)."""
+    live.append("LAP-NEW-1", submitted("LAP-NEW-1"))
+    newer = ev.ComplaintVerified(classification="pengaduan", category="Jalan").to_new_event(metadata=OFFICER)
+    live.server.ctx.store.append("complaint-LAP-NEW-1", [NewEvent(newer.type, newer.data, newer.metadata,
+                                                                   schema_version=99)], 0)
+    after = live.append("LAP-OK-3", submitted("LAP-OK-3"))
+    with open_feed(live, {**live.headers(Role.admin_national), "Last-Event-ID": str(after - 3)}) as feed:
+        seen = feed.take(2)
+    assert [(e["data"]["tracking_id"], e["event"]) for e in seen] == [
+        ("LAP-NEW-1", "ComplaintSubmitted"), ("LAP-OK-3", "ComplaintSubmitted")]
 
 
 def test_the_feed_can_be_narrowed_by_type_region_and_agency(live: Live):
