@@ -131,10 +131,21 @@ def _services(args: argparse.Namespace, name: str | None = None) -> list[Service
     return load_services([name])
 
 
+# What opening the store or the read models raises when they cannot be reached (`_cannot_open` says it in a line).
+_OPENING_FAILED = (OSError, sqlite3.Error, psycopg.Error, StoreError)
+
+
 def _open_app(settings: Settings, services: Sequence[ServiceDefinition], *, seed_demo: bool = False) -> FastAPI:
     try:
         return create_app(settings, services, seed_demo=seed_demo)
-    except (OSError, sqlite3.Error, psycopg.Error, StoreError) as error:
+    except _OPENING_FAILED as error:
+        raise _cannot_open(error, settings.store, settings.readmodels) from None
+
+
+def _open_context(settings: Settings) -> ServiceContext:
+    try:
+        return ServiceContext.open(settings)
+    except _OPENING_FAILED as error:
         raise _cannot_open(error, settings.store, settings.readmodels) from None
 
 
@@ -521,10 +532,7 @@ def rebuild(args: argparse.Namespace) -> int:
     _require_store(settings.store, option="--data or LAPOR_STORE")
     names = args.service or [None]
     services = [chosen for name in names for chosen in _services(args, name)]
-    try:
-        ctx = ServiceContext.open(settings)
-    except (OSError, sqlite3.Error, psycopg.Error, StoreError) as error:
-        raise _cannot_open(error, settings.store, settings.readmodels) from None
+    ctx = _open_context(settings)
     try:
         report = rebuilding.run(ctx, services, batch_size=args.batch_size, keep=args.keep, processes=args.processes)
     except rebuilding.RebuildFailed as error:
@@ -546,10 +554,7 @@ def seed(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log_level)
     services = _services(args)
-    try:
-        ctx = ServiceContext.open(settings)
-    except (OSError, sqlite3.Error, psycopg.Error, StoreError) as error:
-        raise _cannot_open(error, settings.store, settings.readmodels) from None
+    ctx = _open_context(settings)
     try:
         before = ctx.store.head_position()
         runtime = Runtime(ctx, services)
@@ -617,8 +622,8 @@ def bench(args: argparse.Namespace) -> int:
     module = BENCHMARKS[args.benchmark]
     if not (root / "benchmarks" / f"{module}.py").is_file():
         raise CliError(f"no benchmarks/{module}.py beside this installation ({root}): run it from a source checkout")
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *args.options], cwd=root, env=environment,
+    # `python -m` puts the working directory first on sys.path: the checkout's `benchmarks` package is found there.
+    return subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *args.options], cwd=root,
                           check=False).returncode
 
 
