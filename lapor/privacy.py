@@ -386,14 +386,24 @@ def escalated_to(escalations: Iterable[Any], *, agency_id: str | None, disposed_
     counts as the earlier holding's: a training clock stands still between an operator's moves, so the order is
     unknown there, and the side that shows less is the safe one (in one append with a disposition comes only
     routing's `bounce_limit` flag, naming the national admin, who sees every report anyway)."""
-    if agency_id is None or disposed_at is None:
+    if agency_id is None:
+        return []
+    return [record["to_agency_id"] for record in present_escalations(escalations, disposed_at)
+            if record.get("to_agency_id")]
+
+
+def present_escalations(escalations: Iterable[Any], disposed_at: datetime | None) -> list[Mapping[str, Any]]:
+    """The escalations (as dicts) made in the present holding: after the latest disposition (`disposed_at`; none
+    without one), and after an Ombudsman takeover, which starts a holding too: it changes the holder, not
+    `disposed_at` (until session 24 a province red-marked before the takeover went on seeing the Ombudsman's
+    handling, internal notes included). One rule for who sees the report (`escalated_to`) and for the level an
+    assignment keeps (`services.followup.decide`)."""
+    if disposed_at is None:
         return []
     records = [escalation if isinstance(escalation, Mapping) else dataclasses.asdict(escalation)
                for escalation in escalations]
-    # An Ombudsman takeover starts a holding too (it changes the holder, not `disposed_at`): until session 24 a
-    # province red-marked before the takeover went on seeing the Ombudsman's handling, internal notes included.
     began = max([disposed_at, *(record["at"] for record in records if record.get("kind") == _TAKEOVER)])
-    return [record["to_agency_id"] for record in records if record.get("to_agency_id") and record["at"] > began]
+    return [record for record in records if record["at"] > began]
 
 
 _TAKEOVER = "ombudsman"  # the escalation kind by which the Ombudsman takes a report over

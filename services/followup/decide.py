@@ -19,6 +19,7 @@ from lapor.auth import within
 from lapor.complaint import ComplaintState, Status, ensure_allowed
 from lapor.limits import MaxItems, Reason, Text, WholeNumber
 from lapor.policy import Sp4nPolicy
+from lapor.privacy import present_escalations
 from lapor.problems import ValidationProblem
 from schemas.events import (
     AgencyId,
@@ -130,10 +131,9 @@ def _kept_level(state: ComplaintState) -> Level | None:
     level only so; a report accepted by its agency is at that level without one), and the Ombudsman's."""
     if state.level in (Level.regional, Level.national, Level.ombudsman):
         return state.level
-    if state.level is Level.agency:
-        began = state.disposed_at
-        reached = [e for e in state.escalations if e.to_level is Level.agency and (began is None or e.at > began)]
-        return Level.agency if reached else None
+    escalated_here = present_escalations(state.escalations, state.disposed_at)
+    if state.level is Level.agency and any(record["to_level"] is Level.agency for record in escalated_here):
+        return Level.agency
     return None
 
 
