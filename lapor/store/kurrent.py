@@ -244,28 +244,26 @@ class KurrentEventStore(EventStore):
         """True when the log has (or gets, within `timeout`) an event past `after_position`; False when the time
         runs out first, or the server does not answer within it."""
         ends = time.monotonic() + max(timeout, 0.0)
-        try:
-            head = self._head(DEADLINE if timeout <= 0 else max(timeout, 0.001))
-        except StoreError as error:
-            if isinstance(error.__cause__, DeadlineExceededError):
-                return False
-            raise
-        if head > after_position:
-            return True
-        left = ends - time.monotonic()
-        if left <= 0:
-            return False
-        # A catch-up subscription from the head (a recorded position, as KurrentDB requires) delivers whatever
-        # commits next; its deadline is what is left of our timeout. Creating it waits for the server's
-        # confirmation under that deadline too.
         subscription = None
         try:
-            subscription = self._client.subscribe_to_all(commit_position=head or None, timeout=left, **LAPOR_STREAMS)
-            return any(event.commit_position > after_position for event in subscription)
-        except DeadlineExceededError:
-            return False
-        except KurrentDBClientError as error:
-            raise StoreError(f"KurrentDB: waiting for new events failed: {type(error).__name__}: {error}") from error
+            head = self._head(DEADLINE if timeout <= 0 else max(timeout, 0.001))
+            if head > after_position:
+                return True
+            left = ends - time.monotonic()
+            if left <= 0:
+                return False
+            # A catch-up subscription from the head (a recorded position, as KurrentDB requires) delivers whatever
+            # commits next; its deadline is what is left of our timeout. Creating it waits for the server's
+            # confirmation under that deadline too.
+            with _server_errors("waiting for new events"):
+                subscription = self._client.subscribe_to_all(
+                    commit_position=head or None, timeout=left, **LAPOR_STREAMS
+                )
+                return any(event.commit_position > after_position for event in subscription)
+        except StoreError as error:
+            if isinstance(error.__cause__, DeadlineExceededError):
+                return False  # the time ran out, in the head's read or the wait
+            raise
         finally:
             if subscription is not None:
                 subscription.stop()
