@@ -348,6 +348,20 @@ class RoutingRuleChanged(EventData):
     active: bool = True
 
 
+# -- SMS keyword claims (streams `smskeyword-{KEYWORD}`) ------------------------------------------------------
+
+
+class SmsKeywordClaimed(EventData):
+    """An agency takes an SMS keyword before its record lists it (services.routing.keywords). The claims of one
+    keyword are one stream, appended at the version read, so of two agencies asking at once one wins. The claim is
+    settled once the agency's stream reaches `agency_version`; from then the agency holds the keyword while its
+    record, active, lists it."""
+
+    keyword: SmsKeyword
+    agency_id: AgencyId
+    agency_version: Annotated[int, Field(ge=0)]
+
+
 COMPLAINT_EVENTS: tuple[type[EventData], ...] = (
     ComplaintSubmitted,
     ComplaintVerified,
@@ -368,8 +382,11 @@ COMPLAINT_EVENTS: tuple[type[EventData], ...] = (
     OmbudsmanConsentGiven,
 )
 DIRECTORY_EVENTS: tuple[type[EventData], ...] = (AgencyRegistered, AgencyUpdated, RoutingRuleChanged)
+KEYWORD_EVENTS: tuple[type[EventData], ...] = (SmsKeywordClaimed,)
 
-EVENT_TYPES: dict[str, type[EventData]] = {model.__name__: model for model in COMPLAINT_EVENTS + DIRECTORY_EVENTS}
+EVENT_TYPES: dict[str, type[EventData]] = {
+    model.__name__: model for model in COMPLAINT_EVENTS + DIRECTORY_EVENTS + KEYWORD_EVENTS
+}
 
 
 class UnknownEventType(ValueError):

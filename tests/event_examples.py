@@ -31,6 +31,7 @@ from schemas.events import (
     OmbudsmanConsentGiven,
     RoutingRuleChanged,
     RuleMatch,
+    SmsKeywordClaimed,
 )
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
@@ -128,5 +129,6 @@ def examples() -> dict[str, EventData]:
             match=RuleMatch(region_code="53.71", category="infrastruktur"),
             agency_id="pemda-53.71",
         ),
+        SmsKeywordClaimed(keyword="KUPANG", agency_id="pemda-53.71", agency_version=1),
     ]
     return {event.event_type(): event for event in events}

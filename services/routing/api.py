@@ -68,6 +68,7 @@ from services.routing.directory import (
     fold_agency,
     is_top_level,
 )
+from services.routing.keywords import claim_keywords
 from services.routing.projections import (
     AgencyRow,
     QueuedReport,
@@ -524,11 +525,6 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         root = agency_id.split("/")[0]
         if root != agency_id and _active_agency(ctx, root) is None:
             raise ValidationProblem(f"{agency_id} belongs to {root}, which is not an active agency")
-        with ctx.db.read() as tx:
-            owners = keyword_owners(tx, record.sms_keywords)
-        taken = sorted(word for word, owner in owners.items() if owner != agency_id)
-        if taken:
-            raise Conflict(f"SMS keywords already in use by other agencies: {', '.join(taken)}")
 
     @router.post("/api/agencies", status_code=201, summary="Register an agency (national admin)")
     def register_agency(
@@ -550,6 +546,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         def decide(existing: Agency | None, now: datetime) -> list[Any]:
             if existing is not None:
                 raise Conflict(f"agency {record.agency_id} is already registered; change it with PUT")
+            claim_keywords(ctx, record.agency_id, record.sms_keywords, 0, _acting(principal))
             return [event.to_new_event()]
 
         result = run_command(ctx, agency_stream(record.agency_id), decide, principal=_acting(principal),
@@ -574,6 +571,8 @@ def build_router(ctx: ServiceContext) -> APIRouter:
 
         def decide(existing: Agency | None, now: datetime) -> list[Any]:
             assert existing is not None  # must_exist
+            if event.active:  # a retired agency's keywords are free
+                claim_keywords(ctx, agency_id, record.sms_keywords, existing.version + 1, _acting(principal))
             return [event.to_new_event()]
 
         result = run_command(ctx, agency_stream(agency_id), decide, principal=_acting(principal), if_match=if_match,
