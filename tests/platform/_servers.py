@@ -67,10 +67,12 @@ def wait_until(condition, timeout: float = 60.0, describe: str = "condition") ->
 
 
 @contextmanager
-def lapor(tmp_path: Path, *args: str, name: str, module: str = "tests.platform.launch") -> Iterator[Server]:
+def lapor(
+    tmp_path: Path, *args: str, name: str, module: str = "tests.platform.launch", env: dict[str, str] | None = None
+) -> Iterator[Server]:
     port = free_port()
     stdout, stderr = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
-    environment = {**os.environ, "LAPOR_LIMITS__SUBMISSION_RATE": "1000/minute"}
+    environment = {**os.environ, "LAPOR_LIMITS__SUBMISSION_RATE": "1000/minute", **(env or {})}
     with stdout.open("w") as out, stderr.open("w") as err:
         process = subprocess.Popen(
             [sys.executable, "-m", module, *args, "--port", str(port)],
