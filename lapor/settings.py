@@ -22,9 +22,11 @@ without a traceback.
 
 from __future__ import annotations
 
+import difflib
 import os
 import secrets
 import tomllib
+from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any
@@ -263,8 +265,39 @@ class Settings(BaseSettings):
         return value
 
 
+# `LAPOR_*` names of the environment that are not settings: the file's path, and the test suite's own.
+NOT_SETTINGS = ("CONFIG", "REQUIRE_BACKENDS", "TEST_")
+# DESIGN.md names a transport URL; only tailing the store is built (README, deploy/README.md).
+NO_BUS = (
+    "only the store is built as a transport (every service tails LAPOR_STORE); the Kafka relay of DESIGN.md is "
+    "not, so leave LAPOR_BUS unset"
+)
+
+
+def unknown_variables(environment: Mapping[str, str]) -> list[str]:
+    """One problem per `LAPOR_*` variable that names no setting. pydantic-settings passes them over in silence,
+    where a mistyped key in the file is refused: `LAPOR_PRODUCTON=true` ran a server outside production."""
+    fields = {name.upper() for name in Settings.model_fields}
+    known = [ENV_PREFIX + name for name in sorted(fields)]
+    problems = []
+    for variable in sorted(environment):
+        name = variable.upper().removeprefix(ENV_PREFIX)
+        if not variable.upper().startswith(ENV_PREFIX) or name.split("__", 1)[0] in fields:
+            continue
+        if name == "BUS":
+            problems.append(f"invalid setting {variable}: {NO_BUS}")
+        elif not name.startswith(NOT_SETTINGS):
+            guess = difflib.get_close_matches(variable.upper(), known, n=1)
+            hint = f" (did you mean {guess[0]}?)" if guess else ""
+            problems.append(f"unknown setting {variable}{hint}")
+    return problems
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings, turning every validation problem into one readable `SettingsError`."""
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        raise SettingsError("; ".join(unknown))
     try:
         return Settings(**{key: value for key, value in overrides.items() if value is not None})
     except ValidationError as error:

@@ -169,3 +169,28 @@ def test_the_cli_prints_one_line_and_exits_2_on_a_bad_setting(tmp_path):
         "lapor: invalid setting LAPOR_READINESS_MAX_LAG: Input should be greater than or equal to 0 (got '-5')\n"
     )
     assert result.stdout == ""
+
+
+def test_a_mistyped_variable_is_refused_with_the_setting_it_resembles(monkeypatch):
+    """pydantic-settings passed unknown `LAPOR_*` variables over in silence: `LAPOR_PRODUCTON=true` started a
+    server outside production, with a generated secret."""
+    monkeypatch.setenv("LAPOR_PRODUCTON", "true")
+    monkeypatch.setenv("lapor_scret", "x" * 40)
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    assert "unknown setting LAPOR_PRODUCTON (did you mean LAPOR_PRODUCTION?)" in str(refused.value)
+    assert "unknown setting lapor_scret (did you mean LAPOR_SECRET?)" in str(refused.value)
+    assert "x" * 40 not in str(refused.value)
+
+
+def test_a_transport_url_is_refused_since_only_the_store_is_built(monkeypatch):
+    monkeypatch.setenv("LAPOR_BUS", "kafka://broker:9092")
+    with pytest.raises(SettingsError, match="LAPOR_BUS: only the store is built as a transport"):
+        load_settings()
+
+
+def test_the_config_path_and_the_test_suites_variables_are_not_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAPOR_REQUIRE_BACKENDS", "sqlite")
+    monkeypatch.setenv("LAPOR_TEST_ANYTHING", "1")
+    monkeypatch.setenv("LAPOR_LOG_LEVEL", "debug")
+    assert load_settings(data=tmp_path).log_level == "DEBUG"
