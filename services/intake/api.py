@@ -57,6 +57,7 @@ from services.intake.sms import HELP_REPLY, accepted_reply, parse_sms
 from services.intake.submit import Receipt, Report, submit
 from services.intake.text import mask_personal_data
 from services.intake.views import complaint_view, vault_value
+from services.intake.web import web_router
 
 # The key is a credential: with it and the report's public text, anyone can replay the request and receive the
 # reporter token. So it must be secret and too long to guess: 22 symbols of this alphabet hold over 128 bits when
@@ -146,6 +147,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     each: a sync route would cost a thread hop for itself, one for its `Context` dependency and one to serialise
     its answer. They use this `ctx`, the one the app was composed with."""
     router = APIRouter(tags=["intake"])
+    router.include_router(web_router())
     ids = IdDerivation(ctx.settings.signing_secret())
     get_wilayah("53.71")  # loads the region table (~0.25 s) now rather than in the first request
 

@@ -1,0 +1,173 @@
+// The citizen pages of LAPOR!: the report form (/) and tracking (/lacak). Plain script, no framework: it only
+// calls the public API (POST /api/complaints, GET /api/complaints/{id}) and writes answers as text, never as HTML.
+"use strict";
+
+const STATUS = {
+  submitted: "Menunggu verifikasi",
+  pended: "Menunggu informasi tambahan dari pelapor",
+  verified: "Terverifikasi, menunggu diteruskan ke instansi",
+  disposed: "Diteruskan ke instansi",
+  returned: "Dikembalikan ke admin nasional untuk diteruskan ulang",
+  in_progress: "Sedang ditindaklanjuti",
+  resolved: "Selesai ditindaklanjuti, menunggu tanggapan pelapor",
+  closed: "Ditutup",
+  archived: "Diarsipkan",
+  duplicate: "Sama dengan laporan lain",
+};
+
+function moment(text) {
+  return text ? new Date(text).toLocaleString("id-ID", { dateStyle: "long", timeStyle: "short" }) : "—";
+}
+
+// A key per report being written: a retry of the same report (a double click, a lost answer) is taken once.
+function newIdempotencyKey() {
+  const bytes = new Uint8Array(16);
+  crypto.getRandomValues(bytes);
+  return "web-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// What an application/problem+json answer says, as one line for the form and one per field it names.
+async function problemOf(response) {
+  let problem = {};
+  try {
+    problem = await response.json();
+  } catch (error) {
+    problem = {};
+  }
+  const fields = {};
+  for (const item of problem.errors || []) {
+    const location = item.location || [];
+    const field = location[location.length - 1];
+    if (typeof field === "string" && !(field in fields)) fields[field] = item.message;
+  }
+  const detail = problem.detail || problem.title || `Permintaan gagal (HTTP ${response.status}).`;
+  return { detail, fields };
+}
+
+function text(id, value) {
+  document.getElementById(id).textContent = value;
+}
+
+function setupReportForm(form) {
+  let key = newIdempotencyKey();
+  const errorFields = ["title", "body", "region_code", "category", "name", "phone", "email"];
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    for (const name of errorFields) text(`${name}-error`, "");
+    text("form-error", "");
+    const value = (name) => form.elements[name].value.trim();
+    const report = {
+      kind: form.elements.kind.value,
+      title: value("title"),
+      body: value("body"),
+      region_code: value("region_code"),
+      anonymous: form.elements.anonymous.checked,
+      confidential: form.elements.confidential.checked,
+    };
+    if (value("category")) report.category = value("category");
+    const reporter = {};
+    for (const name of ["name", "phone", "email"]) if (value(name)) reporter[name] = value(name);
+    if (Object.keys(reporter).length) report.reporter = reporter;
+    const button = document.getElementById("submit");
+    button.disabled = true;
+    try {
+      const response = await fetch("/api/complaints", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "Idempotency-Key": key },
+        body: JSON.stringify(report),
+      });
+      if (!response.ok) {
+        // Refused (4xx), nothing was recorded: the corrected report is a new request. A server error or a lost
+        // answer (below) keeps the key, so that sending again cannot file the report twice.
+        if (response.status < 500) key = newIdempotencyKey();
+        const problem = await problemOf(response);
+        text("form-error", problem.detail);
+        for (const [field, message] of Object.entries(problem.fields)) {
+          if (errorFields.includes(field)) text(`${field}-error`, message);
+        }
+        return;
+      }
+      const receipt = await response.json();
+      text("tracking-id", receipt.tracking_id);
+      text("reporter-token", receipt.reporter_token);
+      text("verification-due", moment(receipt.verification_due));
+      document.getElementById("track-link").href = "/lacak#" + encodeURIComponent(receipt.tracking_id);
+      form.hidden = true;
+      document.getElementById("receipt").hidden = false;
+    } catch (error) {
+      text("form-error", "Laporan belum terkirim: periksa sambungan internet Anda, lalu coba lagi.");
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+async function track(form) {
+  text("lacak-error", "");
+  const trackingId = form.elements.tracking_id.value.trim();
+  const token = form.elements.reporter_token.value.trim();
+  if (!trackingId) {
+    text("lacak-error", "Isi nomor pelacakan.");
+    return;
+  }
+  const headers = token ? { "X-Reporter-Token": token } : {};
+  let response;
+  try {
+    response = await fetch("/api/complaints/" + encodeURIComponent(trackingId), { headers });
+  } catch (error) {
+    text("lacak-error", "Tidak dapat menghubungi server: periksa sambungan internet Anda.");
+    return;
+  }
+  const section = document.getElementById("report");
+  if (!response.ok) {
+    section.hidden = true;
+    text("lacak-error", response.status === 404
+      ? "Laporan tidak ditemukan. Periksa nomor pelacakan (dan token pelapor untuk laporan rahasia)."
+      : (await problemOf(response)).detail);
+    return;
+  }
+  const report = await response.json();
+  text("report-title", report.title || "(laporan)");
+  text("report-id", report.tracking_id);
+  text("report-status", STATUS[report.status] || report.status);
+  text("report-agency", report.agency_name || report.agency_id || "Belum diteruskan ke instansi");
+  text("report-region", report.region_name || report.region_code || "—");
+  text("report-submitted", moment(report.submitted_at));
+  const list = document.getElementById("report-follow-ups");
+  list.replaceChildren();
+  for (const followUp of report.follow_ups || []) {
+    const item = document.createElement("li");
+    const when = document.createElement("time");
+    when.dateTime = followUp.posted_at;
+    when.textContent = moment(followUp.posted_at);
+    item.append(when, " — ", followUp.text);
+    list.append(item);
+  }
+  if (!list.children.length) {
+    const item = document.createElement("li");
+    item.textContent = "Belum ada tindak lanjut.";
+    list.append(item);
+  }
+  text("report-resolution", report.resolution ? "Hasil: " + report.resolution : "");
+  section.hidden = false;
+}
+
+function setupTrackForm(form) {
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    track(form);
+  });
+  // /lacak#<tracking id>, as the receipt links it: the id never reaches the server's logs.
+  const fromLink = decodeURIComponent(location.hash.slice(1));
+  if (fromLink) {
+    form.elements.tracking_id.value = fromLink;
+    track(form);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const reportForm = document.getElementById("lapor-form");
+  if (reportForm) setupReportForm(reportForm);
+  const trackForm = document.getElementById("lacak-form");
+  if (trackForm) setupTrackForm(trackForm);
+});

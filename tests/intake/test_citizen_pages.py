@@ -1,0 +1,167 @@
+"""The citizen pages (`/`, `/lacak`; services.intake.web) in a real browser — Debian's chromium through its
+chromedriver — against a real `lapor up` process: a report filed with the form and its receipt, what the server
+refuses shown beside its field with nothing filed, and tracking that shows the status and the agency's public
+follow-ups as text. Without chromium and chromium-driver the browser tests are skipped, saying so, unless
+LAPOR_REQUIRE_BACKENDS names `browser` (.ci/run installs both and demands it)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from lapor.auth import TokenService
+from lapor.clock import SystemClock
+from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
+from lapor.settings import load_settings
+from tests.conftest import backend_unavailable
+from tests.platform._servers import Server, lapor
+
+WAIT = 20  # seconds a page may take to show an answer
+
+REPORT = {"title": "Jalan berlubang", "body": "Lubang besar di Jl. El Tari depan kantor lurah.", "region_code": "53.71"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp_path = tmp_path_factory.mktemp("pages")
+    with lapor(tmp_path, "up", "--data", str(tmp_path / "var"), name="pages", module="lapor.cli") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        backend_unavailable("browser", "Debian's chromium and chromium-driver are not installed (.ci/run installs)")
+    options = Options()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--lang=id"):
+        options.add_argument(argument)
+    session = webdriver.Chrome(service=Service(driver), options=options)
+    try:
+        yield session
+    finally:
+        session.quit()
+
+
+def token(server: Server, role: Role, **scope: Any) -> dict[str, str]:
+    data = Path(server.process.args[server.process.args.index("--data") + 1])
+    signed = TokenService(load_settings(data=data).signing_secret(), SystemClock()).issue(role, **scope)
+    return {"Authorization": f"Bearer {signed}"}
+
+
+def head_position(server: Server) -> float:
+    return server.metric("lapor_store_head_position")
+
+
+def shown(browser: WebDriver, element_id: str) -> str:
+    """The element's text once the page shows it."""
+    element = browser.find_element(By.ID, element_id)
+    WebDriverWait(browser, WAIT).until(lambda _: element.is_displayed() and element.text.strip())
+    return element.text
+
+
+# -- the pages over HTTP ------------------------------------------------------------------------------------
+
+
+def test_the_pages_are_served_with_a_policy_that_allows_only_this_origin(server):
+    page = server.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    for directive in ("default-src 'none'", "script-src 'self'", "frame-ancestors 'none'", "form-action 'self'"):
+        assert directive in policy
+    assert '<option value="53.71">Kota Kupang</option>' in page.text
+    assert '<option value="53">Provinsi Nusa Tenggara Timur</option>' in page.text
+    assert server.get("/lacak").status_code == 200
+    assert server.get("/static/lapor.js").headers["content-type"].startswith("text/javascript")
+    missing = server.get("/static/..%2fapi.py")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert "/" not in server.get("/openapi.json").json()["paths"]  # pages, not API
+
+
+# -- in the browser -----------------------------------------------------------------------------------------
+
+
+def test_a_citizen_files_a_confidential_report_with_the_form_and_its_receipt_opens_it(server, browser):
+    browser.get(server.url + "/")
+    browser.find_element(By.ID, "title").send_keys("Puskesmas tutup saat jam layanan")
+    browser.find_element(By.ID, "body").send_keys("Puskesmas Oebobo tutup pukul 10 pagi pada hari kerja.")
+    Select(browser.find_element(By.ID, "region_code")).select_by_value("53.71")
+    browser.find_element(By.ID, "reporter-name").send_keys("Maria Lay")
+    browser.find_element(By.ID, "confidential").click()
+    browser.find_element(By.ID, "submit").click()
+    tracking_id = shown(browser, "tracking-id")
+    reporter_token = shown(browser, "reporter-token")
+    assert not browser.find_element(By.ID, "lapor-form").is_displayed()
+
+    assert server.get(f"/api/complaints/{tracking_id}").status_code == 404  # rahasia: not for the public
+    view = server.get(f"/api/complaints/{tracking_id}", headers={"X-Reporter-Token": reporter_token}).json()
+    assert (view["title"], view["region_code"], view["confidential"]) == (
+        "Puskesmas tutup saat jam layanan", "53.71", True
+    )
+    assert "Maria Lay" not in str(view)  # the identity is the national admin's to see
+
+    browser.find_element(By.ID, "track-link").click()  # /lacak#<id>: the tracking page looks it up at once
+    assert "tidak ditemukan" in shown(browser, "lacak-error")  # confidential, and no token given yet
+    browser.find_element(By.ID, "track-token").send_keys(reporter_token)
+    browser.find_element(By.CSS_SELECTOR, "#lacak-form button").click()
+    assert shown(browser, "report-status") == "Menunggu verifikasi"
+    assert shown(browser, "report-title") == "Puskesmas tutup saat jam layanan"
+
+
+def test_what_the_server_refuses_is_shown_beside_its_field_and_nothing_is_filed(server, browser):
+    before = head_position(server)
+    browser.get(server.url + "/")
+    browser.find_element(By.ID, "title").send_keys("<b>Tolong</b>")
+    browser.find_element(By.ID, "body").send_keys("Air PDAM mati tiga hari.")
+    Select(browser.find_element(By.ID, "region_code")).select_by_value("53.71")
+    browser.find_element(By.ID, "submit").click()
+    assert "HTML markup is not accepted" in shown(browser, "title-error")
+    assert shown(browser, "form-error")
+    assert browser.find_element(By.ID, "body-error").text == ""
+    assert not browser.find_element(By.ID, "receipt").is_displayed()
+    assert head_position(server) == before
+
+    title = browser.find_element(By.ID, "title")
+    title.clear()
+    title.send_keys("Air PDAM mati")
+    browser.find_element(By.ID, "submit").click()
+    assert shown(browser, "tracking-id")
+    assert head_position(server) == before + 1  # the corrected report, once
+
+
+def test_tracking_shows_the_status_and_the_agencys_public_follow_ups_as_text(server, browser):
+    filed = server.post("/api/complaints", json={**REPORT, "title": "Harga air < Rp10.000 & antre"})
+    assert filed.status_code == 201, filed.text
+    tracking_id = filed.json()["tracking_id"]
+    admin = token(server, Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    liaison = token(server, Role.liaison, agency_id="pemda-53.71")
+    steps = [
+        (f"/api/complaints/{tracking_id}/verify", {"category": "Infrastruktur"}, admin),
+        (f"/api/complaints/{tracking_id}/dispose", {"agency_id": "pemda-53.71"}, admin),
+        (f"/api/complaints/{tracking_id}/accept", {}, liaison),
+        (f"/api/complaints/{tracking_id}/follow-ups", {"text": "Petugas sudah meninjau lokasi."}, liaison),
+        (f"/api/complaints/{tracking_id}/follow-ups", {"text": "Catatan internal.", "public": False}, liaison),
+    ]
+    for path, body, headers in steps:
+        answer = server.post(path, json=body, headers=headers)
+        assert answer.status_code in (200, 201), f"{path}: {answer.text}"
+
+    browser.get(f"{server.url}/lacak#{tracking_id}")
+    assert shown(browser, "report-status") == "Sedang ditindaklanjuti"
+    assert shown(browser, "report-title") == "Harga air < Rp10.000 & antre"
+    assert shown(browser, "report-agency") == "Pemerintah Kota Kupang"
+    follow_ups = browser.find_elements(By.CSS_SELECTOR, "#report-follow-ups li")
+    assert [item.text.split(" — ", 1)[1] for item in follow_ups] == ["Petugas sudah meninjau lokasi."]
