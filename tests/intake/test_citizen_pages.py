@@ -23,6 +23,8 @@ from lapor.auth import TokenService
 from lapor.clock import SystemClock
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
 from lapor.settings import load_settings
+from lapor.store import open_store
+from schemas.events import ComplaintEscalated
 from tests.conftest import backend_unavailable
 from tests.platform._servers import Server, lapor
 
@@ -165,3 +167,99 @@ def test_tracking_shows_the_status_and_the_agencys_public_follow_ups_as_text(ser
     assert shown(browser, "report-agency") == "Pemerintah Kota Kupang"
     follow_ups = browser.find_elements(By.CSS_SELECTOR, "#report-follow-ups li")
     assert [item.text.split(" — ", 1)[1] for item in follow_ups] == ["Petugas sudah meninjau lokasi."]
+
+
+# -- the reporter's actions on the tracking page ------------------------------------------------------------
+
+
+def filed(server: Server, **changes: Any) -> tuple[str, str]:
+    """A report filed over the API: (tracking id, reporter token)."""
+    answer = server.post("/api/complaints", json={**REPORT, **changes})
+    assert answer.status_code == 201, answer.text
+    return answer.json()["tracking_id"], answer.json()["reporter_token"]
+
+
+def moved(server: Server, tracking_id: str, *steps: tuple[str, dict[str, Any], dict[str, str]]) -> None:
+    for action, body, headers in steps:
+        answer = server.post(f"/api/complaints/{tracking_id}/{action}", json=body, headers=headers)
+        assert answer.status_code in (200, 201), f"{action}: {answer.text}"
+
+
+def opened_with_token(browser: WebDriver, server: Server, tracking_id: str, reporter_token: str) -> None:
+    browser.get(f"{server.url}/lacak#{tracking_id}")
+    WebDriverWait(browser, WAIT).until(lambda _: browser.find_element(By.ID, "report-id").text == tracking_id)
+    assert not browser.find_element(By.ID, "actions").is_displayed()  # nobody's actions without the token
+    browser.find_element(By.ID, "track-token").send_keys(reporter_token)
+    browser.find_element(By.CSS_SELECTOR, "#lacak-form button").click()
+    WebDriverWait(browser, WAIT).until(lambda _: browser.find_element(By.ID, "actions").is_displayed())
+
+
+def test_the_reporter_adds_the_information_the_admin_asked_for(server, browser):
+    tracking_id, reporter_token = filed(server)
+    admin = token(server, Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    moved(server, tracking_id, ("pend", {"information_requested": "Di depan kantor lurah mana?"}, admin))
+    opened_with_token(browser, server, tracking_id, reporter_token)
+    assert shown(browser, "information-requested") == "Di depan kantor lurah mana?"
+    assert not browser.find_element(By.ID, "feedback-form").is_displayed()
+    browser.find_element(By.ID, "information-text").send_keys("Kantor Lurah Oebobo, Jl. Frans Seda.")
+    browser.find_element(By.CSS_SELECTOR, "#information-form button").click()
+    assert shown(browser, "action-result") == "Informasi tambahan terkirim."
+    assert shown(browser, "report-status") == "Menunggu verifikasi"
+    assert not browser.find_element(By.ID, "information-form").is_displayed()
+    view = server.get(f"/api/complaints/{tracking_id}").json()
+    assert [item["text"] for item in view["information"]] == ["Kantor Lurah Oebobo, Jl. Frans Seda."]
+
+
+def test_the_reporter_answers_a_resolution_and_a_stale_page_is_told_to_look_again(server, browser):
+    tracking_id, reporter_token = filed(server)
+    admin = token(server, Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    liaison = token(server, Role.liaison, agency_id="pemda-53.71")
+    moved(server, tracking_id, ("verify", {"category": "Infrastruktur"}, admin),
+          ("dispose", {"agency_id": "pemda-53.71"}, admin), ("accept", {}, liaison),
+          ("resolve", {"resolution": "Lubang sudah ditambal."}, liaison))
+    opened_with_token(browser, server, tracking_id, reporter_token)
+    browser.find_element(By.CSS_SELECTOR, "#feedback-form input[value=false]").click()
+    Select(browser.find_element(By.ID, "feedback-rating")).select_by_value("2")
+    browser.find_element(By.ID, "feedback-comment").send_keys("Tambalannya sudah retak lagi.")
+    browser.find_element(By.CSS_SELECTOR, "#feedback-form button").click()
+    assert shown(browser, "action-result") == "Tanggapan Anda terkirim. Terima kasih."
+    feedback = server.get(f"/api/complaints/{tracking_id}").json()["feedback"]
+    assert (feedback["satisfied"], feedback["rating"]) == (False, 2)
+    assert feedback["comment"] == "Tambalannya sudah retak lagi."
+
+    # A page older than the report: the feedback was given meanwhile (another tab), so the page's is refused.
+    second, second_token = filed(server)
+    moved(server, second, ("verify", {"category": "Infrastruktur"}, admin),
+          ("dispose", {"agency_id": "pemda-53.71"}, admin), ("accept", {}, liaison),
+          ("resolve", {"resolution": "Sudah ditangani."}, liaison))
+    opened_with_token(browser, server, second, second_token)
+    answered = server.post(f"/api/complaints/{second}/feedback", json={"satisfied": True, "rating": 5},
+                           headers={"X-Reporter-Token": second_token})
+    assert answered.status_code == 200, answered.text
+    browser.find_element(By.CSS_SELECTOR, "#feedback-form button").click()
+    assert "sudah berubah" in shown(browser, "action-error")
+    assert server.get(f"/api/complaints/{second}").json()["feedback"]["rating"] == 5
+
+
+def test_the_reporter_consents_to_the_ombudsman_when_it_is_offered(server, browser):
+    tracking_id, reporter_token = filed(server)
+    admin = token(server, Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    liaison = token(server, Role.liaison, agency_id="pemda-53.71")
+    moved(server, tracking_id, ("verify", {"category": "Infrastruktur"}, admin),
+          ("dispose", {"agency_id": "pemda-53.71"}, admin), ("accept", {}, liaison))
+    # The offer is the deadline scheduler's, weeks later: appended here as it would be, beside the running server.
+    data = Path(server.process.args[server.process.args.index("--data") + 1])
+    store = open_store(f"sqlite:///{data / 'events.db'}")
+    try:
+        stream = f"complaint-{tracking_id}"
+        offer = ComplaintEscalated(kind="ombudsman_offer", reason="Tindak lanjut melewati batas waktu.",
+                                   from_level="agency", to_level="agency", automatic=True)
+        store.append(stream, [offer.to_new_event()], expected_version=store.stream_version(stream))
+    finally:
+        store.close()
+    opened_with_token(browser, server, tracking_id, reporter_token)
+    assert browser.find_element(By.ID, "consent-form").is_displayed()
+    browser.find_element(By.CSS_SELECTOR, "#consent-form button").click()
+    assert shown(browser, "action-result") == "Persetujuan Anda terkirim kepada Ombudsman."
+    assert server.get(f"/api/complaints/{tracking_id}").json()["ombudsman_consent"] is True
+    assert not browser.find_element(By.ID, "consent-form").is_displayed()

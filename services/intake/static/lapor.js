@@ -1,5 +1,6 @@
-// The citizen pages of LAPOR!: the report form (/) and tracking (/lacak). Plain script, no framework: it only
-// calls the public API (POST /api/complaints, GET /api/complaints/{id}) and writes answers as text, never as HTML.
+// The citizen pages of LAPOR!: the report form (/) and tracking (/lacak) with the reporter's actions. Plain script,
+// no framework: it only calls the public API (POST /api/complaints, GET /api/complaints/{id} and the reporter's
+// information, feedback and ombudsman-consent) and writes answers as text, never as HTML.
 "use strict";
 
 const STATUS = {
@@ -102,6 +103,9 @@ function setupReportForm(form) {
   });
 }
 
+// The report on the tracking page, and the reporter token it was opened with (the reporter's actions need both).
+const tracked = { report: null, token: "" };
+
 async function track(form) {
   text("lacak-error", "");
   const trackingId = form.elements.tracking_id.value.trim();
@@ -121,12 +125,15 @@ async function track(form) {
   const section = document.getElementById("report");
   if (!response.ok) {
     section.hidden = true;
+    document.getElementById("actions").hidden = true;
     text("lacak-error", response.status === 404
       ? "Laporan tidak ditemukan. Periksa nomor pelacakan (dan token pelapor untuk laporan rahasia)."
       : (await problemOf(response)).detail);
     return;
   }
   const report = await response.json();
+  tracked.report = report;
+  tracked.token = token;
   text("report-title", report.title || "(laporan)");
   text("report-id", report.tracking_id);
   text("report-status", STATUS[report.status] || report.status);
@@ -150,6 +157,52 @@ async function track(form) {
   }
   text("report-resolution", report.resolution ? "Hasil: " + report.resolution : "");
   section.hidden = false;
+  showActions(report, token);
+}
+
+// What the reporter can do now (the view's `reporter_actions`), offered only to whoever gave the report's token.
+function showActions(report, token) {
+  const actions = token ? report.reporter_actions || [] : [];
+  document.getElementById("information-form").hidden = !actions.includes("information");
+  document.getElementById("feedback-form").hidden = !actions.includes("feedback");
+  document.getElementById("consent-form").hidden = !actions.includes("ombudsman-consent");
+  text("information-requested", report.information_requested || "");
+  document.getElementById("actions").hidden = actions.length === 0;
+}
+
+// One reporter action: sent with the token and If-Match (the version the reporter saw), then the report again.
+async function act(trackForm, action, body, done) {
+  text("action-error", "");
+  text("action-result", "");
+  for (const name of ["text", "comment"]) text(`${name}-error`, "");
+  const report = tracked.report;
+  let response;
+  try {
+    response = await fetch(`/api/complaints/${encodeURIComponent(report.tracking_id)}/${action}`, {
+      method: "POST",
+      headers: {
+        "Content-Type": "application/json",
+        "X-Reporter-Token": tracked.token,
+        "If-Match": `"${report.version}"`,
+      },
+      body: JSON.stringify(body),
+    });
+  } catch (error) {
+    text("action-error", "Tidak terkirim: periksa sambungan internet Anda, lalu lacak laporan ini lagi.");
+    return;
+  }
+  if (!response.ok) {
+    const problem = await problemOf(response);
+    text("action-error", response.status === 412
+      ? "Laporan ini sudah berubah sejak Anda membukanya: lacak lagi untuk melihat keadaannya sekarang."
+      : problem.detail);
+    for (const [field, message] of Object.entries(problem.fields)) {
+      if (field === "text" || field === "comment") text(`${field}-error`, message);
+    }
+    return;
+  }
+  await track(trackForm);
+  text("action-result", done);
 }
 
 function setupTrackForm(form) {
@@ -157,12 +210,34 @@ function setupTrackForm(form) {
     event.preventDefault();
     track(form);
   });
-  // /lacak#<tracking id>, as the receipt links it: the id never reaches the server's logs.
-  const fromLink = decodeURIComponent(location.hash.slice(1));
-  if (fromLink) {
-    form.elements.tracking_id.value = fromLink;
-    track(form);
-  }
+  document.getElementById("information-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const information = event.target.elements.text.value.trim();
+    act(form, "information", { text: information }, "Informasi tambahan terkirim.");
+  });
+  document.getElementById("feedback-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const fields = event.target.elements;
+    const feedback = { satisfied: fields.satisfied.value === "true", rating: Number(fields.rating.value) };
+    if (fields.comment.value.trim()) feedback.comment = fields.comment.value.trim();
+    act(form, "feedback", feedback, "Tanggapan Anda terkirim. Terima kasih.");
+  });
+  document.getElementById("consent-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    act(form, "ombudsman-consent", {}, "Persetujuan Anda terkirim kepada Ombudsman.");
+  });
+  // /lacak#<tracking id>, as the receipt links it: the id never reaches the server's logs. Following another such
+  // link from this page changes only the fragment, so that is watched too.
+  const fromLink = () => {
+    const trackingId = decodeURIComponent(location.hash.slice(1));
+    if (trackingId) {
+      form.elements.tracking_id.value = trackingId;
+      form.elements.reporter_token.value = "";
+      track(form);
+    }
+  };
+  window.addEventListener("hashchange", fromLink);
+  fromLink();
 }
 
 document.addEventListener("DOMContentLoaded", () => {
