@@ -128,10 +128,12 @@ def test_what_the_server_refuses_is_shown_beside_its_field_and_nothing_is_filed(
     browser.get(server.url + "/")
     browser.find_element(By.ID, "title").send_keys("<b>Tolong</b>")
     browser.find_element(By.ID, "body").send_keys("Air PDAM mati tiga hari.")
-    Select(browser.find_element(By.ID, "region_code")).select_by_value("53.71")
-    browser.find_element(By.ID, "submit").click()
-    assert "HTML markup is not accepted" in shown(browser, "title-error")
-    assert shown(browser, "form-error")
+    browser.find_element(By.ID, "reporter-phone").send_keys("12345")
+    browser.find_element(By.ID, "submit").click()  # and no region chosen
+    assert shown(browser, "title-error") == "Gunakan teks biasa: kode HTML tidak diterima."
+    assert shown(browser, "phone-error") == "Nomor telepon tidak valid: awali dengan 0, 62, atau +62."
+    assert shown(browser, "region_code-error") == "Pilih wilayah dari daftar."
+    assert shown(browser, "form-error") == "Belum terkirim: periksa isian yang ditandai."
     assert browser.find_element(By.ID, "body-error").text == ""
     assert not browser.find_element(By.ID, "receipt").is_displayed()
     assert head_position(server) == before
@@ -139,6 +141,8 @@ def test_what_the_server_refuses_is_shown_beside_its_field_and_nothing_is_filed(
     title = browser.find_element(By.ID, "title")
     title.clear()
     title.send_keys("Air PDAM mati")
+    browser.find_element(By.ID, "reporter-phone").clear()
+    Select(browser.find_element(By.ID, "region_code")).select_by_value("53.71")
     browser.find_element(By.ID, "submit").click()
     assert shown(browser, "tracking-id")
     assert head_position(server) == before + 1  # the corrected report, once

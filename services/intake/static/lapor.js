@@ -27,7 +27,21 @@ function newIdempotencyKey() {
   return "web-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-// What an application/problem+json answer says, as one line for the form and one per field it names.
+// The API's field errors in the citizen's words, by their `type`; any other keeps the API's own message.
+const FIELD_ERRORS = {
+  missing: "Wajib diisi.",
+  string_too_short: "Wajib diisi.",
+  string_too_long: "Terlalu panjang.",
+  text_invisible: "Isi dengan teks yang terbaca, bukan hanya spasi.",
+  text_markup: "Gunakan teks biasa: kode HTML tidak diterima.",
+  text_control: "Mengandung karakter yang tidak diizinkan.",
+  text_encoding: "Mengandung karakter yang tidak diizinkan.",
+  region_code: "Pilih wilayah dari daftar.",
+  phone: "Nomor telepon tidak valid: awali dengan 0, 62, atau +62.",
+  string_pattern_mismatch: "Formatnya tidak valid.",
+};
+
+// What an application/problem+json answer says: one line for the form, and one per field it names.
 async function problemOf(response) {
   let problem = {};
   try {
@@ -39,9 +53,18 @@ async function problemOf(response) {
   for (const item of problem.errors || []) {
     const location = item.location || [];
     const field = location[location.length - 1];
-    if (typeof field === "string" && !(field in fields)) fields[field] = item.message;
+    if (typeof field === "string" && !(field in fields)) fields[field] = FIELD_ERRORS[item.type] || item.message;
   }
-  const detail = problem.detail || problem.title || `Permintaan gagal (HTTP ${response.status}).`;
+  let detail = problem.detail || problem.title || `Permintaan gagal (HTTP ${response.status}).`;
+  if (response.status === 422 && Object.keys(fields).length) {
+    detail = "Belum terkirim: periksa isian yang ditandai.";
+  } else if (response.status === 429) {
+    const wait = response.headers.get("Retry-After");
+    detail = "Terlalu banyak permintaan dari alamat Anda dalam waktu singkat. Coba lagi"
+      + (wait ? ` dalam ${wait} detik.` : " sebentar lagi.");
+  } else if (response.status >= 500) {
+    detail = "Terjadi gangguan pada server. Coba kirim lagi sebentar lagi: yang sama tidak akan tercatat dua kali.";
+  }
   return { detail, fields };
 }
 
