@@ -15,14 +15,22 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx2
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.platform._servers import ROOT, lapor
+from lapor.auth import TokenService
+from lapor.clock import SystemClock
+from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
+from tests.conftest import backend_unavailable
+from tests.platform._servers import ROOT, free_port, lapor, wait_until
 
 DEPLOY = ROOT / "deploy"
 PACKAGES = ("lapor", "schemas", "services")
@@ -169,3 +177,148 @@ def test_the_compose_service_runs_as_written_on_postgresql(tmp_path, postgres_ur
             time.sleep(0.2)
         assert server.stop(signal.SIGTERM) == 0
     assert "Traceback" not in server.logs()
+
+
+# -- the four services apart, behind the gateway ------------------------------------------------------------
+
+SAMPLES = {
+    "agency_id": ["pemda-53.71", "pemda-53.71/dinkes"],
+    "rule_id": ["kupang-kesehatan"],
+    "webhook_id": ["wh-1"],
+    "draft_id": ["draft-1"],
+    "kind": ["validation"],
+    "channel": ["hotline"],
+    "name": ["lapor.js"],
+}
+
+
+def served_routes(server: Any) -> set[tuple[str, str]]:
+    """(method, template) of every route the service answers: its OpenAPI document, and the pages beside it."""
+    paths = server.get("/openapi.json").json()["paths"]
+    routes = {(method.upper(), path) for path, operations in paths.items() for method in operations}
+    if "/api/complaints" in paths:  # intake: the citizen pages are left out of its document
+        routes |= {("GET", "/"), ("GET", "/lacak"), ("GET", "/static/{name}")}
+    return routes
+
+
+def answered(server: Any, method: str) -> float:
+    """How many requests of `method` the service has answered (its /metrics, whose own reads are left out)."""
+    total = 0.0
+    for family in text_string_to_metric_families(server.get("/metrics").text):
+        for sample in family.samples:
+            labels = sample.labels
+            if (sample.name == "lapor_http_requests_total" and labels.get("method") == method
+                    and labels.get("route") != "/metrics"):
+                total += sample.value
+    return total
+
+
+def concrete(template: str, tracking_id: str) -> list[str]:
+    paths = [template.replace("{tracking_id}", tracking_id)]
+    for name, values in SAMPLES.items():
+        paths = [path.replace("{" + name + "}", value) for path in paths for value in values]
+    assert "{" not in paths[0], f"no sample for a parameter of {template}"
+    return paths
+
+
+@contextmanager
+def gateway(tmp_path: Path, upstreams: dict[str, str]) -> Iterator[str]:
+    """deploy/gateway/nginx.conf run by a real nginx, its upstreams and paths pointed at this test's."""
+    nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
+    if nginx is None:
+        backend_unavailable("nginx", "Debian's nginx-light is not installed (.ci/run installs it)")
+    port = free_port()
+    text = (DEPLOY / "gateway" / "nginx.conf").read_text().replace("/tmp/nginx", str(tmp_path / "nginx"))
+    text = text.replace("listen 8080;", f"listen 127.0.0.1:{port};")
+    for service, address in upstreams.items():
+        text = text.replace(f"server {service}:8000;", f"server {address};")
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(text)
+    log = (tmp_path / "nginx.log").open("w")
+    process = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"],
+                               stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: process.poll() is not None or httpx2.get(url + "/healthz", timeout=5).status_code == 200,
+                   describe="the gateway")
+        assert process.poll() is None, (tmp_path / "nginx.log").read_text()
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
+@pytest.mark.postgres
+def test_the_gateway_sends_every_route_to_the_service_that_serves_it(tmp_path, postgres_url):
+    """The four services as compose.services.yaml runs them (command and settings; this test's database), behind
+    the gateway's nginx.conf: every route of every service, called through the gateway, reaches a service that
+    has it (never "no resource at", never 405), and a report goes from the form to the national view and the live
+    stream through the one address."""
+    services = yaml.safe_load((DEPLOY / "compose.services.yaml").read_text())["services"]
+    secret = secrets.token_urlsafe(48)
+    with ExitStack() as stack:
+        running = {}
+        for name in ("routing", "intake", "followup", "reporting"):  # routing first: it registers the directory
+            service = services[name]
+            assert service["command"][:3] == ["lapor", "serve", name]
+            assert option(service["command"], "--host") == "0.0.0.0"
+            settings = {key: value for key, value in service["environment"].items() if "${" not in value}
+            settings |= {"LAPOR_STORE": postgres_url, "LAPOR_SECRET": secret}
+            arguments = [*without_options(service["command"][1:], "--host", "--port"), "--data", str(tmp_path / name)]
+            started = lapor(tmp_path, *arguments, name=name, module="lapor.cli", env=settings)
+            running[name] = stack.enter_context(started)
+        url = stack.enter_context(gateway(tmp_path, {name: server.url.removeprefix("http://")
+                                                     for name, server in running.items()}))
+        issue = TokenService(secret, SystemClock()).issue
+        admin = {"Authorization": f"Bearer {issue(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)}"}
+        report = {"title": "Lampu jalan mati", "body": "Lampu jalan di Jl. El Tari mati.", "region_code": "53.71"}
+        filed = httpx2.post(url + "/api/complaints", json=report, timeout=10)
+        assert filed.status_code == 201, filed.text
+        tracking_id = filed.json()["tracking_id"]
+
+        # Each route goes to the one service that has it; what every service has (health, problems, revocations)
+        # to intake. Who answered is read off that service's own request counter.
+        owners: dict[tuple[str, str], set[str]] = {}
+        for name, server in running.items():
+            for route in served_routes(server):
+                owners.setdefault(route, set()).add(name)
+        misrouted = []
+        for (method, template), having in sorted(owners.items()):
+            owner = next(iter(having)) if len(having) == 1 else "intake"
+            for path in concrete(template, tracking_id):
+                if path == "/metrics":  # the counter leaves its own reads out
+                    assert httpx2.get(url + path, timeout=10).status_code == 200
+                    continue
+                if path == "/api/stream":
+                    with httpx2.stream(method, url + path, headers=admin, timeout=10) as answer:
+                        if answer.headers.get("content-type", "").split(";")[0] != "text/event-stream":
+                            misrouted.append(f"{method} {path}: {answer.status_code}, not the stream")
+                    continue
+                before = answered(running[owner], method)
+                answer = httpx2.request(method, url + path, headers=admin, timeout=30,
+                                        json={} if method in ("POST", "PUT") else None)
+                if answered(running[owner], method) != before + 1:
+                    misrouted.append(f"{method} {path}: not answered by {owner} ({answer.status_code})")
+        assert misrouted == []
+
+        liaison = {"Authorization": f"Bearer {issue(Role.liaison, agency_id='pemda-53.71')}"}
+        for action, body, headers in [("verify", {"category": "Infrastruktur"}, admin),
+                                      ("dispose", {"agency_id": "pemda-53.71"}, admin), ("accept", {}, liaison),
+                                      ("follow-ups", {"text": "Lampu sudah diganti."}, liaison)]:
+            answer = httpx2.post(f"{url}/api/complaints/{tracking_id}/{action}", json=body, headers=headers,
+                                 timeout=10)
+            assert answer.status_code in (200, 201), f"{action}: {answer.text}"
+        wait_until(lambda: httpx2.get(f"{url}/api/reports/national", headers=admin, timeout=10
+                                      ).json()["totals"]["reports"] == 1, describe="the national view")
+        # The live stream from the log's start (Last-Event-ID 0), as it comes through the gateway.
+        types: list[str] = []
+        deadline = time.monotonic() + 30
+        with httpx2.stream("GET", f"{url}/api/stream", headers={**admin, "Last-Event-ID": "0"}, timeout=30) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    types.append(line.removeprefix("event: "))
+                if len(types) == 5 or time.monotonic() > deadline:
+                    break
+        assert types == ["ComplaintSubmitted", "ComplaintVerified", "ComplaintDisposed", "DispositionAccepted",
+                         "FollowUpPosted"]
