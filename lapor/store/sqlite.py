@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from lapor.clock import Clock, SystemClock
+from lapor.per_thread import PerThread
 from lapor.store.group_commit import GroupCommitWriter, GroupTransaction, PendingAppend, each_outcome
 from lapor.store.model import (
     GENESIS_HASH,
@@ -359,9 +360,7 @@ class SqliteEventStore(EventStore):
         self.url = sqlite_url(self.path, writer)
         self.clock = clock or SystemClock()
         self._notifier = Notifier()
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
+        self._readers = PerThread(self._open_reader, sqlite3.Connection.close)
         # One thread of a process reads a stream at a time; the others wait on this lock. Python's sqlite3 gives
         # up the GIL for every step of a statement and must win it back: with dozens of command threads reading
         # at once, each step hands the GIL to another thread (a futex wake and a context switch), and an
@@ -393,15 +392,13 @@ class SqliteEventStore(EventStore):
 
     # -- reading -----------------------------------------------------------------------------------------
 
-    def _reader(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect(self.path, readonly=True)
-            conn.create_function(BUCKET_FUNCTION, 1, stream_bucket, deterministic=True)
-            self._local.conn = conn
-            with self._readers_lock:
-                self._readers.append(conn)
+    def _open_reader(self) -> sqlite3.Connection:
+        conn = connect(self.path, readonly=True)
+        conn.create_function(BUCKET_FUNCTION, 1, stream_bucket, deterministic=True)
         return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        return self._readers.get()
 
     def read_stream(self, stream: str, from_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
         with self._stream_reads:
@@ -441,8 +438,5 @@ class SqliteEventStore(EventStore):
             self._group.close()
         if self._write_conn is not None:
             self._write_conn.close()
-        with self._readers_lock:
-            for conn in self._readers:
-                conn.close()
-            self._readers.clear()
+        self._readers.close()
         self.vault.close()

@@ -50,6 +50,7 @@ import orjson
 from lapor.clock import SystemClock
 from lapor.logs import configure_logging
 from lapor.orphans import stop_when_orphaned
+from lapor.per_thread import PerThread
 from lapor.store.group_commit import MAX_GROUP, PendingAppend, commit_group
 from lapor.store.model import (
     AppendResult,
@@ -272,33 +273,19 @@ class RemoteWriter:
         self.socket_path = str(socket_path)
         self._now = now
         self._on_commit = on_commit
-        self._local = threading.local()
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
+        self._sockets = PerThread(self._connect, socket.socket.close)
         self._closed = False
 
-    def _socket(self) -> socket.socket:
-        sock: socket.socket | None = getattr(self._local, "sock", None)
-        if sock is None:
-            sock = socket.socket(socket.AF_UNIX)
-            sock.settimeout(CONNECT_TIMEOUT)
-            try:
-                sock.connect(self.socket_path)
-            except OSError as error:
-                sock.close()
-                raise StoreError(f"the store writer at {self.socket_path} does not answer: {error}") from None
-            sock.settimeout(None)  # an answer comes after the group's commit, however long the disk takes
-            with self._lock:
-                self._sockets.append(sock)
-            self._local.sock = sock
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            sock.connect(self.socket_path)
+        except OSError as error:
+            sock.close()
+            raise StoreError(f"the store writer at {self.socket_path} does not answer: {error}") from None
+        sock.settimeout(None)  # an answer comes after the group's commit, however long the disk takes
         return sock
-
-    def _forget(self, sock: socket.socket) -> None:
-        self._local.sock = None
-        with self._lock:
-            if sock in self._sockets:
-                self._sockets.remove(sock)
-        sock.close()
 
     def submit(self, stream: str, events: Sequence[NewEvent], expected: ExpectedVersion) -> AppendResult:
         if self._closed:
@@ -342,20 +329,17 @@ class RemoteWriter:
         raise StoreError(answer["message"])
 
     def _exchange(self, frame: bytes) -> dict[str, Any]:
-        sock = self._socket()
+        sock = self._sockets.get()
         try:
             sock.sendall(frame)
             return orjson.loads(_read_answer(sock))
         except (OSError, EOFError):
-            self._forget(sock)
+            self._sockets.discard()
             raise
 
     def close(self) -> None:
         self._closed = True
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            sock.close()
+        self._sockets.close()
 
 
 def _read_answer(sock: socket.socket) -> bytes:

@@ -7,6 +7,7 @@ the whole session (KurrentDB); positions are compared by order, never by value, 
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import uuid
 from collections import Counter
@@ -543,6 +544,33 @@ def test_a_subscriber_sees_every_event_once_in_order_while_writers_commit(store,
     assert len(acknowledged) == 7 * 30
     assert [e.position for e in seen] == [e.position for e in read_everything_after(store, head)]
     assert sorted(str(e.event_id) for e in seen) == sorted(ack[0] for ack in acknowledged)
+
+
+def open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts this process's open files in /proc")
+def test_threads_that_come_and_go_leave_no_connections_open(store):
+    """A web server's worker threads end when idle and new ones start: what each opened must not pile up."""
+    stream = unique_stream()
+
+    def read_and_append() -> None:
+        store.read_stream(stream)
+        store.read_all(limit=1)
+        store.append(stream, [noted(0)])
+
+    def in_a_thread_of_its_own() -> None:
+        thread = threading.Thread(target=read_and_append)
+        thread.start()
+        thread.join()
+
+    in_a_thread_of_its_own()
+    before = open_files()
+    for _ in range(100):
+        in_a_thread_of_its_own()
+    assert open_files() - before < 20
+    assert len(store.read_stream(stream)) == 101
 
 
 # -- the PII vault ----------------------------------------------------------------------------------------
