@@ -121,7 +121,8 @@ def _answer(request: PendingAppend) -> dict[str, Any]:
 
 
 def _decode(connection: _Connection, body: bytes) -> _Request:
-    """An append from its JSON; raises ValueError (or KeyError/TypeError) for one that is not well formed."""
+    """An append from its JSON; raises ValueError (or KeyError/TypeError, or `validate_append`'s DuplicateEventId)
+    for one that is not well formed."""
     message = orjson.loads(body)
     events = [_event(e) for e in message["events"]]
     stream, expected = message["stream"], message["expected"]
@@ -140,8 +141,10 @@ def _is_int(value: Any) -> bool:
 
 def _event(fields: dict[str, Any]) -> NewEvent:
     """Its shape is checked by `validate_append`, like any other append's."""
-    return NewEvent(fields["type"], fields["data"], fields["metadata"], uuid.UUID(fields["event_id"]),
-                    fields["schema_version"])
+    event_id = fields["event_id"]
+    if not isinstance(event_id, str):  # uuid.UUID would raise AttributeError
+        raise ValueError(f"event_id {event_id!r} is not a UUID in text")
+    return NewEvent(fields["type"], fields["data"], fields["metadata"], uuid.UUID(event_id), fields["schema_version"])
 
 
 class StoreWriter:
@@ -231,7 +234,7 @@ class StoreWriter:
             del buffer[: _LENGTH.size + length]
             try:
                 self._queue.append(_decode(connection, body))
-            except (ValueError, KeyError, TypeError) as error:
+            except (ValueError, KeyError, TypeError, StoreError) as error:  # StoreError: an event id given twice
                 self._send(connection, {"error": "invalid", "message": f"not a well-formed append: {error}"})
 
     def _commit_next_group(self) -> None:
