@@ -133,7 +133,7 @@ class KurrentEventStore(EventStore):
         self._closed = False
 
     def append(self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = ANY) -> AppendResult:
-        validate_append(stream, events)
+        validate_append(stream, events, expected_version)
         if self._closed:
             raise StoreError("the store is closed")
         ids = {event.event_id for event in events}

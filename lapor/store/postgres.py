@@ -349,7 +349,7 @@ class PostgresEventStore(EventStore):
         self.vault = PostgresVault(self._pool, clock=self.clock)
 
     def append(self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = ANY) -> AppendResult:
-        validate_append(stream, events)
+        validate_append(stream, events, expected_version)
         return self._writer.submit(stream, events, expected_version)
 
     def _fetch(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:

@@ -387,7 +387,7 @@ class SqliteEventStore(EventStore):
         self.vault = SqliteVault(self.path.with_name(self.path.stem + "-vault.db"), clock=self.clock)
 
     def append(self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = -2) -> AppendResult:
-        validate_append(stream, events)
+        validate_append(stream, events, expected_version)
         return self._writer.submit(stream, events, expected_version)
 
     # -- reading -----------------------------------------------------------------------------------------

@@ -126,17 +126,11 @@ def _decode(connection: _Connection, body: bytes) -> _Request:
     message = orjson.loads(body)
     events = [_event(e) for e in message["events"]]
     stream, expected = message["stream"], message["expected"]
-    if not isinstance(stream, str) or not _is_int(expected):
-        raise ValueError("stream must be a string and expected an integer")
     recorded_at = datetime.fromisoformat(message["recorded_at"])
     if recorded_at.tzinfo is None:
         raise ValueError("recorded_at needs a UTC offset")
-    validate_append(stream, events)
+    validate_append(stream, events, expected)
     return _Request(connection, stream, events, expected, recorded_at)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _event(fields: dict[str, Any]) -> NewEvent:

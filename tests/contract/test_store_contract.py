@@ -196,6 +196,44 @@ def test_an_event_that_is_not_json_is_refused_alone_and_its_neighbours_commit(st
     assert store.read_stream(stream) == []
 
 
+@pytest.mark.parametrize(
+    ("expected", "event"),
+    [
+        (None, NewEvent("Noted", {})),
+        ("0", NewEvent("Noted", {})),
+        (True, NewEvent("Noted", {})),
+        (1.5, NewEvent("Noted", {})),
+        (ANY, NewEvent("Noted", {}, schema_version=0)),
+        (ANY, NewEvent("Noted", {}, schema_version=True)),
+        (ANY, NewEvent("Noted", {}, schema_version=2**31)),
+        (ANY, NewEvent("Noted", {}, schema_version=2**63)),
+        (ANY, NewEvent("", {})),
+        (ANY, NewEvent("No\x00ted", {})),
+        (ANY, NewEvent("Noted\n", {})),
+        (ANY, NewEvent("Noted", {}, event_id=str(uuid.uuid4()))),
+    ],
+    ids=["expected None", "expected text", "expected a flag", "expected a fraction", "schema version 0",
+         "schema version a flag", "schema version past 32 bits", "schema version past 64 bits", "empty type",
+         "NUL in the type", "newline in the type", "event id as text"],
+)
+def test_an_append_no_store_can_record_is_refused_alone_and_its_concurrent_neighbours_commit(store, expected, event):
+    """Refused before it reaches a group commit: there it failed the whole group, other callers' appends included."""
+    stream, neighbour = unique_stream(), unique_stream()
+    together = threading.Barrier(16)
+
+    def append_together(stream: str, new: NewEvent, expected: object):
+        together.wait()
+        return store.append(stream, [new], expected)
+
+    with ThreadPoolExecutor(16) as pool:
+        neighbours = [pool.submit(append_together, f"{neighbour}{n}", noted(n), NO_STREAM) for n in range(15)]
+        refused = pool.submit(append_together, stream, event, expected)
+        assert [done.result().last_version for done in neighbours] == [0] * 15
+        with pytest.raises(ValueError, match=r"^expected_version .* is neither|^event 0: needs"):
+            refused.result()
+    assert store.read_stream(stream) == []
+
+
 def test_a_stream_name_without_a_category_is_refused(store):
     with pytest.raises(ValueError, match="category"):
         store.append("nocategory", [noted(0)])
