@@ -112,11 +112,22 @@ def read_all_statements(select: str, bucket: str, mark: str) -> dict[ReadAllShap
     }
 
 
+def read_window(start: int, limit: int) -> tuple[int, int]:
+    """A read's first position (or version) and its limit as every adapter hands them to its database: a negative
+    limit is refused (SQLite read it as no limit, PostgreSQL failed), and a number past 64 bits is taken as the
+    largest 64-bit one (SQLite failed on it, PostgreSQL on a limit): a read from there finds nothing, such a limit
+    reads everything."""
+    if limit < 0:
+        raise ValueError(f"a read's limit is 0 or more, not {limit}")
+    return min(start, VERSION_MAX), min(limit, VERSION_MAX)
+
+
 def read_all_query(
     from_position: int, category: str | None, limit: int, share: StreamShare | None
 ) -> tuple[ReadAllShape, tuple[Any, ...]]:
     """A `read_all` as the SQL adapters ask it: which of `read_all_statements` and its parameters in their order:
     category, from_position, the share's category and first and last bucket, limit."""
+    from_position, limit = read_window(from_position, limit)
     params: tuple[Any, ...] = (from_position,) if category is None else (category, from_position)
     if share is not None:
         params += (share.category, share.start, share.stop - 1)
@@ -347,7 +358,9 @@ def validate_append(stream: str, events: Sequence[NewEvent], expected: ExpectedV
             f"{STREAM_MAX_LENGTH} characters in all with no space or control character"
         )
     if not (_is_int(expected) and (0 <= expected <= VERSION_MAX or expected in (NO_STREAM, ANY, EXISTS))):
-        raise ValueError(f"expected_version {expected!r} is neither a version (0 or more) nor NO_STREAM, ANY or EXISTS")
+        raise ValueError(
+            f"expected_version {expected!r} is neither a version (0 to 2^63-1) nor NO_STREAM, ANY or EXISTS"
+        )
     if not events:
         raise ValueError("append needs at least one event")
     for n, event in enumerate(events):

@@ -33,6 +33,7 @@ from lapor.per_thread import PerThread
 from lapor.store.group_commit import GroupCommitWriter, GroupTransaction, PendingAppend, each_outcome
 from lapor.store.model import (
     GENESIS_HASH,
+    VERSION_MAX,
     AppendResult,
     DuplicateEventId,
     EventStore,
@@ -48,6 +49,7 @@ from lapor.store.model import (
     link_events,
     read_all_query,
     read_all_statements,
+    read_window,
     replayed_result,
     stream_bucket,
     validate_append,
@@ -401,12 +403,13 @@ class SqliteEventStore(EventStore):
         return self._readers.get()
 
     def read_stream(self, stream: str, from_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
+        from_version, limit = read_window(from_version, VERSION_MAX if limit is None else limit)
         with self._stream_reads:
             rows = (
                 self._reader()
                 .execute(
                     f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? ORDER BY version LIMIT ?",
-                    (stream, from_version, -1 if limit is None else limit),
+                    (stream, from_version, limit),
                 )
                 .fetchall()
             )

@@ -272,6 +272,25 @@ def test_read_stream_from_a_version_with_a_limit(store):
     assert store.read_stream(stream, from_version=6) == []
 
 
+def test_a_read_past_64_bits_finds_nothing_and_a_limit_past_them_reads_everything(store, store_url):
+    stream = unique_stream()
+    appended = store.append(stream, [noted(0), noted(1)], expected_version=NO_STREAM)
+    assert store.read_stream(stream, from_version=2**63) == []
+    assert [e.version for e in store.read_stream(stream, limit=2**63)] == [0, 1]
+    assert [e.version for e in store.read_all(appended.first_position, limit=2**64)][-2:] == [0, 1]
+    if not store_url.startswith("kurrentdb"):  # it reads $all from recorded positions only
+        assert store.read_all(2**63) == []
+
+
+def test_a_negative_limit_is_refused(store):
+    stream = unique_stream()
+    store.append(stream, [noted(0)], expected_version=NO_STREAM)
+    with pytest.raises(ValueError, match="limit is 0 or more"):
+        store.read_stream(stream, limit=-1)
+    with pytest.raises(ValueError, match="limit is 0 or more"):
+        store.read_all(limit=-1)
+
+
 def test_a_missing_stream_reads_empty_at_version_minus_one(store):
     stream = unique_stream()
     assert store.read_stream(stream) == []
