@@ -26,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from lapor.per_thread import PerThread
 from lapor.store.sqlite import connect
 
 Dialect = Literal["sqlite", "postgresql"]
@@ -161,9 +162,7 @@ class SqliteDatabase(Database):
         self._writer = connect(self.path)
         self._writer.execute(f"PRAGMA cache_size = {-1024 * writer_cache_mb}")
         self._durable = True
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
+        self._readers = PerThread(lambda: connect(self.path), sqlite3.Connection.close)
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[Tx]:
@@ -183,12 +182,7 @@ class SqliteDatabase(Database):
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect(self.path)
-            self._local.conn = conn
-            with self._readers_lock:
-                self._readers.append(conn)
+        conn = self._readers.get()
         conn.execute("BEGIN")
         try:
             yield Tx(conn, "sqlite")
@@ -198,10 +192,7 @@ class SqliteDatabase(Database):
     def close(self) -> None:
         with self._write_lock:
             self._writer.close()
-        with self._readers_lock:
-            for conn in self._readers:
-                conn.close()
-            self._readers.clear()
+        self._readers.close()
 
 
 class PostgresDatabase(Database):

@@ -3,6 +3,8 @@ PostgreSQL, and a subscription's batches are the non-durable kind."""
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,3 +58,28 @@ def test_a_subscription_commits_its_batches_without_waiting_for_the_disk(db, tmp
         SubscriptionRunner(store, db, Subscription("flush-probe", handle)).run_until_caught_up()
     assert seen == [NOT_FLUSHING[db.dialect]]
     assert flush_setting(db) == FLUSHING[db.dialect][1]  # and the services' own writes still flush
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts this process's open files in /proc")
+def test_reading_from_threads_that_come_and_go_leaves_no_connections_open(db):
+    """A web server's worker threads end when idle and new ones start: their read connections must not pile up."""
+    with db.transaction() as tx:
+        tx.execute("CREATE TABLE IF NOT EXISTS probe (n INTEGER)")
+        tx.execute("INSERT INTO probe (n) VALUES (1)")
+    seen: list[object] = []
+
+    def read_in_a_thread_of_its_own() -> None:
+        def read() -> None:
+            with db.read() as tx:
+                seen.append(tx.scalar("SELECT n FROM probe"))
+
+        thread = threading.Thread(target=read)
+        thread.start()
+        thread.join()
+
+    read_in_a_thread_of_its_own()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(100):
+        read_in_a_thread_of_its_own()
+    assert len(os.listdir("/proc/self/fd")) - before < 20
+    assert seen == [1] * 101

@@ -26,7 +26,6 @@ KurrentDB is an event store already, so this adapter mostly translates:
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -51,6 +50,7 @@ from lapor.clock import Clock, SystemClock
 from lapor.store.model import (
     ANY,
     GENESIS_HASH,
+    VERSION_MAX,
     AppendResult,
     EventStore,
     ExpectedVersion,
@@ -60,6 +60,7 @@ from lapor.store.model import (
     StreamShare,
     check_expected,
     link_events,
+    read_window,
     replayed_result,
     validate_append,
 )
@@ -133,7 +134,7 @@ class KurrentEventStore(EventStore):
         self._closed = False
 
     def append(self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = ANY) -> AppendResult:
-        validate_append(stream, events)
+        validate_append(stream, events, expected_version)
         if self._closed:
             raise StoreError("the store is closed")
         ids = {event.event_id for event in events}
@@ -180,12 +181,10 @@ class KurrentEventStore(EventStore):
             return ()
 
     def read_stream(self, stream: str, from_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
+        from_version, limit = read_window(from_version, VERSION_MAX if limit is None else limit)
         try:
             with _server_errors(f"reading {stream}"):
-                found = self._client.get_stream(
-                    stream, stream_position=from_version, limit=sys.maxsize if limit is None else limit,
-                    timeout=DEADLINE,
-                )
+                found = self._client.get_stream(stream, stream_position=from_version, limit=limit, timeout=DEADLINE)
         except NotFoundError:
             return []
         return [from_kurrent(event) for event in found]
@@ -193,6 +192,7 @@ class KurrentEventStore(EventStore):
     def read_all(
         self, from_position: int = 0, category: str | None = None, limit: int = 1000, share: StreamShare | None = None
     ) -> list[RecordedEvent]:
+        from_position, limit = read_window(from_position, limit)
         if share is None:
             return self._read_all(from_position, category, limit)
         # KurrentDB cannot filter by a hash of the stream name: read on until `limit` of the share are found.

@@ -29,6 +29,11 @@ EXISTS = -4
 ExpectedVersion: TypeAlias = int
 
 GENESIS_HASH = "0" * 64
+# The largest version and schema version an append may name: a stream's versions are 64-bit (SQLite INTEGER), an
+# event's schema version 32-bit (PostgreSQL `integer`). A larger one failed the insert of a whole group commit.
+VERSION_MAX = 2**63 - 1
+SCHEMA_VERSION_MAX = 2**31 - 1
+_EVENT_TYPE = re.compile(f"[^{CONTROL}]+")
 # A stream is named `<category>-<id>`: the category letters and digits, the id anything without spaces or control
 # characters (`lapor.patterns`), 200 characters at most. The exported envelope's schema publishes the same.
 STREAM_PATTERN = f"^[A-Za-z0-9]+-[^{WHITESPACE}{CONTROL}]+$"
@@ -107,11 +112,22 @@ def read_all_statements(select: str, bucket: str, mark: str) -> dict[ReadAllShap
     }
 
 
+def read_window(start: int, limit: int) -> tuple[int, int]:
+    """A read's first position (or version) and its limit as every adapter hands them to its database: a negative
+    limit is refused (SQLite read it as no limit, PostgreSQL failed), and a number past 64 bits is taken as the
+    largest 64-bit one (SQLite failed on it, PostgreSQL on a limit): a read from there finds nothing, such a limit
+    reads everything."""
+    if limit < 0:
+        raise ValueError(f"a read's limit is 0 or more, not {limit}")
+    return min(start, VERSION_MAX), min(limit, VERSION_MAX)
+
+
 def read_all_query(
     from_position: int, category: str | None, limit: int, share: StreamShare | None
 ) -> tuple[ReadAllShape, tuple[Any, ...]]:
     """A `read_all` as the SQL adapters ask it: which of `read_all_statements` and its parameters in their order:
     category, from_position, the share's category and first and last bucket, limit."""
+    from_position, limit = read_window(from_position, limit)
     params: tuple[Any, ...] = (from_position,) if category is None else (category, from_position)
     if share is not None:
         params += (share.category, share.start, share.stop - 1)
@@ -333,28 +349,41 @@ def check_expected(stream: str, expected: ExpectedVersion, current: int) -> None
         raise WrongExpectedVersion(stream, expected, current)
 
 
-def validate_append(stream: str, events: Sequence[NewEvent]) -> None:
+def validate_append(stream: str, events: Sequence[NewEvent], expected: ExpectedVersion) -> None:
+    """Refuse (ValueError, or DuplicateEventId for an id given twice) an append no store could record, in the
+    caller's thread: one that reached a group commit failed the whole group, other callers' appends included."""
     if not (isinstance(stream, str) and len(stream) <= STREAM_MAX_LENGTH and _STREAM.fullmatch(stream)):
         raise ValueError(
             f"stream name {stream!r} must look like '<category>-<id>': letters or digits, a dash, then at most "
             f"{STREAM_MAX_LENGTH} characters in all with no space or control character"
         )
+    if not (_is_int(expected) and (0 <= expected <= VERSION_MAX or expected in (NO_STREAM, ANY, EXISTS))):
+        raise ValueError(
+            f"expected_version {expected!r} is neither a version (0 to 2^63-1) nor NO_STREAM, ANY or EXISTS"
+        )
     if not events:
         raise ValueError("append needs at least one event")
+    for n, event in enumerate(events):
+        if not (
+            isinstance(event.event_id, uuid.UUID)
+            and isinstance(event.type, str)
+            and _EVENT_TYPE.fullmatch(event.type)
+            and isinstance(event.data, dict)
+            and isinstance(event.metadata, dict)
+            and _is_int(event.schema_version)
+            and 1 <= event.schema_version <= SCHEMA_VERSION_MAX
+        ):
+            raise ValueError(
+                f"event {n}: needs an event_id (UUID), a type (text without control characters), data and metadata "
+                f"(JSON objects) and a schema_version (integer, 1 to {SCHEMA_VERSION_MAX})"
+            )
     ids = [e.event_id for e in events]
     if len(set(ids)) != len(ids):
         raise DuplicateEventId("the same event id appears twice in one append")
-    for n, event in enumerate(events):
-        if not (
-            isinstance(event.type, str)
-            and isinstance(event.data, dict)
-            and isinstance(event.metadata, dict)
-            and isinstance(event.schema_version, int)
-            and not isinstance(event.schema_version, bool)
-        ):
-            raise ValueError(
-                f"event {n}: needs a type (string), data and metadata (JSON objects) and a schema_version (integer)"
-            )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def link_events(

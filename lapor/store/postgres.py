@@ -41,6 +41,7 @@ from lapor.store.model import (
     GENESIS_HASH,
     SHARE_BUCKETS,
     SHARE_DIGITS,
+    VERSION_MAX,
     AppendResult,
     EventStore,
     ExpectedVersion,
@@ -53,6 +54,7 @@ from lapor.store.model import (
     link_events,
     read_all_query,
     read_all_statements,
+    read_window,
     replayed_result,
     validate_append,
 )
@@ -349,7 +351,7 @@ class PostgresEventStore(EventStore):
         self.vault = PostgresVault(self._pool, clock=self.clock)
 
     def append(self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = ANY) -> AppendResult:
-        validate_append(stream, events)
+        validate_append(stream, events, expected_version)
         return self._writer.submit(stream, events, expected_version)
 
     def _fetch(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -357,6 +359,7 @@ class PostgresEventStore(EventStore):
             return cur.execute(query, params).fetchall()
 
     def read_stream(self, stream: str, from_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
+        from_version, limit = read_window(from_version, VERSION_MAX if limit is None else limit)
         rows = self._fetch(
             f"{SELECT_EVENTS} WHERE stream = %s AND version >= %s ORDER BY version LIMIT %s",
             (stream, from_version, limit),

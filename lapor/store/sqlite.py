@@ -29,9 +29,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from lapor.clock import Clock, SystemClock
+from lapor.per_thread import PerThread
 from lapor.store.group_commit import GroupCommitWriter, GroupTransaction, PendingAppend, each_outcome
 from lapor.store.model import (
     GENESIS_HASH,
+    VERSION_MAX,
     AppendResult,
     DuplicateEventId,
     EventStore,
@@ -47,6 +49,7 @@ from lapor.store.model import (
     link_events,
     read_all_query,
     read_all_statements,
+    read_window,
     replayed_result,
     stream_bucket,
     validate_append,
@@ -359,9 +362,7 @@ class SqliteEventStore(EventStore):
         self.url = sqlite_url(self.path, writer)
         self.clock = clock or SystemClock()
         self._notifier = Notifier()
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
+        self._readers = PerThread(self._open_reader, sqlite3.Connection.close)
         # One thread of a process reads a stream at a time; the others wait on this lock. Python's sqlite3 gives
         # up the GIL for every step of a statement and must win it back: with dozens of command threads reading
         # at once, each step hands the GIL to another thread (a futex wake and a context switch), and an
@@ -388,28 +389,27 @@ class SqliteEventStore(EventStore):
         self.vault = SqliteVault(self.path.with_name(self.path.stem + "-vault.db"), clock=self.clock)
 
     def append(self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = -2) -> AppendResult:
-        validate_append(stream, events)
+        validate_append(stream, events, expected_version)
         return self._writer.submit(stream, events, expected_version)
 
     # -- reading -----------------------------------------------------------------------------------------
 
-    def _reader(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect(self.path, readonly=True)
-            conn.create_function(BUCKET_FUNCTION, 1, stream_bucket, deterministic=True)
-            self._local.conn = conn
-            with self._readers_lock:
-                self._readers.append(conn)
+    def _open_reader(self) -> sqlite3.Connection:
+        conn = connect(self.path, readonly=True)
+        conn.create_function(BUCKET_FUNCTION, 1, stream_bucket, deterministic=True)
         return conn
 
+    def _reader(self) -> sqlite3.Connection:
+        return self._readers.get()
+
     def read_stream(self, stream: str, from_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
+        from_version, limit = read_window(from_version, VERSION_MAX if limit is None else limit)
         with self._stream_reads:
             rows = (
                 self._reader()
                 .execute(
                     f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? ORDER BY version LIMIT ?",
-                    (stream, from_version, -1 if limit is None else limit),
+                    (stream, from_version, limit),
                 )
                 .fetchall()
             )
@@ -441,8 +441,5 @@ class SqliteEventStore(EventStore):
             self._group.close()
         if self._write_conn is not None:
             self._write_conn.close()
-        with self._readers_lock:
-            for conn in self._readers:
-                conn.close()
-            self._readers.clear()
+        self._readers.close()
         self.vault.close()

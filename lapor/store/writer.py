@@ -50,6 +50,7 @@ import orjson
 from lapor.clock import SystemClock
 from lapor.logs import configure_logging
 from lapor.orphans import stop_when_orphaned
+from lapor.per_thread import PerThread
 from lapor.store.group_commit import MAX_GROUP, PendingAppend, commit_group
 from lapor.store.model import (
     AppendResult,
@@ -120,27 +121,24 @@ def _answer(request: PendingAppend) -> dict[str, Any]:
 
 
 def _decode(connection: _Connection, body: bytes) -> _Request:
-    """An append from its JSON; raises ValueError (or KeyError/TypeError) for one that is not well formed."""
+    """An append from its JSON; raises ValueError (or KeyError/TypeError, or `validate_append`'s DuplicateEventId)
+    for one that is not well formed."""
     message = orjson.loads(body)
     events = [_event(e) for e in message["events"]]
     stream, expected = message["stream"], message["expected"]
-    if not isinstance(stream, str) or not _is_int(expected):
-        raise ValueError("stream must be a string and expected an integer")
     recorded_at = datetime.fromisoformat(message["recorded_at"])
     if recorded_at.tzinfo is None:
         raise ValueError("recorded_at needs a UTC offset")
-    validate_append(stream, events)
+    validate_append(stream, events, expected)
     return _Request(connection, stream, events, expected, recorded_at)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _event(fields: dict[str, Any]) -> NewEvent:
     """Its shape is checked by `validate_append`, like any other append's."""
-    return NewEvent(fields["type"], fields["data"], fields["metadata"], uuid.UUID(fields["event_id"]),
-                    fields["schema_version"])
+    event_id = fields["event_id"]
+    if not isinstance(event_id, str):  # uuid.UUID would raise AttributeError
+        raise ValueError(f"event_id {event_id!r} is not a UUID in text")
+    return NewEvent(fields["type"], fields["data"], fields["metadata"], uuid.UUID(event_id), fields["schema_version"])
 
 
 class StoreWriter:
@@ -230,7 +228,7 @@ class StoreWriter:
             del buffer[: _LENGTH.size + length]
             try:
                 self._queue.append(_decode(connection, body))
-            except (ValueError, KeyError, TypeError) as error:
+            except (ValueError, KeyError, TypeError, StoreError) as error:  # StoreError: an event id given twice
                 self._send(connection, {"error": "invalid", "message": f"not a well-formed append: {error}"})
 
     def _commit_next_group(self) -> None:
@@ -272,33 +270,19 @@ class RemoteWriter:
         self.socket_path = str(socket_path)
         self._now = now
         self._on_commit = on_commit
-        self._local = threading.local()
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
+        self._sockets = PerThread(self._connect, socket.socket.close)
         self._closed = False
 
-    def _socket(self) -> socket.socket:
-        sock: socket.socket | None = getattr(self._local, "sock", None)
-        if sock is None:
-            sock = socket.socket(socket.AF_UNIX)
-            sock.settimeout(CONNECT_TIMEOUT)
-            try:
-                sock.connect(self.socket_path)
-            except OSError as error:
-                sock.close()
-                raise StoreError(f"the store writer at {self.socket_path} does not answer: {error}") from None
-            sock.settimeout(None)  # an answer comes after the group's commit, however long the disk takes
-            with self._lock:
-                self._sockets.append(sock)
-            self._local.sock = sock
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            sock.connect(self.socket_path)
+        except OSError as error:
+            sock.close()
+            raise StoreError(f"the store writer at {self.socket_path} does not answer: {error}") from None
+        sock.settimeout(None)  # an answer comes after the group's commit, however long the disk takes
         return sock
-
-    def _forget(self, sock: socket.socket) -> None:
-        self._local.sock = None
-        with self._lock:
-            if sock in self._sockets:
-                self._sockets.remove(sock)
-        sock.close()
 
     def submit(self, stream: str, events: Sequence[NewEvent], expected: ExpectedVersion) -> AppendResult:
         if self._closed:
@@ -342,20 +326,17 @@ class RemoteWriter:
         raise StoreError(answer["message"])
 
     def _exchange(self, frame: bytes) -> dict[str, Any]:
-        sock = self._socket()
+        sock = self._sockets.get()
         try:
             sock.sendall(frame)
             return orjson.loads(_read_answer(sock))
         except (OSError, EOFError):
-            self._forget(sock)
+            self._sockets.discard()
             raise
 
     def close(self) -> None:
         self._closed = True
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            sock.close()
+        self._sockets.close()
 
 
 def _read_answer(sock: socket.socket) -> bytes:

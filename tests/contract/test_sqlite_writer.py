@@ -122,6 +122,10 @@ NOT_APPENDS = {
     "data a list": orjson.dumps(an_append(event={"data": []})),
     "schema version text": orjson.dumps(an_append(event={"schema_version": "1"})),
     "event id not a UUID": orjson.dumps(an_append(event={"event_id": "x"})),
+    "event id a number": orjson.dumps(an_append(event={"event_id": 5})),
+    "an event id twice": orjson.dumps(an_append(events=an_append()["events"] * 2)),
+    "schema version past 32 bits": orjson.dumps(an_append(event={"schema_version": 2**31})),
+    "a control character in the type": orjson.dumps(an_append(event={"type": "Noted\u0000"})),
     "a moment without offset": orjson.dumps(an_append(recorded_at="2026-01-01T00:00:00")),
 }
 

@@ -7,6 +7,7 @@ the whole session (KurrentDB); positions are compared by order, never by value, 
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import uuid
 from collections import Counter
@@ -195,6 +196,44 @@ def test_an_event_that_is_not_json_is_refused_alone_and_its_neighbours_commit(st
     assert store.read_stream(stream) == []
 
 
+@pytest.mark.parametrize(
+    ("expected", "event"),
+    [
+        (None, NewEvent("Noted", {})),
+        ("0", NewEvent("Noted", {})),
+        (True, NewEvent("Noted", {})),
+        (1.5, NewEvent("Noted", {})),
+        (ANY, NewEvent("Noted", {}, schema_version=0)),
+        (ANY, NewEvent("Noted", {}, schema_version=True)),
+        (ANY, NewEvent("Noted", {}, schema_version=2**31)),
+        (ANY, NewEvent("Noted", {}, schema_version=2**63)),
+        (ANY, NewEvent("", {})),
+        (ANY, NewEvent("No\x00ted", {})),
+        (ANY, NewEvent("Noted\n", {})),
+        (ANY, NewEvent("Noted", {}, event_id=str(uuid.uuid4()))),
+    ],
+    ids=["expected None", "expected text", "expected a flag", "expected a fraction", "schema version 0",
+         "schema version a flag", "schema version past 32 bits", "schema version past 64 bits", "empty type",
+         "NUL in the type", "newline in the type", "event id as text"],
+)
+def test_an_append_no_store_can_record_is_refused_alone_and_its_concurrent_neighbours_commit(store, expected, event):
+    """Refused before it reaches a group commit: there it failed the whole group, other callers' appends included."""
+    stream, neighbour = unique_stream(), unique_stream()
+    together = threading.Barrier(16)
+
+    def append_together(stream: str, new: NewEvent, expected: object):
+        together.wait()
+        return store.append(stream, [new], expected)
+
+    with ThreadPoolExecutor(16) as pool:
+        neighbours = [pool.submit(append_together, f"{neighbour}{n}", noted(n), NO_STREAM) for n in range(15)]
+        refused = pool.submit(append_together, stream, event, expected)
+        assert [done.result().last_version for done in neighbours] == [0] * 15
+        with pytest.raises(ValueError, match=r"^expected_version .* is neither|^event 0: needs"):
+            refused.result()
+    assert store.read_stream(stream) == []
+
+
 def test_a_stream_name_without_a_category_is_refused(store):
     with pytest.raises(ValueError, match="category"):
         store.append("nocategory", [noted(0)])
@@ -231,6 +270,25 @@ def test_read_stream_from_a_version_with_a_limit(store):
     assert [e.version for e in store.read_stream(stream, from_version=2)] == [2, 3, 4, 5]
     assert [e.version for e in store.read_stream(stream, from_version=1, limit=3)] == [1, 2, 3]
     assert store.read_stream(stream, from_version=6) == []
+
+
+def test_a_read_past_64_bits_finds_nothing_and_a_limit_past_them_reads_everything(store, store_url):
+    stream = unique_stream()
+    appended = store.append(stream, [noted(0), noted(1)], expected_version=NO_STREAM)
+    assert store.read_stream(stream, from_version=2**63) == []
+    assert [e.version for e in store.read_stream(stream, limit=2**63)] == [0, 1]
+    assert [e.version for e in store.read_all(appended.first_position, limit=2**64)][-2:] == [0, 1]
+    if not store_url.startswith("kurrentdb"):  # it reads $all from recorded positions only
+        assert store.read_all(2**63) == []
+
+
+def test_a_negative_limit_is_refused(store):
+    stream = unique_stream()
+    store.append(stream, [noted(0)], expected_version=NO_STREAM)
+    with pytest.raises(ValueError, match="limit is 0 or more"):
+        store.read_stream(stream, limit=-1)
+    with pytest.raises(ValueError, match="limit is 0 or more"):
+        store.read_all(limit=-1)
 
 
 def test_a_missing_stream_reads_empty_at_version_minus_one(store):
@@ -543,6 +601,33 @@ def test_a_subscriber_sees_every_event_once_in_order_while_writers_commit(store,
     assert len(acknowledged) == 7 * 30
     assert [e.position for e in seen] == [e.position for e in read_everything_after(store, head)]
     assert sorted(str(e.event_id) for e in seen) == sorted(ack[0] for ack in acknowledged)
+
+
+def open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts this process's open files in /proc")
+def test_threads_that_come_and_go_leave_no_connections_open(store):
+    """A web server's worker threads end when idle and new ones start: what each opened must not pile up."""
+    stream = unique_stream()
+
+    def read_and_append() -> None:
+        store.read_stream(stream)
+        store.read_all(limit=1)
+        store.append(stream, [noted(0)])
+
+    def in_a_thread_of_its_own() -> None:
+        thread = threading.Thread(target=read_and_append)
+        thread.start()
+        thread.join()
+
+    in_a_thread_of_its_own()
+    before = open_files()
+    for _ in range(100):
+        in_a_thread_of_its_own()
+    assert open_files() - before < 20
+    assert len(store.read_stream(stream)) == 101
 
 
 # -- the PII vault ----------------------------------------------------------------------------------------
