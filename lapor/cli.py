@@ -577,9 +577,9 @@ def _wait_until_handled(ctx: ServiceContext, runtime: Runtime) -> None:
     while True:
         head = ctx.store.head_position()
         while any(runner.lag(head) for runner in runtime.runners):
-            stopped = [runner.name for runner in runtime.runners if runner.failure is not None]
-            if stopped:
-                raise CliError(f"subscription {stopped[0]} stopped while seeding; the log says why")
+            failing = [runner.name for runner in runtime.runners if runner.failure is not None]
+            if failing:
+                raise CliError(f"subscription {failing[0]} failed while seeding; the log says why")
             time.sleep(SEED_POLL)
         if ctx.store.head_position() == head:
             return

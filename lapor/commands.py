@@ -15,12 +15,17 @@ response.headers["ETag"] = result.etag
    causation_id} to every event's metadata (the platform's keys win over the decision's: an actor cannot be
    forged by a decision);
 5. on a concurrent write: with If-Match the client's view is stale (412); without, read, fold and decide
-   again, a few times, then give up with 409.
+   again, a few times, then give up with 409;
+6. when the store cannot say whether the append was recorded (any other `StoreError`: the connection lost during
+   COMMIT, the writer process gone before it answered), append the very same events once more with the same
+   expected version: recorded already, that returns the original result; not recorded, it records them now. A
+   retry by the client would decide again and mint new event ids, so a follow-up could be recorded twice.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import uuid
 from collections.abc import Callable, Sequence
@@ -33,10 +38,22 @@ from lapor.complaint import fold as complaint_fold
 from lapor.correlation import current_correlation_id, new_correlation_id
 from lapor.principal import Principal
 from lapor.problems import BadRequest, Conflict, NotFound, PreconditionFailed
-from lapor.store import NO_STREAM, AppendResult, NewEvent, RecordedEvent, WrongExpectedVersion, category_of
+from lapor.store import (
+    NO_STREAM,
+    AppendResult,
+    DuplicateEventId,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+    StoreError,
+    WrongExpectedVersion,
+    category_of,
+)
 
 if TYPE_CHECKING:
     from lapor.context import ServiceContext
+
+log = logging.getLogger("lapor.commands")
 
 Decide = Callable[[Any, datetime], Sequence[NewEvent]]
 Fold = Callable[[Sequence[RecordedEvent]], Any]
@@ -165,7 +182,7 @@ def run_command(
             dataclasses.replace(event, metadata={**event.metadata, **metadata}) for event in decided
         )
         try:
-            appended = ctx.store.append(stream, stamped, expected_version=version)
+            appended = _append(ctx, stream, stamped, version)
         except WrongExpectedVersion as error:
             if if_match is not None:
                 raise PreconditionFailed(
@@ -177,3 +194,15 @@ def run_command(
             ctx.metrics.appended.labels(event.type).inc()
         return CommandResult(appended.last_version, stamped, appended)
     raise Conflict(f"{category_of(stream)} kept changing under concurrent writes; try again")
+
+
+def _append(ctx: ServiceContext, stream: str, events: Sequence[NewEvent], version: ExpectedVersion) -> AppendResult:
+    """Append `events`, once more if the store could not tell whether it recorded them (step 6 above). The store's
+    answers about the stream (a conflict, ids recorded otherwise) are not asked again."""
+    try:
+        return ctx.store.append(stream, events, expected_version=version)
+    except (WrongExpectedVersion, DuplicateEventId):
+        raise
+    except StoreError as error:
+        log.warning("append to %s may or may not be recorded (%s): appending the same events again", stream, error)
+        return ctx.store.append(stream, events, expected_version=version)

@@ -103,6 +103,12 @@ class _SubscriptionCollector(Collector):
             "parked": GaugeMetricFamily(
                 "lapor_subscription_parked_events", "Events parked after repeated failures", labels=["consumer"]
             ),
+            "retrying": GaugeMetricFamily(
+                "lapor_subscription_retrying",
+                "1 while the subscription tries again after a failure that is not its handler's refusal of an event "
+                "(the store or the read models out of reach), else 0",
+                labels=["consumer"],
+            ),
         }
         for runner in self._runners():
             checkpoint, handled = runner.saved()
@@ -110,6 +116,7 @@ class _SubscriptionCollector(Collector):
             families["checkpoint"].add_metric([runner.name], checkpoint)
             families["handled"].add_metric([runner.name], handled)
             families["parked"].add_metric([runner.name], len(runner.parked()))
+            families["retrying"].add_metric([runner.name], int(runner.failure is not None))
         yield from families.values()
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
@@ -180,10 +187,11 @@ class Readiness:
     store_error: str | None = None
     behind: list[dict[str, Any]] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
+    retrying: list[str] = field(default_factory=list)  # subscriptions trying again after a failure, and why
 
     @property
     def ready(self) -> bool:
-        return self.store_ok and not self.behind and not self.stopped
+        return self.store_ok and not self.behind and not self.stopped and not self.retrying
 
 
 def check_readiness(
@@ -197,7 +205,7 @@ def check_readiness(
         return Readiness(store_ok=False, store_error=f"{type(error).__name__}: {error}")
     for runner in runners:
         if runner.failure is not None:
-            report.stopped.append(f"subscription {runner.name}: {runner.failure}")
+            report.retrying.append(f"subscription {runner.name}: {runner.failure}")
             continue
         lag = runner.lag(head)
         if lag > max_lag:
@@ -225,8 +233,10 @@ def health_router(
                 reasons.append(f"store unreachable ({report.store_error})")
             reasons += [f"{b['consumer']} is {b['lag']} positions behind" for b in report.behind]
             reasons += [f"{name} stopped" for name in report.stopped]
+            reasons += [f"{failing} (trying again)" for failing in report.retrying]
             raise NotReady(
-                "; ".join(reasons), store_ok=report.store_ok, behind=report.behind, stopped=report.stopped
+                "; ".join(reasons), store_ok=report.store_ok, behind=report.behind, stopped=report.stopped,
+                retrying=report.retrying,
             )
         return {"status": "ready"}
 

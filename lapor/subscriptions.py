@@ -11,7 +11,11 @@ events of that moment are handled in one transaction instead of one each (every 
 statements, its commit and a thread wake-up), and a lone event after a quiet spell is still read at once.
 A handler that raises is retried with exponential backoff; after `max_attempts` failures the event is *parked*
 — recorded with its error for an operator — and the subscription moves on. `replay_parked` runs a parked
-event again once the cause is fixed.
+event again once the cause is fixed. Parking is for events the handler refuses, not for a database that cannot be
+used just now (`transient_failure`: a lost connection, a lock not granted in time): such an error, in a handler
+or anywhere else in the loop (reading the log, committing, parking), is logged, and the loop waits (`backoff`,
+doubling up to `RETRY_WAIT_MAX`) and carries on from the committed checkpoint, for as long as it takes; `failure`
+holds the error meanwhile, which /readyz and /metrics report. A stop request ends the wait at once.
 
 A projection that gains from seeing many events at once (load its rows once, write each row once) gives a
 `handle_batch`: the runner hands it a whole batch in one transaction, and only when that raises falls back to
@@ -29,12 +33,15 @@ checkpoint are read again and handled the careful way (batch, then one by one, p
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
+
+import psycopg
 
 from lapor.clock import Clock, SystemClock
 from lapor.db import Database, Tx, table_columns
@@ -44,6 +51,15 @@ log = logging.getLogger("lapor.subscriptions")
 
 Handler = Callable[[RecordedEvent, Tx], None]
 BatchHandler = Callable[[Sequence[RecordedEvent], Tx], None]
+
+RETRY_WAIT_MAX = 10.0  # seconds: the longest wait before a runner tries again after a transient failure
+
+# SQLite's primary result codes that say the database could not be used just now. "no such column" and a syntax
+# error are OperationalErrors too, with the generic SQLITE_ERROR: a handler's mistake, which parks its event.
+_SQLITE_TRANSIENT = frozenset({
+    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PROTOCOL,
+})
 
 CHECKPOINT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS subscription_checkpoints (
@@ -177,7 +193,8 @@ class SubscriptionRunner:
         self.gather = gather
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.failure: BaseException | None = None  # set when the loop itself died (not a handler failure)
+        # The error the running loop is trying again after (see the docstring); None while all is well.
+        self.failure: BaseException | None = None
         db.executescript(CHECKPOINT_SCHEMA)
         _add_version_column(db)
         with db.transaction() as tx:
@@ -256,10 +273,16 @@ class SubscriptionRunner:
             self._thread = None
 
     def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
+        delay = self.backoff
+        while not self._stop.is_set():
+            try:
+                if self.failure is not None:
+                    self._position = self.checkpoint()  # whatever the failed step did or did not commit
                 started, before = time.monotonic(), self._position
                 self.poll()
+                if self.failure is not None:
+                    log.warning("subscription %s: running again", self.name)
+                    self.failure, delay = None, self.backoff
                 if self._position == before:  # nothing new in the log at all
                     self.store.wait_for_events(self._position, self.idle_wait)
                     continue
@@ -268,9 +291,14 @@ class SubscriptionRunner:
                 rest = self.gather - (time.monotonic() - started)
                 if rest > 0:
                     self._stop.wait(rest)
-        except Exception as error:
-            self.failure = error
-            log.exception("subscription %s stopped", self.name)
+            except Exception as error:  # not the event's fault: a handler's refusal is parked, not raised
+                log.error(
+                    "subscription %s: %s; trying again from its checkpoint in %.2f s", self.name, _describe(error),
+                    delay, exc_info=self.failure is None,  # the trace once, not at every try
+                )
+                self.failure = error
+                self._stop.wait(delay)
+                delay = min(delay * 2, RETRY_WAIT_MAX)
 
     def run_until_caught_up(self) -> int:
         """Process everything committed so far in this thread; returns how many events were handled."""
@@ -403,6 +431,8 @@ class SubscriptionRunner:
         if failed is None:
             return done
         index, failure = failed
+        if transient_failure(failure):
+            raise failure  # not the event's fault: the loop tries again from the checkpoint
         if self._retry_or_park(events[index], failure):
             return index + 1
         return len(events)  # stopped while backing off: leave the rest for the next run
@@ -441,7 +471,9 @@ class SubscriptionRunner:
                 with self._transaction() as tx:
                     self.subscription.handle(event, tx)
                     self._save_checkpoint(tx, event.position, 1)
-            except Exception as retry_error:  # noqa: BLE001 - counted; parked when attempts run out
+            except Exception as retry_error:  # counted; parked when attempts run out
+                if transient_failure(retry_error):
+                    raise
                 error = retry_error
             else:
                 self._position = event.position
@@ -545,6 +577,15 @@ def _add_version_column(db: Database) -> None:
         if "projection_version" not in table_columns(tx, "subscription_checkpoints"):
             exists = " IF NOT EXISTS" if tx.dialect == "postgresql" else ""
             tx.execute(f"ALTER TABLE subscription_checkpoints ADD COLUMN{exists} projection_version INTEGER")
+
+
+def transient_failure(error: BaseException) -> bool:
+    """Whether `error` says the database could not be used just now (the connection lost, the server shutting down,
+    a lock not granted in time, the disk full) rather than that the handler cannot take the event."""
+    if isinstance(error, psycopg.OperationalError):
+        return not isinstance(error, psycopg.errors.ProgramLimitExceeded)  # e.g. a row too large: the event's
+    code = getattr(error, "sqlite_errorcode", None)  # None on one raised by other code than SQLite's
+    return isinstance(error, sqlite3.OperationalError) and code is not None and code & 0xFF in _SQLITE_TRANSIENT
 
 
 def _describe(error: BaseException) -> str:

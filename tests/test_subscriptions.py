@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from lapor.db import Tx, open_database
 from lapor.store import NewEvent, RecordedEvent, open_store
 from lapor.subscriptions import Subscription, SubscriptionRunner
+from tests.conftest import wait_until
 
 EFFECTS = (
     "CREATE TABLE IF NOT EXISTS effects (position BIGINT PRIMARY KEY, stream TEXT NOT NULL, times INTEGER NOT NULL)"
@@ -188,6 +194,100 @@ def test_running_subscriber_wakes_for_events_appended_later(paths):
     assert seen == sorted(seen)
     assert runner.failure is None
     assert {times for _, times in effects(db)} == {1}
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[Callable[[], None]]:
+    """Another connection holds the write lock of the SQLite file at `path` until the call it yields (or the end)."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        yield lambda: holder.execute("ROLLBACK") if holder.in_transaction else None
+    finally:
+        holder.close()
+
+
+def writing_to(path: Path, attempts: list[int]) -> Callable[[RecordedEvent, Tx], None]:
+    """A handler that also writes to the SQLite file at `path` (as a handler calling out to another database would),
+    not waiting for its lock: while another connection holds it, a real "database is locked"."""
+
+    def handle(event: RecordedEvent, tx: Tx) -> None:
+        attempts.append(event.position)
+        other = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        record_effect(event, tx)
+
+    return handle
+
+
+def test_a_handler_that_finds_a_database_locked_is_tried_again_until_it_is_free_and_nothing_is_parked(tmp_path):
+    store, db = open_store(f"sqlite:///{tmp_path}/events.db"), open_database(f"sqlite:///{tmp_path}/readmodels.db")
+    store.append("complaint-A", [NewEvent("Noted", {})])
+    attempts: list[int] = []
+    runner = SubscriptionRunner(store, db, effects_subscription(writing_to(tmp_path / "other.db", attempts)),
+                                max_attempts=3, backoff=0.001, idle_wait=0.2)
+    with locked(tmp_path / "other.db") as release:
+        runner.start()
+        try:
+            wait_until(lambda: len(attempts) > 3 or bool(runner.parked()))
+            assert runner.parked() == []  # a lock not granted is not the event's fault
+            assert isinstance(runner.failure, sqlite3.OperationalError)
+            release()
+            wait_until(lambda: bool(effects(db)))
+            wait_until(lambda: runner.failure is None)
+        finally:
+            runner.stop()
+    assert effects(db) == [(store.read_stream("complaint-A")[0].position, 1)]
+    assert runner.checkpoint() == store.head_position()
+    assert runner.parked() == []
+
+
+def test_a_handler_whose_sql_is_wrong_still_has_its_event_parked(paths):
+    store_url, db_url = paths
+    store, db = open_store(store_url), open_database(db_url)
+    store.append("complaint-A", [NewEvent("Noted", {})])
+
+    def handle(event: RecordedEvent, tx: Tx) -> None:
+        tx.execute("UPDATE no_such_table SET n = 1")
+
+    runner = SubscriptionRunner(store, db, effects_subscription(handle), max_attempts=2, backoff=0.001)
+    runner.run_until_caught_up()
+    [parked] = runner.parked()
+    assert "no_such_table" in parked.error
+    assert runner.checkpoint() == store.head_position()
+
+
+@pytest.mark.postgres
+def test_a_running_subscription_carries_on_after_its_database_connections_are_terminated(postgres_url):
+    tag = f"lapor_test_{uuid.uuid4().hex[:12]}"  # only this test's connections are terminated: others share the server
+    ours = f"{postgres_url}&application_name={tag}"
+    store, db = open_store(ours), open_database(ours)
+    writer, reader = open_store(postgres_url), open_database(postgres_url)
+    runner = SubscriptionRunner(store, db, effects_subscription(), idle_wait=0.2)
+    runner.start()
+    try:
+        writer.append("complaint-K", [NewEvent("Noted", {"n": 0})])
+        wait_until(lambda: len(effects(reader)) == 1)
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            [terminated] = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s", (tag,)
+            ).fetchone()
+        assert terminated >= 2  # the store's and the read models' pooled connections at least
+        for n in range(1, 4):
+            writer.append("complaint-K", [NewEvent("Noted", {"n": n})])
+        wait_until(lambda: len(effects(reader)) == 4 or (runner._thread is not None and not runner._thread.is_alive()))
+        assert len(effects(reader)) == 4, f"the subscription stopped: {runner.failure!r}"
+        wait_until(lambda: runner.failure is None)
+        assert {times for _, times in effects(reader)} == {1}
+        assert runner.checkpoint() == writer.head_position()
+    finally:
+        runner.stop()
+        for opened in (store, db, writer, reader):
+            opened.close()
 
 
 def test_category_filter_skips_other_streams_and_reports_no_lag(paths):

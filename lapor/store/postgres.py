@@ -426,7 +426,13 @@ class PostgresVault(Vault):
                 "UPDATE pii_vault SET value = NULL, erased_at = %s WHERE ref = %s AND erased_at IS NULL",
                 (self._clock.now(), ref),
             )
-            return cur.rowcount > 0
+            if cur.rowcount == 0:
+                return False
+            # The row as it was, value and all, stays on the table's pages (and its TOAST table's) until a VACUUM
+            # removes it; autovacuum may never come for one row. The pool's connections are in autocommit, so
+            # VACUUM runs outside a transaction, as it must.
+            conn.execute("VACUUM pii_vault")
+            return True
 
     def close(self) -> None:
         """Nothing to release: the pool belongs to the store, which closes it."""

@@ -1,9 +1,11 @@
 """The PII vault: reporter identity (name, phone, email, NIK) and the originals of masked text live here,
 keyed by an opaque reference; events carry only the reference (UU PDP 27/2022). Erasing an entry keeps a
-tombstone, so the history stays intact and a reader can tell "erased" from "never existed"."""
+tombstone, so the history stays intact and a reader can tell "erased" from "never existed". The erased value is
+also gone from the vault's files (see docs/store.md for what that does and does not reach)."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 from abc import ABC, abstractmethod
@@ -13,6 +15,8 @@ from typing import Any
 import orjson
 
 from lapor.clock import Clock
+
+log = logging.getLogger("lapor.store.vault")
 
 
 class VaultEntryErased(LookupError):
@@ -76,6 +80,8 @@ class SqliteVault(Vault):
         from lapor.store.sqlite import connect  # local: sqlite imports this module
 
         self._conn = connect(path)
+        # Freed space is overwritten with zeros: an erased value must not stay in the file's pages.
+        self._conn.execute("PRAGMA secure_delete = ON")
         self._conn.executescript(VAULT_SCHEMA)
         self._lock = threading.Lock()  # the connection
         self._queue_lock = threading.Lock()
@@ -131,6 +137,12 @@ class SqliteVault(Vault):
                 "UPDATE pii_vault SET value = NULL, erased_at = ? WHERE ref = ? AND erased_at IS NULL",
                 (self._clock.now().isoformat(), ref),
             )
+            if cur.rowcount > 0:
+                # The WAL still holds the pages as they were with the value: copy the new ones back and empty it.
+                busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if busy:
+                    log.warning("vault: the WAL could not be emptied after an erase (another connection kept "
+                                "using it); the erased value stays in it until a later checkpoint")
         return cur.rowcount > 0
 
     def close(self) -> None:

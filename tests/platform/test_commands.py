@@ -14,7 +14,7 @@ from lapor.correlation import correlation_scope
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Principal, Role
 from lapor.problems import BadRequest, Conflict, NotFound, PreconditionFailed
 from lapor.settings import Settings
-from lapor.store import NewEvent
+from lapor.store import ANY, NewEvent, StoreError
 from tests.platform.probe import submitted_event
 
 ADMIN = Principal("rina", Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
@@ -131,6 +131,41 @@ def test_a_stream_that_never_settles_ends_in_a_conflict(ctx):
     with pytest.raises(Conflict):
         run_command(ctx, STREAM, decide, principal=ADMIN, fold=count_notes, max_attempts=3)
     assert all(e.data["text"] != "ours" for e in ctx.store.read_stream(STREAM))
+
+
+class UnknownOutcomeOnce:
+    """The store, but its first append raises the error a store gives when it cannot tell whether the append was
+    recorded (PostgreSQL's connection lost during COMMIT, the writer process gone before it answered), after
+    recording it or not."""
+
+    def __init__(self, store, *, recorded: bool) -> None:
+        self._store = store
+        self._recorded = recorded
+        self.failed = False
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+    def append(self, stream, events, expected_version=ANY):
+        if self.failed:
+            return self._store.append(stream, events, expected_version)
+        self.failed = True
+        if self._recorded:
+            self._store.append(stream, events, expected_version)
+        raise StoreError("the store went away before answering; the append may or may not be recorded")
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "not-recorded"])
+@pytest.mark.parametrize("if_match", [None, 0], ids=["without-if-match", "with-if-match"])
+def test_an_append_of_unknown_outcome_is_recorded_exactly_once(ctx, recorded, if_match):
+    run_command(ctx, STREAM, lambda n, now: [note("first")], principal=ADMIN, fold=count_notes, must_exist=False)
+    ctx.store = UnknownOutcomeOnce(ctx.store, recorded=recorded)
+    result = run_command(ctx, STREAM, lambda n, now: [note("follow-up")], principal=ADMIN, fold=count_notes,
+                         if_match=if_match)
+    assert ctx.store.failed
+    events = ctx.store.read_stream(STREAM)
+    assert [e.data["text"] for e in events] == ["first", "follow-up"]
+    assert (result.version, result.events[0].event_id) == (1, events[1].event_id)
 
 
 def test_nothing_decided_means_nothing_written(ctx):

@@ -11,6 +11,7 @@ from lapor.logs import JsonFormatter
 from lapor.subscriptions import Subscription
 from tests.conftest import wait_until
 from tests.platform import probe
+from tests.test_subscriptions import EFFECTS, locked, writing_to
 
 SUBMISSION = {"title": "Lampu jalan padam", "body": "Jalan El Tari gelap sejak minggu lalu."}
 
@@ -121,6 +122,31 @@ def test_readyz_is_503_when_a_background_loop_died(serve):
     with serve(services=[service]) as client:
         wait_until(lambda: client.get("/readyz").status_code == 503)
         assert client.get("/readyz").json()["stopped"] == ["background loop deadlines"]
+
+
+def test_readyz_and_metrics_say_a_subscription_is_retrying_while_its_database_is_locked(serve, tmp_path):
+    other = tmp_path / "other.db"
+    attempts: list[int] = []
+    service = ServiceDefinition(
+        name="locked", router=probe.build_router,
+        subscriptions=lambda ctx: [
+            Subscription("locked.projection", writing_to(other, attempts), setup=lambda tx: tx.execute(EFFECTS))
+        ],
+    )
+    labels = {"consumer": "locked.projection"}
+    with locked(other) as release, serve(services=[service]) as client:
+        client.post("/api/probe/complaints", json=SUBMISSION)
+        wait_until(lambda: client.get("/readyz").status_code == 503)
+        body = client.get("/readyz").json()
+        assert body["retrying"] == ["subscription locked.projection: database is locked"]
+        assert "locked.projection: database is locked (trying again)" in body["detail"]
+        assert metric(client, "lapor_subscription_retrying", labels) == 1
+        assert metric(client, "lapor_subscription_parked_events", labels) == 0
+        release()
+        wait_until(lambda: client.get("/readyz").status_code == 200)
+        assert metric(client, "lapor_subscription_retrying", labels) == 0
+        assert metric(client, "lapor_subscription_handled_events", labels) == 1
+        assert metric(client, "lapor_subscription_parked_events", labels) == 0
 
 
 def test_a_periodic_loop_survives_a_failing_tick(serve):
