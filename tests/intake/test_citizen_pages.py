@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
@@ -86,6 +87,9 @@ def test_the_pages_are_served_with_a_policy_that_allows_only_this_origin(server)
     assert '<option value="53.71">Kota Kupang</option>' in page.text
     assert '<option value="53">Provinsi Nusa Tenggara Timur</option>' in page.text
     assert server.get("/lacak").status_code == 200
+    shared = server.get("/", params={"utm_source": "whatsapp", "fbclid": "x1"})  # a link as shared: any query
+    assert (shared.status_code, shared.text) == (200, page.text)
+    assert httpx2.head(server.url + "/", timeout=10).status_code == 200
     assert server.get("/static/lapor.js").headers["content-type"].startswith("text/javascript")
     missing = server.get("/static/..%2fapi.py")
     assert missing.status_code == 404
