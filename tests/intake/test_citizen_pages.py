@@ -271,3 +271,46 @@ def test_the_reporter_consents_to_the_ombudsman_when_it_is_offered(server, brows
     assert shown(browser, "action-result") == "Persetujuan Anda terkirim kepada Ombudsman."
     assert server.get(f"/api/complaints/{tracking_id}").json()["ombudsman_consent"] is True
     assert not browser.find_element(By.ID, "consent-form").is_displayed()
+
+
+# -- the public statistics ----------------------------------------------------------------------------------
+
+
+def public_statistics(server: Server, **filters: str) -> dict[str, Any]:
+    answer = server.get("/api/public/statistics", params=filters)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_the_statistics_page_shows_the_public_figures_and_withholds_a_selection_too_small(server, browser):
+    for n in range(5):  # five reports of one city in one month: one cell, shown
+        filed(server, region_code="35.73", category="Air bersih", title=f"Air PDAM mati {n + 1}")
+    WebDriverWait(browser, WAIT).until(
+        lambda _: (public_statistics(server, region="35.73")["totals"] or {}).get("reports") == 5)
+    expected = public_statistics(server, region="35.73")
+
+    browser.get(server.url + "/statistik")
+    shown(browser, "stat-applied")  # the national figures, at once
+    Select(browser.find_element(By.ID, "stat-region")).select_by_value("35.73")
+    browser.find_element(By.CSS_SELECTOR, "#statistik-form button").click()
+    WebDriverWait(browser, WAIT).until(lambda _: "35.73" in browser.find_element(By.ID, "stat-applied").text)
+    assert browser.find_element(By.ID, "stat-reports").text == "5"
+    assert browser.find_element(By.ID, "stat-open").text == str(expected["totals"]["open"])
+    monthly = [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+               for row in browser.find_elements(By.CSS_SELECTOR, "#stat-monthly tr")]
+    assert monthly == [[month["month"], str(month["received"]), str(month["disposed"]), str(month["followed_up"])]
+                       for month in expected["monthly"]]
+    categories = [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+                  for row in browser.find_elements(By.CSS_SELECTOR, "#stat-categories tr")]
+    assert categories == [["Air bersih", "5"]]
+    assert not browser.find_element(By.ID, "stat-withheld").is_displayed()
+
+    Select(browser.find_element(By.ID, "stat-region")).select_by_value("11")  # Aceh: no report at all
+    browser.find_element(By.CSS_SELECTOR, "#statistik-form button").click()
+    WebDriverWait(browser, WAIT).until(lambda _: browser.find_element(By.ID, "stat-withheld").is_displayed())
+    assert not browser.find_element(By.ID, "stat-figures").is_displayed()
+
+    browser.execute_script("document.getElementById('stat-from').value = '2026-12-31';"
+                           "document.getElementById('stat-to').value = '2026-12-01';")
+    browser.find_element(By.CSS_SELECTOR, "#statistik-form button").click()
+    assert shown(browser, "statistik-error") == "Tanggal awal harus sebelum atau sama dengan tanggal akhir."

@@ -1,6 +1,7 @@
-// The citizen pages of LAPOR!: the report form (/) and tracking (/lacak) with the reporter's actions. Plain script,
-// no framework: it only calls the public API (POST /api/complaints, GET /api/complaints/{id} and the reporter's
-// information, feedback and ombudsman-consent) and writes answers as text, never as HTML.
+// The citizen pages of LAPOR!: the report form (/), tracking (/lacak) with the reporter's actions, and the public
+// statistics (/statistik). Plain script, no framework: it only calls the public API (POST /api/complaints, GET
+// /api/complaints/{id} and the reporter's information, feedback and ombudsman-consent, GET /api/public/statistics)
+// and writes answers as text, never as HTML.
 "use strict";
 
 const STATUS = {
@@ -263,9 +264,94 @@ function setupTrackForm(form) {
   fromLink();
 }
 
+// -- the public statistics (/statistik): GET /api/public/statistics, as tables -------------------------------
+
+const STAGES = { verification: "Verifikasi (telaah)", follow_up: "Tindak lanjut" };
+
+function percent(value) {
+  return value === null || value === undefined ? "—" : `${(value * 100).toFixed(1).replace(".", ",")}%`;
+}
+
+function days(hours) {
+  return hours === null || hours === undefined ? "—" : `${(hours / 24).toFixed(1).replace(".", ",")} hari`;
+}
+
+function rows(bodyId, lines) {
+  const body = document.getElementById(bodyId);
+  body.replaceChildren();
+  for (const cells of lines) {
+    const row = document.createElement("tr");
+    cells.forEach((value, index) => {
+      const cell = document.createElement("td");
+      cell.textContent = String(value);
+      if (index > 0) cell.className = "number";
+      row.append(cell);
+    });
+    body.append(row);
+  }
+}
+
+async function showStatistics(form) {
+  text("statistik-error", "");
+  if (form.elements.from.value && form.elements.to.value && form.elements.from.value > form.elements.to.value) {
+    text("statistik-error", "Tanggal awal harus sebelum atau sama dengan tanggal akhir.");
+    return;
+  }
+  const query = new URLSearchParams();
+  for (const name of ["from", "to", "region"]) {
+    const value = form.elements[name].value;
+    if (value) query.set(name, value);
+  }
+  let response;
+  try {
+    response = await fetch("/api/public/statistics" + (query.size ? "?" + query : ""));
+  } catch (error) {
+    text("statistik-error", "Tidak dapat menghubungi server: periksa sambungan internet Anda.");
+    return;
+  }
+  const section = document.getElementById("statistik");
+  if (!response.ok) {
+    section.hidden = true;
+    text("statistik-error", (await problemOf(response)).detail);
+    return;
+  }
+  const stats = await response.json();
+  const applied = stats.filters;
+  text("stat-applied", `Periode ${applied.from || "awal"} sampai ${applied.to || "sekarang"}, `
+    + `wilayah ${applied.region || "seluruh Indonesia"}; ${stats.cells.shown} sel ditampilkan, `
+    + `${stats.cells.withheld} tidak ditampilkan.`);
+  document.getElementById("stat-withheld").hidden = !stats.withheld;
+  document.getElementById("stat-figures").hidden = stats.withheld;
+  if (!stats.withheld) {
+    text("stat-reports", stats.totals.reports);
+    text("stat-open", stats.totals.open);
+    text("stat-closed", stats.totals.closed);
+    text("stat-archived", stats.totals.archived);
+    text("stat-follow-up-rate", percent(stats.follow_up_rate));
+    const time = stats.time_to_first_follow_up;
+    text("stat-time", time ? `${days(time.median_hours)} / ${days(time.p90_hours)}` : "—");
+    rows("stat-sla", stats.sla.map((stage) => [STAGES[stage.stage] || stage.stage, stage.deadline_working_days,
+      stage.on_time, stage.late, stage.overdue, percent(stage.compliance)]));
+    rows("stat-monthly", stats.monthly.map((month) => [month.month, month.received, month.disposed,
+      month.followed_up]));
+    rows("stat-categories", Object.entries(stats.breakdown.by_category).sort((a, b) => b[1] - a[1]));
+  }
+  section.hidden = false;
+}
+
+function setupStatisticsForm(form) {
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    showStatistics(form);
+  });
+  showStatistics(form);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const reportForm = document.getElementById("lapor-form");
   if (reportForm) setupReportForm(reportForm);
   const trackForm = document.getElementById("lacak-form");
   if (trackForm) setupTrackForm(trackForm);
+  const statisticsForm = document.getElementById("statistik-form");
+  if (statisticsForm) setupStatisticsForm(statisticsForm);
 });
