@@ -69,6 +69,16 @@ async function problemOf(response) {
   return { detail, fields };
 }
 
+// The answer to a request, or null when the server could not be reached (said in the element `errorId`).
+async function reached(url, options, errorId) {
+  try {
+    return await fetch(url, options);
+  } catch (error) {
+    text(errorId, "Tidak dapat menghubungi server: periksa sambungan internet Anda.");
+    return null;
+  }
+}
+
 function text(id, value) {
   document.getElementById(id).textContent = value;
 }
@@ -139,13 +149,8 @@ async function track(form) {
     return;
   }
   const headers = token ? { "X-Reporter-Token": token } : {};
-  let response;
-  try {
-    response = await fetch("/api/complaints/" + encodeURIComponent(trackingId), { headers });
-  } catch (error) {
-    text("lacak-error", "Tidak dapat menghubungi server: periksa sambungan internet Anda.");
-    return;
-  }
+  const response = await reached("/api/complaints/" + encodeURIComponent(trackingId), { headers }, "lacak-error");
+  if (!response) return;
   const section = document.getElementById("report");
   if (!response.ok) {
     section.hidden = true;
@@ -302,13 +307,8 @@ async function showStatistics(form) {
     const value = form.elements[name].value;
     if (value) query.set(name, value);
   }
-  let response;
-  try {
-    response = await fetch("/api/public/statistics" + (query.size ? "?" + query : ""));
-  } catch (error) {
-    text("statistik-error", "Tidak dapat menghubungi server: periksa sambungan internet Anda.");
-    return;
-  }
+  const response = await reached("/api/public/statistics" + (query.size ? "?" + query : ""), {}, "statistik-error");
+  if (!response) return;
   const section = document.getElementById("statistik");
   if (!response.ok) {
     section.hidden = true;
