@@ -139,10 +139,12 @@ def test_what_the_server_refuses_is_shown_beside_its_field_and_nothing_is_filed(
     assert shown(browser, "region_code-error") == "Pilih wilayah dari daftar."
     assert shown(browser, "form-error") == "Belum terkirim: periksa isian yang ditandai."
     assert browser.find_element(By.ID, "body-error").text == ""
+    title = browser.find_element(By.ID, "title")
+    assert (title.get_attribute("aria-invalid"), title.get_attribute("aria-describedby")) == ("true", "title-error")
+    assert browser.find_element(By.ID, "body").get_attribute("aria-invalid") is None
     assert not browser.find_element(By.ID, "receipt").is_displayed()
     assert head_position(server) == before
 
-    title = browser.find_element(By.ID, "title")
     title.clear()
     title.send_keys("Air PDAM mati")
     browser.find_element(By.ID, "reporter-phone").clear()

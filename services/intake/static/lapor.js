@@ -79,6 +79,24 @@ async function reached(url, options, errorId) {
   }
 }
 
+// Each of `names` gets the message `messages` has for it beside its control (an element `<name>-error` in the
+// control's paragraph), and the control aria-invalid while it has one; the others are cleared.
+function markFields(names, messages) {
+  for (const name of names) {
+    const error = document.getElementById(`${name}-error`);
+    const control = error.parentElement.querySelector("input, textarea, select");
+    const message = messages[name] || "";
+    error.textContent = message;
+    if (message) {
+      control.setAttribute("aria-invalid", "true");
+      control.setAttribute("aria-describedby", error.id);
+    } else {
+      control.removeAttribute("aria-invalid");
+      control.removeAttribute("aria-describedby");
+    }
+  }
+}
+
 function text(id, value) {
   document.getElementById(id).textContent = value;
 }
@@ -88,7 +106,7 @@ function setupReportForm(form) {
   const errorFields = ["title", "body", "region_code", "category", "name", "phone", "email"];
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    for (const name of errorFields) text(`${name}-error`, "");
+    markFields(errorFields, {});
     text("form-error", "");
     const value = (name) => form.elements[name].value.trim();
     const report = {
@@ -117,9 +135,7 @@ function setupReportForm(form) {
         if (response.status < 500) key = newIdempotencyKey();
         const problem = await problemOf(response);
         text("form-error", problem.detail);
-        for (const [field, message] of Object.entries(problem.fields)) {
-          if (errorFields.includes(field)) text(`${field}-error`, message);
-        }
+        markFields(errorFields, problem.fields);
         return;
       }
       const receipt = await response.json();
@@ -199,11 +215,13 @@ function showActions(report, token) {
   document.getElementById("actions").hidden = actions.length === 0;
 }
 
+const ACTION_FIELDS = ["text", "comment"];  // what the reporter's action forms may be told about
+
 // One reporter action: sent with the token and If-Match (the version the reporter saw), then the report again.
 async function act(trackForm, action, body, done) {
   text("action-error", "");
   text("action-result", "");
-  for (const name of ["text", "comment"]) text(`${name}-error`, "");
+  markFields(ACTION_FIELDS, {});
   const report = tracked.report;
   let response;
   try {
@@ -225,9 +243,7 @@ async function act(trackForm, action, body, done) {
     text("action-error", response.status === 412
       ? "Laporan ini sudah berubah sejak Anda membukanya: lacak lagi untuk melihat keadaannya sekarang."
       : problem.detail);
-    for (const [field, message] of Object.entries(problem.fields)) {
-      if (field === "text" || field === "comment") text(`${field}-error`, message);
-    }
+    markFields(ACTION_FIELDS, problem.fields);
     return;
   }
   await track(trackForm);
