@@ -28,7 +28,7 @@ from uuid import UUID
 from lokal import PiiType, mask_pii
 from lokal import __version__ as lokal_version
 
-from lapor.principal import Principal, Role
+from lapor.principal import NATIONAL_ADMIN_AGENCY, Principal, Role
 
 # Never shown to anyone, not even the national admin: the hash of the reporter's bearer token.
 SECRET_FIELDS = frozenset({"reporter_token_hash"})
@@ -385,11 +385,14 @@ def escalated_to(escalations: Iterable[Any], *, agency_id: str | None, disposed_
     agency's handling, internal notes included. An escalation at the very moment of the latest disposition
     counts as the earlier holding's: a training clock stands still between an operator's moves, so the order is
     unknown there, and the side that shows less is the safe one (in one append with a disposition comes only
-    routing's `bounce_limit` flag, naming the national admin, who sees every report anyway)."""
+    routing's `bounce_limit` flag, naming the national admin, who sees every report anyway). An escalation to the
+    national level names the national admin agency: the national admin watches it there, not `kemenpanrb`'s own
+    agency staff, an agency taking dispositions like any other (they followed a ministry's escalated report,
+    internal notes included, until a bug hunt found it)."""
     if agency_id is None:
         return []
     return [record["to_agency_id"] for record in present_escalations(escalations, disposed_at)
-            if record.get("to_agency_id")]
+            if record.get("to_agency_id") not in (None, NATIONAL_ADMIN_AGENCY)]
 
 
 def present_escalations(escalations: Iterable[Any], disposed_at: datetime | None) -> list[Mapping[str, Any]]:
