@@ -337,6 +337,22 @@ def test_an_escalation_to_the_national_level_opens_nothing_to_kemenpanrbs_own_ag
     assert first_seen(live, kemenpanrb, after=escalated) == (own, "LAP-PANRB-1", "ComplaintDisposed")
 
 
+def test_the_reporters_name_written_bare_in_a_disposition_note_does_not_reach_the_agency(live: Live):
+    """The national admin knows who reported and may name them in the note to the agency; events never carry the
+    identity, so the feed left the note to the detector, which does not know every name, and the agency read the
+    anonymous reporter's name."""
+    live.server.ctx.vault.put({"name": "Oktovianus Ndun", "phone": PHONE}, ref="pii_reporter0001")
+    live.append("LAP-NOTE-1", submitted("LAP-NOTE-1", anonymous=True))
+    disposed = live.append("LAP-NOTE-1", ev.ComplaintVerified(classification="pengaduan", category="kesehatan"),
+                           ev.ComplaintDisposed(agency_id="pemda-53.71", note="Oktovianus Ndun minta ditelepon.",
+                                                follow_up_due=DAY0 + timedelta(days=8),
+                                                ombudsman_offer_due=DAY0 + timedelta(days=90)))
+    agency, admin = live.headers(Role.liaison, agency_id="pemda-53.71"), live.headers(Role.admin_national)
+    for headers, note in ((agency, "*** minta ditelepon."), (admin, "Oktovianus Ndun minta ditelepon.")):
+        with open_feed(live, {**headers, "Last-Event-ID": str(disposed - 1)}) as feed:
+            assert feed.next()["data"]["data"]["note"] == note
+
+
 def test_an_event_the_lifecycle_refuses_is_left_out_and_the_feed_goes_on(live: Live):
     """Such an event gets into a log only by a bug or by hand (the projections park it for an operator). Nobody can
     be told who may see it, so nobody is sent it; it ended every feed at its page, for good (found in a bug hunt)."""
