@@ -359,14 +359,19 @@ def authorize(
 
 
 def _check_scope(principal: Principal, action: str, agency_id: str | None, unit_id: str | None) -> None:
-    if principal.role is Role.unit_officer:
-        home, target = principal.unit_id, unit_id or agency_id
-    else:
-        home, target = principal.agency_id, agency_id or unit_id
+    home, target = _home_and_target(principal, agency_id, unit_id)
     if target is None:
         return
     if home is None or not within(target, home):
         raise Forbidden(f"{target} is outside the scope of this {principal.role} ({home})")
+
+
+def _home_and_target(principal: Principal, agency_id: str | None, unit_id: str | None) -> tuple[str | None, str | None]:
+    """The principal's own scope (a unit officer's unit, else its agency), and the one of `agency_id` and `unit_id`
+    it is compared with."""
+    if principal.role is Role.unit_officer:
+        return principal.unit_id, unit_id or agency_id
+    return principal.agency_id, agency_id or unit_id
 
 
 class OwnedComplaint(Protocol):
@@ -388,14 +393,18 @@ class OwnedComplaint(Protocol):
 def authorize_complaint(principal: Principal | None, action: str, complaint: OwnedComplaint) -> None:
     """`authorize` on the complaint's owner and unit. While routing holds the report no agency does: `owner` then
     names the national admin agency, whose own staff (`kemenpanrb` takes dispositions like any other agency) are
-    refused it like every other agency's (session 24: they could read the drafts of a returned report)."""
-    authorize(
-        principal, action, agency_id=complaint.owner, unit_id=complaint.unit_id, tracking_id=complaint.tracking_id
-    )
+    refused it like every other agency's (session 24: they could read the drafts of a returned report).
+
+    A confined caller refused the report is told its own scope, never who holds the report: another agency, a
+    unit, or routing (the refusal named it, so an agency that had returned a confidential report as bukan
+    wewenang, and lost sight of it, learnt where it went next; found in a bug hunt)."""
+    authorize(principal, action, tracking_id=complaint.tracking_id)
     access = ACTIONS[action]
-    confined = principal is not None and principal.role in access.confined and not access.public
-    if confined and complaint.agency_id is None:
-        raise Forbidden(f"complaint {complaint.tracking_id} is with national routing, outside every agency's scope")
+    if principal is None or access.public or principal.role not in access.confined:
+        return
+    home, target = _home_and_target(principal, complaint.owner, complaint.unit_id)
+    if complaint.agency_id is None or home is None or target is None or not within(target, home):
+        raise Forbidden(f"complaint {complaint.tracking_id} is outside the scope of this {principal.role} ({home})")
 
 
 # -- FastAPI dependencies -----------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from uuid import UUID
 from lokal import PiiType, mask_pii
 from lokal import __version__ as lokal_version
 
-from lapor.principal import Principal, Role
+from lapor.principal import NATIONAL_ADMIN_AGENCY, Principal, Role
 
 # Never shown to anyone, not even the national admin: the hash of the reporter's bearer token.
 SECRET_FIELDS = frozenset({"reporter_token_hash"})
@@ -280,16 +280,19 @@ def _as_masked(value: Any, free: bool) -> Any:
 ComplaintView = Mapping[str, Any] | object
 
 
-def redact_complaint(view: ComplaintView, principal: Principal | None) -> dict[str, Any]:
+def redact_complaint(
+    view: ComplaintView, principal: Principal | None, *, identity: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """A complaint view (the folded state, as a dataclass or a dict, or a projection row) as the principal may see
-    it; raises ReportNotVisible when they may not see the report at all.
+    it; raises ReportNotVisible when they may not see the report at all. `identity` (the vault record) is scrubbed
+    from its texts like the identity the view carries, and never shown (`redact_event_data`).
 
     Reads from the view: tracking_id, confidential and anonymous (missing means True: fail closed), agency_id,
     unit_id, channel, channel_ref, involved_agencies, and escalations[].to_agency_id with disposed_at."""
     fields = _as_mapping(view)
     if not _visible(fields, principal):
         raise ReportNotVisible(fields.get("tracking_id"))
-    return _redact_view(fields, principal)
+    return _redact_view(fields, principal, identity)
 
 
 def visible_complaints(views: Iterable[ComplaintView], principal: Principal | None) -> list[dict[str, Any]]:
@@ -298,16 +301,23 @@ def visible_complaints(views: Iterable[ComplaintView], principal: Principal | No
 
 
 def redact_event_data(
-    event_type: str, data: Mapping[str, Any], principal: Principal | None, *, anonymous: bool | None = None
+    event_type: str,
+    data: Mapping[str, Any],
+    principal: Principal | None,
+    *,
+    anonymous: bool | None = None,
+    identity: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """An event's data as the principal may see it (timelines, audit listings, the live stream). The caller has
     decided the principal may see the report. `anonymous` is the report's flag; ComplaintSubmitted carries its
-    own, and when neither says, the report is treated as anonymous. An internal event (public=False) keeps its
-    facts but loses its text for audiences that may not read internal notes."""
+    own, and when neither says, the report is treated as anonymous. `identity` is the reporter's (the vault
+    record): never shown, its values are scrubbed from every text as a view's own identity is, since events never
+    carry it. An internal event (public=False) keeps its facts but loses its text for audiences that may not read
+    internal notes."""
     if anonymous is None:
         anonymous = data.get("anonymous") is not False
     try:
-        return _redact(data, principal, anonymous=anonymous, channel=data.get("channel"))
+        return _redact(data, principal, anonymous=anonymous, channel=data.get("channel"), identity=identity)
     except TypeError as e:
         raise TypeError(f"{event_type}: {e}") from e
 
@@ -332,8 +342,11 @@ def _as_mapping(view: ComplaintView) -> Mapping[str, Any]:
     raise TypeError(f"a complaint view is a mapping or a dataclass, not a {type(view).__name__}")
 
 
-def _redact_view(view: Mapping[str, Any], principal: Principal | None) -> dict[str, Any]:
-    return _redact(view, principal, anonymous=view.get("anonymous") is not False, channel=view.get("channel"))
+def _redact_view(
+    view: Mapping[str, Any], principal: Principal | None, identity: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    anonymous = view.get("anonymous") is not False
+    return _redact(view, principal, anonymous=anonymous, channel=view.get("channel"), identity=identity)
 
 
 def _visible(view: Mapping[str, Any], principal: Principal | None) -> bool:
@@ -385,11 +398,14 @@ def escalated_to(escalations: Iterable[Any], *, agency_id: str | None, disposed_
     agency's handling, internal notes included. An escalation at the very moment of the latest disposition
     counts as the earlier holding's: a training clock stands still between an operator's moves, so the order is
     unknown there, and the side that shows less is the safe one (in one append with a disposition comes only
-    routing's `bounce_limit` flag, naming the national admin, who sees every report anyway)."""
+    routing's `bounce_limit` flag, naming the national admin, who sees every report anyway). An escalation to the
+    national level names the national admin agency: the national admin watches it there, not `kemenpanrb`'s own
+    agency staff, an agency taking dispositions like any other (they followed a ministry's escalated report,
+    internal notes included, until a bug hunt found it)."""
     if agency_id is None:
         return []
     return [record["to_agency_id"] for record in present_escalations(escalations, disposed_at)
-            if record.get("to_agency_id")]
+            if record.get("to_agency_id") not in (None, NATIONAL_ADMIN_AGENCY)]
 
 
 def present_escalations(escalations: Iterable[Any], disposed_at: datetime | None) -> list[Mapping[str, Any]]:
@@ -417,16 +433,24 @@ class _Scope:
     known: re.Pattern[str] | None
 
 
-def _redact(data: Mapping[str, Any], principal: Principal | None, *, anonymous: bool, channel: str | None) -> dict:
+def _redact(
+    data: Mapping[str, Any],
+    principal: Principal | None,
+    *,
+    anonymous: bool,
+    channel: str | None,
+    identity: Mapping[str, Any] | None = None,
+) -> dict:
     sight = SIGHT[audience_of(principal)]
     if sight.unmasked:
         return _walk_mapping(data, _Scope(SECRET_FIELDS, internal=True, masked=False, known=None))
     dropped = SECRET_FIELDS | IDENTITY_FIELDS
     if anonymous or channel in IDENTIFYING_CHANNELS or not sight.linking:
         dropped |= LINKING_FIELDS
-    # Identity values the view itself carries are scrubbed wherever they appear, even where the detector would
-    # not recognise them (a bare name without "nama saya" before it).
-    known = _known_values_pattern(_identity_values(data, dropped - SECRET_FIELDS))
+    # Identity values the view itself carries (or the caller gives) are scrubbed wherever they appear, even where
+    # the detector would not recognise them (a bare name without "nama saya" before it).
+    carried = _identity_values(data, dropped - SECRET_FIELDS)
+    known = _known_values_pattern([*carried, *_identity_values(identity or {}, dropped, under_identity=True)])
     return _walk_mapping(data, _Scope(dropped, internal=sight.internal, masked=True, known=known))
 
 

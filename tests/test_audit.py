@@ -145,3 +145,12 @@ def test_cli_prints_a_store_url_without_its_password():
     assert result.returncode == 2
     assert "cannot open the store postgresql://lapor:***@127.0.0.1:1/lapor" in result.stderr
     assert "s3cret-pw" not in result.stderr + result.stdout
+
+
+def test_cli_prints_a_store_url_without_a_password_given_as_a_parameter():
+    """libpq takes the password as a URL parameter too (`?password=`): it was printed as given."""
+    url = "postgresql://lapor@127.0.0.1:1/lapor?sslmode=disable&password=s3cret-pw"
+    result = run_cli("audit", "verify", "--store", url)
+    assert result.returncode == 2
+    assert "cannot open the store postgresql://lapor@127.0.0.1:1/lapor?sslmode=disable&password=***" in result.stderr
+    assert "s3cret-pw" not in result.stderr + result.stdout

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from lapor.clock import Clock
 from lapor.store.model import EventStore
@@ -35,14 +35,21 @@ def parse_sqlite_url(url: str) -> tuple[str, str | None]:
 
 
 def shown_url(url: str) -> str:
-    """`url` fit to print or log: a password in it becomes `***`."""
+    """`url` fit to print or log: a password in it becomes `***`, in the user part or as the `password` parameter
+    libpq also takes (`?password=...`, printed as given until a bug hunt)."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
+        parameters = parse_qsl(parts.query, keep_blank_values=True)
+        hidden = any(name == "password" for name, _ in parameters)
+        if parts.password is None and not hidden:
             return url
-        user = f"{parts.username}:***@" if parts.username else ":***@"
-        host = parts.netloc.rpartition("@")[2]
-        return urlunsplit(parts._replace(netloc=user + host))
+        if parts.password is not None:
+            user = f"{parts.username}:***@" if parts.username else ":***@"
+            parts = parts._replace(netloc=user + parts.netloc.rpartition("@")[2])
+        if hidden:
+            shown = [(name, "***" if name == "password" else value) for name, value in parameters]
+            parts = parts._replace(query=urlencode(shown, safe="*/"))
+        return urlunsplit(parts)
     except ValueError:
         return "<a store URL that does not parse>"
 

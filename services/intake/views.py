@@ -123,6 +123,9 @@ def complaint_view(
         "ombudsman_consent": state.ombudsman_consent,
         "reporter_actions": [REPORTER_ACTIONS[t] for t in allowed_event_types(state) if t in REPORTER_ACTIONS],
     }
-    if as_written:
-        view["reporter"] = vault_value(vault, state.reporter_ref)
+    # Every audience's view carries the identity: the national admin reads it, and for everyone else
+    # `redact_complaint` removes it after scrubbing its values from every text, officials' too (the national admin
+    # who pends a report knows the reporter's name and may address them by it). Until a bug hunt only the national
+    # admin's view carried it, so the scrub had nothing to scrub and a bare name reached the public.
+    view["reporter"] = vault_value(vault, state.reporter_ref)
     return redact_complaint(view, principal)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from lapor.audit import IntegrityReport, check_link, verify_chain
 from lapor.complaint import ComplaintState, IllegalTransition, VersionGap, fold
 from lapor.principal import Principal
 from lapor.privacy import (
+    SIGHT,
     Audience,
     ReportNotVisible,
     audience_of,
@@ -35,6 +36,7 @@ from lapor.privacy import (
 )
 from lapor.problems import NotFound
 from lapor.store import EventStore, RecordedEvent
+from lapor.store.vault import VaultEntryErased
 
 STREAM_PREFIX = "complaint-"
 
@@ -110,11 +112,26 @@ def _fold_allowed(events: list[RecordedEvent]) -> tuple[ComplaintState | None, R
     return state, None, None
 
 
+def reporter_identity(
+    store: EventStore, state: ComplaintState | None, principal: Principal | None
+) -> Mapping[str, Any] | None:
+    """The reporter's identity from the vault, for `redact_event_data` to scrub from what officials wrote (the
+    national admin may name the reporter in a note, and the detector does not know every name); None for the
+    national admin, who reads the texts as written, and for a report without one or whose entry was erased."""
+    if state is None or state.reporter_ref is None or SIGHT[audience_of(principal)].unmasked:
+        return None
+    try:
+        return store.vault.get(state.reporter_ref)
+    except VaultEntryErased:
+        return None
+
+
 def history(store: EventStore, tracking_id: str, principal: Principal | None) -> AuditHistory:
     events = _events(store, tracking_id)
     state, refused, reason = _fold_allowed(events)
     _check_visible(state, principal, tracking_id)
     anonymous = state.anonymous if state is not None else True
+    identity = reporter_identity(store, state, principal)
     shown = []
     last: tuple[int, str] | None = None
     for event in events:
@@ -130,7 +147,7 @@ def history(store: EventStore, tracking_id: str, principal: Principal | None) ->
                 recorded_at=event.recorded_at,
                 actor=metadata.get("actor"),
                 role=metadata.get("role"),
-                data=redact_event_data(event.type, event.data, principal, anonymous=anonymous),
+                data=redact_event_data(event.type, event.data, principal, anonymous=anonymous, identity=identity),
                 metadata=metadata,
                 prev_hash=event.prev_hash,
                 hash=event.hash,
@@ -151,6 +168,7 @@ def state_at(
     moment = at or now
     prefix = [event for event in events if event.recorded_at <= moment]
     state, refused, reason = _fold_allowed(prefix)
+    identity = reporter_identity(store, state, principal)
     folded = prefix if refused is None else prefix[: prefix.index(refused)]
     last = folded[-1] if folded else None
     return StateAt(
@@ -159,7 +177,7 @@ def state_at(
         existed=state is not None,
         version=last.version if last is not None else -1,
         position=last.position if last is not None else None,
-        state=None if state is None else redact_complaint(state, principal),
+        state=None if state is None else redact_complaint(state, principal, identity=identity),
         refused=None if refused is None else f"version {refused.version}: {reason}",
     )
 

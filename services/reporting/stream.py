@@ -34,6 +34,7 @@ from lapor.context import BackgroundLoop, ServiceContext
 from lapor.principal import Principal
 from lapor.privacy import can_see_report, involved_agencies, redact_event_data, redact_metadata
 from lapor.store import EventStore, RecordedEvent
+from services.reporting.audit import reporter_identity
 
 log = logging.getLogger("lapor.reporting.stream")
 
@@ -192,6 +193,7 @@ class _Viewer:
         return shown
 
     def _payload(self, event: RecordedEvent, state: ComplaintState) -> dict[str, Any]:
+        identity = reporter_identity(self._store, state, self._principal)
         return {
             "position": event.position,
             "tracking_id": state.tracking_id,
@@ -200,7 +202,9 @@ class _Viewer:
             "recorded_at": event.recorded_at.isoformat(),
             "region_code": state.region_code,
             "agency_id": state.agency_id,
-            "data": redact_event_data(event.type, event.data, self._principal, anonymous=state.anonymous),
+            "data": redact_event_data(
+                event.type, event.data, self._principal, anonymous=state.anonymous, identity=identity
+            ),
             "metadata": redact_metadata(event.metadata, self._principal),
         }
 

@@ -4,6 +4,7 @@ pages that stay put while new reports arrive, and scoping (a unit sees its own, 
 from __future__ import annotations
 
 import base64
+from datetime import timedelta
 
 import orjson
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
 from lapor.rebuild import rebuild
 from lapor.store import ANY
-from schemas.events import AgencyKind, AgencyRegistered
+from schemas.events import AgencyKind, AgencyRegistered, ComplaintDisposed
 from services.followup.service import SERVICE
 from tests.followup.conftest import DINKES, DISDIK, KUPANG, MALANG, later
 
@@ -175,6 +176,27 @@ def test_another_agency_sees_nothing_of_it(followup):
     assert followup.client.get(f"/api/queues/{KUPANG}", headers=malang).status_code == 403
     assert followup.queue(MALANG, malang)["items"] == []
     assert followup.act("LAP-S-1", "accept", malang).status_code == 403
+
+
+def test_an_agency_refused_a_report_it_returned_is_not_told_who_has_it_now(followup):
+    """Returned as bukan wewenang, the confidential report is out of Kupang's sight, but the refusal of its next
+    action on it named the holder: 'kemenpanrb is outside the scope ...' while routing had it, then 'pemda-35.73
+    ...' once it went to Malang; a sibling unit's officer was told which unit a report was assigned to."""
+    liaison = followup.liaison()
+    followup.disposed("LAP-W-1", confidential=True)
+    followup.act("LAP-W-1", "accept", liaison)
+    followup.act("LAP-W-1", "assign", liaison, {"unit_id": DINKES})
+    sibling = followup.act("LAP-W-1", "follow-ups", followup.unit_officer(DISDIK, "officer-disdik"), {"text": "Ya."})
+    assert followup.act("LAP-W-1", "return", liaison, {"reason": "Bukan wewenang kota."}).status_code == 200
+    with_routing = followup.act("LAP-W-1", "accept", liaison)
+    now = followup.clock.now()
+    followup.decide("LAP-W-1", ComplaintDisposed(agency_id=MALANG, follow_up_due=now + timedelta(days=7),
+                                                 ombudsman_offer_due=now + timedelta(days=90)))
+    elsewhere = followup.act("LAP-W-1", "accept", liaison)
+    for refused, holder in ((sibling, DINKES), (with_routing, NATIONAL_ADMIN_AGENCY), (elsewhere, MALANG)):
+        assert refused.status_code == 403
+        assert holder not in refused.json()["detail"], refused.json()["detail"]
+        assert "routing" not in refused.json()["detail"]
 
 
 def test_oversight_reads_any_queue_and_the_national_admin_reads_it_unmasked(followup):

@@ -3,8 +3,8 @@ framework). The table is written from DESIGN.md's roles, as in tests/platform/te
 
 from __future__ import annotations
 
-from lapor.principal import Role
-from schemas.events import ComplaintAssigned, DispositionAccepted
+from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
+from schemas.events import ComplaintAssigned, ComplaintEscalated, DispositionAccepted, EscalationKind, Level
 from tests.intake.conftest import REPORT
 from tests.platform.authz import (
     HOME_AGENCY,
@@ -87,3 +87,25 @@ def test_an_agency_token_does_not_open_another_agencys_reports_beyond_the_public
     assert intake.client.get(path, headers=foreign).status_code == 404
     assert intake.client.get(path, headers=sibling_unit).status_code == 404
     assert intake.client.get(path, headers=intake.bearer(Role.auditor)).status_code == 200
+
+
+def test_an_escalation_to_the_national_level_does_not_open_the_report_to_kemenpanrbs_agency_staff(intake):
+    """A ministry's missed follow-up goes to the national level, which routing names `kemenpanrb`: the national
+    admin watches it there. KemenPAN-RB's own agency staff, an agency like any other, could open the confidential
+    report from then on."""
+    receipt = intake.submit(confidential=True)
+    tracking_id = receipt["tracking_id"]
+    intake.dispose(tracking_id, "kemenkes")
+    intake.decide(
+        tracking_id,
+        DispositionAccepted(agency_id="kemenkes"),
+        ComplaintEscalated(
+            kind=EscalationKind.follow_up_overdue, reason="Tindak lanjut terlambat.", from_level=Level.agency,
+            to_level=Level.national, to_agency_id=NATIONAL_ADMIN_AGENCY, automatic=True,
+        ),
+    )
+    path = f"/api/complaints/{tracking_id}"
+    for role in (Role.admin_agency, Role.liaison):
+        assert intake.client.get(path, headers=intake.bearer(role, agency_id=NATIONAL_ADMIN_AGENCY)).status_code == 404
+    assert intake.client.get(path, headers=intake.bearer(Role.liaison, agency_id="kemenkes")).status_code == 200
+    assert intake.client.get(path, headers=intake.bearer(Role.admin_national)).status_code == 200

@@ -114,6 +114,20 @@ def test_the_public_sees_status_dates_and_the_masked_text_but_never_the_identity
     assert "reporter" not in shown
 
 
+def test_the_reporters_name_written_by_the_national_admin_stays_out_of_the_public_view(intake):
+    """The national admin reads who reported, and may address the reporter by name when asking for more (tunda).
+    The view is scrubbed of the identity it carries, but it carried the identity for the national admin only, so
+    for everyone else the bare name was left to the detector, which does not know it, and reached the public."""
+    identity = {"name": "Oktovianus Ndun", "phone": "0813-3900-1122"}
+    receipt = intake.submit(reporter=identity, anonymous=True)
+    intake.pend(receipt["tracking_id"], "Oktovianus Ndun, mohon kirim foto lokasi jalan yang rusak.")
+    shown = intake.client.get(f"/api/complaints/{receipt['tracking_id']}").json()
+    assert shown["information_requested"].endswith(", mohon kirim foto lokasi jalan yang rusak.")
+    for word in ("Oktovianus", "Ndun"):
+        assert word not in shown["information_requested"], shown["information_requested"]
+    assert "reporter" not in shown
+
+
 def test_the_reporters_own_number_and_nik_glued_to_a_word_stay_out_of_an_anonymous_reports_public_view(intake):
     body = (
         "Jalan berlubang. Pelapor: NIK5371014508850001, hp0812-3456-7890, WA +62.812.3456.7890, "

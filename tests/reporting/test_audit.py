@@ -108,6 +108,24 @@ def test_a_history_whose_first_event_does_not_fold_is_listed_for_those_who_see_e
     assert national.status_code == 200
 
 
+def test_the_reporters_name_written_bare_by_an_official_is_scrubbed_from_the_history(reporting: Reporting):
+    """Events never carry the identity, so the history left what officials wrote to the detector, which does not
+    know every name: the national admin's question, addressed to the reporter by name, named them to every auditor
+    and to the Ombudsman."""
+    report = scenario.submitted("LAP-NAME-1", 1, "53.71")
+    reporting.ctx.vault.put({"name": "Oktovianus Ndun", "phone": "0813-3900-1122"}, ref="pii_LAP_NAME_1x")
+    question = "Oktovianus Ndun, mohon kirim foto lokasinya ke 0813-3900-1122."
+    report.at(2, ev.ComplaintPended(information_requested=question, archive_due=scenario.day(30)), scenario.OFFICER)
+    scenario.play(reporting.ctx.store, reporting.clock, [report])
+    path = "/api/audit/complaints/LAP-NAME-1/events"
+    for role in (Role.auditor, Role.ombudsman):
+        pended = reporting.get(path, role)["events"][1]["data"]
+        assert pended["information_requested"] == "***, mohon kirim foto lokasinya ke ***.", role
+    assert reporting.get(path)["events"][1]["data"]["information_requested"] == question  # the national admin
+    state = reporting.get("/api/audit/complaints/LAP-NAME-1/state", Role.auditor)["state"]
+    assert state["information_requested"] == "***, mohon kirim foto lokasinya ke ***."
+
+
 def test_a_moment_without_a_time_zone_is_refused(month: Reporting):
     response = month.client.get("/api/audit/complaints/LAP-G4-01/state", params={"at": "2090-03-10T09:00:00"},
                                 headers=month.bearer(Role.auditor))

@@ -124,6 +124,19 @@ def open_feed(live: Live, headers: dict[str, str], query: str = "") -> Any:
     return Opened()
 
 
+def first_seen(live: Live, agency_id: str, *, after: int) -> tuple[int, str, str]:
+    """The first event the agency's liaison officer is sent after the position `after`: (id, tracking id, type)."""
+    with open_feed(live, {**live.headers(Role.liaison, agency_id=agency_id), "Last-Event-ID": str(after)}) as feed:
+        [seen] = feed.take(1)
+    return seen["id"], seen["data"]["tracking_id"], seen["event"]
+
+
+def internal_note(live: Live, tracking_id: str, agency_id: str, text: str) -> int:
+    """A note between the officers of the agency holding the report (public=False); returns its position."""
+    note = ev.FollowUpPosted(follow_up_id=f"fu-{tracking_id}", text=text, public=False)
+    return live.append(tracking_id, note, metadata=staff(agency_id))
+
+
 def submitted(tracking_id: str, region: str = "53.71", **fields: Any) -> ev.ComplaintSubmitted:
     return ev.ComplaintSubmitted(
         tracking_id=tracking_id, kind="pengaduan", title="Pungli di puskesmas",
@@ -280,9 +293,7 @@ def test_an_agency_that_returned_a_report_no_longer_follows_it(live: Live):
     # Then a report disposed straight to one of Kupang's offices, which Kupang's liaison does see.
     office = live.append("LAP-BACK-2", submitted("LAP-BACK-2"), *to_agency(f"{kupang}/dinkes"))
 
-    with open_feed(live, {**live.headers(Role.liaison, agency_id=kupang), "Last-Event-ID": str(returned)}) as feed:
-        [seen] = feed.take(1)
-    assert (seen["id"], seen["data"]["tracking_id"], seen["event"]) == (office, "LAP-BACK-2", "ComplaintDisposed")
+    assert first_seen(live, kupang, after=returned) == (office, "LAP-BACK-2", "ComplaintDisposed")
 
 
 def test_a_province_that_watched_a_report_no_longer_follows_it_once_the_ombudsman_takes_it_over(live: Live):
@@ -300,14 +311,46 @@ def test_a_province_that_watched_a_report_no_longer_follows_it_once_the_ombudsma
     takeover = live.append("LAP-OMB-1", ev.ComplaintEscalated(
         kind="ombudsman", reason="Pelapor setuju.", from_level="regional", to_level="ombudsman",
         to_agency_id=ombudsman, automatic=True, follow_up_due=DAY0 + timedelta(days=70)))
-    live.append("LAP-OMB-1", ev.FollowUpPosted(follow_up_id="fu-o1", text="Catatan internal Ombudsman.",
-                                               public=False), metadata=staff(ombudsman))
+    internal_note(live, "LAP-OMB-1", ombudsman, "Catatan internal Ombudsman.")
     # Then a report of the province's own, which it does see.
     own = live.append("LAP-NTT-1", submitted("LAP-NTT-1"), *to_agency(ntt))
 
-    with open_feed(live, {**live.headers(Role.liaison, agency_id=ntt), "Last-Event-ID": str(takeover)}) as feed:
-        [seen] = feed.take(1)
-    assert (seen["id"], seen["data"]["tracking_id"], seen["event"]) == (own, "LAP-NTT-1", "ComplaintDisposed")
+    assert first_seen(live, ntt, after=takeover) == (own, "LAP-NTT-1", "ComplaintDisposed")
+
+
+def test_an_escalation_to_the_national_level_opens_nothing_to_kemenpanrbs_own_agency_staff(live: Live):
+    """A ministry has no provincial coordinator, so its missed follow-up goes to the national level, which routing
+    names `kemenpanrb`: the national admin's to watch, who sees every report anyway. KemenPAN-RB's own liaison
+    officer, an agency taking dispositions like any other, followed the ministry's handling of the confidential
+    report from then on, internal notes included."""
+    kemenkes, kemenpanrb = "kemenkes", "kemenpanrb"
+    live.append("LAP-NAT-1", submitted("LAP-NAT-1", confidential=True), *to_agency(kemenkes))
+    live.append("LAP-NAT-1", ev.DispositionAccepted(agency_id=kemenkes), metadata=staff(kemenkes))
+    escalated = live.append("LAP-NAT-1", ev.ComplaintEscalated(
+        kind="follow_up_overdue", reason="Tindak lanjut terlambat.", from_level="agency", to_level="national",
+        to_agency_id=kemenpanrb, automatic=True, follow_up_due=DAY0 + timedelta(days=20)))
+    note = internal_note(live, "LAP-NAT-1", kemenkes, "Catatan internal: periksa apotek.")
+    with open_feed(live, {**live.headers(Role.admin_national), "Last-Event-ID": str(escalated)}) as feed:
+        assert feed.next()["id"] == note  # the national admin watches it
+    # Then a report of KemenPAN-RB's own, which its liaison officer does see.
+    own = live.append("LAP-PANRB-1", submitted("LAP-PANRB-1"), *to_agency(kemenpanrb))
+    assert first_seen(live, kemenpanrb, after=escalated) == (own, "LAP-PANRB-1", "ComplaintDisposed")
+
+
+def test_the_reporters_name_written_bare_in_a_disposition_note_does_not_reach_the_agency(live: Live):
+    """The national admin knows who reported and may name them in the note to the agency; events never carry the
+    identity, so the feed left the note to the detector, which does not know every name, and the agency read the
+    anonymous reporter's name."""
+    live.server.ctx.vault.put({"name": "Oktovianus Ndun", "phone": PHONE}, ref="pii_reporter0001")
+    live.append("LAP-NOTE-1", submitted("LAP-NOTE-1", anonymous=True))
+    disposed = live.append("LAP-NOTE-1", ev.ComplaintVerified(classification="pengaduan", category="kesehatan"),
+                           ev.ComplaintDisposed(agency_id="pemda-53.71", note="Oktovianus Ndun minta ditelepon.",
+                                                follow_up_due=DAY0 + timedelta(days=8),
+                                                ombudsman_offer_due=DAY0 + timedelta(days=90)))
+    agency, admin = live.headers(Role.liaison, agency_id="pemda-53.71"), live.headers(Role.admin_national)
+    for headers, note in ((agency, "*** minta ditelepon."), (admin, "Oktovianus Ndun minta ditelepon.")):
+        with open_feed(live, {**headers, "Last-Event-ID": str(disposed - 1)}) as feed:
+            assert feed.next()["data"]["data"]["note"] == note
 
 
 def test_an_event_the_lifecycle_refuses_is_left_out_and_the_feed_goes_on(live: Live):
