@@ -23,6 +23,7 @@ without a traceback.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import tomllib
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -39,6 +40,7 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings import SettingsError as SourceError
 
 ENV_PREFIX = "LAPOR_"
 SECRET_FILE = "secret"
@@ -269,8 +271,20 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**{key: value for key, value in overrides.items() if value is not None})
     except ValidationError as error:
         raise SettingsError(describe_errors(error)) from None
+    except SourceError as error:  # a structured variable (LAPOR_POLICY, LAPOR_LIMITS) that is not JSON
+        raise SettingsError(_undecodable(error)) from None
     except (tomllib.TOMLDecodeError, OSError) as error:
         raise SettingsError(f"{ENV_PREFIX}CONFIG={os.environ.get(ENV_PREFIX + 'CONFIG')}: {error}") from None
+
+
+_FIELD = re.compile(r'field "([a-z_]+)"')
+
+
+def _undecodable(error: SourceError) -> str:
+    """pydantic-settings names the field of a value it could not decode in its message, and chains why."""
+    field = _FIELD.search(str(error))
+    name = ENV_PREFIX + field.group(1).upper() if field else "settings"
+    return f"invalid setting {name}: not valid JSON ({error.__cause__})"
 
 
 def one_line(error: ValidationError) -> str:

@@ -89,6 +89,8 @@ def test_a_toml_file_is_read_and_the_environment_and_flags_win_over_it(tmp_path,
         ("LAPOR_POLICY", '{"follow_up_days": 0}', "invalid setting LAPOR_POLICY: follow_up_days: Input should "
                                                   "be greater than or equal to 1"),
         ("LAPOR_POLICY", '{"follow_up_weeks": 1}', "invalid setting LAPOR_POLICY: follow_up_weeks: Extra inputs"),
+        ("LAPOR_POLICY", "follow_up_days=7", "invalid setting LAPOR_POLICY: not valid JSON (Expecting value"),
+        ("LAPOR_LIMITS", "{max_body_bytes: 4096}", "invalid setting LAPOR_LIMITS: not valid JSON (Expecting property"),
         ("LAPOR_WEBHOOK_ALLOWED_NETWORKS", "10.20.0.0/16, 10.30.1.0/16",
          "invalid setting LAPOR_WEBHOOK_ALLOWED_NETWORKS: expected networks like 10.20.0.0/16 or fd00::/8, "
          "comma-separated: 10.30.1.0/16 has host bits set (got '10.20.0.0/16, 10.30.1.0/16')"),
