@@ -164,6 +164,8 @@ class Settings(BaseSettings):
                 WorkingCalendar.from_file(value)
             except ValidationError as error:
                 raise ValueError(f"{value}: {one_line(error)}") from None
+            except OSError as error:  # a directory, or unreadable: said of this variable, not of LAPOR_CONFIG
+                raise ValueError(f"{value}: {error.strerror}") from None
         return value
 
     @field_validator("webhook_proxy")

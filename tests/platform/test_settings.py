@@ -107,6 +107,14 @@ def test_a_bad_value_names_the_variable_and_what_is_wrong(monkeypatch, variable,
     assert "\n" not in str(error.value)
 
 
+def test_a_holidays_file_that_cannot_be_read_is_said_of_its_own_variable(tmp_path, monkeypatch):
+    """It was said of LAPOR_CONFIG ("LAPOR_CONFIG=None: [Errno 21] Is a directory"), which was not even set."""
+    monkeypatch.setenv("LAPOR_HOLIDAYS_FILE", str(tmp_path))
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert str(error.value) == f"invalid setting LAPOR_HOLIDAYS_FILE: {tmp_path}: Is a directory (got '{tmp_path}')"
+
+
 def test_a_short_secret_is_refused_without_echoing_it(monkeypatch):
     monkeypatch.setenv("LAPOR_SECRET", "hunter2")
     with pytest.raises(SettingsError, match="LAPOR_SECRET: must be at least 32 characters") as error:
