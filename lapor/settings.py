@@ -32,7 +32,16 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import limits
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -200,6 +209,24 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError(f"expected networks like 10.20.0.0/16 or fd00::/8, comma-separated: {'; '.join(problems)}")
         return tuple(networks)
+
+    @field_validator("demo_agency")
+    @classmethod
+    def _demo_agency(cls, value: str) -> str:
+        from lapor.revocation import agency_problem  # what a token's agency must be
+
+        problem = agency_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("demo_unit")
+    @classmethod
+    def _demo_unit(cls, value: str, info: ValidationInfo) -> str:
+        agency = info.data.get("demo_agency")  # absent when it was refused itself
+        if agency is not None and (not value.startswith(agency + "/") or value == agency + "/"):
+            raise ValueError(f"expected a unit of LAPOR_DEMO_AGENCY ({agency}), like {agency}/dinkes")
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -94,6 +94,9 @@ def test_a_toml_file_is_read_and_the_environment_and_flags_win_over_it(tmp_path,
         ("LAPOR_WEBHOOK_ALLOWED_NETWORKS", "10.20.0.0/16, 10.30.1.0/16",
          "invalid setting LAPOR_WEBHOOK_ALLOWED_NETWORKS: expected networks like 10.20.0.0/16 or fd00::/8, "
          "comma-separated: 10.30.1.0/16 has host bits set (got '10.20.0.0/16, 10.30.1.0/16')"),
+        ("LAPOR_DEMO_AGENCY", "pemda 35", "invalid setting LAPOR_DEMO_AGENCY: 'pemda 35' is not an agency id"),
+        ("LAPOR_DEMO_UNIT", "pemda-53.71", "invalid setting LAPOR_DEMO_UNIT: expected a unit of LAPOR_DEMO_AGENCY "
+                                           "(pemda-53.71), like pemda-53.71/dinkes (got 'pemda-53.71')"),
         ("LAPOR_WEBHOOK_ALLOWED_NETWORKS", "intranet.pemda",
          "invalid setting LAPOR_WEBHOOK_ALLOWED_NETWORKS: expected networks like 10.20.0.0/16 or fd00::/8, "
          "comma-separated: 'intranet.pemda' does not appear to be an IPv4 or IPv6 network"),
@@ -179,3 +182,19 @@ def test_the_cli_prints_one_line_and_exits_2_on_a_bad_setting(tmp_path):
         "lapor: invalid setting LAPOR_READINESS_MAX_LAG: Input should be greater than or equal to 0 (got '-5')\n"
     )
     assert result.stdout == ""
+
+
+def test_a_demo_agency_without_its_unit_is_one_line_before_anything_starts(tmp_path):
+    """The default demo unit (pemda-53.71/dinkes) is not inside another demo agency: `lapor up --demo` opened the
+    store, then failed with a traceback while signing the unit officer's token."""
+    environment = {**os.environ, "LAPOR_DEMO_AGENCY": "pemda-35.73", "LAPOR_DATA": str(tmp_path / "var")}
+    result = subprocess.run(
+        [sys.executable, "-m", "lapor.cli", "up", "--demo", "--port", "0"],
+        capture_output=True, text=True, env=environment, timeout=60,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "lapor: invalid setting LAPOR_DEMO_UNIT: expected a unit of LAPOR_DEMO_AGENCY (pemda-35.73), like "
+        "pemda-35.73/dinkes (got 'pemda-53.71/dinkes')\n"
+    )
+    assert not (tmp_path / "var").exists()
