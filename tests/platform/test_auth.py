@@ -107,6 +107,23 @@ def test_unreadable_lifetimes_are_refused(text):
         parse_ttl(text)
 
 
+@pytest.mark.parametrize("text", ["365001d", "3000000d", "99999999999d"])
+def test_a_lifetime_longer_than_a_token_can_carry_is_refused(text):
+    """Its `exp` would be past the year 9999 (or past what a timedelta holds): issuing failed with an OverflowError."""
+    with pytest.raises(ValueError, match="at most 365000d"):
+        parse_ttl(text)
+
+
+def test_lapor_token_create_refuses_an_endless_lifetime_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "lapor.cli", "token", "create", "--role", "auditor", "--ttl", "3000000d",
+         "--data", str(tmp_path / "var")],
+        capture_output=True, text=True,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "lapor: a lifetime is at most 365000d (1000 years), not '3000000d'\n"
+
+
 @dataclass(frozen=True)
 class Complaint:
     tracking_id: str

@@ -83,6 +83,7 @@ def test_a_toml_file_is_read_and_the_environment_and_flags_win_over_it(tmp_path,
         ("LAPOR_LIMITS__SUBMISSION_RATE", "ten a minute", "invalid setting LAPOR_LIMITS__SUBMISSION_RATE: not a "
                                                          "rate like '10/minute'"),
         ("LAPOR_TOKEN_TTL", "forever", "invalid setting LAPOR_TOKEN_TTL: expected a lifetime like 30m"),
+        ("LAPOR_TOKEN_TTL", "99999999999d", "invalid setting LAPOR_TOKEN_TTL: a lifetime is at most 365000d"),
         ("LAPOR_FIELD_LIMITS__BODY", "50000", "invalid setting LAPOR_FIELD_LIMITS__BODY: Input should be less "
                                               "than or equal to 10000"),
         ("LAPOR_LOG_LEVEL", "chatty", "invalid setting LAPOR_LOG_LEVEL: expected DEBUG, INFO"),
