@@ -6,7 +6,7 @@ import hashlib
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
@@ -87,12 +87,25 @@ def test_a_tampered_token_is_refused():
         (Role.admin_agency, {}, "needs an agency"),
         (Role.unit_officer, {"agency_id": "pemda-53.71"}, "needs a unit"),
         (Role.unit_officer, {"agency_id": "pemda-53.71", "unit_id": "pemda-35.73/dinkes"}, "not inside"),
+        # A unit without its `/<unit>` is the agency: its officer would act on every report of the agency.
+        (Role.unit_officer, {"unit_id": "pemda-53.71"}, "not the agency pemda-53.71 itself"),
+        (Role.unit_officer, {"agency_id": "pemda-53.71", "unit_id": "pemda-53.71"}, "not the agency"),
         (Role.reporter, {}, "reporter_token"),
     ],
 )
 def test_tokens_that_could_not_work_are_not_issued(role, scope, message):
     with pytest.raises(ValueError, match=message):
         TokenService(SECRET, ManualClock()).issue(role, **scope)
+
+
+def test_a_token_naming_its_agency_as_its_unit_opens_nothing():
+    """Signed before `issue` refused it: such a unit officer passed the scope check for every report of the agency,
+    the unassigned ones included."""
+    claims = {"iss": "lapor", "sub": "siti", "role": "unit_officer", "agency": "pemda-53.71", "unit": "pemda-53.71",
+              "iat": 1_800_000_000, "exp": 1_800_003_600}
+    tokens = TokenService(SECRET, ManualClock(datetime.fromtimestamp(1_800_000_100, UTC)))
+    with pytest.raises(Unauthenticated, match="not the agency"):
+        tokens.verify(jwt.encode(claims, SECRET, algorithm="HS256"))
 
 
 @pytest.mark.parametrize(("text", "expected"), [("30m", timedelta(minutes=30)), ("8h", timedelta(hours=8)),
