@@ -106,6 +106,8 @@ class TokenService:
         )
         if unit_id and agency_id and not within(unit_id, agency_id):
             raise ValueError(f"unit {unit_id!r} is not inside agency {agency_id!r}")
+        if role is Role.integration and not channel:  # it could push for nothing (`authorize` compares channels)
+            raise ValueError("role integration needs the channel it pushes for, e.g. sms")
         now = self._clock.now()
         claims: dict[str, Any] = {
             "iss": ISSUER,

@@ -91,6 +91,7 @@ def test_a_tampered_token_is_refused():
         (Role.unit_officer, {"unit_id": "pemda-53.71"}, "not the agency pemda-53.71 itself"),
         (Role.unit_officer, {"agency_id": "pemda-53.71", "unit_id": "pemda-53.71"}, "not the agency"),
         (Role.reporter, {}, "reporter_token"),
+        (Role.integration, {}, "needs the channel it pushes for"),  # every push of it was a 403
     ],
 )
 def test_tokens_that_could_not_work_are_not_issued(role, scope, message):
