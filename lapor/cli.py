@@ -489,13 +489,22 @@ def audit_verify(args: argparse.Namespace) -> int:
         store = open_store(url)
     except (OSError, ValueError, sqlite3.Error, psycopg.Error, StoreError) as error:
         raise _cannot_open(error, url) from None
+    walked = 0  # the last position checked
     with store, Progress(transient=True) as progress:
         task = progress.add_task("verifying hash chains", total=None)
 
         def advance(checked: int, position: int, head: int) -> None:
+            nonlocal walked
+            walked = position
             progress.update(task, completed=position, total=head or None)
 
-        report = verify_chain(store, stop_at_first=not args.all, progress=advance)
+        try:
+            report = verify_chain(store, stop_at_first=not args.all, progress=advance)
+        except _OPENING_FAILED as error:  # the store fails under the walk: "database disk image is malformed"
+            raise CliError(
+                f"cannot read the store {shown_url(url)} after position {walked}: {' '.join(str(error).split())}; "
+                "nothing could be said of the rest of the log"
+            ) from None
     if report.ok:
         print(f"ok: {report.events_checked} events in {report.streams_checked} streams, every hash chain intact")
         return 0
