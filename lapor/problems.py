@@ -241,10 +241,10 @@ async def _on_http_exception(request: Request, error: Exception) -> Response:
     else:
         spec = KINDS[cls.kind]
     if cls is NotFound and detail == "Not Found":
-        detail = f"no resource at {request.url.path}"
+        detail = f"no resource at {quoted(request.url.path)}"
     headers = error.headers
     if cls is MethodNotAllowed:
-        detail = f"{request.method} is not allowed on {request.url.path}"
+        detail = f"{request.method} is not allowed on {quoted(request.url.path)}"
         headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
     return problem_response(spec, detail or spec.title, request.url.path, headers=headers)
 
@@ -454,7 +454,7 @@ problem_router = APIRouter(tags=["problems"])
 def describe_problem(kind: str) -> dict[str, Any]:
     spec = KINDS.get(kind)
     if spec is None:
-        raise NotFound(f"no problem type {kind!r}; known: {', '.join(sorted(KINDS))}")
+        raise NotFound(f"no problem type {quoted(kind)!r}; known: {', '.join(sorted(KINDS))}")
     return {"type": spec.type, "status": spec.status, "title": spec.title, "description": spec.description}
 
 
