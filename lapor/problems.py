@@ -119,8 +119,8 @@ class ValidationProblem(Problem):
 
 
 def validation_error(location: Sequence[Any], message: str, kind: str) -> dict[str, Any]:
-    """One entry of a validation problem's `errors`."""
-    return {"location": [str(part) for part in location], "message": message, "type": kind}
+    """One entry of a validation problem's `errors` (a location may hold a client's own name: quoted, cut short)."""
+    return {"location": [quoted(str(part)) for part in location], "message": message, "type": kind}
 
 
 class BadRequest(Problem):
@@ -268,10 +268,18 @@ def _allowed_methods(request: Request) -> list[str]:
 _METHODS = ("DELETE", "GET", "OPTIONS", "PATCH", "POST", "PUT")
 
 
+# At most this many of a request's validation errors are listed (`detail` says how many there were): a 1 MiB body of
+# unknown names, or of empty objects in a list, made an answer many times its size, before any authentication.
+ERRORS_LISTED = 20
+
+
 async def _on_validation(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
-    errors = [validation_error(item["loc"], item["msg"], item["type"]) for item in error.errors()]
+    found = error.errors()
+    errors = [validation_error(item["loc"], item["msg"], item["type"]) for item in found[:ERRORS_LISTED]]
     summary = "; ".join(f"{'.'.join(e['location'])}: {e['message']}" for e in errors[:3])
+    if len(found) > len(errors):
+        summary += f" ({len(found)} problems; the first {len(errors)} are listed)"
     return problem_response(KINDS["validation"], summary or "invalid request", request.url.path, errors=errors)
 
 
