@@ -219,3 +219,17 @@ def test_lapor_up_with_workers_refuses_a_port_another_server_listens_on(tmp_path
         assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
         assert not (tmp_path / "second" / "events.db").exists()  # refused before anything was opened
         assert first.get("/readyz").status_code == 200
+
+
+@pytest.mark.parametrize("command", [["up"], ["serve", "intake"]])
+def test_a_port_out_of_range_is_refused_before_anything_is_opened(tmp_path, command):
+    """It was taken as given: the server then listened on the port modulo 65536 (15264) while its log said
+    http://127.0.0.1:80800."""
+    result = subprocess.run(
+        [sys.executable, "-m", "lapor.cli", *command, "--data", str(tmp_path / "var"), "--port", "80800"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "argument --port: expected a port from 0 to 65535, not '80800'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "var").exists()
