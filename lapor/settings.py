@@ -81,6 +81,18 @@ class RequestLimits(BaseModel):
 
     _check_rates = field_validator("submission_rate", "sms_rate")(_rate)
 
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        # The scheme, and its driver (redis:// needs the redis package): found out at start, not at the first request.
+        try:
+            limits.storage.storage_from_string(value)
+        except limits.errors.ConfigurationError as error:
+            hidden = value.partition("://")[0] + "://…" if "://" in value else value  # redis:// may hold a password
+            shown = str(error).replace(value, hidden)
+            raise ValueError(f"not a usable storage like memory:// or redis://host:6379: {shown}") from None
+        return value
+
 
 class FieldLimits(BaseModel):
     """Longest accepted text per kind of field, in characters; the services' request models use these through
@@ -331,8 +343,10 @@ def describe_errors(error: ValidationError) -> str:
         name = ENV_PREFIX + "__".join(location).upper() if location else "settings"
         message = problem["msg"].removeprefix("Value error, ")
         given = problem.get("input")
-        # A secret, or a proxy URL that may carry a password, is not repeated back.
-        hidden = not location or isinstance(given, dict) or any(word in name.lower() for word in ("secret", "proxy"))
+        # A secret, or a proxy's or storage's URL that may carry a password, is not repeated back.
+        hidden = not location or isinstance(given, dict) or any(
+            word in name.lower() for word in ("secret", "proxy", "storage")
+        )
         shown = "" if hidden else f" (got {given!r})"
         lines.append(f"invalid setting {name}: {message}{shown}")
     return "; ".join(lines)

@@ -111,6 +111,23 @@ def test_a_bad_value_names_the_variable_and_what_is_wrong(monkeypatch, variable,
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("memory", "unknown storage scheme : memory"),
+        ("rediss+typo://:s3cret-pw@cache.lapor:6379", "unknown storage scheme : rediss+typo://…"),
+    ],
+)
+def test_a_rate_limit_storage_that_cannot_be_used_is_one_line_without_its_password(monkeypatch, value, expected):
+    """It was found out only when the first app opened, after the store: a traceback from `limits`, exit 1."""
+    monkeypatch.setenv("LAPOR_LIMITS__STORAGE", value)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert str(error.value) == (
+        f"invalid setting LAPOR_LIMITS__STORAGE: not a usable storage like memory:// or redis://host:6379: {expected}"
+    )
+
+
 def test_a_holidays_file_that_cannot_be_read_is_said_of_its_own_variable(tmp_path, monkeypatch):
     """It was said of LAPOR_CONFIG ("LAPOR_CONFIG=None: [Errno 21] Is a directory"), which was not even set."""
     monkeypatch.setenv("LAPOR_HOLIDAYS_FILE", str(tmp_path))
