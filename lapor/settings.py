@@ -286,21 +286,27 @@ class Settings(BaseSettings):
         if self.production:
             raise SettingsError("LAPOR_SECRET is required when LAPOR_PRODUCTION is set")
         path = self.data / SECRET_FILE
-        if not path.exists():
-            self.data.mkdir(parents=True, exist_ok=True)
-            # Written whole under a private name, then linked into place: a process starting beside us
-            # (four `lapor serve`s) sees either no secret or all of it, and the first link wins.
-            draft = path.with_name(f".{SECRET_FILE}.{os.getpid()}")
-            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as file:
-                file.write(secrets.token_urlsafe(48) + "\n")
-            try:
-                os.link(draft, path)
-            except FileExistsError:
-                pass
-            finally:
-                draft.unlink()
-        value = path.read_text().strip()
+        try:
+            if not path.exists():
+                self.data.mkdir(parents=True, exist_ok=True)
+                # Written whole under a private name, then linked into place: a process starting beside us
+                # (four `lapor serve`s) sees either no secret or all of it, and the first link wins.
+                draft = path.with_name(f".{SECRET_FILE}.{os.getpid()}")
+                fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as file:
+                    file.write(secrets.token_urlsafe(48) + "\n")
+                try:
+                    os.link(draft, path)
+                except FileExistsError:
+                    pass
+                finally:
+                    draft.unlink()
+            value = path.read_text().strip()
+        except OSError as error:  # e.g. the data directory of the service's own user, read by another
+            raise SettingsError(
+                f"{path}: cannot read or keep the signing secret there ({error.strerror}); check --data or "
+                f"LAPOR_DATA, or set LAPOR_SECRET"
+            ) from None
         if len(value) < MIN_SECRET_LENGTH:
             raise SettingsError(f"{path}: the kept secret is shorter than {MIN_SECRET_LENGTH} characters")
         return value

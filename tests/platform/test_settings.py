@@ -216,3 +216,20 @@ def test_a_demo_agency_without_its_unit_is_one_line_before_anything_starts(tmp_p
         "pemda-35.73/dinkes (got 'pemda-53.71/dinkes')\n"
     )
     assert not (tmp_path / "var").exists()
+
+
+def test_a_kept_secret_that_cannot_be_read_is_one_line(tmp_path):
+    """A data directory whose secret cannot be read (another user's, or not a file) made `lapor token create` end in
+    a traceback, and `lapor up` blame the store ("cannot open the store ... or the read models ...")."""
+    data = tmp_path / "var"
+    (data / "secret").mkdir(parents=True)
+    for command in (["token", "create", "--role", "auditor"], ["up", "--port", "0"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "lapor.cli", *command, "--data", str(data)],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert (result.returncode, result.stdout) == (2, ""), command
+        assert result.stderr == (
+            f"lapor: {data}/secret: cannot read or keep the signing secret there (Is a directory); check --data or "
+            "LAPOR_DATA, or set LAPOR_SECRET\n"
+        )
