@@ -218,20 +218,32 @@ class Workers:
     services: tuple[str, ...]
 
 
-def _listening_socket(host: str, port: int, *, first: bool = False) -> socket.socket:
+def _address(host: str, port: int) -> tuple[Any, ...]:
+    """The first (family, type, proto, canonname, sockaddr) to listen on at host:port."""
+    try:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except OSError as error:
+        raise CliError(f"cannot listen on {host}:{port}: {error}") from None
+
+
+def _refuse_a_taken_port(host: str, port: int) -> None:
+    """CliError when a server listens on host:port already. Asked before anything is opened: a second `lapor up` on
+    the same data otherwise ran every subscription, background loop and seeding beside the first before its bind
+    failed (exit 3), and with --workers SO_REUSEPORT would let it join the other server on the port."""
+    family, kind, proto, _, address = _address(host, port)
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise CliError(f"cannot listen on {host}:{port}: {error}") from None
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
     """A socket on host:port that the other worker processes bind too (SO_REUSEPORT): the kernel then spreads
     connections over the processes evenly. One socket shared by all would not: whichever process is idle
-    accepts, and under a burst of new connections one process took nearly all of them. The `first` process
-    checks that nobody listens on the port yet: SO_REUSEPORT would otherwise let it join another server there."""
-    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, kind, proto, _, address = found[0]
-    if first:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(address)
-            except OSError as error:
-                raise CliError(f"cannot listen on {host}:{port}: {error}") from None
+    accepts, and under a burst of new connections one process took nearly all of them."""
+    family, kind, proto, _, address = _address(host, port)
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -308,7 +320,8 @@ def up(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     services = _services(args)
     workers = _workers(args, settings, services)
-    listener = None if workers is None else _listening_socket(args.host, args.port, first=True)  # before opening
+    _refuse_a_taken_port(args.host, args.port)  # before anything is opened
+    listener = None if workers is None else _listening_socket(args.host, args.port)
     with contextlib.ExitStack() as stack:
         if args.store_writer:
             settings = stack.enter_context(_store_writer(settings))
@@ -396,6 +409,7 @@ def _workers(
 def serve(args: argparse.Namespace) -> int:
     settings = _settings(args, training=args.training)
     configure_logging(settings.log_level)
+    _refuse_a_taken_port(args.host, args.port)
     app = _open_app(settings, _services(args, args.service))
     return _run_server(app, args.host, args.port)
 

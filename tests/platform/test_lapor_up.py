@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -232,4 +233,21 @@ def test_a_port_out_of_range_is_refused_before_anything_is_opened(tmp_path, comm
     assert result.returncode == 2
     assert "argument --port: expected a port from 0 to 65535, not '80800'" in result.stderr
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "var").exists()
+
+
+@pytest.mark.parametrize("command", [["up"], ["serve", "intake"]])
+def test_a_port_another_server_listens_on_is_refused_before_anything_is_opened(tmp_path, command):
+    """Only `--workers` asked first: otherwise the store was opened, every subscription and background loop started
+    (beside the other server's, when it serves the same data), and only then did the bind fail, with exit 3."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "lapor.cli", *command, "--data", str(tmp_path / "var"), "--port", str(port)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode == 2
+    assert result.stderr == f"lapor: cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use\n"
     assert not (tmp_path / "var").exists()
