@@ -320,7 +320,7 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError(describe_errors(error)) from None
     except SourceError as error:  # a structured variable (LAPOR_POLICY, LAPOR_LIMITS) that is not JSON
         raise SettingsError(_undecodable(error)) from None
-    except (tomllib.TOMLDecodeError, OSError) as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as error:  # the file: not TOML, not UTF-8, not there
         raise SettingsError(f"{ENV_PREFIX}CONFIG={os.environ.get(ENV_PREFIX + 'CONFIG')}: {error}") from None
 
 

@@ -166,6 +166,15 @@ def test_a_broken_toml_file_is_one_clear_line(tmp_path, monkeypatch):
         load_settings()
 
 
+def test_a_config_file_that_is_not_utf8_is_one_clear_line(tmp_path, monkeypatch):
+    """Saved in Windows-1252 (an é in a comment): tomllib's UnicodeDecodeError was a traceback in every command."""
+    config = tmp_path / "lapor.toml"
+    config.write_bytes("# Pengaturan Dinas Perhubungan, diperbarui oleh José\nreadiness_max_lag = 7\n".encode("cp1252"))
+    monkeypatch.setenv("LAPOR_CONFIG", str(config))
+    with pytest.raises(SettingsError, match=f"^LAPOR_CONFIG={config}: 'utf-8' codec can't decode byte 0xe9"):
+        load_settings()
+
+
 def test_a_config_file_that_is_not_there_is_an_error_not_a_silent_default(tmp_path, monkeypatch):
     monkeypatch.setenv("LAPOR_CONFIG", str(tmp_path / "lapr.toml"))
     with pytest.raises(SettingsError, match=r"lapr\.toml: no such file"):
