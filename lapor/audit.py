@@ -9,6 +9,7 @@ events; anchoring head hashes outside the store (a signed daily digest) would, a
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,12 +20,14 @@ Progress = Callable[[int, int, int], None]  # (events checked so far, last posit
 
 @dataclass(frozen=True)
 class BrokenLink:
-    stream: str
-    version: int
+    stream: str | None  # None (and version None) for an event that cannot be read: its stream is not known
+    version: int | None
     position: int
     problem: str
 
     def describe(self) -> str:
+        if self.stream is None:
+            return f"position {self.position}: {self.problem}"
         return f"{self.stream} version {self.version} (position {self.position}): {self.problem}"
 
 
@@ -74,7 +77,18 @@ def verify_chain(
     broken_streams: set[str] = set()
     position = 1
     while position <= head:
-        events = store.read_all(position, None, batch_size)
+        try:
+            events = store.read_all(position, None, batch_size)
+        except ValueError as error:  # a stored field that does not decode (SQLite keeps whatever it is given)
+            events = _readable_from(store, position, batch_size)
+            if not events:
+                after = _past_unreadable(store, position, head)
+                report.broken.append(BrokenLink(None, None, after - 1, _unreadable(position, after - 1, error)))
+                if stop_at_first:
+                    report.streams_checked = len(heads) + len(broken_streams)
+                    return report
+                position = after
+                continue
         if events and events[-1].position > head:
             events = [event for event in events if event.position <= head]
         if not events:
@@ -83,7 +97,10 @@ def verify_chain(
             report.events_checked += 1
             if event.stream in broken_streams:
                 continue
-            problem = check_link(event, heads.get(event.stream))
+            try:
+                problem = check_link(event, heads.get(event.stream))
+            except ValueError as error:  # its event id or metadata does not decode
+                problem = f"a field cannot be read ({error}): the event was altered"
             if problem is not None:
                 report.broken.append(BrokenLink(event.stream, event.version, event.position, problem))
                 broken_streams.add(event.stream)
@@ -97,3 +114,32 @@ def verify_chain(
             progress(report.events_checked, events[-1].position, head)
     report.streams_checked = len(heads.keys() | broken_streams)
     return report
+
+
+def _readable_from(store: EventStore, position: int, limit: int) -> list[RecordedEvent]:
+    """The events from `position` on, one read each, up to the first that cannot be read (at most `limit`)."""
+    events: list[RecordedEvent] = []
+    with contextlib.suppress(ValueError):
+        while len(events) < limit and (page := store.read_all(position, None, 1)):
+            events.append(page[0])
+            position = page[0].position + 1
+    return events
+
+
+def _past_unreadable(store: EventStore, position: int, head: int) -> int:
+    """The first position after the run of unreadable events that the first event from `position` begins: every
+    position before the first one whose read succeeds has no readable event."""
+    position += 1
+    while position <= head:
+        try:
+            store.read_all(position, None, 1)
+        except ValueError:
+            position += 1
+        else:
+            break
+    return position
+
+
+def _unreadable(first: int, last: int, error: ValueError) -> str:
+    where = "this event" if first == last else f"the events from position {first} to this one"
+    return f"{where} cannot be read ({error}): the log was altered"

@@ -41,7 +41,9 @@ CLOCK_SKEW = timedelta(seconds=30)
 # -- bearer tokens ------------------------------------------------------------------------------------------
 
 _TTL = re.compile(r"^ *([0-9]+) *([smhd]) *$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# A token's `exp` must be a date its verifier can read (datetime ends in the year 9999): lifetimes are far below.
+MAX_TTL = timedelta(days=365_000)
 
 
 def parse_ttl(text: str) -> timedelta:
@@ -49,7 +51,10 @@ def parse_ttl(text: str) -> timedelta:
     match = _TTL.fullmatch(text)
     if match is None or int(match.group(1)) == 0:
         raise ValueError(f"expected a lifetime like 30m, 8h or 7d, got {text!r}")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    seconds = int(match.group(1)) * _SECONDS[match.group(2)]
+    if seconds > MAX_TTL.total_seconds():
+        raise ValueError(f"a lifetime is at most {MAX_TTL.days}d (1000 years), not {text.strip()!r}")
+    return timedelta(seconds=seconds)
 
 
 class TokenService:
@@ -101,6 +106,8 @@ class TokenService:
         )
         if unit_id and agency_id and not within(unit_id, agency_id):
             raise ValueError(f"unit {unit_id!r} is not inside agency {agency_id!r}")
+        if role is Role.integration and not channel:  # it could push for nothing (`authorize` compares channels)
+            raise ValueError("role integration needs the channel it pushes for, e.g. sms")
         now = self._clock.now()
         claims: dict[str, Any] = {
             "iss": ISSUER,

@@ -90,8 +90,16 @@ class CliError(Exception):
 
 # -- shared pieces ------------------------------------------------------------------------------------------
 
+def _port(text: str) -> int:
+    """A TCP port. One out of range was taken modulo 65536 by the event loop (80800 served on 15264)."""
+    if not (text.isascii() and text.isdigit()) or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, not {text!r}")
+    return int(text)
+
+
 DATA = arg("--data", type=Path, help="data directory (default: LAPOR_DATA or ./var)")
 HOST = arg("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+PORT = arg("--port", type=_port, default=8000, help="port (default 8000)")
 TRAINING = arg("--training", action="store_true", default=None, help="a clock an admin can move forward")
 
 
@@ -210,20 +218,32 @@ class Workers:
     services: tuple[str, ...]
 
 
-def _listening_socket(host: str, port: int, *, first: bool = False) -> socket.socket:
+def _address(host: str, port: int) -> tuple[Any, ...]:
+    """The first (family, type, proto, canonname, sockaddr) to listen on at host:port."""
+    try:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except OSError as error:
+        raise CliError(f"cannot listen on {host}:{port}: {error}") from None
+
+
+def _refuse_a_taken_port(host: str, port: int) -> None:
+    """CliError when a server listens on host:port already. Asked before anything is opened: a second `lapor up` on
+    the same data otherwise ran every subscription, background loop and seeding beside the first before its bind
+    failed (exit 3), and with --workers SO_REUSEPORT would let it join the other server on the port."""
+    family, kind, proto, _, address = _address(host, port)
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise CliError(f"cannot listen on {host}:{port}: {error}") from None
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
     """A socket on host:port that the other worker processes bind too (SO_REUSEPORT): the kernel then spreads
     connections over the processes evenly. One socket shared by all would not: whichever process is idle
-    accepts, and under a burst of new connections one process took nearly all of them. The `first` process
-    checks that nobody listens on the port yet: SO_REUSEPORT would otherwise let it join another server there."""
-    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, kind, proto, _, address = found[0]
-    if first:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(address)
-            except OSError as error:
-                raise CliError(f"cannot listen on {host}:{port}: {error}") from None
+    accepts, and under a burst of new connections one process took nearly all of them."""
+    family, kind, proto, _, address = _address(host, port)
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -279,7 +299,7 @@ def demo_tokens(settings: Settings) -> list[tuple[str, str]]:
     arguments=[
         DATA,
         HOST,
-        arg("--port", type=int, default=8000, help="port (default 8000)"),
+        PORT,
         TRAINING,
         arg("--demo", action="store_true", help="load the directory and sample reports; print a token per role"),
         arg(
@@ -300,7 +320,8 @@ def up(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     services = _services(args)
     workers = _workers(args, settings, services)
-    listener = None if workers is None else _listening_socket(args.host, args.port, first=True)  # before opening
+    _refuse_a_taken_port(args.host, args.port)  # before anything is opened
+    listener = None if workers is None else _listening_socket(args.host, args.port)
     with contextlib.ExitStack() as stack:
         if args.store_writer:
             settings = stack.enter_context(_store_writer(settings))
@@ -381,13 +402,14 @@ def _workers(
         arg("service", help=f"one of {', '.join(SERVICE_NAMES)}"),
         DATA,
         HOST,
-        arg("--port", type=int, default=8000, help="port (default 8000)"),
+        PORT,
         TRAINING,
     ],
 )
 def serve(args: argparse.Namespace) -> int:
     settings = _settings(args, training=args.training)
     configure_logging(settings.log_level)
+    _refuse_a_taken_port(args.host, args.port)
     app = _open_app(settings, _services(args, args.service))
     return _run_server(app, args.host, args.port)
 
@@ -489,13 +511,22 @@ def audit_verify(args: argparse.Namespace) -> int:
         store = open_store(url)
     except (OSError, ValueError, sqlite3.Error, psycopg.Error, StoreError) as error:
         raise _cannot_open(error, url) from None
+    walked = 0  # the last position checked
     with store, Progress(transient=True) as progress:
         task = progress.add_task("verifying hash chains", total=None)
 
         def advance(checked: int, position: int, head: int) -> None:
+            nonlocal walked
+            walked = position
             progress.update(task, completed=position, total=head or None)
 
-        report = verify_chain(store, stop_at_first=not args.all, progress=advance)
+        try:
+            report = verify_chain(store, stop_at_first=not args.all, progress=advance)
+        except _OPENING_FAILED as error:  # the store fails under the walk: "database disk image is malformed"
+            raise CliError(
+                f"cannot read the store {shown_url(url)} after position {walked}: {' '.join(str(error).split())}; "
+                "nothing could be said of the rest of the log"
+            ) from None
     if report.ok:
         print(f"ok: {report.events_checked} events in {report.streams_checked} streams, every hash chain intact")
         return 0

@@ -125,18 +125,19 @@ def MaxLength(kind: FieldKind) -> AfterValidator:
     return AfterValidator(check)
 
 
-def MaxItems(kind: Literal["attachments"]) -> AfterValidator:
-    """A list no longer than the configured limit for `kind`."""
+def MaxItems(kind: Literal["attachments"]) -> BeforeValidator:
+    """A list no longer than the configured limit for `kind`, counted before its items are validated: a 1 MiB body
+    holds some 300,000 empty objects, each of them several errors."""
 
-    def check(value: list[Any]) -> list[Any]:
+    def check(value: Any) -> Any:
         limit: int = getattr(current_field_limits(), kind)
-        if len(value) > limit:
+        if isinstance(value, list | tuple) and len(value) > limit:
             raise PydanticCustomError(
                 "too_long", "List should have at most {max_length} items", {"max_length": limit}
             )
         return value
 
-    return AfterValidator(check)
+    return BeforeValidator(check)
 
 
 # Text that must say something: surrounding whitespace is stripped and nothing may be left empty. The pattern

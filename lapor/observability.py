@@ -84,7 +84,15 @@ class _SubscriptionCollector(Collector):
         # One head for the whole scrape, and each subscription's checkpoint and handled count from one read of
         # its committed row, so the gauges of a scrape agree with each other (lag = head - checkpoint, as
         # `SubscriptionRunner.lag` computes it, from the same read).
-        head_position = self._store.head_position()
+        try:
+            head_position = self._store.head_position()
+            states = [
+                (runner.name, *runner.saved(), len(runner.parked()), runner.failure is not None)
+                for runner in self._runners()
+            ]
+        except Exception as error:  # noqa: BLE001 - logged; the scrape keeps the request metrics (an outage's)
+            log.warning("metrics: the store or the read models cannot be read, their gauges are left out: %s", error)
+            return
         head = GaugeMetricFamily("lapor_store_head_position", "Position of the last committed event")
         head.add_metric([], head_position)
         yield head
@@ -110,13 +118,12 @@ class _SubscriptionCollector(Collector):
                 labels=["consumer"],
             ),
         }
-        for runner in self._runners():
-            checkpoint, handled = runner.saved()
-            families["lag"].add_metric([runner.name], max(0, head_position - checkpoint))
-            families["checkpoint"].add_metric([runner.name], checkpoint)
-            families["handled"].add_metric([runner.name], handled)
-            families["parked"].add_metric([runner.name], len(runner.parked()))
-            families["retrying"].add_metric([runner.name], int(runner.failure is not None))
+        for name, checkpoint, handled, parked, retrying in states:
+            families["lag"].add_metric([name], max(0, head_position - checkpoint))
+            families["checkpoint"].add_metric([name], checkpoint)
+            families["handled"].add_metric([name], handled)
+            families["parked"].add_metric([name], parked)
+            families["retrying"].add_metric([name], int(retrying))
         yield from families.values()
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
@@ -207,7 +214,11 @@ def check_readiness(
         if runner.failure is not None:
             report.retrying.append(f"subscription {runner.name}: {runner.failure}")
             continue
-        lag = runner.lag(head)
+        try:
+            lag = runner.lag(head)
+        except Exception as error:  # noqa: BLE001 - the read models (checkpoints) unreachable: as above
+            log.warning("readiness: read models unreachable: %s", error)
+            return Readiness(store_ok=False, store_error=f"read models: {type(error).__name__}: {error}")
         if lag > max_lag:
             report.behind.append({"consumer": runner.name, "lag": lag, "max_lag": max_lag})
     report.stopped.extend(f"background loop {loop.name}" for loop in loops if not loop.alive)

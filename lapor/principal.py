@@ -54,6 +54,9 @@ class Principal:
             raise ValueError(f"role {self.role} needs an agency")
         if self.role is Role.unit_officer and not self.unit_id:
             raise ValueError("role unit_officer needs a unit")
+        if self.unit_id is not None and self.unit_id == self.agency_id:
+            # Scopes go by the unit: a "unit" that is the agency itself would open the whole agency.
+            raise ValueError(f"a unit is <agency_id>/<unit>, not the agency {self.agency_id} itself")
 
 
 SYSTEM = Principal(subject="system", role=Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)

@@ -119,8 +119,8 @@ class ValidationProblem(Problem):
 
 
 def validation_error(location: Sequence[Any], message: str, kind: str) -> dict[str, Any]:
-    """One entry of a validation problem's `errors`."""
-    return {"location": [str(part) for part in location], "message": message, "type": kind}
+    """One entry of a validation problem's `errors` (a location may hold a client's own name: quoted, cut short)."""
+    return {"location": [quoted(str(part)) for part in location], "message": message, "type": kind}
 
 
 class BadRequest(Problem):
@@ -241,10 +241,10 @@ async def _on_http_exception(request: Request, error: Exception) -> Response:
     else:
         spec = KINDS[cls.kind]
     if cls is NotFound and detail == "Not Found":
-        detail = f"no resource at {request.url.path}"
+        detail = f"no resource at {quoted(request.url.path)}"
     headers = error.headers
     if cls is MethodNotAllowed:
-        detail = f"{request.method} is not allowed on {request.url.path}"
+        detail = f"{request.method} is not allowed on {quoted(request.url.path)}"
         headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
     return problem_response(spec, detail or spec.title, request.url.path, headers=headers)
 
@@ -268,10 +268,18 @@ def _allowed_methods(request: Request) -> list[str]:
 _METHODS = ("DELETE", "GET", "OPTIONS", "PATCH", "POST", "PUT")
 
 
+# At most this many of a request's validation errors are listed (`detail` says how many there were): a 1 MiB body of
+# unknown names, or of empty objects in a list, made an answer many times its size, before any authentication.
+ERRORS_LISTED = 20
+
+
 async def _on_validation(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
-    errors = [validation_error(item["loc"], item["msg"], item["type"]) for item in error.errors()]
+    found = error.errors()
+    errors = [validation_error(item["loc"], item["msg"], item["type"]) for item in found[:ERRORS_LISTED]]
     summary = "; ".join(f"{'.'.join(e['location'])}: {e['message']}" for e in errors[:3])
+    if len(found) > len(errors):
+        summary += f" ({len(found)} problems; the first {len(errors)} are listed)"
     return problem_response(KINDS["validation"], summary or "invalid request", request.url.path, errors=errors)
 
 
@@ -454,7 +462,7 @@ problem_router = APIRouter(tags=["problems"])
 def describe_problem(kind: str) -> dict[str, Any]:
     spec = KINDS.get(kind)
     if spec is None:
-        raise NotFound(f"no problem type {kind!r}; known: {', '.join(sorted(KINDS))}")
+        raise NotFound(f"no problem type {quoted(kind)!r}; known: {', '.join(sorted(KINDS))}")
     return {"type": spec.type, "status": spec.status, "title": spec.title, "description": spec.description}
 
 

@@ -288,12 +288,14 @@ class Revocations:
         if log_it:
             log.info(
                 "bearer tokens revoked",
-                extra={
-                    "revocation_id": revocation.revocation_id,
-                    "token_id": revocation.token_id,
-                    "subject": revocation.subject,
-                    "agency_id": revocation.agency_id,
-                    "revoked_by": revocation.revoked_by,
+                extra={  # `fields`: what the JSON log lines carry (lapor.logs)
+                    "fields": {
+                        "revocation_id": revocation.revocation_id,
+                        "token_id": revocation.token_id,
+                        "subject": revocation.subject,
+                        "agency_id": revocation.agency_id,
+                        "revoked_by": revocation.revoked_by,
+                    }
                 },
             )
         with self._lock:

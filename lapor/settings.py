@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -33,7 +34,16 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import limits
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -41,6 +51,7 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings import SettingsError as SourceError
 
 ENV_PREFIX = "LAPOR_"
 SECRET_FILE = "secret"
@@ -71,6 +82,18 @@ class RequestLimits(BaseModel):
     trust_forwarded_for: bool = Field(False, description="take the client from X-Forwarded-For (behind a proxy)")
 
     _check_rates = field_validator("submission_rate", "sms_rate")(_rate)
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        # The scheme, and its driver (redis:// needs the redis package): found out at start, not at the first request.
+        try:
+            limits.storage.storage_from_string(value)
+        except limits.errors.ConfigurationError as error:
+            hidden = value.partition("://")[0] + "://…" if "://" in value else value  # redis:// may hold a password
+            shown = str(error).replace(value, hidden)
+            raise ValueError(f"not a usable storage like memory:// or redis://host:6379: {shown}") from None
+        return value
 
 
 class FieldLimits(BaseModel):
@@ -164,6 +187,8 @@ class Settings(BaseSettings):
                 WorkingCalendar.from_file(value)
             except ValidationError as error:
                 raise ValueError(f"{value}: {one_line(error)}") from None
+            except OSError as error:  # a directory, or unreadable: said of this variable, not of LAPOR_CONFIG
+                raise ValueError(f"{value}: {error.strerror}") from None
         return value
 
     @field_validator("webhook_proxy")
@@ -198,6 +223,24 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError(f"expected networks like 10.20.0.0/16 or fd00::/8, comma-separated: {'; '.join(problems)}")
         return tuple(networks)
+
+    @field_validator("demo_agency")
+    @classmethod
+    def _demo_agency(cls, value: str) -> str:
+        from lapor.revocation import agency_problem  # what a token's agency must be
+
+        problem = agency_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("demo_unit")
+    @classmethod
+    def _demo_unit(cls, value: str, info: ValidationInfo) -> str:
+        agency = info.data.get("demo_agency")  # absent when it was refused itself
+        if agency is not None and (not value.startswith(agency + "/") or value == agency + "/"):
+            raise ValueError(f"expected a unit of LAPOR_DEMO_AGENCY ({agency}), like {agency}/dinkes")
+        return value
 
     @field_validator("log_level")
     @classmethod
@@ -245,21 +288,27 @@ class Settings(BaseSettings):
         if self.production:
             raise SettingsError("LAPOR_SECRET is required when LAPOR_PRODUCTION is set")
         path = self.data / SECRET_FILE
-        if not path.exists():
-            self.data.mkdir(parents=True, exist_ok=True)
-            # Written whole under a private name, then linked into place: a process starting beside us
-            # (four `lapor serve`s) sees either no secret or all of it, and the first link wins.
-            draft = path.with_name(f".{SECRET_FILE}.{os.getpid()}")
-            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as file:
-                file.write(secrets.token_urlsafe(48) + "\n")
-            try:
-                os.link(draft, path)
-            except FileExistsError:
-                pass
-            finally:
-                draft.unlink()
-        value = path.read_text().strip()
+        try:
+            if not path.exists():
+                self.data.mkdir(parents=True, exist_ok=True)
+                # Written whole under a private name, then linked into place: a process starting beside us
+                # (four `lapor serve`s) sees either no secret or all of it, and the first link wins.
+                draft = path.with_name(f".{SECRET_FILE}.{os.getpid()}")
+                fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as file:
+                    file.write(secrets.token_urlsafe(48) + "\n")
+                try:
+                    os.link(draft, path)
+                except FileExistsError:
+                    pass
+                finally:
+                    draft.unlink()
+            value = path.read_text().strip()
+        except OSError as error:  # e.g. the data directory of the service's own user, read by another
+            raise SettingsError(
+                f"{path}: cannot read or keep the signing secret there ({error.strerror}); check --data or "
+                f"LAPOR_DATA, or set LAPOR_SECRET"
+            ) from None
         if len(value) < MIN_SECRET_LENGTH:
             raise SettingsError(f"{path}: the kept secret is shorter than {MIN_SECRET_LENGTH} characters")
         return value
@@ -302,8 +351,20 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**{key: value for key, value in overrides.items() if value is not None})
     except ValidationError as error:
         raise SettingsError(describe_errors(error)) from None
-    except (tomllib.TOMLDecodeError, OSError) as error:
+    except SourceError as error:  # a structured variable (LAPOR_POLICY, LAPOR_LIMITS) that is not JSON
+        raise SettingsError(_undecodable(error)) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as error:  # the file: not TOML, not UTF-8, not there
         raise SettingsError(f"{ENV_PREFIX}CONFIG={os.environ.get(ENV_PREFIX + 'CONFIG')}: {error}") from None
+
+
+_FIELD = re.compile(r'field "([a-z_]+)"')
+
+
+def _undecodable(error: SourceError) -> str:
+    """pydantic-settings names the field of a value it could not decode in its message, and chains why."""
+    field = _FIELD.search(str(error))
+    name = ENV_PREFIX + field.group(1).upper() if field else "settings"
+    return f"invalid setting {name}: not valid JSON ({error.__cause__})"
 
 
 def one_line(error: ValidationError) -> str:
@@ -321,8 +382,10 @@ def describe_errors(error: ValidationError) -> str:
         name = ENV_PREFIX + "__".join(location).upper() if location else "settings"
         message = problem["msg"].removeprefix("Value error, ")
         given = problem.get("input")
-        # A secret, or a proxy URL that may carry a password, is not repeated back.
-        hidden = not location or isinstance(given, dict) or any(word in name.lower() for word in ("secret", "proxy"))
+        # A secret, or a proxy's or storage's URL that may carry a password, is not repeated back.
+        hidden = not location or isinstance(given, dict) or any(
+            word in name.lower() for word in ("secret", "proxy", "storage")
+        )
         shown = "" if hidden else f" (got {given!r})"
         lines.append(f"invalid setting {name}: {message}{shown}")
     return "; ".join(lines)

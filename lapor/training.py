@@ -52,6 +52,8 @@ def training_router() -> APIRouter:
                 clock.set(move.to)
         except (ValueError, isodate.ISO8601Error) as error:
             raise ValidationProblem(str(error)) from None
+        except OverflowError:
+            raise ValidationProblem("that moves the clock past the year 9999") from None
         return ClockView(now=clock.now())
 
     return router

@@ -154,3 +154,61 @@ def test_cli_prints_a_store_url_without_a_password_given_as_a_parameter():
     assert result.returncode == 2
     assert "cannot open the store postgresql://lapor@127.0.0.1:1/lapor?sslmode=disable&password=***" in result.stderr
     assert "s3cret-pw" not in result.stderr + result.stdout
+
+
+def position_of(path: Path, stream: str, version: int) -> int:
+    conn = sqlite3.connect(path)
+    [(position,)] = conn.execute("SELECT position FROM events WHERE stream = ? AND version = ?", (stream, version))
+    conn.close()
+    return position
+
+
+@pytest.mark.parametrize(("column", "value"), [("data", b"{not json"), ("recorded_at", "kemarin sore")])
+def test_an_event_altered_past_reading_is_named_by_position_and_the_walk_goes_on(store_path, column, value):
+    """SQLite keeps whatever bytes it is given; such an event stopped the walk with a decoding error (in the CLI a
+    traceback, in GET /api/audit/integrity a stream cut off before its result)."""
+    position = position_of(store_path, "complaint-T2", 1)
+    tamper(store_path, f"UPDATE events SET {column} = ? WHERE position = ?", (value, position))
+    with open_store(f"sqlite:///{store_path}") as store:
+        report = verify_chain(store, batch_size=7)
+    unreadable, next_link = report.broken
+    assert (unreadable.stream, unreadable.version, unreadable.position) == (None, None, position)
+    assert unreadable.problem.startswith("this event cannot be read (")
+    assert (next_link.stream, next_link.version) == ("complaint-T2", 2)  # its stream's chain then has a gap
+    assert report.events_checked == 19  # every other event
+
+
+@pytest.mark.parametrize(("column", "value"), [("metadata", b"\xff"), ("event_id", "bukan-uuid")])
+def test_an_event_whose_id_or_metadata_cannot_be_read_is_a_broken_link_of_its_stream(store_path, column, value):
+    tamper(store_path, f"UPDATE events SET {column} = ? WHERE stream = 'complaint-T2' AND version = 1", (value,))
+    with open_store(f"sqlite:///{store_path}") as store:
+        report = verify_chain(store, batch_size=7)
+    [link] = report.broken
+    assert (link.stream, link.version) == ("complaint-T2", 1)
+    assert "cannot be read" in link.problem
+    assert report.events_checked == 20
+
+
+def test_cli_audit_verify_names_an_unreadable_event_without_a_traceback(store_path):
+    position = position_of(store_path, "complaint-T1", 3)
+    tamper(store_path, "UPDATE events SET data = x'00ff' WHERE position = ?", (position,))
+    result = run_cli("audit", "verify", "--store", f"sqlite:///{store_path}")
+    assert result.returncode == 1
+    assert f"BROKEN: position {position}: this event cannot be read (" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_audit_verify_of_a_store_sqlite_cannot_read_says_so_in_one_line(tmp_path: Path):
+    """A damaged file (a disk's bad sectors, a copy cut short) failed under the walk with a traceback."""
+    path = tmp_path / "events.db"
+    with open_store(f"sqlite:///{path}") as store:
+        for n in range(300):
+            store.append(f"complaint-T{n}", [NewEvent("Noted", {"n": n, "pad": "x" * 500}) for _ in range(4)])
+    with path.open("r+b") as file:  # the pages after the first 20 (the schema is on the first) overwritten
+        file.seek(20 * 4096)
+        file.write(b"\xde\xad\xbe\xef" * 50_000)
+    result = run_cli("audit", "verify", "--store", f"sqlite:///{path}")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"lapor: cannot read the store sqlite:///{path} after position ")
+    assert "database disk image is malformed" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -6,7 +6,7 @@ import hashlib
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
@@ -87,12 +87,26 @@ def test_a_tampered_token_is_refused():
         (Role.admin_agency, {}, "needs an agency"),
         (Role.unit_officer, {"agency_id": "pemda-53.71"}, "needs a unit"),
         (Role.unit_officer, {"agency_id": "pemda-53.71", "unit_id": "pemda-35.73/dinkes"}, "not inside"),
+        # A unit without its `/<unit>` is the agency: its officer would act on every report of the agency.
+        (Role.unit_officer, {"unit_id": "pemda-53.71"}, "not the agency pemda-53.71 itself"),
+        (Role.unit_officer, {"agency_id": "pemda-53.71", "unit_id": "pemda-53.71"}, "not the agency"),
         (Role.reporter, {}, "reporter_token"),
+        (Role.integration, {}, "needs the channel it pushes for"),  # every push of it was a 403
     ],
 )
 def test_tokens_that_could_not_work_are_not_issued(role, scope, message):
     with pytest.raises(ValueError, match=message):
         TokenService(SECRET, ManualClock()).issue(role, **scope)
+
+
+def test_a_token_naming_its_agency_as_its_unit_opens_nothing():
+    """Signed before `issue` refused it: such a unit officer passed the scope check for every report of the agency,
+    the unassigned ones included."""
+    claims = {"iss": "lapor", "sub": "siti", "role": "unit_officer", "agency": "pemda-53.71", "unit": "pemda-53.71",
+              "iat": 1_800_000_000, "exp": 1_800_003_600}
+    tokens = TokenService(SECRET, ManualClock(datetime.fromtimestamp(1_800_000_100, UTC)))
+    with pytest.raises(Unauthenticated, match="not the agency"):
+        tokens.verify(jwt.encode(claims, SECRET, algorithm="HS256"))
 
 
 @pytest.mark.parametrize(("text", "expected"), [("30m", timedelta(minutes=30)), ("8h", timedelta(hours=8)),
@@ -105,6 +119,23 @@ def test_token_lifetimes_are_written_like_8h(text, expected):
 def test_unreadable_lifetimes_are_refused(text):
     with pytest.raises(ValueError, match="like 30m"):
         parse_ttl(text)
+
+
+@pytest.mark.parametrize("text", ["365001d", "3000000d", "99999999999d"])
+def test_a_lifetime_longer_than_a_token_can_carry_is_refused(text):
+    """Its `exp` would be past the year 9999 (or past what a timedelta holds): issuing failed with an OverflowError."""
+    with pytest.raises(ValueError, match="at most 365000d"):
+        parse_ttl(text)
+
+
+def test_lapor_token_create_refuses_an_endless_lifetime_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "lapor.cli", "token", "create", "--role", "auditor", "--ttl", "3000000d",
+         "--data", str(tmp_path / "var")],
+        capture_output=True, text=True,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "lapor: a lifetime is at most 365000d (1000 years), not '3000000d'\n"
 
 
 @dataclass(frozen=True)

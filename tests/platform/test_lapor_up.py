@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -219,3 +220,34 @@ def test_lapor_up_with_workers_refuses_a_port_another_server_listens_on(tmp_path
         assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
         assert not (tmp_path / "second" / "events.db").exists()  # refused before anything was opened
         assert first.get("/readyz").status_code == 200
+
+
+@pytest.mark.parametrize("command", [["up"], ["serve", "intake"]])
+def test_a_port_out_of_range_is_refused_before_anything_is_opened(tmp_path, command):
+    """It was taken as given: the server then listened on the port modulo 65536 (15264) while its log said
+    http://127.0.0.1:80800."""
+    result = subprocess.run(
+        [sys.executable, "-m", "lapor.cli", *command, "--data", str(tmp_path / "var"), "--port", "80800"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "argument --port: expected a port from 0 to 65535, not '80800'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "var").exists()
+
+
+@pytest.mark.parametrize("command", [["up"], ["serve", "intake"]])
+def test_a_port_another_server_listens_on_is_refused_before_anything_is_opened(tmp_path, command):
+    """Only `--workers` asked first: otherwise the store was opened, every subscription and background loop started
+    (beside the other server's, when it serves the same data), and only then did the bind fail, with exit 3."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "lapor.cli", *command, "--data", str(tmp_path / "var"), "--port", str(port)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode == 2
+    assert result.stderr == f"lapor: cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use\n"
+    assert not (tmp_path / "var").exists()

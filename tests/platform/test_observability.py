@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from lapor.context import BackgroundLoop, ServiceDefinition
 from lapor.logs import JsonFormatter
@@ -177,3 +181,42 @@ def test_healthz_answers_while_readyz_does_not(serve):
         assert client.get("/readyz").status_code == 503
         assert client.get("/healthz").json() == {"status": "alive"}
         release.set()
+
+
+@contextmanager
+def table_away(database: Path, table: str) -> Iterator[None]:
+    """The table gone from under the running app, as a database that cannot be read looks to it; back afterwards."""
+
+    def rename(old: str, new: str) -> None:
+        conn = sqlite3.connect(database)
+        with conn:
+            conn.execute(f"ALTER TABLE {old} RENAME TO {new}")
+        conn.close()
+
+    rename(table, f"{table}_away")
+    try:
+        yield
+    finally:
+        rename(f"{table}_away", table)
+
+
+def test_metrics_keep_the_request_counts_when_the_store_cannot_be_read(serve, data_dir):
+    """The scrape was a 500, so an outage of the store also took away the counts of the requests failing in it."""
+    with serve() as client:
+        client.get("/healthz")
+        with table_away(data_dir / "events.db", "events"):
+            response = client.get("/metrics")
+        assert response.status_code == 200
+        assert 'lapor_http_requests_total{method="GET",route="/healthz",status="200"} 1.0' in response.text
+        assert "lapor_store_head_position" not in response.text  # left out, not made up
+        assert "lapor_store_head_position 0.0" in client.get("/metrics").text  # and back with the store
+
+
+def test_readyz_is_503_when_the_read_models_cannot_be_read(serve, data_dir):
+    """The subscriptions' checkpoints are read models: reading them failed with a 500 instead of 'not ready'."""
+    with serve() as client, table_away(data_dir / "readmodels.db", "subscription_checkpoints"):
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        body = response.json()
+        assert (body["type"], body["store_ok"]) == ("/problems/not-ready", False)
+        assert "read models" in body["detail"]

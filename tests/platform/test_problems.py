@@ -367,3 +367,21 @@ def test_the_document_says_which_if_match_values_are_taken(client, value):
     else:
         taken = True
     assert documented_ok == taken
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "start"),
+    [
+        ("GET", "/scanner/", "no resource at /scanner/"),
+        ("GET", "/problems/", "no problem type '"),
+        ("POST", "/problems/", "POST is not allowed on /problems/"),
+    ],
+)
+def test_a_very_long_path_is_quoted_cut_short(client, method, path, start):
+    """As a tracking id's 404 has been since session 24: the detail quoted the whole path, and `instance` carries it
+    too, so 60,000 characters got an answer of twice that, before any authentication."""
+    response = client.request(method, path + "x" * 60_000)
+    detail = response.json()["detail"]
+    assert detail.startswith(start)
+    assert "x" * 40 + "…" in detail
+    assert len(detail) < 400  # the list of known problem types is the longest part

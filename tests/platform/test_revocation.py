@@ -3,6 +3,8 @@ command line; on SQLite and PostgreSQL read models, and across processes of one 
 
 from __future__ import annotations
 
+import json
+import logging
 import subprocess
 import sys
 import threading
@@ -22,6 +24,7 @@ from lapor.app import create_app
 from lapor.auth import TokenService
 from lapor.clock import ManualClock, SystemClock
 from lapor.db import Database, PostgresDatabase, SqliteDatabase
+from lapor.logs import JsonFormatter
 from lapor.principal import NATIONAL_ADMIN_AGENCY, OMBUDSMAN_AGENCY, Role
 from lapor.revocation import Revocations
 from lapor.settings import Settings, load_settings
@@ -345,3 +348,22 @@ def test_no_token_is_issued_that_a_revocation_could_not_name(scope: dict[str, st
     tokens = TokenService("a secret of at least thirty-two characters", SystemClock())
     with pytest.raises(ValueError, match=r"subject|agency"):
         tokens.issue(Role.liaison, **{"agency_id": HOME, **scope})
+
+
+def test_the_log_line_of_a_revocation_says_what_was_revoked_and_by_whom(tmp_path: Path, caplog):
+    """The details went into the record as attributes the JSON log never writes: the line said only "bearer tokens
+    revoked"."""
+    database = SqliteDatabase(tmp_path / "readmodels.db")
+    try:
+        revocations = Revocations(database, SystemClock())
+        with caplog.at_level(logging.INFO, logger="lapor.revocation"):
+            revocation = revocations.revoke_subject("budi", HOME, agency_roles_only=True, by="admin_agency:siti",
+                                                    reason="pindah tugas")
+    finally:
+        database.close()
+    [record] = [record for record in caplog.records if record.name == "lapor.revocation"]
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["message"] == "bearer tokens revoked"
+    assert (entry["revocation_id"], entry["subject"], entry["agency_id"], entry["revoked_by"]) == (
+        revocation.revocation_id, "budi", HOME, "admin_agency:siti"
+    )

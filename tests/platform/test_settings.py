@@ -83,15 +83,21 @@ def test_a_toml_file_is_read_and_the_environment_and_flags_win_over_it(tmp_path,
         ("LAPOR_LIMITS__SUBMISSION_RATE", "ten a minute", "invalid setting LAPOR_LIMITS__SUBMISSION_RATE: not a "
                                                          "rate like '10/minute'"),
         ("LAPOR_TOKEN_TTL", "forever", "invalid setting LAPOR_TOKEN_TTL: expected a lifetime like 30m"),
+        ("LAPOR_TOKEN_TTL", "99999999999d", "invalid setting LAPOR_TOKEN_TTL: a lifetime is at most 365000d"),
         ("LAPOR_FIELD_LIMITS__BODY", "50000", "invalid setting LAPOR_FIELD_LIMITS__BODY: Input should be less "
                                               "than or equal to 10000"),
         ("LAPOR_LOG_LEVEL", "chatty", "invalid setting LAPOR_LOG_LEVEL: expected DEBUG, INFO"),
         ("LAPOR_POLICY", '{"follow_up_days": 0}', "invalid setting LAPOR_POLICY: follow_up_days: Input should "
                                                   "be greater than or equal to 1"),
         ("LAPOR_POLICY", '{"follow_up_weeks": 1}', "invalid setting LAPOR_POLICY: follow_up_weeks: Extra inputs"),
+        ("LAPOR_POLICY", "follow_up_days=7", "invalid setting LAPOR_POLICY: not valid JSON (Expecting value"),
+        ("LAPOR_LIMITS", "{max_body_bytes: 4096}", "invalid setting LAPOR_LIMITS: not valid JSON (Expecting property"),
         ("LAPOR_WEBHOOK_ALLOWED_NETWORKS", "10.20.0.0/16, 10.30.1.0/16",
          "invalid setting LAPOR_WEBHOOK_ALLOWED_NETWORKS: expected networks like 10.20.0.0/16 or fd00::/8, "
          "comma-separated: 10.30.1.0/16 has host bits set (got '10.20.0.0/16, 10.30.1.0/16')"),
+        ("LAPOR_DEMO_AGENCY", "pemda 35", "invalid setting LAPOR_DEMO_AGENCY: 'pemda 35' is not an agency id"),
+        ("LAPOR_DEMO_UNIT", "pemda-53.71", "invalid setting LAPOR_DEMO_UNIT: expected a unit of LAPOR_DEMO_AGENCY "
+                                           "(pemda-53.71), like pemda-53.71/dinkes (got 'pemda-53.71')"),
         ("LAPOR_WEBHOOK_ALLOWED_NETWORKS", "intranet.pemda",
          "invalid setting LAPOR_WEBHOOK_ALLOWED_NETWORKS: expected networks like 10.20.0.0/16 or fd00::/8, "
          "comma-separated: 'intranet.pemda' does not appear to be an IPv4 or IPv6 network"),
@@ -103,6 +109,31 @@ def test_a_bad_value_names_the_variable_and_what_is_wrong(monkeypatch, variable,
         load_settings()
     assert str(error.value).startswith(expected)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("memory", "unknown storage scheme : memory"),
+        ("rediss+typo://:s3cret-pw@cache.lapor:6379", "unknown storage scheme : rediss+typo://…"),
+    ],
+)
+def test_a_rate_limit_storage_that_cannot_be_used_is_one_line_without_its_password(monkeypatch, value, expected):
+    """It was found out only when the first app opened, after the store: a traceback from `limits`, exit 1."""
+    monkeypatch.setenv("LAPOR_LIMITS__STORAGE", value)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert str(error.value) == (
+        f"invalid setting LAPOR_LIMITS__STORAGE: not a usable storage like memory:// or redis://host:6379: {expected}"
+    )
+
+
+def test_a_holidays_file_that_cannot_be_read_is_said_of_its_own_variable(tmp_path, monkeypatch):
+    """It was said of LAPOR_CONFIG ("LAPOR_CONFIG=None: [Errno 21] Is a directory"), which was not even set."""
+    monkeypatch.setenv("LAPOR_HOLIDAYS_FILE", str(tmp_path))
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert str(error.value) == f"invalid setting LAPOR_HOLIDAYS_FILE: {tmp_path}: Is a directory (got '{tmp_path}')"
 
 
 def test_a_short_secret_is_refused_without_echoing_it(monkeypatch):
@@ -132,6 +163,15 @@ def test_a_broken_toml_file_is_one_clear_line(tmp_path, monkeypatch):
     config.write_text("readiness_max_lag = \n")
     monkeypatch.setenv("LAPOR_CONFIG", str(config))
     with pytest.raises(SettingsError, match=f"LAPOR_CONFIG={config}"):
+        load_settings()
+
+
+def test_a_config_file_that_is_not_utf8_is_one_clear_line(tmp_path, monkeypatch):
+    """Saved in Windows-1252 (an é in a comment): tomllib's UnicodeDecodeError was a traceback in every command."""
+    config = tmp_path / "lapor.toml"
+    config.write_bytes("# Pengaturan Dinas Perhubungan, diperbarui oleh José\nreadiness_max_lag = 7\n".encode("cp1252"))
+    monkeypatch.setenv("LAPOR_CONFIG", str(config))
+    with pytest.raises(SettingsError, match=f"^LAPOR_CONFIG={config}: 'utf-8' codec can't decode byte 0xe9"):
         load_settings()
 
 
@@ -194,3 +234,36 @@ def test_the_config_path_and_the_test_suites_variables_are_not_settings(tmp_path
     monkeypatch.setenv("LAPOR_TEST_ANYTHING", "1")
     monkeypatch.setenv("LAPOR_LOG_LEVEL", "debug")
     assert load_settings(data=tmp_path).log_level == "DEBUG"
+
+
+def test_a_demo_agency_without_its_unit_is_one_line_before_anything_starts(tmp_path):
+    """The default demo unit (pemda-53.71/dinkes) is not inside another demo agency: `lapor up --demo` opened the
+    store, then failed with a traceback while signing the unit officer's token."""
+    environment = {**os.environ, "LAPOR_DEMO_AGENCY": "pemda-35.73", "LAPOR_DATA": str(tmp_path / "var")}
+    result = subprocess.run(
+        [sys.executable, "-m", "lapor.cli", "up", "--demo", "--port", "0"],
+        capture_output=True, text=True, env=environment, timeout=60,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "lapor: invalid setting LAPOR_DEMO_UNIT: expected a unit of LAPOR_DEMO_AGENCY (pemda-35.73), like "
+        "pemda-35.73/dinkes (got 'pemda-53.71/dinkes')\n"
+    )
+    assert not (tmp_path / "var").exists()
+
+
+def test_a_kept_secret_that_cannot_be_read_is_one_line(tmp_path):
+    """A data directory whose secret cannot be read (another user's, or not a file) made `lapor token create` end in
+    a traceback, and `lapor up` blame the store ("cannot open the store ... or the read models ...")."""
+    data = tmp_path / "var"
+    (data / "secret").mkdir(parents=True)
+    for command in (["token", "create", "--role", "auditor"], ["up", "--port", "0"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "lapor.cli", *command, "--data", str(data)],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert (result.returncode, result.stdout) == (2, ""), command
+        assert result.stderr == (
+            f"lapor: {data}/secret: cannot read or keep the signing secret there (Is a directory); check --data or "
+            "LAPOR_DATA, or set LAPOR_SECRET\n"
+        )

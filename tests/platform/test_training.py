@@ -53,3 +53,16 @@ def test_outside_training_there_is_no_clock_to_move(serve, bearer):
     admin = bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
     with serve() as client:
         assert client.post("/api/training/clock", json={"advance": "P1D"}, headers=admin).status_code == 404
+
+
+def test_a_move_past_what_a_date_holds_is_refused_and_the_clock_stays(serve, bearer):
+    """Each was a 500: the duration (or the moment in UTC) overflowed Python's dates."""
+    admin = bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    with serve(training=True) as client:
+        before = client.get("/api/training/clock", headers=admin).json()["now"]
+        for move in ({"advance": "P3000000D"}, {"advance": "P99999999999D"}, {"to": "9999-12-31T23:59:59-05:00"}):
+            response = client.post("/api/training/clock", json=move, headers=admin)
+            assert response.status_code == 422, move
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["detail"] == "that moves the clock past the year 9999"
+        assert client.get("/api/training/clock", headers=admin).json()["now"] == before
