@@ -13,6 +13,7 @@ to store or expire, each auditor's run is their own, and the answer cannot be st
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
@@ -37,6 +38,8 @@ from lapor.privacy import (
 from lapor.problems import NotFound
 from lapor.store import EventStore, RecordedEvent
 from lapor.store.vault import VaultEntryErased
+
+log = logging.getLogger("lapor.reporting.audit")
 
 STREAM_PREFIX = "complaint-"
 
@@ -209,14 +212,18 @@ def _result(report: IntegrityReport) -> dict[str, Any]:
 
 async def integrity_lines(store: EventStore, *, batch_size: int = 5000) -> AsyncIterator[bytes]:
     """NDJSON: {"type": "progress", "checked", "position", "head_position"} lines while the walk goes on (events
-    checked, the last position checked, the head the walk stops at), then the result."""
+    checked, the last position checked, the head the walk stops at), then the result; or, when the store fails
+    under the walk, {"type": "error", "ok": false, "position", "problem"}: nothing can be said past `position`."""
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[bytes | None] = asyncio.Queue()
     stop = threading.Event()
+    walked = 0  # the last position checked
 
     def progress(checked: int, position: int, head: int) -> None:
+        nonlocal walked
         if stop.is_set():
             raise _Stopped
+        walked = position
         line = _line({"type": "progress", "checked": checked, "position": position, "head_position": head})
         loop.call_soon_threadsafe(lines.put_nowait, line)
 
@@ -226,6 +233,13 @@ async def integrity_lines(store: EventStore, *, batch_size: int = 5000) -> Async
             loop.call_soon_threadsafe(lines.put_nowait, _line(_result(report)))
         except _Stopped:
             pass
+        except Exception as error:  # said to the auditor: the 200 and its lines are already sent
+            # A damaged file ("database disk image is malformed"), the server gone: the answer's status is sent
+            # with the first line, so the stream ends with what happened, not cut off as if the walk were done.
+            log.warning("integrity walk failed after position %d", walked, exc_info=True)
+            problem = f"the store could not be read after position {walked}: {' '.join(str(error).split())}"
+            failed = {"type": "error", "ok": False, "position": walked, "problem": problem[:500]}
+            loop.call_soon_threadsafe(lines.put_nowait, _line(failed))
         finally:
             loop.call_soon_threadsafe(lines.put_nowait, None)  # the end, also of a walk that failed
 
