@@ -24,6 +24,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from lapor.store import NewEvent, open_store
 from lapor.store.writer import WriterProcess
 
 BACKENDS = (
@@ -111,6 +112,21 @@ def sqlite_writer_url(tmp_path: Path) -> Iterator[str]:
     """SQLite with its appends sent to a writer process."""
     with WriterProcess(tmp_path / "events.db") as writer:
         yield writer.url
+
+
+@pytest.fixture
+def damaged_sqlite_store(tmp_path: Path) -> Path:
+    """A SQLite store of 1,200 events whose pages after the first 20 (the schema is on the first) are overwritten,
+    as a disk's bad sectors or a copy cut short leave it: it opens, and fails under a walk of its log."""
+    path = tmp_path / "damaged" / "events.db"
+    path.parent.mkdir()
+    with open_store(f"sqlite:///{path}") as store:
+        for n in range(300):
+            store.append(f"complaint-T{n}", [NewEvent("Noted", {"n": n, "pad": "x" * 500}) for _ in range(4)])
+    with path.open("r+b") as file:
+        file.seek(20 * 4096)
+        file.write(b"\xde\xad\xbe\xef" * 50_000)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -198,15 +198,9 @@ def test_cli_audit_verify_names_an_unreadable_event_without_a_traceback(store_pa
     assert "Traceback" not in result.stderr
 
 
-def test_cli_audit_verify_of_a_store_sqlite_cannot_read_says_so_in_one_line(tmp_path: Path):
+def test_cli_audit_verify_of_a_store_sqlite_cannot_read_says_so_in_one_line(damaged_sqlite_store: Path):
     """A damaged file (a disk's bad sectors, a copy cut short) failed under the walk with a traceback."""
-    path = tmp_path / "events.db"
-    with open_store(f"sqlite:///{path}") as store:
-        for n in range(300):
-            store.append(f"complaint-T{n}", [NewEvent("Noted", {"n": n, "pad": "x" * 500}) for _ in range(4)])
-    with path.open("r+b") as file:  # the pages after the first 20 (the schema is on the first) overwritten
-        file.seek(20 * 4096)
-        file.write(b"\xde\xad\xbe\xef" * 50_000)
+    path = damaged_sqlite_store
     result = run_cli("audit", "verify", "--store", f"sqlite:///{path}")
     assert result.returncode == 2
     assert result.stderr.startswith(f"lapor: cannot read the store sqlite:///{path} after position ")

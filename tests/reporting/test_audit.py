@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from lapor.principal import Role
-from lapor.store import NewEvent, open_store
+from lapor.store import open_store
 from lapor.tracking import format_tracking_id
 from schemas import events as ev
 from services.reporting.audit import integrity_lines
@@ -207,19 +207,12 @@ def test_the_integrity_check_names_an_event_altered_in_the_database(month: Repor
     assert [e["chain_ok"] for e in history["events"]][3:6] == [True, False, True]
 
 
-def test_a_store_that_fails_under_the_walk_ends_the_stream_with_an_error_line(tmp_path):
+def test_a_store_that_fails_under_the_walk_ends_the_stream_with_an_error_line(damaged_sqlite_store):
     """The answer's 200 goes out with the first line, so a store failing under the walk (a damaged file) cut the
     NDJSON off with no result, as if the walk had ended: now its last line says it failed, and after which position."""
-    path = tmp_path / "events.db"
-    with open_store(f"sqlite:///{path}") as store:
-        for n in range(300):
-            store.append(f"complaint-T{n}", [NewEvent("Noted", {"n": n, "pad": "x" * 500}) for _ in range(4)])
-    with path.open("r+b") as file:  # the pages after the first 20 (the schema is on the first) overwritten
-        file.seek(20 * 4096)
-        file.write(b"\xde\xad\xbe\xef" * 50_000)
 
     async def walked() -> list[dict]:
-        with open_store(f"sqlite:///{path}") as store:
+        with open_store(f"sqlite:///{damaged_sqlite_store}") as store:
             return [orjson.loads(line) async for line in integrity_lines(store, batch_size=10)]
 
     lines = asyncio.run(walked())
