@@ -287,8 +287,9 @@ def public_statistics(server: Server, **filters: str) -> dict[str, Any]:
 def test_the_statistics_page_shows_the_public_figures_and_withholds_a_selection_too_small(server, browser):
     for n in range(5):  # five reports of one city in one month: one cell, shown
         filed(server, region_code="35.73", category="Air bersih", title=f"Air PDAM mati {n + 1}")
+    filed(server, region_code="35.73", category="Jalan rusak")  # a category of one report: shown as "other"
     WebDriverWait(browser, WAIT).until(
-        lambda _: (public_statistics(server, region="35.73")["totals"] or {}).get("reports") == 5)
+        lambda _: (public_statistics(server, region="35.73")["totals"] or {}).get("reports") == 6)
     expected = public_statistics(server, region="35.73")
 
     browser.get(server.url + "/statistik")
@@ -296,7 +297,7 @@ def test_the_statistics_page_shows_the_public_figures_and_withholds_a_selection_
     Select(browser.find_element(By.ID, "stat-region")).select_by_value("35.73")
     browser.find_element(By.CSS_SELECTOR, "#statistik-form button").click()
     WebDriverWait(browser, WAIT).until(lambda _: "35.73" in browser.find_element(By.ID, "stat-applied").text)
-    assert browser.find_element(By.ID, "stat-reports").text == "5"
+    assert browser.find_element(By.ID, "stat-reports").text == "6"
     assert browser.find_element(By.ID, "stat-open").text == str(expected["totals"]["open"])
     monthly = [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
                for row in browser.find_elements(By.CSS_SELECTOR, "#stat-monthly tr")]
@@ -304,7 +305,7 @@ def test_the_statistics_page_shows_the_public_figures_and_withholds_a_selection_
                        for month in expected["monthly"]]
     categories = [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
                   for row in browser.find_elements(By.CSS_SELECTOR, "#stat-categories tr")]
-    assert categories == [["Air bersih", "5"]]
+    assert categories == [["Air bersih", "5"], ["(lainnya)", "1"]]
     assert not browser.find_element(By.ID, "stat-withheld").is_displayed()
 
     Select(browser.find_element(By.ID, "stat-region")).select_by_value("11")  # Aceh: no report at all

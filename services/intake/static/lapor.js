@@ -288,6 +288,8 @@ function setupTrackForm(form) {
 // -- the public statistics (/statistik): GET /api/public/statistics, as tables -------------------------------
 
 const STAGES = { verification: "Verifikasi (telaah)", follow_up: "Tindak lanjut" };
+// The API's own names for the categories it groups (reporting's OTHER_CATEGORY, and a report without one).
+const CATEGORIES = { "(other)": "(lainnya)", "(none)": "(tanpa kategori)" };
 
 function percent(value) {
   return value === null || value === undefined ? "—" : `${(value * 100).toFixed(1).replace(".", ",")}%`;
@@ -304,7 +306,7 @@ function rows(bodyId, lines) {
     const row = document.createElement("tr");
     cells.forEach((value, index) => {
       const cell = document.createElement("td");
-      cell.textContent = String(value);
+      cell.textContent = typeof value === "number" ? value.toLocaleString("id-ID") : String(value);
       if (index > 0) cell.className = "number";
       row.append(cell);
     });
@@ -339,10 +341,10 @@ async function showStatistics(form) {
   document.getElementById("stat-withheld").hidden = !stats.withheld;
   document.getElementById("stat-figures").hidden = stats.withheld;
   if (!stats.withheld) {
-    text("stat-reports", stats.totals.reports);
-    text("stat-open", stats.totals.open);
-    text("stat-closed", stats.totals.closed);
-    text("stat-archived", stats.totals.archived);
+    text("stat-reports", stats.totals.reports.toLocaleString("id-ID"));
+    text("stat-open", stats.totals.open.toLocaleString("id-ID"));
+    text("stat-closed", stats.totals.closed.toLocaleString("id-ID"));
+    text("stat-archived", stats.totals.archived.toLocaleString("id-ID"));
     text("stat-follow-up-rate", percent(stats.follow_up_rate));
     const time = stats.time_to_first_follow_up;
     text("stat-time", time ? `${days(time.median_hours)} / ${days(time.p90_hours)}` : "—");
@@ -350,7 +352,8 @@ async function showStatistics(form) {
       stage.on_time, stage.late, stage.overdue, percent(stage.compliance)]));
     rows("stat-monthly", stats.monthly.map((month) => [month.month, month.received, month.disposed,
       month.followed_up]));
-    rows("stat-categories", Object.entries(stats.breakdown.by_category).sort((a, b) => b[1] - a[1]));
+    rows("stat-categories", Object.entries(stats.breakdown.by_category).sort((a, b) => b[1] - a[1])
+      .map(([category, count]) => [CATEGORIES[category] || category, count]));
   }
   section.hidden = false;
 }
