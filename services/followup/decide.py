@@ -167,16 +167,17 @@ def decide_resolve(state: ComplaintState, command: Resolve, now: datetime, polic
 
 
 def decide_on_feedback(
-    state: ComplaintState, *, satisfied: bool, comment: str | None, given_at: datetime, policy: Sp4nPolicy
+    state: ComplaintState, *, satisfied: bool, comment: str | None, now: datetime, policy: Sp4nPolicy
 ) -> list[EventData]:
     """The reporter answered the resolution: satisfied closes the report, dissatisfied reopens it to the agency with
-    the reporter's reason and a new follow-up deadline counted from the answer. Nothing when the report has moved
-    on (already closed or reopened, e.g. when the reaction runs again after a restart)."""
+    the reporter's reason and a new follow-up deadline counted from `now`, when it is back with the agency (not from
+    the answer: handled after an outage, that deadline had passed before the agency got the report back). Nothing
+    when the report has moved on (already closed or reopened, e.g. when the reaction runs again after a restart)."""
     if state.status is not Status.resolved or state.feedback is None:
         return []
     if satisfied:
         return [ComplaintClosed(reason=CloseReason.satisfied)]
-    return [ComplaintReopened(reason=comment or NO_REASON_GIVEN, follow_up_due=policy.follow_up_due(given_at))]
+    return [ComplaintReopened(reason=comment or NO_REASON_GIVEN, follow_up_due=policy.follow_up_due(now))]
 
 
 def decide_close_in_silence(state: ComplaintState, now: datetime) -> list[EventData]:

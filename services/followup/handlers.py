@@ -3,7 +3,7 @@ of deadlines, and deliver notifications.
 
 - `Reactions` (subscription `followup.reactions`): a FeedbackGiven (decided by intake) closes the report
   (satisfied) or reopens it to the agency (dissatisfied, with the reporter's reason and a new follow-up deadline
-  counted from the answer).
+  counted from the reopening).
 - `close_silent_reports` (loop `followup.closing`): resolved reports whose reporter stayed silent for the
   feedback window (10 working days) are closed, reason no_response.
 - `warn_of_deadlines` (loop `followup.deadline-warnings`): an outbox record for each agency deadline that is about
@@ -96,7 +96,7 @@ class Reactions:
                 state,
                 satisfied=feedback.data["satisfied"],
                 comment=feedback.data.get("comment"),
-                given_at=feedback.recorded_at,
+                now=now,
                 policy=policy,
             )
             cause = f"{feedback.stream}:{feedback.version}:feedback-answered"

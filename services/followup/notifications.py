@@ -27,7 +27,7 @@ import hmac
 import logging
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal, Protocol
 
@@ -286,6 +286,7 @@ class _Claimed:
     notification: Notification
     target: Target
     attempts: int  # before this one
+    lease_until: str  # the lease this process holds: another process's claim or a removal replaces or ends it
 
 
 class Deliverer:
@@ -302,10 +303,26 @@ class Deliverer:
 
     def run_once(self) -> int:
         """Deliver the due notifications; returns how many were attempted."""
-        claimed = self._claim(self._clock.now())
-        for item in claimed:
-            self._attempt(item)
-        return len(claimed)
+        attempted = 0
+        for item in self._claim(self._clock.now()):
+            # A batch is sent one by one: the lease of a later item may have run out meanwhile (slow receivers),
+            # and another process claimed and sent it, or its webhook was removed.
+            held = self._renew(item, self._clock.now())
+            if held is not None:
+                self._attempt(held)
+                attempted += 1
+        return attempted
+
+    def _renew(self, item: _Claimed, now: datetime) -> _Claimed | None:
+        """`item` with a fresh lease, or None when this process no longer holds it (nothing may be sent)."""
+        lease_until = instant(now + LEASE)
+        with self._db.transaction() as tx:
+            renewed = tx.execute(
+                "UPDATE followup_deliveries SET lease_until = ? WHERE notification_id = ? AND target_id = ? "
+                "AND status = 'pending' AND lease_until = ?",
+                (lease_until, item.notification.notification_id, item.target.target_id, item.lease_until),
+            ).rowcount
+        return replace(item, lease_until=lease_until) if renewed else None
 
     def _claim(self, now: datetime) -> list[_Claimed]:
         at = instant(now)
@@ -322,13 +339,14 @@ class Deliverer:
                 (at, at, self._batch_size),
             )
             claimed = []
+            lease_until = instant(now + LEASE)
             for row in rows:
                 notification_id_, kind, agency_id, tracking_id, payload, created_at, attempts = row[:7]
                 target = _target(row[7:])
                 taken = tx.execute(
                     "UPDATE followup_deliveries SET lease_until = ? WHERE notification_id = ? AND target_id = ? "
                     "AND status = 'pending' AND (lease_until IS NULL OR lease_until < ?)",
-                    (instant(now + LEASE), notification_id_, target.target_id, at),
+                    (lease_until, notification_id_, target.target_id, at),
                 ).rowcount
                 if taken:
                     created = moment(created_at)
@@ -336,7 +354,7 @@ class Deliverer:
                     notification = Notification(
                         notification_id_, kind, agency_id, tracking_id, orjson.loads(payload), created
                     )
-                    claimed.append(_Claimed(notification, target, int(attempts)))
+                    claimed.append(_Claimed(notification, target, int(attempts), lease_until))
         return claimed
 
     def _attempt(self, item: _Claimed) -> None:
@@ -363,23 +381,27 @@ class Deliverer:
                 )
                 return
             gives_up = error.permanent or attempts >= MAX_ATTEMPTS
-            log.warning(
-                "notification %s to %s: attempt %d failed%s: %s",
-                *key,
-                attempts,
-                ", giving up" if gives_up else "",
-                error,
-            )
-            tx.execute(
+            # Only under the lease this attempt was made in: once it ran out, another process may have delivered
+            # it (a retry would send it twice), and a removed webhook's deliveries are cancelled for good.
+            recorded = tx.execute(
                 "UPDATE followup_deliveries SET status = ?, attempts = ?, next_attempt_at = ?, lease_until = NULL, "
-                "last_error = ? WHERE notification_id = ? AND target_id = ?",
+                "last_error = ? WHERE notification_id = ? AND target_id = ? AND status = 'pending' "
+                "AND lease_until = ?",
                 (
                     "failed" if gives_up else "pending",
                     attempts,
                     instant(now if gives_up else now + backoff(attempts)),
                     str(error)[:2000],
                     *key,
+                    item.lease_until,
                 ),
+            ).rowcount
+            log.warning(
+                "notification %s to %s: attempt %d failed%s: %s",
+                *key,
+                attempts,
+                (", giving up" if gives_up else "") if recorded else " (its lease was lost: not recorded)",
+                error,
             )
 
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from threading import Barrier
 
+from lapor.clock import ManualClock
 from lapor.commands import caused_event_id
+from lapor.settings import load_settings
+from lapor.store import open_store
 from lapor.subscriptions import SubscriptionRunner
+from schemas.events import FeedbackGiven
 from services.followup.handlers import Reactions, close_silent_reports
 from tests.followup.conftest import KUPANG, MONDAY, later
 
@@ -124,3 +128,27 @@ def test_a_fresh_reaction_subscription_replaying_the_whole_log_decides_nothing_n
     runner = SubscriptionRunner(followup.ctx.store, followup.ctx.db, replace(replaying, name="followup.replay"))
     runner.run_until_caught_up()
     assert followup.ctx.store.head_position() == before
+
+
+def test_an_answer_acted_on_after_an_outage_gives_the_agency_its_follow_up_days_from_the_reopening(start, data_dir):
+    """The reporter answers while followup is down (intake runs on its own); followup, back six working days
+    later, reopens the report to the agency. The agency's five working days run from then: counted from the answer
+    they had passed before the report was back in its queue, and routing escalated it at once (a red mark)."""
+    with start() as app:
+        app.register_directory()
+        tid = resolved(app, "LAP-C-9")
+        answered_at = later(app, days=1)  # Tuesday 10 June
+    settings = load_settings(data=data_dir, training=True)
+    store = open_store(settings.store, clock=ManualClock(answered_at))
+    answer = FeedbackGiven(satisfied=False, rating=1, comment="Masih tutup.")
+    store.append(f"complaint-{tid}", [answer.to_new_event(metadata={"actor": "pelapor", "role": "reporter"})],
+                 store.stream_version(f"complaint-{tid}"))
+    store.close()
+    back = answered_at + timedelta(days=8)  # Wednesday 18 June
+    with start(at=back) as app:
+        app.settle()
+        reopened = app.events(tid)[-1]
+        assert reopened.type == "ComplaintReopened"
+        due = app.ctx.policy.follow_up_due(reopened.recorded_at)  # end of Wednesday 25 June
+        assert datetime.fromisoformat(reopened.data["follow_up_due"]) == due
+        assert app.ctx.calendar.working_days_between(back, due) == 5

@@ -182,14 +182,14 @@ def test_the_reporter_has_ten_working_days_after_a_resolution():
 
 def test_a_satisfied_reporter_closes_the_report():
     state = then(resolved(), FeedbackGiven(satisfied=True, rating=5))
-    [event] = decide_on_feedback(state, satisfied=True, comment=None, given_at=MONDAY, policy=POLICY)
+    [event] = decide_on_feedback(state, satisfied=True, comment=None, now=MONDAY, policy=POLICY)
     assert event == ComplaintClosed(reason=CloseReason.satisfied)
 
 
 def test_a_dissatisfied_reporter_reopens_it_with_their_reason_and_a_new_follow_up_clock():
     answered = MONDAY + timedelta(days=2)  # Wednesday 11 June
     state = then(resolved(), FeedbackGiven(satisfied=False, rating=1, comment="Masih tutup."), at=answered)
-    [event] = decide_on_feedback(state, satisfied=False, comment="Masih tutup.", given_at=answered, policy=POLICY)
+    [event] = decide_on_feedback(state, satisfied=False, comment="Masih tutup.", now=answered, policy=POLICY)
     assert isinstance(event, ComplaintReopened)
     assert event.reason == "Masih tutup."
     assert event.follow_up_due == datetime(2031, 6, 18, 16, 59, 59, 999999, tzinfo=UTC)  # 5 working days on
@@ -198,15 +198,15 @@ def test_a_dissatisfied_reporter_reopens_it_with_their_reason_and_a_new_follow_u
 
 def test_a_dissatisfied_answer_without_words_still_gives_a_reason():
     state = then(resolved(), FeedbackGiven(satisfied=False, rating=2))
-    [event] = decide_on_feedback(state, satisfied=False, comment=None, given_at=MONDAY, policy=POLICY)
+    [event] = decide_on_feedback(state, satisfied=False, comment=None, now=MONDAY, policy=POLICY)
     assert isinstance(event, ComplaintReopened)
     assert event.reason == NO_REASON_GIVEN
 
 
 def test_an_answer_to_a_report_that_moved_on_decides_nothing():
     state = then(resolved(), FeedbackGiven(satisfied=True, rating=5), ComplaintClosed(reason=CloseReason.satisfied))
-    assert decide_on_feedback(state, satisfied=True, comment=None, given_at=MONDAY, policy=POLICY) == []
-    assert decide_on_feedback(resolved(), satisfied=True, comment=None, given_at=MONDAY, policy=POLICY) == []
+    assert decide_on_feedback(state, satisfied=True, comment=None, now=MONDAY, policy=POLICY) == []
+    assert decide_on_feedback(resolved(), satisfied=True, comment=None, now=MONDAY, policy=POLICY) == []
 
 
 def test_silence_closes_only_once_the_feedback_window_has_passed():

@@ -5,16 +5,33 @@ HTTP server on 127.0.0.1 that checks every signature (`receiver`, in conftest)."
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lapor.db import SqliteDatabase
+from lapor.clock import ManualClock
+from lapor.db import Database, SqliteDatabase, open_database
+from lapor.settings import load_settings
 from services.followup.handlers import Notifier, warn_of_deadlines
-from services.followup.notifications import WEBHOOK, WebhookAdapter, post_arrivals, webhook_policy
+from services.followup.notifications import (
+    ITEM_ADDED,
+    LEASE,
+    WEBHOOK,
+    Deliverer,
+    DeliveryFailed,
+    Notification,
+    Target,
+    WebhookAdapter,
+    create_target,
+    deactivate_target,
+    notification_id,
+    post_arrivals,
+    record_notification,
+    webhook_policy,
+)
 from services.followup.storage import install_queue, install_service_tables, instant
 from tests.followup.conftest import DINKES, KUPANG, MALANG, MONDAY, later, subscribe
 
@@ -166,3 +183,101 @@ def test_old_arrivals_are_not_pushed_when_the_outbox_catches_up(tmp_path: Path):
         posted = tx.fetchall("SELECT notification_id FROM followup_notifications")
     db.close()
     assert posted == [("new",)]
+
+
+# -- two delivery processes: a lease that ran out while its holder was still trying -------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def outbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """The service's outbox tables alone, on SQLite or PostgreSQL: no loop of the service runs beside the test."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else f"sqlite:///{tmp_path}/rm.db"
+    db = open_database(url)
+    install_service_tables(db)
+    yield db
+    db.close()
+
+
+class SlowThenTimedOut:
+    """A first process's adapter: its first request hangs past the lease (meanwhile `meanwhile` runs: a second
+    process's round, say) and times out; the next ones go out through `then`."""
+
+    channel = WEBHOOK
+
+    def __init__(self, clock: ManualClock, meanwhile: Callable[[], object], then: WebhookAdapter) -> None:
+        self.clock, self.meanwhile, self.then, self.calls = clock, meanwhile, then, 0
+
+    def deliver(self, notification: Notification, target: Target) -> None:
+        self.calls += 1
+        if self.calls > 1:
+            return self.then.deliver(notification, target)
+        self.clock.advance(LEASE + timedelta(seconds=10))
+        self.meanwhile()
+        raise DeliveryFailed("ReadTimeout: timed out")
+
+
+def queue_to(db: Database, receiver, path: str, clock: ManualClock, *tracking_ids: str) -> None:
+    with db.transaction() as tx:
+        target = create_target(tx, agency_id=KUPANG, channel=WEBHOOK, address=receiver.url(path),
+                               kinds=[ITEM_ADDED], created_by="admin-kupang", now=clock.now())
+        for tracking_id in tracking_ids:
+            record_notification(tx, Notification(notification_id(tracking_id), ITEM_ADDED, KUPANG, tracking_id, {},
+                                                 clock.now()))
+    receiver.secrets[path] = target.secret
+
+
+def statuses(db: Database) -> list[str]:
+    with db.read() as tx:
+        return [status for (status,) in tx.fetchall("SELECT status FROM followup_deliveries ORDER BY notification_id")]
+
+
+def test_a_process_whose_lease_ran_out_neither_sends_again_nor_undoes_what_another_delivered(outbox, receiver):
+    clock = ManualClock(MONDAY)
+    queue_to(outbox, receiver, "/kupang", clock, "LAP-L-1", "LAP-L-2")
+    adapter = WebhookAdapter(webhook_policy(load_settings()))
+    second = Deliverer(outbox, clock, {WEBHOOK: adapter})
+    first = Deliverer(outbox, clock, {WEBHOOK: SlowThenTimedOut(clock, second.run_once, adapter)})
+    first.run_once()  # claims both; its first request hangs while the second process delivers both
+    clock.advance(timedelta(hours=2))
+    second.run_once()
+    adapter.close()
+    assert sorted(body["tracking_id"] for _, body, _ in receiver.accepted) == ["LAP-L-1", "LAP-L-2"]
+    assert statuses(outbox) == ["delivered", "delivered"]
+
+
+def test_a_webhook_removed_while_a_delivery_to_it_was_under_way_gets_nothing_more(outbox, receiver):
+    clock = ManualClock(MONDAY)
+    queue_to(outbox, receiver, "/kupang", clock, "LAP-L-3")
+
+    def removed() -> None:
+        with outbox.transaction() as tx:
+            [(target_id,)] = tx.fetchall("SELECT target_id FROM followup_targets")
+            assert deactivate_target(tx, KUPANG, target_id)
+
+    adapter = WebhookAdapter(webhook_policy(load_settings()))
+    Deliverer(outbox, clock, {WEBHOOK: SlowThenTimedOut(clock, removed, adapter)}).run_once()
+    clock.advance(timedelta(hours=2))
+    Deliverer(outbox, clock, {WEBHOOK: adapter}).run_once()
+    adapter.close()
+    assert receiver.attempts == []
+    assert statuses(outbox) == ["cancelled"]
+
+
+def test_a_receiver_that_keeps_failing_is_backed_off_and_given_up_after_eight_attempts(outbox, receiver):
+    clock = ManualClock(MONDAY)
+    queue_to(outbox, receiver, "/kupang", clock, "LAP-L-4")
+    receiver.script = [503] * 20
+    adapter = WebhookAdapter(webhook_policy(load_settings()))
+    deliverer = Deliverer(outbox, clock, {WEBHOOK: adapter})
+    tried = []
+    for _ in range(12):
+        tried.append(deliverer.run_once())
+        clock.advance(timedelta(minutes=10))
+    adapter.close()
+    # Waits of 30 s, 1, 2, 4 and 8 min each pass within a ten-minute step; then 16 and 32 min.
+    assert tried == [1, 1, 1, 1, 1, 1, 0, 1, 0, 0, 0, 1]
+    with outbox.read() as tx:
+        [(status, attempts, last_error)] = tx.fetchall("SELECT status, attempts, last_error FROM followup_deliveries")
+    assert (status, attempts) == ("failed", 8)
+    assert "HTTP 503" in last_error
+    assert len(receiver.attempts) == 8
