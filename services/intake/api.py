@@ -288,7 +288,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         if_match: int | None = Depends(if_match_header),
     ) -> ReporterActionResult:
         def decide(state: ComplaintState, text: Mapping[str, Any], now: datetime) -> EventData:
-            return decide_feedback(state, request.satisfied, request.rating, text.get("comment"))
+            return decide_feedback(state, request.satisfied, request.rating, text.get("comment"), now)
 
         return await reporter_action(
             response,

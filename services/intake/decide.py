@@ -107,9 +107,18 @@ def decide_information(
     return _build(InformationProvided, text=text, attachments=attachments, verification_due=due)
 
 
-def decide_feedback(state: ComplaintState, satisfied: bool, rating: int, comment: str | None) -> FeedbackGiven:
-    """The reporter answers a resolution; followup closes (satisfied) or reopens (not) the report."""
+def decide_feedback(
+    state: ComplaintState, satisfied: bool, rating: int, comment: str | None, now: datetime
+) -> FeedbackGiven:
+    """The reporter answers a resolution; followup closes (satisfied) or reopens (not) the report. Only within the
+    answer's window (10 working days): after it the silence has closed the report, whether or not followup's closing
+    loop has appended that yet (an answer that came after the window but before the loop reopened the report, or
+    did not, by which came first)."""
     ensure_allowed(state, "FeedbackGiven")
+    due = state.feedback_due
+    if due is not None and now > due:
+        reason = f"the time to answer this resolution ended on {due.isoformat()}; the report closes without an answer"
+        raise IllegalTransition("FeedbackGiven", state.status, reason)
     return _build(FeedbackGiven, satisfied=satisfied, rating=rating, comment=comment)
 
 

@@ -99,16 +99,25 @@ def test_information_is_refused_unless_the_report_is_pended():
 
 def test_feedback_answers_a_resolution_once():
     state = history(*resolved())
-    assert decide_feedback(state, False, 2, "Masih mati.") == FeedbackGiven(
+    assert decide_feedback(state, False, 2, "Masih mati.", FRIDAY) == FeedbackGiven(
         satisfied=False, rating=2, comment="Masih mati."
     )
     with pytest.raises(IllegalTransition, match="already given"):
-        decide_feedback(history(*resolved(), FeedbackGiven(satisfied=True, rating=5)), True, 5, None)
+        decide_feedback(history(*resolved(), FeedbackGiven(satisfied=True, rating=5)), True, 5, None, FRIDAY)
 
 
 def test_feedback_before_a_resolution_is_refused():
     with pytest.raises(IllegalTransition):
-        decide_feedback(history(*disposed()), True, 5, None)
+        decide_feedback(history(*disposed()), True, 5, None, FRIDAY)
+
+
+def test_feedback_after_the_answers_window_is_refused():
+    """The silence closed the report when the window ended; an answer after it reopened the report or not by
+    whether followup's closing loop had appended the closing yet."""
+    state = history(*resolved())  # feedback_due: FRIDAY
+    assert decide_feedback(state, True, 5, None, state.feedback_due).satisfied is True  # its last moment
+    with pytest.raises(IllegalTransition, match="time to answer this resolution ended"):
+        decide_feedback(state, False, 1, "Belum beres.", state.feedback_due + timedelta(seconds=1))
 
 
 def test_ombudsman_consent_needs_the_offer():
