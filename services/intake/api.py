@@ -207,6 +207,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                         vault=ctx.vault,
                         agency_name=lambda agency_id: agency_name(tx, agency_id),
                         region_name=_region_name,
+                        now=ctx.clock.now(),
                     )
                 except ReportNotVisible:
                     raise NotFound(f"no report with tracking ID {state.tracking_id}") from None

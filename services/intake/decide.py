@@ -115,11 +115,19 @@ def decide_feedback(
     loop has appended that yet (an answer that came after the window but before the loop reopened the report, or
     did not, by which came first)."""
     ensure_allowed(state, "FeedbackGiven")
-    due = state.feedback_due
-    if due is not None and now > due:
-        reason = f"the time to answer this resolution ended on {due.isoformat()}; the report closes without an answer"
+    if answer_too_late(state, now):
+        assert state.feedback_due is not None
+        reason = (
+            f"the time to answer this resolution ended on {state.feedback_due.isoformat()}; the report closes "
+            "without an answer"
+        )
         raise IllegalTransition("FeedbackGiven", state.status, reason)
     return _build(FeedbackGiven, satisfied=satisfied, rating=rating, comment=comment)
+
+
+def answer_too_late(state: ComplaintState, now: datetime) -> bool:
+    """Whether the reporter's window to answer the resolution has ended (the view then offers no answer)."""
+    return state.feedback_due is not None and now > state.feedback_due
 
 
 def decide_ombudsman_consent(state: ComplaintState) -> OmbudsmanConsentGiven:

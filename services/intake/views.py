@@ -9,6 +9,7 @@ detector or policy (`lapor.privacy.MASKED_BY`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from lapor.complaint import ComplaintState, allowed_event_types
@@ -16,6 +17,7 @@ from lapor.principal import Principal
 from lapor.privacy import ORIGINAL_REF, SIGHT, audience_of, masked_at_source, redact_complaint
 from lapor.store import RecordedEvent
 from lapor.store.vault import Vault, VaultEntryErased
+from services.intake.decide import answer_too_late
 
 # The reporter's actions, by the event each decides, as the path segment of its route.
 REPORTER_ACTIONS = {
@@ -42,8 +44,10 @@ def complaint_view(
     vault: Vault,
     agency_name: Callable[[str | None], str | None],
     region_name: Callable[[str | None], str | None],
+    now: datetime,
 ) -> dict[str, Any]:
-    """The report as `principal` may see it; raises lapor.privacy.ReportNotVisible."""
+    """The report as `principal` may see it; raises lapor.privacy.ReportNotVisible. `reporter_actions` are those
+    the reporter may take at `now`."""
     as_written = SIGHT[audience_of(principal)].unmasked
 
     def text_of(event: RecordedEvent) -> dict[str, Any]:
@@ -121,7 +125,11 @@ def complaint_view(
         "escalations": state.escalations,
         "ombudsman_offered": state.ombudsman_offered,
         "ombudsman_consent": state.ombudsman_consent,
-        "reporter_actions": [REPORTER_ACTIONS[t] for t in allowed_event_types(state) if t in REPORTER_ACTIONS],
+        "reporter_actions": [
+            REPORTER_ACTIONS[t]
+            for t in allowed_event_types(state)
+            if t in REPORTER_ACTIONS and not (t == "FeedbackGiven" and answer_too_late(state, now))
+        ],
     }
     # Every audience's view carries the identity: the national admin reads it, and for everyone else
     # `redact_complaint` removes it after scrubbing its values from every text, officials' too (the national admin

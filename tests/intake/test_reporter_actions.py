@@ -120,6 +120,22 @@ def test_feedback_on_a_resolution_is_recorded_once(intake):
     assert shown["feedback"]["rating"] == 2
 
 
+def test_once_the_answers_window_has_ended_no_answer_is_offered_or_taken(serve_intake):
+    """After the window the silence has closed the report (followup's loop appends the closing): an answer then
+    reopened the report or not by which came first."""
+    with serve_intake(training=True) as intake:  # a clock the test moves
+        receipt = intake.submit()
+        intake.resolve(receipt["tracking_id"])  # the answer is due in 14 days
+        intake.ctx.clock.advance(timedelta(days=15))
+        shown = intake.client.get(f"/api/complaints/{receipt['tracking_id']}", headers={
+            "X-Reporter-Token": receipt["reporter_token"]}).json()
+        assert (shown["status"], shown["reporter_actions"]) == ("resolved", [])
+        response = post(intake, receipt, "feedback", {"satisfied": False, "rating": 1})
+        assert response.status_code == 409
+        assert "time to answer this resolution ended" in response.json()["detail"]
+        assert [event.type for event in intake.events(receipt["tracking_id"])][-1] == "ComplaintResolved"
+
+
 @pytest.mark.parametrize(
     "feedback",
     [
