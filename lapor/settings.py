@@ -316,6 +316,12 @@ class Settings(BaseSettings):
 
 # `LAPOR_*` names of the environment that are not settings: the file's path, and the test suite's own.
 NOT_SETTINGS = ("CONFIG", "REQUIRE_BACKENDS", "TEST_")
+# What Kubernetes sets in every container for each Service of its namespace (service links): for the Service
+# `lapor` of deploy/kubernetes LAPOR_SERVICE_HOST, LAPOR_SERVICE_PORT_HTTP, LAPOR_PORT, LAPOR_PORT_80_TCP_ADDR, ...;
+# for a `lapor-postgres` LAPOR_POSTGRES_SERVICE_HOST, ... Names after the prefix, upper case.
+SERVICE_LINK = re.compile(
+    r"(?:[A-Z0-9_]+_)?(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?|PORT(?:_[0-9]+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)?)"
+)
 # DESIGN.md names a transport URL; only tailing the store is built (README, deploy/README.md).
 NO_BUS = (
     "only the store is built as a transport (every service tails LAPOR_STORE); the Kafka relay of DESIGN.md is "
@@ -335,7 +341,7 @@ def unknown_variables(environment: Mapping[str, str]) -> list[str]:
             continue
         if name == "BUS":
             problems.append(f"invalid setting {variable}: {NO_BUS}")
-        elif not name.startswith(NOT_SETTINGS):
+        elif not name.startswith(NOT_SETTINGS) and not SERVICE_LINK.fullmatch(name):
             guess = difflib.get_close_matches(variable.upper(), known, n=1)
             hint = f" (did you mean {guess[0]}?)" if guess else ""
             problems.append(f"unknown setting {variable}{hint}")
