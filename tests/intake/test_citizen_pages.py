@@ -179,6 +179,43 @@ def test_tracking_shows_the_status_and_the_agencys_public_follow_ups_as_text(ser
     assert [item.text.split(" — ", 1)[1] for item in follow_ups] == ["Petugas sudah meninjau lokasi."]
 
 
+def test_the_reporter_token_is_gone_once_the_citizen_leaves_the_page(server, browser):
+    """On a shared computer (an internet café, a service counter) the next person's Back button must not bring
+    back the last reporter's token, identity or confidential report: the browser keeps a page it leaves (its
+    back/forward cache), as it was, unless the page clears them as it is left."""
+    browser.get(server.url + "/")
+    browser.find_element(By.ID, "title").send_keys("Pungutan liar di kantor kelurahan")
+    browser.find_element(By.ID, "body").send_keys("Petugas meminta uang untuk surat pengantar.")
+    Select(browser.find_element(By.ID, "region_code")).select_by_value("53.71")
+    browser.find_element(By.ID, "reporter-name").send_keys("Yohanes Bria")
+    browser.find_element(By.ID, "confidential").click()
+    browser.find_element(By.ID, "submit").click()
+    tracking_id = shown(browser, "tracking-id")
+    reporter_token = shown(browser, "reporter-token")
+    browser.find_element(By.LINK_TEXT, "Statistik").click()
+    WebDriverWait(browser, WAIT).until(lambda _: browser.current_url.endswith("/statistik"))
+    browser.back()
+    WebDriverWait(browser, WAIT).until(lambda _: browser.current_url == server.url + "/")
+    assert reporter_token not in browser.page_source
+    assert not browser.find_element(By.ID, "receipt").is_displayed()
+    assert browser.find_element(By.ID, "lapor-form").is_displayed()  # a new report can be written
+    for kept in ("Yohanes Bria", "Pungutan liar"):  # nor is the report in the form's fields
+        assert kept not in browser.execute_script("return [...document.forms].map(f => [...f.elements].map("
+                                                  "e => e.value).join(' ')).join(' ')")
+
+    browser.get(f"{server.url}/lacak#{tracking_id}")
+    browser.find_element(By.ID, "track-token").send_keys(reporter_token)
+    browser.find_element(By.CSS_SELECTOR, "#lacak-form button").click()
+    assert shown(browser, "report-title") == "Pungutan liar di kantor kelurahan"
+    browser.find_element(By.LINK_TEXT, "Statistik").click()
+    WebDriverWait(browser, WAIT).until(lambda _: browser.current_url.endswith("/statistik"))
+    browser.back()
+    WebDriverWait(browser, WAIT).until(lambda _: "/lacak" in browser.current_url)
+    assert browser.find_element(By.ID, "track-token").get_attribute("value") == ""
+    assert not browser.find_element(By.ID, "report").is_displayed()
+    assert "Pungutan liar" not in browser.page_source
+
+
 # -- the reporter's actions on the tracking page ------------------------------------------------------------
 
 

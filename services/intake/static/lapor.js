@@ -151,6 +151,18 @@ function setupReportForm(form) {
       button.disabled = false;
     }
   });
+  // Leaving the page, the filed report's receipt and form are emptied: the browser keeps a page it leaves, as it
+  // was, for the Back button, which on a shared computer showed the next person the reporter's token. A report
+  // not sent yet stays, for its writer to finish.
+  window.addEventListener("pagehide", () => {
+    const receipt = document.getElementById("receipt");
+    if (receipt.hidden) return;
+    for (const id of ["tracking-id", "reporter-token", "verification-due"]) text(id, "");
+    receipt.hidden = true;
+    form.reset();
+    form.hidden = false;
+    key = newIdempotencyKey();
+  });
 }
 
 // The report on the tracking page, and the reporter token it was opened with (the reporter's actions need both).
@@ -282,7 +294,23 @@ function setupTrackForm(form) {
     }
   };
   window.addEventListener("hashchange", fromLink);
+  // Leaving the page, the token and the report it opened are forgotten (see setupReportForm's "pagehide").
+  window.addEventListener("pagehide", () => {
+    form.elements.reporter_token.value = "";
+    forgetReport();
+  });
   fromLink();
+}
+
+function forgetReport() {
+  tracked.report = null;
+  tracked.token = "";
+  for (const id of ["report-title", "report-id", "report-status", "report-agency", "report-region",
+    "report-submitted", "report-resolution", "information-requested", "action-result", "action-error"]) text(id, "");
+  document.getElementById("report-follow-ups").replaceChildren();
+  for (const actionForm of document.querySelectorAll("#actions form")) actionForm.reset();
+  document.getElementById("report").hidden = true;
+  document.getElementById("actions").hidden = true;
 }
 
 // -- the public statistics (/statistik): GET /api/public/statistics, as tables -------------------------------
