@@ -100,16 +100,24 @@ def test_the_pages_are_served_with_a_policy_that_allows_only_this_origin(server)
 # -- in the browser -----------------------------------------------------------------------------------------
 
 
-def test_a_citizen_files_a_confidential_report_with_the_form_and_its_receipt_opens_it(server, browser):
+def filed_with_the_form(browser: WebDriver, server: Server, title: str, body: str, name: str) -> tuple[str, str]:
+    """A confidential report of Kota Kupang filed with the form under the reporter's `name`: its receipt's
+    (tracking id, reporter token)."""
     browser.get(server.url + "/")
-    browser.find_element(By.ID, "title").send_keys("Puskesmas tutup saat jam layanan")
-    browser.find_element(By.ID, "body").send_keys("Puskesmas Oebobo tutup pukul 10 pagi pada hari kerja.")
+    browser.find_element(By.ID, "title").send_keys(title)
+    browser.find_element(By.ID, "body").send_keys(body)
     Select(browser.find_element(By.ID, "region_code")).select_by_value("53.71")
-    browser.find_element(By.ID, "reporter-name").send_keys("Maria Lay")
+    browser.find_element(By.ID, "reporter-name").send_keys(name)
     browser.find_element(By.ID, "confidential").click()
     browser.find_element(By.ID, "submit").click()
-    tracking_id = shown(browser, "tracking-id")
-    reporter_token = shown(browser, "reporter-token")
+    return shown(browser, "tracking-id"), shown(browser, "reporter-token")
+
+
+def test_a_citizen_files_a_confidential_report_with_the_form_and_its_receipt_opens_it(server, browser):
+    tracking_id, reporter_token = filed_with_the_form(
+        browser, server, "Puskesmas tutup saat jam layanan", "Puskesmas Oebobo tutup pukul 10 pagi pada hari kerja.",
+        "Maria Lay",
+    )
     assert not browser.find_element(By.ID, "lapor-form").is_displayed()
 
     assert server.get(f"/api/complaints/{tracking_id}").status_code == 404  # rahasia: not for the public
@@ -183,15 +191,10 @@ def test_the_reporter_token_is_gone_once_the_citizen_leaves_the_page(server, bro
     """On a shared computer (an internet café, a service counter) the next person's Back button must not bring
     back the last reporter's token, identity or confidential report: the browser keeps a page it leaves (its
     back/forward cache), as it was, unless the page clears them as it is left."""
-    browser.get(server.url + "/")
-    browser.find_element(By.ID, "title").send_keys("Pungutan liar di kantor kelurahan")
-    browser.find_element(By.ID, "body").send_keys("Petugas meminta uang untuk surat pengantar.")
-    Select(browser.find_element(By.ID, "region_code")).select_by_value("53.71")
-    browser.find_element(By.ID, "reporter-name").send_keys("Yohanes Bria")
-    browser.find_element(By.ID, "confidential").click()
-    browser.find_element(By.ID, "submit").click()
-    tracking_id = shown(browser, "tracking-id")
-    reporter_token = shown(browser, "reporter-token")
+    tracking_id, reporter_token = filed_with_the_form(
+        browser, server, "Pungutan liar di kantor kelurahan", "Petugas meminta uang untuk surat pengantar.",
+        "Yohanes Bria",
+    )
     browser.find_element(By.LINK_TEXT, "Statistik").click()
     WebDriverWait(browser, WAIT).until(lambda _: browser.current_url.endswith("/statistik"))
     browser.back()
