@@ -119,6 +119,11 @@ def test_a_citizen_files_a_confidential_report_with_the_form_and_its_receipt_ope
         "Maria Lay",
     )
     assert not browser.find_element(By.ID, "lapor-form").is_displayed()
+    # The form that held the focus is gone: the focus moves to the receipt, so a screen reader reads it out and the
+    # keyboard goes on from there (not from the top of the page).
+    focused = browser.switch_to.active_element
+    assert focused.text == "Laporan Anda telah diterima"
+    assert focused.find_element(By.XPATH, "ancestor::section").get_attribute("id") == "receipt"
 
     assert server.get(f"/api/complaints/{tracking_id}").status_code == 404  # rahasia: not for the public
     view = server.get(f"/api/complaints/{tracking_id}", headers={"X-Reporter-Token": reporter_token}).json()

@@ -145,6 +145,7 @@ function setupReportForm(form) {
       document.getElementById("track-link").href = "/lacak#" + encodeURIComponent(receipt.tracking_id);
       form.hidden = true;
       document.getElementById("receipt").hidden = false;
+      document.getElementById("receipt-heading").focus();  // the form held the focus: it goes on from the receipt
     } catch (error) {
       text("form-error", "Laporan belum terkirim: periksa sambungan internet Anda, lalu coba lagi.");
     } finally {
