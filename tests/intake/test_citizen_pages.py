@@ -265,6 +265,22 @@ def test_the_reporter_adds_the_information_the_admin_asked_for(server, browser):
     assert [item["text"] for item in view["information"]] == ["Kantor Lurah Oebobo, Jl. Frans Seda."]
 
 
+def test_a_mistyped_reporter_token_is_told_in_the_citizens_words_and_nothing_is_added(server, browser):
+    """A public report opens without its token, so a mistyped token (43 random characters) still shows the report
+    and the form the reporter's action takes; the server then refuses the action (401), which the page passed on
+    in the API's English ("X-Reporter-Token does not open complaint ...")."""
+    tracking_id, reporter_token = filed(server)
+    admin = token(server, Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    moved(server, tracking_id, ("pend", {"information_requested": "Di depan kantor lurah mana?"}, admin))
+    opened_with_token(browser, server, tracking_id, reporter_token[:-1] + ("A" if reporter_token[-1] != "A" else "B"))
+    browser.find_element(By.ID, "information-text").send_keys("Kantor Lurah Oebobo.")
+    browser.find_element(By.CSS_SELECTOR, "#information-form button").click()
+    assert shown(browser, "action-error") == (
+        "Token pelapor tidak cocok dengan laporan ini. Periksa token yang Anda simpan, lalu lacak lagi."
+    )
+    assert server.get(f"/api/complaints/{tracking_id}").json()["information"] == []
+
+
 def test_the_reporter_answers_a_resolution_and_a_stale_page_is_told_to_look_again(server, browser):
     tracking_id, reporter_token = filed(server)
     admin = token(server, Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)

@@ -253,9 +253,12 @@ async function act(trackForm, action, body, done) {
   }
   if (!response.ok) {
     const problem = await problemOf(response);
-    text("action-error", response.status === 412
-      ? "Laporan ini sudah berubah sejak Anda membukanya: lacak lagi untuk melihat keadaannya sekarang."
-      : problem.detail);
+    // A public report opens without its token, so a mistyped token shows the report and its forms: refused here.
+    const said = {
+      401: "Token pelapor tidak cocok dengan laporan ini. Periksa token yang Anda simpan, lalu lacak lagi.",
+      412: "Laporan ini sudah berubah sejak Anda membukanya: lacak lagi untuk melihat keadaannya sekarang.",
+    };
+    text("action-error", said[response.status] || problem.detail);
     markFields(ACTION_FIELDS, problem.fields);
     return;
   }
