@@ -16,6 +16,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -263,6 +264,28 @@ def test_the_reporter_adds_the_information_the_admin_asked_for(server, browser):
     assert not browser.find_element(By.ID, "information-form").is_displayed()
     view = server.get(f"/api/complaints/{tracking_id}").json()
     assert [item["text"] for item in view["information"]] == ["Kantor Lurah Oebobo, Jl. Frans Seda."]
+
+
+def test_a_double_click_on_a_reporters_action_sends_it_once_and_says_it_was_sent(server, browser):
+    """The second click of a double click sent the action again with the version the page showed; the first had
+    moved the report on, so the second was refused (412) and the page said the report had changed, beside the
+    message that the information was sent."""
+    tracking_id, reporter_token = filed(server)
+    admin = token(server, Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    moved(server, tracking_id, ("pend", {"information_requested": "Di depan kantor lurah mana?"}, admin))
+    opened_with_token(browser, server, tracking_id, reporter_token)
+    browser.find_element(By.ID, "information-text").clear()
+    browser.find_element(By.ID, "information-text").send_keys("Kantor Lurah Oebobo.")
+    ActionChains(browser).double_click(browser.find_element(By.CSS_SELECTOR, "#information-form button")).perform()
+    assert shown(browser, "action-result") == "Informasi tambahan terkirim."
+    assert browser.find_element(By.ID, "action-error").text == ""
+    view = server.get(f"/api/complaints/{tracking_id}").json()
+    assert [item["text"] for item in view["information"]] == ["Kantor Lurah Oebobo."]
+    # What was sent is not left in the form for the next request for information.
+    moved(server, tracking_id, ("pend", {"information_requested": "Sejak kapan?"}, admin))
+    browser.find_element(By.CSS_SELECTOR, "#lacak-form button").click()
+    assert shown(browser, "information-requested") == "Sejak kapan?"
+    assert browser.find_element(By.ID, "information-text").get_attribute("value") == ""
 
 
 def test_a_mistyped_reporter_token_is_told_in_the_citizens_words_and_nothing_is_added(server, browser):

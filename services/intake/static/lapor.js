@@ -231,7 +231,20 @@ function showActions(report, token) {
 const ACTION_FIELDS = ["text", "comment"];  // what the reporter's action forms may be told about
 
 // One reporter action: sent with the token and If-Match (the version the reporter saw), then the report again.
-async function act(trackForm, action, body, done) {
+// Its form's button is off meanwhile: a second click would send it again on the version the first moved on (412);
+// once sent, the form is emptied (a later request for information must not find the last answer in it).
+async function act(trackForm, actionForm, action, body, done) {
+  const button = actionForm.querySelector("button");
+  if (button.disabled) return;
+  button.disabled = true;
+  try {
+    if (await sendAction(trackForm, action, body, done)) actionForm.reset();  // sent: not to be sent again
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function sendAction(trackForm, action, body, done) {
   text("action-error", "");
   text("action-result", "");
   markFields(ACTION_FIELDS, {});
@@ -249,7 +262,7 @@ async function act(trackForm, action, body, done) {
     });
   } catch (error) {
     text("action-error", "Tidak terkirim: periksa sambungan internet Anda, lalu lacak laporan ini lagi.");
-    return;
+    return false;
   }
   if (!response.ok) {
     const problem = await problemOf(response);
@@ -260,10 +273,11 @@ async function act(trackForm, action, body, done) {
     };
     text("action-error", said[response.status] || problem.detail);
     markFields(ACTION_FIELDS, problem.fields);
-    return;
+    return false;
   }
   await track(trackForm);
   text("action-result", done);
+  return true;
 }
 
 function setupTrackForm(form) {
@@ -274,18 +288,18 @@ function setupTrackForm(form) {
   document.getElementById("information-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const information = event.target.elements.text.value.trim();
-    act(form, "information", { text: information }, "Informasi tambahan terkirim.");
+    act(form, event.target, "information", { text: information }, "Informasi tambahan terkirim.");
   });
   document.getElementById("feedback-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const fields = event.target.elements;
     const feedback = { satisfied: fields.satisfied.value === "true", rating: Number(fields.rating.value) };
     if (fields.comment.value.trim()) feedback.comment = fields.comment.value.trim();
-    act(form, "feedback", feedback, "Tanggapan Anda terkirim. Terima kasih.");
+    act(form, event.target, "feedback", feedback, "Tanggapan Anda terkirim. Terima kasih.");
   });
   document.getElementById("consent-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    act(form, "ombudsman-consent", {}, "Persetujuan Anda terkirim kepada Ombudsman.");
+    act(form, event.target, "ombudsman-consent", {}, "Persetujuan Anda terkirim kepada Ombudsman.");
   });
   // /lacak#<tracking id>, as the receipt links it: the id never reaches the server's logs. Following another such
   // link from this page changes only the fragment, so that is watched too.
