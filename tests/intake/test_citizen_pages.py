@@ -288,6 +288,25 @@ def test_a_double_click_on_a_reporters_action_sends_it_once_and_says_it_was_sent
     assert browser.find_element(By.ID, "information-text").get_attribute("value") == ""
 
 
+def test_a_link_to_another_report_leaves_nothing_of_the_first_in_its_forms(server, browser):
+    """A reporter with two reports follows the link of the second (a changed fragment) while writing the first's
+    information: what they wrote for the first must not be offered, ready to send, on the second."""
+    admin = token(server, Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    first, first_token = filed(server)
+    second, second_token = filed(server, title="Drainase tersumbat")
+    for tracking_id in (first, second):
+        moved(server, tracking_id, ("pend", {"information_requested": "Di mana tepatnya?"}, admin))
+    opened_with_token(browser, server, first, first_token)
+    browser.find_element(By.ID, "information-text").clear()
+    browser.find_element(By.ID, "information-text").send_keys("Depan rumah saya, Jl. Kenari 7.")
+    browser.execute_script("location.hash = arguments[0]", second)
+    WebDriverWait(browser, WAIT).until(lambda _: browser.find_element(By.ID, "report-id").text == second)
+    browser.find_element(By.ID, "track-token").send_keys(second_token)
+    browser.find_element(By.CSS_SELECTOR, "#lacak-form button").click()
+    WebDriverWait(browser, WAIT).until(lambda _: browser.find_element(By.ID, "information-form").is_displayed())
+    assert browser.find_element(By.ID, "information-text").get_attribute("value") == ""
+
+
 def test_a_mistyped_reporter_token_is_told_in_the_citizens_words_and_nothing_is_added(server, browser):
     """A public report opens without its token, so a mistyped token (43 random characters) still shows the report
     and the form the reporter's action takes; the server then refuses the action (401), which the page passed on

@@ -308,6 +308,7 @@ function setupTrackForm(form) {
     if (trackingId) {
       form.elements.tracking_id.value = trackingId;
       form.elements.reporter_token.value = "";
+      forgetReport();  // nothing written for the report shown before is offered on this one
       track(form);
     }
   };
