@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -42,20 +44,28 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
+@contextmanager
+def chromium(*, javascript: bool = True) -> Iterator[WebDriver]:
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver):
         backend_unavailable("browser", "Debian's chromium and chromium-driver are not installed (.ci/run installs)")
     options = Options()
-    options.binary_location = chromium
+    options.binary_location = binary
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--lang=id"):
         options.add_argument(argument)
+    if not javascript:
+        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
     session = webdriver.Chrome(service=Service(driver), options=options)
     try:
         yield session
     finally:
         session.quit()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    with chromium() as session:
+        yield session
 
 
 def token(server: Server, role: Role, **scope: Any) -> dict[str, str]:
@@ -223,6 +233,24 @@ def test_the_reporter_token_is_gone_once_the_citizen_leaves_the_page(server, bro
     assert browser.find_element(By.ID, "track-token").get_attribute("value") == ""
     assert not browser.find_element(By.ID, "report").is_displayed()
     assert "Pungutan liar" not in browser.page_source
+
+
+def test_without_the_script_the_forms_put_nothing_in_the_address(server):
+    """Before the script has run (a slow connection) or where it does not (scripts off), a form is the browser's
+    own: it was sent as GET to its page, so the reporter token (/lacak?...&reporter_token=...), or the report and
+    the reporter's name and phone (/?...), went into the address, the history and any proxy's log."""
+    with chromium(javascript=False) as plain:
+        plain.get(server.url + "/lacak")
+        plain.find_element(By.ID, "track-id").send_keys("A68H-TPX0-V")
+        plain.find_element(By.ID, "track-token").send_keys("rahasia-token-pelapor")
+        plain.find_element(By.CSS_SELECTOR, "#lacak-form button").click()
+        assert "rahasia-token-pelapor" not in plain.current_url
+        plain.get(server.url + "/")
+        plain.find_element(By.ID, "title").send_keys("Jalan rusak")
+        plain.find_element(By.ID, "reporter-phone").send_keys("081234567890")
+        plain.find_element(By.ID, "reporter-phone").send_keys(Keys.ENTER)  # implicit submission
+        assert "081234567890" not in plain.current_url
+        assert "JavaScript" in plain.find_element(By.TAG_NAME, "body").text  # says why nothing happens
 
 
 # -- the reporter's actions on the tracking page ------------------------------------------------------------

@@ -417,4 +417,7 @@ document.addEventListener("DOMContentLoaded", () => {
   if (trackForm) setupTrackForm(trackForm);
   const statisticsForm = document.getElementById("statistik-form");
   if (statisticsForm) setupStatisticsForm(statisticsForm);
+  // The pages' buttons come disabled: a form the browser sent itself, before this script (or without it), went
+  // as GET, its fields (the reporter token, the reporter's name and phone) in the address.
+  for (const form of [reportForm, trackForm, statisticsForm]) if (form) form.querySelector("button").disabled = false;
 });
