@@ -447,3 +447,20 @@ def test_the_statistics_page_shows_the_public_figures_and_withholds_a_selection_
                            "document.getElementById('stat-to').value = '2026-12-01';")
     browser.find_element(By.CSS_SELECTOR, "#statistik-form button").click()
     assert shown(browser, "statistik-error") == "Tanggal awal harus sebelum atau sama dengan tanggal akhir."
+
+
+def test_the_statistics_of_a_region_on_a_browser_older_than_2023(server, browser):
+    """URLSearchParams.size came with Chrome 113 and Safari 17 (2023): an iPhone that stays on iOS 16 has none, so
+    the page's `query.size ? ... : ""` sent no query at all, and a region's figures were the whole country's."""
+    older = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
+                                    {"source": "delete URLSearchParams.prototype.size;"})
+    try:
+        browser.get(server.url + "/statistik")
+        assert browser.execute_script("return new URLSearchParams('a=1').size") is None
+        shown(browser, "stat-applied")
+        Select(browser.find_element(By.ID, "stat-region")).select_by_value("35.73")
+        browser.find_element(By.CSS_SELECTOR, "#statistik-form button").click()
+        WebDriverWait(browser, WAIT).until(lambda _: "35.73" in browser.find_element(By.ID, "stat-applied").text,
+                                           message="the figures shown are not the region's (sent without a query)")
+    finally:
+        browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": older["identifier"]})

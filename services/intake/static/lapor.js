@@ -370,7 +370,8 @@ async function showStatistics(form) {
     const value = form.elements[name].value;
     if (value) query.set(name, value);
   }
-  const response = await reached("/api/public/statistics" + (query.size ? "?" + query : ""), {}, "statistik-error");
+  const search = query.toString();  // not query.size: Safari has it from 17 (iOS 16 phones stay without)
+  const response = await reached("/api/public/statistics" + (search ? "?" + search : ""), {}, "statistik-error");
   if (!response) return;
   const section = document.getElementById("statistik");
   if (!response.ok) {
