@@ -149,6 +149,8 @@ def test_a_citizen_files_a_confidential_report_with_the_form_and_its_receipt_ope
     browser.find_element(By.CSS_SELECTOR, "#lacak-form button").click()
     assert shown(browser, "report-status") == "Menunggu verifikasi"
     assert shown(browser, "report-title") == "Puskesmas tutup saat jam layanan"
+    # The report found takes the focus (its section appears already filled, which a screen reader does not read).
+    assert browser.switch_to.active_element.get_attribute("id") == "report-title"
 
 
 def test_what_the_server_refuses_is_shown_beside_its_field_and_nothing_is_filed(server, browser):

@@ -216,6 +216,7 @@ async function track(form) {
   text("report-resolution", report.resolution ? "Hasil: " + report.resolution : "");
   section.hidden = false;
   showActions(report, token);
+  return true;
 }
 
 // What the reporter can do now (the view's `reporter_actions`), offered only to whoever gave the report's token.
@@ -281,9 +282,10 @@ async function sendAction(trackForm, action, body, done) {
 }
 
 function setupTrackForm(form) {
-  form.addEventListener("submit", (event) => {
+  form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    track(form);
+    // The report found takes the focus: its section appears already filled, which a screen reader does not read.
+    if (await track(form)) document.getElementById("report-title").focus();
   });
   document.getElementById("information-form").addEventListener("submit", (event) => {
     event.preventDefault();
