@@ -273,7 +273,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config = os.environ.get(ENV_PREFIX + "CONFIG")
+        config = config_path()
         if config:
             if not Path(config).is_file():  # a mistyped path must not silently mean "no file"
                 raise FileNotFoundError("no such file")
@@ -329,6 +329,11 @@ NO_BUS = (
 )
 
 
+def config_path() -> str | None:
+    """LAPOR_CONFIG, named in any case, as pydantic-settings takes every other variable (`lapor_production`)."""
+    return next((value for name, value in os.environ.items() if name.upper() == ENV_PREFIX + "CONFIG"), None)
+
+
 def unknown_variables(environment: Mapping[str, str]) -> list[str]:
     """One problem per `LAPOR_*` variable that names no setting. pydantic-settings passes them over in silence,
     where a mistyped key in the file is refused: `LAPOR_PRODUCTON=true` ran a server outside production."""
@@ -360,7 +365,7 @@ def load_settings(**overrides: Any) -> Settings:
     except SourceError as error:  # a structured variable (LAPOR_POLICY, LAPOR_LIMITS) that is not JSON
         raise SettingsError(_undecodable(error)) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as error:  # the file: not TOML, not UTF-8, not there
-        raise SettingsError(f"{ENV_PREFIX}CONFIG={os.environ.get(ENV_PREFIX + 'CONFIG')}: {error}") from None
+        raise SettingsError(f"{ENV_PREFIX}CONFIG={config_path()}: {error}") from None
 
 
 _FIELD = re.compile(r'field "([a-z_]+)"')
