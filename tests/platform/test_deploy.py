@@ -285,6 +285,20 @@ def gateway(tmp_path: Path, upstreams: dict[str, str]) -> Iterator[str]:
         log.close()
 
 
+def test_a_redirect_through_the_gateway_keeps_the_address_the_client_used(tmp_path):
+    """A path with a trailing slash (/lacak/, /api/agencies/) is redirected by the service to the one without, as
+    an absolute URL built from the Host header. The gateway sent `Host: $host`, which has no port, so the citizen
+    who opened http://gateway:8080/lacak/ was sent to http://gateway/lacak, where nothing answers."""
+    with lapor(tmp_path, "up", "--data", str(tmp_path / "var"), name="one", module="lapor.cli") as server:
+        address = server.url.removeprefix("http://")
+        with gateway(tmp_path, dict.fromkeys(("intake", "routing", "followup", "reporting"), address)) as url:
+            for path in ("/lacak/", "/api/agencies/"):
+                answer = httpx2.get(url + path, timeout=10)
+                assert answer.status_code == 307, answer.text
+                assert answer.headers["location"] == url + path.rstrip("/")
+                assert httpx2.get(answer.headers["location"], timeout=10).status_code in (200, 401)
+
+
 @pytest.mark.postgres
 def test_the_gateway_sends_every_route_to_the_service_that_serves_it(tmp_path, postgres_url):
     """The four services as compose.services.yaml runs them (command and settings; this test's database), behind
