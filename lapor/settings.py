@@ -273,7 +273,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config = os.environ.get(ENV_PREFIX + "CONFIG")
+        config = config_path()
         if config:
             if not Path(config).is_file():  # a mistyped path must not silently mean "no file"
                 raise FileNotFoundError("no such file")
@@ -316,11 +316,22 @@ class Settings(BaseSettings):
 
 # `LAPOR_*` names of the environment that are not settings: the file's path, and the test suite's own.
 NOT_SETTINGS = ("CONFIG", "REQUIRE_BACKENDS", "TEST_")
+# What Kubernetes sets in every container for each Service of its namespace (service links): for the Service
+# `lapor` of deploy/kubernetes LAPOR_SERVICE_HOST, LAPOR_SERVICE_PORT_HTTP, LAPOR_PORT, LAPOR_PORT_80_TCP_ADDR, ...;
+# for a `lapor-postgres` LAPOR_POSTGRES_SERVICE_HOST, ... Names after the prefix, upper case.
+SERVICE_LINK = re.compile(
+    r"(?:[A-Z0-9_]+_)?(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?|PORT(?:_[0-9]+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)?)"
+)
 # DESIGN.md names a transport URL; only tailing the store is built (README, deploy/README.md).
 NO_BUS = (
     "only the store is built as a transport (every service tails LAPOR_STORE); the Kafka relay of DESIGN.md is "
     "not, so leave LAPOR_BUS unset"
 )
+
+
+def config_path() -> str | None:
+    """LAPOR_CONFIG, named in any case, as pydantic-settings takes every other variable (`lapor_production`)."""
+    return next((value for name, value in os.environ.items() if name.upper() == ENV_PREFIX + "CONFIG"), None)
 
 
 def unknown_variables(environment: Mapping[str, str]) -> list[str]:
@@ -335,7 +346,7 @@ def unknown_variables(environment: Mapping[str, str]) -> list[str]:
             continue
         if name == "BUS":
             problems.append(f"invalid setting {variable}: {NO_BUS}")
-        elif not name.startswith(NOT_SETTINGS):
+        elif not name.startswith(NOT_SETTINGS) and not SERVICE_LINK.fullmatch(name):
             guess = difflib.get_close_matches(variable.upper(), known, n=1)
             hint = f" (did you mean {guess[0]}?)" if guess else ""
             problems.append(f"unknown setting {variable}{hint}")
@@ -354,7 +365,7 @@ def load_settings(**overrides: Any) -> Settings:
     except SourceError as error:  # a structured variable (LAPOR_POLICY, LAPOR_LIMITS) that is not JSON
         raise SettingsError(_undecodable(error)) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as error:  # the file: not TOML, not UTF-8, not there
-        raise SettingsError(f"{ENV_PREFIX}CONFIG={os.environ.get(ENV_PREFIX + 'CONFIG')}: {error}") from None
+        raise SettingsError(f"{ENV_PREFIX}CONFIG={config_path()}: {error}") from None
 
 
 _FIELD = re.compile(r'field "([a-z_]+)"')

@@ -14,7 +14,8 @@ Who holds a keyword, by its latest claim:
   to list it is written, or a later one). Settled, A holds the keyword while its record, active, lists it: an
   agency that drops a keyword or retires frees it without another event;
 - not settled yet: A's record is being written now, so the keyword is A's for `CLAIM_GRACE`; after that the claim
-  failed (the record was refused, or the process stopped between the two appends) and holds nothing.
+  failed (the record was refused, or the process stopped between the two appends) and counts as never made: the
+  claim before it (or, with none, the read model) decides.
 
 The claims are made in the decision of the command that writes the record (`claim_keywords`), for the version
 that record will have, and made again when the command is retried on a newer version. Between a claim and its
@@ -55,22 +56,24 @@ def _listed(agency: Agency | None, keyword: str) -> bool:
     return agency is not None and agency.active and keyword in agency.sms_keywords
 
 
-def _holder(ctx: ServiceContext, keyword: str, latest: RecordedEvent | None, now: datetime) -> str | None:
-    """The agency holding `keyword` by its `latest` claim (see the module's docstring), or None."""
-    if latest is None:
-        with ctx.db.read() as tx:
-            owner = keyword_owners(tx, [keyword]).get(keyword)
-        return owner if owner is not None and _listed(_record(ctx, owner), keyword) else None
-    claimant = latest.data["agency_id"]
-    record = _record(ctx, claimant)
-    if record is not None and record.version >= latest.data["agency_version"]:
-        return claimant if _listed(record, keyword) else None
-    return claimant if now - latest.recorded_at < CLAIM_GRACE else None
+def _holder(ctx: ServiceContext, keyword: str, claims: list[RecordedEvent], now: datetime) -> str | None:
+    """The agency holding `keyword` by the latest of its `claims` (see the module's docstring), or None. A failed
+    claim counts as never made: the record it was to replace still stands, so the claim before it decides (a change
+    that stopped after claiming its agency's own keyword again must not free it)."""
+    for claim in reversed(claims):
+        claimant = claim.data["agency_id"]
+        record = _record(ctx, claimant)
+        if record is not None and record.version >= claim.data["agency_version"]:
+            return claimant if _listed(record, keyword) else None
+        if now - claim.recorded_at < CLAIM_GRACE:
+            return claimant
+    with ctx.db.read() as tx:
+        owner = keyword_owners(tx, [keyword]).get(keyword)
+    return owner if owner is not None and _listed(_record(ctx, owner), keyword) else None
 
 
-def _latest(ctx: ServiceContext, keyword: str) -> RecordedEvent | None:
-    claims = ctx.store.read_stream(keyword_stream(keyword))
-    return claims[-1] if claims else None
+def _claims(ctx: ServiceContext, keyword: str) -> list[RecordedEvent]:
+    return ctx.store.read_stream(keyword_stream(keyword))
 
 
 def _ours(claim: RecordedEvent | None, agency_id: str, agency_version: int) -> bool:
@@ -92,24 +95,24 @@ def claim_keywords(
     the record will have); 409 naming every keyword another agency holds, and then nothing is claimed."""
     wanted = sorted(set(keywords))
     now = ctx.clock.now()
-    latest = {keyword: _latest(ctx, keyword) for keyword in wanted}
+    claims = {keyword: _claims(ctx, keyword) for keyword in wanted}
     taken: dict[str, str] = {}
     for keyword in wanted:
-        claim = latest[keyword]
-        if _ours(claim, agency_id, agency_version):
+        if _ours(claims[keyword][-1] if claims[keyword] else None, agency_id, agency_version):
             continue
-        holder = _holder(ctx, keyword, claim, now)
+        holder = _holder(ctx, keyword, claims[keyword], now)
         if holder is not None and holder != agency_id:
             taken[keyword] = holder
     if taken:
         raise _refuse(taken)
     metadata = command_metadata(principal, None)
     for keyword in wanted:
-        claim = latest[keyword]
+        history = claims[keyword]
         for _ in range(CLAIM_ATTEMPTS):
+            claim = history[-1] if history else None
             if _ours(claim, agency_id, agency_version):
                 break
-            holder = None if claim is None else _holder(ctx, keyword, claim, ctx.clock.now())
+            holder = None if claim is None else _holder(ctx, keyword, history, ctx.clock.now())
             if holder is not None and holder != agency_id:
                 raise _refuse({keyword: holder})
             event = SmsKeywordClaimed(keyword=keyword, agency_id=agency_id, agency_version=agency_version)
@@ -122,6 +125,6 @@ def claim_keywords(
                 ctx.metrics.appended.labels(event.event_type()).inc()
                 break
             except WrongExpectedVersion:
-                claim = _latest(ctx, keyword)  # another agency claimed it first: judge its claim
+                history = _claims(ctx, keyword)  # another agency claimed it first: judge its claim
         else:
             raise Conflict(f"SMS keyword {keyword} kept being claimed by others; try again")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,9 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -41,20 +44,28 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
+@contextmanager
+def chromium(*, javascript: bool = True) -> Iterator[WebDriver]:
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver):
         backend_unavailable("browser", "Debian's chromium and chromium-driver are not installed (.ci/run installs)")
     options = Options()
-    options.binary_location = chromium
+    options.binary_location = binary
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--lang=id"):
         options.add_argument(argument)
+    if not javascript:
+        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
     session = webdriver.Chrome(service=Service(driver), options=options)
     try:
         yield session
     finally:
         session.quit()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    with chromium() as session:
+        yield session
 
 
 def token(server: Server, role: Role, **scope: Any) -> dict[str, str]:
@@ -100,17 +111,30 @@ def test_the_pages_are_served_with_a_policy_that_allows_only_this_origin(server)
 # -- in the browser -----------------------------------------------------------------------------------------
 
 
-def test_a_citizen_files_a_confidential_report_with_the_form_and_its_receipt_opens_it(server, browser):
+def filed_with_the_form(browser: WebDriver, server: Server, title: str, body: str, name: str) -> tuple[str, str]:
+    """A confidential report of Kota Kupang filed with the form under the reporter's `name`: its receipt's
+    (tracking id, reporter token)."""
     browser.get(server.url + "/")
-    browser.find_element(By.ID, "title").send_keys("Puskesmas tutup saat jam layanan")
-    browser.find_element(By.ID, "body").send_keys("Puskesmas Oebobo tutup pukul 10 pagi pada hari kerja.")
+    browser.find_element(By.ID, "title").send_keys(title)
+    browser.find_element(By.ID, "body").send_keys(body)
     Select(browser.find_element(By.ID, "region_code")).select_by_value("53.71")
-    browser.find_element(By.ID, "reporter-name").send_keys("Maria Lay")
+    browser.find_element(By.ID, "reporter-name").send_keys(name)
     browser.find_element(By.ID, "confidential").click()
     browser.find_element(By.ID, "submit").click()
-    tracking_id = shown(browser, "tracking-id")
-    reporter_token = shown(browser, "reporter-token")
+    return shown(browser, "tracking-id"), shown(browser, "reporter-token")
+
+
+def test_a_citizen_files_a_confidential_report_with_the_form_and_its_receipt_opens_it(server, browser):
+    tracking_id, reporter_token = filed_with_the_form(
+        browser, server, "Puskesmas tutup saat jam layanan", "Puskesmas Oebobo tutup pukul 10 pagi pada hari kerja.",
+        "Maria Lay",
+    )
     assert not browser.find_element(By.ID, "lapor-form").is_displayed()
+    # The form that held the focus is gone: the focus moves to the receipt, so a screen reader reads it out and the
+    # keyboard goes on from there (not from the top of the page).
+    focused = browser.switch_to.active_element
+    assert focused.text == "Laporan Anda telah diterima"
+    assert focused.find_element(By.XPATH, "ancestor::section").get_attribute("id") == "receipt"
 
     assert server.get(f"/api/complaints/{tracking_id}").status_code == 404  # rahasia: not for the public
     view = server.get(f"/api/complaints/{tracking_id}", headers={"X-Reporter-Token": reporter_token}).json()
@@ -125,6 +149,8 @@ def test_a_citizen_files_a_confidential_report_with_the_form_and_its_receipt_ope
     browser.find_element(By.CSS_SELECTOR, "#lacak-form button").click()
     assert shown(browser, "report-status") == "Menunggu verifikasi"
     assert shown(browser, "report-title") == "Puskesmas tutup saat jam layanan"
+    # The report found takes the focus (its section appears already filled, which a screen reader does not read).
+    assert browser.switch_to.active_element.get_attribute("id") == "report-title"
 
 
 def test_what_the_server_refuses_is_shown_beside_its_field_and_nothing_is_filed(server, browser):
@@ -179,6 +205,56 @@ def test_tracking_shows_the_status_and_the_agencys_public_follow_ups_as_text(ser
     assert [item.text.split(" — ", 1)[1] for item in follow_ups] == ["Petugas sudah meninjau lokasi."]
 
 
+def test_the_reporter_token_is_gone_once_the_citizen_leaves_the_page(server, browser):
+    """On a shared computer (an internet café, a service counter) the next person's Back button must not bring
+    back the last reporter's token, identity or confidential report: the browser keeps a page it leaves (its
+    back/forward cache), as it was, unless the page clears them as it is left."""
+    tracking_id, reporter_token = filed_with_the_form(
+        browser, server, "Pungutan liar di kantor kelurahan", "Petugas meminta uang untuk surat pengantar.",
+        "Yohanes Bria",
+    )
+    browser.find_element(By.LINK_TEXT, "Statistik").click()
+    WebDriverWait(browser, WAIT).until(lambda _: browser.current_url.endswith("/statistik"))
+    browser.back()
+    WebDriverWait(browser, WAIT).until(lambda _: browser.current_url == server.url + "/")
+    assert reporter_token not in browser.page_source
+    assert not browser.find_element(By.ID, "receipt").is_displayed()
+    assert browser.find_element(By.ID, "lapor-form").is_displayed()  # a new report can be written
+    for kept in ("Yohanes Bria", "Pungutan liar"):  # nor is the report in the form's fields
+        assert kept not in browser.execute_script("return [...document.forms].map(f => [...f.elements].map("
+                                                  "e => e.value).join(' ')).join(' ')")
+
+    browser.get(f"{server.url}/lacak#{tracking_id}")
+    browser.find_element(By.ID, "track-token").send_keys(reporter_token)
+    browser.find_element(By.CSS_SELECTOR, "#lacak-form button").click()
+    assert shown(browser, "report-title") == "Pungutan liar di kantor kelurahan"
+    browser.find_element(By.LINK_TEXT, "Statistik").click()
+    WebDriverWait(browser, WAIT).until(lambda _: browser.current_url.endswith("/statistik"))
+    browser.back()
+    WebDriverWait(browser, WAIT).until(lambda _: "/lacak" in browser.current_url)
+    assert browser.find_element(By.ID, "track-token").get_attribute("value") == ""
+    assert not browser.find_element(By.ID, "report").is_displayed()
+    assert "Pungutan liar" not in browser.page_source
+
+
+def test_without_the_script_the_forms_put_nothing_in_the_address(server):
+    """Before the script has run (a slow connection) or where it does not (scripts off), a form is the browser's
+    own: it was sent as GET to its page, so the reporter token (/lacak?...&reporter_token=...), or the report and
+    the reporter's name and phone (/?...), went into the address, the history and any proxy's log."""
+    with chromium(javascript=False) as plain:
+        plain.get(server.url + "/lacak")
+        plain.find_element(By.ID, "track-id").send_keys("A68H-TPX0-V")
+        plain.find_element(By.ID, "track-token").send_keys("rahasia-token-pelapor")
+        plain.find_element(By.CSS_SELECTOR, "#lacak-form button").click()
+        assert "rahasia-token-pelapor" not in plain.current_url
+        plain.get(server.url + "/")
+        plain.find_element(By.ID, "title").send_keys("Jalan rusak")
+        plain.find_element(By.ID, "reporter-phone").send_keys("081234567890")
+        plain.find_element(By.ID, "reporter-phone").send_keys(Keys.ENTER)  # implicit submission
+        assert "081234567890" not in plain.current_url
+        assert "JavaScript" in plain.find_element(By.TAG_NAME, "body").text  # says why nothing happens
+
+
 # -- the reporter's actions on the tracking page ------------------------------------------------------------
 
 
@@ -218,6 +294,63 @@ def test_the_reporter_adds_the_information_the_admin_asked_for(server, browser):
     assert not browser.find_element(By.ID, "information-form").is_displayed()
     view = server.get(f"/api/complaints/{tracking_id}").json()
     assert [item["text"] for item in view["information"]] == ["Kantor Lurah Oebobo, Jl. Frans Seda."]
+
+
+def test_a_double_click_on_a_reporters_action_sends_it_once_and_says_it_was_sent(server, browser):
+    """The second click of a double click sent the action again with the version the page showed; the first had
+    moved the report on, so the second was refused (412) and the page said the report had changed, beside the
+    message that the information was sent."""
+    tracking_id, reporter_token = filed(server)
+    admin = token(server, Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    moved(server, tracking_id, ("pend", {"information_requested": "Di depan kantor lurah mana?"}, admin))
+    opened_with_token(browser, server, tracking_id, reporter_token)
+    browser.find_element(By.ID, "information-text").clear()
+    browser.find_element(By.ID, "information-text").send_keys("Kantor Lurah Oebobo.")
+    ActionChains(browser).double_click(browser.find_element(By.CSS_SELECTOR, "#information-form button")).perform()
+    assert shown(browser, "action-result") == "Informasi tambahan terkirim."
+    assert browser.find_element(By.ID, "action-error").text == ""
+    view = server.get(f"/api/complaints/{tracking_id}").json()
+    assert [item["text"] for item in view["information"]] == ["Kantor Lurah Oebobo."]
+    # What was sent is not left in the form for the next request for information.
+    moved(server, tracking_id, ("pend", {"information_requested": "Sejak kapan?"}, admin))
+    browser.find_element(By.CSS_SELECTOR, "#lacak-form button").click()
+    assert shown(browser, "information-requested") == "Sejak kapan?"
+    assert browser.find_element(By.ID, "information-text").get_attribute("value") == ""
+
+
+def test_a_link_to_another_report_leaves_nothing_of_the_first_in_its_forms(server, browser):
+    """A reporter with two reports follows the link of the second (a changed fragment) while writing the first's
+    information: what they wrote for the first must not be offered, ready to send, on the second."""
+    admin = token(server, Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    first, first_token = filed(server)
+    second, second_token = filed(server, title="Drainase tersumbat")
+    for tracking_id in (first, second):
+        moved(server, tracking_id, ("pend", {"information_requested": "Di mana tepatnya?"}, admin))
+    opened_with_token(browser, server, first, first_token)
+    browser.find_element(By.ID, "information-text").clear()
+    browser.find_element(By.ID, "information-text").send_keys("Depan rumah saya, Jl. Kenari 7.")
+    browser.execute_script("location.hash = arguments[0]", second)
+    WebDriverWait(browser, WAIT).until(lambda _: browser.find_element(By.ID, "report-id").text == second)
+    browser.find_element(By.ID, "track-token").send_keys(second_token)
+    browser.find_element(By.CSS_SELECTOR, "#lacak-form button").click()
+    WebDriverWait(browser, WAIT).until(lambda _: browser.find_element(By.ID, "information-form").is_displayed())
+    assert browser.find_element(By.ID, "information-text").get_attribute("value") == ""
+
+
+def test_a_mistyped_reporter_token_is_told_in_the_citizens_words_and_nothing_is_added(server, browser):
+    """A public report opens without its token, so a mistyped token (43 random characters) still shows the report
+    and the form the reporter's action takes; the server then refuses the action (401), which the page passed on
+    in the API's English ("X-Reporter-Token does not open complaint ...")."""
+    tracking_id, reporter_token = filed(server)
+    admin = token(server, Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    moved(server, tracking_id, ("pend", {"information_requested": "Di depan kantor lurah mana?"}, admin))
+    opened_with_token(browser, server, tracking_id, reporter_token[:-1] + ("A" if reporter_token[-1] != "A" else "B"))
+    browser.find_element(By.ID, "information-text").send_keys("Kantor Lurah Oebobo.")
+    browser.find_element(By.CSS_SELECTOR, "#information-form button").click()
+    assert shown(browser, "action-error") == (
+        "Token pelapor tidak cocok dengan laporan ini. Periksa token yang Anda simpan, lalu lacak lagi."
+    )
+    assert server.get(f"/api/complaints/{tracking_id}").json()["information"] == []
 
 
 def test_the_reporter_answers_a_resolution_and_a_stale_page_is_told_to_look_again(server, browser):
@@ -317,3 +450,20 @@ def test_the_statistics_page_shows_the_public_figures_and_withholds_a_selection_
                            "document.getElementById('stat-to').value = '2026-12-01';")
     browser.find_element(By.CSS_SELECTOR, "#statistik-form button").click()
     assert shown(browser, "statistik-error") == "Tanggal awal harus sebelum atau sama dengan tanggal akhir."
+
+
+def test_the_statistics_of_a_region_on_a_browser_older_than_2023(server, browser):
+    """URLSearchParams.size came with Chrome 113 and Safari 17 (2023): an iPhone that stays on iOS 16 has none, so
+    the page's `query.size ? ... : ""` sent no query at all, and a region's figures were the whole country's."""
+    older = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
+                                    {"source": "delete URLSearchParams.prototype.size;"})
+    try:
+        browser.get(server.url + "/statistik")
+        assert browser.execute_script("return new URLSearchParams('a=1').size") is None
+        shown(browser, "stat-applied")
+        Select(browser.find_element(By.ID, "stat-region")).select_by_value("35.73")
+        browser.find_element(By.CSS_SELECTOR, "#statistik-form button").click()
+        WebDriverWait(browser, WAIT).until(lambda _: "35.73" in browser.find_element(By.ID, "stat-applied").text,
+                                           message="the figures shown are not the region's (sent without a query)")
+    finally:
+        browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": older["identifier"]})

@@ -137,6 +137,42 @@ def test_compose_and_kubernetes_run_one_command_with_the_same_settings():
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001
 
 
+def service_links(service: dict[str, Any], address: str) -> dict[str, str]:
+    """The variables Kubernetes sets in every container of the namespace for `service` (enableServiceLinks, on
+    unless a pod turns it off): `{NAME}_SERVICE_HOST`, `{NAME}_PORT_80_TCP_ADDR`, ... (kubernetes.io, "Service")."""
+    name = service["metadata"]["name"].upper().replace("-", "_")
+    [first, *_] = ports = service["spec"]["ports"]
+    links = {f"{name}_SERVICE_HOST": address, f"{name}_SERVICE_PORT": str(first["port"]),
+             f"{name}_PORT": f"tcp://{address}:{first['port']}"}
+    for port in ports:
+        link = f"{name}_PORT_{port['port']}_TCP"
+        links |= {link: f"tcp://{address}:{port['port']}", f"{link}_PROTO": "tcp", f"{link}_PORT": str(port["port"]),
+                  f"{link}_ADDR": address}
+        if "name" in port:
+            links[f"{name}_SERVICE_PORT_{port['name'].upper().replace('-', '_')}"] = str(port["port"])
+    return links
+
+
+def test_the_pod_starts_beside_the_manifests_service_and_others_named_lapor(tmp_path):
+    """Kubernetes gives each container variables for every Service of its namespace: for the manifest's own
+    Service `lapor` they are LAPOR_SERVICE_HOST, LAPOR_PORT, ..., which are not settings (nor are those of a
+    `lapor-postgres` beside it). A pod restarted once the Service existed exited 2 on them ("unknown setting
+    LAPOR_SERVICE_HOST") and stayed in CrashLoopBackOff."""
+    [service] = [document for document in manifest() if document["kind"] == "Service"]
+    database = {"metadata": {"name": "lapor-postgres"}, "spec": {"ports": [{"port": 5432}]}}
+    secret = {"LAPOR_STORE": "postgresql://lapor:pw@postgres.example:5432/lapor", "LAPOR_SECRET": "s3cret-" + "x" * 40}
+    environment = {entry["name"]: entry.get("value") or secret[entry["name"]]
+                   for entry in kubernetes_container()["env"]}
+    environment |= service_links(service, "10.96.0.12") | service_links(database, "10.96.0.13")
+    assert {"LAPOR_SERVICE_HOST", "LAPOR_SERVICE_PORT_HTTP", "LAPOR_POSTGRES_PORT_5432_TCP_ADDR"} <= set(environment)
+    created = subprocess.run(
+        [sys.executable, "-m", "lapor.cli", "token", "create", "--role", "operator"], capture_output=True, text=True,
+        env={**environment, "PATH": "/usr/bin:/bin", "LAPOR_DATA": str(tmp_path)}, cwd=ROOT, timeout=60,
+    )
+    assert (created.returncode, created.stderr) == (0, "")
+    assert created.stdout.count(".") == 2  # a signed token
+
+
 def test_the_compose_store_is_the_compose_database():
     services = compose()["services"]
     written = services["lapor"]["environment"]["LAPOR_STORE"]
@@ -247,6 +283,20 @@ def gateway(tmp_path: Path, upstreams: dict[str, str]) -> Iterator[str]:
         process.terminate()
         process.wait(timeout=10)
         log.close()
+
+
+def test_a_redirect_through_the_gateway_keeps_the_address_the_client_used(tmp_path):
+    """A path with a trailing slash (/lacak/, /api/agencies/) is redirected by the service to the one without, as
+    an absolute URL built from the Host header. The gateway sent `Host: $host`, which has no port, so the citizen
+    who opened http://gateway:8080/lacak/ was sent to http://gateway/lacak, where nothing answers."""
+    with lapor(tmp_path, "up", "--data", str(tmp_path / "var"), name="one", module="lapor.cli") as server:
+        address = server.url.removeprefix("http://")
+        with gateway(tmp_path, dict.fromkeys(("intake", "routing", "followup", "reporting"), address)) as url:
+            for path in ("/lacak/", "/api/agencies/"):
+                answer = httpx2.get(url + path, timeout=10)
+                assert answer.status_code == 307, answer.text
+                assert answer.headers["location"] == url + path.rstrip("/")
+                assert httpx2.get(answer.headers["location"], timeout=10).status_code in (200, 401)
 
 
 @pytest.mark.postgres

@@ -158,6 +158,23 @@ def test_production_refuses_a_training_clock(monkeypatch):
         load_settings(training=True)
 
 
+def test_the_config_file_is_named_in_any_case_as_every_setting_is(tmp_path, monkeypatch):
+    """pydantic-settings reads `lapor_production=true` as LAPOR_PRODUCTION, and the unknown-variable check lets
+    `lapor_config` through as the file's path, but the file was looked up as LAPOR_CONFIG only: a server started
+    with `lapor_config=/etc/lapor.toml` ran on its defaults, the file never read, without a word."""
+    config = tmp_path / "lapor.toml"
+    config.write_text("production = true\n")
+    monkeypatch.setenv("lapor_config", str(config))
+    with pytest.raises(SettingsError, match="LAPOR_SECRET is required when LAPOR_PRODUCTION is set"):
+        load_settings(data=tmp_path)
+    config.write_text("[limits]\nmax_bodyy = 5\n")
+    with pytest.raises(SettingsError, match="LAPOR_LIMITS__MAX_BODYY"):
+        load_settings(data=tmp_path)
+    config.write_text("[limits\n")
+    with pytest.raises(SettingsError, match=f"LAPOR_CONFIG={config}"):
+        load_settings(data=tmp_path)
+
+
 def test_a_broken_toml_file_is_one_clear_line(tmp_path, monkeypatch):
     config = tmp_path / "lapor.toml"
     config.write_text("readiness_max_lag = \n")

@@ -140,3 +140,26 @@ def test_a_shipped_keyword_without_a_claim_is_still_its_agencys(app, admin, bear
     other = bearer(Role.admin_agency, agency_id="pemda-53.71")
     assert app.post("/api/agencies", json=unit("c", "BARUKUPANG"), headers=other).status_code == 403
     assert app.app.state.context.store.read_stream(keyword_stream("BARUKUPANG")) == []
+
+
+@pytest.mark.parametrize("registered_by", ["claim", "seed"])
+def test_an_agency_keeps_its_keyword_when_a_change_of_its_record_stopped_after_claiming_it(app, admin, registered_by):
+    """A change that claimed the agency's keyword again and then never wrote its record (the process stopped between
+    the two appends) leaves the agency's record as it was, listing the keyword: past the grace the keyword is still
+    the agency's, whether it was claimed before or held since before claims existed."""
+    ctx = app.app.state.context
+    if registered_by == "claim":
+        assert app.post("/api/agencies", json=unit("a", KEYWORD), headers=admin).status_code == 201
+    else:
+        event = AgencyRegistered(agency_id="pemda-53.71/a", name="Unit a", kind="unit", parent_id="pemda-53.71",
+                                 sms_keywords=(KEYWORD,))
+        ctx.store.append(agency_stream("pemda-53.71/a"), [event.to_new_event()])
+        caught_up(app)
+    # What the change claimed before it stopped: the keyword, for the record's next version, which never came.
+    claim = SmsKeywordClaimed(keyword=KEYWORD, agency_id="pemda-53.71/a", agency_version=1)
+    ctx.store.append(keyword_stream(KEYWORD), [claim.to_new_event()])
+    ctx.clock.advance(CLAIM_GRACE + timedelta(seconds=1))
+    response = app.post("/api/agencies", json=unit("b", KEYWORD), headers=admin)
+    assert response.status_code == 409, response.text
+    assert f"{KEYWORD} (pemda-53.71/a)" in response.json()["detail"]
+    assert holders(app, KEYWORD) == ["pemda-53.71/a"]

@@ -145,11 +145,24 @@ function setupReportForm(form) {
       document.getElementById("track-link").href = "/lacak#" + encodeURIComponent(receipt.tracking_id);
       form.hidden = true;
       document.getElementById("receipt").hidden = false;
+      document.getElementById("receipt-heading").focus();  // the form held the focus: it goes on from the receipt
     } catch (error) {
       text("form-error", "Laporan belum terkirim: periksa sambungan internet Anda, lalu coba lagi.");
     } finally {
       button.disabled = false;
     }
+  });
+  // Leaving the page, the filed report's receipt and form are emptied: the browser keeps a page it leaves, as it
+  // was, for the Back button, which on a shared computer showed the next person the reporter's token. A report
+  // not sent yet stays, for its writer to finish.
+  window.addEventListener("pagehide", () => {
+    const receipt = document.getElementById("receipt");
+    if (receipt.hidden) return;
+    for (const id of ["tracking-id", "reporter-token", "verification-due"]) text(id, "");
+    receipt.hidden = true;
+    form.reset();
+    form.hidden = false;
+    key = newIdempotencyKey();
   });
 }
 
@@ -203,6 +216,7 @@ async function track(form) {
   text("report-resolution", report.resolution ? "Hasil: " + report.resolution : "");
   section.hidden = false;
   showActions(report, token);
+  return true;
 }
 
 // What the reporter can do now (the view's `reporter_actions`), offered only to whoever gave the report's token.
@@ -218,7 +232,20 @@ function showActions(report, token) {
 const ACTION_FIELDS = ["text", "comment"];  // what the reporter's action forms may be told about
 
 // One reporter action: sent with the token and If-Match (the version the reporter saw), then the report again.
-async function act(trackForm, action, body, done) {
+// Its form's button is off meanwhile: a second click would send it again on the version the first moved on (412);
+// once sent, the form is emptied (a later request for information must not find the last answer in it).
+async function act(trackForm, actionForm, action, body, done) {
+  const button = actionForm.querySelector("button");
+  if (button.disabled) return;
+  button.disabled = true;
+  try {
+    if (await sendAction(trackForm, action, body, done)) actionForm.reset();  // sent: not to be sent again
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function sendAction(trackForm, action, body, done) {
   text("action-error", "");
   text("action-result", "");
   markFields(ACTION_FIELDS, {});
@@ -236,40 +263,45 @@ async function act(trackForm, action, body, done) {
     });
   } catch (error) {
     text("action-error", "Tidak terkirim: periksa sambungan internet Anda, lalu lacak laporan ini lagi.");
-    return;
+    return false;
   }
   if (!response.ok) {
     const problem = await problemOf(response);
-    text("action-error", response.status === 412
-      ? "Laporan ini sudah berubah sejak Anda membukanya: lacak lagi untuk melihat keadaannya sekarang."
-      : problem.detail);
+    // A public report opens without its token, so a mistyped token shows the report and its forms: refused here.
+    const said = {
+      401: "Token pelapor tidak cocok dengan laporan ini. Periksa token yang Anda simpan, lalu lacak lagi.",
+      412: "Laporan ini sudah berubah sejak Anda membukanya: lacak lagi untuk melihat keadaannya sekarang.",
+    };
+    text("action-error", said[response.status] || problem.detail);
     markFields(ACTION_FIELDS, problem.fields);
-    return;
+    return false;
   }
   await track(trackForm);
   text("action-result", done);
+  return true;
 }
 
 function setupTrackForm(form) {
-  form.addEventListener("submit", (event) => {
+  form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    track(form);
+    // The report found takes the focus: its section appears already filled, which a screen reader does not read.
+    if (await track(form)) document.getElementById("report-title").focus();
   });
   document.getElementById("information-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const information = event.target.elements.text.value.trim();
-    act(form, "information", { text: information }, "Informasi tambahan terkirim.");
+    act(form, event.target, "information", { text: information }, "Informasi tambahan terkirim.");
   });
   document.getElementById("feedback-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const fields = event.target.elements;
     const feedback = { satisfied: fields.satisfied.value === "true", rating: Number(fields.rating.value) };
     if (fields.comment.value.trim()) feedback.comment = fields.comment.value.trim();
-    act(form, "feedback", feedback, "Tanggapan Anda terkirim. Terima kasih.");
+    act(form, event.target, "feedback", feedback, "Tanggapan Anda terkirim. Terima kasih.");
   });
   document.getElementById("consent-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    act(form, "ombudsman-consent", {}, "Persetujuan Anda terkirim kepada Ombudsman.");
+    act(form, event.target, "ombudsman-consent", {}, "Persetujuan Anda terkirim kepada Ombudsman.");
   });
   // /lacak#<tracking id>, as the receipt links it: the id never reaches the server's logs. Following another such
   // link from this page changes only the fragment, so that is watched too.
@@ -278,11 +310,28 @@ function setupTrackForm(form) {
     if (trackingId) {
       form.elements.tracking_id.value = trackingId;
       form.elements.reporter_token.value = "";
+      forgetReport();  // nothing written for the report shown before is offered on this one
       track(form);
     }
   };
   window.addEventListener("hashchange", fromLink);
+  // Leaving the page, the token and the report it opened are forgotten (see setupReportForm's "pagehide").
+  window.addEventListener("pagehide", () => {
+    form.elements.reporter_token.value = "";
+    forgetReport();
+  });
   fromLink();
+}
+
+function forgetReport() {
+  tracked.report = null;
+  tracked.token = "";
+  for (const id of ["report-title", "report-id", "report-status", "report-agency", "report-region",
+    "report-submitted", "report-resolution", "information-requested", "action-result", "action-error"]) text(id, "");
+  document.getElementById("report-follow-ups").replaceChildren();
+  for (const actionForm of document.querySelectorAll("#actions form")) actionForm.reset();
+  document.getElementById("report").hidden = true;
+  document.getElementById("actions").hidden = true;
 }
 
 // -- the public statistics (/statistik): GET /api/public/statistics, as tables -------------------------------
@@ -325,7 +374,8 @@ async function showStatistics(form) {
     const value = form.elements[name].value;
     if (value) query.set(name, value);
   }
-  const response = await reached("/api/public/statistics" + (query.size ? "?" + query : ""), {}, "statistik-error");
+  const search = query.toString();  // not query.size: Safari has it from 17 (iOS 16 phones stay without)
+  const response = await reached("/api/public/statistics" + (search ? "?" + search : ""), {}, "statistik-error");
   if (!response) return;
   const section = document.getElementById("statistik");
   if (!response.ok) {
@@ -373,4 +423,7 @@ document.addEventListener("DOMContentLoaded", () => {
   if (trackForm) setupTrackForm(trackForm);
   const statisticsForm = document.getElementById("statistik-form");
   if (statisticsForm) setupStatisticsForm(statisticsForm);
+  // The pages' buttons come disabled: a form the browser sent itself, before this script (or without it), went
+  // as GET, its fields (the reporter token, the reporter's name and phone) in the address.
+  for (const form of [reportForm, trackForm, statisticsForm]) if (form) form.querySelector("button").disabled = false;
 });
