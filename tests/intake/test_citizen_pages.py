@@ -153,6 +153,38 @@ def test_a_citizen_files_a_confidential_report_with_the_form_and_its_receipt_ope
     assert browser.switch_to.active_element.get_attribute("id") == "report-title"
 
 
+# Replaces the page's fetch once: the request reaches the server, which files and answers it, and the answer is
+# lost on the way back (a connection dropped at the wrong moment).
+LOSE_THE_NEXT_ANSWER = """
+const realFetch = window.fetch;
+window.fetch = async (...request) => {
+  window.fetch = realFetch;
+  await realFetch(...request);
+  throw new TypeError("Failed to fetch");
+};
+"""
+
+
+def test_a_report_whose_answer_was_lost_is_filed_once_though_changed_before_sending_again(server, browser):
+    browser.get(server.url + "/")
+    browser.find_element(By.ID, "title").send_keys("Sampah menumpuk")
+    browser.find_element(By.ID, "body").send_keys("Sampah di Pasar Oeba menumpuk.")
+    Select(browser.find_element(By.ID, "region_code")).select_by_value("53.71")
+    before = head_position(server)
+    browser.execute_script(LOSE_THE_NEXT_ANSWER)
+    browser.find_element(By.ID, "submit").click()
+    assert shown(browser, "form-error").startswith("Laporan belum terkirim")
+    assert head_position(server) == before + 1  # filed all the same
+
+    browser.find_element(By.ID, "body").send_keys(" Sudah tiga minggu.")  # the citizen adds a line, sends again
+    browser.find_element(By.ID, "submit").click()
+    assert "sebelum Anda mengubahnya" in shown(browser, "receipt-notice")
+    tracking_id, reporter_token = shown(browser, "tracking-id"), shown(browser, "reporter-token")
+    assert head_position(server) == before + 1  # not a second report
+    view = server.get(f"/api/complaints/{tracking_id}", headers={"X-Reporter-Token": reporter_token}).json()
+    assert view["body"] == "Sampah di Pasar Oeba menumpuk."
+
+
 def test_what_the_server_refuses_is_shown_beside_its_field_and_nothing_is_filed(server, browser):
     before = head_position(server)
     browser.get(server.url + "/")

@@ -103,7 +103,28 @@ function text(id, value) {
 
 function setupReportForm(form) {
   let key = newIdempotencyKey();
+  // A report sent whose answer never came (the connection dropped, or the server failed): it may have been filed.
+  // Sent again unchanged, with its key, it is answered once. Changed, it would be a second report (or a 409 for
+  // the key), so the one sent first is asked for again before anything else.
+  let unanswered = null;  // { key, body }
   const errorFields = ["title", "body", "region_code", "category", "name", "phone", "email"];
+  const send = (attempt) => fetch("/api/complaints", {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "Idempotency-Key": attempt.key },
+    body: attempt.body,
+  });
+  const showReceipt = (receipt, notice) => {
+    unanswered = null;
+    text("tracking-id", receipt.tracking_id);
+    text("reporter-token", receipt.reporter_token);
+    text("verification-due", moment(receipt.verification_due));
+    text("receipt-notice", notice);
+    document.getElementById("receipt-notice").hidden = !notice;
+    document.getElementById("track-link").href = "/lacak#" + encodeURIComponent(receipt.tracking_id);
+    form.hidden = true;
+    document.getElementById("receipt").hidden = false;
+    document.getElementById("receipt-heading").focus();  // the form held the focus: it goes on from the receipt
+  };
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     markFields(errorFields, {});
@@ -121,31 +142,39 @@ function setupReportForm(form) {
     const reporter = {};
     for (const name of ["name", "phone", "email"]) if (value(name)) reporter[name] = value(name);
     if (Object.keys(reporter).length) report.reporter = reporter;
+    const body = JSON.stringify(report);
     const button = document.getElementById("submit");
     button.disabled = true;
     try {
-      const response = await fetch("/api/complaints", {
-        method: "POST",
-        headers: { "Content-Type": "application/json", "Idempotency-Key": key },
-        body: JSON.stringify(report),
-      });
+      if (unanswered && unanswered.body !== body) {
+        const earlier = await send(unanswered);
+        if (earlier.ok) {
+          showReceipt(await earlier.json(), "Laporan Anda sudah terkirim sebelum Anda mengubahnya; perubahan "
+            + "terakhir tidak ikut terkirim. Tambahkan lewat halaman Lacak laporan bila admin meminta informasi.");
+          return;
+        }
+        if (earlier.status >= 500) {
+          text("form-error", (await problemOf(earlier)).detail);
+          return;
+        }
+        unanswered = null;  // refused: the earlier one was not filed, so the changed one is a report of its own
+        key = newIdempotencyKey();
+      }
+      unanswered = unanswered || { key, body };  // until an answer says what became of it
+      const response = await send(unanswered);
       if (!response.ok) {
-        // Refused (4xx), nothing was recorded: the corrected report is a new request. A server error or a lost
-        // answer (below) keeps the key, so that sending again cannot file the report twice.
-        if (response.status < 500) key = newIdempotencyKey();
+        // Refused (4xx), nothing was recorded: the corrected report is a new request. A server error keeps it
+        // unanswered, as a lost answer does (below).
+        if (response.status < 500) {
+          unanswered = null;
+          key = newIdempotencyKey();
+        }
         const problem = await problemOf(response);
         text("form-error", problem.detail);
         markFields(errorFields, problem.fields);
         return;
       }
-      const receipt = await response.json();
-      text("tracking-id", receipt.tracking_id);
-      text("reporter-token", receipt.reporter_token);
-      text("verification-due", moment(receipt.verification_due));
-      document.getElementById("track-link").href = "/lacak#" + encodeURIComponent(receipt.tracking_id);
-      form.hidden = true;
-      document.getElementById("receipt").hidden = false;
-      document.getElementById("receipt-heading").focus();  // the form held the focus: it goes on from the receipt
+      showReceipt(await response.json(), "");
     } catch (error) {
       text("form-error", "Laporan belum terkirim: periksa sambungan internet Anda, lalu coba lagi.");
     } finally {
@@ -306,7 +335,13 @@ function setupTrackForm(form) {
   // /lacak#<tracking id>, as the receipt links it: the id never reaches the server's logs. Following another such
   // link from this page changes only the fragment, so that is watched too.
   const fromLink = () => {
-    const trackingId = decodeURIComponent(location.hash.slice(1));
+    let trackingId = "";
+    try {
+      trackingId = decodeURIComponent(location.hash.slice(1));
+    } catch (error) {  // a link cut short ("#%E0%A4%A"): nothing to look up
+      text("lacak-error", "Tautan ini tidak memuat nomor pelacakan yang utuh. Isi nomornya di bawah.");
+      return;
+    }
     if (trackingId) {
       form.elements.tracking_id.value = trackingId;
       form.elements.reporter_token.value = "";
