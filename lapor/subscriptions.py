@@ -17,6 +17,12 @@ or anywhere else in the loop (reading the log, committing, parking), is logged, 
 doubling up to `RETRY_WAIT_MAX`) and carries on from the committed checkpoint, for as long as it takes; `failure`
 holds the error meanwhile, which /readyz and /metrics report. A stop request ends the wait at once.
 
+A started runner handles events only while it holds its subscription's lease on the read-model database
+(`lapor.lease`), so two processes on one database never both run it: one that cannot take the lease stands by,
+tries again every `LEASE_RETRY` seconds, and takes over from the committed checkpoint when the holder stops or
+dies; the lease is looked at on every turn of the loop. The checkpoint moves only from where this runner last
+committed it, so a runner that lost its lease unnoticed cannot commit a batch the new holder handles too.
+
 A projection that gains from seeing many events at once (load its rows once, write each row once) gives a
 `handle_batch`: the runner hands it a whole batch in one transaction, and only when that raises falls back to
 `handle`, one event at a time, to find the event that fails. `lapor rebuild` reads the log once and `feed`s the

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from lapor.db import Database, Tx, open_database
 from lapor.store import EventStore, RecordedEvent, open_store
-from lapor.subscriptions import CHECKPOINT_SCHEMA
+from lapor.subscriptions import CHECKPOINT_SCHEMA, Subscription, SubscriptionRunner
 from tests.conftest import with_search_path
 from tests.platform._servers import wait_until
 from tests.test_subscriptions import EFFECTS, fill, record_effect
@@ -234,3 +235,22 @@ def test_a_lease_is_its_databases_own_so_a_rebuilds_fresh_tables_never_wait_for_
             db.close()
         with psycopg.connect(postgres_server, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def test_a_runner_cannot_commit_events_another_runner_committed_since_it_last_looked(paths):
+    """The fence behind the lease: a holder that lost its lease unnoticed (or any runner whose idea of the checkpoint
+    is stale) has its transaction rolled back, rows and all, instead of handling the events a second time."""
+    store_url, db_url = paths
+    store, db = open_store(store_url), open_database(db_url)
+    try:
+        fill(store, 2, 5)
+        subscription = Subscription("effects", record_effect_and_handler, setup=setup_tables)
+        late, current = SubscriptionRunner(store, db, subscription), SubscriptionRunner(store, db, subscription)
+        assert current.run_until_caught_up() == 10
+        with pytest.raises(RuntimeError, match="is no longer at 0: another runner moved it"):  # CheckpointMoved
+            late.run_until_caught_up()
+        assert handled(db)[:2] == (10, 0)
+        assert late.checkpoint() == store.head_position()
+    finally:
+        db.close()
+        store.close()
