@@ -103,7 +103,7 @@ def test_lapor_up_twice_on_one_data_directory_runs_each_subscription_once_and_th
         wait_until(lambda: second.get("/api/probe/handled").json()["events"] >= 25 and caught_up(second),
                    describe="5 more handled by the second")
         assert second.get("/api/probe/handled").json()["handled_twice"] == 0
-        assert "standby" not in second.get("/readyz").json()
+        wait_until(lambda: "standby" not in second.get("/readyz").json(), describe="the second runs everything")
         assert second.stop(signal.SIGTERM) == 0
 
 
