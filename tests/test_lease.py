@@ -56,6 +56,7 @@ CONSUMER = textwrap.dedent(
     subscription = Subscription("effects", record_effect_and_handler, setup=setup_tables)
     runner = SubscriptionRunner(store, db, subscription, idle_wait=0.1)
     runner.start()
+    print("runner started", file=sys.stderr, flush=True)
     stop.wait()
     runner.stop()
     db.close()
@@ -130,15 +131,15 @@ def test_two_processes_of_one_subscription_handle_each_event_once_and_the_standb
     try:
         total = fill(store, 4, 25)
         with consumers(tmp_path, store_url, db_url, 2) as pair:
+            wait_until(lambda: all("runner started" in c.logs() for c in pair), describe="both runners started")
             wait_until(lambda: handled(db)[0] == total, describe="the first 100 events handled")
-            assert handled(db)[1] == 0
-            wait_until(lambda: all(c.holds or c.stands_by for c in pair), describe="both consumers decided")
-            [holder] = [c for c in pair if c.holds]
-            [standby] = [c for c in pair if not c.holds]
             total += fill(store, 4, 25)  # while both run
             wait_until(lambda: handled(db)[0] == total, describe="200 events handled")
             count, twice, pids = handled(db)
             assert (count, twice) == (total, 0)
+            wait_until(lambda: all(c.holds or c.stands_by for c in pair), describe="both consumers decided")
+            [holder] = [c for c in pair if c.holds]
+            [standby] = [c for c in pair if not c.holds]
             assert pids == {holder.process.pid}  # the standby handled nothing
 
             # The holder dies (no clean stop): the kernel or the server releases its lease.
