@@ -29,12 +29,20 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 log = logging.getLogger("lapor.lease")
 
 # Class of the two-key advisory locks of leases ("LEAS"), beside the store's DDL lock class (`DDL_LOCK_CLASS`).
 LEASE_CLASS = 0x4C454153
 LEASE_RETRY = 2.0  # seconds a standby waits before it tries to take its lease again (a stop ends the wait at once)
+# A PostgreSQL lease's connection when the network between holder and server fails silently (a host gone, a
+# partition): without keepalives the server would keep the dead session, and the lock, for its default two hours,
+# and the holder's `SELECT 1` could hang for many minutes. Both ends give up after about 30 s instead.
+KEEPALIVE = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 4,
+             "tcp_user_timeout": 30_000, "connect_timeout": 10}
+SERVER_KEEPALIVE = ("SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 4; "
+                    "SET tcp_user_timeout = 30000")
 
 
 class Lease(ABC):
@@ -115,9 +123,10 @@ class AdvisoryLease(Lease):
     def acquire(self) -> bool:
         if self.held():
             return True
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._url, autocommit=True)
         try:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(make_conninfo(self._url, **KEEPALIVE), autocommit=True)
+                self._conn.execute(SERVER_KEEPALIVE)
             row = self._conn.execute(
                 "SELECT pg_try_advisory_lock(%s, hashtext(current_schema() || '/' || %s))", (LEASE_CLASS, self.name)
             ).fetchone()
