@@ -21,7 +21,9 @@ from anyio import to_thread
 from fastapi import APIRouter, Depends, FastAPI
 
 from lapor.context import BackgroundLoop, ServiceContext, ServiceDefinition
+from lapor.db import Database
 from lapor.head import HeadMiddleware
+from lapor.lease import Lease
 from lapor.limits import InputGuardMiddleware, known_query_parameters
 from lapor.observability import Readiness, RequestObservabilityMiddleware, check_readiness, health_router
 from lapor.problems import InternalErrorMiddleware, install_problem_handlers, problem_router
@@ -39,6 +41,8 @@ SUBSCRIPTION_IDLE_WAIT = 0.25
 # Under load a subscription reads at most this often, so it handles the events of that moment in one transaction
 # (a view lags by at most this much more); after a quiet spell an event is read at once.
 SUBSCRIPTION_GATHER = 0.05
+# How often a running exclusive background loop looks whether it still holds its lease (a PostgreSQL round trip).
+LEASE_CHECK = 1.0
 
 
 def load_service(name: str) -> ServiceDefinition:
@@ -55,19 +59,61 @@ def load_services(names: Iterable[str] = SERVICE_NAMES) -> list[ServiceDefinitio
 
 
 class _RunningLoop:
-    def __init__(self, loop: BackgroundLoop) -> None:
+    """A background loop in its own thread. An exclusive one (it acts: appends events, records or sends notifications)
+    runs only while it holds its lease on the read-model database (`lapor.lease`), so in one process at a time; in
+    any other it stands by and takes over when the holder stops or dies."""
+
+    def __init__(self, loop: BackgroundLoop, db: Database) -> None:
         self.name = loop.name
         self._loop = loop
+        self._lease = db.lease(f"loop-{loop.name}") if loop.exclusive else None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"loop:{loop.name}", daemon=True)
         self.failed = False
+        self.leased = False  # whether it runs now under its lease (always False for a loop that needs none)
 
     def _run(self) -> None:
         try:
-            self._loop.run(self._stop)
+            if self._lease is None:
+                self._loop.run(self._stop)
+            else:
+                self._run_leased(self._lease)
         except Exception:
             self.failed = True  # /readyz reports the loop as stopped
             log.exception("background loop %s stopped", self.name)
+
+    def _run_leased(self, lease: Lease) -> None:
+        try:
+            while not self._stop.is_set():
+                if not lease.take(self._stop, f"background loop {self.name}"):
+                    continue
+                self.leased = True
+                turn = threading.Event()  # set at a stop, or when the lease is lost: the loop returns
+                watcher = threading.Thread(
+                    target=self._watch, args=(lease, turn), name=f"lease:{self.name}", daemon=True
+                )
+                watcher.start()
+                try:
+                    self._loop.run(turn)
+                finally:
+                    turn.set()
+                    watcher.join()
+                    self.leased = False
+        finally:
+            lease.release()
+
+    def _watch(self, lease: Lease, turn: threading.Event) -> None:
+        """End the loop's turn at a stop request or as soon as its lease is found lost."""
+        while not turn.is_set():
+            if self._stop.wait(LEASE_CHECK):
+                turn.set()
+            elif not turn.is_set() and not lease.held():
+                log.warning("background loop %s: lost its lease; standing by", self.name)
+                turn.set()
+
+    @property
+    def standby(self) -> bool:
+        return self._lease is not None and self.alive and not self.leased
 
     @property
     def alive(self) -> bool:
@@ -124,7 +170,7 @@ class Runtime:
         if not self.background:
             return
         for service in self.services:
-            self.loops.extend(_RunningLoop(loop) for loop in service.background(self.ctx))
+            self.loops.extend(_RunningLoop(loop, self.ctx.db) for loop in service.background(self.ctx))
         for runner in self.runners:
             runner.start()
         for loop in self.loops:
@@ -217,7 +263,7 @@ def _compose(
         services_router.routes.extend(service.router(ctx).routes)
     services_router.routes.sort(key=lambda route: getattr(route, "path", "").endswith((":path}", ":agency}")))
     app.include_router(services_router, dependencies=strict)
-    ctx.metrics.watch(ctx.store, lambda: runtime.runners if runtime.background else [])
+    ctx.metrics.watch(ctx.store, lambda: runtime.runners if runtime.background else [], lambda: runtime.loops)
     # add_middleware wraps what is there: the last added runs first.
     app.add_middleware(HeadMiddleware)
     app.add_middleware(InputGuardMiddleware, request_limits=settings.limits, field_limits=settings.field_limits)

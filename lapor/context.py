@@ -117,6 +117,9 @@ class BackgroundLoop:
 
     name: str
     run: Callable[[threading.Event], None]
+    # True for a loop that acts (appends events, records or sends notifications): it runs in one process at a time,
+    # under a lease (`lapor.app`). False for one that only serves its own process (the live stream's hub).
+    exclusive: bool = True
 
     @classmethod
     def every(cls, name: str, interval: float, tick: Callable[[], object]) -> BackgroundLoop:

@@ -26,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from lapor.lease import AdvisoryLease, FileLease, Lease
 from lapor.per_thread import PerThread
 from lapor.store.sqlite import connect
 
@@ -112,6 +113,10 @@ class Database(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    @abstractmethod
+    def lease(self, name: str) -> Lease:
+        """The lease of `name` on this database (`lapor.lease`): one holder at a time across processes."""
+
     def executescript(self, statements: str) -> None:
         """Idempotent DDL (CREATE ... IF NOT EXISTS), `;`-separated."""
         with self.transaction() as tx:
@@ -194,6 +199,9 @@ class SqliteDatabase(Database):
             self._writer.close()
         self._readers.close()
 
+    def lease(self, name: str) -> Lease:
+        return FileLease(self.path.with_name(f"{self.path.name}-leases") / f"{name}.lease", name)
+
 
 class PostgresDatabase(Database):
     dialect: Dialect = "postgresql"
@@ -227,6 +235,9 @@ class PostgresDatabase(Database):
 
     def close(self) -> None:
         self._pool.close()
+
+    def lease(self, name: str) -> Lease:
+        return AdvisoryLease(self.url, name)
 
 
 @lru_cache(maxsize=65_536)

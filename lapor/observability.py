@@ -40,9 +40,13 @@ UNMATCHED_ROUTE = "<unmatched>"  # one label for every unknown path, so scanners
 
 class LoopStatus(Protocol):
     name: str
+    leased: bool
 
     @property
     def alive(self) -> bool: ...
+
+    @property
+    def standby(self) -> bool: ...
 
 
 class Metrics:
@@ -67,9 +71,13 @@ class Metrics:
             "lapor_events_appended", "Events appended by this process, by type", ["type"], registry=self.registry
         )
 
-    def watch(self, store: EventStore, runners: Callable[[], Sequence[SubscriptionRunner]]) -> None:
-        """Report the store head and each subscription's state at every scrape."""
+    def watch(
+        self, store: EventStore, runners: Callable[[], Sequence[SubscriptionRunner]],
+        loops: Callable[[], Sequence[LoopStatus]] = tuple,
+    ) -> None:
+        """Report the store head, each subscription's state and each background loop's lease at every scrape."""
         self.registry.register(_SubscriptionCollector(store, runners))
+        self.registry.register(_LoopCollector(loops))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -87,7 +95,7 @@ class _SubscriptionCollector(Collector):
         try:
             head_position = self._store.head_position()
             states = [
-                (runner.name, *runner.saved(), len(runner.parked()), runner.failure is not None)
+                (runner.name, *runner.saved(), len(runner.parked()), runner.failure is not None, runner.leased)
                 for runner in self._runners()
             ]
         except Exception as error:  # noqa: BLE001 - logged; the scrape keeps the request metrics (an outage's)
@@ -117,17 +125,43 @@ class _SubscriptionCollector(Collector):
                 "(the store or the read models out of reach), else 0",
                 labels=["consumer"],
             ),
+            "leased": GaugeMetricFamily(
+                "lapor_subscription_leased",
+                "1 while this process holds the subscription's lease and runs it, 0 while it stands by for another "
+                "process that holds it (lapor.lease)",
+                labels=["consumer"],
+            ),
         }
-        for name, checkpoint, handled, parked, retrying in states:
+        for name, checkpoint, handled, parked, retrying, leased in states:
             families["lag"].add_metric([name], max(0, head_position - checkpoint))
             families["checkpoint"].add_metric([name], checkpoint)
             families["handled"].add_metric([name], handled)
             families["parked"].add_metric([name], parked)
             families["retrying"].add_metric([name], int(retrying))
+            families["leased"].add_metric([name], int(leased))
         yield from families.values()
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
         return []  # collected lazily: the runners exist only once the app has started
+
+
+class _LoopCollector(Collector):
+    def __init__(self, loops: Callable[[], Sequence[LoopStatus]]) -> None:
+        self._loops = loops
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        leased = GaugeMetricFamily(
+            "lapor_background_loop_leased",
+            "1 while this process runs the background loop under its lease (or the loop needs none), 0 while it "
+            "stands by for another process (lapor.lease)",
+            labels=["loop"],
+        )
+        for loop in self._loops():
+            leased.add_metric([loop.name], int(not loop.standby and loop.alive))
+        yield leased
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return []
 
 
 # -- the request middleware ---------------------------------------------------------------------------------
@@ -195,6 +229,9 @@ class Readiness:
     behind: list[dict[str, Any]] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
     retrying: list[str] = field(default_factory=list)  # subscriptions trying again after a failure, and why
+    # Subscriptions another process runs (it holds their leases): not a reason to be unready, since the checkpoints
+    # and rows are shared and their lag, judged above, says whether that process keeps them current.
+    standby: list[str] = field(default_factory=list)
 
     @property
     def ready(self) -> bool:
@@ -211,6 +248,8 @@ def check_readiness(
         log.warning("readiness: store unreachable: %s", error)
         return Readiness(store_ok=False, store_error=f"{type(error).__name__}: {error}")
     for runner in runners:
+        if runner.standby:
+            report.standby.append(runner.name)
         if runner.failure is not None:
             report.retrying.append(f"subscription {runner.name}: {runner.failure}")
             continue
@@ -222,6 +261,7 @@ def check_readiness(
         if lag > max_lag:
             report.behind.append({"consumer": runner.name, "lag": lag, "max_lag": max_lag})
     report.stopped.extend(f"background loop {loop.name}" for loop in loops if not loop.alive)
+    report.standby.extend(f"background loop {loop.name}" for loop in loops if loop.standby)
     return report
 
 
@@ -247,9 +287,9 @@ def health_router(
             reasons += [f"{failing} (trying again)" for failing in report.retrying]
             raise NotReady(
                 "; ".join(reasons), store_ok=report.store_ok, behind=report.behind, stopped=report.stopped,
-                retrying=report.retrying,
+                retrying=report.retrying, standby=report.standby,
             )
-        return {"status": "ready"}
+        return {"status": "ready", "standby": report.standby} if report.standby else {"status": "ready"}
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
     def prometheus() -> Response:

@@ -17,6 +17,12 @@ or anywhere else in the loop (reading the log, committing, parking), is logged, 
 doubling up to `RETRY_WAIT_MAX`) and carries on from the committed checkpoint, for as long as it takes; `failure`
 holds the error meanwhile, which /readyz and /metrics report. A stop request ends the wait at once.
 
+A started runner handles events only while it holds its subscription's lease on the read-model database
+(`lapor.lease`), so two processes on one database never both run it: one that cannot take the lease stands by,
+tries again every `LEASE_RETRY` seconds, and takes over from the committed checkpoint when the holder stops or
+dies; the lease is looked at on every turn of the loop. The checkpoint moves only from where this runner last
+committed it, so a runner that lost its lease unnoticed cannot commit a batch the new holder handles too.
+
 A projection that gains from seeing many events at once (load its rows once, write each row once) gives a
 `handle_batch`: the runner hands it a whole batch in one transaction, and only when that raises falls back to
 `handle`, one event at a time, to find the event that fails. `lapor rebuild` reads the log once and `feed`s the
@@ -45,6 +51,7 @@ import psycopg
 
 from lapor.clock import Clock, SystemClock
 from lapor.db import Database, Tx, table_columns
+from lapor.lease import LEASE_RETRY, Lease
 from lapor.store import EventStore, RecordedEvent
 
 log = logging.getLogger("lapor.subscriptions")
@@ -165,6 +172,10 @@ class ParkedEvent:
     replayed_at: str | None
 
 
+class CheckpointMoved(RuntimeError):
+    """Another runner committed the subscription's checkpoint since this one last did (see `_save_checkpoint`)."""
+
+
 class SubscriptionRunner:
     def __init__(
         self,
@@ -215,10 +226,16 @@ class SubscriptionRunner:
         self._held_events = 0
         self._held_last = 0  # the position of the last event held
         self._written = self._position
+        self.leased = False  # whether the running loop holds the subscription's lease (see `lapor.lease`)
 
     @property
     def name(self) -> str:
         return self.subscription.name
+
+    @property
+    def standby(self) -> bool:
+        """Started, but another runner holds the lease: this one handles nothing until it can take it over."""
+        return self._thread is not None and not self.leased
 
     # -- state ------------------------------------------------------------------------------------------
 
@@ -273,11 +290,33 @@ class SubscriptionRunner:
             self._thread = None
 
     def _run(self) -> None:
+        lease = self.db.lease(self.name)
+        try:
+            self._run_leased(lease)
+        finally:
+            self.leased = False
+            lease.release()
+
+    def _run_leased(self, lease: Lease) -> None:
+        """The loop: handle events while holding `lease`, stand by (handling nothing) while another runner holds it."""
         delay = self.backoff
+        stale = False  # the committed checkpoint is not where this runner last saw it
         while not self._stop.is_set():
             try:
-                if self.failure is not None:
-                    self._position = self.checkpoint()  # whatever the failed step did or did not commit
+                if not lease.held():
+                    if self.leased:
+                        log.warning("subscription %s: lost its lease; standing by", self.name)
+                        self.leased, lease.standing_by = False, True
+                        # Leave it to the standbys first: this runner's database connection may be what failed.
+                        self._stop.wait(2 * LEASE_RETRY)
+                        continue
+                    if not lease.take(self._stop, f"subscription {self.name}"):
+                        continue
+                    self.leased, stale = True, True  # carry on from the committed checkpoint
+                if stale or self.failure is not None:
+                    # Whatever the failed step (or the previous holder) did or did not commit.
+                    self._moved_to(self.checkpoint())
+                    stale = False
                 started, before = time.monotonic(), self._position
                 self.poll()
                 if self.failure is not None:
@@ -291,6 +330,9 @@ class SubscriptionRunner:
                 rest = self.gather - (time.monotonic() - started)
                 if rest > 0:
                     self._stop.wait(rest)
+            except CheckpointMoved as moved:  # a runner that lost its lease committed late: carry on from there
+                log.warning("subscription %s: %s; carrying on from the committed checkpoint", self.name, moved)
+                stale = True
             except Exception as error:  # not the event's fault: a handler's refusal is parked, not raised
                 log.error(
                     "subscription %s: %s; trying again from its checkpoint in %.2f s", self.name, _describe(error),
@@ -427,7 +469,7 @@ class SubscriptionRunner:
             if done > start:
                 self._save_checkpoint(tx, events[done - 1].position, done - start)
         if done > start:
-            self._position = events[done - 1].position
+            self._moved_to(events[done - 1].position)
         if failed is None:
             return done
         index, failure = failed
@@ -444,10 +486,12 @@ class SubscriptionRunner:
             with self._transaction() as tx:
                 self.subscription.handle_batch(events, tx)
                 self._save_checkpoint(tx, events[-1].position, len(events))
+        except CheckpointMoved:
+            raise  # not the batch's fault: the loop carries on from the committed checkpoint
         except Exception as error:  # noqa: BLE001 - handled again one by one below, which retries or parks
             log.warning("subscription %s: batch failed, handling it event by event: %s", self.name, error)
             return False
-        self._position = events[-1].position
+        self._moved_to(events[-1].position)
         return True
 
     def _retry_or_park(self, event: RecordedEvent, error: BaseException) -> bool:
@@ -472,11 +516,11 @@ class SubscriptionRunner:
                     self.subscription.handle(event, tx)
                     self._save_checkpoint(tx, event.position, 1)
             except Exception as retry_error:  # counted; parked when attempts run out
-                if transient_failure(retry_error):
+                if transient_failure(retry_error) or isinstance(retry_error, CheckpointMoved):
                     raise
                 error = retry_error
             else:
-                self._position = event.position
+                self._moved_to(event.position)
                 return True
         log.error(
             "subscription %s: parking %s@%s after %d attempts: %s",
@@ -504,13 +548,17 @@ class SubscriptionRunner:
                 ),
             )
             self._save_checkpoint(tx, event.position, 0)
-        self._position = event.position
+        self._moved_to(event.position)
         return True
 
     def _advance_to(self, position: int) -> None:
         with self._transaction() as tx:
             self._save_checkpoint(tx, position, 0)
-        self._position = position
+        self._moved_to(position)
+
+    def _moved_to(self, position: int) -> None:
+        """The checkpoint is committed at `position`: carry on from there."""
+        self._position = self._written = position
 
     def _transaction(self) -> AbstractContextManager[Tx]:
         """A transaction for the subscription's rows and checkpoint: not flushed to disk at commit, since after a
@@ -518,13 +566,19 @@ class SubscriptionRunner:
         return self.db.transaction(durable=False)
 
     def _save_checkpoint(self, tx: Tx, position: int, handled: int) -> None:
-        tx.execute(
+        """Move the checkpoint to `position`, but only from where this runner last committed it (`_written`): a
+        runner that lost its lease unnoticed and another that took it over cannot both commit the same events. The
+        loser's transaction raises `CheckpointMoved` and rolls back with its rows."""
+        moved = tx.execute(
             "INSERT INTO subscription_checkpoints (name, position, handled, updated_at, projection_version) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET position = excluded.position, "
             "handled = subscription_checkpoints.handled + excluded.handled, updated_at = excluded.updated_at, "
-            "projection_version = excluded.projection_version",
-            (self.name, position, handled, self.clock.now().isoformat(), self.subscription.version),
-        )
+            "projection_version = excluded.projection_version WHERE subscription_checkpoints.position = ?",
+            (self.name, position, handled, self.clock.now().isoformat(), self.subscription.version, self._written),
+        ).rowcount
+        if moved == 0:
+            raise CheckpointMoved(f"the checkpoint of {self.name} is no longer at {self._written}: another runner "
+                                  "moved it")
 
     def _upgrade(self, tx: Tx) -> None:
         """When the checkpoint was written by another version of the projection (none recorded: version 1), its

@@ -102,6 +102,15 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def paths(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(store URL, read-model URL): two SQLite files, or one fresh PostgreSQL schema holding both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/events.db", f"sqlite:///{tmp_path}/readmodels.db"
+    url = request.getfixturevalue("postgres_url")
+    return url, url
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'events.db'}"

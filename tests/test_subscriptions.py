@@ -45,15 +45,6 @@ def fill(store, streams: int, per_stream: int) -> int:
     return streams * per_stream
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def paths(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
-    """(store URL, read-model URL): two SQLite files, or one fresh PostgreSQL schema holding both."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/events.db", f"sqlite:///{tmp_path}/readmodels.db"
-    url = request.getfixturevalue("postgres_url")
-    return url, url
-
-
 def effects(db) -> list[tuple[int, int]]:
     with db.read() as tx:
         return tx.fetchall("SELECT position, times FROM effects ORDER BY position")

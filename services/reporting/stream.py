@@ -100,7 +100,8 @@ def hub_of(ctx: ServiceContext) -> StreamHub:
 
 
 def hub_loop(ctx: ServiceContext) -> BackgroundLoop:
-    return BackgroundLoop("reporting.stream-hub", hub_of(ctx).run)
+    # Every process wakes its own connections: not exclusive.
+    return BackgroundLoop("reporting.stream-hub", hub_of(ctx).run, exclusive=False)
 
 
 @dataclass(frozen=True)

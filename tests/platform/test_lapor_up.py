@@ -72,6 +72,41 @@ def test_lapor_up_stops_cleanly_and_resumes_from_its_checkpoints(tmp_path):
         assert second.stop(signal.SIGTERM) == 0
 
 
+def test_lapor_up_twice_on_one_data_directory_runs_each_subscription_once_and_the_second_takes_over(tmp_path):
+    data = str(tmp_path / "var")
+    # Ready means its runners have started, and the first thing a runner does is take its lease. The second serves
+    # HTTP (ready: its reads come from the rows the first keeps current) and stands by.
+    with lapor(tmp_path, "up", "--data", data, name="first") as first, \
+            lapor(tmp_path, "up", "--data", data, name="second") as second:
+        for server in (first, second) * 10:
+            assert server.post("/api/probe/complaints", json=SUBMISSION).status_code == 201
+        wait_until(lambda: first.get("/api/probe/handled").json()["events"] >= 20 and caught_up(first),
+                   describe="20 reports handled")
+        # (A background loop may add events of its own: the probe's reports are overdue at once.)
+        assert second.get("/api/probe/handled").json()["handled_twice"] == 0
+        assert first.metric("lapor_subscription_leased", "probe.events") == 1
+        assert second.metric("lapor_subscription_leased", "probe.events") == 0
+        standby = second.get("/readyz").json()["standby"]
+        assert "probe.events" in standby
+        assert "reporting.complaints" in standby
+        # The loops that act stand by too; the live stream's hub serves each process's own connections.
+        assert "background loop routing.deadlines" in standby
+        assert "background loop followup.notifications" in standby
+        assert "background loop reporting.stream-hub" not in standby
+        assert "standby" not in first.get("/readyz").json()
+
+        assert first.stop(signal.SIGTERM) == 0
+        wait_until(lambda: second.metric("lapor_subscription_leased", "probe.events") == 1,
+                   describe="the second took over")
+        for _ in range(5):
+            assert second.post("/api/probe/complaints", json=SUBMISSION).status_code == 201
+        wait_until(lambda: second.get("/api/probe/handled").json()["events"] >= 25 and caught_up(second),
+                   describe="5 more handled by the second")
+        assert second.get("/api/probe/handled").json()["handled_twice"] == 0
+        wait_until(lambda: "standby" not in second.get("/readyz").json(), describe="the second runs everything")
+        assert second.stop(signal.SIGTERM) == 0
+
+
 def test_lapor_serve_runs_services_side_by_side_on_one_store(tmp_path):
     data = str(tmp_path / "var")
     with lapor(tmp_path, "serve", "probe", "--data", data, name="probe") as probe_server, \
