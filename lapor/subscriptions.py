@@ -343,10 +343,16 @@ class SubscriptionRunner:
                 delay = min(delay * 2, RETRY_WAIT_MAX)
 
     def run_until_caught_up(self) -> int:
-        """Process everything committed so far in this thread; returns how many events were handled."""
+        """Process everything committed so far in this thread; returns how many events were handled. It takes no
+        lease (a test, a benchmark, a service's first catch-up): another runner that commits meanwhile moves the
+        checkpoint past this one's batch, which is rolled back, and this one carries on from there."""
         total = 0
         while True:
-            handled = self.poll()
+            try:
+                handled = self.poll()
+            except CheckpointMoved:
+                self._moved_to(self.checkpoint())
+                continue
             if not handled:
                 return total
             total += handled

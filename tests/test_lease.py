@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-import pytest
 from psycopg import sql
 
 from lapor.db import Database, Tx, open_database
@@ -248,8 +247,9 @@ def test_a_runner_cannot_commit_events_another_runner_committed_since_it_last_lo
         subscription = Subscription("effects", record_effect_and_handler, setup=setup_tables)
         late, current = SubscriptionRunner(store, db, subscription), SubscriptionRunner(store, db, subscription)
         assert current.run_until_caught_up() == 10
-        with pytest.raises(RuntimeError, match="is no longer at 0: another runner moved it"):  # CheckpointMoved
-            late.run_until_caught_up()
+        # The late runner's first batch is rolled back (CheckpointMoved) and it carries on from the committed
+        # checkpoint: nothing left to handle, nothing handled twice.
+        assert late.run_until_caught_up() == 0
         assert handled(db)[:2] == (10, 0)
         assert late.checkpoint() == store.head_position()
     finally:
