@@ -38,7 +38,7 @@ from lapor.audit import verify_chain
 from lapor.auth import TokenService, parse_ttl
 from lapor.clock import SystemClock
 from lapor.context import ServiceContext, ServiceDefinition
-from lapor.db import open_database
+from lapor.db import Database, open_database, table_exists
 from lapor.logs import configure_logging
 from lapor.orphans import stop_when_orphaned
 from lapor.principal import KSP_AGENCY, NATIONAL_ADMIN_AGENCY, Role
@@ -49,6 +49,7 @@ from lapor.store import StoreError, open_store
 from lapor.store.open import parse_sqlite_url, shown_url, store_exists
 from lapor.store.writer import WriterProcess
 from lapor.store.writer import run as run_store_writer
+from lapor.subscriptions import SubscriptionRunner
 from lapor.tokens import RevokeRequest
 
 Run = Callable[[argparse.Namespace], int]
@@ -147,6 +148,15 @@ def _open_app(settings: Settings, services: Sequence[ServiceDefinition], *, seed
     try:
         return create_app(settings, services, seed_demo=seed_demo)
     except _OPENING_FAILED as error:
+        raise _cannot_open(error, settings.store, settings.readmodels) from None
+
+
+def _open_readmodels(settings: Settings) -> Database:
+    """The read-model database of an installation whose store exists (a command must not start an empty one)."""
+    _require_store(settings.store, option="--data or LAPOR_STORE")
+    try:
+        return open_database(settings.readmodels)
+    except (OSError, ValueError, sqlite3.Error, psycopg.Error) as error:
         raise _cannot_open(error, settings.store, settings.readmodels) from None
 
 
@@ -464,11 +474,7 @@ def token_revoke(args: argparse.Namespace) -> int:
     except ValidationError as error:
         raise CliError(one_line(error)) from None
     settings = _settings(args)
-    _require_store(settings.store, option="--data or LAPOR_STORE")
-    try:
-        db = open_database(settings.readmodels)
-    except (OSError, ValueError, sqlite3.Error, psycopg.Error) as error:
-        raise _cannot_open(error, settings.store, settings.readmodels) from None
+    db = _open_readmodels(settings)
     try:
         revocations = Revocations(db, SystemClock())
         tokens = TokenService(settings.signing_secret(), SystemClock(), revocations=revocations)
@@ -534,6 +540,82 @@ def audit_verify(args: argparse.Namespace) -> int:
         print(f"BROKEN: {link.describe()}")
     print(f"checked {report.events_checked} events; the log was altered after it was written")
     return 1
+
+
+@command(
+    "parked list",
+    help="the events subscriptions parked (their handler failed on them again and again), oldest first",
+    arguments=[DATA],
+)
+def parked_list(args: argparse.Namespace) -> int:
+    """What /metrics counts as `lapor_subscription_parked_events`, event by event, with the error that parked it."""
+    db = _open_readmodels(_settings(args))
+    try:
+        with db.read() as tx:
+            rows = tx.fetchall(
+                "SELECT name, position, stream, version, type, attempts, parked_at, error FROM parked_events "
+                "WHERE replayed_at IS NULL ORDER BY name, position"
+            ) if table_exists(tx, "parked_events") else []
+    finally:
+        db.close()
+    for name, position, stream, version, event_type, attempts, parked_at, reason in rows:
+        print(f"{name}: position {position}, {stream} version {version} ({event_type}), parked {parked_at} after "
+              f"{attempts} attempts: {reason}")
+    print(f"{len(rows)} parked" + ("; once the cause is fixed: lapor parked replay --subscription NAME --all"
+                                   if rows else ""))
+    return 0
+
+
+@command(
+    "parked replay",
+    help="run parked events through their subscription's handler again, once the cause is fixed (stop a server "
+    "running that subscription on this data first); exit 1 if one still fails (it stays parked)",
+    arguments=[
+        arg("--subscription", required=True, help="the subscription's name, as `lapor parked list` gives it"),
+        arg("--position", type=int, help="the parked event's position"),
+        arg("--all", action="store_true", help="every event the subscription has parked, oldest first"),
+        DATA,
+    ],
+)
+def parked_replay(args: argparse.Namespace) -> int:
+    """Takes the subscription's lease (`lapor.lease`), so it never runs beside the subscription's own runner: a
+    server running it holds the lease, and the replay is refused until that server stops."""
+    if (args.position is None) == (not args.all):
+        raise CliError("give --position N or --all")
+    settings = _settings(args)
+    _require_store(settings.store, option="--data or LAPOR_STORE")
+    ctx = _open_context(settings)
+    try:
+        services = args.services if args.services is not None else load_services()
+        subscriptions = {subscription.name: subscription for service in services
+                         for subscription in service.subscriptions(ctx)}
+        subscription = subscriptions.get(args.subscription)
+        if subscription is None:
+            raise CliError(f"no subscription {args.subscription!r}; there are: {', '.join(sorted(subscriptions))}")
+        lease = ctx.db.lease(subscription.name)
+        if not lease.acquire():
+            raise CliError(f"subscription {subscription.name} runs in another process on this data (a server): stop "
+                           "it, then replay")
+        try:
+            runner = SubscriptionRunner(ctx.store, ctx.db, subscription)
+            positions = [args.position] if args.position is not None else [p.position for p in runner.parked()]
+            failed = 0
+            for position in positions:
+                try:
+                    runner.replay_parked(position)
+                except LookupError as error:
+                    raise CliError(str(error)) from None
+                except Exception as error:  # noqa: BLE001 - said, and the event stays parked
+                    failed += 1
+                    print(f"position {position}: still fails ({type(error).__name__}: {error}); it stays parked")
+                else:
+                    print(f"position {position}: handled")
+            print(f"{len(positions) - failed} of {len(positions)} handled")
+            return 1 if failed else 0
+        finally:
+            lease.release()
+    finally:
+        ctx.close()
 
 
 @command(
