@@ -151,6 +151,17 @@ def table_columns(tx: Tx, table: str) -> list[str]:
     return [name for (name,) in rows]
 
 
+def add_column(db: Database, table: str, column: str, definition: str) -> None:
+    """Add `column` to a `table` created before it existed (rows written before get NULL). Looked for first, so the
+    table is locked only the once; two processes starting together are kept apart by SQLite's one writer, and on
+    PostgreSQL by the schema lock and IF NOT EXISTS."""
+    with db.transaction() as tx:
+        if column not in table_columns(tx, table):
+            tx.lock_schema_changes()
+            exists = " IF NOT EXISTS" if tx.dialect == "postgresql" else ""
+            tx.execute(f"ALTER TABLE {table} ADD COLUMN{exists} {column} {definition}")
+
+
 WRITER_CACHE_MB = 64  # SQLite's page cache for the one write connection (SQLite's own default is 2 MB)
 
 

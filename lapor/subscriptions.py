@@ -50,7 +50,7 @@ from typing import Protocol
 import psycopg
 
 from lapor.clock import Clock, SystemClock
-from lapor.db import Database, Tx, table_columns
+from lapor.db import Database, Tx, add_column
 from lapor.lease import LEASE_RETRY, Lease
 from lapor.store import EventStore, RecordedEvent
 
@@ -207,7 +207,8 @@ class SubscriptionRunner:
         # The error the running loop is trying again after (see the docstring); None while all is well.
         self.failure: BaseException | None = None
         db.executescript(CHECKPOINT_SCHEMA)
-        _add_version_column(db)
+        # Checkpoints written before projections had versions: NULL, read as version 1.
+        add_column(db, "subscription_checkpoints", "projection_version", "INTEGER")
         with db.transaction() as tx:
             tx.lock_schema_changes()  # processes starting at once on a new schema
             # Another version's tables go first: this version's setup may not fit them (an index on a column they
@@ -627,16 +628,6 @@ class SubscriptionRunner:
                 "UPDATE parked_events SET replayed_at = ? WHERE name = ? AND position = ?",
                 (self.clock.now().isoformat(), self.name, position),
             )
-
-
-def _add_version_column(db: Database) -> None:
-    """Checkpoints written before projections had versions have no `projection_version` column: add it (NULL,
-    read as version 1). Looked for first, so the table is locked only the once; two processes starting together
-    are kept apart by SQLite's one writer, and on PostgreSQL by IF NOT EXISTS."""
-    with db.transaction() as tx:
-        if "projection_version" not in table_columns(tx, "subscription_checkpoints"):
-            exists = " IF NOT EXISTS" if tx.dialect == "postgresql" else ""
-            tx.execute(f"ALTER TABLE subscription_checkpoints ADD COLUMN{exists} projection_version INTEGER")
 
 
 def transient_failure(error: BaseException) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from lapor.db import Database, Tx, sortable_moment, table_columns
+from lapor.db import Database, Tx, add_column, sortable_moment
 
 QUEUE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS followup_queue (
@@ -131,18 +131,12 @@ def install_service_tables(db: Database) -> None:
     """The service's own state, which `lapor rebuild` must neither create nor compare: settings, drafts,
     notification targets, the outbox and its deliveries. Idempotent; the router and the loops call it."""
     db.executescript(SERVICE_SCHEMA)
-    _add_draft_holding(db)
+    # Drafts recorded before session 24 have no `holding` (the report's holding they were made in, see
+    # `approval.of_present_holding`): NULL for them.
+    add_column(db, "followup_drafts", "holding", "BIGINT")
 
 
-def _add_draft_holding(db: Database) -> None:
-    """Drafts recorded before session 24 have no `holding` column (the report's holding they were made in, see
-    `approval.of_present_holding`): add it, NULL for them. Looked for first, so the table is locked only the once;
-    two processes starting together are kept apart by SQLite's one writer, and on PostgreSQL by IF NOT EXISTS."""
-    with db.transaction() as tx:
-        if "holding" not in table_columns(tx, "followup_drafts"):
-            tx.lock_schema_changes()
-            exists = " IF NOT EXISTS" if tx.dialect == "postgresql" else ""
-            tx.execute(f"ALTER TABLE followup_drafts ADD COLUMN{exists} holding BIGINT")
+
 
 
 # Sorts after every real moment: the sort key of a queue item without a running deadline.
