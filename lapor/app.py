@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from lapor.context import BackgroundLoop, ServiceContext, ServiceDefinition
 from lapor.db import Database
 from lapor.head import HeadMiddleware
-from lapor.lease import Lease
+from lapor.lease import LEASE_CHECK, Lease
 from lapor.limits import InputGuardMiddleware, known_query_parameters
 from lapor.observability import Readiness, RequestObservabilityMiddleware, check_readiness, health_router
 from lapor.problems import InternalErrorMiddleware, install_problem_handlers, problem_router
@@ -41,8 +41,6 @@ SUBSCRIPTION_IDLE_WAIT = 0.25
 # Under load a subscription reads at most this often, so it handles the events of that moment in one transaction
 # (a view lags by at most this much more); after a quiet spell an event is read at once.
 SUBSCRIPTION_GATHER = 0.05
-# How often a running exclusive background loop looks whether it still holds its lease (a PostgreSQL round trip).
-LEASE_CHECK = 1.0
 
 
 def load_service(name: str) -> ServiceDefinition:

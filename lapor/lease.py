@@ -25,6 +25,7 @@ import fcntl
 import logging
 import os
 import threading
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -36,6 +37,10 @@ log = logging.getLogger("lapor.lease")
 # Class of the two-key advisory locks of leases ("LEAS"), beside the store's DDL lock class (`DDL_LOCK_CLASS`).
 LEASE_CLASS = 0x4C454153
 LEASE_RETRY = 2.0  # seconds a standby waits before it tries to take its lease again (a stop ends the wait at once)
+# Seconds between a PostgreSQL lease's looks at its session (a round trip each). A runner asks `held()` on every turn
+# of its loop, up to 20 a second under load: between looks it is taken as still held, which the checkpoint fence
+# makes safe (`lapor.subscriptions`: a holder that lost its lease unnoticed cannot commit a batch twice).
+LEASE_CHECK = 1.0
 # A PostgreSQL lease's connection when the network between holder and server fails silently (a host gone, a
 # partition): without keepalives the server would keep the dead session, and the lock, for its default two hours,
 # and the holder's `SELECT 1` could hang for many minutes. Both ends give up after about 30 s instead.
@@ -119,6 +124,7 @@ class AdvisoryLease(Lease):
         self._url = url
         self._conn: psycopg.Connection | None = None
         self._held = False
+        self._looked = 0.0  # when the session was last seen alive (time.monotonic())
 
     def acquire(self) -> bool:
         if self.held():
@@ -134,18 +140,23 @@ class AdvisoryLease(Lease):
             self._close()
             raise
         self._held = bool(row and row[0])
+        self._looked = time.monotonic()
         return self._held
 
     def held(self) -> bool:
-        """Asks the server (one round trip): a connection lost or terminated is only noticed by using it."""
+        """Asks the server (one round trip) at most every `LEASE_CHECK` seconds: a connection lost or terminated is
+        only noticed by using it."""
         if not self._held or self._conn is None:
             return False
+        if time.monotonic() - self._looked < LEASE_CHECK:
+            return True
         try:
             self._conn.execute("SELECT 1")
         except psycopg.Error as error:
             log.warning("lease %s: its connection is lost (%s); the lease went with it", self.name, error)
             self._close()
             return False
+        self._looked = time.monotonic()
         return True
 
     def release(self) -> None:

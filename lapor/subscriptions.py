@@ -20,7 +20,8 @@ holds the error meanwhile, which /readyz and /metrics report. A stop request end
 A started runner handles events only while it holds its subscription's lease on the read-model database
 (`lapor.lease`), so two processes on one database never both run it: one that cannot take the lease stands by,
 tries again every `LEASE_RETRY` seconds, and takes over from the committed checkpoint when the holder stops or
-dies; the lease is looked at on every turn of the loop. The checkpoint moves only from where this runner last
+dies; the lease is looked at on every turn of the loop (on PostgreSQL the server is asked at most every
+`lapor.lease.LEASE_CHECK` seconds). The checkpoint moves only from where this runner last
 committed it, so a runner that lost its lease unnoticed cannot commit a batch the new holder handles too.
 
 A projection that gains from seeing many events at once (load its rows once, write each row once) gives a
