@@ -50,7 +50,6 @@ from lapor.clock import Clock, SystemClock
 from lapor.store.model import (
     ANY,
     GENESIS_HASH,
-    VERSION_MAX,
     AppendResult,
     EventStore,
     ExpectedVersion,
@@ -181,7 +180,7 @@ class KurrentEventStore(EventStore):
             return ()
 
     def read_stream(self, stream: str, from_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
-        from_version, limit = read_window(from_version, VERSION_MAX if limit is None else limit)
+        from_version, limit = read_window(from_version, limit)
         try:
             with _server_errors(f"reading {stream}"):
                 found = self._client.get_stream(stream, stream_position=from_version, limit=limit, timeout=DEADLINE)

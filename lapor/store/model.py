@@ -112,11 +112,13 @@ def read_all_statements(select: str, bucket: str, mark: str) -> dict[ReadAllShap
     }
 
 
-def read_window(start: int, limit: int) -> tuple[int, int]:
-    """A read's first position (or version) and its limit as every adapter hands them to its database: a negative
-    limit is refused (SQLite read it as no limit, PostgreSQL failed), and a number past 64 bits is taken as the
-    largest 64-bit one (SQLite failed on it, PostgreSQL on a limit): a read from there finds nothing, such a limit
-    reads everything."""
+def read_window(start: int, limit: int | None) -> tuple[int, int]:
+    """A read's first position (or version) and its limit as every adapter hands them to its database: no limit is
+    the largest; a negative limit is refused (SQLite read it as no limit, PostgreSQL failed), and a number past 64
+    bits is taken as the largest 64-bit one (SQLite failed on it, PostgreSQL on a limit): a read from there finds
+    nothing, such a limit reads everything."""
+    if limit is None:
+        return min(start, VERSION_MAX), VERSION_MAX
     if limit < 0:
         raise ValueError(f"a read's limit is 0 or more, not {limit}")
     return min(start, VERSION_MAX), min(limit, VERSION_MAX)

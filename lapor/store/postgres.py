@@ -41,7 +41,6 @@ from lapor.store.model import (
     GENESIS_HASH,
     SHARE_BUCKETS,
     SHARE_DIGITS,
-    VERSION_MAX,
     AppendResult,
     EventStore,
     ExpectedVersion,
@@ -359,7 +358,7 @@ class PostgresEventStore(EventStore):
             return cur.execute(query, params).fetchall()
 
     def read_stream(self, stream: str, from_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
-        from_version, limit = read_window(from_version, VERSION_MAX if limit is None else limit)
+        from_version, limit = read_window(from_version, limit)
         rows = self._fetch(
             f"{SELECT_EVENTS} WHERE stream = %s AND version >= %s ORDER BY version LIMIT %s",
             (stream, from_version, limit),

@@ -33,7 +33,6 @@ from lapor.per_thread import PerThread
 from lapor.store.group_commit import GroupCommitWriter, GroupTransaction, PendingAppend, each_outcome
 from lapor.store.model import (
     GENESIS_HASH,
-    VERSION_MAX,
     AppendResult,
     DuplicateEventId,
     EventStore,
@@ -403,7 +402,7 @@ class SqliteEventStore(EventStore):
         return self._readers.get()
 
     def read_stream(self, stream: str, from_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
-        from_version, limit = read_window(from_version, VERSION_MAX if limit is None else limit)
+        from_version, limit = read_window(from_version, limit)
         with self._stream_reads:
             rows = (
                 self._reader()
