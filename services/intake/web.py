@@ -14,6 +14,7 @@ inline script, no framing, no form posted elsewhere.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from functools import cache
 from html import escape
 from pathlib import Path
@@ -37,8 +38,17 @@ PAGE_HEADERS = {
 }
 
 
+# The pages: path -> (the file of its `<main>` content, its title).
+PAGES = {
+    "/": ("index.html", "Sampaikan laporan"),
+    "/lacak": ("lacak.html", "Lacak laporan"),
+    "/statistik": ("statistik.html", "Statistik"),
+}
+
+
+@cache
 def _region_options() -> str:
-    """`<optgroup>` per province: the province itself, then its regencies and cities."""
+    """`<optgroup>` per province: the province itself, then its regencies and cities (rendered once)."""
     groups = []
     for province in list_wilayah():
         options = [f'<option value="{escape(province.code)}">Provinsi {escape(province.name)}</option>']
@@ -53,7 +63,9 @@ def _region_options() -> str:
 @cache
 def page(name: str, title: str) -> bytes:
     """`static/layout.html` (head, header, navigation) around the page's own `<main>` content."""
-    main = (STATIC / name).read_text(encoding="utf-8").replace(REGIONS_MARK, _region_options())
+    main = (STATIC / name).read_text(encoding="utf-8")
+    if REGIONS_MARK in main:
+        main = main.replace(REGIONS_MARK, _region_options())
     layout = (STATIC / "layout.html").read_text(encoding="utf-8")
     return layout.replace("<!--TITLE-->", escape(title)).replace("<!--MAIN-->", main).encode()
 
@@ -63,20 +75,11 @@ def asset(name: str) -> bytes:
     return (STATIC / name).read_bytes()
 
 
-def _html(body: bytes) -> Response:
-    return Response(body, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+def _serving(name: str, title: str) -> Callable[[Request], Awaitable[Response]]:
+    async def serve(request: Request) -> Response:
+        return Response(page(name, title), media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
-
-async def _report_form(request: Request) -> Response:
-    return _html(page("index.html", "Sampaikan laporan"))
-
-
-async def _tracking(request: Request) -> Response:
-    return _html(page("lacak.html", "Lacak laporan"))
-
-
-async def _statistics(request: Request) -> Response:
-    return _html(page("statistik.html", "Statistik"))
+    return serve
 
 
 async def _static(request: Request) -> Response:
@@ -92,8 +95,7 @@ def web_router() -> APIRouter:
     shared with `?utm_source=…` or `?fbclid=…` still opens the form), where every API route refuses a query name it
     does not declare (`lapor.limits.known_query_parameters` leaves all but API routes alone)."""
     router = APIRouter()
-    router.add_route("/", _report_form, methods=["GET"], include_in_schema=False)
-    router.add_route("/lacak", _tracking, methods=["GET"], include_in_schema=False)
-    router.add_route("/statistik", _statistics, methods=["GET"], include_in_schema=False)
+    for path, (name, title) in PAGES.items():
+        router.add_route(path, _serving(name, title), methods=["GET"], include_in_schema=False)
     router.add_route("/static/{name}", _static, methods=["GET"], include_in_schema=False)
     return router
