@@ -140,8 +140,10 @@ def _services(args: argparse.Namespace, name: str | None = None) -> list[Service
     return load_services([name])
 
 
-# What opening the store or the read models raises when they cannot be reached (`_cannot_open` says it in a line).
+# What opening the store or the read models raises when they cannot be reached (`_cannot_open` says it in a line);
+# opening by a URL a command was given, not one the settings checked, also a ValueError.
 _OPENING_FAILED = (OSError, sqlite3.Error, psycopg.Error, StoreError)
+_OPENING_BY_URL_FAILED = (ValueError, *_OPENING_FAILED)
 
 
 def _open_app(settings: Settings, services: Sequence[ServiceDefinition], *, seed_demo: bool = False) -> FastAPI:
@@ -156,7 +158,7 @@ def _open_readmodels(settings: Settings) -> Database:
     _require_store(settings.store, option="--data or LAPOR_STORE")
     try:
         return open_database(settings.readmodels)
-    except (OSError, ValueError, sqlite3.Error, psycopg.Error) as error:
+    except _OPENING_BY_URL_FAILED as error:
         raise _cannot_open(error, settings.store, settings.readmodels) from None
 
 
@@ -515,7 +517,7 @@ def audit_verify(args: argparse.Namespace) -> int:
     _require_store(url, option="--store, --data or LAPOR_STORE")
     try:
         store = open_store(url)
-    except (OSError, ValueError, sqlite3.Error, psycopg.Error, StoreError) as error:
+    except _OPENING_BY_URL_FAILED as error:
         raise _cannot_open(error, url) from None
     walked = 0  # the last position checked
     with store, Progress(transient=True) as progress:
