@@ -295,6 +295,12 @@ def redact_complaint(
     return _redact_view(fields, principal, identity)
 
 
+def can_see(view: ComplaintView, principal: Principal | None) -> bool:
+    """Whether the principal may see the report `view` shows (what `redact_complaint` refuses with
+    ReportNotVisible), without redacting it: for a caller that only needs the answer."""
+    return _visible(_as_mapping(view), principal)
+
+
 def visible_complaints(views: Iterable[ComplaintView], principal: Principal | None) -> list[dict[str, Any]]:
     """The views the principal may see, each redacted: for lists, feeds and search results."""
     return [_redact_view(fields, principal) for fields in map(_as_mapping, views) if _visible(fields, principal)]

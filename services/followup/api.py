@@ -28,7 +28,7 @@ from lapor.egress import destination_refusal
 from lapor.limits import DecimalDigits, Reason
 from lapor.paths import AGENCY_ID
 from lapor.principal import Principal, Role
-from lapor.privacy import ReportNotVisible, redact_complaint, redact_event_data, visible_complaints
+from lapor.privacy import can_see, redact_event_data, visible_complaints
 from lapor.problems import Conflict, Forbidden, NotFound, PreconditionFailed, ValidationProblem
 from lapor.tracking import TrackingIdPath
 from schemas.events import AgencyId, Attachment, Category, EventData
@@ -238,10 +238,8 @@ def acting_on(action: str) -> Callable[..., Acting]:
         state = current_state(ctx, tracking_id)
         authorize_complaint(principal, action, state)
         assert principal is not None  # no followup action is public: authorize refused a missing token
-        try:
-            redact_complaint(state, principal)
-        except ReportNotVisible:
-            raise NotFound(f"complaint {tracking_id} not found") from None
+        if not can_see(state, principal):
+            raise NotFound(f"complaint {tracking_id} not found")
         return Acting(principal, state)
 
     dependency.__name__ = f"acting_on_{action.replace('.', '_')}"

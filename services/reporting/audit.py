@@ -29,8 +29,8 @@ from lapor.principal import Principal
 from lapor.privacy import (
     SIGHT,
     Audience,
-    ReportNotVisible,
     audience_of,
+    can_see,
     redact_complaint,
     redact_event_data,
     redact_metadata,
@@ -88,17 +88,15 @@ def _events(store: EventStore, tracking_id: str) -> list[RecordedEvent]:
     return events
 
 
-def _check_visible(state: Any, principal: Principal | None, tracking_id: str) -> dict[str, Any] | None:
+def _check_visible(state: Any, principal: Principal | None, tracking_id: str) -> None:
     """404 unless the principal may see the report. A history whose very first event does not fold has no state
     to judge: only those who see every report (`audit.read`'s roles all do) get it, never a 500."""
     if state is None:
         if audience_of(principal) in (Audience.national_admin, Audience.oversight):
-            return None
+            return
         raise NotFound(f"complaint {tracking_id} not found")
-    try:
-        return redact_complaint(state, principal)
-    except ReportNotVisible:
-        raise NotFound(f"complaint {tracking_id} not found") from None
+    if not can_see(state, principal):
+        raise NotFound(f"complaint {tracking_id} not found")
 
 
 def _fold_allowed(events: list[RecordedEvent]) -> tuple[ComplaintState | None, RecordedEvent | None, str | None]:
