@@ -70,11 +70,12 @@ async function problemOf(response) {
 }
 
 // The answer to a request, or null when the server could not be reached (said in the element `errorId`).
-async function reached(url, options, errorId) {
+async function reached(url, options, errorId,
+  unreachable = "Tidak dapat menghubungi server: periksa sambungan internet Anda.") {
   try {
     return await fetch(url, options);
   } catch (error) {
-    text(errorId, "Tidak dapat menghubungi server: periksa sambungan internet Anda.");
+    text(errorId, unreachable);
     return null;
   }
 }
@@ -279,21 +280,16 @@ async function sendAction(trackForm, action, body, done) {
   text("action-result", "");
   markFields(ACTION_FIELDS, {});
   const report = tracked.report;
-  let response;
-  try {
-    response = await fetch(`/api/complaints/${encodeURIComponent(report.tracking_id)}/${action}`, {
-      method: "POST",
-      headers: {
-        "Content-Type": "application/json",
-        "X-Reporter-Token": tracked.token,
-        "If-Match": `"${report.version}"`,
-      },
-      body: JSON.stringify(body),
-    });
-  } catch (error) {
-    text("action-error", "Tidak terkirim: periksa sambungan internet Anda, lalu lacak laporan ini lagi.");
-    return false;
-  }
+  const response = await reached(`/api/complaints/${encodeURIComponent(report.tracking_id)}/${action}`, {
+    method: "POST",
+    headers: {
+      "Content-Type": "application/json",
+      "X-Reporter-Token": tracked.token,
+      "If-Match": `"${report.version}"`,
+    },
+    body: JSON.stringify(body),
+  }, "action-error", "Tidak terkirim: periksa sambungan internet Anda, lalu lacak laporan ini lagi.");
+  if (!response) return false;
   if (!response.ok) {
     const problem = await problemOf(response);
     // A public report opens without its token, so a mistyped token shows the report and its forms: refused here.
@@ -426,10 +422,9 @@ async function showStatistics(form) {
   document.getElementById("stat-withheld").hidden = !stats.withheld;
   document.getElementById("stat-figures").hidden = stats.withheld;
   if (!stats.withheld) {
-    text("stat-reports", stats.totals.reports.toLocaleString("id-ID"));
-    text("stat-open", stats.totals.open.toLocaleString("id-ID"));
-    text("stat-closed", stats.totals.closed.toLocaleString("id-ID"));
-    text("stat-archived", stats.totals.archived.toLocaleString("id-ID"));
+    for (const total of ["reports", "open", "closed", "archived"]) {
+      text(`stat-${total}`, stats.totals[total].toLocaleString("id-ID"));
+    }
     text("stat-follow-up-rate", percent(stats.follow_up_rate));
     const time = stats.time_to_first_follow_up;
     text("stat-time", time ? `${days(time.median_hours)} / ${days(time.p90_hours)}` : "—");
