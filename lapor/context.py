@@ -92,6 +92,7 @@ class ServiceContext:
             db.close()
             store.close()
             raise
+        metrics = Metrics()
         return cls(
             settings=settings,
             clock=clock,
@@ -99,9 +100,11 @@ class ServiceContext:
             db=db,
             calendar=calendar,
             policy=policy,
-            metrics=Metrics(),
+            metrics=metrics,
             tokens=tokens,
-            rate_limits=RateLimits(settings.limits),
+            rate_limits=RateLimits(
+                settings.limits, lambda kind: metrics.rate_limit_storage_failures.labels(kind=kind).inc()
+            ),
             states=ComplaintStates(store),
         )
 

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -29,7 +30,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import date, datetime
 from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 from urllib.parse import unquote_to_bytes
 
 import limits
@@ -53,6 +54,8 @@ from lapor.problems import (
 )
 from lapor.settings import FieldLimits, RequestLimits
 from schemas.events import REGION_CODE_PATTERN
+
+log = logging.getLogger(__name__)
 
 # Positions, versions and offsets are stored and compared as 64-bit integers (SQLite INTEGER, PostgreSQL BIGINT):
 # a larger one in a request is invalid input, not a failure of the database driver.
@@ -354,26 +357,69 @@ RateKind = Literal["submission", "sms"]
 
 class RateLimits:
     """Moving-window limits per (kind, client). `limits.storage` chooses where the counters live: memory (one
-    process) or a shared store such as `redis://...` when several processes serve the same clients."""
+    process) or a shared store such as `redis://...` when several processes serve the same clients.
 
-    def __init__(self, request_limits: RequestLimits) -> None:
-        self._limiter = limits.strategies.MovingWindowRateLimiter(
-            limits.storage.storage_from_string(request_limits.storage)
-        )
+    A shared store that cannot be reached (Redis down, restarting, its network cut) does not stop the public
+    from reporting: each process counts in its own memory until the store answers again, so a client still gets
+    at most the limit per process, and every such request is logged (at most once a minute) and counted in
+    `lapor_rate_limit_storage_failures`. Refusing every submission while a cache is down (a 500, until session 26)
+    would turn a counter's outage into the complaint channel's."""
+
+    FAILURE_LOG_INTERVAL = 60.0  # seconds between warnings while the shared store stays out of reach
+    RETRY_SHARED_AFTER = 5.0  # seconds counted in memory after a failure before the shared store is asked again
+    # A Redis that does not answer must not hold the request (and, the dependency being async, the event loop) for
+    # the driver's default of no timeout at all. A URL's own `?socket_timeout=` wins over these.
+    REDIS_TIMEOUTS: ClassVar[dict[str, float]] = {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}
+
+    def __init__(self, request_limits: RequestLimits, on_storage_failure: Callable[[str], None] | None = None) -> None:
+        self._memory = limits.strategies.MovingWindowRateLimiter(limits.storage.MemoryStorage())
+        self._shared: limits.strategies.MovingWindowRateLimiter | None
+        url = request_limits.storage
+        if url.startswith("memory://"):
+            self._shared = None
+        else:
+            # Wrapped, the driver's errors (redis' ConnectionError, TimeoutError, ...) are one `StorageError`.
+            options = self.REDIS_TIMEOUTS if url.startswith(("redis://", "rediss://", "redis+unix://")) else {}
+            storage = limits.storage.storage_from_string(url, wrap_exceptions=True, **options)
+            self._shared = limits.strategies.MovingWindowRateLimiter(storage)
         self._items: dict[str, limits.RateLimitItem] = {
             "submission": limits.parse(request_limits.submission_rate),
             "sms": limits.parse(request_limits.sms_rate),
         }
         self.trust_forwarded_for = request_limits.trust_forwarded_for
+        self._on_storage_failure = on_storage_failure
+        self._shared_down_until = -math.inf
+        self._failure_logged_at = -math.inf
 
     def hit(self, kind: RateKind, client: str) -> None:
         """Count one request of `client`; 429 (with Retry-After) when it is over the limit."""
         item = self._items[kind]
-        if self._limiter.hit(item, kind, client):
-            return
-        reset_at = self._limiter.get_window_stats(item, kind, client).reset_time
+        reset_at: float | None = None
+        if self._shared is not None and time.monotonic() >= self._shared_down_until:
+            try:
+                if self._shared.hit(item, kind, client):
+                    return
+                reset_at = self._shared.get_window_stats(item, kind, client).reset_time
+            except limits.errors.StorageError as error:
+                self._shared_failed(error)
+        if reset_at is None:
+            if self._shared is not None and self._on_storage_failure is not None:
+                self._on_storage_failure(kind)
+            if self._memory.hit(item, kind, client):
+                return
+            reset_at = self._memory.get_window_stats(item, kind, client).reset_time
         retry_after = max(1, math.ceil(reset_at - time.time()))
         raise RateLimited(f"at most {item} for {kind}; try again later", retry_after=retry_after)
+
+    def _shared_failed(self, error: limits.errors.StorageError) -> None:
+        now = time.monotonic()
+        self._shared_down_until = now + self.RETRY_SHARED_AFTER
+        if now - self._failure_logged_at >= self.FAILURE_LOG_INTERVAL:
+            self._failure_logged_at = now
+            log.warning(
+                "rate limits: the shared storage cannot be reached (%s); counting in this process's memory until "
+                "it answers", error.storage_error
+            )
 
     def client_of(self, request: Request) -> str:
         """The socket's address; with `trust_forwarded_for` (one proxy in front, which appends the address it was

@@ -70,6 +70,13 @@ class Metrics:
         self.appended = Counter(
             "lapor_events_appended", "Events appended by this process, by type", ["type"], registry=self.registry
         )
+        self.rate_limit_storage_failures = Counter(
+            "lapor_rate_limit_storage_failures",
+            "Requests whose rate limit this process counted in its own memory because the shared storage "
+            "(LAPOR_LIMITS__STORAGE) could not be reached, by limit",
+            ["kind"],
+            registry=self.registry,
+        )
 
     def watch(
         self, store: EventStore, runners: Callable[[], Sequence[SubscriptionRunner]],

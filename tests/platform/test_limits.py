@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from lapor.app import load_services
-from lapor.limits import InputGuardMiddleware
+from lapor.limits import InputGuardMiddleware, RateLimits
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
 from lapor.settings import FieldLimits, RequestLimits, SettingsError, load_settings
+from tests.conftest import backend_unavailable
+from tests.platform._servers import free_port, wait_until
 
 SUBMISSION = {"title": "Sampah menumpuk", "body": "Di pasar Oeba sampah tidak diangkut seminggu."}
 
@@ -175,3 +185,99 @@ def test_a_name_in_an_error_is_quoted_cut_short(client, bearer):
     [error] = response.json()["errors"]
     assert error["location"] == ["body", "x" * 63 + "…"]
     assert len(response.content) < 2_000
+
+
+# -- a shared rate-limit storage (Redis) ------------------------------------------------------------------------
+
+
+class RedisServer:
+    """A redis-server of this test's own, on a free port, that the test can stop and start again."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary, self.directory, self.port = binary, directory, free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+             "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: self._answers(), describe=f"redis-server on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+    def _answers(self) -> bool:
+        assert self.process is not None
+        assert self.process.poll() is None, "redis-server exited"
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        backend_unavailable("redis", "no redis-server on PATH (Debian's redis-server; .ci/run installs it)")
+    server = RedisServer(binary, tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def _probe_submissions(client: TestClient, count: int) -> list[int]:
+    return [client.post("/api/probe/complaints", json=SUBMISSION).status_code for _ in range(count)]
+
+
+def _failures_counted(client: TestClient) -> float:
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == "lapor_rate_limit_storage_failures_total" and sample.labels == {"kind": "submission"}:
+                return sample.value
+    return 0.0
+
+
+def test_processes_sharing_a_redis_storage_share_each_clients_budget(redis_server, serve):
+    """Two apps (as two `lapor serve intake` processes) on one Redis: a client's third submission is refused by
+    whichever process it reaches, where counters in memory would give it the limit in each."""
+    limits = {"storage": redis_server.url, "submission_rate": "2/minute"}
+    with serve(limits=limits) as first, serve(limits=limits) as second:
+        statuses = [first.post("/api/probe/complaints", json=SUBMISSION).status_code,
+                    second.post("/api/probe/complaints", json=SUBMISSION).status_code,
+                    first.post("/api/probe/complaints", json=SUBMISSION).status_code,
+                    second.post("/api/probe/complaints", json=SUBMISSION).status_code]
+        assert statuses == [201, 201, 429, 429]
+        assert _failures_counted(first) == _failures_counted(second) == 0
+
+
+def test_an_unreachable_storage_counts_in_memory_instead_of_refusing_reports(redis_server, serve, caplog, monkeypatch):
+    """Redis went away: submissions were a 500 each until it came back. Now the process counts in its own memory
+    (the limit still holds per process), says so once in its log and in /metrics, and goes back to the shared
+    counters once Redis answers again."""
+    monkeypatch.setattr(RateLimits, "RETRY_SHARED_AFTER", 0.0, raising=False)  # ask Redis at every request
+    redis_server.stop()
+    with serve(limits={"storage": redis_server.url, "submission_rate": "2/minute"}) as client:
+        with caplog.at_level(logging.WARNING, logger="lapor.limits"):
+            assert _probe_submissions(client, 3) == [201, 201, 429]
+        warnings = [r.getMessage() for r in caplog.records if "shared storage cannot be reached" in r.getMessage()]
+        assert len(warnings) == 1
+        assert _failures_counted(client) == 3
+        refused = client.post("/api/probe/complaints", json=SUBMISSION)
+        assert refused.status_code == 429
+        assert int(refused.headers["Retry-After"]) >= 1
+
+        # Redis is back, its counters empty: they decide again, and nothing more is counted in memory.
+        redis_server.start()
+        assert _probe_submissions(client, 3) == [201, 201, 429]
+        assert _failures_counted(client) == 4
