@@ -350,7 +350,14 @@ def test_the_gateway_sends_every_route_to_the_service_that_serves_it(tmp_path, p
                                         json={} if method in ("POST", "PUT") else None)
                 if answered(running[owner], method) != before + 1:
                     misrouted.append(f"{method} {path}: not answered by {owner} ({answer.status_code})")
-        assert misrouted == []
+                # With a trailing slash, the owner's redirect to the route, as `lapor up` answers it (an action's
+                # slash took it to intake, whose 404 said there was no such resource).
+                if path.endswith("/"):
+                    continue
+                slashed = httpx2.request(method, url + path + "/", headers=admin, timeout=30)
+                if (slashed.status_code, slashed.headers.get("location")) != (307, url + path):
+                    misrouted.append(f"{method} {path}/: {slashed.status_code}, not the redirect to {path}")
+        assert misrouted == [], "\n".join(misrouted)
 
         liaison = {"Authorization": f"Bearer {issue(Role.liaison, agency_id='pemda-53.71')}"}
         for action, body, headers in [("verify", {"category": "Infrastruktur"}, admin),
