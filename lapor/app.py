@@ -24,7 +24,7 @@ from lapor.context import BackgroundLoop, ServiceContext, ServiceDefinition
 from lapor.db import Database
 from lapor.head import HeadMiddleware
 from lapor.lease import LEASE_CHECK, Lease
-from lapor.limits import InputGuardMiddleware, known_query_parameters
+from lapor.limits import ForwardedProtoMiddleware, InputGuardMiddleware, known_query_parameters
 from lapor.observability import Readiness, RequestObservabilityMiddleware, check_readiness, health_router
 from lapor.problems import InternalErrorMiddleware, install_problem_handlers, problem_router
 from lapor.settings import Settings
@@ -267,4 +267,6 @@ def _compose(
     app.add_middleware(InputGuardMiddleware, request_limits=settings.limits, field_limits=settings.field_limits)
     app.add_middleware(InternalErrorMiddleware)
     app.add_middleware(RequestObservabilityMiddleware, metrics=ctx.metrics)
+    if settings.limits.trust_forwarded_for:
+        app.add_middleware(ForwardedProtoMiddleware)
     return app

@@ -350,6 +350,23 @@ async def _reject(scope: Scope, receive: Receive, send: Send, kind: str, detail:
     await response(scope, receive, send)
 
 
+class ForwardedProtoMiddleware:
+    """With `limits.trust_forwarded_for` (one trusted proxy in front), the scheme the client used is the proxy's last
+    `X-Forwarded-Proto` entry: behind a TLS terminator the redirects the app builds (`/lacak/` to `/lacak`) said
+    `http://` (until session 26), sending a citizen's browser off HTTPS or into a refused connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            entries = b",".join(value for name, value in scope["headers"] if name == b"x-forwarded-proto")
+            proto = entries.rsplit(b",", 1)[-1].strip().lower()
+            if proto in (b"http", b"https"):
+                scope = {**scope, "scheme": proto.decode()}
+        await self.app(scope, receive, send)
+
+
 # -- rate limits --------------------------------------------------------------------------------------------
 
 RateKind = Literal["submission", "sms"]

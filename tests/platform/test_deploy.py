@@ -289,7 +289,8 @@ def test_a_redirect_through_the_gateway_keeps_the_address_the_client_used(tmp_pa
     """A path with a trailing slash (/lacak/, /api/agencies/) is redirected by the service to the one without, as
     an absolute URL built from the Host header. The gateway sent `Host: $host`, which has no port, so the citizen
     who opened http://gateway:8080/lacak/ was sent to http://gateway/lacak, where nothing answers."""
-    with lapor(tmp_path, "up", "--data", str(tmp_path / "var"), name="one", module="lapor.cli") as server:
+    env = {"LAPOR_LIMITS__TRUST_FORWARDED_FOR": "true"}  # as compose.services.yaml sets it
+    with lapor(tmp_path, "up", "--data", str(tmp_path / "var"), name="one", module="lapor.cli", env=env) as server:
         address = server.url.removeprefix("http://")
         with gateway(tmp_path, dict.fromkeys(("intake", "routing", "followup", "reporting"), address)) as url:
             for path in ("/lacak/", "/api/agencies/"):
@@ -297,6 +298,9 @@ def test_a_redirect_through_the_gateway_keeps_the_address_the_client_used(tmp_pa
                 assert answer.status_code == 307, answer.text
                 assert answer.headers["location"] == url + path.rstrip("/")
                 assert httpx2.get(answer.headers["location"], timeout=10).status_code in (200, 401)
+                # Behind a TLS terminator (which sets X-Forwarded-Proto), the redirect stays on https.
+                behind_tls = httpx2.get(url + path, headers={"X-Forwarded-Proto": "https"}, timeout=10)
+                assert behind_tls.headers["location"] == url.replace("http://", "https://", 1) + path.rstrip("/")
 
 
 @pytest.mark.postgres

@@ -187,6 +187,16 @@ def test_a_name_in_an_error_is_quoted_cut_short(client, bearer):
     assert len(response.content) < 2_000
 
 
+@pytest.mark.parametrize(("trusted", "scheme"), [(True, "https"), (False, "http")])
+def test_redirects_keep_the_scheme_the_trusted_proxy_was_reached_by(serve, trusted, scheme):
+    """Behind a TLS terminator, a trailing slash's redirect said http:// (the scheme between the proxy and us)."""
+    with serve(limits={"trust_forwarded_for": trusted}) as client:
+        answer = client.post("/api/probe/complaints/", json=SUBMISSION, follow_redirects=False,
+                             headers=[("X-Forwarded-Proto", "http"), ("X-Forwarded-Proto", "https")])
+    assert answer.status_code == 307
+    assert answer.headers["location"] == f"{scheme}://testserver/api/probe/complaints"
+
+
 # -- a shared rate-limit storage (Redis) ------------------------------------------------------------------------
 
 
