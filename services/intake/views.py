@@ -44,10 +44,12 @@ def complaint_view(
     vault: Vault,
     agency_name: Callable[[str | None], str | None],
     region_name: Callable[[str | None], str | None],
+    may_see: Callable[[str], bool],
     now: datetime,
 ) -> dict[str, Any]:
     """The report as `principal` may see it; raises lapor.privacy.ReportNotVisible. `reporter_actions` are those
-    the reporter may take at `now`."""
+    the reporter may take at `now`; `may_see(tracking_id)` says whether `principal` may see another report (the
+    original of a duplicate is named only then)."""
     as_written = SIGHT[audience_of(principal)].unmasked
 
     def text_of(event: RecordedEvent) -> dict[str, Any]:
@@ -121,7 +123,9 @@ def complaint_view(
         "feedback": feedback,
         "close_reason": state.close_reason,
         "archive_reason": state.archive_reason,
-        "duplicate_of": state.duplicate_of,
+        # A public duplicate of a confidential report must not name it: its ID, and that it exists, are hidden as a
+        # GET of it would hide them (the status still says duplicate). Found in a bug hunt.
+        "duplicate_of": state.duplicate_of if state.duplicate_of and may_see(state.duplicate_of) else None,
         "escalations": state.escalations,
         "ombudsman_offered": state.ombudsman_offered,
         "ombudsman_consent": state.ombudsman_consent,
