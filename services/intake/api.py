@@ -26,7 +26,7 @@ from lapor.complaint import ComplaintState, IllegalTransition, Status, fold
 from lapor.context import ServiceContext
 from lapor.limits import rate_limit
 from lapor.principal import Principal
-from lapor.privacy import MASKED_BY, MASKING, ORIGINAL_REF, ReportNotVisible
+from lapor.privacy import MASKED_BY, MASKING, ORIGINAL_REF, ReportNotVisible, can_see
 from lapor.problems import BadRequest, NotFound, Problem
 from lapor.store import NewEvent, RecordedEvent
 from lapor.tracking import InvalidTrackingId, parse_tracking_id, stream_of
@@ -82,6 +82,14 @@ def _read(ctx: ServiceContext, tracking_id: str) -> tuple[list[RecordedEvent], C
     if state is None:
         raise NotFound(f"no report with tracking ID {tracking_id}")
     return events, state
+
+
+def _may_see(ctx: ServiceContext, tracking_id: str, principal: Principal | None) -> bool:
+    """Whether `principal` may see report `tracking_id` (False when there is none), as its GET would answer."""
+    events = ctx.store.read_stream(stream_of(tracking_id))
+    state = fold(events)
+    # channel_ref is not folded: an integration client sees its own channel's reports by it (lapor.privacy).
+    return state is not None and can_see({**vars(state), "channel_ref": events[0].data.get("channel_ref")}, principal)
 
 
 def _idempotency_key(value: str | None) -> str | None:
@@ -207,6 +215,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                         vault=ctx.vault,
                         agency_name=lambda agency_id: agency_name(tx, agency_id),
                         region_name=_region_name,
+                        may_see=lambda other: _may_see(ctx, other, caller),
                         now=ctx.clock.now(),
                     )
                 except ReportNotVisible:

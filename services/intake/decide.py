@@ -94,6 +94,35 @@ def decide_submission(
     )
 
 
+# The reporter's actions open only until a deadline of the fold, and why it is too late after it: the silence has
+# decided (the pended report is archived, the resolved one closed), whether or not the loop that appends that
+# (routing's scheduler, followup's closing) has run yet. Before, a late answer acted or not by which came first.
+WINDOWS: Mapping[str, tuple[str, str]] = {
+    "InformationProvided": (
+        "archive_due",
+        "the time to add the information ended on {}; the report is archived without it",
+    ),
+    "FeedbackGiven": (
+        "feedback_due",
+        "the time to answer this resolution ended on {}; the report closes without an answer",
+    ),
+}
+
+
+def too_late(state: ComplaintState, event_type: str, now: datetime) -> bool:
+    """Whether the reporter's window for `event_type` has ended (the view then offers no form for it)."""
+    window = WINDOWS.get(event_type)
+    due: datetime | None = getattr(state, window[0]) if window else None
+    return due is not None and now > due
+
+
+def _ensure_in_time(state: ComplaintState, event_type: str, now: datetime) -> None:
+    ensure_allowed(state, event_type)
+    if too_late(state, event_type, now):
+        field, reason = WINDOWS[event_type]
+        raise IllegalTransition(event_type, state.status, reason.format(getattr(state, field).isoformat()))
+
+
 def decide_information(
     state: ComplaintState,
     text: str,
@@ -101,8 +130,10 @@ def decide_information(
     now: datetime,
     policy: Sp4nPolicy,
 ) -> InformationProvided:
-    """The reporter answers a tunda: the report goes back to verification with a fresh deadline."""
-    ensure_allowed(state, "InformationProvided")
+    """The reporter answers a tunda: the report goes back to verification with a fresh deadline. Only within the
+    pending period (`archive_due`, 30 working days; a bug hunt found late information reviving the report when it
+    came before the scheduler's archiving)."""
+    _ensure_in_time(state, "InformationProvided", now)
     due = policy.verification_due(now)
     return _build(InformationProvided, text=text, attachments=attachments, verification_due=due)
 
@@ -111,23 +142,9 @@ def decide_feedback(
     state: ComplaintState, satisfied: bool, rating: int, comment: str | None, now: datetime
 ) -> FeedbackGiven:
     """The reporter answers a resolution; followup closes (satisfied) or reopens (not) the report. Only within the
-    answer's window (10 working days): after it the silence has closed the report, whether or not followup's closing
-    loop has appended that yet (an answer that came after the window but before the loop reopened the report, or
-    did not, by which came first)."""
-    ensure_allowed(state, "FeedbackGiven")
-    if answer_too_late(state, now):
-        assert state.feedback_due is not None
-        reason = (
-            f"the time to answer this resolution ended on {state.feedback_due.isoformat()}; the report closes "
-            "without an answer"
-        )
-        raise IllegalTransition("FeedbackGiven", state.status, reason)
+    answer's window (`feedback_due`, 10 working days)."""
+    _ensure_in_time(state, "FeedbackGiven", now)
     return _build(FeedbackGiven, satisfied=satisfied, rating=rating, comment=comment)
-
-
-def answer_too_late(state: ComplaintState, now: datetime) -> bool:
-    """Whether the reporter's window to answer the resolution has ended (the view then offers no answer)."""
-    return state.feedback_due is not None and now > state.feedback_due
 
 
 def decide_ombudsman_consent(state: ComplaintState) -> OmbudsmanConsentGiven:

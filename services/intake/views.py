@@ -17,7 +17,7 @@ from lapor.principal import Principal
 from lapor.privacy import ORIGINAL_REF, SIGHT, audience_of, masked_at_source, redact_complaint
 from lapor.store import RecordedEvent
 from lapor.store.vault import Vault, VaultEntryErased
-from services.intake.decide import answer_too_late
+from services.intake.decide import too_late
 
 # The reporter's actions, by the event each decides, as the path segment of its route.
 REPORTER_ACTIONS = {
@@ -44,10 +44,12 @@ def complaint_view(
     vault: Vault,
     agency_name: Callable[[str | None], str | None],
     region_name: Callable[[str | None], str | None],
+    may_see: Callable[[str], bool],
     now: datetime,
 ) -> dict[str, Any]:
     """The report as `principal` may see it; raises lapor.privacy.ReportNotVisible. `reporter_actions` are those
-    the reporter may take at `now`."""
+    the reporter may take at `now`; `may_see(tracking_id)` says whether `principal` may see another report (the
+    original of a duplicate is named only then)."""
     as_written = SIGHT[audience_of(principal)].unmasked
 
     def text_of(event: RecordedEvent) -> dict[str, Any]:
@@ -121,14 +123,16 @@ def complaint_view(
         "feedback": feedback,
         "close_reason": state.close_reason,
         "archive_reason": state.archive_reason,
-        "duplicate_of": state.duplicate_of,
+        # A public duplicate of a confidential report must not name it: its ID, and that it exists, are hidden as a
+        # GET of it would hide them (the status still says duplicate). Found in a bug hunt.
+        "duplicate_of": state.duplicate_of if state.duplicate_of and may_see(state.duplicate_of) else None,
         "escalations": state.escalations,
         "ombudsman_offered": state.ombudsman_offered,
         "ombudsman_consent": state.ombudsman_consent,
         "reporter_actions": [
             REPORTER_ACTIONS[t]
             for t in allowed_event_types(state)
-            if t in REPORTER_ACTIONS and not (t == "FeedbackGiven" and answer_too_late(state, now))
+            if t in REPORTER_ACTIONS and not too_late(state, t, now)
         ],
     }
     # Every audience's view carries the identity: the national admin reads it, and for everyone else

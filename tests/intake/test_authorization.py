@@ -4,7 +4,14 @@ framework). The table is written from DESIGN.md's roles, as in tests/platform/te
 from __future__ import annotations
 
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
-from schemas.events import ComplaintAssigned, ComplaintEscalated, DispositionAccepted, EscalationKind, Level
+from schemas.events import (
+    ComplaintAssigned,
+    ComplaintEscalated,
+    DispositionAccepted,
+    DuplicateMarked,
+    EscalationKind,
+    Level,
+)
 from tests.intake.conftest import REPORT
 from tests.platform.authz import (
     HOME_AGENCY,
@@ -109,3 +116,21 @@ def test_an_escalation_to_the_national_level_does_not_open_the_report_to_kemenpa
         assert intake.client.get(path, headers=intake.bearer(role, agency_id=NATIONAL_ADMIN_AGENCY)).status_code == 404
     assert intake.client.get(path, headers=intake.bearer(Role.liaison, agency_id="kemenkes")).status_code == 200
     assert intake.client.get(path, headers=intake.bearer(Role.admin_national)).status_code == 200
+
+
+def test_a_duplicate_names_its_original_only_to_callers_who_may_see_the_original(intake):
+    """A bug hunt: the view of a public report marked as a duplicate named the original's tracking ID even when the
+    original was confidential, so its reporter and the public learnt that a confidential report exists, and its ID.
+    The status still says it is a duplicate."""
+    for original_is_confidential in (True, False):
+        original = intake.submit(confidential=original_is_confidential)["tracking_id"]
+        copy = intake.submit()
+        intake.decide(copy["tracking_id"], DuplicateMarked(duplicate_of=original))
+        path = f"/api/complaints/{copy['tracking_id']}"
+        as_reporter = {"X-Reporter-Token": copy["reporter_token"]}
+        for headers in ({}, as_reporter, intake.bearer(Role.admin_national), intake.bearer(Role.auditor)):
+            shown = intake.client.get(path, headers=headers).json()
+            assert shown["status"] == "duplicate"
+            sees_original = intake.client.get(f"/api/complaints/{original}", headers=headers).status_code == 200
+            assert sees_original == (not original_is_confidential or "Authorization" in headers)
+            assert shown.get("duplicate_of") == (original if sees_original else None), (headers, shown)

@@ -165,24 +165,89 @@ window.fetch = async (...request) => {
 """
 
 
-def test_a_report_whose_answer_was_lost_is_filed_once_though_changed_before_sending_again(server, browser):
+def form_filled(browser: WebDriver, server: Server, title: str, body: str) -> None:
+    """The report form of Kota Kupang filled in, not sent yet."""
     browser.get(server.url + "/")
-    browser.find_element(By.ID, "title").send_keys("Sampah menumpuk")
-    browser.find_element(By.ID, "body").send_keys("Sampah di Pasar Oeba menumpuk.")
+    browser.find_element(By.ID, "title").send_keys(title)
+    browser.find_element(By.ID, "body").send_keys(body)
     Select(browser.find_element(By.ID, "region_code")).select_by_value("53.71")
+
+
+def filed_with_its_answer_lost(browser: WebDriver, server: Server, title: str, body: str) -> float:
+    """A report sent with the form, filed, and its answer lost: the store's head before it."""
+    form_filled(browser, server, title, body)
     before = head_position(server)
     browser.execute_script(LOSE_THE_NEXT_ANSWER)
     browser.find_element(By.ID, "submit").click()
     assert shown(browser, "form-error").startswith("Laporan belum terkirim")
     assert head_position(server) == before + 1  # filed all the same
+    return before
 
+
+def receipt_body(browser: WebDriver, server: Server) -> str:
+    """The body of the report the page's receipt names, as its reporter sees it."""
+    tracking_id, reporter_token = shown(browser, "tracking-id"), shown(browser, "reporter-token")
+    return server.get(f"/api/complaints/{tracking_id}", headers={"X-Reporter-Token": reporter_token}).json()["body"]
+
+
+def test_a_report_whose_answer_was_lost_is_filed_once_though_changed_before_sending_again(server, browser):
+    before = filed_with_its_answer_lost(browser, server, "Sampah menumpuk", "Sampah di Pasar Oeba menumpuk.")
     browser.find_element(By.ID, "body").send_keys(" Sudah tiga minggu.")  # the citizen adds a line, sends again
     browser.find_element(By.ID, "submit").click()
     assert "sebelum Anda mengubahnya" in shown(browser, "receipt-notice")
-    tracking_id, reporter_token = shown(browser, "tracking-id"), shown(browser, "reporter-token")
+    assert receipt_body(browser, server) == "Sampah di Pasar Oeba menumpuk."
     assert head_position(server) == before + 1  # not a second report
-    view = server.get(f"/api/complaints/{tracking_id}", headers={"X-Reporter-Token": reporter_token}).json()
-    assert view["body"] == "Sampah di Pasar Oeba menumpuk."
+
+
+# Answers the page's next request as the rate limit does, without it reaching the server: too many reports from
+# this address (a warnet, a campus, a mobile operator's shared address), try again in 30 seconds.
+RATE_LIMIT_THE_NEXT_REQUEST = """
+const realFetch = window.fetch;
+window.fetch = async () => {
+  window.fetch = realFetch;
+  const problem = { type: "/problems/too-many-requests", title: "Too many requests", status: 429,
+    detail: "too many requests from this client" };
+  return new Response(JSON.stringify(problem),
+    { status: 429, headers: { "Content-Type": "application/problem+json", "Retry-After": "30" } });
+};
+"""
+
+
+def turned_away_by_the_rate_limit(browser: WebDriver) -> None:
+    """The form sent once more, and answered 429."""
+    browser.execute_script(RATE_LIMIT_THE_NEXT_REQUEST)
+    submit = browser.find_element(By.ID, "submit")
+    submit.click()  # the button is off until the answer (set before the request goes)
+    WebDriverWait(browser, WAIT).until(
+        lambda _: submit.is_enabled() and "dalam 30 detik" in browser.find_element(By.ID, "form-error").text
+    )
+
+
+def test_a_report_whose_answer_was_lost_is_filed_once_though_its_retries_meet_the_rate_limit(server, browser):
+    """A bug hunt: a 429 to the retry of a report whose answer was lost was taken for a refusal, so the page dropped
+    the report's key and the next attempt filed the same report a second time. A 429 says nothing of the report
+    sent before it."""
+    body = "Lampu jalan di Jl. Frans Seda padam sejak Senin."
+    before = filed_with_its_answer_lost(browser, server, "Lampu jalan padam", body)
+    turned_away_by_the_rate_limit(browser)  # sent again unchanged
+    browser.find_element(By.ID, "body").send_keys(" Jalan gelap gulita.")
+    turned_away_by_the_rate_limit(browser)  # then changed
+    browser.find_element(By.ID, "submit").click()  # the limit has passed
+    assert receipt_body(browser, server) == body
+    assert head_position(server) - before == 1  # not a second report
+    assert "sebelum Anda mengubahnya" in shown(browser, "receipt-notice")
+
+
+def test_a_report_turned_away_by_the_rate_limit_and_then_changed_is_filed_as_changed(server, browser):
+    """Nothing was filed before the 429: the report the citizen then corrects is the one to file."""
+    form_filled(browser, server, "Air PDAM keruh", "Air PDAM di Oesapa keruh.")
+    before = head_position(server)
+    turned_away_by_the_rate_limit(browser)
+    browser.find_element(By.ID, "body").send_keys(" Sudah seminggu.")
+    browser.find_element(By.ID, "submit").click()
+    assert receipt_body(browser, server) == "Air PDAM di Oesapa keruh. Sudah seminggu."
+    assert head_position(server) - before == 1
+    assert not browser.find_element(By.ID, "receipt-notice").is_displayed()
 
 
 def test_what_the_server_refuses_is_shown_beside_its_field_and_nothing_is_filed(server, browser):

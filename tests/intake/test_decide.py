@@ -86,10 +86,17 @@ def test_masking_that_pushes_a_title_past_its_limit_is_a_validation_problem_not_
 
 
 def test_information_sends_a_pended_report_back_to_verification_with_a_fresh_deadline():
-    state = history(ComplaintPended(information_requested="Foto lokasi?", archive_due=FRIDAY))
+    state = history(ComplaintPended(information_requested="Foto lokasi?", archive_due=POLICY.archive_due(FRIDAY)))
     monday = FRIDAY + timedelta(days=3)
     event = decide_information(state, "Foto terlampir.", (), monday, POLICY)
     assert event.verification_due == POLICY.verification_due(monday)
+
+
+def test_information_after_the_pending_period_is_refused_for_the_silence_archived_the_report():
+    state = history(ComplaintPended(information_requested="Foto lokasi?", archive_due=FRIDAY))
+    with pytest.raises(IllegalTransition, match="time to add the information ended"):
+        decide_information(state, "Foto terlampir.", (), FRIDAY + timedelta(days=3), POLICY)
+    assert decide_information(state, "Foto terlampir.", (), FRIDAY, POLICY).text == "Foto terlampir."
 
 
 def test_information_is_refused_unless_the_report_is_pended():

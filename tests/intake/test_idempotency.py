@@ -44,13 +44,17 @@ def test_key_order_and_spacing_of_the_json_do_not_make_it_another_body(intake):
 
 def test_the_same_key_with_another_body_is_a_conflict_and_records_nothing(intake):
     headers = key()
-    intake.client.post("/api/complaints", json=REPORT, headers=headers)
+    first = intake.client.post("/api/complaints", json=REPORT, headers=headers).json()
     head = intake.head()
     other = intake.client.post("/api/complaints", json={**REPORT, "title": "Lampu jalan mati"}, headers=headers)
     assert other.status_code == 409
     assert other.headers["content-type"] == "application/problem+json"
     assert "Idempotency-Key" in other.json()["detail"]
     assert intake.head() == head
+    # A stranger who reuses the key learns nothing of the report it filed.
+    assert first["tracking_id"] not in other.text
+    assert first["reporter_token"] not in other.text
+    assert "Location" not in other.headers
 
 
 def test_a_refused_retry_leaves_no_identity_behind_in_the_vault(intake):

@@ -120,20 +120,32 @@ def test_feedback_on_a_resolution_is_recorded_once(intake):
     assert shown["feedback"]["rating"] == 2
 
 
-def test_once_the_answers_window_has_ended_no_answer_is_offered_or_taken(serve_intake):
-    """After the window the silence has closed the report (followup's loop appends the closing): an answer then
-    reopened the report or not by which came first."""
+@pytest.mark.parametrize(
+    ("waiting", "days", "action", "body", "said"),
+    [
+        # The answer to a resolution is due in 14 days (session 25).
+        ("resolve", 15, "feedback", {"satisfied": False, "rating": 1}, "time to answer this resolution ended"),
+        # A bug hunt: information after `archive_due` sent the pended report back to verification when it came before
+        # routing's scheduler archived it, and the view still offered the form. The report is archived in 40 days.
+        ("pend", 41, "information", {"text": "Fotonya baru saya ambil."}, "time to add the information ended"),
+    ],
+)
+def test_once_the_reporters_window_has_ended_no_answer_is_offered_or_taken(serve_intake, waiting, days, action, body,
+                                                                          said):
+    """After the window the silence has closed (or archived) the report, and followup's loop (routing's scheduler)
+    appends that: an answer then acted on the report or not by which came first."""
     with serve_intake(training=True) as intake:  # a clock the test moves
         receipt = intake.submit()
-        intake.resolve(receipt["tracking_id"])  # the answer is due in 14 days
-        intake.ctx.clock.advance(timedelta(days=15))
+        getattr(intake, waiting)(receipt["tracking_id"])
+        last = intake.events(receipt["tracking_id"])[-1].type
+        intake.ctx.clock.advance(timedelta(days=days))
         shown = intake.client.get(f"/api/complaints/{receipt['tracking_id']}", headers={
             "X-Reporter-Token": receipt["reporter_token"]}).json()
-        assert (shown["status"], shown["reporter_actions"]) == ("resolved", [])
-        response = post(intake, receipt, "feedback", {"satisfied": False, "rating": 1})
+        assert (shown["status"], shown["reporter_actions"]) == ({"resolve": "resolved", "pend": "pended"}[waiting], [])
+        response = post(intake, receipt, action, body)
         assert response.status_code == 409
-        assert "time to answer this resolution ended" in response.json()["detail"]
-        assert [event.type for event in intake.events(receipt["tracking_id"])][-1] == "ComplaintResolved"
+        assert said in response.json()["detail"]
+        assert [event.type for event in intake.events(receipt["tracking_id"])][-1] == last
 
 
 @pytest.mark.parametrize(

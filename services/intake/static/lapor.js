@@ -154,19 +154,24 @@ function setupReportForm(form) {
             + "terakhir tidak ikut terkirim. Tambahkan lewat halaman Lacak laporan bila admin meminta informasi.");
           return;
         }
-        if (earlier.status >= 500) {
+        if (earlier.status >= 500 || earlier.status === 429) {  // it may have been filed all the same
           text("form-error", (await problemOf(earlier)).detail);
           return;
         }
         unanswered = null;  // refused: the earlier one was not filed, so the changed one is a report of its own
         key = newIdempotencyKey();
       }
+      const pending = unanswered;  // a report that may have been filed already, or null
       unanswered = unanswered || { key, body };  // until an answer says what became of it
       const response = await send(unanswered);
       if (!response.ok) {
         // Refused (4xx), nothing was recorded: the corrected report is a new request. A server error keeps it
-        // unanswered, as a lost answer does (below).
-        if (response.status < 500) {
+        // unanswered, as a lost answer does (below). The rate limit (429) turned the request away unread, so it says
+        // nothing of one sent before whose answer was lost: that stays unanswered, its key kept (taken for a
+        // refusal, the next attempt filed that report twice; a bug hunt).
+        if (response.status === 429) {
+          unanswered = pending;
+        } else if (response.status < 500) {
           unanswered = null;
           key = newIdempotencyKey();
         }
