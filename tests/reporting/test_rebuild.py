@@ -477,3 +477,62 @@ def test_the_complaint_projection_takes_the_states_another_projection_folded(
             # The first half came from the shared states (the projection goes stream by stream).
             assert sorted(e.position for e in evolved) == [e.position for e in events[len(events) // 2 :]]
     assert results[0] == results[1]
+
+
+# -- a database that fails under a rebuild ------------------------------------------------------------------
+
+
+def failing_database(ctx: ServiceContext) -> list[Subscription]:
+    """A projection that meets its database failing at its first row, as an operator's rebuild can: on SQLite the
+    disk is full (SQLITE_FULL), on PostgreSQL the server ends the connection (as on a restart)."""
+
+    def setup(tx: Tx) -> None:
+        tx.execute("CREATE TABLE IF NOT EXISTS filler (body TEXT NOT NULL)")
+
+    def handle(event: RecordedEvent, tx: Tx) -> None:
+        if tx.dialect == "sqlite":
+            tx.execute(f"PRAGMA max_page_count = {tx.fetchone('PRAGMA page_count')[0]}")
+            tx.execute("INSERT INTO filler (body) VALUES (?)", ("x" * 100_000,))
+        else:
+            tx.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    return [Subscription("failing.rows", handle, setup=setup)]
+
+
+FAILING = ServiceDefinition(name="failing", router=SERVICE.router, subscriptions=failing_database)
+
+
+def test_a_rebuild_whose_database_fails_says_so_in_a_line_and_leaves_no_fresh_tables(context: ServiceContext):
+    run_live(context, [SERVICE], batch_size=200)
+    before = fresh_tables_left(context)
+    with pytest.raises(RebuildFailed) as failed:
+        rebuild(context, [SERVICE, FAILING], keep=True)  # half-built tables are not kept: they look like a rebuild
+    said = str(failed.value)
+    assert "\n" not in said
+    assert ("database or disk is full" if context.db.dialect == "sqlite" else "terminating connection") in said
+    assert "run the rebuild again" in said
+    assert fresh_tables_left(context) == before
+
+
+def fresh_tables_left(ctx: ServiceContext) -> set[str]:
+    """The rebuilt tables of this store's clock's moment that are still there: files, or schemas (the test server
+    is shared, so only this moment's)."""
+    if ctx.db.dialect == "sqlite":
+        return {path.name for path in (ctx.settings.data / "rebuild").glob("*.db")}
+    with ctx.db.read() as tx:
+        rows = tx.fetchall("SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE ?",
+                           (f"lapor_rebuild_{ctx.clock.now():%Y%m%d%H%M%S}%",))
+    return {name for (name,) in rows}
+
+
+def test_lapor_rebuild_whose_disk_fills_exits_2_with_the_reason_not_a_traceback(
+    sqlite_context: ServiceContext, capsys
+):
+    run_live(sqlite_context, [SERVICE], batch_size=200)
+    data = sqlite_context.settings.data
+    code = main(["rebuild", "--data", str(data), "--processes", "1"], services=[SERVICE, FAILING])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert error.startswith("lapor: rebuild failed:")
+    assert "database or disk is full" in error
+    assert not list((data / "rebuild").glob("*.db"))
