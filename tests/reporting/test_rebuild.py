@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import sqlite3
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -536,3 +537,30 @@ def test_lapor_rebuild_whose_disk_fills_exits_2_with_the_reason_not_a_traceback(
     assert error.startswith("lapor: rebuild failed:")
     assert "database or disk is full" in error
     assert not list((data / "rebuild").glob("*.db"))
+
+
+@pytest.mark.postgres
+def test_lapor_rebuild_whose_postgresql_server_restarts_exits_2_with_the_reason_not_a_traceback(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    """Every connection of the command ends at once, as when the server restarts: the store's pooled ones too, so
+    closing the store afterwards must not fail in turn and hide the reason."""
+    name = f"lapor-test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("PGAPPNAME", name)  # tells this command's connections from other tests' on the server
+    monkeypatch.setenv("LAPOR_STORE", postgres_url)
+    monkeypatch.setenv("LAPOR_READMODELS", postgres_url)
+    open_context(tmp_path / "var", postgres_url).close()
+
+    def restart(ctx: ServiceContext) -> list[Subscription]:
+        def handle(event: RecordedEvent, tx: Tx) -> None:
+            tx.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ?", (name,))
+
+        return [Subscription("restart.rows", handle)]
+
+    restarting = ServiceDefinition(name="restart", router=SERVICE.router, subscriptions=restart)
+    code = main(["rebuild", "--data", str(tmp_path / "var"), "--processes", "1"], services=[SERVICE, restarting])
+    error = capsys.readouterr().err
+    assert code == 2
+    said = error.splitlines()[-1]  # after the pool's warnings about the connections it discards
+    assert said.startswith("lapor: rebuild failed:")
+    assert "terminating connection" in said
