@@ -88,9 +88,14 @@ class Tx:
         self._conn.execute(f"SAVEPOINT {name}")
         try:
             yield
-        except BaseException:
-            self._conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
-            self._conn.execute(f"RELEASE SAVEPOINT {name}")
+        except BaseException as error:
+            try:
+                self._conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                self._conn.execute(f"RELEASE SAVEPOINT {name}")
+            except Exception:  # noqa: BLE001 - the block's error says why
+                # The transaction itself is gone (SQLite rolls it back when the disk is full, a server ended the
+                # connection): "no such savepoint" would hide the cause.
+                raise error from None
             raise
         else:
             self._conn.execute(f"RELEASE SAVEPOINT {name}")
@@ -192,7 +197,8 @@ class SqliteDatabase(Database):
             try:
                 yield Tx(conn, "sqlite")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite rolls back by itself on a full disk, an I/O error, ...
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
 

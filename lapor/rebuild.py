@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import logging
 import multiprocessing
 import queue
+import sqlite3
 import time
-import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -48,6 +49,8 @@ from lapor.store import EventStore, ExpectedVersion, NewEvent, RecordedEvent, St
 from lapor.store.model import AppendResult, category_of
 from lapor.store.sqlite import connect
 from lapor.subscriptions import CHECKPOINT_SCHEMA, Subscription, SubscriptionRunner
+
+log = logging.getLogger("lapor.rebuild")
 
 READ_PAGE = 5000  # events per read_all call
 DEFAULT_BATCH = 50_000  # events per transaction of each projection (~400 MB peak with the states)
@@ -408,16 +411,56 @@ def rebuild(
     """Rebuild every projection of `services` in this process into fresh tables and compare them with the live
     ones. The fresh tables are dropped afterwards unless `keep`."""
     fresh = fresh_tables(ctx.db, _label(ctx))
+    with _dropped_unless_kept([fresh], keep), _collector_paused():
+        target = ctx.store.head_position()
+        built = _build(ctx, services, fresh, None, target, batch_size, progress)
+        return _finish(ctx, services, [fresh], [built], target, batch_size)
+
+
+# What a database failing under a rebuild raises (a lost connection, a full disk, a damaged file): said in a line
+# (`RebuildFailed`), like a rebuild process's failure, where it was a traceback.
+_DATABASE_FAILED = (OSError, sqlite3.Error, psycopg.Error)
+
+
+def _failure(error: BaseException) -> str:
+    """An error of a rebuild (or of one of its processes) in one line, with what to do when the database failed."""
+    said = f"{type(error).__name__}: {' '.join(str(error).split())}"
+    if isinstance(error, _DATABASE_FAILED):
+        return f"the database failed ({said}); nothing live was changed: run the rebuild again once it is fixed"
+    return said
+
+
+@contextmanager
+def _dropped_unless_kept(fresh: Sequence[FreshTables], keep: bool) -> Iterator[None]:
+    """Drops the fresh tables after the block, unless `keep` and it succeeded: a half-built table would look like a
+    rebuild's. A database failing in the block is a `RebuildFailed` saying why in a line."""
     try:
-        with _collector_paused():
-            target = ctx.store.head_position()
-            built = _build(ctx, services, fresh, None, target, batch_size, progress)
-            return _finish(ctx, services, [fresh], [built], target, batch_size)
-    finally:
-        if keep:
-            fresh.db.close()
-        else:
-            fresh.drop()
+        yield
+    except _DATABASE_FAILED as error:
+        left = _drop_all(fresh)
+        raise RebuildFailed(_failure(error) + (f"; drop {', '.join(left)} by hand" if left else "")) from error
+    except BaseException:
+        _drop_all(fresh)
+        raise
+    if keep:
+        for tables in fresh:
+            tables.db.close()
+    else:
+        left = _drop_all(fresh)
+        if left:
+            raise RebuildFailed(f"could not drop the fresh tables: drop {', '.join(left)} by hand")
+
+
+def _drop_all(fresh: Sequence[FreshTables]) -> list[str]:
+    """Drop every one of the fresh tables that can be; the locations of those that could not."""
+    left = []
+    for tables in fresh:
+        try:
+            tables.drop()
+        except _DATABASE_FAILED as error:
+            log.warning("could not drop the fresh tables at %s: %s", tables.location, _failure(error))
+            left.append(tables.location)
+    return left
 
 
 def _label(ctx: ServiceContext) -> str:
@@ -783,17 +826,10 @@ def rebuild_in_shares(
     sifts = any(_on_every_stream(subscription, SHARED_CATEGORY) for _, subscription in chosen)
     shares = StreamShare.split([FIRST_SHARE_WEIGHT if sifts else 1.0] + [1.0] * (count - 1), SHARED_CATEGORY)
     fresh = [fresh_tables(ctx.db, f"{label}_{index}") for index in range(count)]
-    try:
-        with _collector_paused():
-            built = _build_in_processes(ctx.settings.data, [s.name for s in services], shares, label, target,
-                                        batch_size, progress)
-            return _finish(ctx, services, fresh, built, target, batch_size)
-    finally:
-        for tables in fresh:
-            if keep:
-                tables.db.close()
-            else:
-                tables.drop()
+    with _dropped_unless_kept(fresh, keep), _collector_paused():
+        built = _build_in_processes(ctx.settings.data, [s.name for s in services], shares, label, target,
+                                    batch_size, progress)
+        return _finish(ctx, services, fresh, built, target, batch_size)
 
 
 def _build_in_processes(
@@ -869,6 +905,6 @@ def _build_share(
         finally:
             ctx.close()
     except BaseException as error:  # reported to the parent, which raises RebuildFailed
-        messages.put(("failed", index, "".join(traceback.format_exception_only(error)).strip()))
+        messages.put(("failed", index, _failure(error)))
         raise
     messages.put(("done", index, built))

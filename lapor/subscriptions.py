@@ -470,7 +470,11 @@ class SubscriptionRunner:
                 try:
                     with tx.savepoint():
                         self.subscription.handle(event, tx)
-                except Exception as error:  # noqa: BLE001 - a handler failure is retried, then parked
+                except Exception as error:  # a handler failure is retried, then parked
+                    if transient_failure(error):
+                        # Not the event's fault, and the transaction may be gone with the database (SQLite rolls
+                        # it back on a full disk): its commit would fail with "no transaction is active" instead.
+                        raise
                     failed = (done, error)
                     break
                 done += 1
@@ -481,8 +485,6 @@ class SubscriptionRunner:
         if failed is None:
             return done
         index, failure = failed
-        if transient_failure(failure):
-            raise failure  # not the event's fault: the loop tries again from the checkpoint
         if self._retry_or_park(events[index], failure):
             return index + 1
         return len(events)  # stopped while backing off: leave the rest for the next run

@@ -256,8 +256,10 @@ async def live_events(
     viewer = _Viewer(store, principal, wanted)
     wake = hub.listen()
     try:
-        # Tells the client where its feed starts (also what to send as Last-Event-ID if nothing comes).
-        yield ServerSentEvent(comment=f"from position {position}")
+        # Tells the client where its feed starts, and gives it that as its id (an `id` without data is no event): an
+        # EventSource cannot read the comment, and reconnecting before anything came it would start at the new head,
+        # missing what was committed while it was away (found in a bug hunt).
+        yield ServerSentEvent(comment=f"from position {position}", id=str(position))
         while True:
             last = ended()  # in memory (the revocations' copy): no hop to a worker thread
             if last is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import sqlite3
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -477,3 +478,89 @@ def test_the_complaint_projection_takes_the_states_another_projection_folded(
             # The first half came from the shared states (the projection goes stream by stream).
             assert sorted(e.position for e in evolved) == [e.position for e in events[len(events) // 2 :]]
     assert results[0] == results[1]
+
+
+# -- a database that fails under a rebuild ------------------------------------------------------------------
+
+
+def failing_database(ctx: ServiceContext) -> list[Subscription]:
+    """A projection that meets its database failing at its first row, as an operator's rebuild can: on SQLite the
+    disk is full (SQLITE_FULL), on PostgreSQL the server ends the connection (as on a restart)."""
+
+    def setup(tx: Tx) -> None:
+        tx.execute("CREATE TABLE IF NOT EXISTS filler (body TEXT NOT NULL)")
+
+    def handle(event: RecordedEvent, tx: Tx) -> None:
+        if tx.dialect == "sqlite":
+            tx.execute(f"PRAGMA max_page_count = {tx.fetchone('PRAGMA page_count')[0]}")
+            tx.execute("INSERT INTO filler (body) VALUES (?)", ("x" * 100_000,))
+        else:
+            tx.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    return [Subscription("failing.rows", handle, setup=setup)]
+
+
+FAILING = ServiceDefinition(name="failing", router=SERVICE.router, subscriptions=failing_database)
+
+
+def test_a_rebuild_whose_database_fails_says_so_in_a_line_and_leaves_no_fresh_tables(context: ServiceContext):
+    run_live(context, [SERVICE], batch_size=200)
+    before = fresh_tables_left(context)
+    with pytest.raises(RebuildFailed) as failed:
+        rebuild(context, [SERVICE, FAILING], keep=True)  # half-built tables are not kept: they look like a rebuild
+    said = str(failed.value)
+    assert "\n" not in said
+    assert ("database or disk is full" if context.db.dialect == "sqlite" else "terminating connection") in said
+    assert "run the rebuild again" in said
+    assert fresh_tables_left(context) == before
+
+
+def fresh_tables_left(ctx: ServiceContext) -> set[str]:
+    """The rebuilt tables of this store's clock's moment that are still there: files, or schemas (the test server
+    is shared, so only this moment's)."""
+    if ctx.db.dialect == "sqlite":
+        return {path.name for path in (ctx.settings.data / "rebuild").glob("*.db")}
+    with ctx.db.read() as tx:
+        rows = tx.fetchall("SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE ?",
+                           (f"lapor_rebuild_{ctx.clock.now():%Y%m%d%H%M%S}%",))
+    return {name for (name,) in rows}
+
+
+def test_lapor_rebuild_whose_disk_fills_exits_2_with_the_reason_not_a_traceback(
+    sqlite_context: ServiceContext, capsys
+):
+    run_live(sqlite_context, [SERVICE], batch_size=200)
+    data = sqlite_context.settings.data
+    code = main(["rebuild", "--data", str(data), "--processes", "1"], services=[SERVICE, FAILING])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert error.startswith("lapor: rebuild failed:")
+    assert "database or disk is full" in error
+    assert not list((data / "rebuild").glob("*.db"))
+
+
+@pytest.mark.postgres
+def test_lapor_rebuild_whose_postgresql_server_restarts_exits_2_with_the_reason_not_a_traceback(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    """Every connection of the command ends at once, as when the server restarts: the store's pooled ones too, so
+    closing the store afterwards must not fail in turn and hide the reason."""
+    name = f"lapor-test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("PGAPPNAME", name)  # tells this command's connections from other tests' on the server
+    monkeypatch.setenv("LAPOR_STORE", postgres_url)
+    monkeypatch.setenv("LAPOR_READMODELS", postgres_url)
+    open_context(tmp_path / "var", postgres_url).close()
+
+    def restart(ctx: ServiceContext) -> list[Subscription]:
+        def handle(event: RecordedEvent, tx: Tx) -> None:
+            tx.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ?", (name,))
+
+        return [Subscription("restart.rows", handle)]
+
+    restarting = ServiceDefinition(name="restart", router=SERVICE.router, subscriptions=restart)
+    code = main(["rebuild", "--data", str(tmp_path / "var"), "--processes", "1"], services=[SERVICE, restarting])
+    error = capsys.readouterr().err
+    assert code == 2
+    said = error.splitlines()[-1]  # after the pool's warnings about the connections it discards
+    assert said.startswith("lapor: rebuild failed:")
+    assert "terminating connection" in said

@@ -63,12 +63,14 @@ def live(tmp_path: Path) -> Iterator[Live]:
 
 
 class Feed:
-    """One open SSE connection, read event by event."""
+    """One open SSE connection, read event by event as an EventSource reads it: an `id` without data sets the id a
+    reconnection sends (`last_id`) and is not an event."""
 
     def __init__(self, response: httpx2.Response) -> None:
         self.response = response
         self._lines = response.iter_lines()
         self.opened_at: int | None = None
+        self.last_id: int | None = None
 
     def next(self) -> dict[str, Any]:
         event: dict[str, Any] = {}
@@ -76,13 +78,15 @@ class Feed:
             if line.startswith(": from position "):
                 self.opened_at = int(line.rsplit(" ", 1)[1])
             elif line.startswith("id: "):
-                event["id"] = int(line[4:])
+                event["id"] = self.last_id = int(line[4:])
             elif line.startswith("event: "):
                 event["event"] = line[7:]
             elif line.startswith("data: "):
                 event["data"] = orjson.loads(line[6:])
-            elif line == "" and event:
+            elif line == "" and "data" in event:
                 return event
+            elif line == "":
+                event = {}
         raise AssertionError("the stream ended")
 
     def take(self, count: int) -> list[dict[str, Any]]:
@@ -96,6 +100,18 @@ class Feed:
                 events.append(self.next())
             except AssertionError:
                 return events
+
+    def opening(self) -> int:
+        """Read the feed's first message (its opening, up to the blank line that ends it); returns where it
+        opened."""
+        for line in self._lines:
+            if line.startswith(": from position "):
+                self.opened_at = int(line.rsplit(" ", 1)[1])
+            elif line.startswith("id: "):
+                self.last_id = int(line[4:])
+            elif line == "" and self.opened_at is not None:
+                return self.opened_at
+        raise AssertionError("the stream ended before it opened")
 
     def wait_open(self) -> int:
         """Read up to the opening comment: from then on every commit reaches this feed."""
@@ -233,6 +249,25 @@ def test_a_feed_opened_without_last_event_id_starts_at_the_head(live: Live):
         live.append("LAP-NEW-1", submitted("LAP-NEW-1"))
         [event] = feed.take(1)
     assert event["data"]["tracking_id"] == "LAP-NEW-1"
+
+
+def test_a_feed_that_sent_nothing_yet_resumes_without_missing_what_came_while_it_was_away(live: Live):
+    """A browser's EventSource reconnects by itself, with the last `id` it was sent as Last-Event-ID; it cannot
+    read comments. A feed opened at the head must give it an id at once, or a dashboard whose connection drops
+    before anything happened comes back at the new head and never sees what was committed in between."""
+    live.append("LAP-QUIET-1", submitted("LAP-QUIET-1"))
+    admin = live.headers(Role.admin_national)
+    with open_feed(live, admin) as feed:
+        opened = feed.opening()
+        resume = feed.last_id  # the connection drops now
+    assert resume == opened
+    missed = live.append("LAP-QUIET-2", submitted("LAP-QUIET-2"))  # while the connection was down
+    again = admin if resume is None else {**admin, "Last-Event-ID": str(resume)}
+    with open_feed(live, again) as feed:
+        feed.wait_open()
+        live.append("LAP-QUIET-3", submitted("LAP-QUIET-3"))
+        [first] = feed.take(1)
+    assert (first["id"], first["data"]["tracking_id"]) == (missed, "LAP-QUIET-2")
 
 
 def test_each_role_sees_what_the_privacy_policy_lets_it_see(live: Live):
