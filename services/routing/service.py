@@ -18,7 +18,8 @@ from services.routing.seed import seed_demo, seed_directory
 
 DIRECTORY_SUBSCRIPTION = "routing.directory"
 COMPLAINT_SUBSCRIPTION = "routing.complaints"
-# 2: a follow-up deadline answered after it passed stays in `routing_deadlines` until red-marked.
+# 2: a follow-up deadline answered after it passed stays in `routing_deadlines` until red-marked; the queue row
+# keeps the report's `reporter_ref` (its identity is scrubbed from officials' texts for monitoring roles).
 COMPLAINTS_VERSION = 2
 
 
