@@ -159,6 +159,10 @@ class ComplaintState:
     verification_due: datetime | None = None
     archive_due: datetime | None = None
     follow_up_due: datetime | None = None
+    # (deadline, moment) of the latest answer to the reporter that ended a follow-up deadline, until routing has
+    # red-marked it: an answer after the deadline still gets its mark, whenever the scheduler looks. Copied, never
+    # compared here (projections may carry times in their own form).
+    follow_up_answered: tuple[datetime, datetime] | None = None
     feedback_due: datetime | None = None
     ombudsman_offer_due: datetime | None = None
     bounce_count: int = 0  # dispositions after a return
@@ -244,9 +248,18 @@ _NO_DEADLINES: Changes = {
     "verification_due": None,
     "archive_due": None,
     "follow_up_due": None,
+    "follow_up_answered": None,
     "feedback_due": None,
     "ombudsman_offer_due": None,
 }
+
+
+def _answered(s: Fields, at: datetime) -> Changes:
+    """An answer to the reporter (a public follow-up, a resolution) ends the follow-up deadline running."""
+    due = s["follow_up_due"]
+    if due is None:
+        return {}
+    return {"follow_up_due": None, "follow_up_answered": (due, at)}
 
 
 def _submitted(s: Fields, data: Mapping[str, Any], at: datetime) -> Changes:
@@ -314,6 +327,7 @@ def _disposed(s: Fields, data: Mapping[str, Any], at: datetime) -> Changes:
         "disposed_at": at,
         "accepted_at": None,
         "follow_up_due": _moment(data["follow_up_due"]),
+        "follow_up_answered": None,
         "ombudsman_offer_due": _moment(data["ombudsman_offer_due"]),
         "bounce_count": s["bounce_count"] + 1 if s["status"] is Status.returned else s["bounce_count"],
     }
@@ -329,6 +343,7 @@ def _returned(s: Fields, data: Mapping[str, Any], at: datetime) -> Changes:
         "unit_id": None,
         "level": Level.national,
         "follow_up_due": None,
+        "follow_up_answered": None,  # with routing nothing escalates: a return is counted as a bounce
     }
 
 
@@ -353,7 +368,7 @@ def _assigned(s: Fields, data: Mapping[str, Any], at: datetime) -> Changes:
 def _follow_up_posted(s: Fields, data: Mapping[str, Any], at: datetime) -> Changes:
     changes: Changes = {"follow_up_count": s["follow_up_count"] + 1}
     if data.get("public", True):  # an internal note is not an answer to the reporter
-        changes["follow_up_due"] = None
+        changes.update(_answered(s, at))
         if s["first_follow_up_at"] is None:
             changes["first_follow_up_at"] = at
     return changes
@@ -407,6 +422,8 @@ def _escalated(s: Fields, data: Mapping[str, Any], at: datetime) -> Changes:
     elif kind is EscalationKind.ombudsman:
         changes["agency_id"] = to_agency_id
         changes["unit_id"] = None
+    elif kind is EscalationKind.follow_up_overdue:
+        changes["follow_up_answered"] = None
     follow_up_due = data.get("follow_up_due")
     if follow_up_due is not None:
         changes["follow_up_due"] = _moment(follow_up_due)
@@ -415,10 +432,11 @@ def _escalated(s: Fields, data: Mapping[str, Any], at: datetime) -> Changes:
 
 def _resolved(s: Fields, data: Mapping[str, Any], at: datetime) -> Changes:
     return {
+        **_answered(s, at),
+        "follow_up_due": None,
         "resolution": data["resolution"],
         "resolved_at": at,
         "feedback_due": _moment(data["feedback_due"]),
-        "follow_up_due": None,
         "feedback": None,
     }
 

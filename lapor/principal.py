@@ -54,6 +54,10 @@ class Principal:
             raise ValueError(f"role {self.role} needs an agency")
         if self.role is Role.unit_officer and not self.unit_id:
             raise ValueError("role unit_officer needs a unit")
+        if self.role is Role.ombudsman and self.agency_id not in (None, OMBUDSMAN_AGENCY):
+            # The Ombudsman acts (accepts, answers, resolves) only on what it took over, as its own office; a token
+            # naming another agency confined it there, and it acted for that agency.
+            raise ValueError(f"role ombudsman acts as {OMBUDSMAN_AGENCY}, not {self.agency_id}")
         if self.unit_id is not None and self.unit_id == self.agency_id:
             # Scopes go by the unit: a "unit" that is the agency itself would open the whole agency.
             raise ValueError(f"a unit is <agency_id>/<unit>, not the agency {self.agency_id} itself")

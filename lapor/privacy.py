@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -301,9 +301,22 @@ def can_see(view: ComplaintView, principal: Principal | None) -> bool:
     return _visible(_as_mapping(view), principal)
 
 
-def visible_complaints(views: Iterable[ComplaintView], principal: Principal | None) -> list[dict[str, Any]]:
-    """The views the principal may see, each redacted: for lists, feeds and search results."""
-    return [_redact_view(fields, principal) for fields in map(_as_mapping, views) if _visible(fields, principal)]
+def visible_complaints(
+    views: Iterable[ComplaintView],
+    principal: Principal | None,
+    *,
+    identity: Callable[[Mapping[str, Any]], Mapping[str, Any] | None] | None = None,
+) -> list[dict[str, Any]]:
+    """The views the principal may see, each redacted: for lists, feeds and search results. `identity(view)` is
+    the reporter's vault record, scrubbed from the view's texts as in `redact_complaint`; it is asked only for an
+    audience that does not read the texts as written, and only of the views it may see."""
+    if identity is None or SIGHT[audience_of(principal)].unmasked:
+        return [_redact_view(fields, principal) for fields in map(_as_mapping, views) if _visible(fields, principal)]
+    return [
+        _redact_view(fields, principal, identity(fields))
+        for fields in map(_as_mapping, views)
+        if _visible(fields, principal)
+    ]
 
 
 def redact_event_data(

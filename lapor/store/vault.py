@@ -47,6 +47,16 @@ class Vault(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def identity(self, ref: str | None) -> dict[str, Any] | None:
+        """The value for a reader that scrubs it from texts: None without a reference, for an unknown one, and for
+        an erased one (only the masked text remains)."""
+        if not ref:
+            return None
+        try:
+            return self.get(ref)
+        except VaultEntryErased:
+            return None
+
 
 VAULT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS pii_vault (

@@ -20,7 +20,7 @@ runs deciding on the same version append one event. The actor of these events is
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,7 +46,7 @@ from services.followup.notifications import (
     record_notification,
     webhook_policy,
 )
-from services.followup.projections import deadlines_until, feedback_windows_passed
+from services.followup.projections import deadline_of, deadlines_until, feedback_windows_passed
 from services.followup.storage import install_service_tables, moment
 
 log = logging.getLogger("lapor.followup")
@@ -175,6 +175,32 @@ def warn_of_deadlines(ctx: ServiceContext) -> int:
     return warned
 
 
+def outdated_warning(ctx: ServiceContext) -> Callable[[Notification, datetime], str | None]:
+    """Why a `deadline.approaching` warning must not be sent now, judged on the freshly folded report: the
+    deadline it names was answered, replaced (a re-disposition, an escalation, a reopening) or has passed, or the
+    report left the queue. A warning waits in the outbox (the scan every five minutes, retries for hours behind a
+    failing receiver), and one that arrives after the agency answered, or names the old deadline, misleads it."""
+
+    def outdated(notification: Notification, now: datetime) -> str | None:
+        if notification.kind != DEADLINE_APPROACHING:
+            return None
+        state = fold(ctx.store.read_stream(stream_of(notification.tracking_id)))
+        running = deadline_of(state) if state is not None else None
+        warned = notification.payload
+        if (
+            running is None
+            or running.due is None
+            or running.kind != warned.get("deadline_kind")
+            or running.due != datetime.fromisoformat(warned["deadline"])
+        ):
+            return "not sent: the deadline it warns of no longer runs (answered, replaced, or out of the queue)"
+        if now > running.due:
+            return "not sent: the deadline it warns of has passed"
+        return None
+
+    return outdated
+
+
 # -- the loops ----------------------------------------------------------------------------------------------
 
 
@@ -183,7 +209,7 @@ class Notifier:
 
     def __init__(self, ctx: ServiceContext, adapters: Mapping[str, Adapter]) -> None:
         self._ctx = ctx
-        self._deliverer = Deliverer(ctx.db, ctx.clock, adapters)
+        self._deliverer = Deliverer(ctx.db, ctx.clock, adapters, outdated=outdated_warning(ctx))
 
     def run_once(self) -> int:
         with self._ctx.db.transaction() as tx:

@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal, Protocol
@@ -289,17 +289,24 @@ class _Claimed:
     lease_until: str  # the lease this process holds: another process's claim or a removal replaces or ends it
 
 
+# Why a notification must no longer be sent (None: it still holds), asked just before each attempt.
+Outdated = Callable[[Notification, datetime], str | None]
+
+
 class Deliverer:
     """Sends what is due. `run_once` is the delivery loop's tick; it is safe to run in several threads or
-    processes at once (each delivery is leased by one of them)."""
+    processes at once (each delivery is leased by one of them). `outdated` says, just before an attempt, when what
+    a notification tells is no longer true (a warning of a deadline already answered): it is cancelled unsent."""
 
     def __init__(
-        self, db: Database, clock: Clock, adapters: Mapping[str, Adapter], *, batch_size: int = 50
+        self, db: Database, clock: Clock, adapters: Mapping[str, Adapter], *, batch_size: int = 50,
+        outdated: Outdated | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
         self._adapters = dict(adapters)
         self._batch_size = batch_size
+        self._outdated = outdated
 
     def run_once(self) -> int:
         """Deliver the due notifications; returns how many were attempted."""
@@ -307,11 +314,26 @@ class Deliverer:
         for item in self._claim(self._clock.now()):
             # A batch is sent one by one: the lease of a later item may have run out meanwhile (slow receivers),
             # and another process claimed and sent it, or its webhook was removed.
-            held = self._renew(item, self._clock.now())
-            if held is not None:
-                self._attempt(held)
-                attempted += 1
+            now = self._clock.now()
+            held = self._renew(item, now)
+            if held is None:
+                continue
+            why = self._outdated(held.notification, now) if self._outdated is not None else None
+            if why is not None:
+                self._cancel(held, why)
+                continue
+            self._attempt(held)
+            attempted += 1
         return attempted
+
+    def _cancel(self, item: _Claimed, why: str) -> None:
+        """Cancel a delivery this process holds, unsent, saying why."""
+        with self._db.transaction() as tx:
+            tx.execute(
+                "UPDATE followup_deliveries SET status = 'cancelled', lease_until = NULL, last_error = ? "
+                "WHERE notification_id = ? AND target_id = ? AND status = 'pending' AND lease_until = ?",
+                (why, item.notification.notification_id, item.target.target_id, item.lease_until),
+            )
 
     def _renew(self, item: _Claimed, now: datetime) -> _Claimed | None:
         """`item` with a fresh lease, or None when this process no longer holds it (nothing may be sent)."""

@@ -38,6 +38,9 @@ from services.followup.approval import PRESENT_HOLDING_SQL
 from services.followup.notifications import ITEM_ADDED, notification_id
 from services.followup.storage import NEVER, instant
 
+# 2: the row keeps the report's `reporter_ref`, so its identity is scrubbed from a title the national admin
+# corrected. (Arrivals are rebuilt with their deterministic ids: the outbox posts none of them again.)
+QUEUE_VERSION = 2
 # Statuses in which a report sits in its agency's queue.
 QUEUE_STATUSES = (Status.disposed, Status.in_progress, Status.resolved)
 # Urgency buckets, the first key of the queue order.
@@ -99,6 +102,7 @@ _COLUMNS = (
     "reopen_count",
     "bounce_count",
     "last_event_at",
+    "reporter_ref",  # whose identity is scrubbed from the title (lapor.privacy drops the reference itself)
 )
 _UPSERT = (
     f"INSERT INTO followup_queue ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)}) "
@@ -135,6 +139,7 @@ def _row(state: ComplaintState) -> tuple[Any, ...]:
         state.reopen_count,
         state.bounce_count,
         instant(state.last_event_at) if state.last_event_at else None,
+        state.reporter_ref,
     )
 
 
@@ -191,7 +196,10 @@ class QueueProjection:
         self._states = states
 
     def subscription(self) -> Subscription:
-        return holding_subscription("followup.queue", partial(HeldQueue, self._states), setup=storage.install_queue)
+        return holding_subscription(
+            "followup.queue", partial(HeldQueue, self._states), setup=storage.install_queue, version=QUEUE_VERSION,
+            tables=("followup_queue", "followup_queue_arrivals"),
+        )
 
 
 class HeldQueue:

@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS followup_queue (
     follow_up_count     INTEGER NOT NULL,
     reopen_count        INTEGER NOT NULL,
     bounce_count        INTEGER NOT NULL,
-    last_event_at       TEXT NOT NULL
+    last_event_at       TEXT NOT NULL,
+    reporter_ref        TEXT
 );
 CREATE INDEX IF NOT EXISTS followup_queue_by_agency
     ON followup_queue (agency_root, urgency, due_order, tracking_id);

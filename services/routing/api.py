@@ -289,8 +289,13 @@ def _queue_views(
         }
         for report in reports
     ]
-    # lapor.privacy decides what each audience sees (masked text for everyone but the national admin).
-    return visible_complaints(views, principal)
+    # lapor.privacy decides what each audience sees (masked text for everyone but the national admin). The
+    # reporter's identity is scrubbed from what officials wrote (a pend question naming the reporter: no detector
+    # knows every name), as in the complaint view and the audit.
+    refs = {report.tracking_id: report.reporter_ref for report in reports}
+    return visible_complaints(
+        views, principal, identity=lambda view: ctx.store.vault.identity(refs[view["tracking_id"]])
+    )
 
 
 def _agency_view(agency: Agency | AgencyRow, children: Sequence[AgencyRow] = ()) -> AgencyView:

@@ -344,14 +344,23 @@ def running_deadlines(state: ComplaintState) -> dict[DeadlineKind, datetime | No
         running[DeadlineKind.verification] = state.verification_due
     if state.status is Status.pended and state.archive_due is not None:
         running[DeadlineKind.archive] = state.archive_due
-    if state.follow_up_due is not None:
-        running[DeadlineKind.follow_up] = state.follow_up_due
+    # A deadline answered late is still to be red-marked, before one a reopening may have started.
+    follow_up = missed_follow_up(state) or state.follow_up_due
+    if follow_up is not None:
+        running[DeadlineKind.follow_up] = follow_up
     # A resolved report waits for its reporter; it is not "unresolved" until it is reopened.
     if state.ombudsman_offer_due is not None and not state.ombudsman_offered and state.status is not Status.resolved:
         running[DeadlineKind.ombudsman_offer] = state.ombudsman_offer_due
     if state.ombudsman_consent and state.level is not Level.ombudsman and state.agency_id != OMBUDSMAN_AGENCY:
         running[DeadlineKind.ombudsman] = None
     return running
+
+
+def missed_follow_up(state: ComplaintState) -> datetime | None:
+    """The follow-up deadline the agency answered after, not red-marked yet (the answer came before the
+    scheduler looked)."""
+    answered = state.follow_up_answered
+    return answered[0] if answered is not None and answered[1] > answered[0] else None
 
 
 def next_level(state: ComplaintState, coordinator_id: str | None) -> tuple[Level, str] | None:
@@ -413,15 +422,19 @@ def decide_deadline(
         if up is None:
             return []
         to_level, to_agency_id = up
+        # Answered after the deadline, before the scheduler looked: the red mark and the move up are the ones it
+        # would have made in time, but nothing is left for the next level to wait for.
+        answered = missed_follow_up(state) == due
+        late = "ditanggapi setelah batas waktu" if answered else "dieskalasi satu tingkat"
         events = [
             ComplaintEscalated(
                 kind=EscalationKind.follow_up_overdue,
-                reason=f"Tindak lanjut melewati batas waktu (jatuh tempo {_wib(due)}): dieskalasi satu tingkat",
+                reason=f"Tindak lanjut melewati batas waktu (jatuh tempo {_wib(due)}): {late}",
                 from_level=state.level,
                 to_level=to_level,
                 to_agency_id=to_agency_id,
                 automatic=True,
-                follow_up_due=policy.follow_up_due(now),
+                follow_up_due=None if answered else policy.follow_up_due(now),
             )
         ]
     elif kind is DeadlineKind.ombudsman_offer:

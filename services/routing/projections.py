@@ -51,7 +51,7 @@ COMPLAINT_TABLES = (
     " submitted_suggestion TEXT, suggested_agency_id TEXT, returned_from TEXT, return_reason TEXT,"
     " returned_by TEXT NOT NULL, bounce_count INTEGER NOT NULL, duplicate_suspect_of TEXT NOT NULL,"
     " information_requested TEXT, submitted_at TEXT NOT NULL, verification_due TEXT, archive_due TEXT,"
-    " last_event_at TEXT NOT NULL)",
+    " last_event_at TEXT NOT NULL, reporter_ref TEXT)",
     "CREATE INDEX IF NOT EXISTS routing_complaints_queue ON routing_complaints (status, submitted_at, tracking_id)",
     "CREATE TABLE IF NOT EXISTS routing_deadlines ("
     " tracking_id TEXT NOT NULL, kind TEXT NOT NULL, due TEXT NOT NULL, cause_version BIGINT NOT NULL,"
@@ -272,7 +272,7 @@ COMPLAINT_COLUMNS = (
     "tracking_id, version, status, level, kind, title, category, tags, region_code, channel, anonymous, "
     "confidential, agency_id, submitted_suggestion, suggested_agency_id, returned_from, return_reason, returned_by, "
     "bounce_count, duplicate_suspect_of, information_requested, submitted_at, verification_due, archive_due, "
-    "last_event_at"
+    "last_event_at, reporter_ref"
 )
 _COMPLAINT_UPDATE = ", ".join(
     f"{column} = excluded.{column}" for column in COMPLAINT_COLUMNS.split(", ") if column != "tracking_id"
@@ -440,6 +440,7 @@ def _row(s: ComplaintState, known: _Known) -> tuple[Any, ...]:
         _moment_or_none(s.verification_due),
         _moment_or_none(s.archive_due),
         moment(s.last_event_at),
+        s.reporter_ref,
     )
 
 
@@ -472,6 +473,7 @@ class QueuedReport:
     verification_due: datetime | None
     archive_due: datetime | None
     last_event_at: datetime
+    reporter_ref: str | None  # the vault entry whose values are scrubbed from what officials wrote
 
     @classmethod
     def from_row(cls, row: tuple) -> QueuedReport:
@@ -501,6 +503,7 @@ class QueuedReport:
             verification_due=parse_moment(row[22]),
             archive_due=parse_moment(row[23]),
             last_event_at=datetime.fromisoformat(row[24]),
+            reporter_ref=row[25],
         )
 
     @property

@@ -18,12 +18,16 @@ from services.routing.seed import seed_demo, seed_directory
 
 DIRECTORY_SUBSCRIPTION = "routing.directory"
 COMPLAINT_SUBSCRIPTION = "routing.complaints"
+# 2: a follow-up deadline answered after it passed stays in `routing_deadlines` until red-marked; the queue row
+# keeps the report's `reporter_ref` (its identity is scrubbed from officials' texts for monitoring roles).
+COMPLAINTS_VERSION = 2
 
 
 def subscriptions(ctx: ServiceContext) -> list[Subscription]:
     return [
         Subscription(DIRECTORY_SUBSCRIPTION, apply_directory_event, category="directory", setup=setup_directory),
-        holding_subscription(COMPLAINT_SUBSCRIPTION, partial(HeldComplaints, ctx.states), setup=setup_complaints),
+        holding_subscription(COMPLAINT_SUBSCRIPTION, partial(HeldComplaints, ctx.states), setup=setup_complaints,
+                             version=COMPLAINTS_VERSION, tables=("routing_complaints", "routing_deadlines")),
     ]
 
 

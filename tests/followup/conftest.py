@@ -113,8 +113,11 @@ class Followup:
         category: str = "kesehatan",
         confidential: bool = False,
         anonymous: bool = False,
+        reporter_ref: str | None = None,
+        verified_title: str | None = None,
     ) -> str:
-        """A report submitted, verified and disposed to `agency_id` now (as intake and routing decide)."""
+        """A report submitted, verified (its title corrected to `verified_title`) and disposed to `agency_id` now
+        (as intake and routing decide)."""
         now = self.clock.now()
         policy = self.ctx.policy
         self.decide(
@@ -130,9 +133,10 @@ class Followup:
                 anonymous=anonymous,
                 confidential=confidential,
                 reporter_token_hash=hashlib.sha256(tracking_id.encode()).hexdigest(),
+                reporter_ref=reporter_ref,
                 verification_due=policy.verification_due(now),
             ),
-            ComplaintVerified(classification="pengaduan", category=category),
+            ComplaintVerified(classification="pengaduan", category=category, title=verified_title),
             ComplaintDisposed(
                 agency_id=agency_id,
                 follow_up_due=policy.follow_up_due(now),

@@ -5,12 +5,15 @@ followup brief, not derived from lapor.auth.ACTIONS."""
 from __future__ import annotations
 
 import hashlib
+import time
 
+import jwt
 import pytest
 
-from lapor.auth import new_reporter_token
-from lapor.principal import NATIONAL_ADMIN_AGENCY
+from lapor.auth import ALGORITHM, ISSUER, new_reporter_token
+from lapor.principal import NATIONAL_ADMIN_AGENCY, OMBUDSMAN_AGENCY, Role
 from schemas.events import ComplaintAssigned, ComplaintSubmitted, ComplaintVerified, DispositionAccepted, Level
+from tests.followup.conftest import KUPANG
 from tests.platform.authz import (
     FOREIGN_AGENCY,
     HOME_AGENCY,
@@ -103,3 +106,25 @@ def test_every_followup_route_admits_exactly_the_callers_the_table_allows(report
 def test_every_followup_route_is_in_the_table(reports):
     uncovered = uncovered_routes(reports.client.app, EXPECTED + PLATFORM_CASES)
     assert [route for route in uncovered if "/api/training/" not in route] == []
+
+
+def test_an_ombudsman_token_naming_an_agency_cannot_act_for_that_agency(followup):
+    """`lapor token --role ombudsman --agency pemda-53.71` made a token confined to Kota Kupang, so the Ombudsman
+    accepted, answered and resolved Kupang's reports as if it held them (its follow-ups skipping Kupang's
+    two-step approval). The Ombudsman acts only as the Ombudsman office, on what it took over."""
+    followup.disposed("LAP-ORI-1")
+    # Signed as `lapor token` signed it (a token made before the refusal below existed).
+    now = int(time.time())
+    signed = jwt.encode(
+        {"iss": ISSUER, "sub": "ori-1", "role": "ombudsman", "agency": KUPANG, "iat": now, "exp": now + 3600},
+        followup.ctx.settings.signing_secret(), algorithm=ALGORITHM,
+    )
+    before = followup.types("LAP-ORI-1")
+    response = followup.act("LAP-ORI-1", "accept", {"Authorization": f"Bearer {signed}"})
+    assert response.status_code == 401, response.text
+    assert followup.types("LAP-ORI-1") == before
+    with pytest.raises(ValueError, match=OMBUDSMAN_AGENCY):
+        followup.tokens.issue(Role.ombudsman, subject="ori-1", agency_id=KUPANG)
+    # The Ombudsman's own token still reads every queue, as oversight.
+    ombudsman = followup.bearer(Role.ombudsman, "ori-1")
+    assert followup.client.get(f"/api/queues/{KUPANG}", headers=ombudsman).status_code == 200

@@ -141,6 +141,56 @@ def test_an_approaching_deadline_is_notified_once(followup, receiver, notify):
     assert body["data"]["working_days_left"] == 1
 
 
+def warning_held_up(followup, receiver, notify, tracking_id: str) -> None:
+    """A report disposed to Kota Kupang on Monday, warned of on Friday (one working day left), the warning's first
+    attempt failing at Kupang's receiver."""
+    subscribe(followup, receiver, KUPANG, "/kupang", kinds=["deadline.approaching"])
+    receiver.script = [503]
+    followup.disposed(tracking_id)
+    later(followup, days=4)
+    followup.settle()
+    assert warn_of_deadlines(followup.ctx) == 1
+    notify()
+    receiver.wait_for(1, "attempts")
+
+
+def test_a_deadline_warning_held_up_by_a_failing_receiver_is_not_sent_once_the_agency_answered(
+        followup, receiver, notify):
+    """The receiver fails the warning's first attempt; the liaison officer then posts a follow-up, which ends the
+    deadline. The retry must not tell the agency that a deadline it has met is about to pass (it did, an hour of
+    backoff later, and a warning recorded just before the answer went out after it)."""
+    warning_held_up(followup, receiver, notify, "LAP-N-9")
+    assert followup.act("LAP-N-9", "accept", followup.liaison()).status_code == 200
+    posted = followup.act("LAP-N-9", "follow-ups", followup.liaison(), {"text": "Puskesmas buka kembali."})
+    assert posted.status_code == 201, posted.text
+    later(followup, seconds=31)
+    notify()
+    later(followup, minutes=5)
+    notify()
+    assert receiver.accepted == []
+    assert len(receiver.attempts) == 1
+    [listed] = followup.client.get(f"/api/agencies/{KUPANG}/webhooks", headers=followup.admin()).json()
+    assert (listed["delivered"], listed["pending"], listed["failed"]) == (0, 0, 0)
+    assert "no longer runs" in listed["last_error"]
+
+
+def test_a_deadline_warning_still_waiting_when_the_deadline_passes_is_not_sent_late(followup, receiver, notify):
+    warning_held_up(followup, receiver, notify, "LAP-N-10")
+    later(followup, days=4)  # Tuesday: the deadline (end of Monday) has passed, routing escalates it
+    notify()
+    assert receiver.accepted == []
+    assert len(receiver.attempts) == 1
+
+
+def test_a_deadline_warning_still_due_is_sent_on_the_retry(followup, receiver, notify):
+    warning_held_up(followup, receiver, notify, "LAP-N-11")
+    later(followup, seconds=31)
+    notify()
+    receiver.wait_for(1)
+    [(_, body, _)] = receiver.accepted
+    assert (body["kind"], body["tracking_id"]) == ("deadline.approaching", "LAP-N-11")
+
+
 def test_webhooks_are_listed_without_their_secret_and_can_be_removed(followup, receiver, notify):
     webhook = subscribe(followup, receiver, KUPANG, "/kupang")
     [listed] = followup.client.get(f"/api/agencies/{KUPANG}/webhooks", headers=followup.admin()).json()

@@ -212,6 +212,21 @@ def test_oversight_reads_any_queue_and_the_national_admin_reads_it_unmasked(foll
     assert "081234567890" not in seen_by_operator["title"]
 
 
+def test_the_reporters_name_in_a_title_the_national_admin_corrected_is_scrubbed_from_the_queue(followup):
+    """The national admin's corrected title names the reporter ("Oktovianus Ndun", which no detector knows as a
+    name): the agency and oversight never see who reported, in the queue as in the complaint view."""
+    ref = followup.ctx.store.vault.put({"name": "Oktovianus Ndun", "phone": "081234567890"})
+    followup.disposed("LAP-Q-ID", reporter_ref=ref, verified_title="KTP Oktovianus Ndun belum jadi tiga bulan")
+    for headers in (followup.liaison(), followup.bearer(Role.auditor)):
+        [item] = followup.queue(KUPANG, headers)["items"]
+        assert "Oktovianus" not in item["title"]
+        assert "Ndun" not in item["title"]
+        assert "belum jadi tiga bulan" in item["title"]
+    national = followup.bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    [item] = followup.queue(KUPANG, national)["items"]
+    assert item["title"] == "KTP Oktovianus Ndun belum jadi tiga bulan"
+
+
 def test_an_unknown_agency_has_no_queue(followup):
     response = followup.client.get(
         "/api/queues/pemda-99.99", headers=followup.bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)

@@ -234,3 +234,20 @@ def test_a_miss_at_the_agencys_level_and_a_return_are_the_agencys_not_its_units(
     assert office["escalations"] == {"total": 1, "by_kind": {"follow_up_overdue": 1}, "bounces": 0, "red_marks": 1}
     assert kupang["escalations"] == {"total": 2, "by_kind": {"follow_up_overdue": 2}, "bounces": 1, "red_marks": 2}
     assert [(line["unit_id"], line["red_marks"]) for line in kupang["units"]] == [(unit, 1)]
+
+
+def test_a_red_mark_for_an_answer_that_came_late_does_not_make_the_report_overdue_again(
+        tmp_path: Path, backend_store: str | None):
+    """Kupang answers on day 7, after its deadline of day 6, before routing's scheduler looked; routing then
+    red-marks the missed deadline (with no new deadline: nothing is left to answer). The stage is late and the
+    agency has its red mark, but the report, answered, is not overdue on the scoreboard."""
+    report = s.follow_up(s.held("LAP-LTE-1", "53.15"), 7, s.KUPANG)
+    report.at(7.01, ev.ComplaintEscalated(kind="follow_up_overdue", reason="Tindak lanjut melewati batas waktu.",
+                                          from_level="agency", to_level="regional", to_agency_id=s.NTT,
+                                          automatic=True), s.SYSTEM)
+    with played(tmp_path / "var", backend_store, [report], now=s.day(9)) as service:
+        national = service.get("/api/reports/national?region=53.15")
+        board = service.get("/api/reports/national/agencies?region=53.15")["agencies"]
+    assert stage(national, "follow_up") == (0, 1, 0)
+    line = line_of(board, s.KUPANG)
+    assert (line["followed_up"], line["red_marks"], line["overdue"]) == (1, 1, 0)

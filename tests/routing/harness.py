@@ -137,6 +137,7 @@ def submit_report(
     title: str = "Jalan rusak di depan sekolah",
     confidential: bool = False,
     reporter_token: str | None = None,
+    reporter_ref: str | None = None,
 ) -> None:
     """What intake appends for a new report, with its verification deadline from the policy."""
     now = ctx.clock.now()
@@ -150,6 +151,7 @@ def submit_report(
         channel=channel,
         confidential=confidential,
         reporter_token_hash=reporter_token_hash(reporter_token) if reporter_token else TOKEN_HASH,
+        reporter_ref=reporter_ref,
         suggested_agency_id=suggested_agency_id,
         verification_due=ctx.policy.verification_due(now),
     )

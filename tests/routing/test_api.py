@@ -84,6 +84,27 @@ def test_monitoring_roles_see_the_queue_with_personal_data_masked_and_the_nation
     assert "081234567890" not in seen_by_operator["title"]
 
 
+@pytest.mark.parametrize("role", [Role.operator, Role.auditor, Role.ombudsman])
+def test_the_reporters_name_written_by_an_official_is_scrubbed_from_the_queue_for_monitoring_roles(
+    app, admin, bearer, role
+):
+    """The national admin's pend question names the reporter ("Oktovianus Ndun", which no detector knows as a
+    name). Monitoring roles never see who reported, in the queue as in the complaint view and the audit."""
+    ref = app.app.state.context.store.vault.put({"name": "Oktovianus Ndun", "phone": "081234567890"})
+    submit(app, "LAP-1", reporter_ref=ref)
+    asked = "Oktovianus Ndun, mohon kirim foto jalan yang rusak."
+    assert post(app, "LAP-1", "pend", admin, {"information_requested": asked}).status_code == 200
+    params = {"status": "pended"}
+    [monitored] = app.get("/api/verification-queue", params=params, headers=bearer(role)).json()["items"]
+    one = app.get("/api/verification-queue/LAP-1", headers=bearer(role)).json()
+    for seen in (monitored, one):
+        assert "Oktovianus" not in seen["information_requested"]
+        assert "Ndun" not in seen["information_requested"]
+        assert "mohon kirim foto" in seen["information_requested"]
+    [by_admin] = app.get("/api/verification-queue", params=params, headers=admin).json()["items"]
+    assert by_admin["information_requested"] == asked
+
+
 def test_the_queue_can_be_narrowed_to_a_region(app, admin):
     submit(app, "LAP-KUPANG", region_code="53.71.04")
     submit(app, "LAP-MALANG", region_code="35.73")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from schemas.events import (
     ComplaintAssigned,
     ComplaintResolved,
     DispositionAccepted,
+    DispositionReturned,
     FollowUpPosted,
     InformationProvided,
     Level,
@@ -270,3 +272,58 @@ def test_restarting_the_scheduler_never_emits_twice_on_postgresql(routing_at, po
     restarted = routing_at(routing.clock.now(), store_url=postgres_url)
     assert restarted.tick() == 0
     assert reactions(restarted) == EXPECTED
+
+
+def late_answer(routing: Routing, *answers: Any) -> None:
+    """Kota Kupang accepts on the day of the disposition, then answers a minute after its follow-up deadline has
+    passed, before the scheduler's next tick."""
+    routing.submit("LAP-1")
+    verify(routing, "LAP-1")
+    dispose(routing, "LAP-1")
+    routing.append("LAP-1", DispositionAccepted(agency_id=KUPANG), by=KUPANG_ADMIN)
+    routing.tick()
+    routing.at(routing.state("LAP-1").follow_up_due + timedelta(minutes=1))
+    routing.append("LAP-1", *answers, by=KUPANG_ADMIN)
+
+
+@pytest.mark.parametrize("answer", ["follow-up", "resolution"])
+def test_an_answer_after_the_follow_up_deadline_still_gets_its_red_mark(routing_at, answer):
+    """Whether the agency missed its deadline does not depend on when the scheduler looked: an answer that came
+    after the deadline, in the seconds before the next tick (or while routing was down), left the report without
+    its nilai merah, though the reports count the stage late."""
+    routing = routing_at(wib(2026, 3, 2, 10))
+    due_text = "09-03-2026"  # five working days after Monday 2 March: Monday 9 March
+    if answer == "follow-up":
+        late_answer(routing, FollowUpPosted(follow_up_id="fu-1", text="Petugas sudah ke lokasi."))
+    else:
+        late_answer(routing, ComplaintResolved(
+            resolution="Sudah diperbaiki.", feedback_due=routing.ctx.policy.feedback_due(routing.clock.now())))
+    assert routing.tick() == 1
+    [red_mark] = of_kind(routing.escalations("LAP-1"), "follow_up_overdue")
+    assert (red_mark["from_level"], red_mark["to_level"], red_mark["to_agency_id"]) == (
+        "agency", "regional", "pemda-53")
+    assert due_text in red_mark["reason"]
+    # The agency answered: nothing runs for it to miss again, so no new follow-up deadline starts.
+    assert red_mark.get("follow_up_due") is None
+    assert routing.state("LAP-1").follow_up_due is None
+    # Once: neither another tick nor the passing of time marks it again.
+    routing.advance(days=30)
+    assert routing.tick() == 0 or not of_kind(routing.escalations("LAP-1")[1:], "follow_up_overdue")
+    assert len(of_kind(routing.escalations("LAP-1"), "follow_up_overdue")) == 1
+
+
+def test_an_internal_note_after_the_deadline_is_no_answer_and_the_report_escalates_as_before(routing_at):
+    routing = routing_at(wib(2026, 3, 2, 10))
+    late_answer(routing, FollowUpPosted(follow_up_id="fu-1", text="Catatan internal.", public=False))
+    assert routing.tick() == 1
+    [red_mark] = of_kind(routing.escalations("LAP-1"), "follow_up_overdue")
+    assert red_mark["follow_up_due"] is not None  # still unanswered: the province's deadline runs
+
+
+def test_a_report_returned_after_its_deadline_is_not_escalated_from_routing(routing_at):
+    """Bukan wewenang after the deadline: the report is back with the national admin, above whom nothing
+    escalates; the return is counted as a bounce, not a red mark (docs/routing.md)."""
+    routing = routing_at(wib(2026, 3, 2, 10))
+    late_answer(routing, DispositionReturned(agency_id=KUPANG, reason="Jalan nasional, bukan wewenang kota."))
+    assert routing.tick() == 0
+    assert of_kind(routing.escalations("LAP-1"), "follow_up_overdue") == []
