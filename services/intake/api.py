@@ -56,7 +56,7 @@ from services.intake.projections import agency_name, keyword_agency
 from services.intake.sms import HELP_REPLY, accepted_reply, parse_sms
 from services.intake.submit import Receipt, Report, submit
 from services.intake.text import mask_personal_data
-from services.intake.views import complaint_view, vault_value
+from services.intake.views import complaint_view
 from services.intake.web import web_router
 
 # The key is a credential: with it and the report's public text, anyone can replay the request and receive the
@@ -242,7 +242,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             raise NotFound(f"no report with tracking ID {state.tracking_id}")
         principal = credential.principal_for(state)
         authorize_complaint(principal, action, state)
-        masked, originals = mask_personal_data(event_type, text, vault_value(ctx.vault, state.reporter_ref))
+        masked, originals = mask_personal_data(event_type, text, ctx.vault.identity(state.reporter_ref))
         original_ref = ctx.vault.put(originals) if originals else None
         metadata = {MASKED_BY: MASKING, **({ORIGINAL_REF: original_ref} if original_ref else {})}
 

@@ -17,7 +17,7 @@ from datetime import datetime
 
 from lapor.db import Tx, setup_tables, sortable_moment
 from lapor.store import RecordedEvent
-from lapor.store.vault import Vault, VaultEntryErased
+from lapor.store.vault import Vault
 from services.intake.duplicates import (
     MAX_CANDIDATES,
     SAME_TEXT_SCORE,
@@ -148,17 +148,8 @@ class RecentReports:
         tracking_id = data["tracking_id"]
         text = comparable_text(data["title"], data["body"])
         reports.append((tracking_id, area_of(data.get("region_code")), at, text, len(text)))
-        for key in self._reporter_keys(_identity(self._vault, data.get("reporter_ref"))):
+        for key in self._reporter_keys(self._vault.identity(data.get("reporter_ref"))):
             keys.append((key, tracking_id, at))
-
-
-def _identity(vault: Vault, ref: str | None) -> dict | None:
-    if ref is None:
-        return None
-    try:
-        return vault.get(ref)
-    except VaultEntryErased:
-        return None
 
 
 # Between the fields and rows packed below: a control character, which no report text holds

@@ -16,7 +16,7 @@ from lapor.complaint import ComplaintState, allowed_event_types
 from lapor.principal import Principal
 from lapor.privacy import ORIGINAL_REF, SIGHT, audience_of, masked_at_source, redact_complaint
 from lapor.store import RecordedEvent
-from lapor.store.vault import Vault, VaultEntryErased
+from lapor.store.vault import Vault
 from services.intake.decide import too_late
 
 # The reporter's actions, by the event each decides, as the path segment of its route.
@@ -25,15 +25,6 @@ REPORTER_ACTIONS = {
     "FeedbackGiven": "feedback",
     "OmbudsmanConsentGiven": "ombudsman-consent",
 }
-
-
-def vault_value(vault: Vault, ref: str | None) -> dict[str, Any] | None:
-    if not ref:
-        return None
-    try:
-        return vault.get(ref)
-    except VaultEntryErased:
-        return None  # erased on request: only the masked text remains
 
 
 def complaint_view(
@@ -54,7 +45,7 @@ def complaint_view(
 
     def text_of(event: RecordedEvent) -> dict[str, Any]:
         if as_written:
-            return {**event.data, **(vault_value(vault, event.metadata.get(ORIGINAL_REF)) or {})}
+            return {**event.data, **(vault.identity(event.metadata.get(ORIGINAL_REF)) or {})}
         # What intake masked when it logged it is not put through the detector again (lapor.privacy.MaskedText).
         return masked_at_source(event.data, event.metadata)
 
@@ -139,5 +130,5 @@ def complaint_view(
     # `redact_complaint` removes it after scrubbing its values from every text, officials' too (the national admin
     # who pends a report knows the reporter's name and may address them by it). Until a bug hunt only the national
     # admin's view carried it, so the scrub had nothing to scrub and a bare name reached the public.
-    view["reporter"] = vault_value(vault, state.reporter_ref)
+    view["reporter"] = vault.identity(state.reporter_ref)
     return redact_complaint(view, principal)

@@ -37,7 +37,6 @@ from lapor.privacy import (
 )
 from lapor.problems import NotFound
 from lapor.store import EventStore, RecordedEvent
-from lapor.store.vault import VaultEntryErased
 
 log = logging.getLogger("lapor.reporting.audit")
 
@@ -119,12 +118,9 @@ def reporter_identity(
     """The reporter's identity from the vault, for `redact_event_data` to scrub from what officials wrote (the
     national admin may name the reporter in a note, and the detector does not know every name); None for the
     national admin, who reads the texts as written, and for a report without one or whose entry was erased."""
-    if state is None or state.reporter_ref is None or SIGHT[audience_of(principal)].unmasked:
+    if state is None or SIGHT[audience_of(principal)].unmasked:
         return None
-    try:
-        return store.vault.get(state.reporter_ref)
-    except VaultEntryErased:
-        return None
+    return store.vault.identity(state.reporter_ref)
 
 
 def history(store: EventStore, tracking_id: str, principal: Principal | None) -> AuditHistory:
