@@ -538,10 +538,10 @@ def _escalated(extra: dict[str, Any], before: ComplaintState, after: ComplaintSt
     if kind == EscalationKind.follow_up_overdue:
         _count(daily, day, after, before, "red_mark", unit=unit)  # nilai merah: the holder missed its deadline
         # Overdue from now until answered, though the escalation runs the next level's (later) deadline. Not when
-        # the deadline it marks was answered, late, before routing's scheduler looked: no deadline that has passed
-        # runs then (none, or a reopening's), and the answer already made the stage late.
-        due = before.follow_up_due
-        if due is not None and _epoch(due) <= event.recorded_at.timestamp():
+        # the deadline it marks was answered, late, before routing's scheduler looked: such a mark starts no new
+        # deadline (the event carries none), and the answer already made the stage late. Judged from the event, as
+        # every mark recorded before session 26 carries a deadline: stored rows stay as they were built.
+        if event.data.get("follow_up_due") is not None:
             extra["red_marked_agency"] = before.agency_id
     if after.agency_id != before.agency_id:
         # An Ombudsman takeover: the new holder has not answered yet. The stage stays the one the earlier holder
