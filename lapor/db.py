@@ -232,6 +232,7 @@ class PostgresDatabase(Database):
         self._pool = ConnectionPool(
             url, min_size=1, max_size=max_size, open=True,
             kwargs={"autocommit": True, "prepare_threshold": NEVER_PREPARE},
+            check=ConnectionPool.check_connection,  # as the store's: a connection a server restart ended is replaced
         )
 
     @contextmanager

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from lapor.db import Database, open_database
@@ -83,3 +85,31 @@ def test_reading_from_threads_that_come_and_go_leaves_no_connections_open(db):
         read_in_a_thread_of_its_own()
     assert len(os.listdir("/proc/self/fd")) - before < 20
     assert seen == [1] * 101
+
+
+@pytest.mark.postgres
+def test_pooled_connections_the_server_ended_are_replaced_not_failed(postgres_url):
+    """A PostgreSQL restart (or an administrator's pg_terminate_backend) ends every connection the pools hold. Each
+    dead one was handed to the next request, which failed with "the connection is closed" (a 500 or a retry), until
+    every pooled connection had failed once. The pools check a connection before handing it out."""
+    name = f"lapor-test-{uuid.uuid4().hex[:12]}"  # this test's connections only: others share the server
+    url = f"{postgres_url}&application_name={name}"
+    with open_store(url) as store:
+        db = open_database(url)
+        try:
+            store.append("complaint-T1", [NewEvent("Noted", {"n": 1})])
+            with db.transaction() as tx:
+                tx.execute("CREATE TABLE IF NOT EXISTS pool_probe (n INTEGER)")
+            assert [e.version for e in store.read_stream("complaint-T1")] == [0]
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                ended = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s", (name,)
+                ).fetchone()
+            assert ended is not None
+            assert ended[0] >= 2  # the store's pool and the database's at least
+            for _ in range(3):  # more reads than either pool held connections
+                assert [e.version for e in store.read_stream("complaint-T1")] == [0]
+                with db.read() as tx:
+                    assert tx.scalar("SELECT count(*) FROM pool_probe") == 0
+        finally:
+            db.close()

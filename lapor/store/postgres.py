@@ -340,6 +340,8 @@ class PostgresEventStore(EventStore):
             max_size=POOL_MAX_SIZE,
             kwargs={"autocommit": True, "prepare_threshold": NEVER_PREPARE},
             configure=_store_session,
+            # A connection the server ended (a restart) is replaced before it is handed out, not failed by a read.
+            check=ConnectionPool.check_connection,
             name=f"lapor-readers:{schema}",
             open=True,
         )
