@@ -1,9 +1,10 @@
 """SMS 1708: `KEYWORD <isi laporan>`, and the replies sent back through the gateway.
 
 The first word is looked up as a keyword of the agency directory (case-insensitive; leading, trailing and
-repeated spaces and line breaks do not matter). A known keyword routes the report to that regional government and
-is not part of the report; an unknown first word is simply the first word of a report for national
-verification, which then keeps the whole text. Pure functions: the directory lookup is passed in.
+repeated spaces and line breaks do not matter, nor a `:`, `,`, `.`, `;` or `#` right after the keyword). A known
+keyword routes the report to that regional government and is not part of the report; an unknown first word is
+simply the first word of a report for national verification, which then keeps the whole text. Pure functions: the
+directory lookup is passed in.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from dataclasses import dataclass
 from lapor.limits import has_visible_text
 
 _WORD = re.compile(r"\S+")
+# A keyword (letters and digits: `SmsKeyword`) ends at a space or a line break, or at one of `: , . ; #` (spaces
+# around it allowed): `KOTKUPANG: isi` and `KOTKUPANG#isi` are written as often as the documented space. Not at a
+# hyphen or a slash, which join words (`KOTKUPANG-KAB`).
+_KEYWORD = re.compile(r"([A-Za-z0-9]+)(?:\s*[:,.;#]|\s|$)")
 _SPACES = re.compile(r"[ \t]+")
 TITLE_LENGTH = 80
 
@@ -38,11 +43,11 @@ class SmsReport:
 def parse_sms(text: str, lookup: Callable[[str], KeywordAgency | None]) -> SmsReport | None:
     """The report in an SMS, or None when it holds no report (empty, or a keyword alone): answer with help."""
     text = text.strip()
-    first = _WORD.match(text)
-    if first is None:
+    if _WORD.match(text) is None:
         return None
-    agency = lookup(first.group().upper())
-    content = text[first.end() :].strip() if agency is not None else text
+    first = _KEYWORD.match(text)
+    agency = lookup(first.group(1).upper()) if first is not None else None
+    content = text[first.end() :].strip() if first is not None and agency is not None else text
     content = "\n".join(_SPACES.sub(" ", line).strip() for line in content.splitlines()).strip()
     if not has_visible_text(content):  # zero-width spaces and the like are nothing to report (session 24)
         return None

@@ -25,6 +25,26 @@ def test_a_known_keyword_in_any_case_and_spacing_routes_to_its_government(text):
     assert report.content == "jalan rusak di Oebobo"
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["KOTKUPANG: jalan rusak di Oebobo", "KOTKUPANG, jalan rusak di Oebobo", "kotkupang.jalan rusak di Oebobo",
+     "KOTKUPANG#jalan rusak di Oebobo", "KotKupang ; jalan rusak di Oebobo", "KOTKUPANG:\njalan rusak di Oebobo"],
+)
+def test_a_keyword_followed_by_punctuation_is_still_the_keyword(text):
+    """People write `KOTKUPANG: isi` or `KOTKUPANG#isi` as often as the documented space: the keyword went
+    unrecognised and the report to national verification, its government never told."""
+    report = parse(text)
+    assert report.agency == KUPANG
+    assert report.content == "jalan rusak di Oebobo"
+
+
+@pytest.mark.parametrize("text", ["KOTKUPANG-jalan rusak", "KOTKUPANG2 jalan rusak", "KOTKUPANG/KAB jalan rusak"])
+def test_a_keyword_joined_to_more_letters_or_a_hyphen_is_not_read_as_one(text):
+    report = parse(text)
+    assert report.agency is None
+    assert report.content == text
+
+
 def test_line_breaks_of_a_joined_multipart_message_are_kept():
     assert parse("TANGKAB jalan rusak\n  di Cikupa   dekat pasar").content == "jalan rusak\ndi Cikupa dekat pasar"
 
