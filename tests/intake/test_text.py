@@ -16,7 +16,8 @@ IDENTITY = {"name": "Budi Santoso", "phone": "+6281234567890", "nik": "537101150
 
 @pytest.mark.parametrize(
     "text",
-    ["Jalan rusak, harga < 5.000 & > 1.000", "Baris satu\nBaris dua\tdengan tab", "Robert'); DROP TABLE x;--"],
+    ["Jalan rusak, harga < 5.000 & > 1.000", "Baris satu\nBaris dua\tdengan tab", "Robert'); DROP TABLE x;--",
+     "Pesan dari \u2068Bapak Lurah\u2069 diteruskan", "Bacaan \u0627\u0644\u0633\u0644\u0627\u0645 dalam laporan"],
 )
 def test_plain_text_with_symbols_quotes_and_line_breaks_is_accepted(text):
     assert check_plain_text(text) == text
@@ -31,6 +32,9 @@ def test_plain_text_with_symbols_quotes_and_line_breaks_is_accepted(text):
         ('<a onclick="x">', "text_markup"),
         ("nul \x00 byte", "text_control"),
         ("escape \x1b[0m", "text_control"),
+        ("csi \x9b31m", "text_control"),
+        ("Laporan \u202egnp.exe", "text_control"),  # shown as "Laporan exe.png"
+        ("embedded \u202bteks\u202c", "text_control"),
         ("lone \ud800 surrogate", "text_encoding"),
     ],
 )
