@@ -1,8 +1,8 @@
 """Audit replay: a complaint's whole history with who did what, when, and its hash chain; its state at any past
 moment; and the integrity check over the whole log.
 
-The state at a moment is the shared fold (`lapor.complaint.fold`) over the events recorded up to and including
-that moment — the very fold the services decided with, so an auditor sees what they saw.
+The state at a moment is the shared fold (`lapor.complaint.fold`) over the history up to the first event recorded
+after that moment — the very fold the services decided with, so an auditor sees what they saw.
 
 The integrity check walks every stream's hash chain (`lapor.audit.verify_chain`). On a large log that takes a
 while, so `GET /api/audit/integrity` streams its answer as NDJSON: a `progress` line after every batch of events
@@ -13,6 +13,7 @@ to store or expire, each auditor's run is their own, and the answer cannot be st
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from collections.abc import AsyncIterator, Mapping
@@ -163,7 +164,10 @@ def state_at(
     # Visibility is judged on the report as it stands now: a report that became confidential-to-you stays so.
     _check_visible(_fold_allowed(events)[0], principal, tracking_id)
     moment = at or now
-    prefix = [event for event in events if event.recorded_at <= moment]
+    # The history up to the first event recorded after the moment, not every event recorded by then: hosts writing
+    # one store stamp with their own clocks, so a later version may carry an earlier time, and a selection by time
+    # left a gap the fold refused.
+    prefix = list(itertools.takewhile(lambda event: event.recorded_at <= moment, events))
     state, refused, reason = _fold_allowed(prefix)
     identity = reporter_identity(store, state, principal)
     folded = prefix if refused is None else prefix[: prefix.index(refused)]

@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from lapor.clock import ManualClock
 from lapor.principal import Role
 from lapor.store import open_store
 from lapor.tracking import format_tracking_id
@@ -221,3 +222,23 @@ def test_a_store_that_fails_under_the_walk_ends_the_stream_with_an_error_line(da
     assert (last["type"], last["ok"]) == ("error", False)
     assert last["position"] == (progress[-1]["position"] if progress else 0)
     assert "malformed" in last["problem"]
+
+
+def test_the_state_at_a_moment_is_a_prefix_of_the_history_when_two_writers_clocks_disagree(reporting: Reporting):
+    """Two hosts writing one store stamp events with their own clocks, so a later version may carry an earlier time
+    than the one before it. The events recorded at or before a moment between the two were then not a prefix of the
+    history: the fold met a gap and the answer said the lifecycle refused the later version, about a history that
+    verifies. The state at a moment is the history up to the first event recorded after it."""
+    report = scenario.verified(scenario.submitted("LAP-SKEW-1", 1, "53.71"), 1.2, "pengaduan", "kesehatan")
+    scenario.play(reporting.ctx.store, reporting.clock, [report], now=scenario.day(1.3))
+    slow = ManualClock(scenario.day(1.1))  # another host, its clock two hours and more behind
+    with open_store(f"sqlite:///{reporting.ctx.settings.data / 'events.db'}", clock=slow) as other_host:
+        disposed = ev.ComplaintDisposed(agency_id=scenario.KUPANG, follow_up_due=scenario.day(6),
+                                        ombudsman_offer_due=scenario.day(80))
+        other_host.append("complaint-LAP-SKEW-1", [disposed.to_new_event(metadata=scenario.OFFICER)], 1)
+    path = "/api/audit/complaints/LAP-SKEW-1/state"
+    auditor = reporting.bearer(Role.auditor)
+    between = reporting.client.get(path, params={"at": scenario.day(1.15).isoformat()}, headers=auditor).json()
+    assert (between["version"], between["state"]["status"], between["refused"]) == (0, "submitted", None)
+    after = reporting.client.get(path, params={"at": scenario.day(1.25).isoformat()}, headers=auditor).json()
+    assert (after["version"], after["state"]["status"], after["refused"]) == (2, "disposed", None)
