@@ -206,3 +206,39 @@ def test_cli_audit_verify_of_a_store_sqlite_cannot_read_says_so_in_one_line(dama
     assert result.stderr.startswith(f"lapor: cannot read the store sqlite:///{path} after position ")
     assert "database disk image is malformed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def run_sql(url: str, statement: str) -> None:
+    """An insider's change, made with SQL on the store's own tables."""
+    if url.startswith("sqlite:///"):
+        tamper(Path(url.removeprefix("sqlite:///")), statement)
+        return
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_an_event_filed_under_another_category_than_its_streams_is_named(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+):
+    """The stored category is not in the hash (the stream is): changing it hid an event from every subscription
+    reading its category (the live projections, the live stream), or showed a directory event to them as a
+    complaint's, and the walk said every chain was intact."""
+    url = f"sqlite:///{tmp_path / 'events.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    with open_store(url) as store:
+        for n in range(3):
+            store.append(f"complaint-T{n}", [NewEvent("Noted", {"n": n, "i": i}) for i in range(4)])
+        store.append("directory-D1", [NewEvent("AgencyRegistered", {"agency_id": "pemda-53.71"})])
+    run_sql(url, "UPDATE events SET category = 'x' WHERE stream = 'complaint-T1' AND version = 2")
+    run_sql(url, "UPDATE events SET category = 'complaint' WHERE stream = 'directory-D1'")
+    with open_store(url) as store:
+        read_as_complaints = {(e.stream, e.version) for e in store.read_all(0, "complaint", 100)}
+        assert ("complaint-T1", 2) not in read_as_complaints
+        assert ("directory-D1", 0) in read_as_complaints
+        report = verify_chain(store, batch_size=5)
+        first = verify_chain(store, batch_size=5, stop_at_first=True).first_broken
+    assert [(link.stream, link.version) for link in report.broken] == [("complaint-T1", 2), ("directory-D1", 0)]
+    assert "category" in report.broken[0].problem
+    assert report.events_checked == 13
+    assert first is not None
+    assert (first.stream, first.version) == ("complaint-T1", 2)
