@@ -57,9 +57,11 @@ def check_link(event: RecordedEvent, last: tuple[int, str] | None) -> str | None
         return f"version {event.version} follows {expected_version - 1}: an event is missing or reordered"
     if event.prev_hash != expected_prev:
         return "prev_hash does not match the previous event's hash: the chain was cut or rewritten"
-    if event.expected_hash() != event.hash:
-        return "content does not match its hash: the event was altered"
-    return None
+    try:
+        altered = event.expected_hash() != event.hash
+    except ValueError as error:  # its event id or metadata does not decode (SQLite keeps whatever it is given)
+        return f"a field cannot be read ({error}): the event was altered"
+    return "content does not match its hash: the event was altered" if altered else None
 
 
 def verify_chain(
@@ -100,10 +102,7 @@ def verify_chain(
             report.events_checked += 1
             if event.stream in broken_streams:
                 continue
-            try:
-                problem = check_link(event, heads.get(event.stream))
-            except ValueError as error:  # its event id or metadata does not decode
-                problem = f"a field cannot be read ({error}): the event was altered"
+            problem = check_link(event, heads.get(event.stream))
             if problem is None and event.position in misfiled:
                 # The link itself holds, so the stream's chain is walked on past it.
                 report.broken.append(BrokenLink(event.stream, event.version, event.position, misfiled[event.position]))
