@@ -242,3 +242,20 @@ def test_an_event_filed_under_another_category_than_its_streams_is_named(
     assert report.events_checked == 13
     assert first is not None
     assert (first.stream, first.version) == ("complaint-T1", 2)
+
+
+def test_cli_audit_verify_says_it_stopped_at_the_first_broken_link_and_where_the_log_ends(store_path):
+    """It said "checked 2 events; the log was altered" of a log of 20: read as if the log held two events."""
+    tamper(store_path, "UPDATE events SET type = 'X' WHERE position IN (2, 15)")
+    first = run_cli("audit", "verify", "--store", f"sqlite:///{store_path}")
+    assert first.returncode == 1
+    verdict = first.stdout.strip().splitlines()[-1]
+    assert "stopped at the first broken link" in verdict
+    assert "position 2 of 20" in verdict
+    assert "--all" in verdict
+    every = run_cli("audit", "verify", "--all", "--store", f"sqlite:///{store_path}")
+    assert every.returncode == 1
+    assert every.stdout.count("BROKEN: ") == 2
+    assert every.stdout.strip().splitlines()[-1] == (
+        "checked 20 events in 5 streams up to position 20: 2 broken links; the log was altered after it was written"
+    )
