@@ -121,6 +121,13 @@ def verify_chain(
         if progress is not None:
             progress(report.events_checked, events[-1].position, head)
     report.streams_checked = len(heads.keys() | broken_streams)
+    if position <= head:
+        # The reads ended before the head. PostgreSQL keeps the last position it gave out in a row of its own
+        # (`lapor_head`), so this is the log's newest events deleted without that row; SQLite's head is the last
+        # event's position, so there nothing shows such a deletion (docs/store.md, "What the hash chain proves").
+        problem = (f"the store's head is position {head}, but no event after position {position - 1} is there: "
+                   "the newest events of the log were deleted")
+        report.broken.append(BrokenLink(None, None, head, problem))
     return report
 
 

@@ -259,3 +259,23 @@ def test_cli_audit_verify_says_it_stopped_at_the_first_broken_link_and_where_the
     assert every.stdout.strip().splitlines()[-1] == (
         "checked 20 events in 5 streams up to position 20: 2 broken links; the log was altered after it was written"
     )
+
+
+def test_the_newest_events_deleted_from_a_postgres_log_are_found_by_its_head(postgres_url: str):
+    """PostgreSQL keeps the last position given out in its head row (`lapor_head`), apart from the events: deleting
+    the log's newest events with SQL and leaving that row walked to the new last event and said every chain was
+    intact, though the head it reported was past it."""
+    with open_store(postgres_url) as store:
+        for n in range(3):
+            store.append(f"complaint-T{n}", [NewEvent("Noted", {"n": n, "i": i}) for i in range(3)])
+        head = store.head_position()
+    run_sql(postgres_url, f"DELETE FROM events WHERE position > {head - 2}")
+    with open_store(postgres_url) as store:
+        report = verify_chain(store, batch_size=4)
+        first = verify_chain(store, stop_at_first=True).first_broken
+    assert not report.ok
+    [link] = report.broken
+    assert (link.stream, link.version, link.position) == (None, None, head)
+    assert f"no event after position {head - 2} is there" in link.problem
+    assert report.events_checked == 7
+    assert first == link
