@@ -1,10 +1,12 @@
 """Integrity of the log: every stream's hash chain, walked in position order.
 
 Each recorded event carries `prev_hash` (the hash of the stream's previous event, or the genesis hash for
-version 0) and `hash` = SHA-256(prev_hash || canonical JSON of the event). Changing any stored field of any
-event — data, metadata, type, time, version — breaks its own hash; deleting or reordering events breaks the
-next link or the version sequence. What a chain cannot show on its own is the loss of a stream's *last*
-events; anchoring head hashes outside the store (a signed daily digest) would, and is left for later.
+version 0) and `hash` = SHA-256(prev_hash || canonical JSON of the event). Changing what the hash covers — event
+id, stream, version, type, schema version, data, metadata, time — breaks its own hash; deleting or reordering
+events breaks the next link or the version sequence. The stored category is not hashed, so the walk reads each
+batch by category too (`_misfiled`); the position is not hashed either. What a chain cannot show on its own is
+the loss of a stream's *last* events (or of a whole stream), nor a stream re-chained by someone who can write
+the store: docs/store.md, "What the hash chain proves", says exactly what is and is not shown.
 """
 
 from __future__ import annotations
@@ -55,9 +57,11 @@ def check_link(event: RecordedEvent, last: tuple[int, str] | None) -> str | None
         return f"version {event.version} follows {expected_version - 1}: an event is missing or reordered"
     if event.prev_hash != expected_prev:
         return "prev_hash does not match the previous event's hash: the chain was cut or rewritten"
-    if event.expected_hash() != event.hash:
-        return "content does not match its hash: the event was altered"
-    return None
+    try:
+        altered = event.expected_hash() != event.hash
+    except ValueError as error:  # its event id or metadata does not decode (SQLite keeps whatever it is given)
+        return f"a field cannot be read ({error}): the event was altered"
+    return "content does not match its hash: the event was altered" if altered else None
 
 
 def verify_chain(
@@ -93,14 +97,18 @@ def verify_chain(
             events = [event for event in events if event.position <= head]
         if not events:
             break
+        misfiled = _misfiled(store, events)
         for event in events:
             report.events_checked += 1
             if event.stream in broken_streams:
                 continue
-            try:
-                problem = check_link(event, heads.get(event.stream))
-            except ValueError as error:  # its event id or metadata does not decode
-                problem = f"a field cannot be read ({error}): the event was altered"
+            problem = check_link(event, heads.get(event.stream))
+            if problem is None and event.position in misfiled:
+                # The link itself holds, so the stream's chain is walked on past it.
+                report.broken.append(BrokenLink(event.stream, event.version, event.position, misfiled[event.position]))
+                if stop_at_first:
+                    report.streams_checked = len(heads) + len(broken_streams)
+                    return report
             if problem is not None:
                 report.broken.append(BrokenLink(event.stream, event.version, event.position, problem))
                 broken_streams.add(event.stream)
@@ -113,14 +121,57 @@ def verify_chain(
         if progress is not None:
             progress(report.events_checked, events[-1].position, head)
     report.streams_checked = len(heads.keys() | broken_streams)
+    if position <= head:
+        # The reads ended before the head. PostgreSQL keeps the last position it gave out in a row of its own
+        # (`lapor_head`), so this is the log's newest events deleted without that row; SQLite's head is the last
+        # event's position, so there nothing shows such a deletion (docs/store.md, "What the hash chain proves").
+        problem = (f"the store's head is position {head}, but no event after position {position - 1} is there: "
+                   "the newest events of the log were deleted")
+        report.broken.append(BrokenLink(None, None, head, problem))
     return report
 
 
-def _readable_from(store: EventStore, position: int, limit: int) -> list[RecordedEvent]:
-    """The events from `position` on, one read each, up to the first that cannot be read (at most `limit`)."""
+def _misfiled(store: EventStore, events: list[RecordedEvent]) -> dict[int, str]:
+    """Among `events` (every event from the first's position to the last's), those a read by category does not find
+    where their stream's category says, by position, with what is wrong. The stored category is not in the hash
+    (the stream is), and subscriptions read by it: changed, it hid an event from them while every chain held.
+    One read per category of the batch, of as many events as it holds in the batch: the same ones, and nothing is
+    misfiled (an event filed under a category but not of it is then missing where its stream's category says)."""
+    first, last = events[0].position, events[-1].position
+    positions: dict[str, set[int]] = {}
+    for event in events:
+        positions.setdefault(event.category, set()).add(event.position)
+    misfiled: dict[int, str] = {}
+    for category, expected in positions.items():
+        filed = _filed(store, category, first, last, len(expected))
+        if filed != expected:  # read them all to name each (a wrong one may have pushed a right one past the limit)
+            filed = _filed(store, category, first, last, len(events))
+        for position in sorted(expected - filed):
+            misfiled.setdefault(position, f"stored under another category than its stream's ({category!r}): "
+                                          f"whoever reads {category!r} events does not see it; the log was altered")
+        for position in sorted(filed - expected):
+            misfiled.setdefault(position, f"stored under the category {category!r}, which is not its stream's: "
+                                          f"whoever reads {category!r} events sees it; the log was altered")
+    return misfiled
+
+
+def _filed(store: EventStore, category: str, first: int, last: int, limit: int) -> set[int]:
+    """The positions from `first` to `last` of at most `limit` events read under `category`. Every event up to
+    `last` was read already; one past it that cannot be read (an altered one, the walk's next) ends the read there."""
+    try:
+        return {event.position for event in store.read_all(first, category, limit) if event.position <= last}
+    except ValueError:
+        return {event.position for event in _readable_from(store, first, limit, category) if event.position <= last}
+
+
+def _readable_from(
+    store: EventStore, position: int, limit: int, category: str | None = None
+) -> list[RecordedEvent]:
+    """The events (of `category` when given) from `position` on, one read each, up to the first that cannot be read
+    (at most `limit`)."""
     events: list[RecordedEvent] = []
     with contextlib.suppress(ValueError):
-        while len(events) < limit and (page := store.read_all(position, None, 1)):
+        while len(events) < limit and (page := store.read_all(position, category, 1)):
             events.append(page[0])
             position = page[0].position + 1
     return events

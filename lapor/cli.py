@@ -540,7 +540,18 @@ def audit_verify(args: argparse.Namespace) -> int:
         return 0
     for link in report.broken:
         print(f"BROKEN: {link.describe()}")
-    print(f"checked {report.events_checked} events; the log was altered after it was written")
+    if not args.all:  # the count alone read as if the log held only the events before the break
+        print(
+            f"stopped at the first broken link (position {report.broken[0].position} of {report.head_position}) "
+            f"after checking {report.events_checked} events; the log was altered after it was written "
+            "(--all walks the rest and names every broken stream)"
+        )
+        return 1
+    links = "broken link" if len(report.broken) == 1 else "broken links"
+    print(
+        f"checked {report.events_checked} events in {report.streams_checked} streams up to position "
+        f"{report.head_position}: {len(report.broken)} {links}; the log was altered after it was written"
+    )
     return 1
 
 

@@ -206,3 +206,76 @@ def test_cli_audit_verify_of_a_store_sqlite_cannot_read_says_so_in_one_line(dama
     assert result.stderr.startswith(f"lapor: cannot read the store sqlite:///{path} after position ")
     assert "database disk image is malformed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def run_sql(url: str, statement: str) -> None:
+    """An insider's change, made with SQL on the store's own tables."""
+    if url.startswith("sqlite:///"):
+        tamper(Path(url.removeprefix("sqlite:///")), statement)
+        return
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_an_event_filed_under_another_category_than_its_streams_is_named(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+):
+    """The stored category is not in the hash (the stream is): changing it hid an event from every subscription
+    reading its category (the live projections, the live stream), or showed a directory event to them as a
+    complaint's, and the walk said every chain was intact."""
+    url = f"sqlite:///{tmp_path / 'events.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    with open_store(url) as store:
+        for n in range(3):
+            store.append(f"complaint-T{n}", [NewEvent("Noted", {"n": n, "i": i}) for i in range(4)])
+        store.append("directory-D1", [NewEvent("AgencyRegistered", {"agency_id": "pemda-53.71"})])
+    run_sql(url, "UPDATE events SET category = 'x' WHERE stream = 'complaint-T1' AND version = 2")
+    run_sql(url, "UPDATE events SET category = 'complaint' WHERE stream = 'directory-D1'")
+    with open_store(url) as store:
+        read_as_complaints = {(e.stream, e.version) for e in store.read_all(0, "complaint", 100)}
+        assert ("complaint-T1", 2) not in read_as_complaints
+        assert ("directory-D1", 0) in read_as_complaints
+        report = verify_chain(store, batch_size=5)
+        first = verify_chain(store, batch_size=5, stop_at_first=True).first_broken
+    assert [(link.stream, link.version) for link in report.broken] == [("complaint-T1", 2), ("directory-D1", 0)]
+    assert "category" in report.broken[0].problem
+    assert report.events_checked == 13
+    assert first is not None
+    assert (first.stream, first.version) == ("complaint-T1", 2)
+
+
+def test_cli_audit_verify_says_it_stopped_at_the_first_broken_link_and_where_the_log_ends(store_path):
+    """It said "checked 2 events; the log was altered" of a log of 20: read as if the log held two events."""
+    tamper(store_path, "UPDATE events SET type = 'X' WHERE position IN (2, 15)")
+    first = run_cli("audit", "verify", "--store", f"sqlite:///{store_path}")
+    assert first.returncode == 1
+    verdict = first.stdout.strip().splitlines()[-1]
+    assert "stopped at the first broken link" in verdict
+    assert "position 2 of 20" in verdict
+    assert "--all" in verdict
+    every = run_cli("audit", "verify", "--all", "--store", f"sqlite:///{store_path}")
+    assert every.returncode == 1
+    assert every.stdout.count("BROKEN: ") == 2
+    assert every.stdout.strip().splitlines()[-1] == (
+        "checked 20 events in 5 streams up to position 20: 2 broken links; the log was altered after it was written"
+    )
+
+
+def test_the_newest_events_deleted_from_a_postgres_log_are_found_by_its_head(postgres_url: str):
+    """PostgreSQL keeps the last position given out in its head row (`lapor_head`), apart from the events: deleting
+    the log's newest events with SQL and leaving that row walked to the new last event and said every chain was
+    intact, though the head it reported was past it."""
+    with open_store(postgres_url) as store:
+        for n in range(3):
+            store.append(f"complaint-T{n}", [NewEvent("Noted", {"n": n, "i": i}) for i in range(3)])
+        head = store.head_position()
+    run_sql(postgres_url, f"DELETE FROM events WHERE position > {head - 2}")
+    with open_store(postgres_url) as store:
+        report = verify_chain(store, batch_size=4)
+        first = verify_chain(store, stop_at_first=True).first_broken
+    assert not report.ok
+    [link] = report.broken
+    assert (link.stream, link.version, link.position) == (None, None, head)
+    assert f"no event after position {head - 2} is there" in link.problem
+    assert report.events_checked == 7
+    assert first == link

@@ -1,8 +1,8 @@
 """Audit replay: a complaint's whole history with who did what, when, and its hash chain; its state at any past
 moment; and the integrity check over the whole log.
 
-The state at a moment is the shared fold (`lapor.complaint.fold`) over the events recorded up to and including
-that moment — the very fold the services decided with, so an auditor sees what they saw.
+The state at a moment is the shared fold (`lapor.complaint.fold`) over the history up to the first event recorded
+after that moment — the very fold the services decided with, so an auditor sees what they saw.
 
 The integrity check walks every stream's hash chain (`lapor.audit.verify_chain`). On a large log that takes a
 while, so `GET /api/audit/integrity` streams its answer as NDJSON: a `progress` line after every batch of events
@@ -62,10 +62,19 @@ class AuditEvent(BaseModel):
     )
 
 
+class UnreadableEvent(BaseModel):
+    version: int = Field(description="the version from which the stream's next event cannot be read")
+    problem: str
+
+
 class AuditHistory(BaseModel):
     tracking_id: str
     chain_ok: bool
     events: list[AuditEvent]
+    unreadable: list[UnreadableEvent] = Field(
+        default_factory=list,
+        description="events that cannot be read at all (a stored field changed past decoding), not in `events`",
+    )
 
 
 class StateAt(BaseModel):
@@ -76,15 +85,78 @@ class StateAt(BaseModel):
     position: int | None = Field(description="log position of that event")
     state: dict[str, Any] | None = Field(description="the folded state as the caller may see it")
     refused: str | None = Field(
-        None, description="an event up to `at` the lifecycle refuses: the state is the one before it"
+        None,
+        description="an event up to `at` the state cannot go past (the lifecycle refuses it, or it was altered past "
+        "reading): the state is the one before it",
     )
 
 
-def _events(store: EventStore, tracking_id: str) -> list[RecordedEvent]:
-    events = store.read_stream(STREAM_PREFIX + tracking_id)
-    if not events:
+Unreadable = dict[int, str]  # version -> why the stream's event from that version on cannot be read
+
+
+def _events(store: EventStore, tracking_id: str) -> tuple[list[RecordedEvent], Unreadable]:
+    """The report's events, and those that cannot be read at all: SQLite keeps whatever bytes it is given, so a
+    change made to the file can leave data or a time that does not decode, and reading the stream failed (a 500
+    where the integrity check names the event). Then it is read one event at a time."""
+    stream = STREAM_PREFIX + tracking_id
+    unreadable: Unreadable = {}
+    try:
+        events = store.read_stream(stream)
+    except ValueError:
+        events, unreadable = _one_by_one(store, stream)
+    if not events and not unreadable:
         raise NotFound(f"complaint {tracking_id} not found")
-    return events
+    return events, unreadable
+
+
+def _one_by_one(store: EventStore, stream: str) -> tuple[list[RecordedEvent], Unreadable]:
+    events: list[RecordedEvent] = []
+    unreadable: Unreadable = {}
+    version, last = 0, store.stream_version(stream)
+    while version <= last:
+        try:
+            page = store.read_stream(stream, version, 1)
+        except ValueError as error:
+            unreadable[version] = f"this event cannot be read ({' '.join(str(error).split())}): the log was altered"
+            version += 1
+            continue
+        if not page:
+            break
+        events.append(page[0])
+        version = page[0].version + 1
+    return events, unreadable
+
+
+def _content(event: RecordedEvent) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The event's data and metadata, None when either does not decode or is not a JSON object: the store writes
+    objects only, so that is a change made to the database (the history was a 500)."""
+    try:
+        data, metadata = event.data, event.metadata
+    except ValueError:
+        return None
+    return (data, metadata) if isinstance(data, dict) and isinstance(metadata, dict) else None
+
+
+def _until(
+    events: list[RecordedEvent], unreadable: Unreadable, moment: datetime
+) -> tuple[list[RecordedEvent], str | None]:
+    """The history up to the first event recorded after `moment`, not every event recorded by then: hosts writing
+    one store stamp with their own clocks, so a later version may carry an earlier time, and a selection by time
+    left a gap the fold refused. Also why it stops before that: an event that cannot be read, or whose time has no
+    offset (changes made to the database), of which nobody can say whether it came before `moment`."""
+    first_unreadable = min(unreadable, default=None)
+    prefix: list[RecordedEvent] = []
+    for event in events:
+        if first_unreadable is not None and event.version > first_unreadable:
+            break
+        if event.recorded_at.tzinfo is None:
+            return prefix, f"version {event.version}: its time has no UTC offset: the log was altered"
+        if event.recorded_at > moment:
+            return prefix, None
+        prefix.append(event)
+    if first_unreadable is None:
+        return prefix, None
+    return prefix, f"version {first_unreadable}: {unreadable[first_unreadable]}"
 
 
 def _check_visible(state: Any, principal: Principal | None, tracking_id: str) -> None:
@@ -124,7 +196,7 @@ def reporter_identity(
 
 
 def history(store: EventStore, tracking_id: str, principal: Principal | None) -> AuditHistory:
-    events = _events(store, tracking_id)
+    events, unreadable = _events(store, tracking_id)
     state, refused, reason = _fold_allowed(events)
     _check_visible(state, principal, tracking_id)
     anonymous = state.anonymous if state is not None else True
@@ -134,7 +206,11 @@ def history(store: EventStore, tracking_id: str, principal: Principal | None) ->
     for event in events:
         problem = check_link(event, last)
         last = (event.version, event.hash)
-        metadata = redact_metadata(event.metadata, principal)
+        content = _content(event)
+        if content is None:
+            content = {}, {}
+            problem = problem or "its data or metadata is not a JSON object: the event was altered"
+        data, metadata = content[0], redact_metadata(content[1], principal)
         shown.append(
             AuditEvent(
                 position=event.position,
@@ -144,7 +220,7 @@ def history(store: EventStore, tracking_id: str, principal: Principal | None) ->
                 recorded_at=event.recorded_at,
                 actor=metadata.get("actor"),
                 role=metadata.get("role"),
-                data=redact_event_data(event.type, event.data, principal, anonymous=anonymous, identity=identity),
+                data=redact_event_data(event.type, data, principal, anonymous=anonymous, identity=identity),
                 metadata=metadata,
                 prev_hash=event.prev_hash,
                 hash=event.hash,
@@ -153,17 +229,22 @@ def history(store: EventStore, tracking_id: str, principal: Principal | None) ->
                 refused=reason if event is refused else None,
             )
         )
-    return AuditHistory(tracking_id=tracking_id, chain_ok=all(e.chain_ok for e in shown), events=shown)
+    return AuditHistory(
+        tracking_id=tracking_id,
+        chain_ok=not unreadable and all(e.chain_ok for e in shown),
+        events=shown,
+        unreadable=[UnreadableEvent(version=version, problem=problem) for version, problem in unreadable.items()],
+    )
 
 
 def state_at(
     store: EventStore, tracking_id: str, at: datetime | None, principal: Principal | None, now: datetime
 ) -> StateAt:
-    events = _events(store, tracking_id)
+    events, unreadable = _events(store, tracking_id)
     # Visibility is judged on the report as it stands now: a report that became confidential-to-you stays so.
     _check_visible(_fold_allowed(events)[0], principal, tracking_id)
     moment = at or now
-    prefix = [event for event in events if event.recorded_at <= moment]
+    prefix, stopped = _until(events, unreadable, moment)
     state, refused, reason = _fold_allowed(prefix)
     identity = reporter_identity(store, state, principal)
     folded = prefix if refused is None else prefix[: prefix.index(refused)]
@@ -175,7 +256,7 @@ def state_at(
         version=last.version if last is not None else -1,
         position=last.position if last is not None else None,
         state=None if state is None else redact_complaint(state, principal, identity=identity),
-        refused=None if refused is None else f"version {refused.version}: {reason}",
+        refused=stopped if refused is None else f"version {refused.version}: {reason}",
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from lapor.clock import ManualClock
 from lapor.principal import Role
 from lapor.store import open_store
 from lapor.tracking import format_tracking_id
@@ -221,3 +222,78 @@ def test_a_store_that_fails_under_the_walk_ends_the_stream_with_an_error_line(da
     assert (last["type"], last["ok"]) == ("error", False)
     assert last["position"] == (progress[-1]["position"] if progress else 0)
     assert "malformed" in last["problem"]
+
+
+def test_the_state_at_a_moment_is_a_prefix_of_the_history_when_two_writers_clocks_disagree(reporting: Reporting):
+    """Two hosts writing one store stamp events with their own clocks, so a later version may carry an earlier time
+    than the one before it. The events recorded at or before a moment between the two were then not a prefix of the
+    history: the fold met a gap and the answer said the lifecycle refused the later version, about a history that
+    verifies. The state at a moment is the history up to the first event recorded after it."""
+    report = scenario.verified(scenario.submitted("LAP-SKEW-1", 1, "53.71"), 1.2, "pengaduan", "kesehatan")
+    scenario.play(reporting.ctx.store, reporting.clock, [report], now=scenario.day(1.3))
+    slow = ManualClock(scenario.day(1.1))  # another host, its clock two hours and more behind
+    with open_store(f"sqlite:///{reporting.ctx.settings.data / 'events.db'}", clock=slow) as other_host:
+        disposed = ev.ComplaintDisposed(agency_id=scenario.KUPANG, follow_up_due=scenario.day(6),
+                                        ombudsman_offer_due=scenario.day(80))
+        other_host.append("complaint-LAP-SKEW-1", [disposed.to_new_event(metadata=scenario.OFFICER)], 1)
+    path = "/api/audit/complaints/LAP-SKEW-1/state"
+    auditor = reporting.bearer(Role.auditor)
+    between = reporting.client.get(path, params={"at": scenario.day(1.15).isoformat()}, headers=auditor).json()
+    assert (between["version"], between["state"]["status"], between["refused"]) == (0, "submitted", None)
+    after = reporting.client.get(path, params={"at": scenario.day(1.25).isoformat()}, headers=auditor).json()
+    assert (after["version"], after["state"]["status"], after["refused"]) == (2, "disposed", None)
+
+
+def altered(reporting: Reporting, tracking_id: str, column: str, value: object) -> None:
+    """Version 1 of the report (of three) changed by SQL on the store's file, as an insider would."""
+    report = scenario.verified(scenario.submitted(tracking_id, 1, "53.71"), 1.2, "pengaduan", "kesehatan")
+    scenario.play(reporting.ctx.store, reporting.clock, [scenario.disposed(report, 1.3, scenario.KUPANG, 6)])
+    with sqlite3.connect(reporting.ctx.settings.data / "events.db") as db:
+        db.execute(f"UPDATE events SET {column} = ? WHERE stream = ? AND version = 1",
+                   (value, f"complaint-{tracking_id}"))
+
+
+@pytest.mark.parametrize(("column", "value"), [("data", b"{bukan json"), ("recorded_at", "kemarin sore")])
+def test_a_history_holding_an_event_that_cannot_be_read_lists_the_others_and_names_it(
+    reporting: Reporting, column: str, value: bytes | str
+):
+    """The integrity check names such an event and goes on; the report's own history and state, where the auditor
+    looks next, were a 500."""
+    altered(reporting, "LAP-ALT-1", column, value)
+    auditor = reporting.bearer(Role.auditor)
+    response = reporting.client.get("/api/audit/complaints/LAP-ALT-1/events", headers=auditor)
+    assert response.status_code == 200, response.text
+    history = response.json()
+    assert history["chain_ok"] is False
+    assert [event["version"] for event in history["events"]] == [0, 2]
+    assert history["events"][1]["chain_ok"] is False  # the gap it leaves
+    [unreadable] = history["unreadable"]
+    assert unreadable["version"] == 1
+    assert "cannot be read" in unreadable["problem"]
+    state = reporting.client.get("/api/audit/complaints/LAP-ALT-1/state", headers=auditor)
+    assert state.status_code == 200, state.text
+    assert (state.json()["version"], state.json()["state"]["status"]) == (0, "submitted")
+    assert state.json()["refused"].startswith("version 1: ")
+
+
+@pytest.mark.parametrize(("column", "value"), [
+    ("metadata", b"\xff"), ("metadata", b"[1]"), ("data", b"null"), ("event_id", "bukan-uuid"),
+    ("recorded_at", "2026-12-01T10:00:00"),  # no offset: every time the store writes has one
+])
+def test_a_history_holding_an_event_altered_past_its_shape_marks_it_instead_of_failing(
+    reporting: Reporting, column: str, value: bytes | str
+):
+    """Metadata or data that is not a JSON object, an event id that is not one, a time without an offset: the
+    history was a 500 (and the state, for the time), where the integrity check names the event."""
+    altered(reporting, "LAP-ALT-2", column, value)
+    auditor = reporting.bearer(Role.auditor)
+    response = reporting.client.get("/api/audit/complaints/LAP-ALT-2/events", headers=auditor)
+    assert response.status_code == 200, response.text
+    events = response.json()["events"]
+    assert [(event["version"], event["chain_ok"]) for event in events] == [(0, True), (1, False), (2, True)]
+    assert events[1]["problem"]
+    state = reporting.client.get("/api/audit/complaints/LAP-ALT-2/state", headers=auditor)
+    assert state.status_code == 200, state.text
+    body = state.json()
+    # Through the altered event when the fold takes it (it reads neither metadata nor id), else before it, saying so.
+    assert body["version"] == 2 or (body["version"], body["refused"][:10]) == (0, "version 1:")
