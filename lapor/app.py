@@ -28,7 +28,7 @@ from lapor.limits import ForwardedProtoMiddleware, InputGuardMiddleware, known_q
 from lapor.observability import Readiness, RequestObservabilityMiddleware, check_readiness, health_router
 from lapor.problems import InternalErrorMiddleware, install_problem_handlers, problem_router
 from lapor.settings import Settings
-from lapor.subscriptions import SubscriptionRunner
+from lapor.subscriptions import RETRY_WAIT_MAX, SubscriptionRunner, transient_failure
 from lapor.tokens import tokens_router
 from lapor.training import training_router
 
@@ -56,6 +56,9 @@ def load_services(names: Iterable[str] = SERVICE_NAMES) -> list[ServiceDefinitio
     return [load_service(name) for name in names]
 
 
+RETRY_WAIT_MIN = 0.05  # seconds a loop waits before it tries again after a transient failure (doubling)
+
+
 class _RunningLoop:
     """A background loop in its own thread. An exclusive one (it acts: appends events, records or sends notifications)
     runs only while it holds its lease on the read-model database (`lapor.lease`), so in one process at a time; in
@@ -81,24 +84,39 @@ class _RunningLoop:
             log.exception("background loop %s stopped", self.name)
 
     def _run_leased(self, lease: Lease) -> None:
+        delay = RETRY_WAIT_MIN
         try:
             while not self._stop.is_set():
-                if not lease.take(self._stop, f"background loop {self.name}"):
-                    continue
-                self.leased = True
-                turn = threading.Event()  # set at a stop, or when the lease is lost: the loop returns
-                watcher = threading.Thread(
-                    target=self._watch, args=(lease, turn), name=f"lease:{self.name}", daemon=True
-                )
-                watcher.start()
                 try:
-                    self._loop.run(turn)
-                finally:
-                    turn.set()
-                    watcher.join()
-                    self.leased = False
+                    if not lease.take(self._stop, f"background loop {self.name}"):
+                        continue
+                    self._take_turn(lease)
+                except Exception as error:
+                    if not transient_failure(error):
+                        raise
+                    # The database could not be used just now (the lease's connection lost, the server restarting):
+                    # as a subscription does, try again rather than end the loop for good, which left nobody to
+                    # run it once the holder went (a bug hunt, session 27).
+                    log.warning("background loop %s: %s; trying again in %.2f s", self.name, error, delay)
+                    self._stop.wait(delay)
+                    delay = min(delay * 2, RETRY_WAIT_MAX)
+                else:
+                    delay = RETRY_WAIT_MIN
         finally:
             lease.release()
+
+    def _take_turn(self, lease: Lease) -> None:
+        """Run the loop while the lease holds."""
+        self.leased = True
+        turn = threading.Event()  # set at a stop, or when the lease is lost: the loop returns
+        watcher = threading.Thread(target=self._watch, args=(lease, turn), name=f"lease:{self.name}", daemon=True)
+        watcher.start()
+        try:
+            self._loop.run(turn)
+        finally:
+            turn.set()
+            watcher.join()
+            self.leased = False
 
     def _watch(self, lease: Lease, turn: threading.Event) -> None:
         """End the loop's turn at a stop request or as soon as its lease is found lost."""

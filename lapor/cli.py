@@ -362,7 +362,7 @@ def _store_writer(settings: Settings) -> Iterator[Settings]:
     """A writer process for the SQLite store while the block runs, and `settings` pointing at it. Spawned workers
     read the environment, so LAPOR_STORE is set for them too."""
     try:
-        writer = WriterProcess(_sqlite_store_path(settings), stop_with_us=True)
+        writer = WriterProcess(_sqlite_store_path(settings), stop_with_us=True, restart=True)
     except StoreError as error:
         raise CliError(str(error)) from None
     os.environ["LAPOR_STORE"] = writer.url

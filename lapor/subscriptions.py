@@ -53,7 +53,7 @@ import psycopg
 from lapor.clock import Clock, SystemClock
 from lapor.db import Database, Tx, add_column
 from lapor.lease import LEASE_RETRY, Lease
-from lapor.store import EventStore, RecordedEvent
+from lapor.store import DuplicateEventId, EventStore, RecordedEvent, StoreError, WrongExpectedVersion
 
 log = logging.getLogger("lapor.subscriptions")
 
@@ -635,7 +635,12 @@ class SubscriptionRunner:
 
 def transient_failure(error: BaseException) -> bool:
     """Whether `error` says the database could not be used just now (the connection lost, the server shutting down,
-    a lock not granted in time, the disk full) rather than that the handler cannot take the event."""
+    a lock not granted in time, the disk full) rather than that the handler cannot take the event. So does the event
+    store refusing a reaction's append for its own reasons (a `StoreError` that is neither a conflict nor a clash of
+    ids: a commit that failed, a writer process that does not answer, a KurrentDB past its deadline): until a bug
+    hunt (session 27) that parked the event, and the reaction (closing or reopening a report) never happened."""
+    if isinstance(error, StoreError):
+        return not isinstance(error, WrongExpectedVersion | DuplicateEventId)
     if isinstance(error, psycopg.OperationalError):
         return not isinstance(error, psycopg.errors.ProgramLimitExceeded)  # e.g. a row too large: the event's
     code = getattr(error, "sqlite_errorcode", None)  # None on one raised by other code than SQLite's

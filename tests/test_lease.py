@@ -16,8 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import pytest
 from psycopg import sql
 
+from lapor.app import _RunningLoop
+from lapor.context import BackgroundLoop
 from lapor.db import Database, Tx, open_database
 from lapor.store import EventStore, RecordedEvent, open_store
 from lapor.subscriptions import CHECKPOINT_SCHEMA, Subscription, SubscriptionRunner
@@ -255,3 +258,48 @@ def test_a_runner_cannot_commit_events_another_runner_committed_since_it_last_lo
     finally:
         db.close()
         store.close()
+
+
+def lease_session(url: str, application_name: str) -> int | None:
+    """The backend pid of a session of `application_name` whose last statement tried to take a lease."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE %s ORDER BY pid LIMIT 1",
+            (application_name, "%pg_try_advisory_lock%"),
+        ).fetchone()
+    return None if row is None else int(row[0])
+
+
+@pytest.mark.postgres
+def test_a_background_loop_standing_by_outlives_its_lease_connection_lost_and_takes_over_later(postgres_url):
+    """A standby's lease connection ended (a server restart, a network blip, an idle-session timeout): its next try
+    to take the lease raised, and the loop thread ended for good ("background loop ... stopped" in /readyz), so when
+    the holder later stopped, nobody ran routing's deadlines or followup's closings any more."""
+    tag = f"lapor_test_{uuid.uuid4().hex[:12]}"  # only this test's sessions are terminated: others share the server
+    databases = [open_database(postgres_url), open_database(f"{postgres_url}&application_name={tag}")]
+    ticks = {"holder": 0, "standby": 0}
+
+    def ticking(who: str) -> BackgroundLoop:
+        return BackgroundLoop.every("test.ticks", 0.05, lambda: ticks.__setitem__(who, ticks[who] + 1))
+
+    holder, standby = (_RunningLoop(ticking(who), db) for who, db in zip(ticks, databases, strict=True))
+    try:
+        holder.start()
+        wait_until(lambda: holder.leased, describe="the holder runs")
+        standby.start()
+        wait_until(lambda: standby.standby and lease_session(postgres_url, tag) is not None,
+                   describe="the standby stands by")
+        lost = lease_session(postgres_url, tag)
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", (lost,))
+        wait_until(lambda: not standby.alive or lease_session(postgres_url, tag) not in (None, lost),
+                   describe="the standby tried again")
+        assert standby.alive
+        assert standby.standby
+        holder.stop()
+        wait_until(lambda: standby.leased and ticks["standby"] > 0, describe="the standby took over")
+    finally:
+        holder.stop()
+        standby.stop()
+        for db in databases:
+            db.close()

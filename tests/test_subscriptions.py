@@ -16,8 +16,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from lapor.commands import caused_event_id
 from lapor.db import Tx, open_database
 from lapor.store import NewEvent, RecordedEvent, open_store
+from lapor.store import writer as writer_module
 from lapor.subscriptions import Subscription, SubscriptionRunner
 from tests.conftest import wait_until
 
@@ -406,3 +408,38 @@ def test_only_a_projection_that_names_its_tables_can_have_another_version():
         Subscription("counting", record_effect, version=2)
     with pytest.raises(ValueError, match="names its tables"):
         Subscription("reacting", record_effect, projection=False, version=2, tables=("effects",))
+
+
+def test_a_reaction_whose_append_finds_no_store_writer_is_tried_again_until_it_returns_and_nothing_is_parked(
+    tmp_path, monkeypatch
+):
+    """A reaction appends to the store (followup's answer to the reporter's feedback). The store's writer process
+    gone for a moment (restarting) raised StoreError, which was taken for the handler refusing the event: after
+    five quick tries it was parked and the reaction never happened (the report never closed or reopened)."""
+    monkeypatch.setattr(writer_module, "WRITER_RETURN", 0.05)  # each try gives up at once
+    path = tmp_path / "events.db"
+    writer = writer_module.WriterProcess(path)
+    store, db = open_store(writer.url), open_database(f"sqlite:///{tmp_path}/readmodels.db")
+    asked = store.append("complaint-A", [NewEvent("Asked", {})])
+    writer.kill()
+
+    def react(event: RecordedEvent, tx: Tx) -> None:
+        if event.type == "Asked":
+            answer = NewEvent("Answered", {}, event_id=caused_event_id(f"{event.event_id}:answered"))
+            store.append(event.stream, [answer], expected_version=event.version)
+
+    reaction = Subscription("reactions", react, projection=False)
+    runner = SubscriptionRunner(store, db, reaction, max_attempts=2, backoff=0.001, idle_wait=0.2)
+    runner.start()
+    try:
+        wait_until(lambda: runner.failure is not None or bool(runner.parked()))
+        assert runner.parked() == []  # a store that cannot take an append just now is not the event's fault
+        assert runner.checkpoint() < asked.last_position
+        writer = writer_module.WriterProcess(path)
+        wait_until(lambda: len(store.read_stream("complaint-A")) == 2)
+        wait_until(lambda: runner.checkpoint() == store.head_position() and runner.failure is None)
+    finally:
+        runner.stop()
+        writer.stop()
+    assert [e.type for e in store.read_stream("complaint-A")] == ["Asked", "Answered"]
+    assert runner.parked() == []

@@ -38,6 +38,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -70,6 +71,12 @@ _LENGTH = struct.Struct(">I")
 MAX_FRAME = 64 * 2**20  # one append's JSON; far above any real one, low enough that a bad length is refused
 SEND_TIMEOUT = 10.0  # seconds the writer waits for an appender that does not read its answer
 CONNECT_TIMEOUT = 10.0
+# Seconds an appender waits for a writer to listen on the socket (none there, or one that died and is starting
+# again: `lapor up --store-writer` restarts it within a second), trying every WRITER_POLL seconds, before its
+# append fails with StoreError. Without it every append in the gap failed, though the next writer was moments away.
+WRITER_RETURN = 5.0
+WRITER_POLL = 0.05
+RESTART_DELAY = 1.0  # seconds between attempts to start a writer again after one failed to start
 ANSWER_READ = 4096
 STOP_TIMEOUT = 60.0  # seconds a writer may take to commit what is queued once told to stop
 
@@ -274,13 +281,21 @@ class RemoteWriter:
         self._closed = False
 
     def _connect(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX)
-        sock.settimeout(CONNECT_TIMEOUT)
-        try:
-            sock.connect(self.socket_path)
-        except OSError as error:
-            sock.close()
-            raise StoreError(f"the store writer at {self.socket_path} does not answer: {error}") from None
+        deadline = time.monotonic() + WRITER_RETURN
+        while True:
+            sock = socket.socket(socket.AF_UNIX)
+            sock.settimeout(CONNECT_TIMEOUT)
+            try:
+                sock.connect(self.socket_path)
+                break
+            except OSError as error:
+                sock.close()
+                # No socket, or nobody listening on it: no writer yet, or one starting again after its predecessor
+                # died. Anything else (no permission, a timeout) will not pass by itself.
+                waiting = isinstance(error, FileNotFoundError | ConnectionRefusedError)
+                if not waiting or self._closed or time.monotonic() + WRITER_POLL > deadline:
+                    raise StoreError(f"the store writer at {self.socket_path} does not answer: {error}") from None
+            time.sleep(WRITER_POLL)
         sock.settimeout(None)  # an answer comes after the group's commit, however long the disk takes
         return sock
 
@@ -382,27 +397,55 @@ def run(path: str | Path, socket_path: str | Path | None = None, parent: int | N
 class WriterProcess:
     """`python -m lapor.store.writer` for the store at `path`, returned once it serves (StoreError if it did not
     start, e.g. another writer serves that socket; its log, on our stderr, says why). `stop_with_us`: it also stops
-    when this process is gone, even killed. A context manager that stops it on exit."""
+    when this process is gone, even killed. `restart`: one that exits before `stop` (killed, out of memory) is
+    started again, since every append of every process waits on it (`lapor up --store-writer`); appenders wait for
+    the new one (WRITER_RETURN), and what the dead one had committed is answered from the store. A context manager
+    that stops it on exit."""
 
-    def __init__(self, path: str | Path, *, stop_with_us: bool = False) -> None:
+    def __init__(self, path: str | Path, *, stop_with_us: bool = False, restart: bool = False) -> None:
         self.path = Path(path)
         self.socket = default_socket(self.path)
         self.url = sqlite_url(self.path, self.socket)
-        command = [sys.executable, "-m", "lapor.store.writer", "--store", str(path)]
+        self._command = [sys.executable, "-m", "lapor.store.writer", "--store", str(path)]
         if stop_with_us:
-            command += ["--parent", str(os.getpid())]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)  # its log goes where ours goes
-        assert self.process.stdout is not None
-        if not self.process.stdout.readline().startswith("store writer:"):
-            exit_code = self.process.wait(STOP_TIMEOUT)
-            raise StoreError(f"the store writer for {path} did not start (exit {exit_code}; its log says why)")
+            self._command += ["--parent", str(os.getpid())]
+        self._stopping = False
+        self._lock = threading.Lock()  # `process` is replaced by the watcher and stopped by `stop`
+        self.process = self._start()
+        if restart:
+            threading.Thread(target=self._restart_when_gone, name="store-writer-watch", daemon=True).start()
+
+    def _start(self) -> subprocess.Popen[str]:
+        process = subprocess.Popen(self._command, stdout=subprocess.PIPE, text=True)  # its log goes where ours goes
+        assert process.stdout is not None
+        if not process.stdout.readline().startswith("store writer:"):
+            exit_code = process.wait(STOP_TIMEOUT)
+            raise StoreError(f"the store writer for {self.path} did not start (exit {exit_code}; its log says why)")
+        return process
+
+    def _restart_when_gone(self) -> None:
+        while True:
+            exit_code = self.process.wait()
+            with self._lock:
+                if self._stopping:
+                    return
+                log.error("the store writer for %s exited with code %s; starting a new one", self.path, exit_code)
+                try:
+                    self.process = self._start()
+                    continue
+                except (OSError, StoreError) as error:
+                    log.error("the store writer for %s could not be started again: %s", self.path, error)
+            time.sleep(RESTART_DELAY)
 
     def stop(self) -> str:
         """SIGTERM (queued appends are committed and answered first), and what it said last: how many appends it
         committed in how many groups."""
-        self.process.terminate()
-        said, _ = self.process.communicate(timeout=STOP_TIMEOUT)
-        return said.strip().splitlines()[-1] if said.strip() else f"store writer: exit {self.process.returncode}"
+        with self._lock:
+            self._stopping = True
+            process = self.process
+        process.terminate()
+        said, _ = process.communicate(timeout=STOP_TIMEOUT)
+        return said.strip().splitlines()[-1] if said.strip() else f"store writer: exit {process.returncode}"
 
     def kill(self) -> None:
         """SIGKILL: no chance to finish what it was doing (for the tests of what that loses: nothing)."""

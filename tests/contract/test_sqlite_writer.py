@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from lapor.store import NO_STREAM, NewEvent, StoreError, open_store
+from lapor.store import writer as writer_module
 from lapor.store.open import sqlite_url
 from lapor.store.writer import WriterProcess, default_socket
 from tests.conftest import wait_until
@@ -33,12 +34,29 @@ def exchange(sock: socket.socket, body: bytes) -> dict:
     return orjson.loads(sock.recv(length, socket.MSG_WAITALL))
 
 
-def test_appends_fail_clearly_and_write_nothing_when_no_writer_answers(tmp_path):
+def test_appends_fail_clearly_and_write_nothing_when_no_writer_answers(tmp_path, monkeypatch):
+    monkeypatch.setattr(writer_module, "WRITER_RETURN", 0.2)  # how long it waits for one is the next test's
     path = tmp_path / "events.db"
     with open_store(sqlite_url(path, tmp_path / "nobody.sock")) as store:
         with pytest.raises(StoreError, match="does not answer"):
             store.append("complaint-A", [noted(0)], NO_STREAM)
         assert store.read_all() == []
+
+
+def test_an_append_waits_for_a_writer_that_starts_meanwhile(tmp_path):
+    """A writer starting again after its predecessor died (`lapor up --store-writer` restarts it; a supervisor may
+    restart `lapor writer`): the appends of that moment failed at once ("does not answer"), as commands' 500s."""
+    path = tmp_path / "events.db"
+    started: list[WriterProcess] = []
+    later = threading.Timer(0.3, lambda: started.append(WriterProcess(path)))
+    with open_store(sqlite_url(path, default_socket(path))) as store:
+        later.start()
+        try:
+            assert store.append("complaint-A", [noted(0)], NO_STREAM).last_version == 0
+        finally:
+            later.join()
+            started[0].stop()
+        assert [e.stream for e in store.read_all()] == ["complaint-A"]
 
 
 def test_an_unknown_sqlite_store_option_is_refused(tmp_path):

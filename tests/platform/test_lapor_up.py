@@ -13,6 +13,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx2
 import pytest
 
 from lapor.cli import main as cli_main
@@ -137,19 +138,24 @@ def proc_stat(pid: int | str) -> list[str] | None:
         return None
 
 
-def http_workers(parent: int) -> list[int]:
-    """The HTTP worker processes `lapor up` spawned (not multiprocessing's resource tracker)."""
+def children(parent: int, command: bytes) -> list[int]:
+    """The living child processes of `parent` whose command line holds `command`."""
     found = []
     for entry in Path("/proc").iterdir():
         stat = proc_stat(entry.name) if entry.name.isdigit() else None
-        if stat is None or int(stat[1]) != parent:
+        if stat is None or int(stat[1]) != parent or stat[0] == "Z":
             continue
         try:
-            if b"spawn_main" in (entry / "cmdline").read_bytes():
+            if command in (entry / "cmdline").read_bytes():
                 found.append(int(entry.name))
         except OSError:
             continue  # gone meanwhile
     return found
+
+
+def http_workers(parent: int) -> list[int]:
+    """The HTTP worker processes `lapor up` spawned (not multiprocessing's resource tracker)."""
+    return children(parent, b"spawn_main")
 
 
 def alive(pid: int) -> bool:
@@ -196,6 +202,44 @@ def test_lapor_up_with_workers_answers_from_every_process_and_stops_them_all(tmp
         [said] = [json.loads(line)["message"] for line in server.logs().splitlines() if "store writer: stopped" in line]
         assert int(said.split()[4]) >= recorded
         assert not (Path(data) / "events.db-writer.sock").exists()
+
+
+def store_writers(parent: int) -> list[int]:
+    """The store writer processes `lapor up --store-writer` started."""
+    return children(parent, b"lapor.store.writer")
+
+
+def test_lapor_up_starts_its_store_writer_again_when_it_dies_and_no_report_is_lost_or_refused(tmp_path):
+    """Every append of every process goes through the writer: one that died (killed, out of memory) was left dead,
+    and every command after it was a 500 for as long as `lapor up` ran, while /readyz said ready."""
+    data = tmp_path / "var"
+    with lapor(tmp_path, "up", "--data", str(data), "--store-writer", name="writer", module="lapor.cli") as server:
+        [writer] = store_writers(server.process.pid)
+        answers: list[httpx2.Response] = []
+
+        def submit_reports(count: int) -> None:
+            for _ in range(count):
+                answers.append(server.post("/api/complaints", json=REPORT))
+
+        with ThreadPoolExecutor(4) as pool:
+            submitting = [pool.submit(submit_reports, 8) for _ in range(4)]
+            wait_until(lambda: len(answers) >= 4, describe="reports coming in")
+            os.kill(writer, signal.SIGKILL)  # while reports are being submitted
+            for done in submitting:
+                done.result()
+        assert [answer.status_code for answer in answers] == [201] * 32
+        [new_writer] = store_writers(server.process.pid)
+        assert new_writer != writer
+        assert "starting a new one" in server.logs()
+        after = server.post("/api/complaints", json=REPORT)
+        assert after.status_code == 201
+        tracking_ids = [answer.json()["tracking_id"] for answer in [*answers, after]]
+        with sqlite3.connect(data / "events.db") as store:
+            recorded = [row[0] for row in store.execute(
+                "SELECT json_extract(data, '$.tracking_id') FROM events WHERE type = 'ComplaintSubmitted'")]
+        assert sorted(recorded) == sorted(tracking_ids)  # each acknowledged report once, nothing else
+        assert server.stop(signal.SIGTERM) == 0
+        assert not store_writers(server.process.pid)
 
 
 def test_a_worker_stops_when_lapor_up_is_killed(tmp_path):
