@@ -26,6 +26,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lapor.complaint import IllegalTransition
 from lapor.correlation import current_correlation_id
 from lapor.store import WrongExpectedVersion
+from lapor.store.vault import VaultError
+from lapor.subscriptions import transient_failure
 
 log = logging.getLogger("lapor.problems")
 
@@ -73,6 +75,10 @@ KINDS: dict[str, ProblemKind] = {
                     "`correlation_id` when reporting it."),
         ProblemKind("not-ready", 503, "Not ready", "The service cannot serve yet: its store is unreachable or "
                     "its subscriptions are behind (`behind` lists them)."),
+        ProblemKind("unavailable", 503, "Service unavailable", "The event store or the read models could not "
+                    "be used just now (a restart, a lost connection, a full disk). Retry after the seconds in the "
+                    "Retry-After header. A change that got this answer may or may not have been recorded: retry it "
+                    "as it was (the same Idempotency-Key, the same If-Match), which cannot record it twice."),
     ]
 }
 
@@ -442,17 +448,37 @@ class InternalErrorMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception:
-            log.exception(
-                "unhandled error on %s %s", scope.get("method"), scope.get("path"),
-                extra={"correlation_id": current_correlation_id()},
+        except Exception as error:
+            outage = outage_of(error)
+            log.error(
+                "%s on %s %s", "store or read models unavailable" if outage else "unhandled error",
+                scope.get("method"), scope.get("path"),
+                exc_info=True, extra={"correlation_id": current_correlation_id()},
             )
             if started:
                 raise  # headers are out: nothing sensible to send, let the server drop the connection
-            response = problem_response(
-                KINDS["internal"], "internal error; quote the correlation id when reporting it", scope["path"]
-            )
+            if outage:
+                # Not a fault of the request or a bug: the client may retry (a 500 said neither, until session 26).
+                response = problem_response(
+                    KINDS["unavailable"], "the event store or the read models cannot be used just now; try again",
+                    scope["path"], retry_after=RETRY_AFTER_OUTAGE,
+                )
+                response.headers["Retry-After"] = str(RETRY_AFTER_OUTAGE)
+            else:
+                response = problem_response(
+                    KINDS["internal"], "internal error; quote the correlation id when reporting it", scope["path"]
+                )
             await response(scope, receive, send)
+
+
+RETRY_AFTER_OUTAGE = 5  # seconds: a writer's restart, a failover, a reconnect
+
+
+def outage_of(error: BaseException) -> bool:
+    """Whether `error` says a database could not be used just now (`transient_failure`: the connection lost, a
+    server shutting down, the disk full, a store writer that does not answer) or the vault failed, rather than a
+    bug: the request itself may succeed when retried."""
+    return transient_failure(error) or isinstance(error, VaultError)
 
 
 problem_router = APIRouter(tags=["problems"])

@@ -18,6 +18,8 @@ from lapor.commands import IF_MATCH_PATTERN, parse_if_match
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
 from lapor.problems import BadRequest
 from lapor.settings import Settings
+from lapor.store import writer as writer_module
+from lapor.store.writer import WriterProcess
 
 SUBMISSION = {"title": "Jalan rusak di Oebobo", "body": "Lubang besar di depan SD Inpres, sudah dua bulan."}
 
@@ -229,10 +231,35 @@ def test_unexpected_error_is_an_internal_problem_with_correlation_id_and_no_trac
     assert "hunter2" in str(record.exc_info[1])
 
 
+def test_a_store_that_cannot_be_used_just_now_is_unavailable_with_retry_after_not_internal(
+    serve, tmp_path, monkeypatch, caplog
+):
+    """The SQLite store's writer process gone (killed, restarting): each submission was a 500 "internal error",
+    which tells a client neither that it was not its fault nor that it may retry. Now a 503 with Retry-After, and
+    once a writer serves again the same request goes through."""
+    monkeypatch.setattr(writer_module, "WRITER_RETURN", 0.2)  # how long an append waits for a writer to come back
+    path = tmp_path / "store" / "events.db"
+    path.parent.mkdir()
+    writer = WriterProcess(path)
+    with serve(store=writer.url) as client:
+        assert client.post("/api/probe/complaints", json=SUBMISSION).status_code == 201
+        writer.stop()
+        with caplog.at_level(logging.ERROR, logger="lapor.problems"):
+            response = client.post("/api/probe/complaints", json=SUBMISSION)
+        body = assert_problem(response, 503, "unavailable")
+        assert int(response.headers["Retry-After"]) >= 1
+        assert body["retry_after"] == int(response.headers["Retry-After"])
+        assert "does not answer" not in response.text  # the cause is for the log, under the correlation id
+        [record] = [r for r in caplog.records if r.name == "lapor.problems"]
+        assert record.correlation_id == body["correlation_id"]
+        with WriterProcess(path):
+            assert client.post("/api/probe/complaints", json=SUBMISSION).status_code == 201
+
+
 @pytest.mark.parametrize(
     "kind",
     ["validation", "not-found", "method-not-allowed", "unauthenticated", "forbidden", "conflict",
-     "precondition-failed", "too-large", "unsupported-media-type", "rate-limited", "internal"],
+     "precondition-failed", "too-large", "unsupported-media-type", "rate-limited", "internal", "unavailable"],
 )
 def test_every_problem_type_is_described_at_its_uri(client, kind):
     response = client.get(f"/problems/{kind}")
