@@ -286,3 +286,20 @@ def test_a_port_another_server_listens_on_is_refused_before_anything_is_opened(t
     assert result.returncode == 2
     assert result.stderr == f"lapor: cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use\n"
     assert not (tmp_path / "var").exists()
+
+
+def test_a_store_writer_that_cannot_keep_its_store_there_is_one_line(tmp_path):
+    """A data directory that is a file (or cannot be made) ended `lapor writer` in a traceback, exit 1, and
+    `lapor up --store-writer` printed the writer's traceback before its own line."""
+    data = tmp_path / "var"
+    data.write_text("not a directory\n")
+    environment = {**os.environ, "LAPOR_SECRET": "s" * 40}
+    for command in (["writer"], ["up", "--store-writer", "--port", str(free_port())]):
+        result = subprocess.run(
+            [sys.executable, "-m", "lapor.cli", *command, "--data", str(data)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, env=environment,
+        )
+        assert result.returncode == 2, command
+        assert "Traceback" not in result.stderr, command
+        assert f"store writer: not started: cannot keep the store {data}/events.db there" in result.stderr, command
+
