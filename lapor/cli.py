@@ -146,7 +146,28 @@ _OPENING_FAILED = (OSError, sqlite3.Error, psycopg.Error, StoreError)
 _OPENING_BY_URL_FAILED = (ValueError, *_OPENING_FAILED)
 
 
+def _require_writer(url: str) -> None:
+    """CliError when the store's URL sends appends to a writer process (`?writer=<socket>`) that does not answer.
+    Asked before anything is opened by the commands that append: `lapor up` otherwise started and failed at its first
+    append with a traceback (exit 3), and `lapor serve intake` served, refusing every report with a 500."""
+    try:
+        _, socket_path = parse_sqlite_url(url)
+    except ValueError:
+        return  # not SQLite: no writer process
+    if socket_path is None:
+        return
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(socket_path)
+        except OSError as error:
+            raise CliError(
+                f"the store writer at {socket_path} does not answer ({error.strerror or error}): start it first "
+                "(lapor writer --data DIR), or leave ?writer= out of LAPOR_STORE"
+            ) from None
+
+
 def _open_app(settings: Settings, services: Sequence[ServiceDefinition], *, seed_demo: bool = False) -> FastAPI:
+    _require_writer(settings.store)
     try:
         return create_app(settings, services, seed_demo=seed_demo)
     except _OPENING_FAILED as error:
@@ -586,6 +607,7 @@ def parked_replay(args: argparse.Namespace) -> int:
         raise CliError("give --position N or --all")
     settings = _settings(args)
     _require_store(settings.store, option="--data or LAPOR_STORE")
+    _require_writer(settings.store)  # a reaction replayed appends
     ctx = _open_context(settings)
     try:
         services = args.services if args.services is not None else load_services()
@@ -669,6 +691,7 @@ def seed(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log_level)
     services = _services(args)
+    _require_writer(settings.store)
     ctx = _open_context(settings)
     try:
         before = ctx.store.head_position()

@@ -303,3 +303,22 @@ def test_a_store_writer_that_cannot_keep_its_store_there_is_one_line(tmp_path):
         assert "Traceback" not in result.stderr, command
         assert f"store writer: not started: cannot keep the store {data}/events.db there" in result.stderr, command
 
+
+@pytest.mark.parametrize("command", [["up"], ["serve", "intake"], ["seed"]])
+def test_a_store_url_naming_a_writer_that_does_not_answer_is_refused_before_anything_starts(tmp_path, command):
+    """`LAPOR_STORE=...?writer=<socket>` without `lapor writer` running: the server opened the store, started, and
+    failed at its first append with a traceback in its log and exit 3 (`lapor seed`: a traceback, exit 1)."""
+    data = tmp_path / "var"
+    socket_path = tmp_path / "events.db-writer.sock"
+    environment = {**os.environ, "LAPOR_STORE": f"sqlite:///{data}/events.db?writer={socket_path}"}
+    ports = ["--port", str(free_port())] if command[0] != "seed" else []
+    result = subprocess.run(
+        [sys.executable, "-m", "lapor.cli", *command, "--data", str(data), *ports],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=environment,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"lapor: the store writer at {socket_path} does not answer (No such file or directory): start it first "
+        f"(lapor writer --data DIR), or leave ?writer= out of LAPOR_STORE\n"
+    )
+    assert not (data / "events.db").exists()  # refused before anything was opened
