@@ -49,7 +49,7 @@ from lapor.store import StoreError, open_store
 from lapor.store.open import parse_sqlite_url, shown_url, store_exists
 from lapor.store.writer import WriterProcess
 from lapor.store.writer import run as run_store_writer
-from lapor.subscriptions import SubscriptionRunner
+from lapor.subscriptions import SubscriptionRunner, committed_checkpoints
 from lapor.tokens import RevokeRequest
 
 Run = Callable[[argparse.Namespace], int]
@@ -166,12 +166,38 @@ def _require_writer(url: str) -> None:
             ) from None
 
 
+def _refuse_read_models_of_another_log(ctx: ServiceContext) -> None:
+    """CliError when a subscription's checkpoint lies past the end of the store: the read models handled events this
+    store does not hold. They were built from another store (LAPOR_STORE changed, LAPOR_DATA's read models kept), or
+    the store was restored from an older backup than they were. Served as they are, every event the store records
+    at positions up to that checkpoint is never handled: reports missing from every queue and view, and /readyz
+    saying ready (a lag below 0 counts as none)."""
+    with ctx.db.read() as tx:
+        checkpoints = committed_checkpoints(tx)
+    head = ctx.store.head_position()  # after the checkpoints: the head only grows, a checkpoint never passes it
+    ahead = {name: position for name, position in checkpoints.items() if position > head}
+    if ahead:
+        name = max(ahead, key=lambda key: ahead[key])
+        raise CliError(
+            f"the read models {shown_url(ctx.settings.readmodels)} have handled events up to position {ahead[name]} "
+            f"({name}), but the store {shown_url(ctx.settings.store)} ends at {head}: they were built from another "
+            "store, or the store was restored from an older backup. Give the read models of this store (--data, "
+            "LAPOR_READMODELS), or move these aside to build them again from it"
+        )
+
+
 def _open_app(settings: Settings, services: Sequence[ServiceDefinition], *, seed_demo: bool = False) -> FastAPI:
     _require_writer(settings.store)
     try:
-        return create_app(settings, services, seed_demo=seed_demo)
+        app = create_app(settings, services, seed_demo=seed_demo)
     except _OPENING_FAILED as error:
         raise _cannot_open(error, settings.store, settings.readmodels) from None
+    try:
+        _refuse_read_models_of_another_log(app.state.context)
+    except BaseException:
+        app.state.context.close()
+        raise
+    return app
 
 
 def _open_readmodels(settings: Settings) -> Database:
@@ -183,11 +209,19 @@ def _open_readmodels(settings: Settings) -> Database:
         raise _cannot_open(error, settings.store, settings.readmodels) from None
 
 
-def _open_context(settings: Settings) -> ServiceContext:
+def _open_context(settings: Settings, *, runs_subscriptions: bool = True) -> ServiceContext:
+    """`runs_subscriptions`: the command goes on from the read models' checkpoints, so they must be this store's."""
     try:
-        return ServiceContext.open(settings)
+        ctx = ServiceContext.open(settings)
     except _OPENING_FAILED as error:
         raise _cannot_open(error, settings.store, settings.readmodels) from None
+    if runs_subscriptions:
+        try:
+            _refuse_read_models_of_another_log(ctx)
+        except BaseException:
+            ctx.close()
+            raise
+    return ctx
 
 
 def _run_server(
@@ -669,7 +703,7 @@ def rebuild(args: argparse.Namespace) -> int:
     _require_store(settings.store, option="--data or LAPOR_STORE")
     names = args.service or [None]
     services = [chosen for name in names for chosen in _services(args, name)]
-    ctx = _open_context(settings)
+    ctx = _open_context(settings, runs_subscriptions=False)  # writes fresh tables; says how the live ones differ
     try:
         report = rebuilding.run(ctx, services, batch_size=args.batch_size, keep=args.keep, processes=args.processes)
     except rebuilding.RebuildFailed as error:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from lapor.cli import main as cli_main
+from lapor.store import open_store
 from lapor.store.writer import WriterProcess
 from tests.platform._servers import ROOT, Server, free_port, lapor, wait_until
 
@@ -322,3 +323,38 @@ def test_a_store_url_naming_a_writer_that_does_not_answer_is_refused_before_anyt
         f"(lapor writer --data DIR), or leave ?writer= out of LAPOR_STORE\n"
     )
     assert not (data / "events.db").exists()  # refused before anything was opened
+
+
+@pytest.fixture(scope="module")
+def seeded_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("seeded") / "var"
+    subprocess.run([sys.executable, "-m", "lapor.cli", "seed", "--data", str(data)], cwd=ROOT, check=True,
+                   capture_output=True, timeout=300)
+    return data
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["up"], ["serve", "reporting"], ["seed"], ["parked", "replay", "--subscription", "reporting.complaints", "--all"]],
+)
+def test_read_models_of_another_store_are_refused_before_anything_runs(tmp_path, seeded_data, command):
+    """LAPOR_STORE pointed at another store while LAPOR_DATA's read models stayed (or a store restored from an older
+    backup than they were): the subscriptions went on from checkpoints past the store's end, so every event it held
+    or recorded up to there was never handled, no report reached a queue or a view, and /readyz said ready."""
+    other = tmp_path / "other" / "events.db"
+    open_store(f"sqlite:///{other}").close()  # another installation's, still empty
+    environment = {**os.environ, "LAPOR_STORE": f"sqlite:///{other}"}
+    ports = ["--port", str(free_port())] if command[0] in ("up", "serve") else []
+    with sqlite3.connect(seeded_data / "readmodels.db") as db:
+        (checkpoint,) = db.execute("SELECT max(position) FROM subscription_checkpoints").fetchone()
+    result = subprocess.run(
+        [sys.executable, "-m", "lapor.cli", *command, "--data", str(seeded_data), *ports],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=environment,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    problem = result.stderr.splitlines()[-1]
+    assert problem.startswith(
+        f"lapor: the read models sqlite:///{seeded_data}/readmodels.db have handled events up to position {checkpoint} "
+    )
+    assert f"but the store sqlite:///{other} ends at 0: they were built from another store" in problem
+    assert "Traceback" not in result.stderr
