@@ -44,7 +44,7 @@ from lapor.orphans import stop_when_orphaned
 from lapor.principal import KSP_AGENCY, NATIONAL_ADMIN_AGENCY, Role
 from lapor.problems import Unauthenticated
 from lapor.revocation import Revocations
-from lapor.settings import Settings, SettingsError, load_settings, one_line
+from lapor.settings import SECRET_FILE, Settings, SettingsError, load_settings, one_line
 from lapor.store import StoreError, open_store
 from lapor.store.open import parse_sqlite_url, shown_url, store_exists
 from lapor.store.writer import WriterProcess
@@ -124,6 +124,18 @@ def _cannot_open(error: Exception, store: str, readmodels: str | None = None) ->
     driver's error on one line."""
     where = f"the store {shown_url(store)}" + (f" or the read models {shown_url(readmodels)}" if readmodels else "")
     return CliError(f"cannot open {where}: {' '.join(str(error).split())}")
+
+
+def _kept_signing_secret(settings: Settings) -> str:
+    """The key the installation's servers sign with. CliError where there is none yet (no LAPOR_SECRET, no
+    `<data>/secret`): a key made now would be this command's alone, and no server would accept what it signs."""
+    path = settings.data / SECRET_FILE
+    if settings.secret is None and not path.exists():
+        raise CliError(
+            f"no signing secret: LAPOR_SECRET is not set and there is no {path}, so no server signs with the key this "
+            "would make; give the server's --data or LAPOR_DATA, or its LAPOR_SECRET"
+        )
+    return settings.signing_secret()
 
 
 def _services(args: argparse.Namespace, name: str | None = None) -> list[ServiceDefinition]:
@@ -498,7 +510,7 @@ def token_create(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
         ttl = parse_ttl(args.ttl or settings.token_ttl)
-        token = TokenService(settings.signing_secret(), SystemClock()).issue(
+        token = TokenService(_kept_signing_secret(settings), SystemClock()).issue(
             Role(args.role),
             subject=args.subject,
             agency_id=args.agency,
@@ -534,9 +546,9 @@ def token_revoke(args: argparse.Namespace) -> int:
     db = _open_readmodels(settings)
     try:
         revocations = Revocations(db, SystemClock())
-        tokens = TokenService(settings.signing_secret(), SystemClock(), revocations=revocations)
         by = f"cli:{getpass.getuser()}"
         if request.token is not None:
+            tokens = TokenService(_kept_signing_secret(settings), SystemClock(), revocations=revocations)
             try:
                 revocation = tokens.revoke(request.token, by=by, reason=request.reason)
             except Unauthenticated as error:
