@@ -240,7 +240,8 @@ def _run_server(
     app: FastAPI, host: str, port: int, *, workers: Workers | None = None, listener: socket.socket | None = None
 ) -> int:
     """Serve until SIGINT/SIGTERM; the lifespan then stops subscriptions and closes the store. Exit 0 on a
-    clean stop, 1 if the app failed to start. `workers` are more processes serving on `listener`'s port."""
+    clean stop; an app that fails to start ends the process with uvicorn's exit code 3 (SystemExit) before this
+    returns. `workers` are more processes serving on `listener`'s port."""
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     sockets = None if listener is None else [listener]
