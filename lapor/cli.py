@@ -44,12 +44,12 @@ from lapor.orphans import stop_when_orphaned
 from lapor.principal import KSP_AGENCY, NATIONAL_ADMIN_AGENCY, Role
 from lapor.problems import Unauthenticated
 from lapor.revocation import Revocations
-from lapor.settings import Settings, SettingsError, load_settings, one_line
+from lapor.settings import SECRET_FILE, Settings, SettingsError, load_settings, one_line
 from lapor.store import StoreError, open_store
 from lapor.store.open import parse_sqlite_url, shown_url, store_exists
 from lapor.store.writer import WriterProcess
 from lapor.store.writer import run as run_store_writer
-from lapor.subscriptions import SubscriptionRunner
+from lapor.subscriptions import SubscriptionRunner, committed_checkpoints
 from lapor.tokens import RevokeRequest
 
 Run = Callable[[argparse.Namespace], int]
@@ -126,6 +126,18 @@ def _cannot_open(error: Exception, store: str, readmodels: str | None = None) ->
     return CliError(f"cannot open {where}: {' '.join(str(error).split())}")
 
 
+def _kept_signing_secret(settings: Settings) -> str:
+    """The key the installation's servers sign with. CliError where there is none yet (no LAPOR_SECRET, no
+    `<data>/secret`): a key made now would be this command's alone, and no server would accept what it signs."""
+    path = settings.data / SECRET_FILE
+    if settings.secret is None and not path.exists():
+        raise CliError(
+            f"no signing secret: LAPOR_SECRET is not set and there is no {path}, so no server signs with the key this "
+            "would make; give the server's --data or LAPOR_DATA, or its LAPOR_SECRET"
+        )
+    return settings.signing_secret()
+
+
 def _services(args: argparse.Namespace, name: str | None = None) -> list[ServiceDefinition]:
     """Every service, or the one called `name`."""
     available: list[ServiceDefinition] = args.services if args.services is not None else []
@@ -146,11 +158,58 @@ _OPENING_FAILED = (OSError, sqlite3.Error, psycopg.Error, StoreError)
 _OPENING_BY_URL_FAILED = (ValueError, *_OPENING_FAILED)
 
 
-def _open_app(settings: Settings, services: Sequence[ServiceDefinition], *, seed_demo: bool = False) -> FastAPI:
+def _require_writer(url: str) -> None:
+    """CliError when the store's URL sends appends to a writer process (`?writer=<socket>`) that does not answer.
+    Asked before anything is opened by the commands that append: `lapor up` otherwise started and failed at its first
+    append with a traceback (exit 3), and `lapor serve intake` served, refusing every report with a 500."""
     try:
-        return create_app(settings, services, seed_demo=seed_demo)
+        _, socket_path = parse_sqlite_url(url)
+    except ValueError:
+        return  # not SQLite: no writer process
+    if socket_path is None:
+        return
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(socket_path)
+        except OSError as error:
+            raise CliError(
+                f"the store writer at {socket_path} does not answer ({error.strerror or error}): start it first "
+                "(lapor writer --data DIR), or leave ?writer= out of LAPOR_STORE"
+            ) from None
+
+
+def _refuse_read_models_of_another_log(ctx: ServiceContext) -> None:
+    """CliError when a subscription's checkpoint lies past the end of the store: the read models handled events this
+    store does not hold. They were built from another store (LAPOR_STORE changed, LAPOR_DATA's read models kept), or
+    the store was restored from an older backup than they were. Served as they are, every event the store records
+    at positions up to that checkpoint is never handled: reports missing from every queue and view, and /readyz
+    saying ready (a lag below 0 counts as none)."""
+    with ctx.db.read() as tx:
+        checkpoints = committed_checkpoints(tx)
+    head = ctx.store.head_position()  # after the checkpoints: the head only grows, a checkpoint never passes it
+    ahead = {name: position for name, position in checkpoints.items() if position > head}
+    if ahead:
+        name = max(ahead, key=lambda key: ahead[key])
+        raise CliError(
+            f"the read models {shown_url(ctx.settings.readmodels)} have handled events up to position {ahead[name]} "
+            f"({name}), but the store {shown_url(ctx.settings.store)} ends at {head}: they were built from another "
+            "store, or the store was restored from an older backup. Give the read models of this store (--data, "
+            "LAPOR_READMODELS), or move these aside to build them again from it"
+        )
+
+
+def _open_app(settings: Settings, services: Sequence[ServiceDefinition], *, seed_demo: bool = False) -> FastAPI:
+    _require_writer(settings.store)
+    try:
+        app = create_app(settings, services, seed_demo=seed_demo)
     except _OPENING_FAILED as error:
         raise _cannot_open(error, settings.store, settings.readmodels) from None
+    try:
+        _refuse_read_models_of_another_log(app.state.context)
+    except BaseException:
+        app.state.context.close()
+        raise
+    return app
 
 
 def _open_readmodels(settings: Settings) -> Database:
@@ -162,18 +221,27 @@ def _open_readmodels(settings: Settings) -> Database:
         raise _cannot_open(error, settings.store, settings.readmodels) from None
 
 
-def _open_context(settings: Settings) -> ServiceContext:
+def _open_context(settings: Settings, *, runs_subscriptions: bool = True) -> ServiceContext:
+    """`runs_subscriptions`: the command goes on from the read models' checkpoints, so they must be this store's."""
     try:
-        return ServiceContext.open(settings)
+        ctx = ServiceContext.open(settings)
     except _OPENING_FAILED as error:
         raise _cannot_open(error, settings.store, settings.readmodels) from None
+    if runs_subscriptions:
+        try:
+            _refuse_read_models_of_another_log(ctx)
+        except BaseException:
+            ctx.close()
+            raise
+    return ctx
 
 
 def _run_server(
     app: FastAPI, host: str, port: int, *, workers: Workers | None = None, listener: socket.socket | None = None
 ) -> int:
     """Serve until SIGINT/SIGTERM; the lifespan then stops subscriptions and closes the store. Exit 0 on a
-    clean stop, 1 if the app failed to start. `workers` are more processes serving on `listener`'s port."""
+    clean stop; an app that fails to start ends the process with uvicorn's exit code 3 (SystemExit) before this
+    returns. `workers` are more processes serving on `listener`'s port."""
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     sockets = None if listener is None else [listener]
@@ -443,7 +511,7 @@ def token_create(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
         ttl = parse_ttl(args.ttl or settings.token_ttl)
-        token = TokenService(settings.signing_secret(), SystemClock()).issue(
+        token = TokenService(_kept_signing_secret(settings), SystemClock()).issue(
             Role(args.role),
             subject=args.subject,
             agency_id=args.agency,
@@ -479,9 +547,9 @@ def token_revoke(args: argparse.Namespace) -> int:
     db = _open_readmodels(settings)
     try:
         revocations = Revocations(db, SystemClock())
-        tokens = TokenService(settings.signing_secret(), SystemClock(), revocations=revocations)
         by = f"cli:{getpass.getuser()}"
         if request.token is not None:
+            tokens = TokenService(_kept_signing_secret(settings), SystemClock(), revocations=revocations)
             try:
                 revocation = tokens.revoke(request.token, by=by, reason=request.reason)
             except Unauthenticated as error:
@@ -597,6 +665,7 @@ def parked_replay(args: argparse.Namespace) -> int:
         raise CliError("give --position N or --all")
     settings = _settings(args)
     _require_store(settings.store, option="--data or LAPOR_STORE")
+    _require_writer(settings.store)  # a reaction replayed appends
     ctx = _open_context(settings)
     try:
         services = args.services if args.services is not None else load_services()
@@ -658,7 +727,7 @@ def rebuild(args: argparse.Namespace) -> int:
     _require_store(settings.store, option="--data or LAPOR_STORE")
     names = args.service or [None]
     services = [chosen for name in names for chosen in _services(args, name)]
-    ctx = _open_context(settings)
+    ctx = _open_context(settings, runs_subscriptions=False)  # writes fresh tables; says how the live ones differ
     try:
         report = rebuilding.run(ctx, services, batch_size=args.batch_size, keep=args.keep, processes=args.processes)
     except rebuilding.RebuildFailed as error:
@@ -680,6 +749,7 @@ def seed(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log_level)
     services = _services(args)
+    _require_writer(settings.store)
     ctx = _open_context(settings)
     try:
         before = ctx.store.head_position()

@@ -48,7 +48,7 @@ from lapor.states import ComplaintStates
 from lapor.store import EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamShare
 from lapor.store.model import AppendResult, category_of
 from lapor.store.sqlite import connect
-from lapor.subscriptions import CHECKPOINT_SCHEMA, Subscription, SubscriptionRunner
+from lapor.subscriptions import CHECKPOINT_SCHEMA, Subscription, SubscriptionRunner, committed_checkpoints
 
 log = logging.getLogger("lapor.rebuild")
 
@@ -480,13 +480,6 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _checkpoints(tx: Tx) -> dict[str, int]:
-    if not table_exists(tx, "subscription_checkpoints"):
-        return {}
-    rows = tx.fetchall("SELECT name, position FROM subscription_checkpoints")
-    return {name: int(position) for name, position in rows}
-
-
 def _finish(
     ctx: ServiceContext,
     services: Sequence[ServiceDefinition],
@@ -500,7 +493,7 @@ def _finish(
     started = time.perf_counter()
     layout = built[0].layout  # the first share runs every projection
     with ctx.db.read() as live:
-        live_checkpoints = _checkpoints(live)
+        live_checkpoints = committed_checkpoints(live)
         results = [
             _follow(ctx, services, fresh, one, target, live_checkpoints, batch_size)
             for fresh, one in zip(shares, built, strict=True)

@@ -62,6 +62,12 @@ class SettingsError(ValueError):
     """A setting has a bad value; `str()` is a short message fit to print as is."""
 
 
+def url_scheme_only(value: str) -> str:
+    """A URL that may carry a password, fit to print: its scheme only (`postgresql://…`). Only the scheme, since
+    a URL mistyped past parsing (`postgres ql://lapor:pw@db`) hides its password from `urlsplit`."""
+    return value.partition("://")[0] + "://…" if "://" in value else value
+
+
 def _rate(value: str) -> str:
     try:
         limits.parse(value)
@@ -90,8 +96,7 @@ class RequestLimits(BaseModel):
         try:
             limits.storage.storage_from_string(value)
         except limits.errors.ConfigurationError as error:
-            hidden = value.partition("://")[0] + "://…" if "://" in value else value  # redis:// may hold a password
-            shown = str(error).replace(value, hidden)
+            shown = str(error).replace(value, url_scheme_only(value))  # redis:// may hold a password
             raise ValueError(f"not a usable storage like memory:// or redis://host:6379: {shown}") from None
         return value
 
@@ -393,10 +398,13 @@ def describe_errors(error: ValidationError) -> str:
         name = ENV_PREFIX + "__".join(location).upper() if location else "settings"
         message = problem["msg"].removeprefix("Value error, ")
         given = problem.get("input")
-        # A secret, or a proxy's or storage's URL that may carry a password, is not repeated back.
+        # A secret, or a proxy's or storage's URL that may carry a password, is not repeated back; of a store's
+        # URL (`postgresql://lapor:<password>@db/lapor`) only the scheme is.
         hidden = not location or isinstance(given, dict) or any(
             word in name.lower() for word in ("secret", "proxy", "storage")
         )
+        if location in (["store"], ["readmodels"]) and isinstance(given, str):
+            given = url_scheme_only(given)
         shown = "" if hidden else f" (got {given!r})"
         lines.append(f"invalid setting {name}: {message}{shown}")
     return "; ".join(lines)

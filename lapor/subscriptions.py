@@ -51,7 +51,7 @@ from typing import Protocol
 import psycopg
 
 from lapor.clock import Clock, SystemClock
-from lapor.db import Database, Tx, add_column
+from lapor.db import Database, Tx, add_column, table_exists
 from lapor.lease import LEASE_RETRY, Lease
 from lapor.store import DuplicateEventId, EventStore, RecordedEvent, StoreError, WrongExpectedVersion
 
@@ -631,6 +631,15 @@ class SubscriptionRunner:
                 "UPDATE parked_events SET replayed_at = ? WHERE name = ? AND position = ?",
                 (self.clock.now().isoformat(), self.name, position),
             )
+
+
+def committed_checkpoints(tx: Tx) -> dict[str, int]:
+    """Every subscription's committed checkpoint in this read-model database, by name (none before the first runner
+    made the table)."""
+    if not table_exists(tx, "subscription_checkpoints"):
+        return {}
+    rows = tx.fetchall("SELECT name, position FROM subscription_checkpoints")
+    return {name: int(position) for name, position in rows}
 
 
 def transient_failure(error: BaseException) -> bool:

@@ -34,6 +34,7 @@ import os
 import selectors
 import signal
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -384,6 +385,11 @@ def run(path: str | Path, socket_path: str | Path | None = None, parent: int | N
         writer = StoreWriter(path, socket_path)
     except StoreError as error:
         print(f"store writer: not started: {error}", file=sys.stderr)
+        return 2
+    except (OSError, sqlite3.Error) as error:  # the data directory a file, unwritable; a socket path too long
+        reason = getattr(error, "strerror", None) or " ".join(str(error).split())
+        print(f"store writer: not started: cannot keep the store {path} there ({reason}); check --data",
+              file=sys.stderr)
         return 2
     print(f"store writer: {writer.path} on {writer.socket_path}", flush=True)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -20,9 +21,11 @@ from lapor.auth import (
     reporter_token_hash,
 )
 from lapor.clock import ManualClock
+from lapor.context import ServiceContext
 from lapor.principal import OMBUDSMAN_AGENCY, Principal, Role
 from lapor.problems import Forbidden, Unauthenticated
 from lapor.settings import load_settings
+from lapor.store import open_store
 
 SECRET = "k" * 48
 
@@ -198,6 +201,7 @@ def test_an_unknown_action_is_a_programming_error_not_a_denial():
 
 def test_lapor_token_create_prints_only_a_token_the_data_dir_secret_verifies(tmp_path):
     data = tmp_path / "var"
+    ServiceContext.open(load_settings(data=data)).close()  # the installation, as its first start makes it
     result = subprocess.run(
         [sys.executable, "-m", "lapor.cli", "token", "create", "--role", "liaison", "--agency", "pemda-53.71",
          "--ttl", "30m", "--data", str(data)],
@@ -208,3 +212,34 @@ def test_lapor_token_create_prints_only_a_token_the_data_dir_secret_verifies(tmp
     principal = TokenService(settings.signing_secret(), ManualClock()).verify(token)
     assert (principal.role, principal.agency_id) == (Role.liaison, "pemda-53.71")
     assert (data / "secret").stat().st_mode & 0o777 == 0o600
+
+
+def _lapor(*arguments: str) -> subprocess.CompletedProcess[str]:
+    environment = {name: value for name, value in os.environ.items() if not name.upper().startswith("LAPOR_")}
+    return subprocess.run([sys.executable, "-m", "lapor.cli", *arguments], capture_output=True, text=True,
+                          env=environment, timeout=60)
+
+
+def test_lapor_token_create_where_no_server_keeps_a_secret_is_refused_and_makes_none(tmp_path):
+    """Run from another directory than the server's (default ./var), or without the server's LAPOR_SECRET, it made a
+    new key there and printed a token every server refused ("invalid token: Signature verification failed")."""
+    data = tmp_path / "var"
+    result = _lapor("token", "create", "--role", "admin_national", "--agency", "kemenpanrb", "--data", str(data))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"lapor: no signing secret: LAPOR_SECRET is not set and there is no {data}/secret, so no server signs with "
+        "the key this would make; give the server's --data or LAPOR_DATA, or its LAPOR_SECRET\n"
+    )
+    assert not data.exists()
+
+
+def test_lapor_token_revoke_without_the_servers_secret_says_so_and_makes_none(tmp_path):
+    """A store kept where LAPOR_SECRET signs (PostgreSQL, Kubernetes), revoked from a shell without it: a new key was
+    made under --data and the token called "not a token of this installation"."""
+    data = tmp_path / "var"
+    open_store(f"sqlite:///{data}/events.db").close()
+    token = TokenService("s3cret-" + "x" * 40, ManualClock()).issue(Role.auditor, ttl=timedelta(hours=1))
+    result = _lapor("token", "revoke", "--token", token, "--reason", "laptop stolen", "--data", str(data))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("lapor: no signing secret: LAPOR_SECRET is not set")
+    assert not (data / "secret").exists()

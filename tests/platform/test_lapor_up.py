@@ -17,6 +17,7 @@ import httpx2
 import pytest
 
 from lapor.cli import main as cli_main
+from lapor.store import open_store
 from lapor.store.writer import WriterProcess
 from tests.platform._servers import ROOT, Server, free_port, lapor, wait_until
 
@@ -330,3 +331,74 @@ def test_a_port_another_server_listens_on_is_refused_before_anything_is_opened(t
     assert result.returncode == 2
     assert result.stderr == f"lapor: cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use\n"
     assert not (tmp_path / "var").exists()
+
+
+def test_a_store_writer_that_cannot_keep_its_store_there_is_one_line(tmp_path):
+    """A data directory that is a file (or cannot be made) ended `lapor writer` in a traceback, exit 1, and
+    `lapor up --store-writer` printed the writer's traceback before its own line."""
+    data = tmp_path / "var"
+    data.write_text("not a directory\n")
+    environment = {**os.environ, "LAPOR_SECRET": "s" * 40}
+    for command in (["writer"], ["up", "--store-writer", "--port", str(free_port())]):
+        result = subprocess.run(
+            [sys.executable, "-m", "lapor.cli", *command, "--data", str(data)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, env=environment,
+        )
+        assert result.returncode == 2, command
+        assert "Traceback" not in result.stderr, command
+        assert f"store writer: not started: cannot keep the store {data}/events.db there" in result.stderr, command
+
+
+@pytest.mark.parametrize("command", [["up"], ["serve", "intake"], ["seed"]])
+def test_a_store_url_naming_a_writer_that_does_not_answer_is_refused_before_anything_starts(tmp_path, command):
+    """`LAPOR_STORE=...?writer=<socket>` without `lapor writer` running: the server opened the store, started, and
+    failed at its first append with a traceback in its log and exit 3 (`lapor seed`: a traceback, exit 1)."""
+    data = tmp_path / "var"
+    socket_path = tmp_path / "events.db-writer.sock"
+    environment = {**os.environ, "LAPOR_STORE": f"sqlite:///{data}/events.db?writer={socket_path}"}
+    ports = ["--port", str(free_port())] if command[0] != "seed" else []
+    result = subprocess.run(
+        [sys.executable, "-m", "lapor.cli", *command, "--data", str(data), *ports],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=environment,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"lapor: the store writer at {socket_path} does not answer (No such file or directory): start it first "
+        f"(lapor writer --data DIR), or leave ?writer= out of LAPOR_STORE\n"
+    )
+    assert not (data / "events.db").exists()  # refused before anything was opened
+
+
+@pytest.fixture(scope="module")
+def seeded_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("seeded") / "var"
+    subprocess.run([sys.executable, "-m", "lapor.cli", "seed", "--data", str(data)], cwd=ROOT, check=True,
+                   capture_output=True, timeout=300)
+    return data
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["up"], ["serve", "reporting"], ["seed"], ["parked", "replay", "--subscription", "reporting.complaints", "--all"]],
+)
+def test_read_models_of_another_store_are_refused_before_anything_runs(tmp_path, seeded_data, command):
+    """LAPOR_STORE pointed at another store while LAPOR_DATA's read models stayed (or a store restored from an older
+    backup than they were): the subscriptions went on from checkpoints past the store's end, so every event it held
+    or recorded up to there was never handled, no report reached a queue or a view, and /readyz said ready."""
+    other = tmp_path / "other" / "events.db"
+    open_store(f"sqlite:///{other}").close()  # another installation's, still empty
+    environment = {**os.environ, "LAPOR_STORE": f"sqlite:///{other}"}
+    ports = ["--port", str(free_port())] if command[0] in ("up", "serve") else []
+    with sqlite3.connect(seeded_data / "readmodels.db") as db:
+        (checkpoint,) = db.execute("SELECT max(position) FROM subscription_checkpoints").fetchone()
+    result = subprocess.run(
+        [sys.executable, "-m", "lapor.cli", *command, "--data", str(seeded_data), *ports],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=environment,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    problem = result.stderr.splitlines()[-1]
+    assert problem.startswith(
+        f"lapor: the read models sqlite:///{seeded_data}/readmodels.db have handled events up to position {checkpoint} "
+    )
+    assert f"but the store sqlite:///{other} ends at 0: they were built from another store" in problem
+    assert "Traceback" not in result.stderr

@@ -128,6 +128,28 @@ def test_a_rate_limit_storage_that_cannot_be_used_is_one_line_without_its_passwo
     )
 
 
+@pytest.mark.parametrize("variable", ["LAPOR_STORE", "LAPOR_READMODELS"])
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("mysql://lapor:s3cret-pw@db.lapor/lapor", "'mysql://…'"),
+        ("postgres ql://lapor:s3cret-pw@db.lapor/lapor", "'postgres ql://…'"),  # past urlsplit's parsing
+        ("/srv/lapor/events.db", "'/srv/lapor/events.db'"),  # a path, no URL: nothing to hide
+    ],
+)
+def test_a_store_url_of_an_unknown_scheme_is_refused_without_its_password(tmp_path, monkeypatch, variable, value,
+                                                                          shown):
+    """The whole URL was quoted back, `(got 'mysql://lapor:s3cret-pw@db.lapor/lapor')`, on stderr and in the logs of
+    whatever runs the command."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as error:
+        load_settings(data=tmp_path)
+    assert str(error.value) == (
+        f"invalid setting {variable}: expected a URL like sqlite:///var/events.db or postgresql://host/db (got {shown})"
+    )
+    assert "s3cret-pw" not in str(error.value)
+
+
 def test_a_holidays_file_that_cannot_be_read_is_said_of_its_own_variable(tmp_path, monkeypatch):
     """It was said of LAPOR_CONFIG ("LAPOR_CONFIG=None: [Errno 21] Is a directory"), which was not even set."""
     monkeypatch.setenv("LAPOR_HOLIDAYS_FILE", str(tmp_path))
