@@ -96,7 +96,7 @@ class _RunningLoop:
                         raise
                     # The database could not be used just now (the lease's connection lost, the server restarting):
                     # as a subscription does, try again rather than end the loop for good, which left nobody to
-                    # run it once the holder went (a bug hunt, session 27).
+                    # run it once the holder went (a bug hunt, session 26).
                     log.warning("background loop %s: %s; trying again in %.2f s", self.name, error, delay)
                     self._stop.wait(delay)
                     delay = min(delay * 2, RETRY_WAIT_MAX)

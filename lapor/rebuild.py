@@ -45,7 +45,7 @@ from psycopg import sql
 from lapor.context import ServiceContext, ServiceDefinition
 from lapor.db import Database, PostgresDatabase, SqliteDatabase, Tx, table_columns, table_exists
 from lapor.states import ComplaintStates
-from lapor.store import EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamShare
+from lapor.store import EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamShare
 from lapor.store.model import AppendResult, category_of
 from lapor.store.sqlite import connect
 from lapor.subscriptions import CHECKPOINT_SCHEMA, Subscription, SubscriptionRunner, committed_checkpoints
@@ -74,6 +74,11 @@ EXAMPLES = 3  # differing rows shown per table and side
 Progress = Callable[[int, int], None]  # (position reached, target position)
 
 
+class AppendDuringRebuild(RuntimeError):
+    """A rebuilt projection tried to append: the handler's fault, parked like any other (not a `StoreError`, which
+    a subscription takes for the store being out of reach and tries again from its checkpoint, for ever here)."""
+
+
 class ReadOnlyStore(EventStore):
     """The live store, for reading only: what a rebuilt projection gets as `ctx.store`. With a `share`, it reads
     only that share of the complaints (and everything else)."""
@@ -85,7 +90,7 @@ class ReadOnlyStore(EventStore):
         self.vault = store.vault
 
     def append(self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = -2) -> AppendResult:
-        raise StoreError(
+        raise AppendDuringRebuild(
             f"a rebuild only reads the log, but a projection tried to append to {stream}: "
             "mark its subscription projection=False"
         )

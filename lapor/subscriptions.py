@@ -647,7 +647,7 @@ def transient_failure(error: BaseException) -> bool:
     a lock not granted in time, the disk full) rather than that the handler cannot take the event. So does the event
     store refusing a reaction's append for its own reasons (a `StoreError` that is neither a conflict nor a clash of
     ids: a commit that failed, a writer process that does not answer, a KurrentDB past its deadline): until a bug
-    hunt (session 27) that parked the event, and the reaction (closing or reopening a report) never happened."""
+    hunt (session 26) that parked the event, and the reaction (closing or reopening a report) never happened."""
     if isinstance(error, StoreError):
         return not isinstance(error, WrongExpectedVersion | DuplicateEventId)
     if isinstance(error, psycopg.OperationalError):
