@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 
 from anyio import to_thread
@@ -76,34 +76,39 @@ class _RunningLoop:
     def _run(self) -> None:
         try:
             if self._lease is None:
-                self._loop.run(self._stop)
+                self._retrying(lambda: self._loop.run(self._stop))
             else:
-                self._run_leased(self._lease)
+                lease = self._lease
+
+                def turn() -> None:
+                    if lease.take(self._stop, f"background loop {self.name}"):
+                        self._take_turn(lease)
+
+                try:
+                    self._retrying(turn)
+                finally:
+                    lease.release()
         except Exception:
             self.failed = True  # /readyz reports the loop as stopped
             log.exception("background loop %s stopped", self.name)
 
-    def _run_leased(self, lease: Lease) -> None:
+    def _retrying(self, turn: Callable[[], object]) -> None:
+        """Run `turn` until a stop. One that fails because the database cannot be used just now (a lease's or a
+        read's connection lost, the server restarting: `transient_failure`) is tried again rather than the loop
+        ended for good: a standby's lease connection ended left nobody to run the loop once its holder went, and the
+        live stream's hub (no lease) meeting it left no open feed of its process woken again (bug hunts, session 26)."""
         delay = RETRY_WAIT_MIN
-        try:
-            while not self._stop.is_set():
-                try:
-                    if not lease.take(self._stop, f"background loop {self.name}"):
-                        continue
-                    self._take_turn(lease)
-                except Exception as error:
-                    if not transient_failure(error):
-                        raise
-                    # The database could not be used just now (the lease's connection lost, the server restarting):
-                    # as a subscription does, try again rather than end the loop for good, which left nobody to
-                    # run it once the holder went (a bug hunt, session 26).
-                    log.warning("background loop %s: %s; trying again in %.2f s", self.name, error, delay)
-                    self._stop.wait(delay)
-                    delay = min(delay * 2, RETRY_WAIT_MAX)
-                else:
-                    delay = RETRY_WAIT_MIN
-        finally:
-            lease.release()
+        while not self._stop.is_set():
+            try:
+                turn()
+            except Exception as error:
+                if not transient_failure(error):
+                    raise
+                log.warning("background loop %s: %s; trying again in %.2f s", self.name, error, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, RETRY_WAIT_MAX)
+            else:
+                delay = RETRY_WAIT_MIN
 
     def _take_turn(self, lease: Lease) -> None:
         """Run the loop while the lease holds."""

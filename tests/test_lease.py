@@ -303,3 +303,27 @@ def test_a_background_loop_standing_by_outlives_its_lease_connection_lost_and_ta
         standby.stop()
         for db in databases:
             db.close()
+
+
+def test_a_loop_of_every_process_outlives_a_database_that_cannot_be_used_for_a_moment(tmp_path: Path):
+    """The live stream's hub runs in every process, under no lease (`exclusive=False`). A read of the store's head
+    failing with the server restarting ended its thread for good, as it did a leased loop's until session 26: no
+    open feed was woken again, and /readyz said the loop had stopped."""
+    db = open_database(f"sqlite:///{tmp_path / 'readmodels.db'}")
+    runs = {"count": 0}
+
+    def hub(stop) -> None:
+        runs["count"] += 1
+        if runs["count"] == 1:
+            raise psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly")
+        stop.wait()
+
+    loop = _RunningLoop(BackgroundLoop("test.hub", hub, exclusive=False), db)
+    try:
+        loop.start()
+        wait_until(lambda: runs["count"] == 2 or not loop.alive, describe="the loop ran again or stopped")
+        assert loop.alive
+        assert runs["count"] == 2
+    finally:
+        loop.stop()
+        db.close()
