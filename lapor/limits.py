@@ -162,11 +162,12 @@ _MARKUP = re.compile(
     r"|\bon[a-z]+\s*=\s*[\"']",  # onerror="..."
     re.IGNORECASE,
 )
-# C0 controls but tab and line breaks, DEL, the C1 controls (U+009B is a terminal's CSI), and the bidirectional
-# embeddings and overrides (U+202A-U+202E): an override shows the text after it reversed, so a title could read
-# as something it does not say (session 26). The isolates (U+2066-U+2069), which phones put around pasted
-# names and which reorder nothing outside them, stay.
-_CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e"
+# C0 controls but tab and line breaks, DEL, the C1 controls (U+009B is a terminal's CSI), the right-to-left
+# embedding and the overrides (U+202B, U+202D, U+202E): an override shows the text after it reversed, so a title
+# could read as something it does not say (session 26). Stay: the isolates (U+2066-U+2069), which phones put around
+# pasted names, and the left-to-right embedding with its pop (U+202A, U+202C), which WhatsApp and Android put around
+# a copied phone number: they reorder nothing in left-to-right text, and refusing them refused such reports.
+_CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202b\u202d\u202e"
 _CONTROL = re.compile(f"[{_CONTROLS}]")
 
 

@@ -17,7 +17,9 @@ IDENTITY = {"name": "Budi Santoso", "phone": "+6281234567890", "nik": "537101150
 @pytest.mark.parametrize(
     "text",
     ["Jalan rusak, harga < 5.000 & > 1.000", "Baris satu\nBaris dua\tdengan tab", "Robert'); DROP TABLE x;--",
-     "Pesan dari \u2068Bapak Lurah\u2069 diteruskan", "Bacaan \u0627\u0644\u0633\u0644\u0627\u0645 dalam laporan"],
+     "Pesan dari \u2068Bapak Lurah\u2069 diteruskan", "Bacaan \u0627\u0644\u0633\u0644\u0627\u0645 dalam laporan",
+     # A phone number copied from WhatsApp or an Android contact comes wrapped in LRE ... PDF (U+202A, U+202C).
+     "Hubungi saya di \u202a+62 812-3456-7890\u202c setelah jam kerja"],
 )
 def test_plain_text_with_symbols_quotes_and_line_breaks_is_accepted(text):
     assert check_plain_text(text) == text
