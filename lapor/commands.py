@@ -16,10 +16,12 @@ response.headers["ETag"] = result.etag
    forged by a decision);
 5. on a concurrent write: with If-Match the client's view is stale (412); without, read, fold and decide
    again, a few times, then give up with 409;
-6. when the store cannot say whether the append was recorded (any other `StoreError`: the connection lost during
-   COMMIT, the writer process gone before it answered), append the very same events once more with the same
+6. when the append failed otherwise (any other `StoreError`), append the very same events once more with the same
    expected version: recorded already, that returns the original result; not recorded, it records them now. A
-   retry by the client would decide again and mint new event ids, so a follow-up could be recorded twice.
+   retry by the client would decide again and mint new event ids, so a follow-up could be recorded twice. If
+   that fails too, the error is `AppendNotRecorded` only when both tries were (the store said so: a rolled-back
+   commit, a closed store); a plain `StoreError` means the events may be recorded (the connection lost during
+   COMMIT, the writer process gone before it answered), so what was prepared for them must stay.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from lapor.principal import Principal
 from lapor.problems import BadRequest, Conflict, NotFound, PreconditionFailed
 from lapor.store import (
     NO_STREAM,
+    AppendNotRecorded,
     AppendResult,
     DuplicateEventId,
     ExpectedVersion,
@@ -203,6 +206,13 @@ def _append(ctx: ServiceContext, stream: str, events: Sequence[NewEvent], versio
         return ctx.store.append(stream, events, expected_version=version)
     except (WrongExpectedVersion, DuplicateEventId):
         raise
+    except AppendNotRecorded as error:
+        log.warning("append to %s was not recorded (%s): appending the same events again", stream, error)
+        return ctx.store.append(stream, events, expected_version=version)
     except StoreError as error:
         log.warning("append to %s may or may not be recorded (%s): appending the same events again", stream, error)
-        return ctx.store.append(stream, events, expected_version=version)
+        try:
+            return ctx.store.append(stream, events, expected_version=version)
+        except AppendNotRecorded as again:
+            # This try was not recorded; the first may have been.
+            raise StoreError(f"{again}; an earlier try may or may not be recorded ({error})") from again

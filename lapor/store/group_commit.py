@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from lapor.store.model import AppendResult, ExpectedVersion, NewEvent, StoreError
+from lapor.store.model import AppendNotRecorded, AppendResult, ExpectedVersion, NewEvent, StoreError
 
 MAX_GROUP = 512
 
@@ -91,6 +91,11 @@ def each_outcome(
 class GroupTransaction(ABC):
     """The adapter's side of a group commit; every method runs under the leader role (one at a time)."""
 
+    # Whether a `commit` that raised leaves nothing committed, so its appends fail as AppendNotRecorded. True for
+    # a local database (SQLite: a failed COMMIT leaves the transaction to roll back); False where the answer can
+    # be lost after the server committed (PostgreSQL: the connection gone during COMMIT).
+    failed_commit_is_undone: bool = False
+
     def acquire(self) -> None:
         """Wait for the right to write, before the next group is gathered (appends that queue meanwhile join
         it). For an adapter whose writers in other processes need serialising beyond `begin`'s own lock."""
@@ -142,7 +147,7 @@ class GroupCommitWriter:
         request = PendingAppend(stream, list(events), expected)
         with self._lock:
             if self._closed:
-                raise StoreError("the store is closed")
+                raise AppendNotRecorded("the store is closed")
             lead = not self._leading
             if not lead:
                 request.wake = threading.Event()  # before it is queued: a leader may decide it at once
@@ -173,7 +178,7 @@ class GroupCommitWriter:
                     with self._lock:
                         if request in self._pending:
                             self._pending.remove(request)
-                    request.fail(StoreError("could not take the store's write lock"))
+                    request.fail(AppendNotRecorded("could not take the store's write lock"))
                 for queued in batch:  # interrupted half-way (KeyboardInterrupt): nobody may wait forever
                     if not queued.decided:
                         queued.fail(StoreError("append interrupted before its commit"))
@@ -206,6 +211,7 @@ def commit_group(tx: GroupTransaction, batch: Sequence[PendingAppend]) -> int | 
     committed, None when nothing was."""
     done: list[tuple[PendingAppend, AppendResult]] = []
     failure: Exception | None = None
+    committing = False
     try:
         tx.begin()
         for request, outcome in zip(batch, tx.apply_all(batch), strict=True):
@@ -213,6 +219,7 @@ def commit_group(tx: GroupTransaction, batch: Sequence[PendingAppend]) -> int | 
                 request.fail(outcome)
             else:
                 done.append((request, outcome))
+        committing = True
         tx.commit([result for _, result in done])
     except Exception as error:  # noqa: BLE001 - the leader must fail its group's waiters
         tx.rollback()
@@ -220,9 +227,11 @@ def commit_group(tx: GroupTransaction, batch: Sequence[PendingAppend]) -> int | 
     finally:
         tx.release()  # before anyone is woken: other processes' writers need not wait on our wake-ups
     if failure is not None:
+        # Before COMMIT nothing can have been recorded; during it, only the adapter knows (see its attribute).
+        undone = not committing or tx.failed_commit_is_undone
         for request in batch:
             if not request.decided:  # those rejected alone keep their own error
-                request.fail(StoreError(f"commit failed: {failure}"))
+                request.fail((AppendNotRecorded if undone else StoreError)(f"commit failed: {failure}"))
         return None
     for request, result in done:
         request.succeed(result)

@@ -146,7 +146,14 @@ def describe_expected(expected: ExpectedVersion) -> str:
 
 
 class StoreError(Exception):
-    """Base of every error the store raises on purpose."""
+    """Base of every error the store raises on purpose. A plain StoreError from `append` says nothing of whether
+    the append was recorded (the connection lost during COMMIT, a writer process gone before it answered)."""
+
+
+class AppendNotRecorded(StoreError):
+    """The store knows the append was not recorded and never will be: refused before its transaction (the store
+    closed, the write lock not taken) or its transaction rolled back. What was prepared for it (vault entries) may
+    be dropped at once; after a plain StoreError it may not, since the append may have committed."""
 
 
 class WrongExpectedVersion(StoreError):

@@ -25,8 +25,8 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from collections.abc import Callable, Sequence
-from datetime import UTC
+from collections.abc import Callable, Collection, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -57,7 +57,15 @@ from lapor.store.model import (
     replayed_result,
     validate_append,
 )
-from lapor.store.vault import Vault, VaultEntryErased, new_reference
+from lapor.store.vault import (
+    ERASE_UNREFERENCED_SQL,
+    PUT_SQL,
+    SWEEP_BATCH,
+    UNREFERENCED_INDEX,
+    Vault,
+    VaultEntryErased,
+    new_reference,
+)
 
 EVENTS_DDL = """
 CREATE TABLE IF NOT EXISTS events (
@@ -83,13 +91,15 @@ CREATE TABLE IF NOT EXISTS lapor_head (
 INSERT INTO lapor_head (position) SELECT coalesce(max(position), 0) FROM events ON CONFLICT DO NOTHING;
 """
 
-VAULT_DDL = """
+VAULT_DDL = f"""
 CREATE TABLE IF NOT EXISTS pii_vault (
     ref        text PRIMARY KEY,
     value      bytea,
     created_at timestamptz NOT NULL,
     erased_at  timestamptz
 );
+ALTER TABLE pii_vault ADD COLUMN IF NOT EXISTS referenced_at timestamptz;
+{UNREFERENCED_INDEX};
 """
 
 SELECT_EVENTS = (
@@ -402,6 +412,13 @@ class PostgresEventStore(EventStore):
         self.vault.close()
 
 
+def _scrub(conn: psycopg.Connection) -> None:
+    """After an erase: the row as it was, value and all, stays on the table's pages (and its TOAST table's) until
+    a VACUUM removes it; autovacuum may never come for one row. The pool's connections are in autocommit, so
+    VACUUM runs outside a transaction, as it must."""
+    conn.execute("VACUUM pii_vault")
+
+
 class PostgresVault(Vault):
     """The PII vault in the store's database (table `pii_vault`), on the store's connection pool."""
 
@@ -412,10 +429,7 @@ class PostgresVault(Vault):
     def put(self, value: dict[str, Any], *, ref: str | None = None) -> str:
         ref = ref or new_reference()
         with self._pool.connection() as conn:
-            conn.execute(
-                "INSERT INTO pii_vault (ref, value, created_at) VALUES (%s, %s, %s) ON CONFLICT (ref) DO NOTHING",
-                (ref, orjson.dumps(value), self._clock.now()),
-            )
+            conn.execute(PUT_SQL.format("%s"), (ref, orjson.dumps(value), self._clock.now()))
         return ref
 
     def get(self, ref: str) -> dict[str, Any] | None:
@@ -435,11 +449,25 @@ class PostgresVault(Vault):
             )
             if cur.rowcount == 0:
                 return False
-            # The row as it was, value and all, stays on the table's pages (and its TOAST table's) until a VACUUM
-            # removes it; autovacuum may never come for one row. The pool's connections are in autocommit, so
-            # VACUUM runs outside a transaction, as it must.
-            conn.execute("VACUUM pii_vault")
+            _scrub(conn)
             return True
+
+    def erase_unreferenced(self, created_before: datetime, *, limit: int = SWEEP_BATCH) -> list[str]:
+        with self._pool.connection() as conn:
+            refs = [row[0] for row in conn.execute(
+                ERASE_UNREFERENCED_SQL.format("%s"), (self._clock.now(), created_before, limit, created_before)
+            ).fetchall()]
+            if refs:
+                _scrub(conn)
+        return refs
+
+    def mark_referenced(self, refs: Collection[str]) -> None:
+        if refs:
+            with self._pool.connection() as conn:
+                conn.execute(
+                    "UPDATE pii_vault SET referenced_at = %s WHERE ref = ANY(%s) AND referenced_at IS NULL",
+                    (self._clock.now(), list(refs)),
+                )
 
     def close(self) -> None:
         """Nothing to release: the pool belongs to the store, which closes it."""

@@ -155,6 +155,10 @@ class SqliteGroup(GroupTransaction):
     is already recorded is the group rolled back and written again one append at a time, each behind a
     savepoint (the retried append is then answered with its original result, a clash rejected alone)."""
 
+    # A COMMIT that SQLite reports failed (a full disk, an I/O error) is rolled back here, in this process: no
+    # answer can be lost on the way, as a server's can.
+    failed_commit_is_undone = True
+
     def __init__(self, conn: sqlite3.Connection, clock: Clock, lock_path: str | Path) -> None:
         self.conn = conn
         self.clock = clock

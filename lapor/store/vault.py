@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import logging
 import secrets
+import sqlite3
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Collection
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,8 @@ import orjson
 from lapor.clock import Clock
 
 log = logging.getLogger("lapor.store.vault")
+
+SWEEP_BATCH = 500  # entries `erase_unreferenced` erases at most in one call (one scrub of the files for them all)
 
 
 class VaultEntryErased(LookupError):
@@ -45,6 +50,17 @@ class Vault(ABC):
         """Forget the value; True if there was one to forget."""
 
     @abstractmethod
+    def mark_referenced(self, refs: Collection[str]) -> None:
+        """Note that a recorded event refers to each of `refs` (unknown ones are passed over): such an entry is
+        never erased by `erase_unreferenced`. Marking one again changes nothing."""
+
+    @abstractmethod
+    def erase_unreferenced(self, created_before: datetime, *, limit: int = SWEEP_BATCH) -> list[str]:
+        """Erase, as `erase` does, up to `limit` entries written before `created_before` that were never marked
+        referenced; returns their references. Each entry is checked and erased in one statement, so an entry
+        marked, or written again by a retry, meanwhile is left alone."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
     def identity(self, ref: str | None) -> dict[str, Any] | None:
@@ -60,12 +76,37 @@ class Vault(ABC):
 
 VAULT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS pii_vault (
-    ref        TEXT PRIMARY KEY,
-    value      BLOB,
-    created_at TEXT NOT NULL,
-    erased_at  TEXT
+    ref           TEXT PRIMARY KEY,
+    value         BLOB,
+    created_at    TEXT NOT NULL,
+    erased_at     TEXT,
+    referenced_at TEXT
 );
 """
+# The entries a sweep looks at: those no recorded event has been seen to refer to (few, and young, once the
+# marking has caught up), by age.
+UNREFERENCED_INDEX = (
+    "CREATE INDEX IF NOT EXISTS pii_vault_unreferenced ON pii_vault (created_at)"
+    " WHERE referenced_at IS NULL AND erased_at IS NULL"
+)
+# A put under a reference whose entry was erased unreferenced (a keyed submission retried after the sweep: its
+# references are derived from the key) writes the value again; the event it is for is not recorded yet. An entry
+# erased on request belongs to a recorded report, whose retry is answered from the log without a put.
+PUT_SQL = (
+    "INSERT INTO pii_vault (ref, value, created_at) VALUES ({0}, {0}, {0}) ON CONFLICT (ref) DO UPDATE"
+    " SET value = excluded.value, created_at = excluded.created_at, erased_at = NULL"
+    " WHERE pii_vault.erased_at IS NOT NULL AND pii_vault.referenced_at IS NULL"
+)
+ERASE_UNREFERENCED_SQL = (
+    "UPDATE pii_vault SET value = NULL, erased_at = {0} WHERE ref IN (SELECT ref FROM pii_vault"
+    " WHERE referenced_at IS NULL AND erased_at IS NULL AND created_at < {0} ORDER BY created_at LIMIT {0})"
+    " AND referenced_at IS NULL AND erased_at IS NULL AND created_at < {0} RETURNING ref"
+)
+
+
+def _utc_text(moment: datetime) -> str:
+    """How the SQLite vault writes a moment: ISO 8601 in UTC, so that text order is time order."""
+    return moment.astimezone(UTC).isoformat()
 
 
 class _QueuedPut:
@@ -93,6 +134,12 @@ class SqliteVault(Vault):
         # Freed space is overwritten with zeros: an erased value must not stay in the file's pages.
         self._conn.execute("PRAGMA secure_delete = ON")
         self._conn.executescript(VAULT_SCHEMA)
+        try:  # a vault written before entries were marked referenced (session 26)
+            self._conn.execute("ALTER TABLE pii_vault ADD COLUMN referenced_at TEXT")
+        except sqlite3.OperationalError as error:
+            if "duplicate column" not in str(error):
+                raise
+        self._conn.execute(UNREFERENCED_INDEX)
         self._lock = threading.Lock()  # the connection
         self._queue_lock = threading.Lock()
         self._queued: list[_QueuedPut] = []
@@ -100,7 +147,7 @@ class SqliteVault(Vault):
 
     def put(self, value: dict[str, Any], *, ref: str | None = None) -> str:
         ref = ref or new_reference()
-        mine = _QueuedPut((ref, orjson.dumps(value), self._clock.now().isoformat()))
+        mine = _QueuedPut((ref, orjson.dumps(value), _utc_text(self._clock.now())))
         with self._queue_lock:
             self._queued.append(mine)
         with self._lock:
@@ -116,10 +163,7 @@ class SqliteVault(Vault):
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(
-                "INSERT INTO pii_vault (ref, value, created_at) VALUES (?, ?, ?) ON CONFLICT (ref) DO NOTHING",
-                [queued.row for queued in batch],
-            )
+            conn.executemany(PUT_SQL.format("?"), [queued.row for queued in batch])
             conn.execute("COMMIT")
         except BaseException as error:
             if conn.in_transaction:
@@ -145,15 +189,47 @@ class SqliteVault(Vault):
         with self._lock:
             cur = self._conn.execute(
                 "UPDATE pii_vault SET value = NULL, erased_at = ? WHERE ref = ? AND erased_at IS NULL",
-                (self._clock.now().isoformat(), ref),
+                (_utc_text(self._clock.now()), ref),
             )
             if cur.rowcount > 0:
-                # The WAL still holds the pages as they were with the value: copy the new ones back and empty it.
-                busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-                if busy:
-                    log.warning("vault: the WAL could not be emptied after an erase (another connection kept "
-                                "using it); the erased value stays in it until a later checkpoint")
+                self._scrub()
         return cur.rowcount > 0
+
+    def erase_unreferenced(self, created_before: datetime, *, limit: int = SWEEP_BATCH) -> list[str]:
+        cutoff = _utc_text(created_before)
+        with self._lock:
+            refs = [row[0] for row in self._conn.execute(
+                ERASE_UNREFERENCED_SQL.format("?"), (_utc_text(self._clock.now()), cutoff, limit, cutoff)
+            ).fetchall()]
+            if refs:
+                self._scrub()
+        return refs
+
+    def _scrub(self) -> None:
+        """After an erase: the WAL still holds the pages as they were with the value: copy the new ones back and
+        empty it (secure_delete has zeroed the space in the file itself)."""
+        busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            log.warning("vault: the WAL could not be emptied after an erase (another connection kept "
+                        "using it); the erased value stays in it until a later checkpoint")
+
+    def mark_referenced(self, refs: Collection[str]) -> None:
+        if not refs:
+            return
+        now = _utc_text(self._clock.now())
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(
+                    "UPDATE pii_vault SET referenced_at = ? WHERE ref = ? AND referenced_at IS NULL",
+                    [(now, ref) for ref in refs],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         with self._lock:

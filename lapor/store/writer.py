@@ -55,6 +55,7 @@ from lapor.orphans import stop_when_orphaned
 from lapor.per_thread import PerThread
 from lapor.store.group_commit import MAX_GROUP, PendingAppend, commit_group
 from lapor.store.model import (
+    AppendNotRecorded,
     AppendResult,
     DuplicateEventId,
     ExpectedVersion,
@@ -125,6 +126,8 @@ def _answer(request: PendingAppend) -> dict[str, Any]:
         return {"error": "duplicate_event_id", "message": str(error)}
     if isinstance(error, ValueError):
         return {"error": "invalid", "message": str(error)}
+    if isinstance(error, AppendNotRecorded):
+        return {"error": "not_recorded", "message": str(error)}
     return {"error": "store", "message": str(error)}
 
 
@@ -295,14 +298,17 @@ class RemoteWriter:
                 # died. Anything else (no permission, a timeout) will not pass by itself.
                 waiting = isinstance(error, FileNotFoundError | ConnectionRefusedError)
                 if not waiting or self._closed or time.monotonic() + WRITER_POLL > deadline:
-                    raise StoreError(f"the store writer at {self.socket_path} does not answer: {error}") from None
+                    # Nothing was sent: not recorded (`submit`'s second try turns this into "may or may not").
+                    raise AppendNotRecorded(
+                        f"the store writer at {self.socket_path} does not answer: {error}"
+                    ) from None
             time.sleep(WRITER_POLL)
         sock.settimeout(None)  # an answer comes after the group's commit, however long the disk takes
         return sock
 
     def submit(self, stream: str, events: Sequence[NewEvent], expected: ExpectedVersion) -> AppendResult:
         if self._closed:
-            raise StoreError("the store is closed")
+            raise AppendNotRecorded("the store is closed")
         try:
             frame = _frame({
                 "stream": stream,
@@ -339,6 +345,8 @@ class RemoteWriter:
             raise DuplicateEventId(answer["message"])
         if kind == "invalid":
             raise ValueError(answer["message"])
+        if kind == "not_recorded":
+            raise AppendNotRecorded(answer["message"])
         raise StoreError(answer["message"])
 
     def _exchange(self, frame: bytes) -> dict[str, Any]:

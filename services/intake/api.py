@@ -22,12 +22,12 @@ from lapor.auth import (
     require,
 )
 from lapor.commands import etag, if_match_header, run_command
-from lapor.complaint import ComplaintState, IllegalTransition, Status, fold
+from lapor.complaint import ComplaintState, Status, fold
 from lapor.context import ServiceContext
 from lapor.limits import rate_limit
 from lapor.principal import Principal
 from lapor.privacy import MASKED_BY, MASKING, ORIGINAL_REF, ReportNotVisible, can_see
-from lapor.problems import BadRequest, NotFound, Problem
+from lapor.problems import BadRequest, NotFound
 from lapor.store import NewEvent, RecordedEvent
 from lapor.tracking import InvalidTrackingId, parse_tracking_id, stream_of
 from schemas.events import Channel, ComplaintKind, EventData
@@ -38,6 +38,7 @@ from services.intake.decide import (
     decide_ombudsman_consent,
 )
 from services.intake.idempotency import IdDerivation
+from services.intake.leftovers import erased_unless_recorded
 from services.intake.models import (
     ChannelSubmissionRequest,
     ComplaintView,
@@ -243,18 +244,17 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         principal = credential.principal_for(state)
         authorize_complaint(principal, action, state)
         masked, originals = mask_personal_data(event_type, text, ctx.vault.identity(state.reporter_ref))
-        original_ref = ctx.vault.put(originals) if originals else None
-        metadata = {MASKED_BY: MASKING, **({ORIGINAL_REF: original_ref} if original_ref else {})}
+        # The original goes to the vault first; erased at once if the event is surely not recorded, else swept
+        # later should no event refer to it (`leftovers.py`).
+        with erased_unless_recorded(ctx.vault) as written:
+            original_ref = written.put(originals) if originals else None
+            metadata = {MASKED_BY: MASKING, **({ORIGINAL_REF: original_ref} if original_ref else {})}
 
-        def decision(current: ComplaintState, now: datetime) -> list[NewEvent]:
-            return [decide(current, masked, now).to_new_event(metadata=metadata)]
+            def decision(current: ComplaintState, now: datetime) -> list[NewEvent]:
+                return [decide(current, masked, now).to_new_event(metadata=metadata)]
 
-        try:
+            written.appending = True
             result = run_command(ctx, stream_of(state.tracking_id), decision, principal=principal, if_match=if_match)
-        except (Problem, IllegalTransition):
-            if original_ref:
-                ctx.vault.erase(original_ref)
-            raise
         _, after = _read(ctx, state.tracking_id)
         return result.etag, ReporterActionResult(
             tracking_id=after.tracking_id, status=after.status, version=result.version

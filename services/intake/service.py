@@ -6,5 +6,12 @@ from lapor.context import ServiceDefinition
 from services.intake.api import build_router
 from services.intake.demo import seed_demo
 from services.intake.handlers import subscriptions
+from services.intake.leftovers import sweep_loop
 
-SERVICE = ServiceDefinition(name="intake", router=build_router, subscriptions=subscriptions, seed_demo=seed_demo)
+SERVICE = ServiceDefinition(
+    name="intake",
+    router=build_router,
+    subscriptions=subscriptions,
+    background=lambda ctx: [sweep_loop(ctx)],
+    seed_demo=seed_demo,
+)

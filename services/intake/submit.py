@@ -15,12 +15,13 @@ from lapor.complaint import ComplaintState
 from lapor.context import ServiceContext
 from lapor.principal import Principal, Role
 from lapor.privacy import MASKED_BY, MASKING, ORIGINAL_REF
-from lapor.problems import Conflict, Problem
+from lapor.problems import Conflict
 from lapor.store import NewEvent, RecordedEvent
 from lapor.tracking import stream_of
 from services.intake.decide import SubmitComplaint, decide_submission
 from services.intake.duplicates import area_of, comparable_text, suspects
 from services.intake.idempotency import IdDerivation, SubmissionIds
+from services.intake.leftovers import erased_unless_recorded
 from services.intake.projections import duplicate_candidates
 from services.intake.sms import title_of
 from services.intake.text import mask_personal_data
@@ -122,59 +123,57 @@ def _record(
         masked["title"] = title_of(masked["body"])
         if (title := title_of(command.body)) != masked["title"]:
             originals = {**(originals or {}), "title": title}
-    vault = ctx.vault
-    written: list[str] = []
-    if report.identity:
-        written.append(vault.put(dict(report.identity), ref=ids.vault_ref("identity", request_digest)))
-    if originals:
-        written.append(vault.put(originals, ref=ids.vault_ref("original", request_digest)))
-    reporter_keys = derivation.reporter_keys(report.identity)
-    text = comparable_text(masked["title"], masked["body"])
-    with ctx.db.read() as tx:
-        area_reports, own_reports = duplicate_candidates(
-            tx, text, area_of(command.region_code), reporter_keys, ctx.clock.now()
+    # Entries of an append surely not recorded are erased at once; those of one that may be recorded stay, and the
+    # sweep erases them if no event comes to refer to them (`leftovers.py`). A keyed submission's are shared.
+    with erased_unless_recorded(ctx.vault, shared=ids.key_digest is not None) as written:
+        if report.identity:
+            written.put(dict(report.identity), ref=ids.vault_ref("identity", request_digest))
+        if originals:
+            written.put(originals, ref=ids.vault_ref("original", request_digest))
+        reporter_keys = derivation.reporter_keys(report.identity)
+        text = comparable_text(masked["title"], masked["body"])
+        with ctx.db.read() as tx:
+            area_reports, own_reports = duplicate_candidates(
+                tx, text, area_of(command.region_code), reporter_keys, ctx.clock.now()
+            )
+        command = replace(
+            command,
+            tracking_id=ids.tracking_id,
+            title=masked["title"],
+            body=masked["body"],
+            location=masked.get("location"),
+            category=masked.get("category"),
+            reporter_token_hash=reporter_token_hash(ids.reporter_token),
+            reporter_ref=written.refs[0] if report.identity else None,
+            duplicate_suspect_of=suspects(text, area_reports, own_reports),
         )
-    command = replace(
-        command,
-        tracking_id=ids.tracking_id,
-        title=masked["title"],
-        body=masked["body"],
-        location=masked.get("location"),
-        category=masked.get("category"),
-        reporter_token_hash=reporter_token_hash(ids.reporter_token),
-        reporter_ref=written[0] if report.identity else None,
-        duplicate_suspect_of=suspects(text, area_reports, own_reports),
-    )
-    metadata: dict[str, Any] = {MASKED_BY: MASKING}
-    if ids.key_digest is not None:
-        metadata["intake"] = {"key": ids.key_digest, "request": request_digest, **report.retry_facts}
-    if originals:
-        metadata[ORIGINAL_REF] = written[-1]
-    if report.received_at is not None:
-        metadata["received_at"] = report.received_at.isoformat()
+        metadata: dict[str, Any] = {MASKED_BY: MASKING}
+        if ids.key_digest is not None:
+            metadata["intake"] = {"key": ids.key_digest, "request": request_digest, **report.retry_facts}
+        if originals:
+            metadata[ORIGINAL_REF] = written.refs[-1]
+        if report.received_at is not None:
+            metadata["received_at"] = report.received_at.isoformat()
 
-    def decide(state: ComplaintState | None, now: datetime) -> list[NewEvent]:
-        if state is not None:
-            return []  # someone got here first: read below whether it was this same submission
-        event = decide_submission(state, command, now, ctx.policy)
-        return [event.to_new_event(metadata=metadata, event_id=ids.event_id)]
+        def decide(state: ComplaintState | None, now: datetime) -> list[NewEvent]:
+            if state is not None:
+                return []  # someone got here first: read below whether it was this same submission
+            event = decide_submission(state, command, now, ctx.policy)
+            return [event.to_new_event(metadata=metadata, event_id=ids.event_id)]
 
-    reporter = Principal(subject=f"reporter:{ids.tracking_id}", role=Role.reporter, tracking_id=ids.tracking_id)
-    try:
+        reporter = Principal(subject=f"reporter:{ids.tracking_id}", role=Role.reporter, tracking_id=ids.tracking_id)
+        written.appending = True
         run_command(ctx, stream_of(ids.tracking_id), decide, principal=principal or reporter, must_exist=False)
-    except Problem:  # refused before anything was appended
-        _forget(ctx, written, keep=None)
-        raise
     stored = ctx.store.read_stream(stream_of(ids.tracking_id), limit=1)[0]
     if stored.event_id != ids.event_id:
-        _forget(ctx, written, keep=stored)
+        _forget(ctx, written.refs, keep=stored)
         return None
     if ids.key_digest is not None:
         # Concurrent requests under one key all append the same event id; the first one's request stands.
         try:
             _replay(stored, ids, request_digest, conflict_detail)
         except IdempotencyConflict:
-            _forget(ctx, written, keep=stored)
+            _forget(ctx, written.refs, keep=stored)
             raise
     return Receipt(ids.tracking_id, ids.reporter_token, stored, replayed=False)
 
