@@ -72,6 +72,7 @@ class _RunningLoop:
         self._thread = threading.Thread(target=self._run, name=f"loop:{loop.name}", daemon=True)
         self.failed = False
         self.leased = False  # whether it runs now under its lease (always False for a loop that needs none)
+        self.retrying: str | None = None  # while it waits to try again after a transient failure: why
 
     def _run(self) -> None:
         try:
@@ -105,7 +106,9 @@ class _RunningLoop:
                 if not transient_failure(error):
                     raise
                 log.warning("background loop %s: %s; trying again in %.2f s", self.name, error, delay)
+                self.retrying = f"{type(error).__name__}: {error}"  # /readyz says so while it waits
                 self._stop.wait(delay)
+                self.retrying = None
                 delay = min(delay * 2, RETRY_WAIT_MAX)
             else:
                 delay = RETRY_WAIT_MIN

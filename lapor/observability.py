@@ -41,6 +41,7 @@ UNMATCHED_ROUTE = "<unmatched>"  # one label for every unknown path, so scanners
 class LoopStatus(Protocol):
     name: str
     leased: bool
+    retrying: str | None  # why it waits to try again after a transient failure, else None
 
     @property
     def alive(self) -> bool: ...
@@ -235,7 +236,7 @@ class Readiness:
     store_error: str | None = None
     behind: list[dict[str, Any]] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
-    retrying: list[str] = field(default_factory=list)  # subscriptions trying again after a failure, and why
+    retrying: list[str] = field(default_factory=list)  # subscriptions and loops trying again after a failure, why
     # Subscriptions another process runs (it holds their leases): not a reason to be unready, since the checkpoints
     # and rows are shared and their lag, judged above, says whether that process keeps them current.
     standby: list[str] = field(default_factory=list)
@@ -268,6 +269,7 @@ def check_readiness(
         if lag > max_lag:
             report.behind.append({"consumer": runner.name, "lag": lag, "max_lag": max_lag})
     report.stopped.extend(f"background loop {loop.name}" for loop in loops if not loop.alive)
+    report.retrying.extend(f"background loop {loop.name}: {loop.retrying}" for loop in loops if loop.retrying)
     report.standby.extend(f"background loop {loop.name}" for loop in loops if loop.standby)
     return report
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,9 +20,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from lapor import app as app_module
 from lapor.app import _RunningLoop
 from lapor.context import BackgroundLoop
 from lapor.db import Database, Tx, open_database
+from lapor.observability import check_readiness
 from lapor.store import EventStore, RecordedEvent, open_store
 from lapor.subscriptions import CHECKPOINT_SCHEMA, Subscription, SubscriptionRunner
 from tests.conftest import with_search_path
@@ -327,3 +330,33 @@ def test_a_loop_of_every_process_outlives_a_database_that_cannot_be_used_for_a_m
     finally:
         loop.stop()
         db.close()
+
+
+def test_a_loop_waiting_to_try_again_is_not_ready_and_says_why(tmp_path: Path, monkeypatch):
+    """While a loop waits out its back-off after a transient failure it does no work (the live stream's hub wakes no
+    feed), yet /readyz said ready: subscriptions trying again were listed, loops not."""
+    monkeypatch.setattr(app_module, "RETRY_WAIT_MIN", 3600.0)  # it stays in its back-off until stopped
+    db = open_database(f"sqlite:///{tmp_path / 'readmodels.db'}")
+    failed = threading.Event()
+
+    def hub(stop) -> None:
+        failed.set()
+        raise psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly")
+
+    loop = _RunningLoop(BackgroundLoop("test.hub", hub, exclusive=False), db)
+    with open_store(f"sqlite:///{tmp_path / 'events.db'}") as store:
+        try:
+            loop.start()
+            wait_until(failed.is_set, describe="the loop's first run")
+            wait_until(lambda: not check_readiness(store, [], [loop], max_lag=100).ready, timeout=10,
+                       describe="/readyz saying the loop waits to try again")
+            report = check_readiness(store, [], [loop], max_lag=100)
+            assert report.retrying == [
+                "background loop test.hub: OperationalError: consuming input failed: server closed the connection "
+                "unexpectedly"
+            ]
+            assert report.stopped == []
+        finally:
+            loop.stop()
+            db.close()
+    assert failed.is_set()
