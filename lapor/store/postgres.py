@@ -400,14 +400,10 @@ class PostgresEventStore(EventStore):
         self._closed = True
         self._writer.close()
         self._group.close()
-        try:
-            with self._pool.connection() as conn:
-                self._listener.stop(conn)
-        except psycopg.OperationalError:
-            # The pooled connection died with the server (a restart): closing must not fail in turn and hide what
-            # the caller was saying about it. The listener is told on a new connection.
-            with psycopg.connect(self.url, autocommit=True) as conn:
-                self._listener.stop(conn)
+        # After a server restart the pooled connections are dead: the pool's check hands out a new one, so closing
+        # does not fail in turn and hide what the caller was saying about it.
+        with self._pool.connection() as conn:
+            self._listener.stop(conn)
         self._pool.close()
         self.vault.close()
 
