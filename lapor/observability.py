@@ -40,7 +40,6 @@ UNMATCHED_ROUTE = "<unmatched>"  # one label for every unknown path, so scanners
 
 class LoopStatus(Protocol):
     name: str
-    leased: bool
     retrying: str | None  # why it waits to try again after a transient failure, else None
 
     @property

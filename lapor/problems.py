@@ -461,9 +461,8 @@ class InternalErrorMiddleware:
                 # Not a fault of the request or a bug: the client may retry (a 500 said neither, until session 26).
                 response = problem_response(
                     KINDS["unavailable"], "the event store or the read models cannot be used just now; try again",
-                    scope["path"], retry_after=RETRY_AFTER_OUTAGE,
+                    scope["path"], headers={"Retry-After": str(RETRY_AFTER_OUTAGE)}, retry_after=RETRY_AFTER_OUTAGE,
                 )
-                response.headers["Retry-After"] = str(RETRY_AFTER_OUTAGE)
             else:
                 response = problem_response(
                     KINDS["internal"], "internal error; quote the correlation id when reporting it", scope["path"]
