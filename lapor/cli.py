@@ -179,16 +179,21 @@ def _require_writer(url: str) -> None:
 
 
 def _refuse_read_models_of_another_log(ctx: ServiceContext) -> None:
-    """CliError when a subscription's checkpoint lies past the end of the store: the read models handled events this
-    store does not hold. They were built from another store (LAPOR_STORE changed, LAPOR_DATA's read models kept), or
-    the store was restored from an older backup than they were. Served as they are, every event the store records
-    at positions up to that checkpoint is never handled: reports missing from every queue and view, and /readyz
-    saying ready (a lag below 0 counts as none)."""
-    with ctx.db.read() as tx:
-        checkpoints = committed_checkpoints(tx)
-    head = ctx.store.head_position()  # after the checkpoints: the head only grows, a checkpoint never passes it
+    """CliError, `ctx` closed, when a subscription's checkpoint lies past the end of the store: the read models
+    handled events this store does not hold. They were built from another store (LAPOR_STORE changed, LAPOR_DATA's
+    read models kept), or the store was restored from an older backup than they were. Served as they are, every
+    event the store records at positions up to that checkpoint is never handled: reports missing from every queue
+    and view, and /readyz saying ready (a lag below 0 counts as none)."""
+    try:
+        with ctx.db.read() as tx:
+            checkpoints = committed_checkpoints(tx)
+        head = ctx.store.head_position()  # after the checkpoints: the head only grows, a checkpoint never passes it
+    except BaseException:
+        ctx.close()
+        raise
     ahead = {name: position for name, position in checkpoints.items() if position > head}
     if ahead:
+        ctx.close()
         name = max(ahead, key=lambda key: ahead[key])
         raise CliError(
             f"the read models {shown_url(ctx.settings.readmodels)} have handled events up to position {ahead[name]} "
@@ -204,11 +209,7 @@ def _open_app(settings: Settings, services: Sequence[ServiceDefinition], *, seed
         app = create_app(settings, services, seed_demo=seed_demo)
     except _OPENING_FAILED as error:
         raise _cannot_open(error, settings.store, settings.readmodels) from None
-    try:
-        _refuse_read_models_of_another_log(app.state.context)
-    except BaseException:
-        app.state.context.close()
-        raise
+    _refuse_read_models_of_another_log(app.state.context)
     return app
 
 
@@ -222,17 +223,16 @@ def _open_readmodels(settings: Settings) -> Database:
 
 
 def _open_context(settings: Settings, *, runs_subscriptions: bool = True) -> ServiceContext:
-    """`runs_subscriptions`: the command goes on from the read models' checkpoints, so they must be this store's."""
+    """`runs_subscriptions`: the command appends and goes on from the read models' checkpoints, as a server does, so
+    the store's writer must answer and the checkpoints must be this store's."""
+    if runs_subscriptions:
+        _require_writer(settings.store)
     try:
         ctx = ServiceContext.open(settings)
     except _OPENING_FAILED as error:
         raise _cannot_open(error, settings.store, settings.readmodels) from None
     if runs_subscriptions:
-        try:
-            _refuse_read_models_of_another_log(ctx)
-        except BaseException:
-            ctx.close()
-            raise
+        _refuse_read_models_of_another_log(ctx)
     return ctx
 
 
@@ -665,8 +665,7 @@ def parked_replay(args: argparse.Namespace) -> int:
         raise CliError("give --position N or --all")
     settings = _settings(args)
     _require_store(settings.store, option="--data or LAPOR_STORE")
-    _require_writer(settings.store)  # a reaction replayed appends
-    ctx = _open_context(settings)
+    ctx = _open_context(settings)  # a reaction replayed appends
     try:
         services = args.services if args.services is not None else load_services()
         subscriptions = {subscription.name: subscription for service in services
@@ -749,7 +748,6 @@ def seed(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log_level)
     services = _services(args)
-    _require_writer(settings.store)
     ctx = _open_context(settings)
     try:
         before = ctx.store.head_position()
