@@ -351,8 +351,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             rows, next_cursor = read_queue(tx, agency_id, filters, now, after=after, limit=limit)
         # The reporter's identity is scrubbed from the title (the national admin may have corrected it naming the
         # reporter, whom no detector knows), as in the complaint view.
-        vault = ctx.store.vault
-        visible = visible_complaints(rows, principal, identity=lambda view: vault.identity(view["reporter_ref"]))
+        visible = visible_complaints(rows, principal, identity=lambda view: ctx.vault.identity(view["reporter_ref"]))
         items = [queue_item(view, now, ctx) for view in visible]
         return QueuePage(
             agency_id=agency_id,

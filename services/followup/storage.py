@@ -137,9 +137,6 @@ def install_service_tables(db: Database) -> None:
     add_column(db, "followup_drafts", "holding", "BIGINT")
 
 
-
-
-
 # Sorts after every real moment: the sort key of a queue item without a running deadline.
 NEVER = "9999-12-31T23:59:59.999999+00:00"
 

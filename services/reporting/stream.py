@@ -20,7 +20,7 @@ import logging
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,6 +163,7 @@ class _Viewer:
 
     def view(self, events: Sequence[RecordedEvent]) -> list[ServerSentEvent]:
         shown = []
+        identities: dict[str, Mapping[str, Any] | None] = {}  # by stream: one vault read per report on the page
         for event in events:
             if event.stream in self._refused:
                 continue  # its history stopped folding at an earlier event: so do its later ones, unread
@@ -186,15 +187,15 @@ class _Viewer:
                 self._states.popitem(last=False)
             if not self._wanted_by_client(event, before, after) or not (self._sees(before) or self._sees(after)):
                 continue
-            shown.append(
-                ServerSentEvent(
-                    orjson.dumps(self._payload(event, after)).decode(), event=event.type, id=str(event.position)
-                )
-            )
+            if event.stream not in identities:
+                identities[event.stream] = reporter_identity(self._store, after, self._principal)
+            payload = self._payload(event, after, identities[event.stream])
+            shown.append(ServerSentEvent(orjson.dumps(payload).decode(), event=event.type, id=str(event.position)))
         return shown
 
-    def _payload(self, event: RecordedEvent, state: ComplaintState) -> dict[str, Any]:
-        identity = reporter_identity(self._store, state, self._principal)
+    def _payload(
+        self, event: RecordedEvent, state: ComplaintState, identity: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
         return {
             "position": event.position,
             "tracking_id": state.tracking_id,

@@ -294,7 +294,7 @@ def _queue_views(
     # knows every name), as in the complaint view and the audit.
     refs = {report.tracking_id: report.reporter_ref for report in reports}
     return visible_complaints(
-        views, principal, identity=lambda view: ctx.store.vault.identity(refs[view["tracking_id"]])
+        views, principal, identity=lambda view: ctx.vault.identity(refs[view["tracking_id"]])
     )
 
 
