@@ -177,17 +177,23 @@ def test_two_processes_of_one_subscription_handle_each_event_once_and_the_standb
         store.close()
 
 
+def backend_pid(url: str, query: str, params: tuple[object, ...]) -> int | None:
+    """The server process (backend pid) in the first column of `query`'s first row, or None without a row."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(query, params).fetchone()
+    return None if row is None else int(row[0])
+
+
 def lease_holder_pid(url: str, name: str) -> int | None:
     """The server process (backend pid) whose session holds the advisory lock of the lease `name`."""
     from lapor.lease import LEASE_CLASS  # here, so that the other tests run (and fail) on code without leases
 
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = %s "
-            "AND objid::bigint = (hashtext(current_schema() || '/' || %s)::bigint & 4294967295)",
-            (LEASE_CLASS, name),
-        ).fetchone()
-    return None if row is None else int(row[0])
+    return backend_pid(
+        url,
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = %s "
+        "AND objid::bigint = (hashtext(current_schema() || '/' || %s)::bigint & 4294967295)",
+        (LEASE_CLASS, name),
+    )
 
 
 def test_a_runner_whose_lease_connection_is_lost_stops_handling_and_the_standby_takes_over(tmp_path, postgres_url):
@@ -265,12 +271,11 @@ def test_a_runner_cannot_commit_events_another_runner_committed_since_it_last_lo
 
 def lease_session(url: str, application_name: str) -> int | None:
     """The backend pid of a session of `application_name` whose last statement tried to take a lease."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE %s ORDER BY pid LIMIT 1",
-            (application_name, "%pg_try_advisory_lock%"),
-        ).fetchone()
-    return None if row is None else int(row[0])
+    return backend_pid(
+        url,
+        "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE %s ORDER BY pid LIMIT 1",
+        (application_name, "%pg_try_advisory_lock%"),
+    )
 
 
 @pytest.mark.postgres
