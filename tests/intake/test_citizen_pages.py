@@ -111,13 +111,18 @@ def test_the_pages_are_served_with_a_policy_that_allows_only_this_origin(server)
 # -- in the browser -----------------------------------------------------------------------------------------
 
 
-def filed_with_the_form(browser: WebDriver, server: Server, title: str, body: str, name: str) -> tuple[str, str]:
-    """A confidential report of Kota Kupang filed with the form under the reporter's `name`: its receipt's
-    (tracking id, reporter token)."""
+def form_filled(browser: WebDriver, server: Server, title: str, body: str) -> None:
+    """The report form of Kota Kupang filled in, not sent yet."""
     browser.get(server.url + "/")
     browser.find_element(By.ID, "title").send_keys(title)
     browser.find_element(By.ID, "body").send_keys(body)
     Select(browser.find_element(By.ID, "region_code")).select_by_value("53.71")
+
+
+def filed_with_the_form(browser: WebDriver, server: Server, title: str, body: str, name: str) -> tuple[str, str]:
+    """A confidential report of Kota Kupang filed with the form under the reporter's `name`: its receipt's
+    (tracking id, reporter token)."""
+    form_filled(browser, server, title, body)
     browser.find_element(By.ID, "reporter-name").send_keys(name)
     browser.find_element(By.ID, "confidential").click()
     browser.find_element(By.ID, "submit").click()
@@ -163,14 +168,6 @@ window.fetch = async (...request) => {
   throw new TypeError("Failed to fetch");
 };
 """
-
-
-def form_filled(browser: WebDriver, server: Server, title: str, body: str) -> None:
-    """The report form of Kota Kupang filled in, not sent yet."""
-    browser.get(server.url + "/")
-    browser.find_element(By.ID, "title").send_keys(title)
-    browser.find_element(By.ID, "body").send_keys(body)
-    Select(browser.find_element(By.ID, "region_code")).select_by_value("53.71")
 
 
 def filed_with_its_answer_lost(browser: WebDriver, server: Server, title: str, body: str) -> float:
