@@ -18,7 +18,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from lapor import app as app_module
 from lapor.app import _RunningLoop
@@ -27,7 +26,7 @@ from lapor.db import Database, Tx, open_database
 from lapor.observability import check_readiness
 from lapor.store import EventStore, RecordedEvent, open_store
 from lapor.subscriptions import CHECKPOINT_SCHEMA, Subscription, SubscriptionRunner
-from tests.conftest import with_search_path
+from tests.conftest import fresh_schema
 from tests.platform._servers import wait_until
 from tests.test_subscriptions import EFFECTS, fill, record_effect
 
@@ -177,17 +176,23 @@ def test_two_processes_of_one_subscription_handle_each_event_once_and_the_standb
         store.close()
 
 
+def backend_pid(url: str, query: str, params: tuple[object, ...]) -> int | None:
+    """The server process (backend pid) in the first column of `query`'s first row, or None without a row."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(query, params).fetchone()
+    return None if row is None else int(row[0])
+
+
 def lease_holder_pid(url: str, name: str) -> int | None:
     """The server process (backend pid) whose session holds the advisory lock of the lease `name`."""
     from lapor.lease import LEASE_CLASS  # here, so that the other tests run (and fail) on code without leases
 
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = %s "
-            "AND objid::bigint = (hashtext(current_schema() || '/' || %s)::bigint & 4294967295)",
-            (LEASE_CLASS, name),
-        ).fetchone()
-    return None if row is None else int(row[0])
+    return backend_pid(
+        url,
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = %s "
+        "AND objid::bigint = (hashtext(current_schema() || '/' || %s)::bigint & 4294967295)",
+        (LEASE_CLASS, name),
+    )
 
 
 def test_a_runner_whose_lease_connection_is_lost_stops_handling_and_the_standby_takes_over(tmp_path, postgres_url):
@@ -219,28 +224,24 @@ def test_a_runner_whose_lease_connection_is_lost_stops_handling_and_the_standby_
 def test_a_lease_is_its_databases_own_so_a_rebuilds_fresh_tables_never_wait_for_the_live_ones(
     tmp_path, postgres_server, postgres_url
 ):
-    schema = f"test_{uuid.uuid4().hex[:12]}"  # a rebuild's fresh schema beside the live one
-    with psycopg.connect(postgres_server, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    databases = [
-        open_database(f"sqlite:///{tmp_path}/readmodels.db"), open_database(f"sqlite:///{tmp_path}/fresh.db"),
-        open_database(postgres_url), open_database(with_search_path(postgres_server, schema)),
-    ]
-    try:
-        leases = [db.lease("reporting.complaints") for db in databases]
-        assert all(lease.acquire() for lease in leases)
-        # ... while a second lease of one name on one database is refused until the first is released.
-        for db, lease in zip(databases, leases, strict=True):
-            second = db.lease("reporting.complaints")
-            assert not second.acquire()
-            lease.release()
-            assert second.acquire()
-            second.release()
-    finally:
-        for db in databases:
-            db.close()
-        with psycopg.connect(postgres_server, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    with fresh_schema(postgres_server) as fresh_url:  # a rebuild's fresh schema beside the live one
+        databases = [
+            open_database(f"sqlite:///{tmp_path}/readmodels.db"), open_database(f"sqlite:///{tmp_path}/fresh.db"),
+            open_database(postgres_url), open_database(fresh_url),
+        ]
+        try:
+            leases = [db.lease("reporting.complaints") for db in databases]
+            assert all(lease.acquire() for lease in leases)
+            # ... while a second lease of one name on one database is refused until the first is released.
+            for db, lease in zip(databases, leases, strict=True):
+                second = db.lease("reporting.complaints")
+                assert not second.acquire()
+                lease.release()
+                assert second.acquire()
+                second.release()
+        finally:
+            for db in databases:
+                db.close()
 
 
 def test_a_runner_cannot_commit_events_another_runner_committed_since_it_last_looked(paths):
@@ -265,12 +266,11 @@ def test_a_runner_cannot_commit_events_another_runner_committed_since_it_last_lo
 
 def lease_session(url: str, application_name: str) -> int | None:
     """The backend pid of a session of `application_name` whose last statement tried to take a lease."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE %s ORDER BY pid LIMIT 1",
-            (application_name, "%pg_try_advisory_lock%"),
-        ).fetchone()
-    return None if row is None else int(row[0])
+    return backend_pid(
+        url,
+        "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE %s ORDER BY pid LIMIT 1",
+        (application_name, "%pg_try_advisory_lock%"),
+    )
 
 
 @pytest.mark.postgres

@@ -248,6 +248,14 @@ def outbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]
     db.close()
 
 
+@pytest.fixture
+def adapter() -> Iterator[WebhookAdapter]:
+    """The webhook adapter of a delivery process, with the default settings' policy."""
+    adapter = WebhookAdapter(webhook_policy(load_settings()))
+    yield adapter
+    adapter.close()
+
+
 class SlowThenTimedOut:
     """A first process's adapter: its first request hangs past the lease (meanwhile `meanwhile` runs: a second
     process's round, say) and times out; the next ones go out through `then`."""
@@ -281,21 +289,21 @@ def statuses(db: Database) -> list[str]:
         return [status for (status,) in tx.fetchall("SELECT status FROM followup_deliveries ORDER BY notification_id")]
 
 
-def test_a_process_whose_lease_ran_out_neither_sends_again_nor_undoes_what_another_delivered(outbox, receiver):
+def test_a_process_whose_lease_ran_out_neither_sends_again_nor_undoes_what_another_delivered(
+    outbox, receiver, adapter
+):
     clock = ManualClock(MONDAY)
     queue_to(outbox, receiver, "/kupang", clock, "LAP-L-1", "LAP-L-2")
-    adapter = WebhookAdapter(webhook_policy(load_settings()))
     second = Deliverer(outbox, clock, {WEBHOOK: adapter})
     first = Deliverer(outbox, clock, {WEBHOOK: SlowThenTimedOut(clock, second.run_once, adapter)})
     first.run_once()  # claims both; its first request hangs while the second process delivers both
     clock.advance(timedelta(hours=2))
     second.run_once()
-    adapter.close()
     assert sorted(body["tracking_id"] for _, body, _ in receiver.accepted) == ["LAP-L-1", "LAP-L-2"]
     assert statuses(outbox) == ["delivered", "delivered"]
 
 
-def test_a_webhook_removed_while_a_delivery_to_it_was_under_way_gets_nothing_more(outbox, receiver):
+def test_a_webhook_removed_while_a_delivery_to_it_was_under_way_gets_nothing_more(outbox, receiver, adapter):
     clock = ManualClock(MONDAY)
     queue_to(outbox, receiver, "/kupang", clock, "LAP-L-3")
 
@@ -304,26 +312,22 @@ def test_a_webhook_removed_while_a_delivery_to_it_was_under_way_gets_nothing_mor
             [(target_id,)] = tx.fetchall("SELECT target_id FROM followup_targets")
             assert deactivate_target(tx, KUPANG, target_id)
 
-    adapter = WebhookAdapter(webhook_policy(load_settings()))
     Deliverer(outbox, clock, {WEBHOOK: SlowThenTimedOut(clock, removed, adapter)}).run_once()
     clock.advance(timedelta(hours=2))
     Deliverer(outbox, clock, {WEBHOOK: adapter}).run_once()
-    adapter.close()
     assert receiver.attempts == []
     assert statuses(outbox) == ["cancelled"]
 
 
-def test_a_receiver_that_keeps_failing_is_backed_off_and_given_up_after_eight_attempts(outbox, receiver):
+def test_a_receiver_that_keeps_failing_is_backed_off_and_given_up_after_eight_attempts(outbox, receiver, adapter):
     clock = ManualClock(MONDAY)
     queue_to(outbox, receiver, "/kupang", clock, "LAP-L-4")
     receiver.script = [503] * 20
-    adapter = WebhookAdapter(webhook_policy(load_settings()))
     deliverer = Deliverer(outbox, clock, {WEBHOOK: adapter})
     tried = []
     for _ in range(12):
         tried.append(deliverer.run_once())
         clock.advance(timedelta(minutes=10))
-    adapter.close()
     # Waits of 30 s, 1, 2, 4 and 8 min each pass within a ten-minute step; then 16 and 32 min.
     assert tried == [1, 1, 1, 1, 1, 1, 0, 1, 0, 0, 0, 1]
     with outbox.read() as tx:

@@ -111,13 +111,18 @@ def test_the_pages_are_served_with_a_policy_that_allows_only_this_origin(server)
 # -- in the browser -----------------------------------------------------------------------------------------
 
 
-def filed_with_the_form(browser: WebDriver, server: Server, title: str, body: str, name: str) -> tuple[str, str]:
-    """A confidential report of Kota Kupang filed with the form under the reporter's `name`: its receipt's
-    (tracking id, reporter token)."""
+def form_filled(browser: WebDriver, server: Server, title: str, body: str) -> None:
+    """The report form of Kota Kupang filled in, not sent yet."""
     browser.get(server.url + "/")
     browser.find_element(By.ID, "title").send_keys(title)
     browser.find_element(By.ID, "body").send_keys(body)
     Select(browser.find_element(By.ID, "region_code")).select_by_value("53.71")
+
+
+def filed_with_the_form(browser: WebDriver, server: Server, title: str, body: str, name: str) -> tuple[str, str]:
+    """A confidential report of Kota Kupang filed with the form under the reporter's `name`: its receipt's
+    (tracking id, reporter token)."""
+    form_filled(browser, server, title, body)
     browser.find_element(By.ID, "reporter-name").send_keys(name)
     browser.find_element(By.ID, "confidential").click()
     browser.find_element(By.ID, "submit").click()
@@ -163,14 +168,6 @@ window.fetch = async (...request) => {
   throw new TypeError("Failed to fetch");
 };
 """
-
-
-def form_filled(browser: WebDriver, server: Server, title: str, body: str) -> None:
-    """The report form of Kota Kupang filled in, not sent yet."""
-    browser.get(server.url + "/")
-    browser.find_element(By.ID, "title").send_keys(title)
-    browser.find_element(By.ID, "body").send_keys(body)
-    Select(browser.find_element(By.ID, "region_code")).select_by_value("53.71")
 
 
 def filed_with_its_answer_lost(browser: WebDriver, server: Server, title: str, body: str) -> float:
@@ -377,10 +374,17 @@ def opened_with_token(browser: WebDriver, server: Server, tracking_id: str, repo
     WebDriverWait(browser, WAIT).until(lambda _: browser.find_element(By.ID, "actions").is_displayed())
 
 
-def test_the_reporter_adds_the_information_the_admin_asked_for(server, browser):
+def pended(server: Server) -> tuple[str, str, dict[str, str]]:
+    """A report filed over the API that the national admin pended, asking where it is: (tracking id, reporter
+    token, the national admin's headers)."""
     tracking_id, reporter_token = filed(server)
     admin = token(server, Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
     moved(server, tracking_id, ("pend", {"information_requested": "Di depan kantor lurah mana?"}, admin))
+    return tracking_id, reporter_token, admin
+
+
+def test_the_reporter_adds_the_information_the_admin_asked_for(server, browser):
+    tracking_id, reporter_token, _ = pended(server)
     opened_with_token(browser, server, tracking_id, reporter_token)
     assert shown(browser, "information-requested") == "Di depan kantor lurah mana?"
     assert not browser.find_element(By.ID, "feedback-form").is_displayed()
@@ -397,9 +401,7 @@ def test_a_double_click_on_a_reporters_action_sends_it_once_and_says_it_was_sent
     """The second click of a double click sent the action again with the version the page showed; the first had
     moved the report on, so the second was refused (412) and the page said the report had changed, beside the
     message that the information was sent."""
-    tracking_id, reporter_token = filed(server)
-    admin = token(server, Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
-    moved(server, tracking_id, ("pend", {"information_requested": "Di depan kantor lurah mana?"}, admin))
+    tracking_id, reporter_token, admin = pended(server)
     opened_with_token(browser, server, tracking_id, reporter_token)
     browser.find_element(By.ID, "information-text").clear()
     browser.find_element(By.ID, "information-text").send_keys("Kantor Lurah Oebobo.")
@@ -438,9 +440,7 @@ def test_a_mistyped_reporter_token_is_told_in_the_citizens_words_and_nothing_is_
     """A public report opens without its token, so a mistyped token (43 random characters) still shows the report
     and the form the reporter's action takes; the server then refuses the action (401), which the page passed on
     in the API's English ("X-Reporter-Token does not open complaint ...")."""
-    tracking_id, reporter_token = filed(server)
-    admin = token(server, Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
-    moved(server, tracking_id, ("pend", {"information_requested": "Di depan kantor lurah mana?"}, admin))
+    tracking_id, reporter_token, _ = pended(server)
     opened_with_token(browser, server, tracking_id, reporter_token[:-1] + ("A" if reporter_token[-1] != "A" else "B"))
     browser.find_element(By.ID, "information-text").send_keys("Kantor Lurah Oebobo.")
     browser.find_element(By.CSS_SELECTOR, "#information-form button").click()

@@ -46,8 +46,9 @@ def serving(tmp_path: Path, store: str) -> Iterator[Intake]:
 
 
 @contextmanager
-def raw(store: str) -> Iterator[object]:
-    """A connection of its own to the store's database (SQLite: the vault's file beside the store)."""
+def raw(store: str, *, vault: bool = True) -> Iterator[object]:
+    """A connection of its own to the store's database (SQLite: the vault's file beside the store, or with
+    `vault=False` the events' file)."""
     if store.startswith("postgresql"):
         with psycopg.connect(store, autocommit=True) as conn:
             yield conn
@@ -55,7 +56,7 @@ def raw(store: str) -> Iterator[object]:
         import sqlite3
 
         path = Path(parse_sqlite_url(store)[0])
-        conn = sqlite3.connect(path.with_name(path.stem + "-vault.db"), isolation_level=None)
+        conn = sqlite3.connect(path.with_name(path.stem + "-vault.db") if vault else path, isolation_level=None)
         try:
             yield conn
         finally:
@@ -73,43 +74,34 @@ def all_entries(store: str) -> set[str]:
         return {row[0] for row in conn.execute("SELECT ref FROM pii_vault").fetchall()}
 
 
-def events_db(store: str) -> object:
-    if store.startswith("postgresql"):
-        return psycopg.connect(store, autocommit=True)
-    import sqlite3
-
-    return sqlite3.connect(parse_sqlite_url(store)[0], isolation_level=None)
-
-
 @contextmanager
 def appends_failing(store: str, *, at_commit: bool = False) -> Iterator[None]:
     """Every append fails in the store's transaction, before COMMIT (the store knows it was not recorded) or, on
     PostgreSQL with `at_commit`, at COMMIT (a deferred trigger: as when the connection is lost there, the adapter
     cannot tell whether it committed)."""
-    conn = events_db(store)
-    try:
-        if store.startswith("postgresql"):
-            conn.execute(
-                "CREATE FUNCTION refuse_append() RETURNS trigger LANGUAGE plpgsql AS"
-                " $$ BEGIN RAISE EXCEPTION 'the disk is full (test)'; END $$"
-            )
-            if at_commit:
-                conn.execute("CREATE CONSTRAINT TRIGGER refuse_append AFTER INSERT ON events DEFERRABLE INITIALLY"
-                             " DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_append()")
+    with raw(store, vault=False) as conn:
+        try:
+            if store.startswith("postgresql"):
+                conn.execute(
+                    "CREATE FUNCTION refuse_append() RETURNS trigger LANGUAGE plpgsql AS"
+                    " $$ BEGIN RAISE EXCEPTION 'the disk is full (test)'; END $$"
+                )
+                if at_commit:
+                    conn.execute("CREATE CONSTRAINT TRIGGER refuse_append AFTER INSERT ON events DEFERRABLE INITIALLY"
+                                 " DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_append()")
+                else:
+                    conn.execute("CREATE TRIGGER refuse_append BEFORE INSERT ON events FOR EACH ROW"
+                                 " EXECUTE FUNCTION refuse_append()")
             else:
-                conn.execute("CREATE TRIGGER refuse_append BEFORE INSERT ON events FOR EACH ROW"
-                             " EXECUTE FUNCTION refuse_append()")
-        else:
-            assert not at_commit
-            # A statement error inside the INSERT (integer overflow), as a full disk or an I/O error would be.
-            conn.execute("CREATE TRIGGER refuse_append BEFORE INSERT ON events BEGIN"
-                         " SELECT abs(-9223372036854775807 - 1); END")
-        yield
-    finally:
-        conn.execute("DROP TRIGGER refuse_append" + (" ON events" if store.startswith("postgresql") else ""))
-        if store.startswith("postgresql"):
-            conn.execute("DROP FUNCTION refuse_append()")
-        conn.close()
+                assert not at_commit
+                # A statement error inside the INSERT (integer overflow), as a full disk or an I/O error would be.
+                conn.execute("CREATE TRIGGER refuse_append BEFORE INSERT ON events BEGIN"
+                             " SELECT abs(-9223372036854775807 - 1); END")
+            yield
+        finally:
+            conn.execute("DROP TRIGGER refuse_append" + (" ON events" if store.startswith("postgresql") else ""))
+            if store.startswith("postgresql"):
+                conn.execute("DROP FUNCTION refuse_append()")
 
 
 def test_a_submission_whose_append_fails_leaves_no_vault_entry(tmp_path, store):

@@ -54,6 +54,13 @@ class Server:
         return self.stderr.read_text()
 
 
+def run_lapor(*arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`lapor <arguments>` run to its end in a process of its own, from the project's root: its exit code and
+    output."""
+    return subprocess.run([sys.executable, "-m", "lapor.cli", *arguments], cwd=ROOT, capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
 def wait_until(condition, timeout: float = 60.0, describe: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while True:

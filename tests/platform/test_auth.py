@@ -26,6 +26,7 @@ from lapor.principal import OMBUDSMAN_AGENCY, Principal, Role
 from lapor.problems import Forbidden, Unauthenticated
 from lapor.settings import load_settings
 from lapor.store import open_store
+from tests.platform._servers import run_lapor
 
 SECRET = "k" * 48
 
@@ -132,11 +133,7 @@ def test_a_lifetime_longer_than_a_token_can_carry_is_refused(text):
 
 
 def test_lapor_token_create_refuses_an_endless_lifetime_in_one_line(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "lapor.cli", "token", "create", "--role", "auditor", "--ttl", "3000000d",
-         "--data", str(tmp_path / "var")],
-        capture_output=True, text=True,
-    )
+    result = run_lapor("token", "create", "--role", "auditor", "--ttl", "3000000d", "--data", str(tmp_path / "var"))
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == "lapor: a lifetime is at most 365000d (1000 years), not '3000000d'\n"
 
@@ -216,8 +213,7 @@ def test_lapor_token_create_prints_only_a_token_the_data_dir_secret_verifies(tmp
 
 def _lapor(*arguments: str) -> subprocess.CompletedProcess[str]:
     environment = {name: value for name, value in os.environ.items() if not name.upper().startswith("LAPOR_")}
-    return subprocess.run([sys.executable, "-m", "lapor.cli", *arguments], capture_output=True, text=True,
-                          env=environment, timeout=60)
+    return run_lapor(*arguments, env=environment)
 
 
 def test_lapor_token_create_where_no_server_keeps_a_secret_is_refused_and_makes_none(tmp_path):

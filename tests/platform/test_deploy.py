@@ -30,7 +30,7 @@ from lapor.auth import TokenService
 from lapor.clock import SystemClock
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
 from tests.conftest import backend_unavailable
-from tests.platform._servers import ROOT, free_port, lapor, wait_until
+from tests.platform._servers import ROOT, free_port, lapor, run_lapor, wait_until
 
 DEPLOY = ROOT / "deploy"
 PACKAGES = ("lapor", "schemas", "services")
@@ -165,10 +165,8 @@ def test_the_pod_starts_beside_the_manifests_service_and_others_named_lapor(tmp_
                    for entry in kubernetes_container()["env"]}
     environment |= service_links(service, "10.96.0.12") | service_links(database, "10.96.0.13")
     assert {"LAPOR_SERVICE_HOST", "LAPOR_SERVICE_PORT_HTTP", "LAPOR_POSTGRES_PORT_5432_TCP_ADDR"} <= set(environment)
-    created = subprocess.run(
-        [sys.executable, "-m", "lapor.cli", "token", "create", "--role", "operator"], capture_output=True, text=True,
-        env={**environment, "PATH": "/usr/bin:/bin", "LAPOR_DATA": str(tmp_path)}, cwd=ROOT, timeout=60,
-    )
+    created = run_lapor("token", "create", "--role", "operator",
+                        env={**environment, "PATH": "/usr/bin:/bin", "LAPOR_DATA": str(tmp_path)})
     assert (created.returncode, created.stderr) == (0, "")
     assert created.stdout.count(".") == 2  # a signed token
 

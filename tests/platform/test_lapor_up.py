@@ -19,7 +19,7 @@ import pytest
 from lapor.cli import main as cli_main
 from lapor.store import open_store
 from lapor.store.writer import WriterProcess
-from tests.platform._servers import ROOT, Server, free_port, lapor, wait_until
+from tests.platform._servers import ROOT, Server, free_port, lapor, run_lapor, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -291,11 +291,7 @@ def test_lapor_up_with_workers_refuses_a_port_another_server_listens_on(tmp_path
     with lapor(tmp_path, "up", "--data", str(tmp_path / "first"), "--workers", "2", name="first",
                module="lapor.cli") as first:
         port = first.url.rsplit(":", 1)[1]
-        second = subprocess.run(
-            [sys.executable, "-m", "lapor.cli", "up", "--data", str(tmp_path / "second"), "--workers", "2",
-             "--port", port],
-            cwd=ROOT, capture_output=True, text=True, timeout=60,
-        )
+        second = run_lapor("up", "--data", str(tmp_path / "second"), "--workers", "2", "--port", port)
         assert second.returncode == 2
         assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
         assert not (tmp_path / "second" / "events.db").exists()  # refused before anything was opened
@@ -306,10 +302,7 @@ def test_lapor_up_with_workers_refuses_a_port_another_server_listens_on(tmp_path
 def test_a_port_out_of_range_is_refused_before_anything_is_opened(tmp_path, command):
     """It was taken as given: the server then listened on the port modulo 65536 (15264) while its log said
     http://127.0.0.1:80800."""
-    result = subprocess.run(
-        [sys.executable, "-m", "lapor.cli", *command, "--data", str(tmp_path / "var"), "--port", "80800"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )
+    result = run_lapor(*command, "--data", str(tmp_path / "var"), "--port", "80800")
     assert result.returncode == 2
     assert "argument --port: expected a port from 0 to 65535, not '80800'" in result.stderr
     assert "Traceback" not in result.stderr
@@ -324,10 +317,7 @@ def test_a_port_another_server_listens_on_is_refused_before_anything_is_opened(t
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "lapor.cli", *command, "--data", str(tmp_path / "var"), "--port", str(port)],
-            cwd=ROOT, capture_output=True, text=True, timeout=60,
-        )
+        result = run_lapor(*command, "--data", str(tmp_path / "var"), "--port", str(port))
     assert result.returncode == 2
     assert result.stderr == f"lapor: cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use\n"
     assert not (tmp_path / "var").exists()
@@ -340,10 +330,7 @@ def test_a_store_writer_that_cannot_keep_its_store_there_is_one_line(tmp_path):
     data.write_text("not a directory\n")
     environment = {**os.environ, "LAPOR_SECRET": "s" * 40}
     for command in (["writer"], ["up", "--store-writer", "--port", str(free_port())]):
-        result = subprocess.run(
-            [sys.executable, "-m", "lapor.cli", *command, "--data", str(data)],
-            cwd=ROOT, capture_output=True, text=True, timeout=60, env=environment,
-        )
+        result = run_lapor(*command, "--data", str(data), env=environment)
         assert result.returncode == 2, command
         assert "Traceback" not in result.stderr, command
         assert f"store writer: not started: cannot keep the store {data}/events.db there" in result.stderr, command
@@ -357,10 +344,7 @@ def test_a_store_url_naming_a_writer_that_does_not_answer_is_refused_before_anyt
     socket_path = tmp_path / "events.db-writer.sock"
     environment = {**os.environ, "LAPOR_STORE": f"sqlite:///{data}/events.db?writer={socket_path}"}
     ports = ["--port", str(free_port())] if command[0] != "seed" else []
-    result = subprocess.run(
-        [sys.executable, "-m", "lapor.cli", *command, "--data", str(data), *ports],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, env=environment,
-    )
+    result = run_lapor(*command, "--data", str(data), *ports, env=environment)
     assert result.returncode == 2
     assert result.stderr == (
         f"lapor: the store writer at {socket_path} does not answer (No such file or directory): start it first "
@@ -391,10 +375,7 @@ def test_read_models_of_another_store_are_refused_before_anything_runs(tmp_path,
     ports = ["--port", str(free_port())] if command[0] in ("up", "serve") else []
     with sqlite3.connect(seeded_data / "readmodels.db") as db:
         (checkpoint,) = db.execute("SELECT max(position) FROM subscription_checkpoints").fetchone()
-    result = subprocess.run(
-        [sys.executable, "-m", "lapor.cli", *command, "--data", str(seeded_data), *ports],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, env=environment,
-    )
+    result = run_lapor(*command, "--data", str(seeded_data), *ports, env=environment)
     assert (result.returncode, result.stdout) == (2, "")
     problem = result.stderr.splitlines()[-1]
     assert problem.startswith(

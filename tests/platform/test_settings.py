@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
 
 from lapor.settings import SettingsError, load_settings
+from tests.platform._servers import run_lapor
 
 SECRET = "s3cret-" + "x" * 40
 
@@ -239,10 +238,7 @@ def test_without_a_secret_one_is_generated_once_kept_private_and_reused(tmp_path
 
 def test_the_cli_prints_one_line_and_exits_2_on_a_bad_setting(tmp_path):
     environment = {**os.environ, "LAPOR_READINESS_MAX_LAG": "-5", "LAPOR_DATA": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "-m", "lapor.cli", "up", "--port", "0"],
-        capture_output=True, text=True, env=environment, timeout=60,
-    )
+    result = run_lapor("up", "--port", "0", env=environment)
     assert result.returncode == 2
     assert result.stderr == (
         "lapor: invalid setting LAPOR_READINESS_MAX_LAG: Input should be greater than or equal to 0 (got '-5')\n"
@@ -279,10 +275,7 @@ def test_a_demo_agency_without_its_unit_is_one_line_before_anything_starts(tmp_p
     """The default demo unit (pemda-53.71/dinkes) is not inside another demo agency: `lapor up --demo` opened the
     store, then failed with a traceback while signing the unit officer's token."""
     environment = {**os.environ, "LAPOR_DEMO_AGENCY": "pemda-35.73", "LAPOR_DATA": str(tmp_path / "var")}
-    result = subprocess.run(
-        [sys.executable, "-m", "lapor.cli", "up", "--demo", "--port", "0"],
-        capture_output=True, text=True, env=environment, timeout=60,
-    )
+    result = run_lapor("up", "--demo", "--port", "0", env=environment)
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == (
         "lapor: invalid setting LAPOR_DEMO_UNIT: expected a unit of LAPOR_DEMO_AGENCY (pemda-35.73), like "
@@ -297,10 +290,7 @@ def test_a_kept_secret_that_cannot_be_read_is_one_line(tmp_path):
     data = tmp_path / "var"
     (data / "secret").mkdir(parents=True)
     for command in (["token", "create", "--role", "auditor"], ["up", "--port", "0"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "lapor.cli", *command, "--data", str(data)],
-            capture_output=True, text=True, timeout=60,
-        )
+        result = run_lapor(*command, "--data", str(data))
         assert (result.returncode, result.stdout) == (2, ""), command
         assert result.stderr == (
             f"lapor: {data}/secret: cannot read or keep the signing secret there (Is a directory); check --data or "
