@@ -6,7 +6,9 @@ way every other view decides it: `lapor.privacy.can_see_report` on the complaint
 (before or after it: an agency sees the disposition that brings a report to it and the return that takes it
 away), and `redact_event_data` / `redact_metadata` on what is shown. A feed ends when the caller's token would be
 refused (`Principal.valid_until`), with a `token_expired` event whose id is where a fresh token resumes, or when
-it is revoked (`lapor.revocation`), with a `token_revoked` event.
+it is revoked (`lapor.revocation`), with a `token_revoked` event. Events a caller is not sent still move its
+Last-Event-ID: after a page read with none of them shown last, an `id` without data names the page's last
+position, so a narrow feed that reconnects does not read the whole busy log it passed over again.
 
 Connections do not poll the store each on its own: one `StreamHub` per app (the service's background loop) waits
 for commits (`store.wait_for_events`) while anyone listens and wakes every connection's asyncio event.
@@ -226,6 +228,13 @@ def _token_ended_event(position: int, *, revoked: bool) -> ServerSentEvent:
     )
 
 
+def _passed(position: int) -> ServerSentEvent:
+    """An `id` without data after events the caller is not sent (filtered out, not theirs to see, other
+    categories): the client's Last-Event-ID moves past them, so a reconnection does not read them all again. At
+    most one per page read."""
+    return ServerSentEvent(comment=f"through position {position}", id=str(position))
+
+
 async def live_events(
     store: EventStore,
     hub: StreamHub,
@@ -273,6 +282,7 @@ async def live_events(
                 head = await to_thread.run_sync(store.head_position)
                 if head > position and not await to_thread.run_sync(store.read_all, position + 1, "complaint", 1):
                     position = head  # the rest of the log is other categories
+                    yield _passed(position)
                     continue
                 if head <= position:
                     # The token's end also wakes an idle feed, and a revocation is looked for now and then.
@@ -286,5 +296,7 @@ async def live_events(
             for event in shown:
                 yield event
             position = events[-1].position
+            if not shown or shown[-1].id != str(position):
+                yield _passed(position)
     finally:
         hub.leave(wake)

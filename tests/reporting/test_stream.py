@@ -435,6 +435,28 @@ def test_the_feed_can_be_narrowed_by_type_region_and_agency(live: Live):
     assert (kupang["event"], kupang["data"]["tracking_id"]) == ("ComplaintDisposed", "LAP-KUPANG-2")
 
 
+def test_events_a_feed_filters_out_still_move_its_last_event_id(live: Live):
+    """A feed narrowed to one region, opened before a run of another region's events, is sent none of them, but
+    its Last-Event-ID moves past them: a reconnection starts after them and the next event of its region is the
+    first thing it gets."""
+    live.append("LAP-MALANG-7", submitted("LAP-MALANG-7", region="35.73"))
+    admin = live.headers(Role.admin_national)
+    with open_feed(live, {**admin, "Last-Event-ID": "0"}, "?region=53") as feed:
+        passed = live.append("LAP-MALANG-8", submitted("LAP-MALANG-8", region="35.73"), *to_agency("pemda-35.73"))
+        lines = []
+        for line in feed._lines:  # up to the id that names the last event passed over, or the first keep-alive
+            lines.append(line)
+            if line == f"id: {passed}" or line.startswith(": ping"):
+                break
+    assert lines[-1] == f"id: {passed}", lines
+    assert not [line for line in lines if line.startswith("data:")]
+    with open_feed(live, {**admin, "Last-Event-ID": str(passed)}, "?region=53") as feed:
+        feed.wait_open()
+        kupang = live.append("LAP-KUPANG-8", submitted("LAP-KUPANG-8"))
+        [first] = feed.take(1)
+    assert (first["id"], first["data"]["tracking_id"]) == (kupang, "LAP-KUPANG-8")
+
+
 @pytest.mark.parametrize("event_type", ["ComplaintDispatched", "complaintdisposed", ""])
 def test_a_type_the_catalogue_does_not_name_is_refused(live: Live, event_type: str):
     """A misspelt type is a validation problem naming the parameter, not a feed that stays silent forever."""
