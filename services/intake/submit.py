@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from lapor.auth import reporter_token_hash
@@ -15,7 +15,7 @@ from lapor.complaint import ComplaintState
 from lapor.context import ServiceContext
 from lapor.principal import Principal, Role
 from lapor.privacy import MASKED_BY, MASKING, ORIGINAL_REF
-from lapor.problems import Conflict
+from lapor.problems import Conflict, ValidationProblem
 from lapor.store import NewEvent, RecordedEvent
 from lapor.tracking import stream_of
 from services.intake.decide import SubmitComplaint, decide_submission
@@ -28,6 +28,9 @@ from services.intake.text import mask_personal_data
 
 # Attempts at a free tracking ID; with 2**40 IDs a second attempt is already rare.
 MAX_ID_ATTEMPTS = 8
+# How far ahead of this system's clock a channel's `received_at` may be (a gateway's clock a little fast): beyond it
+# the moment cannot have happened yet, and the report is refused rather than recorded with a time to come.
+RECEIVED_AT_LEEWAY = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,12 @@ def submit(
     """Record `report`; `ids` derives the identifiers (build it once: it holds a key derived from the signing
     secret). With a `natural_key`, `request` (the request as validated) must be given: the same key
     with the same request returns the first receipt, with another request raises IdempotencyConflict."""
+    now = ctx.clock.now()
+    if report.received_at is not None and report.received_at > now + RECEIVED_AT_LEEWAY:
+        raise ValidationProblem(
+            f"received_at {report.received_at.isoformat()} is in the future (it is {now.isoformat()} now)",
+            location=("body", "received_at"),
+        )
     request_digest = ids.request_digest(request or {}) if natural_key is not None else None
     for attempt in range(MAX_ID_ATTEMPTS):
         if natural_key is None:

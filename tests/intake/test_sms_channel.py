@@ -3,6 +3,8 @@ back. The directory (keywords) is written as routing writes it."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -13,6 +15,7 @@ from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
 from lapor.settings import load_settings
 from schemas.events import AgencyKind, AgencyUpdated
 from services.intake.sms import HELP_REPLY
+from services.intake.submit import RECEIVED_AT_LEEWAY
 from tests.intake.conftest import OPEN_LIMITS, Intake
 
 
@@ -211,3 +214,17 @@ def test_the_keywords_of_routings_shipped_directory_route_sms_reports(tmp_path, 
         )
         [event] = intake.events(response.json()["tracking_id"])
         assert (event.data["suggested_agency_id"], event.data["region_code"]) == (agency_id, region_code)
+
+
+def test_a_message_received_at_a_moment_still_to_come_is_refused_and_nothing_is_filed(intake, gateway):
+    """A gateway's clock a little fast is taken (`RECEIVED_AT_LEEWAY`); a moment beyond it has not happened yet."""
+    now = intake.ctx.clock.now()
+    head = intake.head()
+    later = (now + RECEIVED_AT_LEEWAY + timedelta(minutes=1)).isoformat()
+    refused = gateway(message(message_id="sms-future", received_at=later))
+    assert refused.status_code == 422
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert [error["location"] for error in refused.json()["errors"]] == [["body", "received_at"]]
+    assert intake.head() == head
+    soon = (now + RECEIVED_AT_LEEWAY - timedelta(minutes=1)).isoformat()
+    assert gateway(message(message_id="sms-soon", received_at=soon)).status_code == 201
