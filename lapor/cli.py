@@ -853,6 +853,12 @@ def main(argv: Sequence[str] | None = None, *, services: Sequence[ServiceDefinit
     except (SettingsError, CliError) as error:
         print(f"lapor: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C in a command that runs to its end (seed, rebuild, audit, bench): what it appended stays (each
+        # append is whole; seeding again appends the rest), a rebuild's fresh tables were dropped on the way out.
+        # One line and the shell's code for SIGINT, not a traceback from wherever the signal landed.
+        print("lapor: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from lapor.cli import main
 from lapor.context import ServiceContext
 from lapor.settings import load_settings
+from services.routing.service import SERVICE
 
 
 def _appended(output: str) -> int:
@@ -85,3 +87,22 @@ def test_a_new_empty_store_is_announced_once(
             ServiceContext.open(settings).close()
         created = [record.getMessage() for record in caplog.records if "new, empty event store" in record.getMessage()]
         assert len(created) == (1 if opening == "first" else 0), opening
+
+
+def test_ctrl_c_during_a_command_ends_it_with_one_line_and_the_shells_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Ctrl-C lands wherever the main thread is: here in a service's seeding, after the services' subscriptions
+    started. The command stops them, closes the store, says so in one line and exits 130 (128 + SIGINT), where it
+    printed a traceback; the store opens again afterwards."""
+
+    def interrupted(ctx: ServiceContext) -> None:
+        raise KeyboardInterrupt
+
+    data = tmp_path / "var"
+    services = [replace(SERVICE, seed_demo=interrupted)]
+    assert main(["seed", "--data", str(data)], services=services) == 130
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1] == "lapor: interrupted"
+    assert "Traceback" not in captured.err
+    assert main(["seed", "--data", str(data)]) == 0  # nothing left locked or half-open
