@@ -301,6 +301,28 @@ def test_a_redirect_through_the_gateway_keeps_the_address_the_client_used(tmp_pa
                 assert behind_tls.headers["location"] == url.replace("http://", "https://", 1) + path.rstrip("/")
 
 
+OPERATIONS = ("/metrics", "/readyz")  # what the gateway does not pass on
+
+
+def test_the_operations_endpoints_stay_off_the_gateway(tmp_path):
+    """/metrics (every route's counters) and /readyz (why a service is not ready, in its driver's words) are for
+    the scraper and the probes, which reach a service on its own address: through the public gateway they are a
+    404 problem, with or without a trailing slash. /healthz, which says only "alive", goes through."""
+    with lapor(tmp_path, "up", "--data", str(tmp_path / "var"), name="one", module="lapor.cli") as server:
+        address = server.url.removeprefix("http://")
+        with gateway(tmp_path, dict.fromkeys(("intake", "routing", "followup", "reporting"), address)) as url:
+            for path in OPERATIONS:
+                assert httpx2.get(server.url + path, timeout=10).status_code == 200
+                for asked in (path, path + "/", path + "?format=text"):
+                    answer = httpx2.get(url + asked, timeout=10)
+                    assert answer.status_code == 404, asked
+                    assert answer.headers["content-type"] == "application/problem+json"
+                    problem = answer.json()
+                    assert (problem["type"], problem["status"], problem["instance"]) == (
+                        "/problems/not-found", 404, asked.split("?")[0])
+            assert httpx2.get(url + "/healthz", timeout=10).json() == {"status": "alive"}
+
+
 @pytest.mark.postgres
 def test_the_gateway_sends_every_route_to_the_service_that_serves_it(tmp_path, postgres_url):
     """The four services as compose.services.yaml runs them (command and settings; this test's database), behind
@@ -339,8 +361,7 @@ def test_the_gateway_sends_every_route_to_the_service_that_serves_it(tmp_path, p
         for (method, template), having in sorted(owners.items()):
             owner = next(iter(having)) if len(having) == 1 else "intake"
             for path in concrete(template, tracking_id):
-                if path == "/metrics":  # the counter leaves its own reads out
-                    assert httpx2.get(url + path, timeout=10).status_code == 200
+                if path in OPERATIONS:  # kept off the gateway: test_the_operations_endpoints_stay_off_the_gateway
                     continue
                 if path == "/api/stream":
                     with httpx2.stream(method, url + path, headers=admin, timeout=10) as answer:
