@@ -72,7 +72,10 @@ IDENTITY_FIELDS = frozenset(
 # References that can lead back to the reporter through the channel they used. Hidden for anonymous reports and
 # from the public and reporters; for the channels below they are identity outright (an SMS reference is derived
 # from the sender's phone number).
-LINKING_FIELDS = frozenset({"channel_ref", "external_id", "message_id", "ip", "client_ip", "user_agent", "device_id"})
+# `duplicate_suspect_of` names reports intake found alike, the same reporter's own among them (session 27).
+LINKING_FIELDS = frozenset(
+    {"channel_ref", "external_id", "message_id", "ip", "client_ip", "user_agent", "device_id", "duplicate_suspect_of"}
+)
 IDENTIFYING_CHANNELS = frozenset({"sms"})
 
 # Text written by people: masked for everyone but the national admin.

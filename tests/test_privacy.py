@@ -485,6 +485,19 @@ def test_anonymous_sms_submission_reaches_the_agency_without_identity_or_channel
     assert shown["anonymous"] is True
 
 
+def test_the_reports_an_anonymous_submission_is_suspected_to_repeat_are_the_national_admins_only():
+    """Intake suspects a duplicate among the same reporter's own reports too: for an anonymous report that list
+    links it to its reporter's other reports, some perhaps filed by name. It is a linking field like channel_ref:
+    the national admin (who verifies and marks duplicates) reads it; for anyone else it goes with the anonymity."""
+    data = {**submitted("LAP-6", anonymous=True), "duplicate_suspect_of": ["LAP-2"]}
+    assert redact_event_data("ComplaintSubmitted", data, NATIONAL)["duplicate_suspect_of"] == ["LAP-2"]
+    for principal in (OPERATOR, AUDITOR, OMBUDSMAN, AGENCY_ADMIN, LIAISON, PUBLIC):
+        assert "duplicate_suspect_of" not in redact_event_data("ComplaintSubmitted", data, principal), principal
+    named = {**data, "anonymous": False}
+    assert redact_event_data("ComplaintSubmitted", named, OPERATOR)["duplicate_suspect_of"] == ["LAP-2"]
+    assert "duplicate_suspect_of" not in redact_event_data("ComplaintSubmitted", named, PUBLIC)
+
+
 def test_national_admin_reads_the_submission_event_whole_but_the_token_hash():
     data = submitted("LAP-5", channel="sms", channel_ref="sms-88230001", anonymous=True)
 
