@@ -392,10 +392,20 @@ def one_line(error: ValidationError) -> str:
 
 
 def describe_errors(error: ValidationError) -> str:
+    """One line for every problem, each naming the setting as the environment does (`LAPOR_LIMITS__STORAGE`) and,
+    when a LAPOR_CONFIG file is read, as the file does (`limits.storage`), since the value may come from either; a
+    key only the file can hold (one that names no setting) is named as the file has it."""
+    config = config_path()
     lines = []
     for problem in error.errors(include_url=False):
         location = [str(part) for part in problem["loc"]]
         name = ENV_PREFIX + "__".join(location).upper() if location else "settings"
+        if config and location:
+            key = ".".join(location)
+            if problem["type"] == "extra_forbidden":
+                lines.append(f"unknown setting {key} in {ENV_PREFIX}CONFIG={config}")
+                continue
+            name += f" ({key} in {ENV_PREFIX}CONFIG={config})"
         message = problem["msg"].removeprefix("Value error, ")
         given = problem.get("input")
         # A secret, or a proxy's or storage's URL that may carry a password, is not repeated back; of a store's
