@@ -320,7 +320,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         if_match: int | None = Depends(if_match_header),
     ) -> ReporterActionResult:
         def decide(state: ComplaintState, text: Mapping[str, Any], now: datetime) -> EventData:
-            return decide_ombudsman_consent(state)
+            return decide_ombudsman_consent(state, now)
 
         return await reporter_action(
             response,

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from lapor.complaint import ComplaintState, IllegalTransition, ensure_allowed
+from lapor.complaint import ComplaintState, IllegalTransition, Status, ensure_allowed
 from lapor.policy import Sp4nPolicy
 from lapor.problems import ValidationProblem
 from schemas.events import (
@@ -109,18 +109,33 @@ WINDOWS: Mapping[str, tuple[str, str]] = {
 }
 
 
-def too_late(state: ComplaintState, event_type: str, now: datetime) -> bool:
-    """Whether the reporter's window for `event_type` has ended (the view then offers no form for it)."""
+# Consent to the Ombudsman's takeover is for a report still unresolved. Once the agency has resolved it, the reporter
+# answers the resolution first: dissatisfied reopens it, and consent can be given then (routing offers the takeover
+# only while the report is unresolved, and hands it over only then). Taken while resolved, routing handed the report
+# to the Ombudsman, which can do nothing with a resolved report, and it closed on the agency's resolution.
+RESOLVED_FIRST = (
+    "the agency has resolved the report: answer the resolution first; if it does not satisfy you the report is "
+    "reopened, and the Ombudsman's takeover can be asked for then"
+)
+
+
+def refused_now(state: ComplaintState, event_type: str, now: datetime) -> str | None:
+    """Why the reporter may not take `event_type` now although the report's status allows it (the view then offers
+    no form for it): its window has ended, or the report waits for the answer to a resolution."""
     window = WINDOWS.get(event_type)
     due: datetime | None = getattr(state, window[0]) if window else None
-    return due is not None and now > due
+    if window and due is not None and now > due:
+        return window[1].format(due.isoformat())
+    if event_type == "OmbudsmanConsentGiven" and state.status is Status.resolved:
+        return RESOLVED_FIRST
+    return None
 
 
-def _ensure_in_time(state: ComplaintState, event_type: str, now: datetime) -> None:
+def _ensure_now(state: ComplaintState, event_type: str, now: datetime) -> None:
     ensure_allowed(state, event_type)
-    if too_late(state, event_type, now):
-        field, reason = WINDOWS[event_type]
-        raise IllegalTransition(event_type, state.status, reason.format(getattr(state, field).isoformat()))
+    reason = refused_now(state, event_type, now)
+    if reason:
+        raise IllegalTransition(event_type, state.status, reason)
 
 
 def decide_information(
@@ -133,7 +148,7 @@ def decide_information(
     """The reporter answers a tunda: the report goes back to verification with a fresh deadline. Only within the
     pending period (`archive_due`, 30 working days; a bug hunt found late information reviving the report when it
     came before the scheduler's archiving)."""
-    _ensure_in_time(state, "InformationProvided", now)
+    _ensure_now(state, "InformationProvided", now)
     due = policy.verification_due(now)
     return _build(InformationProvided, text=text, attachments=attachments, verification_due=due)
 
@@ -143,11 +158,12 @@ def decide_feedback(
 ) -> FeedbackGiven:
     """The reporter answers a resolution; followup closes (satisfied) or reopens (not) the report. Only within the
     answer's window (`feedback_due`, 10 working days)."""
-    _ensure_in_time(state, "FeedbackGiven", now)
+    _ensure_now(state, "FeedbackGiven", now)
     return _build(FeedbackGiven, satisfied=satisfied, rating=rating, comment=comment)
 
 
-def decide_ombudsman_consent(state: ComplaintState) -> OmbudsmanConsentGiven:
-    """The reporter accepts the Ombudsman takeover offered after 60 working days unresolved; routing escalates."""
-    ensure_allowed(state, "OmbudsmanConsentGiven")
+def decide_ombudsman_consent(state: ComplaintState, now: datetime) -> OmbudsmanConsentGiven:
+    """The reporter accepts the Ombudsman takeover offered after 60 working days unresolved; routing escalates. Not
+    while a resolution waits for the reporter's answer (`RESOLVED_FIRST`)."""
+    _ensure_now(state, "OmbudsmanConsentGiven", now)
     return OmbudsmanConsentGiven()

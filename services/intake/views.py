@@ -17,7 +17,7 @@ from lapor.principal import Principal
 from lapor.privacy import ORIGINAL_REF, SIGHT, audience_of, masked_at_source, redact_complaint
 from lapor.store import RecordedEvent
 from lapor.store.vault import Vault
-from services.intake.decide import too_late
+from services.intake.decide import refused_now
 
 # The reporter's actions, by the event each decides, as the path segment of its route.
 REPORTER_ACTIONS = {
@@ -123,7 +123,7 @@ def complaint_view(
         "reporter_actions": [
             REPORTER_ACTIONS[t]
             for t in allowed_event_types(state)
-            if t in REPORTER_ACTIONS and not too_late(state, t, now)
+            if t in REPORTER_ACTIONS and not refused_now(state, t, now)
         ],
     }
     # Every audience's view carries the identity: the national admin reads it, and for everyone else

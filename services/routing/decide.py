@@ -351,7 +351,14 @@ def running_deadlines(state: ComplaintState) -> dict[DeadlineKind, datetime | No
     # A resolved report waits for its reporter; it is not "unresolved" until it is reopened.
     if state.ombudsman_offer_due is not None and not state.ombudsman_offered and state.status is not Status.resolved:
         running[DeadlineKind.ombudsman_offer] = state.ombudsman_offer_due
-    if state.ombudsman_consent and state.level is not Level.ombudsman and state.agency_id != OMBUDSMAN_AGENCY:
+    # Nor is it handed over while resolved (a consent given just before the resolution): the Ombudsman could do
+    # nothing with it, and it would close on the agency's resolution. Reopened, it is handed over then.
+    if (
+        state.ombudsman_consent
+        and state.status is not Status.resolved
+        and state.level is not Level.ombudsman
+        and state.agency_id != OMBUDSMAN_AGENCY
+    ):
         running[DeadlineKind.ombudsman] = None
     return running
 

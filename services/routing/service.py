@@ -20,7 +20,9 @@ DIRECTORY_SUBSCRIPTION = "routing.directory"
 COMPLAINT_SUBSCRIPTION = "routing.complaints"
 # 2: a follow-up deadline answered after it passed stays in `routing_deadlines` until red-marked; the queue row
 # keeps the report's `reporter_ref` (its identity is scrubbed from officials' texts for monitoring roles).
-COMPLAINTS_VERSION = 2
+# 3 (session 27): no Ombudsman hand-over deadline while the report is resolved (a consent given just before the
+# resolution waits for a reopening).
+COMPLAINTS_VERSION = 3
 
 
 def subscriptions(ctx: ServiceContext) -> list[Subscription]:

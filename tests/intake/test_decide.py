@@ -15,6 +15,7 @@ from schemas.events import (
     ComplaintDisposed,
     ComplaintEscalated,
     ComplaintPended,
+    ComplaintReopened,
     ComplaintResolved,
     ComplaintVerified,
     DispositionAccepted,
@@ -129,11 +130,28 @@ def test_feedback_after_the_answers_window_is_refused():
 
 def test_ombudsman_consent_needs_the_offer():
     with pytest.raises(IllegalTransition, match="not been offered"):
-        decide_ombudsman_consent(history(*disposed()))
+        decide_ombudsman_consent(history(*disposed()), FRIDAY)
     offered = history(
         *disposed(),
         ComplaintEscalated(
             kind=EscalationKind.ombudsman_offer, reason="60 hari", from_level=Level.agency, to_level=Level.agency
         ),
     )
-    assert decide_ombudsman_consent(offered).event_type() == "OmbudsmanConsentGiven"
+    assert decide_ombudsman_consent(offered, FRIDAY).event_type() == "OmbudsmanConsentGiven"
+
+
+def test_ombudsman_consent_waits_for_the_answer_to_a_resolution():
+    """Offered while unresolved, then resolved: the reporter answers the resolution first (session 27). Consent taken
+    then handed a resolved report to the Ombudsman, which could do nothing with it; reopened, consent is taken."""
+    offer = ComplaintEscalated(
+        kind=EscalationKind.ombudsman_offer, reason="60 hari", from_level=Level.agency, to_level=Level.agency
+    )
+    accepted = [*disposed(), offer, DispositionAccepted(agency_id="pemda-53.71")]
+    resolution = ComplaintResolved(resolution="Lampu sudah diganti.", feedback_due=FRIDAY + timedelta(days=14))
+    with pytest.raises(IllegalTransition, match="answer the resolution first"):
+        decide_ombudsman_consent(history(*accepted, resolution), FRIDAY)
+    reopened = history(
+        *accepted, resolution, FeedbackGiven(satisfied=False, rating=1),
+        ComplaintReopened(reason="Lampu mati lagi.", follow_up_due=FRIDAY + timedelta(days=7)),
+    )
+    assert decide_ombudsman_consent(reopened, FRIDAY).event_type() == "OmbudsmanConsentGiven"

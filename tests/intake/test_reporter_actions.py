@@ -9,6 +9,7 @@ import pytest
 
 from lapor.privacy import MASKED_BY, MASKING
 from lapor.tracking import format_tracking_id
+from schemas.events import ComplaintResolved, DispositionAccepted
 
 
 @pytest.fixture
@@ -193,3 +194,20 @@ def test_consent_to_the_ombudsman_is_taken_once_it_is_offered(intake):
     assert post(intake, receipt, "ombudsman-consent").status_code == 200
     assert intake.events(receipt["tracking_id"])[-1].type == "OmbudsmanConsentGiven"
     assert post(intake, receipt, "ombudsman-consent").status_code == 409
+
+
+def test_consent_to_the_ombudsman_is_neither_offered_nor_taken_while_a_resolution_waits_for_the_answer(intake):
+    """Session 27: the reporter answers the resolution first; consent given then handed a resolved report to the
+    Ombudsman, which could do nothing with it, and it closed on the agency's resolution."""
+    receipt = intake.submit()
+    tracking_id = receipt["tracking_id"]
+    intake.offer_ombudsman(tracking_id)
+    intake.decide(tracking_id, DispositionAccepted(agency_id="pemda-53.71"), ComplaintResolved(
+        resolution="Jalan sudah ditambal.", feedback_due=intake.ctx.clock.now() + timedelta(days=14)))
+    shown = intake.client.get(f"/api/complaints/{tracking_id}", headers={
+        "X-Reporter-Token": receipt["reporter_token"]}).json()
+    assert (shown["ombudsman_offered"], shown["reporter_actions"]) == (True, ["feedback"])
+    response = post(intake, receipt, "ombudsman-consent")
+    assert response.status_code == 409
+    assert "answer the resolution first" in response.json()["detail"]
+    assert intake.events(tracking_id)[-1].type == "ComplaintResolved"

@@ -13,9 +13,11 @@ import pytest
 from lapor.principal import Principal, Role
 from schemas.events import (
     ComplaintAssigned,
+    ComplaintReopened,
     ComplaintResolved,
     DispositionAccepted,
     DispositionReturned,
+    FeedbackGiven,
     FollowUpPosted,
     InformationProvided,
     Level,
@@ -190,6 +192,36 @@ def test_a_resolved_report_waiting_for_feedback_is_not_offered_to_the_ombudsman(
     routing.at(routing.state("LAP-1").ombudsman_offer_due + timedelta(days=1))
     routing.tick()
     assert of_kind(routing.escalations("LAP-1"), "ombudsman_offer") == []
+
+
+def test_a_consent_given_just_before_a_resolution_is_handed_over_only_if_the_reporter_reopens(routing_at):
+    """The reporter consents, and the agency resolves before the scheduler's next tick (session 27): handed over
+    then, the Ombudsman held a resolved report it could neither follow up nor resolve, with a follow-up deadline
+    running, and the report closed on the agency's resolution. It waits for the reporter's answer instead."""
+    routing = routing_at(wib(2026, 3, 2, 10))
+    routing.submit("LAP-1")
+    verify(routing, "LAP-1")
+    dispose(routing, "LAP-1")
+    routing.append("LAP-1", DispositionAccepted(agency_id=KUPANG), by=KUPANG_ADMIN)
+    routing.at(routing.state("LAP-1").ombudsman_offer_due + timedelta(hours=1))
+    routing.tick()
+    routing.append("LAP-1", OmbudsmanConsentGiven(), by=REPORTER)
+    routing.append("LAP-1", ComplaintResolved(
+        resolution="Sudah diperbaiki.", feedback_due=routing.ctx.policy.feedback_due(routing.clock.now())),
+        by=KUPANG_ADMIN)
+    routing.tick()
+    state = routing.state("LAP-1")
+    assert (state.status, state.agency_id, state.follow_up_due) == ("resolved", KUPANG, None)
+    assert of_kind(routing.escalations("LAP-1"), "ombudsman") == []
+    routing.advance(days=1)
+    routing.append("LAP-1", FeedbackGiven(satisfied=False, rating=1), by=REPORTER)
+    routing.append("LAP-1", ComplaintReopened(
+        reason="Belum beres.", follow_up_due=routing.ctx.policy.follow_up_due(routing.clock.now())),
+        by=KUPANG_ADMIN)
+    routing.tick()
+    [takeover] = of_kind(routing.escalations("LAP-1"), "ombudsman")
+    assert takeover["to_agency_id"] == "ombudsman-ri"
+    assert (routing.state("LAP-1").status, routing.state("LAP-1").agency_id) == ("in_progress", "ombudsman-ri")
 
 
 def overdue_everywhere(routing: Routing) -> None:
