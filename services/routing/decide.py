@@ -348,8 +348,15 @@ def running_deadlines(state: ComplaintState) -> dict[DeadlineKind, datetime | No
     follow_up = missed_follow_up(state) or state.follow_up_due
     if follow_up is not None:
         running[DeadlineKind.follow_up] = follow_up
-    # A resolved report waits for its reporter; it is not "unresolved" until it is reopened.
-    if state.ombudsman_offer_due is not None and not state.ombudsman_offered and state.status is not Status.resolved:
+    # A resolved report waits for its reporter; it is not "unresolved" until it is reopened. A report the national
+    # admin disposed to the Ombudsman itself is not offered to it (session 27: the reporter was asked to consent to
+    # the Ombudsman taking over what it already held).
+    if (
+        state.ombudsman_offer_due is not None
+        and not state.ombudsman_offered
+        and state.status is not Status.resolved
+        and state.agency_id != OMBUDSMAN_AGENCY
+    ):
         running[DeadlineKind.ombudsman_offer] = state.ombudsman_offer_due
     # Nor is it handed over while resolved (a consent given just before the resolution): the Ombudsman could do
     # nothing with it, and it would close on the agency's resolution. Reopened, it is handed over then.

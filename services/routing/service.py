@@ -21,8 +21,8 @@ COMPLAINT_SUBSCRIPTION = "routing.complaints"
 # 2: a follow-up deadline answered after it passed stays in `routing_deadlines` until red-marked; the queue row
 # keeps the report's `reporter_ref` (its identity is scrubbed from officials' texts for monitoring roles).
 # 3 (session 27): no Ombudsman hand-over deadline while the report is resolved (a consent given just before the
-# resolution waits for a reopening).
-COMPLAINTS_VERSION = 3
+# resolution waits for a reopening). 4 (session 27): no Ombudsman offer for a report the Ombudsman holds.
+COMPLAINTS_VERSION = 4
 
 
 def subscriptions(ctx: ServiceContext) -> list[Subscription]:

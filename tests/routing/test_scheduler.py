@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from lapor.principal import Principal, Role
+from lapor.principal import OMBUDSMAN_AGENCY, Principal, Role
 from schemas.events import (
     ComplaintAssigned,
     ComplaintReopened,
@@ -192,6 +192,22 @@ def test_a_resolved_report_waiting_for_feedback_is_not_offered_to_the_ombudsman(
     routing.at(routing.state("LAP-1").ombudsman_offer_due + timedelta(days=1))
     routing.tick()
     assert of_kind(routing.escalations("LAP-1"), "ombudsman_offer") == []
+
+
+def test_a_report_disposed_to_the_ombudsman_is_not_offered_to_the_ombudsman(routing_at):
+    """The national admin disposes a report to Ombudsman RI itself (session 27): sixty working days unresolved, the
+    reporter was offered the Ombudsman's takeover of what the Ombudsman already held, and asked to consent."""
+    routing = routing_at(wib(2026, 3, 2, 10))
+    routing.submit("LAP-1")
+    verify(routing, "LAP-1")
+    dispose(routing, "LAP-1", OMBUDSMAN_AGENCY)
+    routing.append("LAP-1", DispositionAccepted(agency_id=OMBUDSMAN_AGENCY),
+                   FollowUpPosted(follow_up_id="fu-1", text="Sedang diperiksa."),
+                   by=Principal(subject="ombudsman-1", role=Role.ombudsman, agency_id=OMBUDSMAN_AGENCY))
+    routing.at(routing.state("LAP-1").ombudsman_offer_due + timedelta(days=1))
+    routing.tick()
+    assert of_kind(routing.escalations("LAP-1"), "ombudsman_offer") == []
+    assert routing.state("LAP-1").ombudsman_offered is False
 
 
 def test_a_consent_given_just_before_a_resolution_is_handed_over_only_if_the_reporter_reopens(routing_at):
