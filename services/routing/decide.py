@@ -379,9 +379,14 @@ def missed_follow_up(state: ComplaintState) -> datetime | None:
 
 def next_level(state: ComplaintState, coordinator_id: str | None) -> tuple[Level, str] | None:
     """One level up from where the report is watched now: unit -> agency -> regional coordinator (the
-    province of a regency/city) -> national. None at the national level (nobody above) and at the Ombudsman."""
+    province of a regency/city) -> national. None at the national level (nobody above) and at the Ombudsman: at its
+    level, and on any report it holds. A takeover of a report back with routing is a disposition to the Ombudsman,
+    which leaves the report at the agency level; until session 27 the Ombudsman's missed deadline on such a report
+    was escalated to the national admin and red-marked, while on one taken over from an agency it never was."""
     if state.level is Level.unit and state.agency_id:
         return Level.agency, state.agency_id
+    if state.agency_id == OMBUDSMAN_AGENCY:
+        return None
     if state.level is Level.agency:
         if coordinator_id:
             return Level.regional, coordinator_id

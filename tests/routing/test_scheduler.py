@@ -210,6 +210,28 @@ def test_a_report_disposed_to_the_ombudsman_is_not_offered_to_the_ombudsman(rout
     assert routing.state("LAP-1").ombudsman_offered is False
 
 
+def test_the_ombudsman_taking_over_a_returned_report_is_not_escalated_above_itself(routing_at):
+    """Consent while the report is back with routing disposes it to the Ombudsman, at the agency level (session 27):
+    the Ombudsman's missed follow-up went up to the national admin as a red mark, while on a report it took over
+    from an agency (level ombudsman) nothing escalates. Nobody is above the Ombudsman either way."""
+    routing = routing_at(wib(2026, 3, 2, 10))
+    routing.submit("LAP-1")
+    verify(routing, "LAP-1")
+    dispose(routing, "LAP-1")
+    routing.append("LAP-1", DispositionAccepted(agency_id=KUPANG),
+                   DispositionReturned(agency_id=KUPANG, reason="Bukan wewenang kota."), by=KUPANG_ADMIN)
+    routing.at(routing.state("LAP-1").ombudsman_offer_due + timedelta(hours=1))
+    routing.tick()
+    routing.append("LAP-1", OmbudsmanConsentGiven(), by=REPORTER)
+    routing.tick()
+    taken = routing.state("LAP-1")
+    assert (taken.status, taken.agency_id, taken.level) == ("disposed", OMBUDSMAN_AGENCY, "agency")
+    routing.at(taken.follow_up_due + timedelta(days=1))
+    routing.tick()
+    assert of_kind(routing.escalations("LAP-1"), "follow_up_overdue") == []
+    assert routing.state("LAP-1").level == "agency"
+
+
 def test_a_consent_given_just_before_a_resolution_is_handed_over_only_if_the_reporter_reopens(routing_at):
     """The reporter consents, and the agency resolves before the scheduler's next tick (session 27): handed over
     then, the Ombudsman held a resolved report it could neither follow up nor resolve, with a follow-up deadline
