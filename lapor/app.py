@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from anyio import to_thread
 from fastapi import APIRouter, Depends, FastAPI
 
+from lapor.caching import NoStoreMiddleware
 from lapor.context import BackgroundLoop, ServiceContext, ServiceDefinition
 from lapor.db import Database
 from lapor.head import HeadMiddleware
@@ -292,6 +293,7 @@ def _compose(
     app.add_middleware(HeadMiddleware)
     app.add_middleware(InputGuardMiddleware, request_limits=settings.limits, field_limits=settings.field_limits)
     app.add_middleware(InternalErrorMiddleware)
+    app.add_middleware(NoStoreMiddleware)  # around every answer of the API, the problems above included
     app.add_middleware(RequestObservabilityMiddleware, metrics=ctx.metrics)
     if settings.limits.trust_forwarded_for:
         app.add_middleware(ForwardedProtoMiddleware)

@@ -11,6 +11,9 @@ import orjson
 
 from lapor.correlation import current_correlation_id
 
+# Libraries whose records below WARNING name the addresses requests go to (lapor.egress's client: webhooks).
+QUIET_LIBRARIES = ("httpx2", "httpcore2")
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, process id (`lapor up --workers` answers from
@@ -54,3 +57,7 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    # The HTTP client logs each request's URL at INFO, and its connection steps at DEBUG: an agency's webhook address
+    # may carry the receiver's secret (`?token=`, a key in the path), so only its warnings are written (session 27).
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -33,6 +33,11 @@ access_log = logging.getLogger("lapor.access")
 log = logging.getLogger("lapor.observability")
 
 UNMATCHED_ROUTE = "<unmatched>"  # one label for every unknown path, so scanners cannot explode the series
+# The methods counted under their own name; any other a client sends (an HTTP method is any token it likes) is
+# counted as OTHER_METHOD, as an unknown path is counted as UNMATCHED_ROUTE (session 27: each new one was a series
+# of its own, kept by Prometheus, whatever text it carried).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "<other>"
 
 
 # -- metrics ------------------------------------------------------------------------------------------------
@@ -205,8 +210,9 @@ class RequestObservabilityMiddleware:
                 route = scope.get("route")
                 template = getattr(route, "path", None) or UNMATCHED_ROUTE
                 method = scope["method"]
-                self.metrics.requests.labels(template, method, str(status)).inc()
-                self.metrics.latency.labels(template, method).observe(elapsed)
+                counted = method if method in KNOWN_METHODS else OTHER_METHOD
+                self.metrics.requests.labels(template, counted, str(status)).inc()
+                self.metrics.latency.labels(template, counted).observe(elapsed)
                 access_log.info(
                     "%s %s %s",
                     method,

@@ -114,6 +114,10 @@ _MIN_KNOWN_VALUE = 3
 
 # Integration reports name their client in channel_ref as "<client channel>:<external id>" (see source_channel).
 INTEGRATION_CHANNEL = "integration"
+# Channels whose reports an integration client sends as they come: the SMS gateway's (`POST /api/channels/sms`). A
+# report of any other channel but integration was sent by the citizen (the web form, the mobile app) and is no
+# client's, whatever a client's channel is named (session 27).
+GATEWAY_CHANNELS = frozenset({"sms"})
 
 _SCALARS = (bool, int, float, Decimal, datetime, date, time, timedelta, UUID, type(None))
 
@@ -174,11 +178,13 @@ def audience_of(principal: Principal | None) -> Audience:
 
 
 def source_channel(channel: str | None, channel_ref: str | None) -> str | None:
-    """The channel a report came through as integration clients name it: "sms", "web", ..., and for reports of an
-    integrated system the client's own channel, the part of channel_ref before the first ":"."""
+    """The integration client a report came through, by the channel its token names: "sms" for the SMS gateway's
+    reports, and for reports of an integrated system the client's own channel, the part of channel_ref before the
+    first ":". None for what citizens sent themselves (web, mobile): no client's, so that a client whose channel
+    is named "web" or "mobile" does not read every citizen's report of that channel, confidential ones included."""
     if channel == INTEGRATION_CHANNEL and channel_ref and ":" in channel_ref:
         return channel_ref.split(":", 1)[0]
-    return channel
+    return channel if channel in GATEWAY_CHANNELS else None
 
 
 def can_see_report(
@@ -197,8 +203,9 @@ def can_see_report(
     agency's reports and those escalated to them (`involved_agencies`); a unit officer only what their unit holds:
     assigned to it or to a unit inside it, or disposed to it directly (the scope `lapor.auth` lets them act in,
     session 24: a report of a unit inside theirs was theirs to act on but not to see). National admin and
-    oversight: all. Integration clients: the reports of their own channel (`channel`, see
-    `source_channel`), confidential ones included, since they submitted them for the reporter.
+    oversight: all. Integration clients: the reports of their own channel (`channel`: the report's
+    `source_channel`, None for what citizens sent themselves), confidential ones included, since they submitted
+    them for the reporter.
     """
     audience = audience_of(principal)
     if audience in (Audience.national_admin, Audience.oversight):

@@ -286,8 +286,11 @@ def act(
     return summary(current_state(ctx, tracking_id))
 
 
-def draft_view(draft: approval.Draft, state: ComplaintState, principal: Principal) -> DraftView:
-    data = redact_event_data("FollowUpPosted", draft.as_data(), principal, anonymous=state.anonymous)
+def draft_view(ctx: ServiceContext, draft: approval.Draft, state: ComplaintState, principal: Principal) -> DraftView:
+    """The draft as `principal` may read it: like a posted follow-up, its text masked and the reporter's vault record
+    scrubbed from it (an officer may name the reporter, whom no detector knows; session 27: drafts were not)."""
+    identity = ctx.vault.identity(state.reporter_ref)
+    data = redact_event_data("FollowUpPosted", draft.as_data(), principal, anonymous=state.anonymous, identity=identity)
     return DraftView.model_validate(data)
 
 
@@ -435,7 +438,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             return FollowUpOutcome(
                 status="pending_approval",
                 follow_up_id=None,
-                draft=draft_view(draft, state, principal),
+                draft=draft_view(ctx, draft, state, principal),
                 complaint=summary(state),
             )
         follow_up_id = "fu-" + secrets.token_hex(8)
@@ -460,7 +463,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         with ctx.db.read() as tx:
             found = approval.drafts_of(tx, acting.state.tracking_id, status)
         return [
-            draft_view(draft, acting.state, acting.principal)
+            draft_view(ctx, draft, acting.state, acting.principal)
             for draft in found
             if approval.of_present_holding(draft, acting.state)
         ]
@@ -530,7 +533,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                 raise Conflict(f"draft {draft_id} is no longer waiting for approval")
             sent = approval.get_draft(tx, state.tracking_id, draft_id)
         assert sent is not None
-        return draft_view(sent, state, principal)
+        return draft_view(ctx, sent, state, principal)
 
     @router.post("/api/complaints/{tracking_id}/resolve", response_model=ComplaintSummary, summary="Resolve")
     def resolve(

@@ -489,6 +489,6 @@ class WebhookAdapter:
             return
         status = response.status_code
         raise DeliveryFailed(
-            f"HTTP {status} from {target.address}",
+            f"HTTP {status} from the webhook",  # not its address: the log has this too, and it may hold a secret
             permanent=status < 500 and status not in _RETRYABLE_CLIENT_ERRORS,
         )

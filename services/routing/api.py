@@ -25,7 +25,7 @@ from lapor.context import Context, ServiceContext
 from lapor.limits import DecimalDigits, KemendagriRegion, Name, NonNegativeInt64
 from lapor.paths import AGENCY_ID, AGENCY_SETTINGS, names_a_setting
 from lapor.principal import Principal
-from lapor.privacy import visible_complaints
+from lapor.privacy import Audience, audience_of, visible_complaints
 from lapor.problems import Conflict, NotFound, ValidationProblem
 from lapor.store import RecordedEvent
 from lapor.tracking import TrackingIdPath
@@ -169,7 +169,11 @@ class RuleView(BaseModel):
     agency_id: str
     active: bool
     changed_at: datetime | None = None
-    changed_by: str | None = None
+    changed_by: str | None = Field(None, description="who changed it last; shown to staff only")
+
+
+# Who reads the account names of the officials who changed the directory's rules (session 27: the public did).
+STAFF_AUDIENCES = frozenset({Audience.national_admin, Audience.oversight, Audience.agency})
 
 
 # -- request models -----------------------------------------------------------------------------------------
@@ -586,10 +590,16 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         response.headers["ETag"] = result.etag
         return _agency_view(Agency.from_data(event.to_data(), result.version))
 
-    @router.get("/api/routing-rules", summary="Routing rules", dependencies=[Depends(require("directory.read"))])
-    def routing_rules(ctx: Context, include_inactive: bool = False) -> list[RuleView]:
+    @router.get("/api/routing-rules", summary="Routing rules")
+    def routing_rules(
+        ctx: Context,
+        principal: Annotated[Principal | None, Depends(require("directory.read"))],
+        include_inactive: bool = False,
+    ) -> list[RuleView]:
         with ctx.db.read() as tx:
             rows = load_rules(tx, include_inactive=include_inactive)
+        # Who changed a rule is an official's account (the token's subject): for staff, not for the public.
+        staff = audience_of(principal) in STAFF_AUDIENCES
         return [
             RuleView(
                 rule_id=row.rule.rule_id,
@@ -598,7 +608,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                 agency_id=row.rule.agency_id,
                 active=row.active,
                 changed_at=datetime.fromisoformat(row.changed_at),
-                changed_by=row.changed_by,
+                changed_by=row.changed_by if staff else None,
             )
             for row in rows
         ]

@@ -8,7 +8,7 @@ from threading import Barrier
 
 import pytest
 
-from lapor.principal import NATIONAL_ADMIN_AGENCY
+from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
 from schemas.events import ComplaintDisposed
 from tests.followup.conftest import DINKES, KUPANG, MALANG
 
@@ -55,6 +55,29 @@ def test_the_admins_follow_up_waits_as_a_draft_and_nothing_is_public(approving):
     assert "FollowUpPosted" not in approving.types("LAP-A-1")
     [item] = approving.queue(KUPANG, approving.liaison(), awaiting_approval=True)["items"]
     assert item["drafts_awaiting_approval"] == 1
+
+
+def test_a_draft_is_shown_without_the_reporters_identity_it_names(followup):
+    """An admin's draft naming the reporter (who phoned the agency; "Oktovianus Ndun" is a name no detector knows)
+    was shown as written to the liaison officer and to oversight, while every other view of officials' texts scrubs
+    the reporter's vault record from them (session 27)."""
+    ref = followup.ctx.store.vault.put({"name": "Oktovianus Ndun", "phone": "081234567890"})
+    approval = followup.client.put(
+        f"/api/agencies/{KUPANG}/follow-up-approval", headers=followup.admin(), json={"required": True}
+    )
+    assert approval.status_code == 200
+    followup.disposed("LAP-A-1", reporter_ref=ref)
+    followup.act("LAP-A-1", "accept", followup.liaison())
+    text = "Oktovianus Ndun sudah kami telepon di 0812 3456 7890; jam layanan kembali 08.00–14.00."
+    assert followup.act("LAP-A-1", "follow-ups", followup.admin(), {"text": text}).status_code == 202
+    for reader in (followup.liaison(), followup.bearer(Role.auditor), followup.bearer(Role.operator)):
+        [draft] = followup.client.get("/api/complaints/LAP-A-1/follow-ups/drafts", headers=reader).json()
+        assert "Ndun" not in draft["text"]
+        assert "3456" not in draft["text"]
+        assert "jam layanan kembali 08.00–14.00" in draft["text"]
+    national = followup.bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    [draft] = followup.client.get("/api/complaints/LAP-A-1/follow-ups/drafts", headers=national).json()
+    assert draft["text"] == text
 
 
 def test_the_liaison_officer_approves_and_the_log_names_both(approving):

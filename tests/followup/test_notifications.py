@@ -5,6 +5,7 @@ HTTP server on 127.0.0.1 that checks every signature (`receiver`, in conftest)."
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from lapor.clock import ManualClock
 from lapor.db import Database, SqliteDatabase, open_database
+from lapor.logs import QUIET_LIBRARIES, JsonFormatter, configure_logging
 from lapor.settings import load_settings
 from services.followup.handlers import Notifier, warn_of_deadlines
 from services.followup.notifications import (
@@ -124,6 +126,34 @@ def test_a_receiver_that_refuses_the_request_is_not_tried_again(followup, receiv
     assert (listed["delivered"], listed["failed"]) == (0, 1)
     assert "HTTP 404" in listed["last_error"]
     assert len(receiver.attempts) == 1
+
+
+def test_a_webhooks_address_is_not_written_to_the_log(followup, receiver, notify):
+    """A webhook's address may carry the receiver's secret. The HTTP client wrote it at INFO with every delivery
+    ("HTTP Request: POST http://…/kupang?key=…"), and a refused delivery's warning named it (session 27)."""
+    configure_logging("INFO")  # as `lapor up` and `lapor serve` log
+    written: list[logging.LogRecord] = []
+    capture = logging.Handler()
+    capture.emit = written.append  # type: ignore[method-assign]
+    logging.getLogger().addHandler(capture)
+    try:
+        subscribe(followup, receiver, KUPANG, "/kupang?key=rahasia-kupang-42")
+        subscribe(followup, receiver, KUPANG, "/kupang-lain?key=rahasia-kupang-43")
+        receiver.script = [404]
+        followup.disposed("LAP-N-L")
+        notify()
+        receiver.wait_for(2, "attempts")
+        notify()
+    finally:
+        logging.getLogger().removeHandler(capture)
+        for name in QUIET_LIBRARIES:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+    lines = [JsonFormatter().format(record) for record in written]
+    assert len(receiver.accepted) == 1
+    assert any("attempt 1 failed" in line and "HTTP 404" in line for line in lines)
+    assert not [line for line in lines if "rahasia" in line]
+    listed = followup.client.get(f"/api/agencies/{KUPANG}/webhooks", headers=followup.admin()).json()
+    assert sorted(webhook["last_error"] or "" for webhook in listed) == ["", "HTTP 404 from the webhook"]
 
 
 def test_an_approaching_deadline_is_notified_once(followup, receiver, notify):

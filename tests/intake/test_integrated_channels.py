@@ -53,6 +53,19 @@ def test_the_system_reads_its_own_reports_and_not_another_systems(intake):
     assert other.status_code == 404
 
 
+def test_a_system_named_after_a_citizens_channel_reads_only_what_it_pushed(intake):
+    """A client whose channel is named "web" or "mobile" read every report citizens sent through the web form or the
+    mobile app, confidential ones included, as if it had submitted them (session 27)."""
+    for channel in ("web", "mobile"):
+        sent = intake.submit(channel=channel, confidential=True, reporter={"name": "Oktovianus Ndun"})
+        pushed = push(intake, {**SAMBAT, "external_id": f"{channel.upper()}-1", "confidential": True}, channel=channel)
+        client = intake.bearer(Role.integration, channel=channel)
+        assert intake.client.get(f"/api/complaints/{sent['tracking_id']}", headers=client).status_code == 404
+        own = intake.client.get(f"/api/complaints/{pushed.json()['tracking_id']}", headers=client)
+        assert own.status_code == 200
+        assert own.json()["channel_ref"] == f"{channel}:{channel.upper()}-1"
+
+
 def test_a_system_may_push_only_for_its_own_channel(intake):
     headers = intake.bearer(Role.integration, channel="hotline-kupang")
     response = intake.client.post("/api/channels/sambat-malang/complaints", json=SAMBAT, headers=headers)

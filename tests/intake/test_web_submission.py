@@ -205,6 +205,27 @@ def test_a_confidential_report_is_hidden_from_the_public_but_shown_with_the_repo
     assert shown.json()["confidential"] is True
 
 
+def test_no_cache_keeps_what_a_reporter_or_an_official_was_shown(intake):
+    """The reporter's view of a confidential report, the national admin's with the reporter's NIK and phone, and the
+    receipt with the reporter token came without a word on caching: a browser kept them (on a shared computer, for
+    the next person), and a shared cache may give the reporter's answer, which HTTP does not keep from it as it
+    keeps answers to requests with Authorization, to the next request of the URL (session 27)."""
+    submitted = intake.client.post("/api/complaints", json={**REPORT, "confidential": True, "reporter": IDENTITY})
+    receipt = submitted.json()
+    path = f"/api/complaints/{receipt['tracking_id']}"
+    answers = [
+        submitted,
+        intake.client.get(path, headers={"X-Reporter-Token": receipt["reporter_token"]}),
+        intake.client.head(path, headers={"X-Reporter-Token": receipt["reporter_token"]}),
+        intake.client.get(path, headers=intake.bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)),
+        intake.client.get(path),  # the 404 problem
+    ]
+    assert [answer.status_code for answer in answers] == [201, 200, 200, 200, 404]
+    for answer in answers:
+        assert answer.headers["Cache-Control"] == "no-store"
+    assert intake.client.get("/lacak").headers["Cache-Control"] == "no-cache"  # a page's own stays
+
+
 def test_the_agency_holding_a_confidential_report_sees_it_and_another_agency_does_not(intake):
     receipt = intake.submit(confidential=True)
     intake.dispose(receipt["tracking_id"], "pemda-53.71")

@@ -70,6 +70,24 @@ def test_requests_are_counted_by_route_template_not_by_path(client):
     assert 'lapor_events_appended_total{type="ComplaintSubmitted"} 1.0' in text
 
 
+def test_a_method_of_the_clients_own_is_counted_as_other_not_by_its_name(client):
+    """An HTTP method is any token the client sends: each new one was a series of its own, its text kept by
+    Prometheus (session 27), as each unknown path would be without `<unmatched>`."""
+    for method in ("X0812345678901", "X5371014508850001"):
+        assert client.request(method, "/api/probe/complaints").status_code == 405
+        assert client.request(method, f"/scanner/{method}").status_code == 404
+    client.request("OPTIONS", "/api/probe/complaints")
+    text = client.get("/metrics").text
+    assert "X0812345678901" not in text
+    assert "X5371014508850001" not in text
+    counted = {"method": "<other>", "status": "404", "route": "<unmatched>"}
+    assert metric(client, "lapor_http_requests_total", counted) == 2
+    refused = {**counted, "status": "405", "route": "/api/probe/complaints"}
+    assert metric(client, "lapor_http_requests_total", refused) == 2
+    timed = {"method": "OPTIONS", "route": "/api/probe/complaints"}
+    assert metric(client, "lapor_http_request_duration_seconds_count", timed) == 1
+
+
 def test_metrics_show_each_subscriptions_lag_and_handled_events(client):
     for _ in range(3):
         client.post("/api/probe/complaints", json=SUBMISSION)

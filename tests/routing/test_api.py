@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from lapor.principal import Role
+from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
 from schemas.events import ComplaintAssigned, DispositionAccepted, DispositionReturned
 from services.routing.directory import RULES_STREAM
 from tests.routing.conftest import caught_up
@@ -395,8 +395,25 @@ def test_a_new_routing_rule_changes_the_proposal_and_records_its_author(app, adm
     post(app, "LAP-1", "verify", admin, {"category": "kesehatan"})
     [proposal, *_] = app.get("/api/verification-queue/LAP-1", headers=admin).json()["proposals"]
     assert (proposal["agency_id"], proposal["rule_id"]) == ("kementerian-kesehatan", "kupang-kesehatan")
-    rules = {r["rule_id"]: r for r in app.get("/api/routing-rules").json()}
+    rules = {r["rule_id"]: r for r in app.get("/api/routing-rules", headers=admin).json()}
     assert rules["kupang-kesehatan"]["changed_by"] == "admin_national"
+
+
+def test_who_changed_a_routing_rule_is_told_to_staff_not_to_the_public(app, bearer):
+    """The rules are public, but who changed one is an official's account name (a token's subject, such as
+    "budi.santoso@menpan.go.id"): until session 27 the public read it."""
+    rule = {"match": {"region_code": "53.71", "category": "Kesehatan"}, "agency_id": "kementerian-kesehatan"}
+    admin = bearer(Role.admin_national, subject="budi.santoso@menpan.go.id", agency_id=NATIONAL_ADMIN_AGENCY)
+    assert app.put("/api/routing-rules/kupang-kesehatan", json=rule, headers=admin).status_code == 200
+    caught_up(app)
+    for caller in ({}, bearer(Role.integration, channel="sms")):
+        response = app.get("/api/routing-rules", headers=caller)
+        assert "budi.santoso" not in response.text
+        [shown] = [r for r in response.json() if r["rule_id"] == "kupang-kesehatan"]
+        assert (shown["agency_id"], shown["changed_by"]) == ("kementerian-kesehatan", None)
+    for staff in (admin, bearer(Role.auditor), bearer(Role.liaison, agency_id="pemda-53.71")):
+        rules = {r["rule_id"]: r for r in app.get("/api/routing-rules", headers=staff).json()}
+        assert rules["kupang-kesehatan"]["changed_by"] == "budi.santoso@menpan.go.id"
 
 
 @pytest.mark.parametrize("flag", [0, 1, "yes", "true"])
