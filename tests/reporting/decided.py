@@ -186,7 +186,9 @@ def _routing_officer(report: _Report, originals: Sequence[ComplaintState]) -> li
             choices = [a for a in OTHERS if a != state.returned_from]
             agency_id = suggested if suggested and rng.random() < 0.5 else rng.choice(choices)
         else:
-            agency_id = first if rng.random() < 0.85 else rng.choice(OTHERS)
+            draw = rng.random()
+            # Now and then the admin disposes a report to the Ombudsman itself (maladministration by an office).
+            agency_id = first if draw < 0.83 else OMBUDSMAN_AGENCY if draw < 0.86 else rng.choice(OTHERS)
         return [(report.later(1, 48), lambda at: (routing.decide_dispose(report.state, agency_id, at, policy),
                                                   OFFICER))]
     return []
