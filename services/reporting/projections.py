@@ -44,7 +44,9 @@ COMPLAINTS_SUBSCRIPTION = "reporting.complaints"
 # assignments it received); `reached_at` and `answered_at`, so an agency's view times its own first answer; the
 # bounce-limit flag is counted for national routing, not for the agency the report had just reached; an escalation
 # is a unit's only from the unit's level, and a return is always its agency's.
-COMPLAINTS_VERSION = 4
+# 5 (session 27): an Ombudsman takeover after the follow-up deadline passed unanswered keeps the stage missed
+# (`red_marked_agency`: the earlier holder) though routing had not red-marked it yet.
+COMPLAINTS_VERSION = 5
 DIRECTORY_SUBSCRIPTION = "reporting.directory"
 
 COMPLAINTS_SCHEMA = (
@@ -546,6 +548,12 @@ def _escalated(extra: dict[str, Any], before: ComplaintState, after: ComplaintSt
     if after.agency_id != before.agency_id:
         # An Ombudsman takeover: the new holder has not answered yet. The stage stays the one the earlier holder
         # missed (overdue until answered, and late then), but the scoreboard blames that holder, not the new one.
+        # Missed when its deadline had passed, red-marked or not: routing back from an outage hands a consented
+        # report over before it marks the passed deadline, whose mark then never comes (the takeover's deadline
+        # replaces it), and the Ombudsman's deadline judged the stage.
+        due = before.follow_up_due
+        if extra["follow_up_on_time"] is None and due is not None and event.recorded_at.timestamp() > _epoch(due):
+            extra["red_marked_agency"] = extra["red_marked_agency"] or before.agency_id
         _reached(extra, event)
 
 

@@ -91,12 +91,14 @@ def reporting_app(data: Path, store: str | None = None) -> Iterator[Reporting]:
 
 @contextmanager
 def played(
-    data: Path, store: str | None, reports: Sequence[scenario.Report] | None = None, *, now: datetime | None = None
+    data: Path, store: str | None, reports: Sequence[scenario.Report] | None = None, *, now: datetime | None = None,
+    settle_every: int = 0,
 ) -> Iterator[Reporting]:
     """The reporting app with `reports` (the scenario's month unless given) played into its store, the clock at
-    `now` (`scenario.play`), and every projection caught up."""
+    `now` (`scenario.play`), and every projection caught up (also after every `settle_every` appends, when given)."""
     with reporting_app(data, store) as service:
-        scenario.play(service.ctx.store, service.clock, reports, now)
+        settle = service.caught_up if settle_every else None
+        scenario.play(service.ctx.store, service.clock, reports, now, settle=settle, every=settle_every or 1)
         service.caught_up()
         yield service
 

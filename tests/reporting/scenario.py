@@ -202,9 +202,10 @@ def directory() -> list[tuple[str, NewEvent]]:
 
 
 def play(store: EventStore, clock: ManualClock, played: Sequence[Report] | None = None,
-         now: datetime | None = None) -> None:
+         now: datetime | None = None, *, settle: Callable[[], None] | None = None, every: int = 1) -> None:
     """Append the directory, then every report's events (the month's unless `played` are given) in time order,
-    each at its moment; leave the clock at `now` (day NOW_DAY unless given)."""
+    each at its moment; leave the clock at `now` (day NOW_DAY unless given). With `settle`, call it after every
+    `every` appends (to let the projections catch up, so their batches end inside the histories)."""
     clock.set(day(-1))
     for stream, event in directory():
         store.append(stream, [event])
@@ -214,8 +215,10 @@ def play(store: EventStore, clock: ManualClock, played: Sequence[Report] | None 
          for number, (moment, model, metadata) in enumerate(report.steps)),
         key=lambda step: (step[0], step[1], step[2]),
     )
-    for moment, tracking_id, number, model, metadata in timeline:
+    for appended, (moment, tracking_id, number, model, metadata) in enumerate(timeline, 1):
         if moment > clock.now():
             clock.set(moment)
         store.append(f"complaint-{tracking_id}", [model.to_new_event(metadata=metadata)], expected_version=number - 1)
+        if settle is not None and appended % every == 0:
+            settle()
     clock.set(day(NOW_DAY) if now is None else now)

@@ -100,31 +100,66 @@ def test_a_redisposition_starts_the_follow_up_stage_again(tmp_path: Path, backen
     assert (province["score"]["followed_up"], province["score"]["overdue"]) == (0, 1)
 
 
+def taken_over(report: s.Report, consented: float, handed_over: float, level: str, due: float) -> s.Report:
+    """The reporter consents on day `consented` (the takeover was offered before) and routing hands the report to the
+    Ombudsman on day `handed_over`, from `level`, with the Ombudsman's deadline on day `due`."""
+    report.at(consented, ev.OmbudsmanConsentGiven(), {**REPORTER, "actor": f"reporter:{report.tracking_id}"})
+    return report.at(handed_over, ev.ComplaintEscalated(
+        kind="ombudsman", reason="Pelapor setuju.", from_level=level, to_level="ombudsman", to_agency_id=OMBUDSMAN,
+        automatic=True, follow_up_due=s.day(due)), s.SYSTEM)
+
+
+def ombudsman_answers(
+    tmp_path: Path, backend_store: str | None, report: s.Report, region: str, now: float, answered_on: float
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """The national view and the scoreboard of `region` on day `now`; then, the Ombudsman having answered on day
+    `answered_on`, the national view and the Ombudsman's."""
+    with played(tmp_path / "var", backend_store, [report], now=s.day(now)) as service:
+        before = service.get(f"/api/reports/national?region={region}")
+        board = service.get(f"/api/reports/national/agencies?region={region}")["agencies"]
+        service.clock.set(s.day(answered_on))
+        service.append(report.tracking_id, ev.FollowUpPosted(follow_up_id=f"fu-{report.tracking_id}",
+                                                             text="Ombudsman meminta klarifikasi."), s.staff(OMBUDSMAN))
+        answered = service.get(f"/api/reports/national?region={region}")
+        ombudsman = service.get(f"/api/reports/agencies/{OMBUDSMAN}?region={region}")
+    return before, board, answered, ombudsman
+
+
 def test_an_ombudsman_takeover_keeps_the_missed_stage_overdue(tmp_path: Path, backend_store: str | None):
     """Malang missed its deadline (red marks on days 7 and 13) and never answered; the Ombudsman takes the report
     over on day 62 (due day 67). On day 63 the stage is still overdue, though not on the Ombudsman's line of the
     scoreboard; answered on day 64, it is late."""
-    tracking_id = "LAP-OTK-1"
-    report = s.red_mark(s.held(tracking_id, "35.07", s.MALANG), 7, "agency", "regional", s.JATIM, 12)
+    report = s.red_mark(s.held("LAP-OTK-1", "35.07", s.MALANG), 7, "agency", "regional", s.JATIM, 12)
     s.red_mark(report, 13, "regional", "national", "kemenpanrb", 18)
     report.at(61, ev.ComplaintEscalated(kind="ombudsman_offer", reason="60 hari belum selesai.",
                                         from_level="national", to_level="national", automatic=True), s.SYSTEM)
-    report.at(62, ev.OmbudsmanConsentGiven(), {**REPORTER, "actor": f"reporter:{tracking_id}"})
-    report.at(62, ev.ComplaintEscalated(kind="ombudsman", reason="Pelapor setuju.", from_level="national",
-                                        to_level="ombudsman", to_agency_id=OMBUDSMAN, automatic=True,
-                                        follow_up_due=s.day(67)), s.SYSTEM)
-    with played(tmp_path / "var", backend_store, [report], now=s.day(63)) as service:
-        taken_over = service.get("/api/reports/national?region=35.07")
-        board = service.get("/api/reports/national/agencies?region=35.07")["agencies"]
-        service.clock.set(s.day(64))
-        service.append(tracking_id, ev.FollowUpPosted(follow_up_id="fu-otk-1", text="Ombudsman meminta klarifikasi."),
-               s.staff(OMBUDSMAN))
-        answered = service.get("/api/reports/national?region=35.07")
-        ombudsman = service.get(f"/api/reports/agencies/{OMBUDSMAN}?region=35.07")
-    assert stage(taken_over, "follow_up") == (0, 0, 1)
+    taken_over(report, 62, 62, "national", 67)
+    before, board, answered, ombudsman = ombudsman_answers(tmp_path, backend_store, report, "35.07", 63, 64)
+    assert stage(before, "follow_up") == (0, 0, 1)
     # Its own pace: from the takeover on day 62 to its answer on day 64.
     assert ombudsman["time_to_first_follow_up"] == {"reports": 1, "median_hours": 48.0, "p90_hours": 48.0}
     assert line_of(board, OMBUDSMAN)["overdue"] == 0
+    assert stage(answered, "follow_up") == (0, 1, 0)
+
+
+def test_a_takeover_after_a_deadline_passed_unmarked_keeps_the_missed_stage_overdue(
+    tmp_path: Path, backend_store: str | None
+):
+    """Offered to the Ombudsman while Malang held it, returned and disposed to Jawa Timur on day 62 (due day 67);
+    the reporter consents on day 66, and routing, down over day 67, hands the report over on day 68 before it
+    red-marks Jatim's passed deadline (the handover's new deadline replaces it, so the mark never comes). The stage
+    Jatim missed is overdue on day 69 and late when the Ombudsman answers on day 70, by its own deadline. Until
+    session 27 it was counted nowhere on day 69 and on time on day 70 (found writing the figures' oracle,
+    tests/reporting/oracle.py, from docs/reporting.md)."""
+    report = s.follow_up(s.held("LAP-OTK-2", "35.08", s.MALANG), 3, s.MALANG)
+    report.at(61, ev.ComplaintEscalated(kind="ombudsman_offer", reason="60 hari belum selesai.", from_level="agency",
+                                        to_level="agency", automatic=True), s.SYSTEM)
+    report.at(62, ev.DispositionReturned(agency_id=s.MALANG, reason="Kewenangan provinsi."), s.staff(s.MALANG))
+    s.accepted(s.disposed(report, 62, s.JATIM, 67), 63, s.JATIM)
+    taken_over(report, 66, 68, "agency", 73)
+    before, board, answered, _ = ombudsman_answers(tmp_path, backend_store, report, "35.08", 69, 70)
+    assert stage(before, "follow_up") == (0, 0, 1)
+    assert line_of(board, OMBUDSMAN)["overdue"] == 0  # the Ombudsman has not missed its own deadline
     assert stage(answered, "follow_up") == (0, 1, 0)
 
 
