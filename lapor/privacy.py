@@ -22,13 +22,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from lokal import PiiType, mask_pii
 from lokal import __version__ as lokal_version
 
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Principal, Role
+
+if TYPE_CHECKING:
+    from lapor.complaint import ComplaintState
+    from lapor.store.vault import Vault
 
 # Never shown to anyone, not even the national admin: the hash of the reporter's bearer token.
 SECRET_FIELDS = frozenset({"reporter_token_hash"})
@@ -327,6 +331,18 @@ def visible_complaints(
         for fields in map(_as_mapping, views)
         if _visible(fields, principal)
     ]
+
+
+def reporter_identity(
+    vault: Vault, state: ComplaintState | None, principal: Principal | None
+) -> Mapping[str, Any] | None:
+    """The reporter's identity from the vault, for `redact_event_data` to scrub from what officials wrote (an
+    officer may name the reporter in a note or a draft, and the detector does not know every name); None, without
+    reading the vault, for an audience that reads the texts as written (the national admin), and None for a report
+    without one or whose entry was erased."""
+    if state is None or SIGHT[audience_of(principal)].unmasked:
+        return None
+    return vault.identity(state.reporter_ref)
 
 
 def redact_event_data(

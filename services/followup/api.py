@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from ipaddress import ip_address
@@ -28,7 +28,7 @@ from lapor.egress import destination_refusal
 from lapor.limits import DecimalDigits, Reason
 from lapor.paths import AGENCY_ID
 from lapor.principal import Principal, Role
-from lapor.privacy import can_see, redact_event_data, visible_complaints
+from lapor.privacy import can_see, redact_event_data, reporter_identity, visible_complaints
 from lapor.problems import Conflict, Forbidden, NotFound, PreconditionFailed, ValidationProblem
 from lapor.tracking import TrackingIdPath
 from schemas.events import AgencyId, Attachment, Category, EventData
@@ -286,12 +286,20 @@ def act(
     return summary(current_state(ctx, tracking_id))
 
 
-def draft_view(ctx: ServiceContext, draft: approval.Draft, state: ComplaintState, principal: Principal) -> DraftView:
-    """The draft as `principal` may read it: like a posted follow-up, its text masked and the reporter's vault record
-    scrubbed from it (an officer may name the reporter, whom no detector knows; session 27: drafts were not)."""
-    identity = ctx.vault.identity(state.reporter_ref)
-    data = redact_event_data("FollowUpPosted", draft.as_data(), principal, anonymous=state.anonymous, identity=identity)
-    return DraftView.model_validate(data)
+def draft_views(
+    ctx: ServiceContext, drafts: Iterable[approval.Draft], state: ComplaintState, principal: Principal
+) -> list[DraftView]:
+    """The drafts as `principal` may read them: like a posted follow-up, the text masked and the reporter's vault
+    record scrubbed from it (an officer may name the reporter, whom no detector knows; session 27: drafts were not),
+    read from the vault once for them all."""
+    identity = reporter_identity(ctx.vault, state, principal)
+    return [
+        DraftView.model_validate(
+            redact_event_data("FollowUpPosted", draft.as_data(), principal, anonymous=state.anonymous,
+                              identity=identity)
+        )
+        for draft in drafts
+    ]
 
 
 def needs_approval(ctx: ServiceContext, principal: Principal, state: ComplaintState, command: PostFollowUp) -> bool:
@@ -438,7 +446,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             return FollowUpOutcome(
                 status="pending_approval",
                 follow_up_id=None,
-                draft=draft_view(ctx, draft, state, principal),
+                draft=draft_views(ctx, [draft], state, principal)[0],
                 complaint=summary(state),
             )
         follow_up_id = "fu-" + secrets.token_hex(8)
@@ -462,11 +470,8 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         holding (another agency, before a return) are left behind."""
         with ctx.db.read() as tx:
             found = approval.drafts_of(tx, acting.state.tracking_id, status)
-        return [
-            draft_view(ctx, draft, acting.state, acting.principal)
-            for draft in found
-            if approval.of_present_holding(draft, acting.state)
-        ]
+        present = [draft for draft in found if approval.of_present_holding(draft, acting.state)]
+        return draft_views(ctx, present, acting.state, acting.principal)
 
     @router.post(
         "/api/complaints/{tracking_id}/follow-ups/drafts/{draft_id}/approve",
@@ -533,7 +538,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                 raise Conflict(f"draft {draft_id} is no longer waiting for approval")
             sent = approval.get_draft(tx, state.tracking_id, draft_id)
         assert sent is not None
-        return draft_view(ctx, sent, state, principal)
+        return draft_views(ctx, [sent], state, principal)[0]
 
     @router.post("/api/complaints/{tracking_id}/resolve", response_model=ComplaintSummary, summary="Resolve")
     def resolve(

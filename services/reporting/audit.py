@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -27,13 +27,13 @@ from lapor.audit import IntegrityReport, check_link, verify_chain
 from lapor.complaint import ComplaintState, IllegalTransition, VersionGap, fold
 from lapor.principal import Principal
 from lapor.privacy import (
-    SIGHT,
     Audience,
     audience_of,
     can_see,
     redact_complaint,
     redact_event_data,
     redact_metadata,
+    reporter_identity,
 )
 from lapor.problems import NotFound
 from lapor.store import EventStore, RecordedEvent
@@ -184,23 +184,12 @@ def _fold_allowed(events: list[RecordedEvent]) -> tuple[ComplaintState | None, R
     return state, None, None
 
 
-def reporter_identity(
-    store: EventStore, state: ComplaintState | None, principal: Principal | None
-) -> Mapping[str, Any] | None:
-    """The reporter's identity from the vault, for `redact_event_data` to scrub from what officials wrote (the
-    national admin may name the reporter in a note, and the detector does not know every name); None for the
-    national admin, who reads the texts as written, and for a report without one or whose entry was erased."""
-    if state is None or SIGHT[audience_of(principal)].unmasked:
-        return None
-    return store.vault.identity(state.reporter_ref)
-
-
 def history(store: EventStore, tracking_id: str, principal: Principal | None) -> AuditHistory:
     events, unreadable = _events(store, tracking_id)
     state, refused, reason = _fold_allowed(events)
     _check_visible(state, principal, tracking_id)
     anonymous = state.anonymous if state is not None else True
-    identity = reporter_identity(store, state, principal)
+    identity = reporter_identity(store.vault, state, principal)
     shown = []
     last: tuple[int, str] | None = None
     for event in events:
@@ -246,7 +235,7 @@ def state_at(
     moment = at or now
     prefix, stopped = _until(events, unreadable, moment)
     state, refused, reason = _fold_allowed(prefix)
-    identity = reporter_identity(store, state, principal)
+    identity = reporter_identity(store.vault, state, principal)
     folded = prefix if refused is None else prefix[: prefix.index(refused)]
     last = folded[-1] if folded else None
     return StateAt(

@@ -34,9 +34,14 @@ from lapor.auth import TokenService
 from lapor.complaint import ComplaintState, evolve, fold
 from lapor.context import BackgroundLoop, ServiceContext
 from lapor.principal import Principal
-from lapor.privacy import can_see_report, involved_agencies, redact_event_data, redact_metadata
+from lapor.privacy import (
+    can_see_report,
+    involved_agencies,
+    redact_event_data,
+    redact_metadata,
+    reporter_identity,
+)
 from lapor.store import EventStore, RecordedEvent
-from services.reporting.audit import reporter_identity
 
 log = logging.getLogger("lapor.reporting.stream")
 
@@ -190,7 +195,7 @@ class _Viewer:
             if not self._wanted_by_client(event, before, after) or not (self._sees(before) or self._sees(after)):
                 continue
             if event.stream not in identities:
-                identities[event.stream] = reporter_identity(self._store, after, self._principal)
+                identities[event.stream] = reporter_identity(self._store.vault, after, self._principal)
             payload = self._payload(event, after, identities[event.stream])
             shown.append(ServerSentEvent(orjson.dumps(payload).decode(), event=event.type, id=str(event.position)))
         return shown
