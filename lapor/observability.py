@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from http import HTTPMethod
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import APIRouter
@@ -36,7 +37,7 @@ UNMATCHED_ROUTE = "<unmatched>"  # one label for every unknown path, so scanners
 # The methods counted under their own name; any other a client sends (an HTTP method is any token it likes) is
 # counted as OTHER_METHOD, as an unknown path is counted as UNMATCHED_ROUTE (session 27: each new one was a series
 # of its own, kept by Prometheus, whatever text it carried).
-KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+KNOWN_METHODS = frozenset(HTTPMethod)  # the methods HTTP defines (RFC 9110 and PATCH)
 OTHER_METHOD = "<other>"
 
 
