@@ -18,14 +18,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from lapor.auth import authorize_complaint, require
+from lapor.auth import AGENCY_STAFF, OVERSIGHT, authorize_complaint, require
 from lapor.commands import if_match_header, run_command
 from lapor.complaint import ComplaintState, PendingEvent, Status, ensure_allowed, evolve, fold
 from lapor.context import Context, ServiceContext
 from lapor.limits import DecimalDigits, KemendagriRegion, Name, NonNegativeInt64
 from lapor.paths import AGENCY_ID, AGENCY_SETTINGS, names_a_setting
 from lapor.principal import Principal
-from lapor.privacy import Audience, audience_of, visible_complaints
+from lapor.privacy import visible_complaints
 from lapor.problems import Conflict, NotFound, ValidationProblem
 from lapor.store import RecordedEvent
 from lapor.tracking import TrackingIdPath
@@ -170,10 +170,6 @@ class RuleView(BaseModel):
     active: bool
     changed_at: datetime | None = None
     changed_by: str | None = Field(None, description="who changed it last; shown to staff only")
-
-
-# Who reads the account names of the officials who changed the directory's rules (session 27: the public did).
-STAFF_AUDIENCES = frozenset({Audience.national_admin, Audience.oversight, Audience.agency})
 
 
 # -- request models -----------------------------------------------------------------------------------------
@@ -599,7 +595,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         with ctx.db.read() as tx:
             rows = load_rules(tx, include_inactive=include_inactive)
         # Who changed a rule is an official's account (the token's subject): for staff, not for the public.
-        staff = audience_of(principal) in STAFF_AUDIENCES
+        staff = principal is not None and principal.role in OVERSIGHT | AGENCY_STAFF
         return [
             RuleView(
                 rule_id=row.rule.rule_id,
