@@ -123,8 +123,7 @@ def refused_now(state: ComplaintState, event_type: str, now: datetime) -> str | 
     """Why the reporter may not take `event_type` now although the report's status allows it (the view then offers
     no form for it): its window has ended, or the report waits for the answer to a resolution."""
     window = WINDOWS.get(event_type)
-    due: datetime | None = getattr(state, window[0]) if window else None
-    if window and due is not None and now > due:
+    if window is not None and (due := getattr(state, window[0])) is not None and now > due:
         return window[1].format(due.isoformat())
     if event_type == "OmbudsmanConsentGiven" and state.status is Status.resolved:
         return RESOLVED_FIRST
