@@ -27,7 +27,7 @@ from schemas.events import Channel, ComplaintKind, EventData
 from services.followup import decide as followup
 from services.intake import decide as intake
 from services.routing import decide as routing
-from tests.reporting.scenario import Report
+from tests.reporting.scenario import OFFICER, SYSTEM, Report, reporter, staff
 
 # (region code, weight): cities, a kecamatan inside one (finer than a city), a regency, province-level reports,
 # and reports without a region.
@@ -45,17 +45,7 @@ KINDS = (ComplaintKind.pengaduan, ComplaintKind.pengaduan, ComplaintKind.aspiras
 COORDINATORS = {"pemda-53.71": "pemda-53", "pemda-35.73": "pemda-35", "pemda-35.07": "pemda-35",
                 "pemda-82.71": "pemda-82", "pemda-53.02": "pemda-53"}
 
-OFFICER = {"actor": "admin-nasional-1", "role": "admin_national", "agency": "kemenpanrb"}
-SYSTEM = {"actor": "system", "role": "admin_national", "agency": "kemenpanrb"}
 TOKEN_HASH = "c" * 64
-
-
-def _staff(agency_id: str) -> dict[str, str]:
-    return {"actor": f"liaison-{agency_id}", "role": "liaison", "agency": agency_id}
-
-
-def _reporter(tracking_id: str) -> dict[str, str]:
-    return {"actor": f"reporter:{tracking_id}", "role": "reporter"}
 
 
 class _Everyone:
@@ -200,7 +190,7 @@ def _holder(report: _Report) -> list[tuple[datetime, Move]]:
     if pace is None or state.status not in (Status.disposed, Status.in_progress):
         return []
     holder = state.owner
-    staff = _staff(holder)
+    officer = staff(holder)
     may_return = holder != OMBUDSMAN_AGENCY and state.bounce_count < 4 and report.posted == 0
     bouncy = 0.3 if state.bounce_count else 0.1
     if state.status is Status.disposed:
@@ -208,9 +198,9 @@ def _holder(report: _Report) -> list[tuple[datetime, Move]]:
             command = followup.Return(reason="Bukan wewenang kami.",
                                       suggested_agency_id=rng.choice([a for a in OTHERS if a != holder]))
             return [(report.later(2, 72, pace), lambda at: (followup.decide_return(
-                report.state, command, at, _Everyone()), staff))]
+                report.state, command, at, _Everyone()), officer))]
         return [(report.later(1, 60, pace), lambda at: (followup.decide_accept(report.state, followup.Accept(), at),
-                                                        staff))]
+                                                        officer))]
     draw = rng.random()
     if holder != OMBUDSMAN_AGENCY and report.assigned < 2 and (
         (state.unit_id is None and report.assigned == 0 and draw < 0.5) or (state.unit_id and draw < 0.06)
@@ -220,13 +210,13 @@ def _holder(report: _Report) -> list[tuple[datetime, Move]]:
 
         def assigned(at: datetime) -> tuple[Sequence[EventData], dict[str, str]]:
             report.assigned += 1
-            return followup.decide_assign(report.state, assign, at, _Everyone()), staff
+            return followup.decide_assign(report.state, assign, at, _Everyone()), officer
 
         return [(report.later(1, 30, pace), assigned)]
     if may_return and rng.random() < 0.04:
         command = followup.Return(reason="Kewenangan instansi lain.")
         return [(report.later(2, 72, pace), lambda at: (followup.decide_return(
-            report.state, command, at, _Everyone()), staff))]
+            report.state, command, at, _Everyone()), officer))]
     if (report.posted == 0 and draw > 0.08) or (report.posted < 4 and draw < 0.75) or (report.stuck and draw < 0.97):
         public = rng.random() < 0.85
         post = followup.PostFollowUp(text="Sedang ditangani petugas.", public=public)
@@ -234,17 +224,17 @@ def _holder(report: _Report) -> list[tuple[datetime, Move]]:
 
         def posted(at: datetime) -> tuple[Sequence[EventData], dict[str, str]]:
             report.posted += 1 if public else 0
-            return followup.decide_follow_up(report.state, post, at, follow_up_id=f"fu-{number}"), staff
+            return followup.decide_follow_up(report.state, post, at, follow_up_id=f"fu-{number}"), officer
 
         return [(report.later(3, 24 * 6, pace * (4 if report.stuck else 1)), posted)]
     resolve = followup.Resolve(resolution="Sudah diperbaiki.")
     return [(report.later(12, 24 * 8, pace), lambda at: (followup.decide_resolve(report.state, resolve, at, policy),
-                                                         staff))]
+                                                         officer))]
 
 
 def _reporter_moves(report: _Report) -> list[tuple[datetime, Move]]:
     state, rng, policy = report.state, report.rng, report.policy
-    me = _reporter(state.tracking_id)
+    me = reporter(state.tracking_id)
     if state.status is Status.pended and rng.random() < 0.55:
         at = report.later(4, 24 * 25)
         if state.archive_due is not None and at <= state.archive_due:
@@ -288,7 +278,7 @@ def draw_history(rng: random.Random, tracking_id: str, submitted_at: datetime, e
         reporter_ref=f"pii_{tracking_id.replace('-', '_')}_ref",
     )
     report = _Report(rng, policy, initial_state(tracking_id), outages=outages)
-    report.apply(submitted_at, [intake.decide_submission(None, command, submitted_at, policy)], _reporter(tracking_id))
+    report.apply(submitted_at, [intake.decide_submission(None, command, submitted_at, policy)], reporter(tracking_id))
     while report.state.is_open:
         acting = [*_routing_officer(report, originals), *_holder(report), *_reporter_moves(report)]
         moves = [*_scheduled(report), *((at, 0.0, move) for at, move in acting)]

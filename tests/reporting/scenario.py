@@ -53,6 +53,10 @@ def staff(agency_id: str) -> dict[str, str]:
     return {"actor": f"liaison-{agency_id}", "role": "liaison", "agency": agency_id}
 
 
+def reporter(tracking_id: str) -> dict[str, str]:
+    return {"actor": f"reporter:{tracking_id}", "role": "reporter"}
+
+
 @dataclass
 class Report:
     tracking_id: str
