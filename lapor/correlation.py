@@ -1,6 +1,10 @@
 """The correlation id of the work in progress: taken from a request's `X-Correlation-ID` (or generated),
 echoed in the response, written on every log line and into the metadata of every event the work appends.
-A subscription or scheduler acting on an event carries that event's correlation id on."""
+A subscription or scheduler acting on an event carries that event's correlation id on.
+
+A request that files, reads or acts on an anonymous report is unlinked from its client (`withhold_client`,
+called through `lapor.privacy.conceal_requester`): its log line names no client address, and an id the client
+chose is replaced, so that the report's events carry no id the client's other requests are logged with."""
 
 from __future__ import annotations
 
@@ -9,13 +13,26 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 
 HEADER = "X-Correlation-ID"
 
 # Accept what proxies and clients commonly send (UUIDs, trace ids), nothing that could forge a log line.
 _ACCEPTABLE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
-_current: ContextVar[str | None] = ContextVar("lapor_correlation_id", default=None)
+
+@dataclass(slots=True)
+class Work:
+    """The work in progress: one request, or one reaction to an event. Mutable, and shared by reference with the
+    worker threads a request's route runs in (they run in a copy of its context), so what `withhold_client` does
+    there is what the request's log line and answer say."""
+
+    correlation_id: str
+    chosen_by_client: bool = False  # the id is the client's own X-Correlation-ID
+    client_withheld: bool = False  # the request's log line must not name the client's address
+
+
+_current: ContextVar[Work | None] = ContextVar("lapor_work", default=None)
 
 
 def new_correlation_id() -> str:
@@ -30,15 +47,28 @@ def accept_correlation_id(offered: str | None) -> str:
 
 
 def current_correlation_id() -> str | None:
-    return _current.get()
+    work = _current.get()
+    return None if work is None else work.correlation_id
 
 
 @contextmanager
-def correlation_scope(correlation_id: str | None = None) -> Iterator[str]:
+def correlation_scope(correlation_id: str | None = None, *, chosen_by_client: bool = False) -> Iterator[Work]:
     """Run a block under `correlation_id` (a fresh one when None)."""
-    value = correlation_id or new_correlation_id()
-    token = _current.set(value)
+    work = Work(correlation_id or new_correlation_id(), chosen_by_client)
+    token = _current.set(work)
     try:
-        yield value
+        yield work
     finally:
         _current.reset(token)
+
+
+def withhold_client() -> None:
+    """Unlink the work in progress from its client: its request's log line names no address, and an id the client
+    chose gives way to a fresh one for the rest of the work (its events, its later log lines, the answer's
+    X-Correlation-ID), since the client may send the same id on other requests, whose lines name the address."""
+    work = _current.get()
+    if work is None:
+        return
+    if work.chosen_by_client:
+        work.correlation_id, work.chosen_by_client = new_correlation_id(), False
+    work.client_withheld = True

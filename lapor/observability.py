@@ -39,6 +39,9 @@ UNMATCHED_ROUTE = "<unmatched>"  # one label for every unknown path, so scanners
 # of its own, kept by Prometheus, whatever text it carried).
 KNOWN_METHODS = frozenset(HTTPMethod)  # the methods HTTP defines (RFC 9110 and PATCH)
 OTHER_METHOD = "<other>"
+# The client address of a request that filed, read or acted on an anonymous report (`lapor.privacy.conceal_requester`):
+# its line and its events share the correlation id, so the address would name the anonymous reporter (session 28).
+WITHHELD_CLIENT = "withheld"
 
 
 # -- metrics ------------------------------------------------------------------------------------------------
@@ -191,19 +194,21 @@ class RequestObservabilityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        offered = dict(scope["headers"]).get(HEADER.lower().encode())
-        correlation_id = accept_correlation_id(offered.decode("latin-1") if offered else None)
+        offered_header = dict(scope["headers"]).get(HEADER.lower().encode())
+        offered = offered_header.decode("latin-1") if offered_header else None
+        correlation_id = accept_correlation_id(offered)
         status = 500  # what the client sees if the app dies before it answers
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                MutableHeaders(scope=message).append(HEADER, correlation_id)
-            await send(message)
-
         started = time.perf_counter()
-        with correlation_scope(correlation_id):
+        with correlation_scope(correlation_id, chosen_by_client=correlation_id == offered) as work:
+
+            async def send_with_id(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    # Read now, not when the request came in: a route may have replaced it (`withhold_client`).
+                    MutableHeaders(scope=message).append(HEADER, work.correlation_id)
+                await send(message)
+
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
@@ -214,20 +219,21 @@ class RequestObservabilityMiddleware:
                 counted = method if method in KNOWN_METHODS else OTHER_METHOD
                 self.metrics.requests.labels(template, counted, str(status)).inc()
                 self.metrics.latency.labels(template, counted).observe(elapsed)
+                client = WITHHELD_CLIENT if work.client_withheld else (scope.get("client") or ("", 0))[0]
                 access_log.info(
                     "%s %s %s",
                     method,
                     scope["path"],
                     status,
                     extra={
-                        "correlation_id": correlation_id,
+                        "correlation_id": work.correlation_id,
                         "fields": {
                             "method": method,
                             "path": scope["path"],
                             "route": template,
                             "status": status,
                             "duration_ms": round(elapsed * 1000, 2),
-                            "client": (scope.get("client") or ("", 0))[0],
+                            "client": client,
                         }
                     },
                 )

@@ -8,9 +8,10 @@ NIK, phone number or name into the text, so every free-text field is masked with
 everyone but the national admin.
 
 Services never pick fields themselves: they call `redact_complaint`, `visible_complaints`, `redact_event_data`,
-`redact_metadata` or `redact_text`, so no screen or projection can leak by omission. The field lists below are the
-whole policy: a new field is covered by adding its name to a set. Decisions are written up in
-docs/calendar-and-privacy.md.
+`redact_metadata` or `redact_text`, so no screen or projection can leak by omission. A request that files, reads
+or acts on an anonymous report, as its reporter may, is unlinked from the client's address (`conceal_requester`).
+The field lists below are the whole policy: a new field is covered by adding its name to a set. Decisions are
+written up in docs/calendar-and-privacy.md.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from uuid import UUID
 from lokal import PiiType, mask_pii
 from lokal import __version__ as lokal_version
 
+from lapor.correlation import withhold_client
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Principal, Role
 
 if TYPE_CHECKING:
@@ -377,6 +379,16 @@ def redact_metadata(metadata: Mapping[str, Any], principal: Principal | None) ->
     if shown.get("role") == Role.reporter and "actor" in shown:
         shown["actor"] = REPORTER_ACTOR
     return shown
+
+
+def conceal_requester(anonymous: bool) -> None:
+    """The request in progress files, reads or acts on a report whose reporter may be the one asking (a submission
+    by any channel, the tracking view, the reporter's actions): when the report is anonymous, unlink the request
+    from the address it came from (`lapor.correlation.withhold_client`). Its log line otherwise names the address
+    beside the correlation id, and the path (the tracking ID): the report's events carry both, and whoever reads
+    the log and the events (operators, auditors, the live stream) could join them."""
+    if anonymous:
+        withhold_client()
 
 
 def _as_mapping(view: ComplaintView) -> Mapping[str, Any]:

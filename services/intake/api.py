@@ -26,7 +26,7 @@ from lapor.complaint import ComplaintState, Status, fold
 from lapor.context import ServiceContext
 from lapor.limits import rate_limit
 from lapor.principal import Principal
-from lapor.privacy import MASKED_BY, MASKING, ORIGINAL_REF, ReportNotVisible, can_see
+from lapor.privacy import MASKED_BY, MASKING, ORIGINAL_REF, ReportNotVisible, can_see, conceal_requester
 from lapor.problems import BadRequest, NotFound
 from lapor.store import NewEvent, RecordedEvent
 from lapor.tracking import InvalidTrackingId, parse_tracking_id, stream_of
@@ -82,6 +82,8 @@ def _read(ctx: ServiceContext, tracking_id: str) -> tuple[list[RecordedEvent], C
     state = fold(events)
     if state is None:
         raise NotFound(f"no report with tracking ID {tracking_id}")
+    # The tracking view and the reporter's actions read the report here: whoever asks may be its reporter.
+    conceal_requester(state.anonymous)
     return events, state
 
 

@@ -14,7 +14,7 @@ from lapor.commands import run_command
 from lapor.complaint import ComplaintState
 from lapor.context import ServiceContext
 from lapor.principal import Principal, Role
-from lapor.privacy import MASKED_BY, MASKING, ORIGINAL_REF
+from lapor.privacy import MASKED_BY, MASKING, ORIGINAL_REF, conceal_requester
 from lapor.problems import Conflict, ValidationProblem
 from lapor.store import NewEvent, RecordedEvent
 from lapor.tracking import stream_of
@@ -73,6 +73,7 @@ def submit(
     """Record `report`; `ids` derives the identifiers (build it once: it holds a key derived from the signing
     secret). With a `natural_key`, `request` (the request as validated) must be given: the same key
     with the same request returns the first receipt, with another request raises IdempotencyConflict."""
+    conceal_requester(report.command.anonymous)
     now = ctx.clock.now()
     if report.received_at is not None and report.received_at > now + RECEIVED_AT_LEEWAY:
         raise ValidationProblem(

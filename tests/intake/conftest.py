@@ -138,11 +138,12 @@ class Intake:
 
 
 @contextmanager
-def running_intake(data: Path, **overrides: Any) -> Iterator[Intake]:
-    """The intake service on `data` with its lifespan running."""
+def running_intake(data: Path, *, client_address: str = "testclient", **overrides: Any) -> Iterator[Intake]:
+    """The intake service on `data` with its lifespan running; its test client's requests come from
+    `client_address`."""
     settings = load_settings(data=data, limits=overrides.pop("limits", OPEN_LIMITS), **overrides)
     app = create_app(settings, load_services(["intake"]))
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, raise_server_exceptions=False, client=(client_address, 50000)) as client:
         yield Intake(client, TokenService(settings.signing_secret(), SystemClock()))
 
 

@@ -1,0 +1,138 @@
+"""The request log and an anonymous report (session 28): every request's log line names the client's address and
+the request's correlation id, and the events a request appends carry that id. Whoever reads both (operators,
+auditors through the audit API, the live stream) could join them and learn an anonymous reporter's address. So a
+request that files, reads or acts on an anonymous report is logged without the address, and an id the client chose
+is replaced; a named report's requests stay traceable as before."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lapor.logs import CorrelationFilter, JsonFormatter
+from lapor.observability import WITHHELD_CLIENT
+from lapor.principal import Role
+from lapor.store import RecordedEvent
+from tests.intake.conftest import REPORT, Intake, running_intake
+
+ADDRESS = "203.0.113.45"  # the reporter's own (a documentation address, RFC 5737)
+CHOSEN_ID = "warga-app-5f1c"  # an app that sends one X-Correlation-ID with every request of its session
+
+Logged = Callable[[], list[dict[str, Any]]]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def reporters_intake(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Intake]:
+    """Intake on SQLite or PostgreSQL, its test client's requests coming from the reporter's address."""
+    store = {} if request.param == "sqlite" else {"store": request.getfixturevalue("postgres_url")}
+    with running_intake(tmp_path / "var", client_address=ADDRESS, **store) as intake:
+        yield intake
+
+
+@pytest.fixture
+def logged(caplog: pytest.LogCaptureFixture) -> Iterator[Logged]:
+    """Every record logged so far, as `lapor.logs` writes it (JSON, the correlation id stamped by its filter)."""
+    caplog.handler.addFilter(CorrelationFilter())
+    with caplog.at_level(logging.DEBUG):
+        yield lambda: [json.loads(JsonFormatter().format(record)) for record in caplog.records]
+
+
+def reporter(receipt: dict[str, Any], **headers: str) -> dict[str, str]:
+    return {"X-Reporter-Token": receipt["reporter_token"], **headers}
+
+
+def joinable(lines: Iterable[dict[str, Any]], events: Iterable[RecordedEvent], tracking_ids: set[str]) -> list[str]:
+    """The log lines that name the reporter's address beside something the events carry: the tracking ID, or a
+    request's correlation or causation id."""
+    carried = tracking_ids | {
+        str(event.metadata[key]) for event in events for key in ("correlation_id", "causation_id")
+    }
+    shown = [json.dumps(line) for line in lines]
+    return [line for line in shown if ADDRESS in line and any(trace in line for trace in carried)]
+
+
+def test_no_log_line_names_an_anonymous_reporters_address_beside_anything_its_reports_events_carry(
+    reporters_intake: Intake, logged: Logged
+) -> None:
+    intake = reporters_intake
+    client = intake.client
+    assert client.get("/").status_code == 200  # the report form
+    # The web form, then what the reporter does with the reporter token.
+    web = client.post("/api/complaints", json={**REPORT, "anonymous": True}).json()
+    path = f"/api/complaints/{web['tracking_id']}"
+    assert client.get(path, headers=reporter(web)).status_code == 200
+    intake.pend(web["tracking_id"])
+    information = {"text": "Lokasinya di depan SD Inpres Oebobo."}
+    assert client.post(f"{path}/information", json=information, headers=reporter(web)).status_code == 200
+    intake.resolve(web["tracking_id"])
+    feedback = {"satisfied": True, "rating": 4}
+    assert client.post(f"{path}/feedback", json=feedback, headers=reporter(web)).status_code == 200
+    # A city's own complaint system pushing an anonymous report, whose reporter then consents to the Ombudsman.
+    pushed = client.post(
+        "/api/channels/sambat-malang/complaints",
+        json={**REPORT, "anonymous": True, "external_id": "SBT-2026-00077"},
+        headers=intake.bearer(Role.integration, channel="sambat-malang"),
+    ).json()
+    intake.offer_ombudsman(pushed["tracking_id"])
+    consent = f"/api/complaints/{pushed['tracking_id']}/ombudsman-consent"
+    assert client.post(consent, headers=reporter(pushed)).status_code == 200
+    intake.caught_up()
+
+    events = [*intake.events(web["tracking_id"]), *intake.events(pushed["tracking_id"])]
+    requested = [event for event in events if event.metadata.get("actor") != "test-officer"]
+    assert [event.type for event in requested] == [
+        "ComplaintSubmitted", "InformationProvided", "FeedbackGiven", "ComplaintSubmitted", "OmbudsmanConsentGiven"
+    ]
+    lines = logged()
+    assert [line for line in lines if line.get("client") == ADDRESS], "the form page is logged with the address"
+    assert joinable(lines, requested, {web["tracking_id"], pushed["tracking_id"]}) == []
+    # Still traceable: each event's correlation id is its request's log line's, the address withheld there.
+    access = {line["correlation_id"]: line for line in lines if line["logger"] == "lapor.access"}
+    assert {access[event.metadata["correlation_id"]]["client"] for event in requested} == {WITHHELD_CLIENT}
+
+
+def test_an_anonymous_report_takes_no_correlation_id_the_client_chose_and_its_answer_names_the_one_it_took(
+    reporters_intake: Intake, logged: Logged
+) -> None:
+    """A client that sends one id with all its requests would otherwise link the report to the lines of the
+    others, which name its address."""
+    client = reporters_intake.client
+    response = client.post(
+        "/api/complaints", json={**REPORT, "anonymous": True}, headers={"X-Correlation-ID": CHOSEN_ID}
+    )
+    assert client.get("/", headers={"X-Correlation-ID": CHOSEN_ID}).status_code == 200
+    [event] = reporters_intake.events(response.json()["tracking_id"])
+    assert event.metadata["correlation_id"] != CHOSEN_ID
+    assert response.headers["X-Correlation-ID"] == event.metadata["correlation_id"]
+    lines = logged()
+    assert joinable(lines, [event], {event.data["tracking_id"]}) == []
+    submitted, form = [line for line in lines if line["logger"] == "lapor.access"]
+    assert (submitted["correlation_id"], submitted["client"]) == (event.metadata["correlation_id"], WITHHELD_CLIENT)
+    assert (form["correlation_id"], form["client"]) == (CHOSEN_ID, ADDRESS)
+
+
+def test_a_named_reports_requests_are_logged_with_the_address_and_the_correlation_id_its_events_carry(
+    reporters_intake: Intake, logged: Logged
+) -> None:
+    client = reporters_intake.client
+    receipt = client.post(
+        "/api/complaints", json={**REPORT, "reporter": {"name": "Dewi Rahayu"}}, headers={"X-Correlation-ID": CHOSEN_ID}
+    ).json()
+    reporters_intake.pend(receipt["tracking_id"])
+    answered = client.post(
+        f"/api/complaints/{receipt['tracking_id']}/information", json={"text": "Foto terlampir."},
+        headers=reporter(receipt),
+    )
+    assert answered.status_code == 200
+    submitted, _, information = reporters_intake.events(receipt["tracking_id"])
+    assert submitted.metadata["correlation_id"] == CHOSEN_ID
+    assert information.metadata["correlation_id"] == answered.headers["X-Correlation-ID"]
+    access = [line for line in logged() if line["logger"] == "lapor.access"]
+    assert [(line["correlation_id"], line["client"]) for line in access] == [
+        (CHOSEN_ID, ADDRESS), (information.metadata["correlation_id"], ADDRESS)
+    ]
