@@ -499,7 +499,7 @@ def serve(args: argparse.Namespace) -> int:
     help="print a signed bearer token",
     arguments=[
         arg("--role", required=True, choices=[r.value for r in Role if r is not Role.reporter]),
-        arg("--agency", help="agency id (admin_agency, liaison, unit_officer)"),
+        arg("--agency", help="agency id (admin_agency, liaison, unit_officer), one the directory holds"),
         arg("--unit", help="unit id, <agency_id>/<unit> (unit_officer)"),
         arg("--channel", help="channel an integration client pushes for, e.g. sms"),
         arg("--ttl", help="lifetime like 30m, 8h, 7d (default: LAPOR_TOKEN_TTL or 8h)"),
@@ -521,8 +521,44 @@ def token_create(args: argparse.Namespace) -> int:
         )
     except ValueError as error:
         raise CliError(str(error)) from None
+    _refuse_what_the_directory_lacks(settings, {"agency": args.agency, "unit": args.unit})
     print(token)
     return 0
+
+
+def _refuse_what_the_directory_lacks(settings: Settings, scopes: dict[str, str | None]) -> None:
+    """CliError naming the first agency or unit of `scopes` (by kind; None where not given) that routing's directory
+    does not hold. The directory is in the log, a stream `directory-{agency_id}` per agency and per unit, opened by
+    AgencyRegistered (schemas.events), so it is read there, current, even while no server runs.
+
+    Session 28: `lapor token create --agency` signed a token for any id, a mistyped one too, whose holder then saw an
+    empty queue. A directory that cannot be read (no store at the settings' URL, one that does not open or answer)
+    is refused as well, with what stopped it, and so is an id while the directory is still empty (routing registers
+    it at its first start): a credential is issued only for an agency that was checked. A token naming no agency or
+    unit needs no store, as before."""
+    named = {kind: scope for kind, scope in scopes.items() if scope}
+    if not named:
+        return
+    url = settings.store
+    what = " and ".join(f"{kind} {scope}" for kind, scope in named.items())
+    try:
+        if not store_exists(url):
+            raise CliError(f"no event store at {shown_url(url)}, so no directory to check {what} against; no token "
+                           "was issued: give the server's --data or LAPOR_STORE")
+        with open_store(url) as store:
+            for kind, scope in named.items():
+                first = store.read_stream(f"directory-{scope}", 0, 1)
+                if first and first[0].type == "AgencyRegistered":
+                    continue
+                empty = not store.read_all(0, "directory", 1)
+                raise CliError(
+                    f"{kind} {scope!r} is not in the directory of {shown_url(url)}"
+                    + (" (it is empty: routing registers it at its first start)" if empty else "")
+                    + "; no token was issued"
+                )
+    except _OPENING_BY_URL_FAILED as error:
+        raise CliError(f"{_cannot_open(error, url)}; so {what} could not be checked against the directory and no "
+                       "token was issued") from None
 
 
 @command(

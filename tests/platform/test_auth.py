@@ -8,6 +8,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import jwt
 import pytest
@@ -26,6 +27,7 @@ from lapor.principal import OMBUDSMAN_AGENCY, Principal, Role
 from lapor.problems import Forbidden, Unauthenticated
 from lapor.settings import load_settings
 from lapor.store import open_store
+from services.routing.seed import seed_directory
 from tests.platform._servers import run_lapor
 
 SECRET = "k" * 48
@@ -196,9 +198,18 @@ def test_an_unknown_action_is_a_programming_error_not_a_denial():
         authorize(None, "complaint.teleport")
 
 
+def _installation(data: Path) -> None:
+    """The installation on `data` as its first start makes it: the secret kept, routing's directory registered."""
+    ctx = ServiceContext.open(load_settings(data=data))
+    try:
+        seed_directory(ctx)
+    finally:
+        ctx.close()
+
+
 def test_lapor_token_create_prints_only_a_token_the_data_dir_secret_verifies(tmp_path):
     data = tmp_path / "var"
-    ServiceContext.open(load_settings(data=data)).close()  # the installation, as its first start makes it
+    _installation(data)
     result = subprocess.run(
         [sys.executable, "-m", "lapor.cli", "token", "create", "--role", "liaison", "--agency", "pemda-53.71",
          "--ttl", "30m", "--data", str(data)],
@@ -227,6 +238,60 @@ def test_lapor_token_create_where_no_server_keeps_a_secret_is_refused_and_makes_
         "the key this would make; give the server's --data or LAPOR_DATA, or its LAPOR_SECRET\n"
     )
     assert not data.exists()
+
+
+@pytest.mark.parametrize(
+    ("scope", "refused"),
+    [
+        (["--role", "liaison", "--agency", "pemda-53.7l"], "agency 'pemda-53.7l'"),
+        (["--role", "admin_agency", "--agency", "kementerian-sihir"], "agency 'kementerian-sihir'"),
+        (["--role", "unit_officer", "--unit", "pemda-53.71/dinas-sihir"], "unit 'pemda-53.71/dinas-sihir'"),
+        (["--role", "liaison", "--agency", "routing-rules"], "agency 'routing-rules'"),  # the rules' stream
+    ],
+)
+def test_lapor_token_create_refuses_an_agency_or_unit_the_directory_does_not_know(tmp_path, scope, refused):
+    """Until session 28 it signed a token for any id, a mistyped one too: its holder saw an empty queue."""
+    data = tmp_path / "var"
+    _installation(data)
+    result = _lapor("token", "create", *scope, "--data", str(data))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"lapor: {refused} is not in the directory of sqlite:///{data}/events.db; no token was issued\n"
+    )
+    known = _lapor("token", "create", "--role", "unit_officer", "--agency", "pemda-53.71", "--unit",
+                   "pemda-53.71/dinkes", "--data", str(data))
+    assert (known.returncode, known.stderr) == (0, "")
+    assert known.stdout.count(".") == 2  # a signed token
+
+
+def test_lapor_token_create_for_an_agency_without_a_directory_to_check_it_against_is_refused(tmp_path):
+    """No store at the data directory (a mistyped --data beside a kept secret): nothing to check the agency against,
+    so no token, and no empty store made; an agency in a store routing never started on is not known either. A token
+    naming no agency needs no directory."""
+    data = tmp_path / "var"
+    data.mkdir()
+    (data / "secret").write_text("s3cret-" + "x" * 40)
+    (data / "secret").chmod(0o600)
+    result = _lapor("token", "create", "--role", "liaison", "--agency", "pemda-53.71", "--data", str(data))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"lapor: no event store at sqlite:///{data}/events.db, so no directory to check agency pemda-53.71 against; "
+        "no token was issued: give the server's --data or LAPOR_STORE\n"
+    )
+    assert sorted(path.name for path in data.iterdir()) == ["secret"]
+    assert _lapor("token", "create", "--role", "auditor", "--data", str(data)).returncode == 0
+    open_store(f"sqlite:///{data}/events.db").close()
+    empty = _lapor("token", "create", "--role", "liaison", "--agency", "pemda-53.71", "--data", str(data))
+    assert (empty.returncode, empty.stdout) == (2, "")
+    assert "(it is empty: routing registers it at its first start); no token was issued" in empty.stderr
+    away = run_lapor("token", "create", "--role", "liaison", "--agency", "pemda-53.71", "--data", str(data), env={
+        **{name: value for name, value in os.environ.items() if not name.upper().startswith("LAPOR_")},
+        "LAPOR_STORE": "postgresql://lapor:pw@127.0.0.1:1/lapor",  # nothing listens on port 1
+    })
+    assert (away.returncode, away.stdout) == (2, "")
+    assert away.stderr.startswith("lapor: cannot open the store postgresql://lapor:***@127.0.0.1:1/lapor: ")
+    assert away.stderr.endswith("; so agency pemda-53.71 could not be checked against the directory and no token was "
+                                "issued\n")
 
 
 def test_lapor_token_revoke_without_the_servers_secret_says_so_and_makes_none(tmp_path):
