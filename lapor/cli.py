@@ -245,6 +245,8 @@ def _run_server(
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     sockets = None if listener is None else [listener]
+    if listener is not None:  # uvicorn says where it listens only on a socket it binds itself
+        log.info("listening on http://%s:%d", host, port)
     children: list[multiprocessing.process.BaseProcess] = []
     if workers is not None:
         spawn = multiprocessing.get_context("spawn")
@@ -401,17 +403,22 @@ def up(args: argparse.Namespace) -> int:
     services = _services(args)
     workers = _workers(args, settings, services)
     _refuse_a_taken_port(args.host, args.port)  # before anything is opened
-    listener = None if workers is None else _listening_socket(args.host, args.port)
+    # Bound now where the port must be known before uvicorn binds: the workers share it, and `--port 0` (any free
+    # port) is said in the banner and to the workers as the port the system gave (both said 0 until session 28,
+    # and each worker bound a port of its own).
     with contextlib.ExitStack() as stack:
+        listener = (None if workers is None and args.port
+                    else stack.enter_context(_listening_socket(args.host, args.port)))
+        port = args.port if listener is None else listener.getsockname()[1]
         if args.store_writer:
             settings = stack.enter_context(_store_writer(settings))
         app = _open_app(settings, services, seed_demo=args.demo)
         if args.demo:
-            print(f"LAPOR demo on http://{args.host}:{args.port}/docs — bearer tokens (Authorization: Bearer ...):")
+            print(f"LAPOR demo on http://{args.host}:{port}/docs — bearer tokens (Authorization: Bearer ...):")
             for label, token in demo_tokens(settings):
                 print(f"  {label:<18} {token}")
             sys.stdout.flush()
-        return _run_server(app, args.host, args.port, workers=workers, listener=listener)
+        return _run_server(app, args.host, port, workers=workers, listener=listener)
 
 
 def _sqlite_store_path(settings: Settings) -> Path:

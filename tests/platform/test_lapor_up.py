@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -296,6 +297,44 @@ def test_lapor_up_with_workers_refuses_a_port_another_server_listens_on(tmp_path
         assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
         assert not (tmp_path / "second" / "events.db").exists()  # refused before anything was opened
         assert first.get("/readyz").status_code == 200
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one-process", "workers"])
+def test_lapor_up_demo_on_port_0_prints_the_port_the_system_gave_and_serves_there(tmp_path, workers):
+    """`--port 0` asks for any free port: until session 28 the banner said http://127.0.0.1:0/docs, and with
+    --workers each worker bound a free port of its own, answering nobody."""
+    stdout, stderr = tmp_path / "up.out", tmp_path / "up.err"
+    with stdout.open("w") as out, stderr.open("w") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lapor.cli", "up", "--demo", "--data", str(tmp_path / "var"), "--port", "0",
+             *workers],
+            cwd=ROOT, stdout=out, stderr=err, env={**os.environ, "LAPOR_LIMITS__SUBMISSION_RATE": "1000/minute"},
+        )
+    try:
+        wait_until(lambda: process.poll() is not None or "\n  integration:sms " in stdout.read_text(),
+                   describe="the banner")
+        banner, *lines = stdout.read_text().splitlines()
+        url = re.fullmatch(r"LAPOR demo on (http://127\.0\.0\.1:([0-9]+))/docs — bearer tokens .*", banner)
+        assert url is not None, banner
+        assert int(url[2]) != 0
+        server = Server(process, url[1], stdout, stderr)
+        wait_until(lambda: server.get("/readyz").status_code == 200, describe="ready on the port in the banner")
+        tokens = dict(line.split() for line in lines)
+        national = server.get("/api/reports/national", headers={"Authorization": f"Bearer {tokens['admin_national']}"})
+        assert national.status_code == 200
+        if workers:  # the worker shares the port: connections reach both processes
+            [worker] = http_workers(process.pid)
+            wait_until(lambda: worker in logged_pids(server, message="Application startup complete."),
+                       describe="the worker listening")
+            with ThreadPoolExecutor(16) as pool:
+                answers = list(pool.map(lambda _: server.post("/api/complaints", json=REPORT), range(64)))
+            assert [answer.status_code for answer in answers] == [201] * 64
+            assert logged_pids(server, logger="lapor.access", route="/api/complaints") == {process.pid, worker}
+        assert server.stop(signal.SIGTERM) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 @pytest.mark.parametrize("command", [["up"], ["serve", "intake"]])
