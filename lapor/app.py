@@ -107,7 +107,7 @@ class _RunningLoop:
                 if not transient_failure(error):
                     raise
                 log.warning("background loop %s: %s; trying again in %.2f s", self.name, error, delay)
-                self.retrying = f"{type(error).__name__}: {error}"  # /readyz says so while it waits
+                self.retrying = type(error).__name__  # /readyz says so while it waits (the driver's words: above)
                 self._stop.wait(delay)
                 self.retrying = None
                 delay = min(delay * 2, RETRY_WAIT_MAX)

@@ -49,7 +49,7 @@ WITHHELD_CLIENT = "withheld"
 
 class LoopStatus(Protocol):
     name: str
-    retrying: str | None  # why it waits to try again after a transient failure, else None
+    retrying: str | None  # the kind of failure (its class's name) it waits to try again after, else None
 
     @property
     def alive(self) -> bool: ...
@@ -242,20 +242,37 @@ class RequestObservabilityMiddleware:
 # -- health -------------------------------------------------------------------------------------------------
 
 
+# The dependencies /readyz names when one cannot be used.
+EVENT_STORE = "event store"
+READ_MODELS = "read models"
+
+
 @dataclass
 class Readiness:
-    store_ok: bool = True
-    store_error: str | None = None
+    """Why a service is not ready, in terms safe to show whoever reaches its address: the dependency that cannot be
+    used is named, and a subscription or loop trying again gives its error's kind; the driver's words (host names,
+    user names, paths) go to the log at WARNING, never into /readyz (session 28: they were in its body)."""
+
+    unreachable: str | None = None  # EVENT_STORE or READ_MODELS when it cannot be used
     behind: list[dict[str, Any]] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
-    retrying: list[str] = field(default_factory=list)  # subscriptions and loops trying again after a failure, why
+    retrying: list[str] = field(default_factory=list)  # subscriptions and loops trying again after a failure, its kind
     # Subscriptions another process runs (it holds their leases): not a reason to be unready, since the checkpoints
     # and rows are shared and their lag, judged above, says whether that process keeps them current.
     standby: list[str] = field(default_factory=list)
 
     @property
+    def store_ok(self) -> bool:
+        return self.unreachable is None
+
+    @property
     def ready(self) -> bool:
         return self.store_ok and not self.behind and not self.stopped and not self.retrying
+
+
+def _unreachable(dependency: str, error: Exception) -> Readiness:
+    log.warning("readiness: %s unreachable: %s: %s", dependency, type(error).__name__, error)
+    return Readiness(unreachable=dependency)
 
 
 def check_readiness(
@@ -265,19 +282,17 @@ def check_readiness(
     try:
         head = store.head_position()
     except Exception as error:  # noqa: BLE001 - any failure to reach the store means "not ready", reported
-        log.warning("readiness: store unreachable: %s", error)
-        return Readiness(store_ok=False, store_error=f"{type(error).__name__}: {error}")
+        return _unreachable(EVENT_STORE, error)
     for runner in runners:
         if runner.standby:
             report.standby.append(runner.name)
-        if runner.failure is not None:
-            report.retrying.append(f"subscription {runner.name}: {runner.failure}")
+        if runner.failure is not None:  # its runner logs the failure itself
+            report.retrying.append(f"subscription {runner.name}: {type(runner.failure).__name__}")
             continue
         try:
             lag = runner.lag(head)
         except Exception as error:  # noqa: BLE001 - the read models (checkpoints) unreachable: as above
-            log.warning("readiness: read models unreachable: %s", error)
-            return Readiness(store_ok=False, store_error=f"read models: {type(error).__name__}: {error}")
+            return _unreachable(READ_MODELS, error)
         if lag > max_lag:
             report.behind.append({"consumer": runner.name, "lag": lag, "max_lag": max_lag})
     report.stopped.extend(f"background loop {loop.name}" for loop in loops if not loop.alive)
@@ -301,14 +316,14 @@ def health_router(
         report = readiness()
         if not report.ready:
             reasons = []
-            if not report.store_ok:
-                reasons.append(f"store unreachable ({report.store_error})")
+            if report.unreachable is not None:
+                reasons.append(f"{report.unreachable} unreachable (the service's log says why)")
             reasons += [f"{b['consumer']} is {b['lag']} positions behind" for b in report.behind]
             reasons += [f"{name} stopped" for name in report.stopped]
             reasons += [f"{failing} (trying again)" for failing in report.retrying]
             raise NotReady(
-                "; ".join(reasons), store_ok=report.store_ok, behind=report.behind, stopped=report.stopped,
-                retrying=report.retrying, standby=report.standby,
+                "; ".join(reasons), store_ok=report.store_ok, unreachable=report.unreachable, behind=report.behind,
+                stopped=report.stopped, retrying=report.retrying, standby=report.standby,
             )
         return {"status": "ready", "standby": report.standby} if report.standby else {"status": "ready"}
 

@@ -73,8 +73,10 @@ KINDS: dict[str, ProblemKind] = {
                     "the number of seconds in the Retry-After header."),
         ProblemKind("internal", 500, "Internal error", "Something failed on the server. Quote "
                     "`correlation_id` when reporting it."),
-        ProblemKind("not-ready", 503, "Not ready", "The service cannot serve yet: its store is unreachable or "
-                    "its subscriptions are behind (`behind` lists them)."),
+        ProblemKind("not-ready", 503, "Not ready", "The service cannot serve yet: its event store or read models "
+                    "are unreachable (`unreachable` names which; the service's log says why), its subscriptions are "
+                    "behind (`behind` lists them), or a subscription or background loop stopped or tries again "
+                    "(`stopped`, `retrying`)."),
         ProblemKind("unavailable", 503, "Service unavailable", "The event store or the read models could not "
                     "be used just now (a restart, a lost connection, a full disk). Retry after the seconds in the "
                     "Retry-After header. A change that got this answer may or may not have been recorded: retry it "

@@ -351,10 +351,7 @@ def test_a_loop_waiting_to_try_again_is_not_ready_and_says_why(tmp_path: Path, m
             wait_until(lambda: not check_readiness(store, [], [loop], max_lag=100).ready, timeout=10,
                        describe="/readyz saying the loop waits to try again")
             report = check_readiness(store, [], [loop], max_lag=100)
-            assert report.retrying == [
-                "background loop test.hub: OperationalError: consuming input failed: server closed the connection "
-                "unexpectedly"
-            ]
+            assert report.retrying == ["background loop test.hub: OperationalError"]  # the log has its words
             assert report.stopped == []
         finally:
             loop.stop()

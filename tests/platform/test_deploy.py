@@ -305,7 +305,7 @@ OPERATIONS = ("/metrics", "/readyz")  # what the gateway does not pass on
 
 
 def test_the_operations_endpoints_stay_off_the_gateway(tmp_path):
-    """/metrics (every route's counters) and /readyz (why a service is not ready, in its driver's words) are for
+    """/metrics (every route's counters) and /readyz (why a service is not ready, which subscription) are for
     the scraper and the probes, which reach a service on its own address: through the public gateway they are a
     404 problem, with or without a trailing slash. /healthz, which says only "alive", goes through."""
     with lapor(tmp_path, "up", "--data", str(tmp_path / "var"), name="one", module="lapor.cli") as server:

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from lapor.context import BackgroundLoop, ServiceDefinition
 from lapor.logs import JsonFormatter
 from lapor.subscriptions import Subscription
@@ -159,9 +161,11 @@ def test_readyz_and_metrics_say_a_subscription_is_retrying_while_its_database_is
     with locked(other) as release, serve(services=[service]) as client:
         client.post("/api/probe/complaints", json=SUBMISSION)
         wait_until(lambda: client.get("/readyz").status_code == 503)
-        body = client.get("/readyz").json()
-        assert body["retrying"] == ["subscription locked.projection: database is locked"]
-        assert "locked.projection: database is locked (trying again)" in body["detail"]
+        answer = client.get("/readyz")
+        body = answer.json()
+        assert body["retrying"] == ["subscription locked.projection: OperationalError"]
+        assert "locked.projection: OperationalError (trying again)" in body["detail"]
+        assert "database is locked" not in answer.text  # the driver's words are the log's (session 28)
         assert metric(client, "lapor_subscription_retrying", labels) == 1
         assert metric(client, "lapor_subscription_parked_events", labels) == 0
         release()
@@ -230,11 +234,26 @@ def test_metrics_keep_the_request_counts_when_the_store_cannot_be_read(serve, da
         assert "lapor_store_head_position 0.0" in client.get("/metrics").text  # and back with the store
 
 
-def test_readyz_is_503_when_the_read_models_cannot_be_read(serve, data_dir):
-    """The subscriptions' checkpoints are read models: reading them failed with a 500 instead of 'not ready'."""
-    with serve() as client, table_away(data_dir / "readmodels.db", "subscription_checkpoints"):
-        response = client.get("/readyz")
+@pytest.mark.parametrize(
+    ("database", "table", "dependency"),
+    [("events.db", "events", "event store"), ("readmodels.db", "subscription_checkpoints", "read models")],
+)
+def test_readyz_names_the_dependency_that_cannot_be_used_and_leaves_the_drivers_words_to_the_log(
+    serve, data_dir, caplog, database, table, dependency
+):
+    """Until session 28 the body carried the driver's error ("store unreachable (OperationalError: no such table:
+    events)"; on a server, its host and user names) to whoever reached the service's address. The subscriptions'
+    checkpoints are read models: reading them failed with a 500 instead of 'not ready' before that."""
+    with serve() as client:
+        with caplog.at_level(logging.WARNING, logger="lapor.observability"), table_away(data_dir / database, table):
+            response = client.get("/readyz")
         assert response.status_code == 503
         body = response.json()
-        assert (body["type"], body["store_ok"]) == ("/problems/not-ready", False)
-        assert "read models" in body["detail"]
+        assert (body["type"], body["store_ok"], body["unreachable"]) == ("/problems/not-ready", False, dependency)
+        assert body["detail"] == f"{dependency} unreachable (the service's log says why)"
+        assert "no such table" not in response.text
+        assert "OperationalError" not in response.text
+        [logged] = [record for record in caplog.records if record.name == "lapor.observability"]
+        assert logged.levelno == logging.WARNING
+        assert logged.getMessage() == f"readiness: {dependency} unreachable: OperationalError: no such table: {table}"
+        wait_until(lambda: client.get("/readyz").status_code == 200)
