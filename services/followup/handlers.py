@@ -142,14 +142,22 @@ def close_silent_reports(ctx: ServiceContext, *, limit: int = CLOSING_BATCH) -> 
 # -- deadline warnings --------------------------------------------------------------------------------------
 
 
+def warned(agency_id: str | None, unit_id: str | None) -> str | None:
+    """Whom a deadline warning is for: the unit that holds the report, else its agency (the fan-out adds the agencies
+    above it)."""
+    return unit_id or agency_id
+
+
 def warn_of_deadlines(ctx: ServiceContext) -> int:
     """Record a `deadline.approaching` notification for each agency deadline within the policy's warning days;
-    once per deadline (a new deadline, after an escalation or a reopening, is warned of again)."""
+    once per deadline and holder: a new deadline (an escalation, a reopening) is warned of again, and so is the
+    same deadline once another unit or agency holds the report (session 28: the warning's id named the deadline
+    alone, so the new holder was never warned, and `outdated_warning` let the former holder's go out)."""
     policy = ctx.policy
     now = ctx.clock.now()
     # Calendar days enough to cover `warning_days` working days across weekends and the longest cuti bersama.
     horizon = timedelta(days=2 * policy.warning_days + 21)
-    warned = 0
+    recorded = 0
     with ctx.db.transaction() as tx:
         for tracking_id, agency_id, unit_id, kind, deadline_text in deadlines_until(tx, now, horizon):
             deadline = moment(deadline_text)
@@ -161,39 +169,48 @@ def warn_of_deadlines(ctx: ServiceContext) -> int:
                 "deadline": deadline.isoformat(),
                 "working_days_left": ctx.calendar.working_days_between(now, deadline),
             }
-            warned += record_notification(
+            holder = warned(agency_id, unit_id)
+            assert holder is not None  # an agency deadline runs only while an agency holds the report
+            recorded += record_notification(
                 tx,
                 Notification(
-                    notification_id=notification_id(f"{tracking_id}:{kind}:{deadline_text}:{DEADLINE_APPROACHING}"),
+                    notification_id=notification_id(
+                        f"{tracking_id}:{kind}:{deadline_text}:{holder}:{DEADLINE_APPROACHING}"
+                    ),
                     kind=DEADLINE_APPROACHING,
-                    agency_id=unit_id or agency_id,
+                    agency_id=holder,
                     tracking_id=tracking_id,
                     payload=payload,
                     created_at=now,
                 ),
             )
-    return warned
+    return recorded
 
 
 def outdated_warning(ctx: ServiceContext) -> Callable[[Notification, datetime], str | None]:
     """Why a `deadline.approaching` warning must not be sent now, judged on the freshly folded report: the
-    deadline it names was answered, replaced (a re-disposition, an escalation, a reopening) or has passed, or the
-    report left the queue. A warning waits in the outbox (the scan every five minutes, retries for hours behind a
-    failing receiver), and one that arrives after the agency answered, or names the old deadline, misleads it."""
+    deadline it names was answered, replaced (a re-disposition, an escalation, a reopening) or has passed, the
+    report left the queue, or another unit or agency holds it now (a reassignment, a re-disposition, a takeover:
+    the scan warns that one instead; session 28). A warning waits in the outbox (the scan every five minutes,
+    retries for hours behind a failing receiver), and one that arrives after the agency answered, names the old
+    deadline, or goes to whoever held the report before, misleads them."""
 
     def outdated(notification: Notification, now: datetime) -> str | None:
         if notification.kind != DEADLINE_APPROACHING:
             return None
         state = fold(ctx.store.read_stream(stream_of(notification.tracking_id)))
         running = deadline_of(state) if state is not None else None
-        warned = notification.payload
+        said = notification.payload
         if (
-            running is None
+            state is None
+            or running is None
             or running.due is None
-            or running.kind != warned.get("deadline_kind")
-            or running.due != datetime.fromisoformat(warned["deadline"])
+            or running.kind != said.get("deadline_kind")
+            or running.due != datetime.fromisoformat(said["deadline"])
         ):
             return "not sent: the deadline it warns of no longer runs (answered, replaced, or out of the queue)"
+        if warned(state.agency_id, state.unit_id) != notification.agency_id:
+            return "not sent: another unit or agency holds the report now, and is warned instead"
         if now > running.due:
             return "not sent: the deadline it warns of has passed"
         return None

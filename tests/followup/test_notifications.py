@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from lapor.clock import ManualClock
 from lapor.db import Database, SqliteDatabase, open_database
 from lapor.logs import QUIET_LIBRARIES, JsonFormatter, configure_logging
 from lapor.settings import load_settings
+from schemas.events import ComplaintDisposed
 from services.followup.handlers import Notifier, warn_of_deadlines
 from services.followup.notifications import (
     ITEM_ADDED,
@@ -35,21 +37,30 @@ from services.followup.notifications import (
     webhook_policy,
 )
 from services.followup.storage import install_queue, install_service_tables, instant
-from tests.followup.conftest import DINKES, KUPANG, MALANG, MONDAY, later, subscribe
+from tests.followup.conftest import DINKES, DISDIK, KUPANG, MALANG, MONDAY, later, subscribe
+
+
+@contextmanager
+def rounds(app) -> Iterator[Callable[[], None]]:
+    """A round of `app`'s notification loop at each call (the background loop runs too; deliveries are leased, never
+    doubled)."""
+    adapter = WebhookAdapter(webhook_policy(app.ctx.settings))
+    notifier = Notifier(app.ctx, {WEBHOOK: adapter})
+
+    def run() -> None:
+        app.settle()
+        notifier.run_once()
+
+    try:
+        yield run
+    finally:
+        adapter.close()
 
 
 @pytest.fixture
-def notify(followup) -> Iterator[Any]:
-    """One round of the notification loop (the background loop runs too; deliveries are leased, never doubled)."""
-    adapter = WebhookAdapter(webhook_policy(followup.ctx.settings))
-    notifier = Notifier(followup.ctx, {WEBHOOK: adapter})
-
-    def run() -> None:
-        followup.settle()
-        notifier.run_once()
-
-    yield run
-    adapter.close()
+def notify(followup) -> Iterator[Callable[[], None]]:
+    with rounds(followup) as run:
+        yield run
 
 
 def test_a_new_queue_item_is_posted_signed_to_the_agencys_webhook(followup, receiver, notify):
@@ -219,6 +230,81 @@ def test_a_deadline_warning_still_due_is_sent_on_the_retry(followup, receiver, n
     receiver.wait_for(1)
     [(_, body, _)] = receiver.accepted
     assert (body["kind"], body["tracking_id"]) == ("deadline.approaching", "LAP-N-11")
+
+
+def webhook_of(app, agency_id: str) -> dict[str, Any]:
+    [listed] = app.client.get(f"/api/agencies/{agency_id}/webhooks", headers=app.admin(agency_id.split("/")[0])).json()
+    return listed
+
+
+def test_a_deadline_warning_follows_the_report_to_the_unit_it_is_reassigned_to(followup, receiver, notify):
+    """Warned while Dinkes held the report, the warning held up by Dinkes's failing receiver, then the report
+    reassigned to Disdik. Until session 28 the retry still went to Dinkes, and Disdik, which must now answer, was
+    never warned: the warning's id named the deadline alone, and an assignment leaves the deadline as it is."""
+    subscribe(followup, receiver, DINKES, "/dinkes", kinds=["deadline.approaching"])
+    subscribe(followup, receiver, DISDIK, "/disdik", kinds=["deadline.approaching"])
+    receiver.script = [503]
+    followup.disposed("LAP-N-13")  # Monday: follow-up due at the end of next Monday
+    assert followup.act("LAP-N-13", "accept", followup.liaison()).status_code == 200
+    assert followup.act("LAP-N-13", "assign", followup.liaison(), {"unit_id": DINKES}).status_code == 200
+    later(followup, days=4)  # Friday: one working day left
+    followup.settle()
+    assert warn_of_deadlines(followup.ctx) == 1
+    notify()
+    receiver.wait_for(1, "attempts")
+    reassigned = followup.act("LAP-N-13", "assign", followup.liaison(), {"unit_id": DISDIK})
+    assert reassigned.status_code == 200, reassigned.text
+    later(followup, seconds=31)  # Dinkes's retry is due
+    notify()
+    followup.settle()
+    assert warn_of_deadlines(followup.ctx) == 1  # Disdik's
+    notify()
+    receiver.wait_for(1)
+    [(path, body, _)] = receiver.accepted
+    assert (path, body["agency_id"], body["tracking_id"]) == ("/disdik", DISDIK, "LAP-N-13")
+    assert body["data"]["working_days_left"] == 1
+    assert len(receiver.attempts) == 2  # Dinkes's first, failed, and Disdik's
+    dinkes = webhook_of(followup, DINKES)
+    assert (dinkes["delivered"], dinkes["pending"]) == (0, 0)
+    assert dinkes["last_error"] == "not sent: another unit or agency holds the report now, and is warned instead"
+
+
+def test_a_deadline_warning_follows_the_report_disposed_again_to_another_agency(start, receiver):
+    """With five warning days a follow-up deadline is warned of the day it is set. Kota Kupang returns the report
+    (bukan wewenang) while its warning waits behind its failing receiver, and routing disposes it to Kota Malang the
+    same day, so Malang's deadline is the same moment. Until session 28 Kupang's warning went out on its retry, and
+    Malang's was never recorded (the same id)."""
+    with start(policy={"warning_days": 5}) as app, rounds(app) as notify:
+        app.register_directory()
+        subscribe(app, receiver, KUPANG, "/kupang", kinds=["deadline.approaching"])
+        subscribe(app, receiver, MALANG, "/malang", kinds=["deadline.approaching"])
+        receiver.script = [503]
+        app.disposed("LAP-N-14")
+        app.settle()
+        assert warn_of_deadlines(app.ctx) == 1
+        notify()
+        receiver.wait_for(1, "attempts")
+        returned = app.act("LAP-N-14", "return", app.liaison(), {"reason": "Urusan Pemkot Malang."})
+        assert returned.status_code == 200, returned.text
+        now, policy = app.clock.now(), app.ctx.policy
+        again = ComplaintDisposed(
+            agency_id=MALANG, follow_up_due=policy.follow_up_due(now),
+            ombudsman_offer_due=policy.ombudsman_offer_due(now),
+        )
+        app.decide("LAP-N-14", again)  # as routing disposes it
+        first, last = (event for event in app.events("LAP-N-14") if event.type == "ComplaintDisposed")
+        assert first.data["follow_up_due"] == last.data["follow_up_due"]  # the same deadline, another agency's
+        later(app, seconds=31)  # Kupang's retry is due
+        notify()
+        assert warn_of_deadlines(app.ctx) == 1  # Malang's
+        notify()
+        receiver.wait_for(1)
+        [(path, body, _)] = receiver.accepted
+        assert (path, body["agency_id"], body["tracking_id"]) == ("/malang", MALANG, "LAP-N-14")
+        assert len(receiver.attempts) == 2
+        assert webhook_of(app, KUPANG)["last_error"] == (
+            "not sent: another unit or agency holds the report now, and is warned instead"
+        )
 
 
 def test_webhooks_are_listed_without_their_secret_and_can_be_removed(followup, receiver, notify):
