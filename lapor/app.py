@@ -226,7 +226,10 @@ class Runtime:
         log.info("stopped subscriptions at %s", {r.name: r.checkpoint() for r in self.runners})
 
     def readiness(self) -> Readiness:
-        return check_readiness(self.ctx.store, self.runners, self.loops, self.ctx.settings.readiness_max_lag)
+        settings = self.ctx.settings
+        return check_readiness(
+            self.ctx.store, self.runners, self.loops, settings.readiness_max_lag, settings.readiness_wait
+        )
 
 
 def create_app(

@@ -112,8 +112,10 @@ class Database(ABC):
         disk."""
 
     @abstractmethod
-    def read(self) -> Any:
-        """Context manager yielding a `Tx` for reading (a consistent snapshot)."""
+    def read(self, *, wait: float | None = None) -> Any:
+        """Context manager yielding a `Tx` for reading (a consistent snapshot). `wait`: the longest, in seconds, to
+        wait for a pooled connection (PostgreSQL) before failing; None is the pool's own bound, which every other
+        read and transaction has. /readyz gives a short one (session 28). SQLite opens a local file and ignores it."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -203,7 +205,7 @@ class SqliteDatabase(Database):
             conn.execute("COMMIT")
 
     @contextmanager
-    def read(self) -> Iterator[Tx]:
+    def read(self, *, wait: float | None = None) -> Iterator[Tx]:
         conn = self._readers.get()
         conn.execute("BEGIN")
         try:
@@ -243,8 +245,8 @@ class PostgresDatabase(Database):
             yield Tx(conn, "postgresql")
 
     @contextmanager
-    def read(self) -> Iterator[Tx]:
-        with self._pool.connection() as conn:
+    def read(self, *, wait: float | None = None) -> Iterator[Tx]:
+        with self._pool.connection(timeout=wait) as conn:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
                 yield Tx(conn, "postgresql")

@@ -276,11 +276,16 @@ def _unreachable(dependency: str, error: Exception) -> Readiness:
 
 
 def check_readiness(
-    store: EventStore, runners: Sequence[SubscriptionRunner], loops: Sequence[LoopStatus], max_lag: int
+    store: EventStore, runners: Sequence[SubscriptionRunner], loops: Sequence[LoopStatus], max_lag: int, wait: float
 ) -> Readiness:
+    """`wait` (`LAPOR_READINESS_WAIT`) bounds each wait for a database: a probe must answer while a database is out
+    of reach, and orchestrators give it a second or a few. Session 28: on PostgreSQL it waited the pool's 30 s for a
+    connection that could not be made, which every other request still does (a request may outlast a short outage).
+    A pool so busy that no connection frees up within `wait` makes the process unready too: it could not answer
+    promptly either."""
     report = Readiness()
     try:
-        head = store.head_position()
+        head = store.head_position(wait=wait)
     except Exception as error:  # noqa: BLE001 - any failure to reach the store means "not ready", reported
         return _unreachable(EVENT_STORE, error)
     for runner in runners:
@@ -290,7 +295,7 @@ def check_readiness(
             report.retrying.append(f"subscription {runner.name}: {type(runner.failure).__name__}")
             continue
         try:
-            lag = runner.lag(head)
+            lag = runner.lag(head, wait=wait)
         except Exception as error:  # noqa: BLE001 - the read models (checkpoints) unreachable: as above
             return _unreachable(READ_MODELS, error)
         if lag > max_lag:

@@ -103,8 +103,8 @@ class ReadOnlyStore(EventStore):
     ) -> list[RecordedEvent]:
         return self._store.read_all(from_position, category, limit, self._share if share is None else share)
 
-    def head_position(self) -> int:
-        return self._store.head_position()
+    def head_position(self, *, wait: float | None = None) -> int:
+        return self._store.head_position(wait=wait)
 
     def wait_for_events(self, after_position: int, timeout: float) -> bool:
         return self._store.wait_for_events(after_position, timeout)

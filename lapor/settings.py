@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     training: bool = False
     token_ttl: str = Field("8h", description="default lifetime of `lapor token create` tokens")
     readiness_max_lag: int = Field(1000, ge=0, description="/readyz: largest subscription lag, in positions")
+    readiness_wait: float = Field(
+        0.5, gt=0, le=30, description="/readyz: longest wait for a database connection, in seconds (session 28)"
+    )
     log_level: str = "INFO"
     holidays_file: Path | None = Field(None, description="operator-added holidays for the calendar")
     policy: dict[str, Any] = Field(default_factory=dict, description="Sp4nPolicy overrides")

@@ -247,19 +247,21 @@ class SubscriptionRunner:
     def handled_count(self) -> int:
         return self.saved()[1]
 
-    def saved(self) -> tuple[int, int]:
+    def saved(self, *, wait: float | None = None) -> tuple[int, int]:
         """The checkpoint and the handled count as committed, read together: the pair a scrape reports. (The
-        runner's own position moves on just after its commit, or while it holds rows, so it is not used here.)"""
-        with self.db.read() as tx:
+        runner's own position moves on just after its commit, or while it holds rows, so it is not used here.)
+        `wait`: as `Database.read`'s."""
+        with self.db.read(wait=wait) as tx:
             row = tx.fetchone("SELECT position, handled FROM subscription_checkpoints WHERE name = ?", (self.name,))
         return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
-    def lag(self, head: int | None = None) -> int:
+    def lag(self, head: int | None = None, *, wait: float | None = None) -> int:
         """How far behind the head of the log (`head`, or read now) the committed checkpoint is, in positions (0
-        when caught up): what readiness and `caught_up` go by, so "caught up" means the rows are there to read."""
+        when caught up): what readiness and `caught_up` go by, so "caught up" means the rows are there to read.
+        `wait`: the longest to wait for each database (`EventStore.head_position`, `Database.read`)."""
         if head is None:
-            head = self.store.head_position()
-        return max(0, head - self.checkpoint())
+            head = self.store.head_position(wait=wait)
+        return max(0, head - self.saved(wait=wait)[0])
 
     def caught_up(self, within: int = 0) -> bool:
         return self.lag() <= within

@@ -348,9 +348,9 @@ def test_a_loop_waiting_to_try_again_is_not_ready_and_says_why(tmp_path: Path, m
         try:
             loop.start()
             wait_until(failed.is_set, describe="the loop's first run")
-            wait_until(lambda: not check_readiness(store, [], [loop], max_lag=100).ready, timeout=10,
+            wait_until(lambda: not check_readiness(store, [], [loop], max_lag=100, wait=0.5).ready, timeout=10,
                        describe="/readyz saying the loop waits to try again")
-            report = check_readiness(store, [], [loop], max_lag=100)
+            report = check_readiness(store, [], [loop], max_lag=100, wait=0.5)
             assert report.retrying == ["background loop test.hub: OperationalError"]  # the log has its words
             assert report.stopped == []
         finally:

@@ -227,8 +227,8 @@ class KurrentEventStore(EventStore):
             f"KurrentDB reads from recorded positions only; {from_position} is neither such a position nor one past one"
         )
 
-    def head_position(self) -> int:
-        return self._head(DEADLINE)
+    def head_position(self, *, wait: float | None = None) -> int:
+        return self._head(DEADLINE if wait is None else wait)
 
     def _head(self, deadline: float) -> int:
         with _server_errors("reading the head of $all"):

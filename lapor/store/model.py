@@ -480,8 +480,11 @@ class EventStore(ABC):
         at the end of the log."""
 
     @abstractmethod
-    def head_position(self) -> int:
-        """The position of the last committed event, 0 when the store is empty."""
+    def head_position(self, *, wait: float | None = None) -> int:
+        """The position of the last committed event, 0 when the store is empty. `wait`: the longest, in seconds, to
+        wait for the store's server (PostgreSQL: a pooled connection; KurrentDB: its answer) before failing; None is
+        the store's own bound, which every other call has. /readyz gives a short one (session 28: on a PostgreSQL
+        that went away it waited the pool's 30 s). SQLite reads a local file and has nothing to wait for."""
 
     @abstractmethod
     def wait_for_events(self, after_position: int, timeout: float) -> bool:

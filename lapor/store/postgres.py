@@ -365,8 +365,9 @@ class PostgresEventStore(EventStore):
         validate_append(stream, events, expected_version)
         return self._writer.submit(stream, events, expected_version)
 
-    def _fetch(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        with self._pool.connection() as conn, conn.cursor(binary=True) as cur:
+    def _fetch(self, query: str, params: Sequence[Any], wait: float | None = None) -> list[tuple[Any, ...]]:
+        """`wait`: how long to wait for a pooled connection; None is the pool's own 30 s."""
+        with self._pool.connection(timeout=wait) as conn, conn.cursor(binary=True) as cur:
             return cur.execute(query, params).fetchall()
 
     def read_stream(self, stream: str, from_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
@@ -384,8 +385,8 @@ class PostgresEventStore(EventStore):
         rows = self._fetch(_READ_ALL[statement], params)
         return [_event(row) for row in rows]
 
-    def head_position(self) -> int:
-        return self._fetch("SELECT position FROM lapor_head", ())[0][0]
+    def head_position(self, *, wait: float | None = None) -> int:
+        return self._fetch("SELECT position FROM lapor_head", (), wait)[0][0]
 
     def stream_version(self, stream: str) -> int:
         version = self._fetch("SELECT max(version) FROM events WHERE stream = %s", (stream,))[0][0]

@@ -425,7 +425,7 @@ class SqliteEventStore(EventStore):
         rows = self._reader().execute(_READ_ALL[statement], params)
         return rows_to_events(rows)
 
-    def head_position(self) -> int:
+    def head_position(self, *, wait: float | None = None) -> int:
         return self._reader().execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
 
     def stream_version(self, stream: str) -> int:
