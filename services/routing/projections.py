@@ -25,10 +25,11 @@ from typing import Any
 
 from lapor.complaint import ComplaintState, Status
 from lapor.db import Tx, setup_tables, sortable_moment
+from lapor.directory import AGENCY_EVENTS
 from lapor.states import ComplaintStates
 from lapor.store import RecordedEvent
 from services.routing.decide import DeadlineKind, RoutingFacts, Rule, running_deadlines
-from services.routing.directory import AGENCY_EVENTS, RULES_STREAM, Agency, is_top_level
+from services.routing.directory import RULES_STREAM, Agency, is_top_level
 
 DIRECTORY_TABLES = (
     "CREATE TABLE IF NOT EXISTS routing_directory_applied (stream TEXT PRIMARY KEY, version BIGINT NOT NULL)",

@@ -18,6 +18,7 @@ import lokal
 from lapor.commands import caused_event_id
 from lapor.complaint import ComplaintState, PendingEvent, Status, evolve, replay
 from lapor.context import ServiceContext
+from lapor.directory import DIRECTORY_CATEGORY, agency_stream
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
 from lapor.store import NO_STREAM, NewEvent, WrongExpectedVersion
 from schemas.events import EventData
@@ -36,14 +37,7 @@ from services.routing.decide import (
     facts_of,
     propose,
 )
-from services.routing.directory import (
-    DIRECTORY_CATEGORY,
-    RULES_STREAM,
-    agency_stream,
-    is_top_level,
-    shipped_agencies,
-    shipped_rules,
-)
+from services.routing.directory import RULES_STREAM, is_top_level, shipped_agencies, shipped_rules
 
 log = logging.getLogger("lapor.routing.seed")
 

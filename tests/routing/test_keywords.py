@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from lapor.directory import agency_stream
 from lapor.principal import Role
 from schemas.events import AgencyRegistered, SmsKeywordClaimed
-from services.routing.directory import agency_stream, fold_agency
+from services.routing.directory import fold_agency
 from services.routing.keywords import CLAIM_GRACE, keyword_stream
 from tests.routing.conftest import caught_up
 
