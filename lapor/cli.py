@@ -507,7 +507,7 @@ def serve(args: argparse.Namespace) -> int:
     help="print a signed bearer token",
     arguments=[
         arg("--role", required=True, choices=[r.value for r in Role if r is not Role.reporter]),
-        arg("--agency", help="agency id (admin_agency, liaison, unit_officer), one the directory holds"),
+        arg("--agency", help="agency id (admin_agency, liaison, unit_officer), one the directory holds as active"),
         arg("--unit", help="unit id, <agency_id>/<unit> (unit_officer)"),
         arg("--channel", help="channel an integration client pushes for, e.g. sms"),
         arg("--ttl", help="lifetime like 30m, 8h, 7d (default: LAPOR_TOKEN_TTL or 8h)"),
@@ -519,7 +519,8 @@ def token_create(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
         ttl = parse_ttl(args.ttl or settings.token_ttl)
-        token = TokenService(_kept_signing_secret(settings), SystemClock()).issue(
+        tokens = TokenService(_kept_signing_secret(settings), SystemClock())
+        token = tokens.issue(
             Role(args.role),
             subject=args.subject,
             agency_id=args.agency,
@@ -529,21 +530,26 @@ def token_create(args: argparse.Namespace) -> int:
         )
     except ValueError as error:
         raise CliError(str(error)) from None
-    _refuse_what_the_directory_lacks(settings, {"agency": args.agency, "unit": args.unit})
+    if args.agency or args.unit:  # what the token carries: a unit officer's takes its agency from its unit
+        claims = tokens.decode(token)
+        _refuse_what_the_directory_lacks(settings, {"agency": claims.get("agency"), "unit": claims.get("unit")})
     print(token)
     return 0
 
 
 def _refuse_what_the_directory_lacks(settings: Settings, scopes: dict[str, str | None]) -> None:
     """CliError naming the first agency or unit of `scopes` (by kind; None where not given) that routing's directory
-    does not hold. The directory is in the log, a stream `directory-{agency_id}` per agency and per unit, opened by
-    AgencyRegistered (schemas.events), so it is read there (`lapor.directory`), current, even while no server runs.
+    does not hold, or holds as inactive. The directory is in the log, a stream `directory-{agency_id}` per agency and
+    per unit, opened by AgencyRegistered and changed by AgencyUpdated (schemas.events), so it is read there
+    (`lapor.directory`), current, even while no server runs.
 
     Session 28: `lapor token create --agency` signed a token for any id, a mistyped one too, whose holder then saw an
     empty queue. A directory that cannot be read (no store at the settings' URL, one that does not open or answer)
     is refused as well, with what stopped it, and so is an id while the directory is still empty (routing registers
     it at its first start): a credential is issued only for an agency that was checked. A token naming no agency or
-    unit needs no store, as before."""
+    unit needs no store, as before. Session 28 too: one the directory marks inactive (AgencyUpdated with `active`
+    false: a retired agency, a closed unit) is refused, as routing refuses to dispose or assign to it; until then its
+    officers were issued tokens like any other."""
     named = {kind: scope for kind, scope in scopes.items() if scope}
     if not named:
         return
@@ -555,13 +561,17 @@ def _refuse_what_the_directory_lacks(settings: Settings, scopes: dict[str, str |
                            "was issued: give the server's --data or LAPOR_STORE")
         with open_store(url) as store:
             for kind, scope in named.items():
-                if read_record(store, scope) is not None:
-                    continue
-                raise CliError(
-                    f"{kind} {scope!r} is not in the directory of {shown_url(url)}"
-                    + (" (it is empty: routing registers it at its first start)" if directory_is_empty(store) else "")
-                    + "; no token was issued"
-                )
+                record = read_record(store, scope)
+                if record is not None and not record.active:
+                    raise CliError(f"{kind} {scope!r} is inactive in the directory of {shown_url(url)}; no token was "
+                                   "issued")
+                if record is None:
+                    empty = directory_is_empty(store)
+                    raise CliError(
+                        f"{kind} {scope!r} is not in the directory of {shown_url(url)}"
+                        + (" (it is empty: routing registers it at its first start)" if empty else "")
+                        + "; no token was issued"
+                    )
     except _OPENING_BY_URL_FAILED as error:
         raise CliError(f"{_cannot_open(error, url)}; so {what} could not be checked against the directory and no "
                        "token was issued") from None

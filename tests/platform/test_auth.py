@@ -23,10 +23,12 @@ from lapor.auth import (
 )
 from lapor.clock import ManualClock
 from lapor.context import ServiceContext
+from lapor.directory import agency_stream, read_record
 from lapor.principal import OMBUDSMAN_AGENCY, Principal, Role
 from lapor.problems import Forbidden, Unauthenticated
 from lapor.settings import load_settings
 from lapor.store import open_store
+from schemas.events import AgencyUpdated
 from services.routing.seed import seed_directory
 from tests.platform._servers import run_lapor
 
@@ -262,6 +264,44 @@ def test_lapor_token_create_refuses_an_agency_or_unit_the_directory_does_not_kno
                    "pemda-53.71/dinkes", "--data", str(data))
     assert (known.returncode, known.stderr) == (0, "")
     assert known.stdout.count(".") == 2  # a signed token
+
+
+def _switch(data: Path, agency_id: str, *, active: bool) -> None:
+    """What routing appends for `PUT /api/agencies/{agency_id}` with `active` as given: its whole record, as it is."""
+    with open_store(f"sqlite:///{data}/events.db") as store:
+        record = read_record(store, agency_id)
+        assert record is not None
+        update = AgencyUpdated(**{**record.data, "active": active})
+        store.append(agency_stream(agency_id), [update.to_new_event()], record.version)
+
+
+@pytest.mark.parametrize(
+    ("scope", "switched_off", "refused"),
+    [
+        (["--role", "liaison", "--agency", "pemda-53.71"], "pemda-53.71", "agency 'pemda-53.71'"),
+        (["--role", "unit_officer", "--agency", "pemda-53.71", "--unit", "pemda-53.71/dinkes"], "pemda-53.71/dinkes",
+         "unit 'pemda-53.71/dinkes'"),
+        # The agency a unit officer's token takes from its unit is the token's agency too.
+        (["--role", "unit_officer", "--unit", "pemda-53.71/dinkes"], "pemda-53.71", "agency 'pemda-53.71'"),
+    ],
+)
+def test_lapor_token_create_refuses_an_agency_or_unit_the_directory_marks_inactive(
+    tmp_path, scope, switched_off, refused
+):
+    """Session 28: the directory's check refused only ids it did not hold, so a retired agency's or a closed unit's
+    officers were still issued tokens, though nothing can be disposed or assigned to it. Switched on again, it is
+    issued for: what counts is the record as it stands."""
+    data = tmp_path / "var"
+    _installation(data)
+    _switch(data, switched_off, active=False)
+    result = _lapor("token", "create", *scope, "--data", str(data))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"lapor: {refused} is inactive in the directory of sqlite:///{data}/events.db; no token " \
+                            "was issued\n"
+    _switch(data, switched_off, active=True)
+    issued = _lapor("token", "create", *scope, "--data", str(data))
+    assert (issued.returncode, issued.stderr) == (0, "")
+    assert issued.stdout.count(".") == 2  # a signed token
 
 
 def test_lapor_token_create_for_an_agency_without_a_directory_to_check_it_against_is_refused(tmp_path):
