@@ -237,6 +237,15 @@ def _open_context(settings: Settings, *, runs_subscriptions: bool = True) -> Ser
     return ctx
 
 
+def http_url(host: str, port: int, path: str = "") -> str:
+    """The URL of a server listening on `host` and `port`, as RFC 3986 writes it: an IPv6 address in brackets
+    (`http://[::1]:8000`), the `%` of its zone escaped (`http://[fe80::1%25eth0]:8000`, RFC 6874). Session 28: `lapor
+    up --host ::1` said `http://::1:8000`, which no client reads as that address and port."""
+    if ":" in host:  # only an IPv6 address has one: neither a name nor an IPv4 address may
+        host = "[" + host.replace("%", "%25") + "]"
+    return f"http://{host}:{port}{path}"
+
+
 def _run_server(
     app: FastAPI, host: str, port: int, *, workers: Workers | None = None, listener: socket.socket | None = None
 ) -> int:
@@ -247,7 +256,7 @@ def _run_server(
     server = uvicorn.Server(config)
     sockets = None if listener is None else [listener]
     if listener is not None:  # uvicorn says where it listens only on a socket it binds itself
-        log.info("listening on http://%s:%d", host, port)
+        log.info("listening on %s", http_url(host, port))
     children: list[multiprocessing.process.BaseProcess] = []
     if workers is not None:
         spawn = multiprocessing.get_context("spawn")
@@ -415,7 +424,7 @@ def up(args: argparse.Namespace) -> int:
             settings = stack.enter_context(_store_writer(settings))
         app = _open_app(settings, services, seed_demo=args.demo)
         if args.demo:
-            print(f"LAPOR demo on http://{args.host}:{port}/docs — bearer tokens (Authorization: Bearer ...):")
+            print(f"LAPOR demo on {http_url(args.host, port, '/docs')} — bearer tokens (Authorization: Bearer ...):")
             for label, token in demo_tokens(settings):
                 print(f"  {label:<18} {token}")
             sys.stdout.flush()

@@ -13,10 +13,12 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx2
 import pytest
 
+from lapor.cli import http_url
 from lapor.cli import main as cli_main
 from lapor.store import open_store
 from lapor.store.writer import WriterProcess
@@ -330,6 +332,59 @@ def test_lapor_up_demo_on_port_0_prints_the_port_the_system_gave_and_serves_ther
                 answers = list(pool.map(lambda _: server.post("/api/complaints", json=REPORT), range(64)))
             assert [answer.status_code for answer in answers] == [201] * 64
             assert logged_pids(server, logger="lapor.access", route="/api/complaints") == {process.pid, worker}
+        assert server.stop(signal.SIGTERM) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize(
+    ("host", "url", "hostname"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8000/docs", "127.0.0.1"),
+        ("lapor.example.go.id", "http://lapor.example.go.id:8000/docs", "lapor.example.go.id"),
+        ("::1", "http://[::1]:8000/docs", "::1"),
+        ("::", "http://[::]:8000/docs", "::"),
+        ("fe80::1%eth0", "http://[fe80::1%25eth0]:8000/docs", "fe80::1%25eth0"),  # RFC 6874: the zone's % escaped
+    ],
+)
+def test_a_servers_url_writes_an_ipv6_address_in_brackets(host, url, hostname):
+    """RFC 3986: `http://::1:8000` (until session 28) is no URL a client reads as ::1, port 8000."""
+    assert http_url(host, 8000, "/docs") == url
+    parsed = urlsplit(url)
+    assert (parsed.hostname, parsed.port, parsed.path) == (hostname, 8000, "/docs")
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def test_lapor_up_on_an_ipv6_address_names_its_url_with_the_address_in_brackets(tmp_path):
+    """`lapor up --demo --host ::1 --port 0`: the banner and the log line said `http://::1:<port>` until session 28."""
+    if not ipv6_loopback():
+        pytest.skip("this machine cannot listen on the IPv6 loopback address ::1")
+    stdout, stderr = tmp_path / "up.out", tmp_path / "up.err"
+    with stdout.open("w") as out, stderr.open("w") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lapor.cli", "up", "--demo", "--data", str(tmp_path / "var"), "--host", "::1",
+             "--port", "0"],
+            cwd=ROOT, stdout=out, stderr=err,
+        )
+    try:
+        wait_until(lambda: process.poll() is not None or "\n  integration:sms " in stdout.read_text(),
+                   describe="the banner")
+        banner = stdout.read_text().splitlines()[0]
+        url = re.fullmatch(r"LAPOR demo on (http://\[::1\]:[0-9]+)/docs — bearer tokens .*", banner)
+        assert url is not None, banner
+        server = Server(process, url[1], stdout, stderr)
+        wait_until(lambda: server.get("/healthz").status_code == 200, describe="answering at the banner's URL")
+        assert logged_pids(server, message=f"listening on {url[1]}") == {process.pid}
         assert server.stop(signal.SIGTERM) == 0
     finally:
         if process.poll() is None:
