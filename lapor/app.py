@@ -291,7 +291,10 @@ def _compose(
         services_router.routes.extend(service.router(ctx).routes)
     services_router.routes.sort(key=lambda route: getattr(route, "path", "").endswith((":path}", ":agency}")))
     app.include_router(services_router, dependencies=strict)
-    ctx.metrics.watch(ctx.store, lambda: runtime.runners if runtime.background else [], lambda: runtime.loops)
+    ctx.metrics.watch(
+        ctx.store, lambda: runtime.runners if runtime.background else [], lambda: runtime.loops,
+        wait=settings.readiness_wait,
+    )
     # add_middleware wraps what is there: the last added runs first.
     app.add_middleware(HeadMiddleware)
     app.add_middleware(InputGuardMiddleware, request_limits=settings.limits, field_limits=settings.field_limits)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http import HTTPMethod
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from fastapi import APIRouter
 from fastapi.responses import Response
@@ -42,6 +42,11 @@ OTHER_METHOD = "<other>"
 # The client address of a request that filed, read or acted on an anonymous report (`lapor.privacy.conceal_requester`):
 # its line and its events share the correlation id, so the address would name the anonymous reporter (session 28).
 WITHHELD_CLIENT = "withheld"
+# The dependencies /readyz names when one cannot be used, and /metrics in `lapor_dependency_up`.
+EVENT_STORE = "event store"
+READ_MODELS = "read models"
+
+_Read = TypeVar("_Read")
 
 
 # -- metrics ------------------------------------------------------------------------------------------------
@@ -89,10 +94,11 @@ class Metrics:
 
     def watch(
         self, store: EventStore, runners: Callable[[], Sequence[SubscriptionRunner]],
-        loops: Callable[[], Sequence[LoopStatus]] = tuple,
+        loops: Callable[[], Sequence[LoopStatus]] = tuple, wait: float | None = None,
     ) -> None:
-        """Report the store head, each subscription's state and each background loop's lease at every scrape."""
-        self.registry.register(_SubscriptionCollector(store, runners))
+        """Report the store head, each subscription's state and each background loop's lease at every scrape, waiting
+        at most `wait` seconds for each database (None: the pool's own bound)."""
+        self.registry.register(_SubscriptionCollector(store, runners, wait))
         self.registry.register(_LoopCollector(loops))
 
     def exposition(self) -> bytes:
@@ -100,26 +106,42 @@ class Metrics:
 
 
 class _SubscriptionCollector(Collector):
-    def __init__(self, store: EventStore, runners: Callable[[], Sequence[SubscriptionRunner]]) -> None:
+    """The store's head and each subscription's state, read at each scrape. Each database is waited for at most `wait`
+    (`LAPOR_READINESS_WAIT`, as /readyz; None: the pool's own 30 s): a scrape must answer while a database is out of
+    reach, with what it could read (session 28: on a PostgreSQL that went away it waited the pool's 30 s, and
+    Prometheus's scrape timeout, 10 s by default, lost the request counts of the outage with it)."""
+
+    def __init__(
+        self, store: EventStore, runners: Callable[[], Sequence[SubscriptionRunner]], wait: float | None
+    ) -> None:
         self._store = store
         self._runners = runners
+        self._wait = wait
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         # One head for the whole scrape, and each subscription's checkpoint and handled count from one read of
         # its committed row, so the gauges of a scrape agree with each other (lag = head - checkpoint, as
-        # `SubscriptionRunner.lag` computes it, from the same read).
-        try:
-            head_position = self._store.head_position()
-            states = [
-                (runner.name, *runner.saved(), len(runner.parked()), runner.failure is not None, runner.leased)
-                for runner in self._runners()
-            ]
-        except Exception as error:  # noqa: BLE001 - logged; the scrape keeps the request metrics (an outage's)
-            log.warning("metrics: the store or the read models cannot be read, their gauges are left out: %s", error)
-            return
-        head = GaugeMetricFamily("lapor_store_head_position", "Position of the last committed event")
-        head.add_metric([], head_position)
-        yield head
+        # `SubscriptionRunner.lag` computes it, from the same read). A database that cannot be read leaves its
+        # gauges out, not made up (a lag needs both), and `lapor_dependency_up` says which it was.
+        runners = self._runners()
+        head_position = _read_for_scrape(EVENT_STORE, lambda: self._store.head_position(wait=self._wait))
+        saved = _read_for_scrape(READ_MODELS, lambda: [
+            (*runner.saved(wait=self._wait), len(runner.parked(wait=self._wait))) for runner in runners
+        ])
+        up = GaugeMetricFamily(
+            "lapor_dependency_up",
+            "1 when this scrape could read the dependency, 0 when it could not (its gauges are left out then); the "
+            "read models are only read, and reported, where subscriptions run",
+            labels=["dependency"],
+        )
+        up.add_metric([EVENT_STORE], int(head_position is not None))
+        if runners:
+            up.add_metric([READ_MODELS], int(saved is not None))
+        yield up
+        if head_position is not None:
+            head = GaugeMetricFamily("lapor_store_head_position", "Position of the last committed event")
+            head.add_metric([], head_position)
+            yield head
         families = {
             "lag": GaugeMetricFamily(
                 "lapor_subscription_lag_positions", "Head position minus checkpoint", labels=["consumer"]
@@ -148,17 +170,34 @@ class _SubscriptionCollector(Collector):
                 labels=["consumer"],
             ),
         }
-        for name, checkpoint, handled, parked, retrying, leased in states:
-            families["lag"].add_metric([name], max(0, head_position - checkpoint))
-            families["checkpoint"].add_metric([name], checkpoint)
-            families["handled"].add_metric([name], handled)
-            families["parked"].add_metric([name], parked)
-            families["retrying"].add_metric([name], int(retrying))
-            families["leased"].add_metric([name], int(leased))
-        yield from families.values()
+        for runner in runners:  # known in this process, whatever the databases answer
+            families["retrying"].add_metric([runner.name], int(runner.failure is not None))
+            families["leased"].add_metric([runner.name], int(runner.leased))
+        unknown = set()  # left out, not made up: a lag needs both databases
+        if saved is None:
+            unknown = {"lag", "checkpoint", "handled", "parked"}
+        else:
+            for runner, (checkpoint, handled, parked) in zip(runners, saved, strict=True):
+                if head_position is not None:
+                    families["lag"].add_metric([runner.name], max(0, head_position - checkpoint))
+                families["checkpoint"].add_metric([runner.name], checkpoint)
+                families["handled"].add_metric([runner.name], handled)
+                families["parked"].add_metric([runner.name], parked)
+        if head_position is None:
+            unknown.add("lag")
+        yield from (family for key, family in families.items() if key not in unknown)
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
         return []  # collected lazily: the runners exist only once the app has started
+
+
+def _read_for_scrape(dependency: str, read: Callable[[], _Read]) -> _Read | None:
+    """What `read` returns, or None (logged) when `dependency` cannot be read: the scrape answers without it."""
+    try:
+        return read()
+    except Exception as error:  # noqa: BLE001 - logged; the scrape keeps the request metrics (an outage's)
+        log.warning("metrics: %s unreachable, its gauges are left out: %s: %s", dependency, type(error).__name__, error)
+        return None
 
 
 class _LoopCollector(Collector):
@@ -240,11 +279,6 @@ class RequestObservabilityMiddleware:
 
 
 # -- health -------------------------------------------------------------------------------------------------
-
-
-# The dependencies /readyz names when one cannot be used.
-EVENT_STORE = "event store"
-READ_MODELS = "read models"
 
 
 @dataclass

@@ -135,7 +135,8 @@ class Settings(BaseSettings):
     token_ttl: str = Field("8h", description="default lifetime of `lapor token create` tokens")
     readiness_max_lag: int = Field(1000, ge=0, description="/readyz: largest subscription lag, in positions")
     readiness_wait: float = Field(
-        0.5, gt=0, le=30, description="/readyz: longest wait for a database connection, in seconds (session 28)"
+        0.5, gt=0, le=30,
+        description="/readyz and /metrics: longest wait for a database connection, in seconds (session 28)",
     )
     log_level: str = "INFO"
     holidays_file: Path | None = Field(None, description="operator-added holidays for the calendar")

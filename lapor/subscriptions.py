@@ -266,11 +266,12 @@ class SubscriptionRunner:
     def caught_up(self, within: int = 0) -> bool:
         return self.lag() <= within
 
-    def parked(self, *, include_replayed: bool = False) -> list[ParkedEvent]:
+    def parked(self, *, include_replayed: bool = False, wait: float | None = None) -> list[ParkedEvent]:
+        """`wait`: as `Database.read`'s."""
         sql = "SELECT * FROM parked_events WHERE name = ?"
         if not include_replayed:
             sql += " AND replayed_at IS NULL"
-        with self.db.read() as tx:
+        with self.db.read(wait=wait) as tx:
             rows = tx.fetchall(sql + " ORDER BY position", (self.name,))
         return [ParkedEvent(*row) for row in rows]
 
