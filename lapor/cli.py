@@ -539,9 +539,10 @@ def token_create(args: argparse.Namespace) -> int:
         )
     except ValueError as error:
         raise CliError(str(error)) from None
-    if args.agency or args.unit:  # what the token carries: a unit officer's takes its agency from its unit
-        claims = tokens.decode(token)
-        _refuse_what_the_directory_lacks(settings, {"agency": claims.get("agency"), "unit": claims.get("unit")})
+    # What the token carries, given or implied: a unit officer's takes its agency from its unit, an ombudsman's is the
+    # Ombudsman's office (`lapor.principal.OMBUDSMAN_AGENCY`) unless named.
+    claims = tokens.decode(token)
+    _refuse_what_the_directory_lacks(settings, {"agency": claims.get("agency"), "unit": claims.get("unit")})
     print(token)
     return 0
 
@@ -558,7 +559,9 @@ def _refuse_what_the_directory_lacks(settings: Settings, scopes: dict[str, str |
     it at its first start): a credential is issued only for an agency that was checked. A token naming no agency or
     unit needs no store, as before. Session 28 too: one the directory marks inactive (AgencyUpdated with `active`
     false: a retired agency, a closed unit) is refused, as routing refuses to dispose or assign to it; until then its
-    officers were issued tokens like any other."""
+    officers were issued tokens like any other. And session 28: the agency a token takes without being told (an
+    ombudsman's) is checked like one it is given, so `--role ombudsman` and `--role ombudsman --agency ombudsman-ri`,
+    the same token, are refused alike where the directory lacks the Ombudsman or switched it off."""
     named = {kind: scope for kind, scope in scopes.items() if scope}
     if not named:
         return

@@ -283,6 +283,8 @@ def _switch(data: Path, agency_id: str, *, active: bool) -> None:
          "unit 'pemda-53.71/dinkes'"),
         # The agency a unit officer's token takes from its unit is the token's agency too.
         (["--role", "unit_officer", "--unit", "pemda-53.71/dinkes"], "pemda-53.71", "agency 'pemda-53.71'"),
+        # And the agency an ombudsman's token takes without being told: the Ombudsman's office.
+        (["--role", "ombudsman"], "ombudsman-ri", "agency 'ombudsman-ri'"),
     ],
 )
 def test_lapor_token_create_refuses_an_agency_or_unit_the_directory_marks_inactive(
@@ -307,7 +309,7 @@ def test_lapor_token_create_refuses_an_agency_or_unit_the_directory_marks_inacti
 def test_lapor_token_create_for_an_agency_without_a_directory_to_check_it_against_is_refused(tmp_path):
     """No store at the data directory (a mistyped --data beside a kept secret): nothing to check the agency against,
     so no token, and no empty store made; an agency in a store routing never started on is not known either. A token
-    naming no agency needs no directory."""
+    naming no agency needs no directory; an ombudsman's names the Ombudsman's office without being told."""
     data = tmp_path / "var"
     data.mkdir()
     (data / "secret").write_text("s3cret-" + "x" * 40)
@@ -320,10 +322,14 @@ def test_lapor_token_create_for_an_agency_without_a_directory_to_check_it_agains
     )
     assert sorted(path.name for path in data.iterdir()) == ["secret"]
     assert _lapor("token", "create", "--role", "auditor", "--data", str(data)).returncode == 0
+    ombudsman = _lapor("token", "create", "--role", "ombudsman", "--data", str(data))  # its agency is implied
+    assert (ombudsman.returncode, ombudsman.stdout) == (2, "")
+    assert "so no directory to check agency ombudsman-ri against; no token was issued" in ombudsman.stderr
     open_store(f"sqlite:///{data}/events.db").close()
-    empty = _lapor("token", "create", "--role", "liaison", "--agency", "pemda-53.71", "--data", str(data))
-    assert (empty.returncode, empty.stdout) == (2, "")
-    assert "(it is empty: routing registers it at its first start); no token was issued" in empty.stderr
+    for scope in (["--role", "liaison", "--agency", "pemda-53.71"], ["--role", "ombudsman"]):
+        empty = _lapor("token", "create", *scope, "--data", str(data))
+        assert (empty.returncode, empty.stdout) == (2, "")
+        assert "(it is empty: routing registers it at its first start); no token was issued" in empty.stderr
     away = run_lapor("token", "create", "--role", "liaison", "--agency", "pemda-53.71", "--data", str(data), env={
         **{name: value for name, value in os.environ.items() if not name.upper().startswith("LAPOR_")},
         "LAPOR_STORE": "postgresql://lapor:pw@127.0.0.1:1/lapor",  # nothing listens on port 1
