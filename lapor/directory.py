@@ -37,12 +37,18 @@ class AgencyRecord:
         return bool(self.data.get("active", True))
 
 
+def carried_record(event: Any) -> AgencyRecord | None:
+    """The record an AgencyRegistered or AgencyUpdated event carries; None for any other event of the category. What
+    a projection of the directory, which sees one event at a time, applies."""
+    return AgencyRecord(event.data, event.version) if event.type in AGENCY_EVENTS else None
+
+
 def fold_record(events: Iterable[Any]) -> AgencyRecord | None:
     """An agency stream's events -> its current record (None for a stream without one)."""
     record = None
     for event in events:
-        if event.type in AGENCY_EVENTS:
-            record = AgencyRecord(event.data, event.version)
+        if (carried := carried_record(event)) is not None:
+            record = carried
     return record
 
 

@@ -17,6 +17,7 @@ from lapor.auth import within
 from lapor.commands import caused_event_id, command_metadata
 from lapor.complaint import ComplaintState, PendingEvent, Status, evolve, replay
 from lapor.context import ServiceContext
+from lapor.directory import DIRECTORY_CATEGORY, carried_record
 from lapor.principal import Principal, Role
 from lapor.store import NewEvent, WrongExpectedVersion
 from schemas.events import EventData
@@ -54,11 +55,11 @@ class _KnownUnits:
         self._units: dict[str, list[str]] = {}
         self._active: dict[str, bool] = {}
         position = 0
-        while batch := ctx.store.read_all(position, "directory", 5000):
+        while batch := ctx.store.read_all(position, DIRECTORY_CATEGORY, 5000):
             for event in batch:
-                if event.type in ("AgencyRegistered", "AgencyUpdated"):
-                    data = event.data
-                    self._active[data["agency_id"]] = data.get("active", True)
+                if (record := carried_record(event)) is not None:
+                    data = record.data
+                    self._active[data["agency_id"]] = record.active
                     if data.get("parent_id"):
                         self._units.setdefault(data["parent_id"], [])
                         if data["agency_id"] not in self._units[data["parent_id"]]:

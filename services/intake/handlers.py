@@ -5,6 +5,7 @@ the vault entries recorded events refer to (`leftovers.py`), which is not a proj
 from __future__ import annotations
 
 from lapor.context import ServiceContext
+from lapor.directory import DIRECTORY_CATEGORY
 from lapor.subscriptions import Subscription
 from services.intake.idempotency import IdDerivation
 from services.intake.leftovers import VaultReferences
@@ -14,7 +15,7 @@ from services.intake.projections import RecentReports, apply_directory_event, se
 def subscriptions(ctx: ServiceContext) -> list[Subscription]:
     recent = RecentReports(ctx.vault, IdDerivation(ctx.settings.signing_secret()).reporter_keys)
     return [
-        Subscription("intake.directory", apply_directory_event, category="directory", setup=setup_directory),
+        Subscription("intake.directory", apply_directory_event, category=DIRECTORY_CATEGORY, setup=setup_directory),
         Subscription(
             "intake.recent_reports",
             recent.handle,

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from lapor.db import Tx, setup_tables, sortable_moment
+from lapor.directory import carried_record
 from lapor.store import RecordedEvent
 from lapor.store.vault import Vault
 from services.intake.duplicates import (
@@ -62,22 +63,22 @@ moment = sortable_moment
 
 
 def apply_directory_event(event: RecordedEvent, tx: Tx) -> None:
-    if event.type not in ("AgencyRegistered", "AgencyUpdated"):
+    record = carried_record(event)
+    if record is None:
         return
-    data = event.data
+    data = record.data
     agency_id = data["agency_id"]
     applied = tx.scalar("SELECT stream_version FROM intake_agencies WHERE agency_id = ?", (agency_id,))
-    if applied is not None and applied >= event.version:
+    if applied is not None and applied >= record.version:
         return
-    active = bool(data.get("active", True))
     tx.execute(
         "INSERT INTO intake_agencies (agency_id, name, region_code, active, stream_version) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (agency_id) DO UPDATE SET name = excluded.name, region_code = excluded.region_code, "
         "active = excluded.active, stream_version = excluded.stream_version",
-        (agency_id, data["name"], data.get("region_code"), int(active), event.version),
+        (agency_id, data["name"], data.get("region_code"), int(record.active), record.version),
     )
     tx.execute("DELETE FROM intake_sms_keywords WHERE agency_id = ?", (agency_id,))
-    if active:
+    if record.active:
         for keyword in data.get("sms_keywords") or ():
             tx.execute(
                 "INSERT INTO intake_sms_keywords (keyword, agency_id) VALUES (?, ?) "

@@ -30,6 +30,7 @@ import orjson
 from lapor.calendar import jakarta_date
 from lapor.complaint import ComplaintState, Escalation, Feedback, Status, evolve, initial_state
 from lapor.db import Tx, setup_tables
+from lapor.directory import DIRECTORY_CATEGORY, carried_record
 from lapor.states import ComplaintStates
 from lapor.store import RecordedEvent
 from lapor.subscriptions import Subscription, holding_batches, holding_subscription
@@ -587,19 +588,20 @@ _UPSERT_AGENCY = (
 
 def project_directory(event: RecordedEvent, tx: Tx) -> None:
     """AgencyRegistered / AgencyUpdated carry the whole record; an older version never overwrites a newer."""
-    if event.type not in ("AgencyRegistered", "AgencyUpdated"):
+    record = carried_record(event)
+    if record is None:
         return
-    data = event.data
+    data = record.data
     tx.execute(
         _UPSERT_AGENCY,
         (
             data["agency_id"],
-            event.version,
+            record.version,
             data["name"],
             data.get("parent_id"),
             data["kind"],
             data.get("region_code"),
-            int(data.get("active", True)),
+            int(record.active),
         ),
     )
 
@@ -612,7 +614,8 @@ def subscriptions(states: ComplaintStates | None = None) -> list[Subscription]:
             counters={"rpt_daily": "count"}, version=COMPLAINTS_VERSION, tables=("rpt_complaints", "rpt_daily"),
         ),
         Subscription(
-            DIRECTORY_SUBSCRIPTION, project_directory, category="directory", setup=setup_tables(DIRECTORY_SCHEMA)
+            DIRECTORY_SUBSCRIPTION, project_directory, category=DIRECTORY_CATEGORY,
+            setup=setup_tables(DIRECTORY_SCHEMA),
         ),
     ]
 
