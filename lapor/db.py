@@ -228,13 +228,15 @@ class PostgresDatabase(Database):
     def __init__(self, url: str, *, max_size: int = 8) -> None:
         from psycopg_pool import ConnectionPool
 
-        from lapor.store.postgres import NEVER_PREPARE  # the reason is the store's: plans kept on stale statistics
+        # As the store's: no plans kept on stale statistics, bounded waits for a server gone silent, and a
+        # connection a server restart ended is replaced.
+        from lapor.store.postgres import NEVER_PREPARE, check_connection, network_timeouts
 
         self.url = url
         self._pool = ConnectionPool(
-            url, min_size=1, max_size=max_size, open=True,
+            network_timeouts(url), min_size=1, max_size=max_size, open=True,
             kwargs={"autocommit": True, "prepare_threshold": NEVER_PREPARE},
-            check=ConnectionPool.check_connection,  # as the store's: a connection a server restart ended is replaced
+            check=check_connection,
         )
 
     @contextmanager

@@ -31,10 +31,12 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg import sql
+from psycopg import generators, pq, sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from lapor.clock import Clock, SystemClock
+from lapor.lease import KEEPALIVE
 from lapor.store.group_commit import GroupCommitWriter, GroupTransaction, PendingAppend
 from lapor.store.model import (
     ANY,
@@ -134,6 +136,34 @@ NEVER_PREPARE = None
 # everything past the position and sorted it for each page: 777 ms a page of 10,000 at 10^6 events against 9 ms
 # in index order, and a replay of 10^6 events at 11,574 events/s. With bitmap scans off it keeps the index order.
 STORE_SESSION = "SET enable_bitmapscan = off"
+# Seconds a pooled connection's check (an empty query, before the pool hands it out) waits for the server's answer.
+# A server that accepts and acknowledges but never answers (hung, or a proxy in front of it that is) is noticed by
+# no TCP timeout; the check waited for ever, and with it /readyz and every request (session 28).
+CHECK_TIMEOUT = 2.0
+
+
+def network_timeouts(url: str) -> str:
+    """`url` as a conninfo string with the network bounds of `lapor.lease.KEEPALIVE` it does not set itself (the
+    operator's URL wins): a connection attempt gives up after `connect_timeout`, and a connection whose server went
+    silent (a partition, a host gone) fails after `tcp_user_timeout`, or after the keepalives when idle, instead of
+    waiting for ever (session 28)."""
+    given = conninfo_to_dict(url)
+    return make_conninfo(url, **{key: value for key, value in KEEPALIVE.items() if key not in given})
+
+
+def check_connection(conn: psycopg.Connection) -> None:
+    """The pools' check of a connection before handing it out: psycopg_pool's own empty query, but an answer that
+    does not come within CHECK_TIMEOUT closes the connection and fails the check (the pool tries another)."""
+    try:
+        with conn.lock:
+            conn.pgconn.send_query(b"")
+            results = conn.wait(generators.execute(conn.pgconn), timeout=CHECK_TIMEOUT)
+    except psycopg.OperationalError:  # no answer in time (psycopg's wait timeout is one), or the connection broke
+        conn.close()
+        raise
+    if [result.status for result in results] != [pq.ExecStatus.EMPTY_QUERY]:
+        conn.close()
+        raise psycopg.OperationalError(f"the connection check got {[result.status for result in results]}")
 
 
 def _store_session(conn: psycopg.Connection) -> None:
@@ -145,14 +175,14 @@ def _store_session(conn: psycopg.Connection) -> None:
 
 def _connect(url: str) -> psycopg.Connection:
     """The group's connection: a transaction per group, settings of the store."""
-    conn = psycopg.connect(url, prepare_threshold=NEVER_PREPARE)
+    conn = psycopg.connect(network_timeouts(url), prepare_threshold=NEVER_PREPARE)
     _store_session(conn)
     return conn
 
 
 def events_table_exists(url: str) -> bool:
     """Whether the store's `events` table is in the URL's schema (its search_path), without creating anything."""
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(network_timeouts(url), autocommit=True) as conn:
         return bool(_single(conn.execute("SELECT to_regclass('events') IS NOT NULL")))
 
 
@@ -297,7 +327,7 @@ class _Listener:
         self._thread.start()
 
     def _connect(self) -> psycopg.Connection:
-        conn = psycopg.connect(self._url, autocommit=True)
+        conn = psycopg.connect(network_timeouts(self._url), autocommit=True)
         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._stop_channel)))
         return conn
@@ -340,18 +370,18 @@ class PostgresEventStore(EventStore):
         self.url = url
         self.clock = clock or SystemClock()
         self._notifier = Notifier()
-        with psycopg.connect(url, autocommit=True) as conn:
+        with psycopg.connect(network_timeouts(url), autocommit=True) as conn:
             create_tables(conn, EVENTS_DDL + VAULT_DDL)
             schema = _single(conn.execute("SELECT current_schema()"))
         channel = channel_for(schema)
         self._pool = ConnectionPool(
-            url,
+            network_timeouts(url),
             min_size=1,
             max_size=POOL_MAX_SIZE,
             kwargs={"autocommit": True, "prepare_threshold": NEVER_PREPARE},
             configure=_store_session,
             # A connection the server ended (a restart) is replaced before it is handed out, not failed by a read.
-            check=ConnectionPool.check_connection,
+            check=check_connection,
             name=f"lapor-readers:{schema}",
             open=True,
         )

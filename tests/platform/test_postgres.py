@@ -68,12 +68,17 @@ def test_two_replicas_of_a_service_on_postgresql_run_its_subscription_once_and_o
 class Relay:
     """A TCP relay in front of the PostgreSQL server, on a port of its own. `cut()` is the database going away as
     the app sees it: the relayed connections end and nothing listens on the port any more (a connection is
-    refused); `restore()` listens there again."""
+    refused); `restore()` listens there again. `blackhole()` is a server gone silent (a partition, a hung server):
+    the connections stay open but no byte goes through, and a new one is accepted but never answered; `forward()`
+    passes the held bytes on again."""
 
     def __init__(self, server: tuple[str, int]) -> None:
         self._server = server
         self._lock = threading.Lock()
         self._relayed: list[socket.socket] = []
+        self._held: list[socket.socket] = []  # accepted in a blackhole, never answered
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._listen()
@@ -93,16 +98,20 @@ class Relay:
                 client, _ = listener.accept()
             except OSError:  # cut
                 return
+            if not self._flowing.is_set():
+                with self._lock:
+                    self._held.append(client)
+                continue
             server = socket.create_connection(self._server)
             with self._lock:
                 self._relayed += [client, server]
             for source, sink in ((client, server), (server, client)):
                 threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self._flowing.wait()  # a blackhole holds it
                 sink.sendall(data)
         except OSError:
             pass  # cut
@@ -121,6 +130,16 @@ class Relay:
     def restore(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", self.port))
         self._listen()
+
+    def blackhole(self) -> None:
+        self._flowing.clear()
+
+    def forward(self) -> None:
+        with self._lock:
+            held, self._held = self._held, []
+        for sock in held:  # their connection attempts are over; a new one is relayed
+            sock.close()
+        self._flowing.set()
 
 
 @contextmanager
@@ -173,6 +192,32 @@ def test_readyz_answers_not_ready_at_once_when_a_postgresql_database_goes_away(
             assert client.post("/api/probe/complaints", json=SUBMISSION).status_code == 201
             wait_until(lambda: client.get("/readyz").status_code == 200, describe="ready")
             response = get_while_cut(client, relay, "/readyz")
+            assert response.status_code == 503
+            body = response.json()
+            assert (body["type"], body["unreachable"], body["store_ok"]) == ("/problems/not-ready", dependency, False)
+            wait_until(lambda: client.get("/readyz").status_code == 200, describe="ready again")
+
+
+@pytest.mark.parametrize(("dependency", "background"), [("event store", True), ("read models", False)])
+def test_readyz_answers_not_ready_when_a_postgresql_database_goes_silent_and_ready_when_it_answers_again(
+    postgres_url, tmp_path, dependency, background
+):
+    """A partition or a hung server: connections stay open and new ones are accepted, but nothing answers. Until
+    session 28 the pool's check of an idle connection waited for ever for the server's answer, and /readyz with it.
+    `HANG` is a bound only a hang reaches, not a claim about the probe's speed: the check gives up after
+    `CHECK_TIMEOUT` (2 s), the probe's wait for another connection after `readiness_wait` (0.5 s)."""
+    with relayed(postgres_url) as relay:
+        urls = ({"store": relay.url(postgres_url)} if dependency == "event store"
+                else {"store": postgres_url, "readmodels": relay.url(postgres_url)})
+        app = create_app(load_settings(data=tmp_path, **urls), [probe.SERVICE], background=background)
+        with TestClient(app) as client, ThreadPoolExecutor(1) as asker:
+            assert client.post("/api/probe/complaints", json=SUBMISSION).status_code == 201
+            wait_until(lambda: client.get("/readyz").status_code == 200, describe="ready")
+            relay.blackhole()
+            try:
+                response = asker.submit(client.get, "/readyz").result(timeout=HANG)
+            finally:
+                relay.forward()  # also when it hangs: the app closes its pools on the way out
             assert response.status_code == 503
             body = response.json()
             assert (body["type"], body["unreachable"], body["store_ok"]) == ("/problems/not-ready", dependency, False)
