@@ -23,6 +23,7 @@ process. Every statement is unqualified, so a URL carrying `options=-csearch_pat
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Collection, Sequence
@@ -125,6 +126,9 @@ POOL_MAX_SIZE = 10
 # and is reconnecting; while it is connected, NOTIFY wakes readers at once.
 LISTENER_SAFETY_POLL = 5.0
 LISTENER_RECONNECT_DELAY = 1.0
+# Seconds closing the store waits to stop its listener (for a pooled connection to notify it on, then for the
+# thread). During an outage it gives up after that: a stopping service does not wait the pool's 30 s (session 28).
+LISTENER_STOP_WAIT = 1.0
 # No server-side prepared statements: psycopg prepares a query after five runs, and after five more PostgreSQL
 # may keep a generic plan chosen on the statistics of that moment. A store that started on a small table (or a
 # server whose statistics lag, autovacuum off) then kept scanning it: appends went from 1.5 ms to 12.8 ms after
@@ -140,6 +144,8 @@ STORE_SESSION = "SET enable_bitmapscan = off"
 # A server that accepts and acknowledges but never answers (hung, or a proxy in front of it that is) is noticed by
 # no TCP timeout; the check waited for ever, and with it /readyz and every request (session 28).
 CHECK_TIMEOUT = 2.0
+
+log = logging.getLogger(__name__)
 
 
 def network_timeouts(url: str) -> str:
@@ -358,11 +364,23 @@ class _Listener:
             return conn
         return None
 
-    def stop(self, conn: psycopg.Connection) -> None:
-        """Stop the thread; `conn` is any connection to send the stop notification on."""
+    def stop(self, pool: ConnectionPool) -> None:
+        """Stop the thread, notifying it on a connection of `pool`. When the server is out of reach, gives up after
+        LISTENER_STOP_WAIT (a warning): the thread is a daemon, and it ends when its connection fails or at exit."""
         self._stopping.set()
-        conn.execute("SELECT pg_notify(%s, '')", (self._stop_channel,))
-        self._thread.join()
+        try:
+            # After a server restart the pooled connections are dead: the pool's check hands out a new one, so
+            # stopping does not fail in turn and hide what the caller was saying about it.
+            with pool.connection(timeout=LISTENER_STOP_WAIT) as conn:
+                conn.execute("SELECT pg_notify(%s, '')", (self._stop_channel,))
+        except psycopg.OperationalError as error:  # psycopg_pool's PoolTimeout is one
+            log.warning("closing the store without stopping its listener %s: %s: %s", self._thread.name,
+                        type(error).__name__, error)
+            return
+        self._thread.join(LISTENER_STOP_WAIT)
+        if self._thread.is_alive():
+            log.warning("closing the store without stopping its listener %s: it did not stop within %s s",
+                        self._thread.name, LISTENER_STOP_WAIT)
 
 
 class PostgresEventStore(EventStore):
@@ -431,10 +449,7 @@ class PostgresEventStore(EventStore):
         self._closed = True
         self._writer.close()
         self._group.close()
-        # After a server restart the pooled connections are dead: the pool's check hands out a new one, so closing
-        # does not fail in turn and hide what the caller was saying about it.
-        with self._pool.connection() as conn:
-            self._listener.stop(conn)
+        self._listener.stop(self._pool)
         self._pool.close()
         self.vault.close()
 

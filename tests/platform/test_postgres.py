@@ -18,6 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lapor.app import create_app
 from lapor.settings import load_settings
+from lapor.store import NewEvent
+from lapor.store.postgres import PostgresEventStore
 from tests.platform import probe
 from tests.platform._servers import lapor, wait_until
 
@@ -222,6 +224,21 @@ def test_readyz_answers_not_ready_when_a_postgresql_database_goes_silent_and_rea
             body = response.json()
             assert (body["type"], body["unreachable"], body["store_ok"]) == ("/problems/not-ready", dependency, False)
             wait_until(lambda: client.get("/readyz").status_code == 200, describe="ready again")
+
+
+def test_a_postgresql_store_closes_during_an_outage_without_waiting_for_the_server(postgres_url, caplog):
+    """A service stopping while its database is out of reach. Until session 28 closing waited the pool's 30 s for a
+    connection to stop its listener on. `HANG` is a bound only a hang reaches, not a claim about closing's speed: it
+    gives up on the listener after `LISTENER_STOP_WAIT` (1 s)."""
+    with relayed(postgres_url) as relay, ThreadPoolExecutor(1) as closer:
+        store = PostgresEventStore(relay.url(postgres_url))
+        store.append("complaint-1", [NewEvent("ComplaintSubmitted", {"title": "Banjir"})])
+        relay.cut()
+        try:
+            closer.submit(store.close).result(timeout=HANG)
+        finally:
+            relay.restore()  # also when it hangs, for the close to end
+    assert "closing the store without stopping its listener" in caplog.text
 
 
 def samples(exposition: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
