@@ -12,14 +12,16 @@ from contextlib import contextmanager, suppress
 from urllib.parse import urlsplit
 
 import httpx2
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from lapor.app import create_app
+from lapor.lease import KEEPALIVE
 from lapor.settings import load_settings
 from lapor.store import NewEvent
-from lapor.store.postgres import PostgresEventStore
+from lapor.store.postgres import PostgresEventStore, network_timeouts
 from tests.platform import probe
 from tests.platform._servers import lapor, wait_until
 
@@ -224,6 +226,28 @@ def test_readyz_answers_not_ready_when_a_postgresql_database_goes_silent_and_rea
             body = response.json()
             assert (body["type"], body["unreachable"], body["store_ok"]) == ("/problems/not-ready", dependency, False)
             wait_until(lambda: client.get("/readyz").status_code == 200, describe="ready again")
+
+
+def test_opening_a_postgresql_store_on_a_server_gone_silent_fails_instead_of_waiting_for_ever(postgres_url):
+    """A server that accepts a connection and never answers. Until session 28 libpq waited for ever (no
+    `connect_timeout`); the store now gives up after `KEEPALIVE`'s 10 s. Three times that is a bound only a hang
+    reaches, not a claim about the attempt's speed."""
+    with relayed(postgres_url) as relay, ThreadPoolExecutor(1) as opener:
+        relay.blackhole()
+        try:
+            opening = opener.submit(PostgresEventStore, relay.url(postgres_url))
+            with pytest.raises(psycopg.OperationalError):
+                opening.result(timeout=3 * KEEPALIVE["connect_timeout"])
+        finally:
+            relay.forward()  # also when it hangs, for the attempt to end
+
+
+def test_the_network_bounds_a_postgresql_url_sets_itself_win(postgres_url):
+    """An operator's `connect_timeout`, keepalives or `tcp_user_timeout` in the URL are kept; the others are added."""
+    with psycopg.connect(network_timeouts(f"{postgres_url}&connect_timeout=3&tcp_user_timeout=5000")) as conn:
+        parameters = conn.info.get_parameters()
+    assert (parameters["connect_timeout"], parameters["tcp_user_timeout"]) == ("3", "5000")
+    assert parameters["keepalives_idle"] == str(KEEPALIVE["keepalives_idle"])
 
 
 def test_a_postgresql_store_closes_during_an_outage_without_waiting_for_the_server(postgres_url, caplog):
