@@ -159,7 +159,8 @@ def network_timeouts(url: str) -> str:
 
 def check_connection(conn: psycopg.Connection) -> None:
     """The pools' check of a connection before handing it out: psycopg_pool's own empty query, but an answer that
-    does not come within CHECK_TIMEOUT closes the connection and fails the check (the pool tries another)."""
+    does not come within CHECK_TIMEOUT closes the connection and fails the check (the pool tries another).
+    `Connection.wait`'s `timeout` came with psycopg 3.3.6, the version pyproject.toml asks for at least."""
     try:
         with conn.lock:
             conn.pgconn.send_query(b"")
