@@ -47,6 +47,7 @@ from lapor.db import Database, PostgresDatabase, SqliteDatabase, Tx, table_colum
 from lapor.states import ComplaintStates
 from lapor.store import EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamShare
 from lapor.store.model import AppendResult, category_of
+from lapor.store.postgres import network_timeouts
 from lapor.store.sqlite import connect
 from lapor.subscriptions import CHECKPOINT_SCHEMA, Subscription, SubscriptionRunner, committed_checkpoints
 
@@ -151,13 +152,13 @@ def fresh_tables(live: Database, label: str) -> FreshTables:
         return FreshTables(db, str(path), str(path), drop_file)
     if isinstance(live, PostgresDatabase):
         schema = f"lapor_rebuild_{label}"
-        with psycopg.connect(live.url, autocommit=True) as conn:
+        with psycopg.connect(network_timeouts(live.url), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         schema_db = PostgresDatabase(_with_search_path(live.url, schema))
 
         def drop_schema() -> None:
             schema_db.close()
-            with psycopg.connect(live.url, autocommit=True) as conn:
+            with psycopg.connect(network_timeouts(live.url), autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
         return FreshTables(schema_db, f"schema {schema}", schema, drop_schema)
@@ -594,7 +595,7 @@ def _rebuilt_view(live: Database, shares: Sequence[FreshTables]) -> Iterator[tup
         finally:
             conn.close()
         return
-    with psycopg.connect(_with_search_path(live.url, shares[0].name), autocommit=True) as pg:
+    with psycopg.connect(network_timeouts(_with_search_path(live.url, shares[0].name)), autocommit=True) as pg:
         prefixes += [fresh.name for fresh in shares[1:]]
         pg.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         yield Tx(pg, "postgresql"), prefixes

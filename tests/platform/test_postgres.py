@@ -18,7 +18,9 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from lapor.app import create_app
+from lapor.db import PostgresDatabase
 from lapor.lease import KEEPALIVE
+from lapor.rebuild import fresh_tables
 from lapor.settings import load_settings
 from lapor.store import NewEvent
 from lapor.store.postgres import PostgresEventStore, network_timeouts
@@ -240,6 +242,24 @@ def test_opening_a_postgresql_store_on_a_server_gone_silent_fails_instead_of_wai
                 opening.result(timeout=3 * KEEPALIVE["connect_timeout"])
         finally:
             relay.forward()  # also when it hangs, for the attempt to end
+
+
+def test_a_rebuild_on_a_postgresql_server_gone_silent_fails_instead_of_waiting_for_ever(postgres_url):
+    """`lapor rebuild` connects on its own to make, compare and drop its schemas. Until session 28 those connections
+    had no `connect_timeout`, so a rebuild started on a server gone silent waited for ever; they now take the
+    store's bounds. Three times `connect_timeout` is a bound only a hang reaches, not a claim about its speed."""
+    with relayed(postgres_url) as relay, ThreadPoolExecutor(1) as rebuilder:
+        live = PostgresDatabase(relay.url(postgres_url))
+        try:
+            relay.blackhole()
+            try:
+                making = rebuilder.submit(fresh_tables, live, "gone-silent")
+                with pytest.raises(psycopg.OperationalError):
+                    making.result(timeout=3 * KEEPALIVE["connect_timeout"])
+            finally:
+                relay.forward()  # also when it hangs, for the attempt to end
+        finally:
+            live.close()
 
 
 def test_the_network_bounds_a_postgresql_url_sets_itself_win(postgres_url):
