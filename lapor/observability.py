@@ -119,15 +119,13 @@ class _SubscriptionCollector(Collector):
         self._wait = wait
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        # One head for the whole scrape, and each subscription's checkpoint and handled count from one read of
-        # its committed row, so the gauges of a scrape agree with each other (lag = head - checkpoint, as
-        # `SubscriptionRunner.lag` computes it, from the same read). A database that cannot be read leaves its
-        # gauges out, not made up (a lag needs both), and `lapor_dependency_up` says which it was.
+        # One head for the whole scrape, and each subscription's checkpoint, handled and parked counts from one
+        # read (`SubscriptionRunner.scraped`), so the gauges of a scrape agree with each other (lag = head -
+        # checkpoint, as `SubscriptionRunner.lag` computes it, from the same read). A database that cannot be read
+        # leaves its gauges out, not made up (a lag needs both), and `lapor_dependency_up` says which it was.
         runners = self._runners()
         head_position = _read_for_scrape(EVENT_STORE, lambda: self._store.head_position(wait=self._wait))
-        saved = _read_for_scrape(READ_MODELS, lambda: [
-            (*runner.saved(wait=self._wait), len(runner.parked(wait=self._wait))) for runner in runners
-        ])
+        saved = _read_for_scrape(READ_MODELS, lambda: [runner.scraped(wait=self._wait) for runner in runners])
         up = GaugeMetricFamily(
             "lapor_dependency_up",
             "1 when this scrape could read the dependency, 0 when it could not (its gauges are left out then); the "

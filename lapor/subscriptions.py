@@ -248,11 +248,22 @@ class SubscriptionRunner:
         return self.saved()[1]
 
     def saved(self, *, wait: float | None = None) -> tuple[int, int]:
-        """The checkpoint and the handled count as committed, read together: the pair a scrape reports. (The
-        runner's own position moves on just after its commit, or while it holds rows, so it is not used here.)
-        `wait`: as `Database.read`'s."""
+        """The checkpoint and the handled count as committed, read together. (The runner's own position moves on
+        just after its commit, or while it holds rows, so it is not used here.) `wait`: as `Database.read`'s."""
         with self.db.read(wait=wait) as tx:
-            row = tx.fetchone("SELECT position, handled FROM subscription_checkpoints WHERE name = ?", (self.name,))
+            return self._saved(tx)
+
+    def scraped(self, *, wait: float | None = None) -> tuple[int, int, int]:
+        """What a scrape reports, from one read: the committed checkpoint and handled count (`saved`) and how many
+        parked events wait for a replay. `wait`: as `Database.read`'s."""
+        with self.db.read(wait=wait) as tx:
+            parked = tx.scalar(
+                "SELECT count(*) FROM parked_events WHERE name = ? AND replayed_at IS NULL", (self.name,)
+            )
+            return (*self._saved(tx), int(parked))
+
+    def _saved(self, tx: Tx) -> tuple[int, int]:
+        row = tx.fetchone("SELECT position, handled FROM subscription_checkpoints WHERE name = ?", (self.name,))
         return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
     def lag(self, head: int | None = None, *, wait: float | None = None) -> int:
@@ -266,12 +277,11 @@ class SubscriptionRunner:
     def caught_up(self, within: int = 0) -> bool:
         return self.lag() <= within
 
-    def parked(self, *, include_replayed: bool = False, wait: float | None = None) -> list[ParkedEvent]:
-        """`wait`: as `Database.read`'s."""
+    def parked(self, *, include_replayed: bool = False) -> list[ParkedEvent]:
         sql = "SELECT * FROM parked_events WHERE name = ?"
         if not include_replayed:
             sql += " AND replayed_at IS NULL"
-        with self.db.read(wait=wait) as tx:
+        with self.db.read() as tx:
             rows = tx.fetchall(sql + " ORDER BY position", (self.name,))
         return [ParkedEvent(*row) for row in rows]
 

@@ -107,3 +107,26 @@ def test_a_replay_names_what_it_cannot_find(parked, capsys):
     assert "999" in capsys.readouterr().err
     assert cli_main(["parked", "replay", "--subscription", "notes", "--data", str(data)], services=[service]) == 2
     assert "give --position N or --all" in capsys.readouterr().err
+
+
+def test_a_scrape_counts_the_parked_events_that_wait_for_a_replay(parked):
+    """`/metrics` reads a subscription's checkpoint, handled count and parked count in one read
+    (`SubscriptionRunner.scraped`): the parked count is of the events still waiting, not of those replayed."""
+    data, broken, service = parked
+
+    def scraped() -> tuple[tuple[int, int, int], tuple[int, int], int]:
+        ctx = ServiceContext.open(load_settings(data=data))
+        try:
+            [subscription] = service.subscriptions(ctx)
+            runner = SubscriptionRunner(ctx.store, ctx.db, subscription)
+            return runner.scraped(), runner.saved(), len(runner.parked())
+        finally:
+            ctx.close()
+
+    (checkpoint, handled, waiting), saved, listed = scraped()
+    assert ((checkpoint, handled), waiting, listed) == (saved, 3, 3)
+    broken.unlink()
+    assert cli_main(["parked", "replay", "--subscription", "notes", "--all", "--data", str(data)],
+                    services=[service]) == 0
+    (checkpoint, handled, waiting), saved, listed = scraped()
+    assert ((checkpoint, handled), waiting, listed) == (saved, 0, 0)
