@@ -57,6 +57,18 @@ def parse_ttl(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def token_agency(role: Role, agency_id: str | None, unit_id: str | None) -> str | None:
+    """The agency a token of `role` carries: the one given, else the one the role implies (an ombudsman's is the
+    Ombudsman's office, a unit officer's the agency of its unit)."""
+    if agency_id is not None:
+        return agency_id
+    if role is Role.ombudsman:
+        return OMBUDSMAN_AGENCY
+    if role is Role.unit_officer and unit_id:
+        return unit_id.split("/", 1)[0]
+    return None
+
+
 class TokenService:
     """Issues and verifies bearer tokens. Expiry is judged by the clock it is given: the system clock in
     every running app, even in training mode, since a training clock moved forward must not expire (or
@@ -90,10 +102,7 @@ class TokenService:
     ) -> str:
         if role is Role.reporter:
             raise ValueError("reporters are identified by the reporter_token of their complaint, not a bearer token")
-        if role is Role.ombudsman and agency_id is None:
-            agency_id = OMBUDSMAN_AGENCY
-        if role is Role.unit_officer and unit_id and agency_id is None:
-            agency_id = unit_id.split("/", 1)[0]
+        agency_id = token_agency(role, agency_id, unit_id)
         # What a revocation must be able to name: a subject it can match, an agency (never a unit: that is `unit`).
         problem = subject_problem(subject) if subject is not None else None
         if problem is None and agency_id is not None:

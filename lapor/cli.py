@@ -35,7 +35,7 @@ from rich.progress import Progress
 from lapor import rebuild as rebuilding
 from lapor.app import SERVICE_NAMES, Runtime, create_app, load_services
 from lapor.audit import verify_chain
-from lapor.auth import TokenService, parse_ttl
+from lapor.auth import TokenService, parse_ttl, token_agency
 from lapor.clock import SystemClock
 from lapor.context import ServiceContext, ServiceDefinition
 from lapor.db import Database, open_database, table_exists
@@ -528,8 +528,7 @@ def token_create(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
         ttl = parse_ttl(args.ttl or settings.token_ttl)
-        tokens = TokenService(_kept_signing_secret(settings), SystemClock())
-        token = tokens.issue(
+        token = TokenService(_kept_signing_secret(settings), SystemClock()).issue(
             Role(args.role),
             subject=args.subject,
             agency_id=args.agency,
@@ -539,10 +538,9 @@ def token_create(args: argparse.Namespace) -> int:
         )
     except ValueError as error:
         raise CliError(str(error)) from None
-    # What the token carries, given or implied: a unit officer's takes its agency from its unit, an ombudsman's is the
-    # Ombudsman's office (`lapor.principal.OMBUDSMAN_AGENCY`) unless named.
-    claims = tokens.decode(token)
-    _refuse_what_the_directory_lacks(settings, {"agency": claims.get("agency"), "unit": claims.get("unit")})
+    # What the token carries, given or implied (a unit officer's agency is its unit's, an ombudsman's its office).
+    agency = token_agency(Role(args.role), args.agency, args.unit)
+    _refuse_what_the_directory_lacks(settings, {"agency": agency, "unit": args.unit})
     print(token)
     return 0
 
