@@ -22,6 +22,7 @@ from lapor.auth import AGENCY_STAFF, OVERSIGHT, authorize_complaint, require
 from lapor.commands import if_match_header, run_command
 from lapor.complaint import ComplaintState, PendingEvent, Status, ensure_allowed, evolve, fold
 from lapor.context import Context, ServiceContext
+from lapor.directory import AgencyRecord as DirectoryRecord
 from lapor.directory import agency_stream
 from lapor.limits import DecimalDigits, KemendagriRegion, Name, NonNegativeInt64
 from lapor.paths import AGENCY_ID, AGENCY_SETTINGS, names_a_setting
@@ -558,7 +559,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         result = run_command(ctx, agency_stream(record.agency_id), decide, principal=_acting(principal),
                              fold=fold_agency, must_exist=False)
         response.headers["ETag"] = result.etag
-        return _agency_view(Agency.from_data(event.to_data(), result.version))
+        return _agency_view(Agency.from_record(DirectoryRecord(event.to_data(), result.version)))
 
     @router.put(f"/api/agencies/{AGENCY_ID}", summary="Change an agency's record (national admin)")
     def change_agency(
@@ -584,7 +585,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         result = run_command(ctx, agency_stream(agency_id), decide, principal=_acting(principal), if_match=if_match,
                              fold=fold_agency)
         response.headers["ETag"] = result.etag
-        return _agency_view(Agency.from_data(event.to_data(), result.version))
+        return _agency_view(Agency.from_record(DirectoryRecord(event.to_data(), result.version)))
 
     @router.get("/api/routing-rules", summary="Routing rules")
     def routing_rules(

@@ -113,11 +113,8 @@ class Agency:
     version: int = -1
 
     @classmethod
-    def from_record(cls, record: AgencyRecord | None) -> Agency | None:
-        return None if record is None else cls.from_data(record.data, record.version)
-
-    @classmethod
-    def from_data(cls, data: Mapping[str, Any], version: int) -> Agency:
+    def from_record(cls, record: AgencyRecord) -> Agency:
+        data = record.data
         return cls(
             agency_id=data["agency_id"],
             name=data["name"],
@@ -126,19 +123,23 @@ class Agency:
             region_code=data.get("region_code"),
             sms_keywords=tuple(data.get("sms_keywords", ())),
             liaisons=tuple(data.get("liaisons", ())),
-            active=data.get("active", True),
-            version=version,
+            active=record.active,
+            version=record.version,
         )
 
 
 def fold_agency(events: Iterable[Any]) -> Agency | None:
     """An agency stream's events -> the agency (None for an empty stream)."""
-    return Agency.from_record(fold_record(events))
+    return _agency(fold_record(events))
 
 
 def read_agency(store: EventStore, agency_id: str) -> Agency | None:
     """The agency as its stream says now (the directory's read models may lag a moment behind the log)."""
-    return Agency.from_record(read_record(store, agency_id))
+    return _agency(read_record(store, agency_id))
+
+
+def _agency(record: AgencyRecord | None) -> Agency | None:
+    return None if record is None else Agency.from_record(record)
 
 
 # -- what routing ships -------------------------------------------------------------------------------------

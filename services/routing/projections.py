@@ -25,7 +25,7 @@ from typing import Any
 
 from lapor.complaint import ComplaintState, Status
 from lapor.db import Tx, setup_tables, sortable_moment
-from lapor.directory import AGENCY_EVENTS
+from lapor.directory import carried_record
 from lapor.states import ComplaintStates
 from lapor.store import RecordedEvent
 from services.routing.decide import DeadlineKind, RoutingFacts, Rule, running_deadlines
@@ -81,8 +81,8 @@ def apply_directory_event(event: RecordedEvent, tx: Tx) -> None:
     applied = tx.scalar("SELECT version FROM routing_directory_applied WHERE stream = ?", (event.stream,))
     if applied is not None and applied >= event.version:
         return
-    if event.type in AGENCY_EVENTS:
-        _apply_agency(Agency.from_data(event.data, event.version), event.recorded_at, tx)
+    if (record := carried_record(event)) is not None:
+        _apply_agency(Agency.from_record(record), event.recorded_at, tx)
     elif event.type == "RoutingRuleChanged" and event.stream == RULES_STREAM:
         data = event.data
         match = data["match"]

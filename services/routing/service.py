@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import partial
 
 from lapor.context import BackgroundLoop, ServiceContext, ServiceDefinition
+from lapor.directory import DIRECTORY_CATEGORY
 from lapor.subscriptions import Subscription, holding_subscription
 from services.routing.api import build_router
 from services.routing.handlers import DeadlineScheduler
@@ -27,7 +28,7 @@ COMPLAINTS_VERSION = 4
 
 def subscriptions(ctx: ServiceContext) -> list[Subscription]:
     return [
-        Subscription(DIRECTORY_SUBSCRIPTION, apply_directory_event, category="directory", setup=setup_directory),
+        Subscription(DIRECTORY_SUBSCRIPTION, apply_directory_event, category=DIRECTORY_CATEGORY, setup=setup_directory),
         holding_subscription(COMPLAINT_SUBSCRIPTION, partial(HeldComplaints, ctx.states), setup=setup_complaints,
                              version=COMPLAINTS_VERSION, tables=("routing_complaints", "routing_deadlines")),
     ]
