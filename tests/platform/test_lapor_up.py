@@ -11,7 +11,9 @@ import socket
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,7 +24,7 @@ from lapor.cli import http_url
 from lapor.cli import main as cli_main
 from lapor.store import open_store
 from lapor.store.writer import WriterProcess
-from tests.platform._servers import ROOT, Server, free_port, lapor, run_lapor, wait_until
+from tests.platform._servers import ROOT, Server, free_port, lapor, run_lapor, started, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -301,42 +303,41 @@ def test_lapor_up_with_workers_refuses_a_port_another_server_listens_on(tmp_path
         assert first.get("/readyz").status_code == 200
 
 
+@contextmanager
+def demo_on_port_0(tmp_path: Path, *args: str) -> Iterator[tuple[Server, str, list[str]]]:
+    """`lapor up --demo --port 0 <args>` once its banner is out: the server at the URL the banner names, the banner's
+    first line and its token lines."""
+    up = ("up", "--demo", "--data", str(tmp_path / "var"), "--port", "0", *args)
+    with started(tmp_path, *up, name="up", module="lapor.cli") as (process, stdout, stderr):
+        wait_until(lambda: process.poll() is not None or "\n  integration:sms " in stdout.read_text(),
+                   describe="the banner")
+        banner, *lines = stdout.read_text().splitlines()
+        url = re.fullmatch(r"LAPOR demo on (\S+)/docs — bearer tokens .*", banner)
+        assert url is not None, banner
+        yield Server(process, url[1], stdout, stderr), banner, lines
+
+
 @pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one-process", "workers"])
 def test_lapor_up_demo_on_port_0_prints_the_port_the_system_gave_and_serves_there(tmp_path, workers):
     """`--port 0` asks for any free port: until session 28 the banner said http://127.0.0.1:0/docs, and with
     --workers each worker bound a free port of its own, answering nobody."""
-    stdout, stderr = tmp_path / "up.out", tmp_path / "up.err"
-    with stdout.open("w") as out, stderr.open("w") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lapor.cli", "up", "--demo", "--data", str(tmp_path / "var"), "--port", "0",
-             *workers],
-            cwd=ROOT, stdout=out, stderr=err, env={**os.environ, "LAPOR_LIMITS__SUBMISSION_RATE": "1000/minute"},
-        )
-    try:
-        wait_until(lambda: process.poll() is not None or "\n  integration:sms " in stdout.read_text(),
-                   describe="the banner")
-        banner, *lines = stdout.read_text().splitlines()
-        url = re.fullmatch(r"LAPOR demo on (http://127\.0\.0\.1:([0-9]+))/docs — bearer tokens .*", banner)
+    with demo_on_port_0(tmp_path, *workers) as (server, banner, lines):
+        url = re.fullmatch(r"http://127\.0\.0\.1:([0-9]+)", server.url)
         assert url is not None, banner
-        assert int(url[2]) != 0
-        server = Server(process, url[1], stdout, stderr)
+        assert int(url[1]) != 0
         wait_until(lambda: server.get("/readyz").status_code == 200, describe="ready on the port in the banner")
         tokens = dict(line.split() for line in lines)
         national = server.get("/api/reports/national", headers={"Authorization": f"Bearer {tokens['admin_national']}"})
         assert national.status_code == 200
         if workers:  # the worker shares the port: connections reach both processes
-            [worker] = http_workers(process.pid)
+            [worker] = http_workers(server.process.pid)
             wait_until(lambda: worker in logged_pids(server, message="Application startup complete."),
                        describe="the worker listening")
             with ThreadPoolExecutor(16) as pool:
                 answers = list(pool.map(lambda _: server.post("/api/complaints", json=REPORT), range(64)))
             assert [answer.status_code for answer in answers] == [201] * 64
-            assert logged_pids(server, logger="lapor.access", route="/api/complaints") == {process.pid, worker}
+            assert logged_pids(server, logger="lapor.access", route="/api/complaints") == {server.process.pid, worker}
         assert server.stop(signal.SIGTERM) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 @pytest.mark.parametrize(
@@ -369,27 +370,11 @@ def test_lapor_up_on_an_ipv6_address_names_its_url_with_the_address_in_brackets(
     """`lapor up --demo --host ::1 --port 0`: the banner and the log line said `http://::1:<port>` until session 28."""
     if not ipv6_loopback():
         pytest.skip("this machine cannot listen on the IPv6 loopback address ::1")
-    stdout, stderr = tmp_path / "up.out", tmp_path / "up.err"
-    with stdout.open("w") as out, stderr.open("w") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lapor.cli", "up", "--demo", "--data", str(tmp_path / "var"), "--host", "::1",
-             "--port", "0"],
-            cwd=ROOT, stdout=out, stderr=err,
-        )
-    try:
-        wait_until(lambda: process.poll() is not None or "\n  integration:sms " in stdout.read_text(),
-                   describe="the banner")
-        banner = stdout.read_text().splitlines()[0]
-        url = re.fullmatch(r"LAPOR demo on (http://\[::1\]:[0-9]+)/docs — bearer tokens .*", banner)
-        assert url is not None, banner
-        server = Server(process, url[1], stdout, stderr)
+    with demo_on_port_0(tmp_path, "--host", "::1") as (server, banner, _):
+        assert re.fullmatch(r"http://\[::1\]:[0-9]+", server.url), banner
         wait_until(lambda: server.get("/healthz").status_code == 200, describe="answering at the banner's URL")
-        assert logged_pids(server, message=f"listening on {url[1]}") == {process.pid}
+        assert logged_pids(server, message=f"listening on {server.url}") == {server.process.pid}
         assert server.stop(signal.SIGTERM) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 @pytest.mark.parametrize("command", [["up"], ["serve", "intake"]])

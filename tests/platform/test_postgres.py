@@ -158,6 +158,15 @@ def relayed(postgres_url: str) -> Iterator[Relay]:
         relay.cut()
 
 
+def behind(relay: Relay, postgres_url: str, dependency: str) -> dict[str, str]:
+    """The settings' URLs with `dependency` ("event store" or "read models") reached through `relay` and the other
+    straight from the server."""
+    relayed = relay.url(postgres_url)
+    if dependency == "event store":
+        return {"store": relayed, "readmodels": postgres_url}
+    return {"store": postgres_url, "readmodels": relayed}
+
+
 # A bound on the probe's answer that only a hang reaches, not a claim about its speed: a third of the psycopg pool's
 # 30 s (what the probe waited before session 28), 20 times `readiness_wait` (0.5 s), which bounds each wait for a
 # database now; a probe that works answers in a fraction of a second even on a busy machine.
@@ -191,8 +200,7 @@ def test_readyz_answers_not_ready_at_once_when_a_postgresql_database_goes_away(
     orchestrators give a probe a second or a few. The store's head is read first, the subscription's checkpoint
     (read models) next."""
     with relayed(postgres_url) as relay:
-        urls = ({"store": relay.url(postgres_url)} if dependency == "event store"
-                else {"store": postgres_url, "readmodels": relay.url(postgres_url)})
+        urls = behind(relay, postgres_url, dependency)
         app = create_app(load_settings(data=tmp_path, **urls), [probe.SERVICE], background=background)
         with TestClient(app) as client:
             assert client.post("/api/probe/complaints", json=SUBMISSION).status_code == 201
@@ -213,8 +221,7 @@ def test_readyz_answers_not_ready_when_a_postgresql_database_goes_silent_and_rea
     `HANG` is a bound only a hang reaches, not a claim about the probe's speed: the check gives up after
     `CHECK_TIMEOUT` (2 s), the probe's wait for another connection after `readiness_wait` (0.5 s)."""
     with relayed(postgres_url) as relay:
-        urls = ({"store": relay.url(postgres_url)} if dependency == "event store"
-                else {"store": postgres_url, "readmodels": relay.url(postgres_url)})
+        urls = behind(relay, postgres_url, dependency)
         app = create_app(load_settings(data=tmp_path, **urls), [probe.SERVICE], background=background)
         with TestClient(app) as client, ThreadPoolExecutor(1) as asker:
             assert client.post("/api/probe/complaints", json=SUBMISSION).status_code == 201
@@ -316,8 +323,7 @@ def test_metrics_answer_with_what_they_can_read_at_once_when_a_postgresql_databa
     the process knows itself (retrying, leased), are there. The subscription runs (`background`), so its checkpoint
     is read at each scrape. `HANG` is a bound only a hang reaches, not a claim about the scrape's speed."""
     with relayed(postgres_url) as relay:
-        urls = ({"store": relay.url(postgres_url), "readmodels": postgres_url} if dependency == "event store"
-                else {"store": postgres_url, "readmodels": relay.url(postgres_url)})
+        urls = behind(relay, postgres_url, dependency)
         app = create_app(load_settings(data=tmp_path, **urls), [probe.SERVICE])
         with TestClient(app) as client:
             assert client.post("/api/probe/complaints", json=SUBMISSION).status_code == 201
