@@ -66,9 +66,9 @@ from services.routing.directory import (
     RESERVED_AGENCY_IDS,
     RULES_STREAM,
     Agency,
+    active_agency,
     fold_agency,
     is_top_level,
-    read_agency,
 )
 from services.routing.keywords import claim_keywords
 from services.routing.projections import (
@@ -322,12 +322,6 @@ def _with_facts(events: Sequence[RecordedEvent]) -> tuple[ComplaintState | None,
     return state, (facts_of(state, events) if state is not None else None)
 
 
-def _active_agency(ctx: ServiceContext, agency_id: str) -> Agency | None:
-    """The agency as its stream says now, if it is active."""
-    agency = read_agency(ctx.store, agency_id)
-    return agency if agency is not None and agency.active else None
-
-
 Decision = Callable[[ComplaintState, RoutingFacts, datetime], list[EventData]]
 
 
@@ -480,7 +474,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                 agency_id = proposals[0].agency_id
             else:
                 agency_id = command.agency_id
-            agency = _active_agency(ctx, agency_id)
+            agency = active_agency(ctx.store, agency_id)
             if agency is None:
                 raise ValidationProblem(f"{agency_id} is not an active agency of the directory")
             if not is_top_level(agency_id):
@@ -525,12 +519,12 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         return _agency_view(row, children)
 
     def check_record(agency_id: str, record: AgencyRecord) -> None:
-        if record.parent_id is not None and _active_agency(ctx, record.parent_id) is None:
+        if record.parent_id is not None and active_agency(ctx.store, record.parent_id) is None:
             raise ValidationProblem(f"parent {record.parent_id} is not an active agency of the directory")
         if not is_top_level(agency_id) and record.parent_id is None:
             raise ValidationProblem(f"{agency_id} is a unit: give its parent_id")
         root = agency_id.split("/")[0]
-        if root != agency_id and _active_agency(ctx, root) is None:
+        if root != agency_id and active_agency(ctx.store, root) is None:
             raise ValidationProblem(f"{agency_id} belongs to {root}, which is not an active agency")
 
     @router.post("/api/agencies", status_code=201, summary="Register an agency (national admin)")
@@ -617,7 +611,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         change: RuleChange,
         principal: Annotated[Principal | None, Depends(require("directory.manage"))],
     ) -> RuleView:
-        target = _active_agency(ctx, change.agency_id)
+        target = active_agency(ctx.store, change.agency_id)
         if change.active and (target is None or not is_top_level(change.agency_id)):
             raise ValidationProblem(f"{change.agency_id} is not an active agency that takes dispositions")
         match = RuleMatch.model_validate(change.match.model_dump())  # the contract's type, not the request's

@@ -138,6 +138,12 @@ def read_agency(store: EventStore, agency_id: str) -> Agency | None:
     return _agency(read_record(store, agency_id))
 
 
+def active_agency(store: EventStore, agency_id: str) -> Agency | None:
+    """The agency as its stream says now, if it is active (registered and not retired)."""
+    agency = read_agency(store, agency_id)
+    return agency if agency is not None and agency.active else None
+
+
 def _agency(record: AgencyRecord | None) -> Agency | None:
     return None if record is None else Agency.from_record(record)
 

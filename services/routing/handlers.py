@@ -12,6 +12,10 @@ row that lags behind the log can never cause a wrong event). Exactly once, whate
 - a deadline once handled is marked in `routing_deadline_settled` (the scheduler's own table, not a
   projection: `lapor rebuild` does not compare it), so it is not looked at again.
 
+A consenting reporter's hand-over waits while the directory has no active Ombudsman office (`ombudsman-ri`
+retired, or never registered): it stays open, a warning is logged each tick, and it is handed over on the first
+tick after the office is active again (session 29).
+
 The clock is the context's: in training mode a ManualClock, whose moves wake the loop at once.
 """
 
@@ -29,11 +33,11 @@ from lapor.commands import caused_event_id, run_command
 from lapor.complaint import ComplaintState
 from lapor.context import BackgroundLoop, ServiceContext
 from lapor.correlation import correlation_scope
-from lapor.principal import SYSTEM
+from lapor.principal import OMBUDSMAN_AGENCY, SYSTEM
 from lapor.store import NewEvent
 from schemas.events import AgencyKind
 from services.routing.decide import DeadlineKind, decide_deadline
-from services.routing.directory import read_agency
+from services.routing.directory import active_agency, read_agency
 from services.routing.projections import OpenDeadline, moment
 
 log = logging.getLogger("lapor.routing.scheduler")
@@ -95,14 +99,32 @@ class DeadlineScheduler:
             now = self.ctx.clock.now()
             appended = 0
             after = None
+            held: list[str] = []
             while True:
-                batch = self.due(now, after=after)
+                due = self.due(now, after=after)
+                batch = self._not_held(due, held)
                 outcomes = list(pool.map(self._handle_logged, batch))
                 self.settle([deadline for deadline, new in zip(batch, outcomes, strict=True) if new is not None])
                 appended += sum(new or 0 for new in outcomes)
-                if len(batch) < BATCH:
-                    return appended
-                after = batch[-1].key
+                if len(due) < BATCH:
+                    break
+                after = due[-1].key
+            if held:
+                log.warning(
+                    "Ombudsman hand-over of %d report(s) held (%s): %s is not an active agency of the directory; "
+                    "they are handed over once it is", len(held), ", ".join(held[:10]), OMBUDSMAN_AGENCY,
+                )
+            return appended
+
+    def _not_held(self, due: list[OpenDeadline], held: list[str]) -> list[OpenDeadline]:
+        """`due` without the Ombudsman hand-overs while the directory has no active Ombudsman office (retired, or not
+        registered): handed over then, the report went to an office that takes no reports. They stay open, not
+        settled, and are added to `held`."""
+        handovers = [deadline for deadline in due if deadline.kind is DeadlineKind.ombudsman]
+        if not handovers or active_agency(self.ctx.store, OMBUDSMAN_AGENCY) is not None:
+            return due
+        held += [deadline.tracking_id for deadline in handovers]
+        return [deadline for deadline in due if deadline.kind is not DeadlineKind.ombudsman]
 
     def _handle_logged(self, deadline: OpenDeadline) -> int | None:
         """`handle`, or None (the deadline stays open) after a failure, logged: one bad report must not hold up

@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from lapor.directory import agency_stream
 from lapor.principal import OMBUDSMAN_AGENCY, Principal, Role
 from schemas.events import (
+    AgencyUpdated,
     ComplaintAssigned,
     ComplaintReopened,
     ComplaintResolved,
@@ -26,6 +28,7 @@ from schemas.events import (
 from services.followup.decide import Assign, decide_assign
 from services.followup.directory import Directory
 from services.routing.decide import PendCommand, VerifyCommand, decide_dispose, decide_pend, decide_verify
+from services.routing.directory import read_agency
 from services.routing.handlers import DeadlineScheduler
 from tests.routing.harness import Routing, agency_principal, of_kind, wib
 
@@ -260,6 +263,51 @@ def test_a_consent_given_just_before_a_resolution_is_handed_over_only_if_the_rep
     [takeover] = of_kind(routing.escalations("LAP-1"), "ombudsman")
     assert takeover["to_agency_id"] == "ombudsman-ri"
     assert (routing.state("LAP-1").status, routing.state("LAP-1").agency_id) == ("in_progress", "ombudsman-ri")
+
+
+def set_ombudsman_office_active(routing: Routing, active: bool) -> None:
+    """The national admin retires Ombudsman RI's directory record (or restores it), as PUT /api/agencies does."""
+    office = read_agency(routing.store, OMBUDSMAN_AGENCY)
+    assert office is not None
+    record = AgencyUpdated(agency_id=OMBUDSMAN_AGENCY, name=office.name, kind=office.kind, active=active)
+    routing.store.append(agency_stream(OMBUDSMAN_AGENCY), [record.to_new_event()], office.version)
+
+
+@pytest.mark.parametrize("returned", [False, True], ids=["held-by-agency", "back-with-routing"])
+def test_a_consent_waits_while_the_ombudsman_office_is_not_active_then_is_handed_over_once(routing_at, caplog,
+                                                                                          returned):
+    """The reporter consents while Ombudsman RI's directory record is retired (session 29): the report went to an
+    office that takes no dispositions, held by nobody who works a queue. The hand-over waits, with a warning, and
+    happens once the office is active again."""
+    routing = routing_at(wib(2026, 3, 2, 10))
+    routing.submit("LAP-1")
+    verify(routing, "LAP-1")
+    dispose(routing, "LAP-1")
+    routing.append("LAP-1", DispositionAccepted(agency_id=KUPANG), by=KUPANG_ADMIN)
+    if returned:
+        routing.append("LAP-1", DispositionReturned(agency_id=KUPANG, reason="Bukan wewenang kota."),
+                       by=KUPANG_ADMIN)
+    routing.at(routing.state("LAP-1").ombudsman_offer_due + timedelta(hours=1))
+    routing.tick()
+    set_ombudsman_office_active(routing, False)
+    routing.append("LAP-1", OmbudsmanConsentGiven(), by=REPORTER)
+    before = routing.state("LAP-1")
+    for _ in range(2):
+        with caplog.at_level("WARNING", logger="lapor.routing.scheduler"):
+            assert routing.tick() == 0
+        assert routing.state("LAP-1").version == before.version
+        assert "LAP-1" in caplog.text
+        assert f"{OMBUDSMAN_AGENCY} is not an active agency" in caplog.text
+        caplog.clear()
+        routing.advance(days=1)
+    set_ombudsman_office_active(routing, True)
+    routing.tick()
+    taken = routing.state("LAP-1")
+    assert (taken.agency_id, taken.status) == (OMBUDSMAN_AGENCY, "disposed" if returned else "in_progress")
+    routing.tick()
+    assert routing.types("LAP-1")[before.version + 1:] == (
+        ["ComplaintDisposed"] if returned else ["ComplaintEscalated"]
+    )
 
 
 def overdue_everywhere(routing: Routing) -> None:
