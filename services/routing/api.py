@@ -67,6 +67,7 @@ from services.routing.directory import (
     RULES_STREAM,
     Agency,
     active_agency,
+    disposing_agency,
     fold_agency,
     is_top_level,
 )
@@ -479,7 +480,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                 raise ValidationProblem(f"{agency_id} is not an active agency of the directory")
             if not is_top_level(agency_id):
                 raise ValidationProblem(
-                    f"{agency_id} is a unit of {agency_id.split('/')[0]}: dispose to the agency, which assigns it"
+                    f"{agency_id} is a unit of {disposing_agency(agency_id)}: dispose to the agency, which assigns it"
                 )
             rule_id = next((p.rule_id for p in proposals if p.agency_id == agency_id and p.rule_id), None)
             return decide_dispose(state, agency_id, now, ctx.policy, note=command.note, rule_id=rule_id)
@@ -523,7 +524,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             raise ValidationProblem(f"parent {record.parent_id} is not an active agency of the directory")
         if not is_top_level(agency_id) and record.parent_id is None:
             raise ValidationProblem(f"{agency_id} is a unit: give its parent_id")
-        root = agency_id.split("/")[0]
+        root = disposing_agency(agency_id)
         if root != agency_id and active_agency(ctx.store, root) is None:
             raise ValidationProblem(f"{agency_id} belongs to {root}, which is not an active agency")
 

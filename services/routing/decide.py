@@ -48,7 +48,7 @@ from schemas.events import (
     Level,
     TrackingId,
 )
-from services.routing.directory import region_agency_id, region_within
+from services.routing.directory import disposing_agency, region_agency_id, region_within
 
 # -- commands (also the request bodies of the API) ----------------------------------------------------------
 
@@ -299,18 +299,20 @@ def propose(
 ) -> list[Proposal]:
     """The agencies to offer the admin, best first: the suggestion of the agency that returned the report, then
     matching rules (most specific first), then the agency named at submission, then the regional government of
-    the region. Agencies that already returned the report and agencies that cannot take a disposition
-    (`disposable` false: unknown, inactive, or a unit) are left out."""
+    the region. A suggestion naming an OPD or unit (a returning agency may name the office the report belongs to)
+    proposes the agency it belongs to, which assigns it (session 29: it was left out). Agencies that already
+    returned the report and agencies that cannot take a disposition (`disposable` false: unknown, inactive) are
+    left out."""
     candidates: list[Proposal] = []
     if facts.status is Status.returned and facts.suggested_agency_id:
-        candidates.append(Proposal(facts.suggested_agency_id, Basis.returned_suggestion))
+        candidates.append(Proposal(disposing_agency(facts.suggested_agency_id), Basis.returned_suggestion))
     matching = sorted(
         (rule for rule in rules if _matches(rule, facts, keyword_agency)),
         key=lambda rule: (-rule.specificity[0], -rule.specificity[1], rule.rule_id),
     )
     candidates += [Proposal(rule.agency_id, Basis.rule, rule.rule_id) for rule in matching]
     if facts.submitted_suggestion:
-        candidates.append(Proposal(facts.submitted_suggestion, Basis.submission))
+        candidates.append(Proposal(disposing_agency(facts.submitted_suggestion), Basis.submission))
     if facts.region_code:
         candidates.append(Proposal(region_agency_id(facts.region_code), Basis.region))
     seen = set(facts.returned_by)

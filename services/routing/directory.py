@@ -72,6 +72,11 @@ def is_top_level(agency_id: str) -> bool:
     return "/" not in agency_id
 
 
+def disposing_agency(agency_id: str) -> str:
+    """The agency that takes dispositions for `agency_id`: itself, or the agency its OPD or unit belongs to."""
+    return agency_id.split("/", 1)[0]
+
+
 def region_within(region_code: str, prefix: str) -> bool:
     """`53.71.01` is within `53.71` and `53`; `53.710` does not exist, but would not be."""
     return region_code == prefix or region_code.startswith(prefix + ".")

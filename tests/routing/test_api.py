@@ -228,6 +228,22 @@ def test_a_returned_report_comes_back_to_the_queue_with_the_reason_and_the_sugge
     assert app.get("/api/verification-queue/LAP-1", headers=admin).json()["bounce_count"] == 1
 
 
+def test_a_return_naming_another_agencys_office_proposes_that_agency_first(app, admin):
+    """Kota Kupang returns the report naming Kota Malang's Dinas Kesehatan (an office of the directory, which
+    followup accepts as the suggestion). An office takes no disposition, so the suggestion was dropped from the
+    proposals, and `dispose` without an agency sent the report by the rules instead (session 29): the agency the
+    office belongs to is proposed in its place."""
+    submit(app, "LAP-1")
+    post(app, "LAP-1", "verify", admin, {"category": "Kesehatan"})
+    post(app, "LAP-1", "dispose", admin, {"agency_id": KUPANG})
+    returned_by(app, "LAP-1", KUPANG, suggested="pemda-35.73/dinkes")
+    item = app.get("/api/verification-queue/LAP-1", headers=admin).json()
+    assert item["suggested_agency_id"] == "pemda-35.73/dinkes"
+    assert (item["proposals"][0]["agency_id"], item["proposals"][0]["basis"]) == ("pemda-35.73", "returned_suggestion")
+    post(app, "LAP-1", "dispose", admin)
+    assert app.app.state.context.store.read_stream("complaint-LAP-1")[-1].data["agency_id"] == "pemda-35.73"
+
+
 def test_the_third_bounce_is_flagged_to_the_national_admin(app, admin):
     submit(app, "LAP-1")
     post(app, "LAP-1", "verify", admin, {"category": "Infrastruktur"})
