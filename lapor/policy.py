@@ -68,6 +68,13 @@ class Sp4nPolicy(BaseModel):
         """Disposed at `at`: when an unresolved report is offered to the Ombudsman."""
         return self.calendar.add_working_days(at, self.ombudsman_offer_days)
 
+    def working_days_left(self, deadline: datetime, now: datetime) -> int:
+        """Working days from today to the deadline's day (Jakarta): 0 due today, negative once it has passed. A
+        deadline passed over a day off (a weekend, the cuti bersama of Idul Fitri) has no working day behind it
+        yet, and was shown as 0, "due today", for all those days (session 29): it is -1 then."""
+        left = self.calendar.working_days_between(now, deadline)
+        return left if now <= deadline else min(left, -1)
+
     def deadline_approaching(self, deadline: datetime, now: datetime) -> bool:
         """Not yet passed, and at most `warning_days` working days left (the day itself counts as 0 left)."""
         return now <= deadline and self.calendar.working_days_between(now, deadline) <= self.warning_days

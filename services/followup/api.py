@@ -676,7 +676,7 @@ def queue_item(view: dict[str, Any], now: datetime, ctx: ServiceContext) -> Queu
             **{name: view.get(name) for name in QueueItem.model_fields},
             "deadline": deadline,
             "disposed_at": moment(view["disposed_at"]),
-            "working_days_left": ctx.calendar.working_days_between(now, deadline) if deadline else None,
+            "working_days_left": ctx.policy.working_days_left(deadline, now) if deadline else None,
             "overdue": agency_deadline is not None and now > agency_deadline,
             "deadline_approaching": agency_deadline is not None
             and ctx.policy.deadline_approaching(agency_deadline, now),

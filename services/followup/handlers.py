@@ -167,7 +167,7 @@ def warn_of_deadlines(ctx: ServiceContext) -> int:
             payload: dict[str, Any] = {
                 "deadline_kind": kind,
                 "deadline": deadline.isoformat(),
-                "working_days_left": ctx.calendar.working_days_between(now, deadline),
+                "working_days_left": policy.working_days_left(deadline, now),
             }
             holder = warned(agency_id, unit_id)
             assert holder is not None  # an agency deadline runs only while an agency holds the report

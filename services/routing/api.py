@@ -224,7 +224,7 @@ class RuleChange(BaseModel):
 def _deadline(ctx: ServiceContext, due: datetime, now: datetime) -> DeadlineView:
     return DeadlineView(
         due=due,
-        working_days_left=ctx.calendar.working_days_between(now, due),
+        working_days_left=ctx.policy.working_days_left(due, now),
         overdue=now > due,
         approaching=ctx.policy.deadline_approaching(due, now),
     )

@@ -4,11 +4,12 @@ pages that stay put while new reports arrive, and scoping (a unit sees its own, 
 from __future__ import annotations
 
 import base64
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import orjson
 import pytest
 
+from lapor.clock import JAKARTA
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
 from lapor.rebuild import rebuild
 from lapor.store import ANY
@@ -40,6 +41,27 @@ def test_time_left_counts_working_days_and_turns_negative_when_overdue(followup)
     later(followup, days=4)  # Tuesday 17 June
     [item] = followup.queue(KUPANG, followup.liaison())["items"]
     assert (item["working_days_left"], item["overdue"]) == (-1, True)
+
+
+def test_a_deadline_passed_just_before_lebaran_shows_overdue_not_due_today_through_the_cuti_bersama(start):
+    """Disposed on Friday 26 February 2027, the follow-up is due at the end of Friday 5 March; 6–15 March are
+    weekends, Nyepi, Idul Fitri and its cuti bersama. On those days no working day had passed since the deadline, and
+    the queue said 0 working days left ("due today") beside `overdue: true` for ten days (session 29)."""
+    with start(at=datetime(2027, 2, 26, 9, tzinfo=JAKARTA)) as app:
+        app.register_directory()
+        app.disposed("LAP-Q-LEBARAN")
+        app.clock.set(datetime(2027, 3, 5, 16, tzinfo=JAKARTA))  # the deadline's day
+        [item] = app.queue(KUPANG, app.liaison())["items"]
+        assert (item["working_days_left"], item["overdue"]) == (0, False)
+        app.clock.set(datetime(2027, 3, 11, 10, tzinfo=JAKARTA))  # Idul Fitri
+        [item] = app.queue(KUPANG, app.liaison())["items"]
+        assert (item["working_days_left"], item["overdue"]) == (-1, True)
+        app.clock.set(datetime(2027, 3, 16, 10, tzinfo=JAKARTA))  # the first working day after
+        [item] = app.queue(KUPANG, app.liaison())["items"]
+        assert (item["working_days_left"], item["overdue"]) == (-1, True)
+        app.clock.set(datetime(2027, 3, 17, 10, tzinfo=JAKARTA))
+        [item] = app.queue(KUPANG, app.liaison())["items"]
+        assert item["working_days_left"] == -2
 
 
 def test_overdue_reports_come_first(followup):

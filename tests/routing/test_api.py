@@ -15,7 +15,7 @@ from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
 from schemas.events import ComplaintAssigned, DispositionAccepted, DispositionReturned
 from services.routing.directory import RULES_STREAM
 from tests.routing.conftest import caught_up
-from tests.routing.harness import agency_principal, append_as, submit_report
+from tests.routing.harness import agency_principal, append_as, submit_report, wib
 
 KUPANG = "pemda-53.71"
 
@@ -62,6 +62,18 @@ def test_the_queue_lists_reports_oldest_first_with_the_working_days_left_to_veri
     assert first["verification"]["overdue"] is False
     assert first["proposals"][0] == {"agency_id": KUPANG, "agency_name": "Pemerintah Kota Kupang",
                                      "basis": "region", "rule_id": None}
+
+
+def test_a_verification_deadline_passed_on_friday_shows_overdue_on_saturday(serve, admin):
+    """Submitted on Tuesday, verification is due at the end of Friday. On Saturday no working day had passed since,
+    and the queue said 0 working days left ("due today") beside `overdue: true` (session 29)."""
+    with serve(training=True) as app:
+        app.app.state.context.clock.set(wib(2031, 6, 10, 9))  # a Tuesday
+        submit(app, "LAP-1")
+        app.app.state.context.clock.set(wib(2031, 6, 14, 10))  # Saturday
+        verification = app.get("/api/verification-queue/LAP-1", headers=admin).json()["verification"]
+    assert verification["due"] == "2031-06-13T16:59:59.999999Z"
+    assert (verification["working_days_left"], verification["overdue"]) == (-1, True)
 
 
 def test_pended_reports_leave_the_default_queue_and_are_listed_on_request(app, admin):
