@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from lapor.auth import AGENCY_STAFF, OVERSIGHT, authorize_complaint, require
+from lapor.auth import AGENCY_STAFF, OVERSIGHT, authorize_complaint, require, within
 from lapor.commands import if_match_header, run_command
 from lapor.complaint import ComplaintState, PendingEvent, Status, ensure_allowed, evolve, fold
 from lapor.context import Context, ServiceContext
@@ -520,12 +520,20 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         return _agency_view(row, children)
 
     def check_record(agency_id: str, record: AgencyRecord) -> None:
-        if record.parent_id is not None and active_agency(ctx.store, record.parent_id) is None:
-            raise ValidationProblem(f"parent {record.parent_id} is not an active agency of the directory")
-        if not is_top_level(agency_id) and record.parent_id is None:
-            raise ValidationProblem(f"{agency_id} is a unit: give its parent_id")
         root = disposing_agency(agency_id)
-        if root != agency_id and active_agency(ctx.store, root) is None:
+        parent = record.parent_id
+        unit = root != agency_id
+        # Scopes go by the id: a unit listed under another agency (or its office) sat among that agency's children,
+        # where its officers could not assign to it (session 29).
+        if parent is not None and (parent == agency_id or not (within(parent, root) if unit else is_top_level(parent))):
+            where = f"{root} or one of its units" if unit else "an agency, not a unit"
+            raise ValidationProblem(f"the parent of {agency_id} must be {where}, not {parent}",
+                                    location=("body", "parent_id"))
+        if parent is not None and active_agency(ctx.store, parent) is None:
+            raise ValidationProblem(f"parent {parent} is not an active agency of the directory")
+        if unit and parent is None:
+            raise ValidationProblem(f"{agency_id} is a unit: give its parent_id")
+        if unit and active_agency(ctx.store, root) is None:
             raise ValidationProblem(f"{agency_id} belongs to {root}, which is not an active agency")
 
     @router.post("/api/agencies", status_code=201, summary="Register an agency (national admin)")

@@ -378,6 +378,25 @@ def test_the_rules_streams_reserved_id_is_no_agency_to_change(app, admin):
     assert app.app.state.context.store.head_position() == head
 
 
+@pytest.mark.parametrize(("agency_id", "parent_id"), [
+    (f"{KUPANG}/rsud", "pemda-35.73/dinkes"),  # a unit of Kota Kupang under Kota Malang's Dinas Kesehatan
+    (f"{KUPANG}/rsud", "pemda-35.73"),
+    ("pemda-53.99", f"{KUPANG}/dinkes"),  # an agency under another's office
+])
+def test_a_record_is_refused_a_parent_outside_the_agency_its_id_belongs_to(app, admin, agency_id, parent_id):
+    """A unit's id names its agency (`lapor.auth` scopes by it), its parent_id only where it sits inside: a typo
+    put a unit of Kota Kupang among Kota Malang's offices (`children`), where Malang's officers could not assign to
+    it. Until session 29 it was registered; nothing is recorded now."""
+    unit = {"agency_id": agency_id, "name": "RSUD Uji", "kind": "unit", "parent_id": parent_id}
+    response = app.post("/api/agencies", json=unit, headers=admin)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert app.app.state.context.store.read_stream(f"directory-{agency_id}") == []
+    existing = app.put(f"/api/agencies/{KUPANG}/dinkes", headers=admin, json={
+        "name": "Dinas Kesehatan Kota Kupang", "kind": "perangkat_daerah", "parent_id": "pemda-35.73"})
+    assert existing.status_code == 422, existing.text
+
+
 @pytest.mark.parametrize("name", ["webhooks", "follow-up-approval"])
 def test_a_unit_is_never_named_like_an_agencys_settings(app, admin, name):
     """/api/agencies/pemda-53.71/webhooks is Kota Kupang's webhooks (followup), so no unit may have that URL."""
