@@ -30,6 +30,7 @@ from lapor.privacy import (
     Audience,
     audience_of,
     can_see,
+    masked_at_source,
     redact_complaint,
     redact_event_data,
     redact_metadata,
@@ -199,7 +200,8 @@ def history(store: EventStore, tracking_id: str, principal: Principal | None) ->
         if content is None:
             content = {}, {}
             problem = problem or "its data or metadata is not a JSON object: the event was altered"
-        data, metadata = content[0], redact_metadata(content[1], principal)
+        # What intake masked when it logged it is not put through the detector again (`MaskedText`).
+        data, metadata = masked_at_source(*content), redact_metadata(content[1], principal)
         shown.append(
             AuditEvent(
                 position=event.position,

@@ -37,6 +37,7 @@ from lapor.principal import Principal
 from lapor.privacy import (
     can_see_report,
     involved_agencies,
+    masked_at_source,
     redact_event_data,
     redact_metadata,
     reporter_identity,
@@ -211,8 +212,11 @@ class _Viewer:
             "recorded_at": event.recorded_at.isoformat(),
             "region_code": state.region_code,
             "agency_id": state.agency_id,
+            # What intake masked when it logged it is not put through the detector again (`MaskedText`): on some
+            # texts it takes seconds, and every open feed ran it on every report filed.
             "data": redact_event_data(
-                event.type, event.data, self._principal, anonymous=state.anonymous, identity=identity
+                event.type, masked_at_source(event.data, event.metadata), self._principal, anonymous=state.anonymous,
+                identity=identity,
             ),
             "metadata": redact_metadata(event.metadata, self._principal),
         }

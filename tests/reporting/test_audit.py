@@ -15,6 +15,7 @@ import pytest
 
 from lapor.clock import ManualClock
 from lapor.principal import Role
+from lapor.privacy import MASKED_BY, MASKING
 from lapor.store import open_store
 from lapor.tracking import format_tracking_id
 from schemas import events as ev
@@ -128,6 +129,22 @@ def test_the_reporters_name_written_bare_by_an_official_is_scrubbed_from_the_his
     assert reporting.get(path)["events"][1]["data"]["information_requested"] == question  # the national admin
     state = reporting.get("/api/audit/complaints/LAP-NAME-1/state", Role.auditor)["state"]
     assert state["information_requested"] == "***, mohon kirim foto lokasinya ke ***."
+
+
+def test_text_intake_masked_is_listed_as_logged_and_text_logged_without_the_mark_is_masked_again(
+    reporting: Reporting,
+):
+    """Session 29: the history ran the detector again on the texts intake had masked before logging them (on
+    `"Bu " * 3333` it takes seconds, on every read of the history), as the tracking view no longer does since session
+    24. Text without the mark, or under another detector, is masked as it always was."""
+    body = "Pak Budi Santoso, HP 0812-3456-7890"
+    for tracking_id, mark in (("LAP-MASK-1", {MASKED_BY: MASKING}), ("LAP-MASK-2", {})):
+        report = scenario.submitted(tracking_id, 1, "53.71")
+        reporting.append(tracking_id, report.steps[0][1].model_copy(update={"body": body}),
+                         {**scenario.reporter(tracking_id), **mark})
+    shown = [reporting.get(f"/api/audit/complaints/{tracking_id}/events", Role.auditor)["events"][0]["data"]["body"]
+             for tracking_id in ("LAP-MASK-1", "LAP-MASK-2")]
+    assert shown == [body, "Pak B*** S***, HP 0812****7890"]
 
 
 def test_a_moment_without_a_time_zone_is_refused(month: Reporting):
