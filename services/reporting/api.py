@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import StreamingResponse
+from pydantic import BeforeValidator
 from sse_starlette import EventSourceResponse
 
 from lapor.auth import authorize, require
@@ -35,6 +37,21 @@ Region = Annotated[
         pattern=REGION_CODE_PATTERN, description="Kemendagri code: a province (35), a city (35.73), ... with all inside"
     ),
 ]
+
+# A moment's offset as a URL's query decodes it when the `+` was typed as is (`?at=2026-12-31T09:30:00+07:00`, the
+# form the API's own examples give): a space, which ISO-8601 never puts there.
+_PLUS_READ_AS_SPACE = re.compile(r"([0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]+)?)?) ([0-9]{2}:?[0-9]{2})\Z")
+
+
+def _offset_sign(value: object) -> object:
+    """`2026-12-31T09:30:00 07:00` is `...+07:00` whose `+` the query's decoding made a space (it was a 422 saying
+    "unexpected extra characters at the end of the input", on the form the description asks for)."""
+    if isinstance(value, str) and (match := _PLUS_READ_AS_SPACE.search(value)):
+        return f"{value[: match.start()]}{match.group(1)}+{match.group(2)}"
+    return value
+
+
+Moment = Annotated[IsoDateTime, BeforeValidator(_offset_sign)]
 
 
 def _filters(start: date | None, end: date | None, region: str | None) -> reports.Filters:
@@ -165,7 +182,9 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         tracking_id: TrackingIdPath,
         principal: Principal | None = Depends(require("audit.read")),
         at: Annotated[
-            IsoDateTime | None, Query(description="ISO-8601 with offset, not later than now; now when absent")
+            Moment | None,
+            Query(description="ISO-8601 with offset, not later than now; now when absent (a `+` left unencoded in "
+                  "the URL, read as a space, is taken as the `+` it was)"),
         ] = None,
     ) -> audit.StateAt:
         now = ctx.clock.now()

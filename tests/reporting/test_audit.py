@@ -147,6 +147,20 @@ def test_text_intake_masked_is_listed_as_logged_and_text_logged_without_the_mark
     assert shown == [body, "Pak B*** S***, HP 0812****7890"]
 
 
+@pytest.mark.parametrize("offset", ["+07:00", "+0700"])
+def test_a_moment_whose_plus_was_left_unencoded_in_the_url_is_the_moment_meant(month: Reporting, offset: str):
+    """Session 29: `?at=2090-03-10T09:00:00+07:00` typed as the API's examples write it reaches the server as
+    `2090-03-10T09:00:00 07:00` (a query reads `+` as a space), which was a 422 saying "unexpected extra characters at
+    the end of the input". A space where the offset's sign belongs is no ISO-8601 of any other meaning."""
+    path = "/api/audit/complaints/LAP-G1-01/state"
+    auditor = month.bearer(Role.auditor)
+    typed = month.client.get(f"{path}?at=2090-03-06T10:00:00{offset}", headers=auditor)
+    assert typed.status_code == 200, typed.text
+    encoded = month.client.get(path, params={"at": "2090-03-06T10:00:00+07:00"}, headers=auditor).json()
+    assert typed.json() == encoded
+    assert (encoded["existed"], encoded["version"], encoded["at"]) == (True, 0, "2090-03-06T10:00:00+07:00")
+
+
 def test_a_moment_without_a_time_zone_is_refused(month: Reporting):
     response = month.client.get("/api/audit/complaints/LAP-G4-01/state", params={"at": "2090-03-10T09:00:00"},
                                 headers=month.bearer(Role.auditor))
