@@ -3,6 +3,7 @@ role sees of an event, filters."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -422,6 +423,32 @@ def test_an_event_the_lifecycle_refuses_is_left_out_and_the_feed_goes_on(live: L
     with open_feed(live, {**admin, "Last-Event-ID": str(after - 1)}) as feed:  # resumed past it
         [last] = feed.take(1)
     assert last["id"] == after
+
+
+@pytest.mark.parametrize(("column", "value", "sent"), [
+    ("data", b"{bukan json", ["ComplaintSubmitted"]),
+    ("recorded_at", "kemarin sore", ["ComplaintSubmitted"]),
+    ("metadata", b"\xff", ["ComplaintSubmitted", "ComplaintDisposed"]),
+    ("metadata", b"[1]", ["ComplaintSubmitted", "ComplaintDisposed"]),
+])
+def test_an_event_changed_in_the_database_past_reading_is_left_out_and_the_feed_goes_on(
+    live: Live, column: str, value: bytes | str, sent: list[str]
+):
+    """SQLite keeps whatever bytes it is given: an event changed by SQL on the store's file (the integrity check names
+    it) failed the read of its whole page, and ended every feed that came to it, again on each reconnection with its
+    Last-Event-ID. It is left out, and so is what cannot be folded without it (its report's later events, when its
+    data or time cannot be read); the feed goes on."""
+    first = live.append("LAP-ALT-1", submitted("LAP-ALT-1"))
+    live.append("LAP-ALT-1", *to_agency("pemda-53.71"))
+    later = live.append("LAP-ALT-2", submitted("LAP-ALT-2"))
+    live.server.caught_up()
+    with sqlite3.connect(live.server.ctx.settings.data / "events.db") as db:
+        db.execute(f"UPDATE events SET {column} = ? WHERE stream = 'complaint-LAP-ALT-1' AND version = 1", (value,))
+    with open_feed(live, {**live.headers(Role.operator), "Last-Event-ID": str(first - 1)}) as feed:
+        seen = feed.take(len(sent) + 1)
+    assert [(e["data"]["tracking_id"], e["event"]) for e in seen] == [
+        *(("LAP-ALT-1", event_type) for event_type in sent), ("LAP-ALT-2", "ComplaintSubmitted")]
+    assert seen[-1]["id"] == later
 
 
 def test_an_event_of_a_schema_newer_than_the_code_is_left_out_and_the_feed_goes_on(live: Live):
