@@ -139,12 +139,13 @@ def _content(event: RecordedEvent) -> tuple[dict[str, Any], dict[str, Any]] | No
 
 
 def _until(
-    events: list[RecordedEvent], unreadable: Unreadable, moment: datetime
+    events: list[RecordedEvent], unreadable: Unreadable, moment: datetime | None
 ) -> tuple[list[RecordedEvent], str | None]:
-    """The history up to the first event recorded after `moment`, not every event recorded by then: hosts writing
-    one store stamp with their own clocks, so a later version may carry an earlier time, and a selection by time
-    left a gap the fold refused. Also why it stops before that: an event that cannot be read, or whose time has no
-    offset (changes made to the database), of which nobody can say whether it came before `moment`."""
+    """The history up to the first event recorded after `moment` (None: the whole history), not every event recorded
+    by then: hosts writing one store stamp with their own clocks, so a later version may carry an earlier time, and a
+    selection by time left a gap the fold refused. Also why it stops before that: an event that cannot be read, or
+    whose time has no offset (changes made to the database), of which nobody can say whether it came before
+    `moment`."""
     first_unreadable = min(unreadable, default=None)
     prefix: list[RecordedEvent] = []
     for event in events:
@@ -152,7 +153,7 @@ def _until(
             break
         if event.recorded_at.tzinfo is None:
             return prefix, f"version {event.version}: its time has no UTC offset: the log was altered"
-        if event.recorded_at > moment:
+        if moment is not None and event.recorded_at > moment:
             return prefix, None
         prefix.append(event)
     if first_unreadable is None:
@@ -234,15 +235,16 @@ def state_at(
     events, unreadable = _events(store, tracking_id)
     # Visibility is judged on the report as it stands now: a report that became confidential-to-you stays so.
     _check_visible(_fold_allowed(events)[0], principal, tracking_id)
-    moment = at or now
-    prefix, stopped = _until(events, unreadable, moment)
+    # Without a moment, the state now is that of every event recorded so far: one stamped by a host whose clock runs
+    # ahead of this one's is not a moment to come (the state left it out, a version behind the history).
+    prefix, stopped = _until(events, unreadable, at)
     state, refused, reason = _fold_allowed(prefix)
     identity = reporter_identity(store.vault, state, principal)
     folded = prefix if refused is None else prefix[: prefix.index(refused)]
     last = folded[-1] if folded else None
     return StateAt(
         tracking_id=tracking_id,
-        at=moment,
+        at=at or now,
         existed=state is not None,
         version=last.version if last is not None else -1,
         position=last.position if last is not None else None,

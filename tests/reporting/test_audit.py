@@ -275,6 +275,24 @@ def test_the_state_at_a_moment_is_a_prefix_of_the_history_when_two_writers_clock
     assert (after["version"], after["state"]["status"], after["refused"]) == (2, "disposed", None)
 
 
+def test_the_state_now_holds_an_event_a_host_whose_clock_runs_ahead_recorded(reporting: Reporting):
+    """Session 29: without `at` the state is the report's now, but it was folded up to this host's `now`, so an event
+    another host had stamped a moment ahead of this one's clock was left out: the state a version behind the history
+    beside it, the disposition just made nowhere."""
+    report = scenario.verified(scenario.submitted("LAP-SKEW-2", 1, "53.71"), 1.2, "pengaduan", "kesehatan")
+    scenario.play(reporting.ctx.store, reporting.clock, [report], now=scenario.day(1.3))
+    fast = ManualClock(scenario.day(1.3) + timedelta(seconds=2))  # another host, its clock two seconds ahead
+    with open_store(f"sqlite:///{reporting.ctx.settings.data / 'events.db'}", clock=fast) as other_host:
+        disposed = ev.ComplaintDisposed(agency_id=scenario.KUPANG, follow_up_due=scenario.day(6),
+                                        ombudsman_offer_due=scenario.day(80))
+        other_host.append("complaint-LAP-SKEW-2", [disposed.to_new_event(metadata=scenario.OFFICER)], 1)
+    now = reporting.get("/api/audit/complaints/LAP-SKEW-2/state", Role.auditor)
+    assert (now["version"], now["state"]["status"], now["refused"]) == (2, "disposed", None)
+    assert now["at"] == scenario.day(1.3).isoformat().replace("+00:00", "Z")
+    history = reporting.get("/api/audit/complaints/LAP-SKEW-2/events", Role.auditor)
+    assert now["version"] == history["events"][-1]["version"]
+
+
 def altered(reporting: Reporting, tracking_id: str, column: str, value: object) -> None:
     """Version 1 of the report (of three) changed by SQL on the store's file, as an insider would."""
     report = scenario.verified(scenario.submitted(tracking_id, 1, "53.71"), 1.2, "pengaduan", "kesehatan")
