@@ -374,7 +374,7 @@ class ForwardedProtoMiddleware:
 
 # -- rate limits --------------------------------------------------------------------------------------------
 
-RateKind = Literal["submission", "sms"]
+RateKind = Literal["submission", "sms", "statistics"]
 
 
 class RateLimits:
@@ -407,6 +407,7 @@ class RateLimits:
         self._items: dict[str, limits.RateLimitItem] = {
             "submission": limits.parse(request_limits.submission_rate),
             "sms": limits.parse(request_limits.sms_rate),
+            "statistics": limits.parse(request_limits.statistics_rate),
         }
         self.trust_forwarded_for = request_limits.trust_forwarded_for
         self._on_storage_failure = on_storage_failure

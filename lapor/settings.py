@@ -84,10 +84,11 @@ class RequestLimits(BaseModel):
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body accepted")
     submission_rate: str = Field("10/minute", description="public submissions per client")
     sms_rate: str = Field("120/minute", description="SMS webhook calls per client")
+    statistics_rate: str = Field("60/minute", description="public statistics requests per client (session 29)")
     storage: str = Field("memory://", description="`limits` storage URL; share it between processes")
     trust_forwarded_for: bool = Field(False, description="take the client from X-Forwarded-For (behind a proxy)")
 
-    _check_rates = field_validator("submission_rate", "sms_rate")(_rate)
+    _check_rates = field_validator("submission_rate", "sms_rate", "statistics_rate")(_rate)
 
     @field_validator("storage")
     @classmethod
@@ -137,6 +138,10 @@ class Settings(BaseSettings):
     readiness_wait: float = Field(
         0.5, gt=0, le=30,
         description="/readyz and /metrics: longest wait for a database connection, in seconds (session 28)",
+    )
+    public_statistics_cache: float = Field(
+        30.0, ge=0, le=3600,
+        description="seconds the public statistics of one selection are served from memory; 0: computed per request",
     )
     log_level: str = "INFO"
     holidays_file: Path | None = Field(None, description="operator-added holidays for the calendar")

@@ -36,6 +36,11 @@ BACKENDS = (
 )
 KURRENTDB_IMAGE = "docker.kurrent.io/kurrent-latest/kurrentdb:latest"
 
+# The public statistics are kept for 30 s in a running system (reporting's `PublicFigures`). Tests look at them right
+# after changing the log, so apps built here compute them per request unless a test asks for the cache
+# (tests/reporting/test_public_cache.py); setdefault: a run may still choose.
+os.environ.setdefault("LAPOR_PUBLIC_STATISTICS_CACHE", "0")
+
 _backends_ran: Counter[str] = Counter()
 _backends_missing: dict[str, str] = {}
 
