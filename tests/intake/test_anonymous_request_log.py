@@ -22,6 +22,7 @@ from tests.intake.conftest import REPORT, Intake, running_intake
 
 ADDRESS = "203.0.113.45"  # the reporter's own (a documentation address, RFC 5737)
 CHOSEN_ID = "warga-app-5f1c"  # an app that sends one X-Correlation-ID with every request of its session
+JSON = {"Content-Type": "application/json"}
 
 Logged = Callable[[], list[dict[str, Any]]]
 
@@ -136,3 +137,36 @@ def test_a_named_reports_requests_are_logged_with_the_address_and_the_correlatio
     assert [(line["correlation_id"], line["client"]) for line in access] == [
         (CHOSEN_ID, ADDRESS), (information.metadata["correlation_id"], ADDRESS)
     ]
+
+
+def test_a_refused_request_about_an_anonymous_report_is_logged_without_the_address_as_the_accepted_one_is(
+    reporters_intake: Intake, logged: Logged
+) -> None:
+    """Session 29: only the requests the route went on to read the report for were unlinked. A reporter's try that
+    was refused before (a text with markup, a malformed If-Match, a query the route does not take) was logged with
+    the address beside the tracking ID, and the accepted try that followed showed whose report it was."""
+    intake = reporters_intake
+    client = intake.client
+    anonymous = client.post("/api/complaints", json={**REPORT, "anonymous": True}).json()
+    named = client.post("/api/complaints", json=REPORT).json()
+    for receipt in (anonymous, named):
+        intake.pend(receipt["tracking_id"])
+        path = f"/api/complaints/{receipt['tracking_id']}"
+        refused = [
+            client.post(f"{path}/information", json={"text": "<b>Foto</b> terlampir."}, headers=reporter(receipt)),
+            client.post(f"{path}/information", json={"text": "Foto."}, headers=reporter(receipt, **{"If-Match": "v2"})),
+            client.post(f"{path}/information", content=b'{"text": ', headers=reporter(receipt, **JSON)),
+            client.get(f"{path}?token={receipt['reporter_token']}"),
+        ]
+        assert [response.status_code for response in refused] == [422, 400, 422, 422]
+        information = {"text": "Lokasinya di depan SD Inpres Oebobo."}
+        assert client.post(f"{path}/information", json=information, headers=reporter(receipt)).status_code == 200
+    lines = logged()
+    requested = [event for event in intake.events(anonymous["tracking_id"]) if event.metadata.get("correlation_id")]
+    assert joinable(lines, requested, {anonymous["tracking_id"]}) == []
+    access = [line for line in lines if line["logger"] == "lapor.access"]
+    clients = {
+        tracking_id: [line["client"] for line in access if tracking_id in line["path"]]
+        for tracking_id in (anonymous["tracking_id"], named["tracking_id"])
+    }
+    assert clients == {anonymous["tracking_id"]: [WITHHELD_CLIENT] * 5, named["tracking_id"]: [ADDRESS] * 5}
