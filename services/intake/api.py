@@ -37,6 +37,7 @@ from services.intake.decide import (
     decide_feedback,
     decide_information,
     decide_ombudsman_consent,
+    ensure_now,
 )
 from services.intake.idempotency import IdDerivation
 from services.intake.leftovers import erased_unless_recorded
@@ -276,14 +277,22 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             raise NotFound(f"no report with tracking ID {state.tracking_id}")
         principal = credential.principal_for(state)
         authorize_complaint(principal, action, state)
-        masked, originals = mask_personal_data(event_type, text, ctx.vault.identity(state.reporter_ref))
-        # The original goes to the vault first; erased at once if the event is surely not recorded, else swept
-        # later should no event refer to it (`leftovers.py`).
+        # The text is masked once the runner has found the action allowed (If-Match, the report's state): lokal-id's
+        # detector takes seconds on some texts, and an action refused (409, 412) cost that too, over and over with
+        # one reporter token (session 29). The original goes to the vault before the append; erased at once if the
+        # event is surely not recorded, else swept later should no event refer to it (`leftovers.py`).
         with erased_unless_recorded(ctx.vault) as written:
-            original_ref = written.put(originals) if originals else None
-            metadata = {MASKED_BY: MASKING, **({ORIGINAL_REF: original_ref} if original_ref else {})}
+            logged: list[tuple[dict[str, Any], dict[str, Any]]] = []  # the masked text and its metadata, once
 
             def decision(current: ComplaintState, now: datetime) -> list[NewEvent]:
+                ensure_now(current, event_type, now)
+                if not logged:
+                    masked, originals = mask_personal_data(event_type, text, ctx.vault.identity(state.reporter_ref))
+                    metadata: dict[str, Any] = {MASKED_BY: MASKING}
+                    if originals:
+                        metadata[ORIGINAL_REF] = written.put(originals)
+                    logged.append((masked, metadata))
+                masked, metadata = logged[0]
                 return [decide(current, masked, now).to_new_event(metadata=metadata)]
 
             written.appending = True

@@ -130,7 +130,8 @@ def refused_now(state: ComplaintState, event_type: str, now: datetime) -> str | 
     return None
 
 
-def _ensure_now(state: ComplaintState, event_type: str, now: datetime) -> None:
+def ensure_now(state: ComplaintState, event_type: str, now: datetime) -> None:
+    """Raises IllegalTransition unless the reporter may take `event_type` now (each decision below checks it first)."""
     ensure_allowed(state, event_type)
     reason = refused_now(state, event_type, now)
     if reason:
@@ -147,7 +148,7 @@ def decide_information(
     """The reporter answers a tunda: the report goes back to verification with a fresh deadline. Only within the
     pending period (`archive_due`, 30 working days; a bug hunt found late information reviving the report when it
     came before the scheduler's archiving)."""
-    _ensure_now(state, "InformationProvided", now)
+    ensure_now(state, "InformationProvided", now)
     due = policy.verification_due(now)
     return _build(InformationProvided, text=text, attachments=attachments, verification_due=due)
 
@@ -157,12 +158,12 @@ def decide_feedback(
 ) -> FeedbackGiven:
     """The reporter answers a resolution; followup closes (satisfied) or reopens (not) the report. Only within the
     answer's window (`feedback_due`, 10 working days)."""
-    _ensure_now(state, "FeedbackGiven", now)
+    ensure_now(state, "FeedbackGiven", now)
     return _build(FeedbackGiven, satisfied=satisfied, rating=rating, comment=comment)
 
 
 def decide_ombudsman_consent(state: ComplaintState, now: datetime) -> OmbudsmanConsentGiven:
     """The reporter accepts the Ombudsman takeover offered after 60 working days unresolved; routing escalates. Not
     while a resolution waits for the reporter's answer (`RESOLVED_FIRST`)."""
-    _ensure_now(state, "OmbudsmanConsentGiven", now)
+    ensure_now(state, "OmbudsmanConsentGiven", now)
     return OmbudsmanConsentGiven()
