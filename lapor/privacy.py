@@ -590,7 +590,7 @@ def _known_values_pattern(values: Iterable[str]) -> re.Pattern[str] | None:
     if texts:
         # Longest first, so "Budi Santoso" is replaced whole rather than leaving "Santoso"; any run of whitespace
         # or underscores matches the spaces of the stored value.
-        spelled = (r"[\s_]+".join(map(re.escape, w.split())) for w in sorted(texts, key=len, reverse=True))
+        spelled = (r"[\s_]+".join(map(_letters, w.split())) for w in sorted(texts, key=len, reverse=True))
         alternatives.append(r"(?<!\w)(?:" + "|".join(spelled) + r")(?!\w)")
     return re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
 
@@ -598,7 +598,7 @@ def _known_values_pattern(values: Iterable[str]) -> re.Pattern[str] | None:
 def identity_values_in(values: Iterable[str], text: str) -> list[str]:
     """Those of the identity `values` that can occur in `text` as the scrub matches them (folded; a number's
     digits in order, whatever is between them): a cheap test that spares compiling a pattern for the others."""
-    folded = _fold(text).lower()
+    folded = _without_marks(_fold(text).lower())
     digits_in_text: str | None = None
     found = []
     for value in values:
@@ -608,7 +608,7 @@ def identity_values_in(values: Iterable[str], text: str) -> list[str]:
                 digits_in_text = _NOT_DIGITS.sub("", folded)
             if _phone_core(number)[1] in digits_in_text:
                 found.append(value)
-        elif all(word in folded for word in _fold(value).lower().split()):
+        elif all(word in folded for word in _without_marks(_fold(value).lower()).split()):
             found.append(value)
     return found
 
@@ -654,6 +654,25 @@ def _spelled(digits: str) -> str:
     return (_PHONE_PREFIX if phone else "") + _SEPARATORS.join(core)
 
 
+# A name is matched whatever diacritics its letters carry, in either form, and whichever apostrophe it is written
+# with (session 29): an anonymous reporter named "Dede Sunarya" who wrote "Dédé Sunarya" in the report, text in
+# decomposed form (a letter, then its combining mark), or "Nur’aini" with the apostrophe a phone's keyboard puts
+# for "'" reached the public as written. `_fold` reads a letter with diacritics as its letter and those apostrophes
+# as "'"; a combining mark standing alone (it keeps its position) is passed over where a name's letters are matched.
+_APOSTROPHES = dict.fromkeys("\u2018\u2019\u02bc\u00b4", "'")
+_MARK = "[\u0300-\u036f]"  # the combining diacritical marks
+_MARKS = re.compile(_MARK)
+
+
+def _letters(word: str) -> str:
+    """The pattern of one word of a name, folded: its letters, each followed by any combining marks."""
+    return "".join(re.escape(letter) + _MARK + "*" for letter in _without_marks(word))
+
+
+def _without_marks(text: str) -> str:
+    return text if text.isascii() else _MARKS.sub("", text)
+
+
 class _FoldTable(dict[int, str]):
     """`str.translate`'s table for `_fold`, filled as characters are met (up to `_FOLD_CACHE` of them)."""
 
@@ -662,6 +681,10 @@ class _FoldTable(dict[int, str]):
         folded = unicodedata.normalize("NFKC", character)
         if len(folded) != 1:
             folded = character
+        decomposed = unicodedata.normalize("NFD", folded)
+        if len(decomposed) > 1 and all(unicodedata.combining(mark) for mark in decomposed[1:]):
+            folded = decomposed[0]
+        folded = _APOSTROPHES.get(folded, folded)
         digit = unicodedata.decimal(folded, None)
         if digit is not None:
             folded = str(digit)
@@ -676,7 +699,7 @@ _FOLD_TABLE = _FoldTable()
 
 def _fold(text: str) -> str:
     """`text` with each character in its NFKC compatibility form where that is a single character, and every
-    decimal digit as an ASCII digit (full-width ５３７１, Arabic-Indic ٥٣٧١: 5371), so a value cannot hide behind
-    another way of writing its characters. One character for one, so positions in the result are positions in
-    `text`."""
+    decimal digit as an ASCII digit (full-width ５３７１, Arabic-Indic ٥٣٧١: 5371), a letter with diacritics as its
+    letter (é: e) and a typographic apostrophe as "'", so a value cannot hide behind another way of writing its
+    characters. One character for one, so positions in the result are positions in `text`."""
     return text if text.isascii() else text.translate(_FOLD_TABLE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 
 import pytest
@@ -139,6 +140,27 @@ def test_the_reporters_own_number_and_nik_glued_to_a_word_stay_out_of_an_anonymo
     assert "81234567890" not in digits
     assert "5371014508850001" not in digits
     assert shown["body"].startswith("Jalan berlubang. Pelapor: ")
+
+
+@pytest.mark.parametrize(
+    ("name", "written"),
+    [
+        ("Dede Sunarya", "Dédé Sunarya"),  # diacritics in the text, not in the name given
+        ("Dédé Sunarya", unicodedata.normalize("NFD", "Dédé Sunarya")),  # the text in decomposed form
+        ("Nur'aini Rahma", "Nur\u2019aini Rahma"),  # the apostrophe a phone's keyboard puts for "'"
+    ],
+)
+def test_an_anonymous_reporters_name_written_another_way_stays_out_of_the_log_and_the_public_view(
+    intake, name, written
+):
+    """Session 29: the reporter's own name was found only as it was spelled in the identity (its characters
+    compared one by one), and the detector does not know every name: written with diacritics the identity lacked,
+    in decomposed form, or with a typographic apostrophe, it was logged and shown to the public."""
+    body = f"Kemarin {written} melihat jalan di depan pasar rusak berat."
+    receipt = intake.submit(body=body, reporter={"name": name}, anonymous=True)
+    [event] = intake.events(receipt["tracking_id"])
+    shown = intake.client.get(f"/api/complaints/{receipt['tracking_id']}").json()
+    assert event.data["body"] == shown["body"] == "Kemarin *** melihat jalan di depan pasar rusak berat."
 
 
 def test_text_intake_masked_is_shown_as_logged_and_text_logged_without_the_mark_is_masked_again(intake):
