@@ -8,7 +8,9 @@
   of fixed `max_length`s: `title: Title`, `body: Body`, `attachments: Annotated[list[X], MaxItems("attachments")]`.
   The limits of the app serving the request apply (set per request by the middleware); outside a request
   the defaults do.
-- `rate_limit("submission")` / `rate_limit("sms")` is the dependency public endpoints put on their routes.
+- `rate_limit("submission")` / `rate_limit("statistics")` is the dependency public endpoints put on their routes
+  (per client address); the SMS limit is per sender, so intake counts it with `RateLimits.hit` under a keyed hash
+  of the sender's number.
 - `DecimalDigits` is the last annotation of a query's or header's integer (decimal digits only), after its bounds;
   `NonNegativeInt64` is the type of those that reach the database (offsets, stream positions). `WholeNumber` is
   the same for a body's integer: a JSON number without a fraction (`3` or `3.0`), not text or a flag.
@@ -375,6 +377,9 @@ class ForwardedProtoMiddleware:
 # -- rate limits --------------------------------------------------------------------------------------------
 
 RateKind = Literal["submission", "sms", "statistics"]
+ClientRateKind = Literal["submission", "statistics"]  # counted per client address (`rate_limit`)
+# Whom a limit counts, for the 429's detail: the SMS gateway must not take a sender's 429 for the channel's.
+_COUNTED: dict[RateKind, str] = {"submission": "client", "sms": "sender", "statistics": "client"}
 
 
 class RateLimits:
@@ -415,7 +420,8 @@ class RateLimits:
         self._failure_logged_at = -math.inf
 
     def hit(self, kind: RateKind, client: str) -> None:
-        """Count one request of `client`; 429 (with Retry-After) when it is over the limit."""
+        """Count one request of `client` (an address, or a keyed hash of an SMS sender's number: never personal
+        data in clear, which a shared store would hold); 429 (with Retry-After) when it is over the limit."""
         item = self._items[kind]
         reset_at: float | None = None
         if self._shared is not None and time.monotonic() >= self._shared_down_until:
@@ -432,7 +438,7 @@ class RateLimits:
                 return
             reset_at = self._memory.get_window_stats(item, kind, client).reset_time
         retry_after = max(1, math.ceil(reset_at - time.time()))
-        raise RateLimited(f"at most {item} for {kind}; try again later", retry_after=retry_after)
+        raise RateLimited(f"at most {item} per {_COUNTED[kind]} for {kind}; try again later", retry_after=retry_after)
 
     def _shared_failed(self, error: limits.errors.StorageError) -> None:
         now = time.monotonic()
@@ -456,7 +462,7 @@ class RateLimits:
         return request.client.host if request.client else "unknown"
 
 
-def rate_limit(kind: RateKind) -> Callable[[Request], Awaitable[None]]:
+def rate_limit(kind: ClientRateKind) -> Callable[[Request], Awaitable[None]]:
     """A route dependency: `dependencies=[Depends(rate_limit("submission"))]`."""
 
     # async: an in-memory counter needs no worker thread (a shared `limits.storage` briefly blocks the loop).

@@ -83,7 +83,7 @@ class RequestLimits(BaseModel):
 
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body accepted")
     submission_rate: str = Field("10/minute", description="public submissions per client")
-    sms_rate: str = Field("120/minute", description="SMS webhook calls per client")
+    sms_rate: str = Field("10/minute", description="SMS 1708 messages per sender (session 29: was per client address)")
     statistics_rate: str = Field("60/minute", description="public statistics requests per client (session 29)")
     storage: str = Field("memory://", description="`limits` storage URL; share it between processes")
     trust_forwarded_for: bool = Field(False, description="take the client from X-Forwarded-For (behind a proxy)")

@@ -380,7 +380,6 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         status_code=status.HTTP_201_CREATED,
         summary="SMS 1708 gateway webhook",
         responses={200: {"description": "No report in the message: the reply is the help text"}},
-        dependencies=[Depends(rate_limit("sms"))],
     )
     async def receive_sms(
         message: SmsMessage,
@@ -428,9 +427,19 @@ def build_router(ctx: ServiceContext) -> APIRouter:
 
 
 def _receive_sms(ctx: ServiceContext, ids: IdDerivation, message: SmsMessage, principal: Principal | None) -> SmsReply:
+    phone = normalize_phone(message.sender) or message.sender
+    sender = ids.sender_key(phone)
+
+    def admit() -> None:
+        """The limit is per sender (session 29; it was per client address, and the gateway is the webhook's one
+        client, so it capped the whole national channel): counted only for a message not answered before, so the
+        gateway's retry of an accepted message gets its answer again."""
+        ctx.rate_limits.hit("sms", sender)
+
     with ctx.db.read() as tx:
         parsed = parse_sms(message.text, lambda keyword: keyword_agency(tx, keyword))
     if parsed is None:
+        admit()  # the help text is an SMS sent back too
         return SmsReply(reply=HELP_REPLY)
     agency = parsed.agency
     command = SubmitComplaint(
@@ -449,7 +458,7 @@ def _receive_sms(ctx: ServiceContext, ids: IdDerivation, message: SmsMessage, pr
         ids,
         Report(
             command,
-            {"phone": normalize_phone(message.sender) or message.sender},
+            {"phone": phone},
             message.received_at,
             title_from_body=True,
             retry_facts={SMS_REPLY_AGENCY: agency.name} if agency else {},
@@ -459,6 +468,7 @@ def _receive_sms(ctx: ServiceContext, ids: IdDerivation, message: SmsMessage, pr
         # A redelivery may carry another received_at; the same sender and text make it the same message.
         request={"sender": message.sender, "text": message.text},
         conflict_detail=f"message {message.message_id} was delivered before with another sender or text",
+        admit=admit,
     )
     # The reply is built from the stored report, so a redelivery gets the same text even if the directory
     # learned the keyword, or renamed the agency, in between.

@@ -91,6 +91,12 @@ class IdDerivation:
         """A digest of the request as validated (so key order and whitespace between tokens do not matter)."""
         return hmac.new(self._key, canonical_json(dict(request)), hashlib.sha256).hexdigest()[:32]
 
+    def sender_key(self, phone: str) -> str:
+        """What the SMS rate limit counts a sender by (the number as intake normalises it): a keyed hash, so the
+        limits' storage (memory, or a Redis other systems may read) never holds a citizen's number. Its own label:
+        it cannot be matched with the reporter pseudonyms of intake's read model either."""
+        return self._mac("rate-limit", "sms", phone).hex()[:32]
+
     def reporter_keys(self, identity: Mapping[str, Any] | None) -> list[str]:
         """Pseudonyms of a reporter's NIK, phone and e-mail, to notice the same reporter again (duplicate
         suspicion) without keeping the values themselves in a read model."""

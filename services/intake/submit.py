@@ -4,7 +4,7 @@ the append, and the receipt — the same receipt again for a retry (see `idempot
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -69,10 +69,13 @@ def submit(
     natural_key: str | None = None,
     request: Mapping[str, Any] | None = None,
     conflict_detail: str = "this Idempotency-Key was already used for a different report",
+    admit: Callable[[], None] | None = None,
 ) -> Receipt:
     """Record `report`; `ids` derives the identifiers (build it once: it holds a key derived from the signing
     secret). With a `natural_key`, `request` (the request as validated) must be given: the same key
-    with the same request returns the first receipt, with another request raises IdempotencyConflict."""
+    with the same request returns the first receipt, with another request raises IdempotencyConflict.
+    `admit` is called once, when the report is about to be recorded (a retry was looked for and not found), and
+    refuses it by raising: the SMS sender's rate limit, which must not turn away the retry of an accepted message."""
     conceal_requester(report.command.anonymous)
     now = ctx.clock.now()
     if report.received_at is not None and report.received_at > now + RECEIVED_AT_LEEWAY:
@@ -91,6 +94,9 @@ def submit(
                 return _replay(first[0], attempt_ids, request_digest, conflict_detail)
             if first:
                 continue  # the ID belongs to another report
+        if admit is not None:
+            admit()
+            admit = None
         receipt = _record(ctx, ids, report, attempt_ids, request_digest, principal, conflict_detail)
         if receipt is not None:
             return receipt

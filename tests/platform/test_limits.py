@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -291,3 +292,24 @@ def test_an_unreachable_storage_counts_in_memory_instead_of_refusing_reports(red
         redis_server.start()
         assert _probe_submissions(client, 3) == [201, 201, 429]
         assert _failures_counted(client) == 4
+
+
+def test_a_shared_storage_counts_sms_senders_by_a_keyed_hash_never_by_their_number(redis_server, serve, bearer):
+    """The SMS limit is per sender (session 29), and a Redis shared by the processes (often run by another team,
+    dumped, replicated) must not hold citizens' numbers: each sender is counted under a keyed hash."""
+    limits = {"storage": redis_server.url, "sms_rate": "2/minute"}
+    senders = ["081234567890", "081299990000", "085712340000"]
+    with serve(services=load_services(["intake"]), limits=limits) as client:
+        gateway = bearer(Role.integration, channel="sms")
+        statuses = [
+            client.post("/api/channels/sms", headers=gateway, json={
+                "message_id": f"m-{sender}-{n}", "sender": sender, "text": "jalan rusak di Oebobo",
+                "received_at": "2026-03-06T08:00:00+07:00",
+            }).status_code
+            for sender in senders for n in range(3)
+        ]
+    assert statuses == [201, 201, 429] * 3
+    keys = [key.decode() for key in redis.Redis.from_url(redis_server.url).keys("*")]
+    assert len([key for key in keys if "/sms/" in key]) == 3, keys  # one per sender
+    for sender in senders:
+        assert not any(sender.removeprefix("0") in key for key in keys), keys
