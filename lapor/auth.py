@@ -316,6 +316,8 @@ ACTIONS: Mapping[str, Access] = {
     "directory.manage": Access(NATIONAL_ADMIN),  # registering agencies and routing rules
     # followup
     "queue.read": Access(AGENCY_STAFF | OVERSIGHT),  # GET /api/queues/{agency_id}
+    # GET /api/queues/{agency_id}/escalated: what the agency watches above other agencies' units (session 29)
+    "queue.read_escalated": Access(AGENCY_DECIDERS | OVERSIGHT),
     # The Ombudsman accepts a report it took over before the agency had (the takeover leaves it disposed).
     "complaint.accept": Access(AGENCY_DECIDERS | {Role.ombudsman}, confined=OMBUDSMAN_ACTING),
     "complaint.return": Access(AGENCY_DECIDERS),  # bukan wewenang

@@ -17,8 +17,9 @@ from starlette.convertors import Convertor, register_url_convertor
 
 # An agency id as a path parameter: f"/api/agencies/{AGENCY_ID}/webhooks".
 AGENCY_ID = "{agency_id:agency}"
-# What follows an agency id in followup's URLs: /api/agencies/{agency_id}/follow-up-approval, .../webhooks.
-AGENCY_SETTINGS = frozenset({"follow-up-approval", "webhooks"})
+# What follows an agency id in followup's URLs: /api/agencies/{agency_id}/follow-up-approval, .../webhooks, and
+# /api/queues/{agency_id}/escalated (session 29).
+AGENCY_SETTINGS = frozenset({"follow-up-approval", "webhooks", "escalated"})
 
 _SETTING = "|".join(re.escape(name) for name in sorted(AGENCY_SETTINGS))
 

@@ -27,11 +27,11 @@ from lapor.context import Context, ServiceContext
 from lapor.egress import destination_refusal
 from lapor.limits import DecimalDigits, Reason
 from lapor.paths import AGENCY_ID
-from lapor.principal import Principal, Role
+from lapor.principal import AGENCY_SCOPED, NATIONAL_ADMIN_AGENCY, Principal, Role
 from lapor.privacy import can_see, redact_event_data, reporter_identity, visible_complaints
 from lapor.problems import Conflict, Forbidden, NotFound, PreconditionFailed, ValidationProblem
 from lapor.tracking import TrackingIdPath
-from schemas.events import AgencyId, Attachment, Category, EventData
+from schemas.events import AgencyId, Attachment, Category, EscalationKind, EventData
 from services.followup import approval, storage
 from services.followup.approval import DraftStatus
 from services.followup.decide import (
@@ -62,6 +62,7 @@ from services.followup.projections import (
     AGENCY_DEADLINE,
     QueueCursor,
     QueueFilter,
+    read_escalated,
     read_queue,
 )
 from services.followup.storage import moment
@@ -122,6 +123,29 @@ class QueuePage(BaseModel):
     agency_id: str
     as_of: datetime
     items: list[QueueItem]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
+
+
+class EscalationView(BaseModel):
+    kind: EscalationKind
+    reason: str = Field(description="personal data in it masked (lapor.privacy)")
+    from_level: Level
+    to_level: Level
+    escalated_at: datetime
+    automatic: bool = Field(description="true when a deadline timer decided it")
+
+
+class EscalatedItem(QueueItem):
+    """A report escalated to the agency reading the worklist, and held by another: the holder's deadline now
+    running (`deadline`, `overdue`) and the escalation that made the agency its watcher."""
+
+    escalation: EscalationView
+
+
+class EscalatedPage(BaseModel):
+    agency_id: str
+    as_of: datetime
+    items: list[EscalatedItem]
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
 
 
@@ -362,9 +386,39 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             rows, next_cursor = read_queue(tx, agency_id, filters, now, after=after, limit=limit)
         # The reporter's identity is scrubbed from the title (the national admin may have corrected it naming the
         # reporter, whom no detector knows), as in the complaint view.
-        visible = visible_complaints(rows, principal, identity=lambda view: ctx.vault.identity(view["reporter_ref"]))
-        items = [queue_item(view, now, ctx) for view in visible]
+        items = [queue_item(view, now, ctx) for view in shown(ctx, rows, principal)]
         return QueuePage(
+            agency_id=agency_id,
+            as_of=now,
+            items=items,
+            next_cursor=next_cursor.encode() if next_cursor else None,
+        )
+
+    @router.get(
+        f"/api/queues/{AGENCY_ID}/escalated", response_model=EscalatedPage, summary="Reports escalated to an agency"
+    )
+    def escalated(
+        agency_id: str,
+        ctx: Context,
+        principal: Principal | None = Depends(require("queue.read_escalated")),
+        overdue: bool | None = None,
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=200), DecimalDigits] = 50,
+    ) -> EscalatedPage:
+        """The open reports other agencies hold that were escalated to this one in their present holding and
+        that it watches now: the holder missed its follow-up deadline and has not answered since. In queue order
+        (overdue first). The agency's admin and liaison officer read it, and oversight; the national level's
+        (`kemenpanrb`) is the national admin's, not the ministry's own staff's."""
+        known_agency(agency_id)
+        assert principal is not None  # not a public action: require refused a missing token
+        if agency_id == NATIONAL_ADMIN_AGENCY and principal.role in AGENCY_SCOPED:
+            raise Forbidden("the reports escalated to the national level are watched by the national admin")
+        now = ctx.clock.now()
+        after = QueueCursor.decode(cursor) if cursor else None
+        with ctx.db.read() as tx:
+            rows, next_cursor = read_escalated(tx, agency_id, now, overdue=overdue, after=after, limit=limit)
+        items = [queue_item(view, now, ctx, EscalatedItem) for view in shown(ctx, rows, principal)]
+        return EscalatedPage(
             agency_id=agency_id,
             as_of=now,
             items=items,
@@ -668,12 +722,20 @@ def waiting_draft(ctx: ServiceContext, state: ComplaintState, draft_id: str, rev
     return draft
 
 
-def queue_item(view: dict[str, Any], now: datetime, ctx: ServiceContext) -> QueueItem:
+def shown(ctx: ServiceContext, rows: list[dict[str, Any]], principal: Principal | None) -> list[dict[str, Any]]:
+    """The queue rows `principal` may see, redacted. The reporter's identity is scrubbed from the title (the
+    national admin may have corrected it naming the reporter, whom no detector knows), as in the complaint view."""
+    return visible_complaints(rows, principal, identity=lambda view: ctx.vault.identity(view["reporter_ref"]))
+
+
+def queue_item(
+    view: dict[str, Any], now: datetime, ctx: ServiceContext, model: type[QueueItem] = QueueItem
+) -> QueueItem:
     deadline = moment(view["deadline"])
     agency_deadline = deadline if view["urgency"] == AGENCY_DEADLINE else None
-    return QueueItem.model_validate(
+    return model.model_validate(
         {
-            **{name: view.get(name) for name in QueueItem.model_fields},
+            **{name: view.get(name) for name in model.model_fields},
             "deadline": deadline,
             "disposed_at": moment(view["disposed_at"]),
             "working_days_left": ctx.policy.working_days_left(deadline, now) if deadline else None,

@@ -10,6 +10,14 @@ Queue order is "overdue first": the agency's running deadline (follow-up, else r
 item has the earliest deadline — then reports waiting for the reporter's answer, then those with no deadline;
 ties by tracking id. Pages are cut by keyset on that order, so inserting items never shifts a page a client is
 reading. The cursor is opaque (base64 of the last row's key).
+
+**Escalations watched** (`followup_escalations`, session 29): per report and agency it was escalated to above its
+holder (a regency's missed follow-up to its province, the province's to the national admin), the latest such
+escalation, and whether that agency still watches it: from the escalation while the follow-up deadline it left
+runs unanswered, until the holder answers (a public follow-up, a resolution) or the holding ends (returned, disposed
+again, taken over by the Ombudsman, closed). Only escalation events and the events that end a watch cost a
+write; a report never escalated costs nothing more. Rows are idempotent by version like the queue's. The
+watcher's worklist reads them with the queue rows (`read_escalated`).
 """
 
 from __future__ import annotations
@@ -25,9 +33,10 @@ from typing import Any
 
 import orjson
 
-from lapor.complaint import ComplaintState, Status
+from lapor.complaint import ComplaintState, EscalationKind, Status
 from lapor.db import Tx
-from lapor.privacy import agencies_above
+from lapor.principal import NATIONAL_ADMIN_AGENCY
+from lapor.privacy import agencies_above, ancestors_and_self, present_escalations
 from lapor.problems import BadRequest
 from lapor.states import ComplaintStates
 from lapor.store import RecordedEvent
@@ -40,12 +49,26 @@ from services.followup.storage import NEVER, instant
 
 # 2: the row keeps the report's `reporter_ref`, so its identity is scrubbed from a title the national admin
 # corrected. (Arrivals are rebuilt with their deterministic ids: the outbox posts none of them again.)
-QUEUE_VERSION = 2
+# 3: the escalations each agency watches (`followup_escalations`), read from the log again (session 29).
+QUEUE_VERSION = 3
 # Statuses in which a report sits in its agency's queue.
 QUEUE_STATUSES = (Status.disposed, Status.in_progress, Status.resolved)
 # Urgency buckets, the first key of the queue order.
 AGENCY_DEADLINE, AWAITING_REPORTER, NO_DEADLINE = 0, 1, 2
 URGENCIES = (AGENCY_DEADLINE, AWAITING_REPORTER, NO_DEADLINE)
+# Statuses in which an agency must still follow the report up: an escalation is watched only there.
+HELD_STATUSES = (Status.disposed, Status.in_progress)
+# The escalations that name an agency to watch the holder: a missed follow-up deadline one level up, a missed
+# verification and a thrice-bounced report to the national admin, a person's. Not the Ombudsman's offer (it names
+# nobody) nor its takeover (the Ombudsman holds the report then, in its own queue).
+WATCHED_KINDS = frozenset(
+    {
+        EscalationKind.follow_up_overdue,
+        EscalationKind.verification_overdue,
+        EscalationKind.bounce_limit,
+        EscalationKind.manual,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -186,6 +209,70 @@ def _arrivals(
     ]
 
 
+_ESCALATION_COLUMNS = (
+    "tracking_id",
+    "agency_id",  # the agency that watches: the escalation's `to_agency_id`
+    "version",  # the escalation's
+    "kind",
+    "reason",
+    "from_level",
+    "to_level",
+    "escalated_at",
+    "automatic",
+    "watched",  # 1 while the agency watches: the deadline the escalation left runs unanswered in its holding
+)
+_ESCALATION_UPSERT = (
+    f"INSERT INTO followup_escalations ({', '.join(_ESCALATION_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _ESCALATION_COLUMNS)}) ON CONFLICT (tracking_id, agency_id) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in _ESCALATION_COLUMNS[2:])
+    + " WHERE followup_escalations.version < excluded.version"
+)
+# An event ends the watches of the escalations before it (a later escalation to the same agency starts another),
+# whatever events ended them before: the row is the same however the log was cut into batches.
+_ESCALATION_END = "UPDATE followup_escalations SET watched = 0 WHERE tracking_id = ? AND watched = 1 AND version < ?"
+
+
+def _watched_escalation(after: ComplaintState, event: RecordedEvent) -> tuple[Any, ...] | None:
+    """The `followup_escalations` row of a ComplaintEscalated naming an agency above the holder, made in the
+    present holding (`lapor.privacy.present_escalations`, the rule `escalated_to` applies: one made at the moment
+    of the disposition, routing's `bounce_limit` flag, belongs to the holding before); None for any other. The
+    holder's own agency and those above it (`pemda-53.71` above `pemda-53.71/dinkes`) see the report in their
+    own queue, so an escalation from a unit to its agency is not one."""
+    data = event.data
+    watcher = data.get("to_agency_id")
+    if (
+        watcher is None
+        or data.get("kind") not in WATCHED_KINDS
+        or after.status not in HELD_STATUSES
+        or after.agency_id is None
+        or watcher in ancestors_and_self(after.agency_id)
+        or not present_escalations(after.escalations, after.disposed_at)
+    ):
+        return None
+    return (
+        after.tracking_id,
+        watcher,
+        event.version,
+        data["kind"],
+        data["reason"],
+        data["from_level"],
+        data["to_level"],
+        instant(event.recorded_at),
+        int(bool(data.get("automatic"))),
+        int(after.follow_up_due is not None),  # answered late, before routing looked: nothing left to watch
+    )
+
+
+def _ends_watch(before: ComplaintState, after: ComplaintState) -> bool:
+    """Whether the event ends what agencies watch of the report: the follow-up deadline answered (a public
+    follow-up, a resolution), or the holding over (returned, disposed again, taken over by the Ombudsman)."""
+    return (before.follow_up_due is not None and after.follow_up_due is None) or (
+        after.disposed_at != before.disposed_at
+        or after.agency_id != before.agency_id
+        or (after.status not in HELD_STATUSES and before.status in HELD_STATUSES)
+    )
+
+
 class QueueProjection:
     """The `followup.queue` subscription. The states come from the process's shared
     `lapor.states.ComplaintStates`: following the log costs one `evolve` per event (none when another projection
@@ -198,7 +285,7 @@ class QueueProjection:
     def subscription(self) -> Subscription:
         return holding_subscription(
             "followup.queue", partial(HeldQueue, self._states), setup=storage.install_queue, version=QUEUE_VERSION,
-            tables=("followup_queue", "followup_queue_arrivals"),
+            tables=("followup_queue", "followup_queue_arrivals", "followup_escalations"),
         )
 
 
@@ -211,6 +298,8 @@ class HeldQueue:
         self._states = states
         self._changed: dict[str, ComplaintState] = {}
         self._arrivals: list[tuple[str, str, str, str, str]] = []
+        self._escalations: dict[tuple[str, str], tuple[Any, ...]] = {}  # (report, watcher) -> its latest row
+        self._ended: dict[str, int] = {}  # report -> the version of the latest event that ended its watches
 
     def apply(self, events: Sequence[RecordedEvent], tx: Tx) -> None:
         changed, arrivals = self._changed, self._arrivals
@@ -220,9 +309,19 @@ class HeldQueue:
                 continue  # still with national routing: nothing for an agency yet
             changed[after.tracking_id] = after
             arrivals.extend(_arrivals(before, after, event))
+            if after.escalations:  # most reports are never escalated: nothing more to do for them
+                self._escalation_changes(before, after, event)
+
+    def _escalation_changes(self, before: ComplaintState, after: ComplaintState, event: RecordedEvent) -> None:
+        if _ends_watch(before, after):
+            self._ended[after.tracking_id] = event.version
+        if event.type == "ComplaintEscalated":
+            row = _watched_escalation(after, event)
+            if row is not None:
+                self._escalations[(row[0], row[1])] = row
 
     def held(self) -> int:
-        return len(self._changed) + len(self._arrivals)
+        return len(self._changed) + len(self._arrivals) + len(self._escalations) + len(self._ended)
 
     def write(self, tx: Tx) -> None:
         if self._changed:
@@ -234,7 +333,14 @@ class HeldQueue:
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (arrival_id) DO NOTHING",
                 sorted(self._arrivals),  # in key order: each B-tree page visited once
             )
-        self._changed, self._arrivals = {}, []
+        # Escalations first, then the ends: an end touches only escalations older than itself, so one after it in
+        # the batch stays watched and one before it ends, as if the events were written one by one; of a report's
+        # ends the batch keeps the latest, which ends every escalation any of them ended.
+        if self._escalations:
+            tx.executemany(_ESCALATION_UPSERT, [row for _, row in sorted(self._escalations.items())])
+        if self._ended:
+            tx.executemany(_ESCALATION_END, sorted(self._ended.items()))
+        self._changed, self._arrivals, self._escalations, self._ended = {}, [], {}, {}
 
 
 # -- reading a queue ----------------------------------------------------------------------------------------
@@ -314,26 +420,72 @@ def read_queue(
     if filters.category is not None:
         where.append("q.category = ?")
         params.append(filters.category)
-    if filters.overdue is not None:
-        where.append(("" if filters.overdue else "NOT ") + "(q.urgency = ? AND q.due_order < ?)")
-        params.extend([AGENCY_DEADLINE, instant(now)])
     if filters.awaiting_approval is not None:
         where.append(f"{_PENDING_DRAFTS} {'>' if filters.awaiting_approval else '='} 0")
-    if after is not None:
-        where.append("(q.urgency, q.due_order, q.tracking_id) > (?, ?, ?)")
-        params.extend([after.urgency, after.due_order, after.tracking_id])
+    _overdue_and_after(where, params, filters.overdue, now, after)
     params.append(limit + 1)
     rows = tx.fetchall(
         f"SELECT {_READ_COLUMNS}, {_PENDING_DRAFTS} FROM followup_queue q WHERE {' AND '.join(where)} "
         "ORDER BY q.urgency, q.due_order, q.tracking_id LIMIT ?",
         params,
     )
-    page = rows[:limit]
-    cursor = None
-    if len(rows) > limit:
-        last = dict(zip(_COLUMNS, page[-1], strict=False))
-        cursor = QueueCursor(last["urgency"], last["due_order"], last["tracking_id"])
+    page, cursor = _cut(rows, limit)
     return [_view(row) for row in page], cursor
+
+
+def _overdue_and_after(
+    where: list[str], params: list[Any], overdue: bool | None, now: datetime, after: QueueCursor | None
+) -> None:
+    """The `overdue` filter and the keyset of the page after `after`, on the queue row `q`."""
+    if overdue is not None:
+        where.append(("" if overdue else "NOT ") + "(q.urgency = ? AND q.due_order < ?)")
+        params.extend([AGENCY_DEADLINE, instant(now)])
+    if after is not None:
+        where.append("(q.urgency, q.due_order, q.tracking_id) > (?, ?, ?)")
+        params.extend([after.urgency, after.due_order, after.tracking_id])
+
+
+def _cut(rows: list[Any], limit: int) -> tuple[list[Any], QueueCursor | None]:
+    """The page (`limit` of the `limit + 1` rows read) and the cursor of the next one, None on the last."""
+    page = rows[:limit]
+    if len(rows) <= limit:
+        return page, None
+    last = dict(zip(_COLUMNS, page[-1], strict=False))
+    return page, QueueCursor(last["urgency"], last["due_order"], last["tracking_id"])
+
+
+# What the worklist shows of the escalation, besides the queue row.
+ESCALATION_FIELDS = ("kind", "reason", "from_level", "to_level", "escalated_at", "automatic")
+
+
+def read_escalated(
+    tx: Tx, agency_id: str, now: datetime, *, overdue: bool | None, after: QueueCursor | None, limit: int
+) -> tuple[list[dict[str, Any]], QueueCursor | None]:
+    """One page of the reports escalated to `agency_id` that it watches now (`followup_escalations`), in queue
+    order, as the queue's view dicts with the escalation under `escalation`, and the cursor of the next page. The
+    watcher is one of the view's `involved_agencies`: the projection recorded the escalation by
+    `lapor.privacy.escalated_to`'s rule (present holding) and ended it with the holding."""
+    params: list[Any] = [agency_id, *(status.value for status in HELD_STATUSES)]
+    where = ["e.agency_id = ?", "e.watched = 1", f"q.status IN ({', '.join('?' for _ in HELD_STATUSES)})"]
+    _overdue_and_after(where, params, overdue, now, after)
+    params.append(limit + 1)
+    escalation = ", ".join(f"e.{field}" for field in ESCALATION_FIELDS)
+    rows = tx.fetchall(
+        f"SELECT {_READ_COLUMNS}, {_PENDING_DRAFTS}, {escalation} FROM followup_escalations e "
+        f"JOIN followup_queue q ON q.tracking_id = e.tracking_id WHERE {' AND '.join(where)} "
+        "ORDER BY q.urgency, q.due_order, q.tracking_id LIMIT ?",
+        params,
+    )
+    page, cursor = _cut(rows, limit)
+    views = []
+    for row in page:
+        view = _view(row)
+        view["escalation"] = dict(zip(ESCALATION_FIELDS, row[len(_COLUMNS) + 1 :], strict=True))
+        view["escalation"]["automatic"] = bool(view["escalation"]["automatic"])
+        if agency_id != NATIONAL_ADMIN_AGENCY:  # as in `escalated_to`: the national admin sees every report anyway
+            view["involved_agencies"].append(agency_id)
+        views.append(view)
+    return views, cursor
 
 
 def queued_row(tx: Tx, tracking_id: str) -> dict[str, Any] | None:

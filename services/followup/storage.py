@@ -3,7 +3,8 @@
 Two kinds of table live here:
 - projections of the log, created by their subscriptions' setup and rebuilt from events: `followup_queue`, with
   `followup_queue_arrivals` (a record of each new item in a queue, which its handler writes in the same
-  transaction);
+  transaction) and `followup_escalations` (per report and agency it was escalated to above its holder: the
+  latest such escalation, and whether the agency still watches it);
 - the service's own state, which is not in the log: per-agency settings (two-step approval), follow-up drafts
   awaiting approval, notification targets (webhooks), the notification outbox and its deliveries.
 
@@ -55,7 +56,21 @@ CREATE TABLE IF NOT EXISTS followup_queue_arrivals (
     payload     TEXT NOT NULL,
     occurred_at TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS followup_queue_arrivals_by_time ON followup_queue_arrivals (occurred_at)
+CREATE INDEX IF NOT EXISTS followup_queue_arrivals_by_time ON followup_queue_arrivals (occurred_at);
+CREATE TABLE IF NOT EXISTS followup_escalations (
+    tracking_id     TEXT NOT NULL,
+    agency_id       TEXT NOT NULL,
+    version         BIGINT NOT NULL,
+    kind            TEXT NOT NULL,
+    reason          TEXT NOT NULL,
+    from_level      TEXT NOT NULL,
+    to_level        TEXT NOT NULL,
+    escalated_at    TEXT NOT NULL,
+    automatic       INTEGER NOT NULL,
+    watched         INTEGER NOT NULL,
+    PRIMARY KEY (tracking_id, agency_id)
+);
+CREATE INDEX IF NOT EXISTS followup_escalations_by_agency ON followup_escalations (agency_id, watched)
 """
 
 SERVICE_SCHEMA = """

@@ -45,6 +45,12 @@ EXPECTED = [
     Case("GET", f"/api/queues/{HOME_AGENCY}", OVERSIGHT | HOME_DECIDERS),
     Case("GET", f"/api/queues/{HOME_UNIT}", OVERSIGHT | HOME_WORKERS),
     Case("GET", f"/api/queues/{FOREIGN_AGENCY}", OVERSIGHT | {"admin_agency@foreign", "liaison@foreign"}),
+    # the reports escalated to an agency (session 29): its admin and liaison officer and overseers, no unit officer;
+    # the national level's is the national admin's, not the ministry's own staff's
+    Case("GET", f"/api/queues/{HOME_AGENCY}/escalated", OVERSIGHT | HOME_DECIDERS),
+    Case("GET", f"/api/queues/{HOME_UNIT}/escalated", OVERSIGHT | HOME_DECIDERS),
+    Case("GET", f"/api/queues/{FOREIGN_AGENCY}/escalated", OVERSIGHT | {"admin_agency@foreign", "liaison@foreign"}),
+    Case("GET", f"/api/queues/{NATIONAL_ADMIN_AGENCY}/escalated", OVERSIGHT),
     # actions on a report held by the home agency and assigned to the home unit
     complaint("LAP-HOME", "accept", HOME_DECIDERS),
     complaint("LAP-HOME", "return", HOME_DECIDERS),

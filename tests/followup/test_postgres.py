@@ -9,9 +9,20 @@ from threading import Barrier
 
 import pytest
 
+from lapor.rebuild import rebuild
 from services.followup.handlers import Notifier, close_silent_reports
 from services.followup.notifications import WEBHOOK, WebhookAdapter, webhook_policy
-from tests.followup.conftest import DINKES, KUPANG, Followup, later, subscribe
+from services.followup.service import SERVICE
+from tests.followup.conftest import DINKES, KUPANG, MALANG, Followup, later, subscribe
+from tests.followup.test_escalated_queue import (
+    JATIM,
+    NTT,
+    overdue_to_province,
+    refused,
+    watched,
+    with_provinces,
+    worklist,
+)
 from tests.followup.test_queue import FORGED_CURSORS, assert_refused_cursor
 
 pytestmark = pytest.mark.postgres
@@ -95,3 +106,26 @@ def test_a_forged_cursor_is_400_on_postgresql(on_postgres):
     on_postgres.disposed("LAP-PG-C")
     for cursor in FORGED_CURSORS.values():
         assert_refused_cursor(on_postgres, cursor)
+
+
+def test_the_escalated_worklist_on_postgresql(on_postgres):
+    app = with_provinces(on_postgres)
+    for n in range(3):
+        app.disposed(f"LAP-PG-E{n}")
+    app.disposed("LAP-PG-M", MALANG)
+    later(app, days=8)
+    for n in range(3):
+        overdue_to_province(app, f"LAP-PG-E{n}")
+    overdue_to_province(app, "LAP-PG-M", JATIM)
+    headers = app.liaison(NTT, "liaison-ntt")
+    first = worklist(app, NTT, headers, limit=2)
+    second = worklist(app, NTT, headers, limit=2, cursor=first["next_cursor"])
+    assert [item["tracking_id"] for item in first["items"] + second["items"]] == ["LAP-PG-E0", "LAP-PG-E1", "LAP-PG-E2"]
+    assert second["next_cursor"] is None
+    assert watched(app, JATIM) == ["LAP-PG-M"]
+    assert refused(app, NTT, app.unit_officer(DINKES)) == 403
+    app.act("LAP-PG-E1", "accept", app.liaison())
+    app.act("LAP-PG-E1", "resolve", app.liaison(), {"resolution": "Selesai."})
+    assert watched(app, NTT, overdue=False) == ["LAP-PG-E0", "LAP-PG-E2"]
+    report = rebuild(app.ctx, [SERVICE])
+    assert report.identical, report.differences
