@@ -354,17 +354,20 @@ def redact_event_data(
     *,
     anonymous: bool | None = None,
     identity: Mapping[str, Any] | None = None,
+    detect: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
     """An event's data as the principal may see it (timelines, audit listings, the live stream). The caller has
     decided the principal may see the report. `anonymous` is the report's flag; ComplaintSubmitted carries its
     own, and when neither says, the report is treated as anonymous. `identity` is the reporter's (the vault
     record): never shown, its values are scrubbed from every text as a view's own identity is, since events never
     carry it. An internal event (public=False) keeps its facts but loses its text for audiences that may not read
-    internal notes."""
+    internal notes. `detect` stands in for `mask_text(text)[0]` (which it must equal on every text: the live
+    stream's cache of its results, shared by every feed of a process)."""
     if anonymous is None:
         anonymous = data.get("anonymous") is not False
     try:
-        return _redact(data, principal, anonymous=anonymous, channel=data.get("channel"), identity=identity)
+        return _redact(data, principal, anonymous=anonymous, channel=data.get("channel"), identity=identity,
+                       detect=detect)
     except TypeError as e:
         raise TypeError(f"{event_type}: {e}") from e
 
@@ -482,12 +485,17 @@ def present_escalations(escalations: Iterable[Any], disposed_at: datetime | None
 _TAKEOVER = "ombudsman"  # the escalation kind by which the Ombudsman takes a report over
 
 
+def _detected(text: str) -> str:
+    return mask_text(text)[0]
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Scope:
     dropped: frozenset[str]
     internal: bool
     masked: bool
     known: re.Pattern[str] | None
+    detect: Callable[[str], str] = _detected  # the detector's masking of a (scrubbed) text
 
 
 def _redact(
@@ -497,6 +505,7 @@ def _redact(
     anonymous: bool,
     channel: str | None,
     identity: Mapping[str, Any] | None = None,
+    detect: Callable[[str], str] | None = None,
 ) -> dict:
     sight = SIGHT[audience_of(principal)]
     if sight.unmasked:
@@ -508,7 +517,8 @@ def _redact(
     # the detector would not recognise them (a bare name without "nama saya" before it).
     carried = _identity_values(data, dropped - SECRET_FIELDS)
     known = _known_values_pattern([*carried, *_identity_values(identity or {}, dropped, under_identity=True)])
-    return _walk_mapping(data, _Scope(dropped, internal=sight.internal, masked=True, known=known))
+    return _walk_mapping(data, _Scope(dropped, internal=sight.internal, masked=True, known=known,
+                                      detect=detect or _detected))
 
 
 def _walk_mapping(data: Mapping[str, Any], scope: _Scope, *, free: bool = False) -> dict[str, Any]:
@@ -548,7 +558,7 @@ def _mask(text: str, scope: _Scope) -> str:
     if not scope.masked:
         return text
     scrubbed = _scrub(text, scope)
-    return scrubbed if isinstance(text, MaskedText) else mask_text(scrubbed)[0]
+    return scrubbed if isinstance(text, MaskedText) else scope.detect(scrubbed)
 
 
 def _scrub(text: str, scope: _Scope) -> str:

@@ -11,7 +11,12 @@ Last-Event-ID: after a page read with none of them shown last, an `id` without d
 position, so a narrow feed that reconnects does not read the whole busy log it passed over again.
 
 Connections do not poll the store each on its own: one `StreamHub` per app (the service's background loop) waits
-for commits (`store.wait_for_events`) while anyone listens and wakes every connection's asyncio event.
+for commits (`store.wait_for_events`) while anyone listens and wakes every connection's asyncio event. Nor do they
+read and fold the log each on its own (session 29): the hub's `_Window` keeps the most recent complaint events read
+and folded once for the process, and feeds at or near the head take their pages from it; only a feed behind it
+(resumed from far back, or too slow) reads and folds for itself until it reaches it. What the detector makes of a
+text is kept once for the process too (`_Detections`). Per feed stay who may see each event, the client's filters,
+and the redaction for the caller's role.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 import weakref
+from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +44,7 @@ from lapor.principal import Principal
 from lapor.privacy import (
     can_see_report,
     involved_agencies,
+    mask_text,
     masked_at_source,
     redact_event_data,
     redact_metadata,
@@ -48,7 +56,11 @@ log = logging.getLogger("lapor.reporting.stream")
 
 PAGE = 200  # events read per step of a stream
 HUB_WAIT = 0.5  # seconds the hub waits for commits before it looks whether anyone still listens
-FOLDED_COMPLAINTS = 2000  # complaint states each connection keeps to judge visibility without re-reading
+HUB_FRESH = 5.0  # seconds the head the hub saw last is taken for the head by the feeds it wakes (`known_head`)
+FOLDED_COMPLAINTS = 2000  # complaint states a feed behind the window keeps to judge visibility without re-reading
+WINDOW = 1000  # complaint events the hub keeps read and folded for the feeds at or near the head (`_Window`)
+SHARED_FOLDED = 10_000  # complaint states the window keeps folded (one per report) to fold the next events
+DETECTIONS = 4_000_000  # characters (texts and their masks) of the detector's results the hub keeps
 TOKEN_EXPIRED = "token_expired"  # SSE event type of the last thing a feed sends when its token runs out
 TOKEN_REVOKED = "token_revoked"  # ... and when its token is revoked (`lapor.revocation`)
 IDLE_RECHECK = 15.0  # seconds an idle feed waits before it looks again whether its token was revoked
@@ -62,6 +74,9 @@ class StreamHub:
         self._store = store
         self._lock = threading.Lock()
         self._listeners: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._seen: tuple[int, float] | None = None  # the head the loop saw last, and when (monotonic)
+        self.window = _Window(store, self.known_head)  # the recent complaint events, read and folded once
+        self.detections = _Detections(DETECTIONS)  # the detector's results, for every feed
 
     def listen(self) -> asyncio.Event:
         """An event set whenever something is committed; call `leave` with it when done."""
@@ -73,6 +88,19 @@ class StreamHub:
     def leave(self, wake: asyncio.Event) -> None:
         with self._lock:
             self._listeners = {entry for entry in self._listeners if entry[1] is not wake}
+            idle = not self._listeners
+        if idle:
+            # Nobody follows the head: the window would only go stale (and the next feed read the gap to reach it).
+            self.window.reset()
+
+    def known_head(self) -> int | None:
+        """The head the loop saw last, while that is recent (HUB_FRESH; None otherwise, or when no loop runs in this
+        process): a feed that cleared its wake-up before asking is woken by any commit past it, since the loop wakes
+        every listener when it sees the head move past what it saw. Spares every open feed a read of the head at
+        each commit and each idle look."""
+        with self._lock:
+            seen = self._seen
+        return seen[0] if seen is not None and time.monotonic() - seen[1] < HUB_FRESH else None
 
     def run(self, stop: threading.Event) -> None:
         # `notified` only moves when the listeners are woken, so a commit after it always wakes them: a stream
@@ -86,6 +114,8 @@ class StreamHub:
                 continue
             self._store.wait_for_events(notified, HUB_WAIT)
             head = self._store.head_position()
+            with self._lock:
+                self._seen = (head, time.monotonic())  # before the wake-ups: a woken feed finds it
             if head != notified:
                 notified = head
                 with self._lock:
@@ -125,14 +155,27 @@ def _within(code: str | None, scope: str, separator: str) -> bool:
     return code is not None and (code == scope or code.startswith(scope + separator))
 
 
-class _Viewer:
-    """Decides, event by event, whether and how one caller sees the feed. Keeps the complaints it has seen
-    folded up to their last event (a bounded number), reading a stream's earlier events only the first time."""
+@dataclass(frozen=True, slots=True)
+class _Folded:
+    """A complaint event as read and folded: the report as it stood before and after it (`after` None when the
+    fold cannot take it or an earlier event of its report: nobody is sent it), its metadata (None when it cannot be
+    read) and its data as `masked_at_source` gives it. Shared by every feed the window serves: read only."""
 
-    def __init__(self, store: EventStore, principal: Principal | None, wanted: StreamFilter) -> None:
+    event: RecordedEvent
+    before: ComplaintState | None
+    after: ComplaintState | None
+    metadata: Mapping[str, Any] | None
+    data: Mapping[str, Any]
+
+
+class _Folder:
+    """Folds complaint events in log order, keeping the reports it has seen folded up to their last event (a
+    bounded number), reading a stream's earlier events only the first time. Not thread-safe: one reader at a
+    time (the window's, under its lock; a feed's own)."""
+
+    def __init__(self, store: EventStore, size: int) -> None:
         self._store = store
-        self._principal = principal
-        self._wanted = wanted
+        self._size = size
         self._states: OrderedDict[str, ComplaintState] = OrderedDict()
         self._refused: OrderedDict[str, int] = OrderedDict()  # stream -> the version the fold could not take
 
@@ -142,6 +185,51 @@ class _Viewer:
             return state
         earlier = self._store.read_stream(event.stream, 0, limit=event.version) if event.version else []
         return fold(earlier)
+
+    def fold(self, event: RecordedEvent) -> _Folded:
+        if event.stream in self._refused:
+            return _Folded(event, None, None, None, {})  # its history stopped folding earlier: so do its later ones
+        try:
+            before = self._before(event)
+            after = evolve(before, event) if before is not None else fold([event])
+        except Exception as refused:  # noqa: BLE001 - whatever the fold cannot take, the projections park
+            # An event the fold cannot take (refused by the lifecycle, of a schema newer than this code, ...):
+            # the projections park it for an operator. Nobody can be told who may see it, so nobody is sent it,
+            # nor its complaint's later events, and the feed goes on. It used to end every feed at that page, for
+            # good, for everyone (found in a bug hunt).
+            self._states.pop(event.stream, None)
+            self._refused[event.stream] = event.version
+            if len(self._refused) > self._size:
+                self._refused.popitem(last=False)
+            log.warning("live stream: %s from version %d left out: %s", event.stream, event.version, refused)
+            return _Folded(event, None, None, None, {})
+        assert after is not None
+        self._states[event.stream] = after
+        if len(self._states) > self._size:
+            self._states.popitem(last=False)
+        metadata = _readable_metadata(event)
+        if metadata is None:
+            # Changed in the database past reading (SQLite keeps whatever bytes it is given): who decided cannot be
+            # told, so it is left out; the integrity check names it. It ended the feed (found in a bug hunt).
+            log.warning("live stream: %s version %d left out: its metadata cannot be read", event.stream,
+                        event.version)
+            return _Folded(event, before, after, None, {})
+        # What intake masked when it logged it is not put through the detector again (`MaskedText`): on some texts
+        # it takes seconds, and every open feed ran it on every report filed.
+        return _Folded(event, before, after, metadata, masked_at_source(event.data, metadata))
+
+
+class _Viewer:
+    """Decides, event by event, whether and how one caller sees the feed: on events as read and folded (by the
+    window, or by the feed itself while behind it)."""
+
+    def __init__(
+        self, store: EventStore, principal: Principal | None, wanted: StreamFilter, detect: Callable[[str], str]
+    ) -> None:
+        self._store = store
+        self._principal = principal
+        self._wanted = wanted
+        self._detect = detect
 
     def _sees(self, state: ComplaintState | None) -> bool:
         if state is None:
@@ -169,52 +257,29 @@ class _Viewer:
             return any(_within(holder, wanted.agency_id, "/") for holder in holders)
         return True
 
-    def view(self, events: Sequence[RecordedEvent]) -> list[ServerSentEvent]:
+    def view(self, events: Sequence[_Folded]) -> list[ServerSentEvent]:
         shown = []
         identities: dict[str, Mapping[str, Any] | None] = {}  # by stream: one vault read per report on the page
-        for event in events:
-            if event.stream in self._refused:
-                continue  # its history stopped folding at an earlier event: so do its later ones, unread
-            try:
-                before = self._before(event)
-                after = evolve(before, event) if before is not None else fold([event])
-            except Exception as refused:  # noqa: BLE001 - whatever the fold cannot take, the projections park
-                # An event the fold cannot take (refused by the lifecycle, of a schema newer than this code, ...):
-                # the projections park it for an operator. Nobody can be told who may see it, so nobody is sent
-                # it, nor its complaint's later events, and the feed goes on. It used to end every feed at that
-                # page, for good, for everyone (found in a bug hunt).
-                self._states.pop(event.stream, None)
-                self._refused[event.stream] = event.version
-                if len(self._refused) > FOLDED_COMPLAINTS:
-                    self._refused.popitem(last=False)
-                log.warning("live stream: %s from version %d left out: %s", event.stream, event.version, refused)
-                continue
-            assert after is not None
-            self._states[event.stream] = after
-            if len(self._states) > FOLDED_COMPLAINTS:
-                self._states.popitem(last=False)
+        for folded in events:
+            event, before, after, metadata = folded.event, folded.before, folded.after, folded.metadata
+            if after is None or metadata is None:
+                continue  # not folded, or who decided cannot be read: sent to nobody (`_Folder.fold`)
             if not self._wanted_by_client(event, before, after) or not (self._sees(before) or self._sees(after)):
-                continue
-            metadata = _readable_metadata(event)
-            if metadata is None:
-                # Changed in the database past reading (SQLite keeps whatever bytes it is given): who decided cannot
-                # be told, so it is left out; the integrity check names it. It ended the feed (found in a bug hunt).
-                log.warning("live stream: %s version %d left out: its metadata cannot be read", event.stream,
-                            event.version)
                 continue
             if event.stream not in identities:
                 identities[event.stream] = reporter_identity(self._store.vault, after, self._principal)
-            payload = self._payload(event, metadata, after, identities[event.stream])
+            payload = self._payload(folded, metadata, after, identities[event.stream])
             shown.append(ServerSentEvent(orjson.dumps(payload).decode(), event=event.type, id=str(event.position)))
         return shown
 
     def _payload(
         self,
-        event: RecordedEvent,
+        folded: _Folded,
         metadata: Mapping[str, Any],
         state: ComplaintState,
         identity: Mapping[str, Any] | None,
     ) -> dict[str, Any]:
+        event = folded.event
         return {
             "position": event.position,
             "tracking_id": state.tracking_id,
@@ -223,11 +288,9 @@ class _Viewer:
             "recorded_at": event.recorded_at.isoformat(),
             "region_code": state.region_code,
             "agency_id": state.agency_id,
-            # What intake masked when it logged it is not put through the detector again (`MaskedText`): on some
-            # texts it takes seconds, and every open feed ran it on every report filed.
             "data": redact_event_data(
-                event.type, masked_at_source(event.data, metadata), self._principal, anonymous=state.anonymous,
-                identity=identity,
+                event.type, folded.data, self._principal, anonymous=state.anonymous, identity=identity,
+                detect=self._detect,
             ),
             "metadata": redact_metadata(metadata, self._principal),
         }
@@ -274,6 +337,201 @@ def _page(store: EventStore, after: int) -> tuple[list[RecordedEvent], int | Non
         log.warning("live stream: the event at position %d left out: it cannot be read (%s)", position,
                     " ".join(str(error).split()))
         return [], position
+
+
+# What a feed does next from a position: folded complaint events to view (their last position is where it is then);
+# or none and the position it passes to (an event that cannot be read, or a stretch of other categories up to the
+# head); or none and None: nothing committed after it yet.
+_Step = tuple[list[_Folded], int | None]
+_NOTHING_YET: _Step = ([], None)
+
+
+def _read_on(store: EventStore, after: int, folder: _Folder) -> _Step:
+    """What follows the position `after` in the store, read and folded (what a feed did on its own until the
+    window): a page (`_page`), or where to pass to, or nothing yet."""
+    while True:
+        events, unreadable = _page(store, after)
+        if unreadable is not None:
+            return [], unreadable
+        if events:
+            return [folder.fold(event) for event in events], None
+        head = store.head_position()
+        if head <= after:
+            return _NOTHING_YET
+        if not store.read_all(after + 1, "complaint", 1):
+            return [], head  # the rest of the log is other categories
+        # A complaint event was committed between the two reads: read again.
+
+
+@dataclass(frozen=True, slots=True)
+class _Passed:
+    """In the window: a position feeds pass to without an event (one that cannot be read, or the head after a
+    stretch of other categories)."""
+
+    position: int
+
+
+class _Window:
+    """The most recent complaint events, read from the store and folded once for every feed of the process: it
+    holds every complaint event after `_start` up to `_through`, up to WINDOW of them (the oldest go first).
+
+    A feed asks for what follows its position (`next`). Inside the window the answer is a slice of it, without
+    the store; at its end one feed at a time reads the next page for everyone (`_reading`), the others waiting for
+    it and then taking the page from the window; behind it the answer is None, and the feed reads for itself
+    until it reaches it. Its entries are shared between threads and never changed."""
+
+    def __init__(self, store: EventStore, known_head: Callable[[], int | None]) -> None:
+        self._store = store
+        self._known_head = known_head
+        self._lock = threading.Lock()  # the fields below; held for work in memory only
+        self._reading = threading.Lock()  # one reader of the store for the window; held before `_lock`
+        self._folder = _Folder(store, SHARED_FOLDED)  # used under `_reading` only
+        self._start: int | None = None  # None: empty, not placed yet
+        self._through = 0
+        self._generation = 0  # moves at each reset: a page read before it is not the window's
+        self._positions: list[int] = []
+        self._items: list[_Folded | _Passed] = []
+
+    def reset(self) -> None:
+        with self._lock:
+            self._start, self._positions, self._items = None, [], []
+            self._generation += 1
+
+    def _taken(self, position: int) -> _Step | None:
+        """From the window (under `_lock`), what follows `position`; None when it must be read first. The window is
+        placed at the position of the first feed that asks."""
+        if self._start is None:
+            self._start = self._through = position
+        if position >= self._through:
+            return None
+        index = bisect_right(self._positions, position)
+        events: list[_Folded] = []
+        for item in self._items[index : index + PAGE]:
+            if isinstance(item, _Passed):
+                if not events:
+                    return [], item.position
+                break
+            events.append(item)
+        return (events, None) if events else ([], self._through)
+
+    def _behind(self, position: int) -> bool:
+        return self._start is not None and position < self._start
+
+    def next(self, position: int) -> _Step | None:
+        """What follows `position` for a feed; None when it is behind the window (it reads for itself)."""
+        with self._lock:
+            if self._behind(position):
+                return None
+            taken = self._taken(position)
+        if taken is not None:
+            return taken
+        head = self._known_head()
+        if (self._store.head_position() if head is None else head) <= position:
+            return _NOTHING_YET  # a commit after this wakes the feed (`StreamHub.run`)
+        with self._reading:
+            pages = 0
+            while True:
+                with self._lock:
+                    if self._behind(position):
+                        return None
+                    taken = self._taken(position)
+                    through, generation = self._through, self._generation
+                if taken is not None:
+                    return taken
+                pages += 1
+                if pages > WINDOW // PAGE:
+                    # A feed ahead of the window by more than it holds (it went stale): the window starts anew there,
+                    # and whoever was at its old end reads for themselves.
+                    with self._lock:
+                        if generation == self._generation:
+                            self._start, self._through, self._positions, self._items = position, position, [], []
+                            self._generation += 1
+                    pages = 0
+                    continue
+                events, passed = _read_on(self._store, through, self._folder)
+                if not events and passed is None:
+                    return _NOTHING_YET
+                with self._lock:
+                    if generation == self._generation:  # else reset while it was read: look again
+                        self._add(events, passed)
+
+    def _add(self, events: list[_Folded], passed: int | None) -> None:
+        """The page read after `_through` (under `_lock`)."""
+        items: list[_Folded | _Passed] = [*events] if events else [_Passed(passed)] if passed is not None else []
+        self._items += items
+        self._positions += [item.position if isinstance(item, _Passed) else item.event.position for item in items]
+        self._through = self._positions[-1] if items else self._through
+        if len(self._items) > WINDOW + PAGE:  # trimmed a page at a time, not at every event
+            cut = len(self._items) - WINDOW
+            self._start = self._positions[cut - 1]
+            del self._items[:cut], self._positions[:cut]
+
+
+class _Detections:
+    """What lokal-id's detector makes of a text (`mask_text`), kept for every feed of the process: officials' texts
+    are not masked when logged, and the detector can take seconds on one, which every feed of an audience that
+    reads them masked (all but the national admin) ran again. Kept by the very text it ran on (after the identity
+    scrub, which depends on the report and the audience), so what anyone sees is what `mask_text` gives; a text
+    being detected is waited for, not detected again. At most `limit` characters (texts and masks), the least
+    recently used go first."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._done: OrderedDict[str, str] = OrderedDict()
+        self._size = 0
+        self._running: dict[str, threading.Event] = {}
+
+    def mask(self, text: str) -> str:
+        with self._lock:
+            masked = self._done.get(text)
+            if masked is not None:
+                self._done.move_to_end(text)
+                return masked
+            running = self._running.get(text)
+            if running is None:
+                self._running[text] = threading.Event()
+        if running is not None:
+            running.wait()
+            with self._lock:
+                masked = self._done.get(text)
+            return masked if masked is not None else mask_text(text)[0]  # it failed, or went already
+        try:
+            masked = mask_text(text)[0]
+            with self._lock:
+                self._keep(text, masked)
+            return masked
+        finally:
+            with self._lock:
+                self._running.pop(text).set()
+
+    def _keep(self, text: str, masked: str) -> None:
+        size = len(text) + len(masked)
+        if size > self._limit:
+            return
+        self._done[text] = masked
+        self._size += size
+        while self._size > self._limit:
+            old, old_masked = self._done.popitem(last=False)
+            self._size -= len(old) + len(old_masked)
+
+
+class _Source:
+    """Where one feed's pages come from: the window, or, while the feed is behind it, its own reads and folds."""
+
+    def __init__(self, store: EventStore, window: _Window) -> None:
+        self._store = store
+        self._window = window
+        self._folder: _Folder | None = None
+
+    def next(self, position: int) -> _Step:
+        shared = self._window.next(position)
+        if shared is not None:
+            self._folder = None
+            return shared
+        if self._folder is None:
+            self._folder = _Folder(self._store, FOLDED_COMPLAINTS)
+        return _read_on(self._store, position, self._folder)
 
 
 def _token_ended_event(position: int, *, revoked: bool) -> ServerSentEvent:
@@ -326,7 +584,8 @@ async def live_events(
             return _token_ended_event(position, revoked=True)
         return None
 
-    viewer = _Viewer(store, principal, wanted)
+    source = _Source(store, hub.window)
+    viewer = _Viewer(store, principal, wanted, hub.detections.mask)
     wake = hub.listen()
     try:
         # Tells the client where its feed starts, and gives it that as its id (an `id` without data is no event): an
@@ -338,31 +597,24 @@ async def live_events(
             if last is not None:
                 yield last
                 return
-            events, unreadable = await to_thread.run_sync(_page, store, position)
-            if unreadable is not None:
-                position = unreadable
+            wake.clear()  # before looking: a commit after the look sets it anew, so no wake-up is lost
+            events, passed = await to_thread.run_sync(source.next, position)
+            if passed is not None:
+                position = passed  # an event that cannot be read, or the rest of the log is other categories
                 yield _passed(position)
                 continue
             if not events:
-                wake.clear()
-                # Cleared before looking again: a commit in between sets it anew, so no wake-up is lost.
-                head = await to_thread.run_sync(store.head_position)
-                if head > position and not await to_thread.run_sync(store.read_all, position + 1, "complaint", 1):
-                    position = head  # the rest of the log is other categories
-                    yield _passed(position)
-                    continue
-                if head <= position:
-                    # The token's end also wakes an idle feed, and a revocation is looked for now and then.
-                    left = seconds_left()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), IDLE_RECHECK if left is None else min(left, IDLE_RECHECK))
+                # The token's end also wakes an idle feed, and a revocation is looked for now and then.
+                left = seconds_left()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), IDLE_RECHECK if left is None else min(left, IDLE_RECHECK))
                 continue
             shown = await to_thread.run_sync(viewer.view, events)
             if ended() is not None:
                 continue  # this page is not sent: the feed's last event names the position before it
             for event in shown:
                 yield event
-            position = events[-1].position
+            position = events[-1].event.position
             if not shown or shown[-1].id != str(position):
                 yield _passed(position)
     finally:

@@ -4,7 +4,10 @@ role sees of an event, filters."""
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -17,11 +20,13 @@ import pytest
 from lapor.app import create_app
 from lapor.auth import CLOCK_SKEW, TokenService
 from lapor.clock import ManualClock, SystemClock
+from lapor.complaint import ComplaintState
 from lapor.principal import Role
 from lapor.privacy import MASKED_BY, MASKING
 from lapor.settings import load_settings
-from lapor.store import NewEvent
+from lapor.store import NewEvent, RecordedEvent
 from schemas import events as ev
+from services.reporting import stream
 from services.reporting.service import SERVICE
 from tests.reporting.conftest import LiveServer, live_server
 from tests.reporting.scenario import DAY0, OFFICER, TOKEN_HASH, staff
@@ -53,14 +58,28 @@ class Live:
         return self.server.ctx.store.append(stream, events, self.server.ctx.store.stream_version(stream)).last_position
 
 
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[Live]:
-    settings = load_settings(data=tmp_path / "var", training=True)
+@contextmanager
+def live_app(data: Path, store: str | None = None) -> Iterator[Live]:
+    settings = load_settings(data=data, training=True, store=store)
     app = create_app(settings, [SERVICE])
     with live_server(app) as server:
         secret = settings.signing_secret()
         service = Live(server, TokenService(secret, SystemClock()), secret)
         service.clock.set(DAY0)
+        yield service
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Live]:
+    with live_app(tmp_path / "var") as service:
+        yield service
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def live_on(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Live]:
+    """`live` on the embedded SQLite store, or on a fresh PostgreSQL schema."""
+    store = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    with live_app(tmp_path / "var", store) as service:
         yield service
 
 
@@ -572,3 +591,176 @@ def test_a_position_past_the_head_is_refused_rather_than_waited_for(live: Live, 
         following = live.append("LAP-AHEAD-1", ev.ComplaintVerified(classification="pengaduan", category="kesehatan"))
         [event] = feed.take(1)
     assert event["id"] == following
+
+
+@pytest.fixture
+def folds(monkeypatch: pytest.MonkeyPatch) -> Counter[tuple[str, int]]:
+    """How many times the live stream folded each complaint event, by (stream, version): the real fold runs."""
+    folded: Counter[tuple[str, int]] = Counter()
+    evolve, fold = stream.evolve, stream.fold
+
+    def counting_evolve(state: ComplaintState, event: RecordedEvent) -> ComplaintState:
+        folded[event.stream, event.version] += 1
+        return evolve(state, event)
+
+    def counting_fold(events: list[RecordedEvent]) -> ComplaintState | None:
+        folded.update((event.stream, event.version) for event in events)
+        return fold(events)
+
+    monkeypatch.setattr(stream, "evolve", counting_evolve)
+    monkeypatch.setattr(stream, "fold", counting_fold)
+    return folded
+
+
+def test_feeds_open_together_share_the_reads_folds_and_detections_and_each_gets_its_own_view(
+    live_on: Live, folds: Counter[tuple[str, int]], monkeypatch: pytest.MonkeyPatch
+):
+    """Session 29: every open feed read the same pages from the store, folded every event (reading a report's
+    earlier events the first time it met it) and ran the detector on the officials' texts, each on its own: with
+    many dashboards open, N times the work of one. The process does it once; what each feed is sent is as before."""
+    live = live_on
+    detected: Counter[str] = Counter()
+    mask_text = stream.mask_text
+
+    def counting_mask_text(text: str) -> tuple[str, bool]:
+        detected[text] += 1
+        return mask_text(text)
+
+    monkeypatch.setattr(stream, "mask_text", counting_mask_text)
+    live.append("LAP-SHARE-A", submitted("LAP-SHARE-A"))  # before the feeds open: its history is read once
+    note = f"Catatan internal: pelapor minta dihubungi di {PHONE}."
+    answer = f"Petugas akan menghubungi {PHONE} besok."
+    feeds = {
+        "national": ({}, ""),
+        "kupang": ({"agency_id": "pemda-53.71"}, ""),
+        "oversight": ({}, "?type=ComplaintSubmitted&type=FollowUpPosted"),
+        "malang": ({}, "?region=35"),
+    }
+    roles = {"national": Role.admin_national, "kupang": Role.liaison, "oversight": Role.operator,
+             "malang": Role.admin_national}
+    with ExitStack() as stack:
+        opened = {name: stack.enter_context(open_feed(live, live.headers(roles[name], **scope), query))
+                  for name, (scope, query) in feeds.items()}
+        for feed in opened.values():
+            feed.wait_open()
+        a = [live.append("LAP-SHARE-A", *to_agency("pemda-53.71"))]
+        a.insert(0, a[0] - 1)
+        a.append(live.append("LAP-SHARE-A", ev.DispositionAccepted(agency_id="pemda-53.71"),
+                             metadata=staff("pemda-53.71")))
+        a.append(internal_note(live, "LAP-SHARE-A", "pemda-53.71", note))
+        a.append(live.append("LAP-SHARE-A", ev.FollowUpPosted(follow_up_id="fu-share-2", text=answer),
+                             metadata=staff("pemda-53.71")))
+        b_last = live.append("LAP-SHARE-B", submitted("LAP-SHARE-B", region="35.73", confidential=True),
+                             *to_agency("pemda-35.73"))
+        b = [b_last - 2, b_last - 1, b_last]
+        c = live.append("LAP-SHARE-C", submitted("LAP-SHARE-C"))
+        # What each is sent, by the policy: the national admin everything; Kupang's liaison its report from the
+        # disposition on; oversight the types it asked for, the confidential report included; Malang's region.
+        expected = {
+            "national": [*a, *b, c],
+            "kupang": a[1:],
+            "oversight": [a[3], a[4], b[0], c],
+            "malang": b,
+        }
+        received = {name: opened[name].take(len(expected[name])) for name in feeds}
+    for name, ids in expected.items():
+        assert [event["id"] for event in received[name]] == ids, name
+    texts = {name: [e["data"]["data"].get("text") for e in received[name] if e["event"] == "FollowUpPosted"]
+             for name in ("national", "kupang", "oversight")}
+    assert texts["national"] == [note, answer]  # the national admin reads them as written
+    for name in ("kupang", "oversight"):
+        assert len(texts[name]) == 2, name
+        assert all(PHONE not in text and "0812" in text for text in texts[name]), name
+    assert NIK not in received["oversight"][-1]["data"]["data"]["body"]
+    # Each event folded once in the process, the report met with a history read once; each text detected once,
+    # though two feeds read it masked.
+    assert folds
+    assert set(folds.values()) == {1}, folds
+    assert detected[note] == detected[answer] == 1, detected
+
+
+def test_a_feed_resumed_from_before_the_shared_window_gets_everything_in_order(
+    live_on: Live, monkeypatch: pytest.MonkeyPatch
+):
+    """The window keeps only the most recent events: a feed resuming from before it reads and folds on its own
+    until it reaches it, then goes on from it, nothing missed, nothing twice."""
+    live = live_on
+    monkeypatch.setattr(stream, "WINDOW", 4)
+    monkeypatch.setattr(stream, "PAGE", 3)
+    admin = live.headers(Role.admin_national)
+    opened_at = live.append("LAP-WIN-0", submitted("LAP-WIN-0"))
+    with open_feed(live, admin) as head:  # keeps the window following the head
+        assert head.wait_open() == opened_at
+        ids = []
+        for n in range(4):
+            last = live.append(f"LAP-WIN-{n + 1}", submitted(f"LAP-WIN-{n + 1}"), *to_agency("pemda-53.71"))
+            ids += [last - 2, last - 1, last]
+        assert [e["id"] for e in head.take(len(ids))] == ids
+        start = stream.hub_of(live.server.ctx).window._start
+        assert start is not None
+        assert start > opened_at  # the first events are no longer in it
+        with (open_feed(live, {**admin, "Last-Event-ID": str(opened_at)}) as resumed,
+              open_feed(live, {**live.headers(Role.liaison, agency_id="pemda-53.71"),
+                               "Last-Event-ID": str(opened_at)}) as agency):
+            early = resumed.take(len(ids))
+            disposals = agency.take(4)
+            later = live.append("LAP-WIN-1", ev.DispositionAccepted(agency_id="pemda-53.71"),
+                                metadata=staff("pemda-53.71"))
+            [after] = resumed.take(1)
+            [agency_after] = agency.take(1)
+    assert [e["id"] for e in early] == ids
+    assert [(e["id"], e["event"]) for e in disposals] == [(ids[n], "ComplaintDisposed") for n in (2, 5, 8, 11)]
+    assert after["id"] == agency_after["id"] == later
+
+
+def test_feeds_following_the_head_while_reports_are_committed_get_each_event_once_in_order(
+    live_on: Live, folds: Counter[tuple[str, int]]
+):
+    """Commits in many small appends while five feeds of different roles and filters follow the head: the window
+    is read by whichever feed comes first while the others take from it; each is sent exactly its events, in
+    order, once."""
+    live = live_on
+    agencies = ("pemda-53.71", "pemda-35.73")
+    feeds = {
+        "national": (Role.admin_national, {}, ""),
+        "verified": (Role.admin_national, {}, "?type=ComplaintVerified"),
+        "kupang": (Role.liaison, {"agency_id": agencies[0]}, ""),
+        "malang": (Role.liaison, {"agency_id": agencies[1]}, ""),
+        "oversight": (Role.operator, {}, ""),
+    }
+    committed: list[tuple[int, str, str]] = []  # (position, type, agency)
+
+    def commit() -> None:
+        for n in range(12):
+            agency = agencies[n % 2]
+            first = live.append(f"LAP-RUSH-{n}", submitted(f"LAP-RUSH-{n}", region=agency.removeprefix("pemda-")))
+            last = live.append(f"LAP-RUSH-{n}", *to_agency(agency))
+            committed.extend([(first, "ComplaintSubmitted", agency), (last - 1, "ComplaintVerified", agency),
+                              (last, "ComplaintDisposed", agency)])
+
+    with ExitStack() as stack:
+        opened = {name: stack.enter_context(open_feed(live, live.headers(role, **scope), query))
+                  for name, (role, scope, query) in feeds.items()}
+        for feed in opened.values():
+            feed.wait_open()
+        writer = threading.Thread(target=commit)
+        writer.start()
+        writer.join(60)
+        assert len(committed) == 36  # the writer went through
+        expected = {
+            "national": [position for position, _, _ in committed],
+            "verified": [position for position, kind, _ in committed if kind == "ComplaintVerified"],
+            "kupang": [position for position, kind, agency in committed
+                       if kind == "ComplaintDisposed" and agency == agencies[0]],
+            "malang": [position for position, kind, agency in committed
+                       if kind == "ComplaintDisposed" and agency == agencies[1]],
+            "oversight": [position for position, _, _ in committed],
+        }
+        received = {name: [e["id"] for e in opened[name].take(len(ids))] for name, ids in expected.items()}
+        # Nothing more: a last event after the rush is the next thing each is sent.
+        closing = live.append("LAP-RUSH-0", ev.DispositionAccepted(agency_id=agencies[0]), metadata=staff(agencies[0]))
+        following = {name: opened[name].next()["id"] for name in ("national", "kupang", "oversight")}
+    assert received == expected
+    assert following == dict.fromkeys(following, closing)
+    assert len(folds) == len(committed) + 1
+    assert set(folds.values()) == {1}, folds
