@@ -159,9 +159,10 @@ class _RunningLoop:
 class Runtime:
     """What runs beside the HTTP server: the services' subscriptions and background loops.
 
-    With `background=False` (the extra HTTP workers of `lapor up --workers N`) nothing is started: another
-    process runs the subscriptions and loops. The runners are still built, never started, so that /readyz
-    reports their lag from the checkpoints that process commits."""
+    With `background=False` (the extra HTTP workers of `lapor up --workers N`) no subscription and no loop that acts
+    is started: another process runs them; the loops that serve their own process only (the live stream's hub) are.
+    The runners are still built, never started, so that /readyz reports their lag from the checkpoints that process
+    commits."""
 
     def __init__(self, ctx: ServiceContext, services: Sequence[ServiceDefinition], *, background: bool = True) -> None:
         self.ctx = ctx
@@ -192,14 +193,19 @@ class Runtime:
                         gather=SUBSCRIPTION_GATHER,
                     )
                 )
-        if not self.background:
-            return
         for service in self.services:
-            self.loops.extend(_RunningLoop(loop, self.ctx.db) for loop in service.background(self.ctx))
-        for runner in self.runners:
-            runner.start()
+            # A worker (`background=False`) runs only the loops that serve its own process (`exclusive=False`: the
+            # live stream's hub, which wakes this process's feeds); until session 29 it ran none, and its feeds
+            # saw a commit only at their idle look, every 15 s.
+            self.loops.extend(_RunningLoop(loop, self.ctx.db) for loop in service.background(self.ctx)
+                              if self.background or not loop.exclusive)
+        if self.background:
+            for runner in self.runners:
+                runner.start()
         for loop in self.loops:
             loop.start()
+        if not self.background:
+            return
         log.info(
             "started %d subscriptions and %d background loops for %s",
             len(self.runners),

@@ -349,8 +349,9 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 
 
 def _serve_worker(workers: Workers, host: str, port: int, parent: int) -> None:
-    """An HTTP-only copy of the app on the parent's socket: no subscriptions, background loops or seeding (the
-    parent runs those). It stops with the parent, also when the parent was killed."""
+    """An HTTP-only copy of the app on the parent's socket: no subscriptions, background loops that act or seeding
+    (the parent runs those); the live stream's hub, which wakes this process's own feeds, runs. It stops with the
+    parent, also when the parent was killed."""
     settings = load_settings(data=workers.data)
     configure_logging(settings.log_level)
     app = create_app(settings, load_services(workers.services), background=False)

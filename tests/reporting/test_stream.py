@@ -59,9 +59,9 @@ class Live:
 
 
 @contextmanager
-def live_app(data: Path, store: str | None = None) -> Iterator[Live]:
+def live_app(data: Path, store: str | None = None, *, background: bool = True) -> Iterator[Live]:
     settings = load_settings(data=data, training=True, store=store)
-    app = create_app(settings, [SERVICE])
+    app = create_app(settings, [SERVICE], background=background)
     with live_server(app) as server:
         secret = settings.signing_secret()
         service = Live(server, TokenService(secret, SystemClock()), secret)
@@ -764,3 +764,19 @@ def test_feeds_following_the_head_while_reports_are_committed_get_each_event_onc
     assert following == dict.fromkeys(following, closing)
     assert len(folds) == len(committed) + 1
     assert set(folds.values()) == {1}, folds
+
+
+def test_a_feed_served_by_an_extra_http_worker_is_woken_by_a_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The extra processes of `lapor up --workers N` start no subscription and no background loop that acts, but the
+    hub only wakes its own process's feeds (docs/platform.md: it runs in every process): it was not started there
+    either, so a feed such a worker served got a commit only when its idle look came round (every 15 s; here
+    longer than its token lasts, so it would end without it)."""
+    monkeypatch.setattr(stream, "IDLE_RECHECK", 600.0)
+    with live_app(tmp_path / "var", background=False) as live:
+        issued_then = TokenService(live.tokens_secret, ManualClock(SystemClock().now() - CLOCK_SKEW))
+        short = {"Authorization": f"Bearer {issued_then.issue(Role.admin_national, ttl=timedelta(seconds=10))}"}
+        with open_feed(live, short) as feed:
+            feed.wait_open()
+            committed = live.append("LAP-WORKER-1", submitted("LAP-WORKER-1"))
+            sent = feed.until_closed()
+    assert [(e["event"], e["id"]) for e in sent] == [("ComplaintSubmitted", committed), ("token_expired", committed)]
