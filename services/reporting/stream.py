@@ -389,6 +389,8 @@ class _Window:
         self._start: int | None = None  # None: empty, not placed yet
         self._through = 0
         self._generation = 0  # moves at each reset: a page read before it is not the window's
+        self._reads = 0  # reads of the store begun for the window
+        self._failed: tuple[int, Exception] | None = None  # the last read, when it failed: its number, the error
         self._positions: list[int] = []
         self._items: list[_Folded | _Passed] = []
 
@@ -428,7 +430,14 @@ class _Window:
         head = self._known_head()
         if (self._store.head_position() if head is None else head) <= position:
             return _NOTHING_YET  # a commit after this wakes the feed (`StreamHub.run`)
+        with self._lock:
+            begun = self._reads
         with self._reading:
+            failed = self._failed
+            if failed is not None and failed[0] >= begun:
+                # The reads begun while this feed waited failed (the store out of reach: each waits its pool's bound
+                # before it fails): this one fails now with them, rather than every feed waiting its turn to fail.
+                raise failed[1]
             pages = 0
             while True:
                 with self._lock:
@@ -448,7 +457,14 @@ class _Window:
                             self._generation += 1
                     pages = 0
                     continue
-                events, passed = _read_on(self._store, through, self._folder)
+                with self._lock:
+                    self._reads += 1
+                try:
+                    events, passed = _read_on(self._store, through, self._folder)
+                except Exception as error:
+                    self._failed = (self._reads - 1, error)
+                    raise
+                self._failed = None
                 if not events and passed is None:
                     return _NOTHING_YET
                 with self._lock:
