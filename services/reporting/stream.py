@@ -179,30 +179,39 @@ class _Folder:
         self._states: OrderedDict[str, ComplaintState] = OrderedDict()
         self._refused: OrderedDict[str, int] = OrderedDict()  # stream -> the version the fold could not take
 
-    def _before(self, event: RecordedEvent) -> ComplaintState | None:
+    def _history(self, event: RecordedEvent) -> ComplaintState | list[RecordedEvent]:
+        """The report as it stood before `event`, when kept; else its events before it, read from the store. A
+        failure of the store (out of reach, a lock not granted) is raised: it says nothing about the report, and
+        taken for a refusal it left the report's later events out of the feed for good (of every feed, since they
+        share the window); an event of the history that cannot be read is a ValueError, as in `_page`."""
         state = self._states.pop(event.stream, None)
         if state is not None and state.version == event.version - 1:
             return state
-        earlier = self._store.read_stream(event.stream, 0, limit=event.version) if event.version else []
-        return fold(earlier)
+        return self._store.read_stream(event.stream, 0, limit=event.version) if event.version else []
+
+    def _refuse(self, event: RecordedEvent, refused: Exception) -> _Folded:
+        # An event the fold cannot take (refused by the lifecycle, of a schema newer than this code, one of its
+        # history that cannot be read, ...): the projections park it for an operator. Nobody can be told who may
+        # see it, so nobody is sent it, nor its complaint's later events, and the feed goes on. It used to end every
+        # feed at that page, for good, for everyone (found in a bug hunt).
+        self._refused[event.stream] = event.version
+        if len(self._refused) > self._size:
+            self._refused.popitem(last=False)
+        log.warning("live stream: %s from version %d left out: %s", event.stream, event.version, refused)
+        return _Folded(event, None, None, None, {})
 
     def fold(self, event: RecordedEvent) -> _Folded:
         if event.stream in self._refused:
             return _Folded(event, None, None, None, {})  # its history stopped folding earlier: so do its later ones
         try:
-            before = self._before(event)
+            history = self._history(event)
+        except ValueError as unreadable:
+            return self._refuse(event, unreadable)
+        try:
+            before = fold(history) if isinstance(history, list) else history
             after = evolve(before, event) if before is not None else fold([event])
         except Exception as refused:  # noqa: BLE001 - whatever the fold cannot take, the projections park
-            # An event the fold cannot take (refused by the lifecycle, of a schema newer than this code, ...):
-            # the projections park it for an operator. Nobody can be told who may see it, so nobody is sent it,
-            # nor its complaint's later events, and the feed goes on. It used to end every feed at that page, for
-            # good, for everyone (found in a bug hunt).
-            self._states.pop(event.stream, None)
-            self._refused[event.stream] = event.version
-            if len(self._refused) > self._size:
-                self._refused.popitem(last=False)
-            log.warning("live stream: %s from version %d left out: %s", event.stream, event.version, refused)
-            return _Folded(event, None, None, None, {})
+            return self._refuse(event, refused)
         assert after is not None
         self._states[event.stream] = after
         if len(self._states) > self._size:

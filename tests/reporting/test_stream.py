@@ -3,6 +3,7 @@ role sees of an event, filters."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections import Counter
@@ -780,3 +781,39 @@ def test_a_feed_served_by_an_extra_http_worker_is_woken_by_a_commit(tmp_path: Pa
             committed = live.append("LAP-WORKER-1", submitted("LAP-WORKER-1"))
             sent = feed.until_closed()
     assert [(e["event"], e["id"]) for e in sent] == [("ComplaintSubmitted", committed), ("token_expired", committed)]
+
+
+def test_a_store_failure_while_a_reports_history_is_read_ends_the_feed_and_drops_nothing(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+):
+    """A read of a report's earlier events that fails because the store cannot be used just now (a lock not granted,
+    the connection lost) was taken for an event the fold refuses: the report's later events were left out of the
+    feed for good, and, the work being shared, of every feed of the process, reconnections included. The feed ends
+    with the failure instead, and a reconnection with its Last-Event-ID gets them. (The failure is made by the
+    store's read of that report failing once; the real read runs otherwise.)"""
+    live.append("LAP-BLIP-1", submitted("LAP-BLIP-1"))  # met by the feed only after it opened: its history is read
+    store = live.server.ctx.store
+    read_stream = store.read_stream
+    failed: list[str] = []
+
+    def out_of_reach_once(stream: str, from_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
+        if stream == "complaint-LAP-BLIP-1" and not failed:
+            failed.append(stream)
+            raise sqlite3.OperationalError("database is locked")
+        return read_stream(stream, from_version, limit)
+
+    monkeypatch.setattr(store, "read_stream", out_of_reach_once)
+    def short() -> dict[str, str]:  # a feed that ends by itself within seconds, whatever it waits for
+        issued_then = TokenService(live.tokens_secret, ManualClock(SystemClock().now() - CLOCK_SKEW))
+        return {"Authorization": f"Bearer {issued_then.issue(Role.admin_national, ttl=timedelta(seconds=6))}"}
+
+    with open_feed(live, short()) as feed:
+        opened = feed.wait_open()
+        last = live.append("LAP-BLIP-1", *to_agency("pemda-53.71"))
+        with contextlib.suppress(httpx2.HTTPError):
+            feed.until_closed()
+    assert failed
+    resume = feed.last_id if feed.last_id is not None else opened
+    with open_feed(live, {**short(), "Last-Event-ID": str(resume)}) as feed:
+        rest = feed.until_closed()
+    assert [(e["id"], e["event"]) for e in rest[:-1]] == [(last - 1, "ComplaintVerified"), (last, "ComplaintDisposed")]
