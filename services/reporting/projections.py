@@ -101,6 +101,27 @@ COMPLAINTS_SCHEMA = (
 )""",
 )
 
+# The columns that name who holds (or held) a report, each indexed for `reports.agency_known`, which asks for an id
+# or the ids inside it (`pemda-53.71/...`) by range. In byte order on either database: SQLite's default, and on
+# PostgreSQL the "C" collation (a language's, e.g. en_US, orders '/' and '.' apart from their bytes).
+HOLDER_COLUMNS = (("rpt_daily", "agency_id"), ("rpt_daily", "unit_id"), ("rpt_complaints", "agency_id"),
+                  ("rpt_complaints", "unit_id"))
+
+
+def in_byte_order(column: str, dialect: str) -> str:
+    """`column` as `HOLDER_COLUMNS`' indexes hold it: compared in byte order (see there)."""
+    return f'{column} COLLATE "C"' if dialect == "postgresql" else column
+
+
+def setup_complaints(tx: Tx) -> None:
+    """The complaint projection's tables, and the indexes `reports.agency_known` searches: until session 29 it
+    compared `substr()`s, which no index serves, so every request for an unknown (or mistyped) agency read
+    rpt_daily and rpt_complaints whole (seconds at 10^6 rows), and any staff token could ask again and again."""
+    setup_tables(COMPLAINTS_SCHEMA)(tx)
+    for table, column in HOLDER_COLUMNS:
+        tx.execute(f"CREATE INDEX IF NOT EXISTS {table}_by_{column} ON {table} ({in_byte_order(column, tx.dialect)})")
+
+
 DIRECTORY_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS rpt_agencies (
     agency_id   TEXT PRIMARY KEY,
@@ -610,7 +631,7 @@ def subscriptions(states: ComplaintStates | None = None) -> list[Subscription]:
     """The reporting projections; with the process's shared `states`, see `ComplaintReports`."""
     return [
         holding_subscription(
-            COMPLAINTS_SUBSCRIPTION, partial(ComplaintReports, states), setup=setup_tables(COMPLAINTS_SCHEMA),
+            COMPLAINTS_SUBSCRIPTION, partial(ComplaintReports, states), setup=setup_complaints,
             counters={"rpt_daily": "count"}, version=COMPLAINTS_VERSION, tables=("rpt_complaints", "rpt_daily"),
         ),
         Subscription(

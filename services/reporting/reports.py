@@ -29,7 +29,7 @@ from lapor.calendar import jakarta_date
 from lapor.complaint import OPEN_STATUSES, Status
 from lapor.db import Tx
 from lapor.policy import Sp4nPolicy
-from services.reporting.projections import COMPLAINTS_SUBSCRIPTION, agency_names
+from services.reporting.projections import COMPLAINTS_SUBSCRIPTION, HOLDER_COLUMNS, agency_names, in_byte_order
 
 # -- filters ------------------------------------------------------------------------------------------------
 
@@ -631,15 +631,33 @@ def scoreboard(tx: Tx, filters: Filters, now: datetime) -> Scoreboard:
 
 
 def agency_known(tx: Tx, agency_id: str) -> bool:
-    """In the directory, or holding (or having held) a report, as an agency or a unit."""
+    """In the directory, or holding (or having held) a report, as an agency or a unit. Each lookup is an index search
+    (see `projections.setup_complaints`)."""
     if tx.fetchone("SELECT 1 FROM rpt_agencies WHERE agency_id = ?", (agency_id,)) is not None:
         return True
-    where = _Where()
-    where.within("agency_id", agency_id, "/", "unit_id")
-    if tx.fetchone(f"SELECT 1 FROM rpt_daily{where.sql} LIMIT 1", where.params) is not None:
-        return True
-    # (An Ombudsman holding a report taken over has no happening of its own until it answers.)
-    return tx.fetchone(f"SELECT 1 FROM rpt_complaints{where.sql} LIMIT 1", where.params) is not None
+    # (An Ombudsman holding a report taken over has no happening of its own until it answers: rpt_complaints.)
+    inside = f"{agency_id}/"
+    for sql, params in holder_lookups(agency_id, tx.dialect):
+        row = tx.fetchone(sql, params)
+        if row is not None and any(first == agency_id or first.startswith(inside) for first in row if first):
+            return True
+    return False
+
+
+def holder_lookups(agency_id: str, dialect: str) -> list[tuple[str, list[str]]]:
+    """The statements by which `agency_known` asks rpt_daily, then rpt_complaints, whether a row's agency or unit is
+    `agency_id` or lies inside it (`pemda-53.71/dinkes` in `pemda-53.71`): for each column, the first id from
+    `agency_id` on and the first from `agency_id/` on, in byte order. A `min()` from a bound is one step down the
+    column's index on either database, whatever the planner's statistics say (a LIMIT 1 under an OR of ranges can
+    be planned as a scan that expects to meet a row soon, and for an unknown id reads the whole table); and a
+    bound is not a LIKE pattern, where `_` in an id is a wildcard (and SQLite ignores case)."""
+    statements = []
+    for table in ("rpt_daily", "rpt_complaints"):
+        columns = [in_byte_order(column, dialect) for holder, column in HOLDER_COLUMNS if holder == table]
+        firsts = ", ".join(f"(SELECT min({column}) FROM {table} WHERE {column} >= ?)" for column in columns
+                           for _ in range(2))
+        statements.append((f"SELECT {firsts}", [agency_id, f"{agency_id}/"] * len(columns)))
+    return statements
 
 
 def agency(tx: Tx, agency_id: str, filters: Filters, now: datetime, policy: Sp4nPolicy) -> AgencyReport:

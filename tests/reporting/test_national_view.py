@@ -3,9 +3,19 @@ answers were worked out by hand from the table there (on SQLite and on PostgreSQ
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
 import pytest
 
+from lapor.db import Tx
 from lapor.principal import Role
+from schemas import events as ev
+from services.reporting import reports
+from tests.conftest import fresh_schema
 from tests.reporting import scenario
 from tests.reporting.conftest import Reporting, played
 
@@ -237,3 +247,118 @@ def test_a_period_day_that_is_not_an_iso_date_is_refused(month: Reporting, day: 
             [error] = response.json()["errors"]
             assert error["location"] == ["query", name]
             assert "ISO-8601 date like 2026-12-31" in error["message"]
+
+
+# -- which agency ids are known -----------------------------------------------------------------------------------
+
+KNOWN = [
+    "pemda-53.71",  # in the directory, holding reports
+    "pemda-53.71/dinkes",  # a unit in the directory
+    "kemenkes",  # in the directory only
+    "kementerian-x/ditjen_a",  # not in the directory, holding a report
+    "kementerian-x",  # only through its office, which holds a report
+    "pemkab-9",  # not in the directory, holding a report
+    "pemkab-9/dinas/puskesmas_1",  # a unit holding a report
+    "pemkab-9/dinas",  # only through the unit inside it
+]
+UNKNOWN = [
+    "pemda-99.99",
+    "pemda_53.71",  # `_` would be LIKE's wildcard for the `-` of pemda-53.71
+    "pemda-53.7_",
+    "kementerian_x",
+    "pemkab-9/dinas/puskesmas-1",
+    "pemda-53.7",  # a prefix of pemda-53.71, but not a whole part of it
+    "kementerian-x/ditjen",
+    "Pemda-53.71",  # ids are compared as written (SQLite's LIKE would not)
+]
+
+
+@contextmanager
+def own_store(request: pytest.FixtureRequest, backend_store: str | None) -> Iterator[str | None]:
+    """A store of the test's own on the backend of `backend_store` (whose PostgreSQL schema the module's tests
+    share): None for SQLite (the data directory's), a fresh schema on PostgreSQL."""
+    if backend_store is None:
+        yield None
+        return
+    with fresh_schema(request.getfixturevalue("postgres_server")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def holders(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, backend_store: str | None):
+    """The month's directory, a ministry's office and a regency's health-centre unit holding a report each though
+    neither is in the directory, and a ministry in the directory with no report."""
+    office = scenario.held("LAP-K-01", "53.71", "kementerian-x/ditjen_a")
+    unit = scenario.held("LAP-K-02", "53.71", "pemkab-9").at(
+        3, ev.ComplaintAssigned(unit_id="pemkab-9/dinas/puskesmas_1"), scenario.staff("pemkab-9"))
+    with own_store(request, backend_store) as store, played(
+        tmp_path_factory.mktemp("holders") / "var", store, [office, unit]
+    ) as service:
+        ministry = ev.AgencyRegistered(agency_id="kemenkes", name="Kementerian Kesehatan", kind="kementerian")
+        service.ctx.store.append("directory-kemenkes", [ministry.to_new_event(metadata=dict(scenario.SYSTEM))])
+        service.caught_up()
+        yield service
+
+
+@pytest.mark.parametrize(("agency_id", "status"), [*((a, 200) for a in KNOWN), *((a, 404) for a in UNKNOWN)])
+def test_an_agency_is_known_by_the_directory_or_by_a_report_it_or_a_unit_inside_it_holds(
+    holders: Reporting, agency_id: str, status: int
+):
+    response = holders.client.get(f"/api/reports/agencies/{agency_id}", headers=holders.bearer(Role.operator))
+    assert response.status_code == status, response.text
+
+
+def test_an_id_with_a_like_wildcard_is_not_known_by_what_the_wildcard_would_match(holders: Reporting):
+    """`%` is not in an agency id's pattern (the routes answer 422 before looking), but the lookup itself takes it as
+    written too."""
+    with holders.ctx.db.read() as tx:
+        assert [reports.agency_known(tx, agency_id) for agency_id in ("%", "pemda-53.7%", "kementerian-%")] == [
+            False, False, False]
+        assert reports.agency_known(tx, "kementerian-x")
+
+
+class _Recorded:
+    """A database connection that keeps every statement run through it, with its parameters."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.statements: list[tuple[str, Any]] = []
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        self.statements.append((sql, params))
+        return self.conn.execute(sql, params)
+
+
+def test_looking_for_an_unknown_agency_searches_indexes_and_scans_no_table(holders: Reporting):
+    """Until session 29 `substr()` compares, which no index serves: every request for an unknown (or mistyped)
+    agency read rpt_daily and rpt_complaints whole, seconds at 10^6 rows, for any staff token that asked. Each
+    statement the lookup runs is planned as index searches only (PostgreSQL told to avoid a sequential scan where it
+    can, as it would on tables of that size rather than on these few rows)."""
+    settings = holders.ctx.settings
+    if holders.ctx.db.dialect == "sqlite":
+        conn: Any = sqlite3.connect(settings.readmodels.removeprefix("sqlite:///"))
+    else:
+        conn = psycopg.connect(settings.readmodels, autocommit=True)
+        conn.execute("SET enable_seqscan = off")
+    try:
+        recorded = _Recorded(conn)
+        tx = Tx(recorded, holders.ctx.db.dialect)
+        assert not reports.agency_known(tx, "pemda-99.99")
+        statements = [(sql, params) for sql, params in recorded.statements if "rpt_agencies" not in sql]
+        assert {table for table in ("rpt_daily", "rpt_complaints") if any(table in sql for sql, _ in statements)} == {
+            "rpt_daily", "rpt_complaints"}
+        for sql, params in statements:
+            if holders.ctx.db.dialect == "sqlite":
+                plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()]
+                assert not [step for step in plan if step.startswith("SCAN rpt_")], plan  # whole, index or not
+                assert any(step.startswith("SEARCH") for step in plan), plan
+            else:
+                plan = [row[0] for row in conn.execute(f"EXPLAIN {sql}", params).fetchall()]
+                assert not [step for step in plan if "Seq Scan" in step or "Filter:" in step], plan
+                scans = [step for step in plan if "Index Scan" in step or "Index Only Scan" in step]
+                conditions = [step for step in plan if "Index Cond:" in step]
+                assert scans, plan
+                assert len(conditions) == len(scans), plan
+    finally:
+        conn.close()
+
