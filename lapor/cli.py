@@ -704,7 +704,7 @@ def parked_list(args: argparse.Namespace) -> int:
         db.close()
     for name, position, stream, version, event_type, attempts, parked_at, reason in rows:
         print(f"{name}: position {position}, {stream} version {version} ({event_type}), parked {parked_at} after "
-              f"{attempts} attempts: {reason}")
+              f"{attempts} attempt{'' if attempts == 1 else 's'}: {reason}")
     print(f"{len(rows)} parked" + ("; once the cause is fixed: lapor parked replay --subscription NAME --all"
                                    if rows else ""))
     return 0

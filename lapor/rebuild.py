@@ -45,7 +45,7 @@ from psycopg import sql
 from lapor.context import ServiceContext, ServiceDefinition
 from lapor.db import Database, PostgresDatabase, SqliteDatabase, Tx, table_columns, table_exists
 from lapor.states import ComplaintStates
-from lapor.store import EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamShare
+from lapor.store import EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamShare, UnreadableEvent
 from lapor.store.model import AppendResult, category_of
 from lapor.store.postgres import network_timeouts
 from lapor.store.sqlite import connect
@@ -334,15 +334,24 @@ def _build(
     return _Built(share, time.perf_counter() - started, own, other, results, runners.layout)
 
 
-def _read(store: EventStore, after: int, until: int, share: StreamShare | None) -> Iterator[list[RecordedEvent]]:
-    """Pages of committed events with after < position <= until (of `share`, when given)."""
+def _read(
+    store: EventStore, after: int, until: int, share: StreamShare | None
+) -> Iterator[tuple[list[RecordedEvent], UnreadableEvent | None]]:
+    """Pages of committed events with after < position <= until (of `share`, when given), each with None; or, where
+    an event cannot be read, the events before it and that one, which the runners park as the live ones do."""
     position = after + 1
     while position <= until:
-        page = [event for event in store.read_all(position, None, READ_PAGE, share) if event.position <= until]
-        if not page:
+        try:
+            read, unreadable = store.read_all(position, None, READ_PAGE, share), None
+        except UnreadableEvent as error:
+            read, unreadable = error.readable, error
+        page = [event for event in read if event.position <= until]
+        if unreadable is not None and unreadable.position > until:
+            unreadable = None
+        if not page and unreadable is None:
             return
-        yield page
-        position = page[-1].position + 1
+        yield page, unreadable
+        position = (page[-1].position if unreadable is None else unreadable.position) + 1
 
 
 def _feed(
@@ -389,10 +398,14 @@ def _feed(
             progress(through, until)
         batch.clear()
 
-    for page in _read(store, after, until, None if sifting else share):
+    for page, unreadable in _read(store, after, until, None if sifting else share):
         batch.extend(page)
-        if len(batch) >= batch_size:
+        if len(batch) >= batch_size or (unreadable is not None and batch):
             flush()
+        if unreadable is not None:
+            for projection in running:
+                if _handed(projection, unreadable, share):
+                    projection.runner.park_unreadable(unreadable)
     if batch:
         flush()
     for projection in running:  # up to `until` (a share's last event may come before it), with the rows held
@@ -401,6 +414,17 @@ def _feed(
         projection.runner.flush()
         projection.seconds += time.perf_counter() - started
     return counts[0], counts[1]
+
+
+def _handed(projection: _Projection, unreadable: UnreadableEvent, share: StreamShare | None) -> bool:
+    """Whether `_feed` would hand `projection` the event that cannot be read, were it readable (by its stream's
+    category and share; one whose stream cannot be read either goes to every projection of its category's kind)."""
+    category, stream = projection.runner.subscription.category, unreadable.stream
+    if category is None:
+        return True
+    if unreadable.category not in (None, category):
+        return False
+    return share is None or projection.every_stream or stream is None or share.holds(stream)
 
 
 # -- in this process ----------------------------------------------------------------------------------------

@@ -11,11 +11,13 @@ events of that moment are handled in one transaction instead of one each (every 
 statements, its commit and a thread wake-up), and a lone event after a quiet spell is still read at once.
 A handler that raises is retried with exponential backoff; after `max_attempts` failures the event is *parked*
 — recorded with its error for an operator — and the subscription moves on. `replay_parked` runs a parked
-event again once the cause is fixed. Parking is for events the handler refuses, not for a database that cannot be
-used just now (`transient_failure`: a lost connection, a lock not granted in time): such an error, in a handler
-or anywhere else in the loop (reading the log, committing, parking), is logged, and the loop waits (`backoff`,
-doubling up to `RETRY_WAIT_MAX`) and carries on from the committed checkpoint, for as long as it takes; `failure`
-holds the error meanwhile, which /readyz and /metrics report. A stop request ends the wait at once.
+event again once the cause is fixed. An event the store cannot read at all (`UnreadableEvent`: changed in the
+database) is parked at once, after the events before it, and the runner goes on. Parking is for events the handler
+refuses or the store cannot read, not for a database that cannot be used just now (`transient_failure`: a lost
+connection, a lock not granted in time): such an error, in a handler or anywhere else in the loop (reading the log,
+committing, parking), is logged, and the loop waits (`backoff`, doubling up to `RETRY_WAIT_MAX`) and carries on
+from the committed checkpoint, for as long as it takes; `failure` holds the error meanwhile, which /readyz and
+/metrics report. A stop request ends the wait at once.
 
 A started runner handles events only while it holds its subscription's lease on the read-model database
 (`lapor.lease`), so two processes on one database never both run it: one that cannot take the lease stands by,
@@ -53,7 +55,14 @@ import psycopg
 from lapor.clock import Clock, SystemClock
 from lapor.db import Database, Tx, add_column, table_exists
 from lapor.lease import LEASE_RETRY, Lease
-from lapor.store import DuplicateEventId, EventStore, RecordedEvent, StoreError, WrongExpectedVersion
+from lapor.store import (
+    DuplicateEventId,
+    EventStore,
+    RecordedEvent,
+    StoreError,
+    UnreadableEvent,
+    WrongExpectedVersion,
+)
 
 log = logging.getLogger("lapor.subscriptions")
 
@@ -375,16 +384,32 @@ class SubscriptionRunner:
     def poll(self) -> int:
         """Read and process one batch; returns the number of events read (0 when caught up)."""
         head = self.store.head_position()
-        events = self.store.read_all(self._position + 1, self.subscription.category, self.batch_size)
-        if not events:
+        events, unreadable = self._read(self._position + 1)
+        if not events and unreadable is None:
             if head > self._position:
                 # Nothing of our category up to `head` (commit order == position order, so nothing below it
                 # can still appear): move the checkpoint so lag and the wait start from the head.
                 self._advance_to(head)
             return 0
+        return self._process_all(events, unreadable)
+
+    def _read(self, position: int) -> tuple[list[RecordedEvent], UnreadableEvent | None]:
+        """A batch of the subscription's events from `position` on, and None; or, when the read meets one that cannot
+        be read, the events before it and that one (`UnreadableEvent`), which `_process_all` parks."""
+        try:
+            return self.store.read_all(position, self.subscription.category, self.batch_size), None
+        except UnreadableEvent as unreadable:
+            return unreadable.readable, unreadable
+
+    def _process_all(self, events: Sequence[RecordedEvent], unreadable: UnreadableEvent | None = None) -> int:
+        """Handle `events` (retrying or parking what fails), then park `unreadable`, which came after them. Returns
+        how many were done (fewer when stopped)."""
         index = 0
         while index < len(events) and not self._stop.is_set():
             index = self._process_from(events, index)
+        if unreadable is not None and index == len(events) and not self._stop.is_set():
+            self.park_unreadable(unreadable)
+            index += 1
         return index
 
     def feed(self, events: Sequence[RecordedEvent], through: int | None = None) -> int:
@@ -400,9 +425,7 @@ class SubscriptionRunner:
             mine = [e for e in events if e.position > position]
         if self.hold:
             return self._hold(mine, through)
-        index = 0
-        while index < len(mine) and not self._stop.is_set():
-            index = self._process_from(mine, index)
+        index = self._process_all(mine)
         if through > self._position and not self._stop.is_set():
             self._advance_to(through)  # the rest were of other categories
         return index
@@ -456,16 +479,14 @@ class SubscriptionRunner:
         self._held_events = 0
         self._position = self._written
         handled = 0
-        category = self.subscription.category
         while self._position < last and not self._stop.is_set():
-            page = self.store.read_all(self._position + 1, category, self.batch_size)
+            page, unreadable = self._read(self._position + 1)
             events = [event for event in page if event.position <= last]
-            if not events:
+            if unreadable is not None and unreadable.position > last:
+                unreadable = None
+            if not events and unreadable is None:
                 break
-            index = 0
-            while index < len(events) and not self._stop.is_set():
-                index = self._process_from(events, index)
-            handled += index
+            handled += self._process_all(events, unreadable)
         if through > self._position and not self._stop.is_set():
             self._advance_to(through)
         self._written = self._position
@@ -553,26 +574,34 @@ class SubscriptionRunner:
             attempts,
             error,
         )
+        self._park(event.position, event.stream, event.version, event.type, _describe(error), attempts)
+        return True
+
+    def park_unreadable(self, unreadable: UnreadableEvent) -> None:
+        """Park an event the store cannot read, and go on past it. It is not read again first: the same bytes give the
+        same error (a database that cannot be used just now raises something else, which the loop tries again).
+        Its stream, version and type are parked as stored, "?" and -1 where even they cannot be read. A runner fed
+        by a rebuild writes the rows it holds first. Until session 29 such an event failed every read of its batch,
+        and the runner tried again from its checkpoint for ever: every projection stopped there."""
+        if unreadable.position <= self._position:
+            return
+        self.flush()
+        log.error("subscription %s: parking %s", self.name, unreadable)
+        version = -1 if unreadable.version is None else unreadable.version
+        self._park(unreadable.position, unreadable.stream or "?", version, unreadable.type or "?", unreadable.reason, 1)
+
+    def _park(self, position: int, stream: str, version: int, event_type: str, error: str, attempts: int) -> None:
+        """Record the event at `position` as parked, with the checkpoint moved past it."""
         with self._transaction() as tx:
             tx.execute(
                 "INSERT INTO parked_events (name, position, stream, version, type, error, attempts, parked_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name, position) DO UPDATE SET "
                 "error = excluded.error, attempts = excluded.attempts, parked_at = excluded.parked_at, "
                 "replayed_at = NULL",
-                (
-                    self.name,
-                    event.position,
-                    event.stream,
-                    event.version,
-                    event.type,
-                    _describe(error),
-                    attempts,
-                    self.clock.now().isoformat(),
-                ),
+                (self.name, position, stream, version, event_type, error, attempts, self.clock.now().isoformat()),
             )
-            self._save_checkpoint(tx, event.position, 0)
-        self._moved_to(event.position)
-        return True
+            self._save_checkpoint(tx, position, 0)
+        self._moved_to(position)
 
     def _advance_to(self, position: int) -> None:
         with self._transaction() as tx:

@@ -13,6 +13,7 @@ import pytest
 
 from lapor.audit import verify_chain
 from lapor.store import NewEvent, open_store
+from tests.test_subscriptions import make_unreadable
 
 
 @pytest.fixture
@@ -176,6 +177,21 @@ def test_an_event_altered_past_reading_is_named_by_position_and_the_walk_goes_on
     assert unreadable.problem.startswith("this event cannot be read (")
     assert (next_link.stream, next_link.version) == ("complaint-T2", 2)  # its stream's chain then has a gap
     assert report.events_checked == 19  # every other event
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("column", ["data", "recorded_at"])
+def test_an_event_altered_past_reading_on_postgresql_is_named_and_the_walk_goes_on(postgres_url: str, column: str):
+    """PostgreSQL keeps a `json` number past a double and a `timestamptz` of 'infinity', which no read can decode:
+    the time failed the walk with psycopg's DataError (a 500 from GET /api/audit/integrity) until session 29."""
+    with open_store(postgres_url) as store:
+        store.append("complaint-T", [NewEvent("Noted", {"n": n}) for n in range(3)])
+        position = store.read_stream("complaint-T")[1].position
+        make_unreadable(postgres_url, "complaint-T", 1, column)
+        report = verify_chain(store)
+    unreadable, next_link = report.broken
+    assert (unreadable.position, next_link.stream, next_link.version) == (position, "complaint-T", 2)
+    assert unreadable.problem.startswith("this event cannot be read (")
 
 
 @pytest.mark.parametrize(("column", "value"), [("metadata", b"\xff"), ("event_id", "bukan-uuid")])

@@ -29,6 +29,7 @@ from lapor.store.model import (
     RecordedEvent,
     StoreError,
     StreamShare,
+    UnreadableEvent,
     WrongExpectedVersion,
     category_of,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "RecordedEvent",
     "StoreError",
     "StreamShare",
+    "UnreadableEvent",
     "WrongExpectedVersion",
     "category_of",
     "open_store",

@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -168,6 +168,50 @@ class WrongExpectedVersion(StoreError):
 
 class DuplicateEventId(StoreError):
     """Some, but not all, of the event ids of an append were already recorded (or elsewhere)."""
+
+
+class UnreadableEvent(ValueError):
+    """A read met an event whose stored fields do not decode (data that is not JSON, a `recorded_at` that is not a
+    time): SQLite keeps whatever bytes it is given, and PostgreSQL's `json` and `timestamptz` hold values that Python
+    cannot (a lone surrogate, a number past a double, a year past 9999). `readable`: the events that read met before
+    it, in order, so a reader handles them and then passes it by `position` (a subscription parks it), where it
+    used to fail every read of the page for good. `stream`, `version` and `type` are those stored with it, None
+    when they are not of their kind either. A ValueError, as the decode's own error was: never a `StoreError`, which
+    says the store cannot be used just now and is tried again."""
+
+    def __init__(self, readable: list[RecordedEvent], row: Sequence[Any], cause: Exception) -> None:
+        self.readable = readable
+        self.position: int = row[_POSITION]
+        self.stream: str | None = row[_STREAM_FIELD] if isinstance(row[_STREAM_FIELD], str) else None
+        self.version: int | None = row[_VERSION] if _is_int(row[_VERSION]) else None
+        self.type: str | None = row[_TYPE] if isinstance(row[_TYPE], str) else None
+        self.reason = f"cannot be read: {type(cause).__name__}: {' '.join(str(cause).split())}"
+        where = f"position {self.position}" if self.stream is None else (
+            f"{self.stream} version {self.version} (position {self.position})")
+        super().__init__(f"the event at {where} {self.reason}")
+
+    @property
+    def category(self) -> str | None:
+        return None if self.stream is None else category_of(self.stream)
+
+
+# Where the adapters' rows (`lapor.store.sqlite.COLUMNS`, `lapor.store.postgres.SELECT_EVENTS`) hold what
+# `UnreadableEvent` names.
+_STREAM_FIELD, _VERSION, _POSITION, _TYPE = 1, 2, 3, 4
+
+
+def decoded_events(
+    rows: Iterable[Sequence[Any]], decode: Callable[[Sequence[Any]], RecordedEvent]
+) -> list[RecordedEvent]:
+    """The events of `rows`, decoded one by one, up to the first that does not decode: `UnreadableEvent` then. The
+    adapters decode a whole read at once and come here only when that failed (the fast path stays as it was)."""
+    events: list[RecordedEvent] = []
+    for row in rows:
+        try:
+            events.append(decode(row))
+        except (ValueError, TypeError) as error:
+            raise UnreadableEvent(events, row, error) from error
+    return events
 
 
 def new_event_id() -> uuid.UUID:

@@ -33,7 +33,9 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg import generators, pq, sql
+from psycopg.abc import Buffer
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.types.datetime import TimestamptzBinaryLoader
 from psycopg_pool import ConnectionPool
 
 from lapor.clock import Clock, SystemClock
@@ -53,6 +55,7 @@ from lapor.store.model import (
     StreamShare,
     category_of,
     check_expected,
+    decoded_events,
     link_events,
     read_all_query,
     read_all_statements,
@@ -216,7 +219,7 @@ def channel_for(schema: str) -> str:
     return channel
 
 
-def _event(row: tuple[Any, ...]) -> RecordedEvent:
+def _event(row: Sequence[Any]) -> RecordedEvent:
     return RecordedEvent(
         row[0],
         row[1],
@@ -231,6 +234,24 @@ def _event(row: tuple[Any, ...]) -> RecordedEvent:
         row[9],
         row[10],
     )
+
+
+class _LenientTimestamptz(TimestamptzBinaryLoader):
+    """A `timestamptz` Python cannot hold ('infinity', a year past 9999: a row changed in the database) loaded as
+    psycopg's words about it, for `_checked_event` to name the event, where it failed the whole read."""
+
+    def load(self, data: Buffer) -> datetime | str:  # type: ignore[override]  # the text, for `_checked_event`
+        try:
+            return super().load(data)
+        except psycopg.DataError as error:
+            return str(error)
+
+
+def _checked_event(row: Sequence[Any]) -> RecordedEvent:
+    """`_event` of a row read with `_LenientTimestamptz`."""
+    if isinstance(row[8], str):
+        raise ValueError(f"recorded_at: {row[8]}")
+    return _event(row)
 
 
 class PostgresGroup(GroupTransaction):
@@ -414,25 +435,41 @@ class PostgresEventStore(EventStore):
         validate_append(stream, events, expected_version)
         return self._writer.submit(stream, events, expected_version)
 
-    def _fetch(self, query: str, params: Sequence[Any], wait: float | None = None) -> list[tuple[Any, ...]]:
-        """`wait`: how long to wait for a pooled connection; None is the pool's own 30 s."""
+    def _fetch(
+        self, query: str, params: Sequence[Any], wait: float | None = None, *, lenient: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """`wait`: how long to wait for a pooled connection; None is the pool's own 30 s. `lenient`: a `timestamptz`
+        Python cannot hold is read as text (`_LenientTimestamptz`)."""
         with self._pool.connection(timeout=wait) as conn, conn.cursor(binary=True) as cur:
+            if lenient:
+                cur.adapters.register_loader("timestamptz", _LenientTimestamptz)
             return cur.execute(query, params).fetchall()
+
+    def _events(self, query: str, params: Sequence[Any]) -> list[RecordedEvent]:
+        """The events a query of SELECT_EVENTS finds; `UnreadableEvent` at the first that does not decode (`json`
+        keeps a lone surrogate escape or a number past a double, which orjson refuses; `timestamptz` keeps years
+        Python cannot hold): each failed the whole read, for good."""
+        try:
+            rows = self._fetch(query, params)
+        except psycopg.DataError:  # a `recorded_at` out of Python's range: read again to find whose
+            return decoded_events(self._fetch(query, params, lenient=True), _checked_event)
+        try:
+            return [_event(row) for row in rows]
+        except (ValueError, TypeError):
+            return decoded_events(rows, _event)
 
     def read_stream(self, stream: str, from_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
         from_version, limit = read_window(from_version, limit)
-        rows = self._fetch(
+        return self._events(
             f"{SELECT_EVENTS} WHERE stream = %s AND version >= %s ORDER BY version LIMIT %s",
             (stream, from_version, limit),
         )
-        return [_event(row) for row in rows]
 
     def read_all(
         self, from_position: int = 0, category: str | None = None, limit: int = 1000, share: StreamShare | None = None
     ) -> list[RecordedEvent]:
         statement, params = read_all_query(from_position, category, limit, share)
-        rows = self._fetch(_READ_ALL[statement], params)
-        return [_event(row) for row in rows]
+        return self._events(_READ_ALL[statement], params)
 
     def head_position(self, *, wait: float | None = None) -> int:
         return self._fetch("SELECT position FROM lapor_head", (), wait)[0][0]

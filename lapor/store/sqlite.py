@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +45,7 @@ from lapor.store.model import (
     WrongExpectedVersion,
     category_of,
     check_expected,
+    decoded_events,
     link_events,
     read_all_query,
     read_all_statements,
@@ -115,11 +116,21 @@ def _enter_wal(conn: sqlite3.Connection) -> None:
         delay = min(delay * 2, 0.2)
 
 
-def rows_to_events(rows: Iterable[tuple]) -> list[RecordedEvent]:
+def rows_to_events(rows: Sequence[tuple]) -> list[RecordedEvent]:
     """Rows of COLUMNS as recorded events: event id and metadata are decoded on first access (see RecordedEvent).
-    One comprehension with its callables bound locally: a replay turns millions of rows into events."""
+    One comprehension with its callables bound locally: a replay turns millions of rows into events. A row that does
+    not decode (changed in the file: SQLite keeps whatever it is given) is an `UnreadableEvent` naming it."""
     event, loads, moment = RecordedEvent, orjson.loads, datetime.fromisoformat
-    return [event(r[0], r[1], r[2], r[3], r[4], r[5], loads(r[6]), r[7], moment(r[8]), r[9], r[10]) for r in rows]
+    try:
+        return [event(r[0], r[1], r[2], r[3], r[4], r[5], loads(r[6]), r[7], moment(r[8]), r[9], r[10]) for r in rows]
+    except (ValueError, TypeError):
+        return decoded_events(rows, _row_to_event)
+
+
+def _row_to_event(r: Sequence[Any]) -> RecordedEvent:
+    return RecordedEvent(
+        r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6]), r[7], datetime.fromisoformat(r[8]), r[9], r[10]
+    )
 
 
 # A share is filtered in SQL, before a row is decoded, by `stream_bucket` registered on each read connection.
@@ -422,7 +433,7 @@ class SqliteEventStore(EventStore):
         self, from_position: int = 0, category: str | None = None, limit: int = 1000, share: StreamShare | None = None
     ) -> list[RecordedEvent]:
         statement, params = read_all_query(from_position, category, limit, share)
-        rows = self._reader().execute(_READ_ALL[statement], params)
+        rows = self._reader().execute(_READ_ALL[statement], params).fetchall()
         return rows_to_events(rows)
 
     def head_position(self, *, wait: float | None = None) -> int:

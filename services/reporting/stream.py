@@ -50,7 +50,7 @@ from lapor.privacy import (
     redact_metadata,
     reporter_identity,
 )
-from lapor.store import EventStore, RecordedEvent
+from lapor.store import EventStore, RecordedEvent, UnreadableEvent
 
 log = logging.getLogger("lapor.reporting.stream")
 
@@ -319,33 +319,15 @@ def _page(store: EventStore, after: int) -> tuple[list[RecordedEvent], int | Non
     """Up to PAGE complaint events after the position `after`, and None; or, when the first of them cannot be read,
     no events and its position, which the feed passes. SQLite keeps whatever bytes it is given, so an event changed
     in the database (data that is not JSON, a time that is not one) failed the whole page's read, and ended every
-    feed that came to it, again on each reconnection with its Last-Event-ID (found in a bug hunt): the events before
-    it are read one at a time, and it is left out (the integrity check names it)."""
+    feed that came to it, again on each reconnection with its Last-Event-ID (found in a bug hunt): the store names it
+    (`UnreadableEvent`, with the events before it), and it is left out (the integrity check names it)."""
     try:
         return store.read_all(after + 1, "complaint", PAGE), None
-    except ValueError as error:
-        events: list[RecordedEvent] = []
-        position = after + 1
-        with contextlib.suppress(ValueError):
-            while len(events) < PAGE and (one := store.read_all(position, "complaint", 1)):
-                events.append(one[0])
-                position = one[0].position + 1
-        if events:
-            return events, None
-        # The first complaint event from `position` on cannot be read: it is at the last position from which a read
-        # of one still fails (each read decodes only the first event it finds), at most the head.
-        head = store.head_position()
-        while position < head:
-            position += 1
-            try:
-                store.read_all(position, "complaint", 1)
-            except ValueError:
-                continue
-            position -= 1
-            break
-        log.warning("live stream: the event at position %d left out: it cannot be read (%s)", position,
-                    " ".join(str(error).split()))
-        return [], position
+    except UnreadableEvent as unreadable:
+        if unreadable.readable:
+            return unreadable.readable, None
+        log.warning("live stream: left out: %s", unreadable)
+        return [], unreadable.position
 
 
 # What a feed does next from a position: folded complaint events to view (their last position is where it is then);

@@ -15,6 +15,7 @@ from lapor.db import Tx
 from lapor.settings import load_settings
 from lapor.store import NewEvent, RecordedEvent
 from lapor.subscriptions import Subscription, SubscriptionRunner
+from tests.test_subscriptions import make_unreadable
 
 NOTES = "CREATE TABLE IF NOT EXISTS notes (position BIGINT PRIMARY KEY, times INTEGER NOT NULL)"
 
@@ -130,3 +131,28 @@ def test_a_scrape_counts_the_parked_events_that_wait_for_a_replay(parked):
                     services=[service]) == 0
     (checkpoint, handled, waiting), saved, listed = scraped()
     assert ((checkpoint, handled), waiting, listed) == (saved, 0, 0)
+
+
+def test_an_event_that_cannot_be_read_is_listed_with_why_and_a_replay_says_it_still_fails(tmp_path: Path, capsys):
+    """Changed in the store's file past reading (session 29: every subscription stopped there for good): parked at
+    once, listed with the reason, and a replay reads the same bytes and says so, exit 1."""
+    data = tmp_path / "var"
+    subscription = Subscription("notes", note_unless_broken(tmp_path / "fixed"), setup=lambda tx: tx.execute(NOTES))
+    service = ServiceDefinition(name="notes", router=lambda ctx: APIRouter(), subscriptions=lambda ctx: [subscription])
+    ctx = ServiceContext.open(load_settings(data=data))
+    try:
+        first, second = (ctx.store.append("complaint-P1", [NewEvent("Noted", {"n": n})]).last_position
+                         for n in range(2))
+        make_unreadable(ctx.settings.store, "complaint-P1", 0, "data")
+        SubscriptionRunner(ctx.store, ctx.db, subscription).run_until_caught_up()
+    finally:
+        ctx.close()
+    assert cli_main(["parked", "list", "--data", str(data)]) == 0
+    listed = capsys.readouterr().out
+    assert f"notes: position {first}, complaint-P1 version 0 (Noted), parked " in listed
+    assert " after 1 attempt: cannot be read: JSONDecodeError: " in listed
+    assert cli_main(["parked", "replay", "--subscription", "notes", "--all", "--data", str(data)],
+                    services=[service]) == 1
+    assert (f"still fails (UnreadableEvent: the event at complaint-P1 version 0 (position {first}) cannot be read: "
+            in capsys.readouterr().out)
+    assert notes(data) == {second: 1}  # the event after it, once

@@ -6,18 +6,23 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from lapor.clock import ManualClock
+from lapor.context import ServiceContext
 from lapor.db import Tx
 from lapor.principal import Role
+from lapor.settings import load_settings
 from schemas import events as ev
 from services.reporting import reports
 from tests.conftest import fresh_schema
 from tests.reporting import scenario
-from tests.reporting.conftest import Reporting, played
+from tests.reporting.conftest import Reporting, played, reporting_app
+from tests.test_subscriptions import make_unreadable
 
 DAY = {n: scenario.day(n).date().isoformat() for n in range(0, 25)}
 
@@ -362,3 +367,30 @@ def test_looking_for_an_unknown_agency_searches_indexes_and_scans_no_table(holde
     finally:
         conn.close()
 
+
+def test_the_views_go_on_past_an_event_changed_in_the_database_past_reading(
+    request: pytest.FixtureRequest, tmp_path: Path, backend_store: str | None
+):
+    """A disposition whose time was changed in the store's database to one no read can decode: until session 29
+    every projection stopped there for good, trying again from its checkpoint (the views froze, /readyz went on to
+    report the lag). The app's projections park it and its report's later event, say so in /metrics, and count
+    every other report."""
+    data = tmp_path / "var"
+    with own_store(request, backend_store) as store:
+        ctx = ServiceContext.open(load_settings(data=data, training=True, store=store))
+        try:
+            assert isinstance(ctx.clock, ManualClock)
+            reports_played = [scenario.held("LAP-X-01", "53.71"), scenario.held("LAP-X-02", "53.71")]
+            scenario.play(ctx.store, ctx.clock, reports_played)
+            store_url = ctx.settings.store
+        finally:
+            ctx.close()
+        make_unreadable(store_url, "complaint-LAP-X-01", 2, "recorded_at")  # ComplaintDisposed
+        with reporting_app(data, store) as service:
+            service.caught_up()
+            national = service.get("/api/reports/national")
+            metrics = service.client.get("/metrics").text
+    assert national["totals"]["reports"] == 2
+    assert national["by_agency"] == [{"agency_id": "pemda-53.71", "name": "Pemerintah Kota Kupang", "reports": 1}]
+    assert 'lapor_subscription_parked_events{consumer="reporting.complaints"} 2.0' in metrics
+    assert 'lapor_subscription_lag_positions{consumer="reporting.complaints"} 0.0' in metrics

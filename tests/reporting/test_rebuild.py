@@ -27,11 +27,12 @@ from lapor.rebuild import ReadOnlyStore, RebuildFailed, RebuildReport, rebuild, 
 from lapor.settings import load_settings
 from lapor.states import ComplaintStates
 from lapor.store import NewEvent, RecordedEvent, StreamShare
-from lapor.subscriptions import Subscription, SubscriptionRunner, holding_batches
+from lapor.subscriptions import ParkedEvent, Subscription, SubscriptionRunner, holding_batches
 from services.reporting import projections as reporting_projections
 from services.reporting.projections import ComplaintReports, project_complaints
 from services.reporting.service import SERVICE
 from tests.reporting import lifecycles
+from tests.test_subscriptions import make_unreadable
 
 START = datetime(2090, 1, 2, 1, 0, tzinfo=UTC)
 
@@ -564,3 +565,48 @@ def test_lapor_rebuild_whose_postgresql_server_restarts_exits_2_with_the_reason_
     said = error.splitlines()[-1]  # after the pool's warnings about the connections it discards
     assert said.startswith("lapor: rebuild failed:")
     assert "terminating connection" in said
+
+
+@pytest.mark.parametrize("column", ["data", "recorded_at", "metadata"])
+def test_an_event_changed_past_reading_is_parked_live_and_by_a_rebuild_and_every_other_report_is_projected(
+    context: ServiceContext, monkeypatch: pytest.MonkeyPatch, column: str
+):
+    """Until session 29 the projections' read of the batch holding such an event failed, and each tried again from
+    its checkpoint for ever (the views froze there); `lapor rebuild` failed with the store's ValueError. Now every
+    projection parks it ("cannot be read: ..."), and the later events of its report too (the shared fold cannot take
+    them without it), and projects the rest; a rebuild parks the same, so its tables equal the live ones. Metadata
+    is decoded only when asked for: the projections that read it refuse the event, and park it as any other."""
+    versions: dict[str, int] = {}
+    for event in complaint_events(context):
+        versions[event.stream] = event.version
+    stream = next(stream for stream, last in versions.items() if last >= 3)
+    make_unreadable(context.settings.store, stream, 1, column)
+    services = load_services()
+    live: dict[str, list[ParkedEvent]] = {}
+    for service in services:
+        for subscription in service.subscriptions(context):
+            if subscription.projection:
+                runner = SubscriptionRunner(context.store, context.db, subscription, max_attempts=2, backoff=0.001)
+                runner.run_until_caught_up()
+                assert runner.checkpoint() == context.store.head_position()
+                live[runner.name] = runner.parked()
+    with context.db.read() as tx:
+        projected = dict(tx.fetchall("SELECT tracking_id, version FROM rpt_complaints"))
+    expected = {s.removeprefix("complaint-"): v for s, v in versions.items()}
+    if column == "metadata":  # the reports do not read it: the event is projected
+        assert projected == expected
+    else:
+        parked = live["reporting.complaints"]
+        assert [(p.stream, p.version) for p in parked] == [(stream, v) for v in range(1, versions[stream] + 1)]
+        assert parked[0].error.startswith("cannot be read: ")
+        assert parked[0].attempts == 1  # the same bytes read again would fail again
+        assert projected == expected | {stream.removeprefix("complaint-"): 0}
+
+    parked_live = {name: len(events) for name, events in live.items()}
+    report = rebuild(context, services)
+    assert report.identical, report.differences
+    assert {result.name: result.parked for result in report.subscriptions} == parked_live
+    monkeypatch.setenv("LAPOR_STORE", context.settings.store)  # what the spawned processes open
+    shared = rebuild_in_shares(context, services, 2, batch_size=300)  # the event is in one share's complaints
+    assert shared.identical, shared.differences
+    assert {result.name: result.parked for result in shared.subscriptions} == parked_live
