@@ -1,11 +1,13 @@
-"""Notifications out: a record for each new item in an agency's queue and each approaching deadline, delivered to
-the targets the agency subscribed (webhooks) by one adapter per channel, with retries and backoff.
+"""Notifications out: a record for each new item in an agency's queue, each report escalated to an agency that
+watches it and each approaching deadline, delivered to the targets the agency subscribed (webhooks) by one adapter
+per channel, with retries and backoff.
 
 1. A record enters the outbox (`followup_notifications`) once, by a deterministic id, and is fanned out there and
    then: one `followup_deliveries` row per active target of the agency, or of an agency above it, that asked
-   for the kind. Two producers: the queue projection records each new item in a queue (`followup_queue_arrivals`,
-   in the transaction of its checkpoint, so exactly once) and the notification loop posts the recent ones
-   (`post_arrivals`); the deadline scan records a warning per deadline about to pass.
+   for the kind. Two producers: the queue projection records each new item in a queue and each new watch of an
+   escalation (`followup_queue_arrivals`, in the transaction of its checkpoint, so exactly once) and the
+   notification loop posts the recent ones (`post_arrivals`); the deadline scan records a warning per deadline
+   about to pass.
 2. The delivery loop (`Deliverer`) claims due deliveries under a lease (two processes never send one at once),
    hands each to the adapter of its target's channel and records the outcome: delivered, tried again later with
    exponential backoff, or failed for good.
@@ -45,8 +47,9 @@ log = logging.getLogger("lapor.followup.notifications")
 
 ITEM_ADDED: Final = "queue.item_added"
 DEADLINE_APPROACHING: Final = "deadline.approaching"
-NotificationKind = Literal["queue.item_added", "deadline.approaching"]
-KINDS: tuple[NotificationKind, ...] = (ITEM_ADDED, DEADLINE_APPROACHING)
+ESCALATION_WATCHED: Final = "escalation.watched"  # a report escalated to the agency, which watches it (session 29)
+NotificationKind = Literal["queue.item_added", "deadline.approaching", "escalation.watched"]
+KINDS: tuple[NotificationKind, ...] = (ITEM_ADDED, DEADLINE_APPROACHING, ESCALATION_WATCHED)
 
 WEBHOOK = "webhook"
 
@@ -151,21 +154,20 @@ def record_notification(tx: Tx, notification: Notification) -> bool:
 
 
 def post_arrivals(tx: Tx, now: datetime, *, limit: int = 500) -> int:
-    """Turn the queue projection's recent arrivals (new items in a queue) into notifications; returns how many.
-    Arrivals older than STALE_AFTER are left alone."""
+    """Turn the queue projection's recent arrivals (new items in a queue, new watches of an escalation) into
+    notifications of their kind; returns how many. Arrivals older than STALE_AFTER are left alone."""
     rows = tx.fetchall(
-        "SELECT a.arrival_id, a.agency_id, a.tracking_id, a.payload, a.occurred_at FROM followup_queue_arrivals a "
+        "SELECT a.arrival_id, a.agency_id, a.tracking_id, a.kind, a.payload, a.occurred_at "
+        "FROM followup_queue_arrivals a "
         "WHERE a.occurred_at >= ? AND NOT EXISTS "
         "(SELECT 1 FROM followup_notifications n WHERE n.notification_id = a.arrival_id) "
         "ORDER BY a.occurred_at LIMIT ?",
         (instant(now - STALE_AFTER), limit),
     )
-    for arrival_id, agency_id, tracking_id, payload, occurred_at in rows:
+    for arrival_id, agency_id, tracking_id, kind, payload, occurred_at in rows:
         created = moment(occurred_at)
         assert created is not None
-        record_notification(
-            tx, Notification(arrival_id, ITEM_ADDED, agency_id, tracking_id, orjson.loads(payload), created)
-        )
+        record_notification(tx, Notification(arrival_id, kind, agency_id, tracking_id, orjson.loads(payload), created))
     return len(rows)
 
 

@@ -44,13 +44,16 @@ from lapor.subscriptions import Subscription, holding_subscription
 from schemas.events import TRACKING_ID_PATTERN
 from services.followup import storage
 from services.followup.approval import PRESENT_HOLDING_SQL
-from services.followup.notifications import ITEM_ADDED, notification_id
+from services.followup.notifications import ESCALATION_WATCHED, ITEM_ADDED, notification_id
 from services.followup.storage import NEVER, instant
 
 # 2: the row keeps the report's `reporter_ref`, so its identity is scrubbed from a title the national admin
 # corrected. (Arrivals are rebuilt with their deterministic ids: the outbox posts none of them again.)
 # 3: the escalations each agency watches (`followup_escalations`), read from the log again (session 29).
-QUEUE_VERSION = 3
+# 4: an arrival has its notification's kind, and a new watch of an escalation is one: `escalation.watched` for the
+# watcher (session 29). Rebuilt with their deterministic ids: the outbox posts none of the old ones again, and of
+# the watches only those of the last day (`notifications.STALE_AFTER`), which nobody was told of.
+QUEUE_VERSION = 4
 # Statuses in which a report sits in its agency's queue.
 QUEUE_STATUSES = (Status.disposed, Status.in_progress, Status.resolved)
 # Urgency buckets, the first key of the queue order.
@@ -169,9 +172,18 @@ def _row(state: ComplaintState) -> tuple[Any, ...]:
 _ARRIVALS = {"ComplaintDisposed": "disposed", "ComplaintAssigned": "assigned", "ComplaintReopened": "reopened"}
 
 
-def _arrivals(
-    before: ComplaintState, after: ComplaintState, event: RecordedEvent
-) -> list[tuple[str, str, str, str, str]]:
+# A notification the projection records (`followup_queue_arrivals`): its id, agency, report, kind, payload, time.
+Notice = tuple[str, str, str, str, str, str]
+
+
+def _notice(event: RecordedEvent, kind: str, agency_id: str, tracking_id: str, payload: str) -> Notice:
+    """The record of notification `kind` for `agency_id` caused by `event`: its id is the same however often the
+    event is handled (a replay, a rebuild), so the outbox posts it once (`notifications.post_arrivals`)."""
+    cause = f"{event.stream}:{event.version}:{kind}:{agency_id}"
+    return (notification_id(cause), agency_id, tracking_id, kind, payload, instant(event.recorded_at))
+
+
+def _arrivals(before: ComplaintState, after: ComplaintState, event: RecordedEvent) -> list[Notice]:
     """The queues `event` brings the report into: where it arrives (disposition, assignment, takeover by the
     Ombudsman) or comes back (reopened after the reporter's dissatisfaction). Each becomes a notification for the
     agency's targets (`notifications.post_arrivals`)."""
@@ -197,16 +209,33 @@ def _arrivals(
             "deadline": deadline.due.isoformat() if deadline.due else None,
         }
     ).decode()
-    return [
-        (
-            notification_id(f"{event.stream}:{event.version}:{ITEM_ADDED}:{holder}"),
-            holder,
-            after.tracking_id,
-            payload,
-            instant(event.recorded_at),
-        )
-        for holder in sorted(added)
-    ]
+    return [_notice(event, ITEM_ADDED, holder, after.tracking_id, payload) for holder in sorted(added)]
+
+
+def _watch_notice(after: ComplaintState, event: RecordedEvent, watcher: str) -> Notice:
+    """The `escalation.watched` notification for the agency a ComplaintEscalated made a watcher of the report
+    (session 29): whose holding, the level, the escalation's kind and levels, the deadline now running and when.
+    Not the escalation's reason: free text (a person's escalation writes its own), which may name the reporter;
+    the watcher reads it masked on its worklist."""
+    data = event.data
+    deadline = deadline_of(after)
+    payload = orjson.dumps(
+        {
+            "holder_agency_id": after.agency_id,
+            "holder_unit_id": after.unit_id,
+            "status": after.status.value if after.status else None,
+            "level": after.level.value,
+            "version": after.version,
+            "escalation_kind": data["kind"],
+            "from_level": data["from_level"],
+            "to_level": data["to_level"],
+            "automatic": bool(data.get("automatic")),
+            "escalated_at": event.recorded_at.isoformat(),
+            "deadline_kind": deadline.kind,
+            "deadline": deadline.due.isoformat() if deadline.due else None,
+        }
+    ).decode()
+    return _notice(event, ESCALATION_WATCHED, watcher, after.tracking_id, payload)
 
 
 _ESCALATION_COLUMNS = (
@@ -297,7 +326,7 @@ class HeldQueue:
     def __init__(self, states: ComplaintStates) -> None:
         self._states = states
         self._changed: dict[str, ComplaintState] = {}
-        self._arrivals: list[tuple[str, str, str, str, str]] = []
+        self._arrivals: list[Notice] = []
         self._escalations: dict[tuple[str, str], tuple[Any, ...]] = {}  # (report, watcher) -> its latest row
         self._ended: dict[str, int] = {}  # report -> the version of the latest event that ended its watches
 
@@ -319,6 +348,8 @@ class HeldQueue:
             row = _watched_escalation(after, event)
             if row is not None:
                 self._escalations[(row[0], row[1])] = row
+                if row[-1]:  # a new watch: its agency hears of it (an escalation answered late starts none)
+                    self._arrivals.append(_watch_notice(after, event, row[1]))
 
     def held(self) -> int:
         return len(self._changed) + len(self._arrivals) + len(self._escalations) + len(self._ended)
@@ -329,8 +360,8 @@ class HeldQueue:
             tx.executemany(_UPSERT, [_row(state) for _, state in sorted(self._changed.items())])
         if self._arrivals:
             tx.executemany(
-                "INSERT INTO followup_queue_arrivals (arrival_id, agency_id, tracking_id, payload, occurred_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (arrival_id) DO NOTHING",
+                "INSERT INTO followup_queue_arrivals (arrival_id, agency_id, tracking_id, kind, payload, occurred_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (arrival_id) DO NOTHING",
                 sorted(self._arrivals),  # in key order: each B-tree page visited once
             )
         # Escalations first, then the ends: an end touches only escalations older than itself, so one after it in

@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS followup_queue_arrivals (
     arrival_id  TEXT PRIMARY KEY,
     agency_id   TEXT NOT NULL,
     tracking_id TEXT NOT NULL,
+    kind        TEXT NOT NULL,
     payload     TEXT NOT NULL,
     occurred_at TEXT NOT NULL
 );

@@ -61,6 +61,20 @@ def overdue_to_province(app: Followup, tracking_id: str, province: str = NTT) ->
     escalate(app, tracking_id, province, Level.agency, Level.regional)
 
 
+def returned_and_disposed_again_with_the_bounce_flag(app: Followup, tracking_id: str) -> None:
+    """Returned by Kupang, then disposed to it again with routing's bounce flag for the national admin: the flag
+    comes in the one append with the disposition, so it belongs to the holding before."""
+    app.act(tracking_id, "return", app.liaison(), {"reason": "Bukan wewenang kota."})
+    now = app.clock.now()
+    app.decide(
+        tracking_id,
+        ComplaintDisposed(agency_id=KUPANG, follow_up_due=app.ctx.policy.follow_up_due(now),
+                          ombudsman_offer_due=app.ctx.policy.ombudsman_offer_due(now)),
+        ComplaintEscalated(kind=EscalationKind.bounce_limit, reason="Dikembalikan 3 kali", from_level=Level.agency,
+                           to_level=Level.agency, to_agency_id=NATIONAL_ADMIN_AGENCY, automatic=True),
+    )
+
+
 def worklist(app: Followup, agency_id: str, headers: dict[str, str], **params: Any) -> dict[str, Any]:
     app.settle()
     response = app.client.get(f"/api/queues/{agency_id}/escalated", headers=headers, params=params)
@@ -168,17 +182,8 @@ def test_an_escalation_answered_late_or_made_with_the_disposition_is_not_watched
     # answered after the deadline, before routing looked: the red mark, but nothing left to wait for
     escalate(app, "LAP-L-1", NTT, Level.agency, Level.regional, new_deadline=False,
              reason="Tindak lanjut melewati batas waktu: ditanggapi setelah batas waktu")
-    # routing's bounce flag comes in the one append with the disposition: it belongs to the holding before
     app.disposed("LAP-L-2")
-    app.act("LAP-L-2", "return", app.liaison(), {"reason": "Bukan wewenang kota."})
-    now = app.clock.now()
-    app.decide(
-        "LAP-L-2",
-        ComplaintDisposed(agency_id=KUPANG, follow_up_due=app.ctx.policy.follow_up_due(now),
-                          ombudsman_offer_due=app.ctx.policy.ombudsman_offer_due(now)),
-        ComplaintEscalated(kind=EscalationKind.bounce_limit, reason="Dikembalikan 3 kali", from_level=Level.agency,
-                           to_level=Level.agency, to_agency_id=NATIONAL_ADMIN_AGENCY, automatic=True),
-    )
+    returned_and_disposed_again_with_the_bounce_flag(app, "LAP-L-2")
     national = app.bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
     assert watched(app, NTT) == []
     assert watched(app, NATIONAL_ADMIN_AGENCY, national) == []

@@ -342,8 +342,8 @@ def test_old_arrivals_are_not_pushed_when_the_outbox_catches_up(tmp_path: Path):
     with db.transaction() as tx:
         for arrival_id, at in [("old", MONDAY - timedelta(days=3)), ("new", MONDAY - timedelta(hours=1))]:
             tx.execute(
-                "INSERT INTO followup_queue_arrivals VALUES (?, ?, ?, ?, ?)",
-                (arrival_id, KUPANG, f"LAP-{arrival_id}", "{}", instant(at)),
+                "INSERT INTO followup_queue_arrivals VALUES (?, ?, ?, ?, ?, ?)",
+                (arrival_id, KUPANG, f"LAP-{arrival_id}", ITEM_ADDED, "{}", instant(at)),
             )
         assert post_arrivals(tx, MONDAY) == 1
         posted = tx.fetchall("SELECT notification_id FROM followup_notifications")
