@@ -216,7 +216,9 @@ def _watch_notice(after: ComplaintState, event: RecordedEvent, watcher: str) -> 
     """The `escalation.watched` notification for the agency a ComplaintEscalated made a watcher of the report
     (session 29): whose holding, the level, the escalation's kind and levels, the deadline now running and when.
     Not the escalation's reason: free text (a person's escalation writes its own), which may name the reporter;
-    the watcher reads it masked on its worklist."""
+    the watcher reads it masked on its worklist. Never for the national level: its worklist is the national
+    admin's, and `kemenpanrb`'s webhooks are its own agency staff's, whom `lapor.privacy.escalated_to` and the
+    worklist (403) keep out of it."""
     data = event.data
     deadline = deadline_of(after)
     payload = orjson.dumps(
@@ -348,7 +350,7 @@ class HeldQueue:
             row = _watched_escalation(after, event)
             if row is not None:
                 self._escalations[(row[0], row[1])] = row
-                if row[-1]:  # a new watch: its agency hears of it (an escalation answered late starts none)
+                if row[-1] and row[1] != NATIONAL_ADMIN_AGENCY:  # a new watch (one answered late starts none)
                     self._arrivals.append(_watch_notice(after, event, row[1]))
 
     def held(self) -> int:

@@ -23,6 +23,7 @@ from tests.followup.test_escalated_queue import (
     NTT,
     escalate,
     overdue_to_province,
+    refused,
     returned_and_disposed_again_with_the_bounce_flag,
     watched,
     with_provinces,
@@ -124,10 +125,13 @@ def test_a_province_hears_once_of_a_regency_report_escalated_to_it(begin, receiv
     assert len(receiver.attempts) == 2  # nothing sent again, to anyone
 
 
-def test_each_watch_is_heard_by_its_watcher_up_to_the_national_admin(app, receiver):
+def test_the_province_hears_of_its_watch_but_the_ministrys_own_staff_not_of_the_national_one(app, receiver):
+    """The national level's worklist is the national admin's; `kemenpanrb`'s webhooks are registered by the
+    ministry's own agency admin, who may not read that worklist (403), so they are not told of it either."""
     subscribe(app, receiver, NTT, "/ntt")
     subscribe(app, receiver, NATIONAL_ADMIN_AGENCY, "/panrb")
     app.disposed("LAP-WN-2")
+    app.disposed("LAP-WN-3")
     with rounds(app) as notify:
         later(app, days=8)
         overdue_to_province(app, "LAP-WN-2")
@@ -135,15 +139,20 @@ def test_each_watch_is_heard_by_its_watcher_up_to_the_national_admin(app, receiv
         later(app, days=8)
         escalate(app, "LAP-WN-2", NATIONAL_ADMIN_AGENCY, Level.regional, Level.national)
         notify()
+        # last, a watch that is notified: once it is heard, the escalation before it was handled too
+        overdue_to_province(app, "LAP-WN-3")
+        notify()
         receiver.wait_for(2)
-    [province] = heard(receiver, "/ntt", WATCHED)
-    [national] = heard(receiver, "/panrb", WATCHED)
-    assert (province["agency_id"], province["data"]["to_level"]) == (NTT, "regional")
-    assert (national["agency_id"], national["data"]["to_level"]) == (NATIONAL_ADMIN_AGENCY, "national")
-    assert national["data"]["deadline"] != province["data"]["deadline"]  # the one set by the later escalation
-    assert watched(app, NATIONAL_ADMIN_AGENCY, app.bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)) == [
-        "LAP-WN-2"
+        notify()
+    told = [(path, body["kind"], body["tracking_id"], body["data"]["to_level"]) for path, body, _ in receiver.accepted]
+    assert told == [
+        ("/ntt", WATCHED, "LAP-WN-2", "regional"),
+        ("/ntt", WATCHED, "LAP-WN-3", "regional"),
     ]
+    ministry_admin = app.admin(NATIONAL_ADMIN_AGENCY, f"admin-{NATIONAL_ADMIN_AGENCY}")  # who registered /panrb
+    assert refused(app, NATIONAL_ADMIN_AGENCY, ministry_admin) == 403
+    national = app.bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    assert watched(app, NATIONAL_ADMIN_AGENCY, national) == ["LAP-WN-2"]  # where the national admin finds it
 
 
 def test_an_escalation_that_starts_no_watch_notifies_no_watcher(app, receiver):
