@@ -44,6 +44,7 @@ from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, Stri
 from pydantic_core import PydanticCustomError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lapor.correlation import withhold_client
 from lapor.patterns import NOT_WHITESPACE, WHITESPACE
 from lapor.problems import (
     KINDS,
@@ -293,6 +294,9 @@ def _acceptable_media_type(content_type: str) -> bool:
 
 
 _CONTROL_IN_URL = re.compile(r"[\x00-\x1f\x7f]")
+# The routes a reporter uses on its own report: the tracking view and the reporter's actions (intake's
+# `ReportRoute` unlinks those from the client's address when the report is anonymous).
+_REPORTERS_PATH = re.compile(r"/api/complaints/[^/]+(?:/(?:information|feedback|ombudsman-consent))?/?")
 
 
 class InputGuardMiddleware:
@@ -351,6 +355,11 @@ class InputGuardMiddleware:
 
 
 async def _reject(scope: Scope, receive: Receive, send: Send, kind: str, detail: str, **extra: Any) -> None:
+    if _REPORTERS_PATH.fullmatch(scope["path"]):
+        # Refused before any route runs, so before intake can read whether the report is anonymous (session 29: the
+        # line named the address beside the tracking ID, as refused requests the route saw did until this session):
+        # the address is withheld whatever the report, reading no store for a request that is refused anyway.
+        withhold_client()
     response = problem_response(KINDS[kind], detail, scope["path"], **extra)
     # The body is not read; tell the client the connection will not be reused for it.
     response.headers["Connection"] = "close"

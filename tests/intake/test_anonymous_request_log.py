@@ -170,3 +170,30 @@ def test_a_refused_request_about_an_anonymous_report_is_logged_without_the_addre
         for tracking_id in (anonymous["tracking_id"], named["tracking_id"])
     }
     assert clients == {anonymous["tracking_id"]: [WITHHELD_CLIENT] * 5, named["tracking_id"]: [ADDRESS] * 5}
+
+
+def test_a_request_about_a_report_refused_before_any_route_is_logged_without_the_address(
+    reporters_intake: Intake, logged: Logged
+) -> None:
+    """Session 29: the input guard refuses a body too large or not JSON, or a control character in the URL, before
+    any route runs, so before intake can read whether the report is anonymous: the reporter's routes are logged
+    without the address whatever the report; staff routes, and the submission (no tracking ID), keep it."""
+    intake = reporters_intake
+    client = intake.client
+    anonymous = client.post("/api/complaints", json={**REPORT, "anonymous": True}).json()
+    path = f"/api/complaints/{anonymous['tracking_id']}"
+    too_large = b"x" * (intake.ctx.settings.limits.max_body_bytes + 1)
+    refused = [
+        client.post(f"{path}/information", content=b"Foto terlampir.", headers=reporter(anonymous, **{
+            "Content-Type": "text/plain"})),
+        client.post(f"{path}/feedback", content=too_large, headers=reporter(anonymous, **JSON)),
+        client.get(f"{path}%00", headers=reporter(anonymous)),
+        client.post(f"{path}/verify", content=b"ok", headers={"Content-Type": "text/plain"}),
+    ]
+    assert [response.status_code for response in refused] == [415, 413, 400, 415]
+    access = [
+        line for line in logged() if line["logger"] == "lapor.access" and anonymous["tracking_id"] in line["path"]
+    ]
+    reporters = [line["client"] for line in access if not line["path"].endswith("/verify")]
+    assert reporters == [WITHHELD_CLIENT] * 3
+    assert [line["client"] for line in access if line["path"].endswith("/verify")] == [ADDRESS]
