@@ -45,7 +45,15 @@ from psycopg import sql
 from lapor.context import ServiceContext, ServiceDefinition
 from lapor.db import Database, PostgresDatabase, SqliteDatabase, Tx, table_columns, table_exists
 from lapor.states import ComplaintStates
-from lapor.store import EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamShare, UnreadableEvent
+from lapor.store import (
+    EventStore,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+    StreamShare,
+    UnreadableEvent,
+    read_readable,
+)
 from lapor.store.model import AppendResult, category_of
 from lapor.store.postgres import network_timeouts
 from lapor.store.sqlite import connect
@@ -341,10 +349,7 @@ def _read(
     an event cannot be read, the events before it and that one, which the runners park as the live ones do."""
     position = after + 1
     while position <= until:
-        try:
-            read, unreadable = store.read_all(position, None, READ_PAGE, share), None
-        except UnreadableEvent as error:
-            read, unreadable = error.readable, error
+        read, unreadable = read_readable(store, position, None, READ_PAGE, share)
         page = [event for event in read if event.position <= until]
         if unreadable is not None and unreadable.position > until:
             unreadable = None

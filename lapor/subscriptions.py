@@ -62,6 +62,7 @@ from lapor.store import (
     StoreError,
     UnreadableEvent,
     WrongExpectedVersion,
+    read_readable,
 )
 
 log = logging.getLogger("lapor.subscriptions")
@@ -396,10 +397,7 @@ class SubscriptionRunner:
     def _read(self, position: int) -> tuple[list[RecordedEvent], UnreadableEvent | None]:
         """A batch of the subscription's events from `position` on, and None; or, when the read meets one that cannot
         be read, the events before it and that one (`UnreadableEvent`), which `_process_all` parks."""
-        try:
-            return self.store.read_all(position, self.subscription.category, self.batch_size), None
-        except UnreadableEvent as unreadable:
-            return unreadable.readable, unreadable
+        return read_readable(self.store, position, self.subscription.category, self.batch_size)
 
     def _process_all(self, events: Sequence[RecordedEvent], unreadable: UnreadableEvent | None = None) -> int:
         """Handle `events` (retrying or parking what fails), then park `unreadable`, which came after them. Returns

@@ -32,6 +32,7 @@ from lapor.store.model import (
     UnreadableEvent,
     WrongExpectedVersion,
     category_of,
+    read_readable,
 )
 from lapor.store.open import open_store
 
@@ -53,4 +54,5 @@ __all__ = [
     "WrongExpectedVersion",
     "category_of",
     "open_store",
+    "read_readable",
 ]

@@ -214,6 +214,18 @@ def decoded_events(
     return events
 
 
+def read_readable(
+    store: EventStore, from_position: int, category: str | None, limit: int, share: StreamShare | None = None
+) -> tuple[list[RecordedEvent], UnreadableEvent | None]:
+    """`store.read_all`, and None; or, where the read meets an event that cannot be read, the events before it and
+    that one (`UnreadableEvent`), which the reader handles and then passes by its position (the subscriptions and
+    the rebuild park it, the live stream leaves it out)."""
+    try:
+        return store.read_all(from_position, category, limit, share), None
+    except UnreadableEvent as unreadable:
+        return unreadable.readable, unreadable
+
+
 def new_event_id() -> uuid.UUID:
     """A fresh event id: a UUIDv7 (RFC 9562), which starts with the time in milliseconds. The stores keep a unique
     index on event ids; time-ordered ids land on its last pages, where random (v4) ids dirtied one page of it per

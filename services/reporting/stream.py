@@ -50,7 +50,7 @@ from lapor.privacy import (
     redact_metadata,
     reporter_identity,
 )
-from lapor.store import EventStore, RecordedEvent, UnreadableEvent
+from lapor.store import EventStore, RecordedEvent, read_readable
 
 log = logging.getLogger("lapor.reporting.stream")
 
@@ -321,13 +321,11 @@ def _page(store: EventStore, after: int) -> tuple[list[RecordedEvent], int | Non
     in the database (data that is not JSON, a time that is not one) failed the whole page's read, and ended every
     feed that came to it, again on each reconnection with its Last-Event-ID (found in a bug hunt): the store names it
     (`UnreadableEvent`, with the events before it), and it is left out (the integrity check names it)."""
-    try:
-        return store.read_all(after + 1, "complaint", PAGE), None
-    except UnreadableEvent as unreadable:
-        if unreadable.readable:
-            return unreadable.readable, None
-        log.warning("live stream: left out: %s", unreadable)
-        return [], unreadable.position
+    events, unreadable = read_readable(store, after + 1, "complaint", PAGE)
+    if unreadable is None or events:
+        return events, None
+    log.warning("live stream: left out: %s", unreadable)
+    return [], unreadable.position
 
 
 # What a feed does next from a position: folded complaint events to view (their last position is where it is then);
