@@ -7,9 +7,10 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import date
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from cachetools import TTLCache
+from cachetools import TTLCache, cached
+from cachetools.keys import hashkey
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BeforeValidator
@@ -79,30 +80,23 @@ class PublicFigures:
 
     def __init__(self, seconds: float, timer: Callable[[], float] = time.monotonic) -> None:
         self.seconds = seconds
-        self._kept: TTLCache[reports.Filters, reports.PublicStatistics] = TTLCache(
-            self.MAX_SELECTIONS, seconds or 1, timer=timer
-        )
-        self._lock = threading.Lock()  # guards `_kept` (not thread-safe)
-        self._computing = threading.Lock()  # one scan at a time
+        lock = threading.Lock()
+        computing = threading.Lock()  # one scan at a time, whatever the selection
+
+        def scan(filters: reports.Filters, compute: Callable[[], reports.PublicStatistics]) -> reports.PublicStatistics:
+            with computing:
+                return compute()
+
+        # A selection being computed is waited for (cachetools' `condition`), not computed again.
+        kept: TTLCache[Any, reports.PublicStatistics] = TTLCache(self.MAX_SELECTIONS, seconds or 1, timer=timer)
+        self._kept = cached(
+            kept, key=lambda filters, compute: hashkey(filters), lock=lock, condition=threading.Condition(lock)
+        )(scan)
 
     def get(
         self, filters: reports.Filters, compute: Callable[[], reports.PublicStatistics]
     ) -> reports.PublicStatistics:
-        if not self.seconds:
-            return compute()
-        with self._lock:
-            kept = self._kept.get(filters)
-        if kept is not None:
-            return kept
-        with self._computing:
-            with self._lock:
-                kept = self._kept.get(filters)  # computed while this request waited
-            if kept is not None:
-                return kept
-            figures = compute()
-            with self._lock:
-                self._kept[filters] = figures
-            return figures
+        return self._kept(filters, compute) if self.seconds else compute()
 
 
 def build_router(ctx: ServiceContext) -> APIRouter:

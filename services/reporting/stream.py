@@ -15,7 +15,7 @@ for commits (`store.wait_for_events`) while anyone listens and wakes every conne
 read and fold the log each on its own (session 29): the hub's `_Window` keeps the most recent complaint events read
 and folded once for the process, and feeds at or near the head take their pages from it; only a feed behind it
 (resumed from far back, or too slow) reads and folds for itself until it reaches it. What the detector makes of a
-text is kept once for the process too (`_Detections`). Per feed stay who may see each event, the client's filters,
+text is kept once for the process too (`_detections`). Per feed stay who may see each event, the client's filters,
 and the redaction for the caller's role.
 """
 
@@ -35,6 +35,7 @@ from typing import Any
 
 import orjson
 from anyio import to_thread
+from cachetools import LRUCache, cached
 from sse_starlette import ServerSentEvent
 
 from lapor.auth import TokenService
@@ -76,7 +77,7 @@ class StreamHub:
         self._listeners: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._seen: tuple[int, float] | None = None  # the head the loop saw last, and when (monotonic)
         self.window = _Window(store, self.known_head)  # the recent complaint events, read and folded once
-        self.detections = _Detections(DETECTIONS)  # the detector's results, for every feed
+        self.detections = _detections(DETECTIONS)  # the detector's results, for every feed
 
     def listen(self) -> asyncio.Event:
         """An event set whenever something is committed; call `leave` with it when done."""
@@ -472,53 +473,16 @@ class _Window:
             del self._items[:cut], self._positions[:cut]
 
 
-class _Detections:
+def _detections(limit: int) -> Callable[[str], str]:
     """What lokal-id's detector makes of a text (`mask_text`), kept for every feed of the process: officials' texts
     are not masked when logged, and the detector can take seconds on one, which every feed of an audience that
     reads them masked (all but the national admin) ran again. Kept by the very text it ran on (after the identity
     scrub, which depends on the report and the audience), so what anyone sees is what `mask_text` gives; a text
-    being detected is waited for, not detected again. At most `limit` characters (texts and masks), the least
-    recently used go first."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._lock = threading.Lock()
-        self._done: OrderedDict[str, str] = OrderedDict()
-        self._size = 0
-        self._running: dict[str, threading.Event] = {}
-
-    def mask(self, text: str) -> str:
-        with self._lock:
-            masked = self._done.get(text)
-            if masked is not None:
-                self._done.move_to_end(text)
-                return masked
-            running = self._running.get(text)
-            if running is None:
-                self._running[text] = threading.Event()
-        if running is not None:
-            running.wait()
-            with self._lock:
-                masked = self._done.get(text)
-            return masked if masked is not None else mask_text(text)[0]  # it failed, or went already
-        try:
-            masked = mask_text(text)[0]
-            with self._lock:
-                self._keep(text, masked)
-            return masked
-        finally:
-            with self._lock:
-                self._running.pop(text).set()
-
-    def _keep(self, text: str, masked: str) -> None:
-        size = len(text) + len(masked)
-        if size > self._limit:
-            return
-        self._done[text] = masked
-        self._size += size
-        while self._size > self._limit:
-            old, old_masked = self._done.popitem(last=False)
-            self._size -= len(old) + len(old_masked)
+    being detected is waited for, not detected again (cachetools' `condition`). At most about `limit` characters
+    (each text and its mask, which keeps the text's length), the least recently used go first."""
+    lock = threading.Lock()
+    kept: LRUCache[Any, str] = LRUCache(limit, getsizeof=lambda masked: 2 * len(masked))
+    return cached(kept, lock=lock, condition=threading.Condition(lock))(lambda text: mask_text(text)[0])
 
 
 class _Source:
@@ -590,7 +554,7 @@ async def live_events(
         return None
 
     source = _Source(store, hub.window)
-    viewer = _Viewer(store, principal, wanted, hub.detections.mask)
+    viewer = _Viewer(store, principal, wanted, hub.detections)
     wake = hub.listen()
     try:
         # Tells the client where its feed starts, and gives it that as its id (an `id` without data is no event): an
