@@ -384,8 +384,6 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         after = QueueCursor.decode(cursor) if cursor else None
         with ctx.db.read() as tx:
             rows, next_cursor = read_queue(tx, agency_id, filters, now, after=after, limit=limit)
-        # The reporter's identity is scrubbed from the title (the national admin may have corrected it naming the
-        # reporter, whom no detector knows), as in the complaint view.
         items = [queue_item(view, now, ctx) for view in shown(ctx, rows, principal)]
         return QueuePage(
             agency_id=agency_id,
