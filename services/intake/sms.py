@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lokal import normalize_phone
+
 from lapor.limits import has_visible_text
 
 _WORD = re.compile(r"\S+")
@@ -52,6 +54,18 @@ def parse_sms(text: str, lookup: Callable[[str], KeywordAgency | None]) -> SmsRe
     if not has_visible_text(content):  # zero-width spaces and the like are nothing to report (session 24)
         return None
     return SmsReport(content, agency)
+
+
+def sender_number(sender: str) -> str:
+    """The sender as one number, whatever way the gateway writes it: an Indonesian number as E.164 (`0812...`,
+    `62812...`, `+62812...` and `0062812...` are all `+62812...`), so that one subscriber is one sender for the
+    rate limit, the vault and duplicate suspicion. lokal-id's `normalize_phone` does not read the international
+    call prefix `00` (session 30: `0062812...` was kept as given, a sender of its own with a budget of its own), so
+    it is read here as the "+" it stands for. A number lokal-id does not take (a short code) is kept as given,
+    with `00` read as "+" all the same."""
+    digits = sender.removeprefix("+")
+    international = "+" + digits.removeprefix("00") if digits.startswith("00") else sender
+    return normalize_phone(international) or international
 
 
 def title_of(content: str) -> str:

@@ -92,3 +92,24 @@ def test_the_retry_of_an_accepted_message_gets_its_answer_though_the_sender_is_o
     assert intake.head() == head
     # Another text under an accepted message_id is still the conflict it was, not a 429.
     assert gateway("a-2", "081234567890", "lampu jalan mati").status_code == 409
+
+
+def test_one_number_written_with_the_international_prefix_is_one_sender_in_the_limit_the_vault_and_duplicates(
+    intake, gateway
+):
+    """Session 30: lokal-id's normaliser does not read the international call prefix, so `0062812...` was kept as
+    given: a sender with a budget of its own beside `0812...`/`62812...`/`+62812...`, a vault identity of its own
+    spelling, and a reporter pseudonym that matched none of the subscriber's other reports."""
+    text = "jalan rusak di depan SD Inpres Oebobo, lubang besar"
+    assert gateway("a-1", "006281234567890", text).status_code == 201
+    intake.caught_up()  # the reporter's first report is in intake's read model of recent reports
+    second = gateway("a-2", "081234567890", text + " sekali")
+    assert second.status_code == 201
+    over = [gateway(f"a-{n}", sender, text) for n, sender in enumerate(("006281234567890", "+6281234567890"), 3)]
+    assert [response.status_code for response in over] == [429, 429]
+    first_event, second_event = (
+        intake.events(event.data["tracking_id"])[0]
+        for event in intake.ctx.store.read_all(0, "complaint") if event.type == "ComplaintSubmitted"
+    )
+    assert intake.ctx.vault.identity(first_event.data["reporter_ref"]) == {"phone": "+6281234567890"}
+    assert second_event.data["duplicate_suspect_of"] == [first_event.data["tracking_id"]]
