@@ -2,8 +2,9 @@
 
 `create_app(settings, services)` opens one `ServiceContext`, includes each service's router beside the
 platform's own routes (/healthz, /readyz, /metrics, /problems, and /api/training in training mode), installs
-the middleware (correlation id, logs and metrics outermost; then the 500 guard; then the input guard; then HEAD
-as GET: `lapor.head`) and the problem handlers, and ties the lifecycle to the app's lifespan: subscriptions and
+the middleware (correlation id, logs and metrics outermost; then the 500 guard; then the input guard; then the
+unlinking of requests about anonymous reports from their client, `lapor.privacy.ConcealReporterMiddleware`; then
+HEAD as GET: `lapor.head`) and the problem handlers, and ties the lifecycle to the app's lifespan: subscriptions and
 background loops start with it and stop with it, then the store is closed. The embedded app *includes* the four
 routers in one app rather than mounting four sub-apps: one port, one OpenAPI document at /docs, one /readyz for
 everything.
@@ -27,6 +28,7 @@ from lapor.head import HeadMiddleware
 from lapor.lease import LEASE_CHECK, Lease
 from lapor.limits import ForwardedProtoMiddleware, InputGuardMiddleware, known_query_parameters
 from lapor.observability import Readiness, RequestObservabilityMiddleware, check_readiness, health_router
+from lapor.privacy import ConcealReporterMiddleware, ReportRequests
 from lapor.problems import InternalErrorMiddleware, install_problem_handlers, problem_router
 from lapor.settings import Settings
 from lapor.subscriptions import RETRY_WAIT_MAX, SubscriptionRunner, transient_failure
@@ -302,8 +304,13 @@ def _compose(
         wait=settings.readiness_wait,
     )
     # add_middleware wraps what is there: the last added runs first.
+    report_requests = ReportRequests(services_router.routes)
     app.add_middleware(HeadMiddleware)
-    app.add_middleware(InputGuardMiddleware, request_limits=settings.limits, field_limits=settings.field_limits)
+    app.add_middleware(ConcealReporterMiddleware, report_requests=report_requests)
+    app.add_middleware(
+        InputGuardMiddleware, request_limits=settings.limits, field_limits=settings.field_limits,
+        report_requests=report_requests,
+    )
     app.add_middleware(InternalErrorMiddleware)
     app.add_middleware(NoStoreMiddleware)  # around every answer of the API, the problems above included
     app.add_middleware(RequestObservabilityMiddleware, metrics=ctx.metrics)

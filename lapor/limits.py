@@ -46,6 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lapor.correlation import withhold_client
 from lapor.patterns import NOT_WHITESPACE, WHITESPACE
+from lapor.privacy import ReportRequests
 from lapor.problems import (
     KINDS,
     RateLimited,
@@ -294,19 +295,20 @@ def _acceptable_media_type(content_type: str) -> bool:
 
 
 _CONTROL_IN_URL = re.compile(r"[\x00-\x1f\x7f]")
-# The routes a reporter uses on its own report: the tracking view and the reporter's actions (intake's
-# `ReportRoute` unlinks those from the client's address when the report is anonymous).
-_REPORTERS_PATH = re.compile(r"/api/complaints/[^/]+(?:/(?:information|feedback|ombudsman-consent))?/?")
 
 
 class InputGuardMiddleware:
     """Refuses, before the app sees it: a URL with a control character in its path or query (decoded), a body
-    over the limit (declared or streamed), a body that is neither JSON nor a form."""
+    over the limit (declared or streamed), a body that is neither JSON nor a form. A request it refuses that names a
+    report as its reporter's may (`report_requests`) is logged without the client's address."""
 
-    def __init__(self, app: ASGIApp, request_limits: RequestLimits, field_limits: FieldLimits) -> None:
+    def __init__(
+        self, app: ASGIApp, request_limits: RequestLimits, field_limits: FieldLimits, report_requests: ReportRequests
+    ) -> None:
         self.app = app
         self.max_bytes = request_limits.max_body_bytes
         self.field_limits = field_limits
+        self.report_requests = report_requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -316,16 +318,16 @@ class InputGuardMiddleware:
             unquote_to_bytes(scope.get("query_string", b"").replace(b"+", b" ")).decode("latin-1")
         ):
             # No id, name or filter holds one; PostgreSQL cannot even compare text with a NUL (it failed with a 500).
-            await _reject(scope, receive, send, "bad-request", "the URL holds a control character (such as %00)")
+            await self._reject(scope, receive, send, "bad-request", "the URL holds a control character (such as %00)")
             return
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
         chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
         if declared is not None and not declared.isdigit():
-            await _reject(scope, receive, send, "bad-request", "Content-Length is not a number")
+            await self._reject(scope, receive, send, "bad-request", "Content-Length is not a number")
             return
         if declared is not None and int(declared) > self.max_bytes:
-            await _reject(
+            await self._reject(
                 scope, receive, send, "too-large", f"the body may be at most {self.max_bytes} bytes",
                 max_bytes=self.max_bytes,
             )
@@ -333,7 +335,7 @@ class InputGuardMiddleware:
         has_body = chunked or (declared is not None and int(declared) > 0)
         content_type = headers.get(b"content-type", b"").decode("latin-1")
         if has_body and content_type and not _acceptable_media_type(content_type):
-            await _reject(
+            await self._reject(
                 scope, receive, send, "unsupported-media-type",
                 f"{content_type.split(';')[0]} is not accepted; send application/json",
             )
@@ -353,17 +355,16 @@ class InputGuardMiddleware:
         with field_limits_scope(self.field_limits):
             await self.app(scope, counting_receive, send)
 
-
-async def _reject(scope: Scope, receive: Receive, send: Send, kind: str, detail: str, **extra: Any) -> None:
-    if _REPORTERS_PATH.fullmatch(scope["path"]):
-        # Refused before any route runs, so before intake can read whether the report is anonymous (session 29: the
-        # line named the address beside the tracking ID, as refused requests the route saw did until this session):
-        # the address is withheld whatever the report, reading no store for a request that is refused anyway.
-        withhold_client()
-    response = problem_response(KINDS[kind], detail, scope["path"], **extra)
-    # The body is not read; tell the client the connection will not be reused for it.
-    response.headers["Connection"] = "close"
-    await response(scope, receive, send)
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, kind: str, detail: str, **extra: Any) -> None:
+        if self.report_requests.tracking_id(scope["path"]) is not None:
+            # Refused before `lapor.privacy.ConcealReporterMiddleware` reads whether the report is anonymous (session
+            # 29: the line named the address beside the tracking ID): the address is withheld whatever the report,
+            # reading no store for a request that is refused anyway.
+            withhold_client()
+        response = problem_response(KINDS[kind], detail, scope["path"], **extra)
+        # The body is not read; tell the client the connection will not be reused for it.
+        response.headers["Connection"] = "close"
+        await response(scope, receive, send)
 
 
 class ForwardedProtoMiddleware:

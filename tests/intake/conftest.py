@@ -5,7 +5,7 @@ services would decide (directory entries, verification, disposition, resolution)
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -138,11 +138,13 @@ class Intake:
 
 
 @contextmanager
-def running_intake(data: Path, *, client_address: str = "testclient", **overrides: Any) -> Iterator[Intake]:
-    """The intake service on `data` with its lifespan running; its test client's requests come from
-    `client_address`."""
+def running_intake(
+    data: Path, *, client_address: str = "testclient", services: Sequence[str] = ("intake",), **overrides: Any
+) -> Iterator[Intake]:
+    """The intake service (and the other `services` named) on `data` with its lifespan running; its test client's
+    requests come from `client_address`."""
     settings = load_settings(data=data, limits=overrides.pop("limits", OPEN_LIMITS), **overrides)
-    app = create_app(settings, load_services(["intake"]))
+    app = create_app(settings, load_services(services))
     with TestClient(app, raise_server_exceptions=False, client=(client_address, 50000)) as client:
         yield Intake(client, TokenService(settings.signing_secret(), SystemClock()))
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from lapor.app import SERVICE_NAMES
 from lapor.logs import CorrelationFilter, JsonFormatter
 from lapor.observability import WITHHELD_CLIENT
 from lapor.principal import Role
@@ -32,6 +33,14 @@ def reporters_intake(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
     """Intake on SQLite or PostgreSQL, its test client's requests coming from the reporter's address."""
     store = {} if request.param == "sqlite" else {"store": request.getfixturevalue("postgres_url")}
     with running_intake(tmp_path / "var", client_address=ADDRESS, **store) as intake:
+        yield intake
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def every_service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Intake]:
+    """`lapor up`'s four services in one app, as `reporters_intake`: the officials' routes below a report are there."""
+    store = {} if request.param == "sqlite" else {"store": request.getfixturevalue("postgres_url")}
+    with running_intake(tmp_path / "var", client_address=ADDRESS, services=SERVICE_NAMES, **store) as intake:
         yield intake
 
 
@@ -173,12 +182,13 @@ def test_a_refused_request_about_an_anonymous_report_is_logged_without_the_addre
 
 
 def test_a_request_about_a_report_refused_before_any_route_is_logged_without_the_address(
-    reporters_intake: Intake, logged: Logged
+    every_service: Intake, logged: Logged
 ) -> None:
     """Session 29: the input guard refuses a body too large or not JSON, or a control character in the URL, before
-    any route runs, so before intake can read whether the report is anonymous: the reporter's routes are logged
-    without the address whatever the report; staff routes, and the submission (no tracking ID), keep it."""
-    intake = reporters_intake
+    any route runs, so before intake can read whether the report is anonymous: the reporter's requests are logged
+    without the address whatever the report (since session 30 also those for a path below it that no route
+    serves); the officials' routes, and the submission (no tracking ID), keep it."""
+    intake = every_service
     client = intake.client
     anonymous = client.post("/api/complaints", json={**REPORT, "anonymous": True}).json()
     path = f"/api/complaints/{anonymous['tracking_id']}"
@@ -188,12 +198,60 @@ def test_a_request_about_a_report_refused_before_any_route_is_logged_without_the
             "Content-Type": "text/plain"})),
         client.post(f"{path}/feedback", content=too_large, headers=reporter(anonymous, **JSON)),
         client.get(f"{path}%00", headers=reporter(anonymous)),
+        client.post(f"{path}/attachments", content=b"foto", headers=reporter(anonymous, **{
+            "Content-Type": "image/jpeg"})),
         client.post(f"{path}/verify", content=b"ok", headers={"Content-Type": "text/plain"}),
     ]
-    assert [response.status_code for response in refused] == [415, 413, 400, 415]
+    assert [response.status_code for response in refused] == [415, 413, 400, 415, 415]
     access = [
         line for line in logged() if line["logger"] == "lapor.access" and anonymous["tracking_id"] in line["path"]
     ]
     reporters = [line["client"] for line in access if not line["path"].endswith("/verify")]
-    assert reporters == [WITHHELD_CLIENT] * 3
+    assert reporters == [WITHHELD_CLIENT] * 4
     assert [line["client"] for line in access if line["path"].endswith("/verify")] == [ADDRESS]
+
+
+def test_every_request_naming_an_anonymous_report_is_logged_without_the_address_whatever_route_takes_it(
+    every_service: Intake, logged: Logged
+) -> None:
+    """Session 30: only what reached one of the reporter's routes was unlinked. A trailing slash (answered with a
+    redirect), a method the route does not take (405) or a sub-resource no route serves (a client asking for the
+    report's attachments: 404) was logged with the address and the client's own correlation id beside the
+    tracking ID. The officials' routes below a report keep the address, as a named report's requests do."""
+    intake = every_service
+    client = intake.client
+    anonymous = client.post("/api/complaints", json={**REPORT, "anonymous": True}).json()
+    named = client.post("/api/complaints", json=REPORT).json()
+    chosen = {"X-Correlation-ID": CHOSEN_ID}
+    answers: dict[str, list[Any]] = {}
+    for receipt in (anonymous, named):
+        path = f"/api/complaints/{receipt['tracking_id']}"
+        headers = reporter(receipt, **chosen)
+        answers[receipt["tracking_id"]] = [
+            client.get(f"{path}/", headers=headers, follow_redirects=False),
+            client.post(f"{path}/information/", json={"text": "Foto."}, headers=headers, follow_redirects=False),
+            client.put(path, json={"title": "x"}, headers=headers),
+            client.get(f"{path}/feedback", headers=headers),
+            client.get(f"{path}/attachments", headers=headers),
+            client.get(f"{path}/attachments/0", headers=headers),
+        ]
+    statuses = [307, 307, 405, 405, 404, 404]
+    assert [response.status_code for response in answers[anonymous["tracking_id"]]] == statuses
+    assert [response.status_code for response in answers[named["tracking_id"]]] == statuses
+    officials = [
+        client.post(f"/api/complaints/{anonymous['tracking_id']}/verify", json={}, headers=chosen),
+        client.get(f"/api/complaints/{anonymous['tracking_id']}/verify", headers=chosen),
+    ]
+    assert [response.status_code for response in officials] == [401, 405]
+    access = [line for line in logged() if line["logger"] == "lapor.access"]
+
+    def logged_for(tracking_id: str, officials: bool = False) -> list[tuple[str, str]]:
+        return [(line["client"], line["correlation_id"]) for line in access
+                if tracking_id in line["path"] and line["path"].endswith("/verify") == officials]
+
+    withheld = logged_for(anonymous["tracking_id"])
+    assert [client for client, _ in withheld] == [WITHHELD_CLIENT] * len(statuses)
+    assert CHOSEN_ID not in {correlation_id for _, correlation_id in withheld}
+    assert all(response.headers["X-Correlation-ID"] != CHOSEN_ID for response in answers[anonymous["tracking_id"]])
+    assert logged_for(named["tracking_id"]) == [(ADDRESS, CHOSEN_ID)] * len(statuses)
+    assert logged_for(anonymous["tracking_id"], officials=True) == [(ADDRESS, CHOSEN_ID)] * 2

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from lapor.app import load_services
 from lapor.limits import InputGuardMiddleware, RateLimits
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
+from lapor.privacy import ReportRequests
 from lapor.settings import FieldLimits, RequestLimits, SettingsError, load_settings
 from tests.conftest import backend_unavailable
 from tests.platform._servers import free_port, wait_until
@@ -37,7 +38,7 @@ def test_a_huge_declared_body_is_refused_before_a_byte_is_read():
     async def send(message: dict) -> None:
         sent.append(message)
 
-    guard = InputGuardMiddleware(app, RequestLimits(max_body_bytes=4096), FieldLimits())
+    guard = InputGuardMiddleware(app, RequestLimits(max_body_bytes=4096), FieldLimits(), ReportRequests([]))
     scope = {
         "type": "http", "method": "POST", "path": "/api/complaints", "headers": [
             (b"content-length", b"5000000000"), (b"content-type", b"application/json")],
