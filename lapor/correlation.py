@@ -62,13 +62,20 @@ def correlation_scope(correlation_id: str | None = None, *, chosen_by_client: bo
         _current.reset(token)
 
 
+def decline_chosen_correlation_id() -> None:
+    """An id the client chose gives way to a fresh one for the rest of the work in progress (its events, its later
+    log lines, the answer's X-Correlation-ID)."""
+    work = _current.get()
+    if work is not None and work.chosen_by_client:
+        work.correlation_id, work.chosen_by_client = new_correlation_id(), False
+
+
 def withhold_client() -> None:
     """Unlink the work in progress from its client: its request's log line names no address, and an id the client
-    chose gives way to a fresh one for the rest of the work (its events, its later log lines, the answer's
-    X-Correlation-ID), since the client may send the same id on other requests, whose lines name the address."""
+    chose gives way to a fresh one (`decline_chosen_correlation_id`), since the client may send the same id on other
+    requests, whose lines name the address."""
     work = _current.get()
     if work is None:
         return
-    if work.chosen_by_client:
-        work.correlation_id, work.chosen_by_client = new_correlation_id(), False
+    decline_chosen_correlation_id()
     work.client_withheld = True

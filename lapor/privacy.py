@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from lapor.correlation import withhold_client
+from lapor.correlation import decline_chosen_correlation_id, withhold_client
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Principal, Role
 from lapor.tracking import InvalidTrackingId, parse_tracking_id, stream_of
 
@@ -489,7 +489,8 @@ class ReportRequests:
 
 class ConcealReporterMiddleware:
     """Unlinks every request that names an anonymous report as its reporter's may (`ReportRequests`) from its
-    client's address before anything of it runs (`conceal_reporter_of`), whether a route then takes it or not.
+    client's address before anything of it runs (`conceal_reporter_of`), whether a route then takes it or not; and
+    runs every such request, whatever the report, under a correlation id of its own, not one the client chose.
     Inside the input guard: what the guard refuses is not worth a read of the store, and it withholds the address
     of those requests whatever the report (`lapor.limits`)."""
 
@@ -499,6 +500,10 @@ class ConcealReporterMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (text := self.report_requests.tracking_id(scope["path"])) is not None:
+            # Whatever the report, and whether there is one: the answer's X-Correlation-ID was the client's own for
+            # an unknown ID and a fresh one for an anonymous report, so it told who sent one whether a confidential
+            # report exists (session 30).
+            decline_chosen_correlation_id()
             await run_in_threadpool(conceal_reporter_of, scope["app"].state.context.store, text)
         await self.app(scope, receive, send)
 

@@ -77,20 +77,42 @@ def _tracking_id(text: str) -> str:
         raise NotFound(str(error), reason=error.reason) from None
 
 
-def _read(ctx: ServiceContext, tracking_id: str) -> tuple[list[RecordedEvent], ComplaintState]:
-    events = ctx.store.read_stream(stream_of(tracking_id))
+def _read(
+    ctx: ServiceContext, tracking_id: str, *, opened_by: ReporterCredential | None = None
+) -> tuple[list[RecordedEvent], ComplaintState]:
+    """The report's events and state; NotFound when there is none. `opened_by`: the caller has no bearer token,
+    only this reporter token (or none), so a confidential report it does not open is not there for them, the
+    NotFound of an unknown ID. That is decided on the submission alone (confidentiality is the submission's, never
+    changed later), before the rest of the stream is read and folded (session 30: a refused read of a long-lived
+    confidential report did that work first, and then built the view, where an unknown ID did none)."""
+    stream = stream_of(tracking_id)
+    events = ctx.store.read_stream(stream, limit=1)
+    if events and opened_by is not None and not _opens(opened_by, events[0]):
+        events = []
+    if events:
+        events += ctx.store.read_stream(stream, from_version=1)
     state = fold(events)
     if state is None:
         raise NotFound(f"no report with tracking ID {tracking_id}")
     return events, state
 
 
+def _opens(credential: ReporterCredential, submitted: RecordedEvent) -> bool:
+    """Whether a caller with no bearer token and `credential` may know of the report `submitted` begins."""
+    reported = fold([submitted])
+    return reported is not None and (not reported.confidential or credential.opens(reported))
+
+
+def _seen_by(events: list[RecordedEvent], state: ComplaintState, principal: Principal | None) -> bool:
+    # channel_ref is not folded: an integration client sees its own channel's reports by it (lapor.privacy).
+    return can_see({**vars(state), "channel_ref": events[0].data.get("channel_ref")}, principal)
+
+
 def _may_see(ctx: ServiceContext, tracking_id: str, principal: Principal | None) -> bool:
     """Whether `principal` may see report `tracking_id` (False when there is none), as its GET would answer."""
     events = ctx.store.read_stream(stream_of(tracking_id))
     state = fold(events)
-    # channel_ref is not folded: an integration client sees its own channel's reports by it (lapor.privacy).
-    return state is not None and can_see({**vars(state), "channel_ref": events[0].data.get("channel_ref")}, principal)
+    return state is not None and _seen_by(events, state, principal)
 
 
 def _idempotency_key(value: str | None) -> str | None:
@@ -205,9 +227,13 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         x_reporter_token: Annotated[str | None, Header(alias=REPORTER_TOKEN_HEADER)] = None,
     ) -> dict[str, Any]:
         def view() -> tuple[int, dict[str, Any]]:
-            events, state = _read(ctx, _tracking_id(tracking_id))
             credential = reporter_credential(x_reporter_token)
+            events, state = _read(ctx, _tracking_id(tracking_id), opened_by=None if principal else credential)
             caller = credential.principal_for(state) if principal is None and credential.opens(state) else principal
+            if not _seen_by(events, state, caller):
+                # Before the view is built (the vault's identity, the directory, a duplicate's original): an
+                # official refused costs no more than the fold (session 30).
+                raise NotFound(f"no report with tracking ID {state.tracking_id}")
             with ctx.db.read() as tx:
                 try:
                     return state.version, complaint_view(
@@ -238,10 +264,8 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     ) -> tuple[str, ReporterActionResult]:
         """Run a reporter's action deciding `event_type`: the token must open this report; `text` (the event's
         free text) is masked for the log and its original vaulted. Returns the ETag and the result."""
-        _, state = _read(ctx, _tracking_id(tracking_id))
-        if state.confidential and not credential.opens(state):
-            # Not the reporter: a confidential report is not there for them, as an unknown ID is not (GET answers so).
-            raise NotFound(f"no report with tracking ID {state.tracking_id}")
+        # Not the reporter: a confidential report is not there for them, as an unknown ID is not (GET answers so).
+        _, state = _read(ctx, _tracking_id(tracking_id), opened_by=credential)
         principal = credential.principal_for(state)
         authorize_complaint(principal, action, state)
         # The text is masked once the runner has found the action allowed (If-Match, the report's state): lokal-id's
