@@ -86,11 +86,12 @@ def _read(
     changed later), before the rest of the stream is read and folded (session 30: a refused read of a long-lived
     confidential report did that work first, and then built the view, where an unknown ID did none)."""
     stream = stream_of(tracking_id)
-    events = ctx.store.read_stream(stream, limit=1)
-    if events and opened_by is not None and not _opens(opened_by, events[0]):
-        events = []
-    if events:
+    if opened_by is None:
+        events = ctx.store.read_stream(stream)
+    elif (events := ctx.store.read_stream(stream, limit=1)) and _opens(opened_by, events[0]):
         events += ctx.store.read_stream(stream, from_version=1)
+    else:
+        events = []
     state = fold(events)
     if state is None:
         raise NotFound(f"no report with tracking ID {tracking_id}")
