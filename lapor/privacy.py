@@ -309,6 +309,10 @@ def redact_text(text: str, principal: Principal | None) -> str:
 MASKING = (
     f"lokal-id {lokal_version} partial to a fixpoint, bracketed e-mail, keeps {' '.join(UNMASKED_PII_TYPES)}"
 )
+# The mark of the same masking without the pass for bracketed e-mail addresses (before session 30): its text
+# needs that pass only, which is cheap, not the detector again. Read again, the logged text is all the detector
+# would get anyway (the original is in the vault), and on its own output it changes nothing (a fixpoint).
+_MASKING_WITHOUT_EMAILS = f"lokal-id {lokal_version} partial to a fixpoint, keeps {' '.join(UNMASKED_PII_TYPES)}"
 
 
 class MaskedText(str):
@@ -322,20 +326,22 @@ class MaskedText(str):
 
 def masked_at_source(data: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, Any]:
     """An event's data for a view: when its metadata says its free text was masked by the detector and policy in
-    use (MASKED_BY), each string under a free-text field becomes a MaskedText; otherwise the data as it is, to be
-    masked as any text is."""
-    if metadata.get(MASKED_BY) != MASKING:
+    use (MASKED_BY), each string under a free-text field becomes a MaskedText (masked by the pass added since, when
+    the mark is the one before it); otherwise the data as it is, to be masked as any text is."""
+    mark = metadata.get(MASKED_BY)
+    if mark not in (MASKING, _MASKING_WITHOUT_EMAILS):
         return dict(data)
-    return {key: _as_masked(value, key in FREE_TEXT_FIELDS) for key, value in data.items()}
+    added = _mask_obfuscated_emails if mark == _MASKING_WITHOUT_EMAILS else None
+    return {key: _as_masked(value, key in FREE_TEXT_FIELDS, added) for key, value in data.items()}
 
 
-def _as_masked(value: Any, free: bool) -> Any:
+def _as_masked(value: Any, free: bool, added: Callable[[str], tuple[str, bool]] | None) -> Any:
     if isinstance(value, str):
-        return MaskedText(value) if free else value
+        return value if not free else MaskedText(value if added is None else added(value)[0])
     if isinstance(value, Mapping):
-        return {key: _as_masked(item, free or key in FREE_TEXT_FIELDS) for key, item in value.items()}
+        return {key: _as_masked(item, free or key in FREE_TEXT_FIELDS, added) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_as_masked(item, free) for item in value]
+        return [_as_masked(item, free, added) for item in value]
     return value
 
 
