@@ -17,6 +17,8 @@ KurrentDB is an event store already, so this adapter mostly translates:
   and drops it); when KurrentDB says that is not a recorded position, `from_position` itself is.
 - Only LAPOR's streams are read from `$all` (names like `complaint-...`, `STREAM_PATTERN`'s shape): other
   applications' events on the same server, and KurrentDB's own, are never decoded as LAPOR's.
+- An event of a LAPOR stream that does not decode as LAPOR's (another writer's data or metadata) is an
+  `UnreadableEvent` (`decoded_kurrent`), as on the SQL adapters.
 - Every call has a deadline (`DEADLINE`, or what is left of `wait_for_events`' timeout), and the client's failures
   (server away, deadline passed) are `StoreError`s; a failed append may or may not have been recorded, which
   appending the same event ids again settles.
@@ -27,7 +29,7 @@ KurrentDB is an event store already, so this adapter mostly translates:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +60,7 @@ from lapor.store.model import (
     StoreError,
     StreamShare,
     check_expected,
+    decoded_events,
     link_events,
     read_window,
     replayed_result,
@@ -105,21 +108,39 @@ def to_kurrent(event: RecordedEvent) -> KurrentNewEvent:
     )
 
 
-def from_kurrent(recorded: KurrentRecordedEvent) -> RecordedEvent:
-    envelope = orjson.loads(recorded.metadata)
-    return RecordedEvent(
-        recorded.id,
-        recorded.stream_name,
-        recorded.stream_position,
-        recorded.commit_position,
-        recorded.type,
-        int(envelope["schema_version"]),
-        orjson.loads(recorded.data),
-        orjson.loads(envelope["metadata"]),
-        datetime.fromisoformat(envelope["recorded_at"]),
-        envelope["prev_hash"],
-        envelope["hash"],
+def _row(recorded: KurrentRecordedEvent) -> tuple[Any, ...]:
+    """The fields of a KurrentDB event in the order `UnreadableEvent` reads a row by (`lapor.store.model`): id,
+    stream, version, position, type; then the data and LAPOR's envelope as the server keeps them."""
+    return (
+        recorded.id, recorded.stream_name, recorded.stream_position, recorded.commit_position, recorded.type,
+        recorded.data, recorded.metadata,
     )
+
+
+def _from_row(row: Sequence[Any]) -> RecordedEvent:
+    try:
+        event_id, stream, version, position, event_type, data, metadata = row
+        envelope = orjson.loads(metadata)
+        return RecordedEvent(
+            event_id, stream, version, position, event_type,
+            int(envelope["schema_version"]),
+            orjson.loads(data),
+            orjson.loads(envelope["metadata"]),
+            datetime.fromisoformat(envelope["recorded_at"]),
+            envelope["prev_hash"],
+            envelope["hash"],
+        )
+    except KeyError as missing:  # an envelope without one of LAPOR's fields: not decodable, as a bad value is
+        raise ValueError(f"its metadata has no {missing}: not LAPOR's envelope") from None
+
+
+def decoded_kurrent(recorded: Iterable[KurrentRecordedEvent]) -> list[RecordedEvent]:
+    """The LAPOR events of what KurrentDB returned, up to the first that does not decode: `UnreadableEvent` then, as
+    the SQL adapters raise, naming its stream, version, position and type and carrying the events before it (a
+    subscription parks it and goes on, the integrity walk names it). KurrentDB's events cannot be changed in place,
+    but another writer may append to a LAPOR stream what is not LAPOR's event (data that is not JSON, no envelope):
+    until session 30 that failed every read of the batch holding it with orjson's or a KeyError, for good."""
+    return decoded_events((_row(event) for event in recorded), _from_row)
 
 
 class KurrentEventStore(EventStore):
@@ -186,25 +207,28 @@ class KurrentEventStore(EventStore):
                 found = self._client.get_stream(stream, stream_position=from_version, limit=limit, timeout=DEADLINE)
         except NotFoundError:
             return []
-        return [from_kurrent(event) for event in found]
+        return decoded_kurrent(found)
 
     def read_all(
         self, from_position: int = 0, category: str | None = None, limit: int = 1000, share: StreamShare | None = None
     ) -> list[RecordedEvent]:
         from_position, limit = read_window(from_position, limit)
         if share is None:
-            return self._read_all(from_position, category, limit)
-        # KurrentDB cannot filter by a hash of the stream name: read on until `limit` of the share are found.
-        found: list[RecordedEvent] = []
+            return decoded_kurrent(self._read_all(from_position, category, limit))
+        # KurrentDB cannot filter by a hash of the stream name: read on until `limit` of the share are found. Only
+        # they are decoded, as the SQL adapters decode only the share's rows.
+        found: list[KurrentRecordedEvent] = []
         while len(found) < limit:
             page = self._read_all(from_position, category, limit)
-            found += [event for event in page if share.holds(event.stream)]
+            found += [event for event in page if share.holds(event.stream_name)]
             if len(page) < limit:
                 break
-            from_position = page[-1].position + 1
-        return found[:limit]
+            from_position = page[-1].commit_position + 1
+        return decoded_kurrent(found[:limit])
 
-    def _read_all(self, from_position: int, category: str | None, limit: int) -> list[RecordedEvent]:
+    def _read_all(self, from_position: int, category: str | None, limit: int) -> list[KurrentRecordedEvent]:
+        """Up to `limit` of LAPOR's events (of `category` when given) from `from_position` on, as KurrentDB returns
+        them: `decoded_kurrent` decodes them."""
         streams: dict[str, Any] = (
             LAPOR_STREAMS
             if category is None
@@ -219,7 +243,7 @@ class KurrentEventStore(EventStore):
                     response = self._client.read_all(
                         commit_position=start, limit=limit + 1, timeout=DEADLINE, **streams
                     )
-                    events = [from_kurrent(event) for event in response if event.commit_position >= from_position]
+                    events = [event for event in response if event.commit_position >= from_position]
             except InvalidCommitPositionError:
                 continue
             return events[:limit]
