@@ -11,18 +11,19 @@ the store: docs/store.md, "What the hash chain proves", says exactly what is and
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lapor.store import GENESIS_HASH, EventStore, RecordedEvent
+from lapor.store import GENESIS_HASH, EventStore, RecordedEvent, UnreadableEvent, read_readable
 
 Progress = Callable[[int, int, int], None]  # (events checked so far, last position checked, head position)
 
 
 @dataclass(frozen=True)
 class BrokenLink:
-    stream: str | None  # None (and version None) for an event that cannot be read: its stream is not known
+    # None for an event that cannot be read whose stream (version) is not stored as a text (an integer) either, and
+    # for the head's own link
+    stream: str | None
     version: int | None
     position: int
     problem: str
@@ -81,23 +82,13 @@ def verify_chain(
     broken_streams: set[str] = set()
     position = 1
     while position <= head:
-        try:
-            events = store.read_all(position, None, batch_size)
-        except ValueError as error:  # a stored field that does not decode (SQLite keeps whatever it is given)
-            events = _readable_from(store, position, batch_size)
-            if not events:
-                after = _past_unreadable(store, position, head)
-                report.broken.append(BrokenLink(None, None, after - 1, _unreadable(position, after - 1, error)))
-                if stop_at_first:
-                    report.streams_checked = len(heads) + len(broken_streams)
-                    return report
-                position = after
-                continue
-        if events and events[-1].position > head:
-            events = [event for event in events if event.position <= head]
-        if not events:
+        events, unreadable = read_readable(store, position, None, batch_size)
+        events = [event for event in events if event.position <= head]
+        if unreadable is not None and unreadable.position > head:
+            unreadable = None
+        if not events and unreadable is None:
             break
-        misfiled = _misfiled(store, events)
+        misfiled = _misfiled(store, events) if events else {}
         for event in events:
             report.events_checked += 1
             if event.stream in broken_streams:
@@ -117,9 +108,20 @@ def verify_chain(
                     return report
                 continue
             heads[event.stream] = (event.version, event.hash)
-        position = events[-1].position + 1
+        if unreadable is not None:
+            # Each such event is a link of its own, named as stored, even in a stream already broken: every one is a
+            # row to restore (until session 30 a run of them was one link "from position A to B", its stream null,
+            # which hid that two streams were hit and counted positions that hold no event). Its stream is broken
+            # from here: its next link would only say that this one is missing.
+            report.broken.append(_unreadable(unreadable))
+            if unreadable.stream is not None:
+                broken_streams.add(unreadable.stream)
+            if stop_at_first:
+                report.streams_checked = len(heads.keys() | broken_streams)
+                return report
+        position = (events[-1].position if unreadable is None else unreadable.position) + 1
         if progress is not None:
-            progress(report.events_checked, events[-1].position, head)
+            progress(report.events_checked, position - 1, head)
     report.streams_checked = len(heads.keys() | broken_streams)
     if position <= head:
         # The reads ended before the head. PostgreSQL keeps the last position it gave out in a row of its own
@@ -158,39 +160,10 @@ def _misfiled(store: EventStore, events: list[RecordedEvent]) -> dict[int, str]:
 def _filed(store: EventStore, category: str, first: int, last: int, limit: int) -> set[int]:
     """The positions from `first` to `last` of at most `limit` events read under `category`. Every event up to
     `last` was read already; one past it that cannot be read (an altered one, the walk's next) ends the read there."""
-    try:
-        return {event.position for event in store.read_all(first, category, limit) if event.position <= last}
-    except ValueError:
-        return {event.position for event in _readable_from(store, first, limit, category) if event.position <= last}
+    events, _ = read_readable(store, first, category, limit)
+    return {event.position for event in events if event.position <= last}
 
 
-def _readable_from(
-    store: EventStore, position: int, limit: int, category: str | None = None
-) -> list[RecordedEvent]:
-    """The events (of `category` when given) from `position` on, one read each, up to the first that cannot be read
-    (at most `limit`)."""
-    events: list[RecordedEvent] = []
-    with contextlib.suppress(ValueError):
-        while len(events) < limit and (page := store.read_all(position, category, 1)):
-            events.append(page[0])
-            position = page[0].position + 1
-    return events
-
-
-def _past_unreadable(store: EventStore, position: int, head: int) -> int:
-    """The first position after the run of unreadable events that the first event from `position` begins: every
-    position before the first one whose read succeeds has no readable event."""
-    position += 1
-    while position <= head:
-        try:
-            store.read_all(position, None, 1)
-        except ValueError:
-            position += 1
-        else:
-            break
-    return position
-
-
-def _unreadable(first: int, last: int, error: ValueError) -> str:
-    where = "this event" if first == last else f"the events from position {first} to this one"
-    return f"{where} cannot be read ({error}): the log was altered"
+def _unreadable(unreadable: UnreadableEvent) -> BrokenLink:
+    problem = f"this event cannot be read ({unreadable.error}): the log was altered"
+    return BrokenLink(unreadable.stream, unreadable.version, unreadable.position, problem)

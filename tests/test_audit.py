@@ -165,18 +165,41 @@ def position_of(path: Path, stream: str, version: int) -> int:
 
 
 @pytest.mark.parametrize(("column", "value"), [("data", b"{not json"), ("recorded_at", "kemarin sore")])
-def test_an_event_altered_past_reading_is_named_by_position_and_the_walk_goes_on(store_path, column, value):
+def test_an_event_altered_past_reading_is_named_and_the_walk_goes_on(store_path, column, value):
     """SQLite keeps whatever bytes it is given; such an event stopped the walk with a decoding error (in the CLI a
-    traceback, in GET /api/audit/integrity a stream cut off before its result)."""
+    traceback, in GET /api/audit/integrity a stream cut off before its result). Its stream and version are named as
+    stored (session 30; they were null), and its stream is broken from there: its next link is not reported again as
+    "an event is missing"."""
     position = position_of(store_path, "complaint-T2", 1)
     tamper(store_path, f"UPDATE events SET {column} = ? WHERE position = ?", (value, position))
     with open_store(f"sqlite:///{store_path}") as store:
         report = verify_chain(store, batch_size=7)
-    unreadable, next_link = report.broken
-    assert (unreadable.stream, unreadable.version, unreadable.position) == (None, None, position)
+    [unreadable] = report.broken
+    assert (unreadable.stream, unreadable.version, unreadable.position) == ("complaint-T2", 1, position)
     assert unreadable.problem.startswith("this event cannot be read (")
-    assert (next_link.stream, next_link.version) == ("complaint-T2", 2)  # its stream's chain then has a gap
     assert report.events_checked == 19  # every other event
+
+
+def test_unreadable_events_side_by_side_are_each_named_with_their_stream(store_path):
+    """Two events next to each other in the log (complaint-T1's last and complaint-T2's first), both altered past
+    reading, and a third of complaint-T2 after an event deleted between them. Until session 30 the walk reported
+    one link, at the run's last position with no stream, for "the events from position 8 to this one", quoting the
+    first one's error only: an auditor learnt neither that two streams were hit nor which, and the run counted a
+    position where nothing was."""
+    t1_last, t2_first = position_of(store_path, "complaint-T1", 3), position_of(store_path, "complaint-T2", 0)
+    t2_deleted, t2_third = position_of(store_path, "complaint-T2", 1), position_of(store_path, "complaint-T2", 2)
+    assert (t2_first, t2_third) == (t1_last + 1, t2_deleted + 1)  # side by side in the log
+    for position in (t1_last, t2_first, t2_third):
+        tamper(store_path, "UPDATE events SET data = x'7b' WHERE position = ?", (position,))
+    tamper(store_path, "DELETE FROM events WHERE position = ?", (t2_deleted,))
+    with open_store(f"sqlite:///{store_path}") as store:
+        report = verify_chain(store, batch_size=7)
+    assert [(link.stream, link.version, link.position) for link in report.broken] == [
+        ("complaint-T1", 3, t1_last), ("complaint-T2", 0, t2_first), ("complaint-T2", 2, t2_third)]
+    assert all(link.problem.startswith("this event cannot be read (JSONDecodeError: ") for link in report.broken)
+    assert (report.events_checked, report.streams_checked) == (16, 5)
+    with open_store(f"sqlite:///{store_path}") as store:  # the CLI's walk stops at the first, named the same way
+        assert verify_chain(store, stop_at_first=True).broken == report.broken[:1]
 
 
 @pytest.mark.postgres
@@ -189,8 +212,8 @@ def test_an_event_altered_past_reading_on_postgresql_is_named_and_the_walk_goes_
         position = store.read_stream("complaint-T")[1].position
         make_unreadable(postgres_url, "complaint-T", 1, column)
         report = verify_chain(store)
-    unreadable, next_link = report.broken
-    assert (unreadable.position, next_link.stream, next_link.version) == (position, "complaint-T", 2)
+    [unreadable] = report.broken
+    assert (unreadable.stream, unreadable.version, unreadable.position) == ("complaint-T", 1, position)
     assert unreadable.problem.startswith("this event cannot be read (")
 
 
@@ -210,7 +233,7 @@ def test_cli_audit_verify_names_an_unreadable_event_without_a_traceback(store_pa
     tamper(store_path, "UPDATE events SET data = x'00ff' WHERE position = ?", (position,))
     result = run_cli("audit", "verify", "--store", f"sqlite:///{store_path}")
     assert result.returncode == 1
-    assert f"BROKEN: position {position}: this event cannot be read (" in result.stdout
+    assert f"BROKEN: complaint-T1 version 3 (position {position}): this event cannot be read (" in result.stdout
     assert "Traceback" not in result.stderr
 
 

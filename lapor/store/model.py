@@ -185,7 +185,8 @@ class UnreadableEvent(ValueError):
         self.stream: str | None = row[_STREAM_FIELD] if isinstance(row[_STREAM_FIELD], str) else None
         self.version: int | None = row[_VERSION] if _is_int(row[_VERSION]) else None
         self.type: str | None = row[_TYPE] if isinstance(row[_TYPE], str) else None
-        self.reason = f"cannot be read: {type(cause).__name__}: {' '.join(str(cause).split())}"
+        self.error = f"{type(cause).__name__}: {' '.join(str(cause).split())}"  # why, in one line
+        self.reason = f"cannot be read: {self.error}"
         where = f"position {self.position}" if self.stream is None else (
             f"{self.stream} version {self.version} (position {self.position})")
         super().__init__(f"the event at {where} {self.reason}")
