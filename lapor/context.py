@@ -74,7 +74,7 @@ class ServiceContext:
         policy = Sp4nPolicy.from_overrides(settings.policy, calendar=calendar)
         secret = settings.signing_secret()
         new = not store_exists(settings.store)
-        store = open_store(settings.store, clock=clock)
+        store = open_store(settings.store, clock=clock, answer_timeout=settings.store_timeout)
         if new:
             # Said out loud: a mistyped LAPOR_DATA or LAPOR_STORE otherwise starts an empty installation quietly.
             log.warning("created a new, empty event store at %s", shown_url(settings.store))

@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     data: Path = Field(Path("./var"), description="data directory")
     store: str = Field("", description="event store URL; default sqlite:///<data>/events.db")
     readmodels: str = Field("", description="read-model database URL; default per store")
+    store_timeout: float = Field(
+        30.0, gt=0, le=3600,
+        description="seconds a statement of a PostgreSQL event store waits for the server's answer (session 30)",
+    )
     secret: SecretStr | None = Field(None, description="token signing key")
     production: bool = False
     training: bool = False

@@ -69,7 +69,10 @@ def store_exists(url: str) -> bool:
     return True
 
 
-def open_store(url: str, *, clock: Clock | None = None) -> EventStore:
+def open_store(url: str, *, clock: Clock | None = None, answer_timeout: float | None = None) -> EventStore:
+    """`answer_timeout`: seconds a PostgreSQL store waits for the server's answer to one statement
+    (`LAPOR_STORE_TIMEOUT`; None: `lapor.store.postgres.ANSWER_TIMEOUT`). SQLite has no server; KurrentDB has its
+    own deadline."""
     scheme, sep, _ = url.partition("://")
     if not sep:
         raise ValueError(f"store URL {url!r} has no scheme; use sqlite:///path or postgresql://...")
@@ -81,7 +84,7 @@ def open_store(url: str, *, clock: Clock | None = None) -> EventStore:
     if scheme in POSTGRES_SCHEMES:
         from lapor.store.postgres import PostgresEventStore
 
-        return PostgresEventStore(url, clock=clock)
+        return PostgresEventStore(url, clock=clock, answer_timeout=answer_timeout)
     if scheme in {"kurrentdb", "esdb", "kurrentdb+discover"}:
         from lapor.store.kurrent import KurrentEventStore
 

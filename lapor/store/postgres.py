@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
@@ -33,7 +34,7 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg import generators, pq, sql
-from psycopg.abc import Buffer
+from psycopg.abc import RV, Buffer, PQGen
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.datetime import TimestamptzBinaryLoader
 from psycopg_pool import ConnectionPool
@@ -52,6 +53,7 @@ from lapor.store.model import (
     NewEvent,
     Notifier,
     RecordedEvent,
+    StoreError,
     StreamShare,
     category_of,
     check_expected,
@@ -147,6 +149,10 @@ STORE_SESSION = "SET enable_bitmapscan = off"
 # A server that accepts and acknowledges but never answers (hung, or a proxy in front of it that is) is noticed by
 # no TCP timeout; the check waited for ever, and with it /readyz and every request (session 28).
 CHECK_TIMEOUT = 2.0
+# Seconds a statement of the store (a read, a group's write, its commit) waits for the server's answer by default
+# (`LAPOR_STORE_TIMEOUT`). A server that accepts and acknowledges but never answers (a partition behind a proxy, a
+# hung server) is noticed by no TCP timeout once the statement is sent: it waited for ever (session 30).
+ANSWER_TIMEOUT = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -176,17 +182,43 @@ def check_connection(conn: psycopg.Connection) -> None:
         raise psycopg.OperationalError(f"the connection check got {[result.status for result in results]}")
 
 
-def _store_session(conn: psycopg.Connection) -> None:
-    """Settings of every connection the store opens (see STORE_SESSION)."""
+class AnsweredConnection(psycopg.Connection[Any]):
+    """A connection of the store whose every wait for the server (a statement, a commit, a pipeline's sync) ends
+    after `answer_timeout` seconds with a `StoreError`, the connection closed: a statement may still be under way,
+    so it cannot be used again. A wait given its own timeout (the pools' check, `CHECK_TIMEOUT`) keeps it."""
+
+    answer_timeout: float | None = None  # set by `_store_session`; None waits as psycopg does, for ever
+
+    def wait(self, gen: PQGen[RV], interval: float | None = None, timeout: float | None = None) -> RV:
+        bound = self.answer_timeout if timeout is None else None
+        options = {} if interval is None else {"interval": interval}
+        if bound is None:
+            return super().wait(gen, timeout=timeout, **options)
+        started = time.monotonic()
+        try:
+            return super().wait(gen, timeout=bound, **options)
+        except psycopg.OperationalError as error:  # psycopg's wait timeout is one; so is a connection that broke
+            if time.monotonic() - started < bound:
+                raise
+            self.close()
+            raise StoreError(
+                f"PostgreSQL did not answer within {bound:g} s (LAPOR_STORE_TIMEOUT): the server or the network to it "
+                "went silent; the connection is closed"
+            ) from error
+
+
+def _store_session(conn: AnsweredConnection, answer_timeout: float) -> None:
+    """Settings of every connection the store opens (see STORE_SESSION, ANSWER_TIMEOUT)."""
+    conn.answer_timeout = answer_timeout
     conn.execute(STORE_SESSION)
     if not conn.autocommit:
         conn.commit()
 
 
-def _connect(url: str) -> psycopg.Connection:
+def _connect(url: str, answer_timeout: float) -> AnsweredConnection:
     """The group's connection: a transaction per group, settings of the store."""
-    conn = psycopg.connect(network_timeouts(url), prepare_threshold=NEVER_PREPARE)
-    _store_session(conn)
+    conn = AnsweredConnection.connect(network_timeouts(url), prepare_threshold=NEVER_PREPARE)
+    _store_session(conn, answer_timeout)
     return conn
 
 
@@ -257,16 +289,17 @@ def _checked_event(row: Sequence[Any]) -> RecordedEvent:
 class PostgresGroup(GroupTransaction):
     """PostgreSQL's side of a group commit. Reconnects after a failed group when the connection broke."""
 
-    def __init__(self, url: str, clock: Clock, channel: str) -> None:
+    def __init__(self, url: str, clock: Clock, channel: str, answer_timeout: float) -> None:
         self.url = url
         self.clock = clock
         self.channel = channel
-        self.conn = _connect(url)
+        self.answer_timeout = answer_timeout
+        self.conn = _connect(url, answer_timeout)
         self.head = 0  # the last position assigned in the open transaction
 
     def begin(self) -> None:
         if self.conn.closed:
-            self.conn = _connect(self.url)
+            self.conn = _connect(self.url, self.answer_timeout)
         self.head = _single(self.conn.execute("SELECT position FROM lapor_head FOR UPDATE"))
 
     def apply(self, request: PendingAppend) -> AppendResult:
@@ -386,7 +419,7 @@ class _Listener:
             return conn
         return None
 
-    def stop(self, pool: ConnectionPool) -> None:
+    def stop(self, pool: ConnectionPool[Any]) -> None:
         """Stop the thread, notifying it on a connection of `pool`. When the server is out of reach, gives up after
         LISTENER_STOP_WAIT (a warning): the thread is a daemon, and it ends when its connection fails or at exit."""
         self._stopping.set()
@@ -406,7 +439,9 @@ class _Listener:
 
 
 class PostgresEventStore(EventStore):
-    def __init__(self, url: str, *, clock: Clock | None = None) -> None:
+    def __init__(self, url: str, *, clock: Clock | None = None, answer_timeout: float | None = None) -> None:
+        """`answer_timeout`: see ANSWER_TIMEOUT, the default."""
+        answer_timeout = ANSWER_TIMEOUT if answer_timeout is None else answer_timeout
         self.url = url
         self.clock = clock or SystemClock()
         self._notifier = Notifier()
@@ -418,14 +453,15 @@ class PostgresEventStore(EventStore):
             network_timeouts(url),
             min_size=1,
             max_size=POOL_MAX_SIZE,
+            connection_class=AnsweredConnection,
             kwargs={"autocommit": True, "prepare_threshold": NEVER_PREPARE},
-            configure=_store_session,
+            configure=lambda conn: _store_session(conn, answer_timeout),
             # A connection the server ended (a restart) is replaced before it is handed out, not failed by a read.
             check=check_connection,
             name=f"lapor-readers:{schema}",
             open=True,
         )
-        self._group = PostgresGroup(url, self.clock, channel)
+        self._group = PostgresGroup(url, self.clock, channel, answer_timeout)
         self._writer = GroupCommitWriter(f"lapor-writer:{schema}", self._group, self._notifier.publish)
         self._listener = _Listener(url, channel, self._notifier, self.head_position)
         self._closed = False
@@ -502,7 +538,7 @@ def _scrub(conn: psycopg.Connection) -> None:
 class PostgresVault(Vault):
     """The PII vault in the store's database (table `pii_vault`), on the store's connection pool."""
 
-    def __init__(self, pool: ConnectionPool, *, clock: Clock) -> None:
+    def __init__(self, pool: ConnectionPool[Any], *, clock: Clock) -> None:
         self._pool = pool
         self._clock = clock
 

@@ -22,7 +22,7 @@ from lapor.db import PostgresDatabase
 from lapor.lease import KEEPALIVE
 from lapor.rebuild import fresh_tables
 from lapor.settings import load_settings
-from lapor.store import NewEvent
+from lapor.store import NewEvent, StoreError
 from lapor.store.postgres import PostgresEventStore, network_timeouts
 from tests.platform import probe
 from tests.platform._servers import lapor, wait_until
@@ -76,7 +76,8 @@ class Relay:
     the app sees it: the relayed connections end and nothing listens on the port any more (a connection is
     refused); `restore()` listens there again. `blackhole()` is a server gone silent (a partition, a hung server):
     the connections stay open but no byte goes through, and a new one is accepted but never answered; `forward()`
-    passes the held bytes on again."""
+    passes the held bytes on again. `blackhole_at(marker)` does so as a statement holding `marker` is sent: the
+    network goes silent while it is under way (the store's check of a connection has passed)."""
 
     def __init__(self, server: tuple[str, int]) -> None:
         self._server = server
@@ -85,6 +86,7 @@ class Relay:
         self._held: list[socket.socket] = []  # accepted in a blackhole, never answered
         self._flowing = threading.Event()
         self._flowing.set()
+        self._marker: bytes | None = None  # see `blackhole_at`
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._listen()
@@ -111,12 +113,16 @@ class Relay:
             server = socket.create_connection(self._server)
             with self._lock:
                 self._relayed += [client, server]
-            for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+            for source, sink, upstream in ((client, server, True), (server, client, False)):
+                threading.Thread(target=self._pipe, args=(source, sink, upstream), daemon=True).start()
 
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, upstream: bool) -> None:
         try:
             while data := source.recv(65536):
+                marker = self._marker
+                if upstream and marker is not None and marker in data:
+                    self._marker = None
+                    self._flowing.clear()
                 self._flowing.wait()  # a blackhole holds it
                 sink.sendall(data)
         except OSError:
@@ -139,6 +145,9 @@ class Relay:
 
     def blackhole(self) -> None:
         self._flowing.clear()
+
+    def blackhole_at(self, marker: bytes) -> None:
+        self._marker = marker
 
     def forward(self) -> None:
         with self._lock:
@@ -267,6 +276,56 @@ def test_a_rebuild_on_a_postgresql_server_gone_silent_fails_instead_of_waiting_f
                 relay.forward()  # also when it hangs, for the attempt to end
         finally:
             live.close()
+
+
+# The store's answer timeout in these tests: short, so that a test ends soon; what is checked is that the statement
+# ends at all (a bound only a hang reaches, `HANG`), and with what.
+ANSWER = 1.0
+
+
+def test_a_statement_under_way_when_postgresql_goes_silent_fails_after_the_store_s_timeout(postgres_url):
+    """A partition, or a hung server or proxy, while a statement is under way: the network acknowledges what is sent
+    and nothing comes back, so no TCP timeout fires (`tcp_user_timeout` counts unacknowledged data). Until session 30
+    the statement waited for ever: a read, and an append holding the store's write connection, so every command
+    after it too. Now it fails after the store's answer timeout with a `StoreError` saying so, the connection is
+    closed, and the store works again once the server answers."""
+    with relayed(postgres_url) as relay, ThreadPoolExecutor(1) as caller:
+        store = PostgresEventStore(relay.url(postgres_url) + "&connect_timeout=2", answer_timeout=ANSWER)
+        try:
+            store.append("complaint-S", [NewEvent("Noted", {"n": 0})])
+            for statement, call in [
+                (b"FROM events WHERE stream", lambda: store.read_stream("complaint-S")),
+                (b"FROM lapor_head FOR UPDATE", lambda: store.append("complaint-S", [NewEvent("Noted", {"n": 1})])),
+            ]:
+                relay.blackhole_at(statement)
+                under_way = caller.submit(call)
+                try:
+                    with pytest.raises(StoreError, match=r"did not answer within 1 s \(LAPOR_STORE_TIMEOUT\)"):
+                        under_way.result(timeout=HANG)
+                finally:
+                    relay.forward()  # also when it hangs, for the statement to end
+            assert store.append("complaint-S", [NewEvent("Noted", {"n": 1})]).last_version == 1
+            assert [event.data for event in store.read_stream("complaint-S")] == [{"n": 0}, {"n": 1}]
+        finally:
+            store.close()
+
+
+def test_a_command_whose_append_meets_a_postgresql_gone_silent_is_a_503_problem(postgres_url, tmp_path):
+    """Until session 30 the request waited for ever (and every command after it, queued behind the store's write
+    connection). The answer is the outage's problem, which a client may retry."""
+    with relayed(postgres_url) as relay:
+        app = create_app(load_settings(data=tmp_path, store=relay.url(postgres_url) + "&connect_timeout=2",
+                                       readmodels=postgres_url, store_timeout=ANSWER), [probe.SERVICE])
+        with TestClient(app) as client, ThreadPoolExecutor(1) as asker:
+            assert client.post("/api/probe/complaints", json=SUBMISSION).status_code == 201
+            relay.blackhole_at(b"FROM lapor_head FOR UPDATE")
+            try:
+                response = asker.submit(client.post, "/api/probe/complaints", json=SUBMISSION).result(timeout=HANG)
+            finally:
+                relay.forward()
+            assert (response.status_code, response.headers["content-type"]) == (503, "application/problem+json")
+            assert response.json()["type"] == "/problems/unavailable"
+            assert client.post("/api/probe/complaints", json=SUBMISSION).status_code == 201
 
 
 def test_the_network_bounds_a_postgresql_url_sets_itself_win(postgres_url):
