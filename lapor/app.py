@@ -76,6 +76,7 @@ class _RunningLoop:
         self.failed = False
         self.leased = False  # whether it runs now under its lease (always False for a loop that needs none)
         self.retrying: str | None = None  # while it waits to try again after a transient failure: why
+        self.ticks = loop.ticks  # how its ticks went, for /metrics
 
     def _run(self) -> None:
         try:

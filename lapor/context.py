@@ -33,7 +33,7 @@ from lapor.calendar import WorkingCalendar
 from lapor.clock import Clock, ManualClock, SystemClock
 from lapor.db import Database, open_database
 from lapor.limits import RateLimits
-from lapor.observability import Metrics
+from lapor.observability import Metrics, TickRecord
 from lapor.policy import Sp4nPolicy
 from lapor.revocation import Revocations
 from lapor.settings import Settings
@@ -123,20 +123,26 @@ class BackgroundLoop:
     # True for a loop that acts (appends events, records or sends notifications): it runs in one process at a time,
     # under a lease (`lapor.app`). False for one that only serves its own process (the live stream's hub).
     exclusive: bool = True
+    # How its ticks went (/metrics), for a loop that runs in ticks and records them (`every`, routing's scheduler).
+    ticks: TickRecord = field(default_factory=TickRecord)
 
     @classmethod
     def every(cls, name: str, interval: float, tick: Callable[[], object]) -> BackgroundLoop:
-        """Call `tick` every `interval` seconds. A failing tick is logged and tried again next interval: a
-        deadline scheduler must outlive a locked database or a bad event."""
+        """Call `tick` every `interval` seconds. A failing tick is logged, counted (`TickRecord`) and tried again next
+        interval: a deadline scheduler must outlive a locked database or a bad event."""
+        ticks = TickRecord()
 
         def run(stop: threading.Event) -> None:
             while not stop.wait(interval):
                 try:
                     tick()
-                except Exception:
+                except Exception as error:
+                    ticks.record(error)
                     log.exception("background loop %s: tick failed", name)
+                else:
+                    ticks.record(None)
 
-        return cls(name, run)
+        return cls(name, run, ticks=ticks)
 
 
 def _none(ctx: ServiceContext) -> list:

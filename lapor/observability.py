@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -52,9 +52,28 @@ _Read = TypeVar("_Read")
 # -- metrics ------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class TickRecord:
+    """How the ticks of a periodic background loop went, for /metrics. A tick that fails is logged and tried again at
+    the next one (a deadline scheduler must outlive a locked database or a bad event), whatever the failure: one that
+    lasts (the store refusing the loop's appends, permission denied) as much as one that passes. Until session 30 a
+    loop whose every tick failed was seen only in the log: /metrics said nothing and /readyz said ready, which it
+    still does (docs/platform.md, "Failures that are tried again")."""
+
+    failed: int = 0  # ticks failed since the process started
+    failing: bool = False  # whether the last tick failed
+
+    def record(self, error: BaseException | None) -> None:
+        """A tick ended: with `error`, or well (None)."""
+        self.failing = error is not None
+        if error is not None:
+            self.failed += 1
+
+
 class LoopStatus(Protocol):
     name: str
     retrying: str | None  # the kind of failure (its class's name) it waits to try again after, else None
+    ticks: TickRecord
 
     @property
     def alive(self) -> bool: ...
@@ -202,16 +221,27 @@ class _LoopCollector(Collector):
     def __init__(self, loops: Callable[[], Sequence[LoopStatus]]) -> None:
         self._loops = loops
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         leased = GaugeMetricFamily(
             "lapor_background_loop_leased",
             "1 while this process runs the background loop under its lease (or the loop needs none), 0 while it "
             "stands by for another process (lapor.lease)",
             labels=["loop"],
         )
+        failed = CounterMetricFamily(
+            "lapor_background_loop_failed_ticks",
+            "Ticks of the periodic background loop that failed since the process started (each logged with its error; "
+            "tried again at the next tick)",
+            labels=["loop"],
+        )
+        failing = GaugeMetricFamily(
+            "lapor_background_loop_failing", "1 while the background loop's last tick failed, else 0", labels=["loop"]
+        )
         for loop in self._loops():
             leased.add_metric([loop.name], int(not loop.standby and loop.alive))
-        yield leased
+            failed.add_metric([loop.name], loop.ticks.failed)
+            failing.add_metric([loop.name], int(loop.ticks.failing))
+        yield from (leased, failed, failing)
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
         return []

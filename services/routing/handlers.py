@@ -33,6 +33,7 @@ from lapor.commands import caused_event_id, run_command
 from lapor.complaint import ComplaintState
 from lapor.context import BackgroundLoop, ServiceContext
 from lapor.correlation import correlation_scope
+from lapor.observability import TickRecord
 from lapor.principal import OMBUDSMAN_AGENCY, SYSTEM
 from lapor.store import NewEvent
 from schemas.events import AgencyKind
@@ -71,6 +72,7 @@ class DeadlineScheduler:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self._wake = threading.Event()
+        self.ticks = TickRecord()  # /metrics: how its ticks went
         self._tick_lock = threading.Lock()
         ctx.db.executescript(SETTLED_TABLE)
         self.training = isinstance(ctx.clock, ManualClock)
@@ -204,8 +206,11 @@ class DeadlineScheduler:
         while not stop.is_set():
             try:
                 self.tick()
-            except Exception:
+            except Exception as error:
+                self.ticks.record(error)
                 log.exception("deadline scheduler tick failed; trying again in %.0f s", interval)
+            else:
+                self.ticks.record(None)
             self._sleep(stop, interval)
 
     def _sleep(self, stop: threading.Event, interval: float) -> None:
@@ -218,4 +223,4 @@ class DeadlineScheduler:
         self._wake.clear()
 
     def loop(self) -> BackgroundLoop:
-        return BackgroundLoop("routing.deadlines", self.run)
+        return BackgroundLoop("routing.deadlines", self.run, ticks=self.ticks)

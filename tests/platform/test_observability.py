@@ -6,14 +6,16 @@ import json
 import logging
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from lapor.context import BackgroundLoop, ServiceDefinition
+from lapor.context import BackgroundLoop, ServiceContext, ServiceDefinition
 from lapor.logs import JsonFormatter
+from lapor.store import NO_STREAM, NewEvent
 from lapor.subscriptions import Subscription
 from tests.conftest import wait_until
 from tests.platform import probe
@@ -190,6 +192,32 @@ def test_a_periodic_loop_survives_a_failing_tick(serve):
     with serve(services=[service]) as client:
         wait_until(lambda: len(ticks) >= 3)
         assert client.get("/readyz").status_code == 200
+
+
+def test_metrics_count_the_failed_ticks_of_a_loop_and_say_while_it_fails(serve):
+    """A tick that fails is logged and tried again at the next one, whatever the failure: here the store refusing
+    every tick's append for good (it expects a stream that exists not to). Until session 30 only the log showed it:
+    /metrics had nothing on it and /readyz says ready, which it still does (a loop's failing tick does not make the
+    process's answers stale; docs/platform.md)."""
+    refusing = threading.Event()
+    refusing.set()
+
+    def tick(ctx: ServiceContext) -> None:
+        stream = "probe-ticks" if refusing.is_set() else f"probe-{uuid.uuid4().hex}"
+        ctx.store.append(stream, [NewEvent("Ticked", {})], expected_version=NO_STREAM)
+
+    service = ServiceDefinition(
+        name="ticking", router=probe.build_router,
+        background=lambda ctx: [BackgroundLoop.every("probe.ticks", 0.01, lambda: tick(ctx))],
+    )
+    labels = {"loop": "probe.ticks"}
+    with serve(services=[service]) as client:
+        wait_until(lambda: (metric(client, "lapor_background_loop_failed_ticks_total", labels) or 0) >= 3)
+        assert metric(client, "lapor_background_loop_failing", labels) == 1
+        assert client.get("/readyz").status_code == 200
+        refusing.clear()
+        wait_until(lambda: metric(client, "lapor_background_loop_failing", labels) == 0)
+        assert metric(client, "lapor_background_loop_failed_ticks_total", labels) >= 3  # a count, not reset
 
 
 def test_healthz_answers_while_readyz_does_not(serve):
