@@ -19,9 +19,9 @@ KurrentDB is an event store already, so this adapter mostly translates:
   applications' events on the same server, and KurrentDB's own, are never decoded as LAPOR's.
 - An event of a LAPOR stream that does not decode as LAPOR's (another writer's data or metadata) is an
   `UnreadableEvent` (`decoded_kurrent`), as on the SQL adapters.
-- Every call has a deadline (`DEADLINE`, or what is left of `wait_for_events`' timeout), and the client's failures
-  (server away, deadline passed) are `StoreError`s; a failed append may or may not have been recorded, which
-  appending the same event ids again settles.
+- Every call has a deadline (the store's `deadline`, `LAPOR_STORE_TIMEOUT`, by default `DEADLINE`; or what is left
+  of `wait_for_events`' timeout), and the client's failures (server away, deadline passed) are `StoreError`s; a
+  failed append may or may not have been recorded, which appending the same event ids again settles.
 - The PII vault is a SQLite file, named by the URL's `vault` query parameter (default `var/kurrentdb-vault.db`):
   deleting from KurrentDB is final only after a scavenge, and the vault must forget at once (UU PDP).
 """
@@ -144,8 +144,10 @@ def decoded_kurrent(recorded: Iterable[KurrentRecordedEvent]) -> list[RecordedEv
 
 
 class KurrentEventStore(EventStore):
-    def __init__(self, url: str, *, clock: Clock | None = None) -> None:
+    def __init__(self, url: str, *, clock: Clock | None = None, deadline: float | None = None) -> None:
+        """`deadline`: seconds any one call to the server may take (`LAPOR_STORE_TIMEOUT`); None is `DEADLINE`."""
         self.url = url
+        self._deadline = DEADLINE if deadline is None else deadline
         self.clock = clock or SystemClock()
         client_url, vault_path = split_vault(url)
         self._client = KurrentDBClient(client_url)
@@ -181,13 +183,13 @@ class KurrentEventStore(EventStore):
                         stream,
                         events=[to_kurrent(event) for event in linked],
                         current_version=current if current >= 0 else StreamState.NO_STREAM,
-                        timeout=DEADLINE,
+                        timeout=self._deadline,
                     )
             except WrongCurrentVersionError:
                 continue  # another writer appended since we read: look again
             with _server_errors(f"reading back what was appended to {stream}"):
                 written = self._client.get_stream(
-                    stream, stream_position=current + 1, limit=len(events), timeout=DEADLINE
+                    stream, stream_position=current + 1, limit=len(events), timeout=self._deadline
                 )
             return AppendResult(
                 stream, current + 1, current + len(events), written[0].commit_position, written[-1].commit_position
@@ -196,7 +198,7 @@ class KurrentEventStore(EventStore):
     def _whole_stream(self, stream: str) -> tuple[KurrentRecordedEvent, ...]:
         try:
             with _server_errors(f"reading {stream}"):
-                return self._client.get_stream(stream, timeout=DEADLINE)
+                return self._client.get_stream(stream, timeout=self._deadline)
         except NotFoundError:
             return ()
 
@@ -204,7 +206,9 @@ class KurrentEventStore(EventStore):
         from_version, limit = read_window(from_version, limit)
         try:
             with _server_errors(f"reading {stream}"):
-                found = self._client.get_stream(stream, stream_position=from_version, limit=limit, timeout=DEADLINE)
+                found = self._client.get_stream(
+                    stream, stream_position=from_version, limit=limit, timeout=self._deadline
+                )
         except NotFoundError:
             return []
         return decoded_kurrent(found)
@@ -241,7 +245,7 @@ class KurrentEventStore(EventStore):
             try:
                 with _server_errors("reading $all"):
                     response = self._client.read_all(
-                        commit_position=start, limit=limit + 1, timeout=DEADLINE, **streams
+                        commit_position=start, limit=limit + 1, timeout=self._deadline, **streams
                     )
                     events = [event for event in response if event.commit_position >= from_position]
             except InvalidCommitPositionError:
@@ -252,7 +256,7 @@ class KurrentEventStore(EventStore):
         )
 
     def head_position(self, *, wait: float | None = None) -> int:
-        return self._head(DEADLINE if wait is None else wait)
+        return self._head(self._deadline if wait is None else wait)
 
     def _head(self, deadline: float) -> int:
         with _server_errors("reading the head of $all"):
@@ -260,7 +264,7 @@ class KurrentEventStore(EventStore):
 
     def stream_version(self, stream: str) -> int:
         with _server_errors(f"reading the version of {stream}"):
-            version = self._client.get_current_version(stream, timeout=DEADLINE)
+            version = self._client.get_current_version(stream, timeout=self._deadline)
         return -1 if version is StreamState.NO_STREAM else version
 
     def wait_for_events(self, after_position: int, timeout: float) -> bool:
@@ -269,7 +273,7 @@ class KurrentEventStore(EventStore):
         ends = time.monotonic() + max(timeout, 0.0)
         subscription = None
         try:
-            head = self._head(DEADLINE if timeout <= 0 else max(timeout, 0.001))
+            head = self._head(self._deadline if timeout <= 0 else max(timeout, 0.001))
             if head > after_position:
                 return True
             left = ends - time.monotonic()

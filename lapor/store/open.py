@@ -70,9 +70,9 @@ def store_exists(url: str) -> bool:
 
 
 def open_store(url: str, *, clock: Clock | None = None, answer_timeout: float | None = None) -> EventStore:
-    """`answer_timeout`: seconds a PostgreSQL store waits for the server's answer to one statement
-    (`LAPOR_STORE_TIMEOUT`; None: `lapor.store.postgres.ANSWER_TIMEOUT`). SQLite has no server; KurrentDB has its
-    own deadline."""
+    """`answer_timeout`: seconds the store waits for its server (`LAPOR_STORE_TIMEOUT`): PostgreSQL, for the answer
+    to one statement (None: `lapor.store.postgres.ANSWER_TIMEOUT`); KurrentDB, for one call (None:
+    `lapor.store.kurrent.DEADLINE`). SQLite has no server."""
     scheme, sep, _ = url.partition("://")
     if not sep:
         raise ValueError(f"store URL {url!r} has no scheme; use sqlite:///path or postgresql://...")
@@ -88,5 +88,5 @@ def open_store(url: str, *, clock: Clock | None = None, answer_timeout: float | 
     if scheme in {"kurrentdb", "esdb", "kurrentdb+discover"}:
         from lapor.store.kurrent import KurrentEventStore
 
-        return KurrentEventStore(url, clock=clock)
+        return KurrentEventStore(url, clock=clock, deadline=answer_timeout)
     raise ValueError(f"unknown store scheme {scheme!r}; expected sqlite, postgresql or kurrentdb")

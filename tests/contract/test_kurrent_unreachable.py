@@ -8,12 +8,14 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lapor.store import StoreError, kurrent
+from lapor.settings import load_settings
+from lapor.store import StoreError, kurrent, open_store
 from lapor.store.model import NewEvent
 
 
@@ -51,6 +53,9 @@ def gone() -> int:
         return sock.getsockname()[1]  # closed again: nothing listens there
 
 
+HANG = 10.0  # seconds: a bound only a call that waits out the 30 s default reaches, not a claim about its speed
+
+
 def _store(port: int, tmp_path: Path) -> kurrent.KurrentEventStore:
     return kurrent.KurrentEventStore(f"kurrentdb://127.0.0.1:{port}?tls=false&vault={tmp_path / 'vault.db'}")
 
@@ -85,5 +90,21 @@ def test_waiting_on_a_stalled_server_runs_out_as_nothing_new(
     store = _store(stalled, tmp_path)
     try:
         assert store.wait_for_events(0, 0.2) is False
+    finally:
+        store.close()
+
+
+def test_the_store_timeout_setting_bounds_every_call_to_a_stalled_kurrentdb(stalled: int, tmp_path: Path) -> None:
+    """`LAPOR_STORE_TIMEOUT` reaches KurrentDB's calls as their deadline (session 30: only PostgreSQL's statements
+    took it, KurrentDB kept its 30 s). The stalled server never answers: the read ends as a `StoreError` once the
+    deadline given passed, well within `HANG`, a bound only a call keeping the 30 s default reaches."""
+    url = f"kurrentdb://127.0.0.1:{stalled}?tls=false&vault={tmp_path / 'vault.db'}"
+    settings = load_settings(data=tmp_path, store=url, store_timeout=0.3)
+    store = open_store(settings.store, answer_timeout=settings.store_timeout)
+    try:
+        with ThreadPoolExecutor(1) as caller:
+            reading = caller.submit(store.read_stream, "complaint-LAP-1")
+            with pytest.raises(StoreError, match=r"^KurrentDB: .* failed: "):
+                reading.result(timeout=HANG)
     finally:
         store.close()
