@@ -27,7 +27,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -153,6 +154,9 @@ CHECK_TIMEOUT = 2.0
 # (`LAPOR_STORE_TIMEOUT`). A server that accepts and acknowledges but never answers (a partition behind a proxy, a
 # hung server) is noticed by no TCP timeout once the statement is sent: it waited for ever (session 30).
 ANSWER_TIMEOUT = 30.0
+# A vault erase's VACUUM of `pii_vault` scans the whole table: on a large vault it may rightly take longer than a
+# statement is given, yet a server gone silent must not hold it for ever either.
+VACUUM_TIMEOUT = 900.0
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +193,15 @@ class AnsweredConnection(psycopg.Connection[Any]):
 
     answer_timeout: float | None = None  # set by `_store_session`; None waits as psycopg does, for ever
 
+    @contextmanager
+    def answering_within(self, seconds: float) -> Iterator[None]:
+        """Waits for the server bounded by `seconds` instead, while in the block (a statement known to be long)."""
+        before, self.answer_timeout = self.answer_timeout, seconds
+        try:
+            yield
+        finally:
+            self.answer_timeout = before
+
     def wait(self, gen: PQGen[RV], interval: float | None = None, timeout: float | None = None) -> RV:
         bound = self.answer_timeout if timeout is None else None
         options = {} if interval is None else {"interval": interval}
@@ -203,7 +216,8 @@ class AnsweredConnection(psycopg.Connection[Any]):
             self.close()
             raise StoreError(
                 f"PostgreSQL did not answer within {bound:g} s (LAPOR_STORE_TIMEOUT): the server or the network to it "
-                "went silent; the connection is closed"
+                "went silent, or the statement waited that long for a lock another session holds; the connection is "
+                "closed"
             ) from error
 
 
@@ -528,11 +542,12 @@ class PostgresEventStore(EventStore):
         self.vault.close()
 
 
-def _scrub(conn: psycopg.Connection) -> None:
+def _scrub(conn: AnsweredConnection) -> None:
     """After an erase: the row as it was, value and all, stays on the table's pages (and its TOAST table's) until
     a VACUUM removes it; autovacuum may never come for one row. The pool's connections are in autocommit, so
-    VACUUM runs outside a transaction, as it must."""
-    conn.execute("VACUUM pii_vault")
+    VACUUM runs outside a transaction, as it must. It is given VACUUM_TIMEOUT, not the store's answer timeout."""
+    with conn.answering_within(VACUUM_TIMEOUT):
+        conn.execute("VACUUM pii_vault")
 
 
 class PostgresVault(Vault):

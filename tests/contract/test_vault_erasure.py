@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import psycopg
@@ -9,7 +10,7 @@ import pytest
 
 from lapor.clock import SystemClock
 from lapor.store import open_store
-from lapor.store.vault import SqliteVault
+from lapor.store.vault import SqliteVault, VaultEntryErased
 
 NIK = "3171234567890123"
 OTHER_NIK = "5371010101800002"
@@ -60,4 +61,27 @@ def test_erasing_from_the_postgresql_vault_vacuums_its_table(postgres_url):
         assert store.vault.erase(ref)
         assert vacuums_of_the_vault(postgres_url) == before + 1
         assert not store.vault.erase(ref)  # nothing left to erase: no VACUUM either
+        assert vacuums_of_the_vault(postgres_url) == before + 1
+
+
+@pytest.mark.postgres
+def test_an_erase_whose_vacuum_waits_longer_than_a_statement_is_given_still_erases(postgres_url):
+    """The VACUUM after an erase may rightly take longer than the store's answer timeout (a large vault, or another
+    session holding the table): it is given VACUUM_TIMEOUT instead, so the erase is not reported failed (and then
+    "nothing left to erase") while the value is gone. Here another session holds the lock VACUUM needs for longer
+    than the store's timeout."""
+    timeout = 0.5
+    with open_store(postgres_url, answer_timeout=timeout) as store:
+        ref = store.vault.put({"nama": "Siti Rahayu", "nik": NIK})
+        before = vacuums_of_the_vault(postgres_url)
+        with psycopg.connect(postgres_url) as holder:
+            holder.execute("LOCK TABLE pii_vault IN SHARE UPDATE EXCLUSIVE MODE")  # what VACUUM takes
+            releasing = threading.Timer(4 * timeout, holder.rollback)
+            releasing.start()
+            try:
+                assert store.vault.erase(ref)
+            finally:
+                releasing.join()
+        with pytest.raises(VaultEntryErased):
+            store.vault.get(ref)
         assert vacuums_of_the_vault(postgres_url) == before + 1
