@@ -41,7 +41,7 @@ from psycopg.types.datetime import TimestamptzBinaryLoader
 from psycopg_pool import ConnectionPool
 
 from lapor.clock import Clock, SystemClock
-from lapor.lease import KEEPALIVE
+from lapor.lease import KEEPALIVE, SERVER_KEEPALIVE
 from lapor.store.group_commit import GroupCommitWriter, GroupTransaction, PendingAppend
 from lapor.store.model import (
     ANY,
@@ -230,9 +230,14 @@ def _store_session(conn: AnsweredConnection, answer_timeout: float) -> None:
 
 
 def _connect(url: str, answer_timeout: float) -> AnsweredConnection:
-    """The group's connection: a transaction per group, settings of the store."""
+    """The group's connection: a transaction per group, settings of the store. It holds `lapor_head`'s row lock
+    while a group is written, so the server watches it as the leases' connections (`SERVER_KEEPALIVE`): a writer
+    whose host or network vanished mid-group released the lock only when the server's own TCP timers gave up on it
+    (about two hours by default), and every other process's appends failed until then (session 30)."""
     conn = AnsweredConnection.connect(network_timeouts(url), prepare_threshold=NEVER_PREPARE)
     _store_session(conn, answer_timeout)
+    conn.execute(SERVER_KEEPALIVE)
+    conn.commit()
     return conn
 
 

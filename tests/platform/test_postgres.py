@@ -336,6 +336,26 @@ def test_the_network_bounds_a_postgresql_url_sets_itself_win(postgres_url):
     assert parameters["keepalives_idle"] == str(KEEPALIVE["keepalives_idle"])
 
 
+def test_the_server_watches_the_store_s_write_connection_as_it_watches_a_lease_s(postgres_url):
+    """The write connection holds `lapor_head`'s lock while a group is written: when its host or network vanishes,
+    the server must notice within its keepalives (`SERVER_KEEPALIVE`), not after the kernel's two hours, or every
+    other process's appends fail until then. The settings are read on that connection, as the server applies them
+    (over TCP: `postgres_url` is 127.0.0.1)."""
+    with PostgresEventStore(postgres_url) as store:
+        store.append("complaint-K1", [NewEvent("ComplaintSubmitted", {"n": 1})], expected_version=-1)
+        writer = store._group.conn
+        shown = dict(writer.execute(
+            "SELECT name, setting FROM pg_settings WHERE name IN "
+            "('tcp_keepalives_idle', 'tcp_keepalives_interval', 'tcp_keepalives_count', 'tcp_user_timeout')"
+        ).fetchall())
+        writer.rollback()
+    # In pg_settings' units: seconds, and milliseconds for tcp_user_timeout.
+    assert shown == {
+        "tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "4",
+        "tcp_user_timeout": "30000",
+    }
+
+
 def test_a_postgresql_store_closes_during_an_outage_without_waiting_for_the_server(postgres_url, caplog):
     """A service stopping while its database is out of reach. Until session 28 closing waited the pool's 30 s for a
     connection to stop its listener on. `HANG` is a bound only a hang reaches, not a claim about closing's speed: it
