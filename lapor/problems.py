@@ -64,7 +64,8 @@ KINDS: dict[str, ProblemKind] = {
         ProblemKind("conflict", 409, "Conflict", "The action is not allowed in the complaint's current state "
                     "(an illegal transition), or concurrent changes kept it from being applied."),
         ProblemKind("precondition-failed", 412, "Precondition failed", "The If-Match version is stale: the "
-                    "complaint changed since it was read. `current_version` holds the version to retry with."),
+                    "complaint changed since it was read. `current_version` holds the version to retry with (absent "
+                    "when the caller may no longer act on it: its agency or unit no longer holds it)."),
         ProblemKind("too-large", 413, "Request too large", "The request body exceeds the configured limit "
                     "(`max_bytes`)."),
         ProblemKind("unsupported-media-type", 415, "Unsupported media type", "The endpoint takes "
@@ -161,8 +162,12 @@ class Conflict(Problem):
 class PreconditionFailed(Problem):
     kind = "precondition-failed"
 
-    def __init__(self, detail: str | None = None, *, current_version: int) -> None:
-        super().__init__(detail, headers={"ETag": f'"{current_version}"'}, current_version=current_version)
+    def __init__(self, detail: str | None = None, *, current_version: int | None) -> None:
+        """`current_version` None: not told, to a caller who may no longer act on the complaint (session 30)."""
+        if current_version is None:
+            super().__init__(detail)
+        else:
+            super().__init__(detail, headers={"ETag": f'"{current_version}"'}, current_version=current_version)
 
 
 class TooLarge(Problem):

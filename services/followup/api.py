@@ -11,25 +11,26 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from ipaddress import ip_address
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StrictBool, field_validator
 
 from lapor.auth import authorize_complaint, require, within
-from lapor.commands import caused_event_id, etag, if_match_header, run_command
-from lapor.complaint import ComplaintState, Level, Status, ensure_allowed, fold
+from lapor.commands import caused_event_id, etag, if_match_header, parse_if_match, run_command
+from lapor.complaint import STREAM_PREFIX, ComplaintState, Level, Status, ensure_allowed, evolve, fold, initial_state
 from lapor.context import Context, ServiceContext
 from lapor.egress import destination_refusal
 from lapor.limits import DecimalDigits, Reason
 from lapor.paths import AGENCY_ID
 from lapor.principal import AGENCY_SCOPED, NATIONAL_ADMIN_AGENCY, Principal, Role
 from lapor.privacy import can_see, redact_event_data, reporter_identity, visible_complaints
-from lapor.problems import Conflict, Forbidden, NotFound, PreconditionFailed, ValidationProblem
+from lapor.problems import Conflict, Forbidden, NotFound, PreconditionFailed, Problem, ValidationProblem
+from lapor.store import RecordedEvent
 from lapor.tracking import TrackingIdPath
 from schemas.events import AgencyId, Attachment, Category, EscalationKind, EventData
 from services.followup import approval, storage
@@ -252,15 +253,63 @@ def current_state(ctx: ServiceContext, tracking_id: str) -> ComplaintState:
     return state
 
 
+def may_act(principal: Principal, action: str, state: ComplaintState) -> bool:
+    try:
+        authorize_complaint(principal, action, state)
+    except Forbidden:
+        return False
+    return True
+
+
+def held_before(principal: Principal, action: str, events: Sequence[RecordedEvent]) -> bool:
+    """Whether `principal` could have taken `action` on the report at an earlier version: its agency (a unit
+    officer: its unit) held the report then and holds it no longer."""
+    if not events:
+        return False
+    state = initial_state(events[0].stream.removeprefix(STREAM_PREFIX))
+    for event in events[:-1]:
+        state = evolve(state, event)
+        if may_act(principal, action, state):
+            return True
+    return False
+
+
+def no_longer_held(principal: Principal, state: ComplaintState, if_match: int | None) -> Problem:
+    """The answer to a caller whose agency or unit held the report a moment ago and no longer does (returned as
+    bukan wewenang, disposed elsewhere, assigned to another unit, taken over by the Ombudsman): its view was
+    stale, not forbidden (session 30: it was 403). A stale If-Match is 412, otherwise 409. Neither says where the
+    report went nor, to a caller who may no longer act on it, its current version: only what the caller's own
+    queue shows, that the report has left it."""
+    scope = principal.unit_id if principal.role is Role.unit_officer else principal.agency_id
+    gone = f"complaint {state.tracking_id} is no longer with {scope}"
+    if if_match is not None and if_match != state.version:
+        return PreconditionFailed(f"{gone}: it changed since version {if_match}; read your queue again",
+                                  current_version=None)
+    return Conflict(f"{gone}: it was returned or moved since it was read; read your queue again")
+
+
 def acting_on(action: str) -> Callable[..., Acting]:
     """A dependency: the caller, authorized for `action` on the report in the path as it is now, and allowed to see
     it (`lapor.privacy`), judged here, before anything is written: an action that commits is never answered 404."""
 
     def dependency(
-        tracking_id: TrackingIdPath, ctx: Context, principal: Principal | None = Depends(require(action))
+        tracking_id: TrackingIdPath,
+        ctx: Context,
+        request: Request,
+        principal: Principal | None = Depends(require(action)),
     ) -> Acting:
-        state = current_state(ctx, tracking_id)
-        authorize_complaint(principal, action, state)
+        events = ctx.store.read_stream(stream_of(tracking_id))
+        state = fold(events)
+        if state is None:
+            raise NotFound(f"complaint {tracking_id} not found")
+        try:
+            authorize_complaint(principal, action, state)
+        except Forbidden:
+            if principal is not None and held_before(principal, action, events):
+                # If-Match is read only here (the route's own dependency parses it later): a malformed one keeps
+                # its 400, and an outsider's refusal is 403 whatever it sends.
+                raise no_longer_held(principal, state, parse_if_match(request.headers.get("if-match"))) from None
+            raise
         assert principal is not None  # no followup action is public: authorize refused a missing token
         if not can_see(state, principal):
             raise NotFound(f"complaint {tracking_id} not found")
@@ -302,10 +351,18 @@ def act(
     tracking_id = acting.state.tracking_id
 
     def decide(state: ComplaintState, now: datetime) -> list[Any]:
-        authorize_complaint(principal, action, state)
+        if not may_act(principal, action, state):  # `acting_on` let it act a moment ago: moved away since
+            raise no_longer_held(principal, state, None)
         return [event.to_new_event(event_id=event_id) for event in decision(state, now)]
 
-    result = run_command(ctx, stream_of(tracking_id), decide, principal=principal, if_match=if_match)
+    try:
+        result = run_command(ctx, stream_of(tracking_id), decide, principal=principal, if_match=if_match)
+    except PreconditionFailed:
+        # Stale, and perhaps moved away since `acting_on` read it: then the current version is not the caller's.
+        now_state = current_state(ctx, tracking_id)
+        if not may_act(principal, action, now_state):
+            raise no_longer_held(principal, now_state, if_match) from None
+        raise
     response.headers["ETag"] = result.etag
     return summary(current_state(ctx, tracking_id))
 

@@ -34,6 +34,7 @@ HOME_LIAISON = frozenset({"liaison"})
 NOBODY: frozenset[str] = frozenset()
 
 REPORTS = ("LAP-NATIONAL", "LAP-HOME", "LAP-OMBUDSMAN")
+FORMER_HOLDER = "pemda-82.71"  # Pemerintah Kota Ternate, which held LAP-OMBUDSMAN before the Ombudsman took it over
 
 
 def complaint(tracking_id: str, path: str, allowed: frozenset[str], method: str = "POST") -> Case:
@@ -96,10 +97,24 @@ def reports(followup):
     )
     followup.disposed("LAP-HOME", HOME_AGENCY)
     followup.decide("LAP-HOME", DispositionAccepted(agency_id=HOME_AGENCY), ComplaintAssigned(unit_id=HOME_UNIT))
-    followup.disposed("LAP-OMBUDSMAN", FOREIGN_AGENCY)
+    # Held before by an agency none of the callers belongs to: its own staff get 409, not 403 (see below).
+    followup.disposed("LAP-OMBUDSMAN", FORMER_HOLDER)
     followup.taken_over_by_ombudsman("LAP-OMBUDSMAN", from_level=Level.agency)
     followup.settle()
     return followup
+
+
+def test_the_agency_that_held_a_report_taken_over_since_is_refused_with_a_conflict_not_403(reports):
+    """Session 30: its view was stale (the report was in its queue), not forbidden. 409, naming no one; an agency
+    that never held it is still 403."""
+    for verb, body in (("accept", None), ("follow-ups", {"text": "Kami tangani."}), ("resolve", {"resolution": "Ok."}),
+                       ("assign", {"unit_id": FORMER_HOLDER + "/dinkes"}), ("return", {"reason": "Bukan kami."})):
+        for role in (Role.admin_agency, Role.liaison):
+            headers = {"Authorization": f"Bearer {reports.tokens.issue(role, agency_id=FORMER_HOLDER)}"}
+            response = reports.client.post(f"/api/complaints/LAP-OMBUDSMAN/{verb}", headers=headers, json=body)
+            assert response.status_code == 409, (verb, role, response.text)
+            assert OMBUDSMAN_AGENCY not in response.json()["detail"]
+    assert "DispositionAccepted" not in reports.types("LAP-OMBUDSMAN")
 
 
 def test_every_followup_route_admits_exactly_the_callers_the_table_allows(reports):

@@ -9,8 +9,8 @@ from threading import Barrier
 import pytest
 
 from lapor.principal import OMBUDSMAN_AGENCY, Role
-from schemas.events import Level
-from tests.followup.conftest import DINKES, KUPANG, MALANG, later
+from schemas.events import ComplaintDisposed, Level
+from tests.followup.conftest import DINKES, DISDIK, KUPANG, MALANG, later
 
 PHOTO = {"url": "https://unggah.lapor.go.id/f/foto.jpg", "sha256": "ab" * 32, "media_type": "image/jpeg",
          "size_bytes": 52_000}  # fmt: skip
@@ -82,6 +82,103 @@ def test_a_stale_if_match_is_412_and_writes_nothing(followup):
     assert response.json()["current_version"] == 2
     assert response.headers["ETag"] == '"2"'
     assert followup.version(tid) == 2
+
+
+# -- a report that left the caller's agency or unit since it was read (session 30) ---------------------------------
+
+
+def returned_by_another_liaison(app, tracking_id: str) -> list[str]:
+    """Kupang's second liaison returns the report as bukan wewenang (suggesting Malang); the log's types after."""
+    returned = app.act(tracking_id, "return", app.liaison(subject="liaison-2"),
+                       {"reason": "Bukan wewenang Kota Kupang.", "suggested_agency_id": MALANG})
+    assert returned.status_code == 200, returned.text
+    return app.types(tracking_id)
+
+
+def test_accepting_a_report_returned_meanwhile_with_its_old_version_is_412_and_writes_nothing(followup):
+    """The liaison loaded the report at version 2; another returned it. A stale view, not a forbidden act: 412, the
+    current version not told (the caller may no longer act on it), and nothing written."""
+    tid = followup.disposed("LAP-GONE-1")
+    before = returned_by_another_liaison(followup, tid)
+    response = followup.act(tid, "accept", followup.liaison(), if_match=2)
+    assert response.status_code == 412, response.text
+    body = response.json()
+    assert body["detail"] == (
+        f"complaint {tid} is no longer with {KUPANG}: it changed since version 2; read your queue again"
+    )
+    assert "current_version" not in body
+    assert "ETag" not in response.headers
+    assert followup.types(tid) == before
+
+
+def test_accepting_a_report_returned_or_moved_meanwhile_is_409_naming_no_one_and_writes_nothing(followup):
+    tid = followup.disposed("LAP-GONE-2")
+    before = returned_by_another_liaison(followup, tid)
+    response = followup.act(tid, "accept", followup.liaison())
+    assert response.status_code == 409, response.text
+    detail = response.json()["detail"]
+    assert detail == f"complaint {tid} is no longer with {KUPANG}: it was returned or moved since it was read; " \
+                     "read your queue again"
+    assert followup.types(tid) == before
+    # Disposed on to Malang: still a conflict for Kupang, which never learns where it went; Malang accepts it.
+    now, policy = followup.clock.now(), followup.ctx.policy
+    followup.decide(tid, ComplaintDisposed(agency_id=MALANG, follow_up_due=policy.follow_up_due(now),
+                                           ombudsman_offer_due=policy.ombudsman_offer_due(now)))
+    for verb, body in (("accept", None), ("follow-ups", {"text": "Kami tangani."})):
+        moved = followup.act(tid, verb, followup.liaison(), body, if_match=3)
+        assert moved.status_code == 412, moved.text
+        assert MALANG not in moved.text
+        assert "current_version" not in moved.json()
+    assert followup.act(tid, "accept", followup.liaison()).status_code == 409
+    assert followup.types(tid) == [*before, "ComplaintDisposed"]
+    assert followup.act(tid, "accept", followup.liaison(MALANG, "liaison-malang")).status_code == 200
+
+
+def test_an_agency_that_never_held_the_report_is_still_refused_403(followup):
+    tid = followup.disposed("LAP-GONE-3")
+    returned_by_another_liaison(followup, tid)
+    malang = followup.liaison(MALANG, "liaison-malang")
+    for if_match in (None, 2):
+        refused = followup.act(tid, "accept", malang, if_match=if_match)
+        assert refused.status_code == 403, refused.text
+        assert "current_version" not in refused.json()
+
+
+def test_a_unit_officer_whose_unit_lost_the_report_to_another_unit_gets_409(followup):
+    tid = followup.disposed("LAP-GONE-4")
+    followup.act(tid, "accept", followup.liaison())
+    followup.act(tid, "assign", followup.liaison(), {"unit_id": DINKES})
+    followup.act(tid, "assign", followup.liaison(), {"unit_id": DISDIK})
+    before = followup.types(tid)
+    posted = followup.act(tid, "follow-ups", followup.unit_officer(), {"text": "Petugas ke lokasi."})
+    assert posted.status_code == 409, posted.text
+    assert posted.json()["detail"].startswith(f"complaint {tid} is no longer with {DINKES}:")
+    assert followup.types(tid) == before
+    # The other unit's officer, who never held it until now, is not refused for that.
+    assert followup.act(tid, "follow-ups", followup.unit_officer(DISDIK, "officer-disdik"),
+                        {"text": "Petugas ke lokasi."}).status_code == 201
+
+
+def test_a_return_racing_an_accept_on_the_same_version_leaves_one_of_them_and_the_loser_learns_no_version(followup):
+    tid = followup.disposed("LAP-GONE-5")
+    barrier = Barrier(2)
+
+    def act(verb: str) -> tuple[str, int, dict]:
+        body = {"reason": "Bukan wewenang Kota Kupang."} if verb == "return" else None
+        barrier.wait()
+        response = followup.act(tid, verb, followup.liaison(subject=f"liaison-{verb}"), body, if_match=2)
+        return verb, response.status_code, response.json()
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = {verb: (status, body) for verb, status, body in pool.map(act, ["return", "accept"])}
+    assert sorted(status for status, _ in outcomes.values()) == [200, 412]
+    assert followup.version(tid) == 3
+    if outcomes["return"][0] == 200:  # the accept lost to the return: Kupang may no longer act on the report
+        assert "current_version" not in outcomes["accept"][1]
+        assert followup.types(tid)[-1] == "DispositionReturned"
+    else:
+        assert outcomes["return"][1]["current_version"] == 3
+        assert followup.types(tid)[-1] == "DispositionAccepted"
 
 
 @pytest.mark.parametrize("digits", [20, 4301, 5000])
@@ -210,8 +307,10 @@ def test_the_ombudsman_acts_on_a_report_it_took_over(followup):
     ombudsman = followup.bearer(Role.ombudsman, "ombudsman-1")
     assert followup.act(tid, "follow-ups", ombudsman, {"text": "Ombudsman memeriksa."}).status_code == 201
     assert followup.act(tid, "resolve", ombudsman, {"resolution": "Maladministrasi diperbaiki."}).status_code == 200
-    # ... and the agency that held it no longer acts on it
-    assert followup.act(tid, "follow-ups", followup.liaison(), {"text": "Kami juga."}).status_code == 403
+    # ... and the agency that held it no longer acts on it: a conflict (session 30: 403), naming no one
+    held_before = followup.act(tid, "follow-ups", followup.liaison(), {"text": "Kami juga."})
+    assert held_before.status_code == 409
+    assert OMBUDSMAN_AGENCY not in held_before.json()["detail"]
 
 
 def test_the_ombudsman_accepts_and_acts_on_a_report_taken_over_before_the_agency_accepted_it(followup):
@@ -226,8 +325,9 @@ def test_the_ombudsman_accepts_and_acts_on_a_report_taken_over_before_the_agency
     assert followup.act(tid, "resolve", ombudsman, {"resolution": "Maladministrasi diperbaiki."}).status_code == 200
     assert followup.types(tid)[-3:] == ["DispositionAccepted", "FollowUpPosted", "ComplaintResolved"]
     assert followup.events(tid)[-3].data["agency_id"] == OMBUDSMAN_AGENCY
-    # The agency it was disposed to no longer accepts it, and the Ombudsman accepts nothing it did not take over.
-    assert followup.act(tid, "accept", followup.liaison()).status_code == 403
+    # The agency it was disposed to no longer accepts it (its view is stale: 409, session 30), and the Ombudsman
+    # accepts nothing it did not take over.
+    assert followup.act(tid, "accept", followup.liaison()).status_code == 409
     other = followup.disposed("LAP-OMB-3")
     assert followup.act(other, "accept", ombudsman).status_code == 403
 
