@@ -22,7 +22,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from lapor.principal import NATIONAL_ADMIN_AGENCY
+from lapor.principal import NATIONAL_ADMIN_AGENCY, OMBUDSMAN_AGENCY
 from schemas.events import Channel, CloseReason, ComplaintKind, EscalationKind, EventData, Level
 from schemas.upcasters import current_version, upcast
 
@@ -570,6 +570,21 @@ def ensure_allowed(state: ComplaintState, event_type: str) -> None:
     """Raise IllegalTransition unless `event_type` may happen now. Checks that need the event's data (the
     escalation rules) are made by `evolve`."""
     _transition(state.__dict__, event_type)
+
+
+def ombudsman_offer_running(state: ComplaintState) -> datetime | None:
+    """The Ombudsman offer's deadline if it runs now (routing offers the takeover when it passes): None once the
+    offer was made (it is made once; a disposition after it sets `ombudsman_offer_due` again), while resolved (the
+    report waits for its reporter, not "unresolved"), and on a report the Ombudsman holds (session 27: never
+    offered to the office that holds it). Routing's scheduler and the agency queue's "resolution" deadline both
+    read it (session 30: the queue showed a deadline that never ran)."""
+    if (
+        state.ombudsman_offered
+        or state.status is Status.resolved
+        or state.agency_id == OMBUDSMAN_AGENCY
+    ):
+        return None
+    return state.ombudsman_offer_due
 
 
 def allowed_event_types(state: ComplaintState) -> list[str]:

@@ -108,7 +108,8 @@ class QueueItem(BaseModel):
     disposed_at: datetime | None
     deadline_kind: Literal["follow_up", "resolution", "feedback"] | None = Field(
         description="follow_up: tindak lanjut due; resolution: unresolved by then, the reporter is offered the "
-        "Ombudsman; feedback: resolved, the reporter's answer is due (silence closes it)"
+        "Ombudsman (only until that offer is made); feedback: resolved, the reporter's answer is due (silence closes "
+        "it)"
     )
     deadline: datetime | None
     working_days_left: int | None = Field(description="negative when overdue; 0: due today")

@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from lapor.complaint import ComplaintState, EscalationKind, Status
+from lapor.complaint import ComplaintState, EscalationKind, Status, ombudsman_offer_running
 from lapor.db import Tx
 from lapor.principal import NATIONAL_ADMIN_AGENCY
 from lapor.privacy import agencies_above, ancestors_and_self, present_escalations
@@ -53,7 +53,9 @@ from services.followup.storage import NEVER, instant
 # 4: an arrival has its notification's kind, and a new watch of an escalation is one: `escalation.watched` for the
 # watcher (session 29). Rebuilt with their deterministic ids: the outbox posts none of the old ones again, and of
 # the watches only those of the last day (`notifications.STALE_AFTER`), which nobody was told of.
-QUEUE_VERSION = 4
+# 5 (session 30): the "resolution" deadline only while the Ombudsman offer runs (`ombudsman_offer_running`): not
+# after the offer was made (a disposition after it set the deadline again), nor in the Ombudsman's own queue.
+QUEUE_VERSION = 5
 # Statuses in which a report sits in its agency's queue.
 QUEUE_STATUSES = (Status.disposed, Status.in_progress, Status.resolved)
 # Urgency buckets, the first key of the queue order.
@@ -89,8 +91,9 @@ def deadline_of(state: ComplaintState) -> Deadline:
         return Deadline(None, None, NO_DEADLINE)
     if state.follow_up_due is not None:
         return Deadline("follow_up", state.follow_up_due, AGENCY_DEADLINE)
-    if state.ombudsman_offer_due is not None:
-        return Deadline("resolution", state.ombudsman_offer_due, AGENCY_DEADLINE)
+    offer = ombudsman_offer_running(state)  # not once offered, nor on a report the Ombudsman holds (session 30)
+    if offer is not None:
+        return Deadline("resolution", offer, AGENCY_DEADLINE)
     return Deadline(None, None, NO_DEADLINE)
 
 

@@ -30,6 +30,7 @@ from lapor.complaint import (
     Status,
     ensure_allowed,
     evolve,
+    ombudsman_offer_running,
 )
 from lapor.limits import Category, Reason, Tag, Title
 from lapor.policy import Sp4nPolicy
@@ -350,16 +351,10 @@ def running_deadlines(state: ComplaintState) -> dict[DeadlineKind, datetime | No
     follow_up = missed_follow_up(state) or state.follow_up_due
     if follow_up is not None:
         running[DeadlineKind.follow_up] = follow_up
-    # A resolved report waits for its reporter; it is not "unresolved" until it is reopened. A report the national
-    # admin disposed to the Ombudsman itself is not offered to it (session 27: the reporter was asked to consent to
-    # the Ombudsman taking over what it already held).
-    if (
-        state.ombudsman_offer_due is not None
-        and not state.ombudsman_offered
-        and state.status is not Status.resolved
-        and state.agency_id != OMBUDSMAN_AGENCY
-    ):
-        running[DeadlineKind.ombudsman_offer] = state.ombudsman_offer_due
+    # Not once offered, nor while resolved (it waits for its reporter), nor on a report the Ombudsman holds.
+    offer = ombudsman_offer_running(state)
+    if offer is not None:
+        running[DeadlineKind.ombudsman_offer] = offer
     # Nor is it handed over while resolved (a consent given just before the resolution): the Ombudsman could do
     # nothing with it, and it would close on the agency's resolution. Reopened, it is handed over then.
     if (

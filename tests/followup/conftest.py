@@ -152,7 +152,8 @@ class Followup:
             role="reporter",
         )
 
-    def taken_over_by_ombudsman(self, tracking_id: str, from_level: Level) -> None:
+    def offered_with_consent(self, tracking_id: str, from_level: Level = Level.agency) -> None:
+        """Routing's offer of the Ombudsman takeover (60 working days unresolved) and the reporter's consent."""
         self.decide(
             tracking_id,
             ComplaintEscalated(
@@ -160,6 +161,12 @@ class Followup:
                 to_level=from_level, automatic=True,
             ),
             OmbudsmanConsentGiven(),
+        )
+
+    def taken_over_by_ombudsman(self, tracking_id: str, from_level: Level) -> None:
+        self.offered_with_consent(tracking_id, from_level)
+        self.decide(
+            tracking_id,
             ComplaintEscalated(
                 kind=EscalationKind.ombudsman, reason="Pelapor setuju diambil alih Ombudsman.", from_level=from_level,
                 to_level=Level.ombudsman, to_agency_id=OMBUDSMAN_AGENCY, automatic=True,

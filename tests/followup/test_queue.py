@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from lapor.clock import JAKARTA
-from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
+from lapor.principal import NATIONAL_ADMIN_AGENCY, OMBUDSMAN_AGENCY, Role
 from lapor.rebuild import rebuild
 from lapor.store import ANY
 from schemas.events import AgencyKind, AgencyRegistered, ComplaintDisposed
@@ -285,3 +285,67 @@ def test_the_queue_rebuilt_from_the_log_equals_the_live_one(followup):
     assert report.skipped == ["followup.reactions"]
     assert set(report.tables) >= {"followup_queue", "followup_queue_arrivals"}
     assert report.identical, report.differences
+
+
+# -- the "resolution" deadline runs only until the Ombudsman offer is made (session 30) -----------------------------
+
+
+def disposed_again(app, tracking_id: str, agency_id: str) -> None:
+    """Returned by Kupang, then disposed to `agency_id` as routing does (a new `ombudsman_offer_due` with it)."""
+    assert app.act(tracking_id, "return", app.liaison(), {"reason": "Bukan wewenang kota."}).status_code == 200
+    now, policy = app.clock.now(), app.ctx.policy
+    app.decide(tracking_id, ComplaintDisposed(agency_id=agency_id, follow_up_due=policy.follow_up_due(now),
+                                              ombudsman_offer_due=policy.ombudsman_offer_due(now)))
+
+
+def answered(app, tracking_id: str, headers: dict[str, str]) -> None:
+    assert app.act(tracking_id, "accept", headers).status_code == 200
+    assert app.act(tracking_id, "follow-ups", headers, {"text": "Sedang kami periksa."}).status_code == 201
+
+
+def deadlines(app, agency_id: str, headers: dict[str, str]) -> dict[str, tuple]:
+    return {item["tracking_id"]: (item["deadline_kind"], item["deadline"], item["working_days_left"])
+            for item in app.queue(agency_id, headers)["items"]}
+
+
+def test_after_the_ombudsman_offer_the_queue_shows_no_resolution_deadline_that_never_runs(followup):
+    """The offer is made once (routing's `ombudsman_offered`); a disposition after it set `ombudsman_offer_due`
+    again, and the queue showed it as the agency's "resolution" deadline ("unresolved by then, the reporter is
+    offered the Ombudsman") though nothing runs then; nor is a report the Ombudsman holds ever offered to it."""
+    malang = followup.liaison(MALANG, "liaison-malang")
+    ombudsman = followup.bearer(Role.ombudsman, "ombudsman-1")
+    followup.disposed("LAP-OF-1")  # offered, consented; the hand-over waits (no active Ombudsman office)
+    followup.offered_with_consent("LAP-OF-1")
+    disposed_again(followup, "LAP-OF-1", MALANG)
+    answered(followup, "LAP-OF-1", malang)
+    followup.disposed("LAP-OF-2")  # offered and consented while back with routing: disposed to the Ombudsman
+    followup.offered_with_consent("LAP-OF-2")
+    disposed_again(followup, "LAP-OF-2", OMBUDSMAN_AGENCY)
+    answered(followup, "LAP-OF-2", ombudsman)
+    followup.disposed("LAP-OF-3", MALANG)  # never offered: its resolution deadline runs
+    answered(followup, "LAP-OF-3", malang)
+    offer_due = followup.events("LAP-OF-3")[-3].data["ombudsman_offer_due"]
+    assert deadlines(followup, MALANG, malang) == {
+        "LAP-OF-3": ("resolution", offer_due.replace("+00:00", "Z"), 60),
+        "LAP-OF-1": (None, None, None),  # after the agency deadlines: no deadline
+    }
+    assert deadlines(followup, OMBUDSMAN_AGENCY, ombudsman) == {"LAP-OF-2": (None, None, None)}
+
+
+def test_a_queue_built_before_session_30_drops_the_resolution_deadline_that_never_runs_at_start(start):
+    with start() as app:
+        app.register_directory()
+        malang = app.liaison(MALANG, "liaison-malang")
+        app.disposed("LAP-OF-4")
+        app.offered_with_consent("LAP-OF-4")
+        disposed_again(app, "LAP-OF-4", MALANG)
+        answered(app, "LAP-OF-4", malang)
+        app.settle()
+        at = app.clock.now()
+        with app.ctx.db.transaction() as tx:  # as version 4 left it: the deadline that never runs
+            tx.execute("UPDATE followup_queue SET deadline_kind = 'resolution' WHERE tracking_id = 'LAP-OF-4'")
+            tx.execute("UPDATE subscription_checkpoints SET projection_version = 4 WHERE name = 'followup.queue'")
+    with start(at=at) as app:
+        assert deadlines(app, MALANG, app.liaison(MALANG, "liaison-malang")) == {"LAP-OF-4": (None, None, None)}
+        report = rebuild(app.ctx, [SERVICE])
+        assert report.identical, report.differences
