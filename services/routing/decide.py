@@ -434,25 +434,10 @@ def decide_deadline(
             )
         ]
     elif kind is DeadlineKind.follow_up:
-        up = next_level(state, coordinator_id)
-        if up is None:
+        mark = _red_mark(state, due, now, policy, coordinator_id)
+        if mark is None:
             return []
-        to_level, to_agency_id = up
-        # Answered after the deadline, before the scheduler looked: the red mark and the move up are the ones it
-        # would have made in time, but nothing is left for the next level to wait for.
-        answered = missed_follow_up(state) == due
-        late = "ditanggapi setelah batas waktu" if answered else "dieskalasi satu tingkat"
-        events = [
-            ComplaintEscalated(
-                kind=EscalationKind.follow_up_overdue,
-                reason=f"Tindak lanjut melewati batas waktu (jatuh tempo {_wib(due)}): {late}",
-                from_level=state.level,
-                to_level=to_level,
-                to_agency_id=to_agency_id,
-                automatic=True,
-                follow_up_due=None if answered else policy.follow_up_due(now),
-            )
-        ]
+        events = [mark]
     elif kind is DeadlineKind.ombudsman_offer:
         events = [
             ComplaintEscalated(
@@ -467,25 +452,74 @@ def decide_deadline(
             )
         ]
     else:
-        events = _hand_to_ombudsman(state, now, policy)
+        events = _hand_to_ombudsman(state, now, policy, coordinator_id)
     _checked(state, events, now)
     return events
 
 
-def _hand_to_ombudsman(state: ComplaintState, now: datetime, policy: Sp4nPolicy) -> list[EventData]:
+def _red_mark(
+    state: ComplaintState,
+    due: datetime,
+    now: datetime,
+    policy: Sp4nPolicy,
+    coordinator_id: str | None,
+    *,
+    handed_over: bool = False,
+) -> ComplaintEscalated | None:
+    """The red mark (nilai merah) of the follow-up deadline `due`, passed: an escalation one level up, with a new
+    deadline for whoever watches now. None where nothing is above (national, the Ombudsman). Answered after the
+    deadline, before the scheduler looked, or `handed_over` to the Ombudsman in the same append: the mark and the move
+    up are the ones it would have made in time, but nothing is left for the next level to wait for."""
+    up = next_level(state, coordinator_id)
+    if up is None:
+        return None
+    to_level, to_agency_id = up
+    answered = missed_follow_up(state) == due
+    if answered:
+        late = "ditanggapi setelah batas waktu"
+    elif handed_over:
+        late = "diambil alih Ombudsman RI"
+    else:
+        late = "dieskalasi satu tingkat"
+    return ComplaintEscalated(
+        kind=EscalationKind.follow_up_overdue,
+        reason=f"Tindak lanjut melewati batas waktu (jatuh tempo {_wib(due)}): {late}",
+        from_level=state.level,
+        to_level=to_level,
+        to_agency_id=to_agency_id,
+        automatic=True,
+        follow_up_due=None if answered or handed_over else policy.follow_up_due(now),
+    )
+
+
+def _hand_to_ombudsman(
+    state: ComplaintState, now: datetime, policy: Sp4nPolicy, coordinator_id: str | None
+) -> list[EventData]:
     """With the reporter's consent: an agency holding the report hands it up to the Ombudsman; a report back
-    with routing (returned) is disposed to the Ombudsman directly."""
+    with routing (returned) is disposed to the Ombudsman directly. A follow-up deadline of the agency that passed
+    before the hand-over (answered late or not at all) is red-marked first, in the same append (session 30: the
+    scheduler could hand the report over before it looked at that deadline, and a report the Ombudsman holds is
+    never escalated, so the agency's red mark was lost)."""
     reason = "Pelapor menyetujui pengambilalihan laporan oleh Ombudsman RI"
-    if state.status in HELD_BY_AGENCY:
-        return [
-            ComplaintEscalated(
-                kind=EscalationKind.ombudsman,
-                reason=reason,
-                from_level=state.level,
-                to_level=Level.ombudsman,
-                to_agency_id=OMBUDSMAN_AGENCY,
-                automatic=True,
-                follow_up_due=policy.follow_up_due(now),
-            )
-        ]
-    return decide_dispose(state, OMBUDSMAN_AGENCY, now, policy, note=reason)
+    if state.status not in HELD_BY_AGENCY:
+        return decide_dispose(state, OMBUDSMAN_AGENCY, now, policy, note=reason)
+    events: list[EventData] = []
+    passed = missed_follow_up(state) or state.follow_up_due
+    mark = None
+    if passed is not None and now >= passed:
+        mark = _red_mark(state, passed, now, policy, coordinator_id, handed_over=True)
+    if mark is not None:
+        events.append(mark)
+        state = _checked(state, events, now)
+    events.append(
+        ComplaintEscalated(
+            kind=EscalationKind.ombudsman,
+            reason=reason,
+            from_level=state.level,
+            to_level=Level.ombudsman,
+            to_agency_id=OMBUDSMAN_AGENCY,
+            automatic=True,
+            follow_up_due=policy.follow_up_due(now),
+        )
+    )
+    return events

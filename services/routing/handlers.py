@@ -161,7 +161,9 @@ class DeadlineScheduler:
         def decide(state: ComplaintState, now: datetime) -> list[NewEvent]:
             nonlocal read_version
             read_version = state.version
-            coordinator = self.coordinator(state.agency_id) if deadline.kind is DeadlineKind.follow_up else None
+            # A hand-over red-marks a passed follow-up deadline first, one level up as the follow-up's own would.
+            marks = deadline.kind in (DeadlineKind.follow_up, DeadlineKind.ombudsman)
+            coordinator = self.coordinator(state.agency_id) if marks else None
             events = decide_deadline(state, deadline.kind, deadline.due, now, self.ctx.policy,
                                      coordinator_id=coordinator)
             return [

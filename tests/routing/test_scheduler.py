@@ -11,14 +11,16 @@ from typing import Any
 import pytest
 
 from lapor.directory import agency_stream
-from lapor.principal import OMBUDSMAN_AGENCY, Principal, Role
+from lapor.principal import OMBUDSMAN_AGENCY, SYSTEM, Principal, Role
 from schemas.events import (
     AgencyUpdated,
     ComplaintAssigned,
+    ComplaintEscalated,
     ComplaintReopened,
     ComplaintResolved,
     DispositionAccepted,
     DispositionReturned,
+    EscalationKind,
     FeedbackGiven,
     FollowUpPosted,
     InformationProvided,
@@ -27,7 +29,7 @@ from schemas.events import (
 )
 from services.followup.decide import Assign, decide_assign
 from services.followup.directory import Directory
-from services.routing.decide import PendCommand, VerifyCommand, decide_dispose, decide_pend, decide_verify
+from services.routing.decide import DeadlineKind, PendCommand, VerifyCommand, decide_dispose, decide_pend, decide_verify
 from services.routing.directory import read_agency
 from services.routing.handlers import DeadlineScheduler
 from tests.routing.harness import Routing, agency_principal, of_kind, wib
@@ -445,3 +447,42 @@ def test_a_report_returned_after_its_deadline_is_not_escalated_from_routing(rout
     late_answer(routing, DispositionReturned(agency_id=KUPANG, reason="Jalan nasional, bukan wewenang kota."))
     assert routing.tick() == 0
     assert of_kind(routing.escalations("LAP-1"), "follow_up_overdue") == []
+
+
+# -- a red mark does not depend on when the scheduler looked: the Ombudsman's takeover (session 30) ----------------
+
+
+@pytest.mark.parametrize("answered", [True, False], ids=["answered-late", "unanswered"])
+def test_a_deadline_passed_before_the_ombudsman_took_over_still_gets_its_red_mark(routing_at, answered):
+    """The reporter had been offered the Ombudsman and consents; the agency's follow-up deadline passed (answered a
+    minute late, or not at all) and the scheduler handed the report over before it looked at that deadline (two rows
+    of one report in one tick, on parallel threads; or routing back from an outage). Taken over, the report was
+    the Ombudsman's, above which nothing escalates: the agency's red mark was lost. The hand-over marks it first."""
+    routing = routing_at(wib(2026, 3, 2, 10))
+    routing.submit("LAP-1")
+    verify(routing, "LAP-1")
+    dispose(routing, "LAP-1")
+    routing.append("LAP-1", DispositionAccepted(agency_id=KUPANG), by=KUPANG_ADMIN)
+    routing.append("LAP-1", ComplaintEscalated(
+        kind=EscalationKind.ombudsman_offer, reason="Ditawarkan.", from_level=Level.agency, to_level=Level.agency,
+        automatic=True), by=SYSTEM)  # as if offered early (a policy of a few days); the deadline is the follow-up's
+    routing.tick()
+    routing.at(routing.state("LAP-1").follow_up_due + timedelta(minutes=1))
+    if answered:
+        routing.append("LAP-1", FollowUpPosted(follow_up_id="fu-1", text="Petugas sudah ke lokasi."),
+                       by=KUPANG_ADMIN)
+    routing.append("LAP-1", OmbudsmanConsentGiven(), by=REPORTER)
+    routing.catch_up()
+    due = routing.scheduler.due(routing.clock.now())
+    assert sorted(row.kind.value for row in due) == ["follow_up", "ombudsman"]
+    [handover] = [row for row in due if row.kind is DeadlineKind.ombudsman]
+    assert routing.scheduler.handle(handover) == 2  # the hand-over looked at first: the red mark, then the takeover
+    routing.tick()
+    [red_mark] = of_kind(routing.escalations("LAP-1"), "follow_up_overdue")
+    assert (red_mark["from_level"], red_mark["to_level"], red_mark["to_agency_id"]) == (
+        "agency", "regional", "pemda-53")
+    assert red_mark.get("follow_up_due") is None  # the Ombudsman takes the report: nobody waits at the province
+    assert of_kind(routing.escalations("LAP-1"), "ombudsman")[0]["from_level"] == "regional"
+    taken = routing.state("LAP-1")
+    assert (taken.agency_id, taken.level, taken.follow_up_answered) == (OMBUDSMAN_AGENCY, "ombudsman", None)
+    assert taken.follow_up_due is not None  # the Ombudsman's own deadline
