@@ -47,7 +47,9 @@ COMPLAINTS_SUBSCRIPTION = "reporting.complaints"
 # is a unit's only from the unit's level, and a return is always its agency's.
 # 5 (session 27): an Ombudsman takeover after the follow-up deadline passed unanswered keeps the stage missed
 # (`red_marked_agency`: the earlier holder) though routing had not red-marked it yet.
-COMPLAINTS_VERSION = 5
+# 6 (session 30): a red mark is the unit's that held the report when the deadline passed (`missed_by`), not the one
+# holding it when routing looked: a reassignment in between charged the unit it went to.
+COMPLAINTS_VERSION = 6
 DIRECTORY_SUBSCRIPTION = "reporting.directory"
 
 COMPLAINTS_SCHEMA = (
@@ -180,6 +182,7 @@ EXTRA_FIELDS = (
     "reached_at",
     "answered_at",
     "return_count",
+    "missed_by",  # [deadline, unit] of the follow-up deadline that passed, see `_passed`
 )
 # The queryable columns, each the fold field or extra of that name (feedback_rating: of the fold's feedback).
 # `state` holds FOLD_FIELDS, escalations, feedback and EXTRA_FIELDS as one JSON list: the projection reads
@@ -284,6 +287,7 @@ _BLANK_EXTRA: Mapping[str, Any] = {
     "reached_at": None,
     "answered_at": None,
     "return_count": 0,
+    "missed_by": None,
 }
 _BLANK_FIELDS = dict(initial_state("").__dict__)
 _STATE_ENUMS = tuple(_ENUMS.items())
@@ -452,10 +456,31 @@ def _count(
     """One `metric` on `day`, for the agency and unit holding the report in `holder` (None: routing's; without
     `unit`, the agency's own, its unit having had no part in it)."""
     if holder is None:
-        key = (day, state.region_code or "", "", "", metric)
+        _count_for(daily, day, state, None, None, metric)
     else:
-        key = (day, state.region_code or "", holder.agency_id or "", (unit and holder.unit_id) or "", metric)
+        _count_for(daily, day, state, holder.agency_id, holder.unit_id if unit else None, metric)
+
+
+def _count_for(
+    daily: Daily, day: str, state: ComplaintState, agency_id: str | None, unit_id: str | None, metric: str
+) -> None:
+    """One `metric` on `day`, for `agency_id` and `unit_id` (None: routing's, or the agency's own)."""
+    key = (day, state.region_code or "", agency_id or "", unit_id or "", metric)
     daily[key] = daily.get(key, 0) + 1
+
+
+def _passed(extra: dict[str, Any], before: ComplaintState, event: RecordedEvent) -> None:
+    """Who held the report when its follow-up deadline passed: the unit (None: the agency at its own level) before
+    the first event after the deadline that could move the report to another unit or end the deadline (an
+    assignment, an answer, an escalation). Routing's red mark may come later (its scheduler looks every 30 s, or
+    after an outage), when the report has been reassigned; the mark is the unit's that let the deadline pass
+    (session 30: it was charged to the unit the report went to)."""
+    due = before.follow_up_due
+    if due is None:
+        return
+    due_at = _epoch(due)
+    if event.recorded_at.timestamp() > due_at and (extra["missed_by"] is None or extra["missed_by"][0] != due_at):
+        extra["missed_by"] = [due_at, before.unit_id]
 
 
 def _counting(metric: str) -> Note:
@@ -495,6 +520,7 @@ def _submitted(extra: dict[str, Any], before: ComplaintState, after: ComplaintSt
 def _reached(extra: dict[str, Any], event: RecordedEvent) -> None:
     """The report reached a new holder: it has not answered yet, nor missed its deadline."""
     extra["followed_up"], extra["answered_at"], extra["reached_at"] = 0, None, event.recorded_at
+    extra["missed_by"] = None
 
 
 def _disposed(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
@@ -523,6 +549,7 @@ def _follow_up(extra: dict[str, Any], before: ComplaintState, after: ComplaintSt
 def _answered(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
               daily: Daily) -> None:
     """The holder answered the reporter: a public follow-up, or a resolution without one."""
+    _passed(extra, before, event)  # answered late: routing's mark comes after, perhaps after a reassignment
     if not extra["followed_up"]:
         # The holder's first answer since the report reached it: "followed up" counts reports, not posts.
         _count(daily, day, after, after, "followed_up")
@@ -546,6 +573,7 @@ def _resolved(extra: dict[str, Any], before: ComplaintState, after: ComplaintSta
 
 def _assigned(extra: dict[str, Any], before: ComplaintState, after: ComplaintState, event: RecordedEvent, day: str,
               daily: Daily) -> None:
+    _passed(extra, before, event)
     _count(daily, day, after, after, "assigned")  # what the unit received (its agency's disposition to it)
 
 
@@ -557,22 +585,29 @@ def _escalated(extra: dict[str, Any], before: ComplaintState, after: ComplaintSt
     # The level that missed: a unit's escalation when the report was at the unit's level; once escalated on to its
     # agency's level, the agency's (the report stays assigned to the unit).
     unit = event.data["from_level"] == Level.unit
-    _count(daily, day, after, holder, "escalated", unit=unit)
-    _count(daily, day, after, holder, f"escalated:{kind}", unit=unit)
     if kind == EscalationKind.follow_up_overdue:
-        _count(daily, day, after, before, "red_mark", unit=unit)  # nilai merah: the holder missed its deadline
+        # nilai merah: the holder missed its deadline; of a unit's level, the unit that held the report then
+        _passed(extra, before, event)
+        missed, extra["missed_by"] = extra["missed_by"], None
+        unit_id = (missed[1] if missed is not None else before.unit_id) if unit else None
+        for metric in ("escalated", f"escalated:{kind}", "red_mark"):
+            _count_for(daily, day, after, before.agency_id, unit_id, metric)
         # Overdue from now until answered, though the escalation runs the next level's (later) deadline. Not when
         # the deadline it marks was answered, late, before routing's scheduler looked: such a mark starts no new
         # deadline (the event carries none), and the answer already made the stage late. Judged from the event, as
         # every mark recorded before session 26 carries a deadline: stored rows stay as they were built.
         if event.data.get("follow_up_due") is not None:
             extra["red_marked_agency"] = before.agency_id
+    else:
+        _count(daily, day, after, holder, "escalated", unit=unit)
+        _count(daily, day, after, holder, f"escalated:{kind}", unit=unit)
     if after.agency_id != before.agency_id:
         # An Ombudsman takeover: the new holder has not answered yet. The stage stays the one the earlier holder
         # missed (overdue until answered, and late then), but the scoreboard blames that holder, not the new one.
-        # Missed when its deadline had passed, red-marked or not: routing back from an outage hands a consented
-        # report over before it marks the passed deadline, whose mark then never comes (the takeover's deadline
-        # replaces it), and the Ombudsman's deadline judged the stage.
+        # Missed when its deadline had passed, red-marked or not: until session 30 routing back from an outage
+        # handed a consented report over before it marked the passed deadline, whose mark then never came (the
+        # takeover's deadline replaced it), and the Ombudsman's deadline judged the stage. (Since, the hand-over
+        # red-marks the passed deadline first, in the same append.)
         due = before.follow_up_due
         if extra["follow_up_on_time"] is None and due is not None and event.recorded_at.timestamp() > _epoch(due):
             extra["red_marked_agency"] = extra["red_marked_agency"] or before.agency_id

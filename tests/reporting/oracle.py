@@ -7,7 +7,9 @@ Where the docs leave a figure open, the reading chosen (from the code's comments
 - the per-day `followed_up` counts reports, not posts: the holder's first answer (a public follow-up or the
   resolution) since the report reached it (a disposition, or an Ombudsman takeover);
 - an escalation counts for the holder it escalated from: its unit only when it left from the unit's level, and
-  the bounce-limit flag for national routing; a return is the agency's, never its unit's;
+  the bounce-limit flag for national routing; a return is the agency's, never its unit's; a red mark from the unit's
+  level is the unit's that held the report when the marked deadline passed (none: the agency's), whichever holds it
+  when routing marks it (session 30);
 - "followed up" on the scoreboard is the present holder's answer since the report reached it.
 
 Answers are shaped like the API's JSON without names and `as_of` (`compare` strips those from the API's).
@@ -56,6 +58,8 @@ class Walked:
     missed: bool = False  # the present stage's deadline had passed unanswered when the Ombudsman took it over
     reached_at: datetime | None = None  # when the present holder got it
     answered_at: datetime | None = None  # the present holder's first answer since
+    # (deadline, unit) of the last follow-up deadline that passed, noted at the first event after it
+    missed_by: tuple[datetime, str | None] | None = None
     happenings: list[Happening] = field(default_factory=list)
 
     @property
@@ -80,10 +84,16 @@ def walk(events: Sequence[ComplaintEvent]) -> Walked:
         region = state.region_code
 
         def happened(metric: str, holder: ComplaintState | None, *, unit: bool = True,
-                     at: datetime = at, region: str | None = region, w: Walked = walked) -> None:
+                     at: datetime = at, region: str | None = region, w: Walked = walked,
+                     unit_id: str | None = None) -> None:
             agency = holder.agency_id or "" if holder is not None else ""
-            held_by = (holder.unit_id or "") if holder is not None and unit else ""
+            held_by = (unit_id or holder.unit_id or "") if holder is not None and unit else ""
             w.happenings.append(Happening(jakarta_date(at), region, agency, held_by, metric))
+
+        # Who held the report when its follow-up deadline passed: the unit before the first event after it.
+        passed = before.follow_up_due
+        if passed is not None and at > passed and (walked.missed_by is None or walked.missed_by[0] != passed):
+            walked.missed_by = (passed, before.unit_id)
 
         def answered(w: Walked = walked, at: datetime = at, before: ComplaintState = before,
                      state: ComplaintState = state) -> None:
@@ -107,7 +117,7 @@ def walk(events: Sequence[ComplaintEvent]) -> Walked:
                 walked.verification = "late"
         elif kind == "ComplaintDisposed":
             walked.first_disposed_at = walked.first_disposed_at or at
-            walked.follow_up = walked.marked_by = walked.answered_at = None
+            walked.follow_up = walked.marked_by = walked.answered_at = walked.missed_by = None
             walked.missed = False
             walked.reached_at = at
             happened("disposed", state)
@@ -126,14 +136,20 @@ def walk(events: Sequence[ComplaintEvent]) -> Walked:
             escalation = data["kind"]
             holder = None if escalation == "bounce_limit" else before
             from_unit = data["from_level"] == "unit"
-            happened("escalated", holder, unit=from_unit)
-            happened(f"escalated:{escalation}", holder, unit=from_unit)
+            missed_unit = None
             if escalation == "follow_up_overdue":
-                happened("red_mark", before, unit=from_unit)
+                missed_unit = walked.missed_by[1] if walked.missed_by is not None else before.unit_id
+                if not missed_unit:  # the agency held it at its own level: no unit's mark
+                    from_unit = False
+                walked.missed_by = None
+            happened("escalated", holder, unit=from_unit, unit_id=missed_unit)
+            happened(f"escalated:{escalation}", holder, unit=from_unit, unit_id=missed_unit)
+            if escalation == "follow_up_overdue":
+                happened("red_mark", before, unit=from_unit, unit_id=missed_unit)
                 if data.get("follow_up_due") is not None:  # a deadline answered late, marked later, starts nothing
                     walked.marked_by = before.agency_id
             if state.agency_id != before.agency_id:  # the Ombudsman took it over: it has not answered yet
-                walked.reached_at, walked.answered_at = at, None
+                walked.reached_at, walked.answered_at, walked.missed_by = at, None, None
                 # "The stage the earlier holder missed stays overdue until the Ombudsman answers, late then":
                 # missed when its deadline had passed, whether or not routing had red-marked it yet.
                 due = before.follow_up_due

@@ -86,3 +86,43 @@ def test_after_an_ombudsman_takeover_the_ombudsman_has_not_followed_up_until_it_
     assert (board[OMBUDSMAN]["followed_up"], board[OMBUDSMAN]["follow_up_rate"]) == (1, 1.0)
     answered = {row["day"]: row["followed_up"] for row in daily if row["followed_up"]}
     assert answered == {s.day(3).date().isoformat(): 1, s.day(64).date().isoformat(): 1}
+
+
+# -- a red mark is the unit's that let the deadline pass, not the one holding the report when routing looked -------
+
+DINKES, DISDIK = f"{s.KUPANG}/dinkes", f"{s.KUPANG}/disdik"
+
+
+def reassigned_after_the_deadline(tracking_id: str, *, first: str | None, answered_late: bool) -> s.Report:
+    """Kupang's report (due day 6) assigned to `first` on day 3 (None: kept at the agency's level), reassigned on day
+    6.5, after the deadline passed, to Disdik; optionally answered late by `first` on day 6.2; red-marked on day 7,
+    from the unit's level (the level the reassignment left it at), as routing does when it looks then."""
+    report = s.held(tracking_id, "53.71")
+    if first is not None:
+        report.at(3, ev.ComplaintAssigned(unit_id=first), s.staff(s.KUPANG))
+    if answered_late:
+        report = s.follow_up(report, 6.2, s.KUPANG)
+    report.at(6.5, ev.ComplaintAssigned(unit_id=DISDIK), s.staff(s.KUPANG))
+    return report.at(7, ev.ComplaintEscalated(
+        kind="follow_up_overdue", reason="Tindak lanjut melewati batas waktu.", from_level="unit", to_level="agency",
+        to_agency_id=s.KUPANG, automatic=True, follow_up_due=None if answered_late else s.day(12)), s.SYSTEM)
+
+
+def test_a_red_mark_raised_after_a_reassignment_counts_against_the_unit_that_missed_the_deadline(
+    tmp_path: Path, backend_store: str | None
+):
+    """Dinkes held the report when its deadline passed; Kupang then gave it to Disdik, and routing's red mark came
+    after (the seconds before its tick, or an outage). The mark was Disdik's, which had the report for half a day
+    after the deadline. Not when Kupang held it itself at its own level: then the mark is the agency's, no unit's."""
+    reports = [
+        reassigned_after_the_deadline("LAP-RU-1", first=DINKES, answered_late=False),
+        reassigned_after_the_deadline("LAP-RU-2", first=DINKES, answered_late=True),
+        reassigned_after_the_deadline("LAP-RU-3", first=None, answered_late=False),
+    ]
+    with played(tmp_path / "var", backend_store, reports, now=s.day(8)) as service:
+        kupang = service.get(f"/api/reports/agencies/{s.KUPANG}")
+        disdik = service.get(f"/api/reports/agencies/{DISDIK}")
+        dinkes = service.get(f"/api/reports/agencies/{DINKES}")
+    units = {unit["unit_id"]: unit["red_marks"] for unit in kupang["units"]}
+    assert units == {DINKES: 2, DISDIK: 0}
+    assert (dinkes["escalations"]["red_marks"], disdik["escalations"]["red_marks"]) == (2, 0)
