@@ -572,6 +572,28 @@ def ensure_allowed(state: ComplaintState, event_type: str) -> None:
     _transition(state.__dict__, event_type)
 
 
+def missed_follow_up(state: ComplaintState) -> datetime | None:
+    """The follow-up deadline the agency answered after, not red-marked yet (the answer came before routing's
+    scheduler looked). Compared here, at decision time, never by the fold."""
+    answered = state.follow_up_answered
+    return answered[0] if answered is not None and answered[1] > answered[0] else None
+
+
+def red_mark_pending(state: ComplaintState) -> datetime | None:
+    """The follow-up deadline answered late that routing's scheduler will still red-mark (`missed_follow_up`, where
+    a level above the report's watches it: not at the national level nor the Ombudsman's, nor on a report the
+    Ombudsman holds, as routing's `next_level` has it). Followup closes the report only once it is marked (session
+    30): closed, a report takes no event, and the agency's red mark was lost."""
+    missed = missed_follow_up(state)
+    if (
+        missed is None
+        or state.agency_id in (None, OMBUDSMAN_AGENCY)
+        or state.level in (Level.national, Level.ombudsman)
+    ):
+        return None
+    return missed
+
+
 def ombudsman_offer_running(state: ComplaintState) -> datetime | None:
     """The Ombudsman offer's deadline if it runs now (routing offers the takeover when it passes): None once the
     offer was made (it is made once; a disposition after it sets `ombudsman_offer_due` again), while resolved (the

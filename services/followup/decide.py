@@ -16,7 +16,7 @@ from typing import Annotated, Protocol
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from lapor.auth import within
-from lapor.complaint import ComplaintState, Status, ensure_allowed
+from lapor.complaint import ComplaintState, Status, ensure_allowed, red_mark_pending
 from lapor.limits import MaxItems, Reason, Text, WholeNumber
 from lapor.policy import Sp4nPolicy
 from lapor.privacy import present_escalations
@@ -172,18 +172,25 @@ def decide_on_feedback(
     """The reporter answered the resolution: satisfied closes the report, dissatisfied reopens it to the agency with
     the reporter's reason and a new follow-up deadline counted from `now`, when it is back with the agency (not from
     the answer: handled after an outage, that deadline had passed before the agency got the report back). Nothing
-    when the report has moved on (already closed or reopened, e.g. when the reaction runs again after a restart)."""
+    when the report has moved on (already closed or reopened, e.g. when the reaction runs again after a restart),
+    and nothing yet for a satisfied reporter while the agency's late answer waits for routing's red mark
+    (`red_mark_pending`): closed, the report would never get it; the mark's own reaction closes it."""
     if state.status is not Status.resolved or state.feedback is None:
         return []
     if satisfied:
+        if red_mark_pending(state) is not None:
+            return []  # closed once routing has red-marked the late answer (`handlers.Reactions`)
         return [ComplaintClosed(reason=CloseReason.satisfied)]
     return [ComplaintReopened(reason=comment or NO_REASON_GIVEN, follow_up_due=policy.follow_up_due(now))]
 
 
 def decide_close_in_silence(state: ComplaintState, now: datetime) -> list[EventData]:
     """The feedback window passed without an answer: the report closes (reason no_response). Nothing when the
-    reporter answered, or the window is still open."""
+    reporter answered, or the window is still open, or while a late answer waits for routing's red mark (the next
+    round closes it)."""
     due = state.feedback_due
     if state.status is not Status.resolved or state.feedback is not None or due is None or now <= due:
+        return []
+    if red_mark_pending(state) is not None:
         return []
     return [ComplaintClosed(reason=CloseReason.no_response)]

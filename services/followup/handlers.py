@@ -3,9 +3,11 @@ of deadlines, and deliver notifications.
 
 - `Reactions` (subscription `followup.reactions`): a FeedbackGiven (decided by intake) closes the report
   (satisfied) or reopens it to the agency (dissatisfied, with the reporter's reason and a new follow-up deadline
-  counted from the reopening).
+  counted from the reopening). A satisfied answer to a late answer that routing has still to red-mark closes the
+  report when the mark comes (session 30: closed first, the report lost its red mark).
 - `close_silent_reports` (loop `followup.closing`): resolved reports whose reporter stayed silent for the
-  feedback window (10 working days) are closed, reason no_response.
+  feedback window (10 working days) are closed, reason no_response (not before routing's red mark of a late
+  answer: the next round closes them).
 - `warn_of_deadlines` (loop `followup.deadline-warnings`): an outbox record for each agency deadline that is about
   to pass (`Sp4nPolicy.deadline_approaching`).
 - `Notifier` (loop `followup.notifications`): new queue items into the outbox, then delivery
@@ -33,6 +35,7 @@ from lapor.principal import SYSTEM
 from lapor.problems import Conflict
 from lapor.store import NewEvent, RecordedEvent
 from lapor.subscriptions import Subscription
+from schemas.events import EscalationKind
 from services.followup.decide import decide_close_in_silence, decide_on_feedback
 from services.followup.notifications import (
     DEADLINE_APPROACHING,
@@ -64,10 +67,14 @@ def stream_of(tracking_id: str) -> str:
 # -- the reporter's answer ----------------------------------------------------------------------------------
 
 
+def _last_feedback(events: Sequence[RecordedEvent]) -> RecordedEvent | None:
+    return next((event for event in reversed(events) if event.type == "FeedbackGiven"), None)
+
+
 def _with_last_feedback(events: Sequence[RecordedEvent]) -> tuple[ComplaintState | None, int | None]:
     """The folded state, and the version of the latest FeedbackGiven (the answer to the current resolution)."""
-    last = max((event.version for event in events if event.type == "FeedbackGiven"), default=None)
-    return fold(events), last
+    last = _last_feedback(events)
+    return fold(events), None if last is None else last.version
 
 
 class Reactions:
@@ -83,6 +90,11 @@ class Reactions:
     def handle(self, event: RecordedEvent, tx: Tx) -> None:
         if event.type == "FeedbackGiven":
             self.answer_feedback(event)
+        elif event.type == "ComplaintEscalated" and event.data["kind"] == EscalationKind.follow_up_overdue:
+            # A satisfied answer waits for the red mark of a late answer (`decide_on_feedback`): act on it now.
+            feedback = _last_feedback(self._ctx.store.read_stream(event.stream))
+            if feedback is not None:
+                self.answer_feedback(feedback)
 
     def answer_feedback(self, feedback: RecordedEvent) -> None:
         policy = self._ctx.policy

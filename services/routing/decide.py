@@ -30,6 +30,7 @@ from lapor.complaint import (
     Status,
     ensure_allowed,
     evolve,
+    missed_follow_up,
     ombudsman_offer_running,
 )
 from lapor.limits import Category, Reason, Tag, Title
@@ -365,13 +366,6 @@ def running_deadlines(state: ComplaintState) -> dict[DeadlineKind, datetime | No
     ):
         running[DeadlineKind.ombudsman] = None
     return running
-
-
-def missed_follow_up(state: ComplaintState) -> datetime | None:
-    """The follow-up deadline the agency answered after, not red-marked yet (the answer came before the
-    scheduler looked)."""
-    answered = state.follow_up_answered
-    return answered[0] if answered is not None and answered[1] > answered[0] else None
 
 
 def next_level(state: ComplaintState, coordinator_id: str | None) -> tuple[Level, str] | None:

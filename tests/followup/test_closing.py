@@ -10,12 +10,16 @@ from threading import Barrier
 
 from lapor.clock import ManualClock
 from lapor.commands import caused_event_id
+from lapor.complaint import fold
+from lapor.principal import NATIONAL_ADMIN_AGENCY
 from lapor.settings import load_settings
 from lapor.store import open_store
 from lapor.subscriptions import SubscriptionRunner
-from schemas.events import FeedbackGiven
+from schemas.events import ComplaintEscalated, EscalationKind, FeedbackGiven, Level
 from services.followup.handlers import Reactions, close_silent_reports
 from tests.followup.conftest import KUPANG, MONDAY, later
+
+NTT = "pemda-53"  # Kupang's province
 
 
 def resolved(app, tracking_id: str) -> str:
@@ -152,3 +156,75 @@ def test_an_answer_acted_on_after_an_outage_gives_the_agency_its_follow_up_days_
         due = app.ctx.policy.follow_up_due(reopened.recorded_at)  # end of Wednesday 25 June
         assert datetime.fromisoformat(reopened.data["follow_up_due"]) == due
         assert app.ctx.calendar.working_days_between(back, due) == 5
+
+
+# -- a late answer is closed only once routing has red-marked it (session 30) -----------------------------------
+
+
+def resolved_late(app, tracking_id: str) -> str:
+    """Kupang accepts and resolves a minute after its follow-up deadline (before routing's scheduler looked)."""
+    app.disposed(tracking_id)
+    app.act(tracking_id, "accept", app.liaison())
+    due = fold_state(app, tracking_id).follow_up_due
+    app.clock.set(due + timedelta(minutes=1))
+    response = app.act(tracking_id, "resolve", app.liaison(), {"resolution": "Puskesmas sudah buka normal."})
+    assert response.status_code == 200, response.text
+    app.settle()
+    return tracking_id
+
+
+def fold_state(app, tracking_id: str):
+    state = fold(app.events(tracking_id))
+    assert state is not None
+    return state
+
+
+def red_marked_by_routing(app, tracking_id: str, *, to_level: Level = Level.regional, to: str = NTT) -> None:
+    """Routing's red mark of the deadline answered late (no new deadline: nothing is left to answer)."""
+    state = fold_state(app, tracking_id)
+    app.decide(tracking_id, ComplaintEscalated(
+        kind=EscalationKind.follow_up_overdue, reason="Tindak lanjut melewati batas waktu: ditanggapi setelah batas "
+        "waktu", from_level=state.level, to_level=to_level, to_agency_id=to, automatic=True), role="system")
+
+
+def test_a_satisfied_answer_to_a_late_resolution_closes_the_report_once_routing_has_red_marked_it(followup):
+    """Closed before routing looked, the report took no more events and the agency's red mark was lost (a satisfied
+    reporter answering within seconds, or routing down). The closing waits for the mark, then follows it."""
+    tid = resolved_late(followup, "LAP-C-LATE-1")
+    followup.feedback(tid, satisfied=True)
+    followup.settle()
+    assert followup.types(tid)[-1] == "FeedbackGiven"  # not closed yet: the red mark is still to come
+    red_marked_by_routing(followup, tid)
+    followup.settle()
+    assert followup.types(tid)[-2:] == ["ComplaintEscalated", "ComplaintClosed"]
+    assert followup.events(tid)[-1].data["reason"] == "satisfied"
+    assert followup.events(tid)[-1].metadata["actor"] == "system"
+
+
+def test_silence_after_a_late_resolution_closes_the_report_once_routing_has_red_marked_it(followup):
+    tid = resolved_late(followup, "LAP-C-LATE-2")
+    later(followup, days=30)
+    assert close_silent_reports(followup.ctx) == 0
+    assert followup.types(tid)[-1] == "ComplaintResolved"
+    red_marked_by_routing(followup, tid)
+    followup.settle()
+    assert close_silent_reports(followup.ctx) == 1
+    assert followup.types(tid)[-2:] == ["ComplaintEscalated", "ComplaintClosed"]
+
+
+def test_a_late_answer_routing_never_marks_does_not_hold_the_closing(followup):
+    """At the national level nothing is above to escalate to: routing never marks such a late answer, so the
+    satisfied reporter's answer closes the report at once, as before."""
+    tid = followup.disposed("LAP-C-LATE-3")
+    followup.act(tid, "accept", followup.liaison())
+    state = fold_state(followup, tid)
+    followup.clock.set(state.follow_up_due + timedelta(minutes=1))
+    followup.decide(tid, ComplaintEscalated(
+        kind=EscalationKind.follow_up_overdue, reason="Tindak lanjut melewati batas waktu.", from_level=Level.agency,
+        to_level=Level.national, to_agency_id=NATIONAL_ADMIN_AGENCY, automatic=True,
+        follow_up_due=followup.clock.now() + timedelta(days=7)), role="system")
+    followup.clock.set(followup.clock.now() + timedelta(days=8))  # the national admin's deadline passed too
+    assert followup.act(tid, "resolve", followup.liaison(), {"resolution": "Sudah."}).status_code == 200
+    followup.feedback(tid, satisfied=True)
+    followup.settle()
+    assert followup.types(tid)[-1] == "ComplaintClosed"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from lapor.complaint import IllegalTransition, PendingEvent, Status, evolve, initial_state
+from lapor.complaint import IllegalTransition, PendingEvent, Status, evolve, initial_state, red_mark_pending
 from lapor.policy import Sp4nPolicy
 from schemas.events import (
     ComplaintAssigned,
@@ -414,3 +414,32 @@ def test_a_returned_report_proposes_the_returning_agencys_suggestion_and_never_t
 def test_agencies_that_cannot_take_a_disposition_are_not_proposed():
     found = propose(facts(category="Jaminan Kesehatan Nasional"), RULES, {}, {KUPANG}.__contains__)
     assert [p.agency_id for p in found] == [KUPANG]
+
+
+def test_followup_waits_to_close_exactly_the_late_answers_routing_will_red_mark():
+    """`red_mark_pending` (followup holds the closing for it, session 30) names a late answer exactly where the
+    scheduler's decision red-marks it: at the unit's, the agency's and the regional level, not at the national one
+    nor on a report the Ombudsman holds (otherwise a report would wait for a mark that never comes)."""
+    story = disposed()
+    story.add(T, DispositionAccepted(agency_id=KUPANG), ComplaintAssigned(unit_id=f"{KUPANG}/dpupr"))
+    seen = []
+    while True:
+        due = story.state.follow_up_due
+        assert due is not None
+        answered = Story(T)
+        answered.state = story.state
+        answered.add(due + timedelta(minutes=1), FollowUpPosted(follow_up_id=f"fu-{len(seen)}", text="Sudah."))
+        now = due + timedelta(minutes=2)
+        marks = decide_deadline(answered.state, DeadlineKind.follow_up, due, now, POLICY, coordinator_id=NTT)
+        seen.append((story.state.level.value, red_mark_pending(answered.state) is not None, bool(marks)))
+        if not overdue(story, coordinator=NTT):
+            break
+    assert seen == [("unit", True, True), ("agency", True, True), ("regional", True, True),
+                    ("national", False, False)]
+    taken = disposed("ombudsman-ri")
+    taken.add(T, DispositionAccepted(agency_id="ombudsman-ri"))
+    due = taken.state.follow_up_due
+    assert due is not None
+    taken.add(due + timedelta(minutes=1), FollowUpPosted(follow_up_id="fu-o", text="Sudah."))
+    assert red_mark_pending(taken.state) is None
+    assert decide_deadline(taken.state, DeadlineKind.follow_up, due, due + timedelta(minutes=2), POLICY) == []
