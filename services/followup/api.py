@@ -306,7 +306,8 @@ def acting_on(action: str) -> Callable[..., Acting]:
         try:
             authorize_complaint(principal, action, state)
         except Forbidden:
-            if principal is not None and held_before(principal, action, events):
+            # An action, not a read (the drafts' list stays 403: there is no stale write to report).
+            if request.method != "GET" and principal is not None and held_before(principal, action, events):
                 # If-Match is read only here (the route's own dependency parses it later): a malformed one keeps
                 # its 400, and an outsider's refusal is 403 whatever it sends.
                 raise no_longer_held(principal, state, parse_if_match(request.headers.get("if-match"))) from None

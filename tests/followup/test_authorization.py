@@ -115,6 +115,9 @@ def test_the_agency_that_held_a_report_taken_over_since_is_refused_with_a_confli
             assert response.status_code == 409, (verb, role, response.text)
             assert OMBUDSMAN_AGENCY not in response.json()["detail"]
     assert "DispositionAccepted" not in reports.types("LAP-OMBUDSMAN")
+    # Reading its drafts is no action: still refused as before.
+    headers = {"Authorization": f"Bearer {reports.tokens.issue(Role.liaison, agency_id=FORMER_HOLDER)}"}
+    assert reports.client.get("/api/complaints/LAP-OMBUDSMAN/follow-ups/drafts", headers=headers).status_code == 403
 
 
 def test_every_followup_route_admits_exactly_the_callers_the_table_allows(reports):
