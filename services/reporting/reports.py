@@ -29,6 +29,7 @@ from lapor.calendar import jakarta_date
 from lapor.complaint import OPEN_STATUSES, Status
 from lapor.db import Tx
 from lapor.policy import Sp4nPolicy
+from lapor.privacy import redact_text
 from services.reporting.projections import COMPLAINTS_SUBSCRIPTION, HOLDER_COLUMNS, agency_names, in_byte_order
 
 # -- filters ------------------------------------------------------------------------------------------------
@@ -752,10 +753,13 @@ def public(tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy) -> Publi
             time_to_first_follow_up=None,
             sla=[],
         )
-    by_category: dict[str, int] = defaultdict(int)
+    named: dict[str, int] = defaultdict(int)
     for cell, category, count in by_cell_category:
         if cell in shown:
-            by_category[category if count >= PUBLIC_MIN_REPORTS else OTHER_CATEGORY] += count
+            named[category if count >= PUBLIC_MIN_REPORTS else OTHER_CATEGORY] += count
+    by_category: dict[str, int] = defaultdict(int)
+    for category, count in named.items():  # each name masked once, however many cells name it
+        by_category[_public_category(category)] += count
     where = _in_cells(selected, shown, cells.keys() - shown)
     groups = _scan(tx, where, now)
     durations, answered = _public_durations(tx, where)
@@ -772,6 +776,14 @@ def public(tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy) -> Publi
         time_to_first_follow_up=durations,
         sla=_sla(groups, policy, ("verification", "follow_up")),
     )
+
+
+def _public_category(category: str) -> str:
+    """A category as the public may read it: masked as every free text is for the public (`redact_text`), as the
+    tracking view shows it. The verifier's category is logged as typed (only the reporter's is masked at source),
+    and this list printed it as typed, a name or phone number in it included, confidential reports' too (session
+    30). Masked names that come out alike are counted together."""
+    return category if category in (_NONE, OTHER_CATEGORY) else redact_text(category, None)
 
 
 # A report's cell of the public grid: the month it was submitted in (Jakarta) and its city (`35.73` of

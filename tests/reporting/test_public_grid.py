@@ -173,3 +173,23 @@ def test_a_happening_in_the_last_moment_of_a_month_counts_in_that_month(reportin
     scenario.play(reporting.ctx.store, reporting.clock, cell, scenario.day(40))
     reporting.caught_up()
     assert public(reporting)["monthly"] == [month("2090-03", 5, disposed=5)]
+
+
+def test_a_category_the_verifier_typed_a_name_and_phone_into_is_shown_masked(reporting: Reporting):
+    """The verifier's category is logged as typed (intake masks only the reporter's), and the public list of
+    categories printed it so, while every view of a report masks it for the public: here five confidential reports
+    of one cell, classified alike with a name and a phone number, showed both to anyone. Now the name is masked as
+    the tracking view masks it; the staff views, for the people handling the reports, are unchanged."""
+    category = "Pungli oleh Budi Santoso 081234567890"
+    cell = []
+    for i in range(5):
+        report = scenario.submitted(f"LAP-CAT-{i:02d}", 0, "35.73", confidential=True, title="Rahasia")
+        cell.append(scenario.verified(report, 1, "pengaduan", category))
+    scenario.play(reporting.ctx.store, reporting.clock, cell, scenario.day(20))
+    reporting.caught_up()
+    response = reporting.client.get("/api/public/statistics")
+    assert response.status_code == 200
+    assert response.json()["breakdown"]["by_category"] == {"Pungli oleh B*** S*** 0812****7890": 5}
+    assert "Budi" not in response.text
+    assert "081234567890" not in response.text
+    assert reporting.get("/api/reports/national")["breakdown"]["by_category"] == {category: 5}
