@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from tests.reporting.conftest import Reporting, played, reporting_app
 from tests.test_subscriptions import make_unreadable
 
 DAY = {n: scenario.day(n).date().isoformat() for n in range(0, 25)}
+WITA, WIT = timezone(timedelta(hours=8)), timezone(timedelta(hours=9))  # Makassar, Jayapura
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +120,27 @@ def test_a_period_filter_takes_the_reports_submitted_in_it(month: Reporting):
     assert report["filters"] == {"from": DAY[0], "to": DAY[1], "region": None}
     assert report["breakdown"]["by_status"] == {"archived": 2, "closed": 6, "in_progress": 5}
     assert [row["day"] for row in report["daily"]] == [DAY[0], DAY[1]]
+
+
+def test_a_report_counts_on_its_jakarta_day_wherever_it_was_filed(reporting: Reporting):
+    """Days are Jakarta's (WIB, UTC+7) for every region: one national calendar (session 30, written down). Filed on
+    the night of 31 March to 1 April 2090: 23:30 WITA in Makassar and 00:30 WITA (23:30 WIB) are 31 March, 00:30 WIT
+    in Jayapura (22:30 WIB) too; 07:30 WIT (05:30 WIB) is 1 April."""
+    filed = {
+        "LAP-WITA-01": ("73.71", datetime(2090, 3, 31, 23, 30, tzinfo=WITA)),
+        "LAP-WITA-02": ("73.71", datetime(2090, 4, 1, 0, 30, tzinfo=WITA)),
+        "LAP-WIT-01": ("91.71", datetime(2090, 4, 1, 0, 30, tzinfo=WIT)),
+        "LAP-WIT-02": ("91.71", datetime(2090, 4, 1, 7, 30, tzinfo=WIT)),
+    }
+    played = [scenario.submitted(tracking_id, (moment - scenario.DAY0) / timedelta(days=1), region)
+              for tracking_id, (region, moment) in filed.items()]
+    scenario.play(reporting.ctx.store, reporting.clock, played, datetime(2090, 4, 2, 2, tzinfo=UTC))
+    reporting.caught_up()
+    assert reporting.get("/api/reports/national?to=2090-03-31")["totals"]["reports"] == 3
+    assert reporting.get("/api/reports/national?from=2090-04-01")["totals"]["reports"] == 1
+    assert reporting.get("/api/reports/national?from=2090-04-01&region=91")["totals"]["reports"] == 1
+    daily = reporting.get("/api/reports/national")["daily"]
+    assert [(row["day"], row["received"]) for row in daily] == [("2090-03-31", 3), ("2090-04-01", 1)]
 
 
 def test_a_region_filter_takes_the_region_and_everything_inside_it(month: Reporting):
