@@ -80,7 +80,7 @@ def open_context(store_url: str, data: Path, clock: ManualClock) -> ServiceConte
         policy=Sp4nPolicy(calendar=calendar),
         metrics=Metrics(),
         tokens=TokenService("b" * 32, clock),
-        rate_limits=RateLimits(settings.limits),
+        rate_limits=RateLimits(settings.limits, secret="b" * 32),
         states=ComplaintStates(store),
     )
 

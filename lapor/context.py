@@ -103,7 +103,9 @@ class ServiceContext:
             metrics=metrics,
             tokens=tokens,
             rate_limits=RateLimits(
-                settings.limits, lambda kind: metrics.rate_limit_storage_failures.labels(kind=kind).inc()
+                settings.limits,
+                secret=secret,
+                on_storage_failure=lambda kind: metrics.rate_limit_storage_failures.labels(kind=kind).inc(),
             ),
             states=ComplaintStates(store),
         )

@@ -9,8 +9,8 @@
   The limits of the app serving the request apply (set per request by the middleware); outside a request
   the defaults do.
 - `rate_limit("submission")` / `rate_limit("statistics")` is the dependency public endpoints put on their routes
-  (per client address); the SMS limit is per sender, so intake counts it with `RateLimits.hit` under a keyed hash
-  of the sender's number.
+  (per client address, counted under a keyed hash of it); the SMS limit is per sender, so intake counts it with
+  `RateLimits.hit` under a keyed hash of the sender's number.
 - `DecimalDigits` is the last annotation of a query's or header's integer (decimal digits only), after its bounds;
   `NonNegativeInt64` is the type of those that reach the database (offsets, stream positions). `WholeNumber` is
   the same for a body's integer: a JSON number without a fraction (`3` or `3.0`), not text or a flag.
@@ -22,6 +22,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import math
 import re
@@ -408,7 +410,12 @@ class RateLimits:
     # the driver's default of no timeout at all. A URL's own `?socket_timeout=` wins over these.
     REDIS_TIMEOUTS: ClassVar[dict[str, float]] = {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}
 
-    def __init__(self, request_limits: RequestLimits, on_storage_failure: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, request_limits: RequestLimits, *, secret: str, on_storage_failure: Callable[[str], None] | None = None
+    ) -> None:
+        """`secret` keys the hash a client's address is counted under (`client_key`): the signing secret, which every
+        process serving the same clients shares, so they count each client under one key."""
+        self._client_key = hmac.new(secret.encode("utf-8"), b"lapor rate-limit clients", hashlib.sha256).digest()
         self._memory = limits.strategies.MovingWindowRateLimiter(limits.storage.MemoryStorage())
         self._shared: limits.strategies.MovingWindowRateLimiter | None
         url = request_limits.storage
@@ -430,7 +437,7 @@ class RateLimits:
         self._failure_logged_at = -math.inf
 
     def hit(self, kind: RateKind, client: str) -> None:
-        """Count one request of `client` (an address, or a keyed hash of an SMS sender's number: never personal
+        """Count one request of `client` (a keyed hash of an address or of an SMS sender's number: never personal
         data in clear, which a shared store would hold); 429 (with Retry-After) when it is over the limit."""
         item = self._items[kind]
         reset_at: float | None = None
@@ -471,6 +478,13 @@ class RateLimits:
                 return last
         return request.client.host if request.client else "unknown"
 
+    def client_key(self, request: Request) -> str:
+        """What a client is counted by: a keyed hash of its address (`client_of`). Never the address itself, which
+        a shared store (a Redis often run by another team, dumped, replicated) would keep in its keys for the
+        rate's period (until session 30 it did), as it keeps no SMS sender's number."""
+        address = self.client_of(request).encode()
+        return hmac.new(self._client_key, address, hashlib.sha256).hexdigest()[:32]
+
 
 def rate_limit(kind: ClientRateKind) -> Callable[[Request], Awaitable[None]]:
     """A route dependency: `dependencies=[Depends(rate_limit("submission"))]`."""
@@ -478,7 +492,7 @@ def rate_limit(kind: ClientRateKind) -> Callable[[Request], Awaitable[None]]:
     # async: an in-memory counter needs no worker thread (a shared `limits.storage` briefly blocks the loop).
     async def dependency(request: Request) -> None:
         rate_limits: RateLimits = request.app.state.context.rate_limits
-        rate_limits.hit(kind, rate_limits.client_of(request))
+        rate_limits.hit(kind, rate_limits.client_key(request))
 
     dependency.__name__ = f"rate_limit_{kind}"
     return dependency

@@ -314,3 +314,22 @@ def test_a_shared_storage_counts_sms_senders_by_a_keyed_hash_never_by_their_numb
     assert len([key for key in keys if "/sms/" in key]) == 3, keys  # one per sender
     for sender in senders:
         assert not any(sender.removeprefix("0") in key for key in keys), keys
+
+
+def test_a_shared_storage_counts_clients_by_a_keyed_hash_never_by_their_address(redis_server, serve):
+    """The per-client limits (submissions, statistics) were counted in Redis under the client's address in clear
+    (`LIMITS:LIMITER/submission/203.0.113.7/...`), kept there for the rate's period: a Redis shared by the processes
+    (often run by another team, dumped, replicated) then held who reported from where. Each client is counted under
+    a keyed hash instead, as SMS senders are, and the budgets stay apart and shared between the processes."""
+    limits = {"storage": redis_server.url, "submission_rate": "2/minute", "trust_forwarded_for": True}
+    addresses = ["203.0.113.7", "2001:db8::1", "198.51.100.23"]
+    with serve(limits=limits) as first, serve(limits=limits) as second:
+        statuses = [
+            process.post("/api/probe/complaints", json=SUBMISSION, headers={"X-Forwarded-For": address}).status_code
+            for address in addresses for process in (first, second, first)
+        ]
+    assert statuses == [201, 201, 429] * 3
+    keys = [key.decode() for key in redis.Redis.from_url(redis_server.url).keys("*")]
+    assert len([key for key in keys if "/submission/" in key]) == 3, keys  # one per client
+    for address in addresses:
+        assert not any(address in key for key in keys), keys

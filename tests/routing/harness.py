@@ -59,7 +59,7 @@ class Routing:
             policy=Sp4nPolicy.from_overrides(settings.policy, calendar=calendar),
             metrics=Metrics(),
             tokens=TokenService("x" * 32, clock),
-            rate_limits=RateLimits(settings.limits),
+            rate_limits=RateLimits(settings.limits, secret="x" * 32),
             states=ComplaintStates(store),
         )
         seed_directory(self.ctx)
