@@ -50,7 +50,6 @@ from services.followup.decide import (
 from services.followup.directory import Directory
 from services.followup.handlers import stream_of
 from services.followup.notifications import (
-    KINDS,
     WEBHOOK,
     NotificationKind,
     TargetStats,
@@ -183,7 +182,10 @@ class WebhookView(BaseModel):
     webhook_id: str
     agency_id: str
     url: str
-    kinds: list[NotificationKind]
+    kinds: list[NotificationKind] = Field(description="the kinds it receives")
+    every_kind: bool = Field(
+        description="registered without `kinds`: it receives every kind, those added later included"
+    )
     active: bool
     created_by: str
     created_at: datetime
@@ -219,7 +221,11 @@ class WebhookRequest(BaseModel):
         description="https; plain http only to this machine (development). Its host must be, or resolve only to, "
         "public internet addresses or networks the operator allows"
     )
-    kinds: list[NotificationKind] = Field(default_factory=lambda: list(KINDS), min_length=1)
+    kinds: list[NotificationKind] | None = Field(
+        None,
+        min_length=1,
+        description="the kinds to receive; without it (or null) every kind, those added later included",
+    )
 
     @field_validator("url")
     @classmethod
@@ -710,10 +716,11 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         ctx: Context,
         principal: Principal | None = Depends(require("agency.configure_follow_up")),
     ) -> WebhookCreated:
-        """The agency (and the units inside it) notify the URL of new queue items and approaching deadlines. Each
-        POST is signed: `X-Lapor-Signature: sha256=HMAC(secret, "<X-Lapor-Timestamp>.<body>")`. A URL whose host
-        is, or resolves to, an address off the public internet (and outside the operator's allowed networks), or
-        does not resolve, is refused (422)."""
+        """The agency (and the units inside it) notify the URL of new queue items, reports escalated to the agency
+        that it watches, and approaching deadlines: every kind, those added later included, unless `kinds` names
+        some. Each POST is signed: `X-Lapor-Signature: sha256=HMAC(secret, "<X-Lapor-Timestamp>.<body>")`. A URL
+        whose host is, or resolves to, an address off the public internet (and outside the operator's allowed
+        networks), or does not resolve, is refused (422)."""
         known_agency(agency_id)
         assert principal is not None
         host = (body.url.host or "").strip("[]")  # an IPv6 literal comes bracketed
@@ -810,6 +817,7 @@ def webhook_view(stats: TargetStats) -> WebhookView:
         agency_id=target.agency_id,
         url=target.address,
         kinds=list(target.kinds),
+        every_kind=target.every_kind,
         active=target.active,
         created_by=target.created_by,
         created_at=target.created_at,

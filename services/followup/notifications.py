@@ -98,10 +98,11 @@ class Target:
     channel: str
     address: str
     secret: str
-    kinds: tuple[str, ...]
+    kinds: tuple[str, ...]  # those it receives: every kind there is now when `every_kind`
     active: bool
     created_by: str
     created_at: datetime
+    every_kind: bool = False  # registered without naming kinds: it gets the kinds added later too
 
 
 class DeliveryFailed(Exception):
@@ -141,10 +142,12 @@ def record_notification(tx: Tx, notification: Notification) -> bool:
         return False
     scope = ancestors_and_self(notification.agency_id)
     rows = tx.fetchall(
-        f"SELECT target_id, kinds FROM followup_targets WHERE active = 1 AND agency_id IN ({_marks(scope)})", scope
+        f"SELECT target_id, kinds, every_kind FROM followup_targets WHERE active = 1 "
+        f"AND agency_id IN ({_marks(scope)})",
+        scope,
     )
-    for target_id, kinds in rows:
-        if notification.kind in orjson.loads(kinds):
+    for target_id, kinds, every_kind in rows:
+        if every_kind or notification.kind in orjson.loads(kinds):
             tx.execute(
                 "INSERT INTO followup_deliveries (notification_id, target_id, status, attempts, next_attempt_at) "
                 "VALUES (?, ?, 'pending', 0, ?) ON CONFLICT (notification_id, target_id) DO NOTHING",
@@ -188,45 +191,50 @@ class TargetStats:
 
 
 def create_target(
-    tx: Tx, *, agency_id: str, channel: str, address: str, kinds: Sequence[str], created_by: str, now: datetime
+    tx: Tx, *, agency_id: str, channel: str, address: str, kinds: Sequence[str] | None, created_by: str,
+    now: datetime,
 ) -> Target:
+    """A target of the kinds named, or with `kinds` None of every kind: those there are now and any added later."""
     target = Target(
         target_id="wh_" + secrets.token_hex(8),
         agency_id=agency_id,
         channel=channel,
         address=address,
         secret=secrets.token_urlsafe(32),
-        kinds=tuple(kinds),
+        kinds=KINDS if kinds is None else tuple(kinds),
         active=True,
         created_by=created_by,
         created_at=now,
+        every_kind=kinds is None,
     )
     tx.execute(
         "INSERT INTO followup_targets (target_id, agency_id, channel, address, secret, kinds, active, created_by, "
-        "created_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
+        "created_at, every_kind) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
         (
             target.target_id,
             agency_id,
             channel,
             address,
             target.secret,
-            orjson.dumps(list(kinds)).decode(),
+            orjson.dumps(list(target.kinds)).decode(),
             created_by,
             instant(now),
+            int(target.every_kind),
         ),
     )
     return target
 
 
-_TARGET_COLUMNS = "target_id, agency_id, channel, address, secret, kinds, active, created_by, created_at"
+_TARGET_COLUMNS = "target_id, agency_id, channel, address, secret, kinds, active, created_by, created_at, every_kind"
 
 
 def _target(row: Sequence[Any]) -> Target:
-    target_id, agency_id, channel, address, secret, kinds, active, created_by, created_at = row
+    target_id, agency_id, channel, address, secret, kinds, active, created_by, created_at, every_kind = row
     created = moment(created_at)
     assert created is not None
     return Target(
-        target_id, agency_id, channel, address, secret, tuple(orjson.loads(kinds)), bool(active), created_by, created
+        target_id, agency_id, channel, address, secret, KINDS if every_kind else tuple(orjson.loads(kinds)),
+        bool(active), created_by, created, bool(every_kind),
     )
 
 

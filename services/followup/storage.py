@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import orjson
+
 from lapor.db import Database, Tx, add_column, sortable_moment
 
 QUEUE_SCHEMA = """
@@ -107,7 +109,8 @@ CREATE TABLE IF NOT EXISTS followup_targets (
     kinds       TEXT NOT NULL,
     active      INTEGER NOT NULL,
     created_by  TEXT NOT NULL,
-    created_at  TEXT NOT NULL
+    created_at  TEXT NOT NULL,
+    every_kind  INTEGER
 );
 CREATE INDEX IF NOT EXISTS followup_targets_by_agency ON followup_targets (agency_id, active);
 CREATE TABLE IF NOT EXISTS followup_notifications (
@@ -151,6 +154,28 @@ def install_service_tables(db: Database) -> None:
     # Drafts recorded before session 24 have no `holding` (the report's holding they were made in, see
     # `approval.of_present_holding`): NULL for them.
     add_column(db, "followup_drafts", "holding", "BIGINT")
+    add_column(db, "followup_targets", "every_kind", "INTEGER")
+    _every_kind_of_old_targets(db)
+
+
+# Every kind of notification there was until session 29 added `escalation.watched`: the kinds a webhook registered
+# without `kinds` was given then, the list written whole.
+_KINDS_BEFORE_SESSION_29 = frozenset({"queue.item_added", "deadline.approaching"})
+
+
+def _every_kind_of_old_targets(db: Database) -> None:
+    """Say of each target recorded before session 30 (`every_kind` NULL) whether it asked for every kind. Its row
+    holds only the list of kinds: the default wrote every kind there was, so a list holding every kind of before
+    session 29 asked for everything and gets the kinds added since and later (a webhook registered before
+    `escalation.watched` heard of no watch until it was registered again); a list naming fewer keeps its kinds.
+    Idempotent: a row once judged, or written since, is never NULL."""
+    with db.transaction() as tx:
+        for target_id, kinds in tx.fetchall("SELECT target_id, kinds FROM followup_targets WHERE every_kind IS NULL"):
+            every = set(orjson.loads(kinds)) >= _KINDS_BEFORE_SESSION_29
+            tx.execute(
+                "UPDATE followup_targets SET every_kind = ? WHERE target_id = ? AND every_kind IS NULL",
+                (int(every), target_id),
+            )
 
 
 # Sorts after every real moment: the sort key of a queue item without a running deadline.

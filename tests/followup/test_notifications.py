@@ -21,7 +21,10 @@ from lapor.settings import load_settings
 from schemas.events import ComplaintDisposed
 from services.followup.handlers import Notifier, warn_of_deadlines
 from services.followup.notifications import (
+    DEADLINE_APPROACHING,
+    ESCALATION_WATCHED,
     ITEM_ADDED,
+    KINDS,
     LEASE,
     WEBHOOK,
     Deliverer,
@@ -31,12 +34,13 @@ from services.followup.notifications import (
     WebhookAdapter,
     create_target,
     deactivate_target,
+    list_targets,
     notification_id,
     post_arrivals,
     record_notification,
     webhook_policy,
 )
-from services.followup.storage import install_queue, install_service_tables, instant
+from services.followup.storage import SERVICE_SCHEMA, install_queue, install_service_tables, instant
 from tests.followup.conftest import DINKES, DISDIK, KUPANG, MALANG, MONDAY, later, subscribe
 
 
@@ -451,3 +455,77 @@ def test_a_receiver_that_keeps_failing_is_backed_off_and_given_up_after_eight_at
     assert (status, attempts) == ("failed", 8)
     assert "HTTP 503" in last_error
     assert len(receiver.attempts) == 8
+
+
+# -- which kinds a webhook receives: those it named, or every kind ---------------------------------------------
+
+
+
+def targets_before_session_30() -> str:
+    """`followup_targets` as the code before session 30 created it: today's table without `every_kind` (the kinds
+    were a list written whole)."""
+    [table] = [statement for statement in SERVICE_SCHEMA.split(";") if "EXISTS followup_targets " in statement]
+    old = table.replace(",\n    every_kind  INTEGER", "")
+    assert "every_kind" not in old
+    return old
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def old_targets(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A read-model database whose webhooks were registered by the code before session 30, on SQLite or PostgreSQL:
+    one without `kinds` before session 29 (the default: every kind there was then), one without `kinds` in session
+    29 (every kind, `escalation.watched` included), one that named a single kind."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else f"sqlite:///{tmp_path}/rm.db"
+    db = open_database(url)
+    with db.transaction() as tx:
+        tx.execute(targets_before_session_30())
+        for target_id, kinds in [
+            ("wh_default_before_29", '["queue.item_added", "deadline.approaching"]'),
+            ("wh_default_of_29", '["queue.item_added", "deadline.approaching", "escalation.watched"]'),
+            ("wh_named", '["deadline.approaching"]'),
+        ]:
+            tx.execute(
+                "INSERT INTO followup_targets VALUES (?, ?, 'webhook', 'https://1.1.1.1/hook', 's', ?, 1, 'admin', ?)",
+                (target_id, KUPANG, kinds, instant(MONDAY)),
+            )
+    install_service_tables(db)
+    yield db
+    db.close()
+
+
+def test_a_webhook_registered_for_everything_before_watches_existed_hears_of_watches_after_the_upgrade(old_targets):
+    """A webhook registered before `escalation.watched` existed, without naming kinds, was given the list of every
+    kind there was then, and never heard of a watch unless registered again. A registration that asked for
+    everything gets the kinds added since; one that named its kinds keeps them."""
+    watch = Notification(notification_id("watch"), ESCALATION_WATCHED, KUPANG, "LAP-W-1", {}, MONDAY)
+    with old_targets.transaction() as tx:
+        assert record_notification(tx, watch)
+        told = tx.fetchall("SELECT target_id FROM followup_deliveries ORDER BY target_id")
+    assert told == [("wh_default_before_29",), ("wh_default_of_29",)]
+    install_service_tables(old_targets)  # the next start judges nothing again
+    with old_targets.read() as tx:
+        kinds = {stats.target.target_id: (stats.target.every_kind, stats.target.kinds)
+                 for stats in list_targets(tx, KUPANG)}
+    assert kinds == {
+        "wh_default_before_29": (True, KINDS),
+        "wh_default_of_29": (True, KINDS),
+        "wh_named": (False, (DEADLINE_APPROACHING,)),
+    }
+
+
+def test_a_webhook_registered_without_kinds_receives_every_kind_and_one_that_named_some_only_those(followup):
+    every = followup.client.post(f"/api/agencies/{KUPANG}/webhooks", headers=followup.admin(),
+                                 json={"url": "https://1.1.1.1/every"})
+    named = followup.client.post(f"/api/agencies/{KUPANG}/webhooks", headers=followup.admin(),
+                                 json={"url": "https://1.1.1.1/named", "kinds": [ITEM_ADDED]})
+    assert (every.status_code, named.status_code) == (201, 201)
+    assert (every.json()["every_kind"], every.json()["kinds"]) == (True, list(KINDS))
+    assert (named.json()["every_kind"], named.json()["kinds"]) == (False, [ITEM_ADDED])
+    with followup.ctx.db.transaction() as tx:
+        for kind in KINDS:
+            record_notification(tx, Notification(notification_id(kind), kind, KUPANG, "LAP-K-1", {}, MONDAY))
+        told = tx.fetchall(
+            "SELECT t.address, n.kind FROM followup_deliveries d JOIN followup_targets t USING (target_id) "
+            "JOIN followup_notifications n USING (notification_id) ORDER BY t.address, n.kind"
+        )
+    assert told == sorted([("https://1.1.1.1/every", kind) for kind in KINDS] + [("https://1.1.1.1/named", ITEM_ADDED)])
