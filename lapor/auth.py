@@ -27,7 +27,7 @@ import jwt
 from fastapi import Depends, Header, Request
 
 from lapor.clock import Clock
-from lapor.principal import AGENCY_SCOPED, OMBUDSMAN_AGENCY, Principal, Role
+from lapor.principal import AGENCY_SCOPED, NATIONAL_ADMIN_AGENCY, OMBUDSMAN_AGENCY, Principal, Role
 from lapor.problems import Forbidden, Unauthenticated
 from lapor.revocation import Revocation, Revocations, agency_problem, subject_problem, token_id
 
@@ -285,6 +285,8 @@ class Access:
     roles: frozenset[Role] = frozenset()
     public: bool = False
     confined: frozenset[Role] = field(default=AGENCY_SCOPED)
+    # Why the other roles are refused, and where they go instead, when the action's name alone does not tell them.
+    why: str | None = None
 
 
 PUBLIC = Access(public=True)
@@ -326,7 +328,15 @@ ACTIONS: Mapping[str, Access] = {
     "complaint.resolve": Access(AGENCY_DECIDERS | {Role.ombudsman}, confined=OMBUDSMAN_ACTING),
     "complaint.read_follow_up_drafts": Access(AGENCY_STAFF | OVERSIGHT),  # GET .../follow-ups/drafts
     "complaint.review_follow_up": Access(frozenset({Role.liaison})),  # approve or send back a drafted follow-up
-    "agency.configure_follow_up": Access(frozenset({Role.admin_agency})),  # two-step approval, webhooks
+    # Two-step approval, webhooks: the agency's own. Not the national admin's (session 30, docs/followup.md).
+    "agency.configure_follow_up": Access(
+        frozenset({Role.admin_agency}),
+        why="an agency's webhooks (and its two-step approval) are registered by that agency's own admin "
+        "(admin_agency), for its queue and its units'. The national admin registers none, not even "
+        f"{NATIONAL_ADMIN_AGENCY}'s (those are the ministry's own staff's, for its queue as an agency): it follows "
+        f"the reports escalated to the national level on GET /api/queues/{NATIONAL_ADMIN_AGENCY}/escalated and "
+        "every event as it commits on GET /api/stream",
+    ),
     # reporting
     "report.national": Access(OVERSIGHT),  # GET /api/reports/national[/agencies]
     "report.agency": Access(OVERSIGHT | AGENCY_STAFF),  # GET /api/reports/agencies/{agency_id}
@@ -367,7 +377,8 @@ def authorize(
             raise Unauthenticated(f"this action needs the {REPORTER_TOKEN_HEADER} given at submission")
         raise Unauthenticated("this action needs a bearer token")
     if principal.role not in access.roles:
-        raise Forbidden(f"role {principal.role} may not take the action {action}")
+        why = f": {access.why}" if access.why else ""
+        raise Forbidden(f"role {principal.role} may not take the action {action}{why}")
     if principal.role in access.confined:
         _check_scope(principal, action, agency_id, unit_id)
     if principal.role is Role.integration and channel is not None and principal.channel != channel:

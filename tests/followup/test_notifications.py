@@ -17,6 +17,7 @@ import pytest
 from lapor.clock import ManualClock
 from lapor.db import Database, SqliteDatabase, open_database
 from lapor.logs import QUIET_LIBRARIES, JsonFormatter, configure_logging
+from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
 from lapor.settings import load_settings
 from schemas.events import ComplaintDisposed
 from services.followup.handlers import Notifier, warn_of_deadlines
@@ -529,3 +530,21 @@ def test_a_webhook_registered_without_kinds_receives_every_kind_and_one_that_nam
             "JOIN followup_notifications n USING (notification_id) ORDER BY t.address, n.kind"
         )
     assert told == sorted([("https://1.1.1.1/every", kind) for kind in KINDS] + [("https://1.1.1.1/named", ITEM_ADDED)])
+
+
+def test_the_national_admin_is_told_why_it_registers_no_webhook_and_where_it_follows_the_national_level(followup):
+    """Webhooks are an agency's own, registered by its admin for its queue (docs/followup.md): the national admin's
+    refusal was a bare "role admin_national may not take the action agency.configure_follow_up". It now says whose
+    webhooks are and where the national admin follows what they would tell it; nothing is registered."""
+    national = followup.bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    for agency_id in (NATIONAL_ADMIN_AGENCY, KUPANG):
+        refused = followup.client.post(f"/api/agencies/{agency_id}/webhooks", headers=national,
+                                       json={"url": "https://1.1.1.1/panrb"})
+        assert refused.status_code == 403
+        assert refused.headers["content-type"] == "application/problem+json"
+        detail = refused.json()["detail"]
+        assert "registered by that agency's own admin (admin_agency)" in detail, detail
+        assert f"GET /api/queues/{NATIONAL_ADMIN_AGENCY}/escalated" in detail, detail
+        assert "GET /api/stream" in detail, detail
+    with followup.ctx.db.read() as tx:
+        assert tx.scalar("SELECT count(*) FROM followup_targets") == 0
