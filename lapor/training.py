@@ -3,7 +3,7 @@ watch deadlines pass, escalations fire and reports close without waiting weeks. 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import isodate
 from fastapi import APIRouter, Depends
@@ -14,6 +14,15 @@ from lapor.clock import ManualClock
 from lapor.context import Context
 from lapor.limits import IsoDateTime
 from lapor.problems import ValidationProblem
+
+# The clock stays before this moment: a deadline counted from it (at most 365 working days: `lapor.policy`, about a
+# year and a half) and the loops' steps after it must still fall within the year 9999, the last a date can name.
+# Until session 30 a move to 9999-12-31 was taken, and every report then was a 500.
+LATEST = datetime(9990, 1, 1, tzinfo=UTC)
+_TOO_LATE = (
+    f"the training clock stays before {LATEST:%Y-%m-%d} (UTC): every deadline it starts, up to 365 working days "
+    "later, must fall within the year 9999, the last a date can name"
+)
 
 
 class ClockView(BaseModel):
@@ -42,18 +51,28 @@ def training_router() -> APIRouter:
     def move_clock(ctx: Context, move: MoveClock) -> ClockView:
         clock = ctx.clock
         assert isinstance(clock, ManualClock), "the training router is mounted only in training mode"
+        now = clock.now()
         try:
             if move.advance is not None:
                 delta = isodate.parse_duration(move.advance)
                 if not isinstance(delta, timedelta):
                     raise ValidationProblem("use days and times (P3D, PT2H), not months or years")
-                clock.advance(delta)
-            elif move.to is not None:
-                clock.set(move.to)
+                if delta < timedelta(0):
+                    raise ValidationProblem("time only moves forward")
+                to = now + delta
+            else:
+                assert move.to is not None  # exactly one of them (MoveClock)
+                to = move.to
+            # Compared as given: in UTC a moment of the year 1 east of Greenwich is in the year 0, which no date holds.
+            if to < now:
+                raise ValidationProblem("time only moves forward")
+            if to >= LATEST:
+                raise ValidationProblem(_TOO_LATE)
+            clock.set(to)
         except (ValueError, isodate.ISO8601Error) as error:
             raise ValidationProblem(str(error)) from None
-        except OverflowError:
-            raise ValidationProblem("that moves the clock past the year 9999") from None
+        except OverflowError:  # a duration that takes the clock past what a date holds
+            raise ValidationProblem(_TOO_LATE) from None
         return ClockView(now=clock.now())
 
     return router
