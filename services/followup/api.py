@@ -230,6 +230,8 @@ class WebhookRequest(BaseModel):
     @field_validator("url")
     @classmethod
     def _secure(cls, url: HttpUrl) -> HttpUrl:
+        if url.port == 0:  # no connection reaches it: every delivery would fail, retried for hours
+            raise ValueError("port 0 names no service: give the receiver's port, or none for the scheme's own")
         if url.scheme == "https" or _is_loopback(url.host or ""):
             return url
         raise ValueError("a webhook must use https (plain http only to localhost)")

@@ -331,6 +331,19 @@ def test_a_webhook_uses_https_unless_it_is_on_this_machine(followup):
         assert response.status_code == status, response.text
 
 
+def test_a_webhook_on_port_0_is_refused_at_registration(followup):
+    """Port 0 names no service: no connection can reach it. It was registered (its address judged on port 443) and
+    every delivery then failed, retried for hours, where the admin should learn of the mistake at once."""
+    for url in ("https://1.1.1.1:0/lapor", "http://127.0.0.1:0/lapor"):
+        response = followup.client.post(f"/api/agencies/{KUPANG}/webhooks", headers=followup.admin(), json={"url": url})
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["errors"][0]["location"] == ["body", "url"]
+        assert "port 0" in response.json()["detail"]
+    with followup.ctx.db.read() as tx:
+        assert tx.scalar("SELECT count(*) FROM followup_targets") == 0
+
+
 def test_only_the_agencys_admin_subscribes(followup, receiver):
     for headers in (followup.liaison(), followup.admin(MALANG, "admin-malang"), followup.unit_officer()):
         response = followup.client.post(
