@@ -12,11 +12,19 @@ its URLs), and routing refuses to register a unit by such a name (`names_a_setti
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
+from fastapi import Path
 from starlette.convertors import Convertor, register_url_convertor
+
+from schemas.events import AGENCY_ID_MAX_LENGTH, AGENCY_ID_PATTERN
 
 # An agency id as a path parameter: f"/api/agencies/{AGENCY_ID}/webhooks".
 AGENCY_ID = "{agency_id:agency}"
+# Its type in the route (`agency_id: AgencyPath`): the convertor takes any segments, so the id's pattern and length are
+# checked here, and a malformed id is a 422 that says why. Followup's routes took a plain `str` until session 30 and
+# answered 404 "agency pemda-53.71/a b not found", quoting an id of any length whole.
+AgencyPath = Annotated[str, Path(pattern=AGENCY_ID_PATTERN, max_length=AGENCY_ID_MAX_LENGTH)]
 # What follows an agency id in followup's URLs: /api/agencies/{agency_id}/follow-up-approval, .../webhooks, and
 # /api/queues/{agency_id}/escalated (session 29).
 AGENCY_SETTINGS = frozenset({"follow-up-approval", "webhooks", "escalated"})

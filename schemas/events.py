@@ -32,7 +32,8 @@ AGENCY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$
 REGION_CODE_PATTERN = r"^[0-9]{2}(\.[0-9]{2}(\.[0-9]{2}(\.[0-9]{4})?)?)?$"
 
 TrackingId = Annotated[str, StringConstraints(pattern=TRACKING_ID_PATTERN)]
-AgencyId = Annotated[str, StringConstraints(pattern=AGENCY_ID_PATTERN, max_length=128)]
+AGENCY_ID_MAX_LENGTH = 128
+AgencyId = Annotated[str, StringConstraints(pattern=AGENCY_ID_PATTERN, max_length=AGENCY_ID_MAX_LENGTH)]
 RegionCode = Annotated[str, StringConstraints(pattern=REGION_CODE_PATTERN)]
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 ReporterRef = Annotated[str, StringConstraints(pattern=r"^pii_[A-Za-z0-9_-]{8,64}$")]

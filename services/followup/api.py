@@ -26,7 +26,7 @@ from lapor.complaint import STREAM_PREFIX, ComplaintState, Level, Status, ensure
 from lapor.context import Context, ServiceContext
 from lapor.egress import destination_refusal
 from lapor.limits import DecimalDigits, Reason
-from lapor.paths import AGENCY_ID
+from lapor.paths import AGENCY_ID, AgencyPath
 from lapor.principal import AGENCY_SCOPED, NATIONAL_ADMIN_AGENCY, Principal, Role
 from lapor.privacy import can_see, redact_event_data, reporter_identity, visible_complaints
 from lapor.problems import Conflict, Forbidden, NotFound, PreconditionFailed, Problem, ValidationProblem
@@ -424,7 +424,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
 
     @router.get(f"/api/queues/{AGENCY_ID}", response_model=QueuePage, summary="An agency's queue")
     def queue(
-        agency_id: str,
+        agency_id: AgencyPath,
         ctx: Context,
         principal: Principal | None = Depends(require("queue.read")),
         status: Annotated[list[QueueStatus] | None, Query(description="any of these (default: all open)")] = None,
@@ -463,7 +463,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         f"/api/queues/{AGENCY_ID}/escalated", response_model=EscalatedPage, summary="Reports escalated to an agency"
     )
     def escalated(
-        agency_id: str,
+        agency_id: AgencyPath,
         ctx: Context,
         principal: Principal | None = Depends(require("queue.read_escalated")),
         overdue: bool | None = None,
@@ -681,7 +681,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         summary="Whether the agency's follow-ups need the liaison officer's approval",
     )
     def read_approval(
-        agency_id: str, ctx: Context, principal: Principal | None = Depends(require("queue.read"))
+        agency_id: AgencyPath, ctx: Context, principal: Principal | None = Depends(require("queue.read"))
     ) -> ApprovalSettingView:
         known_agency(agency_id)
         with ctx.db.read() as tx:
@@ -694,7 +694,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         summary="Turn two-step approval of follow-ups on or off (agency admin)",
     )
     def set_approval(
-        agency_id: str,
+        agency_id: AgencyPath,
         body: ApprovalRequest,
         ctx: Context,
         principal: Principal | None = Depends(require("agency.configure_follow_up")),
@@ -713,7 +713,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         summary="Subscribe a webhook to the agency's notifications (agency admin)",
     )
     def create_webhook(
-        agency_id: str,
+        agency_id: AgencyPath,
         body: WebhookRequest,
         ctx: Context,
         principal: Principal | None = Depends(require("agency.configure_follow_up")),
@@ -748,7 +748,9 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         summary="The agency's webhooks and how their deliveries went (agency admin)",
     )
     def read_webhooks(
-        agency_id: str, ctx: Context, principal: Principal | None = Depends(require("agency.configure_follow_up"))
+        agency_id: AgencyPath,
+        ctx: Context,
+        principal: Principal | None = Depends(require("agency.configure_follow_up")),
     ) -> list[WebhookView]:
         known_agency(agency_id)
         with ctx.db.read() as tx:
@@ -760,7 +762,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         summary="Unsubscribe a webhook (agency admin)",
     )
     def delete_webhook(
-        agency_id: str,
+        agency_id: AgencyPath,
         webhook_id: str,
         ctx: Context,
         principal: Principal | None = Depends(require("agency.configure_follow_up")),

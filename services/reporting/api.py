@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from cachetools import TTLCache, cached
 from cachetools.keys import hashkey
-from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BeforeValidator
 from sse_starlette import EventSourceResponse
@@ -19,11 +19,11 @@ from sse_starlette import EventSourceResponse
 from lapor.auth import authorize, require
 from lapor.context import Context, ServiceContext
 from lapor.limits import IsoDate, IsoDateTime, NonNegativeInt64, rate_limit
-from lapor.paths import AGENCY_ID
+from lapor.paths import AGENCY_ID, AgencyPath
 from lapor.principal import Principal
 from lapor.problems import NotFound, ValidationProblem
 from lapor.tracking import TrackingIdPath
-from schemas.events import AGENCY_ID_PATTERN, COMPLAINT_EVENTS, REGION_CODE_PATTERN
+from schemas.events import AGENCY_ID_MAX_LENGTH, AGENCY_ID_PATTERN, COMPLAINT_EVENTS, REGION_CODE_PATTERN
 from services.reporting import audit, reports
 from services.reporting.stream import StreamFilter, hub_of, live_events
 
@@ -131,7 +131,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     )
     def agency(
         ctx: Context,
-        agency_id: Annotated[str, Path(pattern=AGENCY_ID_PATTERN)],
+        agency_id: AgencyPath,
         start: Start = None,
         end: End = None,
         region: Region = None,
@@ -181,7 +181,10 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         ctx: Context,
         principal: Principal | None = Depends(require("stream.read")),
         region: Region = None,
-        agency: Annotated[str | None, Query(pattern=AGENCY_ID_PATTERN, description="an agency, with its units")] = None,
+        agency: Annotated[
+            str | None,
+            Query(pattern=AGENCY_ID_PATTERN, max_length=AGENCY_ID_MAX_LENGTH, description="an agency, with its units"),
+        ] = None,
         event_type: Annotated[
             list[ComplaintEventType] | None,
             Query(alias="type", description="event types to receive (repeat for more)"),

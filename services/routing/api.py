@@ -25,14 +25,13 @@ from lapor.context import Context, ServiceContext
 from lapor.directory import AgencyRecord as DirectoryRecord
 from lapor.directory import agency_stream
 from lapor.limits import DecimalDigits, KemendagriRegion, Name, NonNegativeInt64
-from lapor.paths import AGENCY_ID, AGENCY_SETTINGS, names_a_setting
+from lapor.paths import AGENCY_ID, AGENCY_SETTINGS, AgencyPath, names_a_setting
 from lapor.principal import Principal
 from lapor.privacy import visible_complaints
 from lapor.problems import Conflict, NotFound, ValidationProblem
 from lapor.store import RecordedEvent
 from lapor.tracking import TrackingIdPath
 from schemas.events import (
-    AGENCY_ID_PATTERN,
     AgencyId,
     AgencyKind,
     AgencyRegistered,
@@ -365,7 +364,6 @@ def _acting(principal: Principal | None) -> Principal:
 # -- the router ---------------------------------------------------------------------------------------------
 
 # The event contract's patterns (schemas.events), checked on the path before anything is decided.
-AgencyPath = Annotated[str, Path(pattern=AGENCY_ID_PATTERN, max_length=128)]
 RulePath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 
 

@@ -349,3 +349,28 @@ def test_a_queue_built_before_session_30_drops_the_resolution_deadline_that_neve
         assert deadlines(app, MALANG, app.liaison(MALANG, "liaison-malang")) == {"LAP-OF-4": (None, None, None)}
         report = rebuild(app.ctx, [SERVICE])
         assert report.identical, report.differences
+
+
+@pytest.mark.parametrize("malformed", [f"{KUPANG}/a b", f"{KUPANG}/dinas-é", f"{KUPANG}/-x", f"{KUPANG}/{'a' * 130}"])
+def test_a_malformed_agency_id_in_any_followup_url_is_a_422_saying_why(followup, malformed):
+    """Followup's routes took the agency id as any text: `GET /api/queues/pemda-53.71/a b` was a 404 "agency
+    pemda-53.71/a b not found", quoting an id of any length whole, where routing's and reporting's say what an agency
+    id looks like (the URL convertor takes any segments, leaving the pattern to the route's parameter). Nothing is
+    written for such a request."""
+    admin, national = followup.admin(), followup.bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    for method, path, headers, body in [
+        ("GET", f"/api/queues/{malformed}", national, None),
+        ("GET", f"/api/queues/{malformed}/escalated", national, None),
+        ("GET", f"/api/agencies/{malformed}/follow-up-approval", admin, None),
+        ("PUT", f"/api/agencies/{malformed}/follow-up-approval", admin, {"required": True}),
+        ("POST", f"/api/agencies/{malformed}/webhooks", admin, {"url": "https://1.1.1.1/hook"}),
+        ("GET", f"/api/agencies/{malformed}/webhooks", admin, None),
+        ("DELETE", f"/api/agencies/{malformed}/webhooks/wh_0123456789abcdef", admin, None),
+    ]:
+        response = followup.client.request(method, path, headers=headers, json=body)
+        assert response.status_code == 422, (method, path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["errors"][0]["location"] == ["path", "agency_id"], (method, path)
+    with followup.ctx.db.read() as tx:
+        assert tx.scalar("SELECT count(*) FROM followup_targets") == 0
+        assert tx.scalar("SELECT count(*) FROM followup_approval_settings") == 0

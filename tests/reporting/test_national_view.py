@@ -207,6 +207,16 @@ def test_an_unknown_agency_is_not_found(month: Reporting):
     assert response.status_code == 404
 
 
+def test_an_agency_id_longer_than_any_is_refused_saying_so(month: Reporting):
+    """An agency id is at most 128 characters: a longer one was "not found" (404), quoted whole, on the agency view,
+    and "no agency … in the directory" on the live stream's filter (session 30)."""
+    too_long = "pemda-53.71/" + "a" * 117
+    for path, params in [(f"/api/reports/agencies/{too_long}", {}), ("/api/stream", {"agency": too_long})]:
+        response = month.client.get(path, params=params, headers=month.bearer(Role.operator))
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["errors"][0]["message"] == "String should have at most 128 characters"
+
+
 def test_public_statistics_count_confidential_reports_but_show_nothing_of_them(month: Reporting):
     response = month.client.get("/api/public/statistics")
     assert response.status_code == 200
