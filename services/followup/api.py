@@ -29,7 +29,7 @@ from lapor.limits import DecimalDigits, Reason
 from lapor.paths import AGENCY_ID, AgencyPath
 from lapor.principal import AGENCY_SCOPED, NATIONAL_ADMIN_AGENCY, Principal, Role
 from lapor.privacy import can_see, redact_event_data, reporter_identity, visible_complaints
-from lapor.problems import Conflict, Forbidden, NotFound, PreconditionFailed, Problem, ValidationProblem
+from lapor.problems import Conflict, Forbidden, NotFound, PreconditionFailed, Problem, ValidationProblem, quoted
 from lapor.store import RecordedEvent
 from lapor.tracking import TrackingIdPath
 from schemas.events import AgencyId, Attachment, Category, EscalationKind, EventData
@@ -769,7 +769,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     ) -> Response:
         with ctx.db.transaction() as tx:
             if not deactivate_target(tx, agency_id, webhook_id):
-                raise NotFound(f"agency {agency_id} has no active webhook {webhook_id}")
+                raise NotFound(f"agency {agency_id} has no active webhook {quoted(webhook_id)}")
         return Response(status_code=204)
 
     return router
@@ -782,7 +782,7 @@ def waiting_draft(ctx: ServiceContext, state: ComplaintState, draft_id: str, rev
     with ctx.db.read() as tx:
         draft = approval.get_draft(tx, tracking_id, draft_id)
     if draft is None or not approval.of_present_holding(draft, state):
-        raise NotFound(f"complaint {tracking_id} has no draft {draft_id}")
+        raise NotFound(f"complaint {tracking_id} has no draft {quoted(draft_id)}")
     if draft.drafted_by == reviewer.subject:
         raise Forbidden("a draft is approved or sent back by someone other than its author")
     if draft.status in (DraftStatus.approved, DraftStatus.sent_back):

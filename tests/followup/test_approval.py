@@ -283,3 +283,12 @@ def test_a_units_own_setting_holds_for_the_reports_assigned_to_it(followup):
     assert "FollowUpPosted" not in followup.types("LAP-A-1")
     assert review(followup, by_officer.json()["draft"]["draft_id"], "approve", followup.liaison()).status_code == 200
     assert followup.act("LAP-A-2", "follow-ups", followup.admin(), TEXT).status_code == 201  # the agency's own
+
+
+def test_an_unknown_draft_id_is_quoted_cut_in_the_not_found(followup):
+    """The 404 quoted the id from the URL whole, however long, where problems quote input cut
+    (`lapor.problems.quoted`)."""
+    followup.disposed("LAP-D-LONG")
+    response = followup.act("LAP-D-LONG", f"follow-ups/drafts/{'x' * 5000}/approve", followup.liaison())
+    assert response.status_code == 404
+    assert response.json()["detail"] == f"complaint LAP-D-LONG has no draft {'x' * 63}…"

@@ -561,3 +561,11 @@ def test_the_national_admin_is_told_why_it_registers_no_webhook_and_where_it_fol
         assert "GET /api/stream" in detail, detail
     with followup.ctx.db.read() as tx:
         assert tx.scalar("SELECT count(*) FROM followup_targets") == 0
+
+
+def test_an_unknown_webhook_id_is_quoted_cut_in_the_not_found(followup):
+    """The 404 quoted the id from the URL whole, however long (a 5,000-character id made a 10 KB answer), where
+    problems quote input cut (`lapor.problems.quoted`)."""
+    response = followup.client.delete(f"/api/agencies/{KUPANG}/webhooks/{'x' * 5000}", headers=followup.admin())
+    assert response.status_code == 404
+    assert response.json()["detail"] == f"agency {KUPANG} has no active webhook {'x' * 63}…"
