@@ -16,7 +16,7 @@ from typing import Annotated, Protocol
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from lapor.auth import within
-from lapor.complaint import ComplaintState, Status, ensure_allowed, red_mark_pending
+from lapor.complaint import ComplaintState, Status, ensure_allowed, missed_follow_up, red_mark_pending
 from lapor.limits import MaxItems, Reason, Text, WholeNumber
 from lapor.policy import Sp4nPolicy
 from lapor.privacy import present_escalations
@@ -123,16 +123,23 @@ def decide_assign(state: ComplaintState, command: Assign, now: datetime, directo
     # A report an escalation took above its unit stays watched there: handing it to a (another) unit must not undo
     # the escalation (it went back to the unit's level, and the missed deadline, already handled, was never
     # escalated again; or a unit's missed deadline climbed to the agency again instead of on to the province).
-    return [ComplaintAssigned(unit_id=command.unit_id, note=command.note, level=_kept_level(state))]
+    return [ComplaintAssigned(unit_id=command.unit_id, note=command.note, level=_kept_level(state, now))]
 
 
-def _kept_level(state: ComplaintState) -> Level | None:
+def _kept_level(state: ComplaintState, now: datetime) -> Level | None:
     """The level an assignment keeps: where an escalation of the present holding took the report (the agency's
-    level only so; a report accepted by its agency is at that level without one), and the Ombudsman's."""
+    level only so; a report accepted by its agency is at that level without one), and the Ombudsman's. Also the
+    agency's own level while its follow-up deadline has passed there and routing has not marked it yet (passed
+    unanswered, or answered late): the agency missed it, and the mark goes from its level to the one above (session
+    30: the assignment took the report to the unit's level, and the agency's missed deadline went from the unit to
+    the agency itself, one level too low)."""
     if state.level in (Level.regional, Level.national, Level.ombudsman):
         return state.level
+    if state.level is not Level.agency:
+        return None
     escalated_here = present_escalations(state.escalations, state.disposed_at)
-    if state.level is Level.agency and any(record["to_level"] is Level.agency for record in escalated_here):
+    passed_here = (state.follow_up_due is not None and now > state.follow_up_due) or missed_follow_up(state)
+    if passed_here or any(record["to_level"] is Level.agency for record in escalated_here):
         return Level.agency
     return None
 

@@ -331,3 +331,20 @@ def test_the_ombudsman_accepts_and_acts_on_a_report_taken_over_before_the_agency
     other = followup.disposed("LAP-OMB-3")
     assert followup.act(other, "accept", ombudsman).status_code == 403
 
+
+
+def test_an_assignment_after_the_agencys_own_deadline_passed_keeps_the_report_at_the_agencys_level(followup):
+    """Kota Kupang holds the report itself and its follow-up deadline passes; routing has not marked it yet when
+    Kupang assigns it to its Dinkes. The report stays at the agency's level, so routing's red mark goes from Kupang
+    to its province (session 30: it went to the unit's level, and the mark from the unit to Kupang itself). Before
+    the deadline passes, the same assignment takes it to the unit's level."""
+    liaison = followup.liaison()
+    in_time, late = followup.disposed("LAP-LVL-1"), followup.disposed("LAP-LVL-2")
+    for tid in (in_time, late):
+        assert followup.act(tid, "accept", liaison).status_code == 200
+    assert followup.act(in_time, "assign", liaison, {"unit_id": DINKES}).json()["level"] == "unit"
+    later(followup, days=8)  # past the five working days
+    assigned = followup.act(late, "assign", liaison, {"unit_id": DINKES})
+    assert assigned.status_code == 200, assigned.text
+    assert (assigned.json()["unit_id"], assigned.json()["level"]) == (DINKES, "agency")
+    assert followup.events(late)[-1].data["level"] == "agency"

@@ -394,13 +394,18 @@ def test_restarting_the_scheduler_never_emits_twice_on_postgresql(routing_at, po
     assert reactions(restarted) == EXPECTED
 
 
-def late_answer(routing: Routing, *answers: Any) -> None:
-    """Kota Kupang accepts on the day of the disposition, then answers a minute after its follow-up deadline has
-    passed, before the scheduler's next tick."""
+def accepted_by_kupang(routing: Routing) -> None:
+    """LAP-1 submitted, verified, disposed to Kota Kupang and accepted there, all now."""
     routing.submit("LAP-1")
     verify(routing, "LAP-1")
     dispose(routing, "LAP-1")
     routing.append("LAP-1", DispositionAccepted(agency_id=KUPANG), by=KUPANG_ADMIN)
+
+
+def late_answer(routing: Routing, *answers: Any) -> None:
+    """Kota Kupang accepts on the day of the disposition, then answers a minute after its follow-up deadline has
+    passed, before the scheduler's next tick."""
+    accepted_by_kupang(routing)
     routing.tick()
     routing.at(routing.state("LAP-1").follow_up_due + timedelta(minutes=1))
     routing.append("LAP-1", *answers, by=KUPANG_ADMIN)
@@ -486,3 +491,48 @@ def test_a_deadline_passed_before_the_ombudsman_took_over_still_gets_its_red_mar
     taken = routing.state("LAP-1")
     assert (taken.agency_id, taken.level, taken.follow_up_answered) == (OMBUDSMAN_AGENCY, "ombudsman", None)
     assert taken.follow_up_due is not None  # the Ombudsman's own deadline
+
+
+# -- the level at which a deadline was missed (session 30) -------------------------------------------------------
+
+
+@pytest.mark.parametrize("answered", [False, True], ids=["unanswered", "answered-late"])
+def test_an_agency_that_missed_its_deadline_is_escalated_from_its_level_though_it_assigned_a_unit_since(
+    routing_at, answered
+):
+    """Kota Kupang holds a report itself (no unit) and lets its follow-up deadline pass (answering it late, or not
+    at all); before routing's scheduler looks, it assigns the report to its Dinas PUPR (followup's own decision).
+    The assignment took the report to the unit's level, and the scheduler escalated unit -> agency: the red mark
+    went one level too low (to Kupang itself instead of its province), and the province never saw the report."""
+    routing = routing_at(wib(2026, 3, 2, 10))
+    accepted_by_kupang(routing)
+    routing.tick()
+    routing.at(routing.state("LAP-1").follow_up_due + timedelta(minutes=5))
+    if answered:
+        routing.append("LAP-1", FollowUpPosted(follow_up_id="fu-1", text="Petugas sudah ke lokasi."),
+                       by=KUPANG_ADMIN)
+    [assigned] = decide_assign(routing.state("LAP-1"), Assign(unit_id=f"{KUPANG}/dpupr"), routing.clock.now(),
+                               Directory(routing.store))
+    routing.append("LAP-1", assigned, by=KUPANG_ADMIN)
+    assert routing.state("LAP-1").unit_id == f"{KUPANG}/dpupr"
+    routing.tick()
+    [red_mark] = of_kind(routing.escalations("LAP-1"), "follow_up_overdue")
+    assert (red_mark["from_level"], red_mark["to_level"], red_mark["to_agency_id"]) == (
+        "agency", "regional", "pemda-53")
+    assert (red_mark.get("follow_up_due") is None) is answered  # unanswered: the province's deadline runs
+    assert routing.state("LAP-1").level is Level.regional
+
+
+def test_a_unit_assigned_before_the_deadline_passed_is_the_level_that_missed_it(routing_at):
+    """The same assignment made while the deadline still ran: the unit held the report when it passed, and the
+    missed deadline escalates from the unit's level to its agency, as before."""
+    routing = routing_at(wib(2026, 3, 2, 10))
+    accepted_by_kupang(routing)
+    routing.at(routing.state("LAP-1").follow_up_due - timedelta(minutes=5))
+    [assigned] = decide_assign(routing.state("LAP-1"), Assign(unit_id=f"{KUPANG}/dpupr"), routing.clock.now(),
+                               Directory(routing.store))
+    routing.append("LAP-1", assigned, by=KUPANG_ADMIN)
+    routing.advance(minutes=10)
+    routing.tick()
+    [red_mark] = of_kind(routing.escalations("LAP-1"), "follow_up_overdue")
+    assert (red_mark["from_level"], red_mark["to_level"], red_mark["to_agency_id"]) == ("unit", "agency", KUPANG)
