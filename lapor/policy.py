@@ -34,7 +34,8 @@ class Sp4nPolicy(BaseModel):
     feedback_days: WorkingDays = 10
     """After a resolution the reporter has this many working days to answer; silence closes the report."""
     ombudsman_offer_days: WorkingDays = 60
-    """Unresolved this many working days after disposition: the reporter is offered Ombudsman takeover."""
+    """Unresolved this many working days after the first disposition (a return does not restart them, session 30):
+    the reporter is offered Ombudsman takeover."""
     bounce_limit: int = Field(default=3, ge=1, le=100)
     """Returns as "bukan wewenang" after which the national admin is flagged to route the report by hand."""
     warning_days: int = Field(default=1, ge=0, le=30)
@@ -65,7 +66,8 @@ class Sp4nPolicy(BaseModel):
         return self.calendar.add_working_days(at, self.feedback_days)
 
     def ombudsman_offer_due(self, at: datetime) -> datetime:
-        """Disposed at `at`: when an unresolved report is offered to the Ombudsman."""
+        """First disposed at `at`: when an unresolved report is offered to the Ombudsman (routing's dispositions after a
+        return carry this one on)."""
         return self.calendar.add_working_days(at, self.ombudsman_offer_days)
 
     def working_days_left(self, deadline: datetime, now: datetime) -> int:

@@ -185,14 +185,19 @@ def decide_dispose(
     admin (an escalation of kind bounce_limit), once. The flag tells, it does not move: the report stays
     watched at the agency's level, so a missed follow-up deadline still escalates one level up (until session
     21 it went to the national level, above which nothing escalates, and the agency's missed deadline was never
-    marked)."""
+    marked).
+
+    The Ombudsman offer counts from the first disposition: a disposition after a return carries the deadline
+    still running (session 30: each disposition started the sixty working days again, so a report passed from
+    agency to agency might never be offered to the Ombudsman, the safeguard for just such a report). After the
+    offer the deadline carried is a new one, at which nothing runs (the offer is made once)."""
     ensure_allowed(state, "ComplaintDisposed")
     disposed = ComplaintDisposed(
         agency_id=agency_id,
         note=note,
         rule_id=rule_id,
         follow_up_due=policy.follow_up_due(now),
-        ombudsman_offer_due=policy.ombudsman_offer_due(now),
+        ombudsman_offer_due=ombudsman_offer_running(state) or policy.ombudsman_offer_due(now),
     )
     after = _checked(state, [disposed], now)
     events: list[EventData] = [disposed]
@@ -437,8 +442,8 @@ def decide_deadline(
             ComplaintEscalated(
                 kind=EscalationKind.ombudsman_offer,
                 reason=(
-                    f"Belum selesai {policy.ombudsman_offer_days} hari kerja setelah disposisi: pelapor ditawari "
-                    "pengambilalihan oleh Ombudsman RI"
+                    f"Belum selesai {policy.ombudsman_offer_days} hari kerja setelah disposisi pertama: pelapor "
+                    "ditawari pengambilalihan oleh Ombudsman RI"
                 ),
                 from_level=state.level,
                 to_level=state.level,

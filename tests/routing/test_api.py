@@ -270,6 +270,25 @@ def test_the_third_bounce_is_flagged_to_the_national_admin(app, admin):
     assert (flag.data["kind"], flag.data["to_agency_id"]) == ("bounce_limit", "kemenpanrb")
 
 
+def test_a_disposition_after_a_return_keeps_the_ombudsman_offer_deadline_of_the_first(serve, admin):
+    """Sixty working days unresolved count from the first disposition (session 30): each disposition after a
+    return started them again, and a report passed from agency to agency might never be offered to the Ombudsman."""
+    with serve(training=True) as app:
+        clock = app.app.state.context.clock
+        clock.set(wib(2031, 6, 10, 9))
+        submit(app, "LAP-1")
+        post(app, "LAP-1", "verify", admin, {"category": "Infrastruktur"})
+        assert post(app, "LAP-1", "dispose", admin, {"agency_id": KUPANG}).status_code == 200
+        clock.set(wib(2031, 7, 8, 9))  # four weeks on, Kupang sends it back
+        returned_by(app, "LAP-1", KUPANG, suggested="pemda-53")
+        assert post(app, "LAP-1", "dispose", admin, {"agency_id": "pemda-53"}).status_code == 200
+        disposals = [event.data for event in app.app.state.context.store.read_stream("complaint-LAP-1")
+                     if event.type == "ComplaintDisposed"]
+    assert [disposal["agency_id"] for disposal in disposals] == [KUPANG, "pemda-53"]
+    assert disposals[1]["ombudsman_offer_due"] == disposals[0]["ombudsman_offer_due"]
+    assert disposals[1]["follow_up_due"] > disposals[0]["follow_up_due"]  # the new holder's own follow-up
+
+
 def test_a_report_is_marked_a_duplicate_of_an_existing_other_report(app, admin):
     submit(app, "LAP-1")
     submit(app, "LAP-2")

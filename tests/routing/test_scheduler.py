@@ -36,6 +36,7 @@ from tests.routing.harness import Routing, agency_principal, of_kind, wib
 
 KUPANG = "pemda-53.71"
 KUPANG_ADMIN = agency_principal(KUPANG)
+MALANG = "pemda-35.73"
 REPORTER = Principal(subject="reporter:LAP-1", role=Role.reporter, tracking_id="LAP-1")
 
 
@@ -536,3 +537,42 @@ def test_a_unit_assigned_before_the_deadline_passed_is_the_level_that_missed_it(
     routing.tick()
     [red_mark] = of_kind(routing.escalations("LAP-1"), "follow_up_overdue")
     assert (red_mark["from_level"], red_mark["to_level"], red_mark["to_agency_id"]) == ("unit", "agency", KUPANG)
+
+
+# -- the Ombudsman offer counts from the first disposition (session 30) ------------------------------------------
+
+
+def test_a_report_bouncing_between_agencies_is_offered_to_the_ombudsman_sixty_working_days_after_its_first_disposition(
+    routing_at,
+):
+    """Kota Kupang returns the report as bukan wewenang after weeks, naming Kota Malang, which gets it and works
+    it slowly. Each disposition started the sixty working days again, so a report passed from agency to agency was
+    never offered to the Ombudsman; the reporter has waited since the first disposition, and the offer comes then."""
+    routing = routing_at(wib(2026, 3, 2, 10))
+    accepted_by_kupang(routing)
+    first_offer_due = routing.state("LAP-1").ombudsman_offer_due
+    routing.advance(days=40)
+    routing.append("LAP-1", DispositionReturned(agency_id=KUPANG, reason="Bukan wewenang kota.",
+                                                suggested_agency_id=MALANG), by=KUPANG_ADMIN)
+    dispose(routing, "LAP-1", MALANG)
+    routing.append("LAP-1", DispositionAccepted(agency_id=MALANG),
+                   FollowUpPosted(follow_up_id="fu-1", text="Sedang ditangani."), by=agency_principal(MALANG))
+    assert routing.state("LAP-1").ombudsman_offer_due == first_offer_due
+    routing.at(first_offer_due + timedelta(hours=1))
+    routing.tick()
+    [offer] = of_kind(routing.escalations("LAP-1"), "ombudsman_offer")
+    assert (offer["from_level"], offer["to_level"]) == ("agency", "agency")
+    assert "disposisi pertama" in offer["reason"]
+
+
+def test_a_report_disposed_again_after_the_offer_is_not_offered_again(routing_at):
+    """The offer is made once: a disposition after it starts no new one."""
+    routing = routing_at(wib(2026, 3, 2, 10))
+    accepted_by_kupang(routing)
+    routing.at(routing.state("LAP-1").ombudsman_offer_due + timedelta(hours=1))
+    routing.tick()
+    routing.append("LAP-1", DispositionReturned(agency_id=KUPANG, reason="Bukan wewenang kota."), by=KUPANG_ADMIN)
+    dispose(routing, "LAP-1", MALANG)
+    routing.advance(days=200)
+    routing.tick()
+    assert len(of_kind(routing.escalations("LAP-1"), "ombudsman_offer")) == 1
