@@ -378,11 +378,14 @@ def next_level(state: ComplaintState, coordinator_id: str | None) -> tuple[Level
     province of a regency/city) -> national. None at the national level (nobody above) and at the Ombudsman: at its
     level, and on any report it holds. A takeover of a report back with routing is a disposition to the Ombudsman,
     which leaves the report at the agency level; until session 27 the Ombudsman's missed deadline on such a report
-    was escalated to the national admin and red-marked, while on one taken over from an agency it never was."""
-    if state.level is Level.unit and state.agency_id:
-        return Level.agency, state.agency_id
+    was escalated to the national admin and red-marked, while on one taken over from an agency it never was. Nor from a
+    unit of the Ombudsman (session 30: a report taken over by a disposition and assigned to an Ombudsman office went
+    from the unit up to the Ombudsman itself, with a new deadline, where `lapor.complaint.red_mark_pending`, which
+    followup closes by, expects no mark; an assignment of one taken over from an agency keeps level ombudsman)."""
     if state.agency_id == OMBUDSMAN_AGENCY:
         return None
+    if state.level is Level.unit and state.agency_id:
+        return Level.agency, state.agency_id
     if state.level is Level.agency:
         if coordinator_id:
             return Level.regional, coordinator_id

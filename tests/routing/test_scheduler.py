@@ -12,7 +12,10 @@ import pytest
 
 from lapor.directory import agency_stream
 from lapor.principal import OMBUDSMAN_AGENCY, SYSTEM, Principal, Role
+from lapor.store import NO_STREAM
 from schemas.events import (
+    AgencyKind,
+    AgencyRegistered,
     AgencyUpdated,
     ComplaintAssigned,
     ComplaintEscalated,
@@ -576,3 +579,38 @@ def test_a_report_disposed_again_after_the_offer_is_not_offered_again(routing_at
     routing.advance(days=200)
     routing.tick()
     assert len(of_kind(routing.escalations("LAP-1"), "ombudsman_offer")) == 1
+
+
+# -- nothing escalates on a report the Ombudsman holds, at any level (session 30) --------------------------------
+
+PERWAKILAN_NTT = f"{OMBUDSMAN_AGENCY}/perwakilan-ntt"
+
+
+def test_a_unit_of_the_ombudsman_that_misses_a_deadline_on_a_report_taken_over_from_routing_escalates_nowhere(
+    routing_at,
+):
+    """A report back with routing is taken over by a disposition to the Ombudsman, at the agency level; the
+    Ombudsman's liaison hands it to its Perwakilan NTT (a unit the national admin registered), which lets the
+    follow-up deadline pass. The unit's level went up to the Ombudsman itself as a red mark with a new deadline,
+    while on a report taken over from an agency (level ombudsman, which an assignment keeps) nothing escalates, nor
+    does `lapor.complaint.red_mark_pending` expect a mark there (followup could close the report before it)."""
+    routing = routing_at(wib(2026, 3, 2, 10))
+    routing.store.append(agency_stream(PERWAKILAN_NTT), [AgencyRegistered(
+        agency_id=PERWAKILAN_NTT, name="Ombudsman RI Perwakilan Nusa Tenggara Timur", parent_id=OMBUDSMAN_AGENCY,
+        kind=AgencyKind.unit).to_new_event()], NO_STREAM)
+    accepted_by_kupang(routing)
+    routing.append("LAP-1", DispositionReturned(agency_id=KUPANG, reason="Bukan wewenang kota."), by=KUPANG_ADMIN)
+    routing.at(routing.state("LAP-1").ombudsman_offer_due + timedelta(hours=1))
+    routing.tick()
+    routing.append("LAP-1", OmbudsmanConsentGiven(), by=REPORTER)
+    routing.tick()
+    ombudsman_liaison = agency_principal(OMBUDSMAN_AGENCY, Role.liaison)
+    routing.append("LAP-1", DispositionAccepted(agency_id=OMBUDSMAN_AGENCY), by=ombudsman_liaison)
+    [assigned] = decide_assign(routing.state("LAP-1"), Assign(unit_id=PERWAKILAN_NTT), routing.clock.now(),
+                               Directory(routing.store))
+    routing.append("LAP-1", assigned, by=ombudsman_liaison)
+    taken = routing.state("LAP-1")
+    assert (taken.agency_id, taken.unit_id, taken.level) == (OMBUDSMAN_AGENCY, PERWAKILAN_NTT, "unit")
+    routing.at(taken.follow_up_due + timedelta(days=1))
+    assert routing.tick() == 0
+    assert of_kind(routing.escalations("LAP-1"), "follow_up_overdue") == []
