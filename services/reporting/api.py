@@ -107,12 +107,17 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     @router.get(
         "/api/reports/national",
         summary="National view: reports by status, kind, channel, category, province and agency; SLA; backlog",
-        dependencies=[Depends(require("report.national"))],
     )
-    def national(ctx: Context, start: Start = None, end: End = None, region: Region = None) -> reports.NationalReport:
+    def national(
+        ctx: Context,
+        start: Start = None,
+        end: End = None,
+        region: Region = None,
+        principal: Principal | None = Depends(require("report.national")),
+    ) -> reports.NationalReport:
         filters = _filters(start, end, region)
         with ctx.db.read() as tx:
-            return reports.national(tx, filters, ctx.clock.now(), ctx.policy)
+            return reports.national(tx, filters, ctx.clock.now(), ctx.policy, principal)
 
     @router.get(
         "/api/reports/national/agencies",
@@ -127,7 +132,6 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     @router.get(
         f"/api/reports/agencies/{AGENCY_ID}",
         summary="Local view: the national figures for one agency, with its units",
-        dependencies=[Depends(require("report.agency"))],
     )
     def agency(
         ctx: Context,
@@ -135,12 +139,13 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         start: Start = None,
         end: End = None,
         region: Region = None,
+        principal: Principal | None = Depends(require("report.agency")),
     ) -> reports.AgencyReport:
         filters = _filters(start, end, region)
         with ctx.db.read() as tx:
             if not reports.agency_known(tx, agency_id):
                 raise NotFound(f"agency {agency_id} not found")
-            return reports.agency(tx, agency_id, filters, ctx.clock.now(), ctx.policy)
+            return reports.agency(tx, agency_id, filters, ctx.clock.now(), ctx.policy, principal)
 
     @router.get(
         "/api/public/statistics",

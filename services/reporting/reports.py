@@ -16,6 +16,7 @@ from __future__ import annotations
 import calendar
 import math
 import statistics
+import threading
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,13 +24,15 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import lokal
+from cachetools import LRUCache, cached
 from pydantic import BaseModel, Field
 
 from lapor.calendar import jakarta_date
 from lapor.complaint import OPEN_STATUSES, Status
 from lapor.db import Tx
 from lapor.policy import Sp4nPolicy
-from lapor.privacy import redact_text
+from lapor.principal import Principal
+from lapor.privacy import SIGHT, audience_of, redact_text
 from services.reporting.projections import COMPLAINTS_SUBSCRIPTION, HOLDER_COLUMNS, agency_names, in_byte_order
 
 # -- filters ------------------------------------------------------------------------------------------------
@@ -444,12 +447,12 @@ def _totals(groups: Sequence[_Group]) -> Totals:
     )
 
 
-def _breakdown(groups: Sequence[_Group]) -> Breakdown:
+def _breakdown(groups: Sequence[_Group], reader: Principal | None) -> Breakdown:
     return Breakdown(
         by_status=_counted(groups, "status"),
         by_kind=_counted(groups, "kind"),
         by_channel=_counted(groups, "channel"),
-        by_category=_counted(groups, "category"),
+        by_category=categories_as_read(_counted(groups, "category"), reader),
         by_province=[
             Province(code=code, name=lokal.PROVINCES.get(code), reports=count)
             for code, count in _counted(groups, "province").items()
@@ -601,7 +604,10 @@ def _scores(tx: Tx, groups: Sequence[_Group], happenings: ByHolder) -> list[Agen
     return scores
 
 
-def national(tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy) -> NationalReport:
+def national(
+    tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy, reader: Principal | None
+) -> NationalReport:
+    """`reader`: who asks, for the categories (`categories_as_read`)."""
     where = _reports_where(filters)
     groups = _scan(tx, where, now)
     by_agency = _counted(groups, "agency_id")
@@ -612,7 +618,7 @@ def national(tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy) -> Nat
         as_of=as_of(tx, now),
         filters=_applied(filters),
         totals=_totals(groups),
-        breakdown=_breakdown(groups),
+        breakdown=_breakdown(groups, reader),
         by_agency=[
             AgencyCount(agency_id=agency, name=names.get(agency), reports=count)
             for agency, count in sorted(by_agency.items(), key=lambda item: (-item[1], item[0]))
@@ -661,7 +667,10 @@ def holder_lookups(agency_id: str, dialect: str) -> list[tuple[str, list[str]]]:
     return statements
 
 
-def agency(tx: Tx, agency_id: str, filters: Filters, now: datetime, policy: Sp4nPolicy) -> AgencyReport:
+def agency(
+    tx: Tx, agency_id: str, filters: Filters, now: datetime, policy: Sp4nPolicy, reader: Principal | None
+) -> AgencyReport:
+    """`reader`: who asks, for the categories (`categories_as_read`)."""
     where = _reports_where(filters, agency_id)
     groups = _scan(tx, where, now, units=True)
     happenings = _happenings_where(filters, agency_id)
@@ -674,7 +683,7 @@ def agency(tx: Tx, agency_id: str, filters: Filters, now: datetime, policy: Sp4n
         name=name,
         score=_combined(agency_id, name, _scores(tx, groups, by_holder)),
         totals=_totals(groups),
-        breakdown=_breakdown(groups),
+        breakdown=_breakdown(groups, reader),
         daily=_daily(tx, happenings),
         sla=_sla(groups, policy, ("follow_up",)),
         time_to_first_follow_up=_durations(tx, where, holder=True),
@@ -757,9 +766,7 @@ def public(tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy) -> Publi
     for cell, category, count in by_cell_category:
         if cell in shown:
             named[category if count >= PUBLIC_MIN_REPORTS else OTHER_CATEGORY] += count
-    by_category: dict[str, int] = defaultdict(int)
-    for category, count in named.items():  # each name masked once, however many cells name it
-        by_category[_public_category(category)] += count
+    by_category = categories_as_read(named, None)  # each name masked once, however many cells name it
     where = _in_cells(selected, shown, cells.keys() - shown)
     groups = _scan(tx, where, now)
     durations, answered = _public_durations(tx, where)
@@ -770,7 +777,7 @@ def public(tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy) -> Publi
         totals=_totals(groups),
         withheld=False,
         cells=grid,
-        breakdown=_breakdown(groups).model_copy(update={"by_category": dict(sorted(by_category.items()))}),
+        breakdown=_breakdown(groups, None).model_copy(update={"by_category": by_category}),
         monthly=monthly,
         follow_up_rate=_rate(answered, sum(month.disposed for month in monthly)),
         time_to_first_follow_up=durations,
@@ -778,12 +785,34 @@ def public(tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy) -> Publi
     )
 
 
-def _public_category(category: str) -> str:
-    """A category as the public may read it: masked as every free text is for the public (`redact_text`), as the
-    tracking view shows it. The verifier's category is logged as typed (only the reporter's is masked at source),
-    and this list printed it as typed, a name or phone number in it included, confidential reports' too (session
-    30). Masked names that come out alike are counted together."""
-    return category if category in (_NONE, OTHER_CATEGORY) else redact_text(category, None)
+def categories_as_read(counts: Mapping[str, int], reader: Principal | None) -> dict[str, int]:
+    """Reports by category as `reader` may read the names (None: the public), in order: each name shown as the
+    privacy policy shows free text to the reader (`redact_text`): as written to the national admin, masked to
+    everyone else. The verifier's category is logged as typed (only the reporter's is masked at source), and the
+    public list, then the national and agency views printed it so, a name or phone number in it included (session
+    30). Names that mask alike are counted together."""
+    if SIGHT[audience_of(reader)].unmasked:
+        return dict(sorted(counts.items()))
+    shown: dict[str, int] = defaultdict(int)
+    for category, count in counts.items():
+        shown[category if category in (_NONE, OTHER_CATEGORY) else _masked_category(category)] += count
+    return dict(sorted(shown.items()))
+
+
+# Category names masked (`_masked_category`) kept for the process, the least recently used dropped first: the
+# detector takes ~0.4 ms a name and a national selection may have thousands of names, each read again by every
+# view of every reader but the national admin. A name is at most 80 characters (`lapor.limits.Category`), so
+# this many names and their masks are ~20 MB at most.
+MASKED_CATEGORIES = 65_536
+_masked_lock = threading.Lock()
+
+
+@cached(LRUCache(MASKED_CATEGORIES), lock=_masked_lock, condition=threading.Condition(_masked_lock))
+def _masked_category(category: str) -> str:
+    """A category name masked as everyone but the national admin reads free text (the public's sight, which is
+    theirs: `redact_text` masks alike for each of them). Deterministic per name, so kept by the name: what anyone
+    sees is what `redact_text` gives; a name being masked is waited for, not masked again (`condition`)."""
+    return redact_text(category, None)
 
 
 # A report's cell of the public grid: the month it was submitted in (Jakarta) and its city (`35.73` of

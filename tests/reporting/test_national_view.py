@@ -258,6 +258,41 @@ def test_public_statistics_name_only_categories_of_several_reports_in_a_cell(mon
     assert by_category == {"(other)": 4 + 4 + 3 + 1, "infrastruktur": 13, "pendidikan": 5}
 
 
+NAMED = "Pungli oleh Budi Santoso 081234567890"  # a verifier's category, logged as typed
+
+
+def test_the_staff_views_show_a_typed_name_and_phone_number_in_a_category_masked_but_to_the_national_admin(
+    reporting: Reporting,
+):
+    """The verifier's category is logged as typed (intake masks only the reporter's), and the national and agency
+    views listed it so to every reader: an operator, an auditor, the Ombudsman or the agency's own staff read the
+    name and the phone number a verifier typed into it, which every view of the report masks for them. Now each
+    reader sees it as the privacy policy shows them free text (`redact_text`): masked for all but the national
+    admin, and names that mask alike counted together (session 30)."""
+    other = "Pungli oleh Bambang Sutrisno 081299997890"  # masks as NAMED does
+    typed = [
+        scenario.accepted(scenario.disposed(scenario.verified(scenario.submitted(f"LAP-NAM-{i:02d}", 0, "53.71"), 1,
+                                                              "pengaduan", category), 1, scenario.KUPANG, 6),
+                          2, scenario.KUPANG)
+        for i, category in enumerate([NAMED, NAMED, other, "kesehatan"])
+    ]
+    scenario.play(reporting.ctx.store, reporting.clock, typed, scenario.day(5))
+    reporting.caught_up()
+    masked = {"Pungli oleh B*** S*** 0812****7890": 3, "kesehatan": 1}
+    national, agency = "/api/reports/national", f"/api/reports/agencies/{scenario.KUPANG}"
+    readers = [(Role.operator, {}), (Role.auditor, {}), (Role.ombudsman, {})]
+    staff = [(Role.admin_agency, {"agency_id": scenario.KUPANG}), (Role.liaison, {"agency_id": scenario.KUPANG})]
+    for path, roles in ((national, readers), (agency, readers + staff)):
+        for role, scope in roles:
+            response = reporting.client.get(path, headers=reporting.bearer(role, **scope))
+            assert response.status_code == 200, (path, role, response.text)
+            assert response.json()["breakdown"]["by_category"] == masked, (path, role)
+            assert "Budi" not in response.text, (path, role)
+            assert "081234567890" not in response.text, (path, role)
+    for path in (national, agency):
+        assert reporting.get(path)["breakdown"]["by_category"] == {NAMED: 2, other: 1, "kesehatan": 1}
+
+
 def test_every_view_says_which_log_position_it_reflects(month: Reporting):
     head = month.ctx.store.head_position()
     assert month.get("/api/reports/national")["as_of"]["position"] == head
