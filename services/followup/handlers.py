@@ -129,26 +129,43 @@ class Reactions:
 
 
 def close_silent_reports(ctx: ServiceContext, *, limit: int = CLOSING_BATCH) -> int:
-    """Close the resolved reports whose feedback window has passed without an answer; returns how many closings it
-    appended (one appended by another process at the same moment, under the same event id, counts in both). The
-    queue projection says where to look; the folded stream decides."""
-    with ctx.db.read() as tx:
-        candidates = feedback_windows_passed(tx, ctx.clock.now(), limit)
+    """Close the resolved reports whose feedback window has passed without an answer, at most `limit` a round;
+    returns how many closings it appended (one appended by another process at the same moment, under the same event
+    id, counts in both). The queue projection says where to look; the folded stream decides.
+
+    Candidates the stream says not to close yet (a late answer routing has still to red-mark, a report that kept
+    changing) stay candidates, at the head of the order: the round reads on past them, page after page, until it
+    has closed `limit` reports or seen every candidate (session 30: it read one page, so `limit` reports waiting for
+    their red mark, while routing was down, kept every other report from closing)."""
+    now = ctx.clock.now()
     closed = 0
-    for tracking_id in candidates:
-        stream = stream_of(tracking_id)
-
-        def decide(state: ComplaintState, now: datetime, stream: str = stream) -> list[NewEvent]:
-            event_id = caused_event_id(f"{stream}:{state.version}:closed-in-silence")
-            return [event.to_new_event(event_id=event_id) for event in decide_close_in_silence(state, now)]
-
-        try:
-            result = run_command(ctx, stream, decide, principal=SYSTEM)
-        except Conflict:
-            log.warning("closing %s: the report kept changing; trying again next round", tracking_id)
-            continue
-        closed += bool(result.events)
+    after: tuple[str, str] | None = None
+    while closed < limit:
+        wanted = limit - closed
+        with ctx.db.read() as tx:
+            page = feedback_windows_passed(tx, now, wanted, after)
+        for _, tracking_id in page:
+            closed += _close_in_silence(ctx, tracking_id)
+        if len(page) < wanted:
+            break
+        after = page[-1]
     return closed
+
+
+def _close_in_silence(ctx: ServiceContext, tracking_id: str) -> bool:
+    """Close one report if its folded stream says so; whether a closing was appended."""
+    stream = stream_of(tracking_id)
+
+    def decide(state: ComplaintState, now: datetime) -> list[NewEvent]:
+        event_id = caused_event_id(f"{stream}:{state.version}:closed-in-silence")
+        return [event.to_new_event(event_id=event_id) for event in decide_close_in_silence(state, now)]
+
+    try:
+        result = run_command(ctx, stream, decide, principal=SYSTEM)
+    except Conflict:
+        log.warning("closing %s: the report kept changing; trying again next round", tracking_id)
+        return False
+    return bool(result.events)
 
 
 # -- deadline warnings --------------------------------------------------------------------------------------

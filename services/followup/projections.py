@@ -540,14 +540,22 @@ def _view(row: Sequence[Any]) -> dict[str, Any]:
     return view
 
 
-def feedback_windows_passed(tx: Tx, now: datetime, limit: int) -> list[str]:
-    """Resolved reports whose reporter stayed silent past the feedback deadline (as far as the queue knows)."""
+def feedback_windows_passed(
+    tx: Tx, now: datetime, limit: int, after: tuple[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """Resolved reports whose reporter stayed silent past the feedback deadline (as far as the queue knows), oldest
+    window first: their keys (due_order, tracking_id), after the key `after` when given (the closing loop pages on
+    past the reports it could not close)."""
+    where, params = "", [Status.resolved.value, instant(now)]
+    if after is not None:
+        where = " AND (due_order, tracking_id) > (?, ?)"
+        params.extend(after)
     rows = tx.fetchall(
-        "SELECT tracking_id FROM followup_queue WHERE status = ? AND deadline_kind = 'feedback' AND due_order < ? "
-        "ORDER BY due_order LIMIT ?",
-        (Status.resolved.value, instant(now), limit),
+        "SELECT due_order, tracking_id FROM followup_queue WHERE status = ? AND deadline_kind = 'feedback' "
+        f"AND due_order < ?{where} ORDER BY due_order, tracking_id LIMIT ?",
+        (*params, limit),
     )
-    return [tracking_id for (tracking_id,) in rows]
+    return [(due_order, tracking_id) for due_order, tracking_id in rows]
 
 
 def deadlines_until(tx: Tx, now: datetime, horizon: timedelta) -> list[tuple]:

@@ -228,3 +228,27 @@ def test_a_late_answer_routing_never_marks_does_not_hold_the_closing(followup):
     followup.feedback(tid, satisfied=True)
     followup.settle()
     assert followup.types(tid)[-1] == "ComplaintClosed"
+
+
+def test_reports_waiting_for_their_red_mark_do_not_hold_up_the_closing_of_the_others(start, monkeypatch):
+    """While routing is down, late answers wait for their red mark at the head of the closing loop's candidates
+    (the oldest feedback windows). A round of `limit` reads on past them: a report resolved in time whose window
+    passed later still closes (session 30: one page of `limit` waiting reports held up every other closing)."""
+    monkeypatch.setattr("services.followup.handlers.CLOSING_INTERVAL", 3600.0)  # only the test's rounds close
+    with start() as app:
+        app.register_directory()
+        waiting = [resolved_late(app, "LAP-C-HOLD-1"), resolved_late(app, "LAP-C-HOLD-2")]
+        in_time = [resolved(app, "LAP-C-HOLD-3"), resolved(app, "LAP-C-HOLD-4"), resolved(app, "LAP-C-HOLD-5")]
+        later(app, days=30)
+        assert close_silent_reports(app.ctx, limit=2) == 2  # at most `limit` closings a round
+        app.settle()
+        assert close_silent_reports(app.ctx, limit=2) == 1
+        for tid in waiting:
+            assert app.types(tid)[-1] == "ComplaintResolved"
+        for tid in in_time:
+            assert app.types(tid)[-1] == "ComplaintClosed"
+        for tid in waiting:  # routing back: the marked reports close in the next round
+            red_marked_by_routing(app, tid)
+        app.settle()
+        assert close_silent_reports(app.ctx, limit=2) == 2
+        assert all(app.types(tid)[-1] == "ComplaintClosed" for tid in waiting)

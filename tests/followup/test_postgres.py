@@ -14,6 +14,7 @@ from services.followup.handlers import Notifier, close_silent_reports
 from services.followup.notifications import WEBHOOK, WebhookAdapter, webhook_policy
 from services.followup.service import SERVICE
 from tests.followup.conftest import DINKES, KUPANG, MALANG, Followup, later, subscribe
+from tests.followup.test_closing import resolved, resolved_late
 from tests.followup.test_escalated_queue import (
     JATIM,
     NTT,
@@ -53,6 +54,15 @@ def test_the_whole_path_and_the_closing_on_postgresql(on_postgres):
     assert close_silent_reports(app.ctx) == 1
     assert app.types(tid)[-1] == "ComplaintClosed"
     assert app.queue(KUPANG, liaison)["items"] == []
+
+
+def test_the_closing_reads_on_past_a_report_waiting_for_its_red_mark_on_postgresql(on_postgres):
+    app = on_postgres
+    waiting = resolved_late(app, "LAP-PG-HOLD-1")
+    in_time = resolved(app, "LAP-PG-HOLD-2")
+    later(app, days=30)
+    assert close_silent_reports(app.ctx, limit=1) == 1
+    assert (app.types(waiting)[-1], app.types(in_time)[-1]) == ("ComplaintResolved", "ComplaintClosed")
 
 
 def test_two_officers_at_once_on_postgresql(on_postgres):
