@@ -224,7 +224,8 @@ class WebhookRequest(BaseModel):
     kinds: list[NotificationKind] | None = Field(
         None,
         min_length=1,
-        description="the kinds to receive; without it (or null) every kind, those added later included",
+        description="the kinds to receive, each once (a kind named again is dropped); without it (or null) every "
+        "kind, those added later included",
     )
 
     @field_validator("url")

@@ -190,6 +190,12 @@ class TargetStats:
     last_error: str | None
 
 
+def each_kind_once(kinds: Sequence[str]) -> tuple[str, ...]:
+    """The kinds a target names, each once, in the order first named: a set in substance. Until session 30 a
+    registration naming a kind twice was stored and shown so; rows stored then read as if named once."""
+    return tuple(dict.fromkeys(kinds))
+
+
 def create_target(
     tx: Tx, *, agency_id: str, channel: str, address: str, kinds: Sequence[str] | None, created_by: str,
     now: datetime,
@@ -201,7 +207,7 @@ def create_target(
         channel=channel,
         address=address,
         secret=secrets.token_urlsafe(32),
-        kinds=KINDS if kinds is None else tuple(kinds),
+        kinds=KINDS if kinds is None else each_kind_once(kinds),
         active=True,
         created_by=created_by,
         created_at=now,
@@ -233,7 +239,7 @@ def _target(row: Sequence[Any]) -> Target:
     created = moment(created_at)
     assert created is not None
     return Target(
-        target_id, agency_id, channel, address, secret, KINDS if every_kind else tuple(orjson.loads(kinds)),
+        target_id, agency_id, channel, address, secret, KINDS if every_kind else each_kind_once(orjson.loads(kinds)),
         bool(active), created_by, created, bool(every_kind),
     )
 

@@ -545,6 +545,25 @@ def test_a_webhook_registered_without_kinds_receives_every_kind_and_one_that_nam
     assert told == sorted([("https://1.1.1.1/every", kind) for kind in KINDS] + [("https://1.1.1.1/named", ITEM_ADDED)])
 
 
+def test_a_webhook_naming_a_kind_twice_is_registered_with_each_kind_once_in_the_order_named(followup):
+    """`kinds` is a set in substance: ["queue.item_added", "queue.item_added"] was stored and shown as given."""
+    response = followup.client.post(
+        f"/api/agencies/{KUPANG}/webhooks", headers=followup.admin(),
+        json={"url": "https://1.1.1.1/twice", "kinds": [DEADLINE_APPROACHING, ITEM_ADDED, DEADLINE_APPROACHING,
+                                                          ITEM_ADDED]},
+    )
+    assert response.status_code == 201, response.text
+    assert (response.json()["every_kind"], response.json()["kinds"]) == (False, [DEADLINE_APPROACHING, ITEM_ADDED])
+    with followup.ctx.db.transaction() as tx:
+        stored = tx.scalar("SELECT kinds FROM followup_targets")
+        # One registered so before session 30 reads as if each kind were named once.
+        tx.execute("INSERT INTO followup_targets VALUES ('wh_before_30', ?, 'webhook', 'https://1.1.1.1/old', 's', "
+                   "?, 1, 'admin', ?, 0)", (KUPANG, json.dumps([ITEM_ADDED, ITEM_ADDED]), instant(MONDAY)))
+    assert json.loads(stored) == [DEADLINE_APPROACHING, ITEM_ADDED]
+    listed = followup.client.get(f"/api/agencies/{KUPANG}/webhooks", headers=followup.admin())
+    assert sorted(hook["kinds"] for hook in listed.json()) == [[DEADLINE_APPROACHING, ITEM_ADDED], [ITEM_ADDED]]
+
+
 def test_the_national_admin_is_told_why_it_registers_no_webhook_and_where_it_follows_the_national_level(followup):
     """Webhooks are an agency's own, registered by its admin for its queue (docs/followup.md): the national admin's
     refusal was a bare "role admin_national may not take the action agency.configure_follow_up". It now says whose
