@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from lokal import parse_nik, parse_phone
+from lokal import parse_nik
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -41,6 +41,7 @@ from lapor.limits import (
 )
 from lapor.patterns import EMAIL_PATTERN, WHITESPACE
 from schemas.events import Channel, ComplaintKind
+from services.intake.phone import read_phone
 
 # -- value checks -------------------------------------------------------------------------------------------
 
@@ -54,7 +55,7 @@ def _nik(value: str) -> str:
 
 
 def _phone(value: str) -> str:
-    info = parse_phone(value)
+    info = read_phone(value)  # as the SMS sender is read: `0062812...` is `+62812...` (session 30)
     if not info.valid or info.e164 is None:
         reason = info.errors[0].message if info.errors else "nomor tidak valid"
         raise PydanticCustomError("phone", "not a valid Indonesian phone number: {reason}", {"reason": reason})

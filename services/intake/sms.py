@@ -13,9 +13,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lokal import normalize_phone
-
 from lapor.limits import has_visible_text
+from services.intake.phone import international_form, read_phone
 
 _WORD = re.compile(r"\S+")
 # A keyword (letters and digits: `SmsKeyword`) ends at a space or a line break, or at one of `: , . ; #` (spaces
@@ -59,13 +58,10 @@ def parse_sms(text: str, lookup: Callable[[str], KeywordAgency | None]) -> SmsRe
 def sender_number(sender: str) -> str:
     """The sender as one number, whatever way the gateway writes it: an Indonesian number as E.164 (`0812...`,
     `62812...`, `+62812...` and `0062812...` are all `+62812...`), so that one subscriber is one sender for the
-    rate limit, the vault and duplicate suspicion. lokal-id's `normalize_phone` does not read the international
-    call prefix `00` (session 30: `0062812...` was kept as given, a sender of its own with a budget of its own), so
-    it is read here as the "+" it stands for. A number lokal-id does not take (a short code) is kept as given,
-    with `00` read as "+" all the same."""
-    digits = sender.removeprefix("+")
-    international = "+" + digits.removeprefix("00") if digits.startswith("00") else sender
-    return normalize_phone(international) or international
+    rate limit, the vault and duplicate suspicion; read as the web form reads a reporter's phone
+    (`services.intake.phone`). A number lokal-id does not take (a short code) is kept as given, with `00` read as
+    "+" all the same."""
+    return read_phone(sender).e164 or international_form(sender)
 
 
 def title_of(content: str) -> str:

@@ -358,11 +358,30 @@ def test_unknown_region_codes_are_refused(intake, region_code):
 
 
 @pytest.mark.parametrize(
+    ("written", "stored"),
+    [
+        ("0062 812-3456-7890", "+6281234567890"),  # refused (422): "a landline too long"
+        ("006281234567890", "+6281234567890"),
+        ("+0062 812 3456 7890", "+6281234567890"),
+        ("0062812345678", "+62812345678"),  # was stored as the landline +6262812345678
+    ],
+)
+def test_a_phone_written_with_the_international_call_prefix_is_read_as_the_sms_sender_is(intake, written, stored):
+    """Session 30: SMS reads a sender `0062812...` as `+62812...` (`services.intake.phone`); the web form gave such
+    a number to lokal-id as written, which read the `0` as the trunk prefix: a mobile number was refused, a short
+    one stored as another number."""
+    receipt = intake.submit(reporter={"phone": written})
+    [event] = intake.events(receipt["tracking_id"])
+    assert intake.ctx.vault.get(event.data["reporter_ref"]) == {"phone": stored}
+
+
+@pytest.mark.parametrize(
     ("identity", "field"),
     [
         ({"nik": "1234567890123456"}, "nik"),
         ({"nik": "53710145"}, "nik"),
         ({"phone": "12345"}, "phone"),
+        ({"phone": "0065 9123 4567"}, "phone"),  # Singapore's, dialled from Indonesia: not an Indonesian number
         ({"email": "not-an-email"}, "email"),
         ({}, "reporter"),
     ],
