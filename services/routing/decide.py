@@ -179,6 +179,7 @@ def decide_dispose(
     *,
     note: str | None = None,
     rule_id: str | None = None,
+    takeover: bool = False,
 ) -> list[EventData]:
     """Disposisi to `agency_id` (the caller has checked it is an active agency of the directory). A
     re-disposition that brings the bounce count to the policy's limit also flags the report to the national
@@ -190,7 +191,12 @@ def decide_dispose(
     The Ombudsman offer counts from the first disposition: a disposition after a return carries the deadline
     still running (session 30: each disposition started the sixty working days again, so a report passed from
     agency to agency might never be offered to the Ombudsman, the safeguard for just such a report). After the
-    offer the deadline carried is a new one, at which nothing runs (the offer is made once)."""
+    offer the deadline carried is a new one, at which nothing runs (the offer is made once).
+
+    A `takeover` (the reporter's consent while the report is back with routing: a disposition to the Ombudsman)
+    counts the return before it like any disposition, but raises no bounce flag (session 30): the flag asks the
+    national admin to check routing's disposition, and this one is the reporter's choice of the supervisor, which
+    holds the report now. A later disposition after a return raises it, once, as before."""
     ensure_allowed(state, "ComplaintDisposed")
     disposed = ComplaintDisposed(
         agency_id=agency_id,
@@ -202,7 +208,7 @@ def decide_dispose(
     after = _checked(state, [disposed], now)
     events: list[EventData] = [disposed]
     flagged = any(e.kind is EscalationKind.bounce_limit for e in after.escalations)
-    if policy.bounce_limit_reached(after.bounce_count) and not flagged:
+    if policy.bounce_limit_reached(after.bounce_count) and not flagged and not takeover:
         events.append(
             ComplaintEscalated(
                 kind=EscalationKind.bounce_limit,
@@ -504,7 +510,7 @@ def _hand_to_ombudsman(
     never escalated, so the agency's red mark was lost)."""
     reason = "Pelapor menyetujui pengambilalihan laporan oleh Ombudsman RI"
     if state.status not in HELD_BY_AGENCY:
-        return decide_dispose(state, OMBUDSMAN_AGENCY, now, policy, note=reason)
+        return decide_dispose(state, OMBUDSMAN_AGENCY, now, policy, note=reason, takeover=True)
     events: list[EventData] = []
     passed = missed_follow_up(state) or state.follow_up_due
     mark = None

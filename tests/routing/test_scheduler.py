@@ -241,6 +241,35 @@ def test_the_ombudsman_taking_over_a_returned_report_is_not_escalated_above_itse
     assert routing.state("LAP-1").level == "agency"
 
 
+def test_the_ombudsman_taking_over_a_report_returned_for_the_third_time_raises_no_bounce_flag(routing_at):
+    """Three agencies return the report as bukan wewenang and the reporter consents while it is back with routing:
+    the takeover is a disposition to the Ombudsman, which counts the third return (the fold's `bounce_count`: the
+    returns before the present holding), and it flagged the national admin "periksa disposisinya" about a report the
+    Ombudsman now holds, chosen by the reporter's consent, not by routing. No flag on the takeover (session 30); a
+    disposition by the national admin after a later return still raises it."""
+    routing = routing_at(wib(2026, 3, 2, 10))
+    routing.submit("LAP-1")
+    verify(routing, "LAP-1")
+    for agency_id in (KUPANG, MALANG, "pemda-53"):
+        dispose(routing, "LAP-1", agency_id)
+        routing.append("LAP-1", DispositionReturned(agency_id=agency_id, reason="Bukan wewenang kami."),
+                       by=agency_principal(agency_id))
+    assert routing.state("LAP-1").bounce_count == 2  # the third return is counted by the next disposition
+    routing.at(routing.state("LAP-1").ombudsman_offer_due + timedelta(hours=1))
+    routing.tick()
+    routing.append("LAP-1", OmbudsmanConsentGiven(), by=REPORTER)
+    routing.tick()
+    taken = routing.state("LAP-1")
+    assert (taken.status, taken.agency_id, taken.bounce_count) == ("disposed", OMBUDSMAN_AGENCY, 3)
+    assert of_kind(routing.escalations("LAP-1"), "bounce_limit") == []
+    ombudsman = Principal(subject="ombudsman-1", role=Role.ombudsman, agency_id=OMBUDSMAN_AGENCY)
+    routing.append("LAP-1", DispositionReturned(agency_id=OMBUDSMAN_AGENCY, reason="Bukan wewenang kami."),
+                   by=ombudsman)
+    dispose(routing, "LAP-1", KUPANG)
+    [flag] = of_kind(routing.escalations("LAP-1"), "bounce_limit")
+    assert flag["reason"].startswith("Dikembalikan sebagai bukan wewenang 4 kali")
+
+
 def test_a_consent_given_just_before_a_resolution_is_handed_over_only_if_the_reporter_reopens(routing_at):
     """The reporter consents, and the agency resolves before the scheduler's next tick (session 27): handed over
     then, the Ombudsman held a resolved report it could neither follow up nor resolve, with a follow-up deadline
