@@ -218,7 +218,7 @@ def _open_readmodels(settings: Settings) -> Database:
     """The read-model database of an installation whose store exists (a command must not start an empty one)."""
     _require_store(settings.store, option="--data or LAPOR_STORE")
     try:
-        return open_database(settings.readmodels)
+        return open_database(settings.readmodels, answer_timeout=settings.store_timeout)
     except _OPENING_BY_URL_FAILED as error:
         raise _cannot_open(error, settings.store, settings.readmodels) from None
 

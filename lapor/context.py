@@ -79,7 +79,7 @@ class ServiceContext:
             # Said out loud: a mistyped LAPOR_DATA or LAPOR_STORE otherwise starts an empty installation quietly.
             log.warning("created a new, empty event store at %s", shown_url(settings.store))
         try:
-            db = open_database(settings.readmodels)
+            db = open_database(settings.readmodels, answer_timeout=settings.store_timeout)
         except BaseException:
             store.close()
             raise

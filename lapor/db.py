@@ -28,10 +28,16 @@ from typing import Any, Literal
 
 from lapor.lease import AdvisoryLease, FileLease, Lease
 from lapor.per_thread import PerThread
+from lapor.store.postgres import ANSWER_TIMEOUT
 from lapor.store.sqlite import connect
 
 Dialect = Literal["sqlite", "postgresql"]
 Params = Sequence[Any] | dict[str, Any]
+
+# Seconds a statement on PostgreSQL's read models may wait for the server's answer once its transaction changes the
+# schema (`Tx.lock_schema_changes`): CREATE INDEX on a table of millions of rows, and the wait for another process's
+# schema changes, may rightly take minutes, where every other statement gets the answer timeout (session 30).
+SCHEMA_CHANGE_TIMEOUT = 3600.0
 
 
 @lru_cache(maxsize=1024)
@@ -78,7 +84,15 @@ class Tx:
         if self.dialect == "postgresql":
             from lapor.store.postgres import DDL_LOCK_CLASS
 
+            self.answer_within(SCHEMA_CHANGE_TIMEOUT)  # the lock waits for another process's DDL, and so may ours
             self.execute("SELECT pg_advisory_xact_lock(?, hashtext(current_schema()))", (DDL_LOCK_CLASS,))
+
+    def answer_within(self, seconds: float | None) -> None:
+        """Until this transaction ends, each statement waits at most `seconds` for PostgreSQL's answer (None: for
+        ever) instead of the database's answer timeout: for statements that may rightly take long. SQLite has no
+        server to wait for."""
+        if self.dialect == "postgresql":
+            self._conn.answer_timeout = seconds
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -225,35 +239,48 @@ class SqliteDatabase(Database):
 class PostgresDatabase(Database):
     dialect: Dialect = "postgresql"
 
-    def __init__(self, url: str, *, max_size: int = 8) -> None:
+    def __init__(self, url: str, *, max_size: int = 8, answer_timeout: float | None = ANSWER_TIMEOUT) -> None:
+        """`answer_timeout`: seconds each statement waits for the server's answer (`LAPOR_STORE_TIMEOUT`) before it
+        fails with a `StoreError`, its connection closed (`lapor.store.postgres.AnsweredConnection`); None waits for
+        ever (`lapor rebuild`'s fresh tables). A statement under way when the server or the network to it went silent
+        held its request thread or subscription for ever until session 30."""
         from psycopg_pool import ConnectionPool
 
         # As the store's: no plans kept on stale statistics, bounded waits for a server gone silent, and a
         # connection a server restart ended is replaced.
-        from lapor.store.postgres import NEVER_PREPARE, check_connection, network_timeouts
+        from lapor.store.postgres import NEVER_PREPARE, AnsweredConnection, check_connection, network_timeouts
 
         self.url = url
+        self.answer_timeout = answer_timeout
         self._pool = ConnectionPool(
-            network_timeouts(url), min_size=1, max_size=max_size, open=True,
+            network_timeouts(url), min_size=1, max_size=max_size, open=True, connection_class=AnsweredConnection,
             kwargs={"autocommit": True, "prepare_threshold": NEVER_PREPARE},
             check=check_connection,
         )
 
     @contextmanager
+    def _connection(self, wait: float | None = None) -> Iterator[Any]:
+        """A pooled connection bounded by the database's answer timeout (whatever a transaction before lifted it to)."""
+        with self._pool.connection(timeout=wait) as conn:
+            conn.answer_timeout = self.answer_timeout
+            yield conn
+
+    @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[Tx]:
-        with self._pool.connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             if not durable:
                 conn.execute("SET LOCAL synchronous_commit = off")
             yield Tx(conn, "postgresql")
 
     @contextmanager
     def read(self, *, wait: float | None = None) -> Iterator[Tx]:
-        with self._pool.connection(timeout=wait) as conn:
+        with self._connection(wait) as conn:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
                 yield Tx(conn, "postgresql")
             finally:
-                conn.execute("ROLLBACK")
+                if not conn.closed:  # closed by a statement that got no answer (its error says so) or a lost server
+                    conn.execute("ROLLBACK")
 
     def close(self) -> None:
         self._pool.close()
@@ -280,7 +307,8 @@ def setup_tables(statements: Sequence[str]) -> Callable[[Tx], None]:
     return setup
 
 
-def open_database(url: str) -> Database:
+def open_database(url: str, *, answer_timeout: float | None = ANSWER_TIMEOUT) -> Database:
+    """`answer_timeout`: see `PostgresDatabase` (SQLite has no server to wait for)."""
     scheme, sep, rest = url.partition("://")
     if scheme == "sqlite" and sep:
         path = rest[1:] if rest.startswith("/") else rest
@@ -288,5 +316,5 @@ def open_database(url: str) -> Database:
             raise ValueError("sqlite database URL needs a file path: sqlite:///var/readmodels.db")
         return SqliteDatabase(path)
     if scheme in {"postgresql", "postgres"}:
-        return PostgresDatabase(url)
+        return PostgresDatabase(url, answer_timeout=answer_timeout)
     raise ValueError(f"unknown read-model database URL {url!r}; expected sqlite:///path or postgresql://...")

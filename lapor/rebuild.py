@@ -162,7 +162,8 @@ def fresh_tables(live: Database, label: str) -> FreshTables:
         schema = f"lapor_rebuild_{label}"
         with psycopg.connect(network_timeouts(live.url), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        schema_db = PostgresDatabase(_with_search_path(live.url, schema))
+        # Its bulk writes (rows held by the hundred thousand) wait for their answers for as long as they take.
+        schema_db = PostgresDatabase(_with_search_path(live.url, schema), answer_timeout=None)
 
         def drop_schema() -> None:
             schema_db.close()
@@ -528,6 +529,7 @@ def _finish(
     started = time.perf_counter()
     layout = built[0].layout  # the first share runs every projection
     with ctx.db.read() as live:
+        live.answer_within(None)  # every live table read whole: as long as it takes
         live_checkpoints = committed_checkpoints(live)
         results = [
             _follow(ctx, services, fresh, one, target, live_checkpoints, batch_size)

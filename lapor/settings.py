@@ -132,8 +132,8 @@ class Settings(BaseSettings):
     readmodels: str = Field("", description="read-model database URL; default per store")
     store_timeout: float = Field(
         30.0, gt=0, le=3600,
-        description="seconds the event store waits for its server: a PostgreSQL statement's answer, a KurrentDB call "
-        "(session 30)",
+        description="seconds the event store waits for its server: a PostgreSQL statement's answer, a KurrentDB call; "
+        "and a statement on PostgreSQL read models (session 30)",
     )
     secret: SecretStr | None = Field(None, description="token signing key")
     production: bool = False

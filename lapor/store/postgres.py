@@ -187,9 +187,10 @@ def check_connection(conn: psycopg.Connection) -> None:
 
 
 class AnsweredConnection(psycopg.Connection[Any]):
-    """A connection of the store whose every wait for the server (a statement, a commit, a pipeline's sync) ends
-    after `answer_timeout` seconds with a `StoreError`, the connection closed: a statement may still be under way,
-    so it cannot be used again. A wait given its own timeout (the pools' check, `CHECK_TIMEOUT`) keeps it."""
+    """A connection of the store, or of PostgreSQL read models (`lapor.db.PostgresDatabase`), whose every wait for
+    the server (a statement, a commit, a pipeline's sync) ends after `answer_timeout` seconds with a `StoreError`, the
+    connection closed: a statement may still be under way, so it cannot be used again. A wait given its own timeout
+    (the pools' check, `CHECK_TIMEOUT`) keeps it."""
 
     answer_timeout: float | None = None  # set by `_store_session`; None waits as psycopg does, for ever
 

@@ -6,7 +6,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from urllib.parse import urlsplit
@@ -24,6 +24,7 @@ from lapor.rebuild import fresh_tables
 from lapor.settings import load_settings
 from lapor.store import NewEvent, StoreError
 from lapor.store.postgres import PostgresEventStore, network_timeouts
+from lapor.subscriptions import SubscriptionRunner
 from tests.platform import probe
 from tests.platform._servers import lapor, wait_until
 
@@ -283,27 +284,32 @@ def test_a_rebuild_on_a_postgresql_server_gone_silent_fails_instead_of_waiting_f
 ANSWER = 1.0
 
 
+def fails_after_the_answer_timeout(relay: Relay, statement: bytes, call: Callable[[], object]) -> None:
+    """`call` fails with the answer timeout's `StoreError` when the network goes silent as `statement` is sent."""
+    relay.blackhole_at(statement)
+    with ThreadPoolExecutor(1) as caller:
+        under_way = caller.submit(call)
+        try:
+            with pytest.raises(StoreError, match=r"did not answer within 1 s \(LAPOR_STORE_TIMEOUT\)"):
+                under_way.result(timeout=HANG)
+        finally:
+            relay.forward()  # also when it hangs, for the statement to end
+
+
 def test_a_statement_under_way_when_postgresql_goes_silent_fails_after_the_store_s_timeout(postgres_url):
     """A partition, or a hung server or proxy, while a statement is under way: the network acknowledges what is sent
     and nothing comes back, so no TCP timeout fires (`tcp_user_timeout` counts unacknowledged data). Until session 30
     the statement waited for ever: a read, and an append holding the store's write connection, so every command
     after it too. Now it fails after the store's answer timeout with a `StoreError` saying so, the connection is
     closed, and the store works again once the server answers."""
-    with relayed(postgres_url) as relay, ThreadPoolExecutor(1) as caller:
+    with relayed(postgres_url) as relay:
         store = PostgresEventStore(relay.url(postgres_url) + "&connect_timeout=2", answer_timeout=ANSWER)
         try:
             store.append("complaint-S", [NewEvent("Noted", {"n": 0})])
-            for statement, call in [
-                (b"FROM events WHERE stream", lambda: store.read_stream("complaint-S")),
-                (b"FROM lapor_head FOR UPDATE", lambda: store.append("complaint-S", [NewEvent("Noted", {"n": 1})])),
-            ]:
-                relay.blackhole_at(statement)
-                under_way = caller.submit(call)
-                try:
-                    with pytest.raises(StoreError, match=r"did not answer within 1 s \(LAPOR_STORE_TIMEOUT\)"):
-                        under_way.result(timeout=HANG)
-                finally:
-                    relay.forward()  # also when it hangs, for the statement to end
+            fails_after_the_answer_timeout(relay, b"FROM events WHERE stream", lambda: store.read_stream("complaint-S"))
+            fails_after_the_answer_timeout(
+                relay, b"FROM lapor_head FOR UPDATE", lambda: store.append("complaint-S", [NewEvent("Noted", {"n": 1})])
+            )
             assert store.append("complaint-S", [NewEvent("Noted", {"n": 1})]).last_version == 1
             assert [event.data for event in store.read_stream("complaint-S")] == [{"n": 0}, {"n": 1}]
         finally:
@@ -326,6 +332,94 @@ def test_a_command_whose_append_meets_a_postgresql_gone_silent_is_a_503_problem(
             assert (response.status_code, response.headers["content-type"]) == (503, "application/problem+json")
             assert response.json()["type"] == "/problems/unavailable"
             assert client.post("/api/probe/complaints", json=SUBMISSION).status_code == 201
+
+
+def test_a_read_model_statement_under_way_when_postgresql_goes_silent_fails_after_the_answer_timeout(postgres_url):
+    """The read models' connections (views, projections' writes, queues) waited for ever for an answer that never
+    came until session 30, as the store's did: a read holding its request's thread, a write its subscription. Now a
+    read and a transaction fail after the answer timeout with a `StoreError`, and the database works again once the
+    server answers."""
+    with relayed(postgres_url) as relay:
+        db = PostgresDatabase(relay.url(postgres_url) + "&connect_timeout=2", answer_timeout=ANSWER)
+        try:
+            db.executescript("CREATE TABLE IF NOT EXISTS silent_rows (n INTEGER PRIMARY KEY)")
+
+            def write() -> None:
+                with db.transaction(durable=False) as tx:
+                    tx.execute("INSERT INTO silent_rows (n) VALUES (1)")
+
+            def read() -> list[tuple]:
+                with db.read() as tx:
+                    return tx.fetchall("SELECT n FROM silent_rows")
+
+            fails_after_the_answer_timeout(relay, b"INSERT INTO silent_rows", write)
+            fails_after_the_answer_timeout(relay, b"FROM silent_rows", read)
+            write()  # the INSERT above may or may not have been committed: the answer never came
+            assert read() == [(1,)]
+        finally:
+            db.close()
+
+
+def test_a_read_model_transaction_that_changes_the_schema_may_take_longer_than_the_answer_timeout(postgres_url):
+    """CREATE INDEX on a table of millions of rows, or the wait for another process's schema changes, may rightly
+    outlast the answer timeout: a transaction that locked the schema (`Tx.lock_schema_changes`: every DDL of the
+    read models) waits `SCHEMA_CHANGE_TIMEOUT` instead, and the next transaction on the pooled connection is bounded
+    again. A statement that takes two seconds stands for the long one."""
+    db = PostgresDatabase(postgres_url, max_size=1, answer_timeout=ANSWER)
+    try:
+        with db.transaction() as tx:
+            tx.lock_schema_changes()
+            assert tx.scalar("SELECT 1 FROM pg_sleep(2)") == 1
+        with pytest.raises(StoreError, match="did not answer within 1 s"), db.transaction() as tx:
+            tx.execute("SELECT pg_sleep(2)")
+    finally:
+        db.close()
+
+
+def test_a_read_of_the_read_models_that_meets_a_postgresql_gone_silent_is_a_503_problem(postgres_url, tmp_path):
+    """Until session 30 the request waited for ever, holding a worker thread. The answer is the outage's problem."""
+    with relayed(postgres_url) as relay:
+        app = create_app(load_settings(data=tmp_path, store=postgres_url, store_timeout=ANSWER,
+                                       readmodels=relay.url(postgres_url) + "&connect_timeout=2"),
+                         [probe.SERVICE], background=False)
+        with TestClient(app) as client, ThreadPoolExecutor(1) as asker:
+            assert client.get("/api/probe/handled").status_code == 200
+            relay.blackhole_at(b"FROM probe_handled")
+            try:
+                response = asker.submit(client.get, "/api/probe/handled").result(timeout=HANG)
+            finally:
+                relay.forward()
+            assert (response.status_code, response.headers["content-type"]) == (503, "application/problem+json")
+            assert response.json()["type"] == "/problems/unavailable"
+            assert client.get("/api/probe/handled").status_code == 200
+
+
+def test_a_subscription_whose_write_meets_a_postgresql_gone_silent_tries_again_and_goes_on(postgres_url):
+    """A projection's write under way when the read models' server went silent held the subscription for ever until
+    session 30. Now the write fails after the answer timeout, the runner reports it (`failure`, which /readyz shows)
+    and tries again from its checkpoint: every event is handled once the server answers, none twice."""
+    store = PostgresEventStore(postgres_url)
+    with relayed(postgres_url) as relay:
+        db = PostgresDatabase(relay.url(postgres_url) + "&connect_timeout=2", answer_timeout=ANSWER)
+        runner = SubscriptionRunner(store, db, probe.SUBSCRIPTION, backoff=0.05, idle_wait=0.1)
+        try:
+            relay.blackhole_at(b"INSERT INTO probe_handled")
+            store.append("complaint-G", [NewEvent("Noted", {"n": 0})])
+            runner.start()
+            try:
+                wait_until(lambda: isinstance(runner.failure, StoreError), timeout=HANG, describe="a failure")
+            finally:
+                relay.forward()
+            store.append("complaint-H", [NewEvent("Noted", {"n": 0})])
+            wait_until(lambda: runner.caught_up(), timeout=HANG, describe="caught up")
+            with db.read() as tx:
+                assert tx.fetchall("SELECT stream, times FROM probe_handled ORDER BY stream") == [
+                    ("complaint-G", 1), ("complaint-H", 1)
+                ]
+        finally:
+            runner.stop()
+            db.close()
+            store.close()
 
 
 def test_the_network_bounds_a_postgresql_url_sets_itself_win(postgres_url):
