@@ -18,7 +18,8 @@ KurrentDB is an event store already, so this adapter mostly translates:
 - Only LAPOR's streams are read from `$all` (names like `complaint-...`, `STREAM_PATTERN`'s shape): other
   applications' events on the same server, and KurrentDB's own, are never decoded as LAPOR's.
 - An event of a LAPOR stream that does not decode as LAPOR's (another writer's data or metadata) is an
-  `UnreadableEvent` (`decoded_kurrent`), as on the SQL adapters.
+  `UnreadableEvent` (`decoded_kurrent`), as on the SQL adapters. An append to a stream whose last event is such an
+  event is refused with an `UnreadableEvent` naming it (`chain_end`): the hash chain cannot be continued from it.
 - Every call has a deadline (the store's `deadline`, `LAPOR_STORE_TIMEOUT`, by default `DEADLINE`; or what is left
   of `wait_for_events`' timeout), and the client's failures (server away, deadline passed) are `StoreError`s; a
   failed append may or may not have been recorded, which appending the same event ids again settles.
@@ -59,6 +60,7 @@ from lapor.store.model import (
     RecordedEvent,
     StoreError,
     StreamShare,
+    UnreadableEvent,
     check_expected,
     decoded_events,
     link_events,
@@ -143,6 +145,24 @@ def decoded_kurrent(recorded: Iterable[KurrentRecordedEvent]) -> list[RecordedEv
     return decoded_events((_row(event) for event in recorded), _from_row)
 
 
+def chain_end(last: KurrentRecordedEvent) -> str:
+    """The hash a stream's next event links to: that of its last event, which must be LAPOR's. One another writer
+    appended (not LAPOR's envelope, data that is not JSON) is an `UnreadableEvent` naming it: the chain cannot be
+    continued from it, so nothing can be appended to the stream. Until session 30 the append failed with orjson's
+    error or a KeyError (a reaction's event retried and parked as a handler's bug, saying nothing of why)."""
+    row = _row(last)
+    try:
+        event = _from_row(row)
+        if not isinstance(event.hash, str):
+            raise TypeError(f"its hash is {type(event.hash).__name__}, not text")
+    except (ValueError, TypeError) as error:
+        raise UnreadableEvent([], row, ValueError(
+            f"{type(error).__name__}: {error}; it is the stream's last event, so its hash chain cannot be continued "
+            "and nothing can be appended to it"
+        )) from error
+    return event.hash
+
+
 class KurrentEventStore(EventStore):
     def __init__(self, url: str, *, clock: Clock | None = None, deadline: float | None = None) -> None:
         """`deadline`: seconds any one call to the server may take (`LAPOR_STORE_TIMEOUT`); None is `DEADLINE`."""
@@ -168,7 +188,7 @@ class KurrentEventStore(EventStore):
                 return replayed_result(stream, events, rows)
             current = recorded[-1].stream_position if recorded else -1
             check_expected(stream, expected_version, current)
-            prev_hash = orjson.loads(recorded[-1].metadata)["hash"] if recorded else GENESIS_HASH
+            prev_hash = chain_end(recorded[-1]) if recorded else GENESIS_HASH
             linked = link_events(
                 stream,
                 events,

@@ -11,7 +11,7 @@ import pytest
 from kurrentdbclient import RecordedEvent as KurrentRecordedEvent
 
 from lapor.store import GENESIS_HASH, NewEvent, UnreadableEvent
-from lapor.store.kurrent import decoded_kurrent, to_kurrent
+from lapor.store.kurrent import chain_end, decoded_kurrent, to_kurrent
 from lapor.store.model import link_events
 
 RECORDED_AT = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
@@ -63,3 +63,33 @@ def test_a_kurrentdb_event_that_does_not_decode_is_named_as_the_sql_adapters_nam
     assert [(event.stream, event.version) for event in unreadable.readable] == [("complaint-K1", 0)]
     assert unreadable.reason.startswith("cannot be read: ")
 
+
+
+def test_an_append_continues_the_hash_chain_from_the_last_event_of_lapor():
+    last = recorded("complaint-K1", 0, 101)
+    [event] = decoded_kurrent([last])
+    assert chain_end(last) == event.hash
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("data", b"{bukan json"),  # orjson's JSONDecodeError before session 30
+        ("metadata", b"{}"),  # a KeyError before session 30
+        ("metadata", b"[1, 2]"),  # JSON, but no envelope at all
+        ("metadata", orjson.dumps({"schema_version": "1", "metadata": "{}", "recorded_at": "2026-12-07T00:00:00+00:00",
+                                   "prev_hash": GENESIS_HASH, "hash": 7})),  # a hash that is no text
+    ],
+)
+def test_an_append_to_a_stream_whose_last_event_is_another_writer_s_is_refused_naming_it(field: str, value: bytes):
+    """KurrentDB lets any client append to a LAPOR stream. The next LAPOR event links to the last one's hash, which
+    such an event does not carry: the append is refused with an `UnreadableEvent` (a ValueError, never tried again as
+    a `StoreError` is) that names the event and says the chain cannot be continued, where it failed with orjson's
+    error or a KeyError, saying nothing of why."""
+    with pytest.raises(UnreadableEvent) as raised:
+        chain_end(recorded("complaint-K2", 3, 104, **{field: value}))
+    unreadable = raised.value
+    assert (unreadable.stream, unreadable.version, unreadable.position, unreadable.type) == (
+        "complaint-K2", 3, 104, "Noted")
+    assert unreadable.readable == []
+    assert "hash chain cannot be continued" in str(unreadable)
