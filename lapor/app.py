@@ -31,6 +31,7 @@ from lapor.observability import Readiness, RequestObservabilityMiddleware, check
 from lapor.privacy import ConcealReporterMiddleware, ReportRequests
 from lapor.problems import InternalErrorMiddleware, install_problem_handlers, problem_router
 from lapor.settings import Settings
+from lapor.store import error_kind
 from lapor.subscriptions import RETRY_WAIT_MAX, SubscriptionRunner, transient_failure
 from lapor.tokens import tokens_router
 from lapor.training import training_router
@@ -110,7 +111,7 @@ class _RunningLoop:
                 if not transient_failure(error):
                     raise
                 log.warning("background loop %s: %s; trying again in %.2f s", self.name, error, delay)
-                self.retrying = type(error).__name__  # /readyz says so while it waits (the driver's words: above)
+                self.retrying = error_kind(error)  # /readyz says so while it waits (the driver's words: above)
                 self._stop.wait(delay)
                 self.retrying = None
                 delay = min(delay * 2, RETRY_WAIT_MAX)

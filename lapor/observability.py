@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lapor.correlation import HEADER, accept_correlation_id, correlation_scope
 from lapor.problems import NotReady
+from lapor.store.model import error_kind
 
 if TYPE_CHECKING:
     from lapor.store import EventStore
@@ -72,7 +73,7 @@ class TickRecord:
 
 class LoopStatus(Protocol):
     name: str
-    retrying: str | None  # the kind of failure (its class's name) it waits to try again after, else None
+    retrying: str | None  # the kind of failure (`error_kind`) it waits to try again after, else None
     ticks: TickRecord
 
     @property
@@ -312,7 +313,8 @@ class RequestObservabilityMiddleware:
 @dataclass
 class Readiness:
     """Why a service is not ready, in terms safe to show whoever reaches its address: the dependency that cannot be
-    used is named, and a subscription or loop trying again gives its error's kind; the driver's words (host names,
+    used is named, and a subscription or loop trying again gives its error's kind and its causes' (`error_kind`:
+    class names, SQLite's code names); the driver's words (host names,
     user names, paths) go to the log at WARNING, never into /readyz (session 28: they were in its body)."""
 
     unreachable: str | None = None  # EVENT_STORE or READ_MODELS when it cannot be used
@@ -354,7 +356,7 @@ def check_readiness(
         if runner.standby:
             report.standby.append(runner.name)
         if runner.failure is not None:  # its runner logs the failure itself
-            report.retrying.append(f"subscription {runner.name}: {type(runner.failure).__name__}")
+            report.retrying.append(f"subscription {runner.name}: {error_kind(runner.failure)}")
             continue
         try:
             lag = runner.lag(head, wait=wait)

@@ -32,6 +32,7 @@ from lapor.store.model import (
     UnreadableEvent,
     WrongExpectedVersion,
     category_of,
+    error_kind,
     read_readable,
 )
 from lapor.store.open import open_store
@@ -53,6 +54,7 @@ __all__ = [
     "UnreadableEvent",
     "WrongExpectedVersion",
     "category_of",
+    "error_kind",
     "open_store",
     "read_readable",
 ]

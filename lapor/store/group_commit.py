@@ -231,7 +231,9 @@ def commit_group(tx: GroupTransaction, batch: Sequence[PendingAppend]) -> int | 
         undone = not committing or tx.failed_commit_is_undone
         for request in batch:
             if not request.decided:  # those rejected alone keep their own error
-                request.fail((AppendNotRecorded if undone else StoreError)(f"commit failed: {failure}"))
+                failed = (AppendNotRecorded if undone else StoreError)(f"commit failed: {failure}")
+                failed.__cause__ = failure  # raised later, in the caller's thread: its kind stays known (/readyz)
+                request.fail(failed)
         return None
     for request, result in done:
         request.succeed(result)

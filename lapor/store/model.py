@@ -149,6 +149,31 @@ class StoreError(Exception):
     """Base of every error the store raises on purpose. A plain StoreError from `append` says nothing of whether
     the append was recorded (the connection lost during COMMIT, a writer process gone before it answered)."""
 
+    # The kind of its cause (`error_kind`) when that cause was raised in another process, the SQLite store's writer,
+    # which sends its words and this, not the exception.
+    remote_cause: str | None = None
+
+
+# Causes `error_kind` follows at most: a cause's cause's ... is the database driver's by then.
+KIND_DEPTH = 4
+
+
+def error_kind(error: BaseException) -> str:
+    """The kind of failure `error` is, in words safe to show whoever asks: its class's name and its causes' (the
+    `raise ... from` chain, or the error it was raised while handling), outermost first ("AppendNotRecorded from
+    OperationalError"), with SQLite's code name where there is one ("OperationalError SQLITE_FULL"). Never an
+    error's message: a driver's words may hold host names, user names, paths."""
+    kinds: list[str] = []
+    current: BaseException | None = error
+    while current is not None and len(kinds) < KIND_DEPTH:
+        code = getattr(current, "sqlite_errorname", None)
+        kinds.append(type(current).__name__ + (f" {code}" if isinstance(code, str) else ""))
+        remote = current.remote_cause if isinstance(current, StoreError) else None
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+        if current is None and remote is not None:
+            kinds.append(remote)
+    return " from ".join(kinds)
+
 
 class AppendNotRecorded(StoreError):
     """The store knows the append was not recorded and never will be: refused before its transaction (the store

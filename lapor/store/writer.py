@@ -62,6 +62,7 @@ from lapor.store.model import (
     NewEvent,
     StoreError,
     WrongExpectedVersion,
+    error_kind,
     validate_append,
 )
 from lapor.store.open import sqlite_url
@@ -126,9 +127,11 @@ def _answer(request: PendingAppend) -> dict[str, Any]:
         return {"error": "duplicate_event_id", "message": str(error)}
     if isinstance(error, ValueError):
         return {"error": "invalid", "message": str(error)}
+    # What caused it, by kind only (`error_kind`): the client raises its own error, which /readyz names.
+    cause = None if error.__cause__ is None else error_kind(error.__cause__)
     if isinstance(error, AppendNotRecorded):
-        return {"error": "not_recorded", "message": str(error)}
-    return {"error": "store", "message": str(error)}
+        return {"error": "not_recorded", "message": str(error), "cause": cause}
+    return {"error": "store", "message": str(error), "cause": cause}
 
 
 def _decode(connection: _Connection, body: bytes) -> _Request:
@@ -345,9 +348,9 @@ class RemoteWriter:
             raise DuplicateEventId(answer["message"])
         if kind == "invalid":
             raise ValueError(answer["message"])
-        if kind == "not_recorded":
-            raise AppendNotRecorded(answer["message"])
-        raise StoreError(answer["message"])
+        failed = (AppendNotRecorded if kind == "not_recorded" else StoreError)(answer["message"])
+        failed.remote_cause = answer.get("cause")
+        raise failed
 
     def _exchange(self, frame: bytes) -> dict[str, Any]:
         sock = self._sockets.get()

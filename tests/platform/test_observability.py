@@ -165,8 +165,8 @@ def test_readyz_and_metrics_say_a_subscription_is_retrying_while_its_database_is
         wait_until(lambda: client.get("/readyz").status_code == 503)
         answer = client.get("/readyz")
         body = answer.json()
-        assert body["retrying"] == ["subscription locked.projection: OperationalError"]
-        assert "locked.projection: OperationalError (trying again)" in body["detail"]
+        assert body["retrying"] == ["subscription locked.projection: OperationalError SQLITE_BUSY"]
+        assert "locked.projection: OperationalError SQLITE_BUSY (trying again)" in body["detail"]
         assert "database is locked" not in answer.text  # the driver's words are the log's (session 28)
         assert metric(client, "lapor_subscription_retrying", labels) == 1
         assert metric(client, "lapor_subscription_parked_events", labels) == 0

@@ -20,11 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from lapor.app import create_app
 from lapor.db import PostgresDatabase
 from lapor.lease import KEEPALIVE
+from lapor.observability import check_readiness
 from lapor.rebuild import fresh_tables
 from lapor.settings import load_settings
 from lapor.store import NewEvent, StoreError
 from lapor.store.postgres import PostgresEventStore, network_timeouts
-from lapor.subscriptions import SubscriptionRunner
+from lapor.subscriptions import Subscription, SubscriptionRunner
 from tests.platform import probe
 from tests.platform._servers import lapor, wait_until
 
@@ -420,6 +421,37 @@ def test_a_subscription_whose_write_meets_a_postgresql_gone_silent_tries_again_a
             runner.stop()
             db.close()
             store.close()
+
+
+def test_readyz_names_the_cause_of_the_failure_a_subscription_tries_again_after(postgres_url):
+    """A reaction's append that failed was named on /readyz by its outer class alone ("AppendNotRecorded"), whatever
+    caused it (a lock, a lost connection, a full disk: the group's failure was only in its words). Now the causes'
+    kinds follow, by class name only: /readyz is public, and the words (host names, users, paths) stay in the log.
+    Here another session holds the store's head, so the append's statement waits out the answer timeout."""
+    store = PostgresEventStore(postgres_url, answer_timeout=ANSWER)
+    db = PostgresDatabase(postgres_url)
+
+    def react(event, tx) -> None:
+        store.append(f"reaction-{event.stream.partition('-')[2]}", [NewEvent("Reacted", {})])
+
+    runner = SubscriptionRunner(store, db, Subscription("test.reaction", react, projection=False), backoff=0.05)
+    try:
+        store.append("complaint-R", [NewEvent("Noted", {"n": 0})])
+        with psycopg.connect(postgres_url) as holder:
+            holder.execute("SELECT position FROM lapor_head FOR UPDATE")  # held until the rollback
+            runner.start()
+            # psycopg's own timeout last; "did not answer" and the rest of the words are the log's
+            expected = "subscription test.reaction: AppendNotRecorded from StoreError from _WaitTimeout"
+            wait_until(lambda: runner.failure is not None, timeout=HANG, describe="a failure")
+            retrying = check_readiness(store, [runner], [], max_lag=1000, wait=0.5).retrying
+            holder.rollback()
+        assert retrying == [expected], retrying
+        wait_until(lambda: runner.caught_up() and runner.failure is None, timeout=HANG, describe="caught up")
+        assert [event.type for event in store.read_stream("reaction-R")] == ["Reacted"]
+    finally:
+        runner.stop()
+        db.close()
+        store.close()
 
 
 def test_the_network_bounds_a_postgresql_url_sets_itself_win(postgres_url):
