@@ -36,7 +36,13 @@ class BrokenLink:
 
 @dataclass
 class IntegrityReport:
+    """`events_checked`: the events the walk read (each link checked, but for those after its stream's first break);
+    `events_unreadable`: the events it found and could not read (each a broken link). Until session 30 the report
+    said only the first, so an auditor comparing it with the events a log holds met a shortfall the report did not
+    explain: `events_found` is every event up to the head (or up to the first break, when the walk stopped there)."""
+
     events_checked: int = 0
+    events_unreadable: int = 0
     streams_checked: int = 0
     head_position: int = 0
     broken: list[BrokenLink] = field(default_factory=list)
@@ -44,6 +50,10 @@ class IntegrityReport:
     @property
     def ok(self) -> bool:
         return not self.broken
+
+    @property
+    def events_found(self) -> int:
+        return self.events_checked + self.events_unreadable
 
     @property
     def first_broken(self) -> BrokenLink | None:
@@ -114,6 +124,7 @@ def verify_chain(
             # which hid that two streams were hit and counted positions that hold no event). Its stream is broken
             # from here: its next link would only say that this one is missing.
             report.broken.append(_unreadable(unreadable))
+            report.events_unreadable += 1
             if unreadable.stream is not None:
                 broken_streams.add(unreadable.stream)
             if stop_at_first:

@@ -34,7 +34,7 @@ from rich.progress import Progress
 
 from lapor import rebuild as rebuilding
 from lapor.app import SERVICE_NAMES, Runtime, create_app, load_services
-from lapor.audit import verify_chain
+from lapor.audit import IntegrityReport, verify_chain
 from lapor.auth import TokenService, parse_ttl, token_agency
 from lapor.clock import SystemClock
 from lapor.context import ServiceContext, ServiceDefinition
@@ -674,16 +674,23 @@ def audit_verify(args: argparse.Namespace) -> int:
     if not args.all:  # the count alone read as if the log held only the events before the break
         print(
             f"stopped at the first broken link (position {report.broken[0].position} of {report.head_position}) "
-            f"after checking {report.events_checked} events; the log was altered after it was written "
+            f"after checking {report.events_checked} events{_unread(report)}; the log was altered after it was written "
             "(--all walks the rest and names every broken stream)"
         )
         return 1
     links = "broken link" if len(report.broken) == 1 else "broken links"
     print(
-        f"checked {report.events_checked} events in {report.streams_checked} streams up to position "
+        f"checked {report.events_checked} events{_unread(report)} in {report.streams_checked} streams up to position "
         f"{report.head_position}: {len(report.broken)} {links}; the log was altered after it was written"
     )
     return 1
+
+
+def _unread(report: IntegrityReport) -> str:
+    """What a count of the events checked leaves out: those found that could not be read."""
+    if not report.events_unreadable:
+        return ""
+    return f" (and {report.events_unreadable} it could not read)"
 
 
 @command(

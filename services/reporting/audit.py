@@ -268,7 +268,9 @@ def _result(report: IntegrityReport) -> dict[str, Any]:
     return {
         "type": "result",
         "ok": report.ok,
+        "events_found": report.events_found,
         "events_checked": report.events_checked,
+        "events_unreadable": report.events_unreadable,
         "streams_checked": report.streams_checked,
         "head_position": report.head_position,
         "broken": [

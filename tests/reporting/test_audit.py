@@ -220,8 +220,8 @@ def test_the_integrity_check_streams_progress_then_an_intact_result(month: Repor
     head = month.ctx.store.head_position()
     assert lines[0]["type"] == "progress"
     assert lines[-2] == {"type": "progress", "checked": head, "position": head, "head_position": head}
-    assert lines[-1] == {"type": "result", "ok": True, "events_checked": head, "streams_checked": 36,
-                         "head_position": head, "broken": []}
+    assert lines[-1] == {"type": "result", "ok": True, "events_found": head, "events_checked": head,
+                         "events_unreadable": 0, "streams_checked": 36, "head_position": head, "broken": []}
 
 
 def test_the_integrity_check_names_an_event_altered_in_the_database(month: Reporting):
@@ -237,6 +237,18 @@ def test_the_integrity_check_names_an_event_altered_in_the_database(month: Repor
     history = month.get("/api/audit/complaints/LAP-G7-01/events")
     assert history["chain_ok"] is False
     assert [e["chain_ok"] for e in history["events"]][3:6] == [True, False, True]
+
+
+def test_the_integrity_result_counts_an_event_it_could_not_read_apart_from_those_it_checked(month: Reporting):
+    """`events_checked` leaves out an event the walk found and could not read (it is a broken link of its own): until
+    session 30 nothing in the result said so, and it counted one event fewer than the log holds."""
+    [target] = month.ctx.store.read_stream("complaint-LAP-G7-01", 4, limit=1)
+    with sqlite3.connect(month.ctx.settings.data / "events.db") as db:
+        db.execute("UPDATE events SET data = x'7b' WHERE position = ?", (target.position,))
+    head = month.ctx.store.head_position()
+    result = ndjson(month)[-1]
+    assert [link["position"] for link in result["broken"]] == [target.position]
+    assert (result["events_found"], result["events_checked"], result["events_unreadable"]) == (head, head - 1, 1)
 
 
 def test_a_store_that_fails_under_the_walk_ends_the_stream_with_an_error_line(damaged_sqlite_store):
