@@ -210,13 +210,14 @@ def commit_group(tx: GroupTransaction, batch: Sequence[PendingAppend]) -> int | 
     the transaction. Gives up the write lock (`tx.release`) before anyone is woken. Returns the last position
     committed, None when nothing was."""
     done: list[tuple[PendingAppend, AppendResult]] = []
+    rejected: list[tuple[PendingAppend, Exception]] = []
     failure: Exception | None = None
     committing = False
     try:
         tx.begin()
         for request, outcome in zip(batch, tx.apply_all(batch), strict=True):
             if isinstance(outcome, Exception):
-                request.fail(outcome)
+                rejected.append((request, outcome))
             else:
                 done.append((request, outcome))
         committing = True
@@ -226,6 +227,12 @@ def commit_group(tx: GroupTransaction, batch: Sequence[PendingAppend]) -> int | 
         failure = error
     finally:
         tx.release()  # before anyone is woken: other processes' writers need not wait on our wake-ups
+    # Those rejected alone are answered only now, once the group is committed (or rolled back): a caller told that
+    # its expected version is stale reads the stream again at once, and must find there the append of its own
+    # group that made it so. Session 30: it was answered before the COMMIT, read the version it had, and a
+    # followup action that had lost to a return in the same group was judged on the report as it was before.
+    for request, outcome in rejected:
+        request.fail(outcome)
     if failure is not None:
         # Before COMMIT nothing can have been recorded; during it, only the adapter knows (see its attribute).
         undone = not committing or tx.failed_commit_is_undone

@@ -25,6 +25,7 @@ from lapor.store import (
     NewEvent,
     StoreError,
     WrongExpectedVersion,
+    group_commit,
     open_store,
 )
 from lapor.store.group_commit import PendingAppend
@@ -223,3 +224,27 @@ def test_an_append_that_cannot_take_the_writers_lock_fails_alone(store, monkeypa
     assert store.read_stream("complaint-unlucky") == []
     assert store.append("complaint-unlucky", [noted(0)], NO_STREAM).last_version == 0  # the writer is not stuck
     assert _lock_is_free(store.path)
+
+
+def test_an_append_rejected_in_a_group_is_answered_only_once_the_group_committed(store, monkeypatch):
+    """A caller told that its expected version is stale reads the stream again at once, and must find there the
+    append of its own group that made it stale. Session 30: the rejection was answered before the group's COMMIT;
+    a followup action that lost to a return in the same group read the report as it was before the return, and was
+    answered as if the report were still the caller's agency's."""
+    stream = f"complaint-{uuid.uuid4().hex[:8]}"
+    store.append(stream, [noted(0)], NO_STREAM)
+    winner, loser = PendingAppend(stream, [noted(1)], 0), PendingAppend(stream, [noted(2)], 0)
+    group = store._writer._transaction
+    answered_before_commit: list[bool] = []
+    commit = group.commit
+
+    def committing(results: list[AppendResult]) -> None:
+        answered_before_commit.append(loser.decided)
+        commit(results)
+
+    monkeypatch.setattr(group, "commit", committing)
+    group_commit.commit_group(group, [winner, loser])
+    assert answered_before_commit == [False]
+    with pytest.raises(WrongExpectedVersion):
+        loser.outcome()
+    assert [event.data for event in store.read_stream(stream)] == [{"n": 0}, {"n": 1}]
