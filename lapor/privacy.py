@@ -20,6 +20,7 @@ import dataclasses
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -39,7 +40,7 @@ from lapor.tracking import InvalidTrackingId, parse_tracking_id, stream_of
 
 if TYPE_CHECKING:
     from lapor.complaint import ComplaintState
-    from lapor.store import EventStore
+    from lapor.store import EventStore, RecordedEvent
     from lapor.store.vault import Vault
 
 # Never shown to anyone, not even the national admin: the hash of the reporter's bearer token.
@@ -447,17 +448,32 @@ def conceal_requester(anonymous: bool) -> None:
         withhold_client()
 
 
-def conceal_reporter_of(store: EventStore, text: str) -> None:
+def conceal_reporter_of(store: EventStore, text: str) -> tuple[str, list[RecordedEvent]] | None:
     """Whoever asks about report `text` (a tracking ID as typed in a path) may be its reporter: when the report is
     anonymous, unlink the request from its address (`conceal_requester`). Nothing to hide for an ID that names no
-    report."""
+    report. Returns the report's stream and its submission as read (none: no such report), None for a text that
+    is no tracking ID."""
     try:
         tracking_id = parse_tracking_id(text)
     except InvalidTrackingId:
-        return
-    submitted = store.read_stream(stream_of(tracking_id), limit=1)
+        return None
+    stream = stream_of(tracking_id)
+    submitted = store.read_stream(stream, limit=1)
     # Anonymity is the submission's, never changed later; one without the flag is taken as anonymous (fail closed).
     conceal_requester(bool(submitted) and submitted[0].data.get("anonymous") is not False)
+    return stream, submitted
+
+
+# The submission of the report the request in progress names, as `ConcealReporterMiddleware` read it: (stream,
+# [its first event] or [] for no report). A submission never changes once written, so the route takes it from here
+# (`submission_read`) instead of reading it a second time.
+_SUBMISSION: ContextVar[tuple[str, list[RecordedEvent]] | None] = ContextVar("lapor_submission", default=None)
+
+
+def submission_read(stream: str) -> list[RecordedEvent] | None:
+    """The first event of `stream` as the request in progress read it already (a list of at most one), else None."""
+    read = _SUBMISSION.get()
+    return read[1] if read is not None and read[0] == stream else None
 
 
 class ReporterRoute(APIRoute):
@@ -510,7 +526,13 @@ class ConcealReporterMiddleware:
             # an unknown ID and a fresh one for an anonymous report, so it told who sent one whether a confidential
             # report exists (session 30).
             decline_chosen_correlation_id()
-            await run_in_threadpool(conceal_reporter_of, scope["app"].state.context.store, text)
+            read = await run_in_threadpool(conceal_reporter_of, scope["app"].state.context.store, text)
+            token = _SUBMISSION.set(read)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                _SUBMISSION.reset(token)
+            return
         await self.app(scope, receive, send)
 
 

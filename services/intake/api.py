@@ -25,7 +25,15 @@ from lapor.complaint import ComplaintState, Status, fold
 from lapor.context import ServiceContext
 from lapor.limits import rate_limit
 from lapor.principal import Principal
-from lapor.privacy import MASKED_BY, MASKING, ORIGINAL_REF, ReporterRoute, ReportNotVisible, can_see
+from lapor.privacy import (
+    MASKED_BY,
+    MASKING,
+    ORIGINAL_REF,
+    ReporterRoute,
+    ReportNotVisible,
+    can_see,
+    submission_read,
+)
 from lapor.problems import BadRequest, NotFound
 from lapor.store import NewEvent, RecordedEvent
 from lapor.tracking import InvalidTrackingId, parse_tracking_id, stream_of
@@ -86,12 +94,14 @@ def _read(
     changed later), before the rest of the stream is read and folded (session 30: a refused read of a long-lived
     confidential report did that work first, and then built the view, where an unknown ID did none)."""
     stream = stream_of(tracking_id)
-    if opened_by is None:
+    first = submission_read(stream)  # read already by `ConcealReporterMiddleware` for a path naming the report
+    if first is None and opened_by is None:
         events = ctx.store.read_stream(stream)
-    elif (events := ctx.store.read_stream(stream, limit=1)) and _opens(opened_by, events[0]):
-        events += ctx.store.read_stream(stream, from_version=1)
     else:
-        events = []
+        if first is None:
+            first = ctx.store.read_stream(stream, limit=1)
+        opened = bool(first) and (opened_by is None or _opens(opened_by, first[0]))
+        events = first + ctx.store.read_stream(stream, from_version=1) if opened else []
     state = fold(events)
     if state is None:
         raise NotFound(f"no report with tracking ID {tracking_id}")

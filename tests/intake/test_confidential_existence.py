@@ -101,12 +101,13 @@ def test_a_confidential_report_is_refused_before_the_work_only_a_visible_report_
         assert intake.client.get(f"/api/complaints/{tracking_id}", headers=headers).status_code == 404
         return [(name, args[1:], kwargs) for name, args, kwargs in calls]  # the stream's name left out
 
-    # The public and a reporter token that does not open it: the submission alone is read, as for an unknown ID.
+    # The public and a reporter token that does not open it: the submission alone is read, as for an unknown ID, and
+    # once (the route takes what the concealment read for the log line).
     for headers in ({}, {"X-Reporter-Token": "x" * 43}):
-        assert reads(existing, **headers) == reads(unknown, **headers) == [("store", (), {"limit": 1})] * 2
+        assert reads(existing, **headers) == reads(unknown, **headers) == [("store", (), {"limit": 1})]
     # An official of another agency: the stream is read and folded (who holds the report decides), nothing more.
     other_agency = intake.bearer(Role.admin_agency, agency_id="pemda-35.07")
-    assert reads(existing, **other_agency) == [("store", (), {"limit": 1}), ("store", (), {})]
+    assert reads(existing, **other_agency) == [("store", (), {"limit": 1}), ("store", (), {"from_version": 1})]
     # Its reporter is shown it: the whole stream, and the identity the view scrubs from its texts.
     calls.clear()
     response = intake.client.get(f"/api/complaints/{existing}", headers={"X-Reporter-Token": receipt["reporter_token"]})
