@@ -96,6 +96,9 @@ def test_a_moment_before_the_first_year_in_utc_does_not_move_the_clock_back(serv
     year 9999"."""
     admin = bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
     with serve(training=True) as client:
-        response = client.post("/api/training/clock", json={"to": "0001-01-01T00:00:00+14:00"}, headers=admin)
-    assert response.status_code == 422
-    assert response.json()["detail"] == "time only moves forward"
+        before = client.get("/api/training/clock", headers=admin).json()["now"]
+        for move in ({"to": "0001-01-01T00:00:00+14:00"}, {"advance": "-P1D"}):
+            response = client.post("/api/training/clock", json=move, headers=admin)
+            assert response.status_code == 422, move
+            assert response.json()["detail"] == "time only moves forward"
+        assert client.get("/api/training/clock", headers=admin).json()["now"] == before
