@@ -447,12 +447,13 @@ def _totals(groups: Sequence[_Group]) -> Totals:
     )
 
 
-def _breakdown(groups: Sequence[_Group], reader: Principal | None) -> Breakdown:
+def _breakdown(groups: Sequence[_Group], by_category: dict[str, int]) -> Breakdown:
+    """`by_category`: the categories as the reader may read them (`categories_as_read`)."""
     return Breakdown(
         by_status=_counted(groups, "status"),
         by_kind=_counted(groups, "kind"),
         by_channel=_counted(groups, "channel"),
-        by_category=categories_as_read(_counted(groups, "category"), reader),
+        by_category=by_category,
         by_province=[
             Province(code=code, name=lokal.PROVINCES.get(code), reports=count)
             for code, count in _counted(groups, "province").items()
@@ -618,7 +619,7 @@ def national(
         as_of=as_of(tx, now),
         filters=_applied(filters),
         totals=_totals(groups),
-        breakdown=_breakdown(groups, reader),
+        breakdown=_breakdown(groups, categories_as_read(_counted(groups, "category"), reader)),
         by_agency=[
             AgencyCount(agency_id=agency, name=names.get(agency), reports=count)
             for agency, count in sorted(by_agency.items(), key=lambda item: (-item[1], item[0]))
@@ -683,7 +684,7 @@ def agency(
         name=name,
         score=_combined(agency_id, name, _scores(tx, groups, by_holder)),
         totals=_totals(groups),
-        breakdown=_breakdown(groups, reader),
+        breakdown=_breakdown(groups, categories_as_read(_counted(groups, "category"), reader)),
         daily=_daily(tx, happenings),
         sla=_sla(groups, policy, ("follow_up",)),
         time_to_first_follow_up=_durations(tx, where, holder=True),
@@ -777,7 +778,7 @@ def public(tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy) -> Publi
         totals=_totals(groups),
         withheld=False,
         cells=grid,
-        breakdown=_breakdown(groups, None).model_copy(update={"by_category": by_category}),
+        breakdown=_breakdown(groups, by_category),
         monthly=monthly,
         follow_up_rate=_rate(answered, sum(month.disposed for month in monthly)),
         time_to_first_follow_up=durations,
