@@ -467,8 +467,13 @@ def _receive_sms(ctx: ServiceContext, ids: IdDerivation, message: SmsMessage, pr
         ),
         principal=principal,
         natural_key=f"sms:{message.message_id}",
-        # A redelivery may carry another received_at; the same sender and text make it the same message.
-        request={"sender": message.sender, "text": message.text},
+        # A redelivery may carry another received_at; the same sender and text make it the same message. The
+        # sender as one number: a gateway may spell the same subscriber another way when it redelivers (`0812...`,
+        # `+62812...`), and that is the same message, not a conflict (session 31; it was the spelling as received).
+        request={"sender": phone, "text": message.text},
+        # Messages recorded before session 31 hold the digest of the sender as spelled: the same spelling again
+        # is still their redelivery.
+        earlier_requests=({"sender": message.sender, "text": message.text},),
         conflict_detail=f"message {message.message_id} was delivered before with another sender or text",
         admit=admit,
     )

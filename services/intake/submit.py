@@ -4,7 +4,7 @@ the append, and the receipt — the same receipt again for a retry (see `idempot
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -68,12 +68,16 @@ def submit(
     principal: Principal | None,
     natural_key: str | None = None,
     request: Mapping[str, Any] | None = None,
+    earlier_requests: Sequence[Mapping[str, Any]] = (),
     conflict_detail: str = "this Idempotency-Key was already used for a different report",
     admit: Callable[[], None] | None = None,
 ) -> Receipt:
     """Record `report`; `ids` derives the identifiers (build it once: it holds a key derived from the signing
     secret). With a `natural_key`, `request` (the request as validated) must be given: the same key
     with the same request returns the first receipt, with another request raises IdempotencyConflict.
+    `earlier_requests`: the same request as an earlier version of the channel wrote it for the digest; a submission
+    recorded under one of their digests is the same request too (its retry gets the receipt), and none is ever
+    recorded under them (the SMS sender as the gateway spelled it, before session 31).
     `admit` is called once, when the report is about to be recorded (a retry was looked for and not found), and
     refuses it by raising: the SMS sender's rate limit, which must not turn away the retry of an accepted message."""
     conceal_requester(report.command.anonymous)
@@ -84,6 +88,7 @@ def submit(
             location=("body", "received_at"),
         )
     request_digest = ids.request_digest(request or {}) if natural_key is not None else None
+    same_request = {request_digest, *(ids.request_digest(earlier) for earlier in earlier_requests)}
     for attempt in range(MAX_ID_ATTEMPTS):
         if natural_key is None:
             attempt_ids = ids.fresh()  # a taken ID shows when the append finds the stream (None below)
@@ -91,13 +96,13 @@ def submit(
             attempt_ids = ids.keyed(natural_key, attempt)
             first = ctx.store.read_stream(stream_of(attempt_ids.tracking_id), limit=1)
             if first and _submitted_under(first[0], attempt_ids):
-                return _replay(first[0], attempt_ids, request_digest, conflict_detail)
+                return _replay(first[0], attempt_ids, same_request, conflict_detail)
             if first:
                 continue  # the ID belongs to another report
         if admit is not None:
             admit()
             admit = None
-        receipt = _record(ctx, ids, report, attempt_ids, request_digest, principal, conflict_detail)
+        receipt = _record(ctx, ids, report, attempt_ids, request_digest, same_request, principal, conflict_detail)
         if receipt is not None:
             return receipt
     raise Conflict("no free tracking ID was found; try again")
@@ -107,8 +112,8 @@ def _submitted_under(event: RecordedEvent, ids: SubmissionIds) -> bool:
     return ids.key_digest is not None and (event.metadata.get("intake") or {}).get("key") == ids.key_digest
 
 
-def _replay(event: RecordedEvent, ids: SubmissionIds, request_digest: str | None, conflict_detail: str) -> Receipt:
-    if event.metadata["intake"].get("request") != request_digest:
+def _replay(event: RecordedEvent, ids: SubmissionIds, same_request: Set[str | None], conflict_detail: str) -> Receipt:
+    if event.metadata["intake"].get("request") not in same_request:
         raise IdempotencyConflict(conflict_detail)  # no tracking ID: the key alone must not reveal the report
     return Receipt(event.data["tracking_id"], ids.reporter_token, event, replayed=True)
 
@@ -119,6 +124,7 @@ def _record(
     report: Report,
     ids: SubmissionIds,
     request_digest: str | None,
+    same_request: Set[str | None],
     principal: Principal | None,
     conflict_detail: str,
 ) -> Receipt | None:
@@ -187,7 +193,7 @@ def _record(
     if ids.key_digest is not None:
         # Concurrent requests under one key all append the same event id; the first one's request stands.
         try:
-            _replay(stored, ids, request_digest, conflict_detail)
+            _replay(stored, ids, same_request, conflict_detail)
         except IdempotencyConflict:
             _forget(ctx, written.refs, keep=stored)
             raise

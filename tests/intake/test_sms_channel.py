@@ -13,9 +13,11 @@ from lapor.auth import TokenService
 from lapor.clock import SystemClock
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
 from lapor.settings import load_settings
-from schemas.events import AgencyKind, AgencyUpdated
-from services.intake.sms import HELP_REPLY
-from services.intake.submit import RECEIVED_AT_LEEWAY
+from schemas.events import AgencyKind, AgencyUpdated, Channel, ComplaintKind
+from services.intake.decide import SubmitComplaint
+from services.intake.idempotency import IdDerivation
+from services.intake.sms import HELP_REPLY, sender_number
+from services.intake.submit import RECEIVED_AT_LEEWAY, Report, submit
 from tests.intake.conftest import OPEN_LIMITS, Intake
 
 
@@ -149,6 +151,71 @@ def test_a_reused_message_id_with_another_text_is_a_conflict(intake, gateway):
     response = gateway(message(text="KOTKUPANG lampu jalan mati"))
     assert response.status_code == 409
     assert "sms-0001" in response.json()["detail"]
+
+
+def submitted(intake) -> int:
+    return sum(e.type == "ComplaintSubmitted" for e in intake.ctx.store.read_all(0, "complaint"))
+
+
+@pytest.mark.parametrize("spelling", ["081234567890", "+6281234567890", "006281234567890", "+006281234567890"])
+def test_a_redelivery_with_the_senders_number_spelled_another_way_gets_the_first_reply(intake, gateway, spelling):
+    """Session 31: the redelivery was compared by the sender as spelled, so the same subscriber's number written
+    another way (the message first came as `6281234567890`) made the same message a 409 of another one."""
+    first = gateway(message())
+    again = gateway(message(sender=spelling, received_at="2026-03-06T08:05:00+07:00"))
+    assert again.status_code == first.status_code == 201
+    assert again.json() == first.json()
+    assert submitted(intake) == 1
+
+
+def test_a_reused_message_id_from_another_number_is_a_conflict(intake, gateway):
+    gateway(message())
+    head = intake.head()
+    response = gateway(message(sender="081298765432"))
+    assert response.status_code == 409
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "another sender or text" in response.json()["detail"]
+    assert "81298765432" not in response.text
+    assert "81234567890" not in response.text
+    assert intake.head() == head
+
+
+def record_as_before_session_31(intake, message_id: str, sender: str, text: str):
+    """An SMS recorded as intake recorded one until session 31: the digest its redelivery is compared by
+    (`intake.request`) holds the sender as the gateway spelled it."""
+    command = SubmitComplaint(
+        tracking_id="",
+        kind=ComplaintKind.pengaduan,
+        title="",
+        body=text,
+        region_code=None,
+        channel=Channel.sms,
+        channel_ref=message_id,
+        reporter_token_hash="",
+    )
+    return submit(
+        intake.ctx,
+        IdDerivation(intake.ctx.settings.signing_secret()),
+        Report(command, {"phone": sender_number(sender)}, title_from_body=True),
+        principal=None,
+        natural_key=f"sms:{message_id}",
+        request={"sender": sender, "text": text},
+    )
+
+
+def test_a_message_recorded_before_session_31_redelivered_as_first_spelled_gets_its_receipt(intake, gateway):
+    text = "Lampu jalan mati di Oebobo"
+    before = record_as_before_session_31(intake, "sms-old-1", "081234567890", text)
+    again = gateway(message("sms-old-1", text, sender="081234567890"))
+    assert again.status_code == 201
+    assert again.json()["tracking_id"] == before.tracking_id
+    assert again.json()["reply"].endswith(f"Kode akses: {before.reporter_token}")
+    assert submitted(intake) == 1
+    # Still one message: another number or another text under its id is the 409.
+    for other in (message("sms-old-1", text, sender="081298765432"), message("sms-old-1", text + " lagi")):
+        head = intake.head()
+        assert gateway(other).status_code == 409
+        assert intake.head() == head
 
 
 def test_a_joined_multipart_message_is_accepted_up_to_the_limit(intake, gateway):
