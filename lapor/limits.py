@@ -15,7 +15,8 @@
   `NonNegativeInt64` is the type of those that reach the database (offsets, stream positions). `WholeNumber` is
   the same for a body's integer: a JSON number without a fraction (`3` or `3.0`), not text or a flag.
 - `NonBlank` is the constraint of a text that must say something (stripped, not empty); `Title`, `Body`, `Text`,
-  `Reason`, `Name`, `Category`, ... are plain text (`check_plain_text`) for every service.
+  `Reason`, `Name`, `Category`, ... are plain text (`check_plain_text`) for every service. A `Category` may not be
+  named like a label of the reporting views (`NO_CATEGORY`, `OTHER_CATEGORY`; session 31).
 - `IsoDate` and `IsoDateTime` (aware) are the types of a request's days and moments: ISO-8601 text, never a number.
 - `known_query_parameters` refuses a query name the route does not declare, and a single-valued one given twice.
 """
@@ -223,9 +224,39 @@ Comment = Annotated[str, NonBlank, Visible, MaxLength("comment"), PlainText, _PL
 Reason = Annotated[str, NonBlank, Visible, MaxLength("reason"), PlainText, _PLAIN_NOT_BLANK]
 Name = Annotated[str, NonBlank, Visible, MaxLength("name"), PlainText, _PLAIN_NOT_BLANK]
 SmsText = Annotated[str, MaxLength("sms"), PlainText, _PLAIN]  # may be empty: the reply is then the help text
-Category = Annotated[str, NonBlank, Visible, StringConstraints(max_length=80), PlainText, _PLAIN_NOT_BLANK]
 Tag = Annotated[str, NonBlank, Visible, StringConstraints(max_length=50), PlainText, _PLAIN_NOT_BLANK]
 Address = Annotated[str, NonBlank, Visible, StringConstraints(max_length=500), PlainText, _PLAIN_NOT_BLANK]
+
+# -- category names --------------------------------------------------------------------------------------------
+# The reporting views count reports by category under two labels of their own besides the names given: NO_CATEGORY
+# (reports without one) and OTHER_CATEGORY (public statistics: a name too few reports of a cell share). A category
+# given with a label's name was counted with the label's reports (session 31): such names are refused, and so are
+# the labels in quotes, which is how the views show a recorded one (given before session 31), so that it stays apart
+# from the label it looks like: `"(none)"` is a category named `(none)`, `""(none)""` one named `"(none)"`.
+NO_CATEGORY = "(none)"
+OTHER_CATEGORY = "(other)"
+_LIKE_A_LABEL = re.compile(r'"*\((?:none|other)\)"*', re.IGNORECASE)
+
+
+def like_a_category_label(name: str) -> bool:
+    """Whether a category `name` reads as a label of the views (in any case), bare or in quotes."""
+    return _LIKE_A_LABEL.fullmatch(name.strip()) is not None
+
+
+def check_category(value: str) -> str:
+    if like_a_category_label(value):
+        raise PydanticCustomError(
+            "category_reserved",
+            f"{NO_CATEGORY} and {OTHER_CATEGORY}, bare or in quotes, are how the reports' figures name reports "
+            "without a category and the rest: give the category another name",
+        )
+    return value
+
+
+Category = Annotated[
+    str, NonBlank, Visible, StringConstraints(max_length=80), PlainText, AfterValidator(check_category),
+    _PLAIN_NOT_BLANK,
+]
 
 
 # -- regions ------------------------------------------------------------------------------------------------

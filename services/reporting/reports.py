@@ -18,7 +18,7 @@ import math
 import statistics
 import threading
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 from lapor.calendar import jakarta_date
 from lapor.complaint import OPEN_STATUSES, Status
 from lapor.db import Tx
+from lapor.limits import NO_CATEGORY, OTHER_CATEGORY, like_a_category_label
 from lapor.policy import Sp4nPolicy
 from lapor.principal import Principal
 from lapor.privacy import SIGHT, audience_of, redact_text
@@ -126,7 +127,6 @@ class Applied(BaseModel):
 # grid (a month by a city) of fewer reports than this is left out, and a category held by fewer reports of a cell
 # is counted under OTHER_CATEGORY there (`public`).
 PUBLIC_MIN_REPORTS = 5
-OTHER_CATEGORY = "(other)"
 
 
 class Totals(BaseModel):
@@ -421,12 +421,25 @@ def _total(groups: Iterable[_Group], name: str) -> int:
     return sum(group.sums[name] for group in groups)
 
 
-def _counted(groups: Iterable[_Group], dimension: str) -> dict[str, int]:
+def _as_counted(key: Any) -> str:
+    return _NONE if key is None else str(key)
+
+
+def _counted(groups: Iterable[_Group], dimension: str, name: Callable[[Any], str] = _as_counted) -> dict[str, int]:
     counts: dict[str, int] = defaultdict(int)
     for group in groups:
-        key = getattr(group, dimension)
-        counts[_NONE if key is None else str(key)] += group.reports
+        counts[name(getattr(group, dimension))] += group.reports
     return dict(sorted(counts.items()))
+
+
+def counted_category(category: str | None) -> str:
+    """The name a report's category is counted under: NO_CATEGORY without one, a recorded name that reads like a
+    label (`lapor.limits.like_a_category_label`: refused since session 31, given before) in quotes, any other name
+    as it is. A category named `(none)` was counted with the reports without one, one named `(other)` with the
+    public statistics' rest: now it stays apart, and no two names are counted as one."""
+    if category is None:
+        return NO_CATEGORY
+    return f'"{category}"' if like_a_category_label(category) else category
 
 
 def as_of(tx: Tx, now: datetime) -> AsOf:
@@ -619,7 +632,7 @@ def national(
         as_of=as_of(tx, now),
         filters=_applied(filters),
         totals=_totals(groups),
-        breakdown=_breakdown(groups, categories_as_read(_counted(groups, "category"), reader)),
+        breakdown=_breakdown(groups, categories_as_read(_counted(groups, "category", counted_category), reader)),
         by_agency=[
             AgencyCount(agency_id=agency, name=names.get(agency), reports=count)
             for agency, count in sorted(by_agency.items(), key=lambda item: (-item[1], item[0]))
@@ -684,7 +697,7 @@ def agency(
         name=name,
         score=_combined(agency_id, name, _scores(tx, groups, by_holder)),
         totals=_totals(groups),
-        breakdown=_breakdown(groups, categories_as_read(_counted(groups, "category"), reader)),
+        breakdown=_breakdown(groups, categories_as_read(_counted(groups, "category", counted_category), reader)),
         daily=_daily(tx, happenings),
         sla=_sla(groups, policy, ("follow_up",)),
         time_to_first_follow_up=_durations(tx, where, holder=True),
@@ -742,8 +755,7 @@ def public(tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy) -> Publi
     selected = _reports_where(filters)
     # One scan gives each cell's size and its categories.
     by_cell_category = tx.fetchall(
-        f"SELECT {_CELL}, coalesce(category, ?), count(*) FROM rpt_complaints{selected.sql} GROUP BY 1, 2",
-        [_NONE, *selected.params],
+        f"SELECT {_CELL}, category, count(*) FROM rpt_complaints{selected.sql} GROUP BY 1, 2", selected.params
     )
     cells: dict[str, int] = defaultdict(int)
     for cell, _, count in by_cell_category:
@@ -766,7 +778,7 @@ def public(tx: Tx, filters: Filters, now: datetime, policy: Sp4nPolicy) -> Publi
     named: dict[str, int] = defaultdict(int)
     for cell, category, count in by_cell_category:
         if cell in shown:
-            named[category if count >= PUBLIC_MIN_REPORTS else OTHER_CATEGORY] += count
+            named[counted_category(category) if count >= PUBLIC_MIN_REPORTS else OTHER_CATEGORY] += count
     by_category = categories_as_read(named, None)  # each name masked once, however many cells name it
     where = _in_cells(selected, shown, cells.keys() - shown)
     groups = _scan(tx, where, now)
@@ -796,7 +808,7 @@ def categories_as_read(counts: Mapping[str, int], reader: Principal | None) -> d
         return dict(sorted(counts.items()))
     shown: dict[str, int] = defaultdict(int)
     for category, count in counts.items():
-        shown[category if category in (_NONE, OTHER_CATEGORY) else _masked_category(category)] += count
+        shown[category if category in (NO_CATEGORY, OTHER_CATEGORY) else _masked_category(category)] += count
     return dict(sorted(shown.items()))
 
 

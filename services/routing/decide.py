@@ -33,7 +33,7 @@ from lapor.complaint import (
     missed_follow_up,
     ombudsman_offer_running,
 )
-from lapor.limits import Category, Reason, Tag, Title
+from lapor.limits import Category, Reason, Tag, Title, like_a_category_label
 from lapor.policy import Sp4nPolicy
 from lapor.principal import NATIONAL_ADMIN_AGENCY, OMBUDSMAN_AGENCY
 from schemas.events import (
@@ -111,6 +111,11 @@ def decide_verify(state: ComplaintState, command: VerifyCommand, now: datetime) 
     category = command.category or state.category
     if category is None:
         raise IllegalTransition("ComplaintVerified", state.status, "the report has no category yet: give one")
+    if like_a_category_label(category):
+        # The reporter's, given before session 31 refused such names (`Category`): not one to classify by.
+        raise IllegalTransition(
+            "ComplaintVerified", state.status, "the report's category reads as a label of the figures: give one"
+        )
     assert state.kind is not None  # set by ComplaintSubmitted
     event = ComplaintVerified(
         classification=command.classification or state.kind,

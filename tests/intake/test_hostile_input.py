@@ -145,6 +145,15 @@ def test_texts_over_or_under_their_length_limits_are_refused(intake, field, valu
     refused(intake, "web", json={**REPORT, field: value})
 
 
+@pytest.mark.parametrize("route", ["web", "channel"])
+@pytest.mark.parametrize("category", ["(none)", "(OTHER)", '"(other)"'])
+def test_a_category_named_like_a_label_of_the_figures_is_refused(intake, route, category):
+    """Session 31: the reports' figures count reports without a category under `(none)` and the public statistics'
+    rest under `(other)`, and a reporter's category of that name was counted with them."""
+    problem = refused(intake, route, json=with_field(route, intake, category=category))
+    assert [error["location"] for error in problem["errors"]] == [["body", "category"]]
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [("title", "   "), ("body", "\t\n"), ("category", " "), ("region_code", ""), ("region_code", "5"),

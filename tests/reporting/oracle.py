@@ -18,6 +18,7 @@ Answers are shaped like the API's JSON without names and `as_of` (`compare` stri
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ WAITING = {Status.disposed, Status.in_progress}  # the follow-up stage can be ov
 AGE_BUCKETS = (("0-3", 0, 3), ("4-7", 4, 7), ("8-14", 8, 14), ("15-30", 15, 30), ("31-60", 31, 60), ("61+", 61, None))
 DAILY = ("received", "verified", "disposed", "assigned", "followed_up", "closed")
 NONE = "(none)"
+# A category recorded with a label's name, bare or quoted (refused since session 31), is counted in quotes.
+LABEL_LIKE = re.compile(r'"*\((none|other)\)"*', re.IGNORECASE)
 MIN_CELL = 5  # the public grid's smallest shown cell
 
 
@@ -268,13 +271,19 @@ def _counted(values: Iterable[Any]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def counted_category(category: str | None) -> str:
+    if category is None:
+        return NONE
+    return f'"{category}"' if LABEL_LIKE.fullmatch(category) else category
+
+
 def breakdown(reports: Sequence[Walked]) -> dict[str, Any]:
     provinces = _counted(w.state.region_code.split(".")[0] if w.state.region_code else None for w in reports)
     return {
         "by_status": _counted(w.state.status for w in reports),
         "by_kind": _counted(w.state.kind for w in reports),
         "by_channel": _counted(w.state.channel for w in reports),
-        "by_category": _counted(w.state.category for w in reports),
+        "by_category": _counted(counted_category(w.state.category) for w in reports),
         "by_province": [{"code": code, "reports": count} for code, count in provinces.items()],
     }
 
@@ -454,7 +463,7 @@ def public(walked: Sequence[Walked], selection: Selection, now: datetime, policy
     reports = [w for reports in shown.values() for w in reports]
     categories: Counter[str] = Counter()
     for cell_reports in shown.values():
-        for category, count in Counter(w.state.category or NONE for w in cell_reports).items():
+        for category, count in Counter(counted_category(w.state.category) for w in cell_reports).items():
             categories[category if count >= MIN_CELL else "(other)"] += count
     months: dict[str, Counter[str]] = defaultdict(Counter)
     for (month, _), cell_reports in shown.items():

@@ -160,6 +160,33 @@ def test_verification_answers_the_new_status_and_version(app, admin):
     assert event.metadata["actor"] == "admin_national"
 
 
+@pytest.mark.parametrize("category", ["(none)", "(other)", "(Other)", " (none) ", '"(none)"', '""(other)""'])
+def test_a_category_named_like_a_label_of_the_figures_is_refused_at_verification(app, admin, category):
+    """Session 31: the reports' figures count reports without a category under `(none)` and the public statistics'
+    rest under `(other)`; a verifier's category of that name was counted with them. The quoted forms are how the
+    figures show such a name recorded before."""
+    submit(app, "LAP-1")
+    response = post(app, "LAP-1", "verify", admin, {"category": category})
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    [error] = response.json()["errors"]
+    assert error["location"] == ["body", "category"]
+    assert "give the category another name" in error["message"]
+    assert app.app.state.context.store.stream_version("complaint-LAP-1") == 0
+    # A name that only contains one is a name like any other.
+    assert post(app, "LAP-1", "verify", admin, {"category": "Lainnya (other)"}).status_code == 200
+
+
+def test_a_reporters_category_recorded_with_a_labels_name_is_no_default_at_verification(app, admin):
+    submit(app, "LAP-1", category="(none)")  # recorded before session 31 refused it at submission
+    response = post(app, "LAP-1", "verify", admin, {})
+    assert response.status_code == 409
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "give one" in response.json()["detail"]
+    assert app.app.state.context.store.stream_version("complaint-LAP-1") == 0
+    assert post(app, "LAP-1", "verify", admin, {"category": "Infrastruktur"}).status_code == 200
+
+
 @pytest.mark.parametrize(
     ("steps", "verb", "body", "event_type"),
     [
