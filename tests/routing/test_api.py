@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
-from schemas.events import ComplaintAssigned, DispositionAccepted, DispositionReturned
+from lapor.principal import NATIONAL_ADMIN_AGENCY, Principal, Role
+from schemas.events import ComplaintAssigned, ComplaintVerified, DispositionAccepted, DispositionReturned
 from services.routing.directory import RULES_STREAM
 from tests.routing.conftest import caught_up
 from tests.routing.harness import agency_principal, append_as, submit_report, wib
@@ -220,6 +220,37 @@ def test_a_decision_on_a_stale_version_is_refused_with_412(app, admin):
     assert response.status_code == 412
     assert response.json()["current_version"] == 1
     assert post(app, "LAP-1", "dispose", {**admin, "If-Match": '"1"'}, {"agency_id": KUPANG}).status_code == 200
+
+
+def test_a_write_between_the_commands_read_and_its_append_is_412_with_the_version_it_made(app, admin, monkeypatch):
+    """The narrow race of `lapor.commands.run_command`: If-Match names the version the command reads, so it passes
+    the check, and another admin's decision is committed before the command appends. The append's expected version
+    is then stale: 412 naming the version the other write made (the client's view is stale; nothing is decided
+    again for it), and nothing of the losing command is written."""
+    submit(app, "LAP-1")
+    ctx = app.app.state.context
+    stream = "complaint-LAP-1"
+    read_stream = ctx.store.read_stream
+    other = Principal("admin-lain", Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+
+    def read_then_another_admin_writes(name: str, *args: Any, **kwargs: Any) -> Any:
+        events = read_stream(name, *args, **kwargs)
+        if name == stream:
+            monkeypatch.setattr(ctx.store, "read_stream", read_stream)  # once: the other admin's write reads too
+            append_as(ctx, "LAP-1", other, ComplaintVerified(classification="pengaduan", category="Infrastruktur"))
+        return events
+
+    monkeypatch.setattr(ctx.store, "read_stream", read_then_another_admin_writes)
+    response = post(app, "LAP-1", "verify", {**admin, "If-Match": '"0"'}, {"category": "Kesehatan"})
+    assert response.status_code == 412, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["current_version"] == 1
+    assert body["detail"] == f"{stream} changed while the command ran; it is now at version 1"
+    events = ctx.store.read_stream(stream)
+    assert [(event.type, event.metadata["actor"]) for event in events] == [
+        ("ComplaintSubmitted", events[0].metadata["actor"]), ("ComplaintVerified", "admin-lain")]
+    assert events[1].data["category"] == "Infrastruktur"
 
 
 def test_an_unknown_report_is_404(app, admin):
