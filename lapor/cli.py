@@ -794,7 +794,10 @@ def rebuild(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be at least 1, not {args.batch_size}")
     _require_store(settings.store, option="--data or LAPOR_STORE")
-    names = args.service or [None]
+    # A service named twice is taken once (in the order first named): its projections twice over were two runners
+    # of each subscription on the same fresh tables, and the rebuild failed ("the checkpoint of reporting.directory
+    # is no longer at 0: another runner moved it"; session 31).
+    names = list(dict.fromkeys(args.service)) if args.service else [None]
     services = [chosen for name in names for chosen in _services(args, name)]
     ctx = _open_context(settings, runs_subscriptions=False)  # writes fresh tables; says how the live ones differ
     try:

@@ -359,6 +359,20 @@ def test_lapor_rebuild_in_two_processes_exits_1_when_a_live_table_differs(sqlite
     assert not list((data / "rebuild").glob("*.db"))  # every share dropped without --keep
 
 
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_lapor_rebuild_takes_a_service_named_twice_once(sqlite_context: ServiceContext, processes: str, capsys):
+    """`--service reporting --service reporting` rebuilt each of its projections twice over in the same fresh tables
+    and failed: 'the checkpoint of reporting.directory is no longer at 0: another runner moved it'."""
+    run_projections_live(sqlite_context, load_services(["reporting"]))
+    data = sqlite_context.settings.data
+    code = main(["rebuild", "--data", str(data), "--service", "reporting", "--service", "reporting",
+                 "--processes", processes])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
+    # Reporting's three read models (rpt_complaints, rpt_daily, rpt_agencies), each built once.
+    assert "identical: 3 tables equal their live counterparts" in captured.out
+
+
 def test_a_rebuild_process_that_fails_is_named_with_its_error(sqlite_context: ServiceContext):
     unknown = dataclasses.replace(SERVICE, name="no-such-service")
     with pytest.raises(RebuildFailed, match="no-such-service"):
