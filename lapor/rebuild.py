@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -58,6 +58,10 @@ from lapor.store.model import AppendResult, category_of
 from lapor.store.postgres import network_timeouts
 from lapor.store.sqlite import connect
 from lapor.subscriptions import CHECKPOINT_SCHEMA, Subscription, SubscriptionRunner, committed_checkpoints
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 log = logging.getLogger("lapor.rebuild")
 
@@ -742,16 +746,40 @@ def _progress_bar(total: int) -> Iterator[Progress]:
         bar.update(task, completed=total or 1)
 
 
+# Wider than any table the report prints: the width its tables are measured at, whole.
+_UNBOUNDED_WIDTH = 10_000
+
+
+def _print_whole(console: Console, table: Table) -> None:
+    """Print `table` with every cell whole. Rich fits a table to the console's width by cutting what does not fit
+    with an ellipsis: off a terminal (a log, a pipe, cron's mail) that is 80 columns, so the differences named
+    `intake_rec…` twice for two tables, and `reporting.c…` / `reporting.d…` for the subscriptions (session 31).
+    Off a terminal the table is printed at its own width; on one, a cell too long for its column folds onto the
+    next line instead."""
+    for column in table.columns:
+        column.overflow = "fold"
+    if console.is_terminal:
+        console.print(table)
+        return
+    natural = console.measure(table, options=console.options.update_width(_UNBOUNDED_WIDTH)).maximum
+    width = console.width
+    console.width = max(width, natural)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
+
+
 def print_report(report: RebuildReport) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
     by = f" by {report.shares} processes, each a share of the complaints," if report.shares > 1 else ""
-    console.print(
+    console.print(  # soft_wrap: one line, never broken inside a path the operator copies (the kept tables)
         f"read {report.events_read:,} events up to position {report.target_position:,}{by} in "
         f"{report.seconds:.1f} s ({report.events_per_second:,.0f} events/s) into {report.location}; "
-        f"compared in {report.compare_seconds:.1f} s"
+        f"compared in {report.compare_seconds:.1f} s", soft_wrap=True, markup=False,
     )
     subscriptions = Table(
         "subscription", "service", "handled", "parked", "seconds", "rebuilt at", "live at", title="projections"
@@ -762,9 +790,9 @@ def print_report(report: RebuildReport) -> None:
             result.name, result.service, f"{result.handled:,}", str(result.parked), f"{result.seconds:.1f}",
             f"{result.rebuilt_checkpoint:,}", live,
         )
-    console.print(subscriptions)
+    _print_whole(console, subscriptions)
     if report.skipped:
-        console.print(f"left out (reactions, not projections): {', '.join(report.skipped)}")
+        console.print(f"left out (reactions, not projections): {', '.join(report.skipped)}", soft_wrap=True)
     if report.identical:
         console.print(f"[green]identical[/green]: {len(report.tables)} tables equal their live counterparts")
         return
@@ -774,7 +802,7 @@ def print_report(report: RebuildReport) -> None:
             d.table, "-" if d.live_rows is None else f"{d.live_rows:,}", f"{d.rebuilt_rows:,}", f"{d.only_live:,}",
             f"{d.only_rebuilt:,}", d.problem or "",
         )
-    console.print(differences)
+    _print_whole(console, differences)
     for d in report.differences:
         for side, rows in (("live", d.examples_live), ("rebuilt", d.examples_rebuilt)):
             for row in rows:

@@ -247,6 +247,24 @@ def test_lapor_rebuild_exits_1_when_a_live_table_differs(sqlite_context: Service
     assert not list((sqlite_context.settings.data / "rebuild").glob("*.db"))  # dropped without --keep
 
 
+def test_lapor_rebuild_names_every_subscription_and_table_whole_in_a_log(
+    sqlite_context: ServiceContext, capsys, monkeypatch: pytest.MonkeyPatch
+):
+    """Printed to a log or a pipe (80 columns), the report cut the names to fit: `reporting.c…` and `reporting.d…`
+    for the subscriptions, and a table missing from the live database (no example rows to name it) as `rpt_compl…`."""
+    monkeypatch.setenv("COLUMNS", "80")
+    run_live(sqlite_context, [SERVICE], batch_size=64)
+    with sqlite_context.db.transaction() as tx:
+        tx.execute("DROP TABLE rpt_complaints")
+    code = main(["rebuild", "--data", str(sqlite_context.settings.data), "--processes", "1"], services=[SERVICE])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "reporting.complaints" in out
+    assert "reporting.directory" in out
+    [missing] = [line for line in out.splitlines() if "rpt_complaints" in line]
+    assert "no such live table" in missing
+
+
 def test_lapor_rebuild_of_a_data_directory_without_a_store_is_an_error_and_creates_nothing(tmp_path: Path, capsys):
     code = main(["rebuild", "--data", str(tmp_path / "typo")], services=[SERVICE])
     assert code == 2
