@@ -806,7 +806,7 @@ def print_report(report: RebuildReport) -> None:
     for d in report.differences:
         for side, rows in (("live", d.examples_live), ("rebuilt", d.examples_rebuilt)):
             for row in rows:
-                console.print(f"  {d.table} only {side}: {row!r}", markup=False)
+                console.print(f"  {d.table} only {side}: {row!r}", markup=False, soft_wrap=True)  # a row a line
 
 
 def run(

@@ -256,6 +256,8 @@ def test_lapor_rebuild_names_every_subscription_and_table_whole_in_a_log(
     run_live(sqlite_context, [SERVICE], batch_size=64)
     with sqlite_context.db.transaction() as tx:
         tx.execute("DROP TABLE rpt_complaints")
+        tx.execute("UPDATE rpt_agencies SET name = 'Pemerintah Kota Kupang (nama lama, sebelum penggabungan dinas)'"
+                   " WHERE agency_id = 'pemda-53.71'")
     code = main(["rebuild", "--data", str(sqlite_context.settings.data), "--processes", "1"], services=[SERVICE])
     out = capsys.readouterr().out
     assert code == 1, out
@@ -263,6 +265,10 @@ def test_lapor_rebuild_names_every_subscription_and_table_whole_in_a_log(
     assert "reporting.directory" in out
     [missing] = [line for line in out.splitlines() if "rpt_complaints" in line]
     assert "no such live table" in missing
+    # A differing row is one line, as its repr reads (it was broken every 80 characters, mid-word).
+    [live_row] = [line for line in out.splitlines() if line.startswith("  rpt_agencies only live: ")]
+    assert live_row.endswith(")")
+    assert "(nama lama, sebelum penggabungan dinas)" in live_row
 
 
 def test_lapor_rebuild_of_a_data_directory_without_a_store_is_an_error_and_creates_nothing(tmp_path: Path, capsys):
