@@ -202,8 +202,12 @@ class _Folder:
         return _Folded(event, None, None, None, {})
 
     def fold(self, event: RecordedEvent) -> _Folded:
-        if event.stream in self._refused:
-            return _Folded(event, None, None, None, {})  # its history stopped folding earlier: so do its later ones
+        refused_from = self._refused.get(event.stream)
+        if refused_from is not None and event.version >= refused_from:
+            # Its history stopped folding there: so do its later events. Not its earlier ones: the window's folder
+            # outlives the window's placing (emptied when the last feed ends), and the next feed may place it before
+            # them; every event of the report was then left out of that feed (session 31).
+            return _Folded(event, None, None, None, {})
         try:
             history = self._history(event)
         except ValueError as unreadable:

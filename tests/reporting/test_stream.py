@@ -29,6 +29,7 @@ from lapor.store import NewEvent, RecordedEvent
 from schemas import events as ev
 from services.reporting import stream
 from services.reporting.service import SERVICE
+from tests.conftest import wait_until
 from tests.reporting.conftest import LiveServer, live_server
 from tests.reporting.scenario import DAY0, OFFICER, TOKEN_HASH, staff
 
@@ -443,6 +444,29 @@ def test_an_event_the_lifecycle_refuses_is_left_out_and_the_feed_goes_on(live: L
     with open_feed(live, {**admin, "Last-Event-ID": str(after - 1)}) as feed:  # resumed past it
         [last] = feed.take(1)
     assert last["id"] == after
+
+
+def test_a_feed_opened_after_the_others_ended_gets_a_refused_reports_events_before_the_refusal(live: Live):
+    """The report's events before the one the fold refuses are sent; only that one and its later ones are left out.
+    The window (emptied when the last feed of the process ends) kept its memory of the refusal, and the next feed
+    placed it before the report: every event of the report was left out of it, its submission too, which the feeds
+    before had been sent from the same Last-Event-ID (session 31)."""
+    first = live.append("LAP-BAD-2", submitted("LAP-BAD-2"))
+    live.append("LAP-BAD-2", ev.DispositionAccepted(agency_id="pemda-53.71"), metadata=staff("pemda-53.71"))
+    last = live.append("LAP-OK-4", submitted("LAP-OK-4"))
+    window = stream.hub_of(live.server.ctx).window
+
+    def feed_from_before_the_report() -> list[tuple[str, str]]:
+        seen = []
+        with open_feed(live, {**live.headers(Role.admin_national), "Last-Event-ID": str(first - 1)}) as feed:
+            while not seen or seen[-1]["id"] != last:
+                seen.append(feed.next())
+        wait_until(lambda: window._start is None)  # the feed ended, and with it the window's placing
+        return [(e["data"]["tracking_id"], e["event"]) for e in seen]
+
+    expected = [("LAP-BAD-2", "ComplaintSubmitted"), ("LAP-OK-4", "ComplaintSubmitted")]
+    assert feed_from_before_the_report() == expected
+    assert feed_from_before_the_report() == expected
 
 
 @pytest.mark.parametrize(("column", "value", "sent"), [
