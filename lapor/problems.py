@@ -25,7 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lapor.complaint import IllegalTransition
 from lapor.correlation import current_correlation_id
-from lapor.store import WrongExpectedVersion
+from lapor.store import UnreadableEvent, WrongExpectedVersion
+from lapor.store.model import KIND_DEPTH
 from lapor.store.vault import VaultError
 from lapor.subscriptions import transient_failure
 
@@ -74,6 +75,10 @@ KINDS: dict[str, ProblemKind] = {
                     "the number of seconds in the Retry-After header."),
         ProblemKind("internal", 500, "Internal error", "Something failed on the server. Quote "
                     "`correlation_id` when reporting it."),
+        ProblemKind("unreadable-event", 500, "Unreadable history", "The request met a stored event that cannot be "
+                    "read (its stored fields do not decode: changed in the database), so the report's history cannot "
+                    "be folded; nothing was recorded. `detail` names the event (stream, version, position); an "
+                    "auditor's GET /api/audit/integrity names it too. Quote `correlation_id` when reporting it."),
         ProblemKind("not-ready", 503, "Not ready", "The service cannot serve yet: its event store or read models "
                     "are unreachable (`unreachable` names which; the service's log says why), its subscriptions are "
                     "behind (`behind` lists them), or a subscription or background loop stopped or tries again "
@@ -456,6 +461,14 @@ class InternalErrorMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as error:
+            unreadable = unreadable_of(error)
+            if unreadable is not None:
+                log.error("unreadable event on %s %s", scope.get("method"), scope.get("path"),
+                          exc_info=True, extra={"correlation_id": current_correlation_id()})
+                if started:
+                    raise
+                await unreadable_response(unreadable, scope["path"])(scope, receive, send)
+                return
             outage = outage_of(error)
             log.error(
                 "%s on %s %s", "store or read models unavailable" if outage else "unhandled error",
@@ -475,6 +488,33 @@ class InternalErrorMiddleware:
                     KINDS["internal"], "internal error; quote the correlation id when reporting it", scope["path"]
                 )
             await response(scope, receive, send)
+
+
+def unreadable_of(error: BaseException) -> UnreadableEvent | None:
+    """The `UnreadableEvent` `error` is, or was raised from or while handling (a service may wrap it)."""
+    current: BaseException | None = error
+    for _ in range(KIND_DEPTH):
+        if current is None or isinstance(current, UnreadableEvent):
+            return current
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return None
+
+
+def unreadable_response(unreadable: UnreadableEvent, instance: str) -> JSONResponse:
+    """The problem of a request that met an event the store cannot read (session 31: the generic 500 said nothing
+    of it). It names the event by stream, version and position only: never the decode's words or the stored
+    content, which may hold a reporter's personal data (the server's log has them). Nothing was appended: the fold
+    that read it failed before any decision."""
+    where = f"position {unreadable.position}" if unreadable.stream is None else (
+        f"{unreadable.stream} version {unreadable.version} (position {unreadable.position})")
+    named: dict[str, Any] = {"stream": unreadable.stream, "version": unreadable.version,
+                             "position": unreadable.position}
+    return problem_response(
+        KINDS["unreadable-event"],
+        f"the stored event at {where} cannot be read, so this history cannot be used; nothing was recorded. An "
+        "auditor's GET /api/audit/integrity names it; quote the correlation id when reporting it",
+        instance, headers=None, **{name: value for name, value in named.items() if value is not None},
+    )
 
 
 RETRY_AFTER_OUTAGE = 5  # seconds: a writer's restart, a failover, a reconnect

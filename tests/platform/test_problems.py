@@ -20,6 +20,7 @@ from lapor.problems import BadRequest
 from lapor.settings import Settings
 from lapor.store import writer as writer_module
 from lapor.store.writer import WriterProcess
+from tests.test_subscriptions import make_unreadable
 
 SUBMISSION = {"title": "Jalan rusak di Oebobo", "body": "Lubang besar di depan SD Inpres, sudah dua bulan."}
 
@@ -412,3 +413,43 @@ def test_a_very_long_path_is_quoted_cut_short(client, method, path, start):
     assert detail.startswith(start)
     assert "x" * 40 + "…" in detail
     assert len(detail) < 400  # the list of known problem types is the longest part
+
+
+@pytest.mark.parametrize("column", ["data", "recorded_at"])
+def test_a_request_meeting_an_event_that_cannot_be_read_is_an_unreadable_event_problem_naming_it_only(
+    serve, bearer, paths, column, caplog
+):
+    """Session 31: a command whose fold met an event changed in the database past reading, or a read of that report,
+    was the generic 500 "internal error". Its problem names the event (stream, version, position), never the
+    decode's words or what is stored; the log keeps those; nothing is appended."""
+    store_url, readmodels_url = paths
+    with serve(services=load_services(), store=store_url, readmodels=readmodels_url) as client:
+        admin = bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+        submitted = client.post("/api/complaints", json={**SUBMISSION, "region_code": "53.71"})
+        assert submitted.status_code == 201, submitted.text
+        tracking_id, reporter_token = submitted.json()["tracking_id"], submitted.json()["reporter_token"]
+        verify = client.post(f"/api/complaints/{tracking_id}/verify", json={"category": "Infrastruktur"}, headers=admin)
+        assert verify.status_code == 200, verify.text
+        store = client.app.state.context.store
+        stream = f"complaint-{tracking_id}"
+        [verified] = store.read_stream(stream, 1)
+        make_unreadable(store_url, stream, 1, column)
+        requests = [
+            ("GET", f"/api/complaints/{tracking_id}", admin, None),
+            ("GET", f"/api/complaints/{tracking_id}", {"X-Reporter-Token": reporter_token}, None),
+            ("POST", f"/api/complaints/{tracking_id}/dispose", admin, {"agency_id": "pemda-53.71"}),
+        ]
+        for method, path, headers, body in requests:
+            with caplog.at_level(logging.ERROR, logger="lapor.problems"):
+                response = client.request(method, path, headers=headers, json=body)
+            problem = assert_problem(response, 500, "unreadable-event")
+            assert f"{stream} version 1 (position {verified.position})" in problem["detail"]
+            assert "GET /api/audit/integrity" in problem["detail"]
+            assert (problem["stream"], problem["version"], problem["position"]) == (stream, 1, verified.position)
+            for leaked in ("Error", "bukan", "1e400", "kemarin", "infinity", "Lubang"):
+                assert leaked not in response.text, (path, leaked)
+            [record] = [r for r in caplog.records if r.name == "lapor.problems"]
+            assert "cannot be read: " in str(record.exc_info[1])  # the cause, in the server's log only
+            caplog.clear()
+        assert store.stream_version(stream) == 1  # nothing appended
+        assert client.get("/problems/unreadable-event").json()["status"] == 500
