@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from lapor.lease import AdvisoryLease, FileLease, Lease
 from lapor.per_thread import PerThread
-from lapor.store.postgres import ANSWER_TIMEOUT
+from lapor.store.postgres import ANSWER_TIMEOUT, STORE_TIMEOUT_SETTING
 from lapor.store.sqlite import connect
 
 Dialect = Literal["sqlite", "postgresql"]
@@ -38,6 +38,7 @@ Params = Sequence[Any] | dict[str, Any]
 # schema (`Tx.lock_schema_changes`): CREATE INDEX on a table of millions of rows, and the wait for another process's
 # schema changes, may rightly take minutes, where every other statement gets the answer timeout (session 30).
 SCHEMA_CHANGE_TIMEOUT = 3600.0
+SCHEMA_CHANGE_SOURCE = "lapor.db.SCHEMA_CHANGE_TIMEOUT, a schema change"
 
 
 @lru_cache(maxsize=1024)
@@ -84,15 +85,16 @@ class Tx:
         if self.dialect == "postgresql":
             from lapor.store.postgres import DDL_LOCK_CLASS
 
-            self.answer_within(SCHEMA_CHANGE_TIMEOUT)  # the lock waits for another process's DDL, and so may ours
+            # The lock waits for another process's DDL, and so may ours.
+            self.answer_within(SCHEMA_CHANGE_TIMEOUT, SCHEMA_CHANGE_SOURCE)
             self.execute("SELECT pg_advisory_xact_lock(?, hashtext(current_schema()))", (DDL_LOCK_CLASS,))
 
-    def answer_within(self, seconds: float | None) -> None:
+    def answer_within(self, seconds: float | None, source: str) -> None:
         """Until this transaction ends, each statement waits at most `seconds` for PostgreSQL's answer (None: for
-        ever) instead of the database's answer timeout: for statements that may rightly take long. SQLite has no
-        server to wait for."""
+        ever) instead of the database's answer timeout: for statements that may rightly take long. `source` names
+        where the bound comes from, for the timeout's message. SQLite has no server to wait for."""
         if self.dialect == "postgresql":
-            self._conn.answer_timeout = seconds
+            self._conn.bound_answers(seconds, source)
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -262,7 +264,7 @@ class PostgresDatabase(Database):
     def _connection(self, wait: float | None = None) -> Iterator[Any]:
         """A pooled connection bounded by the database's answer timeout (whatever a transaction before lifted it to)."""
         with self._pool.connection(timeout=wait) as conn:
-            conn.answer_timeout = self.answer_timeout
+            conn.bound_answers(self.answer_timeout, STORE_TIMEOUT_SETTING)
             yield conn
 
     @contextmanager

@@ -533,7 +533,7 @@ def _finish(
     started = time.perf_counter()
     layout = built[0].layout  # the first share runs every projection
     with ctx.db.read() as live:
-        live.answer_within(None)  # every live table read whole: as long as it takes
+        live.answer_within(None, "lapor rebuild's comparison")  # every live table read whole: as long as it takes
         live_checkpoints = committed_checkpoints(live)
         results = [
             _follow(ctx, services, fresh, one, target, live_checkpoints, batch_size)

@@ -157,6 +157,9 @@ ANSWER_TIMEOUT = 30.0
 # A vault erase's VACUUM of `pii_vault` scans the whole table: on a large vault it may rightly take longer than a
 # statement is given, yet a server gone silent must not hold it for ever either.
 VACUUM_TIMEOUT = 900.0
+# Where a connection's answer bound comes from, as its timeout's message names it.
+STORE_TIMEOUT_SETTING = "LAPOR_STORE_TIMEOUT"
+VACUUM_SOURCE = "VACUUM_TIMEOUT, a vault erase's VACUUM"
 
 log = logging.getLogger(__name__)
 
@@ -193,18 +196,28 @@ class AnsweredConnection(psycopg.Connection[Any]):
     (the pools' check, `CHECK_TIMEOUT`) keeps it."""
 
     answer_timeout: float | None = None  # set by `_store_session`; None waits as psycopg does, for ever
+    # Where `answer_timeout` came from, which the timeout's message names (session 31: it always said
+    # LAPOR_STORE_TIMEOUT, also for a vault erase's VACUUM_TIMEOUT or a schema change's bound).
+    answer_source: str = STORE_TIMEOUT_SETTING
+
+    def bound_answers(self, seconds: float | None, source: str) -> None:
+        """Waits for the server bounded by `seconds` (None: for ever) from now on, a bound `source` set."""
+        self.answer_timeout, self.answer_source = seconds, source
 
     @contextmanager
-    def answering_within(self, seconds: float) -> Iterator[None]:
-        """Waits for the server bounded by `seconds` instead, while in the block (a statement known to be long)."""
-        before, self.answer_timeout = self.answer_timeout, seconds
+    def answering_within(self, seconds: float, source: str) -> Iterator[None]:
+        """Waits for the server bounded by `seconds` instead, while in the block (a statement known to be long);
+        `source` names where that bound comes from."""
+        before = self.answer_timeout, self.answer_source
+        self.bound_answers(seconds, source)
         try:
             yield
         finally:
-            self.answer_timeout = before
+            self.bound_answers(*before)
 
     def wait(self, gen: PQGen[RV], interval: float | None = None, timeout: float | None = None) -> RV:
         bound = self.answer_timeout if timeout is None else None
+        source = self.answer_source
         options = {} if interval is None else {"interval": interval}
         if bound is None:
             return super().wait(gen, timeout=timeout, **options)
@@ -216,7 +229,7 @@ class AnsweredConnection(psycopg.Connection[Any]):
                 raise
             self.close()
             raise StoreError(
-                f"PostgreSQL did not answer within {bound:g} s (LAPOR_STORE_TIMEOUT): the server or the network to it "
+                f"PostgreSQL did not answer within {bound:g} s ({source}): the server or the network to it "
                 "went silent, or the statement waited that long for a lock another session holds; the connection is "
                 "closed"
             ) from error
@@ -224,7 +237,7 @@ class AnsweredConnection(psycopg.Connection[Any]):
 
 def _store_session(conn: AnsweredConnection, answer_timeout: float) -> None:
     """Settings of every connection the store opens (see STORE_SESSION, ANSWER_TIMEOUT)."""
-    conn.answer_timeout = answer_timeout
+    conn.bound_answers(answer_timeout, STORE_TIMEOUT_SETTING)
     conn.execute(STORE_SESSION)
     if not conn.autocommit:
         conn.commit()
@@ -552,7 +565,7 @@ def _scrub(conn: AnsweredConnection) -> None:
     """After an erase: the row as it was, value and all, stays on the table's pages (and its TOAST table's) until
     a VACUUM removes it; autovacuum may never come for one row. The pool's connections are in autocommit, so
     VACUUM runs outside a transaction, as it must. It is given VACUUM_TIMEOUT, not the store's answer timeout."""
-    with conn.answering_within(VACUUM_TIMEOUT):
+    with conn.answering_within(VACUUM_TIMEOUT, VACUUM_SOURCE):
         conn.execute("VACUUM pii_vault")
 
 

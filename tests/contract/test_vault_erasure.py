@@ -9,7 +9,8 @@ import psycopg
 import pytest
 
 from lapor.clock import SystemClock
-from lapor.store import open_store
+from lapor.store import StoreError, open_store
+from lapor.store import postgres as postgres_store
 from lapor.store.vault import SqliteVault, VaultEntryErased
 
 NIK = "3171234567890123"
@@ -85,3 +86,18 @@ def test_an_erase_whose_vacuum_waits_longer_than_a_statement_is_given_still_eras
         with pytest.raises(VaultEntryErased):
             store.vault.get(ref)
         assert vacuums_of_the_vault(postgres_url) == before + 1
+
+
+@pytest.mark.postgres
+def test_an_erase_whose_vacuum_outlasts_its_own_bound_names_that_bound_not_the_store_s(postgres_url, monkeypatch):
+    """Session 31: the timeout's message always said "(LAPOR_STORE_TIMEOUT)", also when the bound that ran out was
+    the VACUUM's own. Here VACUUM_TIMEOUT is made short, and another session holds the lock VACUUM needs."""
+    monkeypatch.setattr(postgres_store, "VACUUM_TIMEOUT", 1.0)
+    with open_store(postgres_url, answer_timeout=30.0) as store:
+        ref = store.vault.put({"nama": "Siti Rahayu", "nik": NIK})
+        with psycopg.connect(postgres_url) as holder:
+            holder.execute("LOCK TABLE pii_vault IN SHARE UPDATE EXCLUSIVE MODE")  # what VACUUM takes
+            with pytest.raises(StoreError) as raised:
+                store.vault.erase(ref)
+    assert "1 s (VACUUM_TIMEOUT, a vault erase's VACUUM)" in str(raised.value)
+    assert "LAPOR_STORE_TIMEOUT" not in str(raised.value)

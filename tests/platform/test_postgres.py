@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from lapor import db as lapor_db
 from lapor.app import create_app
 from lapor.db import PostgresDatabase
 from lapor.lease import KEEPALIVE
@@ -24,7 +25,7 @@ from lapor.observability import check_readiness
 from lapor.rebuild import fresh_tables
 from lapor.settings import load_settings
 from lapor.store import NewEvent, StoreError
-from lapor.store.postgres import PostgresEventStore, network_timeouts
+from lapor.store.postgres import DDL_LOCK_CLASS, PostgresEventStore, network_timeouts
 from lapor.subscriptions import Subscription, SubscriptionRunner
 from tests.platform import probe
 from tests.platform._servers import lapor, wait_until
@@ -375,6 +376,22 @@ def test_a_read_model_transaction_that_changes_the_schema_may_take_longer_than_t
             tx.execute("SELECT pg_sleep(2)")
     finally:
         db.close()
+
+
+def test_a_schema_change_that_outlasts_its_own_bound_names_that_bound_not_the_store_s(postgres_url, monkeypatch):
+    """Session 31: the timeout's message always said "(LAPOR_STORE_TIMEOUT)", also when the bound that ran out was a
+    schema change's own. Here SCHEMA_CHANGE_TIMEOUT is made short, and another session holds the schema's lock."""
+    monkeypatch.setattr(lapor_db, "SCHEMA_CHANGE_TIMEOUT", ANSWER)
+    db = PostgresDatabase(postgres_url, max_size=1, answer_timeout=30.0)
+    try:
+        with psycopg.connect(postgres_url) as holder:
+            holder.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (DDL_LOCK_CLASS,))
+            with pytest.raises(StoreError) as raised, db.transaction() as tx:
+                tx.lock_schema_changes()
+    finally:
+        db.close()
+    assert "1 s (lapor.db.SCHEMA_CHANGE_TIMEOUT, a schema change)" in str(raised.value)
+    assert "LAPOR_STORE_TIMEOUT" not in str(raised.value)
 
 
 def test_a_read_of_the_read_models_that_meets_a_postgresql_gone_silent_is_a_503_problem(postgres_url, tmp_path):
