@@ -91,10 +91,11 @@ class Tx:
 
     def answer_within(self, seconds: float | None, source: str) -> None:
         """Until this transaction ends, each statement waits at most `seconds` for PostgreSQL's answer (None: for
-        ever) instead of the database's answer timeout: for statements that may rightly take long. `source` names
-        where the bound comes from, for the timeout's message. SQLite has no server to wait for."""
+        ever) instead of the database's answer timeout, and for a lock a little less (`lock_timeout`, session 31): for
+        statements that may rightly take long. `source` names where the bound comes from, for the timeout's message.
+        SQLite has no server to wait for."""
         if self.dialect == "postgresql":
-            self._conn.bound_answers(seconds, source)
+            self._conn.bound_answers(seconds, source, lock_scope="transaction")  # lock waits too
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -257,6 +258,8 @@ class PostgresDatabase(Database):
         self._pool = ConnectionPool(
             network_timeouts(url), min_size=1, max_size=max_size, open=True, connection_class=AnsweredConnection,
             kwargs={"autocommit": True, "prepare_threshold": NEVER_PREPARE},
+            # Lock waits end on the server a little before the answer timeout (session 31: `AnsweredConnection`).
+            configure=lambda conn: conn.bound_lock_waits(answer_timeout, STORE_TIMEOUT_SETTING),
             check=check_connection,
         )
 

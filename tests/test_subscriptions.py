@@ -18,7 +18,7 @@ import pytest
 
 from lapor.commands import caused_event_id
 from lapor.db import Tx, open_database
-from lapor.store import NewEvent, RecordedEvent, UnreadableEvent, open_store
+from lapor.store import LockWaitExpired, NewEvent, RecordedEvent, UnreadableEvent, open_store
 from lapor.store import writer as writer_module
 from lapor.subscriptions import Subscription, SubscriptionRunner
 from tests.conftest import wait_until
@@ -517,7 +517,8 @@ def test_a_read_that_fails_for_a_while_is_tried_again_and_parks_nothing_even_bes
         runner.start()
         try:
             wait_until(lambda: runner.failure is not None)
-            assert isinstance(runner.failure, psycopg.errors.LockNotAvailable)
+            assert isinstance(runner.failure, LockWaitExpired)  # the server's LockNotAvailable, named (session 31)
+            assert isinstance(runner.failure.__cause__, psycopg.errors.LockNotAvailable)
             assert runner.parked() == []
             holder.rollback()
             wait_until(lambda: runner.caught_up() and runner.failure is None)

@@ -181,6 +181,17 @@ class AppendNotRecorded(StoreError):
     be dropped at once; after a plain StoreError it may not, since the append may have committed."""
 
 
+class LockWaitExpired(StoreError):
+    """PostgreSQL gave up a statement's wait for a lock another session holds (`lock_timeout`, which the store and
+    the read models keep a little below their answer timeout: `lapor.store.postgres.AnsweredConnection`). The server
+    answered, so the statement failed and its transaction rolled back, and the connection stays usable. An append
+    whose group meets it before COMMIT (the wait for `lapor_head`'s row, which another process's writer holds) is an
+    `AppendNotRecorded` with this as its cause (decided, session 31: the transaction rolled back, nothing of the
+    group was recorded, as for any failure before COMMIT); at COMMIT it stays a plain `StoreError`, as every failure
+    there does on PostgreSQL (no lock is waited for there but NOTIFY's queue's, held only by commits under way).
+    Tried again like any `StoreError`: the lock is someone else's, for a while."""
+
+
 class WrongExpectedVersion(StoreError):
     """The stream is not at the version the writer expected; `actual_version` is -1 for no stream."""
 

@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import psycopg
@@ -51,6 +51,7 @@ from lapor.store.model import (
     AppendResult,
     EventStore,
     ExpectedVersion,
+    LockWaitExpired,
     NewEvent,
     Notifier,
     RecordedEvent,
@@ -193,52 +194,100 @@ class AnsweredConnection(psycopg.Connection[Any]):
     """A connection of the store, or of PostgreSQL read models (`lapor.db.PostgresDatabase`), whose every wait for
     the server (a statement, a commit, a pipeline's sync) ends after `answer_timeout` seconds with a `StoreError`, the
     connection closed: a statement may still be under way, so it cannot be used again. A wait given its own timeout
-    (the pools' check, `CHECK_TIMEOUT`) keeps it."""
+    (the pools' check, `CHECK_TIMEOUT`) keeps it.
+
+    A wait for a lock another session holds ends a little sooner, and on the server (session 31): the session's
+    `lock_timeout` is kept below the answer timeout (`lock_wait_within`), so PostgreSQL itself answers
+    LockNotAvailable, raised as `LockWaitExpired` (a `StoreError` saying how long it waited), and the connection
+    stays usable. Until then such a statement ran into the answer timeout as a silent server does: the connection
+    was closed, and the message could only guess between the two."""
 
     answer_timeout: float | None = None  # set by `_store_session`; None waits as psycopg does, for ever
     # Where `answer_timeout` came from, which the timeout's message names (session 31: it always said
     # LAPOR_STORE_TIMEOUT, also for a vault erase's VACUUM_TIMEOUT or a schema change's bound).
     answer_source: str = STORE_TIMEOUT_SETTING
+    # The session's `lock_timeout` before ours (the URL's options, the role's or the database's settings), seconds:
+    # kept where it is shorter. None: none (0).
+    own_lock_timeout: float | None = None
+    # The `lock_timeout` in force, seconds (None: none), and where it came from, for `LockWaitExpired`'s message.
+    lock_wait: float | None = None
+    lock_source: str = STORE_TIMEOUT_SETTING
 
-    def bound_answers(self, seconds: float | None, source: str) -> None:
-        """Waits for the server bounded by `seconds` (None: for ever) from now on, a bound `source` set."""
+    def bound_answers(self, seconds: float | None, source: str, *, lock_scope: LockScope | None = None) -> None:
+        """Waits for the server bounded by `seconds` (None: for ever) from now on, a bound `source` set, and lock
+        waits a little less (`lock_wait_within`). `lock_scope`: whether to set the server's `lock_timeout` so, for
+        the session or until the transaction ends; None when it is already so (a pooled connection handed out again,
+        whose transaction's own bound ended with it)."""
         self.answer_timeout, self.answer_source = seconds, source
+        derived, own = lock_wait_within(seconds), self.own_lock_timeout
+        if own is not None and (derived is None or own <= derived):
+            self.lock_wait, self.lock_source = own, "the session's own lock_timeout"
+        else:
+            self.lock_wait, self.lock_source = derived, source
+        if lock_scope is not None:
+            value = "0" if self.lock_wait is None else f"{max(1, round(self.lock_wait * 1000))}ms"
+            self.execute("SELECT set_config('lock_timeout', %s, %s)", (value, lock_scope == "transaction"))
+
+    def bound_lock_waits(self, answer_timeout: float | None, source: str) -> None:
+        """At the session's start: note its own `lock_timeout`, then bound answers and lock waits (for the session)."""
+        setting = _single(self.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'lock_timeout'"))
+        self.own_lock_timeout = setting / 1000 if setting else None
+        self.bound_answers(answer_timeout, source, lock_scope="session")
 
     @contextmanager
     def answering_within(self, seconds: float, source: str) -> Iterator[None]:
-        """Waits for the server bounded by `seconds` instead, while in the block (a statement known to be long);
-        `source` names where that bound comes from."""
+        """Waits for the server (and for locks) bounded by `seconds` instead, while in the block (a statement known
+        to be long, outside a transaction); `source` names where that bound comes from."""
         before = self.answer_timeout, self.answer_source
-        self.bound_answers(seconds, source)
+        self.bound_answers(seconds, source, lock_scope="session")
         try:
             yield
         finally:
-            self.bound_answers(*before)
+            if not self.closed:  # closed by a wait that got no answer: nothing to restore
+                self.bound_answers(*before, lock_scope="session")
 
     def wait(self, gen: PQGen[RV], interval: float | None = None, timeout: float | None = None) -> RV:
         bound = self.answer_timeout if timeout is None else None
-        source = self.answer_source
+        source, lock_wait, lock_source = self.answer_source, self.lock_wait, self.lock_source
         options = {} if interval is None else {"interval": interval}
-        if bound is None:
-            return super().wait(gen, timeout=timeout, **options)
         started = time.monotonic()
         try:
-            return super().wait(gen, timeout=bound, **options)
+            return super().wait(gen, timeout=timeout if bound is None else bound, **options)
+        except psycopg.errors.LockNotAvailable as error:  # the server's answer: the connection is fine
+            waited = "would not wait" if lock_wait is None else f"waited {lock_wait:g} s ({lock_source})"
+            raise LockWaitExpired(
+                f"PostgreSQL {waited} for a lock another session holds, and gave up: the statement failed (its "
+                "transaction rolled back); the connection is kept"
+            ) from error
         except psycopg.OperationalError as error:  # psycopg's wait timeout is one; so is a connection that broke
-            if time.monotonic() - started < bound:
+            if bound is None or time.monotonic() - started < bound:
                 raise
             self.close()
             raise StoreError(
                 f"PostgreSQL did not answer within {bound:g} s ({source}): the server or the network to it "
-                "went silent, or the statement waited that long for a lock another session holds; the connection is "
-                "closed"
+                "went silent, or the statement itself ran that long (a wait for a lock ends sooner, on the server: "
+                "LockWaitExpired); the connection is closed"
             ) from error
+
+
+LockScope = Literal["session", "transaction"]
+# A session's `lock_timeout`, below its answer timeout by this much (or a tenth of it, whichever is more): the
+# server's LockNotAvailable comes before the client gives up on the answer and closes the connection.
+LOCK_MARGIN = 2.0
+LOCK_SHARE = 0.9
+
+
+def lock_wait_within(answer_timeout: float | None) -> float | None:
+    """The `lock_timeout`, seconds, of a session whose answers are bounded by `answer_timeout` (None: none)."""
+    if answer_timeout is None:
+        return None
+    return max(answer_timeout - LOCK_MARGIN, answer_timeout * LOCK_SHARE)
 
 
 def _store_session(conn: AnsweredConnection, answer_timeout: float) -> None:
     """Settings of every connection the store opens (see STORE_SESSION, ANSWER_TIMEOUT)."""
-    conn.bound_answers(answer_timeout, STORE_TIMEOUT_SETTING)
     conn.execute(STORE_SESSION)
+    conn.bound_lock_waits(answer_timeout, STORE_TIMEOUT_SETTING)
     if not conn.autocommit:
         conn.commit()
 

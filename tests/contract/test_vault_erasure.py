@@ -99,5 +99,6 @@ def test_an_erase_whose_vacuum_outlasts_its_own_bound_names_that_bound_not_the_s
             holder.execute("LOCK TABLE pii_vault IN SHARE UPDATE EXCLUSIVE MODE")  # what VACUUM takes
             with pytest.raises(StoreError) as raised:
                 store.vault.erase(ref)
-    assert "1 s (VACUUM_TIMEOUT, a vault erase's VACUUM)" in str(raised.value)
+    # the bound's source, whether the answer or (since session 31) the lock wait a little below it ran out
+    assert "s (VACUUM_TIMEOUT, a vault erase's VACUUM)" in str(raised.value)
     assert "LAPOR_STORE_TIMEOUT" not in str(raised.value)

@@ -24,7 +24,7 @@ from lapor.lease import KEEPALIVE
 from lapor.observability import check_readiness
 from lapor.rebuild import fresh_tables
 from lapor.settings import load_settings
-from lapor.store import NewEvent, StoreError
+from lapor.store import AppendNotRecorded, LockWaitExpired, NewEvent, StoreError
 from lapor.store.postgres import DDL_LOCK_CLASS, PostgresEventStore, network_timeouts
 from lapor.subscriptions import Subscription, SubscriptionRunner
 from tests.platform import probe
@@ -390,7 +390,8 @@ def test_a_schema_change_that_outlasts_its_own_bound_names_that_bound_not_the_st
                 tx.lock_schema_changes()
     finally:
         db.close()
-    assert "1 s (lapor.db.SCHEMA_CHANGE_TIMEOUT, a schema change)" in str(raised.value)
+    # the bound's source, whether the answer or (since session 31) the lock wait a little below it ran out
+    assert "s (lapor.db.SCHEMA_CHANGE_TIMEOUT, a schema change)" in str(raised.value)
     assert "LAPOR_STORE_TIMEOUT" not in str(raised.value)
 
 
@@ -444,7 +445,8 @@ def test_readyz_names_the_cause_of_the_failure_a_subscription_tries_again_after(
     """A reaction's append that failed was named on /readyz by its outer class alone ("AppendNotRecorded"), whatever
     caused it (a lock, a lost connection, a full disk: the group's failure was only in its words). Now the causes'
     kinds follow, by class name only: /readyz is public, and the words (host names, users, paths) stay in the log.
-    Here another session holds the store's head, so the append's statement waits out the answer timeout."""
+    Here another session holds the store's head, so the append's statement waits out its lock timeout (session 31:
+    a little below the answer timeout, which it used to run into)."""
     store = PostgresEventStore(postgres_url, answer_timeout=ANSWER)
     db = PostgresDatabase(postgres_url)
 
@@ -457,8 +459,8 @@ def test_readyz_names_the_cause_of_the_failure_a_subscription_tries_again_after(
         with psycopg.connect(postgres_url) as holder:
             holder.execute("SELECT position FROM lapor_head FOR UPDATE")  # held until the rollback
             runner.start()
-            # psycopg's own timeout last; "did not answer" and the rest of the words are the log's
-            expected = "subscription test.reaction: AppendNotRecorded from StoreError from _WaitTimeout"
+            # the server's answer last; "waited 0.9 s for a lock" and the rest of the words are the log's
+            expected = "subscription test.reaction: AppendNotRecorded from LockWaitExpired from LockNotAvailable"
             wait_until(lambda: runner.failure is not None, timeout=HANG, describe="a failure")
             retrying = check_readiness(store, [runner], [], max_lag=1000, wait=0.5).retrying
             holder.rollback()
@@ -469,6 +471,56 @@ def test_readyz_names_the_cause_of_the_failure_a_subscription_tries_again_after(
         runner.stop()
         db.close()
         store.close()
+
+
+def test_an_append_that_waits_for_the_head_another_session_holds_fails_on_the_server_and_keeps_its_connection(
+    postgres_url,
+):
+    """Session 31: a statement waiting for a lock another session holds ran into the answer timeout as if the server
+    had gone silent: its connection closed, the message guessing between the two. The store's sessions now have a
+    `lock_timeout` a little below the answer timeout: the server gives up the wait (LockNotAvailable), the append is
+    not recorded (its transaction rolled back), the message says it waited for a lock, and the group's connection
+    goes on writing once the lock is released."""
+    store = PostgresEventStore(postgres_url, answer_timeout=ANSWER)
+    try:
+        store.append("complaint-L", [NewEvent("Noted", {"n": 0})])
+        backend = store._group.conn.info.backend_pid
+        with psycopg.connect(postgres_url) as holder:
+            holder.execute("SELECT position FROM lapor_head FOR UPDATE")  # held until the end of this block
+            with pytest.raises(AppendNotRecorded) as raised:
+                store.append("complaint-L", [NewEvent("Noted", {"n": 1})])
+        waited = raised.value.__cause__
+        assert isinstance(waited, LockWaitExpired), repr(waited)
+        assert isinstance(waited.__cause__, psycopg.errors.LockNotAvailable)
+        assert "waited 0.9 s (LAPOR_STORE_TIMEOUT) for a lock another session holds" in str(waited)
+        assert [event.data["n"] for event in store.read_stream("complaint-L")] == [0]
+        store.append("complaint-L", [NewEvent("Noted", {"n": 2})], 0)
+        assert not store._group.conn.closed
+        assert store._group.conn.info.backend_pid == backend  # the same session, not a new connection
+    finally:
+        store.close()
+
+
+def test_a_read_model_write_that_waits_for_a_row_another_session_holds_fails_on_the_server(postgres_url):
+    """As the store's: a read model's statement waiting for a row lock another session holds fails on the server a
+    little before the answer timeout, with a `LockWaitExpired` saying so, and the pooled connection is kept."""
+    db = PostgresDatabase(postgres_url, max_size=1, answer_timeout=ANSWER)
+    try:
+        with db.transaction() as tx:
+            tx.execute("CREATE TABLE counts (id integer PRIMARY KEY, n integer NOT NULL)")
+            tx.execute("INSERT INTO counts VALUES (1, 0)")
+            backend = tx.scalar("SELECT pg_backend_pid()")
+        with psycopg.connect(postgres_url) as holder:
+            holder.execute("UPDATE counts SET n = 1 WHERE id = 1")  # the row locked until the end of this block
+            with pytest.raises(LockWaitExpired) as raised, db.transaction() as tx:
+                tx.execute("UPDATE counts SET n = 2 WHERE id = 1")
+        assert isinstance(raised.value.__cause__, psycopg.errors.LockNotAvailable)
+        assert "waited 0.9 s (LAPOR_STORE_TIMEOUT) for a lock another session holds" in str(raised.value)
+        with db.transaction() as tx:
+            assert tx.scalar("SELECT pg_backend_pid()") == backend
+            assert tx.scalar("SELECT n FROM counts WHERE id = 1") == 1  # the holder's, committed as it left
+    finally:
+        db.close()
 
 
 def test_the_network_bounds_a_postgresql_url_sets_itself_win(postgres_url):
