@@ -111,8 +111,9 @@ class Tx:
                 self._conn.execute(f"RELEASE SAVEPOINT {name}")
             except Exception:  # noqa: BLE001 - the block's error says why
                 # The transaction itself is gone (SQLite rolls it back when the disk is full, a server ended the
-                # connection): "no such savepoint" would hide the cause.
-                raise error from None
+                # connection): "no such savepoint" would hide the cause. Its own cause stays (session 31: `from None`
+                # dropped it, and /readyz named a statement that got no answer a bare "StoreError").
+                raise error from error.__cause__
             raise
         else:
             self._conn.execute(f"RELEASE SAVEPOINT {name}")

@@ -161,18 +161,33 @@ KIND_DEPTH = 4
 def error_kind(error: BaseException) -> str:
     """The kind of failure `error` is, in words safe to show whoever asks: its class's name and its causes' (the
     `raise ... from` chain, or the error it was raised while handling), outermost first ("AppendNotRecorded from
-    OperationalError"), with SQLite's code name where there is one ("OperationalError SQLITE_FULL"). Never an
-    error's message: a driver's words may hold host names, user names, paths."""
+    OperationalError"), with SQLite's code name where there is one ("OperationalError SQLITE_FULL"), and a driver's
+    private class by a readable name (`_kind_name`: psycopg's wait that ran out is "timeout"). Never an error's
+    message: a driver's words may hold host names, user names, paths."""
     kinds: list[str] = []
     current: BaseException | None = error
     while current is not None and len(kinds) < KIND_DEPTH:
         code = getattr(current, "sqlite_errorname", None)
-        kinds.append(type(current).__name__ + (f" {code}" if isinstance(code, str) else ""))
+        kinds.append(_kind_name(type(current)) + (f" {code}" if isinstance(code, str) else ""))
         remote = current.remote_cause if isinstance(current, StoreError) else None
         current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
         if current is None and remote is not None:
             kinds.append(remote)
     return " from ".join(kinds)
+
+
+# Private classes of the drivers, by the kind `error_kind` shows for them. Session 31: /readyz showed psycopg's
+# `_WaitTimeout` (a wait for the server's answer that ran out) by its private name.
+_KIND_NAMES = {"psycopg.errors._WaitTimeout": "timeout"}
+
+
+def _kind_name(cls: type[BaseException]) -> str:
+    """A class's name as `error_kind` shows it: its own, or for a private one (a leading "_") the readable name
+    `_KIND_NAMES` gives it, else its nearest public base's."""
+    name = _KIND_NAMES.get(f"{cls.__module__}.{cls.__qualname__}")
+    if name is not None:
+        return name
+    return next(base.__name__ for base in cls.__mro__ if not base.__name__.startswith("_"))
 
 
 class AppendNotRecorded(StoreError):

@@ -15,7 +15,7 @@ import pytest
 
 from lapor.context import BackgroundLoop, ServiceContext, ServiceDefinition
 from lapor.logs import JsonFormatter
-from lapor.store import NO_STREAM, NewEvent
+from lapor.store import NO_STREAM, AppendNotRecorded, NewEvent, error_kind
 from lapor.subscriptions import Subscription
 from tests.conftest import wait_until
 from tests.platform import probe
@@ -285,3 +285,15 @@ def test_readyz_names_the_dependency_that_cannot_be_used_and_leaves_the_drivers_
         assert logged.levelno == logging.WARNING
         assert logged.getMessage() == f"readiness: {dependency} unreachable: OperationalError: no such table: {table}"
         wait_until(lambda: client.get("/readyz").status_code == 200)
+
+
+class _DriverPrivate(ConnectionError):
+    """A driver's private class, as psycopg's `_WaitTimeout` is."""
+
+
+def test_an_error_kind_names_a_private_class_by_its_nearest_public_base():
+    """/readyz shows kinds, never words; a private class's name (psycopg's `_WaitTimeout`, session 31) says nothing
+    to whoever reads it, so its nearest public base stands for it."""
+    error = AppendNotRecorded("commit failed")
+    error.__cause__ = _DriverPrivate("db.internal:5432 went away")
+    assert error_kind(error) == "AppendNotRecorded from ConnectionError"

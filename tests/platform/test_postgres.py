@@ -523,6 +523,33 @@ def test_a_read_model_write_that_waits_for_a_row_another_session_holds_fails_on_
         db.close()
 
 
+def test_readyz_names_a_statement_that_got_no_answer_in_time_a_timeout_not_by_psycopg_s_private_class(postgres_url):
+    """Session 31: a subscription trying again after a statement that got no answer within the answer timeout was
+    listed as "StoreError from _WaitTimeout", psycopg's private class. A statement that runs twice the timeout
+    stands for a server gone silent."""
+    store = PostgresEventStore(postgres_url, answer_timeout=ANSWER)
+    db = PostgresDatabase(postgres_url, answer_timeout=ANSWER)
+    slow = threading.Event()
+    slow.set()
+
+    def handle(event, tx) -> None:
+        tx.execute(f"SELECT pg_sleep({2 * ANSWER if slow.is_set() else 0})")
+
+    runner = SubscriptionRunner(store, db, Subscription("test.slow", handle, projection=False), backoff=0.05)
+    try:
+        store.append("complaint-S", [NewEvent("Noted", {"n": 0})])
+        runner.start()
+        wait_until(lambda: runner.failure is not None, timeout=HANG, describe="a failure")
+        retrying = check_readiness(store, [runner], [], max_lag=1000, wait=0.5).retrying
+        slow.clear()
+        assert retrying == ["subscription test.slow: StoreError from timeout"], retrying
+        wait_until(lambda: runner.caught_up() and runner.failure is None, timeout=HANG, describe="caught up")
+    finally:
+        runner.stop()
+        db.close()
+        store.close()
+
+
 def test_the_network_bounds_a_postgresql_url_sets_itself_win(postgres_url):
     """An operator's `connect_timeout`, keepalives or `tcp_user_timeout` in the URL are kept; the others are added."""
     with psycopg.connect(network_timeouts(f"{postgres_url}&connect_timeout=3&tcp_user_timeout=5000")) as conn:
