@@ -170,9 +170,12 @@ def error_kind(error: BaseException) -> str:
         code = getattr(current, "sqlite_errorname", None)
         kinds.append(_kind_name(type(current)) + (f" {code}" if isinstance(code, str) else ""))
         remote = current.remote_cause if isinstance(current, StoreError) else None
-        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
-        if current is None and remote is not None:
+        if remote is not None and current.__cause__ is None:
+            # Its cause is the writer process's, whatever it was raised while handling (session 31: an append retried
+            # in an `except` block was named after the error handled there).
             kinds.append(remote)
+            break
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
     return " from ".join(kinds)
 
 

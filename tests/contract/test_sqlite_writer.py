@@ -4,6 +4,7 @@ no acknowledged append and doubles none, and what is not an append is refused wi
 
 from __future__ import annotations
 
+import resource
 import socket
 import struct
 import subprocess
@@ -15,7 +16,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from lapor.store import NO_STREAM, NewEvent, StoreError, open_store
+from lapor.store import (
+    NO_STREAM,
+    AppendNotRecorded,
+    NewEvent,
+    StoreError,
+    WrongExpectedVersion,
+    error_kind,
+    open_store,
+)
 from lapor.store import writer as writer_module
 from lapor.store.open import sqlite_url
 from lapor.store.writer import WriterProcess, default_socket
@@ -201,3 +210,45 @@ def test_lapor_writer_serves_the_data_directorys_store_until_sigterm(tmp_path: P
     out, _ = writer.communicate(timeout=60)
     assert writer.returncode == 0
     assert out.strip().endswith("stopped after 1 appends in 1 groups")
+
+
+class _WriterWithFileSizeLimit(WriterProcess):
+    """A writer process that may not write a file past `limit` bytes (RLIMIT_FSIZE; Python ignores SIGXFSZ, so a
+    write past it fails with EFBIG), as a disk that fills up under it."""
+
+    limit = 0
+
+    def _start(self) -> subprocess.Popen[str]:
+        limit = self.limit
+
+        def limited() -> None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        process = subprocess.Popen(self._command, stdout=subprocess.PIPE, text=True, preexec_fn=limited)
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("store writer:")
+        return process
+
+
+def test_an_append_the_writer_process_fails_for_a_cause_of_its_own_names_that_cause_by_kind(tmp_path):
+    """Session 31: `StoreError.remote_cause`, the kind of the writer process's own failure sent with its answer (what
+    /readyz names), had no test. Here the writer cannot grow the store's files past a limit, as on a full disk
+    (SQLite reports the short write as an I/O error). An append made while another error is handled (a retry in an
+    `except` block, as `lapor.commands` makes one) was named after that other error: `error_kind` followed the
+    context the client's error was raised in, not the writer's cause."""
+    path = tmp_path / "events.db"
+    _WriterWithFileSizeLimit.limit = 1_000_000
+    with _WriterWithFileSizeLimit(path) as writer, open_store(writer.url) as store:
+        store.append("complaint-A", [noted(0)], NO_STREAM)
+        large = NewEvent("Noted", {"text": "x" * 2_000_000})
+        with pytest.raises(AppendNotRecorded) as raised:
+            store.append("complaint-A", [large], 0)
+        assert error_kind(raised.value) == "AppendNotRecorded from OperationalError SQLITE_IOERR_WRITE"
+        try:
+            store.append("complaint-A", [noted(1)], NO_STREAM)  # the stream exists
+        except WrongExpectedVersion:
+            with pytest.raises(AppendNotRecorded) as raised_again:
+                store.append("complaint-A", [large], 0)
+        assert error_kind(raised_again.value) == "AppendNotRecorded from OperationalError SQLITE_IOERR_WRITE"
+        assert [event.version for event in store.read_stream("complaint-A")] == [0]
+        assert store.append("complaint-A", [noted(1)], 0).last_version == 1  # the writer serves on
