@@ -3,7 +3,8 @@
 - `InputGuardMiddleware` rejects a URL with a control character in it (`%00`: 400), and a body larger than
   `limits.max_body_bytes` before reading it when Content-Length says so; it counts the bytes of a streamed
   (chunked) body as they arrive, so a lying or absent Content-Length cannot get a huge body in. A body whose
-  media type is neither JSON nor a form is 415.
+  media type is neither JSON nor a form is 415. A JSON body naming one member twice in an object is 422
+  (`duplicated_member`, session 31).
 - Field lengths come from settings (`field_limits`), so the services' request models use these types instead
   of fixed `max_length`s: `title: Title`, `body: Body`, `attachments: Annotated[list[X], MaxItems("attachments")]`.
   The limits of the app serving the request apply (set per request by the middleware); outside a request
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import math
 import re
@@ -321,10 +323,51 @@ _ACCEPTED_MEDIA_TYPES = ("application/json", "application/x-www-form-urlencoded"
 
 
 def _acceptable_media_type(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() in _ACCEPTED_MEDIA_TYPES or _json_media_type(content_type)
+
+
+def _json_media_type(content_type: str) -> bool:
     media_type = content_type.split(";", 1)[0].strip().lower()
-    return media_type in _ACCEPTED_MEDIA_TYPES or (
-        media_type.startswith("application/") and media_type.endswith("+json")
-    )
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
+class _Members(list[tuple[str, Any]]):
+    """A JSON object as its members were written, in order, names repeated included."""
+
+
+def _duplicated_member(value: Any, path: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """The path of the first member named twice in one object of `value` (parsed into `_Members`), if any."""
+    if isinstance(value, _Members):
+        seen: set[str] = set()
+        for name, _ in value:
+            if name in seen:
+                return (*path, name)
+            seen.add(name)
+        for name, member in value:
+            found = _duplicated_member(member, (*path, name))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _duplicated_member(item, (*path, str(index)))
+            if found is not None:
+                return found
+    return None
+
+
+def _refuse_duplicated_member(body: bytes) -> None:
+    """422 when a JSON object of `body` names one member twice (session 31). The parser keeps the last, another
+    reader (a gateway, a proxy that checks requests, an auditor's copy) may keep the first: `{"reason": "…",
+    "reason": "…"}` on a return, or an `agency_id` given twice on a disposition, was decided on one value and can be
+    read as the other. A body that is not JSON at all is left to the route, which says so."""
+    try:
+        path = _duplicated_member(json.loads(body, object_pairs_hook=_Members))
+    except (ValueError, RecursionError):
+        return
+    if path is not None:
+        detail = f"the body names the member {quoted(path[-1])!r} twice in one object: give each member once"
+        location = ("body", *path)
+        raise ValidationProblem(detail, errors=[validation_error(location, detail, "duplicated_member")])
 
 
 _CONTROL_IN_URL = re.compile(r"[\x00-\x1f\x7f]")
@@ -375,14 +418,21 @@ class InputGuardMiddleware:
             return
         received = 0
         max_bytes = self.max_bytes
+        # A JSON body is kept as it arrives (at most `max_bytes`) to be checked for a member named twice once whole.
+        json_chunks: list[bytes] | None = [] if _json_media_type(content_type) else None
 
         async def counting_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                received += len(chunk)
                 if received > max_bytes:
                     raise TooLarge(f"the body may be at most {max_bytes} bytes", max_bytes=max_bytes)
+                if json_chunks is not None:
+                    json_chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        _refuse_duplicated_member(b"".join(json_chunks))
             return message
 
         with field_limits_scope(self.field_limits):

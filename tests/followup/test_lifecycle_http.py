@@ -279,6 +279,37 @@ def test_what_an_officer_writes_is_plain_text_and_a_flag_is_true_or_false(follow
     assert followup.types(tid) == before
 
 
+@pytest.mark.parametrize(
+    ("action", "body", "location"),
+    [
+        ("return", b'{"reason": "Bukan wewenang kami.", "reason": "Sudah kami tangani."}', ["body", "reason"]),
+        ("follow-ups", b'{"text": "Petugas sudah ke lokasi.", "public": false, "public": true}', ["body", "public"]),
+        (
+            "follow-ups",
+            b'{"text": "Foto lokasi.", "attachments": [{"url": "https://unggah.lapor.go.id/f/a.jpg", '
+            b'"url": "https://unggah.lapor.go.id/f/b.jpg", "sha256": "' + b"ab" * 32 + b'", '
+            b'"media_type": "image/jpeg", "size_bytes": 52000}]}',
+            ["body", "attachments", "0", "url"],
+        ),
+    ],
+    ids=["reason twice", "public twice", "an attachment's url twice"],
+)
+def test_a_body_naming_a_member_twice_is_422_and_writes_nothing(followup, action, body, location):
+    """`{"reason": "…", "reason": "…"}` was decided on the last value, which another reader of the same request (a
+    gateway, a proxy checking requests) may read as the first: a return recorded with a reason the officer's tool
+    never showed, a follow-up public that was sent as an internal note. Refused with the member named (session 31)."""
+    tid = followup.disposed("LAP-TWICE-1")
+    followup.act(tid, "accept", followup.liaison())
+    before = followup.types(tid)
+    headers = {**followup.liaison(), "Content-Type": "application/json"}
+    response = followup.client.post(f"/api/complaints/{tid}/{action}", headers=headers, content=body)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"][0]["location"] == location
+    assert response.json()["errors"][0]["type"] == "duplicated_member"
+    assert followup.types(tid) == before
+
+
 def test_an_attachments_size_written_with_a_zero_fraction_is_the_whole_number(followup):
     """To JSON Schema, which the API document speaks, 52000.0 is an integer; the event records 52000."""
     tid = followup.disposed("LAP-PHOTO-1")
