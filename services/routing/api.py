@@ -6,7 +6,8 @@
   the command runner (If-Match honoured, ETag returned; an illegal transition is 409).
 - `GET /api/agencies`, `GET /api/agencies/{agency_id}` (public), `POST /api/agencies`,
   `PUT /api/agencies/{agency_id}` (national admin): the directory, every change an event.
-- `GET /api/routing-rules` (public), `PUT /api/routing-rules/{rule_id}` (national admin).
+- `GET /api/routing-rules` (public), `PUT /api/routing-rules/{rule_id}` (national admin; If-Match names the rule's
+  `version`, ETag returned).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from lapor.limits import DecimalDigits, KemendagriRegion, Name, NonNegativeInt64
 from lapor.paths import AGENCY_ID, AGENCY_SETTINGS, AgencyPath, names_a_setting
 from lapor.principal import Principal
 from lapor.privacy import visible_complaints
-from lapor.problems import Conflict, NotFound, ValidationProblem
+from lapor.problems import Conflict, NotFound, PreconditionFailed, ValidationProblem
 from lapor.store import RecordedEvent
 from lapor.tracking import TrackingIdPath
 from schemas.events import (
@@ -171,6 +172,7 @@ class RuleView(BaseModel):
     active: bool
     changed_at: datetime | None = None
     changed_by: str | None = Field(None, description="who changed it last; shown to staff only")
+    version: int = Field(description="of the rule's latest change: send it as If-Match with the next one")
 
 
 # -- request models -----------------------------------------------------------------------------------------
@@ -367,9 +369,15 @@ def _acting(principal: Principal | None) -> Principal:
 RulePath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 
 
-def _rules_version(events: Sequence[RecordedEvent]) -> int:
-    """All a rule change needs of the rules stream: nothing but its version, which the runner tracks."""
-    return len(events)
+def _rule_version(events: Sequence[RecordedEvent], rule_id: str) -> int | None:
+    """The version of the rule's latest change in the rules stream (None: never changed, so not there yet). The
+    stream holds every rule, so the stream's own version moves with every other rule's change: a rule's If-Match
+    names this one."""
+    return next(
+        (event.version for event in reversed(events)
+         if event.type == "RoutingRuleChanged" and event.data.get("rule_id") == rule_id),
+        None,
+    )
 
 
 def build_router(ctx: ServiceContext) -> APIRouter:
@@ -607,6 +615,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                 active=row.active,
                 changed_at=datetime.fromisoformat(row.changed_at),
                 changed_by=row.changed_by if staff else None,
+                version=row.version,
             )
             for row in rows
         ]
@@ -616,16 +625,34 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         ctx: Context,
         rule_id: RulePath,
         change: RuleChange,
+        response: Response,
         principal: Annotated[Principal | None, Depends(require("directory.manage"))],
+        if_match: Annotated[int | None, Depends(if_match_header)],
     ) -> RuleView:
+        """If-Match names the rule's `version` (GET /api/routing-rules, or this route's ETag): stale, 412 naming the
+        current one, nothing written (session 31: it was ignored, so of two admins changing one rule from the same
+        reading the later one silently undid the other's change)."""
         target = active_agency(ctx.store, change.agency_id)
         if change.active and (target is None or not is_top_level(change.agency_id)):
             raise ValidationProblem(f"{change.agency_id} is not an active agency that takes dispositions")
         match = RuleMatch.model_validate(change.match.model_dump())  # the contract's type, not the request's
         event = RoutingRuleChanged(rule_id=rule_id, match=match, agency_id=change.agency_id, active=change.active)
-        run_command(ctx, RULES_STREAM, lambda version, now: [event.to_new_event()], principal=_acting(principal),
-                    fold=_rules_version, must_exist=False)
+
+        def decide(events: Sequence[RecordedEvent], now: datetime) -> list[Any]:
+            current = _rule_version(events, rule_id)
+            if if_match is not None and if_match != current:
+                if current is None:
+                    raise PreconditionFailed(f"routing rule {rule_id} does not exist yet: create it without If-Match",
+                                             current_version=None)
+                raise PreconditionFailed(f"routing rule {rule_id} is at version {current}, not {if_match}: read it "
+                                         "again", current_version=current)
+            return [event.to_new_event()]
+
+        # The rule's own version is checked in the decision, on the stream it appends to (the runner's If-Match
+        # is the stream's, which every rule moves).
+        result = run_command(ctx, RULES_STREAM, decide, principal=_acting(principal), fold=list, must_exist=False)
+        response.headers["ETag"] = result.etag
         return RuleView(rule_id=rule_id, match=match, agency_id=change.agency_id, active=change.active,
-                        changed_by=_acting(principal).subject)
+                        changed_by=_acting(principal).subject, version=result.version)
 
     return router

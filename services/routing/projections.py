@@ -41,8 +41,10 @@ DIRECTORY_TABLES = (
     "CREATE TABLE IF NOT EXISTS routing_keywords (keyword TEXT PRIMARY KEY, agency_id TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS routing_rules ("
     " rule_id TEXT PRIMARY KEY, keyword TEXT, region_code TEXT, category TEXT, agency_id TEXT NOT NULL,"
-    " active INTEGER NOT NULL, changed_at TEXT NOT NULL, changed_by TEXT)",
+    " active INTEGER NOT NULL, changed_at TEXT NOT NULL, changed_by TEXT, version BIGINT NOT NULL)",
 )
+# The tables the directory projection alone writes (dropped and rebuilt when its version changes).
+DIRECTORY_TABLE_NAMES = ("routing_directory_applied", "routing_agencies", "routing_keywords", "routing_rules")
 
 COMPLAINT_TABLES = (
     "CREATE TABLE IF NOT EXISTS routing_complaints ("
@@ -88,10 +90,10 @@ def apply_directory_event(event: RecordedEvent, tx: Tx) -> None:
         match = data["match"]
         tx.execute(
             "INSERT INTO routing_rules (rule_id, keyword, region_code, category, agency_id, active, changed_at, "
-            "changed_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rule_id) DO UPDATE SET "
+            "changed_by, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rule_id) DO UPDATE SET "
             "keyword = excluded.keyword, region_code = excluded.region_code, category = excluded.category, "
             "agency_id = excluded.agency_id, active = excluded.active, changed_at = excluded.changed_at, "
-            "changed_by = excluded.changed_by",
+            "changed_by = excluded.changed_by, version = excluded.version",
             (
                 data["rule_id"],
                 match.get("keyword"),
@@ -101,6 +103,7 @@ def apply_directory_event(event: RecordedEvent, tx: Tx) -> None:
                 int(data.get("active", True)),
                 moment(event.recorded_at),
                 event.metadata.get("actor"),
+                event.version,
             ),
         )
     tx.execute(
@@ -254,14 +257,18 @@ class RuleRow:
     active: bool
     changed_at: str
     changed_by: str | None
+    version: int  # of its latest change in the rules stream: what a change's If-Match names
 
 
 def load_rules(tx: Tx, *, include_inactive: bool = False) -> list[RuleRow]:
-    sql = "SELECT rule_id, agency_id, keyword, region_code, category, active, changed_at, changed_by FROM routing_rules"
+    sql = (
+        "SELECT rule_id, agency_id, keyword, region_code, category, active, changed_at, changed_by, version "
+        "FROM routing_rules"
+    )
     if not include_inactive:
         sql += " WHERE active = 1"
     return [
-        RuleRow(Rule(row[0], row[1], row[2], row[3], row[4]), bool(row[5]), row[6], row[7])
+        RuleRow(Rule(row[0], row[1], row[2], row[3], row[4]), bool(row[5]), row[6], row[7], row[8])
         for row in tx.fetchall(sql + " ORDER BY rule_id")
     ]
 

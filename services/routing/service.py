@@ -14,7 +14,13 @@ from lapor.directory import DIRECTORY_CATEGORY
 from lapor.subscriptions import Subscription, holding_subscription
 from services.routing.api import build_router
 from services.routing.handlers import DeadlineScheduler
-from services.routing.projections import HeldComplaints, apply_directory_event, setup_complaints, setup_directory
+from services.routing.projections import (
+    DIRECTORY_TABLE_NAMES,
+    HeldComplaints,
+    apply_directory_event,
+    setup_complaints,
+    setup_directory,
+)
 from services.routing.seed import seed_demo, seed_directory
 
 DIRECTORY_SUBSCRIPTION = "routing.directory"
@@ -24,11 +30,14 @@ COMPLAINT_SUBSCRIPTION = "routing.complaints"
 # 3 (session 27): no Ombudsman hand-over deadline while the report is resolved (a consent given just before the
 # resolution waits for a reopening). 4 (session 27): no Ombudsman offer for a report the Ombudsman holds.
 COMPLAINTS_VERSION = 4
+# 2 (session 31): each routing rule keeps the version of its latest change, which a change's If-Match names.
+DIRECTORY_VERSION = 2
 
 
 def subscriptions(ctx: ServiceContext) -> list[Subscription]:
     return [
-        Subscription(DIRECTORY_SUBSCRIPTION, apply_directory_event, category=DIRECTORY_CATEGORY, setup=setup_directory),
+        Subscription(DIRECTORY_SUBSCRIPTION, apply_directory_event, category=DIRECTORY_CATEGORY, setup=setup_directory,
+                     version=DIRECTORY_VERSION, tables=DIRECTORY_TABLE_NAMES),
         holding_subscription(COMPLAINT_SUBSCRIPTION, partial(HeldComplaints, ctx.states), setup=setup_complaints,
                              version=COMPLAINTS_VERSION, tables=("routing_complaints", "routing_deadlines")),
     ]

@@ -523,6 +523,38 @@ def test_a_new_routing_rule_changes_the_proposal_and_records_its_author(app, adm
     assert rules["kupang-kesehatan"]["changed_by"] == "admin_national"
 
 
+def test_a_routing_rule_change_with_a_stale_if_match_is_412_and_writes_nothing(app, admin):
+    """Two national admins read the rule at one version; the first changes it, and the second's change from the same
+    reading must not silently undo it. Until session 31 If-Match was ignored on this route and no version was shown.
+    A rule's version is its own: another rule changed meanwhile does not make it stale."""
+    path = "/api/routing-rules/kupang-kesehatan"
+    rule = {"match": {"region_code": "53.71", "category": "Kesehatan"}, "agency_id": "kementerian-kesehatan"}
+    created = app.put(path, json=rule, headers=admin)
+    assert created.status_code == 200, created.text
+    read = created.json()["version"]
+    assert created.headers["ETag"] == f'"{read}"'
+    caught_up(app)
+    listed = {r["rule_id"]: r for r in app.get("/api/routing-rules", headers=admin).json()}
+    assert listed["kupang-kesehatan"]["version"] == read
+    other = {"match": {"region_code": "53.71", "category": "Pendidikan"}, "agency_id": "pemda-53.71"}
+    assert app.put("/api/routing-rules/kupang-pendidikan", json=other, headers=admin).status_code == 200
+
+    first = app.put(path, json={**rule, "agency_id": "pemda-53.71"}, headers={**admin, "If-Match": f'"{read}"'})
+    assert first.status_code == 200, first.text
+    head = app.app.state.context.store.head_position()
+    second = app.put(path, json={**rule, "active": False}, headers={**admin, "If-Match": f'"{read}"'})
+    assert second.status_code == 412, second.text
+    assert second.headers["content-type"] == "application/problem+json"
+    assert second.json()["current_version"] == first.json()["version"]
+    assert app.app.state.context.store.head_position() == head
+    caught_up(app)
+    listed = {r["rule_id"]: r for r in app.get("/api/routing-rules", headers=admin).json()}
+    assert (listed["kupang-kesehatan"]["agency_id"], listed["kupang-kesehatan"]["active"]) == ("pemda-53.71", True)
+    missing = app.put("/api/routing-rules/belum-ada", json=rule, headers={**admin, "If-Match": '"0"'})
+    assert missing.status_code == 412, missing.text
+    assert app.app.state.context.store.head_position() == head
+
+
 def test_who_changed_a_routing_rule_is_told_to_staff_not_to_the_public(app, bearer):
     """The rules are public, but who changed one is an official's account name (a token's subject, such as
     "budi.santoso@menpan.go.id"): until session 27 the public read it."""
