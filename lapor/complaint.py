@@ -169,6 +169,9 @@ class ComplaintState:
     escalations: tuple[Escalation, ...] = ()
     ombudsman_offered: bool = False
     ombudsman_consent: bool = False
+    # The Ombudsman took the report over on that consent (the takeover escalation, or a disposition to it after the
+    # consent): the consent is done with. Read by routing's scheduler only, never by a transition (session 31).
+    ombudsman_took_over: bool = False
     reopen_count: int = 0
     follow_up_count: int = 0
     feedback: Feedback | None = None  # for the current resolution
@@ -330,6 +333,8 @@ def _disposed(s: Fields, data: Mapping[str, Any], at: datetime) -> Changes:
         "follow_up_answered": None,
         "ombudsman_offer_due": _moment(data["ombudsman_offer_due"]),
         "bounce_count": s["bounce_count"] + 1 if s["status"] is Status.returned else s["bounce_count"],
+        "ombudsman_took_over": s["ombudsman_took_over"]
+        or (s["ombudsman_consent"] and data["agency_id"] == OMBUDSMAN_AGENCY),
     }
 
 
@@ -422,6 +427,7 @@ def _escalated(s: Fields, data: Mapping[str, Any], at: datetime) -> Changes:
     elif kind is EscalationKind.ombudsman:
         changes["agency_id"] = to_agency_id
         changes["unit_id"] = None
+        changes["ombudsman_took_over"] = True
     elif kind is EscalationKind.follow_up_overdue:
         changes["follow_up_answered"] = None
     follow_up_due = data.get("follow_up_due")

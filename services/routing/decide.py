@@ -373,9 +373,13 @@ def running_deadlines(state: ComplaintState) -> dict[DeadlineKind, datetime | No
     if offer is not None:
         running[DeadlineKind.ombudsman_offer] = offer
     # Nor is it handed over while resolved (a consent given just before the resolution): the Ombudsman could do
-    # nothing with it, and it would close on the agency's resolution. Reopened, it is handed over then.
+    # nothing with it, and it would close on the agency's resolution. Reopened, it is handed over then. Once only
+    # (session 31): the Ombudsman that took it over and returned it as bukan wewenang got it straight back, disposed
+    # by the next tick, and so every time it returned it; and a report the national admin disposed elsewhere after
+    # such a return was taken from that agency at once. The national admin disposes it, as any returned report.
     if (
         state.ombudsman_consent
+        and not state.ombudsman_took_over
         and state.status is not Status.resolved
         and state.level is not Level.ombudsman
         and state.agency_id != OMBUDSMAN_AGENCY

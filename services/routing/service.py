@@ -29,7 +29,9 @@ COMPLAINT_SUBSCRIPTION = "routing.complaints"
 # keeps the report's `reporter_ref` (its identity is scrubbed from officials' texts for monitoring roles).
 # 3 (session 27): no Ombudsman hand-over deadline while the report is resolved (a consent given just before the
 # resolution waits for a reopening). 4 (session 27): no Ombudsman offer for a report the Ombudsman holds.
-COMPLAINTS_VERSION = 4
+# 5 (session 31): no Ombudsman hand-over once the Ombudsman has taken the report over (returned by it, the report
+# is the national admin's to dispose).
+COMPLAINTS_VERSION = 5
 # 2 (session 31): each routing rule keeps the version of its latest change, which a change's If-Match names.
 DIRECTORY_VERSION = 2
 

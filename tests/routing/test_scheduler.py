@@ -270,6 +270,49 @@ def test_the_ombudsman_taking_over_a_report_returned_for_the_third_time_raises_n
     assert flag["reason"].startswith("Dikembalikan sebagai bukan wewenang 4 kali")
 
 
+@pytest.mark.parametrize("taken_from", ["agency", "routing"])
+def test_a_report_the_ombudsman_took_over_and_returned_is_the_national_admins_to_dispose(routing_at, taken_from):
+    """The reporter consents, the Ombudsman takes the report over (from the agency holding it, or by a disposition
+    while it was back with routing), and its liaison returns it as bukan wewenang. The consent stood, so the next tick
+    handed the report back to the Ombudsman at once, every time it returned it, and a report the national admin then
+    disposed to another agency was taken from that agency at once (session 31). The consent is done with once the
+    Ombudsman has taken the report: routing holds it like any returned report, and the national admin disposes it."""
+    routing = routing_at(wib(2026, 3, 2, 10))
+    routing.submit("LAP-1")
+    verify(routing, "LAP-1")
+    dispose(routing, "LAP-1")
+    held = (
+        FollowUpPosted(follow_up_id="fu-1", text="Sedang dikerjakan.") if taken_from == "agency"
+        else DispositionReturned(agency_id=KUPANG, reason="Bukan wewenang kota.")
+    )
+    routing.append("LAP-1", DispositionAccepted(agency_id=KUPANG), held, by=KUPANG_ADMIN)
+    offered_and_consented(routing)
+    assert routing.state("LAP-1").agency_id == OMBUDSMAN_AGENCY
+    liaison = agency_principal(OMBUDSMAN_AGENCY, Role.liaison)
+    if taken_from == "routing":  # a disposition: the Ombudsman accepts it (taken from an agency, it is in progress)
+        routing.append("LAP-1", DispositionAccepted(agency_id=OMBUDSMAN_AGENCY), by=liaison)
+    routing.append("LAP-1", DispositionReturned(agency_id=OMBUDSMAN_AGENCY, reason="Bukan maladministrasi."),
+                   by=liaison)
+    routing.advance(minutes=1)
+    routing.tick()
+    returned = routing.state("LAP-1")
+    assert (returned.status, returned.agency_id) == ("returned", None)
+    dispose(routing, "LAP-1", MALANG)
+    routing.advance(minutes=1)
+    routing.tick()
+    disposed = routing.state("LAP-1")
+    assert (disposed.status, disposed.agency_id, disposed.level) == ("disposed", MALANG, "agency")
+    assert routing.types("LAP-1")[-2:] == ["DispositionReturned", "ComplaintDisposed"]
+
+
+def offered_and_consented(routing: Routing) -> None:
+    """Sixty working days after the disposition routing offers the Ombudsman; the reporter consents; a tick."""
+    routing.at(routing.state("LAP-1").ombudsman_offer_due + timedelta(hours=1))
+    routing.tick()
+    routing.append("LAP-1", OmbudsmanConsentGiven(), by=REPORTER)
+    routing.tick()
+
+
 def test_a_consent_given_just_before_a_resolution_is_handed_over_only_if_the_reporter_reopens(routing_at):
     """The reporter consents, and the agency resolves before the scheduler's next tick (session 27): handed over
     then, the Ombudsman held a resolved report it could neither follow up nor resolve, with a follow-up deadline
