@@ -339,7 +339,8 @@ def summary(state: ComplaintState) -> ComplaintSummary:
 
 
 def check_if_match(if_match: int | None, state: ComplaintState) -> None:
-    """For actions that do not append (a draft, a draft sent back): the same precondition as the runner's."""
+    """For actions that do not append (a draft, a draft sent back), and an approval before it claims the draft: the
+    same precondition as the runner's, on the state the caller was authorized on."""
     if if_match is not None and if_match != state.version:
         raise PreconditionFailed(
             f"{stream_of(state.tracking_id)} is at version {state.version}, not {if_match}: read it again",
@@ -605,8 +606,14 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         acting: Acting = Depends(acting_on("complaint.review_follow_up")),
         if_match: int | None = Depends(if_match_header),
     ) -> FollowUpOutcome:
-        """Posts the draft as a public follow-up naming its author and its approver."""
+        """Posts the draft as a public follow-up naming its author and its approver.
+
+        If-Match is checked before the draft is claimed (session 31): a stale one claimed it first and put it back
+        after the 412, so another liaison officer approving it meanwhile was refused (409), and an approval of it
+        already under way was put back to `pending`. The claim stays the guard against two approvers; the runner
+        checks If-Match again on the append, for a change in between (then the draft is put back, as before)."""
         principal, tracking_id = acting.principal, acting.state.tracking_id
+        check_if_match(if_match, acting.state)
         draft = waiting_draft(ctx, acting.state, draft_id, principal)
         with ctx.db.transaction() as tx:
             if not approval.claim_for_approval(tx, draft_id, by=principal.subject, now=ctx.clock.now()):

@@ -10,6 +10,8 @@ import pytest
 
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
 from schemas.events import ComplaintDisposed
+from services.followup import approval
+from services.followup.approval import DraftStatus
 from tests.followup.conftest import DINKES, KUPANG, MALANG
 
 TEXT = {"text": "Kepala puskesmas sudah ditegur; jam layanan kembali 08.00–14.00."}
@@ -162,6 +164,25 @@ def test_an_approval_with_a_stale_if_match_posts_nothing_and_the_draft_waits_aga
     ).json()
     assert waiting["draft_id"] == draft["draft_id"]
     assert review(approving, draft["draft_id"], "approve", approving.liaison()).status_code == 200
+
+
+def test_a_stale_if_match_leaves_an_approval_under_way_alone(approving):
+    """If-Match is checked before the draft is claimed (session 31). A stale approval claimed the draft first and put
+    it back after its 412: an approval under way (liaison-a's, claimed and appending) was put back to `pending`, and
+    a liaison officer approving meanwhile was refused with 409."""
+    draft = drafted(approving)
+    with approving.ctx.db.transaction() as tx:  # liaison-a's approval is under way: claimed, not settled yet
+        assert approval.claim_for_approval(tx, draft["draft_id"], by="liaison-a", now=approving.clock.now())
+    head = approving.ctx.store.head_position()
+    headers = {**approving.liaison(subject="liaison-b"), "If-Match": '"1"'}
+    stale = review(approving, draft["draft_id"], "approve", headers)
+    assert stale.status_code == 412, stale.text
+    assert stale.json()["current_version"] == approving.events("LAP-A-1")[-1].version
+    assert approving.ctx.store.head_position() == head
+    with approving.ctx.db.read() as tx:
+        claimed = approval.get_draft(tx, "LAP-A-1", draft["draft_id"])
+    assert claimed is not None
+    assert (claimed.status, claimed.reviewed_by) == (DraftStatus.approving, "liaison-a")
 
 
 def test_the_setting_applies_to_the_agencys_units_and_can_be_turned_off(approving):
