@@ -176,6 +176,9 @@ class ApprovalSettingView(BaseModel):
     set_for: str | None = Field(description="the agency whose setting applies (this one or one above it)")
     updated_by: str | None
     updated_at: datetime | None
+    version: int = Field(
+        description="of this agency's own setting (0: never set): send it as If-Match when setting it (the ETag)"
+    )
 
 
 class WebhookView(BaseModel):
@@ -689,11 +692,15 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         summary="Whether the agency's follow-ups need the liaison officer's approval",
     )
     def read_approval(
-        agency_id: AgencyPath, ctx: Context, principal: Principal | None = Depends(require("queue.read"))
+        agency_id: AgencyPath,
+        ctx: Context,
+        response: Response,
+        principal: Principal | None = Depends(require("queue.read")),
     ) -> ApprovalSettingView:
         known_agency(agency_id)
         with ctx.db.read() as tx:
             setting = approval.approval_setting(tx, agency_id)
+        response.headers["ETag"] = etag(setting.version)
         return ApprovalSettingView.model_validate(setting, from_attributes=True)
 
     @router.put(
@@ -705,13 +712,27 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         agency_id: AgencyPath,
         body: ApprovalRequest,
         ctx: Context,
+        response: Response,
         principal: Principal | None = Depends(require("agency.configure_follow_up")),
+        if_match: int | None = Depends(if_match_header),
     ) -> ApprovalSettingView:
+        """If-Match names the `version` of the agency's own setting (GET, or this route's ETag; 0: never set): stale,
+        412 naming the current one, nothing written (session 31: there was none, so of two admins setting it from
+        one reading the later silently undid the other's change)."""
         known_agency(agency_id)
         assert principal is not None
         with ctx.db.transaction() as tx:
-            approval.set_approval(tx, agency_id, required=body.required, by=principal.subject, now=ctx.clock.now())
+            written = approval.set_approval(
+                tx, agency_id, required=body.required, by=principal.subject, now=ctx.clock.now(), if_match=if_match
+            )
             setting = approval.approval_setting(tx, agency_id)
+        if not written:
+            raise PreconditionFailed(
+                f"the follow-up approval setting of {agency_id} is at version {setting.version}, not {if_match}: "
+                "read it again",
+                current_version=setting.version,
+            )
+        response.headers["ETag"] = etag(setting.version)
         return ApprovalSettingView.model_validate(setting, from_attributes=True)
 
     @router.post(

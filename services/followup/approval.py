@@ -53,6 +53,7 @@ class ApprovalSetting:
     set_for: str | None  # the agency whose setting applies (itself or one above it); None: never set
     updated_by: str | None
     updated_at: datetime | None
+    version: int  # of the agency's own setting: how often it was set (0: never; it inherits or is off)
 
 
 def approval_setting(tx: Tx, agency_id: str) -> ApprovalSetting:
@@ -60,22 +61,47 @@ def approval_setting(tx: Tx, agency_id: str) -> ApprovalSetting:
     is set."""
     scope = ancestors_and_self(agency_id)
     rows = tx.fetchall(
-        f"SELECT agency_id, required, updated_by, updated_at FROM followup_approval_settings "
+        f"SELECT agency_id, required, updated_by, updated_at, version FROM followup_approval_settings "
         f"WHERE agency_id IN ({', '.join('?' for _ in scope)})",
         scope,
     )
+    own = next((row[4] for row in rows if row[0] == agency_id), 0)
     if not rows:
-        return ApprovalSetting(agency_id, False, None, None, None)
-    set_for, required, updated_by, updated_at = max(rows, key=lambda row: len(row[0]))
-    return ApprovalSetting(agency_id, bool(required), set_for, updated_by, moment(updated_at))
+        return ApprovalSetting(agency_id, False, None, None, None, own)
+    set_for, required, updated_by, updated_at, _ = max(rows, key=lambda row: len(row[0]))
+    return ApprovalSetting(agency_id, bool(required), set_for, updated_by, moment(updated_at), own)
 
 
-def set_approval(tx: Tx, agency_id: str, *, required: bool, by: str, now: datetime) -> None:
-    tx.execute(
-        "INSERT INTO followup_approval_settings (agency_id, required, updated_by, updated_at) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (agency_id) DO UPDATE SET required = excluded.required, updated_by = excluded.updated_by, "
-        "updated_at = excluded.updated_at",
-        (agency_id, int(required), by, instant(now)),
+def set_approval(
+    tx: Tx, agency_id: str, *, required: bool, by: str, now: datetime, if_match: int | None = None
+) -> bool:
+    """Set the agency's own setting, one version on; with `if_match`, only if its own setting is at that version
+    (0: never set). False when it is not: nothing written. Each statement checks and writes at once, so of two
+    admins setting it from one reading one is refused, on PostgreSQL as on SQLite."""
+    values = (agency_id, int(required), by, instant(now))
+    if if_match is None:
+        tx.execute(
+            "INSERT INTO followup_approval_settings (agency_id, required, updated_by, updated_at, version) "
+            "VALUES (?, ?, ?, ?, 1) ON CONFLICT (agency_id) DO UPDATE SET required = excluded.required, "
+            "updated_by = excluded.updated_by, updated_at = excluded.updated_at, "
+            "version = followup_approval_settings.version + 1",
+            values,
+        )
+        return True
+    if if_match == 0:
+        return bool(
+            tx.execute(
+                "INSERT INTO followup_approval_settings (agency_id, required, updated_by, updated_at, version) "
+                "VALUES (?, ?, ?, ?, 1) ON CONFLICT (agency_id) DO NOTHING",
+                values,
+            ).rowcount
+        )
+    return bool(
+        tx.execute(
+            "UPDATE followup_approval_settings SET required = ?, updated_by = ?, updated_at = ?, version = version + 1 "
+            "WHERE agency_id = ? AND version = ?",
+            (int(required), by, instant(now), agency_id, if_match),
+        ).rowcount
     )
 
 

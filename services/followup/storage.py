@@ -81,7 +81,8 @@ CREATE TABLE IF NOT EXISTS followup_approval_settings (
     agency_id   TEXT PRIMARY KEY,
     required    INTEGER NOT NULL,
     updated_by  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
+    updated_at  TEXT NOT NULL,
+    version     BIGINT
 );
 CREATE TABLE IF NOT EXISTS followup_drafts (
     draft_id        TEXT PRIMARY KEY,
@@ -155,6 +156,11 @@ def install_service_tables(db: Database) -> None:
     # `approval.of_present_holding`): NULL for them.
     add_column(db, "followup_drafts", "holding", "BIGINT")
     add_column(db, "followup_targets", "every_kind", "INTEGER")
+    # An agency's approval setting counts its changes (`version`, what its PUT's If-Match names, session 31); one
+    # set before then is at version 1.
+    add_column(db, "followup_approval_settings", "version", "BIGINT")
+    with db.transaction() as tx:
+        tx.execute("UPDATE followup_approval_settings SET version = 1 WHERE version IS NULL")
     _every_kind_of_old_targets(db)
 
 

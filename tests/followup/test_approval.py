@@ -189,13 +189,57 @@ def test_the_setting_applies_to_the_agencys_units_and_can_be_turned_off(approvin
     setting = approving.client.get(f"/api/agencies/{DINKES}/follow-up-approval", headers=approving.unit_officer())
     assert setting.json() == {
         "agency_id": DINKES, "required": True, "set_for": KUPANG, "updated_by": "admin-kupang",
-        "updated_at": setting.json()["updated_at"],
+        "updated_at": setting.json()["updated_at"], "version": 0,
     }
     off = approving.client.put(
         f"/api/agencies/{KUPANG}/follow-up-approval", headers=approving.admin(), json={"required": False}
     )
     assert off.json()["required"] is False
     assert approving.act("LAP-A-1", "follow-ups", approving.admin(), TEXT).status_code == 201
+
+
+def test_setting_approval_with_a_stale_if_match_is_412_and_changes_nothing(on_each_database):
+    """Two admins of Kota Kupang read the setting at one version; the first turns approval on, and the second's
+    change from the same reading must not silently undo it. Until session 31 the route took no If-Match and showed
+    no version. The version is the agency's own setting's: 0 while never set."""
+    with on_each_database() as app:
+        app.register_directory()
+        path = f"/api/agencies/{KUPANG}/follow-up-approval"
+        read = app.client.get(path, headers=app.admin())
+        assert (read.json()["version"], read.headers["ETag"]) == (0, '"0"')
+        first = app.client.put(path, headers={**app.admin(), "If-Match": '"0"'}, json={"required": True})
+        assert first.status_code == 200, first.text
+        assert (first.json()["version"], first.headers["ETag"]) == (1, '"1"')
+        for stale in ('"0"', '"2"'):
+            second = app.client.put(
+                path, headers={**app.admin(subject="admin-kupang-2"), "If-Match": stale}, json={"required": False}
+            )
+            assert second.status_code == 412, second.text
+            assert second.headers["content-type"] == "application/problem+json"
+            assert second.json()["current_version"] == 1
+        now = app.client.get(path, headers=app.admin()).json()
+        assert (now["required"], now["updated_by"], now["version"]) == (True, "admin-kupang", 1)
+        unit = app.client.put(f"/api/agencies/{DINKES}/follow-up-approval", headers={**app.admin(), "If-Match": '"0"'},
+                              json={"required": False})
+        assert (unit.status_code, unit.json()["version"]) == (200, 1)
+        off = app.client.put(path, headers={**app.admin(subject="admin-kupang-2"), "If-Match": '"1"'},
+                             json={"required": False})
+        assert (off.status_code, off.json()["version"], off.json()["required"]) == (200, 2, False)
+
+
+def test_a_setting_made_before_it_had_a_version_is_at_version_1(on_each_database):
+    path = f"/api/agencies/{KUPANG}/follow-up-approval"
+    with on_each_database() as app:
+        app.register_directory()
+        assert app.client.put(path, headers=app.admin(), json={"required": True}).status_code == 200
+        with app.ctx.db.transaction() as tx:  # the table as it was before session 31
+            tx.execute("ALTER TABLE followup_approval_settings DROP COLUMN version")
+    with on_each_database(at=app.clock.now()) as app:
+        assert app.client.get(path, headers=app.admin()).headers["ETag"] == '"1"'
+        stale = app.client.put(path, headers={**app.admin(), "If-Match": '"0"'}, json={"required": False})
+        assert (stale.status_code, stale.json()["current_version"]) == (412, 1)
+        off = app.client.put(path, headers={**app.admin(), "If-Match": '"1"'}, json={"required": False})
+        assert (off.status_code, off.json()["version"]) == (200, 2)
 
 
 @pytest.mark.parametrize("flag", [0, 1, "yes"])
