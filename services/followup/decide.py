@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from lapor.auth import within
 from lapor.complaint import ComplaintState, Status, ensure_allowed, missed_follow_up, red_mark_pending
-from lapor.limits import MaxItems, Reason, Text, WholeNumber
+from lapor.limits import MaxItems, Once, Reason, Text, WholeNumber
 from lapor.policy import Sp4nPolicy
 from lapor.privacy import present_escalations
 from lapor.problems import ValidationProblem
@@ -83,7 +83,7 @@ class PostFollowUp(_Command):
 
     text: Text
     public: StrictBool = True  # like every flag in a request: true or false, never 0/1 or "yes"
-    attachments: Annotated[tuple[AttachmentIn, ...], MaxItems("attachments")] = ()
+    attachments: Annotated[tuple[AttachmentIn, ...], MaxItems("attachments"), Once] = ()
 
 
 class Resolve(_Command):

@@ -34,6 +34,7 @@ from lapor.limits import (
     KemendagriRegion,
     MaxItems,
     Name,
+    Once,
     SmsText,
     Text,
     Title,
@@ -127,7 +128,7 @@ class AttachmentIn(_Request):
         return self
 
 
-Attachments = Annotated[list[AttachmentIn], MaxItems("attachments")]
+Attachments = Annotated[list[AttachmentIn], MaxItems("attachments"), Once]
 
 
 class LocationIn(_Request):

@@ -25,7 +25,7 @@ from lapor.complaint import ComplaintState, PendingEvent, Status, ensure_allowed
 from lapor.context import Context, ServiceContext
 from lapor.directory import AgencyRecord as DirectoryRecord
 from lapor.directory import agency_stream
-from lapor.limits import DecimalDigits, KemendagriRegion, Name, NonNegativeInt64
+from lapor.limits import DecimalDigits, KemendagriRegion, Name, NonNegativeInt64, Once
 from lapor.paths import AGENCY_ID, AGENCY_SETTINGS, AgencyPath, names_a_setting
 from lapor.principal import Principal
 from lapor.privacy import visible_complaints
@@ -193,8 +193,8 @@ class AgencyRecord(BaseModel):
     kind: AgencyKind
     parent_id: AgencyId | None = None
     region_code: KemendagriRegion | None = None
-    sms_keywords: Annotated[list[SmsKeyword], Field(max_length=20)] = []
-    liaisons: Annotated[list[LiaisonContactChange], Field(max_length=20)] = []
+    sms_keywords: Annotated[list[SmsKeyword], Field(max_length=20), Once] = []  # each once (lapor.limits.Once)
+    liaisons: Annotated[list[LiaisonContactChange], Field(max_length=20), Once] = []
 
 
 class NewAgency(AgencyRecord):

@@ -33,7 +33,7 @@ from lapor.complaint import (
     missed_follow_up,
     ombudsman_offer_running,
 )
-from lapor.limits import Category, Reason, Tag, Title, like_a_category_label
+from lapor.limits import Category, Once, Reason, Tag, Title, like_a_category_label
 from lapor.policy import Sp4nPolicy
 from lapor.principal import NATIONAL_ADMIN_AGENCY, OMBUDSMAN_AGENCY
 from schemas.events import (
@@ -65,7 +65,9 @@ class VerifyCommand(_Command):
     category: Category | None = Field(None, description="kategori; defaults to the one given at submission")
     classification: ComplaintKind | None = Field(None, description="klasifikasi; defaults to the reporter's")
     title: Title | None = Field(None, description="a corrected title; omit to keep the reporter's")
-    tags: Annotated[tuple[Tag, ...], Field(max_length=20)] = ()
+    tags: Annotated[tuple[Tag, ...], Field(max_length=20), Once] = Field(
+        (), description="each kept once, in the order first given (a tag given again is dropped)"
+    )
 
 
 class PendCommand(_Command):

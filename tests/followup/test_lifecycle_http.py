@@ -310,6 +310,16 @@ def test_a_body_naming_a_member_twice_is_422_and_writes_nothing(followup, action
     assert followup.types(tid) == before
 
 
+def test_an_attachment_given_twice_is_posted_once(followup):
+    """Each attachment of a follow-up is kept once, in the order first given (session 31: it was posted twice)."""
+    tid = followup.disposed("LAP-PHOTO-2")
+    followup.act(tid, "accept", followup.liaison())
+    other = {**PHOTO, "url": "https://unggah.lapor.go.id/f/denah.jpg", "sha256": "cd" * 32}
+    body = {"text": "Foto lokasi.", "attachments": [PHOTO, other, PHOTO]}
+    assert followup.act(tid, "follow-ups", followup.liaison(), body).status_code == 201
+    assert followup.events(tid)[-1].data["attachments"] == [PHOTO, other]
+
+
 def test_an_attachments_size_written_with_a_zero_fraction_is_the_whole_number(followup):
     """To JSON Schema, which the API document speaks, 52000.0 is an integer; the event records 52000."""
     tid = followup.disposed("LAP-PHOTO-1")

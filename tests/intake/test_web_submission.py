@@ -432,6 +432,15 @@ def test_attachments_over_the_limit_of_a_wrong_type_or_address_are_refused(intak
     assert intake.head() == head
 
 
+def test_an_attachment_given_twice_is_recorded_once(intake):
+    """Each attachment is kept once, in the order first given (session 31: one given twice was recorded twice); the
+    hash is compared as recorded, in lower case."""
+    other = {**ATTACHMENT, "url": "https://unggah.lapor.go.id/f/4d2b.jpg", "sha256": "0a" * 32}
+    again = {**ATTACHMENT, "sha256": ATTACHMENT["sha256"].upper()}
+    receipt = intake.submit(attachments=[ATTACHMENT, other, again, other])
+    assert intake.events(receipt["tracking_id"])[0].data["attachments"] == [ATTACHMENT, other]
+
+
 def test_a_size_written_with_a_zero_fraction_is_the_whole_number(intake):
     """JSON has one kind of number: to JSON Schema, which the API document speaks, 250000.0 is an integer."""
     receipt = intake.submit(attachments=[{**ATTACHMENT, "size_bytes": 250_000.0}])

@@ -160,6 +160,17 @@ def test_verification_answers_the_new_status_and_version(app, admin):
     assert event.metadata["actor"] == "admin_national"
 
 
+def test_a_tag_given_twice_is_recorded_once(app, admin):
+    """Each tag is kept once, in the order first given, as stripped (session 31: `["jalan", "jalan"]` was recorded
+    twice, and the report listed it twice). Tags differing in case are different tags."""
+    submit(app, "LAP-1")
+    tags = ["jalan", "drainase", " jalan ", "Jalan", "drainase"]
+    response = post(app, "LAP-1", "verify", admin, {"category": "Infrastruktur", "tags": tags})
+    assert response.status_code == 200, response.text
+    [event] = app.app.state.context.store.read_stream("complaint-LAP-1", 1)
+    assert event.data["tags"] == ["jalan", "drainase", "Jalan"]
+
+
 @pytest.mark.parametrize("category", ["(none)", "(other)", "(Other)", " (none) ", '"(none)"', '""(other)""'])
 def test_a_category_named_like_a_label_of_the_figures_is_refused_at_verification(app, admin, category):
     """Session 31: the reports' figures count reports without a category under `(none)` and the public statistics'
@@ -427,6 +438,21 @@ def test_changing_an_agency_is_an_event_that_names_who_changed_it(app, admin):
     assert app.get(f"/api/agencies/{KUPANG}").json()["sms_keywords"] == ["KOTKUPANG", "KUPANG"]
     stale = app.put(f"/api/agencies/{KUPANG}", json=record(), headers={**admin, "If-Match": '"0"'})
     assert stale.status_code == 412
+
+
+def test_an_agencys_keyword_or_liaison_given_twice_is_listed_once(app, admin):
+    """An agency's SMS keywords and liaisons are kept once each, in the order first given (session 31: a keyword or
+    a liaison given twice was listed twice in its record)."""
+    liaison = {"name": "Contoh Penghubung", "position": "Pejabat Penghubung (data contoh)"}
+    other = {"name": "Contoh Kedua", "position": None}
+    body = record(sms_keywords=["KUPANG", "KOTKUPANG", "KUPANG"], liaisons=[liaison, other, liaison])
+    response = app.put(f"/api/agencies/{KUPANG}", json=body, headers=admin)
+    assert response.status_code == 200, response.text
+    [updated] = app.app.state.context.store.read_stream(f"directory-{KUPANG}", 1)
+    assert updated.data["sms_keywords"] == ["KUPANG", "KOTKUPANG"]
+    assert [contact["name"] for contact in updated.data["liaisons"]] == ["Contoh Penghubung", "Contoh Kedua"]
+    caught_up(app)
+    assert app.get(f"/api/agencies/{KUPANG}").json()["sms_keywords"] == ["KUPANG", "KOTKUPANG"]
 
 
 def test_a_keyword_in_use_cannot_be_given_to_another_agency(app, admin):
