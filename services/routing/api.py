@@ -548,7 +548,11 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         record: NewAgency,
         response: Response,
         principal: Annotated[Principal | None, Depends(require("directory.manage"))],
+        if_match: Annotated[int | None, Depends(if_match_header)],
     ) -> AgencyView:
+        """Registers an agency not there yet (409 if it is: change it with PUT). If-Match names a version of an agency
+        there already, so with one it is 412 while the agency is not there (session 31: it was ignored, and a
+        registration sent with a mistyped id and a version read from the real agency made a new agency)."""
         if record.agency_id in RESERVED_AGENCY_IDS:
             raise ValidationProblem(f"{record.agency_id} is reserved")
         if names_a_setting(record.agency_id):
@@ -562,6 +566,9 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         def decide(existing: Agency | None, now: datetime) -> list[Any]:
             if existing is not None:
                 raise Conflict(f"agency {record.agency_id} is already registered; change it with PUT")
+            if if_match is not None:
+                raise PreconditionFailed(f"agency {record.agency_id} does not exist yet: register it without If-Match",
+                                         current_version=None)
             claim_keywords(ctx, record.agency_id, record.sms_keywords, 0, _acting(principal))
             return [event.to_new_event()]
 

@@ -436,8 +436,27 @@ def test_changing_an_agency_is_an_event_that_names_who_changed_it(app, admin):
     assert (updated.type, updated.metadata["actor"]) == ("AgencyUpdated", "admin_national")
     caught_up(app)
     assert app.get(f"/api/agencies/{KUPANG}").json()["sms_keywords"] == ["KOTKUPANG", "KUPANG"]
-    stale = app.put(f"/api/agencies/{KUPANG}", json=record(), headers={**admin, "If-Match": '"0"'})
+    head = app.app.state.context.store.head_position()
+    stale = app.put(f"/api/agencies/{KUPANG}", json=record(name="Kota Kupang"), headers={**admin, "If-Match": '"0"'})
     assert stale.status_code == 412
+    assert stale.json()["current_version"] == 1
+    assert app.app.state.context.store.head_position() == head
+
+
+def test_registering_an_agency_with_if_match_is_412_while_it_is_not_there(app, admin):
+    """If-Match names a version of an agency there already: a registration sent with one, for an agency not there
+    (a mistyped id), is 412 and registers nothing (session 31: If-Match was ignored and the agency was made).
+    One there already is 409, as without If-Match."""
+    unit = {"agency_id": f"{KUPANG}/rsud", "name": "RSUD Kota Kupang", "kind": "unit", "parent_id": f"{KUPANG}/dinkes"}
+    head = app.app.state.context.store.head_position()
+    response = app.post("/api/agencies", json=unit, headers={**admin, "If-Match": '"0"'})
+    assert response.status_code == 412, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert app.app.state.context.store.head_position() == head
+    assert app.app.state.context.store.read_stream(f"directory-{KUPANG}/rsud") == []
+    registered = app.post("/api/agencies", json=unit, headers=admin)
+    assert (registered.status_code, registered.headers["ETag"]) == (201, '"0"')
+    assert app.post("/api/agencies", json=unit, headers={**admin, "If-Match": '"0"'}).status_code == 409
 
 
 def test_an_agencys_keyword_or_liaison_given_twice_is_listed_once(app, admin):
