@@ -7,11 +7,11 @@
   (`duplicated_member`, session 31).
 - Field lengths come from settings (`field_limits`), so the services' request models use these types instead
   of fixed `max_length`s: `title: Title`, `body: Body`, `attachments: Annotated[list[X], MaxItems("attachments")]`.
+  The limits of the app serving the request apply (set per request by the middleware); outside a request
+  the defaults do.
 - `Once` is the last annotation of a request's list whose items are a set (a report's tags, an agency's SMS keywords
   and liaisons, attachments): an item given again, once validated (stripped, lower-cased where its type does so),
   is dropped, the first kept where it was (session 31: `["jalan", "jalan"]` was recorded twice).
-  The limits of the app serving the request apply (set per request by the middleware); outside a request
-  the defaults do.
 - `rate_limit("submission")` / `rate_limit("statistics")` is the dependency public endpoints put on their routes
   (per client address, counted under a keyed hash of it); the SMS limit is per sender, so intake counts it with
   `RateLimits.hit` under a keyed hash of the sender's number.
