@@ -47,7 +47,7 @@ from lapor.problems import Unauthenticated
 from lapor.revocation import Revocations
 from lapor.settings import SECRET_FILE, Settings, SettingsError, load_settings, one_line
 from lapor.store import StoreError, open_store
-from lapor.store.open import parse_sqlite_url, shown_url, store_exists
+from lapor.store.open import parse_sqlite_url, shown_url, store_exists, without_password
 from lapor.store.writer import WriterProcess
 from lapor.store.writer import run as run_store_writer
 from lapor.subscriptions import SubscriptionRunner, committed_checkpoints
@@ -124,7 +124,16 @@ def _cannot_open(error: Exception, store: str, readmodels: str | None = None) ->
     """What to say when the store (and the read models) would not open: URLs without their password, the
     driver's error on one line."""
     where = f"the store {shown_url(store)}" + (f" or the read models {shown_url(readmodels)}" if readmodels else "")
-    return CliError(f"cannot open {where}: {' '.join(str(error).split())}")
+    return CliError(f"cannot open {where}: {_said(error, store, readmodels)}")
+
+
+def _said(error: Exception, *urls: str | None) -> str:
+    """`error` on one line, without the password of any of `urls` (a driver's error may quote it)."""
+    said = " ".join(str(error).split())
+    for url in urls:
+        if url:
+            said = without_password(said, url)
+    return said
 
 
 def _kept_signing_secret(settings: Settings) -> str:
@@ -663,7 +672,7 @@ def audit_verify(args: argparse.Namespace) -> int:
             report = verify_chain(store, stop_at_first=not args.all, progress=advance)
         except _OPENING_FAILED as error:  # the store fails under the walk: "database disk image is malformed"
             raise CliError(
-                f"cannot read the store {shown_url(url)} after position {walked}: {' '.join(str(error).split())}; "
+                f"cannot read the store {shown_url(url)} after position {walked}: {_said(error, url)}; "
                 "nothing could be said of the rest of the log"
             ) from None
     if report.ok:
@@ -803,7 +812,7 @@ def rebuild(args: argparse.Namespace) -> int:
     try:
         report = rebuilding.run(ctx, services, batch_size=args.batch_size, keep=args.keep, processes=args.processes)
     except rebuilding.RebuildFailed as error:
-        raise CliError(f"rebuild failed: {error}") from None
+        raise CliError(f"rebuild failed: {_said(error, settings.store, settings.readmodels)}") from None
     finally:
         ctx.close()
     return 0 if report.identical else 1

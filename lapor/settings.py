@@ -64,8 +64,14 @@ class SettingsError(ValueError):
 
 def url_scheme_only(value: str) -> str:
     """A URL that may carry a password, fit to print: its scheme only (`postgresql://…`). Only the scheme, since
-    a URL mistyped past parsing (`postgres ql://lapor:pw@db`) hides its password from `urlsplit`."""
-    return value.partition("://")[0] + "://…" if "://" in value else value
+    a URL mistyped past parsing (`postgres ql://lapor:pw@db`) hides its password from `urlsplit`. One without `://`
+    alike, up to its first `:` (`postgresql:/lapor:pw@db` was quoted whole until session 31); a path, which has no
+    `:` or `@`, whole."""
+    if "://" in value:
+        return value.partition("://")[0] + "://…"
+    if ":" in value or "@" in value:
+        return value.partition(":")[0].partition("@")[0] + ":…"
+    return value
 
 
 def _rate(value: str) -> str:

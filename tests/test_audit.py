@@ -157,6 +157,26 @@ def test_cli_prints_a_store_url_without_a_password_given_as_a_parameter():
     assert "s3cret-pw" not in result.stderr + result.stdout
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # No `//` for the user part: printed whole, in the URL and in the error quoting it (session 31).
+        ("postgresql:/lapor:s3cret-pw@127.0.0.1:1/lapor", "postgresql:/***@127.0.0.1:1/lapor"),
+        ("lapor:s3cret-pw@127.0.0.1:1/lapor", "lapor:***@127.0.0.1:1/lapor"),
+        # What libpq cannot read it quotes: the password with a space in it, the whole URL with a `[` not closed.
+        ("postgresql://lapor:s3cret-pw and more@127.0.0.1:1/lapor", "postgresql://lapor:***@127.0.0.1:1/lapor"),
+        ("postgresql://lapor:s3cret-pw@[::1:1/lapor", "<a store URL that does not parse>"),
+        ("postgresql://lapor@[::1:1/lapor?password=s3cret-pw", "<a store URL that does not parse>"),
+    ],
+)
+def test_cli_prints_no_password_of_a_store_url_it_cannot_use(url: str, shown: str):
+    result = run_cli("audit", "verify", "--store", url)
+    assert result.returncode == 2
+    assert f"cannot open the store {shown}: " in result.stderr
+    assert "s3cret-pw" not in result.stderr + result.stdout
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
 def position_of(path: Path, stream: str, version: int) -> int:
     conn = sqlite3.connect(path)
     [(position,)] = conn.execute("SELECT position FROM events WHERE stream = ? AND version = ?", (stream, version))

@@ -5,8 +5,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from lapor.clock import Clock
 from lapor.store.model import EventStore
@@ -41,7 +42,12 @@ def shown_url(url: str) -> str:
         parts = urlsplit(url)
         parameters = parse_qsl(parts.query, keep_blank_values=True)
         hidden = any(name == "password" for name, _ in parameters)
-        if parts.password is None and not hidden:
+        if parts.password is None and not parts.netloc and "@" in parts.path:
+            # No `//` for urlsplit to find the user part by (`postgresql:/lapor:pw@db/lapor`, `lapor:pw@db/lapor`): all
+            # before the last `@` of the path goes (session 31: printed whole by lapor audit verify --store).
+            lead = parts.path[: len(parts.path) - len(parts.path.lstrip("/"))]
+            parts = parts._replace(path=lead + "***@" + parts.path.rpartition("@")[2])
+        elif parts.password is None and not hidden:
             return url
         if parts.password is not None:
             user = f"{parts.username}:***@" if parts.username else ":***@"
@@ -52,6 +58,27 @@ def shown_url(url: str) -> str:
         return urlunsplit(parts)
     except ValueError:
         return "<a store URL that does not parse>"
+
+
+def without_password(text: str, url: str) -> str:
+    """`text` (an error raised about `url`, by a driver or a parser) fit to print: `url` in it as `shown_url` gives
+    it, and the URL's password wherever else the text quotes it, as given or decoded. Session 31: libpq quotes what
+    it cannot read (`unexpected spaces found in "s3cret pw"`, a whole URL whose `[` is not closed)."""
+    text = text.replace(url, shown_url(url))
+    for password in sorted(_passwords(url), key=len, reverse=True):
+        text = text.replace(password, "***")
+    return text
+
+
+def _passwords(url: str) -> set[str]:
+    """Whatever in `url` may be a password, also where the URL does not parse: what follows the first `:` of all
+    before its last `@` (the scheme and its slashes left out), and every `password` parameter; as given and decoded."""
+    rest = url.partition("://")[2] if "://" in url else url.partition(":")[2]
+    user_part = rest.lstrip("/").rpartition("@")[0]
+    found = {user_part.partition(":")[2]} if ":" in user_part else set()
+    found |= {value for name, value in re.findall(r"(?:^|[?&])([^=&]*)=([^&]*)", url.partition("?")[2])
+              if unquote(name) == "password"}
+    return {shown for value in found for shown in (value, unquote(value)) if shown}
 
 
 def store_exists(url: str) -> bool:
@@ -75,7 +102,7 @@ def open_store(url: str, *, clock: Clock | None = None, answer_timeout: float | 
     `lapor.store.kurrent.DEADLINE`). SQLite has no server."""
     scheme, sep, _ = url.partition("://")
     if not sep:
-        raise ValueError(f"store URL {url!r} has no scheme; use sqlite:///path or postgresql://...")
+        raise ValueError("a store URL starts with its scheme: sqlite:///path or postgresql://...")
     if scheme == "sqlite":
         from lapor.store.sqlite import SqliteEventStore
 

@@ -134,6 +134,9 @@ def test_a_rate_limit_storage_that_cannot_be_used_is_one_line_without_its_passwo
         ("mysql://lapor:s3cret-pw@db.lapor/lapor", "'mysql://…'"),
         ("postgres ql://lapor:s3cret-pw@db.lapor/lapor", "'postgres ql://…'"),  # past urlsplit's parsing
         ("/srv/lapor/events.db", "'/srv/lapor/events.db'"),  # a path, no URL: nothing to hide
+        # No `://` (session 31: quoted whole): a slash left out, or the scheme.
+        ("postgresql:/lapor:s3cret-pw@db.lapor/lapor", "'postgresql:…'"),
+        ("lapor:s3cret-pw@db.lapor/lapor", "'lapor:…'"),
     ],
 )
 def test_a_store_url_of_an_unknown_scheme_is_refused_without_its_password(tmp_path, monkeypatch, variable, value,
