@@ -13,6 +13,7 @@ import getpass
 import logging
 import multiprocessing
 import os
+import select
 import signal
 import socket
 import sqlite3
@@ -51,6 +52,7 @@ from lapor.store.open import parse_sqlite_url, shown_url, store_exists, without_
 from lapor.store.writer import WriterProcess
 from lapor.store.writer import run as run_store_writer
 from lapor.subscriptions import SubscriptionRunner, committed_checkpoints
+from lapor.terminal import output_console
 from lapor.tokens import RevokeRequest
 
 Run = Callable[[argparse.Namespace], int]
@@ -660,7 +662,7 @@ def audit_verify(args: argparse.Namespace) -> int:
     except _OPENING_BY_URL_FAILED as error:
         raise _cannot_open(error, url) from None
     walked = 0  # the last position checked
-    with store, Progress(transient=True) as progress:
+    with store, Progress(transient=True, console=output_console()) as progress:
         task = progress.add_task("verifying hash chains", total=None)
 
         def advance(checked: int, position: int, head: int) -> None:
@@ -931,7 +933,19 @@ def main(argv: Sequence[str] | None = None, *, services: Sequence[ServiceDefinit
     args = build_parser().parse_args(argv)
     args.services = list(services) if services is not None else None
     try:
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()  # here, where a reader gone away is caught below, not at the interpreter's exit
+        return code
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise
+        # The reader of stdout went away (`lapor audit verify | head -1`): nothing more to say to it, and no traceback
+        # (session 31: one from the print that found the pipe closed, or "Exception ignored" from the flush at exit,
+        # exit 120). What the command did stands (a revocation recorded, events appended). The shell's code for a
+        # process SIGPIPE ended, as Python ignores that signal and so never dies of it.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit goes nowhere
+        return STDOUT_CLOSED
     except (SettingsError, CliError) as error:
         print(f"lapor: {error}", file=sys.stderr)
         return 2
@@ -941,6 +955,20 @@ def main(argv: Sequence[str] | None = None, *, services: Sequence[ServiceDefinit
         # One line and the shell's code for SIGINT, not a traceback from wherever the signal landed.
         print("lapor: interrupted", file=sys.stderr)
         return 130
+
+
+STDOUT_CLOSED = 128 + signal.SIGPIPE  # 141: the exit code when stdout's reader went away before all was printed
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe (or socket) whose reader has gone: a BrokenPipeError raised by anything else (a
+    socket of the command's own) is not this, and stays a traceback."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):  # stdout closed or replaced by one without a file descriptor
+        return False
 
 
 if __name__ == "__main__":

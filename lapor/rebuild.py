@@ -729,6 +729,8 @@ def _compare(
 def _progress_bar(total: int) -> Iterator[Progress]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from lapor.terminal import output_console
+
     columns = (
         TextColumn("rebuilding projections"),
         BarColumn(),
@@ -736,7 +738,7 @@ def _progress_bar(total: int) -> Iterator[Progress]:
         TextColumn("positions"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, transient=False) as bar:
+    with Progress(*columns, transient=False, console=output_console()) as bar:
         task = bar.add_task("rebuild", total=total or 1)
 
         def advance(position: int, target: int) -> None:
@@ -771,10 +773,11 @@ def _print_whole(console: Console, table: Table) -> None:
 
 
 def print_report(report: RebuildReport) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from lapor.terminal import output_console
+
+    console = output_console()
     by = f" by {report.shares} processes, each a share of the complaints," if report.shares > 1 else ""
     console.print(  # soft_wrap: one line, never broken inside a path the operator copies (the kept tables)
         f"read {report.events_read:,} events up to position {report.target_position:,}{by} in "

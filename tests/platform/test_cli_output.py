@@ -1,0 +1,54 @@
+"""What `lapor` does with its output: a reader that went away (`lapor audit verify | head -1`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lapor.store import NewEvent, open_store
+from tests.platform._servers import ROOT
+
+SECRET = "s3cret-" + "x" * 40
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """A data directory whose store holds a few events."""
+    with open_store(f"sqlite:///{tmp_path / 'events.db'}") as store:
+        for n in range(3):
+            store.append(f"complaint-T{n}", [NewEvent("Noted", {"n": n})])
+    return tmp_path
+
+
+def lapor_to_a_closed_pipe(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """`lapor <arguments>` with its stdout a pipe whose reader has already gone."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "lapor.cli", *arguments], cwd=ROOT, stdout=write, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "LAPOR_SECRET": SECRET}, timeout=120,
+        )
+    finally:
+        os.close(write)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["token", "create", "--role", "auditor"],  # one line, printed into the buffer: the flush at exit found it
+        ["audit", "verify"],  # rich's progress display: it ended the process with 1, "a broken link found"
+        ["rebuild", "--service", "intake", "--processes", "1"],  # rich's tables: 1 too, "a table differs"
+        ["parked", "list"],
+    ],
+)
+def test_a_reader_gone_away_ends_the_command_quietly_with_the_code_of_sigpipe(data: Path, arguments: list[str]):
+    """Session 31: a traceback (BrokenPipeError, or "Exception ignored ... BrokenPipeError" and exit 120), or exit 1,
+    which the commands that check say of a finding."""
+    result = lapor_to_a_closed_pipe(*arguments, "--data", str(data))
+    assert result.stderr == ""
+    assert result.returncode == 141  # 128 + SIGPIPE, as the shell says of a process that signal ended
