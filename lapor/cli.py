@@ -662,7 +662,10 @@ def audit_verify(args: argparse.Namespace) -> int:
     except _OPENING_BY_URL_FAILED as error:
         raise _cannot_open(error, url) from None
     walked = 0  # the last position checked
-    with store, Progress(transient=True, console=output_console()) as progress:
+    # The walk's progress on stderr, and only on a terminal: off one rich printed an empty line where the bar had
+    # been, first on stdout, so `lapor audit verify | head -1` read nothing of the verdict (session 31).
+    console = output_console(stderr=True)
+    with store, Progress(transient=True, console=console, disable=not console.is_terminal) as progress:
         task = progress.add_task("verifying hash chains", total=None)
 
         def advance(checked: int, position: int, head: int) -> None:

@@ -122,6 +122,18 @@ def test_cli_audit_verify_passes_an_untouched_log_and_names_the_first_broken_lin
     assert "BROKEN: complaint-T4 version 2" in broken.stdout
 
 
+def test_cli_audit_verify_to_a_pipe_prints_its_verdict_first_and_nothing_else(store_path):
+    """Session 31: rich left an empty line on stdout where its progress bar had been, so `lapor audit verify | head -1`
+    read nothing of the verdict, and a script taking the first line judged an empty one."""
+    clean = run_cli("audit", "verify", "--store", f"sqlite:///{store_path}")
+    assert clean.stdout.splitlines()[0].startswith("ok: 20 events in 5 streams"), clean.stdout
+    tamper(store_path, "UPDATE events SET type = 'ComplaintClosed' WHERE stream = 'complaint-T4' AND version = 2")
+    broken = run_cli("audit", "verify", "--store", f"sqlite:///{store_path}")
+    assert broken.stdout.splitlines()[0].startswith("BROKEN: complaint-T4 version 2"), broken.stdout
+    assert len(broken.stdout.splitlines()) == 2  # the link, and where the walk stopped
+    assert broken.stderr == ""
+
+
 def test_cli_audit_verify_of_a_store_that_does_not_exist_is_an_error_and_creates_nothing(tmp_path: Path):
     """A mistyped path must not become a new, empty log that verifies "ok"."""
     for args in (["--data", str(tmp_path / "typo")], ["--store", f"sqlite:///{tmp_path / 'typo' / 'events.db'}"]):
