@@ -226,12 +226,34 @@ def _open_app(settings: Settings, services: Sequence[ServiceDefinition], *, seed
 
 
 def _open_readmodels(settings: Settings) -> Database:
-    """The read-model database of an installation whose store exists (a command must not start an empty one)."""
+    """The read-model database of an installation whose store exists and whose servers have run on it (a command
+    must not start an empty one). Session 31: where there were none (`LAPOR_READMODELS` mistyped, not the servers'),
+    `parked list` made an empty file and said "0 parked" of it, and `token revoke` recorded a revocation that no
+    server would ever read, and said "revoked"."""
     _require_store(settings.store, option="--data or LAPOR_STORE")
+    url = settings.readmodels
+    scheme, _, rest = url.partition("://")
+    if scheme == "sqlite" and not Path(rest[1:] if rest.startswith("/") else rest).is_file():
+        raise _no_readmodels(url)
     try:
-        return open_database(settings.readmodels, answer_timeout=settings.store_timeout)
+        db = open_database(url, answer_timeout=settings.store_timeout)
     except _OPENING_BY_URL_FAILED as error:
-        raise _cannot_open(error, settings.store, settings.readmodels) from None
+        raise _cannot_open(error, settings.store, url) from None
+    try:
+        with db.read() as tx:  # a server's first start makes its subscriptions' checkpoints
+            servers_ran = table_exists(tx, "subscription_checkpoints")
+    except _OPENING_FAILED as error:
+        db.close()
+        raise _cannot_open(error, settings.store, url) from None
+    if not servers_ran:
+        db.close()
+        raise _no_readmodels(url)
+    return db
+
+
+def _no_readmodels(url: str) -> CliError:
+    return CliError(f"no read models at {shown_url(url)}: no server has run on them, so none would read what this "
+                    "command reads or records there; nothing was created or changed; check --data or LAPOR_READMODELS")
 
 
 def _open_context(settings: Settings, *, runs_subscriptions: bool = True) -> ServiceContext:
@@ -618,12 +640,14 @@ def token_revoke(args: argparse.Namespace) -> int:
     except ValidationError as error:
         raise CliError(one_line(error)) from None
     settings = _settings(args)
+    secret = None if request.token is None else _kept_signing_secret(settings)  # refused before anything opens
     db = _open_readmodels(settings)
     try:
         revocations = Revocations(db, SystemClock())
         by = f"cli:{getpass.getuser()}"
-        if request.token is not None:
-            tokens = TokenService(_kept_signing_secret(settings), SystemClock(), revocations=revocations)
+        if secret is not None:
+            assert request.token is not None
+            tokens = TokenService(secret, SystemClock(), revocations=revocations)
             try:
                 revocation = tokens.revoke(request.token, by=by, reason=request.reason)
             except Unauthenticated as error:

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from lapor.store import NewEvent, open_store
+from lapor.context import ServiceContext
+from lapor.settings import load_settings
+from lapor.store import NewEvent
+from lapor.subscriptions import Subscription, SubscriptionRunner
 from tests.platform._servers import ROOT
 
 SECRET = "s3cret-" + "x" * 40
@@ -17,10 +20,14 @@ SECRET = "s3cret-" + "x" * 40
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    """A data directory whose store holds a few events."""
-    with open_store(f"sqlite:///{tmp_path / 'events.db'}") as store:
+    """A data directory whose store holds a few events, with read models a subscription has run on."""
+    ctx = ServiceContext.open(load_settings(data=tmp_path, secret=SECRET))
+    try:
         for n in range(3):
-            store.append(f"complaint-T{n}", [NewEvent("Noted", {"n": n})])
+            ctx.store.append(f"complaint-T{n}", [NewEvent("Noted", {"n": n})])
+        SubscriptionRunner(ctx.store, ctx.db, Subscription("notes", lambda event, tx: None)).run_until_caught_up()
+    finally:
+        ctx.close()
     return tmp_path
 
 

@@ -13,7 +13,7 @@ from lapor.cli import main as cli_main
 from lapor.context import ServiceContext, ServiceDefinition
 from lapor.db import Tx
 from lapor.settings import load_settings
-from lapor.store import NewEvent, RecordedEvent
+from lapor.store import NewEvent, RecordedEvent, open_store
 from lapor.subscriptions import Subscription, SubscriptionRunner
 from tests.test_subscriptions import make_unreadable
 
@@ -50,6 +50,17 @@ def parked(tmp_path: Path) -> tuple[Path, Path, ServiceDefinition]:
     finally:
         ctx.close()
     return data, broken, service
+
+
+def test_parked_list_where_no_server_has_run_is_refused_and_makes_no_read_models(tmp_path: Path, capsys):
+    """Session 31: it made an empty readmodels.db and said "0 parked" of read models no server had written to."""
+    data = tmp_path / "var"
+    open_store(f"sqlite:///{data}/events.db").close()  # the log exists; no server has run
+    assert cli_main(["parked", "list", "--data", str(data)]) == 2
+    said = capsys.readouterr()
+    assert said.out == ""
+    assert said.err.startswith(f"lapor: no read models at sqlite:///{data}/readmodels.db: no server has run on them")
+    assert not (data / "readmodels.db").exists()
 
 
 def notes(data: Path) -> dict[int, int]:

@@ -367,3 +367,32 @@ def test_the_log_line_of_a_revocation_says_what_was_revoked_and_by_whom(tmp_path
     assert (entry["revocation_id"], entry["subject"], entry["agency_id"], entry["revoked_by"]) == (
         revocation.revocation_id, "budi", HOME, "admin_agency:siti"
     )
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_command_line_refuses_a_revocation_into_read_models_no_server_has_run_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest,
+    backend: str,
+):
+    """Read models no server made (LAPOR_READMODELS mistyped, not the servers'): the revocation was recorded there,
+    where no server would ever look, and the command said "revoked" (session 31). Nothing is made there now."""
+    from lapor.cli import main as cli_main
+    from lapor.store import open_store
+
+    data = tmp_path / "var"
+    if backend == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        monkeypatch.setenv("LAPOR_STORE", url)
+    else:
+        url = f"sqlite:///{data}/events.db"
+    open_store(url).close()  # the log exists; no server has run
+    assert cli_main(["token", "revoke", "--subject", "dewi", "--reason", "left", "--data", str(data)]) == 2
+    said = capsys.readouterr()
+    assert said.out == ""
+    assert "lapor: no read models at " in said.err
+    assert "nothing was created or changed" in said.err
+    if backend == "postgres":
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT to_regclass('auth_revocations')").fetchone() == (None,)
+    else:
+        assert not (data / "readmodels.db").exists()
