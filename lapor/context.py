@@ -36,7 +36,7 @@ from lapor.limits import RateLimits
 from lapor.observability import Metrics, TickRecord
 from lapor.policy import Sp4nPolicy
 from lapor.revocation import Revocations
-from lapor.settings import Settings
+from lapor.settings import SECRET_FILE, Settings
 from lapor.states import ComplaintStates
 from lapor.store import EventStore, open_store
 from lapor.store.open import shown_url, store_exists
@@ -72,7 +72,11 @@ class ServiceContext:
             WorkingCalendar.from_file(settings.holidays_file) if settings.holidays_file else WorkingCalendar()
         )
         policy = Sp4nPolicy.from_overrides(settings.policy, calendar=calendar)
-        secret = settings.signing_secret()
+        # A kept secret is read now, so a bad one is refused before anything opens; one to be made is made only
+        # once the store and the read models have opened. Session 31: a store that would not open (a data directory
+        # holding something else) was refused with a new `<data>/secret` left behind, by lapor rebuild too.
+        kept = settings.secret is not None or settings.production or (settings.data / SECRET_FILE).exists()
+        secret = settings.signing_secret() if kept else None
         new = not store_exists(settings.store)
         store = open_store(settings.store, clock=clock, answer_timeout=settings.store_timeout)
         if new:
@@ -84,6 +88,8 @@ class ServiceContext:
             store.close()
             raise
         try:
+            if secret is None:
+                secret = settings.signing_secret()
             # Tokens are judged on real time, and so are their revocations (see TokenService).
             revocations = Revocations(db, SystemClock())
             revocations.start()

@@ -1,4 +1,5 @@
-"""What `lapor` does with its output: a reader that went away (`lapor audit verify | head -1`)."""
+"""What `lapor` does with its output (a reader that went away: `lapor audit verify | head -1`) and what a refused
+command leaves behind."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from lapor.context import ServiceContext
 from lapor.settings import load_settings
 from lapor.store import NewEvent
 from lapor.subscriptions import Subscription, SubscriptionRunner
-from tests.platform._servers import ROOT
+from tests.platform._servers import ROOT, run_lapor
 
 SECRET = "s3cret-" + "x" * 40
 
@@ -59,3 +60,18 @@ def test_a_reader_gone_away_ends_the_command_quietly_with_the_code_of_sigpipe(da
     result = lapor_to_a_closed_pipe(*arguments, "--data", str(data))
     assert result.stderr == ""
     assert result.returncode == 141  # 128 + SIGPIPE, as the shell says of a process that signal ended
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [["rebuild"], ["seed"], ["parked", "replay", "--subscription", "followup.reactions", "--all"]],
+)
+def test_a_store_that_will_not_open_is_refused_without_a_signing_secret_left_behind(tmp_path: Path, arguments):
+    """A data directory holding something else where the store should be: the command was refused, and a new
+    `<data>/secret` stayed behind, made before the store was opened (session 31)."""
+    (tmp_path / "events.db").write_text("not a database\n")
+    environment = {name: value for name, value in os.environ.items() if not name.upper().startswith("LAPOR_")}
+    result = run_lapor(*arguments, "--data", str(tmp_path), env=environment)
+    assert result.returncode == 2
+    assert "file is not a database" in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["events.db"]
