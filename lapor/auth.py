@@ -27,8 +27,9 @@ import jwt
 from fastapi import Depends, Header, Request
 
 from lapor.clock import Clock
+from lapor.patterns import CHANNEL_NAME
 from lapor.principal import AGENCY_SCOPED, NATIONAL_ADMIN_AGENCY, OMBUDSMAN_AGENCY, Principal, Role
-from lapor.problems import Forbidden, Unauthenticated
+from lapor.problems import Forbidden, Unauthenticated, quoted
 from lapor.revocation import Revocation, Revocations, agency_problem, subject_problem, token_id
 
 if TYPE_CHECKING:
@@ -117,6 +118,13 @@ class TokenService:
             raise ValueError(f"unit {unit_id!r} is not inside agency {agency_id!r}")
         if role is Role.integration and not channel:  # it could push for nothing (`authorize` compares channels)
             raise ValueError("role integration needs the channel it pushes for, e.g. sms")
+        if channel is not None and not re.fullmatch(CHANNEL_NAME, channel):
+            # Session 31: signed as given, so `--channel SMS` or `--channel "sambat malang"` made a token no route
+            # takes (the SMS route is `sms`'s alone, the others' path refuses the name): every push a 403 or a 422.
+            raise ValueError(
+                f"channel {quoted(channel)!r} is not one a client can push for: lower-case letters, digits and '-', "
+                "2 to 40 of them, like sms or sambat-malang"
+            )
         now = self._clock.now()
         claims: dict[str, Any] = {
             "iss": ISSUER,

@@ -25,3 +25,7 @@ CONTROL = r"\x00-\x1f\x7f-\x9f"
 # bracket or second @ (the mail server has the last word; this refuses what is certainly not an address).
 _EMAIL_PART = f"[^@<>{WHITESPACE}{CONTROL}]+"
 EMAIL_PATTERN = rf"^{_EMAIL_PART}@{_EMAIL_PART}\.{_EMAIL_PART}$"
+
+# The channel an integration client pushes for (`/api/channels/{channel}/complaints`; `sms` too, which has a route of
+# its own), as its token's `channel` claim carries it.
+CHANNEL_NAME = r"^[a-z0-9][a-z0-9-]{1,39}$"

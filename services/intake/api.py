@@ -24,6 +24,7 @@ from lapor.commands import etag, if_match_header, run_command
 from lapor.complaint import ComplaintState, Status, fold
 from lapor.context import ServiceContext
 from lapor.limits import rate_limit
+from lapor.patterns import CHANNEL_NAME
 from lapor.principal import Principal
 from lapor.privacy import (
     MASKED_BY,
@@ -74,7 +75,7 @@ from services.intake.web import web_router
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{22,128}$")
 # The agency's name as the SMS reply gave it, kept for a redelivery (Report.retry_facts).
 SMS_REPLY_AGENCY = "reply_agency_name"
-ChannelName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$", description="the client's channel")]
+ChannelName = Annotated[str, Path(pattern=CHANNEL_NAME, description="the client's channel")]
 
 
 def _tracking_id(text: str) -> str:

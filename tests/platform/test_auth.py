@@ -350,3 +350,29 @@ def test_lapor_token_revoke_without_the_servers_secret_says_so_and_makes_none(tm
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr.startswith("lapor: no signing secret: LAPOR_SECRET is not set")
     assert not (data / "secret").exists()
+
+
+@pytest.mark.parametrize(
+    ("scope", "refusal"),
+    [
+        # A channel no route takes: `SMS` is not `sms` (403 at the SMS route), a space or capital is refused by the
+        # path of /api/channels/{channel}/complaints (422). Every push of such a token failed.
+        ({"channel": "SMS"}, "channel 'SMS' is not one a client can push for"),
+        ({"channel": "sambat malang"}, "channel 'sambat malang' is not one a client can push for"),
+        # A byte of the shell's argument that is not UTF-8: signed as a JSON escape, then refused as not text by every
+        # request naming the subject, so the token could not be revoked by name.
+        ({"subject": "bu\udcffdi", "channel": "sms"}, "a subject must be text"),
+    ],
+)
+def test_a_token_its_holder_could_not_use_or_nobody_revoke_by_name_is_not_issued(scope, refusal):
+    tokens = TokenService(SECRET, ManualClock())
+    with pytest.raises(ValueError, match=refusal):
+        tokens.issue(Role.integration, **scope)
+
+
+def test_lapor_token_create_refuses_a_channel_no_route_takes_and_prints_no_token(tmp_path):
+    data = tmp_path / "var"
+    load_settings(data=data).signing_secret()  # the installation keeps one
+    result = _lapor("token", "create", "--role", "integration", "--channel", "SMS", "--data", str(data))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("lapor: channel 'SMS' is not one a client can push for")
