@@ -13,6 +13,7 @@ import pytest
 
 from lapor.audit import verify_chain
 from lapor.store import NewEvent, open_store
+from lapor.store.open import shown_url, without_password
 from tests.test_subscriptions import make_unreadable
 
 
@@ -187,6 +188,19 @@ def test_cli_prints_no_password_of_a_store_url_it_cannot_use(url: str, shown: st
     assert f"cannot open the store {shown}: " in result.stderr
     assert "s3cret-pw" not in result.stderr + result.stdout
     assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_a_driver_error_quoting_only_the_password_of_a_url_without_its_scheme_prints_none_of_it():
+    """`lapor:pw@db/lapor` reads as scheme `lapor` as well as user `lapor`: the password is found either way."""
+    said = without_password("could not read 's3cret-pw' in lapor:s3cret-pw@db/lapor", "lapor:s3cret-pw@db/lapor")
+    assert said == "could not read '***' in lapor:***@db/lapor"
+
+
+def test_a_sqlite_path_with_an_at_sign_is_printed_whole():
+    """A file's path may hold `@` and `:` (`/home/budi@corp`); a SQLite URL has no password to hide."""
+    url = "sqlite:////home/budi:x@corp/lapor/events.db"
+    assert shown_url(url) == url
+    assert without_password(f"unable to open {url}: x", url) == f"unable to open {url}: x"
 
 
 def position_of(path: Path, stream: str, version: int) -> int:

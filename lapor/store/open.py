@@ -42,7 +42,7 @@ def shown_url(url: str) -> str:
         parts = urlsplit(url)
         parameters = parse_qsl(parts.query, keep_blank_values=True)
         hidden = any(name == "password" for name, _ in parameters)
-        if parts.password is None and not parts.netloc and "@" in parts.path:
+        if parts.password is None and not parts.netloc and "@" in parts.path and parts.scheme != "sqlite":
             # No `//` for urlsplit to find the user part by (`postgresql:/lapor:pw@db/lapor`, `lapor:pw@db/lapor`): all
             # before the last `@` of the path goes (session 31: printed whole by lapor audit verify --store).
             lead = parts.path[: len(parts.path) - len(parts.path.lstrip("/"))]
@@ -72,10 +72,15 @@ def without_password(text: str, url: str) -> str:
 
 def _passwords(url: str) -> set[str]:
     """Whatever in `url` may be a password, also where the URL does not parse: what follows the first `:` of all
-    before its last `@` (the scheme and its slashes left out), and every `password` parameter; as given and decoded."""
-    rest = url.partition("://")[2] if "://" in url else url.partition(":")[2]
-    user_part = rest.lstrip("/").rpartition("@")[0]
-    found = {user_part.partition(":")[2]} if ":" in user_part else set()
+    before its last `@` (the scheme and its slashes left out), and every `password` parameter; as given and decoded.
+    A SQLite URL has none: an `@` in it is its file's path (`/home/budi@corp/...`)."""
+    if url.startswith("sqlite:"):
+        return set()
+    # Without `://` what comes before the first `:` may be the scheme (`postgresql:/lapor:pw@db`) or the user
+    # (`lapor:pw@db`): both readings are taken.
+    rests = [url.partition("://")[2]] if "://" in url else [url.partition(":")[2], url]
+    user_parts = [rest.lstrip("/").rpartition("@")[0] for rest in rests]
+    found = {user_part.partition(":")[2] for user_part in user_parts if ":" in user_part}
     found |= {value for name, value in re.findall(r"(?:^|[?&])([^=&]*)=([^&]*)", url.partition("?")[2])
               if unquote(name) == "password"}
     return {shown for value in found for shown in (value, unquote(value)) if shown}
