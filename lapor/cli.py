@@ -44,7 +44,7 @@ from lapor.directory import directory_is_empty, read_record
 from lapor.logs import configure_logging
 from lapor.orphans import stop_when_orphaned
 from lapor.principal import KSP_AGENCY, NATIONAL_ADMIN_AGENCY, Role
-from lapor.problems import Unauthenticated
+from lapor.problems import Unauthenticated, quoted
 from lapor.revocation import Revocations
 from lapor.settings import SECRET_FILE, Settings, SettingsError, load_settings, one_line
 from lapor.store import StoreError, open_store
@@ -598,7 +598,8 @@ def _refuse_what_the_directory_lacks(settings: Settings, scopes: dict[str, str |
     if not named:
         return
     url = settings.store
-    what = " and ".join(f"{kind} {scope}" for kind, scope in named.items())
+    # Quoted as a problem quotes a client's input (session 31: a 100,000-character --agency came back whole, twice).
+    what = " and ".join(f"{kind} {quoted(scope)}" for kind, scope in named.items())
     try:
         if not store_exists(url):
             raise CliError(f"no event store at {shown_url(url)}, so no directory to check {what} against; no token "
@@ -607,12 +608,12 @@ def _refuse_what_the_directory_lacks(settings: Settings, scopes: dict[str, str |
             for kind, scope in named.items():
                 record = read_record(store, scope)
                 if record is not None and not record.active:
-                    raise CliError(f"{kind} {scope!r} is inactive in the directory of {shown_url(url)}; no token was "
-                                   "issued")
+                    raise CliError(f"{kind} {quoted(scope)!r} is inactive in the directory of {shown_url(url)}; no "
+                                   "token was issued")
                 if record is None:
                     empty = directory_is_empty(store)
                     raise CliError(
-                        f"{kind} {scope!r} is not in the directory of {shown_url(url)}"
+                        f"{kind} {quoted(scope)!r} is not in the directory of {shown_url(url)}"
                         + (" (it is empty: routing registers it at its first start)" if empty else "")
                         + "; no token was issued"
                     )

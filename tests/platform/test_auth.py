@@ -376,3 +376,15 @@ def test_lapor_token_create_refuses_a_channel_no_route_takes_and_prints_no_token
     result = _lapor("token", "create", "--role", "integration", "--channel", "SMS", "--data", str(data))
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr.startswith("lapor: channel 'SMS' is not one a client can push for")
+
+
+def test_lapor_token_create_quotes_a_very_long_agency_it_refuses_as_a_problem_does(tmp_path):
+    """Session 31: a 100,000-character --agency came back whole, twice, in the one line refusing it."""
+    data = tmp_path / "var"
+    load_settings(data=data).signing_secret()
+    open_store(f"sqlite:///{data}/events.db").close()
+    agency = "pemda-" + "9" * 100_000
+    result = _lapor("token", "create", "--role", "liaison", "--agency", agency, "--data", str(data))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert f"lapor: agency '{agency[:63]}…' is not in the directory of " in result.stderr
+    assert len(result.stderr) < 500
