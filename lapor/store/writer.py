@@ -165,10 +165,19 @@ class StoreWriter:
         self.socket_path = Path(socket_path) if socket_path else default_socket(self.path)
         self._selector = selectors.DefaultSelector()
         self._listener = self._listen()  # first: a second writer for this socket touches nothing
-        self._conn = connect(self.path)
-        self._conn.executescript(SCHEMA)
-        # The same lock file as in-process writers: a store without `writer=` may still write the file meanwhile.
-        self._group = SqliteGroup(self._conn, SystemClock(), lock_path=f"{self.path}-writer.lock")
+        conn = None
+        try:
+            conn = self._conn = connect(self.path)
+            self._conn.executescript(SCHEMA)
+            # The same lock file as in-process writers: a store without `writer=` may still write the file meanwhile.
+            self._group = SqliteGroup(self._conn, SystemClock(), lock_path=f"{self.path}-writer.lock")
+        except BaseException:
+            # A store it cannot keep (a file that is not a database): refused with no socket left behind, as a writer
+            # that stops leaves none (session 31: lapor writer and lapor up --store-writer left theirs).
+            if conn is not None:
+                conn.close()
+            self._stop_listening()
+            raise
         self._queue: deque[_Request] = deque()
         self.groups = 0  # groups committed (for the benchmark and the tests)
         self.appends = 0
@@ -265,12 +274,15 @@ class StoreWriter:
         for key in list(self._selector.get_map().values()):
             if key.fileobj is not self._listener:
                 self._drop(key.data)
+        self._stop_listening()
+        self._group.close()
+        self._conn.close()
+
+    def _stop_listening(self) -> None:
         self._selector.close()
         self._listener.close()
         self.socket_path.unlink(missing_ok=True)
         os.close(self._socket_lock)  # after the unlink: a writer taking over finds no socket of ours
-        self._group.close()
-        self._conn.close()
 
 
 # -- the appenders' side ----------------------------------------------------------------------------------

@@ -415,6 +415,20 @@ def test_a_store_writer_that_cannot_keep_its_store_there_is_one_line(tmp_path):
         assert f"store writer: not started: cannot keep the store {data}/events.db there" in result.stderr, command
 
 
+def test_a_store_writer_refused_a_store_that_is_not_a_database_leaves_no_socket_behind(tmp_path):
+    """Session 31: the writer bound its socket first, then failed on the file ("file is not a database"), and the
+    socket stayed, as no writer that stops leaves one."""
+    data = tmp_path / "var"
+    data.mkdir()
+    (data / "events.db").write_text("not a database\n")
+    environment = {**os.environ, "LAPOR_SECRET": "s" * 40}
+    for command in (["writer"], ["up", "--store-writer", "--port", str(free_port())]):
+        result = run_lapor(*command, "--data", str(data), env=environment)
+        assert result.returncode == 2, command
+        assert "store writer: not started: cannot keep the store" in result.stderr, command
+        assert not (data / "events.db-writer.sock").exists(), command
+
+
 @pytest.mark.parametrize("command", [["up"], ["serve", "intake"], ["seed"]])
 def test_a_store_url_naming_a_writer_that_does_not_answer_is_refused_before_anything_starts(tmp_path, command):
     """`LAPOR_STORE=...?writer=<socket>` without `lapor writer` running: the server opened the store, started, and
