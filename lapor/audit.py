@@ -176,5 +176,6 @@ def _filed(store: EventStore, category: str, first: int, last: int, limit: int) 
 
 
 def _unreadable(unreadable: UnreadableEvent) -> BrokenLink:
-    problem = f"this event cannot be read ({unreadable.error}): the log was altered"
+    # Its kind and field only: the decode's words quote the stored content (`UnreadableEvent.problem`).
+    problem = f"this event cannot be read ({unreadable.problem}): the log was altered"
     return BrokenLink(unreadable.stream, unreadable.version, unreadable.position, problem)

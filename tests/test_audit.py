@@ -243,7 +243,8 @@ def test_unreadable_events_side_by_side_are_each_named_with_their_stream(store_p
         report = verify_chain(store, batch_size=7)
     assert [(link.stream, link.version, link.position) for link in report.broken] == [
         ("complaint-T1", 3, t1_last), ("complaint-T2", 0, t2_first), ("complaint-T2", 2, t2_third)]
-    assert all(link.problem.startswith("this event cannot be read (JSONDecodeError: ") for link in report.broken)
+    assert all(link.problem.startswith("this event cannot be read (its data does not decode (JSONDecodeError))")
+               for link in report.broken)
     assert (report.events_checked, report.events_unreadable, report.events_found, report.streams_checked) == (
         16, 3, 19, 5)  # the 19 events the log still holds
     with open_store(f"sqlite:///{store_path}") as store:  # the CLI's walk stops at the first, named the same way
@@ -283,6 +284,17 @@ def test_cli_audit_verify_names_an_unreadable_event_without_a_traceback(store_pa
     assert result.returncode == 1
     assert f"BROKEN: complaint-T1 version 3 (position {position}): this event cannot be read (" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_cli_audit_verify_names_the_field_that_does_not_decode_without_quoting_it(store_path):
+    """The decode's words quote the stored text, which may hold a reporter's personal data (session 31)."""
+    position = position_of(store_path, "complaint-T1", 3)
+    tamper(store_path, "UPDATE events SET recorded_at = 'kemarin sore, Budi' WHERE position = ?", (position,))
+    result = run_cli("audit", "verify", "--store", f"sqlite:///{store_path}")
+    assert result.returncode == 1
+    assert (f"BROKEN: complaint-T1 version 3 (position {position}): this event cannot be read (its recorded_at does "
+            "not decode (ValueError)): the log was altered") in result.stdout
+    assert "kemarin" not in result.stdout + result.stderr
 
 
 def test_cli_audit_verify_counts_the_events_it_could_not_read_apart(store_path):

@@ -527,5 +527,5 @@ def test_a_read_that_fails_for_a_while_is_tried_again_and_parks_nothing_even_bes
             store.close()
     [parked] = runner.parked()
     assert (parked.stream, parked.version) == ("complaint-A", 0)
-    assert "cannot be read: ValueError: recorded_at: " in parked.error
+    assert parked.error == "cannot be read: its recorded_at does not decode (ValueError)"
     assert [position for position, _ in effects(db)] == [a1]

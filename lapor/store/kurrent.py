@@ -60,8 +60,10 @@ from lapor.store.model import (
     RecordedEvent,
     StoreError,
     StreamShare,
+    UndecodableField,
     UnreadableEvent,
     check_expected,
+    decoded,
     decoded_events,
     link_events,
     read_window,
@@ -122,18 +124,18 @@ def _row(recorded: KurrentRecordedEvent) -> tuple[Any, ...]:
 def _from_row(row: Sequence[Any]) -> RecordedEvent:
     try:
         event_id, stream, version, position, event_type, data, metadata = row
-        envelope = orjson.loads(metadata)
+        envelope = decoded("metadata", orjson.loads, metadata)
         return RecordedEvent(
             event_id, stream, version, position, event_type,
-            int(envelope["schema_version"]),
-            orjson.loads(data),
-            orjson.loads(envelope["metadata"]),
-            datetime.fromisoformat(envelope["recorded_at"]),
+            decoded("metadata", int, envelope["schema_version"]),
+            decoded("data", orjson.loads, data),
+            decoded("metadata", orjson.loads, envelope["metadata"]),
+            decoded("recorded_at", datetime.fromisoformat, envelope["recorded_at"]),
             envelope["prev_hash"],
             envelope["hash"],
         )
-    except KeyError as missing:  # an envelope without one of LAPOR's fields: not decodable, as a bad value is
-        raise ValueError(f"its metadata has no {missing}: not LAPOR's envelope") from None
+    except (KeyError, TypeError) as missing:  # an envelope without one of LAPOR's fields, or not an object at all
+        raise UndecodableField("metadata", ValueError(f"not LAPOR's envelope ({missing!r})")) from None
 
 
 def decoded_kurrent(recorded: Iterable[KurrentRecordedEvent]) -> list[RecordedEvent]:
@@ -154,12 +156,10 @@ def chain_end(last: KurrentRecordedEvent) -> str:
     try:
         event = _from_row(row)
         if not isinstance(event.hash, str):
-            raise TypeError(f"its hash is {type(event.hash).__name__}, not text")
+            raise UndecodableField("metadata", TypeError(f"its hash is {type(event.hash).__name__}, not text"))
     except (ValueError, TypeError) as error:
-        raise UnreadableEvent([], row, ValueError(
-            f"{type(error).__name__}: {error}; it is the stream's last event, so its hash chain cannot be continued "
-            "and nothing can be appended to it"
-        )) from error
+        raise UnreadableEvent([], row, error, "it is the stream's last event, so its hash chain cannot be continued "
+                              "and nothing can be appended to it") from error
     return event.hash
 
 

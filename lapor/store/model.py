@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import orjson
 from uuid_utils.compat import uuid7
@@ -21,6 +21,8 @@ from lapor.patterns import CONTROL, WHITESPACE
 
 if TYPE_CHECKING:
     from lapor.store.vault import Vault
+
+_Decoded = TypeVar("_Decoded")
 
 # Expected-version sentinels, numbered as in EventStoreDB's gRPC API.
 NO_STREAM = -1
@@ -224,6 +226,24 @@ class DuplicateEventId(StoreError):
     """Some, but not all, of the event ids of an append were already recorded (or elsewhere)."""
 
 
+class UndecodableField(ValueError):
+    """A stored field of an event (`field`: data, metadata, recorded_at) that does not decode; the decode's own error
+    is its `__cause__`. Raised by the adapters' slow paths (`decoded`), for `UnreadableEvent` to say which field."""
+
+    def __init__(self, field: str, cause: Exception) -> None:
+        self.field = field
+        self.cause = cause
+        super().__init__(f"{field}: {type(cause).__name__}: {cause}")
+
+
+def decoded(field: str, decode: Callable[[Any], _Decoded], value: Any) -> _Decoded:
+    """`decode(value)`, or `UndecodableField` naming `field` when it does not decode."""
+    try:
+        return decode(value)
+    except (ValueError, TypeError) as error:
+        raise UndecodableField(field, error) from error
+
+
 class UnreadableEvent(ValueError):
     """A read met an event whose stored fields do not decode (data that is not JSON, a `recorded_at` that is not a
     time): SQLite keeps whatever bytes it is given, and PostgreSQL's `json` and `timestamptz` hold values that Python
@@ -231,19 +251,29 @@ class UnreadableEvent(ValueError):
     it, in order, so a reader handles them and then passes it by `position` (a subscription parks it), where it
     used to fail every read of the page for good. `stream`, `version` and `type` are those stored with it, None
     when they are not of their kind either. A ValueError, as the decode's own error was: never a `StoreError`, which
-    says the store cannot be used just now and is tried again."""
+    says the store cannot be used just now and is tried again.
 
-    def __init__(self, readable: list[RecordedEvent], row: Sequence[Any], cause: Exception) -> None:
+    `problem` (and `reason`, which parks it) says what kind of error and which field, never the decode's words:
+    they quote the stored content ("Invalid isoformat string: 'kemarin sore'"), which may hold a reporter's personal
+    data, and they are shown to auditors and kept in the parked events (session 31). The exception's own text has
+    them, for the server's log. `then`: what follows from it, added to both."""
+
+    def __init__(self, readable: list[RecordedEvent], row: Sequence[Any], cause: Exception, then: str = "") -> None:
         self.readable = readable
         self.position: int = row[_POSITION]
         self.stream: str | None = row[_STREAM_FIELD] if isinstance(row[_STREAM_FIELD], str) else None
         self.version: int | None = row[_VERSION] if _is_int(row[_VERSION]) else None
         self.type: str | None = row[_TYPE] if isinstance(row[_TYPE], str) else None
-        self.error = f"{type(cause).__name__}: {' '.join(str(cause).split())}"  # why, in one line
-        self.reason = f"cannot be read: {self.error}"
+        self.field = cause.field if isinstance(cause, UndecodableField) else None
+        kind = type(cause.cause if isinstance(cause, UndecodableField) else cause).__name__
+        after = f"; {then}" if then else ""
+        self.problem = (f"it does not decode ({kind})" if self.field is None
+                        else f"its {self.field} does not decode ({kind})") + after
+        self.reason = f"cannot be read: {self.problem}"
         where = f"position {self.position}" if self.stream is None else (
             f"{self.stream} version {self.version} (position {self.position})")
-        super().__init__(f"the event at {where} {self.reason}")
+        error = f"{type(cause).__name__}: {' '.join(str(cause).split())}"  # why, in one line: the log's only
+        super().__init__(f"the event at {where} cannot be read: {error}{after}")
 
     @property
     def category(self) -> str | None:

@@ -57,8 +57,10 @@ from lapor.store.model import (
     RecordedEvent,
     StoreError,
     StreamShare,
+    UndecodableField,
     category_of,
     check_expected,
+    decoded,
     decoded_events,
     link_events,
     read_all_query,
@@ -362,9 +364,11 @@ class _LenientTimestamptz(TimestamptzBinaryLoader):
 
 
 def _checked_event(row: Sequence[Any]) -> RecordedEvent:
-    """`_event` of a row read with `_LenientTimestamptz`."""
+    """`_event` of a row read with `_LenientTimestamptz`, or of one that failed it: naming the field that does not
+    decode (`UndecodableField`)."""
     if isinstance(row[8], str):
-        raise ValueError(f"recorded_at: {row[8]}")
+        raise UndecodableField("recorded_at", ValueError(row[8]))
+    decoded("data", orjson.loads, row[6])
     return _event(row)
 
 
@@ -574,7 +578,7 @@ class PostgresEventStore(EventStore):
         try:
             return [_event(row) for row in rows]
         except (ValueError, TypeError):
-            return decoded_events(rows, _event)
+            return decoded_events(rows, _checked_event)
 
     def read_stream(self, stream: str, from_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
         from_version, limit = read_window(from_version, limit)

@@ -45,6 +45,7 @@ from lapor.store.model import (
     WrongExpectedVersion,
     category_of,
     check_expected,
+    decoded,
     decoded_events,
     link_events,
     read_all_query,
@@ -128,8 +129,10 @@ def rows_to_events(rows: Sequence[tuple]) -> list[RecordedEvent]:
 
 
 def _row_to_event(r: Sequence[Any]) -> RecordedEvent:
+    """A row of COLUMNS as a recorded event, naming the field that does not decode (`UndecodableField`)."""
     return RecordedEvent(
-        r[0], r[1], r[2], r[3], r[4], r[5], orjson.loads(r[6]), r[7], datetime.fromisoformat(r[8]), r[9], r[10]
+        r[0], r[1], r[2], r[3], r[4], r[5], decoded("data", orjson.loads, r[6]), r[7],
+        decoded("recorded_at", datetime.fromisoformat, r[8]), r[9], r[10],
     )
 
 

@@ -38,6 +38,7 @@ from lapor.privacy import (
 )
 from lapor.problems import NotFound
 from lapor.store import EventStore, RecordedEvent
+from lapor.store import UnreadableEvent as StoredUnreadable
 
 log = logging.getLogger("lapor.reporting.audit")
 
@@ -117,8 +118,11 @@ def _one_by_one(store: EventStore, stream: str) -> tuple[list[RecordedEvent], Un
     while version <= last:
         try:
             page = store.read_stream(stream, version, 1)
-        except ValueError as error:
-            unreadable[version] = f"this event cannot be read ({' '.join(str(error).split())}): the log was altered"
+        except StoredUnreadable as error:
+            # Its kind and field only: the decode's words quote the stored content, which may hold a reporter's
+            # personal data (session 31: they were shown); the server's log keeps them.
+            log.warning("audit: %s", error)
+            unreadable[version] = f"this event cannot be read ({error.problem}): the log was altered"
             version += 1
             continue
         if not page:

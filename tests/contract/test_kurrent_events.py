@@ -61,7 +61,7 @@ def test_a_kurrentdb_event_that_does_not_decode_is_named_as_the_sql_adapters_nam
     assert (unreadable.stream, unreadable.version, unreadable.position, unreadable.type) == (
         "complaint-K2", 0, 102, "Noted")
     assert [(event.stream, event.version) for event in unreadable.readable] == [("complaint-K1", 0)]
-    assert unreadable.reason.startswith("cannot be read: ")
+    assert unreadable.reason.startswith(f"cannot be read: its {field} does not decode (")
 
 
 
@@ -93,3 +93,5 @@ def test_an_append_to_a_stream_whose_last_event_is_another_writer_s_is_refused_n
         "complaint-K2", 3, 104, "Noted")
     assert unreadable.readable == []
     assert "hash chain cannot be continued" in str(unreadable)
+    assert unreadable.reason.startswith(f"cannot be read: its {field} does not decode (")
+    assert unreadable.reason.endswith("hash chain cannot be continued and nothing can be appended to it")

@@ -337,6 +337,32 @@ def test_a_history_holding_an_event_that_cannot_be_read_lists_the_others_and_nam
     assert state.json()["refused"].startswith("version 1: ")
 
 
+@pytest.mark.parametrize(("column", "value", "kind"), [
+    ("data", b'{"text": "Pak Budi Santoso 0812', "JSONDecodeError"),
+    ("recorded_at", "kemarin sore, Budi Santoso", "ValueError"),
+])
+def test_an_event_that_cannot_be_read_is_described_to_the_auditor_without_quoting_what_is_stored(
+    reporting: Reporting, column: str, value: bytes | str, kind: str
+):
+    """The decode's own words quote the stored bytes ("Invalid isoformat string: 'kemarin sore'"), which may hold a
+    reporter's personal data: the history, the state and the integrity check showed them (session 31). They say the
+    kind of error and which field did not decode."""
+    altered(reporting, "LAP-ALT-3", column, value)
+    auditor = reporting.bearer(Role.auditor)
+    history = reporting.client.get("/api/audit/complaints/LAP-ALT-3/events", headers=auditor)
+    state = reporting.client.get("/api/audit/complaints/LAP-ALT-3/state", headers=auditor)
+    integrity = reporting.client.get("/api/audit/integrity", headers=auditor)
+    [unreadable] = history.json()["unreadable"]
+    expected = f"this event cannot be read (its {column} does not decode ({kind})): the log was altered"
+    assert unreadable == {"version": 1, "problem": expected}
+    assert state.json()["refused"] == f"version 1: {expected}"
+    [broken] = orjson.loads(integrity.text.splitlines()[-1])["broken"]
+    assert (broken["stream"], broken["version"], broken["problem"]) == ("complaint-LAP-ALT-3", 1, expected)
+    for response in (history, state, integrity):
+        for stored in ("Budi", "0812", "kemarin"):
+            assert stored not in response.text, (response.url, stored)
+
+
 @pytest.mark.parametrize(("column", "value"), [
     ("metadata", b"\xff"), ("metadata", b"[1]"), ("data", b"null"), ("event_id", "bukan-uuid"),
     ("recorded_at", "2026-12-01T10:00:00"),  # no offset: every time the store writes has one
