@@ -55,7 +55,9 @@ from services.followup.storage import NEVER, instant
 # the watches only those of the last day (`notifications.STALE_AFTER`), which nobody was told of.
 # 5 (session 30): the "resolution" deadline only while the Ombudsman offer runs (`ombudsman_offer_running`): not
 # after the offer was made (a disposition after it set the deadline again), nor in the Ombudsman's own queue.
-QUEUE_VERSION = 5
+# 6 (session 31): `category_key`, the category casefolded, which the queue's `category` filter compares: routing
+# rules compare categories ignoring case, and a liaison officer filtering "Jalan Rusak" missed "jalan rusak".
+QUEUE_VERSION = 6
 # Statuses in which a report sits in its agency's queue.
 QUEUE_STATUSES = (Status.disposed, Status.in_progress, Status.resolved)
 # Urgency buckets, the first key of the queue order.
@@ -97,6 +99,12 @@ def deadline_of(state: ComplaintState) -> Deadline:
     return Deadline(None, None, NO_DEADLINE)
 
 
+def category_key(category: str | None) -> str | None:
+    """What the queue's `category` filter compares: the category casefolded in Python, as the routing rules compare
+    categories (`services.routing.decide`), not SQL's lower(), which SQLite applies to ASCII letters only."""
+    return None if category is None else category.casefold()
+
+
 def holders(state: ComplaintState) -> set[str]:
     """Whose queues show the report: its agency and, once assigned, its unit."""
     if state.status not in QUEUE_STATUSES:
@@ -116,6 +124,7 @@ _COLUMNS = (
     "level",
     "kind",
     "category",
+    "category_key",  # casefolded, for the `category` filter (`category_key`)
     "title",
     "region_code",
     "channel",
@@ -153,6 +162,7 @@ def _row(state: ComplaintState) -> tuple[Any, ...]:
         state.level.value,
         state.kind.value if state.kind else None,
         state.category,
+        category_key(state.category),
         state.title,
         state.region_code,
         state.channel.value if state.channel else None,
@@ -454,8 +464,8 @@ def read_queue(
     if filters.unit_id is not None:
         where.append(_within_sql("q.unit_id", filters.unit_id, params))
     if filters.category is not None:
-        where.append("q.category = ?")
-        params.append(filters.category)
+        where.append("q.category_key = ?")
+        params.append(category_key(filters.category))
     if filters.awaiting_approval is not None:
         where.append(f"{_PENDING_DRAFTS} {'>' if filters.awaiting_approval else '='} 0")
     _overdue_and_after(where, params, filters.overdue, now, after)

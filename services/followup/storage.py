@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS followup_queue (
     level               TEXT NOT NULL,
     kind                TEXT,
     category            TEXT,
+    category_key        TEXT,
     title               TEXT,
     region_code         TEXT,
     channel             TEXT,

@@ -24,7 +24,11 @@ from tests.followup.test_escalated_queue import (
     with_provinces,
     worklist,
 )
-from tests.followup.test_queue import FORGED_CURSORS, assert_refused_cursor
+from tests.followup.test_queue import (
+    FORGED_CURSORS,
+    assert_refused_cursor,
+    category_filter_ignores_case,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -139,3 +143,7 @@ def test_the_escalated_worklist_on_postgresql(on_postgres):
     assert watched(app, NTT, overdue=False) == ["LAP-PG-E0", "LAP-PG-E2"]
     report = rebuild(app.ctx, [SERVICE])
     assert report.identical, report.differences
+
+
+def test_the_category_filter_ignores_case_on_postgresql(on_postgres):
+    category_filter_ignores_case(on_postgres)

@@ -15,7 +15,7 @@ from lapor.rebuild import rebuild
 from lapor.store import ANY
 from schemas.events import AgencyKind, AgencyRegistered, ComplaintDisposed
 from services.followup.service import SERVICE
-from tests.followup.conftest import DINKES, DISDIK, KUPANG, MALANG, later
+from tests.followup.conftest import DINKES, DISDIK, KUPANG, MALANG, Followup, later
 
 
 def tracking_ids(page: dict) -> list[str]:
@@ -94,6 +94,27 @@ def test_filters_by_status_unit_and_category(followup):
     assert tracking_ids(followup.queue(KUPANG, liaison, category="kesehatan")) == ["LAP-F-1", "LAP-F-3"]
     outside = followup.client.get(f"/api/queues/{KUPANG}", headers=liaison, params={"unit": MALANG + "/dinkes"})
     assert outside.status_code == 422
+
+
+def test_the_category_filter_ignores_case_as_the_routing_rules_do(followup):
+    """Routing rules compare categories ignoring case; the queue's filter compared them exactly, so a liaison
+    officer filtering "Jalan Rusak" missed the reports verified as "jalan rusak" (session 31). Casefolded in Python
+    on both databases ("STRASSE" is "Straße"), where SQLite's lower() folds ASCII letters only."""
+    category_filter_ignores_case(followup)
+
+
+def category_filter_ignores_case(followup: Followup) -> None:
+    liaison = followup.liaison()
+    followup.disposed("LAP-C-1", category="jalan rusak")
+    followup.disposed("LAP-C-2", category="Jalan Rusak")
+    followup.disposed("LAP-C-3", category="JALAN RUSAK")
+    followup.disposed("LAP-C-4", category="jalan")
+    followup.disposed("LAP-C-5", category="Straße")
+    assert tracking_ids(followup.queue(KUPANG, liaison, category="Jalan Rusak")) == ["LAP-C-1", "LAP-C-2", "LAP-C-3"]
+    assert tracking_ids(followup.queue(KUPANG, liaison, category="jalan RUSAK")) == ["LAP-C-1", "LAP-C-2", "LAP-C-3"]
+    assert tracking_ids(followup.queue(KUPANG, liaison, category="STRASSE")) == ["LAP-C-5"]
+    [item] = followup.queue(KUPANG, liaison, category="JALAN")["items"]
+    assert item["category"] == "jalan"  # shown as verified
 
 
 def test_pages_follow_each_other_and_stay_put_when_new_reports_arrive(followup):
