@@ -622,6 +622,23 @@ def _query_names(route: APIRoute) -> tuple[frozenset[str], frozenset[str]]:
     return names, single
 
 
+def single_header(name: str) -> Callable[[Request], None]:
+    """A route's dependency: the header `name` sent more than once with differing values is a validation problem
+    naming it. FastAPI takes the first silently, where a query parameter given twice is refused
+    (`known_query_parameters`; session 31). The same value twice is one value, and passes (a proxy may repeat it).
+    The values are not quoted: a client knows what it sent."""
+    location = ("header", name.lower())
+
+    def check(request: Request) -> None:
+        if len(set(request.headers.getlist(name))) > 1:
+            raise ValidationProblem(
+                f"{name} given more than once with different values; it takes one",
+                errors=[validation_error(location, "given more than once; it takes one value", "too_many_values")],
+            )
+
+    return check
+
+
 # At most this many wrong names are listed, each cut as problems quote input (`quoted`): the answer to a query of
 # many long names must not be many times the query's size (it is given before authentication).
 _NAMES_LISTED = 20

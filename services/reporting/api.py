@@ -18,7 +18,7 @@ from sse_starlette import EventSourceResponse
 
 from lapor.auth import authorize, require
 from lapor.context import Context, ServiceContext
-from lapor.limits import IsoDate, IsoDateTime, NonNegativeInt64, rate_limit
+from lapor.limits import IsoDate, IsoDateTime, NonNegativeInt64, rate_limit, single_header
 from lapor.paths import AGENCY_ID, AgencyPath
 from lapor.principal import Principal
 from lapor.problems import NotFound, ValidationProblem
@@ -173,6 +173,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         "/api/stream",
         summary="Live feed of complaint events (server-sent events), resumable with Last-Event-ID",
         response_class=EventSourceResponse,
+        dependencies=[Depends(single_header("Last-Event-ID"))],
         responses={
             200: {
                 "content": {"text/event-stream": {}},

@@ -4,6 +4,7 @@ role sees of an event, filters."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import sqlite3
 import threading
 from collections import Counter
@@ -145,7 +146,7 @@ class Feed:
         raise AssertionError("the stream ended before it opened")
 
 
-def open_feed(live: Live, headers: dict[str, str], query: str = "") -> Any:
+def open_feed(live: Live, headers: dict[str, str] | list[tuple[str, str]], query: str = "") -> Any:
     client = httpx2.Client(base_url=live.server.url, timeout=httpx2.Timeout(20.0))
     stream = client.stream("GET", f"/api/stream{query}", headers=headers)
 
@@ -841,3 +842,45 @@ def test_a_store_failure_while_a_reports_history_is_read_ends_the_feed_and_drops
     with open_feed(live, {**short(), "Last-Event-ID": str(resume)}) as feed:
         rest = feed.until_closed()
     assert [(e["id"], e["event"]) for e in rest[:-1]] == [(last - 1, "ComplaintVerified"), (last, "ComplaintDisposed")]
+
+
+@pytest.mark.parametrize("second", ["0", "7", ""])
+def test_last_event_id_sent_twice_with_different_values_is_refused(live: Live, second: str):
+    """FastAPI took the first of two Last-Event-ID headers silently, where a query parameter given twice is refused
+    (`lapor.limits.known_query_parameters`): a client, or a proxy adding its own, resumed from a position nobody
+    chose (session 31). The same value twice is one position, and passes."""
+    head = live.append("LAP-TWICE-1", submitted("LAP-TWICE-1"))
+    headers = [*live.headers(Role.admin_national).items(), ("Last-Event-ID", str(head)), ("Last-Event-ID", second)]
+    with httpx2.stream("GET", f"{live.server.url}/api/stream", headers=headers, timeout=10) as response:
+        assert response.status_code == 422  # before: 200, a feed resumed after the first one's position
+        assert response.headers["content-type"] == "application/problem+json"
+        problem = orjson.loads(response.read())
+    assert [error["location"] for error in problem["errors"]] == [["header", "last-event-id"]]
+    assert "Last-Event-ID given more than once" in problem["detail"]
+
+
+def test_last_event_id_sent_twice_with_the_same_value_resumes_there(live: Live):
+    first = live.append("LAP-TWICE-2", submitted("LAP-TWICE-2"))
+    resume = [*live.headers(Role.admin_national).items(), ("Last-Event-ID", str(first)), ("Last-Event-ID", str(first))]
+    with open_feed(live, resume) as feed:
+        assert feed.wait_open() == first
+        following = live.append("LAP-TWICE-2", ev.ComplaintVerified(classification="pengaduan", category="kesehatan"))
+        [event] = feed.take(1)
+    assert event["id"] == following
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_last_event_id_is_a_validation_problem_naming_the_header(live: Live, value: str):
+    """Sent raw (httpx refuses a value of spaces; the server strips them, so it arrives empty)."""
+    host, port = live.server.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request("GET", "/api/stream", headers={**live.headers(Role.admin_national), "Last-Event-ID": value})
+        response = connection.getresponse()
+        assert response.status == 422
+        assert response.getheader("content-type") == "application/problem+json"
+        problem = orjson.loads(response.read())
+    finally:
+        connection.close()
+    assert problem["errors"] == [{"location": ["header", "last-event-id"], "type": "int_parsing",
+                                  "message": "must be a whole number in decimal digits (0-9)"}]
