@@ -740,9 +740,9 @@ def _known_values_pattern(values: Iterable[str]) -> re.Pattern[str] | None:
         numbers_spelled = map(_spelled, sorted(set(numbers.values()), key=len, reverse=True))
         alternatives.append(r"(?<!\d)(?:" + "|".join(numbers_spelled) + r")(?!\d)")
     if texts:
-        # Longest first, so "Budi Santoso" is replaced whole rather than leaving "Santoso"; any run of whitespace
-        # or underscores matches the spaces of the stored value.
-        spelled = (r"[\s_]+".join(map(_letters, w.split())) for w in sorted(texts, key=len, reverse=True))
+        # Longest first, so "Budi Santoso" is replaced whole rather than leaving "Santoso"; any run of whitespace,
+        # underscores or invisible characters matches the spaces of the stored value.
+        spelled = (_NAME_SPACE.join(map(_letters, w.split())) for w in sorted(texts, key=len, reverse=True))
         alternatives.append(r"(?<!\w)(?:" + "|".join(spelled) + r")(?!\w)")
     return re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
 
@@ -765,9 +765,16 @@ def identity_values_in(values: Iterable[str], text: str) -> list[str]:
     return found
 
 
+# Characters that show nothing, which a text may carry anywhere (session 31): ZERO WIDTH SPACE, the joiners, the
+# marks and embeddings of direction and the isolates, WORD JOINER and the invisible operators, the BOM, SOFT HYPHEN,
+# ARABIC LETTER MARK, MONGOLIAN VOWEL SEPARATOR. Pasted text brings them (a soft hyphen from a web page, a word
+# joiner from a phone), and one between the digits of the reporter's own NIK or number, or inside their name, shows
+# it to the reader as written: `5371\u200b0145...` was not the NIK to the scrub, nor to the detector, and reached
+# the public whole. They count as separators between digits, and are passed over inside a name as marks are.
+_INVISIBLE = "\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff"
 # What people put between the digits of a number: 0812-3456-7890, 5371.0145.0885.0001, 5371/0145, (0380) 821 123,
-# and the dashes a phone's keyboard puts for "-".
-_SEPARATOR = r"[\s._\-\u2010-\u2015/()]"
+# the dashes a phone's keyboard puts for "-", and invisible characters.
+_SEPARATOR = rf"[\s._\-\u2010-\u2015/(){_INVISIBLE}]"
 _SEPARATORS = _SEPARATOR + "*"
 _SEPARATOR_CHARACTERS = re.compile(_SEPARATOR + "+")
 _NOT_DIGITS = re.compile(r"\D+")
@@ -810,15 +817,21 @@ def _spelled(digits: str) -> str:
 # with (session 29): an anonymous reporter named "Dede Sunarya" who wrote "Dédé Sunarya" in the report, text in
 # decomposed form (a letter, then its combining mark), or "Nur’aini" with the apostrophe a phone's keyboard puts
 # for "'" reached the public as written. `_fold` reads a letter with diacritics as its letter and those apostrophes
-# as "'"; a combining mark standing alone (it keeps its position) is passed over where a name's letters are matched.
+# as "'"; a combining mark standing alone (it keeps its position) is passed over where a name's letters are matched,
+# and so is an invisible character (session 31: `B\u200budi Santoso` showed the name and was not scrubbed).
 _APOSTROPHES = dict.fromkeys("\u2018\u2019\u02bc\u00b4", "'")
 _MARK = "[\u0300-\u036f]"  # the combining diacritical marks
-_MARKS = re.compile(_MARK)
+_MARKS = re.compile(f"[\u0300-\u036f{_INVISIBLE}]")  # what `_without_marks` leaves out
+# Between the letters of a name's word: combining marks and invisible characters; between its words: spaces,
+# underscores, or an invisible character alone.
+_WITHIN_A_WORD = f"[\u0300-\u036f{_INVISIBLE}]*"
+_NAME_SPACE = rf"[\s_{_INVISIBLE}]+"
 
 
 def _letters(word: str) -> str:
-    """The pattern of one word of a name, folded: its letters, each followed by any combining marks."""
-    return "".join(re.escape(letter) + _MARK + "*" for letter in _without_marks(word))
+    """The pattern of one word of a name, folded: its letters, each followed by any combining marks, with any
+    invisible characters between them (not after the last: an isolate or embedding closing the name stays)."""
+    return _WITHIN_A_WORD.join(re.escape(letter) + _MARK + "*" for letter in _without_marks(word))
 
 
 def _without_marks(text: str) -> str:

@@ -143,6 +143,33 @@ def test_the_reporters_own_number_and_nik_glued_to_a_word_stay_out_of_an_anonymo
 
 
 @pytest.mark.parametrize(
+    "written",
+    [
+        "NIK 5371\u200b0145\u200b0885\u200b0001",  # zero width spaces
+        "hp 0812\u00ad3456\u00ad7890",  # soft hyphens, as a web page's text brings them
+        "WA +62\u2060812\u20603456\u20607890",  # word joiners
+        "NIK " + "\ufeff".join("5371014508850001"),  # a BOM between every digit
+        "saya Maria\u200bManafe",  # the name's words joined by an invisible space alone
+        "saya M\u200ca\u200dria Ma\u00adnafe",  # the joiners and a soft hyphen inside the name's words
+    ],
+)
+def test_the_reporters_own_nik_number_and_name_with_invisible_characters_in_them_stay_out_of_the_public_view(
+    intake, written
+):
+    """Session 31: an invisible character (a zero width space, a soft hyphen, a word joiner, ...) between the digits
+    of an anonymous reporter's own NIK or number, or inside their name, hid it from the scrub of their identity and
+    from the detector, and it was logged and shown to the public as written: the reader sees the whole number."""
+    receipt = intake.submit(body=f"Jalan berlubang. Pelapor: {written}.", reporter=IDENTITY, anonymous=True)
+    [event] = intake.events(receipt["tracking_id"])
+    shown = intake.client.get(f"/api/complaints/{receipt['tracking_id']}").json()
+    assert event.data["body"] == shown["body"]
+    assert shown["body"].startswith("Jalan berlubang. Pelapor: ")
+    seen = "".join(character for character in shown["body"] if unicodedata.category(character) != "Cf").lower()
+    for value in ("5371014508850001", "81234567890", "maria", "manafe"):
+        assert value not in "".join(character for character in seen if character.isalnum()), shown["body"]
+
+
+@pytest.mark.parametrize(
     ("name", "written"),
     [
         ("Dede Sunarya", "Dédé Sunarya"),  # diacritics in the text, not in the name given
