@@ -20,6 +20,10 @@ WHITESPACE = r"\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3
 NOT_WHITESPACE = f"[^{WHITESPACE}]"
 # The C0 and C1 control characters and DEL.
 CONTROL = r"\x00-\x1f\x7f-\x9f"
+# Characters that show nothing (session 31): SOFT HYPHEN, ARABIC LETTER MARK, MONGOLIAN VOWEL SEPARATOR, ZERO WIDTH
+# SPACE, the joiners, the marks, embeddings, overrides and isolates of direction, WORD JOINER and the invisible
+# operators, the BOM. For use inside a character class.
+INVISIBLE = r"\xad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff"
 
 # An email address as people type it: something@something.something, with no space, control character, angle
 # bracket or second @ (the mail server has the last word; this refuses what is certainly not an address).

@@ -35,6 +35,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lapor.correlation import decline_chosen_correlation_id, withhold_client
+from lapor.patterns import INVISIBLE
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Principal, Role
 from lapor.tracking import InvalidTrackingId, parse_tracking_id, stream_of
 
@@ -765,13 +766,13 @@ def identity_values_in(values: Iterable[str], text: str) -> list[str]:
     return found
 
 
-# Characters that show nothing, which a text may carry anywhere (session 31): ZERO WIDTH SPACE, the joiners, the
-# marks and embeddings of direction and the isolates, WORD JOINER and the invisible operators, the BOM, SOFT HYPHEN,
-# ARABIC LETTER MARK, MONGOLIAN VOWEL SEPARATOR. Pasted text brings them (a soft hyphen from a web page, a word
-# joiner from a phone), and one between the digits of the reporter's own NIK or number, or inside their name, shows
-# it to the reader as written: `5371\u200b0145...` was not the NIK to the scrub, nor to the detector, and reached
-# the public whole. They count as separators between digits, and are passed over inside a name as marks are.
-_INVISIBLE = "\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff"
+# Characters that show nothing (`lapor.patterns.INVISIBLE`: zero width space, the joiners, soft hyphen, word joiner,
+# the BOM, the marks, embeddings and isolates of direction), which a text may carry anywhere (session 31). Pasted
+# text brings them (a soft hyphen from a web page, a word joiner from a phone), and one between the digits of the
+# reporter's own NIK or number, or inside their name, shows it to the reader as written: `5371\u200b0145...` was not
+# the NIK to the scrub, nor to the detector, and reached the public whole. They count as separators between digits,
+# and are passed over inside a name as marks are.
+_INVISIBLE = INVISIBLE
 # What people put between the digits of a number: 0812-3456-7890, 5371.0145.0885.0001, 5371/0145, (0380) 821 123,
 # the dashes a phone's keyboard puts for "-", and invisible characters.
 _SEPARATOR = rf"[\s._\-\u2010-\u2015/(){_INVISIBLE}]"

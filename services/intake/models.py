@@ -40,7 +40,7 @@ from lapor.limits import (
     Title,
     WholeNumber,
 )
-from lapor.patterns import EMAIL_PATTERN, WHITESPACE
+from lapor.patterns import CONTROL, EMAIL_PATTERN, INVISIBLE, WHITESPACE
 from schemas.events import Channel, ComplaintKind
 from services.intake.phone import read_phone
 
@@ -107,7 +107,12 @@ class _Request(BaseModel):
 
 
 class AttachmentIn(_Request):
-    url: Annotated[str, StringConstraints(pattern=rf"^https://[^<>\"'{WHITESPACE}]+$", max_length=2048)]
+    # No space, quote or angle bracket, and (session 31) no control character or character that shows nothing: a
+    # NUL, an escape, `https://unggah.lapor.go.id/\u202egpj.exe` (shown as "...exe.jpg") or a zero width space were
+    # recorded, and shown to the officers who open the file and to the public.
+    url: Annotated[
+        str, StringConstraints(pattern=rf"^https://[^<>\"'{WHITESPACE}{CONTROL}{INVISIBLE}]+$", max_length=2048)
+    ]
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$", to_lower=True)]
     media_type: MediaType
     size_bytes: Annotated[

@@ -445,6 +445,12 @@ def test_attachments_are_recorded_by_url_hash_and_type_with_a_location(intake):
         {**ATTACHMENT, "media_type": "application/x-msdownload"},
         {**ATTACHMENT, "url": "javascript:alert(1)"},
         {**ATTACHMENT, "url": "http://unggah.lapor.go.id/f/3c1a.jpg"},
+        # control characters and characters that show nothing (session 31: recorded, and shown as a link)
+        {**ATTACHMENT, "url": "https://unggah.lapor.go.id/f/\u202egpj.exe"},  # shown as "...exe.jpg"
+        {**ATTACHMENT, "url": "https://unggah.lapor.go.id/f/3c1a.jpg\x00.exe"},
+        {**ATTACHMENT, "url": "https://unggah.lapor.go.id/f/\x1b[2J3c1a.jpg"},
+        {**ATTACHMENT, "url": "https://unggah.lapor.go.id\u200b.example.com/f/3c1a.jpg"},
+        {**ATTACHMENT, "url": "https://unggah.lapor.go.id/f/3c1a\x7f.jpg"},
         {**ATTACHMENT, "sha256": "abc"},
         {**ATTACHMENT, "size_bytes": 0},
         {**ATTACHMENT, "size_bytes": "250000"},  # text is not a number, though pydantic's lax int reads it
