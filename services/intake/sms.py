@@ -1,10 +1,10 @@
 """SMS 1708: `KEYWORD <isi laporan>`, and the replies sent back through the gateway.
 
 The first word is looked up as a keyword of the agency directory (case-insensitive; leading, trailing and
-repeated spaces and line breaks do not matter, nor a `:`, `,`, `.`, `;` or `#` right after the keyword). A known
-keyword routes the report to that regional government and is not part of the report; an unknown first word is
-simply the first word of a report for national verification, which then keeps the whole text. Pure functions: the
-directory lookup is passed in.
+repeated spaces, line breaks and invisible characters do not matter, nor a `:`, `,`, `.`, `;` or `#` right after
+the keyword). A known keyword routes the report to that regional government and is not part of the report; an
+unknown first word is simply the first word of a report for national verification, which then keeps the whole
+text. Pure functions: the directory lookup is passed in.
 """
 
 from __future__ import annotations
@@ -14,13 +14,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lapor.limits import has_visible_text
+from lapor.patterns import INVISIBLE, WHITESPACE
 from services.intake.phone import international_form, read_phone
 
 _WORD = re.compile(r"\S+")
-# A keyword (letters and digits: `SmsKeyword`) ends at a space or a line break, or at one of `: , . ; #` (spaces
-# around it allowed): `KOTKUPANG: isi` and `KOTKUPANG#isi` are written as often as the documented space. Not at a
-# hyphen or a slash, which join words (`KOTKUPANG-KAB`).
-_KEYWORD = re.compile(r"([A-Za-z0-9]+)(?:\s*[:,.;#]|\s|$)")
+# Space, and characters that show nothing (`lapor.patterns.INVISIBLE`: a BOM a gateway leaves from UCS-2, a zero
+# width space or the direction marks a phone's keyboard or a pasted keyword brings).
+_SPACE = rf"[{WHITESPACE}{INVISIBLE}]"
+# A keyword (letters and digits: `SmsKeyword`), after any space or invisible characters, ends at a space, a line
+# break or an invisible character, or at one of `: , . ; #` (spaces around it allowed): `KOTKUPANG: isi` and
+# `KOTKUPANG#isi` are written as often as the documented space. Not at a hyphen or a slash, which join words
+# (`KOTKUPANG-KAB`). Session 31: `\ufeffKOTKUPANG isi` and `KOTKUPANG\u200b isi` went to national verification,
+# the government never told, and `KOTKUPANG\u200b` alone was filed as a report instead of answered with help.
+_KEYWORD = re.compile(rf"{_SPACE}*([A-Za-z0-9]+)(?:{_SPACE}*[:,.;#]|{_SPACE}|$)")
 _SPACES = re.compile(r"[ \t]+")
 TITLE_LENGTH = 80
 

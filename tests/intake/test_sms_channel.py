@@ -54,6 +54,22 @@ def test_a_known_keyword_routes_the_report_to_its_government_and_the_reply_names
     assert "Kabupaten Tangerang" in reply["reply"]
 
 
+def test_a_keyword_after_a_bom_or_before_a_zero_width_space_routes_the_report_to_its_government(intake, gateway):
+    """Session 31: a gateway that leaves the BOM of a UCS-2 message, or a keyword followed by a zero width space,
+    sent the report to national verification (the government never told), and a keyword alone with one was filed
+    as a report rather than answered with the help text."""
+    for number, text in enumerate(["\ufeffKOTKUPANG jalan rusak di Oebobo", "KOTKUPANG\u200b jalan rusak di Oebobo"]):
+        reply = gateway(message(f"sms-bom-{number}", text)).json()
+        [event] = intake.events(reply["tracking_id"])
+        assert event.data["suggested_agency_id"] == "pemda-53.71"
+        assert event.data["body"] == "jalan rusak di Oebobo"
+        assert "Kota Kupang" in reply["reply"]
+    head = intake.head()
+    alone = gateway(message("sms-bom-alone", "\ufeffKOTKUPANG\u200b"))
+    assert (alone.status_code, alone.json()) == (200, {"reply": HELP_REPLY, "tracking_id": None})
+    assert intake.head() == head
+
+
 def test_the_access_code_in_the_reply_opens_the_report_for_the_sender(intake, gateway):
     reply = gateway(message()).json()
     access_code = reply["reply"].rsplit("Kode akses: ", 1)[1]

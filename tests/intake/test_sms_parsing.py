@@ -38,6 +38,21 @@ def test_a_keyword_followed_by_punctuation_is_still_the_keyword(text):
     assert report.content == "jalan rusak di Oebobo"
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["\ufeffKOTKUPANG jalan rusak di Oebobo", "KOTKUPANG\u200b jalan rusak di Oebobo",
+     "KOTKUPANG\u200bjalan rusak di Oebobo", "\u2068KOTKUPANG\u2069 jalan rusak di Oebobo",
+     "\u200e KOTKUPANG\u2060: jalan rusak di Oebobo"],
+)
+def test_a_keyword_with_invisible_characters_around_it_is_still_the_keyword(text):
+    """Session 31: a BOM a gateway left from UCS-2, or a zero width space, word joiner or direction mark a phone's
+    keyboard or a pasted keyword brought, hid the keyword: the report went to national verification, its government
+    never told."""
+    report = parse(text)
+    assert report.agency == KUPANG
+    assert report.content == "jalan rusak di Oebobo"
+
+
 @pytest.mark.parametrize("text", ["KOTKUPANG-jalan rusak", "KOTKUPANG2 jalan rusak", "KOTKUPANG/KAB jalan rusak"])
 def test_a_keyword_joined_to_more_letters_or_a_hyphen_is_not_read_as_one(text):
     report = parse(text)
@@ -56,7 +71,9 @@ def test_an_unknown_first_word_is_part_of_a_report_for_national_verification():
 
 
 @pytest.mark.parametrize(
-    "text", ["", "   ", "\n", "KOTKUPANG", "  tangkab  ", "\u200b", "KOTKUPANG \u00ad\u200d", "\ufeff\u2060"]
+    "text",
+    ["", "   ", "\n", "KOTKUPANG", "  tangkab  ", "\u200b", "KOTKUPANG \u00ad\u200d", "\ufeff\u2060",
+     "KOTKUPANG\u200b", "\ufeffTANGKAB"],
 )
 def test_an_empty_message_or_a_keyword_alone_holds_no_report(text):
     assert parse(text) is None
