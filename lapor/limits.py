@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import math
@@ -579,11 +580,34 @@ class RateLimits:
         return request.client.host if request.client else "unknown"
 
     def client_key(self, request: Request) -> str:
-        """What a client is counted by: a keyed hash of its address (`client_of`). Never the address itself, which
-        a shared store (a Redis often run by another team, dumped, replicated) would keep in its keys for the
-        rate's period (until session 30 it did), as it keeps no SMS sender's number."""
-        address = self.client_of(request).encode()
+        """What a client is counted by: a keyed hash of its address (`client_of`; an IPv6 one by its /64,
+        `counted_address`). Never the address itself, which a shared store (a Redis often run by another team,
+        dumped, replicated) would keep in its keys for the rate's period (until session 30 it did), as it keeps no
+        SMS sender's number."""
+        address = counted_address(self.client_of(request)).encode()
         return hmac.new(self._client_key, address, hashlib.sha256).hexdigest()[:32]
+
+
+# The IPv6 prefix one client is counted by: a subscriber's network (a phone's, a home's) is at least a /64, and every
+# address in it is theirs to send from.
+CLIENT_IPV6_PREFIX = 64
+
+
+def counted_address(address: str) -> str:
+    """The address a client is counted by (session 31): an IPv6 address's /64 network, since a phone or a home
+    is given a whole /64 and may send from any of its 2**64 addresses (counted one by one, each address had a
+    budget of its own, and a client that changed its address per request was never limited); an IPv4 address
+    carried in an IPv6 one (`::ffff:203.0.113.7`, as a dual-stack socket or a proxy may write it) as that IPv4
+    address; anything else (an IPv4 address, a name) as it is."""
+    try:
+        parsed = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, CLIENT_IPV6_PREFIX), strict=False))
+    return str(parsed)
 
 
 def rate_limit(kind: ClientRateKind) -> Callable[[Request], Awaitable[None]]:

@@ -507,3 +507,19 @@ def test_submissions_are_rate_limited_per_client(serve_intake):
     with serve_intake(limits={"submission_rate": "3/minute"}) as intake:
         statuses = [intake.client.post("/api/complaints", json=REPORT).status_code for _ in range(4)]
         assert statuses == [201, 201, 201, 429]
+
+
+def test_an_ipv6_client_is_counted_by_its_64_network_and_an_ipv4_address_however_it_is_written(serve_intake):
+    """Session 31: each IPv6 address had a budget of its own, and a phone or a home holds a whole /64 (2**64
+    addresses to send from), so a client that changed its address per request was never limited. An IPv4 address
+    a dual-stack socket or a proxy writes inside an IPv6 one is that address."""
+    limits = {"submission_rate": "1/minute", "trust_forwarded_for": True}
+    with serve_intake(limits=limits) as intake:
+
+        def status(address: str) -> int:
+            return intake.client.post("/api/complaints", json=REPORT, headers={"X-Forwarded-For": address}).status_code
+
+        assert [status(f"2001:db8:7:1::{n:x}") for n in range(1, 4)] == [201, 429, 429]
+        assert status("2001:db8:7:1:a1b2:c3d4:e5f6:1") == 429
+        assert status("2001:db8:7:2::1") == 201  # the next /64 is another client
+        assert [status("203.0.113.7"), status("::ffff:203.0.113.7")] == [201, 429]
