@@ -823,16 +823,18 @@ def _spelled(digits: str) -> str:
 _APOSTROPHES = dict.fromkeys("\u2018\u2019\u02bc\u00b4", "'")
 _MARK = "[\u0300-\u036f]"  # the combining diacritical marks
 _MARKS = re.compile(f"[\u0300-\u036f{_INVISIBLE}]")  # what `_without_marks` leaves out
-# Between the letters of a name's word: combining marks and invisible characters; between its words: spaces,
-# underscores, or an invisible character alone.
+# Between the letters of a name's word: combining marks and invisible characters, one class (a quantifier of marks
+# followed by one of marks and invisibles would try every split of a long run of marks: quadratic); between its
+# words: spaces, underscores, or an invisible character alone.
 _WITHIN_A_WORD = f"[\u0300-\u036f{_INVISIBLE}]*"
 _NAME_SPACE = rf"[\s_{_INVISIBLE}]+"
 
 
 def _letters(word: str) -> str:
-    """The pattern of one word of a name, folded: its letters, each followed by any combining marks, with any
-    invisible characters between them (not after the last: an isolate or embedding closing the name stays)."""
-    return _WITHIN_A_WORD.join(re.escape(letter) + _MARK + "*" for letter in _without_marks(word))
+    """The pattern of one word of a name, folded: its letters with any combining marks and invisible characters
+    between them, and combining marks after the last (not invisible ones: an isolate or embedding closing the name
+    stays)."""
+    return _WITHIN_A_WORD.join(map(re.escape, _without_marks(word))) + _MARK + "*"
 
 
 def _without_marks(text: str) -> str:
