@@ -450,6 +450,33 @@ def test_a_mistyped_reporter_token_is_told_in_the_citizens_words_and_nothing_is_
     assert server.get(f"/api/complaints/{tracking_id}").json()["information"] == []
 
 
+def test_a_token_and_a_number_pasted_with_invisible_characters_open_the_report(server, browser):
+    """Session 31: a reporter token copied from a chat or an SMS with a zero width space, a direction mark or a line
+    break in it was put in the request's header as it was, which the browser refuses to send, and the page said the
+    internet could not be reached. What is not part of the token or the number is left out; a token that still holds
+    what no token does is told so, and nothing is sent."""
+    tracking_id, reporter_token, _ = pended(server)
+    browser.get(f"{server.url}/lacak")
+    browser.find_element(By.ID, "track-id").send_keys(f"\u200e{tracking_id}\u200b")
+    pasted = f"\u202a{reporter_token[:20]}\u200b{reporter_token[20:]}\u202c"
+    browser.find_element(By.ID, "track-token").send_keys(pasted)
+    browser.find_element(By.CSS_SELECTOR, "#lacak-form button").click()
+    WebDriverWait(browser, WAIT).until(lambda _: browser.find_element(By.ID, "actions").is_displayed())
+    assert browser.find_element(By.ID, "lacak-error").text == ""
+    assert shown(browser, "report-id") == tracking_id
+    browser.find_element(By.ID, "information-text").send_keys("Kantor Lurah Oebobo.")
+    browser.find_element(By.CSS_SELECTOR, "#information-form button").click()
+    assert shown(browser, "action-result") == "Informasi tambahan terkirim."
+    field = browser.find_element(By.ID, "track-token")
+    field.clear()
+    field.send_keys(reporter_token[:-1] + "\u00e9")  # a letter no token holds
+    browser.find_element(By.CSS_SELECTOR, "#lacak-form button").click()
+    assert shown(browser, "lacak-error") == (
+        "Token pelapor hanya berisi huruf, angka, tanda - dan _. Periksa token yang Anda simpan."
+    )
+    assert not browser.find_element(By.ID, "actions").is_displayed()
+
+
 def test_the_reporter_answers_a_resolution_and_a_stale_page_is_told_to_look_again(server, browser):
     tracking_id, reporter_token = filed(server)
     admin = token(server, Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)

@@ -204,12 +204,26 @@ function setupReportForm(form) {
 // The report on the tracking page, and the reporter token it was opened with (the reporter's actions need both).
 const tracked = { report: null, token: "" };
 
+// What a tracking number or a token copied from a chat, an SMS or a document may carry that is not part of it:
+// spaces and line breaks, and characters that show nothing (zero width space, the marks, embeddings and isolates of
+// direction, word joiner, soft hyphen, the BOM: lapor.patterns.INVISIBLE). Session 31: a token pasted with one was
+// put in a header as it was, which fetch refuses to send, and the page said the internet could not be reached.
+const NOT_TYPED = /[\s\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]/g;
+// A reporter token is URL-safe base64 (lapor.auth.new_reporter_token); what is not can open no report.
+const TOKEN = /^[A-Za-z0-9_-]*$/;
+
 async function track(form) {
   text("lacak-error", "");
-  const trackingId = form.elements.tracking_id.value.trim();
-  const token = form.elements.reporter_token.value.trim();
+  const trackingId = form.elements.tracking_id.value.replace(NOT_TYPED, "");
+  const token = form.elements.reporter_token.value.replace(NOT_TYPED, "");
   if (!trackingId) {
     text("lacak-error", "Isi nomor pelacakan.");
+    return;
+  }
+  if (!TOKEN.test(token)) {
+    document.getElementById("actions").hidden = true;
+    tracked.token = "";
+    text("lacak-error", "Token pelapor hanya berisi huruf, angka, tanda - dan _. Periksa token yang Anda simpan.");
     return;
   }
   const headers = token ? { "X-Reporter-Token": token } : {};
