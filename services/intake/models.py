@@ -137,8 +137,10 @@ Attachments = Annotated[list[AttachmentIn], MaxItems("attachments"), Once]
 
 
 class LocationIn(_Request):
-    lat: StrictFloat | None = Field(default=None, ge=-90, le=90)
-    lon: StrictFloat | None = Field(default=None, ge=-180, le=180)
+    # NaN and Infinity, which Python's JSON reader takes though JSON has neither, are "not a finite number" (session
+    # 31: NaN was refused as "less than or equal to 90", a bound it does not break).
+    lat: StrictFloat | None = Field(default=None, ge=-90, le=90, allow_inf_nan=False)
+    lon: StrictFloat | None = Field(default=None, ge=-180, le=180, allow_inf_nan=False)
     address: Address | None = None
 
     @model_validator(mode="after")

@@ -221,6 +221,19 @@ def test_a_number_beyond_floating_point_is_refused(intake):
     refused(intake, "web", content=body, headers=JSON)
 
 
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("coordinate", ["lat", "lon"])
+def test_nan_and_infinity_as_a_coordinate_are_refused_as_not_a_finite_number(intake, number, coordinate):
+    """Python's JSON reader takes NaN and Infinity, which JSON has not; NaN was refused as "less than or equal to
+    90", a bound it does not break (session 31)."""
+    location = {"lat": "-10.5", "lon": "123.5", coordinate: number}
+    body = json.dumps(REPORT)[:-1] + f', "location": {{"lat": {location["lat"]}, "lon": {location["lon"]}}}}}'
+    problem = refused(intake, "web", content=body, headers=JSON)
+    [error] = problem["errors"]
+    assert error["location"] == ["body", "location", coordinate]
+    assert error["message"] == "Input should be a finite number"
+
+
 def test_a_number_too_long_to_read_is_refused(intake):
     body = json.dumps(REPORT)[:-1] + ', "anonymous": ' + "9" * 5000 + "}"
     refused(intake, "web", status=400, content=body.encode(), headers=JSON)
