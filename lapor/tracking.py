@@ -3,19 +3,22 @@ kernel: intake issues it, every service looks reports up by it).
 
 Format `XXXX-XXXX-C`, e.g. `7KQ2-M9XD-T`: eight symbols of Crockford's base32 alphabet (digits and capitals
 without I, L, O and U) carrying 40 random bits, and one check symbol. Reading is forgiving the way Crockford
-intended: case does not matter, dashes and spaces may be left out or put anywhere, O is read as 0 and I or L
-as 1. The check symbol is the Luhn mod N algorithm over the same alphabet (N = 32), which catches every single
-mistyped symbol and every swap of two neighbours except 0 with Z; a mistyped ID is refused instead of naming
-another report.
+intended: case does not matter, dashes and spaces (any dash or space, and characters that show nothing) may be
+left out or put anywhere, O is read as 0 and I or L as 1. The check symbol is the Luhn mod N algorithm over the
+same alphabet (N = 32), which catches every single mistyped symbol and every swap of two neighbours except 0 with
+Z; a mistyped ID is refused instead of naming another report.
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import Annotated
 
 from fastapi import Path
 from pydantic import AfterValidator
 
+from lapor.patterns import INVISIBLE, WHITESPACE
 from lapor.problems import quoted
 from schemas.events import TRACKING_ID_PATTERN
 
@@ -24,7 +27,13 @@ _N = len(ALPHABET)
 _CODE = {symbol: code for code, symbol in enumerate(ALPHABET)}
 # What people type for a symbol that is not in the alphabet.
 _ALIASES = str.maketrans({"O": "0", "I": "1", "L": "1"})
-_SEPARATORS = str.maketrans("", "", "- \t")
+# Dashes and spaces, as typed or as a document or a chat writes them: the hyphen, the Unicode dashes (a word
+# processor's en dash, a PDF's hyphen, the minus sign), every space (a no-break one too) and line break, and the
+# characters that show nothing (a zero width space, the marks of direction a chat puts around what is copied, the soft
+# hyphen a PDF breaks a line with). Read after NFKC, which makes full-width letters, digits and dashes ASCII. Until
+# session 31 only "-", " " and tab: `04HM–ASW9–K` (en dashes) or `04HM\u00a0ASW9\u00a0K` was refused ("it has 9
+# letters and digits"), a report that exists not found.
+_SEPARATOR_CHARACTERS = re.compile(rf"[-\u2010-\u2015\u2212{WHITESPACE}{INVISIBLE}]+")
 
 PAYLOAD_LENGTH = 8
 RANDOM_BITS = 5 * PAYLOAD_LENGTH
@@ -67,7 +76,7 @@ def format_tracking_id(number: int) -> str:
 
 def parse_tracking_id(text: str) -> str:
     """The canonical form (`7KQ2-M9XD-T`) of what a reporter typed; raises InvalidTrackingId."""
-    symbols = text.upper().translate(_SEPARATORS).translate(_ALIASES)
+    symbols = _SEPARATOR_CHARACTERS.sub("", unicodedata.normalize("NFKC", text).upper()).translate(_ALIASES)
     if len(symbols) != PAYLOAD_LENGTH + 1:
         raise InvalidTrackingId(text, f"it has {PAYLOAD_LENGTH + 1} letters and digits, like {EXAMPLE}")
     unknown = sorted({symbol for symbol in symbols if symbol not in _CODE})

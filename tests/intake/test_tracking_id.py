@@ -56,6 +56,24 @@ def test_reporters_may_type_it_in_lower_case_without_dashes_and_with_o_i_l_for_d
     assert parse_tracking_id("O4HM-ASW9-K") == tracking_id
 
 
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "04HM\u2013ASW9\u2013K",  # en dashes, as a word processor writes them
+        "04HM\u2010ASW9\u2011K",  # the Unicode hyphens, as a PDF gives them
+        "04HM\u2212ASW9-K",  # the minus sign
+        "04HM\u00a0ASW9\u00a0K",  # no-break spaces
+        "\u200e04HM-ASW9-K\u200f",  # the marks of direction a chat puts around what is copied
+        "04HM-AS\u00adW9-K\u200b",  # a soft hyphen where a line broke, a zero width space
+        "\uff10\uff14\uff28\uff2d\uff0d\uff21\uff33\uff37\uff19\uff0d\uff2b",  # full width
+    ],
+)
+def test_any_dash_or_space_and_characters_that_show_nothing_are_read_as_a_dash(typed):
+    """Session 31: only "-", a space and a tab were dashes and spaces to the reader, and an ID written with an en
+    dash or a no-break space, or copied with a zero width space, was refused ("it has 9 letters and digits")."""
+    assert parse_tracking_id(typed) == "04HM-ASW9-K"
+
+
 def test_i_and_l_are_read_as_one():
     tracking_id = format_tracking_id(0x0842108421)  # every symbol 1 = 0b00001
     assert tracking_id.startswith("1111-1111")

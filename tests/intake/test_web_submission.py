@@ -366,6 +366,16 @@ def test_a_very_long_path_is_quoted_cut_short_in_the_not_found(intake):
     assert len(detail) < 200
 
 
+def test_a_tracking_id_copied_with_en_dashes_or_invisible_characters_finds_the_report(intake):
+    """Session 31: `7KQ2–M9XD–T` (a document's en dashes) or the ID with a chat's marks of direction around it was a
+    404 ("it has 9 letters and digits, like 7KQ2-M9XD-T")."""
+    tracking_id = intake.submit()["tracking_id"]
+    for typed in (tracking_id.replace("-", "\u2013"), f"\u200e{tracking_id}\u200f", tracking_id.replace("-", "\u00a0")):
+        response = intake.client.get(f"/api/complaints/{typed}")
+        assert response.status_code == 200, response.text
+        assert response.json()["tracking_id"] == tracking_id
+
+
 def test_an_unknown_but_well_formed_tracking_id_is_not_found(intake):
     response = intake.client.get("/api/complaints/04HM-ASW9-K")
     assert response.status_code == 404
