@@ -8,6 +8,7 @@ limits.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -63,6 +64,20 @@ def _phone(value: str) -> str:
     return info.e164
 
 
+_SHOWS_NOTHING = re.compile(f"[{INVISIBLE}]")
+
+
+def _email(value: str) -> str:
+    """Session 31: an address holding a character that shows nothing (a zero width space pasted with it, a mark or
+    override of direction) was kept in the vault as it was: the national admin read `budi@\u202email.com` reversed,
+    and `budi\u200b@mail.com` was another reporter to duplicate suspicion than `budi@mail.com`."""
+    if _SHOWS_NOTHING.search(value):
+        raise PydanticCustomError(
+            "email", "an e-mail address cannot hold characters that show nothing (a zero width space, a direction mark)"
+        )
+    return value
+
+
 Nik = Annotated[str, StringConstraints(max_length=32), AfterValidator(_nik)]
 Phone = Annotated[str, StringConstraints(max_length=32), AfterValidator(_phone)]
 Email = Annotated[
@@ -70,6 +85,7 @@ Email = Annotated[
     StringConstraints(
         strip_whitespace=True, to_lower=True, max_length=254, pattern=EMAIL_PATTERN
     ),
+    AfterValidator(_email),
 ]
 # Identifiers given by other systems: an SMS message id, an external id.
 ExternalId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$")]
