@@ -34,10 +34,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Header
+from fastapi import Header, Request
 
 from lapor.complaint import fold as complaint_fold
 from lapor.correlation import current_correlation_id, new_correlation_id
+from lapor.limits import single_header
 from lapor.principal import Principal
 from lapor.problems import BadRequest, Conflict, NotFound, PreconditionFailed
 from lapor.store import (
@@ -111,7 +112,13 @@ def parse_if_match(value: str | None) -> int | None:
     return None if version == "*" else int(version)
 
 
+# If-Match sent twice with different values is a 422 naming it (session 31): FastAPI took the first silently, so a
+# proxy adding its own decided which version the command was checked against.
+_single_if_match = single_header("If-Match")
+
+
 def if_match_header(
+    request: Request,
     if_match: Annotated[
         str | None,
         Header(
@@ -121,7 +128,9 @@ def if_match_header(
         ),
     ] = None,
 ) -> int | None:
-    """FastAPI dependency: the If-Match version, if any."""
+    """FastAPI dependency: the If-Match version, if any. Given more than once with differing values, a validation
+    problem (422) naming the header (`lapor.limits.single_header`); the same value twice is that value."""
+    _single_if_match(request)
     return parse_if_match(if_match)
 
 

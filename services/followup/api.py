@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StrictBool, field_validator
 
 from lapor.auth import authorize_complaint, require, within
-from lapor.commands import caused_event_id, etag, if_match_header, parse_if_match, run_command
+from lapor.commands import caused_event_id, etag, if_match_header, run_command
 from lapor.complaint import STREAM_PREFIX, ComplaintState, Level, Status, ensure_allowed, evolve, fold, initial_state
 from lapor.context import Context, ServiceContext
 from lapor.egress import destination_refusal
@@ -321,8 +321,9 @@ def acting_on(action: str) -> Callable[..., Acting]:
             # An action, not a read (the drafts' list stays 403: there is no stale write to report).
             if request.method != "GET" and principal is not None and held_before(principal, action, events):
                 # If-Match is read only here (the route's own dependency parses it later): a malformed one keeps
-                # its 400, and an outsider's refusal is 403 whatever it sends.
-                raise no_longer_held(principal, state, parse_if_match(request.headers.get("if-match"))) from None
+                # its 400 (two differing ones their 422), and an outsider's refusal is 403 whatever it sends.
+                if_match = if_match_header(request, request.headers.get("if-match"))
+                raise no_longer_held(principal, state, if_match) from None
             raise
         assert principal is not None  # no followup action is public: authorize refused a missing token
         if not can_see(state, principal):

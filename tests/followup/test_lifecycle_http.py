@@ -389,3 +389,18 @@ def test_an_assignment_after_the_agencys_own_deadline_passed_keeps_the_report_at
     assert assigned.status_code == 200, assigned.text
     assert (assigned.json()["unit_id"], assigned.json()["level"]) == (DINKES, "agency")
     assert followup.events(late)[-1].data["level"] == "agency"
+
+
+@pytest.mark.parametrize("second", ['"3"', "*"])
+def test_if_match_sent_twice_with_different_values_is_422_naming_it_and_writes_nothing(followup, second):
+    """FastAPI took the first of two If-Match headers silently: a proxy adding its own decided which version the
+    command was checked against (session 31). The same value twice is that value."""
+    tid = followup.disposed("LAP-L-IM2")
+    response = followup.act(tid, "accept", [*followup.liaison().items(), ("If-Match", '"2"'), ("If-Match", second)])
+    assert response.status_code == 422, response.text  # before: 200, checked against the first
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [error["location"] for error in response.json()["errors"]] == [["header", "if-match"]]
+    assert "If-Match given more than once" in response.json()["detail"]
+    assert "DispositionAccepted" not in followup.types(tid)
+    same = followup.act(tid, "accept", [*followup.liaison().items(), ("If-Match", '"2"'), ("If-Match", '"2"')])
+    assert same.status_code == 200, same.text

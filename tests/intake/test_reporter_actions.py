@@ -232,3 +232,20 @@ def test_consent_to_the_ombudsman_is_neither_offered_nor_taken_while_a_resolutio
     assert response.status_code == 409
     assert "answer the resolution first" in response.json()["detail"]
     assert intake.events(tracking_id)[-1].type == "ComplaintResolved"
+
+
+def test_if_match_sent_twice_with_different_values_is_422_naming_it_and_writes_nothing(intake):
+    """Session 31: FastAPI took the first of two If-Match headers silently. The same value twice is that value."""
+    receipt = intake.submit()
+    intake.pend(receipt["tracking_id"])
+    path = f"/api/complaints/{receipt['tracking_id']}/information"
+    token = ("X-Reporter-Token", receipt["reporter_token"])
+    response = intake.client.post(path, json={"text": "Foto terlampir."},
+                                  headers=[token, ("If-Match", '"1"'), ("If-Match", '"0"')])
+    assert response.status_code == 422, response.text  # before: 200, checked against the first
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [error["location"] for error in response.json()["errors"]] == [["header", "if-match"]]
+    assert len(intake.events(receipt["tracking_id"])) == 2
+    same = intake.client.post(path, json={"text": "Foto terlampir."},
+                              headers=[token, ("If-Match", '"1"'), ("If-Match", '"1"')])
+    assert same.status_code == 200, same.text
