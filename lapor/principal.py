@@ -27,6 +27,18 @@ class Role(StrEnum):
 
 AGENCY_SCOPED = frozenset({Role.admin_agency, Role.liaison, Role.unit_officer})
 
+# The one agency a national role may carry, if any (session 31): it acts as that office and no other. A token of
+# `admin_national --agency pemda-53.71` was issued, and every event it caused recorded a national admin acting for
+# that agency (metadata `agency`), where its scope is every report. The auditor belongs to no agency: it reads
+# everything and acts for none. Agency-scoped roles need theirs (any agency); an integration client may carry the
+# agency whose own system it is (the agency suggested for what it pushes).
+NATIONAL_AGENCY: dict[Role, str | None] = {
+    Role.admin_national: NATIONAL_ADMIN_AGENCY,
+    Role.operator: KSP_AGENCY,
+    Role.ombudsman: OMBUDSMAN_AGENCY,
+    Role.auditor: None,
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -54,10 +66,18 @@ class Principal:
             raise ValueError(f"role {self.role} needs an agency")
         if self.role is Role.unit_officer and not self.unit_id:
             raise ValueError("role unit_officer needs a unit")
-        if self.role is Role.ombudsman and self.agency_id not in (None, OMBUDSMAN_AGENCY):
+        if self.role in NATIONAL_AGENCY and self.agency_id not in (None, own := NATIONAL_AGENCY[self.role]):
             # The Ombudsman acts (accepts, answers, resolves) only on what it took over, as its own office; a token
-            # naming another agency confined it there, and it acted for that agency.
-            raise ValueError(f"role ombudsman acts as {OMBUDSMAN_AGENCY}, not {self.agency_id}")
+            # naming another agency confined it there, and it acted for that agency. So for every national role.
+            raise ValueError(f"role {self.role} acts as {own}, not {self.agency_id}" if own else
+                             f"role {self.role} belongs to no agency, not {self.agency_id}")
+        if self.channel is not None and self.role is not Role.integration:
+            # Only an integration client pushes for a channel (`authorize` compares it for integration alone).
+            raise ValueError(f"only role integration pushes for a channel, not role {self.role}")
+        if self.unit_id is not None and self.role is not Role.unit_officer:
+            # Scopes go by the unit for a unit officer only: another role's unit was ignored by every check and
+            # recorded in the metadata of what it did (`unit`) as if it had acted for that unit.
+            raise ValueError(f"only role unit_officer works in a unit, not role {self.role}")
         if self.unit_id is not None and self.unit_id == self.agency_id:
             # Scopes go by the unit: a "unit" that is the agency itself would open the whole agency.
             raise ValueError(f"a unit is <agency_id>/<unit>, not the agency {self.agency_id} itself")

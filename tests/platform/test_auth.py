@@ -378,6 +378,51 @@ def test_lapor_token_create_refuses_a_channel_no_route_takes_and_prints_no_token
     assert result.stderr.startswith("lapor: channel 'SMS' is not one a client can push for")
 
 
+@pytest.mark.parametrize(
+    ("options", "refusal"),
+    [
+        # Session 31: signed, and every event it caused recorded a national admin acting for that agency.
+        (["--role", "admin_national", "--agency", "pemda-53.71"],
+         "role admin_national acts as kemenpanrb, not pemda-53.71"),
+        (["--role", "operator", "--agency", "pemda-53.71"], "role operator acts as ksp, not pemda-53.71"),
+        (["--role", "auditor", "--agency", "kemenpanrb"], "role auditor belongs to no agency, not kemenpanrb"),
+        (["--role", "ombudsman", "--agency", "pemda-53.71"], "role ombudsman acts as ombudsman-ri, not pemda-53.71"),
+        (["--role", "liaison", "--agency", "pemda-53.71", "--channel", "sms"],
+         "only role integration pushes for a channel, not role liaison"),
+        (["--role", "admin_national", "--channel", "sms"], "only role integration pushes for a channel"),
+        (["--role", "liaison", "--agency", "pemda-53.71", "--unit", "pemda-53.71/dinkes"],
+         "only role unit_officer works in a unit, not role liaison"),
+    ],
+)
+def test_lapor_token_create_refuses_a_scope_the_role_does_not_act_in_and_prints_no_token(tmp_path, options, refusal):
+    data = tmp_path / "var"
+    _installation(data)  # the directory holds pemda-53.71: only the role's scope is refused
+    result = _lapor("token", "create", *options, "--data", str(data))
+    assert (result.returncode, result.stdout) == (2, ""), result.stdout
+    assert result.stderr.startswith(f"lapor: {refusal}")
+
+
+@pytest.mark.parametrize(
+    ("role", "scope"),
+    [(Role.admin_national, {"agency_id": "kemenpanrb"}), (Role.admin_national, {}),
+     (Role.operator, {"agency_id": "ksp"}), (Role.auditor, {}),
+     (Role.integration, {"channel": "sambat-malang", "agency_id": "pemda-35.73"})],
+)
+def test_a_role_with_its_own_scope_or_none_is_issued(role, scope):
+    tokens = TokenService(SECRET, ManualClock())
+    principal = tokens.verify(tokens.issue(role, **scope))
+    assert (principal.role, principal.agency_id) == (role, scope.get("agency_id"))
+
+
+def test_a_token_signed_for_a_national_role_in_another_agency_opens_nothing():
+    """One issued before session 31 refused it is refused when presented, as an ombudsman's naming another agency."""
+    claims = {"iss": "lapor", "sub": "rina", "role": "admin_national", "agency": "pemda-53.71",
+              "iat": 1_800_000_000, "exp": 1_800_003_600}
+    tokens = TokenService(SECRET, ManualClock(datetime.fromtimestamp(1_800_000_100, UTC)))
+    with pytest.raises(Unauthenticated, match=r"acts as kemenpanrb, not pemda-53\.71"):
+        tokens.verify(jwt.encode(claims, SECRET, algorithm="HS256"))
+
+
 def test_lapor_token_create_quotes_a_very_long_agency_it_refuses_as_a_problem_does(tmp_path):
     """Session 31: a 100,000-character --agency came back whole, twice, in the one line refusing it."""
     data = tmp_path / "var"
