@@ -33,7 +33,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,6 +140,9 @@ class FreshTables:
     location: str
     name: str  # SQLite: the file's path; PostgreSQL: the schema
     drop: Callable[[], None]
+    # The folder made for the file (`<data>/rebuild/`), if this one made it: removed with the fresh tables when it
+    # is left empty (session 31: a failed, interrupted or unkept rebuild left an empty `rebuild/` behind).
+    made: Path | None = None
 
 
 def _with_search_path(url: str, schema: str) -> str:
@@ -154,6 +157,7 @@ def fresh_tables(live: Database, label: str) -> FreshTables:
     `lapor_rebuild_<label>` in the live PostgreSQL database; the one made before for that label, if any."""
     if isinstance(live, SqliteDatabase):
         path = live.path.parent / "rebuild" / f"{live.path.stem}-{label}.db"
+        made = None if path.parent.exists() else path.parent
         db = SqliteDatabase(path, writer_cache_mb=REBUILD_CACHE_MB)
 
         def drop_file() -> None:
@@ -161,7 +165,7 @@ def fresh_tables(live: Database, label: str) -> FreshTables:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
 
-        return FreshTables(db, str(path), str(path), drop_file)
+        return FreshTables(db, str(path), str(path), drop_file, made)
     if isinstance(live, PostgresDatabase):
         schema = f"lapor_rebuild_{label}"
         with psycopg.connect(network_timeouts(live.url), autocommit=True) as conn:
@@ -500,6 +504,11 @@ def _drop_all(fresh: Sequence[FreshTables]) -> list[str]:
         except _DATABASE_FAILED as error:
             log.warning("could not drop the fresh tables at %s: %s", tables.location, _failure(error))
             left.append(tables.location)
+    for tables in fresh:
+        if tables.made is not None:
+            # Only once every share's file is gone, and only if empty: a kept rebuild's files or another's stay.
+            with suppress(OSError):
+                tables.made.rmdir()
     return left
 
 

@@ -578,6 +578,34 @@ def test_lapor_rebuild_whose_disk_fills_exits_2_with_the_reason_not_a_traceback(
     assert not list((data / "rebuild").glob("*.db"))
 
 
+def test_a_failed_or_unkept_rebuild_removes_the_rebuild_folder_it_made(sqlite_context: ServiceContext, capsys):
+    """Session 31: the files were dropped and `<data>/rebuild/` was left behind, empty, by a rebuild that failed, one
+    whose process failed, and one that succeeded without --keep."""
+    run_live(sqlite_context, [SERVICE], batch_size=200)
+    data = sqlite_context.settings.data
+    assert main(["rebuild", "--data", str(data), "--processes", "1"], services=[SERVICE, FAILING]) == 2
+    assert "database or disk is full" in capsys.readouterr().err
+    assert not (data / "rebuild").exists()  # before: an empty folder
+    with pytest.raises(RebuildFailed, match="no-such-service"):
+        rebuild_in_shares(sqlite_context, [dataclasses.replace(SERVICE, name="no-such-service")], 2)
+    assert not (data / "rebuild").exists()
+    assert main(["rebuild", "--data", str(data), "--processes", "1"], services=[SERVICE]) == 0
+    assert not (data / "rebuild").exists()
+
+
+def test_a_failed_rebuild_leaves_a_rebuild_folder_it_did_not_make_and_what_is_kept_there(
+    sqlite_context: ServiceContext, capsys
+):
+    run_live(sqlite_context, [SERVICE], batch_size=200)
+    data = sqlite_context.settings.data
+    assert main(["rebuild", "--data", str(data), "--keep", "--processes", "1"], services=[SERVICE]) == 0
+    kept = sorted((data / "rebuild").iterdir())
+    assert [path.suffix for path in kept] == [".db"]
+    assert main(["rebuild", "--data", str(data), "--processes", "1"], services=[SERVICE, FAILING]) == 2
+    assert sorted((data / "rebuild").iterdir()) == kept
+    capsys.readouterr()
+
+
 @pytest.mark.postgres
 def test_lapor_rebuild_whose_postgresql_server_restarts_exits_2_with_the_reason_not_a_traceback(
     postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
