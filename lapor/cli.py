@@ -683,7 +683,10 @@ def audit_verify(args: argparse.Namespace) -> int:
     url = args.store or settings.store
     _require_store(url, option="--store, --data or LAPOR_STORE")
     try:
-        store = open_store(url)
+        # Read-only (session 31): an auditor verifies a copy it may not change, on read-only media or a file it may
+        # only read; opening for writing failed there ("attempt to write a readonly database") and changed a copy
+        # it could write (its journal, a lock file and a vault beside it).
+        store = open_store(url, read_only=True)
     except _OPENING_BY_URL_FAILED as error:
         raise _cannot_open(error, url) from None
     walked = 0  # the last position checked
@@ -705,6 +708,11 @@ def audit_verify(args: argparse.Namespace) -> int:
                 f"cannot read the store {shown_url(url)} after position {walked}: {_said(error, url)}; "
                 "nothing could be said of the rest of the log"
             ) from None
+        if store.changed_while_read():
+            raise CliError(
+                f"the store {shown_url(url)} was opened for writing while it was read as a file at rest; nothing is "
+                "said of it: run the verification again"
+            )
     if report.ok:
         print(f"ok: {report.events_checked} events in {report.streams_checked} streams, every hash chain intact")
         return 0

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import orjson
 import psycopg
 import pytest
 
 from lapor.audit import verify_chain
-from lapor.store import NewEvent, open_store
+from lapor.store import NewEvent, StoreError, open_store
 from lapor.store.open import shown_url, without_password
 from tests.test_subscriptions import make_unreadable
 
@@ -391,3 +396,112 @@ def test_the_newest_events_deleted_from_a_postgres_log_are_found_by_its_head(pos
     assert f"no event after position {head - 2} is there" in link.problem
     assert report.events_checked == 7
     assert first == link
+
+
+# -- a copy the auditor may not change (session 31) ----------------------------------------------------------
+
+
+def read_only_copy(store_path: Path, into: Path) -> Path:
+    """A copy of the closed store alone (no journal, lock or vault beside it), its file and folder read-only."""
+    into.mkdir()
+    copy = into / "events.db"
+    shutil.copyfile(store_path, copy)
+    copy.chmod(0o444)
+    into.chmod(0o555)
+    return copy
+
+
+def what_is_there(folder: Path) -> dict[str, tuple[int, int, bytes]]:
+    return {path.name: (path.stat().st_mtime_ns, path.stat().st_mode, hashlib.sha256(path.read_bytes()).digest())
+            for path in sorted(folder.iterdir())}
+
+
+def test_cli_audit_verify_reads_a_read_only_copy_and_writes_nothing_to_it_or_beside_it(store_path, tmp_path):
+    """It opened the store for writing: its journal switch and schema, a lock file and a vault beside it. Root
+    ignores permissions, so what shows it whoever runs this is what it left: files beside the copy."""
+    copy = read_only_copy(store_path, tmp_path / "copy")
+    before = what_is_there(copy.parent)
+    try:
+        result = run_cli("audit", "verify", "--store", f"sqlite:///{copy}")
+        assert what_is_there(copy.parent) == before  # before: events.db-wal, -shm, -writer.lock, events-vault.db
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("ok: 20 events in 5 streams")
+    finally:
+        copy.parent.chmod(0o755)
+
+
+def unprivileged() -> list[str]:
+    """The command prefix that runs a process as nobody (uid 65534), so that file permissions apply to it."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root, which ignores file permissions, and no setpriv to run the command as nobody")
+    return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def test_cli_audit_verify_of_a_copy_whose_file_and_folder_it_may_only_read(store_path):
+    """Before: "cannot open the store …: attempt to write a readonly database", exit 2."""
+    prefix = unprivileged()
+    with tempfile.TemporaryDirectory(dir="/tmp") as scratch:
+        Path(scratch).chmod(0o755)  # where nobody can reach it
+        copy = read_only_copy(store_path, Path(scratch) / "copy")
+        tampered = read_only_copy(store_path, Path(scratch) / "tampered")
+        tampered.parent.chmod(0o755)
+        tampered.chmod(0o644)
+        tamper(tampered, "UPDATE events SET type = 'ComplaintClosed' WHERE stream = 'complaint-T4' AND version = 2")
+        tampered.chmod(0o444)
+        tampered.parent.chmod(0o555)
+        try:
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1"}
+            runs = [subprocess.run([*prefix, sys.executable, "-m", "lapor.cli", "audit", "verify", "--store",
+                                    f"sqlite:///{path}"], capture_output=True, text=True, timeout=120, env=env,
+                                   cwd=Path(__file__).resolve().parent.parent)
+                    for path in (copy, tampered)]
+        finally:
+            copy.parent.chmod(0o755)
+            tampered.parent.chmod(0o755)
+    clean, broken = runs
+    assert (clean.returncode, clean.stderr) == (0, ""), clean.stderr
+    assert clean.stdout.startswith("ok: 20 events in 5 streams")
+    assert broken.returncode == 1, broken.stderr
+    assert broken.stdout.startswith("BROKEN: complaint-T4 version 2")
+
+
+def test_cli_audit_verify_of_a_live_store_reads_the_events_still_in_its_journal(store_path):
+    """A store that is open has its WAL beside it, holding the latest events until a checkpoint: read through it."""
+    with open_store(f"sqlite:///{store_path}") as store:
+        store.append("complaint-LIVE", [NewEvent("Noted", {"n": 1})])
+        assert Path(f"{store_path}-wal").exists()
+        result = run_cli("audit", "verify", "--store", f"sqlite:///{store_path}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: 21 events in 6 streams")
+
+
+def test_a_store_read_as_a_file_at_rest_knows_a_writer_opened_it_meanwhile(store_path):
+    with open_store(f"sqlite:///{store_path}", read_only=True) as reading:
+        assert reading.head_position() == 20
+        assert not reading.changed_while_read()
+        with pytest.raises(StoreError, match="read-only"):
+            reading.append("complaint-T0", [NewEvent("Noted", {})])
+        with open_store(f"sqlite:///{store_path}") as writing:
+            writing.append("complaint-LATE", [NewEvent("Noted", {})])
+        assert reading.changed_while_read()
+
+
+def test_cli_audit_verify_of_postgres_needs_no_write(postgres_url: str):
+    """Every session of the walk read-only, as an auditor's role may be: the store's DDL (CREATE TABLE IF NOT
+    EXISTS, run by every opening) was refused there, "cannot execute CREATE TABLE in a read-only transaction"."""
+    with open_store(postgres_url) as store:
+        for n in range(3):
+            store.append(f"complaint-T{n}", [NewEvent("Noted", {"n": n})])
+    parts = urlsplit(postgres_url)
+    query = dict(parse_qsl(parts.query))
+    query["options"] = f"{query.get('options', '')} -cdefault_transaction_read_only=on".strip()
+    read_only = urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+    # The URL does make every transaction read-only.
+    with psycopg.connect(read_only) as conn, pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        conn.execute("CREATE TABLE nothing (n int)")
+    result = run_cli("audit", "verify", "--store", read_only)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: 3 events in 3 streams")

@@ -245,3 +245,14 @@ def commit_group(tx: GroupTransaction, batch: Sequence[PendingAppend]) -> int | 
     for request, result in done:
         request.succeed(result)
     return max(result.last_position for _, result in done) if done else None
+
+
+class ReadOnlyWriter:
+    """The writer of a store opened read-only (`lapor audit verify`, session 31): every append is refused, nothing
+    recorded, and it holds no connection, lock or file."""
+
+    def submit(self, stream: str, events: Sequence[NewEvent], expected: ExpectedVersion) -> AppendResult:
+        raise AppendNotRecorded(f"the store was opened read-only: nothing was appended to {stream}")
+
+    def close(self) -> None:
+        pass

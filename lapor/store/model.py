@@ -639,6 +639,11 @@ class EventStore(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def changed_while_read(self) -> bool:
+        """Whether what was read may not be what the store holds, because it was read as a file at rest and a
+        writer opened it meanwhile (a SQLite store opened read-only: `lapor.store.sqlite.read_only_uri`)."""
+        return False
+
     def __enter__(self) -> EventStore:
         return self
 

@@ -101,10 +101,16 @@ def store_exists(url: str) -> bool:
     return True
 
 
-def open_store(url: str, *, clock: Clock | None = None, answer_timeout: float | None = None) -> EventStore:
+def open_store(
+    url: str, *, clock: Clock | None = None, answer_timeout: float | None = None, read_only: bool = False
+) -> EventStore:
     """`answer_timeout`: seconds the store waits for its server (`LAPOR_STORE_TIMEOUT`): PostgreSQL, for the answer
     to one statement (None: `lapor.store.postgres.ANSWER_TIMEOUT`); KurrentDB, for one call (None:
-    `lapor.store.kurrent.DEADLINE`). SQLite has no server."""
+    `lapor.store.kurrent.DEADLINE`). SQLite has no server.
+
+    `read_only` (`lapor audit verify`, session 31): an existing store, read without writing to it or beside it
+    (SQLite: `lapor.store.sqlite.read_only_uri`, a `writer=` of the URL not used; PostgreSQL: no DDL, read-only
+    sessions); appends are refused. A KurrentDB store is only read by what reads it."""
     scheme, sep, _ = url.partition("://")
     if not sep:
         raise ValueError("a store URL starts with its scheme: sqlite:///path or postgresql://...")
@@ -112,11 +118,13 @@ def open_store(url: str, *, clock: Clock | None = None, answer_timeout: float | 
         from lapor.store.sqlite import SqliteEventStore
 
         path, writer = parse_sqlite_url(url)
+        if read_only:
+            return SqliteEventStore(path, clock=clock, read_only=True)
         return SqliteEventStore(path, clock=clock, writer=writer)
     if scheme in POSTGRES_SCHEMES:
         from lapor.store.postgres import PostgresEventStore
 
-        return PostgresEventStore(url, clock=clock, answer_timeout=answer_timeout)
+        return PostgresEventStore(url, clock=clock, answer_timeout=answer_timeout, read_only=read_only)
     if scheme in {"kurrentdb", "esdb", "kurrentdb+discover"}:
         from lapor.store.kurrent import KurrentEventStore
 

@@ -42,7 +42,7 @@ from psycopg_pool import ConnectionPool
 
 from lapor.clock import Clock, SystemClock
 from lapor.lease import KEEPALIVE, SERVER_KEEPALIVE
-from lapor.store.group_commit import GroupCommitWriter, GroupTransaction, PendingAppend
+from lapor.store.group_commit import GroupCommitWriter, GroupTransaction, PendingAppend, ReadOnlyWriter
 from lapor.store.model import (
     ANY,
     GENESIS_HASH,
@@ -74,6 +74,7 @@ from lapor.store.vault import (
     PUT_SQL,
     SWEEP_BATCH,
     UNREFERENCED_INDEX,
+    NoVault,
     Vault,
     VaultEntryErased,
     new_reference,
@@ -524,33 +525,55 @@ class _Listener:
                         self._thread.name, LISTENER_STOP_WAIT)
 
 
+# What a store opened read-only sets on each of its sessions: the server itself refuses any write of theirs.
+READ_ONLY_SESSION = "SET default_transaction_read_only = on"
+
+
 class PostgresEventStore(EventStore):
-    def __init__(self, url: str, *, clock: Clock | None = None, answer_timeout: float | None = None) -> None:
-        """`answer_timeout`: see ANSWER_TIMEOUT, the default."""
+    def __init__(
+        self, url: str, *, clock: Clock | None = None, answer_timeout: float | None = None, read_only: bool = False
+    ) -> None:
+        """`answer_timeout`: see ANSWER_TIMEOUT, the default. `read_only` (`lapor audit verify`, session 31): no
+        DDL, no writer's connection, no LISTEN, no vault, every append refused, and each session read-only
+        (READ_ONLY_SESSION), so it needs no more than SELECT on `events` and `lapor_head`."""
         answer_timeout = ANSWER_TIMEOUT if answer_timeout is None else answer_timeout
         self.url = url
         self.clock = clock or SystemClock()
         self._notifier = Notifier()
         with psycopg.connect(network_timeouts(url), autocommit=True) as conn:
-            create_tables(conn, EVENTS_DDL + VAULT_DDL)
+            if not read_only:
+                create_tables(conn, EVENTS_DDL + VAULT_DDL)
             schema = _single(conn.execute("SELECT current_schema()"))
         channel = channel_for(schema)
+
+        def configure(conn: AnsweredConnection) -> None:
+            if read_only:
+                conn.execute(READ_ONLY_SESSION)
+            _store_session(conn, answer_timeout)
+
         self._pool = ConnectionPool(
             network_timeouts(url),
             min_size=1,
             max_size=POOL_MAX_SIZE,
             connection_class=AnsweredConnection,
             kwargs={"autocommit": True, "prepare_threshold": NEVER_PREPARE},
-            configure=lambda conn: _store_session(conn, answer_timeout),
+            configure=configure,
             # A connection the server ended (a restart) is replaced before it is handed out, not failed by a read.
             check=check_connection,
             name=f"lapor-readers:{schema}",
             open=True,
         )
+        self._closed = False
+        self._group: PostgresGroup | None = None
+        self._listener: _Listener | None = None
+        self._writer: GroupCommitWriter | ReadOnlyWriter
+        self.vault: Vault
+        if read_only:  # a reader polls the head (`wait_for_events`), as when a NOTIFY is lost
+            self._writer, self.vault = ReadOnlyWriter(), NoVault()
+            return
         self._group = PostgresGroup(url, self.clock, channel, answer_timeout)
         self._writer = GroupCommitWriter(f"lapor-writer:{schema}", self._group, self._notifier.publish)
         self._listener = _Listener(url, channel, self._notifier, self.head_position)
-        self._closed = False
         self.vault = PostgresVault(self._pool, clock=self.clock)
 
     def append(self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = ANY) -> AppendResult:
@@ -608,8 +631,10 @@ class PostgresEventStore(EventStore):
             return
         self._closed = True
         self._writer.close()
-        self._group.close()
-        self._listener.stop(self._pool)
+        if self._group is not None:
+            self._group.close()
+        if self._listener is not None:
+            self._listener.stop(self._pool)
         self._pool.close()
         self.vault.close()
 

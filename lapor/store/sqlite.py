@@ -25,12 +25,19 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import orjson
 
 from lapor.clock import Clock, SystemClock
 from lapor.per_thread import PerThread
-from lapor.store.group_commit import GroupCommitWriter, GroupTransaction, PendingAppend, each_outcome
+from lapor.store.group_commit import (
+    GroupCommitWriter,
+    GroupTransaction,
+    PendingAppend,
+    ReadOnlyWriter,
+    each_outcome,
+)
 from lapor.store.model import (
     GENESIS_HASH,
     AppendResult,
@@ -56,7 +63,7 @@ from lapor.store.model import (
     validate_append,
 )
 from lapor.store.open import sqlite_url
-from lapor.store.vault import SqliteVault
+from lapor.store.vault import NoVault, SqliteVault, Vault
 
 if TYPE_CHECKING:
     from lapor.store.writer import RemoteWriter
@@ -89,9 +96,9 @@ CROSS_PROCESS_POLL = 0.2
 BUSY_TIMEOUT = 30.0  # seconds a connection waits for another's lock
 
 
-def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
-    """A connection with the pragmas every LAPOR SQLite file uses."""
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+def connect(path: str | Path, *, readonly: bool = False, uri: bool = False) -> sqlite3.Connection:
+    """A connection with the pragmas every LAPOR SQLite file uses. `uri`: `path` is a `file:` URI."""
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False, uri=uri)
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
     if not readonly:
         _enter_wal(conn)
@@ -369,14 +376,36 @@ class SqliteGroup(GroupTransaction):
         return replayed_result(stream, events, recorded)
 
 
+def read_only_uri(path: Path) -> tuple[str, bool]:
+    """The URI a read-only store opens `path` by, and whether it takes the file as immutable.
+
+    A read-only connection (`mode=ro`) to a WAL file still creates the `-wal` and `-shm` files beside it when they
+    are not there, and where they cannot be created (a directory on read-only media, or one the auditor may only
+    read) it fails: "attempt to write a readonly database". Decided (session 31): where the file has no `-wal`
+    beside it, nobody has it open (SQLite removes it when the last connection closes) and it is a copy or a store
+    at rest, so it is read as `immutable=1`: no lock taken, nothing created, its WAL ignored (it has none). Where
+    it has one, it is live or a copy taken with its WAL, whose latest events are there only: it is read by `mode=ro`,
+    through the `-shm` that is already beside it. `SqliteEventStore.changed_while_read` says whether a writer
+    opened an immutable one meanwhile, which the read could not see."""
+    uri = "file:" + quote(str(path.absolute()))
+    if Path(f"{path}-wal").exists():
+        return f"{uri}?mode=ro", False
+    return f"{uri}?mode=ro&immutable=1", True
+
+
 class SqliteEventStore(EventStore):
     """`writer`: the socket of a writer process (`lapor.store.writer`) to send appends to, instead of committing
-    them on a write connection of this store's own."""
+    them on a write connection of this store's own. `read_only`: reads only, writing nothing to the file or beside
+    it (`read_only_uri`): no schema, no journal switch, no lock file, no vault; every append is refused."""
 
-    def __init__(self, path: str | Path, *, clock: Clock | None = None, writer: str | Path | None = None) -> None:
+    def __init__(
+        self, path: str | Path, *, clock: Clock | None = None, writer: str | Path | None = None, read_only: bool = False
+    ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.url = sqlite_url(self.path, writer)
+        self.read_only = read_only
+        self._read_only_uri, self._immutable = read_only_uri(self.path) if read_only else ("", False)
+        self._at_rest = self._file_state() if read_only else None
         self.clock = clock or SystemClock()
         self._notifier = Notifier()
         self._readers = PerThread(self._open_reader, sqlite3.Connection.close)
@@ -388,11 +417,20 @@ class SqliteEventStore(EventStore):
         # a time instead of any number took 32 threads from 6,654-8,436 to 8,910-9,987 commands/s with ~20 %
         # less CPU per command (docs/performance.md, session 9). The GIL runs one thread's Python at a time anyway.
         self._stream_reads = threading.Lock()
-        conn = connect(self.path)
-        conn.executescript(SCHEMA)  # readable even before a writer process has opened the file
+        self._closed = False
         self._write_conn: sqlite3.Connection | None = None
         self._group: SqliteGroup | None = None
-        self._writer: GroupCommitWriter | RemoteWriter
+        self._writer: GroupCommitWriter | RemoteWriter | ReadOnlyWriter
+        if read_only:
+            if writer is not None:
+                raise ValueError("a store opened read-only has no writer")
+            self._writer = ReadOnlyWriter()
+            self.vault: Vault = NoVault()
+            self._reader()  # a file SQLite cannot open is said here, as when opening for writing
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = connect(self.path)
+        conn.executescript(SCHEMA)  # readable even before a writer process has opened the file
         if writer is None:
             self._write_conn = conn
             self._group = SqliteGroup(conn, self.clock, lock_path=f"{self.path}-writer.lock")
@@ -402,8 +440,21 @@ class SqliteEventStore(EventStore):
             from lapor.store.writer import RemoteWriter  # the writer process's module imports this one
 
             self._writer = RemoteWriter(writer, self.clock.now, self._notifier.publish)
-        self._closed = False
         self.vault = SqliteVault(self.path.with_name(self.path.stem + "-vault.db"), clock=self.clock)
+
+    def _file_state(self) -> tuple[int, int, bool]:
+        stat = self.path.stat()
+        return stat.st_mtime_ns, stat.st_size, Path(f"{self.path}-wal").exists()
+
+    def changed_while_read(self) -> bool:
+        """A store opened read-only as immutable (`read_only_uri`): whether a writer has opened or changed the file
+        since it was opened, so that what was read may not be what the file holds. False for any other store."""
+        if not self._immutable:
+            return False
+        try:
+            return self._file_state() != self._at_rest
+        except OSError:  # gone meanwhile
+            return True
 
     def append(self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion = -2) -> AppendResult:
         validate_append(stream, events, expected_version)
@@ -412,7 +463,10 @@ class SqliteEventStore(EventStore):
     # -- reading -----------------------------------------------------------------------------------------
 
     def _open_reader(self) -> sqlite3.Connection:
-        conn = connect(self.path, readonly=True)
+        if self.read_only:
+            conn = connect(self._read_only_uri, readonly=True, uri=True)
+        else:
+            conn = connect(self.path, readonly=True)
         conn.create_function(BUCKET_FUNCTION, 1, stream_bucket, deterministic=True)
         return conn
 

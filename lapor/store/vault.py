@@ -118,6 +118,32 @@ class _QueuedPut:
         self.error: BaseException | None = None
 
 
+class NoVault(Vault):
+    """The vault of a store opened read-only (`lapor audit verify`, session 31): none is opened, since opening one
+    creates its file or table. Whatever asks it for an entry is told so: what reads a log needs no identity."""
+
+    def _refuse(self) -> VaultError:
+        return VaultError("the store was opened read-only, without its vault")
+
+    def put(self, value: dict[str, Any], *, ref: str | None = None) -> str:
+        raise self._refuse()
+
+    def get(self, ref: str) -> dict[str, Any] | None:
+        raise self._refuse()
+
+    def erase(self, ref: str) -> bool:
+        raise self._refuse()
+
+    def mark_referenced(self, refs: Collection[str]) -> None:
+        raise self._refuse()
+
+    def erase_unreferenced(self, created_before: datetime, *, limit: int = SWEEP_BATCH) -> list[str]:
+        raise self._refuse()
+
+    def close(self) -> None:
+        pass
+
+
 class SqliteVault(Vault):
     """The vault in its own SQLite file (erasing from it never touches the log), durable like the store.
 
