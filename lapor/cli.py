@@ -550,9 +550,11 @@ def serve(args: argparse.Namespace) -> int:
     help="print a signed bearer token",
     arguments=[
         arg("--role", required=True, choices=[r.value for r in Role if r is not Role.reporter]),
-        arg("--agency", help="agency id (admin_agency, liaison, unit_officer), one the directory holds as active"),
-        arg("--unit", help="unit id, <agency_id>/<unit> (unit_officer)"),
-        arg("--channel", help="channel an integration client pushes for, e.g. sms"),
+        arg("--agency", help="agency id (admin_agency, liaison, unit_officer; integration may), one the directory "
+            "holds as active; a national role only its own (admin_national kemenpanrb, operator ksp, ombudsman "
+            "ombudsman-ri), an auditor none"),
+        arg("--unit", help="unit id, <agency_id>/<unit> (unit_officer only)"),
+        arg("--channel", help="channel an integration client pushes for, e.g. sms (integration only)"),
         arg("--ttl", help="lifetime like 30m, 8h, 7d (default: LAPOR_TOKEN_TTL or 8h)"),
         arg("--subject", help="who the token is for (default: the role)"),
         DATA,
