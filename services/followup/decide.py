@@ -13,11 +13,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
 from lapor.auth import within
 from lapor.complaint import ComplaintState, Status, ensure_allowed, missed_follow_up, red_mark_pending
 from lapor.limits import MaxItems, Once, Reason, Text, WholeNumber
+from lapor.patterns import CONTROL, INVISIBLE, WHITESPACE
 from lapor.policy import Sp4nPolicy
 from lapor.privacy import present_escalations
 from lapor.problems import ValidationProblem
@@ -73,8 +74,14 @@ class Assign(_Command):
 
 class AttachmentIn(Attachment):
     """An attachment as an officer gives it: its size is a JSON number, never text or a flag (`lapor.limits.
-    WholeNumber`), as a reporter's is; the event keeps `schemas.events.Attachment`'s fields."""
+    WholeNumber`), as a reporter's is; the event keeps `schemas.events.Attachment`'s fields. Its address holds no
+    control character nor one that shows nothing, as a reporter's may not (session 31: a NUL, an escape or
+    `…/\u202egpj.exe`, shown as `…/exe.jpg`, was posted to the reporter and the public). Checked on the request
+    only: events recorded before keep what they hold."""
 
+    url: Annotated[
+        str, StringConstraints(pattern=rf"^(https?://|/)[^{WHITESPACE}{CONTROL}{INVISIBLE}]+$", max_length=2048)
+    ]
     size_bytes: Annotated[AttachmentSize, WholeNumber]  # the event's bounds, then the validator
 
 

@@ -258,17 +258,22 @@ def test_an_assignment_outside_the_agency_is_422(followup):
         ("follow-ups", {"text": "Petugas sudah ke lokasi.", "public": "yes"}),
         ("follow-ups", {"text": "Foto lokasi.", "attachments": [{**PHOTO, "size_bytes": "52000"}]}),
         ("follow-ups", {"text": "Foto lokasi.", "attachments": [{**PHOTO, "size_bytes": True}]}),
+        ("follow-ups", {"text": "Foto lokasi.", "attachments": [{**PHOTO, "url": "https://unggah.lapor.go.id/f/\u202egpj.exe"}]}),
+        ("follow-ups", {"text": "Foto lokasi.", "attachments": [{**PHOTO, "url": "https://unggah.lapor.go.id/f/a\x00.jpg"}]}),
+        ("follow-ups", {"text": "Foto lokasi.", "attachments": [{**PHOTO, "url": "https://unggah.lapor.go.id/f/a\u200b.jpg"}]}),
         ("resolve", {"resolution": "<img src=x onerror=\"alert(1)\">"}),
         ("return", {"reason": "Bukan\x1bwewenang kami."}),
     ],
-    ids=["script tag", "javascript link", "NUL", "public 0", "public yes", "size as text", "size true", "event handler",
+    ids=["script tag", "javascript link", "NUL", "public 0", "public yes", "size as text", "size true",
+         "url with a direction override", "url with NUL", "url with a zero width space", "event handler",
          "escape character"],
 )
 def test_what_an_officer_writes_is_plain_text_and_a_flag_is_true_or_false(followup, action, body):
     """An officer's follow-up is shown to the reporter and the public: plain text, as a reporter's own report is
     (`lapor.limits.check_plain_text`); and `public` is a boolean, not 0 or "yes" (lax validation read 0 as an
-    internal note), an attachment's size a number, not text or true (lax validation read true as 1 byte).
-    Refused with the field named; nothing is appended."""
+    internal note), an attachment's size a number, not text or true (lax validation read true as 1 byte), and its
+    address without control characters or characters that show nothing (session 31: `…/\u202egpj.exe` was posted,
+    shown to the reporter and the public as `…/exe.jpg`). Refused with the field named; nothing is appended."""
     tid = followup.disposed("LAP-PLAIN-1")
     followup.act(tid, "accept", followup.liaison())
     before = followup.types(tid)
