@@ -39,7 +39,7 @@ from lapor.audit import IntegrityReport, verify_chain
 from lapor.auth import TokenService, parse_ttl, token_agency
 from lapor.clock import SystemClock
 from lapor.context import ServiceContext, ServiceDefinition
-from lapor.db import Database, open_database, table_exists
+from lapor.db import Database, open_database, sqlite_path, table_exists
 from lapor.directory import directory_is_empty, read_record
 from lapor.logs import configure_logging
 from lapor.orphans import stop_when_orphaned
@@ -232,8 +232,8 @@ def _open_readmodels(settings: Settings) -> Database:
     server would ever read, and said "revoked"."""
     _require_store(settings.store, option="--data or LAPOR_STORE")
     url = settings.readmodels
-    scheme, _, rest = url.partition("://")
-    if scheme == "sqlite" and not Path(rest[1:] if rest.startswith("/") else rest).is_file():
+    path = sqlite_path(url)
+    if path is not None and not Path(path).is_file():
         raise _no_readmodels(url)
     try:
         db = open_database(url, answer_timeout=settings.store_timeout)

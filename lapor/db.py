@@ -313,11 +313,19 @@ def setup_tables(statements: Sequence[str]) -> Callable[[Tx], None]:
     return setup
 
 
+def sqlite_path(url: str) -> str | None:
+    """The file path of a `sqlite://` read-model URL (empty when it names none), None for another URL."""
+    scheme, sep, rest = url.partition("://")
+    if scheme != "sqlite" or not sep:
+        return None
+    return rest[1:] if rest.startswith("/") else rest
+
+
 def open_database(url: str, *, answer_timeout: float | None = ANSWER_TIMEOUT) -> Database:
     """`answer_timeout`: see `PostgresDatabase` (SQLite has no server to wait for)."""
-    scheme, sep, rest = url.partition("://")
-    if scheme == "sqlite" and sep:
-        path = rest[1:] if rest.startswith("/") else rest
+    scheme = url.partition("://")[0]
+    path = sqlite_path(url)
+    if path is not None:
         if not path:
             raise ValueError("sqlite database URL needs a file path: sqlite:///var/readmodels.db")
         return SqliteDatabase(path)
