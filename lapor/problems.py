@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lapor.complaint import IllegalTransition
 from lapor.correlation import current_correlation_id
 from lapor.store import UnreadableEvent, WrongExpectedVersion
-from lapor.store.model import KIND_DEPTH
+from lapor.store.model import causes
 from lapor.store.vault import VaultError
 from lapor.subscriptions import transient_failure
 
@@ -492,12 +492,7 @@ class InternalErrorMiddleware:
 
 def unreadable_of(error: BaseException) -> UnreadableEvent | None:
     """The `UnreadableEvent` `error` is, or was raised from or while handling (a service may wrap it)."""
-    current: BaseException | None = error
-    for _ in range(KIND_DEPTH):
-        if current is None or isinstance(current, UnreadableEvent):
-            return current
-        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
-    return None
+    return next((cause for cause in causes(error) if isinstance(cause, UnreadableEvent)), None)
 
 
 def unreadable_response(unreadable: UnreadableEvent, instance: str) -> JSONResponse:

@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
@@ -167,8 +167,7 @@ def error_kind(error: BaseException) -> str:
     private class by a readable name (`_kind_name`: psycopg's wait that ran out is "timeout"). Never an error's
     message: a driver's words may hold host names, user names, paths."""
     kinds: list[str] = []
-    current: BaseException | None = error
-    while current is not None and len(kinds) < KIND_DEPTH:
+    for current in causes(error):
         code = getattr(current, "sqlite_errorname", None)
         kinds.append(_kind_name(type(current)) + (f" {code}" if isinstance(code, str) else ""))
         remote = current.remote_cause if isinstance(current, StoreError) else None
@@ -177,8 +176,17 @@ def error_kind(error: BaseException) -> str:
             # in an `except` block was named after the error handled there).
             kinds.append(remote)
             break
-        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
     return " from ".join(kinds)
+
+
+def causes(error: BaseException) -> Iterator[BaseException]:
+    """`error` and what it was raised from or while handling, outermost first: at most KIND_DEPTH of them."""
+    current: BaseException | None = error
+    for _ in range(KIND_DEPTH):
+        if current is None:
+            return
+        yield current
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
 
 
 # Private classes of the drivers, by the kind `error_kind` shows for them. Session 31: /readyz showed psycopg's
