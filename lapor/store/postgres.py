@@ -60,7 +60,6 @@ from lapor.store.model import (
     UndecodableField,
     category_of,
     check_expected,
-    decoded,
     decoded_events,
     link_events,
     read_all_query,
@@ -369,8 +368,10 @@ def _checked_event(row: Sequence[Any]) -> RecordedEvent:
     decode (`UndecodableField`)."""
     if isinstance(row[8], str):
         raise UndecodableField("recorded_at", ValueError(row[8]))
-    decoded("data", orjson.loads, row[6])
-    return _event(row)
+    try:
+        return _event(row)
+    except (ValueError, TypeError) as error:  # with its time read, what is left to decode is the data
+        raise UndecodableField("data", error) from error
 
 
 class PostgresGroup(GroupTransaction):
