@@ -200,11 +200,19 @@ _CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202b\u202d\u202e"
 _CONTROL = re.compile(f"[{_CONTROLS}]")
 
 
-def check_plain_text(value: str) -> str:
+def is_unicode(value: str) -> bool:
+    """Whether `value` is valid Unicode: no lone surrogate (a byte that was not UTF-8, escaped), which no UTF-8
+    encoder accepts."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise PydanticCustomError("text_encoding", "text must be valid Unicode (UTF-8)") from None
+        return False
+    return True
+
+
+def check_plain_text(value: str) -> str:
+    if not is_unicode(value):
+        raise PydanticCustomError("text_encoding", "text must be valid Unicode (UTF-8)")
     if _CONTROL.search(value):
         raise PydanticCustomError("text_control", "text must not contain control characters")
     if _MARKUP.search(value):

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 
 from lapor.clock import Clock
 from lapor.db import Database, Tx, sortable_moment
+from lapor.limits import is_unicode
 from lapor.principal import AGENCY_SCOPED, Role
 
 log = logging.getLogger(__name__)
@@ -78,21 +79,12 @@ def subject_problem(subject: str) -> str | None:
         return f"a subject has at most {SUBJECT_MAX} characters"
     if _CONTROL.search(subject):
         return "a subject must not contain control characters"
-    if not _is_text(subject):
+    if not is_unicode(subject):
         # A lone surrogate (a byte of a shell's argument that is not UTF-8, `--subject $'bu\xffdi'`): JSON carries it
         # as an escape, so the token was signed, but a request naming it is refused as not text, so it could not be
         # revoked by name, and every event it appended failed to serialise (session 31).
         return "a subject must be text (it holds a byte that is not UTF-8)"
     return None
-
-
-def _is_text(value: str) -> bool:
-    """Whether `value` is Unicode text, a lone surrogate in it none."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def agency_problem(agency_id: str) -> str | None:
