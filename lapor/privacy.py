@@ -772,10 +772,9 @@ def identity_values_in(values: Iterable[str], text: str) -> list[str]:
 # reporter's own NIK or number, or inside their name, shows it to the reader as written: `5371\u200b0145...` was not
 # the NIK to the scrub, nor to the detector, and reached the public whole. They count as separators between digits,
 # and are passed over inside a name as marks are.
-_INVISIBLE = INVISIBLE
 # What people put between the digits of a number: 0812-3456-7890, 5371.0145.0885.0001, 5371/0145, (0380) 821 123,
 # the dashes a phone's keyboard puts for "-", and invisible characters.
-_SEPARATOR = rf"[\s._\-\u2010-\u2015/(){_INVISIBLE}]"
+_SEPARATOR = rf"[\s._\-\u2010-\u2015/(){INVISIBLE}]"
 _SEPARATORS = _SEPARATOR + "*"
 _SEPARATOR_CHARACTERS = re.compile(_SEPARATOR + "+")
 _NOT_DIGITS = re.compile(r"\D+")
@@ -822,12 +821,13 @@ def _spelled(digits: str) -> str:
 # and so is an invisible character (session 31: `B\u200budi Santoso` showed the name and was not scrubbed).
 _APOSTROPHES = dict.fromkeys("\u2018\u2019\u02bc\u00b4", "'")
 _MARK = "[\u0300-\u036f]"  # the combining diacritical marks
-_MARKS = re.compile(f"[\u0300-\u036f{_INVISIBLE}]")  # what `_without_marks` leaves out
-# Between the letters of a name's word: combining marks and invisible characters, one class (a quantifier of marks
-# followed by one of marks and invisibles would try every split of a long run of marks: quadratic); between its
-# words: spaces, underscores, or an invisible character alone.
-_WITHIN_A_WORD = f"[\u0300-\u036f{_INVISIBLE}]*"
-_NAME_SPACE = rf"[\s_{_INVISIBLE}]+"
+# A combining mark or an invisible character, one class: what `_without_marks` leaves out, and what may stand between
+# the letters of a name's word (a quantifier of marks followed by one of marks and invisibles would try every split
+# of a long run of marks: quadratic). Between its words: spaces, underscores, or an invisible character alone.
+_MARK_OR_INVISIBLE = f"[\u0300-\u036f{INVISIBLE}]"
+_MARKS = re.compile(_MARK_OR_INVISIBLE)
+_WITHIN_A_WORD = _MARK_OR_INVISIBLE + "*"
+_NAME_SPACE = rf"[\s_{INVISIBLE}]+"
 
 
 def _letters(word: str) -> str:
