@@ -6,7 +6,6 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from datetime import date
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from cachetools import TTLCache, cached
@@ -59,10 +58,16 @@ def _offset_sign(value: object) -> object:
 Moment = Annotated[IsoDateTime, BeforeValidator(_offset_sign)]
 
 
-def _filters(start: date | None, end: date | None, region: str | None) -> reports.Filters:
+def _selection(start: Start = None, end: End = None, region: Region = None) -> reports.Filters:
+    """The period and region a view is asked for (`from`, `to`, `region`), a period that ends before it starts
+    refused."""
     if start is not None and end is not None and start > end:
         raise ValidationProblem(f"the period starts ({start}) after it ends ({end})")
     return reports.Filters(start=start, end=end, region=region)
+
+
+# The views' selection as a route takes it (after its caller's authorization, where the route asks for one).
+Selection = Annotated[reports.Filters, Depends(_selection)]
 
 
 class PublicFigures:
@@ -110,12 +115,9 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     )
     def national(
         ctx: Context,
-        start: Start = None,
-        end: End = None,
-        region: Region = None,
-        principal: Principal | None = Depends(require("report.national")),
+        principal: Annotated[Principal | None, Depends(require("report.national"))],
+        filters: Selection,
     ) -> reports.NationalReport:
-        filters = _filters(start, end, region)
         with ctx.db.read() as tx:
             return reports.national(tx, filters, ctx.clock.now(), ctx.policy, principal)
 
@@ -124,8 +126,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         summary="Scoreboard of agencies: follow-up rate, overdue reports, red marks (nilai merah), bounces",
         dependencies=[Depends(require("report.national"))],
     )
-    def scoreboard(ctx: Context, start: Start = None, end: End = None, region: Region = None) -> reports.Scoreboard:
-        filters = _filters(start, end, region)
+    def scoreboard(ctx: Context, filters: Selection) -> reports.Scoreboard:
         with ctx.db.read() as tx:
             return reports.scoreboard(tx, filters, ctx.clock.now())
 
@@ -136,12 +137,9 @@ def build_router(ctx: ServiceContext) -> APIRouter:
     def agency(
         ctx: Context,
         agency_id: AgencyPath,
-        start: Start = None,
-        end: End = None,
-        region: Region = None,
-        principal: Principal | None = Depends(require("report.agency")),
+        principal: Annotated[Principal | None, Depends(require("report.agency"))],
+        filters: Selection,
     ) -> reports.AgencyReport:
-        filters = _filters(start, end, region)
         with ctx.db.read() as tx:
             if not reports.agency_known(tx, agency_id):
                 raise NotFound(f"agency {agency_id} not found")
@@ -156,10 +154,8 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         "client may ask `LAPOR_LIMITS__STATISTICS_RATE` times (60 a minute).",
         dependencies=[Depends(require("statistics.public")), Depends(rate_limit("statistics"))],
     )
-    def statistics(
-        ctx: Context, response: Response, start: Start = None, end: End = None, region: Region = None
-    ) -> reports.PublicStatistics:
-        filters = reports.public_grid(_filters(start, end, region))
+    def statistics(ctx: Context, response: Response, selection: Selection) -> reports.PublicStatistics:
+        filters = reports.public_grid(selection)
 
         def compute() -> reports.PublicStatistics:
             with ctx.db.read() as tx:
