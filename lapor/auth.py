@@ -314,7 +314,7 @@ ACTIONS: Mapping[str, Access] = {
     "complaint.give_feedback": Access(REPORTER),  # POST .../feedback
     "complaint.consent_ombudsman": Access(REPORTER),  # POST .../ombudsman-consent
     "channel.sms": Access(INTEGRATION),  # POST /api/channels/sms (an integration token for channel "sms")
-    "channel.submit": Access(INTEGRATION),  # POST /api/channels/{channel}/complaints
+    "channel.submit": Access(INTEGRATION),  # POST /api/channels/{channel}/complaints (not sms: a 404, session 32)
     # routing
     "verification_queue.read": Access(OVERSIGHT),  # GET /api/verification-queue
     "complaint.verify": Access(NATIONAL_ADMIN),
@@ -390,7 +390,9 @@ def authorize(
     if principal.role in access.confined:
         _check_scope(principal, action, agency_id, unit_id)
     if principal.role is Role.integration and channel is not None and principal.channel != channel:
-        raise Forbidden(f"this client pushes for channel {principal.channel!r}, not {channel!r}")
+        # str(): the SMS route names `Channel.sms`, which the refusal showed as <Channel.sms: 'sms'> (session 32);
+        # quoted: a path's channel is the client's text, of any length.
+        raise Forbidden(f"this client pushes for channel {principal.channel!r}, not {quoted(str(channel))!r}")
     if principal.role is Role.reporter and tracking_id is not None and principal.tracking_id != tracking_id:
         raise Forbidden("a reporter token opens only its own complaint")
 

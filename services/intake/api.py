@@ -75,7 +75,24 @@ from services.intake.web import web_router
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{22,128}$")
 # The agency's name as the SMS reply gave it, kept for a redelivery (Report.retry_facts).
 SMS_REPLY_AGENCY = "reply_agency_name"
-ChannelName = Annotated[str, Path(pattern=CHANNEL_NAME, description="the client's channel")]
+ChannelName = Annotated[
+    str,
+    Path(pattern=CHANNEL_NAME, description="the client's channel (not sms: the gateway posts to /api/channels/sms)"),
+]
+
+
+def _not_the_sms_gateway(channel: ChannelName) -> None:
+    """The SMS 1708 gateway (an integration token for channel `sms`) posts to its own route, which reads the message
+    (keyword, sender, reply) and limits each sender. Session 32: it could post here too, and a report went in
+    unparsed, past the sender's limit, with the identity and flags the body chose, recorded as channel `integration`
+    with channel_ref `sms:...`. There is no such route for `sms`: a 404 for every caller, before authentication, as
+    for a path no route serves (nobody may use it, so it is no one's to be refused, and a 422 would call a valid
+    channel name invalid)."""
+    if channel == Channel.sms:
+        raise NotFound(
+            "there is no /api/channels/sms/complaints: the SMS 1708 gateway posts each message to POST "
+            "/api/channels/sms"
+        )
 
 
 def _tracking_id(text: str) -> str:
@@ -399,6 +416,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         "/api/channels/{channel}/complaints",
         status_code=status.HTTP_201_CREATED,
         summary="A report from an agency's own system (idempotent on external_id)",
+        dependencies=[Depends(_not_the_sms_gateway)],  # before `require`: the route is no one's for `sms`
     )
     async def receive_from_channel(
         channel: ChannelName,

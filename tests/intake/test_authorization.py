@@ -66,12 +66,6 @@ def test_intake_routes_admit_exactly_the_callers_design_allows(intake):
             frozenset({"integration:sambat"}),
             json={**REPORT, "external_id": "SBT-1"},
         ),
-        Case(
-            "POST",
-            "/api/channels/sms/complaints",
-            frozenset({"integration:sms"}),
-            json={**REPORT, "external_id": "SMS-1"},
-        ),
     ]
     reporter_tokens = {national_id: national["reporter_token"], home_id: home["reporter_token"]}
     assert_matrix(intake.client, cases, callers(intake.tokens, reporter_tokens))

@@ -253,6 +253,22 @@ def test_a_receipt_time_given_as_a_number_is_refused(intake, received_at):
         assert "ISO-8601 date and time" in problem["errors"][0]["message"]
 
 
+@pytest.mark.parametrize(
+    "external_id",
+    [
+        "SBT-1\n",  # a line break after it (Python's `$` takes one; the check is pydantic's, whose does not)
+        "SBT\u00001",
+        "SBT\u200b-1",  # shows as SBT-1
+        "\uff33\uff22\uff34-1",  # full-width letters: SBT-1 to the eye
+        "SBT-1" + "0" * 96,  # 101 characters
+    ],
+    ids=["line-break", "nul", "zero-width", "full-width", "too-long"],
+)
+def test_an_external_id_that_is_not_the_plain_identifier_it_looks_like_is_refused(intake, external_id):
+    problem = refused(intake, "channel", json=with_field("channel", intake, external_id=external_id))
+    assert problem["errors"][0]["location"] == ["body", "external_id"]
+
+
 def test_hostile_text_in_the_reporters_own_actions_is_refused(intake):
     receipt = intake.submit()
     intake.pend(receipt["tracking_id"])

@@ -76,3 +76,15 @@ def test_a_report_without_external_id_or_region_is_refused(intake):
     for missing in ("external_id", "region_code"):
         body = {k: v for k, v in SAMBAT.items() if k != missing}
         assert push(intake, body).status_code == 422
+
+
+def test_another_systems_token_cannot_deliver_sms_and_nothing_is_filed(intake):
+    headers = intake.bearer(Role.integration, channel="sambat-malang")
+    head = intake.head()
+    sms = {"message_id": "m-1", "sender": "081234567890", "text": "jalan rusak", "received_at": "2026-03-06T08:00:00Z"}
+    response = intake.client.post("/api/channels/sms", json=sms, headers=headers)
+    assert response.status_code == 403
+    assert response.headers["content-type"].startswith("application/problem+json")
+    # It named the route's channel as <Channel.sms: 'sms'> until session 32.
+    assert response.json()["detail"] == "this client pushes for channel 'sambat-malang', not 'sms'"
+    assert intake.head() == head

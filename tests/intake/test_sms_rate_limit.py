@@ -12,7 +12,7 @@ import httpx2
 import pytest
 
 from lapor.principal import Role
-from tests.intake.conftest import Intake, running_intake
+from tests.intake.conftest import REPORT, Intake, running_intake
 from tests.intake.test_vault_leftovers import all_entries
 
 TWO_A_MINUTE = {"submission_rate": "100000/minute", "sms_rate": "2/minute"}
@@ -113,3 +113,30 @@ def test_one_number_written_with_the_international_prefix_is_one_sender_in_the_l
     )
     assert intake.ctx.vault.identity(first_event.data["reporter_ref"]) == {"phone": "+6281234567890"}
     assert second_event.data["duplicate_suspect_of"] == [first_event.data["tracking_id"]]
+
+
+def test_the_gateways_token_files_nothing_through_the_integrated_systems_route(intake, gateway, store):
+    """Session 32: the SMS gateway's token also posted to /api/channels/sms/complaints, where a report went in past
+    the sender's limit and unparsed, as channel `integration` with channel_ref `sms:...`. That path is no route, for
+    any caller, and answers as one: a 404 before the token is looked at."""
+    assert gateway("a-1", "081234567890").status_code == 201
+    assert gateway("a-2", "081234567890").status_code == 201
+    assert gateway("a-3", "081234567890").status_code == 429
+    head, vault = intake.head(), all_entries(store)
+    body = {**REPORT, "external_id": "a-3", "reporter": {"phone": "081234567890"}}
+    callers = {
+        "the gateway": intake.bearer(Role.integration, channel="sms", subject="gateway-1708"),
+        "another system": intake.bearer(Role.integration, channel="sambat-malang"),
+        "the national admin": intake.bearer(Role.admin_national),
+        "no one": {},
+    }
+    for caller, headers in callers.items():
+        for path in ("/api/channels/sms/complaints", "/api/channels/%73ms/complaints"):
+            refused = intake.client.post(path, json=body, headers=headers)
+            assert refused.status_code == 404, (caller, path, refused.text)
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            assert refused.json()["type"] == "/problems/not-found"
+            assert "POST /api/channels/sms" in refused.json()["detail"]
+    assert intake.head() == head
+    assert all_entries(store) == vault
+    assert submitted(intake) == 2
