@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lapor.auth import reporter_token_hash
@@ -31,6 +31,10 @@ MAX_ID_ATTEMPTS = 8
 # How far ahead of this system's clock a channel's `received_at` may be (a gateway's clock a little fast): beyond it
 # the moment cannot have happened yet, and the report is refused rather than recorded with a time to come.
 RECEIVED_AT_LEEWAY = timedelta(minutes=5)
+# The earliest `received_at` taken (session 32): a moment before it is a clock's zero, not a report's arrival (Go's
+# and .NET's zero time 0001-01-01, the Unix epoch 1970-01-01, NTP's and spreadsheets' 1900), which was recorded as
+# given, so a report filed today said it came in before LAPOR! existed and before most of its channels did.
+EARLIEST_RECEIVED_AT = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,12 @@ def submit(
     if report.received_at is not None and report.received_at > now + RECEIVED_AT_LEEWAY:
         raise ValidationProblem(
             f"received_at {report.received_at.isoformat()} is in the future (it is {now.isoformat()} now)",
+            location=("body", "received_at"),
+        )
+    if report.received_at is not None and report.received_at < EARLIEST_RECEIVED_AT:
+        raise ValidationProblem(
+            f"received_at {report.received_at.isoformat()} is before {EARLIEST_RECEIVED_AT.date().isoformat()}: "
+            "that is a clock's zero (a time never set), not when a report came in; send the moment it was received",
             location=("body", "received_at"),
         )
     request_digest = ids.request_digest(request or {}) if natural_key is not None else None

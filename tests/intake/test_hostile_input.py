@@ -253,6 +253,26 @@ def test_a_receipt_time_given_as_a_number_is_refused(intake, received_at):
         assert "ISO-8601 date and time" in problem["errors"][0]["message"]
 
 
+@pytest.mark.parametrize("received_at", ["0001-01-01T00:00:00Z", "1970-01-01T00:00:00+00:00", "1999-12-31T23:59:59Z"])
+def test_a_receipt_time_that_is_a_clocks_zero_is_refused(intake, received_at):
+    """Go's zero time, the Unix epoch: a client's clock or field never set. It was recorded as given (session 32)."""
+    for route in ("sms", "channel"):
+        problem = refused(intake, route, json=with_field(route, intake, received_at=received_at))
+        [error] = problem["errors"]
+        assert error["location"] == ["body", "received_at"]
+        assert "before 2000-01-01" in problem["detail"]
+
+
+def test_a_receipt_time_of_the_first_moment_taken_is_recorded(intake):
+    for route, key in (("sms", "message_id"), ("channel", "external_id")):
+        path, body, headers = routes(intake)[route]
+        fields = {key: "zero-clock-edge", "received_at": "2000-01-01T07:00:00+07:00"}
+        response = intake.client.post(path, json={**body, **fields}, headers=headers)
+        assert response.status_code == 201, response.text
+        [event] = intake.events(response.json()["tracking_id"])
+        assert event.metadata["received_at"] == "2000-01-01T07:00:00+07:00"
+
+
 @pytest.mark.parametrize(
     "external_id",
     [
