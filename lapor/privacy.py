@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from fastapi.routing import APIRoute
-from lokal import PiiType, mask_pii
+from lokal import PiiType, mask_pii, parse_phone, partial_mask
 from lokal import __version__ as lokal_version
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
@@ -255,12 +255,52 @@ def mask_text(text: str) -> tuple[str, bool]:
     # trust intake's mark (`MaskedText`), it runs here until nothing changes (a review's 3,000 random texts needed
     # at most two passes more than the first).
     for _ in range(MASKING_PASSES):
-        result = mask_pii(text, mode="partial", exclude=UNMASKED_PII_TYPES)
-        found = found or bool(result.matches)
-        if result.text == text:
+        masked, matched = _detector_pass(text)
+        found = found or matched
+        if masked == text:
             break
-        text = result.text
+        text = masked
     return text, found
+
+
+def _detector_pass(text: str) -> tuple[str, bool]:
+    """One pass of the detector over `text` as a reader sees it, without its invisible characters (session 32:
+    someone else's `3171\u200b0123\u200b4567\u200b8901` or `0812\u00ad3456\u00ad7890` was no number to the
+    detector and reached every reader whole); what it finds is replaced in `text`, the invisible characters inside
+    a finding with it, those elsewhere kept. The detector runs once, on a text no longer than `text`."""
+    seen, positions = _as_seen(text)
+    result = mask_pii(seen, mode="partial", exclude=UNMASKED_PII_TYPES)
+    if positions is None:
+        return result.text, bool(result.matches)
+    spans = ((positions[m.start], positions[m.end - 1] + 1, m.replacement) for m in result.matches if m.end > m.start)
+    return _replaced(text, spans), bool(result.matches)
+
+
+_INVISIBLES = re.compile(f"[{INVISIBLE}]+")
+
+
+def _as_seen(text: str) -> tuple[str, list[int] | None]:
+    """`text` without its invisible characters, and where each of its characters stands in `text`; None for a text
+    without any (it is what a reader sees already)."""
+    if text.isascii() or _INVISIBLES.search(text) is None:
+        return text, None
+    positions: list[int] = []
+    last = 0
+    for run in _INVISIBLES.finditer(text):
+        positions.extend(range(last, run.start()))
+        last = run.end()
+    positions.extend(range(last, len(text)))
+    return _INVISIBLES.sub("", text), positions
+
+
+def _replaced(text: str, spans: Iterable[tuple[int, int, str]]) -> str:
+    """`text` with each of `spans` (start, end, replacement; in order, not overlapping) replaced."""
+    pieces: list[str] = []
+    last = 0
+    for start, end, replacement in spans:
+        pieces += (text[last:start], replacement)
+        last = end
+    return "".join(pieces) + text[last:] if pieces else text
 
 
 # E-mail addresses written to dodge filters and link-makers (session 30): the "@" or a dot of the address in
@@ -289,16 +329,18 @@ _BRACKETED_DOT = re.compile(_OBFUSCATED_DOT, re.IGNORECASE)
 def _mask_obfuscated_emails(text: str) -> tuple[str, bool]:
     """`text` with every e-mail address written with a bracketed "@" or dot (`_EMAIL_WRITTEN`) masked as the detector
     masks a plain one: its first character, `***@` and the domain written plainly (`b***@mail.com`). A plain address
-    is left to the detector."""
-    pieces: list[str] = []
-    last = 0
-    for match in _EMAIL_WRITTEN.finditer(_fold(text)):
-        if match["at"] == "@" and _BRACKETED_DOT.search(match[0]) is None:
-            continue
-        domain = _BRACKETED_DOT.sub(".", match["domain"]).lower()
-        pieces += (text[last : match.start()], f"{text[match.start()]}***@{domain}")
-        last = match.end()
-    return ("".join(pieces) + text[last:], True) if pieces else (text, False)
+    is left to the detector. Read, as the detector reads, without invisible characters (session 32)."""
+    seen, positions = _as_seen(text)
+    spans = [
+        (match.start(), match.end(), f"{seen[match.start()]}***@{_BRACKETED_DOT.sub('.', match['domain']).lower()}")
+        for match in _EMAIL_WRITTEN.finditer(_fold(seen))
+        if match["at"] != "@" or _BRACKETED_DOT.search(match[0]) is not None
+    ]
+    if not spans:
+        return text, False
+    if positions is not None:
+        spans = [(positions[start], positions[end - 1] + 1, replacement) for start, end, replacement in spans]
+    return _replaced(text, spans), True
 
 
 def redact_text(text: str, principal: Principal | None) -> str:
@@ -309,12 +351,53 @@ def redact_text(text: str, principal: Principal | None) -> str:
 # The value of MASKED_BY for text masked now: what `mask_text` runs and what it leaves readable (a change to either
 # must change this, or views would trust text masked the old way).
 MASKING = (
+    f"lokal-id {lokal_version} partial to a fixpoint, bracketed e-mail, through invisible characters, "
+    f"keeps {' '.join(UNMASKED_PII_TYPES)}"
+)
+# The marks of the same masking before it read text through invisible characters (before session 32), and before it
+# masked bracketed e-mail addresses too (before session 30). Their text needs the passes added since, cheap ones
+# (`_mask_added_since`), not the detector again: read again, the logged text is all the detector would get anyway
+# (the original is in the vault), and on its own output it changes nothing (a fixpoint).
+_MASKING_BEFORE_INVISIBLE = (
     f"lokal-id {lokal_version} partial to a fixpoint, bracketed e-mail, keeps {' '.join(UNMASKED_PII_TYPES)}"
 )
-# The mark of the same masking without the pass for bracketed e-mail addresses (before session 30): its text
-# needs that pass only, which is cheap, not the detector again. Read again, the logged text is all the detector
-# would get anyway (the original is in the vault), and on its own output it changes nothing (a fixpoint).
 _MASKING_WITHOUT_EMAILS = f"lokal-id {lokal_version} partial to a fixpoint, keeps {' '.join(UNMASKED_PII_TYPES)}"
+_EARLIER_MASKING = frozenset({_MASKING_BEFORE_INVISIBLE, _MASKING_WITHOUT_EMAILS})
+
+
+def _mask_added_since(text: str) -> tuple[str, bool]:
+    """What text logged under an earlier mark (`_EARLIER_MASKING`) needs: the bracketed e-mail addresses, and the
+    numbers with invisible characters inside (`_mask_hidden_numbers`)."""
+    text, emails = _mask_obfuscated_emails(text)
+    text, numbers = _mask_hidden_numbers(text)
+    return text, emails or numbers
+
+
+# A number with invisible characters between its digits (and a space, dash or dot here and there, as the detector
+# takes them): what the detector, reading the text as written, did not see before session 32. Unambiguous (a run of
+# invisible characters can only go to the first class), so linear.
+_HIDDEN_NUMBER = re.compile(rf"(?<![0-9])\+?[0-9](?:[{INVISIBLE}]*(?:[ .\-][{INVISIBLE}]*)?[0-9])*")
+_HAS_INVISIBLE = re.compile(f"[{INVISIBLE}]")
+_MASKED_DIGITS = range(8, 20)  # a phone number (8-15 with its prefix), a NIK or KK (16), a card or account (to 19)
+
+
+def _mask_hidden_numbers(text: str) -> tuple[str, bool]:
+    """`text` with every number of 8 to 19 digits that has an invisible character inside masked as the detector
+    masks what it takes it for: a phone number as one (0812****7890), 16 digits as a NIK (3171********8901), any
+    other as an account (******7890). For text logged under an earlier mark, whose detector saw no number there:
+    without running the detector again (a number's context, "NIK", "rekening", is not weighed, so such a number
+    is masked whatever it is: a number someone hid characters in is seldom harmless)."""
+    if text.isascii():
+        return text, False
+    spans = []
+    for match in _HIDDEN_NUMBER.finditer(text):
+        digits = _NOT_DIGITS.sub("", match[0])
+        if len(digits) not in _MASKED_DIGITS or _HAS_INVISIBLE.search(match[0]) is None:
+            continue
+        phone = digits.startswith(("08", "628")) and parse_phone(digits).valid
+        kind: PiiType = "PHONE" if phone else "NIK" if len(digits) == 16 else "BANK_ACCOUNT"
+        spans.append((match.start(), match.end(), partial_mask(kind, digits)))
+    return (_replaced(text, spans), True) if spans else (text, False)
 
 
 class MaskedText(str):
@@ -328,12 +411,12 @@ class MaskedText(str):
 
 def masked_at_source(data: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, Any]:
     """An event's data for a view: when its metadata says its free text was masked by the detector and policy in
-    use (MASKED_BY), each string under a free-text field becomes a MaskedText (masked by the pass added since, when
-    the mark is the one before it); otherwise the data as it is, to be masked as any text is."""
+    use (MASKED_BY), each string under a free-text field becomes a MaskedText (masked by the passes added since, when
+    the mark is an earlier one's); otherwise the data as it is, to be masked as any text is."""
     mark = metadata.get(MASKED_BY)
-    if mark not in (MASKING, _MASKING_WITHOUT_EMAILS):
+    if mark != MASKING and mark not in _EARLIER_MASKING:
         return dict(data)
-    added = _mask_obfuscated_emails if mark == _MASKING_WITHOUT_EMAILS else None
+    added = _mask_added_since if mark in _EARLIER_MASKING else None
     return {key: _as_masked(value, key in FREE_TEXT_FIELDS, added) for key, value in data.items()}
 
 

@@ -573,6 +573,49 @@ def test_text_masked_when_it_was_logged_is_only_scrubbed_unless_another_detector
         assert again["body"] == "Pak ***, HP 0812****7890"
 
 
+# Characters that show nothing, which pasted text brings between the digits of a number (session 32).
+HIDING = ["\u200b", "\u00ad", "\ufeff", "\u200e", "\u200f", "\u2060", "\u200d", "\u2066"]
+
+
+@pytest.mark.parametrize("hiding", HIDING)
+def test_someone_elses_nik_and_phone_with_invisible_characters_inside_are_masked(hiding):
+    """Session 32: the detector read the text as written, so a neighbour's NIK or number with a zero width space,
+    soft hyphen, BOM, direction mark or word joiner between its digits was no number to it and reached every reader
+    whole. It reads the text as the reader sees it now; the invisible characters elsewhere stay."""
+    nik = hiding.join(["3171", "0123", "4567", "8901"])
+    phone = hiding.join(["0812", "3456", "7890"])
+    text = f"NIK tetangga saya {nik}, HP dia {phone}. Terima{hiding} kasih"
+
+    assert mask_text(text) == (f"NIK tetangga saya 3171********8901, HP dia 0812****7890. Terima{hiding} kasih", True)
+
+
+def test_an_email_address_and_a_name_with_invisible_characters_inside_are_masked():
+    text = "Nama saya Budi Sant\u200boso, surel budi\u200b[at]\u200bmail.com"
+
+    assert mask_text(text) == ("Nama saya B*** S***, surel b***@mail.com", True)
+
+
+def test_text_logged_under_an_earlier_masking_gets_the_numbers_with_invisible_characters_masked_on_read():
+    """Text intake masked before session 32 (and before session 30) carries an earlier mark: a view masks the
+    numbers with invisible characters inside, which that detector did not see, and trusts the rest (the detector
+    is not run on it again: "Pak Budi Santoso" stays as logged)."""
+    before_invisible = MASKING.replace(", through invisible characters", "")
+    before_emails = before_invisible.replace(", bracketed e-mail", "")
+    logged = {
+        "title": "Lampu mati",
+        "body": "Pak Budi Santoso, NIK tetangga 3171\u200b0123\u200b4567\u200b8901, HP 0812\u00ad3456\u00ad7890, "
+        "rek 1234\u20605678\u206090, budi@mail[.]com, tanggal 20\u200b24",
+    }
+    masked = "Pak Budi Santoso, NIK tetangga 3171********8901, HP 0812****7890, rek ******7890, b***@mail.com, " \
+        "tanggal 20\u200b24"
+
+    for mark in (before_invisible, before_emails):
+        shown = redact_complaint(projection_row(**masked_at_source(logged, {MASKED_BY: mark})), PUBLIC)
+        assert shown["body"] == masked
+    current = redact_complaint(projection_row(**masked_at_source(logged, {MASKED_BY: MASKING})), PUBLIC)
+    assert current["body"] == logged["body"]
+
+
 def test_redact_text_keeps_the_original_only_for_the_national_admin():
     text = "Hubungi saya di 081234567890"
 

@@ -259,10 +259,23 @@ def test_a_bracketed_email_address_logged_under_the_masking_before_it_is_masked_
     [event] = intake.events(receipt["tracking_id"])
     tracking_id = IdDerivation.fresh().tracking_id
     logged = {**event.data, "tracking_id": tracking_id, "body": "Pak Budi Santoso, hubungi budi@mail[.]com."}
-    former = {MASKED_BY: MASKING.replace(", bracketed e-mail", "")}
+    former = {MASKED_BY: MASKING.replace(", bracketed e-mail, through invisible characters", "")}
     intake.ctx.store.append(stream_of(tracking_id), [NewEvent(event.type, logged, former)], NO_STREAM)
     shown = intake.client.get(f"/api/complaints/{tracking_id}").json()["body"]
     assert shown == "Pak Budi Santoso, hubungi b***@mail.com."
+
+
+def test_someone_elses_nik_with_invisible_characters_inside_is_logged_and_shown_masked(intake):
+    """Session 32: a neighbour's NIK or number with zero width spaces or soft hyphens between its digits was no
+    number to the detector, and the log, the public and the staff read it whole."""
+    body = "NIK tetangga saya 3171\u200b0123\u200b4567\u200b8901, HP dia 0812\u00ad3456\u00ad7890, sering buang sampah."
+    receipt = intake.submit(body=body, anonymous=True)
+    [event] = intake.events(receipt["tracking_id"])
+    masked = "NIK tetangga saya 3171********8901, HP dia 0812****7890, sering buang sampah."
+    officer = intake.bearer(Role.operator)
+    for headers in ({}, officer):
+        shown = intake.client.get(f"/api/complaints/{receipt['tracking_id']}", headers=headers).json()
+        assert event.data["body"] == shown["body"] == masked
 
 
 def test_the_national_admin_reads_the_text_as_written_and_who_reported(intake):
