@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from lapor.limits import has_visible_text
 from lapor.patterns import INVISIBLE, WHITESPACE
 from services.intake.phone import international_form, read_phone
+from services.intake.text import shortened
 
 _WORD = re.compile(r"\S+")
 # Space, and characters that show nothing (`lapor.patterns.INVISIBLE`: a BOM a gateway leaves from UCS-2, a zero
@@ -76,17 +77,7 @@ def title_of(content: str) -> str:
     it from the masked text (`submit`), so the title holds nothing the masked body does not."""
     # The first line that shows something (a line of zero-width spaces would be an invisible title).
     line = next((line.strip() for line in content.splitlines() if has_visible_text(line)), "")
-    if len(line) <= TITLE_LENGTH:
-        return line
-    cut = line.rfind(" ", 0, TITLE_LENGTH)
-    if cut <= TITLE_LENGTH // 2:
-        # A first line that is one run of letters and digits up to the limit is cut at it: from masked text.
-        cut = next((n for n in range(TITLE_LENGTH, 0, -1) if not _inside_a_run(line, n)), TITLE_LENGTH)
-    return line[:cut].rstrip(" ,.;:") + "…"
-
-
-def _inside_a_run(line: str, position: int) -> bool:
-    return line[position - 1].isalnum() and line[position].isalnum()
+    return shortened(line, TITLE_LENGTH)
 
 
 HELP_REPLY = (

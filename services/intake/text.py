@@ -17,9 +17,11 @@ written (see `views.py`).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 from lapor.privacy import identity_values_in, redact_event_data
+from schemas.events import EVENT_TYPES
 
 # Between the texts masked in one pass: a private-use character, which no detector pattern takes in.
 _JOIN = "\n\ue000\n"
@@ -64,6 +66,55 @@ def mask_personal_data(
     parts = masked_text(_JOIN.join(texts)).split(_JOIN)
     if len(parts) != len(texts):  # the reporter typed the separator: mask the texts one by one
         parts = [masked_text(text) for text in texts]
-    masked = _with_leaves(fields, {path: part for (path, _), part in zip(leaves, parts, strict=True)})
+    longest = longest_texts(event_type)
+    masked = _with_leaves(
+        fields,
+        {path: _within(part, longest.get(path)) for (path, _), part in zip(leaves, parts, strict=True)},
+    )
     originals = {name: value for name, value in fields.items() if masked.get(name) != value}
     return masked, originals or None
+
+
+def _within(text: str, longest: int | None) -> str:
+    """A masked text the event contract takes (session 32): a mask can be longer than what it replaces (`a@b.id`
+    becomes `a***@b.id`, a name `Al` `A***`), so a title of 200 characters could come out longer and the submission
+    was refused, 422 "title: String should have at most 200 characters" for a title the form took. Such a text is
+    cut to its field's limit, "…" included; the original, whole, is in the vault for the national admin."""
+    return text if longest is None or len(text) <= longest else shortened(text, longest - 1)
+
+
+def shortened(text: str, length: int) -> str:
+    """`text` as it is when it has at most `length` characters; else cut at a space near `length`, else where a
+    run of letters and digits ends (never inside one: half a number is a number no detector knows), and "…" put
+    after it (at most `length` + 1 characters)."""
+    if len(text) <= length:
+        return text
+    cut = text.rfind(" ", 0, length)
+    if cut <= length // 2:
+        cut = next((n for n in range(length, 0, -1) if not _inside_a_run(text, n)), length)
+    return text[:cut].rstrip(" ,.;:") + "…"
+
+
+def _inside_a_run(text: str, position: int) -> bool:
+    return text[position - 1].isalnum() and text[position].isalnum()
+
+
+@cache
+def longest_texts(event_type: str) -> dict[Path, int]:
+    """The longest text the event contract of `event_type` takes at each path of its data (its `maxLength`s)."""
+    schema = EVENT_TYPES[event_type].model_json_schema()
+    definitions = schema.get("$defs", {})
+    found: dict[Path, int] = {}
+
+    def walk(node: Mapping[str, Any], path: Path) -> None:
+        if "$ref" in node:
+            node = definitions[node["$ref"].rsplit("/", 1)[-1]]
+        for option in node.get("anyOf", ()):
+            walk(option, path)
+        if "maxLength" in node:
+            found[path] = node["maxLength"]
+        for key, child in node.get("properties", {}).items():
+            walk(child, (*path, key))
+
+    walk(schema, ())
+    return found

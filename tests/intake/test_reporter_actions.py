@@ -249,3 +249,17 @@ def test_if_match_sent_twice_with_different_values_is_422_naming_it_and_writes_n
     same = intake.client.post(path, json={"text": "Foto terlampir."},
                               headers=[token, ("If-Match", '"1"'), ("If-Match", '"1"')])
     assert same.status_code == 200, same.text
+
+
+def test_a_feedback_comment_that_masking_makes_longer_than_its_limit_is_recorded_cut_with_an_ellipsis(intake):
+    """Session 32: `a@b.id` masked is `a***@b.id`; a comment of 2,000 characters came out longer than the event's
+    limit and the feedback was refused (422). It is cut to the limit with "…"."""
+    receipt = intake.submit()
+    intake.resolve(receipt["tracking_id"])
+    comment = " ".join(["a@b.id"] * 300)[:2000]
+    response = post(intake, receipt, "feedback", {"satisfied": False, "rating": 1, "comment": comment})
+    assert response.status_code == 200, response.text
+    [*_, event] = intake.events(receipt["tracking_id"])
+    assert len(event.data["comment"]) <= 2000
+    assert event.data["comment"].startswith("a***@b.id a***@b.id")
+    assert event.data["comment"].endswith("…")

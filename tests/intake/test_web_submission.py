@@ -278,6 +278,25 @@ def test_someone_elses_nik_with_invisible_characters_inside_is_logged_and_shown_
         assert event.data["body"] == shown["body"] == masked
 
 
+def test_a_title_and_body_that_masking_makes_longer_than_their_limit_are_accepted_cut_with_an_ellipsis(intake):
+    """Session 32: a mask can be longer than what it replaces (`a@b.id` is `a***@b.id`), and a title the form took
+    came out over the event's 200 characters: the submission was refused (422, "title: String should have at most
+    200 characters"). The masked text is cut to the limit with "…"; the national admin reads it as written."""
+    title = " ".join(["a@b.id"] * 28)[:200]
+    body = " ".join(["x@y.id"] * 1500)[:10_000]
+    receipt = intake.submit(title=title, body=body, anonymous=True)
+    [event] = intake.events(receipt["tracking_id"])
+    shown = intake.client.get(f"/api/complaints/{receipt['tracking_id']}").json()
+    for field, limit in (("title", 200), ("body", 10_000)):
+        assert len(shown[field]) <= limit
+        assert shown[field] == event.data[field]
+        assert shown[field].startswith("a***@b.id " if field == "title" else "x***@y.id ")
+        assert shown[field].endswith("…")
+    admin = intake.bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    written = intake.client.get(f"/api/complaints/{receipt['tracking_id']}", headers=admin).json()
+    assert (written["title"], written["body"]) == (title, body)
+
+
 def test_the_national_admin_reads_the_text_as_written_and_who_reported(intake):
     body = "Saya Maria Manafe (HP 081234567890) melaporkan jalan berlubang."
     receipt = intake.submit(body=body, reporter=IDENTITY, anonymous=True)
