@@ -517,6 +517,33 @@ def test_internal_follow_up_event_shows_the_public_that_a_note_exists_but_not_it
     assert for_agency["text"] == "Nama pelapor B*** S***"
 
 
+LINK = "https://drive.example/ktp-3171012345678901.jpg?hp=081234567890"
+ATTACHMENT = {"url": LINK, "sha256": "ab" * 32, "media_type": "image/jpeg", "size_bytes": 1000}
+
+
+def test_an_attachment_link_holding_a_nik_or_phone_number_is_masked_for_all_but_the_national_admin():
+    """Session 32: attachment links were passed through, so an officer's `ktp-3171012345678901.jpg` or `?hp=0812...`
+    reached the reporter, the public and every official whole; they are masked as free text is."""
+    data = FollowUpPosted(follow_up_id="f3", text="Foto KTP terlampir.", attachments=(ATTACHMENT,)).to_data()
+
+    for principal in (PUBLIC, LIAISON, AUDITOR):
+        [shown] = redact_event_data("FollowUpPosted", data, principal)["attachments"]
+        assert shown == {**ATTACHMENT, "url": "https://drive.example/ktp-3171********8901.jpg?hp=0812****7890"}
+    assert redact_event_data("FollowUpPosted", data, NATIONAL)["attachments"] == [ATTACHMENT]
+
+
+def test_an_attachment_link_logged_under_an_earlier_mark_is_masked_on_read():
+    """Intake masks attachment links when it logs them since session 32: under an earlier mark they were logged as
+    given, so the detector masks them on read; under the present mark they are trusted as masked."""
+    earlier = MASKING.replace(", attachment links", "")
+    logged = {"body": "Foto terlampir.", "attachments": [ATTACHMENT]}
+
+    [shown] = redact_complaint(projection_row(**masked_at_source(logged, {MASKED_BY: earlier})), PUBLIC)["attachments"]
+    assert shown["url"] == "https://drive.example/ktp-3171********8901.jpg?hp=0812****7890"
+    [trusted] = redact_complaint(projection_row(**masked_at_source(logged, {MASKED_BY: MASKING})), PUBLIC)["attachments"]
+    assert trusted["url"] == LINK
+
+
 def test_reporter_actions_show_their_actor_as_pelapor_outside_the_national_admin():
     by_reporter = {"actor": "reporter:LAP-1", "role": "reporter", "correlation_id": "c1"}
     by_officer = {"actor": "kupang-admin", "role": "admin_agency", "correlation_id": "c2"}
@@ -599,7 +626,7 @@ def test_text_logged_under_an_earlier_masking_gets_the_numbers_with_invisible_ch
     """Text intake masked before session 32 (and before session 30) carries an earlier mark: a view masks the
     numbers with invisible characters inside, which that detector did not see, and trusts the rest (the detector
     is not run on it again: "Pak Budi Santoso" stays as logged)."""
-    before_invisible = MASKING.replace(", through invisible characters", "")
+    before_invisible = MASKING.replace(", through invisible characters, attachment links", "")
     before_emails = before_invisible.replace(", bracketed e-mail", "")
     logged = {
         "title": "Lampu mati",

@@ -338,7 +338,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         attachments = tuple(attachment.model_dump() for attachment in request.attachments)
 
         def decide(state: ComplaintState, text: Mapping[str, Any], now: datetime) -> EventData:
-            return decide_information(state, text["text"], attachments, now, ctx.policy)
+            return decide_information(state, text["text"], text.get("attachments", ()), now, ctx.policy)
 
         return await reporter_action(
             response,
@@ -347,7 +347,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             "complaint.provide_information",
             if_match,
             "InformationProvided",
-            {"text": request.text},
+            {"text": request.text, **({"attachments": attachments} if attachments else {})},  # their links masked
             decide,
         )
 

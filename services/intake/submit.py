@@ -148,6 +148,8 @@ def _record(
             **({"location": command.location} if command.location else {}),
             # Free text too (the reporter's own words, up to 80 characters), and shown in every figure by category.
             **({"category": command.category} if command.category else {}),
+            # Attachment links: a file's name may be whose it is (session 32).
+            **({"attachments": command.attachments} if command.attachments else {}),
         },
         report.identity,
     )
@@ -175,6 +177,7 @@ def _record(
             body=masked["body"],
             location=masked.get("location"),
             category=masked.get("category"),
+            attachments=masked.get("attachments", ()),
             reporter_token_hash=reporter_token_hash(ids.reporter_token),
             reporter_ref=written.refs[0] if report.identity else None,
             duplicate_suspect_of=suspects(text, area_reports, own_reports),

@@ -26,24 +26,28 @@ from schemas.events import EVENT_TYPES
 # Between the texts masked in one pass: a private-use character, which no detector pattern takes in.
 _JOIN = "\n\ue000\n"
 
-Path = tuple[str, ...]
+# Where a text is in the fields: keys, and an item's place in a list (an attachment's).
+Path = tuple[str | int, ...]
+# Strings that nobody wrote: an attachment's hash and media type (its link is masked, session 32).
+_NOT_TEXT = frozenset({"sha256", "media_type"})
 
 
-def _leaves(value: Mapping[str, Any], path: Path = ()) -> list[tuple[Path, str]]:
-    found: list[tuple[Path, str]] = []
-    for key, item in value.items():
-        if isinstance(item, str):
-            found.append(((*path, key), item))
-        elif isinstance(item, Mapping):
-            found.extend(_leaves(item, (*path, key)))
-    return found
+def _leaves(value: Any, path: Path = ()) -> list[tuple[Path, str]]:
+    if isinstance(value, str):
+        return [(path, value)]
+    if isinstance(value, Mapping):
+        return [leaf for key, item in value.items() if key not in _NOT_TEXT for leaf in _leaves(item, (*path, key))]
+    if isinstance(value, list | tuple):
+        return [leaf for index, item in enumerate(value) for leaf in _leaves(item, (*path, index))]
+    return []
 
 
-def _with_leaves(value: Mapping[str, Any], texts: Mapping[Path, str], path: Path = ()) -> dict[str, Any]:
-    return {
-        key: texts.get((*path, key), item) if not isinstance(item, Mapping) else _with_leaves(item, texts, (*path, key))
-        for key, item in value.items()
-    }
+def _with_leaves(value: Any, texts: Mapping[Path, str], path: Path = ()) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _with_leaves(item, texts, (*path, key)) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_with_leaves(item, texts, (*path, index)) for index, item in enumerate(value))
+    return texts.get(path, value)
 
 
 def mask_personal_data(
@@ -69,7 +73,7 @@ def mask_personal_data(
     longest = longest_texts(event_type)
     masked = _with_leaves(
         fields,
-        {path: _within(part, longest.get(path)) for (path, _), part in zip(leaves, parts, strict=True)},
+        {path: _within(part, longest.get(_in_schema(path))) for (path, _), part in zip(leaves, parts, strict=True)},
     )
     originals = {name: value for name, value in fields.items() if masked.get(name) != value}
     return masked, originals or None
@@ -99,9 +103,15 @@ def _inside_a_run(text: str, position: int) -> bool:
     return text[position - 1].isalnum() and text[position].isalnum()
 
 
+def _in_schema(path: Path) -> Path:
+    """`path` as `longest_texts` names it: any item of a list is "*"."""
+    return tuple("*" if isinstance(step, int) else step for step in path)
+
+
 @cache
 def longest_texts(event_type: str) -> dict[Path, int]:
-    """The longest text the event contract of `event_type` takes at each path of its data (its `maxLength`s)."""
+    """The longest text the event contract of `event_type` takes at each path of its data (its `maxLength`s; any
+    item of a list is "*")."""
     schema = EVENT_TYPES[event_type].model_json_schema()
     definitions = schema.get("$defs", {})
     found: dict[Path, int] = {}
@@ -115,6 +125,8 @@ def longest_texts(event_type: str) -> dict[Path, int]:
             found[path] = node["maxLength"]
         for key, child in node.get("properties", {}).items():
             walk(child, (*path, key))
+        if "items" in node:
+            walk(node["items"], (*path, "*"))
 
     walk(schema, ())
     return found

@@ -263,3 +263,15 @@ def test_a_feedback_comment_that_masking_makes_longer_than_its_limit_is_recorded
     assert len(event.data["comment"]) <= 2000
     assert event.data["comment"].startswith("a***@b.id a***@b.id")
     assert event.data["comment"].endswith("…")
+
+
+def test_the_links_of_attachments_added_with_information_are_logged_masked(intake):
+    """Session 32: like the submission's, the links of attachments sent with information are masked for the log."""
+    receipt = intake.submit()
+    intake.pend(receipt["tracking_id"])
+    attachment = {"url": "https://drive.example/ktp-3171012345678901.jpg", "sha256": "a" * 64,
+                  "media_type": "image/jpeg", "size_bytes": 1000}
+    response = post(intake, receipt, "information", {"text": "Foto KTP terlapor.", "attachments": [attachment]})
+    assert response.status_code == 200, response.text
+    [*_, event] = intake.events(receipt["tracking_id"])
+    assert event.data["attachments"] == [{**attachment, "url": "https://drive.example/ktp-3171********8901.jpg"}]

@@ -259,7 +259,7 @@ def test_a_bracketed_email_address_logged_under_the_masking_before_it_is_masked_
     [event] = intake.events(receipt["tracking_id"])
     tracking_id = IdDerivation.fresh().tracking_id
     logged = {**event.data, "tracking_id": tracking_id, "body": "Pak Budi Santoso, hubungi budi@mail[.]com."}
-    former = {MASKED_BY: MASKING.replace(", bracketed e-mail, through invisible characters", "")}
+    former = {MASKED_BY: MASKING.replace(", bracketed e-mail, through invisible characters, attachment links", "")}
     intake.ctx.store.append(stream_of(tracking_id), [NewEvent(event.type, logged, former)], NO_STREAM)
     shown = intake.client.get(f"/api/complaints/{tracking_id}").json()["body"]
     assert shown == "Pak Budi Santoso, hubungi b***@mail.com."
@@ -295,6 +295,27 @@ def test_a_title_and_body_that_masking_makes_longer_than_their_limit_are_accepte
     admin = intake.bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
     written = intake.client.get(f"/api/complaints/{receipt['tracking_id']}", headers=admin).json()
     assert (written["title"], written["body"]) == (title, body)
+
+
+def test_attachment_links_holding_a_nik_or_phone_number_are_logged_and_shown_masked(intake):
+    """Session 32: attachment links were logged and shown as given, so the reporter's own NIK in a file's name went
+    into the log, and a neighbour's NIK or number reached the public and the staff whole. They are masked like the
+    text; the national admin reads them as written."""
+    attachments = [
+        {"url": f"https://drive.example/{name}", "sha256": digit * 64, "media_type": "image/jpeg", "size_bytes": 1000}
+        for name, digit in (("ktp-3171012345678901.jpg?hp=081299998888", "a"), ("ktp-5371014508850001.jpg", "b"))
+    ]
+    receipt = intake.submit(attachments=attachments, reporter=IDENTITY, anonymous=True)
+    [event] = intake.events(receipt["tracking_id"])
+    masked = ["https://drive.example/ktp-3171********8901.jpg?hp=0812****8888", "https://drive.example/ktp-***.jpg"]
+    assert [attachment["url"] for attachment in event.data["attachments"]] == masked
+    for headers in ({}, intake.bearer(Role.operator)):
+        shown = intake.client.get(f"/api/complaints/{receipt['tracking_id']}", headers=headers).json()
+        assert shown["attachments"] == [{**a, "url": url} for a, url in zip(attachments, masked, strict=True)]
+    admin = intake.bearer(Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    assert intake.client.get(f"/api/complaints/{receipt['tracking_id']}", headers=admin).json()["attachments"] == (
+        attachments
+    )
 
 
 def test_the_national_admin_reads_the_text_as_written_and_who_reported(intake):
