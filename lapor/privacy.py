@@ -120,6 +120,9 @@ FREE_TEXT_FIELDS = frozenset(
 
 # An item (a follow-up, or a FollowUpPosted event) with public=False is internal to the officials handling it.
 INTERNAL_MARKER = "public"
+# What an internal item loses for audiences that may not read internal notes, besides its free text: the files
+# attached to the note (session 32: their links were shown, masked, to the public and the reporter).
+INTERNAL_ONLY_FIELDS = frozenset({"attachments"})
 
 # Detected personal data that stays readable: in a complaint an address or coordinates are almost always the place
 # of the problem (the broken road, the puskesmas), which the agency needs; the reporter's own address is in the vault.
@@ -765,7 +768,7 @@ def _walk_mapping(data: Mapping[str, Any], scope: _Scope, *, free: bool = False)
         if key in scope.dropped:
             continue
         free_text = free or key in FREE_TEXT_FIELDS
-        if free_text and hidden_internal:
+        if hidden_internal and (free_text or key in INTERNAL_ONLY_FIELDS):
             continue
         out[key] = _walk(value, scope, free=free_text)
     return out

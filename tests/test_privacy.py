@@ -26,6 +26,7 @@ from lapor.privacy import (
     MASKING,
     SECRET_FIELDS,
     Audience,
+    MaskedText,
     ReportNotVisible,
     audience_of,
     can_see_report,
@@ -506,15 +507,21 @@ def test_national_admin_reads_the_submission_event_whole_but_the_token_hash():
     assert shown == {k: v for k, v in data.items() if k != "reporter_token_hash"}
 
 
-def test_internal_follow_up_event_shows_the_public_that_a_note_exists_but_not_its_text():
-    data = FollowUpPosted(follow_up_id="f2", text="Nama pelapor Budi Santoso", public=False).to_data()
+def test_internal_follow_up_event_shows_the_public_that_a_note_exists_but_not_its_text_or_files():
+    attachment = {"url": "https://x.example/rapat-internal.pdf", "sha256": "ab" * 32, "media_type": "application/pdf",
+                  "size_bytes": 1000}
+    data = FollowUpPosted(
+        follow_up_id="f2", text="Nama pelapor Budi Santoso", public=False, attachments=(attachment,)
+    ).to_data()
 
-    for_public = redact_event_data("FollowUpPosted", data, PUBLIC)
+    for principal in (PUBLIC, reporter_of("LAP-1"), SAMBAT):
+        shown = redact_event_data("FollowUpPosted", data, principal)
+        assert "text" not in shown
+        assert "attachments" not in shown
+        assert shown["follow_up_id"] == "f2"
     for_agency = redact_event_data("FollowUpPosted", data, LIAISON)
-
-    assert "text" not in for_public
-    assert for_public["follow_up_id"] == "f2"
     assert for_agency["text"] == "Nama pelapor B*** S***"
+    assert [item["url"] for item in for_agency["attachments"]] == [attachment["url"]]
 
 
 LINK = "https://drive.example/ktp-3171012345678901.jpg?hp=081234567890"
@@ -535,13 +542,18 @@ def test_an_attachment_link_holding_a_nik_or_phone_number_is_masked_for_all_but_
 def test_an_attachment_link_logged_under_an_earlier_mark_is_masked_on_read():
     """Intake masks attachment links when it logs them since session 32: under an earlier mark they were logged as
     given, so the detector masks them on read; under the present mark they are trusted as masked."""
-    earlier = MASKING.replace(", attachment links", "")
+    earlier = MASKING.replace(", through invisible characters, attachment links", "")  # session 30's mark
     logged = {"body": "Foto terlampir.", "attachments": [ATTACHMENT]}
 
-    [shown] = redact_complaint(projection_row(**masked_at_source(logged, {MASKED_BY: earlier})), PUBLIC)["attachments"]
-    assert shown["url"] == "https://drive.example/ktp-3171********8901.jpg?hp=0812****7890"
-    [trusted] = redact_complaint(projection_row(**masked_at_source(logged, {MASKED_BY: MASKING})), PUBLIC)["attachments"]
-    assert trusted["url"] == LINK
+    def shown(mark: str) -> str:
+        [attachment] = redact_complaint(projection_row(**masked_at_source(logged, {MASKED_BY: mark})), PUBLIC)[
+            "attachments"
+        ]
+        return attachment["url"]
+
+    assert isinstance(masked_at_source(logged, {MASKED_BY: earlier})["body"], MaskedText)  # a mark it knows
+    assert shown(earlier) == "https://drive.example/ktp-3171********8901.jpg?hp=0812****7890"
+    assert shown(MASKING) == LINK
 
 
 def test_reporter_actions_show_their_actor_as_pelapor_outside_the_national_admin():
