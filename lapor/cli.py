@@ -51,7 +51,7 @@ from lapor.store import StoreError, open_store
 from lapor.store.open import parse_sqlite_url, shown_url, store_exists, without_password
 from lapor.store.writer import WriterProcess
 from lapor.store.writer import run as run_store_writer
-from lapor.subscriptions import SubscriptionRunner, committed_checkpoints
+from lapor.subscriptions import SubscriptionRunner, committed_checkpoints, describe_failure
 from lapor.terminal import output_console
 from lapor.tokens import RevokeRequest
 
@@ -807,7 +807,7 @@ def parked_replay(args: argparse.Namespace) -> int:
                     raise CliError(str(error)) from None
                 except Exception as error:  # noqa: BLE001 - said, and the event stays parked
                     failed += 1
-                    print(f"position {position}: still fails ({type(error).__name__}: {error}); it stays parked")
+                    print(f"position {position}: still fails ({describe_failure(error)}); it stays parked")
                 else:
                     print(f"position {position}: handled")
             print(f"{len(positions) - failed} of {len(positions)} handled")

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lapor.complaint import IllegalTransition
 from lapor.correlation import current_correlation_id
 from lapor.store import UnreadableEvent, WrongExpectedVersion
-from lapor.store.model import causes
+from lapor.store.model import unreadable_of
 from lapor.store.vault import VaultError
 from lapor.subscriptions import transient_failure
 
@@ -490,24 +490,17 @@ class InternalErrorMiddleware:
             await response(scope, receive, send)
 
 
-def unreadable_of(error: BaseException) -> UnreadableEvent | None:
-    """The `UnreadableEvent` `error` is, or was raised from or while handling (a service may wrap it)."""
-    return next((cause for cause in causes(error) if isinstance(cause, UnreadableEvent)), None)
-
-
 def unreadable_response(unreadable: UnreadableEvent, instance: str) -> JSONResponse:
     """The problem of a request that met an event the store cannot read (session 31: the generic 500 said nothing
     of it). It names the event by stream, version and position only: never the decode's words or the stored
     content, which may hold a reporter's personal data (the server's log has them). Nothing was appended: the fold
     that read it failed before any decision."""
-    where = f"position {unreadable.position}" if unreadable.stream is None else (
-        f"{unreadable.stream} version {unreadable.version} (position {unreadable.position})")
     named: dict[str, Any] = {"stream": unreadable.stream, "version": unreadable.version,
                              "position": unreadable.position}
     return problem_response(
         KINDS["unreadable-event"],
-        f"the stored event at {where} cannot be read, so this history cannot be used; nothing was recorded. An "
-        "auditor's GET /api/audit/integrity names it; quote the correlation id when reporting it",
+        f"the stored event at {unreadable.where} cannot be read, so this history cannot be used; nothing was "
+        "recorded. An auditor's GET /api/audit/integrity names it; quote the correlation id when reporting it",
         instance, headers=None, **{name: value for name, value in named.items() if value is not None},
     )
 

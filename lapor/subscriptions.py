@@ -64,6 +64,7 @@ from lapor.store import (
     WrongExpectedVersion,
     read_readable,
 )
+from lapor.store.model import unreadable_of
 
 log = logging.getLogger("lapor.subscriptions")
 
@@ -360,8 +361,8 @@ class SubscriptionRunner:
                 stale = True
             except Exception as error:  # not the event's fault: a handler's refusal is parked, not raised
                 log.error(
-                    "subscription %s: %s; trying again from its checkpoint in %.2f s", self.name, _describe(error),
-                    delay, exc_info=self.failure is None,  # the trace once, not at every try
+                    "subscription %s: %s; trying again from its checkpoint in %.2f s", self.name,
+                    describe_failure(error), delay, exc_info=self.failure is None,  # the trace once, not at every try
                 )
                 self.failure = error
                 self._stop.wait(delay)
@@ -572,7 +573,7 @@ class SubscriptionRunner:
             attempts,
             error,
         )
-        self._park(event.position, event.stream, event.version, event.type, _describe(error), attempts)
+        self._park(event.position, event.stream, event.version, event.type, describe_failure(error), attempts)
         return True
 
     def park_unreadable(self, unreadable: UnreadableEvent) -> None:
@@ -696,5 +697,11 @@ def transient_failure(error: BaseException) -> bool:
     return isinstance(error, sqlite3.OperationalError) and code is not None and code & 0xFF in _SQLITE_TRANSIENT
 
 
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"[:2000]
+def describe_failure(error: BaseException) -> str:
+    """Why a handler failed, as a parked event keeps it and `lapor parked list` and `lapor parked replay` show it:
+    its class and message. Of one that is or comes from an event the store cannot read (a later event of its
+    report, whose fold reads it), which event and which field did not decode, never the decode's words: they quote
+    the stored content, which may hold a reporter's personal data (session 32, as session 31 decided for the
+    auditors' views); the server's log keeps them."""
+    unreadable = unreadable_of(error)
+    return f"{type(error).__name__}: {error if unreadable is None else unreadable.described}"[:2000]

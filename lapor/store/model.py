@@ -278,14 +278,21 @@ class UnreadableEvent(ValueError):
         self.problem = (f"it does not decode ({kind})" if self.field is None
                         else f"its {self.field} does not decode ({kind})") + after
         self.reason = f"cannot be read: {self.problem}"
-        where = f"position {self.position}" if self.stream is None else (
+        self.where = f"position {self.position}" if self.stream is None else (
             f"{self.stream} version {self.version} (position {self.position})")
+        # What the terminal and the parked events say of it (`lapor.subscriptions.describe_failure`; session 32).
+        self.described = f"the event at {self.where} {self.reason}"
         error = f"{type(cause).__name__}: {' '.join(str(cause).split())}"  # why, in one line: the log's only
-        super().__init__(f"the event at {where} cannot be read: {error}{after}")
+        super().__init__(f"the event at {self.where} cannot be read: {error}{after}")
 
     @property
     def category(self) -> str | None:
         return None if self.stream is None else category_of(self.stream)
+
+
+def unreadable_of(error: BaseException) -> UnreadableEvent | None:
+    """The `UnreadableEvent` `error` is, or was raised from or while handling (a service may wrap it)."""
+    return next((cause for cause in causes(error) if isinstance(cause, UnreadableEvent)), None)
 
 
 # Where the adapters' rows (`lapor.store.sqlite.COLUMNS`, `lapor.store.postgres.SELECT_EVENTS`) hold what

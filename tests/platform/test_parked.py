@@ -167,3 +167,41 @@ def test_an_event_that_cannot_be_read_is_listed_with_why_and_a_replay_says_it_st
     assert (f"still fails (UnreadableEvent: the event at complaint-P1 version 0 (position {first}) cannot be read: "
             in capsys.readouterr().out)
     assert notes(data) == {second: 1}  # the event after it, once
+
+
+def test_parked_commands_name_the_field_of_an_unreadable_event_never_its_stored_content(tmp_path: Path, capsys):
+    """Session 32: `lapor parked replay` printed the decode's words ("Invalid isoformat string: 'kemarin sore'"),
+    which quote the stored content, and so did `lapor parked list` for a later event of the stream, whose handler
+    read the history and failed on it. Both now say which event and field did not decode, and the error's class,
+    as the auditors' views do since session 31; the server's log keeps the words."""
+    data = tmp_path / "var"
+
+    def history(ctx: ServiceContext) -> list[Subscription]:
+        def handle(event: RecordedEvent, tx: Tx) -> None:
+            for earlier in ctx.store.read_stream(event.stream):  # a fold of the report, as the views' are
+                tx.execute("INSERT INTO notes (position, times) VALUES (?, 1) ON CONFLICT (position) DO UPDATE SET "
+                           "times = notes.times + 1", (earlier.position,))
+
+        return [Subscription("history", handle, setup=lambda tx: tx.execute(NOTES))]
+
+    service = ServiceDefinition(name="history", router=lambda ctx: APIRouter(), subscriptions=history)
+    ctx = ServiceContext.open(load_settings(data=data))
+    try:
+        first = ctx.store.append("complaint-P1", [NewEvent("Noted", {"n": n}) for n in range(2)]).first_position
+        make_unreadable(ctx.settings.store, "complaint-P1", 0, "recorded_at")  # 'kemarin sore'
+        [subscription] = history(ctx)
+        SubscriptionRunner(ctx.store, ctx.db, subscription, max_attempts=2, backoff=0.001).run_until_caught_up()
+    finally:
+        ctx.close()
+    unreadable = f"the event at complaint-P1 version 0 (position {first}) cannot be read: its recorded_at does not " \
+        "decode (ValueError)"
+    assert cli_main(["parked", "list", "--data", str(data)]) == 0
+    listed = capsys.readouterr().out
+    assert "after 1 attempt: cannot be read: its recorded_at does not decode (ValueError)\n" in listed
+    assert "version 1 (Noted), parked " in listed
+    assert f"after 2 attempts: UnreadableEvent: {unreadable}\n" in listed
+    assert cli_main(["parked", "replay", "--subscription", "history", "--all", "--data", str(data)],
+                    services=[service]) == 1
+    replayed = capsys.readouterr()
+    assert replayed.out.count(f"still fails (UnreadableEvent: {unreadable}); it stays parked\n") == 2
+    assert "kemarin" not in listed + replayed.out + replayed.err
