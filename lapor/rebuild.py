@@ -152,34 +152,77 @@ def _with_search_path(url: str, schema: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
 
 
-def fresh_tables(live: Database, label: str) -> FreshTables:
+def fresh_tables(live: Database, label: str, *, existing: bool = False) -> FreshTables:
     """A new SQLite file beside the live one (`rebuild/<name>-<label>.db`), or a new schema
-    `lapor_rebuild_<label>` in the live PostgreSQL database; the one made before for that label, if any."""
+    `lapor_rebuild_<label>` in the live PostgreSQL database. Refused (`FileExistsError`, psycopg's `DuplicateSchema`)
+    where anything of that name is there already: it is not this rebuild's to fill and then drop (session 32: it
+    was taken, and dropped afterwards). `existing`: the ones a rebuild made for that label, opened by one of its
+    processes. What this made is removed again when it fails (the folder, the file, the schema)."""
     if isinstance(live, SqliteDatabase):
         path = live.path.parent / "rebuild" / f"{live.path.stem}-{label}.db"
-        made = None if path.parent.exists() else path.parent
-        db = SqliteDatabase(path, writer_cache_mb=REBUILD_CACHE_MB)
+        folder = None if existing or path.parent.exists() else path.parent
 
         def drop_file() -> None:
-            db.close()
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
 
-        return FreshTables(db, str(path), str(path), drop_file, made)
+        if not existing:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with _undone_if_failed(lambda: _remove_if_empty(folder)):
+                path.open("x").close()
+        def undo() -> None:
+            if not existing:
+                drop_file()
+                _remove_if_empty(folder)
+
+        with _undone_if_failed(undo):
+            db = SqliteDatabase(path, writer_cache_mb=REBUILD_CACHE_MB)
+
+        def close_and_drop_file() -> None:
+            db.close()
+            drop_file()
+
+        return FreshTables(db, str(path), str(path), close_and_drop_file, folder)
     if isinstance(live, PostgresDatabase):
         schema = f"lapor_rebuild_{label}"
-        with psycopg.connect(network_timeouts(live.url), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        # Its bulk writes (rows held by the hundred thousand) wait for their answers for as long as they take.
-        schema_db = PostgresDatabase(_with_search_path(live.url, schema), answer_timeout=None)
 
         def drop_schema() -> None:
-            schema_db.close()
             with psycopg.connect(network_timeouts(live.url), autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
-        return FreshTables(schema_db, f"schema {schema}", schema, drop_schema)
+        if not existing:
+            with psycopg.connect(network_timeouts(live.url), autocommit=True) as conn:
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        with _undone_if_failed(lambda: None if existing else drop_schema()):
+            # Its bulk writes (rows held by the hundred thousand) wait for their answers for as long as they take.
+            schema_db = PostgresDatabase(_with_search_path(live.url, schema), answer_timeout=None)
+
+        def close_and_drop_schema() -> None:
+            schema_db.close()
+            drop_schema()
+
+        return FreshTables(schema_db, f"schema {schema}", schema, close_and_drop_schema)
     raise ValueError(f"cannot rebuild beside a {type(live).__name__}")
+
+
+@contextmanager
+def _undone_if_failed(undo: Callable[[], None]) -> Iterator[None]:
+    """`undo` when the block fails; the block's error is the one raised (one of `undo`'s own is logged)."""
+    try:
+        yield
+    except BaseException:
+        try:
+            undo()
+        except _DATABASE_FAILED as error:
+            log.warning("could not remove what a rebuild made before it failed: %s", _failure(error))
+        raise
+
+
+def _remove_if_empty(folder: Path | None) -> None:
+    """Remove `folder`, which a rebuild made, if it is there and empty: a kept rebuild's files or another's stay."""
+    if folder is not None:
+        with suppress(OSError):
+            folder.rmdir()
 
 
 # -- the report ---------------------------------------------------------------------------------------------
@@ -454,8 +497,10 @@ def rebuild(
 ) -> RebuildReport:
     """Rebuild every projection of `services` in this process into fresh tables and compare them with the live
     ones. The fresh tables are dropped afterwards unless `keep`."""
-    fresh = fresh_tables(ctx.db, _label(ctx))
-    with _dropped_unless_kept([fresh], keep), _collector_paused():
+    made: list[FreshTables] = []
+    with _dropped_unless_kept(made, keep), _collector_paused():
+        fresh = fresh_tables(ctx.db, _label(ctx))  # inside: its failure said in a line too (session 32)
+        made.append(fresh)
         target = ctx.store.head_position()
         built = _build(ctx, services, fresh, None, target, batch_size, progress)
         return _finish(ctx, services, [fresh], [built], target, batch_size)
@@ -504,11 +549,8 @@ def _drop_all(fresh: Sequence[FreshTables]) -> list[str]:
         except _DATABASE_FAILED as error:
             log.warning("could not drop the fresh tables at %s: %s", tables.location, _failure(error))
             left.append(tables.location)
-    for tables in fresh:
-        if tables.made is not None:
-            # Only once every share's file is gone, and only if empty: a kept rebuild's files or another's stay.
-            with suppress(OSError):
-                tables.made.rmdir()
+    for tables in fresh:  # only once every share's file is gone
+        _remove_if_empty(tables.made)
     return left
 
 
@@ -895,8 +937,10 @@ def rebuild_in_shares(
     # The first share also runs what is not per stream, on every stream: it takes fewer complaints.
     sifts = any(_on_every_stream(subscription, SHARED_CATEGORY) for _, subscription in chosen)
     shares = StreamShare.split([FIRST_SHARE_WEIGHT if sifts else 1.0] + [1.0] * (count - 1), SHARED_CATEGORY)
-    fresh = [fresh_tables(ctx.db, f"{label}_{index}") for index in range(count)]
+    fresh: list[FreshTables] = []
     with _dropped_unless_kept(fresh, keep), _collector_paused():
+        for index in range(count):  # made here, so a later share's failing drops the earlier ones (session 32)
+            fresh.append(fresh_tables(ctx.db, f"{label}_{index}"))
         built = _build_in_processes(ctx.settings.data, [s.name for s in services], shares, label, target,
                                     batch_size, progress)
         return _finish(ctx, services, fresh, built, target, batch_size)
@@ -965,7 +1009,7 @@ def _build_share(
         configure_logging(settings.log_level)
         ctx = ServiceContext.open(settings)
         try:
-            fresh = fresh_tables(ctx.db, f"{label}_{index}")
+            fresh = fresh_tables(ctx.db, f"{label}_{index}", existing=True)
             try:
                 with _collector_paused():
                     built = _build(ctx, load_services(names), fresh, share, target, batch_size,

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import psycopg
 import pytest
@@ -404,11 +405,59 @@ def test_a_rebuild_process_that_fails_is_named_with_its_error(sqlite_context: Se
     assert not list((sqlite_context.settings.data / "rebuild").glob("*.db"))
 
 
+@pytest.fixture
+def in_the_way(context: ServiceContext, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Callable[[], bool]]]:
+    """Something of another's where a rebuild in shares would make its second share's fresh tables: a folder where
+    the SQLite file would go, or a PostgreSQL schema of that name holding a table. The rebuild's label is made known
+    by its random part (`uuid4`) alone. Yields its name and whether it is still there, whole."""
+    monkeypatch.setattr(rebuilding, "uuid", SimpleNamespace(uuid4=lambda: uuid.UUID("c1320000" + "0" * 24)))
+    label = f"{context.clock.now():%Y%m%d%H%M%S}_c13200_1"
+    if context.db.dialect == "sqlite":
+        folder = context.settings.data / "rebuild" / f"readmodels-{label}.db"
+        (folder / "theirs").mkdir(parents=True)
+        yield str(folder), (folder / "theirs").is_dir
+        return
+    schema = f"lapor_rebuild_{label}"
+    with psycopg.connect(context.settings.store, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"CREATE TABLE {schema}.theirs (n INTEGER)")
+
+    def there() -> bool:
+        with psycopg.connect(context.settings.store, autocommit=True) as conn:
+            return conn.execute("SELECT to_regclass(%s)", (f"{schema}.theirs",)).fetchone() != (None,)
+
+    try:
+        yield schema, there
+    finally:
+        with psycopg.connect(context.settings.store, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def test_a_rebuild_in_shares_whose_later_fresh_tables_cannot_be_made_leaves_none_and_says_why(
+    context: ServiceContext, in_the_way: tuple[str, Callable[[], bool]]
+):
+    """Session 32: the second share's fresh tables refused (a folder where its SQLite file would go, a schema of
+    its name already there) left the first share's file or schema behind, beside the live read models. Now the
+    rebuild fails in one line naming what was in the way and leaves nothing of its own; what was in the way is
+    another's, and stays."""
+    name, still_there = in_the_way
+    before = fresh_tables_left(context)
+    with pytest.raises(RebuildFailed) as failed:
+        rebuild_in_shares(context, [SERVICE], 2)
+    said = str(failed.value)  # what `lapor rebuild` prints after "lapor: rebuild failed: "
+    assert fresh_tables_left(context) == before  # the first share's dropped
+    assert still_there()
+    assert "\n" not in said
+    assert said.startswith("the database failed (")
+    assert name in said, said
+
+
 def rebuild_in_shares_here(ctx: ServiceContext, services: list[ServiceDefinition], count: int) -> RebuildReport:
     """`rebuild_in_shares`, but each share built in turn in this process: services of a test's own cannot be
     loaded by name in another."""
     target = ctx.store.head_position()
-    fresh = [rebuilding.fresh_tables(ctx.db, f"here_{index}") for index in range(count)]
+    label = f"here_{uuid.uuid4().hex[:6]}"  # the test server is shared: made anew, never another run's
+    fresh = [rebuilding.fresh_tables(ctx.db, f"{label}_{index}") for index in range(count)]
     try:
         built = [rebuilding._build(ctx, services, tables, share, target, 500, None)
                  for tables, share in zip(fresh, StreamShare.split([1.0] * count), strict=True)]
