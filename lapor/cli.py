@@ -34,6 +34,7 @@ from pydantic import ValidationError
 from rich.progress import Progress
 
 from lapor import rebuild as rebuilding
+from lapor.__main__ import interrupted
 from lapor.app import SERVICE_NAMES, Runtime, create_app, load_services
 from lapor.audit import IntegrityReport, verify_chain
 from lapor.auth import TokenService, parse_ttl, token_agency
@@ -991,8 +992,7 @@ def main(argv: Sequence[str] | None = None, *, services: Sequence[ServiceDefinit
         # Ctrl-C in a command that runs to its end (seed, rebuild, audit, bench): what it appended stays (each
         # append is whole; seeding again appends the rest), a rebuild's fresh tables were dropped on the way out.
         # One line and the shell's code for SIGINT, not a traceback from wherever the signal landed.
-        print("lapor: interrupted", file=sys.stderr)
-        return 130
+        return interrupted()
 
 
 STDOUT_CLOSED = 128 + signal.SIGPIPE  # 141: the exit code when stdout's reader went away before all was printed

@@ -28,6 +28,7 @@ import gc
 import logging
 import multiprocessing
 import queue
+import signal
 import sqlite3
 import time
 import uuid
@@ -960,11 +961,13 @@ def _build_in_processes(
         )
         for index, share in enumerate(shares)
     ]
-    for child in children:
-        child.start()
+    with _deaf_to_ctrl_c():
+        for child in children:
+            child.start()
     reached = [0] * count
     built: dict[int, _Built] = {}
     failures: list[str] = []
+    stopped = True  # by Ctrl-C, or an error here: the processes are ended at once, not awaited
     try:
         while len(built) + len(failures) < count:
             try:
@@ -985,8 +988,11 @@ def _build_in_processes(
                 reached[index] = target
             else:
                 failures.append(f"{children[index].name}: {rest[0]}")
+        stopped = False
     finally:
         for child in children:
+            if stopped:
+                child.terminate()
             child.join(None if not failures else RESULT_WAIT)
             if child.exitcode is None:
                 child.terminate()
@@ -994,6 +1000,20 @@ def _build_in_processes(
     if failures:
         raise RebuildFailed("; ".join(failures))
     return [built[index] for index in range(count)]
+
+
+@contextmanager
+def _deaf_to_ctrl_c() -> Iterator[None]:
+    """The processes started in the block never see Ctrl-C, which the terminal sends to every process of its
+    foreground group: this one hears it, ends them and drops their fresh tables. Each printed a traceback from
+    wherever the signal landed in it, during its imports too (session 32). SIGINT is blocked here while they
+    start, so they inherit it blocked (as the standard library starts its resource tracker); one arriving
+    meanwhile is this process's once the block ends."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _build_share(
