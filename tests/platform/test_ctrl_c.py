@@ -77,19 +77,22 @@ def test_ctrl_c_while_lapor_imports_its_command_says_interrupted_in_one_line_and
     assert (process.returncode, err, out) == (130, "lapor: interrupted\n", "")
 
 
-@pytest.mark.parametrize("keep", [False, True])
-def test_ctrl_c_during_a_rebuild_in_processes_drops_its_fresh_tables_and_says_interrupted(tmp_path: Path, keep: bool):
+@pytest.mark.parametrize(("processes", "keep"), [("2", False), ("2", True), ("1", False)])
+def test_ctrl_c_during_a_rebuild_drops_its_fresh_tables_and_says_interrupted(
+    tmp_path: Path, processes: str, keep: bool
+):
     """Ctrl-C reached every rebuild process: each printed a traceback from wherever it was (its imports, its
     build), and the parent waited for them. Now they never see it; the parent ends them, drops every share's
     fresh tables (with --keep too: half-built tables would look like a rebuild) and the `rebuild/` folder it
-    made, and says so in one line. The signal is sent once a rebuild process has opened its share's tables."""
+    made, and says so in one line. The signal is sent once a rebuild process has written to its share's tables (in
+    one process: the rebuild itself)."""
     data = tmp_path / "var"
     ctx = open_context(data, None)
     try:
         run_live(ctx, load_services(), batch_size=500)
     finally:
         ctx.close()
-    process = lapor(["rebuild", "--data", str(data), "--processes", "2"] + (["--keep"] if keep else []))
+    process = lapor(["rebuild", "--data", str(data), "--processes", processes] + (["--keep"] if keep else []))
     out, err = ctrl_c_once(process, lambda: any((data / "rebuild").glob("*.db-shm")))
     assert (process.returncode, err) == (130, "lapor: interrupted\n"), out
     assert not (data / "rebuild").exists()
