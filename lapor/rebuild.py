@@ -171,6 +171,7 @@ def fresh_tables(live: Database, label: str, *, existing: bool = False) -> Fresh
             path.parent.mkdir(parents=True, exist_ok=True)
             with _undone_if_failed(lambda: _remove_if_empty(folder)):
                 path.open("x").close()
+
         def undo() -> None:
             if not existing:
                 drop_file()
