@@ -24,7 +24,7 @@ from lapor.problems import NotFound, ValidationProblem
 from lapor.tracking import TrackingIdPath
 from schemas.events import AGENCY_ID_MAX_LENGTH, AGENCY_ID_PATTERN, COMPLAINT_EVENTS, REGION_CODE_PATTERN
 from services.reporting import audit, reports
-from services.reporting.stream import StreamFilter, hub_of, live_events
+from services.reporting.stream import FeedResponse, StreamFilter, hub_of, live_events
 
 # What the feed carries: a complaint event's type, named as the catalogue names it, so a misspelt filter is refused
 # (and the document lists the choices) rather than opening a feed that never sends anything.
@@ -215,7 +215,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
                 "id; reconnect without it to start at the head",
                 location=("header", "last-event-id") if last_event_id is not None else ("query", "since"),
             )
-        return EventSourceResponse(live_events(ctx.store, hub, principal, wanted, after, ctx.tokens))
+        return FeedResponse(live_events(ctx.store, hub, principal, wanted, after, ctx.tokens))
 
     @router.get(
         "/api/audit/complaints/{tracking_id}/events",

@@ -36,7 +36,9 @@ from typing import Any
 import orjson
 from anyio import to_thread
 from cachetools import LRUCache, cached
-from sse_starlette import ServerSentEvent
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
+from starlette.types import Receive, Scope, Send
 
 from lapor.auth import TokenService
 from lapor.complaint import ComplaintState, evolve, fold
@@ -65,6 +67,9 @@ DETECTIONS = 4_000_000  # characters (texts and their masks) of the detector's r
 TOKEN_EXPIRED = "token_expired"  # SSE event type of the last thing a feed sends when its token runs out
 TOKEN_REVOKED = "token_revoked"  # ... and when its token is revoked (`lapor.revocation`)
 IDLE_RECHECK = 15.0  # seconds an idle feed waits before it looks again whether its token was revoked
+# Seconds one message of a feed may wait for its client to take it (`FeedResponse`): a client that reads nothing
+# for this long is cut off, and reconnects with its Last-Event-ID.
+SEND_TIMEOUT = 30.0
 
 
 class StreamHub:
@@ -505,6 +510,26 @@ class _Source:
         if self._folder is None:
             self._folder = _Folder(self._store, FOLDED_COMPLAINTS)
         return _read_on(self._store, position, self._folder)
+
+
+class FeedResponse(EventSourceResponse):
+    """The feed as a response, ended when its client stops reading (session 32). A send waits while the connection's
+    buffers are full, so a client that kept its connection open and read nothing (a frozen tab, a stuck proxy, a
+    client that never reads) held its feed at a `yield` for ever: past its token's end and its revocation, which
+    the feed only looks for between messages, with its connection, its task and the hub's window kept for it. Now a
+    message not taken within SEND_TIMEOUT seconds ends the feed (said in the log, one line); the client reconnects
+    with its Last-Event-ID, the id of the last message it took, and misses nothing."""
+
+    def __init__(self, events: AsyncIterator[ServerSentEvent]) -> None:
+        super().__init__(events, send_timeout=SEND_TIMEOUT)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            # The response cannot be ended cleanly (its closing message would wait like the others): the server
+            # closes the connection.
+            log.warning("live stream: its client took no message for %s s: the feed is ended", self.send_timeout)
 
 
 def _token_ended_event(position: int, *, revoked: bool) -> ServerSentEvent:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import socket
 import sqlite3
 import threading
 from collections import Counter
@@ -884,3 +885,54 @@ def test_an_empty_last_event_id_is_a_validation_problem_naming_the_header(live: 
         connection.close()
     assert problem["errors"] == [{"location": ["header", "last-event-id"], "type": "int_parsing",
                                   "message": "must be a whole number in decimal digits (0-9)"}]
+
+
+def test_a_feed_whose_client_stops_reading_is_ended_and_resumes_without_a_gap(live: Live,
+                                                                               monkeypatch: pytest.MonkeyPatch):
+    """A client that keeps its connection open and reads nothing (a frozen tab, a stuck proxy) held its feed for
+    ever once the connection's buffers were full, past its token's end: the feed waited at a send. Now a message
+    waiting SEND_TIMEOUT for it ends the feed; what the client took before is whole, and a reconnection with the
+    last id it took gets the next event."""
+    monkeypatch.setattr(stream, "SEND_TIMEOUT", 1.0)
+    hub = stream.hub_of(live.server.ctx)
+    host, port = live.server.url.removeprefix("http://").split(":")
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the server's buffers fill soon
+    stalled.settimeout(10)
+    with stalled:
+        stalled.connect((host, int(port)))
+        token = live.tokens.issue(Role.admin_national)
+        stalled.sendall(f"GET /api/stream?since=0 HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
+                        .encode())
+        wait_until(lambda: len(hub._listeners) == 1)
+        # About 13 MB of events, more than the connection's buffers take (~3 MB on loopback), and never read.
+        store, body = live.server.ctx.store, "Mohon segera ditindaklanjuti. " * 300
+        for number in range(1500):
+            report = submitted(f"LAP-STALL-{number}").model_copy(update={"body": body})
+            store.append(f"complaint-LAP-STALL-{number}", [report.to_new_event(metadata=OFFICER)], -1)
+        wait_until(lambda: not hub._listeners)  # the feed ended, its client still reading nothing
+        received = b""
+        while chunk := stalled.recv(1 << 20):  # what was sent before; then the server's close, not a wait
+            received += chunk
+    taken = [event["id"] for event in _whole_events(received.decode())]
+    assert 0 < len(taken) < 1500
+    assert taken == sorted(set(taken))
+    with open_feed(live, {**live.headers(Role.admin_national), "Last-Event-ID": str(taken[-1])}) as feed:
+        [following] = feed.take(1)
+    assert following["data"]["tracking_id"] == f"LAP-STALL-{len(taken)}"
+
+
+def _whole_events(text: str) -> list[dict[str, Any]]:
+    """The events of a raw HTTP/1.1 chunked SSE response that arrived whole (up to the blank line that ends one, as
+    an EventSource takes them); the chunks' size lines and the headers are no field and are skipped."""
+    events, event = [], {}
+    for line in text.split("\r\n"):
+        if line.startswith("id: "):
+            event["id"] = int(line[4:])
+        elif line.startswith("data: "):
+            event["data"] = line[6:]
+        elif line == "":
+            if "data" in event:
+                events.append(event)
+            event = {}
+    return events
