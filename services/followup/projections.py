@@ -450,6 +450,14 @@ def _within_sql(column: str, scope: str, params: list[Any]) -> str:
     return f"({column} = ? OR substr({column}, 1, CAST(? AS INTEGER)) = ?)"
 
 
+def _held_by_sql(unit_id: str, params: list[Any]) -> str:
+    """SQL for "the unit `unit_id` (or one inside it) holds report `q`": assigned to it, or disposed to it directly
+    (`agency_id` the unit, no `unit_id`). The `unit` filter read only `unit_id`, so a report disposed to the unit
+    directly was in the unit's queue and missing from its agency's queue filtered by it (session 32)."""
+    held = _within_sql("q.agency_id", unit_id, params)
+    return f"({held} OR {_within_sql('q.unit_id', unit_id, params)})"
+
+
 def read_queue(
     tx: Tx, agency_id: str, filters: QueueFilter, now: datetime, *, after: QueueCursor | None, limit: int
 ) -> tuple[list[dict[str, Any]], QueueCursor | None]:
@@ -458,11 +466,10 @@ def read_queue(
     params: list[Any] = [agency_id.split("/", 1)[0]]
     where = ["q.agency_root = ?", f"q.status IN ({', '.join('?' for _ in filters.statuses)})"]
     params.extend(status.value for status in filters.statuses)
-    if "/" in agency_id:  # a unit's queue: what it holds, or what is disposed to it directly
-        held = _within_sql("q.agency_id", agency_id, params)
-        where.append(f"({held} OR {_within_sql('q.unit_id', agency_id, params)})")
-    if filters.unit_id is not None:
-        where.append(_within_sql("q.unit_id", filters.unit_id, params))
+    if "/" in agency_id:  # a unit's queue: what it holds
+        where.append(_held_by_sql(agency_id, params))
+    if filters.unit_id is not None:  # what the unit holds, as its own queue has it (session 32)
+        where.append(_held_by_sql(filters.unit_id, params))
     if filters.category is not None:
         where.append("q.category_key = ?")
         params.append(category_key(filters.category))

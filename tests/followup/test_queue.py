@@ -96,6 +96,26 @@ def test_filters_by_status_unit_and_category(followup):
     assert outside.status_code == 422
 
 
+def test_the_unit_filter_holds_what_is_disposed_to_the_unit_directly_as_its_queue_does(followup):
+    """A report routing disposes to a unit directly (its `agency_id` the unit, no `unit_id`) is the unit's: in the
+    unit's own queue, and acted on by its officer. The agency's queue filtered by that unit left it out (the filter
+    read `unit_id` only), so a liaison officer checking what the Dinas Kesehatan holds missed it (session 32)."""
+    liaison = followup.liaison()
+    followup.disposed("LAP-UF-1")
+    followup.act("LAP-UF-1", "accept", liaison)
+    followup.act("LAP-UF-1", "assign", liaison, {"unit_id": DINKES})
+    followup.disposed("LAP-UF-2", DINKES)  # disposed to the Dinas directly
+    followup.disposed("LAP-UF-3", DISDIK)
+    followup.disposed("LAP-UF-4")  # the agency's own, with no unit
+    unit_queue = tracking_ids(followup.queue(DINKES, followup.unit_officer()))
+    assert sorted(unit_queue) == ["LAP-UF-1", "LAP-UF-2"]
+    assert sorted(tracking_ids(followup.queue(KUPANG, liaison, unit=DINKES))) == ["LAP-UF-1", "LAP-UF-2"]
+    assert tracking_ids(followup.queue(KUPANG, liaison, unit=DISDIK)) == ["LAP-UF-3"]
+    assert sorted(tracking_ids(followup.queue(DINKES, followup.unit_officer(), unit=DINKES))) == [
+        "LAP-UF-1", "LAP-UF-2"
+    ]
+
+
 def test_the_category_filter_ignores_case_as_the_routing_rules_do(followup):
     """Routing rules compare categories ignoring case; the queue's filter compared them exactly, so a liaison
     officer filtering "Jalan Rusak" missed the reports verified as "jalan rusak" (session 31). Casefolded in Python
