@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from lapor.auth import within
 from lapor.complaint import ComplaintState, EscalationKind, Status, ombudsman_offer_running
 from lapor.db import Tx
 from lapor.principal import NATIONAL_ADMIN_AGENCY
@@ -57,7 +58,9 @@ from services.followup.storage import NEVER, instant
 # after the offer was made (a disposition after it set the deadline again), nor in the Ombudsman's own queue.
 # 6 (session 31): `category_key`, the category casefolded, which the queue's `category` filter compares: routing
 # rules compare categories ignoring case, and a liaison officer filtering "Jalan Rusak" missed "jalan rusak".
-QUEUE_VERSION = 6
+# 7 (session 32): a reopening of an assigned report is one arrival, the unit's (`innermost`), not one for the unit
+# and one for its agency, whose webhooks heard of it twice. Rebuilt with their deterministic ids: posted once.
+QUEUE_VERSION = 7
 # Statuses in which a report sits in its agency's queue.
 QUEUE_STATUSES = (Status.disposed, Status.in_progress, Status.resolved)
 # Urgency buckets, the first key of the queue order.
@@ -182,6 +185,14 @@ def _row(state: ComplaintState) -> tuple[Any, ...]:
     )
 
 
+def innermost(queues: set[str]) -> set[str]:
+    """The queues of `queues` that no other one of them is inside: an arrival in a unit's queue is also one in its
+    agency's, and the unit's notification reaches the agency's webhooks anyway (`notifications.record_notification`
+    fans out to the agencies above). A reopening of an assigned report arrives in both, and the agency's webhooks
+    heard of it twice, under two delivery ids (session 32)."""
+    return {queue for queue in queues if not any(other != queue and within(other, queue) for other in queues)}
+
+
 _ARRIVALS = {"ComplaintDisposed": "disposed", "ComplaintAssigned": "assigned", "ComplaintReopened": "reopened"}
 
 
@@ -208,7 +219,7 @@ def _arrivals(before: ComplaintState, after: ComplaintState, event: RecordedEven
         and (after.status in QUEUE_STATUSES) == (before.status in QUEUE_STATUSES)
     ):
         return []  # the same holders as before (most events): nothing arrives
-    added = holders(after) if reopened else holders(after) - holders(before)
+    added = innermost(holders(after) if reopened else holders(after) - holders(before))
     if not added:
         return []
     deadline = deadline_of(after)

@@ -99,6 +99,31 @@ def test_an_assignment_notifies_the_unit_and_the_agency_above_it(followup, recei
     ]
 
 
+def test_a_reopening_of_a_units_report_is_heard_once_by_each_webhook(followup, receiver, notify):
+    """Reopened, an assigned report is back in its unit's queue and, through it, in its agency's. The agency's webhook
+    heard of it twice, once for each queue, under two delivery ids a receiver cannot tell apart as one arrival (an
+    assignment, or a disposition to a unit directly, is one notification for the unit, which the agencies above it
+    hear of): now the reopening is one notification for the unit holding the report, heard by the agency above it
+    too (session 32)."""
+    subscribe(followup, receiver, KUPANG, "/kupang")
+    subscribe(followup, receiver, DINKES, "/dinkes")
+    liaison = followup.liaison()
+    followup.disposed("LAP-N-R")
+    followup.act("LAP-N-R", "accept", liaison)
+    followup.act("LAP-N-R", "assign", liaison, {"unit_id": DINKES})
+    followup.act("LAP-N-R", "resolve", liaison, {"resolution": "Sudah diperbaiki."})
+    followup.feedback("LAP-N-R", satisfied=False, comment="Belum diperbaiki.")
+    notify()
+    receiver.wait_for(5)
+    notify()
+    heard = sorted((path, body["agency_id"], body["data"]["reason"]) for path, body, _ in receiver.accepted)
+    assert [entry for entry in heard if entry[2] == "reopened"] == [
+        ("/dinkes", DINKES, "reopened"),
+        ("/kupang", DINKES, "reopened"),
+    ]
+    assert len(heard) == 5
+
+
 def test_another_agencys_webhook_hears_nothing(followup, receiver, notify):
     subscribe(followup, receiver, MALANG, "/malang")
     subscribe(followup, receiver, KUPANG, "/kupang")
