@@ -449,9 +449,13 @@ class QueueFilter:
 
 
 _READ_COLUMNS = ", ".join(f"q.{column}" for column in _COLUMNS)
+# The drafts the liaison officer can approve now: pending, of the present holding, on a report in progress (the
+# only status a follow-up is posted in). A draft left waiting when the report was resolved is not counted until a
+# reopening brings the report back in progress (session 32: the queue listed the resolved report under
+# `awaiting_approval`, and approving its draft was refused).
 _PENDING_DRAFTS = (
     "(SELECT count(*) FROM followup_drafts d WHERE d.tracking_id = q.tracking_id AND d.status = 'pending' "
-    f"AND {PRESENT_HOLDING_SQL})"
+    f"AND q.status = '{Status.in_progress.value}' AND {PRESENT_HOLDING_SQL})"
 )
 
 

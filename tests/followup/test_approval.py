@@ -110,6 +110,27 @@ def test_an_approved_draft_posts_the_attachments_as_drafted(approving):
     assert approving.events("LAP-A-1")[-1].data["attachments"] == [attachment]
 
 
+def test_a_draft_of_a_resolved_report_is_not_awaiting_approval_until_the_report_is_reopened(approving):
+    """Resolved while the admin's draft waited, the report takes no follow-up: approving it is refused (409). The
+    queue still counted the draft and listed the report under `awaiting_approval`, so the liaison officer's list of
+    drafts to approve held one that could not be, until the report was closed (session 32). It waits, as a draft
+    does on a report no longer in progress, and counts again once a dissatisfied reporter reopens the report."""
+    draft = drafted(approving)
+    liaison = approving.liaison()
+    assert approving.act("LAP-A-1", "resolve", liaison, {"resolution": "Sudah selesai."}).status_code == 200
+    assert approving.queue(KUPANG, liaison, awaiting_approval=True)["items"] == []
+    [item] = approving.queue(KUPANG, liaison)["items"]
+    assert (item["status"], item["drafts_awaiting_approval"]) == ("resolved", 0)
+    assert [i["tracking_id"] for i in approving.queue(KUPANG, liaison, awaiting_approval=False)["items"]] == [
+        "LAP-A-1"
+    ]
+    assert review(approving, draft["draft_id"], "approve", liaison).status_code == 409
+    approving.feedback("LAP-A-1", satisfied=False, comment="Belum selesai.")
+    [item] = approving.queue(KUPANG, liaison, awaiting_approval=True)["items"]
+    assert (item["status"], item["drafts_awaiting_approval"]) == ("in_progress", 1)
+    assert review(approving, draft["draft_id"], "approve", liaison).status_code == 200
+
+
 def test_sent_back_with_a_note_it_is_never_posted(approving):
     draft = drafted(approving)
     sent = review(approving, draft["draft_id"], "send-back", approving.liaison(), {"note": "Sebutkan tanggalnya."})
