@@ -70,6 +70,7 @@ from services.routing.directory import (
     disposing_agency,
     fold_agency,
     is_top_level,
+    read_agency,
 )
 from services.routing.keywords import claim_keywords
 from services.routing.projections import (
@@ -525,7 +526,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         response.headers["ETag"] = f'"{row.version}"'
         return _agency_view(row, children)
 
-    def check_record(agency_id: str, record: AgencyRecord) -> None:
+    def check_record(agency_id: str, record: AgencyRecord, *, active: bool = True) -> None:
         root = disposing_agency(agency_id)
         parent = record.parent_id
         unit = root != agency_id
@@ -535,12 +536,21 @@ def build_router(ctx: ServiceContext) -> APIRouter:
             where = f"{root} or one of its units" if unit else "an agency, not a unit"
             raise ValidationProblem(f"the parent of {agency_id} must be {where}, not {parent}",
                                     location=("body", "parent_id"))
-        if parent is not None and active_agency(ctx.store, parent) is None:
-            raise ValidationProblem(f"parent {parent} is not an active agency of the directory")
         if unit and parent is None:
             raise ValidationProblem(f"{agency_id} is a unit: give its parent_id")
-        if unit and active_agency(ctx.store, root) is None:
-            raise ValidationProblem(f"{agency_id} belongs to {root}, which is not an active agency")
+        # A retired record works under no one, so its parent and agency need only be registered: it may sit under a
+        # retired agency (session 32: once an agency was retired, its OPD and units could be neither retired nor
+        # changed, and stayed listed as active, their liaisons published).
+        wanted = "an active agency" if active else "an agency"
+
+        def missing(required: str) -> bool:
+            found = read_agency(ctx.store, required)
+            return found is None or (active and not found.active)
+
+        if parent is not None and missing(parent):
+            raise ValidationProblem(f"parent {parent} is not {wanted} of the directory")
+        if unit and missing(root):
+            raise ValidationProblem(f"{agency_id} belongs to {root}, which is not {wanted}")
 
     @router.post("/api/agencies", status_code=201, summary="Register an agency (national admin)")
     def register_agency(
@@ -589,7 +599,7 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         if agency_id in RESERVED_AGENCY_IDS:
             # Its stream is not an agency's (directory-routing-rules holds the rules): a 500 until session 24.
             raise NotFound(f"agency {agency_id} not found ({agency_id} is reserved)")
-        check_record(agency_id, record)
+        check_record(agency_id, record, active=record.active)
         event = AgencyUpdated(agency_id=agency_id, **record.model_dump())
 
         def decide(existing: Agency | None, now: datetime) -> list[Any]:

@@ -555,6 +555,27 @@ def test_a_retired_agency_takes_no_more_dispositions(app, admin):
     assert post(app, "LAP-1", "dispose", admin, {"agency_id": "pemda-53.01"}).status_code == 422
 
 
+def test_the_units_of_a_retired_agency_can_still_be_retired(app, admin):
+    """Session 32: once Kota Kupang was retired, PUT on its Dinas Kesehatan was 422 "parent pemda-53.71 is not an
+    active agency", retiring it as well: its OPD and units stayed listed as active, their liaisons published, for
+    good. A retired record needs its parent registered, not active; an active one still needs it active."""
+    assert app.put(f"/api/agencies/{KUPANG}", json=record(active=False), headers=admin).status_code == 200
+    dinkes = {"name": "Dinas Kesehatan Kota Kupang", "kind": "perangkat_daerah", "parent_id": KUPANG,
+              "region_code": "53.71"}
+    head = app.app.state.context.store.head_position()
+    revived = app.put(f"/api/agencies/{KUPANG}/dinkes", json=dinkes, headers=admin)
+    assert revived.status_code == 422, revived.text
+    assert app.app.state.context.store.head_position() == head
+    retired = app.put(f"/api/agencies/{KUPANG}/dinkes", json={**dinkes, "active": False}, headers=admin)
+    assert retired.status_code == 200, retired.text
+    typo = app.put(f"/api/agencies/{KUPANG}/dinkes", json={**dinkes, "parent_id": f"{KUPANG}/tidak-ada",
+                                                           "active": False}, headers=admin)
+    assert typo.status_code == 422, typo.text
+    caught_up(app)
+    listed = app.get("/api/agencies", params={"parent_id": KUPANG, "limit": 1000}).json()["items"]
+    assert f"{KUPANG}/dinkes" not in [agency["agency_id"] for agency in listed]
+
+
 def test_a_new_routing_rule_changes_the_proposal_and_records_its_author(app, admin):
     rule = {"match": {"region_code": "53.71", "category": "Kesehatan"}, "agency_id": "kementerian-kesehatan"}
     assert app.put("/api/routing-rules/kupang-kesehatan", json=rule, headers=admin).status_code == 200
