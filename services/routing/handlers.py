@@ -129,8 +129,8 @@ class DeadlineScheduler:
         return [deadline for deadline in due if deadline.kind is not DeadlineKind.ombudsman]
 
     def _handle_logged(self, deadline: OpenDeadline) -> int | None:
-        """`handle`, or None (the deadline stays open) after a failure, logged: one bad report must not hold up
-        every other deadline."""
+        """`handle` (None: not due yet by the decision's clock), or None after a failure, logged: one bad report must
+        not hold up every other deadline. A deadline answered None stays open."""
         try:
             return self.handle(deadline)
         except Exception:
@@ -151,16 +151,23 @@ class DeadlineScheduler:
                 [(d.tracking_id, d.kind.value, d.cause_version, settled_at) for d in deadlines],
             )
 
-    def handle(self, deadline: OpenDeadline) -> int:
+    def handle(self, deadline: OpenDeadline) -> int | None:
         """Decide and append what the passing of `deadline` calls for. Returns how many events were new (a
-        reaction decided before is found recorded and not counted)."""
+        reaction decided before is found recorded and not counted), or None when the clock, read again for the
+        decision, has not reached the deadline: the tick found it due, and the clock stepped back since (a system
+        clock set back by NTP). It stays open for a later tick; settled, it was never decided (session 32: a
+        verification escalation, a red mark or an automatic archive was lost that way)."""
         stream = f"complaint-{deadline.tracking_id}"
         cause = f"{stream}:{deadline.cause_version}:{deadline.kind.value}"
         read_version = -1
+        early = False
 
         def decide(state: ComplaintState, now: datetime) -> list[NewEvent]:
-            nonlocal read_version
+            nonlocal read_version, early
             read_version = state.version
+            early = now < deadline.due
+            if early:
+                return []
             # A hand-over red-marks a passed follow-up deadline first, one level up as the follow-up's own would.
             marks = deadline.kind in (DeadlineKind.follow_up, DeadlineKind.ombudsman)
             coordinator = self.coordinator(state.agency_id) if marks else None
@@ -173,6 +180,8 @@ class DeadlineScheduler:
 
         with correlation_scope(deadline.correlation_id):
             result = run_command(self.ctx, stream, decide, principal=SYSTEM, causation_id=deadline.cause_event_id)
+        if early:
+            return None
         # The store answers a re-append of recorded ids with the original append, which ends at or before
         # the version this decision read.
         if not result.events or result.version <= read_version:

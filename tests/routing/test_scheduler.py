@@ -4,6 +4,7 @@ and two schedulers racing; and on PostgreSQL too."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import timedelta
 from typing import Any
@@ -457,6 +458,34 @@ def test_two_schedulers_racing_over_the_same_deadlines_emit_each_reaction_once(r
         thread.join()
     routing.catch_up()
     assert reactions(routing) == EXPECTED
+
+
+class _SetBack:
+    """A clock (`lapor.clock.Clock`) set back right after its first reading, as NTP steps a system clock: the tick
+    finds a deadline due, and the decision that follows reads a moment before it."""
+
+    def __init__(self, clock: Any, back: timedelta) -> None:
+        self.clock, self.back, self.read = clock, back, False
+
+    def now(self) -> Any:
+        moment = self.clock.now() - (self.back if self.read else timedelta(0))
+        self.read = True
+        return moment
+
+
+def test_a_deadline_the_clock_stepped_back_from_is_decided_once_the_clock_is_past_it_again(routing_at):
+    """Session 32: the decision found the deadline not passed yet and decided nothing, and the tick settled it all
+    the same: the verification escalation (a red mark, an automatic archive) was never made."""
+    routing = routing_at(wib(2026, 3, 2, 10))  # Monday: due end of Thursday 5 March
+    routing.submit("LAP-1")
+    routing.at(wib(2026, 3, 6, 0, 1))
+    routing.catch_up()
+    stepped = DeadlineScheduler(dataclasses.replace(routing.ctx, clock=_SetBack(routing.clock, timedelta(minutes=5))))
+    assert stepped.tick() == 0
+    assert routing.escalations("LAP-1") == []
+    assert routing.tick() == 1
+    [escalation] = routing.escalations("LAP-1")
+    assert escalation["kind"] == "verification_overdue"
 
 
 @pytest.mark.postgres
