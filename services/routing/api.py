@@ -25,7 +25,7 @@ from lapor.complaint import ComplaintState, PendingEvent, Status, ensure_allowed
 from lapor.context import Context, ServiceContext
 from lapor.directory import AgencyRecord as DirectoryRecord
 from lapor.directory import agency_stream
-from lapor.limits import DecimalDigits, KemendagriRegion, Name, NonNegativeInt64, Once
+from lapor.limits import Category, DecimalDigits, KemendagriRegion, Name, NonNegativeInt64, Once
 from lapor.paths import AGENCY_ID, AGENCY_SETTINGS, AgencyPath, names_a_setting
 from lapor.principal import Principal
 from lapor.privacy import visible_complaints
@@ -207,9 +207,13 @@ class AgencyChange(AgencyRecord):
 
 
 class RuleMatchChange(RuleMatch):
-    """A rule's match as a request gives it: its region must exist (`lapor.limits.KemendagriRegion`)."""
+    """A rule's match as a request gives it: its region must exist (`lapor.limits.KemendagriRegion`), and its category
+    is a category as `verify` takes one (`lapor.limits.Category`: plain visible text, not a label of the figures).
+    Session 32: the contract's type let a rule's category hold markup, control characters (NUL), invisible text or
+    `(none)`, all published by `GET /api/routing-rules`, and none ever matched a report's category."""
 
     region_code: KemendagriRegion | None = None
+    category: Category | None = None
 
 
 class RuleChange(BaseModel):

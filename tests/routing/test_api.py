@@ -589,6 +589,19 @@ def test_a_new_routing_rule_changes_the_proposal_and_records_its_author(app, adm
     assert rules["kupang-kesehatan"]["changed_by"] == "admin_national"
 
 
+@pytest.mark.parametrize("category", ["<b>Kesehatan</b>", "Kes\x00ehatan", "\u200b", "(none)", '"(Other)"'])
+def test_a_routing_rule_is_refused_a_category_no_report_could_have(app, admin, category):
+    """A rule's category is matched against the category `verify` gives a report, which refuses markup, control
+    characters, invisible text and the labels of the figures; a rule took them all until session 32 (published by
+    GET /api/routing-rules, and never matching)."""
+    head = app.app.state.context.store.head_position()
+    rule = {"match": {"region_code": "53.71", "category": category}, "agency_id": KUPANG}
+    response = app.put("/api/routing-rules/kupang-uji", json=rule, headers=admin)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["location"] == ["body", "match", "category"]
+    assert app.app.state.context.store.head_position() == head
+
+
 def test_a_routing_rule_change_with_a_stale_if_match_is_412_and_writes_nothing(app, admin):
     """Two national admins read the rule at one version; the first changes it, and the second's change from the same
     reading must not silently undo it. Until session 31 If-Match was ignored on this route and no version was shown.
