@@ -10,6 +10,7 @@ text. Pure functions: the directory lookup is passed in.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -86,8 +87,60 @@ HELP_REPLY = (
 )
 
 
+# One SMS holds 160 characters of the GSM 03.38 alphabet (GSM-7), or 70 once a single character is outside it (the
+# whole message goes as UCS-2). A longer reply goes as parts (153 characters each), which cost the sender's
+# operator more, which some gateways and phones cut at 160, and which arrive as separate messages on others: the
+# access code, last, is what gets cut or split. Session 32: the names of two governments of the shipped directory
+# (DKI Jakarta's, Kepulauan Seribu's) made the reply 161 and 162 characters, a longer name (an agency registered
+# through routing's API may have up to 200) more, and a name with a typographic apostrophe or dash made it UCS-2.
+SMS_LENGTH = 160
+# GSM 03.38's basic set, without the line breaks (a name is one line): one septet each. Its extension table
+# (`^{}[]~|\€`) takes two, and is left out too.
+_GSM7 = frozenset(
+    "@£$¥èéùìòÇØøÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿"
+    "abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+# What a name typed on a computer holds in place of a GSM-7 character.
+_TYPOGRAPHIC = str.maketrans(
+    {"\u2018": "'", "\u2019": "'", "\u02bc": "'", "\u201c": '"', "\u201d": '"', "\u2010": "-", "\u2011": "-",
+     "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2026": "..."}
+)
+
+# The short forms every Indonesian reads, for a name too long for the reply as it is.
+_SHORT_FORMS = (
+    ("Pemerintah Provinsi ", "Pemprov "),
+    ("Pemerintah Kabupaten ", "Pemkab "),
+    ("Pemerintah Kota ", "Pemkot "),
+)
+
+
+def _in_gsm7(name: str) -> str:
+    """`name` in GSM-7: a letter with diacritics as its letter where GSM-7 lacks it, typographic quotes and dashes
+    as ASCII ones, and any other character outside the alphabet left out."""
+    folded = unicodedata.normalize("NFKC", name).translate(_TYPOGRAPHIC)
+    kept = []
+    for character in folded:
+        if character not in _GSM7:
+            character = "".join(c for c in unicodedata.normalize("NFKD", character) if c in _GSM7)
+        kept.append(character)
+    return " ".join("".join(kept).split())
+
+
 def accepted_reply(tracking_id: str, reporter_token: str, agency_name: str | None) -> str:
     """The SMS sent back: where the report goes, the tracking ID, and the access code (the reporter token) that
-    opens the reporter's actions on lapor.go.id."""
-    to = agency_name or "verifikasi nasional"
-    return f"LAPOR! 1708: laporan diterima ({to}). No. lacak {tracking_id}. Kode akses: {reporter_token}"
+    opens the reporter's actions on lapor.go.id. One SMS (`SMS_LENGTH` GSM-7 characters): the agency's name is
+    written in GSM-7 and, when the rest leaves it too little room, in its short form (Pemprov, Pemkab, Pemkot),
+    and cut with ".." if it is still too long."""
+    def reply(to: str) -> str:
+        return f"LAPOR! 1708: laporan diterima ({to}). No. lacak {tracking_id}. Kode akses: {reporter_token}"
+
+    to = _in_gsm7(agency_name) if agency_name else ""
+    if not to:
+        return reply("verifikasi nasional" if agency_name is None else "instansi tujuan")
+    room = SMS_LENGTH - len(reply(""))
+    for long, short in _SHORT_FORMS:
+        if len(to) > room and to.startswith(long):
+            to = short + to.removeprefix(long)
+    if len(to) > room:
+        to = to[: room - 2].rstrip(" ,.;:-") + ".."
+    return reply(to)

@@ -135,6 +135,38 @@ def test_an_empty_message_gets_the_help_text_and_files_nothing(intake, gateway, 
     assert intake.head() == head
 
 
+@pytest.mark.parametrize(
+    ("keyword", "name", "shown"),
+    [
+        # The longest names of the shipped directory: the reply was 161 and 162 characters.
+        ("DKIJAKARTA", "Pemerintah Provinsi Daerah Khusus Ibukota Jakarta", "Pemprov Daerah Khusus Ibukota Jakarta"),
+        ("KEPSERIBU", "Pemerintah Kabupaten Administrasi Kepulauan Seribu", "Pemkab Administrasi Kepulauan Seribu"),
+        # A typographic apostrophe and dash: the whole reply went as UCS-2, 70 characters an SMS.
+        ("DINASPU", "Dinas PU – Pemerintah Kota Bau’bau", "Dinas PU - Pemerintah Kota Bau'bau"),
+        # An agency registered through routing's API may have a name of up to 200 characters.
+        ("DINASPUPR", "Dinas Pekerjaan Umum dan Penataan Ruang Kabupaten Timor Tengah Selatan", "Dinas Pekerjaan Umum"),
+    ],
+)
+def test_the_reply_fits_one_sms_of_the_gsm_alphabet_whatever_the_agencys_name(intake, gateway, keyword, name, shown):
+    """Session 32: the reply is 112 characters besides the agency's name, so a name over 48 made it two SMS (which
+    some gateways and phones cut at 160, the access code last), and a character outside GSM-7 made it UCS-2."""
+    intake.register_agency(f"agency-{keyword.lower()}", name, None, keyword)
+    intake.caught_up()
+    reply = gateway(message(f"sms-fit-{keyword}", f"{keyword} jalan rusak")).json()
+    text = reply["reply"]
+    assert len(text) <= 160, (len(text), text)
+    assert text.isascii(), text  # and in GSM-7's basic set, one septet each:
+    assert not set(text) & set("`^{}[]~|\\"), text
+    assert shown in text
+    access_code = text.rsplit("Kode akses: ", 1)[1]
+    # The whole access code: the report's own token (a 409, not pended; a token cut short is a 401).
+    acted = intake.client.post(f"/api/complaints/{reply['tracking_id']}/information", json={"text": "Oebobo"},
+                               headers={"X-Reporter-Token": access_code})
+    assert acted.status_code == 409, acted.text
+    [event] = intake.events(reply["tracking_id"])
+    assert event.data["suggested_agency_id"] == f"agency-{keyword.lower()}"
+
+
 def test_a_duplicate_delivery_of_a_message_id_files_one_report_and_gets_the_same_reply(intake, gateway):
     first = gateway(message())
     again = gateway(message(received_at="2026-03-06T08:05:00+07:00"))  # gateways redeliver with a new time
