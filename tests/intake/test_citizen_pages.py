@@ -436,6 +436,47 @@ def test_a_link_to_another_report_leaves_nothing_of_the_first_in_its_forms(serve
     assert browser.find_element(By.ID, "information-text").get_attribute("value") == ""
 
 
+# Fails the page's next request as a dropped connection does, before it reaches the server.
+FAIL_THE_NEXT_REQUEST = """
+const realFetch = window.fetch;
+window.fetch = async () => {
+  window.fetch = realFetch;
+  throw new TypeError("Failed to fetch");
+};
+"""
+
+
+def test_a_report_whose_lookup_failed_shows_nothing_of_the_report_shown_before(server, browser):
+    """Session 32: a reporter with two pended reports, the first open, typed the second's number and token; the
+    lookup failed (no connection) and the page went on showing the first, with its form for information, under the
+    second's number. What the reporter then wrote for the second went to the first, with the first's token."""
+    admin = token(server, Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
+    first, first_token = filed(server)
+    second, second_token = filed(server, title="Drainase tersumbat")
+    for tracking_id in (first, second):
+        moved(server, tracking_id, ("pend", {"information_requested": "Di mana tepatnya?"}, admin))
+    opened_with_token(browser, server, first, first_token)
+    for field, value in (("track-id", second), ("track-token", second_token)):
+        browser.find_element(By.ID, field).clear()
+        browser.find_element(By.ID, field).send_keys(value)
+    browser.execute_script(FAIL_THE_NEXT_REQUEST)
+    browser.find_element(By.CSS_SELECTOR, "#lacak-form button").click()
+    assert shown(browser, "lacak-error").startswith("Tidak dapat menghubungi server")
+    assert not browser.find_element(By.ID, "report").is_displayed()
+    assert not browser.find_element(By.ID, "information-form").is_displayed()
+    assert browser.find_element(By.ID, "report-id").text == ""
+    # Looked up again, with the connection back: the second report, and its form.
+    browser.find_element(By.CSS_SELECTOR, "#lacak-form button").click()
+    WebDriverWait(browser, WAIT).until(lambda _: browser.find_element(By.ID, "report-id").text == second)
+    browser.find_element(By.ID, "information-text").send_keys("Depan Pasar Oeba.")
+    browser.find_element(By.CSS_SELECTOR, "#information-form button").click()
+    assert shown(browser, "action-result") == "Informasi tambahan terkirim."
+    assert server.get(f"/api/complaints/{first}").json()["information"] == []
+    assert [item["text"] for item in server.get(f"/api/complaints/{second}").json()["information"]] == [
+        "Depan Pasar Oeba."
+    ]
+
+
 def test_a_mistyped_reporter_token_is_told_in_the_citizens_words_and_nothing_is_added(server, browser):
     """A public report opens without its token, so a mistyped token (43 random characters) still shows the report
     and the form the reporter's action takes; the server then refuses the action (401), which the page passed on

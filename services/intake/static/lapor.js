@@ -201,8 +201,9 @@ function setupReportForm(form) {
   });
 }
 
-// The report on the tracking page, and the reporter token it was opened with (the reporter's actions need both).
-const tracked = { report: null, token: "" };
+// The report on the tracking page, the number and reporter token it was looked up with (the reporter's actions
+// need the report and its token).
+const tracked = { report: null, token: "", asked: "" };
 
 // What a tracking number or a token copied from a chat, an SMS or a document may carry that is not part of it:
 // spaces and line breaks, and characters that show nothing (zero width space, the marks, embeddings and isolates of
@@ -216,6 +217,10 @@ async function track(form) {
   text("lacak-error", "");
   const trackingId = form.elements.tracking_id.value.replace(NOT_TYPED, "");
   const token = form.elements.reporter_token.value.replace(NOT_TYPED, "");
+  // Another report, or another token, asked for: the one shown goes first. Session 32: when the lookup then failed
+  // (no connection, a 5xx), the page went on showing the report before, with its forms, under the number and token
+  // just typed; what the reporter then wrote for the report they asked for was sent to that one, with its token.
+  if (tracked.report && (trackingId !== tracked.asked || token !== tracked.token)) forgetReport();
   if (!trackingId) {
     text("lacak-error", "Isi nomor pelacakan.");
     return;
@@ -241,6 +246,7 @@ async function track(form) {
   const report = await response.json();
   tracked.report = report;
   tracked.token = token;
+  tracked.asked = trackingId;
   text("report-title", report.title || "(laporan)");
   text("report-id", report.tracking_id);
   text("report-status", STATUS[report.status] || report.status);
@@ -376,6 +382,7 @@ function setupTrackForm(form) {
 function forgetReport() {
   tracked.report = null;
   tracked.token = "";
+  tracked.asked = "";
   for (const id of ["report-title", "report-id", "report-status", "report-agency", "report-region",
     "report-submitted", "report-resolution", "information-requested", "action-result", "action-error"]) text(id, "");
   document.getElementById("report-follow-ups").replaceChildren();
