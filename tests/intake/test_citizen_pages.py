@@ -417,15 +417,22 @@ def test_a_double_click_on_a_reporters_action_sends_it_once_and_says_it_was_sent
     assert browser.find_element(By.ID, "information-text").get_attribute("value") == ""
 
 
-def test_a_link_to_another_report_leaves_nothing_of_the_first_in_its_forms(server, browser):
-    """A reporter with two reports follows the link of the second (a changed fragment) while writing the first's
-    information: what they wrote for the first must not be offered, ready to send, on the second."""
+def two_pended_the_first_open(server: Server, browser: WebDriver) -> tuple[str, str, str]:
+    """Two reports of one reporter, both pended, the first open with its token on the tracking page: (the first's
+    tracking id, the second's, the second's token)."""
     admin = token(server, Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
     first, first_token = filed(server)
     second, second_token = filed(server, title="Drainase tersumbat")
     for tracking_id in (first, second):
         moved(server, tracking_id, ("pend", {"information_requested": "Di mana tepatnya?"}, admin))
     opened_with_token(browser, server, first, first_token)
+    return first, second, second_token
+
+
+def test_a_link_to_another_report_leaves_nothing_of_the_first_in_its_forms(server, browser):
+    """A reporter with two reports follows the link of the second (a changed fragment) while writing the first's
+    information: what they wrote for the first must not be offered, ready to send, on the second."""
+    _, second, second_token = two_pended_the_first_open(server, browser)
     browser.find_element(By.ID, "information-text").clear()
     browser.find_element(By.ID, "information-text").send_keys("Depan rumah saya, Jl. Kenari 7.")
     browser.execute_script("location.hash = arguments[0]", second)
@@ -450,12 +457,7 @@ def test_a_report_whose_lookup_failed_shows_nothing_of_the_report_shown_before(s
     """Session 32: a reporter with two pended reports, the first open, typed the second's number and token; the
     lookup failed (no connection) and the page went on showing the first, with its form for information, under the
     second's number. What the reporter then wrote for the second went to the first, with the first's token."""
-    admin = token(server, Role.admin_national, agency_id=NATIONAL_ADMIN_AGENCY)
-    first, first_token = filed(server)
-    second, second_token = filed(server, title="Drainase tersumbat")
-    for tracking_id in (first, second):
-        moved(server, tracking_id, ("pend", {"information_requested": "Di mana tepatnya?"}, admin))
-    opened_with_token(browser, server, first, first_token)
+    first, second, second_token = two_pended_the_first_open(server, browser)
     for field, value in (("track-id", second), ("track-token", second_token)):
         browser.find_element(By.ID, field).clear()
         browser.find_element(By.ID, field).send_keys(value)
