@@ -397,6 +397,27 @@ def test_the_reporter_adds_the_information_the_admin_asked_for(server, browser):
     assert [item["text"] for item in view["information"]] == ["Kantor Lurah Oebobo, Jl. Frans Seda."]
 
 
+def test_information_whose_answer_was_lost_is_not_said_unsent_and_shows_once_looked_up_again(server, browser):
+    """Session 32: the information reached the server and was recorded, its answer lost (a connection dropped); the
+    page said "Tidak terkirim" (not sent), and looked up again it showed no form (the report was no longer pended)
+    and nothing of the information, so the reporter could neither send it again nor see that it had arrived."""
+    tracking_id, reporter_token, _ = pended(server)
+    opened_with_token(browser, server, tracking_id, reporter_token)
+    browser.find_element(By.ID, "information-text").send_keys("Kantor Lurah Oebobo, Jl. Frans Seda.")
+    browser.execute_script(LOSE_THE_NEXT_ANSWER)
+    browser.find_element(By.CSS_SELECTOR, "#information-form button").click()
+    said = shown(browser, "action-error")
+    assert "mungkin sudah terkirim" in said
+    assert "Tidak terkirim" not in said
+    browser.find_element(By.CSS_SELECTOR, "#lacak-form button").click()
+    assert shown(browser, "report-status") == "Menunggu verifikasi"
+    assert shown(browser, "report-information").endswith("Informasi tambahan: Kantor Lurah Oebobo, Jl. Frans Seda.")
+    assert not browser.find_element(By.ID, "information-form").is_displayed()
+    assert [item["text"] for item in server.get(f"/api/complaints/{tracking_id}").json()["information"]] == [
+        "Kantor Lurah Oebobo, Jl. Frans Seda."
+    ]
+
+
 def test_a_double_click_on_a_reporters_action_sends_it_once_and_says_it_was_sent(server, browser):
     """The second click of a double click sent the action again with the version the page showed; the first had
     moved the report on, so the second was refused (412) and the page said the report had changed, beside the
@@ -533,6 +554,9 @@ def test_the_reporter_answers_a_resolution_and_a_stale_page_is_told_to_look_agai
     browser.find_element(By.ID, "feedback-comment").send_keys("Tambalannya sudah retak lagi.")
     browser.find_element(By.CSS_SELECTOR, "#feedback-form button").click()
     assert shown(browser, "action-result") == "Tanggapan Anda terkirim. Terima kasih."
+    assert shown(browser, "report-feedback") == (
+        "Tanggapan atas tindak lanjut: tidak puas, penilaian 2 dari 5 — Tambalannya sudah retak lagi."
+    )
     feedback = server.get(f"/api/complaints/{tracking_id}").json()["feedback"]
     assert (feedback["satisfied"], feedback["rating"]) == (False, 2)
     assert feedback["comment"] == "Tambalannya sudah retak lagi."

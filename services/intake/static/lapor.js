@@ -253,25 +253,38 @@ async function track(form) {
   text("report-agency", report.agency_name || report.agency_id || "Belum diteruskan ke instansi");
   text("report-region", report.region_name || report.region_code || "—");
   text("report-submitted", moment(report.submitted_at));
-  const list = document.getElementById("report-follow-ups");
-  list.replaceChildren();
-  for (const followUp of report.follow_ups || []) {
-    const item = document.createElement("li");
-    const when = document.createElement("time");
-    when.dateTime = followUp.posted_at;
-    when.textContent = moment(followUp.posted_at);
-    item.append(when, " — ", followUp.text);
-    list.append(item);
-  }
+  const list = dated("report-follow-ups", (report.follow_ups || []).map((item) => [item.posted_at, item.text]));
   if (!list.children.length) {
     const item = document.createElement("li");
     item.textContent = "Belum ada tindak lanjut.";
     list.append(item);
   }
   text("report-resolution", report.resolution ? "Hasil: " + report.resolution : "");
+  // What the reporter sent, so that one whose answer was lost can see it arrived (the form it went with is gone).
+  const information = dated("report-information", (report.information || []).map(
+    (item) => [item.provided_at, "Informasi tambahan: " + item.text]));
+  const feedback = report.feedback;
+  text("report-feedback", feedback ? `Tanggapan atas tindak lanjut: ${feedback.satisfied ? "puas" : "tidak puas"}, `
+    + `penilaian ${feedback.rating} dari 5` + (feedback.comment ? ` — ${feedback.comment}` : ".") : "");
+  document.getElementById("report-from-reporter").hidden = !information.children.length && !feedback;
   section.hidden = false;
   showActions(report, token);
   return true;
+}
+
+// The list `id` holds one item per [moment, text], each the moment then the text (as text, never as HTML).
+function dated(id, entries) {
+  const list = document.getElementById(id);
+  list.replaceChildren();
+  for (const [at, said] of entries) {
+    const item = document.createElement("li");
+    const when = document.createElement("time");
+    when.dateTime = at;
+    when.textContent = moment(at);
+    item.append(when, " — ", said);
+    list.append(item);
+  }
+  return list;
 }
 
 // What the reporter can do now (the view's `reporter_actions`), offered only to whoever gave the report's token.
@@ -313,7 +326,8 @@ async function sendAction(trackForm, action, body, done) {
       "If-Match": `"${report.version}"`,
     },
     body: JSON.stringify(body),
-  }, "action-error", "Tidak terkirim: periksa sambungan internet Anda, lalu lacak laporan ini lagi.");
+  }, "action-error", "Tidak ada jawaban dari server: mungkin sudah terkirim, mungkin belum. Periksa sambungan "
+    + "internet Anda, lalu lacak laporan ini lagi untuk melihatnya.");
   if (!response) return false;
   if (!response.ok) {
     const problem = await problemOf(response);
@@ -384,8 +398,11 @@ function forgetReport() {
   tracked.token = "";
   tracked.asked = "";
   for (const id of ["report-title", "report-id", "report-status", "report-agency", "report-region",
-    "report-submitted", "report-resolution", "information-requested", "action-result", "action-error"]) text(id, "");
+    "report-submitted", "report-resolution", "report-feedback", "information-requested", "action-result",
+    "action-error"]) text(id, "");
   document.getElementById("report-follow-ups").replaceChildren();
+  document.getElementById("report-information").replaceChildren();
+  document.getElementById("report-from-reporter").hidden = true;
   for (const actionForm of document.querySelectorAll("#actions form")) actionForm.reset();
   document.getElementById("report").hidden = true;
   document.getElementById("actions").hidden = true;
