@@ -349,6 +349,24 @@ def test_without_the_script_the_forms_put_nothing_in_the_address(server):
         assert "JavaScript" in plain.find_element(By.TAG_NAME, "body").text  # says why nothing happens
 
 
+def test_a_page_whose_script_did_not_arrive_says_why_its_buttons_are_off(server):
+    """Session 32: the buttons come disabled until the script enables them, and only a <noscript> line said why. A
+    script that never arrived (a connection dropped on a slow network) or that an old phone's browser could not run
+    left the buttons off with nothing said. The page says it until the script has set it up."""
+    with chromium() as session:
+        session.execute_cdp_cmd("Network.enable", {})
+        session.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/static/lapor.js"]})
+        for path in ("/", "/lacak"):
+            session.get(server.url + path)
+            assert not session.find_element(By.CSS_SELECTOR, "form button").is_enabled()
+            assert "memerlukan JavaScript" in session.find_element(By.TAG_NAME, "main").text
+        session.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+        session.get(server.url + "/")
+        submit = session.find_element(By.ID, "submit")
+        WebDriverWait(session, WAIT).until(lambda _: submit.is_enabled())
+        assert "memerlukan JavaScript" not in session.find_element(By.TAG_NAME, "main").text
+
+
 # -- the reporter's actions on the tracking page ------------------------------------------------------------
 
 

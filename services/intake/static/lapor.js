@@ -499,4 +499,8 @@ document.addEventListener("DOMContentLoaded", () => {
   // The pages' buttons come disabled: a form the browser sent itself, before this script (or without it), went
   // as GET, its fields (the reporter token, the reporter's name and phone) in the address.
   for (const form of [reportForm, trackForm, statisticsForm]) if (form) form.querySelector("button").disabled = false;
+  // The page says it needs this script until the script has set it up: a script that never arrived (a connection
+  // dropped) or that the browser could not run (an old phone's) left the buttons off with nothing said (session 32;
+  // a <noscript> line spoke only where scripts are off).
+  document.getElementById("script-needed").hidden = true;
 });
