@@ -31,13 +31,21 @@ def console_script() -> str:
     return f"from {module} import {function}; sys.exit({function}())"
 
 
-def lapor(arguments: list[str], before: str = "") -> subprocess.Popen[str]:
-    """`lapor ARGUMENTS` in a session of its own; `before`: Python run first, in the same process."""
+def lapor(arguments: list[str], before: str = "", env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`lapor ARGUMENTS` in a session of its own; `before`: Python run first, in the same process. SIGINT is as a
+    terminal leaves it (its default), whatever the test run inherited: a shell's background job (CI started with
+    `&`) inherits it ignored, and Python keeps it so, as `lapor` should."""
     code = f"import sys\n{before}\n{console_script()}"
     return subprocess.Popen(
-        [sys.executable, "-c", code, *arguments], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        [sys.executable, "-c", code, *arguments], cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=_sigint_as_a_terminal_leaves_it,
     )
+
+
+def _sigint_as_a_terminal_leaves_it() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def ctrl_c_once(process: subprocess.Popen[str], ready: Callable[[], bool]) -> tuple[str, str]:
@@ -77,6 +85,31 @@ def test_ctrl_c_while_lapor_imports_its_command_says_interrupted_in_one_line_and
     assert (process.returncode, err, out) == (130, "lapor: interrupted\n", "")
 
 
+# Put first on the path of a rebuild's processes (spawned ones too: Python imports `sitecustomize` at every start):
+# each building process, the rebuild itself or a share's, leaves a file named by its pid in LAPOR_TEST_PAUSED, saying
+# whether SIGINT reaches it, and waits there for a signal before it builds. A rebuild of the test's log takes a tenth
+# of a second: without the pause, the signal could come after it ended.
+PAUSE_BEFORE_BUILDING = """
+import os
+import signal
+from pathlib import Path
+
+import lapor.rebuild
+
+_build = lapor.rebuild._build
+
+
+def _paused_build(*args, **kwargs):
+    deaf = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    (Path(os.environ["LAPOR_TEST_PAUSED"]) / str(os.getpid())).write_text("deaf" if deaf else "hears")
+    signal.pause()
+    return _build(*args, **kwargs)
+
+
+lapor.rebuild._build = _paused_build
+"""
+
+
 @pytest.mark.parametrize(("processes", "keep"), [("2", False), ("2", True), ("1", False)])
 def test_ctrl_c_during_a_rebuild_drops_its_fresh_tables_and_says_interrupted(
     tmp_path: Path, processes: str, keep: bool
@@ -84,7 +117,7 @@ def test_ctrl_c_during_a_rebuild_drops_its_fresh_tables_and_says_interrupted(
     """Ctrl-C reached every rebuild process: each printed a traceback from wherever it was (its imports, its
     build), and the parent waited for them. Now they never see it; the parent ends them, drops every share's
     fresh tables (with --keep too: half-built tables would look like a rebuild) and the `rebuild/` folder it
-    made, and says so in one line. The signal is sent once a rebuild process has written to its share's tables (in
+    made, and says so in one line. The signal is sent while every building process is at its build's start (in
     one process: the rebuild itself)."""
     data = tmp_path / "var"
     ctx = open_context(data, None)
@@ -92,7 +125,19 @@ def test_ctrl_c_during_a_rebuild_drops_its_fresh_tables_and_says_interrupted(
         run_live(ctx, load_services(), batch_size=500)
     finally:
         ctx.close()
-    process = lapor(["rebuild", "--data", str(data), "--processes", processes] + (["--keep"] if keep else []))
-    out, err = ctrl_c_once(process, lambda: any((data / "rebuild").glob("*.db-shm")))
+    hooks, paused = tmp_path / "hooks", tmp_path / "paused"
+    hooks.mkdir()
+    paused.mkdir()
+    (hooks / "sitecustomize.py").write_text(PAUSE_BEFORE_BUILDING)
+    process = lapor(
+        ["rebuild", "--data", str(data), "--processes", processes] + (["--keep"] if keep else []),
+        env={"PYTHONPATH": os.pathsep.join([str(hooks), str(ROOT)]), "LAPOR_TEST_PAUSED": str(paused)},
+    )
+    out, err = ctrl_c_once(process, lambda: len(list(paused.iterdir())) == int(processes))
     assert (process.returncode, err) == (130, "lapor: interrupted\n"), out
-    assert not (data / "rebuild").exists()
+    # The shares' processes never get the signal (a share's traceback may or may not have come out before the
+    # parent ended it); a rebuild in one process is the one that hears it.
+    heard = sorted(marker.read_text() for marker in paused.iterdir())
+    assert heard == (["deaf", "deaf"] if processes == "2" else ["hears"])
+    assert (data / "rebuild").exists() is False
+    assert "identical" not in out
