@@ -102,7 +102,14 @@ def _port(text: str) -> int:
     return int(text)
 
 
-DATA = arg("--data", type=Path, help="data directory (default: LAPOR_DATA or ./var)")
+def _directory(text: str) -> Path:
+    """A data directory. An empty one (`--data "$DIR"` with DIR unset) was the working directory (session 32)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; leave it out for LAPOR_DATA or ./var, or name the directory")
+    return Path(text)
+
+
+DATA = arg("--data", type=_directory, help="data directory (default: LAPOR_DATA or ./var)")
 HOST = arg("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
 PORT = arg("--port", type=_port, default=8000, help="port (default 8000)")
 TRAINING = arg("--training", action="store_true", default=None, help="a clock an admin can move forward")

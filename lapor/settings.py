@@ -74,11 +74,24 @@ def url_scheme_only(value: str) -> str:
     return value
 
 
+# One rate as `limits` writes it: an amount, and a number of units of time when more than one.
+_ONE_RATE = re.compile(r"\s*([0-9]+)\s*(?:/|\s*per\s*)\s*([0-9]+)?\s*[a-z]+\s*", re.IGNORECASE)
+
+
 def _rate(value: str) -> str:
+    """One rate of at least one request in at least one unit of time (session 32). `limits.parse` takes several
+    (`10/minute;1/second`) and applies the first alone, so the second was accepted and never enforced; it takes
+    `0/minute`, which refused every request (the public complaint channel closed by a setting), and reads `10/0minute`
+    as `10/minute`."""
     try:
-        limits.parse(value)
+        items = limits.parse_many(value)
     except ValueError as error:
         raise ValueError(f"not a rate like '10/minute' or '100 per hour': {value!r}") from error
+    if len(items) != 1:
+        raise ValueError(f"one rate like '10/minute', not {len(items)}: only the first would be applied")
+    rate = _ONE_RATE.fullmatch(value)  # parse_many took it, so it matches
+    if rate is None or int(rate[1]) < 1 or (rate[2] is not None and int(rate[2]) < 1):
+        raise ValueError("a rate is at least one request in at least one unit of time, like '10/minute'")
     return value
 
 
@@ -134,8 +147,10 @@ class Settings(BaseSettings):
     )
 
     data: Path = Field(Path("./var"), description="data directory")
-    store: str = Field("", description="event store URL; default sqlite:///<data>/events.db")
-    readmodels: str = Field("", description="read-model database URL; default per store")
+    # "" until `_defaults_and_production` fills it in; given empty, it is refused (`_not_empty`), so the default is
+    # not validated.
+    store: str = Field("", validate_default=False, description="event store URL; default sqlite:///<data>/events.db")
+    readmodels: str = Field("", validate_default=False, description="read-model database URL; default per store")
     store_timeout: float = Field(
         30.0, gt=0, le=3600,
         description="seconds the event store waits for its server: a PostgreSQL statement's answer, a KurrentDB call; "
@@ -168,6 +183,17 @@ class Settings(BaseSettings):
     webhook_proxy: str | None = Field(
         None, description="an HTTP proxy webhooks go through, http://host:port (lapor.egress); HTTPS_PROXY is not read"
     )
+
+    @field_validator("data", "store", "readmodels", mode="before")
+    @classmethod
+    def _not_empty(cls, value: object, info: ValidationInfo) -> object:
+        """A place given empty is refused (session 32). `LAPOR_STORE=` (a Secret whose key is empty, `${STORE}` of a
+        shell that has none) took the default, a SQLite file in the data directory, and `LAPOR_DATA=` the working
+        directory: on a pod's `emptyDir` every report acknowledged was gone with the pod, while /readyz said ready."""
+        if isinstance(value, str) and not value.strip():
+            default = {"data": "./var", "store": "sqlite:///<data>/events.db", "readmodels": "the store's default"}
+            raise ValueError(f"is empty; leave it unset for the default ({default[info.field_name or '']}), or name it")
+        return value
 
     @field_validator("store", "readmodels")
     @classmethod

@@ -312,3 +312,57 @@ def test_a_kept_secret_that_cannot_be_read_is_one_line(tmp_path):
             f"lapor: {data}/secret: cannot read or keep the signing secret there (Is a directory); check --data or "
             "LAPOR_DATA, or set LAPOR_SECRET\n"
         )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0/minute", "a rate is at least one request in at least one unit of time, like '10/minute' (got '0/minute')"),
+        ("10/0minute", "a rate is at least one request in at least one unit of time"),
+        ("10/minute;1/second", "one rate like '10/minute', not 2: only the first would be applied"),
+        ("10 per minute, 100 per hour", "one rate like '10/minute', not 2: only the first would be applied"),
+    ],
+)
+@pytest.mark.parametrize("variable", ["SUBMISSION_RATE", "SMS_RATE", "STATISTICS_RATE"])
+def test_a_rate_limit_that_would_not_be_applied_as_written_is_refused(monkeypatch, variable, value, expected):
+    """Session 32: `limits.parse` took `10/minute;1/second` and enforced its first rate alone, took `0/minute`, which
+    refused every submission with a 429 (the public complaint channel closed by a setting), and read `10/0minute` as
+    `10/minute`."""
+    monkeypatch.setenv(f"LAPOR_LIMITS__{variable}", value)
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    assert str(refused.value).startswith(f"invalid setting LAPOR_LIMITS__{variable}: {expected}")
+
+
+@pytest.mark.parametrize("value", ["5 per 2 minutes", "1/Second", " 10 / minute "])
+def test_one_rate_of_a_few_units_of_time_is_taken(monkeypatch, value):
+    monkeypatch.setenv("LAPOR_LIMITS__SUBMISSION_RATE", value)
+    assert load_settings().limits.submission_rate == value
+
+
+@pytest.mark.parametrize("variable", ["LAPOR_STORE", "LAPOR_READMODELS", "LAPOR_DATA"])
+@pytest.mark.parametrize("value", ["", "  "])
+def test_a_place_given_empty_is_refused(monkeypatch, variable, value):
+    """Session 32: `LAPOR_STORE=` (a Kubernetes Secret whose key is empty, `${STORE_URL}` unset in a shell) took
+    the default, a new SQLite store in the data directory (a pod's emptyDir), and served: every report acknowledged
+    there was lost with the pod. `LAPOR_DATA=` was the working directory."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    assert str(refused.value).startswith(f"invalid setting {variable}: is empty; leave it unset for the default")
+
+
+def test_lapor_up_with_an_empty_store_url_says_so_and_makes_nothing(tmp_path):
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("LAPOR_")}
+    environment |= {"LAPOR_DATA": str(tmp_path / "var"), "LAPOR_STORE": ""}
+    result = run_lapor("up", "--port", "0", env=environment)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == ("lapor: invalid setting LAPOR_STORE: is empty; leave it unset for the default "
+                             "(sqlite:///<data>/events.db), or name it (got '')\n")
+    assert not (tmp_path / "var").exists()
+
+
+def test_an_empty_data_directory_on_the_command_line_is_refused(tmp_path):
+    result = run_lapor("up", "--data", "", "--port", "0")
+    assert result.returncode == 2
+    assert "argument --data: is empty" in result.stderr
