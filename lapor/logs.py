@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,22 @@ from lapor.correlation import current_correlation_id
 
 # Libraries whose records below WARNING name the addresses requests go to (lapor.egress's client: webhooks).
 QUIET_LIBRARIES = ("httpx2", "httpcore2")
+
+# A path segment that is only a number a person is known by (a NIK's 16 digits, a phone number however written:
+# `081299887766`, `+62 812-9988-7766`, `(0380) 821234`): eight digits or more and nothing but them and the marks
+# numbers are written with. The ids LAPOR puts in paths are never such (a tracking ID has letters, an agency id its
+# prefix, a webhook's or a draft's its `wh_`/`dr_`), so one is a person's number, typed where an id was asked.
+_PERSONAL_NUMBER = re.compile(r"[+(]?(?:[0-9][ .()-]*){8,}")
+WITHHELD_NUMBER = "<number>"
+
+
+def logged_path(path: str) -> str:
+    """`path` as the log may keep it: a segment that is a person's number (above) becomes WITHHELD_NUMBER (session 32:
+    `GET /api/complaints/5371014508850001`, a reporter's NIK typed as the tracking number, was logged with the
+    client's address). The route template is logged beside it; the query never is."""
+    return "/".join(
+        WITHHELD_NUMBER if _PERSONAL_NUMBER.fullmatch(segment) else segment for segment in path.split("/")
+    )
 
 
 class JsonFormatter(logging.Formatter):

@@ -24,6 +24,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lapor.correlation import HEADER, accept_correlation_id, correlation_scope
+from lapor.logs import logged_path
 from lapor.problems import NotReady
 from lapor.store.model import error_kind
 
@@ -288,16 +289,17 @@ class RequestObservabilityMiddleware:
                 self.metrics.requests.labels(template, counted, str(status)).inc()
                 self.metrics.latency.labels(template, counted).observe(elapsed)
                 client = WITHHELD_CLIENT if work.client_withheld else (scope.get("client") or ("", 0))[0]
+                path = logged_path(scope["path"])
                 access_log.info(
                     "%s %s %s",
                     method,
-                    scope["path"],
+                    path,
                     status,
                     extra={
                         "correlation_id": work.correlation_id,
                         "fields": {
                             "method": method,
-                            "path": scope["path"],
+                            "path": path,
                             "route": template,
                             "status": status,
                             "duration_ms": round(elapsed * 1000, 2),

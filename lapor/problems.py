@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lapor.complaint import IllegalTransition
 from lapor.correlation import current_correlation_id
+from lapor.logs import logged_path
 from lapor.store import UnreadableEvent, WrongExpectedVersion
 from lapor.store.model import unreadable_of
 from lapor.store.vault import VaultError
@@ -463,7 +464,7 @@ class InternalErrorMiddleware:
         except Exception as error:
             unreadable = unreadable_of(error)
             if unreadable is not None:
-                log.error("unreadable event on %s %s", scope.get("method"), scope.get("path"),
+                log.error("unreadable event on %s %s", scope.get("method"), logged_path(scope["path"]),
                           exc_info=True, extra={"correlation_id": current_correlation_id()})
                 if started:
                     raise
@@ -472,7 +473,7 @@ class InternalErrorMiddleware:
             outage = outage_of(error)
             log.error(
                 "%s on %s %s", "store or read models unavailable" if outage else "unhandled error",
-                scope.get("method"), scope.get("path"),
+                scope.get("method"), logged_path(scope["path"]),
                 exc_info=True, extra={"correlation_id": current_correlation_id()},
             )
             if started:

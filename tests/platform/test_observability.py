@@ -57,6 +57,29 @@ def test_each_request_writes_one_json_log_line_with_its_correlation_id(client, c
     assert entry["duration_ms"] >= 0
 
 
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        ("/problems/5371014508850001", "/problems/<number>"),  # a NIK where an id was asked
+        ("/scanner/+62 812-9988-7766/x", "/scanner/<number>/x"),  # a phone number, as people write it
+        ("/scanner/(0380) 821234", "/scanner/<number>"),
+        ("/problems/no-such-kind", "/problems/no-such-kind"),
+        ("/scanner/JEP6-CZ3E-6/wh_0123456789abcdef/pemda-53.71/1234567", None),  # ids stay as they are
+    ],
+)
+def test_a_persons_number_in_a_path_is_not_logged(client, caplog, path, logged):
+    """Session 32: the request line kept the path as sent, so `GET /api/complaints/5371014508850001` (a reporter's
+    NIK typed as the tracking number) put the NIK in the operators' log, beside the client's address."""
+    with caplog.at_level(logging.INFO, logger="lapor.access"):
+        client.get(path)
+    [record] = [r for r in caplog.records if r.name == "lapor.access"]
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["path"] == (logged or path)
+    assert entry["message"] == f"GET {logged or path} 404"
+    for number in ("5371014508850001", "812-9988-7766", "821234"):
+        assert number not in JsonFormatter().format(record)
+
+
 def metric(client, name: str, labels: dict[str, str]) -> float | None:
     return client.app.state.context.metrics.registry.get_sample_value(name, labels)
 
