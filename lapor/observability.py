@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from http import HTTPMethod
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -311,6 +312,8 @@ class RequestObservabilityMiddleware:
 
 # -- health -------------------------------------------------------------------------------------------------
 
+PROBE_THREADS = 4  # threads /readyz and /metrics have to themselves, apart from the API's (`health_router`)
+
 
 @dataclass
 class Readiness:
@@ -376,15 +379,22 @@ def health_router(
     metrics: Metrics,
     readiness: Callable[[], Readiness],
 ) -> APIRouter:
+    """The probes and the scrape do not queue behind the API's requests (session 32): they were plain `def` routes, run
+    in the thread pool every route shares (40 threads), so while 40 requests waited on the store (its write lock held,
+    a PostgreSQL outage: the pool's 30 s each) /healthz did not answer either, and a liveness probe restarted a process
+    that was alive and would have served on once the store answered. /healthz now answers on the event loop; /readyz
+    and /metrics, which read the databases (each wait bounded by `LAPOR_READINESS_WAIT`), in PROBE_THREADS threads of
+    their own."""
     router = APIRouter(tags=["operations"])
+    probes = CapacityLimiter(PROBE_THREADS)
 
     @router.get("/healthz", summary="The process is alive")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "alive"}
 
     @router.get("/readyz", summary="Store reachable and every subscription caught up")
-    def readyz() -> dict[str, Any]:
-        report = readiness()
+    async def readyz() -> dict[str, Any]:
+        report = await to_thread.run_sync(readiness, limiter=probes)
         if not report.ready:
             reasons = []
             if report.unreachable is not None:
@@ -399,7 +409,7 @@ def health_router(
         return {"status": "ready", "standby": report.standby} if report.standby else {"status": "ready"}
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    def prometheus() -> Response:
-        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    async def prometheus() -> Response:
+        return Response(await to_thread.run_sync(metrics.exposition, limiter=probes), media_type=CONTENT_TYPE_LATEST)
 
     return router

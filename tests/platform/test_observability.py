@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import sqlite3
 import threading
 import uuid
@@ -12,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from anyio import to_thread
 
 from lapor.context import BackgroundLoop, ServiceContext, ServiceDefinition
 from lapor.logs import JsonFormatter
@@ -271,6 +274,38 @@ def table_away(database: Path, table: str) -> Iterator[None]:
         yield
     finally:
         rename(f"{table}_away", table)
+
+
+def test_the_probes_answer_while_every_thread_of_the_api_waits_on_the_store(serve, data_dir):
+    """Session 32: /healthz, /readyz and /metrics were plain `def` routes, in the thread pool every route shares, so
+    while its 40 threads waited on the store (here its write lock, held by another process; a PostgreSQL outage
+    alike) /healthz did not answer either, and a liveness probe would have restarted a process that was alive."""
+    with serve(limits={"submission_rate": "1000/minute"}) as client:
+        limiter = client.portal.call(to_thread.current_default_thread_limiter)
+        submissions: list[int] = []
+        lock = os.open(f"{data_dir}/events.db-writer.lock", os.O_RDWR | os.O_CREAT)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # what the store's writers take turns on
+        try:
+            waiting = [threading.Thread(
+                target=lambda: submissions.append(client.post("/api/probe/complaints", json=SUBMISSION).status_code)
+            ) for _ in range(int(limiter.total_tokens) + 5)]
+            for thread in waiting:
+                thread.start()
+            wait_until(lambda: limiter.borrowed_tokens == limiter.total_tokens)  # every API thread waits
+            answers: dict[str, int] = {}
+            probing = threading.Thread(target=lambda: answers.update(
+                {path: client.get(path).status_code for path in ("/healthz", "/readyz", "/metrics")}
+            ))
+            probing.start()
+            probing.join(60)  # only a guard: without their own threads they wait for the lock, for ever
+            assert answers == {"/healthz": 200, "/readyz": 200, "/metrics": 200}
+            assert submissions == []  # still waiting: nothing was refused to make room
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            os.close(lock)
+        for thread in waiting:
+            thread.join()
+        assert submissions == [201] * len(waiting)
 
 
 def test_metrics_keep_the_request_counts_when_the_store_cannot_be_read(serve, data_dir):
