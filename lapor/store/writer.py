@@ -396,13 +396,23 @@ def _read_answer(sock: socket.socket) -> bytes:
 # -- running it -------------------------------------------------------------------------------------------
 
 
+# What stops a writer that serves a parent (`--parent`; `WriterProcess(stop_with_us=True)`): its parent's word. Not
+# SIGTERM or SIGINT, which the parent's whole process group gets at once when the service is stopped (systemd's
+# control group, a terminal's Ctrl-C, `kill -- -PGID`): the writer stopped at once, while the parent was still
+# finishing its requests, and `lapor up` logged an ERROR, "exited with code 0; starting a new one", and started
+# another for the appends still coming (session 32). It now serves until its parent stops it, or is gone.
+PARENT_SAYS_STOP = signal.SIGUSR1
+
+
 def run(path: str | Path, socket_path: str | Path | None = None, parent: int | None = None) -> int:
-    """Serve until SIGTERM or SIGINT (or, with `parent`, until that process is gone); queued appends are committed
-    and answered first."""
+    """Serve until SIGTERM or SIGINT; with `parent`, until that process says so (PARENT_SAYS_STOP) or is gone.
+    Queued appends are committed and answered first."""
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT) if parent is None else (PARENT_SAYS_STOP,):
         signal.signal(signum, lambda *_: stop.set())
     if parent is not None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)
         stop_when_orphaned(parent, stop.set, stop.is_set)
     try:
         writer = StoreWriter(path, socket_path)
@@ -436,6 +446,7 @@ class WriterProcess:
         self.socket = default_socket(self.path)
         self.url = sqlite_url(self.path, self.socket)
         self._command = [sys.executable, "-m", "lapor.store.writer", "--store", str(path)]
+        self._stop_signal = PARENT_SAYS_STOP if stop_with_us else signal.SIGTERM
         if stop_with_us:
             self._command += ["--parent", str(os.getpid())]
         self._stopping = False
@@ -467,12 +478,12 @@ class WriterProcess:
             time.sleep(RESTART_DELAY)
 
     def stop(self) -> str:
-        """SIGTERM (queued appends are committed and answered first), and what it said last: how many appends it
-        committed in how many groups."""
+        """SIGTERM, or PARENT_SAYS_STOP to one that serves us (queued appends are committed and answered first), and
+        what it said last: how many appends it committed in how many groups."""
         with self._lock:
             self._stopping = True
             process = self.process
-        process.terminate()
+        process.send_signal(self._stop_signal)
         said, _ = process.communicate(timeout=STOP_TIMEOUT)
         return said.strip().splitlines()[-1] if said.strip() else f"store writer: exit {process.returncode}"
 

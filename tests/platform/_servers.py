@@ -75,15 +75,16 @@ def wait_until(condition, timeout: float = 60.0, describe: str = "condition") ->
 
 @contextmanager
 def started(
-    tmp_path: Path, *args: str, name: str, module: str = "tests.platform.launch", env: dict[str, str] | None = None
+    tmp_path: Path, *args: str, name: str, module: str = "tests.platform.launch", env: dict[str, str] | None = None,
+    session: bool = False,
 ) -> Iterator[tuple[subprocess.Popen, Path, Path]]:
     """`python -m <module> <args>` running, its output in files (process, stdout, stderr); killed afterwards if it
-    is still running."""
+    is still running. `session`: in a session (and process group) of its own, for a signal to the whole group."""
     stdout, stderr = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
     environment = {**os.environ, "LAPOR_LIMITS__SUBMISSION_RATE": "1000/minute", **(env or {})}
     with stdout.open("w") as out, stderr.open("w") as err:
         process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, stdout=out, stderr=err,
-                                   env=environment)
+                                   env=environment, start_new_session=session)
     try:
         yield process, stdout, stderr
     finally:
@@ -94,10 +95,13 @@ def started(
 
 @contextmanager
 def lapor(
-    tmp_path: Path, *args: str, name: str, module: str = "tests.platform.launch", env: dict[str, str] | None = None
+    tmp_path: Path, *args: str, name: str, module: str = "tests.platform.launch", env: dict[str, str] | None = None,
+    session: bool = False,
 ) -> Iterator[Server]:
     port = free_port()
-    with started(tmp_path, *args, "--port", str(port), name=name, module=module, env=env) as (process, out, err):
+    with started(tmp_path, *args, "--port", str(port), name=name, module=module, env=env, session=session) as (
+        process, out, err
+    ):
         server = Server(process, f"http://127.0.0.1:{port}", out, err)
         wait_until(lambda: process.poll() is not None or server.get("/readyz").status_code == 200,
                    describe=f"{name} ready")

@@ -248,6 +248,27 @@ def test_lapor_up_starts_its_store_writer_again_when_it_dies_and_no_report_is_lo
         assert not store_writers(server.process.pid)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_whole_group_stops_lapor_up_and_its_store_writer_once_without_an_error(tmp_path, sig):
+    """systemd (its control group), a terminal's Ctrl-C and `kill -- -PGID` signal every process of the service at
+    once. The store writer stopped at once too, while `lapor up` was still finishing its requests: `lapor up` logged
+    an ERROR, "exited with code 0; starting a new one", and started another writer on its way out (session 32). The
+    writer now stops when `lapor up` tells it, after its last append."""
+    data = tmp_path / "var"
+    with lapor(tmp_path, "up", "--data", str(data), "--store-writer", "--workers", "2", name="group",
+               module="lapor.cli", session=True) as server:
+        [writer] = store_writers(server.process.pid)
+        assert server.post("/api/complaints", json=REPORT).status_code == 201
+        os.killpg(server.process.pid, sig)
+        assert server.process.wait(timeout=30) == 0
+        wait_until(lambda: not alive(writer), timeout=30, describe="the store writer stopped")
+    logged = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+    assert [line["message"] for line in logged if line["level"] in ("ERROR", "CRITICAL")] == []
+    stopped = [line["message"] for line in logged if line["message"].startswith("store writer: stopped")]
+    [said] = stopped  # one writer, which committed the report
+    assert int(said.split()[4]) >= 1
+
+
 def test_a_worker_stops_when_lapor_up_is_killed(tmp_path):
     with lapor(tmp_path, "up", "--data", str(tmp_path / "var"), "--workers", "2", name="killed",
                module="lapor.cli") as server:
