@@ -50,9 +50,11 @@ from services.followup.decide import (
 from services.followup.directory import Directory
 from services.followup.handlers import stream_of
 from services.followup.notifications import (
+    MAX_WEBHOOKS,
     WEBHOOK,
     NotificationKind,
     TargetStats,
+    TooManyTargets,
     create_target,
     deactivate_target,
     list_targets,
@@ -759,16 +761,22 @@ def build_router(ctx: ServiceContext) -> APIRouter:
         refusal = destination_refusal(webhook_policy(ctx.settings), host, body.url.port or 443)
         if refusal is not None:
             raise ValidationProblem(refusal, location=("body", "url"))
-        with ctx.db.transaction() as tx:
-            target = create_target(
-                tx,
-                agency_id=agency_id,
-                channel=WEBHOOK,
-                address=str(body.url),
-                kinds=body.kinds,
-                created_by=principal.subject,
-                now=ctx.clock.now(),
-            )
+        try:
+            with ctx.db.transaction() as tx:
+                target = create_target(
+                    tx,
+                    agency_id=agency_id,
+                    channel=WEBHOOK,
+                    address=str(body.url),
+                    kinds=body.kinds,
+                    created_by=principal.subject,
+                    now=ctx.clock.now(),
+                )
+        except TooManyTargets:
+            raise Conflict(
+                f"agency {agency_id} has {MAX_WEBHOOKS} webhooks, the most it may have: remove one it no longer needs "
+                f"(DELETE /api/agencies/{agency_id}/webhooks/<webhook_id>) first"
+            ) from None
         view = webhook_view(TargetStats(target, 0, 0, 0, None))
         return WebhookCreated(**view.model_dump(), secret=target.secret)
 

@@ -52,6 +52,10 @@ NotificationKind = Literal["queue.item_added", "deadline.approaching", "escalati
 KINDS: tuple[NotificationKind, ...] = (ITEM_ADDED, DEADLINE_APPROACHING, ESCALATION_WATCHED)
 
 WEBHOOK = "webhook"
+# Active webhooks an agency (or a unit) may have at once (session 32): every notification is posted to each, so an
+# agency admin's token, or a script gone wrong, that registered thousands made every queue change fan out to
+# thousands of deliveries, on the shared delivery loop, retried for hours.
+MAX_WEBHOOKS = 20
 
 MAX_ATTEMPTS = 8
 FIRST_RETRY = timedelta(seconds=30)
@@ -196,11 +200,24 @@ def each_kind_once(kinds: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(kinds))
 
 
+class TooManyTargets(Exception):
+    """The agency has MAX_WEBHOOKS active webhooks already."""
+
+
 def create_target(
     tx: Tx, *, agency_id: str, channel: str, address: str, kinds: Sequence[str] | None, created_by: str,
     now: datetime,
 ) -> Target:
-    """A target of the kinds named, or with `kinds` None of every kind: those there are now and any added later."""
+    """A target of the kinds named, or with `kinds` None of every kind: those there are now and any added later.
+    Raises TooManyTargets when the agency has MAX_WEBHOOKS active targets of the channel (counted under a lock on
+    PostgreSQL, where two registrations at once would both count one fewer; SQLite's writes take turns)."""
+    if tx.dialect == "postgresql":
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"followup_targets:{agency_id}",))
+    active = tx.fetchone(
+        "SELECT count(*) FROM followup_targets WHERE agency_id = ? AND channel = ? AND active = 1", (agency_id, channel)
+    )
+    if active is not None and active[0] >= MAX_WEBHOOKS:
+        raise TooManyTargets(agency_id)
     target = Target(
         target_id="wh_" + secrets.token_hex(8),
         agency_id=agency_id,

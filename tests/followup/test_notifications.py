@@ -27,6 +27,7 @@ from services.followup.notifications import (
     ITEM_ADDED,
     KINDS,
     LEASE,
+    MAX_WEBHOOKS,
     WEBHOOK,
     Deliverer,
     DeliveryFailed,
@@ -347,6 +348,28 @@ def test_webhooks_are_listed_without_their_secret_and_can_be_removed(followup, r
     followup.disposed("LAP-N-7")
     notify()
     assert receiver.attempts == []
+
+
+def test_an_agency_has_at_most_max_webhooks_and_one_removed_makes_room(followup):
+    """Session 32: registrations were unbounded, and every notification is posted to each webhook."""
+    url = {"url": "https://1.1.1.1/lapor"}
+    created = [followup.client.post(f"/api/agencies/{KUPANG}/webhooks", headers=followup.admin(), json=url)
+               for _ in range(MAX_WEBHOOKS)]
+    assert [response.status_code for response in created] == [201] * MAX_WEBHOOKS
+    refused = followup.client.post(f"/api/agencies/{KUPANG}/webhooks", headers=followup.admin(), json=url)
+    assert refused.status_code == 409
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert f"has {MAX_WEBHOOKS} webhooks" in refused.json()["detail"]
+    listed = followup.client.get(f"/api/agencies/{KUPANG}/webhooks", headers=followup.admin()).json()
+    assert len(listed) == MAX_WEBHOOKS  # the refused one was not written
+    # Another agency's webhooks are its own count.
+    other = followup.client.post(f"/api/agencies/{MALANG}/webhooks", headers=followup.admin(MALANG), json=url)
+    assert other.status_code == 201, other.text
+    removed = followup.client.delete(f"/api/agencies/{KUPANG}/webhooks/{listed[0]['webhook_id']}",
+                                     headers=followup.admin())
+    assert removed.status_code == 204
+    again = followup.client.post(f"/api/agencies/{KUPANG}/webhooks", headers=followup.admin(), json=url)
+    assert again.status_code == 201, again.text
 
 
 def test_a_webhook_uses_https_unless_it_is_on_this_machine(followup):

@@ -11,7 +11,7 @@ import pytest
 
 from lapor.rebuild import rebuild
 from services.followup.handlers import Notifier, close_silent_reports
-from services.followup.notifications import WEBHOOK, WebhookAdapter, webhook_policy
+from services.followup.notifications import MAX_WEBHOOKS, WEBHOOK, WebhookAdapter, webhook_policy
 from services.followup.service import SERVICE
 from tests.followup.conftest import DINKES, KUPANG, MALANG, Followup, later, subscribe
 from tests.followup.test_closing import resolved, resolved_late
@@ -147,3 +147,23 @@ def test_the_escalated_worklist_on_postgresql(on_postgres):
 
 def test_the_category_filter_ignores_case_on_postgresql(on_postgres):
     category_filter_ignores_case(on_postgres)
+
+
+def test_registrations_at_once_never_take_an_agency_past_its_webhooks_on_postgresql(on_postgres):
+    """Each registration counts the agency's webhooks under a lock: at once, on READ COMMITTED, each counted the
+    others' as not there yet."""
+    app = on_postgres
+    url = {"url": "https://1.1.1.1/lapor"}
+    barrier = Barrier(8)
+
+    def register(_: int) -> list[int]:
+        barrier.wait()
+        return [app.client.post(f"/api/agencies/{KUPANG}/webhooks", headers=app.admin(), json=url).status_code
+                for _ in range(MAX_WEBHOOKS // 4)]
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = [status for answers in pool.map(register, range(8)) for status in answers]
+    assert sorted(set(statuses)) == [201, 409]
+    assert statuses.count(201) == MAX_WEBHOOKS
+    listed = app.client.get(f"/api/agencies/{KUPANG}/webhooks", headers=app.admin()).json()
+    assert len(listed) == MAX_WEBHOOKS
