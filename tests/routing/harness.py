@@ -44,7 +44,9 @@ def agency_principal(agency_id: str, role: Role = Role.admin_agency) -> Principa
 
 
 class Routing:
-    def __init__(self, data: Path, start: datetime, *, store_url: str = "", policy: dict[str, Any] | None = None):
+    def __init__(
+        self, data: Path, start: datetime, *, store_url: str | None = None, policy: dict[str, Any] | None = None
+    ):
         self.data = data
         self.clock = clock = ManualClock(start)
         settings = load_settings(data=data, store=store_url, policy=policy or {})
