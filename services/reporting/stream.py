@@ -565,7 +565,9 @@ async def live_events(
     """The feed from just after `after_position` (a Last-Event-ID), or from now when None, until the caller's
     token runs out (`Principal.valid_until`, judged on the token service's clock) or is revoked: a feed is opened
     with the token's rights, so it must not carry them past the moment the token would be refused. A revocation
-    is looked for before each page is read and again before it is sent."""
+    is looked for before each page is read, and the token's end and its revocation before each event is sent
+    (session 32: the rest of a page begun was sent after them; a page of a busy feed is sent while its client
+    reads it, for as long as SEND_TIMEOUT allows each event)."""
     position = after_position if after_position is not None else await to_thread.run_sync(store.head_position)
     valid_until = principal.valid_until if principal is not None else None
     clock = tokens.clock
@@ -608,10 +610,14 @@ async def live_events(
                     await asyncio.wait_for(wake.wait(), IDLE_RECHECK if left is None else min(left, IDLE_RECHECK))
                 continue
             shown = await to_thread.run_sync(viewer.view, events)
-            if ended() is not None:
-                continue  # this page is not sent: the feed's last event names the position before it
             for event in shown:
+                last = ended()  # the feed's last event names the position of the last one sent
+                if last is not None:
+                    yield last
+                    return
                 yield event
+                if event.id is not None:
+                    position = int(event.id)
             position = events[-1].event.position
             if not shown or shown[-1].id != str(position):
                 yield _passed(position)

@@ -3,6 +3,7 @@ role sees of an event, filters."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import socket
@@ -19,12 +20,13 @@ from typing import Any
 import httpx2
 import orjson
 import pytest
+from sse_starlette import ServerSentEvent
 
 from lapor.app import create_app
 from lapor.auth import CLOCK_SKEW, TokenService
 from lapor.clock import ManualClock, SystemClock
 from lapor.complaint import ComplaintState
-from lapor.principal import Role
+from lapor.principal import Principal, Role
 from lapor.privacy import MASKED_BY, MASKING
 from lapor.settings import load_settings
 from lapor.store import NewEvent, RecordedEvent
@@ -242,6 +244,29 @@ def test_a_feed_ends_when_its_token_runs_out_and_resumes_with_a_fresh_one(live: 
         "ComplaintSubmitted", "ComplaintVerified", "ComplaintDisposed", "DispositionAccepted",
     ]
     assert rest[-1]["id"] == last
+
+
+def test_a_token_that_runs_out_while_a_page_is_sent_ends_the_feed_at_the_event_sent_last(live: Live):
+    """Session 32: the token's end and its revocation were looked for before a page was sent, not while: the rest of
+    a page begun went out after them (a page of a busy feed is sent while its client reads it). The feed is driven
+    here one event at a time, its token's clock moved on between two events of one page."""
+    reports = [f"LAP-PAGE-{n}" for n in range(3)]
+    positions = [live.append(tracking_id, submitted(tracking_id)) for tracking_id in reports]
+    clock = ManualClock(SystemClock().now())
+    tokens = TokenService(live.tokens_secret, clock)
+    principal = Principal("admin-pusat", Role.admin_national, valid_until=clock.now() + timedelta(minutes=1))
+    store = live.server.ctx.store
+
+    async def follow() -> list[ServerSentEvent]:
+        feed = stream.live_events(store, stream.StreamHub(store), principal, stream.StreamFilter(), 0, tokens)
+        sent = [await anext(feed), await anext(feed)]  # where it starts, and the first report
+        clock.advance(timedelta(minutes=2))
+        sent += [item async for item in feed]
+        return sent
+
+    start, first, *rest = asyncio.run(follow())
+    assert (start.comment, first.event, first.id) == ("from position 0", "ComplaintSubmitted", str(positions[0]))
+    assert [(item.event, item.id) for item in rest] == [(stream.TOKEN_EXPIRED, str(positions[0]))]
 
 
 def test_a_feed_ends_when_its_token_is_revoked_and_sends_nothing_after(live: Live):
