@@ -279,8 +279,8 @@ def _detector_pass(text: str) -> tuple[str, bool]:
     result = mask_pii(seen, mode="partial", exclude=UNMASKED_PII_TYPES)
     if positions is None:
         return result.text, bool(result.matches)
-    spans = ((positions[m.start], positions[m.end - 1] + 1, m.replacement) for m in result.matches if m.end > m.start)
-    return _replaced(text, spans), bool(result.matches)
+    spans = [(m.start, m.end, m.replacement) for m in result.matches if m.end > m.start]
+    return _replaced_as_seen(text, spans, positions), bool(result.matches)
 
 
 _INVISIBLES = re.compile(f"[{INVISIBLE}]+")
@@ -298,6 +298,14 @@ def _as_seen(text: str) -> tuple[str, list[int] | None]:
         last = run.end()
     positions.extend(range(last, len(text)))
     return _INVISIBLES.sub("", text), positions
+
+
+def _replaced_as_seen(text: str, spans: Iterable[tuple[int, int, str]], positions: list[int] | None) -> str:
+    """`text` with each of `spans`, found in it as `_as_seen` gave it (`positions`: where each character of that stands
+    in `text`; None, the same text), replaced: the invisible characters inside a span go with it."""
+    if positions is not None:
+        spans = ((positions[start], positions[end - 1] + 1, replacement) for start, end, replacement in spans)
+    return _replaced(text, spans)
 
 
 def _replaced(text: str, spans: Iterable[tuple[int, int, str]]) -> str:
@@ -345,9 +353,7 @@ def _mask_obfuscated_emails(text: str) -> tuple[str, bool]:
     ]
     if not spans:
         return text, False
-    if positions is not None:
-        spans = [(positions[start], positions[end - 1] + 1, replacement) for start, end, replacement in spans]
-    return _replaced(text, spans), True
+    return _replaced_as_seen(text, spans, positions), True
 
 
 def redact_text(text: str, principal: Principal | None) -> str:
@@ -387,7 +393,6 @@ def _mask_added_since(text: str) -> tuple[str, bool]:
 # takes them): what the detector, reading the text as written, did not see before session 32. Unambiguous (a run of
 # invisible characters can only go to the first class), so linear.
 _HIDDEN_NUMBER = re.compile(rf"(?<![0-9])\+?[0-9](?:[{INVISIBLE}]*(?:[ .\-][{INVISIBLE}]*)?[0-9])*")
-_HAS_INVISIBLE = re.compile(f"[{INVISIBLE}]")
 _MASKED_DIGITS = range(8, 20)  # a phone number (8-15 with its prefix), a NIK or KK (16), a card or account (to 19)
 
 
@@ -402,7 +407,7 @@ def _mask_hidden_numbers(text: str) -> tuple[str, bool]:
     spans = []
     for match in _HIDDEN_NUMBER.finditer(text):
         digits = _NOT_DIGITS.sub("", match[0])
-        if len(digits) not in _MASKED_DIGITS or _HAS_INVISIBLE.search(match[0]) is None:
+        if len(digits) not in _MASKED_DIGITS or _INVISIBLES.search(match[0]) is None:
             continue
         phone = digits.startswith(("08", "628")) and parse_phone(digits).valid
         kind: PiiType = "PHONE" if phone else "NIK" if len(digits) == 16 else "BANK_ACCOUNT"
